@@ -1,0 +1,41 @@
+# The README's two commands are `make run` and `make test`; both set themselves up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench stack-up stack-down clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/ledgerflow run
+
+test: $(STAMP)
+	$(BIN)/ledgerflow stack up
+	$(BIN)/ledgerflow topics ensure
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/ledgerflow stack up
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+stack-up: $(STAMP)
+	$(BIN)/ledgerflow stack up
+
+stack-down: $(STAMP)
+	$(BIN)/ledgerflow stack down
+
+clean:
+	rm -rf $(VENV) build *.egg-info
