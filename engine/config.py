@@ -1,0 +1,48 @@
+"""Runtime settings, read once from the environment.
+
+Every process (API, relay, stream worker, projector, CLI) takes the same settings so that a
+single set of environment variables describes one deployment. Defaults are those of the local
+stack started by `ledgerflow stack up`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Connection and naming settings shared by every Ledgerflow process."""
+
+    database_url: str = field(
+        default_factory=lambda: _env(
+            "LEDGERFLOW_DATABASE_URL", "postgresql://ledgerflow:ledgerflow@127.0.0.1:5432/ledgerflow"
+        )
+    )
+    # PostgreSQL schema holding the event store, projections and bookkeeping tables. Tests use a
+    # fresh schema each so that they cannot see each other's data.
+    db_schema: str = field(default_factory=lambda: _env("LEDGERFLOW_DB_SCHEMA", "public"))
+    kafka_bootstrap: str = field(default_factory=lambda: _env("LEDGERFLOW_KAFKA", "127.0.0.1:9092"))
+    # Prepended to every topic name; empty in production. Tests set a unique prefix per test.
+    topic_prefix: str = field(default_factory=lambda: _env("LEDGERFLOW_TOPIC_PREFIX", ""))
+    partitions: int = field(default_factory=lambda: int(_env("LEDGERFLOW_PARTITIONS", "6")))
+    var_dir: Path = field(default_factory=lambda: Path(_env("LEDGERFLOW_VAR", str(PROJECT_ROOT / "var"))))
+    api_host: str = field(default_factory=lambda: _env("LEDGERFLOW_API_HOST", "127.0.0.1"))
+    api_port: int = field(default_factory=lambda: int(_env("LEDGERFLOW_API_PORT", "8080")))
+
+    def topic(self, name: str) -> str:
+        """The full name of a logical topic such as ``ledger.invoice.v1``."""
+        return f"{self.topic_prefix}{name}"
+
+
+def load_settings() -> Settings:
+    return Settings()
