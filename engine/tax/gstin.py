@@ -1,0 +1,132 @@
+"""GSTIN validation.
+
+A GSTIN is 15 characters: a two-digit state code, a ten-character PAN (a TAN for tax deductors), an entity
+code, a type character ('Z' for regular taxpayers) and a check character (docs/reference, section 3).
+
+python-stdnum's ``stdnum.in_.gstin`` is not used for the whole number because its state table stops at 37
+(it rejects 38 Ladakh, 97 and 99) and it insists on 'Z' in position 14, which rejects the TCS ('C') and TDS
+('D') registrations that appear on real invoices. We do use ``stdnum.in_.pan`` for the PAN part, where its
+rules (format and holder-type letter) are right.
+
+Formats accepted (patterns as documented by the GST developer portal and mirrored in
+resilient-tech/india-compliance ``gst_india/constants``):
+
+* regular/composition/SEZ: ``SS PPPPPPPPPP E Z C``
+* tax collector (TCS, e-commerce operators): ``SS PPPPPPPPPP E C C``
+* tax deductor (TDS, a TAN in place of the PAN): ``SS TTTTTTTTTT E D C``
+* UN bodies/embassies (UIN): ``SSYY CCC NNNNN UN C`` or ``... ON C``
+* non-resident online service providers (OIDAR): ``99YY CCC NNNNN OS C``
+* non-resident taxable persons: ``SSYY CCC NNNNN NR C``
+
+NIC's public sandbox GSTINs (e.g. ``02AMBPG7773M002``) fail these rules on purpose and are rejected here;
+code talking to the sandbox must bypass validation explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NoReturn
+
+from stdnum.exceptions import ValidationError
+from stdnum.in_ import pan as stdnum_pan
+
+from engine.tax.errors import TaxRuleError, Violation
+from engine.tax.states import STATES
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+_PAN_BASED = re.compile(r"^[0-9]{2}[A-Z]{5}[0-9]{4}[A-Z][0-9A-Z][ZC][0-9A-Z]$")
+_TAN_BASED = re.compile(r"^[0-9]{2}[A-Z]{4}[0-9A-Z][0-9]{4}[A-Z][0-9A-Z]D[0-9A-Z]$")
+_FOREIGN = re.compile(r"^[0-9]{4}[A-Z]{3}[0-9]{5}(UN|ON|OS|NR)[0-9A-Z]$")
+
+# 96 is the place of supply for exports, not a place of registration.
+_NOT_A_REGISTRATION_STATE = frozenset({"96"})
+
+
+def check_character(first14: str) -> str:
+    """Return the GSTIN check character for the first 14 characters.
+
+    Algorithm (docs/reference, section 3; it is Luhn mod 36): map each character to its index in 0-9A-Z,
+    multiply by 1, 2, 1, 2 ... from the left, add the quotient and the remainder of each product by 36,
+    and the check character is the one at index ``(36 - sum % 36) % 36``.
+    """
+    text = first14.upper()
+    if len(text) != 14 or any(ch not in _ALPHABET for ch in text):
+        raise ValueError(f"check_character needs 14 characters from 0-9A-Z, got {first14!r}")
+    total = 0
+    for index, ch in enumerate(text):
+        product = _ALPHABET.index(ch) * (1 if index % 2 == 0 else 2)
+        total += product // 36 + product % 36
+    return _ALPHABET[(36 - total % 36) % 36]
+
+
+def gstin_state(gstin: str) -> str:
+    """Return the two-digit state code of a GSTIN (after validating it)."""
+    return validate_gstin(gstin)[:2]
+
+
+def validate_gstin(value: str, path: str = "gstin") -> str:
+    """Return ``value`` normalised (upper case, without spaces or hyphens) if it is a valid GSTIN.
+
+    Raises :class:`TaxRuleError` with code ``invalid_gstin``; the message says what is wrong: the length,
+    the state code, the format, the PAN part, the entity code or which check character was expected.
+    """
+    if not isinstance(value, str):
+        _fail(path, value, "must be a string", {})
+    number = value.replace(" ", "").replace("-", "").upper()
+    if len(number) != 15:
+        _fail(path, value, f"must be 15 characters long, not {len(number)}", {"length": len(number)})
+    if any(ch not in _ALPHABET for ch in number):
+        _fail(path, value, "may contain only digits and the letters A-Z", {})
+    state = number[:2]
+    if state not in STATES or state in _NOT_A_REGISTRATION_STATE:
+        _fail(
+            path,
+            value,
+            f"starts with {state!r}, which is not the code of a state that issues GSTINs",
+            {"state_code": state},
+        )
+    if _PAN_BASED.match(number):
+        try:
+            stdnum_pan.validate(number[2:12])
+        except ValidationError:
+            _fail(
+                path,
+                value,
+                f"characters 3-12 ({number[2:12]!r}) are not a valid PAN: the 4th letter must be a PAN "
+                "holder type such as C (company) or P (individual) and the digits must not be 0000",
+                {"pan": number[2:12]},
+            )
+    elif not (_TAN_BASED.match(number) or _FOREIGN.match(number)):
+        _fail(
+            path,
+            value,
+            "does not follow a GSTIN format: expected 2-digit state code, 10-character PAN, entity code, "
+            "'Z' (or 'C' for TCS, 'D' for TDS with a TAN) and a check character",
+            {},
+        )
+    if number[12] == "0" and not _FOREIGN.match(number):
+        # The entity code counts registrations of the same PAN in a state and starts at 1.
+        _fail(path, value, "has entity code '0' in position 13; it starts at 1", {})
+    expected = check_character(number[:14])
+    if number[14] != expected:
+        _fail(
+            path,
+            value,
+            f"has check character {number[14]!r} but {expected!r} was expected",
+            {"expected_check_character": expected, "actual_check_character": number[14]},
+        )
+    return number
+
+
+def _fail(path: str, value: object, problem: str, details: dict[str, object]) -> NoReturn:
+    raise TaxRuleError(
+        [
+            Violation(
+                path=path,
+                code="invalid_gstin",
+                message=f"{path}: GSTIN {value!r} {problem}.",
+                details={"value": value, **details},
+            )
+        ]
+    )
