@@ -1,0 +1,309 @@
+"""GST on an Indian invoice: rate per line from the effective-dated master, CGST/SGST or IGST, cess.
+
+Pure: same inputs, same result, no I/O. The arithmetic mirrors what the e-invoice portal (IRP) checks
+(india-gst.md notes, section 1):
+
+* ``AssAmt = TotAmt - Discount``; each amount is rounded to 2 decimal places (ROUND_HALF_UP);
+* intra-state: CGST = SGST = AssAmt x GstRt / 2, computed once and used for both halves so they are
+  always equal; inter-state, SEZ and exports: IGST = AssAmt x GstRt (section 5: SEZ and exports are
+  inter-state supplies under the IGST Act, s.7(5));
+* ``TotItemVal = AssAmt + taxes + cess`` and every invoice total is the sum of the line values. Rounding
+  each line and summing (rather than rounding the invoice total) is what makes ValDtls equal the sum of
+  ItemList values, which the IRP validates; india-compliance issue #655 was this mismatch.
+
+Exports and SEZ supplies made under a letter of undertaking ("without payment") are zero-rated: the rate
+is still reported but no tax or cess is charged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+
+from engine.tax.errors import TaxRuleError, Violation
+from engine.tax.rates import master_rate, valid_rates_on
+from engine.tax.states import normalise_state
+
+MAX_LINES = 1000
+"""The IRP rejects an e-invoice with more than 1000 items (ItemList maxItems)."""
+
+_ZERO = Decimal("0")
+_CENT = Decimal("0.01")
+_HUNDRED = Decimal("100")
+
+
+class SupplyType(StrEnum):
+    """Supply type, with the IRP ``SupTyp`` codes as values (B2C has no e-invoice but is taxed the same)."""
+
+    B2B = "B2B"
+    B2C = "B2C"
+    SEZ_WITH_PAYMENT = "SEZWP"
+    SEZ_WITHOUT_PAYMENT = "SEZWOP"
+    EXPORT_WITH_PAYMENT = "EXPWP"
+    EXPORT_WITHOUT_PAYMENT = "EXPWOP"
+
+
+_ZERO_RATED = frozenset(
+    {
+        SupplyType.SEZ_WITH_PAYMENT,
+        SupplyType.SEZ_WITHOUT_PAYMENT,
+        SupplyType.EXPORT_WITH_PAYMENT,
+        SupplyType.EXPORT_WITHOUT_PAYMENT,
+    }
+)
+_WITHOUT_PAYMENT = frozenset({SupplyType.SEZ_WITHOUT_PAYMENT, SupplyType.EXPORT_WITHOUT_PAYMENT})
+
+
+@dataclass(frozen=True)
+class LineInput:
+    description: str
+    hsn: str
+    quantity: Decimal
+    unit: str
+    unit_price: Decimal
+    discount: Decimal = Decimal("0")
+    gst_rate: Decimal | None = None
+    """Explicit combined rate; overrides the master (and is required when the HSN is not in it)."""
+    gst_rate_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LineTax:
+    line_no: int
+    """1-based, as the IRP's SlNo."""
+    description: str
+    hsn: str
+    quantity: Decimal
+    unit: str
+    unit_price: Decimal
+    discount: Decimal
+    taxable_value: Decimal
+    gst_rate: Decimal
+    rate_source: str
+    """``"master"`` or ``"override"``."""
+    master_rate: Decimal | None
+    override_reason: str | None
+    cgst: Decimal
+    sgst: Decimal
+    igst: Decimal
+    cess_rate: Decimal
+    cess: Decimal
+    total: Decimal
+
+
+@dataclass(frozen=True)
+class InvoiceTax:
+    supply_type: SupplyType
+    intra_state: bool
+    place_of_supply: str
+    lines: tuple[LineTax, ...]
+    taxable: Decimal
+    cgst: Decimal
+    sgst: Decimal
+    igst: Decimal
+    cess: Decimal
+    total: Decimal
+
+
+def financial_year(day: date) -> str:
+    """Indian financial year (April-March) of ``day`` as the IRN uses it: ``"2025-26"``."""
+    start = day.year if day.month >= 4 else day.year - 1
+    return f"{start}-{(start + 1) % 100:02d}"
+
+
+def compute_invoice_tax(
+    *,
+    invoice_date: date,
+    seller_state: str,
+    place_of_supply: str,
+    lines: Sequence[LineInput],
+    supply_type: SupplyType = SupplyType.B2B,
+) -> InvoiceTax:
+    """Compute the GST of an invoice, or raise :class:`TaxRuleError` listing every violation found."""
+    violations: list[Violation] = []
+    seller = _state(seller_state, "seller_state", violations)
+    pos = _state(place_of_supply, "place_of_supply", violations)
+    if not lines:
+        violations.append(Violation("lines", "no_lines", "lines: an invoice needs at least one line."))
+    elif len(lines) > MAX_LINES:
+        violations.append(
+            Violation(
+                "lines",
+                "too_many_lines",
+                f"lines: {len(lines)} lines exceed the e-invoice limit of {MAX_LINES}; split the invoice.",
+                {"count": len(lines), "max": MAX_LINES},
+            )
+        )
+    supply_type = SupplyType(supply_type)
+    intra_state = seller is not None and seller == pos and supply_type not in _ZERO_RATED
+    computed = [
+        _line(index, line, invoice_date, intra_state, supply_type, violations)
+        for index, line in enumerate(lines[:MAX_LINES])
+    ]
+    if violations:
+        raise TaxRuleError(violations)
+    taxed = tuple(line for line in computed if line is not None)
+    assert pos is not None  # no violations, so the place of supply was normalised
+    return InvoiceTax(
+        supply_type=supply_type,
+        intra_state=intra_state,
+        place_of_supply=pos,
+        lines=taxed,
+        taxable=sum((t.taxable_value for t in taxed), _ZERO),
+        cgst=sum((t.cgst for t in taxed), _ZERO),
+        sgst=sum((t.sgst for t in taxed), _ZERO),
+        igst=sum((t.igst for t in taxed), _ZERO),
+        cess=sum((t.cess for t in taxed), _ZERO),
+        total=sum((t.total for t in taxed), _ZERO),
+    )
+
+
+def _round(amount: Decimal) -> Decimal:
+    return amount.quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+def _state(value: str, path: str, violations: list[Violation]) -> str | None:
+    try:
+        return normalise_state(value, path)
+    except TaxRuleError as exc:
+        violations.extend(exc.violations)
+        return None
+
+
+def _line(
+    index: int,
+    line: LineInput,
+    invoice_date: date,
+    intra_state: bool,
+    supply_type: SupplyType,
+    violations: list[Violation],
+) -> LineTax | None:
+    """Tax one line, appending its violations; ``None`` when the line has any."""
+    at = f"lines[{index}]"
+    found: list[Violation] = []
+    numbers = {
+        "quantity": line.quantity,
+        "unit_price": line.unit_price,
+        "discount": line.discount,
+        **({"gst_rate": line.gst_rate} if line.gst_rate is not None else {}),
+    }
+    for name, number in numbers.items():
+        if not isinstance(number, Decimal) or not number.is_finite():
+            found.append(
+                Violation(
+                    f"{at}.{name}",
+                    "invalid_number",
+                    f"{at}.{name}: {number!r} is not a finite decimal number.",
+                )
+            )
+    if found:
+        violations.extend(found)
+        return None
+
+    if line.quantity < 0:
+        found.append(
+            Violation(f"{at}.quantity", "negative_quantity", f"{at}.quantity: {line.quantity} is negative.")
+        )
+    elif line.quantity == 0:
+        found.append(Violation(f"{at}.quantity", "zero_quantity", f"{at}.quantity must be greater than 0."))
+    if line.unit_price < 0:
+        found.append(
+            Violation(
+                f"{at}.unit_price", "negative_unit_price", f"{at}.unit_price: {line.unit_price} is negative."
+            )
+        )
+    gross = line.quantity * line.unit_price
+    if line.discount < 0:
+        found.append(
+            Violation(f"{at}.discount", "negative_discount", f"{at}.discount: {line.discount} is negative.")
+        )
+    elif line.quantity > 0 and line.unit_price >= 0 and line.discount > gross:
+        found.append(
+            Violation(
+                f"{at}.discount",
+                "discount_exceeds_gross",
+                f"{at}.discount: {line.discount} exceeds the gross amount {gross} (quantity x unit_price).",
+                {"gross": str(gross)},
+            )
+        )
+
+    hsn = line.hsn.strip() if isinstance(line.hsn, str) else ""
+    entry = None
+    if not (hsn.isdigit() and len(hsn) in (4, 6, 8)):
+        found.append(
+            Violation(
+                f"{at}.hsn",
+                "invalid_hsn",
+                f"{at}.hsn: {line.hsn!r} is not an HSN/SAC code of 4, 6 or 8 digits.",
+            )
+        )
+    else:
+        entry = master_rate(hsn, invoice_date)
+        if entry is None and line.gst_rate is None:
+            found.append(
+                Violation(
+                    f"{at}.hsn",
+                    "unknown_hsn",
+                    f"{at}.hsn: {hsn} is not in the rate master for {invoice_date.isoformat()}; "
+                    "send gst_rate (and gst_rate_reason) for this line.",
+                    {"hsn": hsn, "date": invoice_date.isoformat()},
+                )
+            )
+
+    if line.gst_rate is not None:
+        valid = valid_rates_on(invoice_date)
+        if line.gst_rate not in valid:
+            found.append(
+                Violation(
+                    f"{at}.gst_rate",
+                    "rate_not_valid_on_date",
+                    f"{at}.gst_rate: {line.gst_rate}% is not a GST rate on {invoice_date.isoformat()}; "
+                    f"valid rates are {', '.join(str(r) for r in valid) or 'none (before GST)'}.",
+                    {"valid_rates": [str(r) for r in valid], "date": invoice_date.isoformat()},
+                )
+            )
+
+    if found:
+        violations.extend(found)
+        return None
+
+    if line.gst_rate is not None:
+        rate, source = line.gst_rate, "override"
+    else:
+        assert entry is not None  # otherwise unknown_hsn was reported above
+        rate, source = entry.gst_rate, "master"
+    # The override replaces the GST rate only; compensation cess follows the goods, so it still comes from
+    # the master when the HSN is known.
+    cess_rate = entry.cess_rate if entry is not None else _ZERO
+
+    taxable = _round(gross - line.discount)
+    cgst = sgst = igst = cess = _ZERO
+    if supply_type not in _WITHOUT_PAYMENT:
+        if intra_state:
+            cgst = sgst = _round(taxable * rate / 2 / _HUNDRED)
+        else:
+            igst = _round(taxable * rate / _HUNDRED)
+        cess = _round(taxable * cess_rate / _HUNDRED)
+    return LineTax(
+        line_no=index + 1,
+        description=line.description,
+        hsn=hsn,
+        quantity=line.quantity,
+        unit=line.unit,
+        unit_price=line.unit_price,
+        discount=line.discount,
+        taxable_value=taxable,
+        gst_rate=rate,
+        rate_source=source,
+        master_rate=entry.gst_rate if entry is not None else None,
+        override_reason=line.gst_rate_reason if source == "override" else None,
+        cgst=cgst,
+        sgst=sgst,
+        igst=igst,
+        cess_rate=cess_rate,
+        cess=cess,
+        total=taxable + cgst + sgst + igst + cess,
+    )
