@@ -109,7 +109,7 @@ def _cancelled(**overrides: Any) -> dict[str, Any]:
         "tenant_id": "5b2e9d7a-3c41-4e8f-a6b0-1d2c3e4f5a6b",
         "invoice_id": "7a1f3e5c-9b2d-4c8e-a0f6-3e5d7c9b1a24",
         "occurred_at": datetime(2025, 5, 3, 8, 0, 0, 123000, tzinfo=UTC),
-        "reason": "DUPLICATE",
+        "reason": "duplicate",
         "remark": None,
     }
     record.update(overrides)
