@@ -1,0 +1,876 @@
+"""The local stack: a real Apache Kafka broker and a real PostgreSQL cluster as plain processes.
+
+There is no Docker engine on the machines this project is developed and tested on, so
+`ledgerflow stack up` runs the same software a deployment uses (see docker-compose.yml) directly:
+
+* Kafka 4.1 in KRaft mode, one combined broker+controller node. Its jars come from Maven Central
+  through ``ops/kafka/pom.xml`` and are cached in ``var/kafka/libs``.
+* PostgreSQL from the distribution's packages, as a private cluster in ``var/postgres/data``
+  run by the ``postgres`` OS user (PostgreSQL refuses to run as root).
+
+Everything lives under ``Settings.var_dir`` (``var/`` by default) and every address comes from the
+settings (``LEDGERFLOW_KAFKA``, ``LEDGERFLOW_DATABASE_URL``), so a second stack on other ports can
+run beside the first by changing those variables. ``down`` stops only what ``up`` started,
+identified by pid files, never by process name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import glob
+import hashlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from psycopg import sql
+
+from engine.config import PROJECT_ROOT, Settings
+
+OPS_DIR = PROJECT_ROOT / "ops"
+KAFKA_OPS = OPS_DIR / "kafka"
+POSTGRES_OPS = OPS_DIR / "postgres"
+
+# The machine has two cores and the tests start many Python processes beside the broker.
+KAFKA_HEAP = ["-Xms256m", "-Xmx768m"]
+KAFKA_START_TIMEOUT = 120.0
+KAFKA_STOP_TIMEOUT = 60.0
+POSTGRES_START_TIMEOUT = 60.0
+POSTGRES_STOP_TIMEOUT = 60.0
+# A cold `up` downloads ~46 jars (plus Maven's own plugins on a machine without ~/.m2).
+MAVEN_TIMEOUT = 900.0
+
+# Kafka error code for "topic already exists": a concurrent creator (or auto-creation) won the race.
+_TOPIC_ALREADY_EXISTS = 36
+
+T = TypeVar("T")
+
+
+class StackError(RuntimeError):
+    """A service of the local stack could not be set up, started or reached."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """What `ledgerflow stack status` shows for one service."""
+
+    name: str
+    running: bool
+    pid: int | None
+    address: str
+    detail: str
+
+
+def _say(message: str) -> None:
+    # Progress goes to stdout unbuffered: a cold start takes minutes and the user should see why.
+    print(message, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API (wired to the CLI: `ledgerflow stack up|down|status`, `ledgerflow topics ensure`)
+# ---------------------------------------------------------------------------------------------
+
+
+def up(settings: Settings) -> None:
+    """Start PostgreSQL and Kafka unless already running, and wait until both answer."""
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    start_postgres(settings)
+    start_kafka(settings)
+
+
+def down(settings: Settings) -> None:
+    """Stop the services that `up` started (found by their pid files); leave anything else alone."""
+    stop_kafka(settings)
+    stop_postgres(settings)
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    """Report whether each service of the local stack is running and answering."""
+    return [_kafka_status(settings), _postgres_status(settings)]
+
+
+def ensure_topics(settings: Settings, names: list[str], partitions: int) -> list[str]:
+    """Create the topics in ``names`` that do not exist yet; return the names it created.
+
+    Existing topics are left as they are (a different partition count is reported, not changed:
+    adding partitions would move keys to other partitions and break per-aggregate order).
+    """
+    return _run_sync(_ensure_topics(settings.kafka_bootstrap, list(dict.fromkeys(names)), partitions))
+
+
+def restart_kafka(settings: Settings) -> None:
+    """Stop then start the broker (crash/recovery tests use it; data is kept)."""
+    stop_kafka(settings)
+    start_kafka(settings)
+
+
+def restart_postgres(settings: Settings) -> None:
+    """Stop then start PostgreSQL (crash/recovery tests use it; data is kept)."""
+    stop_postgres(settings)
+    start_postgres(settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes, ports and pid files
+# ---------------------------------------------------------------------------------------------
+
+
+def _host_port(address: str, default_port: int) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host:
+        return address, default_port
+    return host, int(port)
+
+
+def _port_open(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1.0):
+        return True
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if ``pid`` is a live process (a zombie child of ours is reaped and counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    if state == "Z":
+        # A broker started by this very process (e.g. restart_kafka in a test) is our child.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _listener_pid(port: int) -> int | None:
+    """The pid listening on a local TCP port, to name it in an error message (best effort)."""
+    try:
+        import psutil  # optional: a dev dependency, not needed to run the stack
+    except ImportError:
+        return None
+    with contextlib.suppress(Exception):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                return conn.pid
+    return None
+
+
+def _port_taken_error(service: str, host: str, port: int) -> StackError:
+    holder = _listener_pid(port)
+    who = f"pid {holder} ({_cmdline(holder).strip()[:160]})" if holder else "another process"
+    return StackError(
+        f"{service}: {host}:{port} is already in use by {who}, which `ledgerflow stack up` did not "
+        f"start. Stop it (or point the settings at other ports) and run `up` again."
+    )
+
+
+def _terminate(pid: int, name: str, signals: Sequence[tuple[signal.Signals, float]]) -> None:
+    """Send each signal in turn, waiting its timeout for the process to exit."""
+    for sig, timeout in signals:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid):
+                return
+            time.sleep(0.2)
+        _say(f"{name}: pid {pid} still running {timeout:.0f}s after {sig.name}")
+    if _pid_alive(pid):
+        raise StackError(f"{name}: could not stop pid {pid}")
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text[-lines:])
+
+
+def _wait_until(
+    what: str, check: Any, deadline: float, alive: Any, log_file: Path, interval: float = 0.5
+) -> None:
+    """Poll ``check()`` until it is true; fail early if ``alive()`` turns false, or at the deadline."""
+    last_error = ""
+    while True:
+        try:
+            if check():
+                return
+        except Exception as exc:  # any failure to answer just means "not yet"
+            last_error = f"{type(exc).__name__}: {exc}"
+        if not alive():
+            raise StackError(
+                f"{what} exited during start-up. Last lines of {log_file}:\n{_log_tail(log_file)}"
+            )
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"{what} did not become ready in time (last error: {last_error or 'none'}). "
+                f"Last lines of {log_file}:\n{_log_tail(log_file)}"
+            )
+        time.sleep(interval)
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from synchronous code, even when a loop is already running.
+
+    The CLI calls us without a loop; async tests and faust apps call us with one, where
+    ``asyncio.run`` is not allowed, so the coroutine then gets a private loop in a thread.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = asyncio.run(coro)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="ledgerflow-stack")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine prerequisites
+# ---------------------------------------------------------------------------------------------
+
+
+def _apt_install(packages: list[str], reason: str) -> None:
+    """Install Debian packages on a fresh machine; only possible as root with apt-get."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise StackError(f"{reason}: please install {' '.join(packages)} (needs root and apt-get)")
+    _say(f"{reason}: installing {' '.join(packages)} with apt-get…")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _require_tool(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        _apt_install([package], f"{tool} not found")
+        path = shutil.which(tool)
+    if path is None:
+        raise StackError(f"{tool} is still missing after installing {package}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Kafka
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _KafkaPaths:
+    home: Path
+    libs: Path
+    data: Path
+    config: Path
+    log: Path
+    pid: Path
+
+
+def _kafka_paths(settings: Settings) -> _KafkaPaths:
+    home = settings.var_dir / "kafka"
+    return _KafkaPaths(
+        home=home,
+        libs=home / "libs",
+        data=home / "data",
+        config=home / "server.properties",
+        log=home / "server.log",
+        pid=home / "kafka.pid",
+    )
+
+
+def _kafka_address(settings: Settings) -> tuple[str, int, int]:
+    """Broker host and port from LEDGERFLOW_KAFKA; the controller listens on the next port."""
+    first = settings.kafka_bootstrap.split(",")[0].strip()
+    host, port = _host_port(first, 9092)
+    return host, port, port + 1
+
+
+def _our_kafka_pid(paths: _KafkaPaths) -> int | None:
+    pid = _read_pid(paths.pid)
+    if pid is not None and _pid_alive(pid) and "kafka.Kafka" in _cmdline(pid):
+        return pid
+    return None
+
+
+def _fetch_kafka_jars(paths: _KafkaPaths) -> None:
+    """Resolve the broker's jars with Maven once; a marker with the pom's hash says they are complete."""
+    pom = KAFKA_OPS / "pom.xml"
+    marker = paths.libs / ".complete"
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()
+    if marker.exists() and marker.read_text().strip() == digest:
+        return
+    mvn = _require_tool("mvn", "maven")
+    _say(f"kafka: resolving jars from Maven Central into {paths.libs} (first run only)…")
+    started = time.monotonic()
+    # Download into a scratch folder and swap it in, so an interrupted run never looks complete.
+    scratch = paths.home / "libs.partial"
+    shutil.rmtree(scratch, ignore_errors=True)
+    result = subprocess.run(
+        [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={scratch}"],
+        capture_output=True,
+        text=True,
+        timeout=MAVEN_TIMEOUT,
+    )
+    if result.returncode != 0:
+        raise StackError(
+            f"kafka: Maven could not resolve the jars:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
+    shutil.rmtree(paths.libs, ignore_errors=True)
+    scratch.rename(paths.libs)
+    marker.write_text(digest + "\n")
+    count = len(list(paths.libs.glob("*.jar")))
+    _say(f"kafka: {count} jars ready ({time.monotonic() - started:.0f}s)")
+
+
+def _new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64 without padding, as Kafka's own tool makes.
+
+    Done in Python to save a JVM start; Kafka's generator also avoids ids starting with '-'
+    (they look like command-line options), and so do we.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def _write_kafka_config(settings: Settings, paths: _KafkaPaths) -> None:
+    host, port, controller_port = _kafka_address(settings)
+    template = string.Template((KAFKA_OPS / "server.properties").read_text())
+    paths.config.write_text(
+        template.substitute(host=host, port=port, controller_port=controller_port, log_dirs=paths.data)
+    )
+
+
+def _java_command(paths: _KafkaPaths, *args: str) -> list[str]:
+    java = _require_tool("java", "openjdk-17-jre-headless")
+    return [
+        java,
+        f"-Dlog4j2.configurationFile={KAFKA_OPS / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={paths.home}",
+        "-Djava.awt.headless=true",
+        "-cp",
+        f"{paths.libs}/*",
+        *args,
+    ]
+
+
+def _format_kafka_storage(paths: _KafkaPaths) -> None:
+    """Format the KRaft log directory on first start; later starts keep the cluster's data."""
+    if (paths.data / "meta.properties").exists():
+        return
+    cluster_id = _new_cluster_id()
+    _say(f"kafka: formatting storage in {paths.data} (cluster id {cluster_id})…")
+    command = _java_command(
+        paths, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(paths.config)
+    )
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise StackError(f"kafka: formatting storage failed:\n{result.stdout}{result.stderr}")
+
+
+def start_kafka(settings: Settings) -> None:
+    """Start the broker unless ours is already running, then wait until it answers metadata."""
+    paths = _kafka_paths(settings)
+    host, port, controller_port = _kafka_address(settings)
+    address = f"{host}:{port}"
+    deadline = time.monotonic() + KAFKA_START_TIMEOUT
+    pid = _our_kafka_pid(paths)
+    if pid is not None:
+        _wait_until("kafka", lambda: _kafka_answers(address), deadline, lambda: _pid_alive(pid), paths.log)
+        _say(f"kafka: already up on {address} (pid {pid})")
+        return
+    paths.pid.unlink(missing_ok=True)  # stale: the process it named is gone
+    for p in (port, controller_port):
+        if _port_open(host, p):
+            raise _port_taken_error("kafka", host, p)
+
+    paths.home.mkdir(parents=True, exist_ok=True)
+    _fetch_kafka_jars(paths)
+    _write_kafka_config(settings, paths)
+    _format_kafka_storage(paths)
+
+    _say("kafka: starting…")
+    started = time.monotonic()
+    command = _java_command(
+        paths, *KAFKA_HEAP, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "kafka.Kafka", str(paths.config)
+    )
+    with paths.log.open("ab") as log:
+        # New session: the broker outlives this command and a Ctrl-C in the terminal does not reach it.
+        process = subprocess.Popen(
+            command,
+            cwd=paths.home,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    paths.pid.write_text(f"{process.pid}\n")
+    _wait_until(
+        "kafka", lambda: _kafka_answers(address), deadline, lambda: process.poll() is None, paths.log, 1.0
+    )
+    _say(f"kafka: up on {address} (pid {process.pid}, {time.monotonic() - started:.1f}s)")
+
+
+def stop_kafka(settings: Settings) -> None:
+    """Stop our broker: SIGTERM (controlled shutdown, flushes logs), then SIGKILL if it hangs."""
+    paths = _kafka_paths(settings)
+    pid = _our_kafka_pid(paths)
+    if pid is None:
+        paths.pid.unlink(missing_ok=True)
+        _say("kafka: not running (nothing started by `stack up`)")
+        return
+    _say(f"kafka: stopping pid {pid}…")
+    _terminate(pid, "kafka", [(signal.SIGTERM, KAFKA_STOP_TIMEOUT), (signal.SIGKILL, 10.0)])
+    paths.pid.unlink(missing_ok=True)
+    _say("kafka: stopped")
+
+
+@contextlib.asynccontextmanager
+async def _admin(bootstrap: str, timeout_ms: int = 10000) -> Any:
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def _topic_partitions(bootstrap: str) -> dict[str, int]:
+    async with _admin(bootstrap, 5000) as admin:
+        topics = await admin.describe_topics()
+    return {t["topic"]: len(t["partitions"]) for t in topics}
+
+
+def _kafka_answers(address: str) -> bool:
+    # A metadata request, not just an open port: the socket accepts before the broker has a controller.
+    if not _port_open(*_host_port(address, 9092)):
+        return False
+    _run_sync(_topic_partitions(address))
+    return True
+
+
+async def _ensure_topics(bootstrap: str, names: list[str], partitions: int) -> list[str]:
+    async with _admin(bootstrap) as admin:
+        existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
+        for name in names:
+            if name in existing and existing[name] != partitions:
+                _say(f"topics: {name} has {existing[name]} partitions (wanted {partitions}); left as is")
+        missing = [n for n in names if n not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [NewTopic(name=n, num_partitions=partitions, replication_factor=1) for n in missing]
+        )
+    created: list[str] = []
+    failures: list[str] = []
+    for topic_error in response.topic_errors:
+        topic, code = topic_error[0], topic_error[1]
+        if code == 0:
+            created.append(topic)
+        elif code != _TOPIC_ALREADY_EXISTS:
+            message = topic_error[2] if len(topic_error) > 2 else ""
+            failures.append(f"{topic}: error {code} {message or ''}".strip())
+    if failures:
+        raise StackError("could not create topics: " + "; ".join(failures))
+    return sorted(created, key=missing.index)
+
+
+def _kafka_status(settings: Settings) -> ServiceStatus:
+    paths = _kafka_paths(settings)
+    host, port, _ = _kafka_address(settings)
+    address = f"{host}:{port}"
+    pid = _our_kafka_pid(paths)
+    try:
+        topics = _run_sync(_topic_partitions(address)) if _port_open(host, port) else None
+    except Exception as exc:
+        topics = None
+        answer = f"not answering ({type(exc).__name__})"
+    else:
+        answer = f"answers metadata, {len(topics)} topics" if topics is not None else "port closed"
+    if pid is None and topics is not None:
+        answer += " (a broker not started by `stack up`)"
+    return ServiceStatus("kafka", pid is not None, pid, address, f"{answer}; log {paths.log}")
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _PgTarget:
+    """What the settings' database URL asks for."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+    @property
+    def databases(self) -> list[str]:
+        # The application database and the one the test suite uses.
+        return [self.database, f"{self.database}_test"]
+
+
+def _pg_target(settings: Settings) -> _PgTarget:
+    url = urlsplit(settings.database_url)
+    return _PgTarget(
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 5432,
+        user=unquote(url.username or "ledgerflow"),
+        password=unquote(url.password or "ledgerflow"),
+        database=url.path.lstrip("/") or "ledgerflow",
+    )
+
+
+def _pg_bin() -> Path:
+    """The newest installed PostgreSQL server binaries (Debian: /usr/lib/postgresql/<major>/bin)."""
+
+    def candidates() -> list[Path]:
+        found = [Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin") if Path(p, "initdb").exists()]
+        return sorted(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+
+    if not candidates():
+        _apt_install(["postgresql"], "postgres: server binaries not found")
+    found = candidates()
+    if not found:
+        raise StackError("postgres: no /usr/lib/postgresql/*/bin/initdb after installing postgresql")
+    return found[-1]
+
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _pg_user() -> pwd.struct_passwd:
+    return pwd.getpwnam("postgres")
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: as root we run its tools as the `postgres` OS user."""
+    return ["runuser", "-u", "postgres", "--", *command] if _as_root() else command
+
+
+def _postgres_can_use(path: Path) -> bool:
+    result = subprocess.run(
+        _as_postgres(["test", "-w", str(path), "-a", "-x", str(path)]), cwd="/", capture_output=True
+    )
+    return result.returncode == 0
+
+
+def _pg_home(settings: Settings) -> Path:
+    """The folder holding the cluster: ``var/postgres``, owned by the postgres user when we are root.
+
+    If the postgres user cannot reach ``var/`` (a checkout under a private folder such as a
+    ``mktemp -d`` in /tmp), the cluster lives in the postgres user's home instead, in a folder
+    named after this checkout's var path, and ``var/postgres`` becomes a symlink to it. We do not
+    loosen permissions on folders outside the project.
+    """
+    link = settings.var_dir / "postgres"
+    if link.is_symlink():
+        target = link.resolve()
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+    link.mkdir(parents=True, exist_ok=True)
+    if not _as_root():
+        return link
+    user = _pg_user()
+    os.chown(link, user.pw_uid, user.pw_gid)
+    if _postgres_can_use(link):
+        return link
+    key = hashlib.sha1(str(settings.var_dir.resolve()).encode()).hexdigest()[:10]
+    fallback = Path(user.pw_dir) / f"ledgerflow-{key}"
+    fallback.mkdir(parents=True, exist_ok=True)
+    os.chown(fallback, user.pw_uid, user.pw_gid)
+    shutil.rmtree(link)
+    link.symlink_to(fallback)
+    _say(f"postgres: the postgres user cannot reach {settings.var_dir}; cluster lives in {fallback}")
+    return fallback
+
+
+@dataclass(frozen=True)
+class _PgPaths:
+    home: Path
+    data: Path
+    sockets: Path
+    log: Path
+
+    @property
+    def pid(self) -> Path:
+        # PostgreSQL's own pid file: the first line is the postmaster's pid.
+        return self.data / "postmaster.pid"
+
+
+def _pg_paths(settings: Settings, create: bool) -> _PgPaths:
+    link = settings.var_dir / "postgres"
+    home = _pg_home(settings) if create else (link.resolve() if link.is_symlink() else link)
+    return _PgPaths(home=home, data=home / "data", sockets=home / "run", log=home / "postgres.log")
+
+
+def _our_postgres_pid(paths: _PgPaths) -> int | None:
+    pid = _read_pid(paths.pid)
+    if pid is not None and _pid_alive(pid) and "postgres" in _cmdline(pid):
+        return pid
+    return None
+
+
+def _copy_for_postgres(source: Path, destination: Path) -> None:
+    shutil.copyfile(source, destination)
+    if _as_root():
+        user = _pg_user()
+        os.chown(destination, user.pw_uid, user.pw_gid)
+
+
+def _init_cluster(bin_dir: Path, paths: _PgPaths) -> None:
+    """Create the cluster on first start; on every start, refresh our config files inside it."""
+    if not (paths.data / "PG_VERSION").exists():
+        _say(f"postgres: initialising a cluster in {paths.data}…")
+        # --locale=C: byte-order collation, the same everywhere, and no dependency on installed locales.
+        result = subprocess.run(
+            _as_postgres(
+                [str(bin_dir / "initdb"), "-D", str(paths.data), "-U", "postgres", "-E", "UTF8", "--locale=C"]
+            ),
+            cwd=paths.home,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise StackError(f"postgres: initdb failed:\n{result.stdout}{result.stderr}")
+        with (paths.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "\n# Ledgerflow's settings (copied from ops/postgres/postgresql.conf on every start)\n"
+            )
+            conf.write("include = 'ledgerflow.conf'\n")
+    _copy_for_postgres(POSTGRES_OPS / "postgresql.conf", paths.data / "ledgerflow.conf")
+    _copy_for_postgres(POSTGRES_OPS / "pg_hba.conf", paths.data / "pg_hba.conf")
+    paths.sockets.mkdir(mode=0o700, exist_ok=True)
+    if _as_root():
+        user = _pg_user()
+        os.chown(paths.sockets, user.pw_uid, user.pw_gid)
+
+
+def _stop_debian_cluster_on(port: int) -> None:
+    """Debian's packaged cluster ("main") listens on 5432 once installed; ours must own the port."""
+    if shutil.which("pg_lsclusters") is None:
+        return
+    listing = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True)
+    for line in listing.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[2] == str(port) and fields[3].startswith("online"):
+            version, name = fields[0], fields[1]
+            _say(f"postgres: stopping the distribution's cluster {version}/{name}: ours needs port {port}")
+            subprocess.run(["pg_ctlcluster", version, name, "stop"], check=True)
+
+
+def _bootstrap_roles(target: _PgTarget, paths: _PgPaths) -> None:
+    """Create the application role and databases (idempotent, so it runs on every `up`)."""
+    # Over the private unix socket as the cluster's superuser (trusted there, see ops/postgres/pg_hba.conf).
+    with psycopg.connect(
+        host=str(paths.sockets), port=target.port, user="postgres", dbname="postgres", autocommit=True
+    ) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (target.user,)).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        # Superuser is acceptable on the local stack: tests terminate backends and create schemas freely.
+        conn.execute(
+            sql.SQL("{} ROLE {} WITH LOGIN CREATEDB SUPERUSER PASSWORD {}").format(
+                sql.SQL(verb), sql.Identifier(target.user), sql.Literal(target.password)
+            )
+        )
+        for database in target.databases:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+                continue
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(database), sql.Identifier(target.user)
+                )
+            )
+            _say(f"postgres: created database {database}")
+
+
+def _login_works(target: _PgTarget, database: str) -> bool:
+    with psycopg.connect(
+        host=target.host,
+        port=target.port,
+        user=target.user,
+        password=target.password,
+        dbname=database,
+        connect_timeout=3,
+    ) as conn:
+        conn.execute("SELECT 1")
+    return True
+
+
+def _superuser_answers(target: _PgTarget, paths: _PgPaths) -> bool:
+    with psycopg.connect(
+        host=str(paths.sockets), port=target.port, user="postgres", dbname="postgres", connect_timeout=3
+    ) as conn:
+        conn.execute("SELECT 1")
+    return True
+
+
+def start_postgres(settings: Settings) -> None:
+    """Start our PostgreSQL cluster unless running, then wait until the application role can log in."""
+    target = _pg_target(settings)
+    address = f"{target.host}:{target.port}"
+    deadline = time.monotonic() + POSTGRES_START_TIMEOUT
+    paths = _pg_paths(settings, create=True)
+    pid = _our_postgres_pid(paths)
+    if pid is None:
+        _stop_debian_cluster_on(target.port)
+        if _port_open(target.host, target.port):
+            raise _port_taken_error("postgres", target.host, target.port)
+        bin_dir = _pg_bin()
+        _init_cluster(bin_dir, paths)
+        _say("postgres: starting…")
+        started = time.monotonic()
+        options = f"-p {target.port} -k {paths.sockets} -c listen_addresses={target.host}"
+        # pg_ctl daemonises the postmaster (own session) and -w waits until it accepts connections.
+        result = subprocess.run(
+            _as_postgres(
+                [
+                    str(bin_dir / "pg_ctl"),
+                    "start",
+                    "-D",
+                    str(paths.data),
+                    "-l",
+                    str(paths.log),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    str(int(POSTGRES_START_TIMEOUT)),
+                ]
+            ),
+            cwd=paths.home,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise StackError(
+                f"postgres: pg_ctl start failed:\n{result.stdout}{result.stderr}\n"
+                f"Last lines of {paths.log}:\n{_log_tail(paths.log)}"
+            )
+        pid = _our_postgres_pid(paths)
+        if pid is None:
+            raise StackError(
+                f"postgres: started but no postmaster.pid. Last lines of {paths.log}:\n{_log_tail(paths.log)}"
+            )
+        running_pid = pid
+        _wait_until(
+            "postgres",
+            lambda: _superuser_answers(target, paths),
+            deadline,
+            lambda: _pid_alive(running_pid),
+            paths.log,
+        )
+        _bootstrap_roles(target, paths)
+        _wait_until(
+            "postgres",
+            lambda: all(_login_works(target, db) for db in target.databases),
+            deadline,
+            lambda: _pid_alive(running_pid),
+            paths.log,
+        )
+        _say(f"postgres: up on {address} (pid {pid}, {time.monotonic() - started:.1f}s)")
+        return
+    running = pid
+    _wait_until(
+        "postgres",
+        lambda: _superuser_answers(target, paths),
+        deadline,
+        lambda: _pid_alive(running),
+        paths.log,
+    )
+    _bootstrap_roles(target, paths)
+    _say(f"postgres: already up on {address} (pid {pid})")
+
+
+def stop_postgres(settings: Settings) -> None:
+    """Stop our cluster: SIGINT is PostgreSQL's "fast" shutdown (clean, checkpointed, and does not
+    wait for clients to disconnect the way SIGTERM's "smart" mode does, which would hang on any
+    open pool); SIGQUIT ("immediate", crash-recovers on next start) and SIGKILL only if it hangs."""
+    paths = _pg_paths(settings, create=False)
+    pid = _our_postgres_pid(paths)
+    if pid is None:
+        _say("postgres: not running (nothing started by `stack up`)")
+        return
+    _say(f"postgres: stopping pid {pid}…")
+    _terminate(
+        pid,
+        "postgres",
+        [(signal.SIGINT, POSTGRES_STOP_TIMEOUT), (signal.SIGQUIT, 10.0), (signal.SIGKILL, 10.0)],
+    )
+    _say("postgres: stopped")
+
+
+def _postgres_status(settings: Settings) -> ServiceStatus:
+    target = _pg_target(settings)
+    paths = _pg_paths(settings, create=False)
+    pid = _our_postgres_pid(paths)
+    try:
+        _login_works(target, target.database)
+        answer = f"accepts login as {target.user}"
+    except Exception as exc:
+        answer = f"no login ({type(exc).__name__})"
+    if pid is None and answer.startswith("accepts"):
+        answer += " (a server not started by `stack up`)"
+    return ServiceStatus(
+        "postgres", pid is not None, pid, f"{target.host}:{target.port}", f"{answer}; log {paths.log}"
+    )
+
+
+def format_status(statuses: Sequence[ServiceStatus]) -> list[str]:
+    """One plain-text line per service, for the CLI and for scripts."""
+    lines = []
+    for s in statuses:
+        state = "running" if s.running else "stopped"
+        pid = f"pid {s.pid}" if s.pid else "no pid"
+        lines.append(f"{s.name}: {state} on {s.address} ({pid}) — {s.detail}")
+    return lines

@@ -1,0 +1,59 @@
+"""The local stack answers: a real broker and a real PostgreSQL, as `ledgerflow stack up` leaves them.
+
+These check the services through clients other than the ones `engine.stack` uses where possible
+(confluent-kafka/librdkafka for the metadata), so that a bug in our own helper cannot hide a
+broker that is not really there.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from engine import stack
+from engine.config import Settings, load_settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load_settings()
+
+
+def test_ensure_topics_creates_a_topic_with_the_requested_partitions(settings: Settings) -> None:
+    name = f"test.stack.{uuid.uuid4().hex[:12]}"
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    try:
+        assert stack.ensure_topics(settings, [name], 3) == [name]
+        # A second call finds it and creates nothing: `ledgerflow topics ensure` is safe to repeat.
+        assert stack.ensure_topics(settings, [name], 3) == []
+
+        metadata = admin.list_topics(topic=name, timeout=10)
+        topic = metadata.topics[name]
+        assert topic.error is None
+        assert len(topic.partitions) == 3
+    finally:
+        admin.delete_topics([name], operation_timeout=10)[name].result(timeout=20)
+
+
+def test_postgres_accepts_a_login_to_the_test_database(settings: Settings) -> None:
+    url = psycopg.conninfo.conninfo_to_dict(settings.database_url)
+    url["dbname"] = f"{url.get('dbname', 'ledgerflow')}_test"
+    with psycopg.connect(**url, connect_timeout=5) as conn:
+        row = conn.execute("SELECT current_user, current_database(), current_setting('fsync')").fetchone()
+    assert row is not None
+    user, database, fsync = row
+    assert (user, database) == (url["user"], url["dbname"])
+    # Durability tests depend on it: the local cluster must not trade fsync for speed.
+    assert fsync == "on"
+
+
+def test_status_reports_both_services_answering(settings: Settings) -> None:
+    by_name = {s.name: s for s in stack.status(settings)}
+    assert set(by_name) == {"kafka", "postgres"}
+    assert "answers metadata" in by_name["kafka"].detail
+    assert "accepts login" in by_name["postgres"].detail
