@@ -1,7 +1,7 @@
 """GSTIN validation.
 
 A GSTIN is 15 characters: a two-digit state code, a ten-character PAN (a TAN for tax deductors), an entity
-code, a type character ('Z' for regular taxpayers) and a check character (docs/reference, section 3).
+code, a type character ('Z' for regular taxpayers) and a check character (india-gst.md notes, section 3).
 
 python-stdnum's ``stdnum.in_.gstin`` is not used for the whole number because its state table stops at 37
 (it rejects 38 Ladakh, 97 and 99) and it insists on 'Z' in position 14, which rejects the TCS ('C') and TDS
@@ -46,7 +46,7 @@ _NOT_A_REGISTRATION_STATE = frozenset({"96"})
 def check_character(first14: str) -> str:
     """Return the GSTIN check character for the first 14 characters.
 
-    Algorithm (docs/reference, section 3; it is Luhn mod 36): map each character to its index in 0-9A-Z,
+    Algorithm (india-gst.md notes, section 3; it is Luhn mod 36): map each character to its index in 0-9A-Z,
     multiply by 1, 2, 1, 2 ... from the left, add the quotient and the remainder of each product by 36,
     and the check character is the one at index ``(36 - sum % 36) % 36``.
     """

@@ -4,7 +4,7 @@ The numeric code is the first two characters of every GSTIN and is what the e-in
 ``Pos``) and GSTR-1 (``pos``) carry, so it is the canonical form inside the engine. Seeds such as
 SmartKhata send two-letter codes (``"KA"``); both are accepted and normalised to the numeric code.
 
-Source: the GST state code list (docs/reference, section 5, "Place of supply"), which also lists 38 Ladakh
+Source: the GST state code list (india-gst.md notes, section 5, "Place of supply"), which also lists 38 Ladakh
 (created 2019), 96 "Other Countries" (place of supply outside India), 97 "Other Territory" and
 99 "Centre Jurisdiction". Two-letter codes are the ISO 3166-2:IN subdivision codes, plus the vehicle
 registration style aliases that Indian software commonly uses (UK, OR, CG, TS, DD, DN).
