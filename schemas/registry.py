@@ -37,7 +37,7 @@ CE_TYPE_PREFIX = "ledgerflow."
 _FILE_RE = re.compile(r"^(?P<event>[a-z][a-z0-9_]*)\.v(?P<version>[1-9][0-9]*)\.avsc$")
 
 
-class UnknownEventType(KeyError):  # noqa: N818 - name is part of the agreed API
+class UnknownEventType(KeyError):
     """No schema is shipped for this CloudEvents type."""
 
 

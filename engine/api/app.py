@@ -1,0 +1,218 @@
+"""The HTTP API (FastAPI), versioned under ``/v1``. Entry points only translate HTTP into commands."""
+
+import logging
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import psycopg
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from engine import db
+from engine.api.errors import ApiError, install
+from engine.application import InvoiceNotFound, LedgerService
+from engine.bootstrap import build_service
+from engine.commands import CancelInvoice, IssueInvoice
+from engine.config import Settings, load_settings
+from engine.domain.invoice import Invoice
+from engine.publishing import invoice_document, new_traceparent
+from projections import invoice_register
+from schemas import registry
+
+log = logging.getLogger("ledgerflow.api")
+
+
+class ServiceHolder:
+    """Builds the service on first use, so the API starts (and answers 503) while PostgreSQL is down."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._service: LedgerService | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> LedgerService:
+        if self._service is None:
+            with self._lock:
+                if self._service is None:
+                    self._service = build_service(self.settings)
+        return self._service
+
+
+def invoice_view(invoice: Invoice) -> dict[str, Any]:
+    document = invoice_document(invoice, invoice.id)
+    document.pop("idempotency_key", None)
+    document["id"] = document.pop("invoice_id")
+    cancellation = None
+    if invoice.cancellation:
+        cancellation = {
+            **invoice.cancellation,
+            "cancelled_at": invoice.cancellation["cancelled_at"].isoformat(),
+        }
+    return {"id": document.pop("id"), **document, "status": invoice.status, "cancellation": cancellation}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    holder = ServiceHolder(settings)
+    app = FastAPI(
+        title="Ledgerflow",
+        version="0.1.0",
+        description="Event-sourced integration engine for finance and tax events. "
+        'Every error answers {"error": {code, message, details, timestamp, request_id}}.',
+    )
+    app.state.services = holder
+    install(app)
+
+    @app.middleware("http")
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request.state.request_id = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex[:20]}"
+        request.state.traceparent = request.headers.get("traceparent") or new_traceparent()
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
+
+    bearer = HTTPBearer(auto_error=False)
+
+    def service() -> LedgerService:
+        return holder.get()
+
+    def current_tenant(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        svc: Annotated[LedgerService, Depends(service)],
+    ) -> UUID:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise ApiError(
+                401,
+                "unauthorized",
+                "send your API key as 'Authorization: Bearer <api key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        tenant_id = svc.authenticate(credentials.credentials)
+        if tenant_id is None:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "the API key is unknown, revoked or expired",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return tenant_id
+
+    Tenant = Annotated[UUID, Depends(current_tenant)]
+    Service = Annotated[LedgerService, Depends(service)]
+
+    def parse_invoice_id(invoice_id: str) -> UUID:
+        try:
+            return UUID(invoice_id)
+        except ValueError as exc:
+            raise InvoiceNotFound(f"no invoice {invoice_id}") from exc
+
+    @app.post("/v1/invoices", status_code=201, tags=["invoices"], summary="Issue a GST invoice")
+    def issue_invoice(
+        command: IssueInvoice,
+        request: Request,
+        response: Response,
+        tenant_id: Tenant,
+        svc: Service,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> dict[str, Any]:
+        issued = svc.issue_invoice(
+            tenant_id, command, idempotency_key=idempotency_key, traceparent=request.state.traceparent
+        )
+        if not issued.created:
+            response.headers["Idempotent-Replayed"] = "true"
+        response.headers["Location"] = f"/v1/invoices/{issued.invoice.id}"
+        return invoice_view(issued.invoice)
+
+    @app.post("/v1/invoices/{invoice_id}/cancel", tags=["invoices"], summary="Cancel an invoice")
+    def cancel_invoice(
+        invoice_id: str, command: CancelInvoice, request: Request, tenant_id: Tenant, svc: Service
+    ) -> dict[str, Any]:
+        invoice = svc.cancel_invoice(
+            tenant_id, parse_invoice_id(invoice_id), command, request.state.traceparent
+        )
+        return invoice_view(invoice)
+
+    @app.get("/v1/invoices/{invoice_id}", tags=["invoices"], summary="An invoice, from the invoice register")
+    def get_invoice(invoice_id: str, response: Response, tenant_id: Tenant, svc: Service) -> dict[str, Any]:
+        parsed = parse_invoice_id(invoice_id)
+        with db.transaction(svc.pool) as conn:
+            found = invoice_register.get(conn, tenant_id, parsed)
+        if found is not None:
+            return found
+        # Not projected yet (the projection trails the event store by moments): answer from the
+        # event store rather than a false 404, and say so.
+        response.headers["X-Ledgerflow-Read-Source"] = "event-store"
+        return invoice_view(svc.get_invoice(tenant_id, parsed))
+
+    @app.get("/v1/invoices", tags=["invoices"], summary="List invoices (paginated)")
+    def list_invoices(
+        tenant_id: Tenant,
+        svc: Service,
+        date_from: Annotated[date | None, Query(alias="from")] = None,
+        date_to: Annotated[date | None, Query(alias="to")] = None,
+        status: Literal["issued", "cancelled"] | None = None,
+        cursor: Annotated[str | None, Query(max_length=400)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> dict[str, Any]:
+        try:
+            with db.transaction(svc.pool) as conn:
+                page = invoice_register.search(
+                    conn,
+                    tenant_id,
+                    date_from=date_from,
+                    date_to=date_to,
+                    status=status,
+                    after=cursor,
+                    limit=limit,
+                )
+        except ValueError as exc:
+            raise ApiError(
+                422,
+                "validation_failed",
+                f"cursor: {exc}",
+                {"fields": [{"path": "cursor", "code": "invalid_cursor", "message": str(exc)}]},
+            ) from exc
+        return {"items": page.items, "next": page.next}
+
+    @app.get("/v1/schemas/{fingerprint}", tags=["schemas"], summary="The Avro schema with this fingerprint")
+    def get_schema(fingerprint: str) -> dict[str, Any]:
+        if len(fingerprint) != 16 or any(c not in "0123456789abcdef" for c in fingerprint.lower()):
+            raise ApiError(
+                422,
+                "validation_failed",
+                "a fingerprint is 16 hexadecimal digits",
+                {
+                    "fields": [
+                        {
+                            "path": "fingerprint",
+                            "code": "invalid_fingerprint",
+                            "message": "expected 16 hex digits",
+                        }
+                    ]
+                },
+            )
+        found = registry.by_fingerprint(fingerprint.lower())
+        if found is None:
+            raise ApiError(404, "not_found", f"no schema with fingerprint {fingerprint}")
+        return found.schema
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Readiness: PostgreSQL answers")
+    def readyz() -> dict[str, Any]:
+        try:
+            with psycopg.connect(settings.database_url, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError as exc:
+            raise db.DatabaseUnavailable(str(exc)) from exc
+        return {"status": "ready", "checks": {"postgresql": "ok"}}
+
+    return app

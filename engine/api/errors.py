@@ -1,0 +1,126 @@
+"""The one error shape every endpoint answers with (from the seed "College Accounts"):
+``{"error": {"code", "message", "details", "timestamp", "request_id"}}``."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engine import application as svc
+from engine.db import DatabaseUnavailable
+
+log = logging.getLogger("ledgerflow.api")
+
+STATUS_OF: dict[type[svc.ServiceError], int] = {
+    svc.ValidationFailed: 422,
+    svc.IdempotencyKeyReused: 422,
+    svc.DuplicateInvoiceNumber: 409,
+    svc.InvoiceStateConflict: 409,
+    svc.InvoiceNotFound: 404,
+    svc.TenantNotFound: 404,
+}
+
+RETRY_AFTER_SECONDS = 5
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details or {},
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "request_id": getattr(request.state, "request_id", None),
+        }
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """pydantic's ("body", "lines", 0, "quantity") as the request's own path: "lines[0].quantity"."""
+    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif re.fullmatch(r"function-after\[.*\]|[a-z-]+\[.*\]", str(part)):
+            continue  # pydantic's internal validator names are not fields
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(svc.ServiceError)
+    async def service_error(request: Request, exc: svc.ServiceError) -> JSONResponse:
+        return error_response(request, STATUS_OF.get(type(exc), 400), exc.code, exc.message, exc.details)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def database_down(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        log.warning("PostgreSQL unavailable: %s", exc)
+        return error_response(
+            request,
+            503,
+            "database_unavailable",
+            "the event store is temporarily unreachable; retry shortly",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [
+            {"path": field_path(e["loc"]), "code": e["type"], "message": e["msg"]} for e in exc.errors()
+        ]
+        summary = "; ".join(f"{f['path']}: {f['message']}" for f in fields[:5])
+        return error_response(request, 422, "validation_failed", summary, {"fields": fields})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
+            exc.status_code, "http_error"
+        )
+        return error_response(
+            request, exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(
+            request, 500, "internal_error", "an unexpected error occurred; it has been logged"
+        )

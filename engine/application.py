@@ -1,0 +1,493 @@
+"""The write side: the event-sourced application and the commands it handles.
+
+Each method loads an aggregate, calls one method on it, saves and returns. The HTTP API and the
+ingest stream agent both call these, so an invoice sent over Kafka is treated exactly as one
+sent over HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import unquote, urlparse
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    OperationalError,
+    PersistenceError,
+    Transcoding,
+)
+from psycopg_pool import ConnectionPool
+
+from engine import db
+from engine.commands import CancelInvoice, IssueInvoice
+from engine.config import Settings
+from engine.domain.invoice import Invoice, invoice_id_for
+from engine.domain.tenant import Tenant
+from engine.security import api_keys
+from engine.tax.errors import TaxRuleError, Violation
+from engine.tax.gstin import gstin_state, validate_gstin
+from engine.tax.india_gst import InvoiceTax, LineInput, SupplyType, compute_invoice_tax, financial_year
+from engine.tax.states import normalise_state
+
+log = logging.getLogger(__name__)
+
+
+class DateAsISO(Transcoding):
+    """Invoice dates are calendar dates; the library only ships a datetime transcoding."""
+
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+class Ledger(Application[UUID]):
+    """The event store of every aggregate (table ``ledger_events`` in the configured schema)."""
+
+    name = "Ledger"
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsISO())
+
+
+def event_store_env(settings: Settings) -> dict[str, str]:
+    """eventsourcing's PostgreSQL settings derived from our one database URL."""
+    url = urlparse(settings.database_url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": url.path.lstrip("/"),
+        "POSTGRES_HOST": url.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(url.port or 5432),
+        "POSTGRES_USER": unquote(url.username or ""),
+        "POSTGRES_PASSWORD": unquote(url.password or ""),
+        "POSTGRES_SCHEMA": settings.db_schema,
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_POOL_SIZE": "8",
+        "POSTGRES_MAX_OVERFLOW": "8",
+        "POSTGRES_PRE_PING": "y",
+        "CREATE_TABLE": "y",
+    }
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    try:
+        return Ledger(env=event_store_env(settings))
+    except (PersistenceError, OSError) as exc:
+        raise db.DatabaseUnavailable(str(exc)) from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Results and errors of the service layer
+
+
+@dataclass(frozen=True)
+class RegisteredTenant:
+    tenant_id: UUID
+    api_key: str
+
+
+@dataclass(frozen=True)
+class IssuedInvoice:
+    invoice: Invoice
+    created: bool  # False when an idempotent retry returned the invoice created earlier
+
+
+class ServiceError(Exception):
+    """Base of the errors the service layer reports to its callers (HTTP, ingest agent, CLI)."""
+
+    code = "error"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class TenantNotFound(ServiceError):
+    code = "tenant_not_found"
+
+
+class InvoiceNotFound(ServiceError):
+    code = "not_found"
+
+
+class DuplicateInvoiceNumber(ServiceError):
+    code = "duplicate_invoice_number"
+
+
+class IdempotencyKeyReused(ServiceError):
+    code = "idempotency_key_reused"
+
+
+class InvoiceStateConflict(ServiceError):
+    code = "invalid_state"
+
+
+class ValidationFailed(ServiceError):
+    """Tax or business rule violations, each with the field path it is about."""
+
+    code = "validation_failed"
+
+    def __init__(self, violations: tuple[Violation, ...]) -> None:
+        super().__init__(
+            "; ".join(v.message for v in violations),
+            {
+                "fields": [
+                    {"path": v.path, "code": v.code, "message": v.message, **v.details} for v in violations
+                ]
+            },
+        )
+        self.violations = violations
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class LedgerService:
+    """Command handling for tenants and invoices."""
+
+    def __init__(self, settings: Settings, ledger: Ledger, pool: ConnectionPool) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.pool = pool
+
+    # -- tenants ----------------------------------------------------------------------------
+
+    def register_tenant(
+        self,
+        *,
+        name: str,
+        legal_name: str,
+        country: str,
+        gstin: str | None,
+        state: str | None,
+        einvoicing_enabled: bool = False,
+    ) -> RegisteredTenant:
+        violations: list[Violation] = []
+        norm_state = norm_gstin = None
+        try:
+            norm_state = normalise_state(state, "state") if state else None
+        except TaxRuleError as exc:
+            violations.extend(exc.violations)
+        try:
+            norm_gstin = validate_gstin(gstin, "gstin") if gstin else None
+        except TaxRuleError as exc:
+            violations.extend(exc.violations)
+        if norm_gstin and norm_state and gstin_state(norm_gstin) != norm_state:
+            violations.append(_state_mismatch("gstin", norm_gstin, norm_state))
+        if country.upper() == "IN" and not norm_state and not violations:
+            violations.append(Violation("state", "missing_state", "an Indian tenant needs its state"))
+        if violations:
+            raise ValidationFailed(tuple(violations))
+        issued, secret_hash = api_keys.new_key()
+        tenant = Tenant(
+            name=name,
+            legal_name=legal_name,
+            country=country.upper(),
+            gstin=norm_gstin,
+            state=norm_state,
+            einvoicing_enabled=einvoicing_enabled,
+            api_key_id=issued.key_id,
+        )
+        # The key row first: a tenant without a usable key would be unreachable, a key without
+        # its tenant is harmless (authentication then finds no tenant and answers 401).
+        with db.transaction(self.pool) as conn:
+            api_keys.store(conn, tenant.id, issued.key_id, secret_hash)
+        self._save(tenant)
+        return RegisteredTenant(tenant.id, issued.api_key)
+
+    def rotate_api_key(
+        self, tenant_id: UUID, grace: timedelta = api_keys.DEFAULT_ROTATION_GRACE
+    ) -> RegisteredTenant:
+        tenant = self.get_tenant(tenant_id)
+        issued, secret_hash = api_keys.new_key()
+        valid_until = datetime.now(UTC) + grace
+        with db.transaction(self.pool) as conn:
+            api_keys.store(conn, tenant_id, issued.key_id, secret_hash)
+            api_keys.expire_others(conn, tenant_id, issued.key_id, valid_until)
+        tenant.rotate_api_key(
+            key_id=issued.key_id, previous_key_id=tenant.api_key_id, previous_key_valid_until=valid_until
+        )
+        self._save(tenant)
+        return RegisteredTenant(tenant_id, issued.api_key)
+
+    def authenticate(self, api_key: str) -> UUID | None:
+        with db.transaction(self.pool) as conn:
+            return api_keys.authenticate(conn, api_key, datetime.now(UTC))
+
+    def get_tenant(self, tenant_id: UUID) -> Tenant:
+        try:
+            tenant = self.ledger.repository.get(tenant_id)
+        except AggregateNotFoundError as exc:
+            raise TenantNotFound(f"no tenant {tenant_id}") from exc
+        except OperationalError as exc:
+            raise db.DatabaseUnavailable(str(exc)) from exc
+        if not isinstance(tenant, Tenant):
+            raise TenantNotFound(f"no tenant {tenant_id}")
+        return tenant
+
+    def list_tenants(self) -> Iterator[Tenant]:
+        for notification in self.ledger.recorder.select_notifications(
+            start=None, limit=10_000, topics=[_topic_of(Tenant.Registered)]
+        ):
+            yield self.get_tenant(UUID(str(notification.originator_id)))
+
+    # -- invoices ---------------------------------------------------------------------------
+
+    def issue_invoice(
+        self,
+        tenant_id: UUID,
+        command: IssueInvoice,
+        *,
+        idempotency_key: str | None = None,
+        source: str = "api",
+        traceparent: str | None = None,
+    ) -> IssuedInvoice:
+        tenant = self.get_tenant(tenant_id)
+        request_hash = command.fingerprint()
+        if idempotency_key:
+            earlier = self._invoice_for_key(tenant_id, idempotency_key, request_hash)
+            if earlier is not None:
+                return IssuedInvoice(earlier, created=False)
+        invoice = build_invoice(tenant, command, idempotency_key, request_hash, source, traceparent)
+        try:
+            self._save(invoice)
+        except IntegrityError as exc:
+            existing = self.get_invoice(tenant_id, invoice.id)
+            # A retry whose first attempt stored the invoice but died before recording its key.
+            if idempotency_key and existing.idempotency_key == idempotency_key:
+                if existing.request_hash != request_hash:
+                    raise _key_reused(idempotency_key) from exc
+                self._remember_key(tenant_id, idempotency_key, request_hash, existing.id)
+                return IssuedInvoice(existing, created=False)
+            raise DuplicateInvoiceNumber(
+                f"invoice number {command.number} already exists in financial year {existing.financial_year}",
+                {
+                    "number": command.number,
+                    "financial_year": existing.financial_year,
+                    "invoice_id": str(existing.id),
+                },
+            ) from exc
+        if idempotency_key:
+            self._remember_key(tenant_id, idempotency_key, request_hash, invoice.id)
+        return IssuedInvoice(invoice, created=True)
+
+    def cancel_invoice(
+        self, tenant_id: UUID, invoice_id: UUID, command: CancelInvoice, traceparent: str | None = None
+    ) -> Invoice:
+        invoice = self.get_invoice(tenant_id, invoice_id)
+        if invoice.status == "cancelled":
+            raise InvoiceStateConflict(f"invoice {invoice.number} is already cancelled")
+        invoice.cancel(
+            reason=command.reason, remark=command.remark, at=datetime.now(UTC), traceparent=traceparent
+        )
+        self._save(invoice)
+        return invoice
+
+    def get_invoice(self, tenant_id: UUID, invoice_id: UUID) -> Invoice:
+        try:
+            invoice = self.ledger.repository.get(invoice_id)
+        except AggregateNotFoundError as exc:
+            raise InvoiceNotFound(f"no invoice {invoice_id}") from exc
+        except OperationalError as exc:
+            raise db.DatabaseUnavailable(str(exc)) from exc
+        # Another tenant's invoice is reported exactly like a missing one: ids must not leak.
+        if not isinstance(invoice, Invoice) or invoice.tenant_id != tenant_id:
+            raise InvoiceNotFound(f"no invoice {invoice_id}")
+        return invoice
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _save(self, *aggregates: Any) -> None:
+        try:
+            self.ledger.save(*aggregates)
+        except IntegrityError:
+            raise
+        except (OperationalError, PersistenceError) as exc:
+            raise db.DatabaseUnavailable(str(exc)) from exc
+
+    def _invoice_for_key(self, tenant_id: UUID, key: str, request_hash: str) -> Invoice | None:
+        with db.transaction(self.pool) as conn:
+            row = conn.execute(
+                "SELECT request_hash, invoice_id FROM idempotency_keys WHERE tenant_id = %s AND key = %s",
+                (tenant_id, key),
+            ).fetchone()
+        if row is None:
+            return None
+        if row["request_hash"] != request_hash:  # type: ignore[call-overload]
+            raise _key_reused(key)
+        return self.get_invoice(tenant_id, UUID(str(row["invoice_id"])))  # type: ignore[call-overload]
+
+    def _remember_key(self, tenant_id: UUID, key: str, request_hash: str, invoice_id: UUID) -> None:
+        with db.transaction(self.pool) as conn:
+            conn.execute(
+                "INSERT INTO idempotency_keys (tenant_id, key, request_hash, invoice_id)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (tenant_id, key, request_hash, invoice_id),
+            )
+
+
+def _key_reused(key: str) -> IdempotencyKeyReused:
+    return IdempotencyKeyReused(
+        f"Idempotency-Key {key!r} was already used with a different request body",
+        {"idempotency_key": key},
+    )
+
+
+def _topic_of(event_class: type) -> str:
+    return f"{event_class.__module__}:{event_class.__qualname__}"
+
+
+def _state_mismatch(path: str, gstin: str, state: str) -> Violation:
+    return Violation(
+        path,
+        "gstin_state_mismatch",
+        f"GSTIN {gstin} belongs to state {gstin_state(gstin)} but the state given is {state}",
+        {"gstin_state": gstin_state(gstin), "state": state},
+    )
+
+
+def build_invoice(
+    tenant: Tenant,
+    command: IssueInvoice,
+    idempotency_key: str | None,
+    request_hash: str,
+    source: str,
+    traceparent: str | None,
+) -> Invoice:
+    """Check the command against the tax rules and build the (unsaved) invoice aggregate."""
+    violations: list[Violation] = []
+    buyer_state = place_of_supply = buyer_gstin = None
+    try:
+        buyer_state = normalise_state(command.buyer.state, "buyer.state")
+    except TaxRuleError as exc:
+        violations.extend(exc.violations)
+    if command.buyer.gstin:
+        try:
+            buyer_gstin = validate_gstin(command.buyer.gstin, "buyer.gstin")
+        except TaxRuleError as exc:
+            violations.extend(exc.violations)
+    if buyer_gstin and buyer_state and gstin_state(buyer_gstin) != buyer_state:
+        violations.append(_state_mismatch("buyer.gstin", buyer_gstin, buyer_state))
+    try:
+        place_of_supply = (
+            normalise_state(command.place_of_supply, "place_of_supply")
+            if command.place_of_supply
+            else buyer_state
+        )
+    except TaxRuleError as exc:
+        violations.extend(exc.violations)
+    supply_type = (
+        SupplyType(command.supply_type)
+        if command.supply_type
+        else (SupplyType.B2B if buyer_gstin else SupplyType.B2C)
+    )
+    if supply_type == SupplyType.B2B and not command.buyer.gstin:
+        violations.append(Violation("buyer.gstin", "missing_gstin", "a B2B invoice needs the buyer's GSTIN"))
+    if tenant.state is None:
+        violations.append(
+            Violation("tenant", "tenant_without_state", "the tenant has no GST state registered")
+        )
+    tax: InvoiceTax | None = None
+    if place_of_supply and tenant.state:
+        try:
+            tax = compute_invoice_tax(
+                invoice_date=command.date,
+                seller_state=tenant.state,
+                place_of_supply=place_of_supply,
+                lines=[
+                    LineInput(
+                        description=line.description,
+                        hsn=line.hsn,
+                        quantity=line.quantity,
+                        unit=line.unit,
+                        unit_price=line.unit_price,
+                        discount=line.discount,
+                        gst_rate=line.gst_rate,
+                        gst_rate_reason=line.gst_rate_reason,
+                    )
+                    for line in command.lines
+                ],
+                supply_type=supply_type,
+            )
+        except TaxRuleError as exc:
+            violations.extend(exc.violations)
+    if violations or tax is None:
+        raise ValidationFailed(tuple(violations))
+    assert buyer_state is not None
+    address = command.buyer.address
+    return Invoice(
+        tenant_id=tenant.id,
+        number=command.number,
+        financial_year=financial_year(command.date),
+        invoice_date=command.date,
+        currency="INR",
+        supply_type=str(supply_type.value),
+        seller={"gstin": tenant.gstin, "legal_name": tenant.legal_name, "state": tenant.state},
+        buyer={
+            "name": command.buyer.name,
+            "gstin": buyer_gstin,
+            "state": buyer_state,
+            "address": address.model_dump() if address else None,
+        },
+        place_of_supply=tax.place_of_supply,
+        intra_state=tax.intra_state,
+        lines=[
+            {
+                "line_no": line.line_no,
+                "description": line.description,
+                "hsn": line.hsn,
+                "quantity": line.quantity,
+                "unit": line.unit,
+                "unit_price": line.unit_price,
+                "discount": line.discount,
+                "taxable_value": line.taxable_value,
+                "gst_rate": line.gst_rate,
+                "rate_source": line.rate_source,
+                "master_rate": line.master_rate,
+                "override_reason": line.override_reason,
+                "cgst": line.cgst,
+                "sgst": line.sgst,
+                "igst": line.igst,
+                "cess_rate": line.cess_rate,
+                "cess": line.cess,
+                "total": line.total,
+            }
+            for line in tax.lines
+        ],
+        totals={
+            "taxable": tax.taxable,
+            "cgst": tax.cgst,
+            "sgst": tax.sgst,
+            "igst": tax.igst,
+            "cess": tax.cess,
+            "total": tax.total,
+        },
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        source=source,
+        traceparent=traceparent,
+    )
+
+
+def money(value: Decimal | str | None) -> str | None:
+    """Amounts as the API and topics show them: a decimal string with two places."""
+    if value is None:
+        return None
+    return f"{Decimal(value):.2f}"
+
+
+__all__ = ["Ledger", "LedgerService", "invoice_id_for", "open_ledger"]

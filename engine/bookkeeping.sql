@@ -1,0 +1,40 @@
+-- Tables the engine keeps beside the event store. Idempotent: run at every start.
+
+-- API keys are stored as SHA-256 of a 256-bit random secret (no salt needed at that entropy);
+-- the key id is public and names the row. Rotation keeps the old key until expires_at.
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id      text PRIMARY KEY,
+    tenant_id   uuid NOT NULL,
+    secret_hash bytea NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant_id);
+
+-- Idempotency-Key (HTTP) and ce_id (ingest topic) map to the invoice they created.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant_id    uuid NOT NULL,
+    key          text NOT NULL,
+    request_hash text NOT NULL,
+    invoice_id   uuid NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, key)
+);
+
+-- The relay's position in the event store's notification log, written after Kafka acknowledged.
+CREATE TABLE IF NOT EXISTS relay_position (
+    relay           text PRIMARY KEY,
+    notification_id bigint NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- Per projection, the last Kafka offset applied for each partition, written in the same
+-- transaction as the projection's rows ("store the offset with the output").
+CREATE TABLE IF NOT EXISTS projection_tracking (
+    projection text NOT NULL,
+    topic      text NOT NULL,
+    partition  integer NOT NULL,
+    "offset"   bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (projection, topic, partition)
+);

@@ -1,0 +1,12 @@
+"""Wires the write side together once per process: settings, schema, event store, pool, service."""
+
+from __future__ import annotations
+
+from engine import db
+from engine.application import LedgerService, open_ledger
+from engine.config import Settings
+
+
+def build_service(settings: Settings, *, pool_size: int = 10) -> LedgerService:
+    db.ensure_schema(settings)
+    return LedgerService(settings, open_ledger(settings), db.make_pool(settings, max_size=pool_size))

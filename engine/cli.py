@@ -1,0 +1,292 @@
+"""The ``ledgerflow`` command: run the engine and its parts, manage the local stack and tenants."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+import click
+import orjson
+
+from engine.config import Settings, load_settings
+
+TOPICS = [
+    "ledger.invoice.v1",
+    "ledger.tenant.v1",
+    "ingest.invoice.v1",
+    "ingest.invoice.dlq.v1",
+    "projection.invoice_register.dlq.v1",
+]
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Ledgerflow: an event-sourced integration engine for finance and tax events on Apache Kafka.
+
+    Settings come from the environment (LEDGERFLOW_DATABASE_URL, LEDGERFLOW_KAFKA, ...); the
+    defaults match the local stack started by `ledgerflow stack up`.
+    """
+    ctx.obj = load_settings()
+
+
+# -- local stack ------------------------------------------------------------------------------
+
+
+@main.group()
+def stack() -> None:
+    """The local Apache Kafka (KRaft) and PostgreSQL, run as plain processes under var/."""
+
+
+@stack.command("up")
+@click.pass_obj
+def stack_up(settings: Settings) -> None:
+    """Start Kafka and PostgreSQL if they are not running, and wait until both answer."""
+    from engine import stack as local_stack
+
+    local_stack.up(settings)
+
+
+@stack.command("down")
+@click.pass_obj
+def stack_down(settings: Settings) -> None:
+    """Stop what `stack up` started."""
+    from engine import stack as local_stack
+
+    local_stack.down(settings)
+
+
+@stack.command("status")
+@click.pass_obj
+def stack_status(settings: Settings) -> None:
+    """Show whether Kafka and PostgreSQL are running."""
+    from engine import stack as local_stack
+
+    for service in local_stack.status(settings):
+        state = click.style("running", fg="green") if service.running else click.style("stopped", fg="red")
+        click.echo(
+            f"{service.name:<11} {state:<18} pid={service.pid or '-':<8} {service.address} {service.detail}"
+        )
+
+
+@main.group()
+def topics() -> None:
+    """Kafka topics of the engine."""
+
+
+@topics.command("ensure")
+@click.option(
+    "--partitions",
+    type=int,
+    default=None,
+    help="Partitions for new topics (default: LEDGERFLOW_PARTITIONS or 6).",
+)
+@click.pass_obj
+def topics_ensure(settings: Settings, partitions: int | None) -> None:
+    """Create the engine's topics that do not exist yet."""
+    from engine import stack as local_stack
+
+    names = [settings.topic(t) for t in TOPICS]
+    created = local_stack.ensure_topics(settings, names, partitions or settings.partitions)
+    for name in names:
+        click.echo(f"{name:<45} {'created' if name in created else 'exists'}")
+
+
+# -- tenants ----------------------------------------------------------------------------------
+
+
+@main.group()
+def tenants() -> None:
+    """Register tenants and manage their API keys."""
+
+
+@tenants.command("create")
+@click.option("--name", required=True, help="Display name.")
+@click.option("--legal-name", required=True, help="Legal name as registered for GST.")
+@click.option("--country", default="IN", show_default=True, help="ISO country code.")
+@click.option("--gstin", default=None, help="The tenant's GSTIN (validated).")
+@click.option("--state", default=None, help='GST state, numeric ("29") or alpha ("KA").')
+@click.option(
+    "--einvoicing/--no-einvoicing", default=False, show_default=True, help="Generate IRNs for B2B invoices."
+)
+@click.option("--json", "as_json", is_flag=True, help='Print {"tenant_id": ..., "api_key": ...}.')
+@click.pass_obj
+def tenants_create(
+    settings: Settings,
+    name: str,
+    legal_name: str,
+    country: str,
+    gstin: str | None,
+    state: str | None,
+    einvoicing: bool,
+    as_json: bool,
+) -> None:
+    """Register a tenant and print its API key. The key is shown only this once."""
+    from engine.application import ValidationFailed
+    from engine.bootstrap import build_service
+
+    service = build_service(settings, pool_size=2)
+    try:
+        registered = service.register_tenant(
+            name=name,
+            legal_name=legal_name,
+            country=country,
+            gstin=gstin,
+            state=state,
+            einvoicing_enabled=einvoicing,
+        )
+    except ValidationFailed as exc:
+        raise click.ClickException(exc.message) from exc
+    if as_json:
+        click.echo(orjson.dumps({"tenant_id": str(registered.tenant_id), "api_key": registered.api_key}))
+    else:
+        click.echo(f"tenant_id: {registered.tenant_id}\napi_key:   {registered.api_key}")
+        click.echo(
+            "Store the API key now: it is not shown again (rotate with `ledgerflow tenants rotate-key`).",
+            err=True,
+        )
+
+
+@tenants.command("rotate-key")
+@click.argument("tenant_id")
+@click.option(
+    "--grace-hours", type=float, default=24.0, show_default=True, help="How long the old key keeps working."
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def tenants_rotate_key(settings: Settings, tenant_id: str, grace_hours: float, as_json: bool) -> None:
+    """Issue a new API key; the previous one stays valid for the grace period."""
+    from datetime import timedelta
+    from uuid import UUID
+
+    from engine.application import TenantNotFound
+    from engine.bootstrap import build_service
+
+    service = build_service(settings, pool_size=2)
+    try:
+        rotated = service.rotate_api_key(UUID(tenant_id), timedelta(hours=grace_hours))
+    except (TenantNotFound, ValueError) as exc:
+        raise click.ClickException(f"no tenant {tenant_id}") from exc
+    if as_json:
+        click.echo(orjson.dumps({"tenant_id": str(rotated.tenant_id), "api_key": rotated.api_key}))
+    else:
+        click.echo(f"api_key: {rotated.api_key}  (the previous key works for {grace_hours:g} more hours)")
+
+
+@tenants.command("list")
+@click.pass_obj
+def tenants_list(settings: Settings) -> None:
+    """List registered tenants."""
+    from engine.bootstrap import build_service
+
+    for tenant in build_service(settings, pool_size=2).list_tenants():
+        click.echo(f"{tenant.id}  {tenant.name:<30} {tenant.gstin or '-':<16} state={tenant.state or '-'}")
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+def _run_until_signal(make: Any) -> None:
+    """Run an async service until SIGINT/SIGTERM, then let it stop cleanly."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await make(stop)
+
+    asyncio.run(runner())
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address (default LEDGERFLOW_API_HOST or 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default LEDGERFLOW_API_PORT or 8080).")
+@click.option("--workers", type=int, default=1, show_default=True, help="uvicorn worker processes.")
+@click.pass_obj
+def api(settings: Settings, host: str | None, port: int | None, workers: int) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    _logging()
+    uvicorn.run(
+        "engine.api.main:app",
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
+
+
+@main.command()
+@click.pass_obj
+def relay(settings: Settings) -> None:
+    """Publish stored events to Kafka (tails the event store's notification log)."""
+    from engine import db
+    from engine.relay import Relay
+
+    _logging()
+    db.ensure_schema(settings)
+    _run_until_signal(Relay(settings).run)
+
+
+@main.command()
+@click.option("--projection", "names", multiple=True, help="Projection(s) to run (default: all).")
+@click.pass_obj
+def projector(settings: Settings, names: tuple[str, ...]) -> None:
+    """Keep projections (read models) up to date from the ledger topics."""
+    from projections.catalogue import PROJECTIONS
+    from projections.runner import ProjectionRunner
+
+    _logging()
+    chosen = [p for p in PROJECTIONS if not names or p.name in names]
+    if not chosen:
+        raise click.ClickException(
+            f"no projection named {', '.join(names)}; known: {[p.name for p in PROJECTIONS]}"
+        )
+
+    async def run_all(stop: asyncio.Event) -> None:
+        await asyncio.gather(*(ProjectionRunner(settings, p).run(stop) for p in chosen))
+
+    _run_until_signal(run_all)
+
+
+@main.command()
+@click.pass_obj
+def worker(settings: Settings) -> None:
+    """Run a stream worker (faust): the ingest agent. Start several to share partitions."""
+    import faust
+
+    from streams.app import create_app
+
+    app = create_app(settings)
+    faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+
+
+@main.command()
+@click.option("--workers", type=int, default=1, show_default=True, help="Stream workers to start.")
+@click.option("--no-stack", is_flag=True, help="Do not start the local stack (use LEDGERFLOW_* services).")
+@click.pass_obj
+def run(settings: Settings, workers: int, no_stack: bool) -> None:
+    """Run the whole engine in the foreground: API, relay, projector and stream workers."""
+    from engine.supervisor import run_engine
+
+    sys.exit(run_engine(settings, workers=workers, start_stack=not no_stack, topics=TOPICS))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""PostgreSQL access shared by the API, relay, projections and CLI.
+
+One connection pool per process, bound to the configured schema through ``search_path`` so that
+tests can give every test its own schema. The event store itself is the eventsourcing library's
+recorder (see ``engine/application.py``); the tables here are the engine's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from engine.config import Settings
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL could not be reached; callers answer 503 and retry later."""
+
+
+def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
+    """A single connection with ``search_path`` set to the configured schema."""
+    try:
+        conn = psycopg.connect(
+            settings.database_url,
+            autocommit=autocommit,
+            connect_timeout=5,
+            options=f"-c search_path={settings.db_schema}",
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+    return conn
+
+
+def make_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> ConnectionPool:
+    """A connection pool whose connections use the configured schema and return dict rows."""
+
+    def configure(conn: psycopg.Connection) -> None:
+        conn.row_factory = dict_row  # type: ignore[assignment]
+
+    return ConnectionPool(
+        settings.database_url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"options": f"-c search_path={settings.db_schema}", "connect_timeout": 5},
+        configure=configure,
+        # Fail fast while PostgreSQL is down so the API can answer 503 instead of hanging.
+        timeout=5,
+        check=ConnectionPool.check_connection,
+        open=True,
+    )
+
+
+@contextmanager
+def transaction(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
+    """A pooled connection inside a transaction, with connection failures mapped to DatabaseUnavailable."""
+    try:
+        with pool.connection() as conn, conn.transaction():
+            yield conn
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+    except TimeoutError as exc:  # psycopg_pool.PoolTimeout subclasses it
+        raise DatabaseUnavailable(str(exc)) from exc
+
+
+def ensure_schema(settings: Settings) -> None:
+    """Create the configured schema and every bookkeeping and projection table (idempotent)."""
+    with connect(settings, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(settings.db_schema)))
+        # Several processes may start at once; serialise DDL so CREATE IF NOT EXISTS cannot race.
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledgerflow.ensure_schema'))")
+            for package, name in MIGRATIONS:
+                conn.execute(resources.files(package).joinpath(name).read_text())  # type: ignore[arg-type]
+
+
+# Each SQL file is idempotent (CREATE ... IF NOT EXISTS) and owned by the module beside it.
+MIGRATIONS: list[tuple[str, str]] = [
+    ("engine", "bookkeeping.sql"),
+    ("projections", "invoice_register.sql"),
+]

@@ -1,0 +1,209 @@
+"""How a stored domain event becomes a Kafka message (pure: no I/O).
+
+CloudEvents Kafka protocol binding, binary mode: the event's attributes travel as ``ce_*`` headers
+and the value is the Avro single-object encoding of the event record. The event id is derived from
+(aggregate id, version), so re-publishing after a crash yields the same ``ce_id`` and consumers can
+dedupe on it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from engine.domain.invoice import Invoice
+from engine.domain.tenant import Tenant
+
+EVENT_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgerflow.dev/ns/event")
+
+# Logical topic per aggregate type; the configured prefix is added by the relay.
+AGGREGATE_TOPICS = {"invoice": "ledger.invoice.v1", "tenant": "ledger.tenant.v1"}
+
+
+def event_id(aggregate_id: UUID, version: int) -> UUID:
+    """Stable across re-publishing: the same stored event always has the same id."""
+    return uuid5(EVENT_ID_NAMESPACE, f"{aggregate_id}:{version}")
+
+
+def new_traceparent() -> str:
+    """A W3C trace context for a request that arrived without one."""
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def ce_type_of(event: Any) -> tuple[str, str]:
+    """(aggregate name, CloudEvents type) of a domain event, e.g. ("invoice", "ledgerflow.invoice.issued")."""
+    aggregate = type(event).__qualname__.split(".")[0].lower()
+    return aggregate, f"ledgerflow.{aggregate}.{_snake(type(event).__name__)}"
+
+
+@dataclass(frozen=True)
+class OutboundEvent:
+    """Everything the relay needs to publish one event, before encoding."""
+
+    topic: str
+    key: str
+    ce_type: str
+    ce_id: str
+    tenant_id: str
+    subject: str
+    time: datetime
+    traceparent: str
+    record: dict[str, Any]
+
+
+def _millis(moment: datetime) -> int:
+    return int(moment.astimezone(UTC).timestamp() * 1000)
+
+
+def _money(value: Decimal | str | None) -> str | None:
+    return None if value is None else f"{Decimal(value):.2f}"
+
+
+def _number(value: Decimal | str | None) -> str | None:
+    """Quantities and rates: exact, without trailing zeros beyond what was given."""
+    if value is None:
+        return None
+    text = format(Decimal(value).normalize(), "f")
+    return text
+
+
+def _date(value: date | str) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)
+
+
+def _invoice_issued(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {**base, **invoice_document(event, UUID(str(event.originator_id)))}
+
+
+def invoice_document(event: Any, invoice_id: UUID) -> dict[str, Any]:
+    """An invoice's issued state as topics and the API show it; ``event`` is the Issued event or the
+    Invoice aggregate (both carry the same attribute names)."""
+    buyer = dict(event.buyer)
+    return {
+        "invoice_id": str(invoice_id),
+        "number": event.number,
+        "financial_year": event.financial_year,
+        "date": _date(event.invoice_date),
+        "currency": event.currency,
+        "supply_type": event.supply_type,
+        "seller": dict(event.seller),
+        "buyer": {
+            "name": buyer["name"],
+            "gstin": buyer.get("gstin"),
+            "state": buyer["state"],
+            "address": buyer.get("address"),
+        },
+        "place_of_supply": event.place_of_supply,
+        "intra_state": bool(event.intra_state),
+        "lines": [
+            {
+                "line_no": int(line["line_no"]),
+                "description": line["description"],
+                "hsn": line["hsn"],
+                "quantity": _number(line["quantity"]),
+                "unit": line["unit"],
+                "unit_price": _number(line["unit_price"]),
+                "discount": _money(line["discount"]),
+                "taxable_value": _money(line["taxable_value"]),
+                "gst_rate": _number(line["gst_rate"]),
+                "rate_source": line["rate_source"],
+                "master_rate": _number(line.get("master_rate")),
+                "override_reason": line.get("override_reason"),
+                "cgst": _money(line["cgst"]),
+                "sgst": _money(line["sgst"]),
+                "igst": _money(line["igst"]),
+                "cess_rate": _number(line["cess_rate"]),
+                "cess": _money(line["cess"]),
+                "total": _money(line["total"]),
+            }
+            for line in event.lines
+        ],
+        "totals": {name: _money(value) for name, value in event.totals.items()},
+        "idempotency_key": event.idempotency_key,
+        "source": event.source,
+    }
+
+
+def _invoice_cancelled(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {**base, "invoice_id": str(event.originator_id), "reason": event.reason, "remark": event.remark}
+
+
+def _tenant_registered(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "name": event.name,
+        "legal_name": event.legal_name,
+        "country": event.country,
+        "gstin": event.gstin,
+        "state": event.state,
+        "einvoicing_enabled": bool(event.einvoicing_enabled),
+    }
+
+
+def _tenant_api_key_rotated(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    until = event.previous_key_valid_until
+    return {
+        **base,
+        "key_id": event.key_id,
+        "previous_key_id": event.previous_key_id,
+        "previous_key_valid_until": _millis(until) if until else None,
+    }
+
+
+RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
+    Invoice.Issued: _invoice_issued,
+    Invoice.Cancelled: _invoice_cancelled,
+    Tenant.Registered: _tenant_registered,
+    Tenant.ApiKeyRotated: _tenant_api_key_rotated,
+}
+
+
+class UnpublishableEvent(Exception):
+    """An event type with no Avro mapping: a programming error, stops the relay loudly."""
+
+
+def to_outbound(event: Any) -> OutboundEvent:
+    builder = RECORD_BUILDERS.get(type(event))
+    if builder is None:
+        raise UnpublishableEvent(f"no Kafka mapping for event type {type(event).__qualname__}")
+    aggregate, ce_type = ce_type_of(event)
+    aggregate_id = UUID(str(event.originator_id))
+    tenant_id = str(getattr(event, "tenant_id", None) or aggregate_id)
+    ce_id = str(event_id(aggregate_id, event.originator_version))
+    base = {"event_id": ce_id, "tenant_id": tenant_id, "occurred_at": _millis(event.timestamp)}
+    return OutboundEvent(
+        topic=AGGREGATE_TOPICS[aggregate],
+        key=str(aggregate_id),
+        ce_type=ce_type,
+        ce_id=ce_id,
+        tenant_id=tenant_id,
+        subject=str(aggregate_id),
+        time=event.timestamp,
+        traceparent=getattr(event, "traceparent", None) or new_traceparent(),
+        record=builder(event, base),
+    )
+
+
+def headers_for(event: OutboundEvent, fingerprint_hex: str) -> list[tuple[str, bytes]]:
+    """CloudEvents binary-mode headers (names as the Kafka protocol binding spells them)."""
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event.ce_id.encode()),
+        ("ce_source", f"/tenants/{event.tenant_id}".encode()),
+        ("ce_type", event.ce_type.encode()),
+        ("ce_subject", event.subject.encode()),
+        ("ce_time", event.time.astimezone(UTC).isoformat().replace("+00:00", "Z").encode()),
+        ("ce_dataschema", f"/v1/schemas/{fingerprint_hex}".encode()),
+        ("content-type", b"application/avro"),
+        ("traceparent", event.traceparent.encode()),
+    ]

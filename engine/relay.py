@@ -1,0 +1,181 @@
+"""The relay: tails the event store's notification log and publishes every event to Kafka.
+
+Order of work per batch: read notifications after the stored position, publish them all with an
+idempotent producer (acks=all) and wait for every acknowledgement, then store the new position.
+A crash between the two re-publishes the same events with the same ``ce_id``; nothing is skipped,
+because eventsourcing's PostgreSQL recorder serialises inserts (notification id order is commit
+order), so a reader never passes over a row that commits later with a smaller id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from eventsourcing.persistence import Notification
+
+from engine import db
+from engine.application import Ledger, open_ledger
+from engine.config import Settings
+from engine.publishing import headers_for, to_outbound
+from schemas import registry
+
+log = logging.getLogger("ledgerflow.relay")
+
+RELAY_NAME = "ledger"
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    batches: int = 0
+    position: int = 0
+
+
+class Relay:
+    """Publishes stored events to their ``ledger.<aggregate>.v1`` topics, at least once, in order."""
+
+    def __init__(
+        self, settings: Settings, *, batch_size: int = 2000, idle_wait: float = 0.05, name: str = RELAY_NAME
+    ) -> None:
+        self.settings = settings
+        self.batch_size = batch_size
+        self.idle_wait = idle_wait
+        self.name = name
+        self.stats = RelayStats()
+        self._ledger: Ledger | None = None
+
+    # -- position ---------------------------------------------------------------------------
+
+    def load_position(self) -> int:
+        with db.connect(self.settings) as conn:
+            row = conn.execute(
+                "SELECT notification_id FROM relay_position WHERE relay = %s", (self.name,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def save_position(self, notification_id: int) -> None:
+        with db.connect(self.settings) as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO relay_position (relay, notification_id) VALUES (%s, %s)"
+                " ON CONFLICT (relay) DO UPDATE SET notification_id = EXCLUDED.notification_id,"
+                " updated_at = now()",
+                (self.name, notification_id),
+            )
+
+    # -- loop -------------------------------------------------------------------------------
+
+    def _read(self, after: int) -> Sequence[Notification]:
+        if self._ledger is None:
+            self._ledger = open_ledger(self.settings)
+        return self._ledger.recorder.select_notifications(
+            start=after, limit=self.batch_size, inclusive_of_start=False
+        )
+
+    async def publish(self, producer: AIOKafkaProducer, notifications: Sequence[Notification]) -> None:
+        assert self._ledger is not None
+        pending = []
+        for notification in notifications:
+            event = self._ledger.mapper.to_domain_event(notification)
+            outbound = to_outbound(event)
+            value, schema = registry.encode_event(outbound.ce_type, outbound.record)
+            pending.append(
+                await producer.send(
+                    self.settings.topic(outbound.topic),
+                    value=value,
+                    key=outbound.key.encode(),
+                    headers=headers_for(outbound, schema.fingerprint_hex),
+                )
+            )
+        await asyncio.gather(*pending)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        producer = await self._start_producer(stop)
+        if producer is None:
+            return
+        try:
+            position = await self._retrying(self.load_position, stop)
+            if position is None:
+                return
+            self.stats.position = position
+            log.info("relay %s starting after notification %d", self.name, position)
+            while not stop.is_set():
+                notifications = await self._retrying(lambda: self._read(self.stats.position), stop)
+                if notifications is None:
+                    return
+                if not notifications:
+                    await _wait(stop, self.idle_wait)
+                    continue
+                try:
+                    await self.publish(producer, notifications)
+                except KafkaError as exc:
+                    log.warning("publish failed, will retry the same batch: %s", exc)
+                    await _wait(stop, 1.0)
+                    continue
+                last = notifications[-1].id
+                if await self._retrying(lambda: self.save_position(last), stop) is None:  # noqa: B023
+                    return
+                self.stats.position = last
+                self.stats.published += len(notifications)
+                self.stats.batches += 1
+        finally:
+            await producer.stop()
+
+    async def _start_producer(self, stop: asyncio.Event) -> AIOKafkaProducer | None:
+        delay = 0.5
+        while not stop.is_set():
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=5,
+                max_batch_size=256 * 1024,
+                request_timeout_ms=30_000,
+            )
+            try:
+                await producer.start()
+                return producer
+            except KafkaError as exc:
+                await producer.stop()
+                log.warning("Kafka not reachable (%s); retrying in %.1fs", exc, delay)
+                await _wait(stop, delay)
+                delay = min(delay * 2, 10)
+        return None
+
+    async def _retrying(self, work, stop: asyncio.Event):  # type: ignore[no-untyped-def]
+        """Run blocking database work in a thread, retrying while PostgreSQL is unreachable."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                result = await asyncio.to_thread(work)
+                return result if result is not None else True
+            except db.DatabaseUnavailable as exc:
+                log.warning("PostgreSQL unavailable (%s); retrying in %.1fs", exc, delay)
+            except Exception as exc:
+                if not _is_connection_error(exc):
+                    raise
+                log.warning("PostgreSQL connection lost (%s); retrying in %.1fs", exc, delay)
+                self._ledger = None
+            await _wait(stop, delay)
+            delay = min(delay * 2, 10)
+        return None
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    import psycopg
+    from eventsourcing.persistence import InterfaceError, OperationalError
+
+    return isinstance(
+        exc, (psycopg.OperationalError, psycopg.InterfaceError, OperationalError, InterfaceError)
+    )
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

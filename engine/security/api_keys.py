@@ -1,0 +1,89 @@
+"""Per-tenant API keys: shown once, stored hashed, rotatable with an overlap.
+
+A key reads ``lf_<key id>_<secret>``. The key id is public and indexes the row; the secret is 32
+random bytes, stored only as its SHA-256. A slow password hash is not needed at that entropy, and
+lookup by key id keeps authentication to one primary-key read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import psycopg
+
+KEY_PREFIX = "lf"
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key_id: str
+    api_key: str  # the full key, to be shown to the user exactly once
+
+
+def new_key() -> tuple[IssuedKey, bytes]:
+    """A fresh key and the hash to store for it."""
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    return IssuedKey(key_id, f"{KEY_PREFIX}_{key_id}_{secret}"), _hash(secret)
+
+
+def _hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def parse(api_key: str) -> tuple[str, str] | None:
+    """Split a presented key into (key id, secret), or None when it is not shaped like one of ours."""
+    parts = api_key.strip().split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+def store(conn: psycopg.Connection, tenant_id: UUID, key_id: str, secret_hash: bytes) -> None:
+    conn.execute(
+        "INSERT INTO api_keys (key_id, tenant_id, secret_hash) VALUES (%s, %s, %s)",
+        (key_id, tenant_id, secret_hash),
+    )
+
+
+def expire_others(conn: psycopg.Connection, tenant_id: UUID, keep_key_id: str, at: datetime) -> None:
+    """Let every other live key of the tenant expire at ``at`` (the rotation grace period)."""
+    conn.execute(
+        "UPDATE api_keys SET expires_at = %s WHERE tenant_id = %s AND key_id <> %s"
+        " AND (expires_at IS NULL OR expires_at > %s)",
+        (at, tenant_id, keep_key_id, at),
+    )
+
+
+def authenticate(conn: psycopg.Connection, api_key: str, now: datetime) -> UUID | None:
+    """The tenant a key belongs to, or None for an unknown, wrong or expired key."""
+    parsed = parse(api_key)
+    if parsed is None:
+        return None
+    key_id, secret = parsed
+    row = conn.execute(
+        "SELECT tenant_id, secret_hash, expires_at FROM api_keys WHERE key_id = %s", (key_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    tenant_id, secret_hash, expires_at = _as_tuple(row)
+    if not hmac.compare_digest(bytes(secret_hash), _hash(secret)):
+        return None
+    if expires_at is not None and expires_at <= now:
+        return None
+    return UUID(str(tenant_id))
+
+
+def _as_tuple(row: object) -> tuple[object, object, datetime | None]:
+    if isinstance(row, dict):
+        return row["tenant_id"], row["secret_hash"], row["expires_at"]
+    assert isinstance(row, tuple)
+    return row[0], row[1], row[2]
+
+
+DEFAULT_ROTATION_GRACE = timedelta(hours=24)

@@ -1,0 +1,196 @@
+"""The ``invoice_register`` projection: one row per invoice, queried by ``GET /v1/invoices``.
+
+Updates are idempotent per event: an ``issued`` event inserts the row only if it is not there, a
+``cancelled`` event sets fields to fixed values. Together with the offset tracking written in the
+same transaction, replays and duplicate deliveries change nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+import psycopg
+from psycopg.rows import dict_row
+
+from projections.runner import ProjectedEvent
+
+NAME = "invoice_register"
+TOPICS = ["ledger.invoice.v1"]
+
+_INSERT_ISSUED = """
+INSERT INTO invoice_register (
+    invoice_id, tenant_id, number, financial_year, invoice_date, status, buyer_name, buyer_gstin,
+    place_of_supply, supply_type, taxable, cgst, sgst, igst, cess, total, document, issued_at, last_event_id
+) VALUES (%s, %s, %s, %s, %s, 'issued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (invoice_id) DO NOTHING
+"""
+
+_CANCEL = """
+UPDATE invoice_register SET status = 'cancelled', cancelled_at = %s, cancellation = %s, last_event_id = %s
+WHERE invoice_id = %s
+"""
+
+
+def _ts(value: datetime | int) -> datetime:
+    """The codec reads timestamp-millis as aware datetimes; tolerate raw millis too."""
+    return value if isinstance(value, datetime) else datetime.fromtimestamp(value / 1000, UTC)
+
+
+class InvoiceRegister:
+    """Projection writer, driven by ``projections.runner``."""
+
+    name = NAME
+    topics = TOPICS
+
+    def apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None:
+        issued: list[tuple[Any, ...]] = []
+        cancelled: list[tuple[Any, ...]] = []
+        for event in events:
+            r = event.record
+            if event.ce_type == "ledgerflow.invoice.issued":
+                totals = r["totals"]
+                issued.append(
+                    (
+                        r["invoice_id"],
+                        r["tenant_id"],
+                        r["number"],
+                        r["financial_year"],
+                        r["date"],
+                        r["buyer"]["name"],
+                        r["buyer"].get("gstin"),
+                        r["place_of_supply"],
+                        r["supply_type"],
+                        totals["taxable"],
+                        totals["cgst"],
+                        totals["sgst"],
+                        totals["igst"],
+                        totals["cess"],
+                        totals["total"],
+                        orjson.dumps(_document(r)).decode(),
+                        _ts(r["occurred_at"]),
+                        event.ce_id,
+                    )
+                )
+            elif event.ce_type == "ledgerflow.invoice.cancelled":
+                # Flush inserts first: a cancellation in the same batch must find its row.
+                if issued:
+                    _executemany(conn, _INSERT_ISSUED, issued)
+                    issued = []
+                cancelled.append(
+                    (
+                        _ts(r["occurred_at"]),
+                        orjson.dumps({"reason": r["reason"], "remark": r.get("remark")}).decode(),
+                        event.ce_id,
+                        r["invoice_id"],
+                    )
+                )
+                _executemany(conn, _CANCEL, cancelled)
+                cancelled = []
+        if issued:
+            _executemany(conn, _INSERT_ISSUED, issued)
+
+
+def _executemany(conn: psycopg.Connection, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(statement, rows)
+
+
+def _document(record: dict[str, Any]) -> dict[str, Any]:
+    """The invoice as the API shows it (the event record minus envelope fields)."""
+    return {k: v for k, v in record.items() if k not in {"event_id", "occurred_at", "idempotency_key"}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries (used by the HTTP API)
+
+
+@dataclass(frozen=True)
+class InvoicePage:
+    items: list[dict[str, Any]]
+    next: str | None
+
+
+def _row_to_invoice(row: dict[str, Any]) -> dict[str, Any]:
+    document = dict(row["document"])
+    document.pop("tenant_id", None)
+    return {
+        "id": str(row["invoice_id"]),
+        **{k: v for k, v in document.items() if k != "invoice_id"},
+        "status": row["status"],
+        "issued_at": row["issued_at"].isoformat(),
+        "cancellation": (
+            {**row["cancellation"], "cancelled_at": row["cancelled_at"].isoformat()}
+            if row["cancellation"]
+            else None
+        ),
+    }
+
+
+def get(conn: psycopg.Connection, tenant_id: UUID, invoice_id: UUID) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT * FROM invoice_register WHERE tenant_id = %s AND invoice_id = %s", (tenant_id, invoice_id)
+        ).fetchone()
+    return _row_to_invoice(row) if row else None
+
+
+def encode_cursor(invoice_date: date, number: str, invoice_id: UUID) -> str:
+    raw = orjson.dumps([invoice_date.isoformat(), number, str(invoice_id)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[date, str, UUID]:
+    """Raises ValueError for a cursor we did not issue."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        day, number, invoice_id = orjson.loads(raw)
+        return date.fromisoformat(day), str(number), UUID(invoice_id)
+    except Exception as exc:
+        raise ValueError("not a cursor returned by this API") from exc
+
+
+def search(
+    conn: psycopg.Connection,
+    tenant_id: UUID,
+    *,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    status: str | None = None,
+    after: str | None = None,
+    limit: int = 50,
+) -> InvoicePage:
+    """Keyset pagination ordered by (date, number, id): stable while new invoices arrive."""
+    clauses = ["tenant_id = %s"]
+    params: list[Any] = [tenant_id]
+    if date_from:
+        clauses.append("invoice_date >= %s")
+        params.append(date_from)
+    if date_to:
+        clauses.append("invoice_date <= %s")
+        params.append(date_to)
+    if status:
+        clauses.append("status = %s")
+        params.append(status)
+    if after:
+        clauses.append("(invoice_date, number, invoice_id) > (%s, %s, %s)")
+        params.extend(decode_cursor(after))
+    params.append(limit + 1)
+    query = (
+        "SELECT * FROM invoice_register WHERE "
+        + " AND ".join(clauses)
+        + " ORDER BY invoice_date, number, invoice_id LIMIT %s"
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query, params).fetchall()  # type: ignore[arg-type]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cursor = (
+        encode_cursor(rows[-1]["invoice_date"], rows[-1]["number"], rows[-1]["invoice_id"]) if more else None
+    )
+    return InvoicePage([_row_to_invoice(r) for r in rows], cursor)

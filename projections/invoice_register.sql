@@ -1,0 +1,27 @@
+-- invoice_register: one row per invoice, the read model behind GET /v1/invoices.
+-- Rows are upserted by event version, so replaying older events never moves a row backwards.
+CREATE TABLE IF NOT EXISTS invoice_register (
+    invoice_id      uuid PRIMARY KEY,
+    tenant_id       uuid NOT NULL,
+    number          text NOT NULL,
+    financial_year  text NOT NULL,
+    invoice_date    date NOT NULL,
+    status          text NOT NULL,
+    buyer_name      text NOT NULL,
+    buyer_gstin     text,
+    place_of_supply text NOT NULL,
+    supply_type     text NOT NULL,
+    taxable         numeric(18, 2) NOT NULL,
+    cgst            numeric(18, 2) NOT NULL,
+    sgst            numeric(18, 2) NOT NULL,
+    igst            numeric(18, 2) NOT NULL,
+    cess            numeric(18, 2) NOT NULL,
+    total           numeric(18, 2) NOT NULL,
+    document        jsonb NOT NULL,
+    issued_at       timestamptz NOT NULL,
+    cancelled_at    timestamptz,
+    cancellation    jsonb,
+    last_event_id   text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invoice_register_tenant_date
+    ON invoice_register (tenant_id, invoice_date, number, invoice_id);

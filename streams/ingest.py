@@ -1,0 +1,84 @@
+"""The ingest agent: invoice commands from upstream systems on ``ingest.invoice.v1``.
+
+Poison messages (bad JSON, unknown tenant, failed validation) go to ``ingest.invoice.dlq.v1`` with
+their original bytes and headers plus context headers, and the agent moves on. A PostgreSQL outage
+is not the message's fault: the agent retries the same message until the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+
+from engine import db
+from engine.application import LedgerService
+from engine.bootstrap import build_service
+from engine.config import Settings
+from engine.ingest import IngestRejected, apply_ingest_message
+from streams.dlq import dead_letter_headers
+
+log = logging.getLogger("ledgerflow.ingest")
+
+INGEST_TOPIC = "ingest.invoice.v1"
+INGEST_DLQ_TOPIC = "ingest.invoice.dlq.v1"
+
+
+def register(app: faust.App, settings: Settings) -> None:
+    source = app.topic(settings.topic(INGEST_TOPIC), value_serializer="raw", key_serializer="raw")
+    dlq = app.topic(settings.topic(INGEST_DLQ_TOPIC), value_serializer="raw", key_serializer="raw")
+    service: dict[str, LedgerService] = {}
+
+    def get_service() -> LedgerService:
+        if "s" not in service:
+            service["s"] = build_service(settings)
+        return service["s"]
+
+    @app.agent(source, name="ingest-invoices")
+    async def ingest_invoices(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            headers = list(message.headers or [])
+            delay = 0.5
+            while True:
+                try:
+                    result = await asyncio.to_thread(
+                        apply_ingest_message, get_service(), headers, message.value
+                    )
+                    log.info(
+                        "ingested %s -> invoice %s (%s)",
+                        message.offset,
+                        result.invoice_id,
+                        "created" if result.created else "already existed",
+                    )
+                    break
+                except IngestRejected as exc:
+                    log.warning(
+                        "rejected %s[%d]@%d: %s %s",
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        exc.code,
+                        exc.message,
+                    )
+                    fut = await dlq.send(
+                        key=message.key,
+                        value=message.value,
+                        headers=dead_letter_headers(
+                            headers,
+                            topic=message.topic,
+                            partition=message.partition,
+                            offset=message.offset,
+                            code=exc.code,
+                            message=exc.message,
+                        ),
+                    )
+                    await fut  # delivered before the offset can be committed: nothing is lost
+                    break
+                except db.DatabaseUnavailable as exc:
+                    log.warning("PostgreSQL unavailable (%s); retrying message in %.1fs", exc, delay)
+                    service.clear()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10)

@@ -1,0 +1,105 @@
+"""Shared fixtures. Integration tests use the real Kafka and PostgreSQL started by `ledgerflow stack up`;
+each test gets its own PostgreSQL schema and Kafka topic prefix, so tests cannot see each other's data."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+
+from engine.config import Settings, load_settings
+
+T = TypeVar("T")
+
+TEST_DATABASE_URL = os.environ.get(
+    "LEDGERFLOW_TEST_DATABASE_URL", "postgresql://ledgerflow:ledgerflow@127.0.0.1:5432/ledgerflow_test"
+)
+
+
+def wait_for(condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str) -> T:
+    """Poll ``condition`` until it returns something truthy; fail saying what never happened."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        threading.Event().wait(interval)
+    raise AssertionError(f"within {timeout:.0f}s, {what} never happened (last seen: {last!r})")
+
+
+@pytest.fixture
+def settings() -> Iterator[Settings]:
+    """Fresh schema + topic prefix for one test; the schema is dropped afterwards."""
+    suffix = uuid.uuid4().hex[:10]
+    s = replace(
+        load_settings(),
+        database_url=TEST_DATABASE_URL,
+        db_schema=f"t_{suffix}",
+        topic_prefix=f"t{suffix}.",
+        partitions=3,
+    )
+    yield s
+    try:
+        with psycopg.connect(TEST_DATABASE_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{s.db_schema}" CASCADE')
+    except psycopg.OperationalError:
+        pass
+
+
+@pytest.fixture
+def topics(settings: Settings) -> list[str]:
+    from engine import stack
+    from engine.cli import TOPICS
+
+    names = [settings.topic(t) for t in TOPICS]
+    stack.ensure_topics(settings, names, settings.partitions)
+    return names
+
+
+class BackgroundLoop:
+    """Runs async services (relay, projector) in a thread with their own event loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.tasks: list[tuple[asyncio.Event, Any]] = []
+
+    def start(self, make: Callable[[asyncio.Event], Coroutine[Any, Any, Any]]) -> None:
+        async def create() -> tuple[asyncio.Event, Any]:
+            stop = asyncio.Event()
+            return stop, asyncio.ensure_future(make(stop))
+
+        self.tasks.append(asyncio.run_coroutine_threadsafe(create(), self.loop).result())
+
+    def check(self) -> None:
+        """Raise the error of any service that died."""
+        for _, task in self.tasks:
+            if task.done() and task.exception():
+                raise task.exception()
+
+    def close(self) -> None:
+        async def stop_all() -> None:
+            for stop, _ in self.tasks:
+                stop.set()
+            await asyncio.gather(*(t for _, t in self.tasks), return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop_all(), self.loop).result(timeout=60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def background() -> Iterator[BackgroundLoop]:
+    loop = BackgroundLoop()
+    yield loop
+    loop.close()

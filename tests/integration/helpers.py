@@ -1,0 +1,57 @@
+"""Builders shared by the integration tests."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from engine.application import LedgerService
+from engine.config import Settings
+
+# The example body from the issue (the contract upstream systems code against).
+INVOICE_BODY: dict[str, Any] = {
+    "number": "INV-2026-001",
+    "date": "2026-01-19",
+    "buyer": {
+        "name": "Reliable Traders Pvt Ltd",
+        "gstin": "27AAACR5055K1Z7",
+        "state": "27",
+        "address": {"line1": "12 Market Road", "city": "Pune", "pincode": "411001"},
+    },
+    "place_of_supply": "27",
+    "lines": [
+        {
+            "description": "Transformer coil",
+            "hsn": "8504",
+            "quantity": "10",
+            "unit": "NOS",
+            "unit_price": "100.00",
+            "discount": "0.00",
+            "gst_rate": "18",
+        }
+    ],
+}
+
+
+def invoice_body(number: str = "INV-2026-001", **changes: Any) -> dict[str, Any]:
+    body = copy.deepcopy(INVOICE_BODY)
+    body["number"] = number
+    body.update(changes)
+    return body
+
+
+def register_tenant(
+    service: LedgerService, *, state: str = "27", gstin: str = "27AAGCB7383J1Z8"
+) -> tuple[str, str]:
+    registered = service.register_tenant(
+        name="Test Tenant", legal_name="Test Tenant Private Limited", country="IN", gstin=gstin, state=state
+    )
+    return str(registered.tenant_id), registered.api_key
+
+
+def client_for(settings: Settings) -> TestClient:
+    from engine.api.app import create_app
+
+    return TestClient(create_app(settings), raise_server_exceptions=False)
