@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import fcntl
+import functools
 import glob
 import hashlib
 import os
@@ -31,7 +33,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -82,18 +84,57 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+_lock_depth = threading.local()
+
+
+@contextlib.contextmanager
+def _stack_lock(settings: Settings) -> Iterator[None]:
+    """Serialise `up`/`down`/restarts across processes: several engineers and test runs share one
+    checkout, and two concurrent `up`s would otherwise both start a broker on the same port.
+    Re-entrant within a thread, because flock on a second descriptor of the same file would block."""
+    depth = getattr(_lock_depth, "value", 0)
+    if depth:
+        _lock_depth.value = depth + 1
+        try:
+            yield
+        finally:
+            _lock_depth.value = depth
+        return
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.var_dir / "stack.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _lock_depth.value = 1
+        try:
+            yield
+        finally:
+            _lock_depth.value = 0
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _locked(func: Callable[[Settings], None]) -> Callable[[Settings], None]:
+    """Run a start/stop operation under the stack lock (see `_stack_lock`)."""
+
+    @functools.wraps(func)
+    def wrapper(settings: Settings) -> None:
+        with _stack_lock(settings):
+            func(settings)
+
+    return wrapper
+
+
 # ---------------------------------------------------------------------------------------------
 # Public API (wired to the CLI: `ledgerflow stack up|down|status`, `ledgerflow topics ensure`)
 # ---------------------------------------------------------------------------------------------
 
 
+@_locked
 def up(settings: Settings) -> None:
     """Start PostgreSQL and Kafka unless already running, and wait until both answer."""
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
     start_postgres(settings)
     start_kafka(settings)
 
 
+@_locked
 def down(settings: Settings) -> None:
     """Stop the services that `up` started (found by their pid files); leave anything else alone."""
     stop_kafka(settings)
@@ -114,12 +155,14 @@ def ensure_topics(settings: Settings, names: list[str], partitions: int) -> list
     return _run_sync(_ensure_topics(settings.kafka_bootstrap, list(dict.fromkeys(names)), partitions))
 
 
+@_locked
 def restart_kafka(settings: Settings) -> None:
     """Stop then start the broker (crash/recovery tests use it; data is kept)."""
     stop_kafka(settings)
     start_kafka(settings)
 
 
+@_locked
 def restart_postgres(settings: Settings) -> None:
     """Stop then start PostgreSQL (crash/recovery tests use it; data is kept)."""
     stop_postgres(settings)
@@ -218,7 +261,12 @@ def _log_tail(path: Path, lines: int = 30) -> str:
 
 
 def _wait_until(
-    what: str, check: Any, deadline: float, alive: Any, log_file: Path, interval: float = 0.5
+    what: str,
+    check: Callable[[], bool],
+    deadline: float,
+    alive: Callable[[], bool],
+    log_file: Path,
+    interval: float = 0.5,
 ) -> None:
     """Poll ``check()`` until it is true; fail early if ``alive()`` turns false, or at the deadline."""
     last_error = ""
@@ -414,6 +462,7 @@ def _format_kafka_storage(paths: _KafkaPaths) -> None:
         raise StackError(f"kafka: formatting storage failed:\n{result.stdout}{result.stderr}")
 
 
+@_locked
 def start_kafka(settings: Settings) -> None:
     """Start the broker unless ours is already running, then wait until it answers metadata."""
     paths = _kafka_paths(settings)
@@ -457,6 +506,7 @@ def start_kafka(settings: Settings) -> None:
     _say(f"kafka: up on {address} (pid {process.pid}, {time.monotonic() - started:.1f}s)")
 
 
+@_locked
 def stop_kafka(settings: Settings) -> None:
     """Stop our broker: SIGTERM (controlled shutdown, flushes logs), then SIGKILL if it hangs."""
     paths = _kafka_paths(settings)
@@ -755,83 +805,68 @@ def _superuser_answers(target: _PgTarget, paths: _PgPaths) -> bool:
     return True
 
 
+def _spawn_postgres(target: _PgTarget, paths: _PgPaths, deadline: float) -> int:
+    """Initialise the cluster if needed and start it; return the postmaster's pid."""
+    _stop_debian_cluster_on(target.port)
+    if _port_open(target.host, target.port):
+        raise _port_taken_error("postgres", target.host, target.port)
+    bin_dir = _pg_bin()
+    _init_cluster(bin_dir, paths)
+    _say("postgres: starting…")
+    options = f"-p {target.port} -k {paths.sockets} -c listen_addresses={target.host}"
+    # pg_ctl daemonises the postmaster (own session) and -w waits until it accepts connections.
+    pg_ctl = [str(bin_dir / "pg_ctl"), "start", "-D", str(paths.data), "-l", str(paths.log), "-o", options]
+    while True:
+        result = subprocess.run(
+            _as_postgres([*pg_ctl, "-w", "-t", str(int(POSTGRES_START_TIMEOUT))]),
+            cwd=paths.home,
+            capture_output=True,
+            text=True,
+        )
+        pid = _our_postgres_pid(paths)
+        if result.returncode == 0 and pid is not None:
+            return pid
+        # After a hard kill of the postmaster its children linger for a moment, still attached to
+        # the old shared memory, and PostgreSQL refuses to start until they notice and exit.
+        stale_lock = 'lock file "postmaster.pid" already exists' in _log_tail(paths.log, 3)
+        if stale_lock and time.monotonic() < deadline:
+            time.sleep(1.0)
+            continue
+        raise StackError(
+            f"postgres: pg_ctl start failed:\n{result.stdout}{result.stderr}\n"
+            f"Last lines of {paths.log}:\n{_log_tail(paths.log)}"
+        )
+
+
+@_locked
 def start_postgres(settings: Settings) -> None:
     """Start our PostgreSQL cluster unless running, then wait until the application role can log in."""
     target = _pg_target(settings)
     address = f"{target.host}:{target.port}"
     deadline = time.monotonic() + POSTGRES_START_TIMEOUT
+    started = time.monotonic()
     paths = _pg_paths(settings, create=True)
-    pid = _our_postgres_pid(paths)
-    if pid is None:
-        _stop_debian_cluster_on(target.port)
-        if _port_open(target.host, target.port):
-            raise _port_taken_error("postgres", target.host, target.port)
-        bin_dir = _pg_bin()
-        _init_cluster(bin_dir, paths)
-        _say("postgres: starting…")
-        started = time.monotonic()
-        options = f"-p {target.port} -k {paths.sockets} -c listen_addresses={target.host}"
-        # pg_ctl daemonises the postmaster (own session) and -w waits until it accepts connections.
-        result = subprocess.run(
-            _as_postgres(
-                [
-                    str(bin_dir / "pg_ctl"),
-                    "start",
-                    "-D",
-                    str(paths.data),
-                    "-l",
-                    str(paths.log),
-                    "-o",
-                    options,
-                    "-w",
-                    "-t",
-                    str(int(POSTGRES_START_TIMEOUT)),
-                ]
-            ),
-            cwd=paths.home,
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise StackError(
-                f"postgres: pg_ctl start failed:\n{result.stdout}{result.stderr}\n"
-                f"Last lines of {paths.log}:\n{_log_tail(paths.log)}"
-            )
-        pid = _our_postgres_pid(paths)
-        if pid is None:
-            raise StackError(
-                f"postgres: started but no postmaster.pid. Last lines of {paths.log}:\n{_log_tail(paths.log)}"
-            )
-        running_pid = pid
-        _wait_until(
-            "postgres",
-            lambda: _superuser_answers(target, paths),
-            deadline,
-            lambda: _pid_alive(running_pid),
-            paths.log,
-        )
-        _bootstrap_roles(target, paths)
-        _wait_until(
-            "postgres",
-            lambda: all(_login_works(target, db) for db in target.databases),
-            deadline,
-            lambda: _pid_alive(running_pid),
-            paths.log,
-        )
-        _say(f"postgres: up on {address} (pid {pid}, {time.monotonic() - started:.1f}s)")
-        return
-    running = pid
-    _wait_until(
-        "postgres",
-        lambda: _superuser_answers(target, paths),
-        deadline,
-        lambda: _pid_alive(running),
-        paths.log,
-    )
+    already = _our_postgres_pid(paths)
+    pid = already if already is not None else _spawn_postgres(target, paths, deadline)
+
+    def alive() -> bool:
+        return _pid_alive(pid)
+
+    _wait_until("postgres", lambda: _superuser_answers(target, paths), deadline, alive, paths.log)
+    # Every time, not just after initdb: a wiped database or a changed password in the URL is repaired.
     _bootstrap_roles(target, paths)
-    _say(f"postgres: already up on {address} (pid {pid})")
+
+    def app_logins() -> bool:
+        return all(_login_works(target, db) for db in target.databases)
+
+    _wait_until("postgres", app_logins, deadline, alive, paths.log)
+    if already is not None:
+        _say(f"postgres: already up on {address} (pid {pid})")
+    else:
+        _say(f"postgres: up on {address} (pid {pid}, {time.monotonic() - started:.1f}s)")
 
 
+@_locked
 def stop_postgres(settings: Settings) -> None:
     """Stop our cluster: SIGINT is PostgreSQL's "fast" shutdown (clean, checkpointed, and does not
     wait for clients to disconnect the way SIGTERM's "smart" mode does, which would hang on any
