@@ -164,6 +164,11 @@ class LedgerService:
         self.ledger = ledger
         self.pool = pool
 
+    def close(self) -> None:
+        """Release database connections (the pool's and the event store's)."""
+        self.pool.close()
+        self.ledger.close()
+
     # -- tenants ----------------------------------------------------------------------------
 
     def register_tenant(

@@ -77,6 +77,12 @@ def _number(value: Decimal | str | None) -> str | None:
     return text
 
 
+def _price(value: Decimal | str) -> str:
+    """Unit prices: at least two decimals like money, three when the IRP's precision is used."""
+    amount = Decimal(value)
+    return f"{amount:.3f}" if amount != amount.quantize(Decimal("0.01")) else f"{amount:.2f}"
+
+
 def _date(value: date | str) -> str:
     return value.isoformat() if isinstance(value, date) else str(value)
 
@@ -112,7 +118,7 @@ def invoice_document(event: Any, invoice_id: UUID) -> dict[str, Any]:
                 "hsn": line["hsn"],
                 "quantity": _number(line["quantity"]),
                 "unit": line["unit"],
-                "unit_price": _number(line["unit_price"]),
+                "unit_price": _price(line["unit_price"]),
                 "discount": _money(line["discount"]),
                 "taxable_value": _money(line["taxable_value"]),
                 "gst_rate": _number(line["gst_rate"]),

@@ -17,7 +17,8 @@ CREATE TABLE IF NOT EXISTS invoice_register (
     igst            numeric(18, 2) NOT NULL,
     cess            numeric(18, 2) NOT NULL,
     total           numeric(18, 2) NOT NULL,
-    document        jsonb NOT NULL,
+    -- json, not jsonb: keeps the field order the API shows.
+    document        json NOT NULL,
     issued_at       timestamptz NOT NULL,
     cancelled_at    timestamptz,
     cancellation    jsonb,

@@ -56,6 +56,16 @@ def settings() -> Iterator[Settings]:
 
 
 @pytest.fixture
+def service(settings: Settings) -> Iterator[Any]:
+    """The write side on the test's schema."""
+    from engine.bootstrap import build_service
+
+    built = build_service(settings)
+    yield built
+    built.close()
+
+
+@pytest.fixture
 def topics(settings: Settings) -> list[str]:
     from engine import stack
     from engine.cli import TOPICS

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
-from engine.bootstrap import build_service
+from engine.application import LedgerService
 from engine.config import Settings
 from engine.relay import Relay
 from projections.invoice_register import InvoiceRegister
@@ -49,9 +49,8 @@ def read_topic(settings: Settings, topic: str, expected: int, timeout: float = 3
 
 
 def test_an_invoice_travels_from_the_api_to_kafka_and_back_through_the_projection(
-    settings: Settings, topics: list[str], background: BackgroundLoop
+    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop
 ) -> None:
-    service = build_service(settings)
     _, api_key = register_tenant(service)
     client = client_for(settings)
     auth = {"Authorization": f"Bearer {api_key}"}
@@ -115,8 +114,9 @@ def test_an_invoice_travels_from_the_api_to_kafka_and_back_through_the_projectio
     background.check()
 
 
-def test_a_retried_request_with_the_same_idempotency_key_creates_one_invoice(settings: Settings) -> None:
-    service = build_service(settings)
+def test_a_retried_request_with_the_same_idempotency_key_creates_one_invoice(
+    service: LedgerService, settings: Settings
+) -> None:
     _, api_key = register_tenant(service)
     client = client_for(settings)
     headers = {"Authorization": f"Bearer {api_key}", "Idempotency-Key": "order-42"}
@@ -138,8 +138,9 @@ def test_a_retried_request_with_the_same_idempotency_key_creates_one_invoice(set
     assert stored == (1,)
 
 
-def test_an_invoice_number_is_unique_per_tenant_and_financial_year(settings: Settings) -> None:
-    service = build_service(settings)
+def test_an_invoice_number_is_unique_per_tenant_and_financial_year(
+    service: LedgerService, settings: Settings
+) -> None:
     _, key_a = register_tenant(service)
     _, key_b = register_tenant(service)
     client = client_for(settings)
@@ -169,8 +170,9 @@ def test_an_invoice_number_is_unique_per_tenant_and_financial_year(settings: Set
     assert other.status_code == 201
 
 
-def test_a_tenant_cannot_see_or_cancel_another_tenants_invoice(settings: Settings) -> None:
-    service = build_service(settings)
+def test_a_tenant_cannot_see_or_cancel_another_tenants_invoice(
+    service: LedgerService, settings: Settings
+) -> None:
     _, key_a = register_tenant(service)
     _, key_b = register_tenant(service)
     client = client_for(settings)
@@ -228,9 +230,8 @@ def test_a_tenant_cannot_see_or_cancel_another_tenants_invoice(settings: Setting
     ],
 )
 def test_bad_invoices_get_a_precise_error_with_the_offending_field(
-    settings: Settings, change: dict[str, Any], status: int, code: str, path: str
+    service: LedgerService, settings: Settings, change: dict[str, Any], status: int, code: str, path: str
 ) -> None:
-    service = build_service(settings)
     _, api_key = register_tenant(service)
     client = client_for(settings)
     response = client.post(
@@ -245,8 +246,7 @@ def test_bad_invoices_get_a_precise_error_with_the_offending_field(
         assert "18" in next(f for f in fields if f["path"] == path)["valid_rates"]
 
 
-def test_requests_without_a_valid_key_are_refused(settings: Settings) -> None:
-    build_service(settings)
+def test_requests_without_a_valid_key_are_refused(service: LedgerService, settings: Settings) -> None:
     client = client_for(settings)
     for headers in ({}, {"Authorization": "Bearer nonsense"}, {"Authorization": "Bearer lf_abc_def"}):
         response = client.post("/v1/invoices", json=invoice_body(), headers=headers)
@@ -255,12 +255,12 @@ def test_requests_without_a_valid_key_are_refused(settings: Settings) -> None:
 
 
 def test_a_rotated_key_works_and_the_old_one_keeps_working_during_the_grace_period(
+    service: LedgerService,
     settings: Settings,
 ) -> None:
     from datetime import timedelta
     from uuid import UUID
 
-    service = build_service(settings)
     tenant_id, old_key = register_tenant(service)
     new_key = service.rotate_api_key(UUID(tenant_id), timedelta(hours=1)).api_key
     assert service.authenticate(old_key) == service.authenticate(new_key) == UUID(tenant_id)

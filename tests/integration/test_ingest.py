@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from engine.bootstrap import build_service
+from engine.application import LedgerService
 from engine.config import Settings
 from tests.conftest import wait_for
 from tests.integration.helpers import invoice_body, register_tenant
@@ -101,9 +101,8 @@ def issued_numbers(settings: Settings) -> list[str]:
 
 
 def test_ingested_commands_become_invoices_once_and_poison_goes_to_the_dlq(
-    settings: Settings, worker: subprocess.Popen[bytes]
+    service: LedgerService, settings: Settings, worker: subprocess.Popen[bytes]
 ) -> None:
-    service = build_service(settings)
     tenant_id, _ = register_tenant(service)
     unknown_tenant = str(uuid.uuid4())
     publish(
