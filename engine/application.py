@@ -235,7 +235,7 @@ class LedgerService:
 
     def get_tenant(self, tenant_id: UUID) -> Tenant:
         try:
-            tenant = self.ledger.repository.get(tenant_id)
+            tenant: object = self.ledger.repository.get(tenant_id)
         except AggregateNotFoundError as exc:
             raise TenantNotFound(f"no tenant {tenant_id}") from exc
         except OperationalError as exc:
@@ -304,7 +304,7 @@ class LedgerService:
 
     def get_invoice(self, tenant_id: UUID, invoice_id: UUID) -> Invoice:
         try:
-            invoice = self.ledger.repository.get(invoice_id)
+            invoice: object = self.ledger.repository.get(invoice_id)
         except AggregateNotFoundError as exc:
             raise InvoiceNotFound(f"no invoice {invoice_id}") from exc
         except OperationalError as exc:

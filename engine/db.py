@@ -76,7 +76,7 @@ def ensure_schema(settings: Settings) -> None:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledgerflow.ensure_schema'))")
             for package, name in MIGRATIONS:
-                conn.execute(resources.files(package).joinpath(name).read_text())  # type: ignore[arg-type]
+                conn.execute(resources.files(package).joinpath(name).read_text())
 
 
 # Each SQL file is idempotent (CREATE ... IF NOT EXISTS) and owned by the module beside it.

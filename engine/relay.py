@@ -148,7 +148,7 @@ class Relay:
                 delay = min(delay * 2, 10)
         return None
 
-    async def _retrying(self, work, stop: asyncio.Event):  # type: ignore[no-untyped-def]
+    async def _retrying(self, work, stop: asyncio.Event):
         """Run blocking database work in a thread, retrying while PostgreSQL is unreachable."""
         delay = 0.5
         while not stop.is_set():

@@ -187,7 +187,7 @@ def search(
         + " ORDER BY invoice_date, number, invoice_id LIMIT %s"
     )
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(query, params).fetchall()  # type: ignore[arg-type]
+        rows = cur.execute(query, params).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
     cursor = (

@@ -58,7 +58,7 @@ class ProjectorStats:
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
-class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
+class _SeekToStoredPositions(ConsumerRebalanceListener):
     def __init__(self, runner: ProjectionRunner) -> None:
         self.runner = runner
 

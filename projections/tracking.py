@@ -7,6 +7,8 @@ offset and a replayed message changes nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 
 
@@ -30,5 +32,5 @@ def record(conn: psycopg.Connection, projection: str, topic: str, offsets: dict[
         )
 
 
-def _col(row: object, index: int, name: str) -> object:
-    return row[name] if isinstance(row, dict) else row[index]  # type: ignore[index]
+def _col(row: Any, index: int, name: str) -> Any:
+    return row[name] if isinstance(row, dict) else row[index]

@@ -33,11 +33,35 @@ class InvoiceStatus:
 class Invoice(Aggregate):
     """A tax invoice issued by a tenant to a buyer."""
 
+    class Issued(Aggregate.Created):
+        tenant_id: UUID
+        number: str
+        financial_year: str
+        invoice_date: date
+        currency: str
+        supply_type: str
+        seller: dict[str, Any]
+        buyer: dict[str, Any]
+        place_of_supply: str
+        intra_state: bool
+        lines: list[dict[str, Any]]
+        totals: dict[str, Decimal]
+        idempotency_key: str | None
+        request_hash: str
+        source: str
+        traceparent: str | None
+
+    class Cancelled(Aggregate.Event):
+        reason: str
+        remark: str | None
+        cancelled_at: datetime
+        traceparent: str | None
+
     @staticmethod
-    def create_id(*, tenant_id: UUID, financial_year: str, number: str, **_: Any) -> UUID:  # type: ignore[override]
+    def create_id(*, tenant_id: UUID, financial_year: str, number: str, **_: Any) -> UUID:
         return invoice_id_for(tenant_id, financial_year, number)
 
-    @event("Issued")
+    @event(Issued)
     def __init__(
         self,
         *,
@@ -82,7 +106,7 @@ class Invoice(Aggregate):
         self.check_not_cancelled()
         self._cancelled(reason=reason, remark=remark, cancelled_at=at, traceparent=traceparent)
 
-    @event("Cancelled")
+    @event(Cancelled)
     def _cancelled(
         self, *, reason: str, remark: str | None, cancelled_at: datetime, traceparent: str | None
     ) -> None:

@@ -16,7 +16,21 @@ from eventsourcing.domain import Aggregate, event
 class Tenant(Aggregate):
     """A registered business, identified by its tenant id."""
 
-    @event("Registered")
+    class Registered(Aggregate.Created):
+        name: str
+        legal_name: str
+        country: str
+        gstin: str | None
+        state: str | None
+        einvoicing_enabled: bool
+        api_key_id: str
+
+    class ApiKeyRotated(Aggregate.Event):
+        key_id: str
+        previous_key_id: str | None
+        previous_key_valid_until: datetime | None
+
+    @event(Registered)
     def __init__(
         self,
         *,
@@ -36,7 +50,7 @@ class Tenant(Aggregate):
         self.einvoicing_enabled = einvoicing_enabled
         self.api_key_id = api_key_id
 
-    @event("ApiKeyRotated")
+    @event(ApiKeyRotated)
     def rotate_api_key(
         self, *, key_id: str, previous_key_id: str | None, previous_key_valid_until: datetime | None
     ) -> None:

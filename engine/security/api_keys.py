@@ -12,6 +12,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -79,10 +80,9 @@ def authenticate(conn: psycopg.Connection, api_key: str, now: datetime) -> UUID 
     return UUID(str(tenant_id))
 
 
-def _as_tuple(row: object) -> tuple[object, object, datetime | None]:
+def _as_tuple(row: Any) -> tuple[Any, bytes, datetime | None]:
     if isinstance(row, dict):
         return row["tenant_id"], row["secret_hash"], row["expires_at"]
-    assert isinstance(row, tuple)
     return row[0], row[1], row[2]
 
 
