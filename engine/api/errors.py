@@ -81,6 +81,14 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return path or "body"
 
 
+def _field_error(error: dict[str, Any]) -> dict[str, str]:
+    if error["type"] == "json_invalid":
+        # pydantic's location is the character position; the field is the whole body.
+        reason = (error.get("ctx") or {}).get("error", "invalid JSON")
+        return {"path": "body", "code": "json_invalid", "message": f"body is not valid JSON: {reason}"}
+    return {"path": field_path(error["loc"]), "code": error["type"], "message": error["msg"]}
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(svc.ServiceError)
     async def service_error(request: Request, exc: svc.ServiceError) -> JSONResponse:
@@ -103,9 +111,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [
-            {"path": field_path(e["loc"]), "code": e["type"], "message": e["msg"]} for e in exc.errors()
-        ]
+        fields = [_field_error(e) for e in exc.errors()]
         summary = "; ".join(f"{f['path']}: {f['message']}" for f in fields[:5])
         return error_response(request, 422, "validation_failed", summary, {"fields": fields})
 
