@@ -1,0 +1,470 @@
+"""``python -m bench``: run the scenarios against the local stack and print one table.
+
+Stages (``--only`` takes any of them, repeatable): ``raw``, ``relay``, ``projection``, ``api``,
+``latency``, ``worker``. Peak RSS is reported for every process a run started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench import api as api_stage
+from bench import raw_kafka, workload
+from bench import worker as worker_stage
+from bench.env import BenchEnv, free_port, retry
+from bench.report import Row, print_table, write_json
+
+STAGES = ["raw", "relay", "projection", "api", "latency", "worker"]
+MB = 1024 * 1024
+RSS_LIMIT_MB = 400.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    backlog: int
+    api_seconds: float
+    api_concurrency: int
+    latency_rate: float
+    latency_seconds: float
+    worker_messages: int
+
+
+FULL = Sizes(
+    backlog=50_000,
+    api_seconds=20,
+    api_concurrency=24,
+    latency_rate=50,
+    latency_seconds=20,
+    worker_messages=2_000,
+)
+QUICK = Sizes(
+    backlog=5_000, api_seconds=5, api_concurrency=24, latency_rate=50, latency_seconds=5, worker_messages=300
+)
+
+# A table of seven columns needs more than the 80 columns rich assumes when output is not a terminal.
+console = Console(width=None if Console().is_terminal else 150)
+
+
+@contextmanager
+def bar(description: str, total: int | None) -> Iterator[Any]:
+    with Progress(
+        TextColumn("[bold]{task.description:<34}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
+        def update(completed: int) -> None:
+            progress.update(task, completed=completed)
+
+        advance.update = update  # type: ignore[attr-defined]
+        yield advance
+
+
+class Poller:
+    """One autocommit connection for frequent small queries, reconnecting after a restart."""
+
+    def __init__(self, env: BenchEnv) -> None:
+        self.env = env
+        self.conn: psycopg.Connection | None = None
+
+    def scalar(self, query: str, params: tuple[Any, ...] = ()) -> Any:
+        def run() -> Any:
+            if self.conn is None or self.conn.closed:
+                self.conn = self.env.connect()
+            try:
+                row = self.conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                self.conn = None
+                raise
+            return row[0] if row else None
+
+        return retry(run)
+
+    def relay_position(self) -> int:
+        return int(self.scalar("SELECT coalesce(max(notification_id), 0) FROM relay_position") or 0)
+
+    def max_notification(self) -> int:
+        return int(self.scalar("SELECT coalesce(max(notification_id), 0) FROM ledger_events") or 0)
+
+    def projected(self, topic: str) -> int:
+        return int(
+            self.scalar(
+                'SELECT coalesce(sum("offset" + 1), 0) FROM projection_tracking WHERE topic = %s', (topic,)
+            )
+            or 0
+        )
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        partitions = consumer.assignment()
+        ends = await consumer.end_offsets(list(partitions))
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()
+
+
+def topic_size(env: BenchEnv, logical: str) -> int:
+    return asyncio.run(_end_offsets(env.settings.kafka_bootstrap, env.settings.topic(logical)))
+
+
+class Run:
+    def __init__(self, env: BenchEnv, sizes: Sizes, stages: list[str]) -> None:
+        self.env = env
+        self.sizes = sizes
+        self.stages = stages
+        self.rows: list[Row] = []
+        self.extra: dict[str, Any] = {"sizes": sizes.__dict__, "stages": stages}
+        self.poll = Poller(env)
+        self.service: Any = None
+        self.tenant: Any = None
+        self.api_key = ""
+        self.shape: dict[str, Any] = {}
+        self.raw_produce: float | None = None
+        self.raw_consume: float | None = None
+        self.api_url = ""
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        from engine.bootstrap import build_service
+
+        self.env.ensure_topics([raw_kafka.RAW_TOPIC])
+        self.service = retry(lambda: build_service(self.env.settings, pool_size=4))
+        self.tenant, self.api_key = retry(lambda: workload.register_tenant(self.service))
+
+    def message_shape(self) -> dict[str, Any]:
+        if not self.shape:
+            self.shape = workload.message_shape([workload.build(self.tenant, f"M{i}") for i in range(200)])
+        return self.shape
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def seed(self) -> None:
+        n = self.sizes.backlog
+        with bar(f"seed {n:,} events", n) as advance:
+            stored, shape, seconds = workload.seed(self.service, self.tenant, n, progress=advance)
+        self.shape = shape
+        self.extra["seed"] = {"events": stored, "seconds": seconds, "events_per_s": stored / seconds}
+        self.extra["message_bytes"] = {k: v for k, v in shape.items() if k != "headers"}
+
+    def raw(self) -> None:
+        shape = self.message_shape()
+        n = self.sizes.backlog
+        with bar(f"raw aiokafka produce {n:,}", n) as advance:
+            self.raw_produce = asyncio.run(raw_kafka.produce(self.env.settings, n, shape, progress=advance))
+        with bar(f"raw aiokafka consume {n:,}", n) as advance:
+            self.raw_consume = asyncio.run(raw_kafka.consume(self.env.settings, n, progress=advance))
+        size = shape["value_bytes"] + shape["key_bytes"] + shape["header_bytes"]
+        note = f"{size:,} B/msg (value {shape['value_bytes']:,} + key + headers)"
+        self.rows.append(
+            Row("raw aiokafka", "produce (acks=all, idempotent)", self.raw_produce, "msg/s", note=note)
+        )
+        self.rows.append(Row("raw aiokafka", "consume (getmany)", self.raw_consume, "msg/s", note=note))
+
+    def relay(self) -> None:
+        target = self.poll.max_notification()
+        events = target - self.poll.relay_position()
+        with bar(f"relay catch-up {events:,} events", events) as advance:
+            proc = self.env.start("relay", "relay")
+            ready = proc.wait_log(r"relay \S+ starting after notification")
+            while True:
+                position = self.poll.relay_position()
+                advance.update(events - (target - position))
+                if position >= target:
+                    break
+                proc.check()
+                time.sleep(0.02)
+            done = time.monotonic()
+        rate = events / (done - ready)
+        self.extra["relay"] = {
+            "events": events,
+            "seconds_from_ready": done - ready,
+            "seconds_from_spawn": done - proc.started,
+        }
+        self.rows.append(
+            Row(
+                "relay catch-up",
+                f"events/s over {events:,}",
+                rate,
+                "ev/s",
+                5_000,
+                raw=self.raw_produce,
+                note="store -> Kafka",
+            )
+        )
+
+    def projection(self) -> None:
+        self.env.start("relay", "relay")
+        self.wait_relayed()
+        topic = self.env.settings.topic("ledger.invoice.v1")
+        total = topic_size(self.env, "ledger.invoice.v1")
+        already = self.poll.projected(topic)
+        events = total - already
+        with bar(f"projection catch-up {events:,} events", events) as advance:
+            proc = self.env.start("projector", "projector")
+            ready = proc.wait_log(r"invoice_register assigned")
+            while True:
+                projected = self.poll.projected(topic)
+                advance.update(projected - already)
+                if projected >= total:
+                    break
+                proc.check()
+                time.sleep(0.02)
+            done = time.monotonic()
+        rate = events / (done - ready)
+        self.extra["projection"] = {
+            "events": events,
+            "seconds_from_ready": done - ready,
+            "seconds_from_spawn": done - proc.started,
+        }
+        self.rows.append(
+            Row(
+                "projection catch-up",
+                f"events/s over {events:,}",
+                rate,
+                "ev/s",
+                10_000,
+                raw=self.raw_consume,
+                note="Kafka -> invoice_register",
+            )
+        )
+
+    def start_api(self) -> None:
+        if "api" in self.env.procs and self.env.procs["api"].popen.poll() is None:
+            return
+        port = free_port()
+        proc = self.env.start("api", "api", "--port", str(port))
+        proc.wait_log(r"Uvicorn running on|Application startup complete")
+        self.api_url = f"http://127.0.0.1:{port}"
+
+    def start_pipeline(self) -> None:
+        self.env.start("relay", "relay")
+        proc = self.env.start("projector", "projector")
+        proc.wait_log(r"invoice_register assigned")
+        self.start_api()
+
+    def wait_relayed(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while self.poll.relay_position() < self.poll.max_notification():
+            self.env.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError("the relay did not catch up")
+            time.sleep(0.05)
+
+    def wait_drained(self, timeout: float = 300) -> None:
+        """Relay and projection caught up with everything stored so far."""
+        self.wait_relayed(timeout)
+        topic = self.env.settings.topic("ledger.invoice.v1")
+        total = topic_size(self.env, "ledger.invoice.v1")
+        deadline = time.monotonic() + timeout
+        while self.poll.projected(topic) < total:
+            self.env.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError("the projection did not catch up")
+            time.sleep(0.05)
+
+    def api(self) -> None:
+        self.start_pipeline()
+        seconds = self.sizes.api_seconds
+        concurrency = self.sizes.api_concurrency
+        with bar(f"API ingest {seconds:g}s, {concurrency} in flight", None) as advance:
+            result = asyncio.run(
+                api_stage.ingest(
+                    self.api_url, self.api_key, seconds=seconds, concurrency=concurrency, progress=advance
+                )
+            )
+        if result.error_samples:
+            console.print(f"[yellow]API errors ({result.errors}):[/] {result.error_samples}")
+        self.extra["api"] = {
+            "created": result.created,
+            "errors": result.errors,
+            "seconds": result.seconds,
+            "concurrency": concurrency,
+            "request_p50_ms": api_stage.percentile(result.request_ms, 50),
+            "request_p99_ms": api_stage.percentile(result.request_ms, 99),
+        }
+        self.rows.append(
+            Row(
+                "API ingest",
+                f"invoices/s ({workload.LINES_PER_INVOICE} lines, {concurrency} in flight)",
+                result.rate,
+                "inv/s",
+                200,
+                note=f"{result.errors} errors; request p50 {self.extra['api']['request_p50_ms']:.0f} ms,"
+                f" p99 {self.extra['api']['request_p99_ms']:.0f} ms",
+            )
+        )
+
+    def latency(self) -> None:
+        self.start_pipeline()
+        with console.status("waiting for the relay and projection to drain"):
+            self.wait_drained()
+        rate, seconds = self.sizes.latency_rate, self.sizes.latency_seconds
+        total = int(rate * seconds)
+        with bar(f"end-to-end at {rate:g}/s for {seconds:g}s", total) as advance:
+            result = asyncio.run(
+                api_stage.end_to_end(
+                    self.api_url,
+                    self.api_key,
+                    self.env.settings,
+                    rate=rate,
+                    seconds=seconds,
+                    progress=advance,
+                )
+            )
+        self.extra["latency"] = {
+            "sent": result.sent,
+            "created": result.created,
+            "seen_in_register": result.seen,
+            "errors": result.errors,
+            "offered_rate": result.offered_rate,
+            "p50_ms": result.p50,
+            "p99_ms": result.p99,
+            "max_ms": max(result.latencies_ms, default=float("nan")),
+            "request_p50_ms": api_stage.percentile(result.request_ms, 50),
+            "request_p99_ms": api_stage.percentile(result.request_ms, 99),
+        }
+        note = f"{result.seen}/{result.sent} seen at {result.offered_rate:.1f}/s"
+        self.rows.append(Row("end-to-end", "201 -> register row, p50", result.p50, "ms", note=note))
+        self.rows.append(
+            Row("end-to-end", "201 -> register row, p99", result.p99, "ms", 500, op="<", note=note)
+        )
+        if result.seen < result.created:
+            self.rows.append(
+                Row("end-to-end", "invoices never seen", result.created - result.seen, "", 0, op="<")
+            )
+
+    def worker(self) -> None:
+        proc = self.env.start("worker", "worker")
+        tenant_id = self.tenant.id
+        warm = worker_stage.new_prefix()
+        with console.status("starting the faust worker"):
+            asyncio.run(worker_stage.publish(self.env, tenant_id, warm, 1))
+            worker_stage.wait_applied(self.env, warm, 1, timeout=120)
+        n = self.sizes.worker_messages
+        prefix = worker_stage.new_prefix()
+        with bar(f"faust ingest worker {n:,} commands", n) as advance:
+            started = time.monotonic()
+            asyncio.run(worker_stage.publish(self.env, tenant_id, prefix, n))
+            done = worker_stage.wait_applied(self.env, prefix, n, timeout=600, progress=advance)
+        proc.check()
+        rate = n / (done - started)
+        self.extra["worker"] = {"messages": n, "seconds": done - started}
+        self.rows.append(
+            Row("ingest worker", "invoices/s (faust agent)", rate, "inv/s", note="Kafka -> event store")
+        )
+
+    def rss(self) -> None:
+        for name in list(self.env.procs):
+            self.env.stop(name)
+        for name in ("api", "relay", "projector", "worker"):
+            if name in self.env.peak_rss:
+                mb = self.env.peak_rss[name] / MB
+                self.rows.append(Row("peak RSS", f"ledgerflow {name}", mb, "MB", RSS_LIMIT_MB, op="<"))
+        self.extra["peak_rss_mb"] = {k: v / MB for k, v in self.env.peak_rss.items()}
+
+    # -- driver -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.setup()
+        selected = set(self.stages)
+        if selected & {"relay", "projection"}:
+            self.seed()
+            self.relay()
+        if "raw" in selected:
+            self.raw()
+            # The raw rates are the baseline of the relay and projection rows measured before them.
+            for row in self.rows:
+                if row.stage == "relay catch-up":
+                    row.raw = self.raw_produce
+        if "projection" in selected:
+            self.projection()
+        if "api" in selected:
+            self.api()
+        if "latency" in selected:
+            self.latency()
+        if "worker" in selected:
+            self.worker()
+        self.rss()
+        order = ["API ingest", "relay catch-up", "projection catch-up", "end-to-end", "raw aiokafka"]
+        self.rows.sort(key=lambda r: order.index(r.stage) if r.stage in order else len(order))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (~1 minute)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=STAGES,
+        metavar="STAGE",
+        help=f"run only these ({', '.join(STAGES)})",
+    )
+    parser.add_argument("--backlog", type=int, help="events in the relay/projection backlog")
+    parser.add_argument("--partitions", type=int, help="partitions of the run's topics (default: settings)")
+    parser.add_argument("--keep", action="store_true", help="keep the schema, topics and logs afterwards")
+    args = parser.parse_args(argv)
+
+    sizes = QUICK if args.quick else FULL
+    if args.backlog:
+        sizes = Sizes(**{**sizes.__dict__, "backlog": args.backlog})
+    stages = args.only or STAGES
+    env = BenchEnv.create(args.partitions)
+    s = env.settings
+    console.print(
+        f"[bold]Ledgerflow bench[/] ({'quick' if args.quick else 'full'}): schema [cyan]{s.db_schema}[/] in "
+        f"{s.database_url.rsplit('/', 1)[-1]}, topic prefix [cyan]{s.topic_prefix}[/], "
+        f"{s.partitions} partitions; logs in {env.workdir}"
+    )
+    run = Run(env, sizes, stages)
+    started = time.monotonic()
+    failed: BaseException | None = None
+    try:
+        run.run()
+    except BaseException as exc:  # still stop the processes and report what was measured
+        failed = exc
+        for proc in env.procs.values():
+            if proc.popen.poll() is not None and proc.popen.returncode not in (0, -15):
+                console.print(f"[red]{proc.name} exited {proc.popen.returncode}[/]\n{proc.tail()}")
+    finally:
+        run.poll.close()
+        env.close(keep=args.keep)
+    run.extra["quick"] = args.quick
+    run.extra["seconds"] = time.monotonic() - started
+    run.extra["partitions"] = s.partitions
+    if run.rows:
+        print_table(console, run.rows, f"Ledgerflow bench — {time.monotonic() - started:.0f}s")
+        path = write_json(run.rows, run.extra)
+        console.print(f"results: {path}")
+    if failed is not None:
+        raise failed
+    return 0 if all(r.passed is not False for r in run.rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""HTTP stages: ingest throughput of ``POST /v1/invoices`` and end-to-end latency to the register."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from uuid import UUID
+
+import httpx
+import psycopg
+
+from bench.workload import invoice_body
+from engine.config import Settings
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+@dataclass
+class IngestResult:
+    created: int
+    errors: int
+    seconds: float
+    request_ms: list[float] = field(default_factory=list)
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.created / self.seconds if self.seconds else 0.0
+
+
+def _client(base_url: str, api_key: str, concurrency: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {api_key}"},
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        timeout=httpx.Timeout(30.0),
+    )
+
+
+async def ingest(
+    base_url: str,
+    api_key: str,
+    *,
+    seconds: float,
+    concurrency: int = 24,
+    prefix: str = "A",
+    progress: Callable[[int], None] | None = None,
+) -> IngestResult:
+    """``concurrency`` requests in flight for ``seconds``; invoices created per second."""
+    numbers = itertools.count()
+    result = IngestResult(0, 0, 0.0)
+    async with _client(base_url, api_key, concurrency) as client:
+        # Warm-up: the API builds its service (pool, event store) on the first request.
+        for _ in range(3):
+            response = await client.post("/v1/invoices", json=invoice_body(f"{prefix}W{next(numbers)}"))
+            response.raise_for_status()
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                sent = time.perf_counter()
+                try:
+                    response = await client.post(
+                        "/v1/invoices", json=invoice_body(f"{prefix}{next(numbers)}")
+                    )
+                    ok = response.status_code == 201
+                    if not ok and len(result.error_samples) < 5:
+                        result.error_samples.append(f"{response.status_code} {response.text[:200]}")
+                except httpx.HTTPError as exc:
+                    ok = False
+                    if len(result.error_samples) < 5:
+                        result.error_samples.append(repr(exc))
+                if ok:
+                    result.created += 1
+                    result.request_ms.append((time.perf_counter() - sent) * 1000)
+                    if progress:
+                        progress(1)
+                else:
+                    result.errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+@dataclass
+class LatencyResult:
+    sent: int
+    created: int
+    seen: int
+    offered_rate: float
+    latencies_ms: list[float]
+    request_ms: list[float]
+    errors: int
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.latencies_ms, 50)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.latencies_ms, 99)
+
+
+async def end_to_end(
+    base_url: str,
+    api_key: str,
+    settings: Settings,
+    *,
+    rate: float,
+    seconds: float,
+    poll_interval: float = 0.005,
+    settle_timeout: float = 30.0,
+    prefix: str = "L",
+    progress: Callable[[int], None] | None = None,
+) -> LatencyResult:
+    """POST at a steady ``rate`` for ``seconds``; for each 201, the time until its row is in
+    ``invoice_register`` (polled by id every ``poll_interval``)."""
+    total = int(rate * seconds)
+    created_at: dict[UUID, float] = {}
+    latencies: list[float] = []
+    request_ms: list[float] = []
+    errors = 0
+    sending_done = asyncio.Event()
+
+    async def poll() -> None:
+        conn = await psycopg.AsyncConnection.connect(
+            settings.database_url,
+            autocommit=True,
+            options=f"-c search_path={settings.db_schema}",
+        )
+        try:
+            settle_deadline: float | None = None
+            while True:
+                if created_at:
+                    ids = list(created_at)
+                    cur = await conn.execute(
+                        "SELECT invoice_id FROM invoice_register WHERE invoice_id = ANY(%s)", (ids,)
+                    )
+                    now = time.perf_counter()
+                    for (invoice_id,) in await cur.fetchall():
+                        latencies.append((now - created_at.pop(invoice_id)) * 1000)
+                        if progress:
+                            progress(1)
+                if sending_done.is_set():
+                    if not created_at:
+                        return
+                    settle_deadline = settle_deadline or time.perf_counter() + settle_timeout
+                    if time.perf_counter() > settle_deadline:
+                        return
+                await asyncio.sleep(poll_interval)
+        finally:
+            await conn.close()
+
+    async with _client(base_url, api_key, 64) as client:
+        await client.post("/v1/invoices", json=invoice_body(f"{prefix}W0"))  # warm connection
+
+        async def send(i: int) -> None:
+            nonlocal errors
+            sent = time.perf_counter()
+            try:
+                response = await client.post("/v1/invoices", json=invoice_body(f"{prefix}{i}"))
+            except httpx.HTTPError:
+                errors += 1
+                return
+            if response.status_code != 201:
+                errors += 1
+                return
+            now = time.perf_counter()
+            request_ms.append((now - sent) * 1000)
+            created_at[UUID(response.json()["id"])] = now
+
+        poller = asyncio.create_task(poll())
+        tasks = []
+        started = time.perf_counter()
+        for i in range(total):
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send(i)))
+        await asyncio.gather(*tasks)
+        offered = total / (time.perf_counter() - started)
+        sending_done.set()
+        await poller
+    return LatencyResult(
+        sent=total,
+        created=len(request_ms),
+        seen=len(latencies),
+        offered_rate=offered,
+        latencies_ms=latencies,
+        request_ms=request_ms,
+        errors=errors,
+    )

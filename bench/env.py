@@ -1,0 +1,264 @@
+"""The bench's world: a fresh schema and topic prefix, the ``ledgerflow`` processes, their RSS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlparse, urlunparse
+
+import psutil
+import psycopg
+from psycopg import sql
+
+from engine.config import PROJECT_ROOT, Settings, load_settings
+
+T = TypeVar("T")
+
+BENCH_DATABASE = "ledgerflow_bench"
+LEDGERFLOW = str(PROJECT_ROOT / ".venv" / "bin" / "ledgerflow")
+
+
+def _with_database(url: str, database: str) -> str:
+    parsed = urlparse(url)
+    return urlunparse(parsed._replace(path=f"/{database}"))
+
+
+def ensure_database(base_url: str) -> str:
+    """The URL of ``ledgerflow_bench``, created on first use (falls back to ``ledgerflow_test``)."""
+    target = _with_database(base_url, BENCH_DATABASE)
+    try:
+        with psycopg.connect(target, connect_timeout=5):
+            return target
+    except psycopg.OperationalError:
+        pass
+    try:
+        with psycopg.connect(base_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DATABASE)))
+        return target
+    except psycopg.Error:
+        return _with_database(base_url, "ledgerflow_test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def retry(work: Callable[[], T], *, attempts: int = 60, what: str = "") -> T:
+    """Run ``work``, retrying while PostgreSQL restarts under us (other engineers' crash tests)."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError(what)
+
+
+@dataclass
+class Proc:
+    """A ``ledgerflow`` child process, its log file and its sampled peak RSS (with children)."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    started: float
+    peak_rss: int = 0
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_log(self, pattern: str, timeout: float = 60.0) -> float:
+        """Wait for a log line matching ``pattern``; the monotonic time it was first seen."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if regex.search(self.log_text()):
+                return time.monotonic()
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.tail()}")
+            time.sleep(0.01)
+        raise TimeoutError(f"{self.name}: no log line /{pattern}/ within {timeout:.0f}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 25) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def check(self) -> None:
+        if self.popen.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.tail()}")
+
+    def rss(self) -> int:
+        try:
+            parent = psutil.Process(self.popen.pid)
+            total = parent.memory_info().rss
+            for child in parent.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
+            return int(total)
+        except psutil.Error:
+            return 0
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.popen.poll() is None:
+            self.peak_rss = max(self.peak_rss, self.rss())
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+
+
+@dataclass
+class BenchEnv:
+    settings: Settings
+    workdir: Path
+    procs: dict[str, Proc] = field(default_factory=dict)
+    peak_rss: dict[str, int] = field(default_factory=dict)
+    _sampler: threading.Thread | None = None
+    _stop_sampling: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def create(cls, partitions: int | None = None) -> BenchEnv:
+        base = load_settings()
+        suffix = uuid.uuid4().hex[:10]
+        settings = replace(
+            base,
+            database_url=ensure_database(base.database_url),
+            db_schema=f"bench_{suffix}",
+            topic_prefix=f"bench{suffix}.",
+            partitions=partitions or base.partitions,
+        )
+        workdir = Path(tempfile.mkdtemp(prefix=f"ledgerflow-bench-{suffix}-"))
+        env = cls(settings, workdir)
+        env._sampler = threading.Thread(target=env._sample, daemon=True, name="rss-sampler")
+        env._sampler.start()
+        return env
+
+    # -- topics and tables ------------------------------------------------------------------
+
+    def ensure_topics(self, extra: list[str] | None = None) -> None:
+        from engine import db, stack
+        from engine.cli import TOPICS
+
+        names = [self.settings.topic(t) for t in [*TOPICS, *(extra or [])]]
+        stack.ensure_topics(self.settings, names, self.settings.partitions)
+        retry(lambda: db.ensure_schema(self.settings))
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(
+            self.settings.database_url,
+            autocommit=True,
+            connect_timeout=5,
+            options=f"-c search_path={self.settings.db_schema}",
+        )
+
+    def scalar(self, query: str, params: tuple[Any, ...] = ()) -> Any:
+        def run() -> Any:
+            with self.connect() as conn:
+                row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+            return row[0] if row else None
+
+        return retry(run)
+
+    # -- processes --------------------------------------------------------------------------
+
+    def process_env(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            **os.environ,
+            "LEDGERFLOW_DATABASE_URL": s.database_url,
+            "LEDGERFLOW_DB_SCHEMA": s.db_schema,
+            "LEDGERFLOW_TOPIC_PREFIX": s.topic_prefix,
+            "LEDGERFLOW_KAFKA": s.kafka_bootstrap,
+            "LEDGERFLOW_PARTITIONS": str(s.partitions),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def start(self, name: str, *args: str) -> Proc:
+        """Start ``ledgerflow <args>`` as process ``name`` (cwd: the run's scratch directory)."""
+        if name in self.procs and self.procs[name].popen.poll() is None:
+            return self.procs[name]
+        log_path = self.workdir / f"{name}.log"
+        log = open(log_path, "ab")  # noqa: SIM115
+        popen = subprocess.Popen(
+            [LEDGERFLOW, *args],
+            env=self.process_env(),
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        proc = Proc(name, popen, log_path, time.monotonic(), self.peak_rss.get(name, 0))
+        self.procs[name] = proc
+        return proc
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.get(name)
+        if proc is not None:
+            proc.stop()
+            self.peak_rss[name] = max(self.peak_rss.get(name, 0), proc.peak_rss)
+
+    def check(self) -> None:
+        for proc in self.procs.values():
+            if proc.name in self.procs and proc.popen.returncode is None:
+                proc.check()
+
+    def _sample(self) -> None:
+        while not self._stop_sampling.wait(0.1):
+            for proc in list(self.procs.values()):
+                if proc.popen.poll() is None:
+                    proc.peak_rss = max(proc.peak_rss, proc.rss())
+                    self.peak_rss[proc.name] = max(self.peak_rss.get(proc.name, 0), proc.peak_rss)
+
+    # -- teardown ---------------------------------------------------------------------------
+
+    def close(self, *, keep: bool = False) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+        self._stop_sampling.set()
+        if self._sampler is not None:
+            self._sampler.join(timeout=5)
+        if keep:
+            return
+        with contextlib.suppress(psycopg.Error):
+            retry(self._drop_schema, attempts=20)
+        with contextlib.suppress(Exception):
+            asyncio.run(self._delete_topics())
+
+    def _drop_schema(self) -> None:
+        with psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.settings.db_schema))
+            )
+
+    async def _delete_topics(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            ours = [t for t in await admin.list_topics() if t.startswith(self.settings.topic_prefix)]
+            if ours:
+                await admin.delete_topics(ours)
+        finally:
+            await admin.close()
