@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -75,8 +75,8 @@ def event_store_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_PASSWORD": unquote(url.password or ""),
         "POSTGRES_SCHEMA": settings.db_schema,
         "POSTGRES_CONNECT_TIMEOUT": "5",
-        "POSTGRES_POOL_SIZE": "8",
-        "POSTGRES_MAX_OVERFLOW": "8",
+        "POSTGRES_POOL_SIZE": "4",
+        "POSTGRES_MAX_OVERFLOW": "6",
         "POSTGRES_PRE_PING": "y",
         "CREATE_TABLE": "y",
     }
@@ -180,6 +180,7 @@ class LedgerService:
         gstin: str | None,
         state: str | None,
         einvoicing_enabled: bool = False,
+        address: dict[str, Any] | None = None,
     ) -> RegisteredTenant:
         violations: list[Violation] = []
         norm_state = norm_gstin = None
@@ -206,6 +207,7 @@ class LedgerService:
             state=norm_state,
             einvoicing_enabled=einvoicing_enabled,
             api_key_id=issued.key_id,
+            address=address,
         )
         # The key row first: a tenant without a usable key would be unreachable, a key without
         # its tenant is harmless (authentication then finds no tenant and answers 401).
@@ -291,16 +293,47 @@ class LedgerService:
         return IssuedInvoice(invoice, created=True)
 
     def cancel_invoice(
-        self, tenant_id: UUID, invoice_id: UUID, command: CancelInvoice, traceparent: str | None = None
+        self,
+        tenant_id: UUID,
+        invoice_id: UUID,
+        command: CancelInvoice,
+        traceparent: str | None = None,
+        now: datetime | None = None,
     ) -> Invoice:
         invoice = self.get_invoice(tenant_id, invoice_id)
         if invoice.status == "cancelled":
             raise InvoiceStateConflict(f"invoice {invoice.number} is already cancelled")
+        if invoice.einvoice is not None:
+            check_irn_cancellable(invoice.einvoice["ack_date"], now or datetime.now(UTC))
         invoice.cancel(
             reason=command.reason, remark=command.remark, at=datetime.now(UTC), traceparent=traceparent
         )
         self._save(invoice)
         return invoice
+
+    # -- results of connector jobs (e-invoicing) ---------------------------------------------
+
+    def record_irn(self, tenant_id: UUID, invoice_id: UUID, **result: Any) -> bool:
+        """Record an IRN on its invoice; False when that IRN was already recorded (a redelivery)."""
+        invoice = self.get_invoice(tenant_id, invoice_id)
+        changed = invoice.record_irn(**result)
+        if changed:
+            self._save(invoice)
+        return changed
+
+    def record_irn_failure(self, tenant_id: UUID, invoice_id: UUID, **failure: Any) -> bool:
+        invoice = self.get_invoice(tenant_id, invoice_id)
+        changed = invoice.record_irn_failure(**failure)
+        if changed:
+            self._save(invoice)
+        return changed
+
+    def record_irn_cancellation(self, tenant_id: UUID, invoice_id: UUID, **result: Any) -> bool:
+        invoice = self.get_invoice(tenant_id, invoice_id)
+        changed = invoice.record_irn_cancellation(**result)
+        if changed:
+            self._save(invoice)
+        return changed
 
     def get_invoice(self, tenant_id: UUID, invoice_id: UUID) -> Invoice:
         try:
@@ -343,6 +376,31 @@ class LedgerService:
                 " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 (tenant_id, key, request_hash, invoice_id),
             )
+
+
+# The IRP accepts cancellation only within 24 hours of the acknowledgement (error 2270 after);
+# AckDt is Indian Standard Time. Source: india-gst reference notes, section 1.
+IRN_CANCELLATION_WINDOW = timedelta(hours=24)
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
+CANCELLATION_REASON_CODES = {"duplicate": 1, "data_entry_mistake": 2, "order_cancelled": 3, "other": 4}
+
+
+def check_irn_cancellable(ack_date: str, now: datetime) -> None:
+    acknowledged = datetime.strptime(ack_date, "%Y-%m-%d %H:%M:%S").replace(tzinfo=IST)
+    deadline = acknowledged + IRN_CANCELLATION_WINDOW
+    if now >= deadline:
+        raise ValidationFailed(
+            (
+                Violation(
+                    "invoice",
+                    "irn_cancellation_window_passed",
+                    f"the IRN was acknowledged at {ack_date} IST; the e-invoice portal accepts "
+                    f"cancellation only within 24 hours (until {deadline:%Y-%m-%d %H:%M:%S} IST). "
+                    "Issue a credit note instead.",
+                    {"ack_date": ack_date, "deadline": deadline.isoformat()},
+                ),
+            )
+        )
 
 
 def _key_reused(key: str) -> IdempotencyKeyReused:

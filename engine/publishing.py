@@ -144,6 +144,16 @@ def _invoice_cancelled(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     return {**base, "invoice_id": str(event.originator_id), "reason": event.reason, "remark": event.remark}
 
 
+def _invoice_result(event: Any, base: dict[str, Any], *fields: str) -> dict[str, Any]:
+    """IRN results: the envelope, the invoice id, the job id and the named fields as they are."""
+    return {
+        **base,
+        "invoice_id": str(event.originator_id),
+        "job_id": event.job_id,
+        **{name: getattr(event, name) for name in fields},
+    }
+
+
 def _tenant_registered(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     return {
         **base,
@@ -153,6 +163,7 @@ def _tenant_registered(event: Any, base: dict[str, Any]) -> dict[str, Any]:
         "gstin": event.gstin,
         "state": event.state,
         "einvoicing_enabled": bool(event.einvoicing_enabled),
+        "address": event.address,
     }
 
 
@@ -169,6 +180,13 @@ def _tenant_api_key_rotated(event: Any, base: dict[str, Any]) -> dict[str, Any]:
 RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Invoice.Issued: _invoice_issued,
     Invoice.Cancelled: _invoice_cancelled,
+    Invoice.IrnGenerated: lambda e, b: _invoice_result(
+        e, b, "irn", "ack_no", "ack_date", "signed_invoice", "signed_qr_code", "adopted_existing"
+    ),
+    Invoice.IrnFailed: lambda e, b: _invoice_result(
+        e, b, "operation", "error_class", "code", "message", "attempts"
+    ),
+    Invoice.IrnCancelled: lambda e, b: _invoice_result(e, b, "irn", "cancel_date", "reason_code", "remark"),
     Tenant.Registered: _tenant_registered,
     Tenant.ApiKeyRotated: _tenant_api_key_rotated,
 }

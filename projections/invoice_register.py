@@ -8,7 +8,7 @@ same transaction, replays and duplicate deliveries change nothing.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -36,10 +36,86 @@ UPDATE invoice_register SET status = 'cancelled', cancelled_at = %s, cancellatio
 WHERE invoice_id = %s
 """
 
+_IRN_GENERATED = """
+UPDATE invoice_register SET irn = %s, einvoice = %s, einvoice_failure = NULL, last_event_id = %s
+WHERE invoice_id = %s
+"""
+
+_IRN_FAILED = """
+UPDATE invoice_register SET einvoice_failure = %s, last_event_id = %s WHERE invoice_id = %s
+"""
+
+_IRN_CANCELLED = """
+UPDATE invoice_register SET einvoice_cancellation = %s, last_event_id = %s WHERE invoice_id = %s
+"""
+
 
 def _ts(value: datetime | int) -> datetime:
     """The codec reads timestamp-millis as aware datetimes; tolerate raw millis too."""
     return value if isinstance(value, datetime) else datetime.fromtimestamp(value / 1000, UTC)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _issued(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
+    totals = r["totals"]
+    return (
+        r["invoice_id"],
+        r["tenant_id"],
+        r["number"],
+        r["financial_year"],
+        r["date"],
+        r["buyer"]["name"],
+        r["buyer"].get("gstin"),
+        r["place_of_supply"],
+        r["supply_type"],
+        totals["taxable"],
+        totals["cgst"],
+        totals["sgst"],
+        totals["igst"],
+        totals["cess"],
+        totals["total"],
+        _json(_document(r)),
+        _ts(r["occurred_at"]),
+        ce_id,
+    )
+
+
+def _cancelled(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
+    return (
+        _ts(r["occurred_at"]),
+        _json({"reason": r["reason"], "remark": r.get("remark")}),
+        ce_id,
+        r["invoice_id"],
+    )
+
+
+def _irn_generated(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
+    fields = ("irn", "ack_no", "ack_date", "signed_invoice", "signed_qr_code", "adopted_existing")
+    return (r["irn"], _json({k: r[k] for k in fields}), ce_id, r["invoice_id"])
+
+
+def _irn_failed(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
+    fields = ("operation", "error_class", "code", "message", "attempts", "job_id")
+    return (_json({k: r[k] for k in fields}), ce_id, r["invoice_id"])
+
+
+def _irn_cancelled(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
+    fields = ("irn", "cancel_date", "reason_code", "remark")
+    return (_json({k: r[k] for k in fields}), ce_id, r["invoice_id"])
+
+
+# Per event type: the statement and how to turn the event into its parameters. Every statement is
+# idempotent (insert-if-absent or set-to-fixed-values), so applying an event twice changes nothing.
+STATEMENTS: dict[str, tuple[str, Callable[[dict[str, Any], str], tuple[Any, ...]]]] = {
+    "ledgerflow.invoice.issued": (_INSERT_ISSUED, _issued),
+    "ledgerflow.invoice.cancelled": (_CANCEL, _cancelled),
+    "ledgerflow.invoice.irn_generated": (_IRN_GENERATED, _irn_generated),
+    "ledgerflow.invoice.irn_failed": (_IRN_FAILED, _irn_failed),
+    "ledgerflow.invoice.irn_cancelled": (_IRN_CANCELLED, _irn_cancelled),
+}
 
 
 class InvoiceRegister:
@@ -49,51 +125,22 @@ class InvoiceRegister:
     topics = TOPICS
 
     def apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None:
-        issued: list[tuple[Any, ...]] = []
-        cancelled: list[tuple[Any, ...]] = []
+        # Consecutive events of one type go in one executemany; order across types is kept, so an
+        # invoice's row exists before its later events update it.
+        run_statement: str | None = None
+        run: list[tuple[Any, ...]] = []
         for event in events:
-            r = event.record
-            if event.ce_type == "ledgerflow.invoice.issued":
-                totals = r["totals"]
-                issued.append(
-                    (
-                        r["invoice_id"],
-                        r["tenant_id"],
-                        r["number"],
-                        r["financial_year"],
-                        r["date"],
-                        r["buyer"]["name"],
-                        r["buyer"].get("gstin"),
-                        r["place_of_supply"],
-                        r["supply_type"],
-                        totals["taxable"],
-                        totals["cgst"],
-                        totals["sgst"],
-                        totals["igst"],
-                        totals["cess"],
-                        totals["total"],
-                        orjson.dumps(_document(r)).decode(),
-                        _ts(r["occurred_at"]),
-                        event.ce_id,
-                    )
-                )
-            elif event.ce_type == "ledgerflow.invoice.cancelled":
-                # Flush inserts first: a cancellation in the same batch must find its row.
-                if issued:
-                    _executemany(conn, _INSERT_ISSUED, issued)
-                    issued = []
-                cancelled.append(
-                    (
-                        _ts(r["occurred_at"]),
-                        orjson.dumps({"reason": r["reason"], "remark": r.get("remark")}).decode(),
-                        event.ce_id,
-                        r["invoice_id"],
-                    )
-                )
-                _executemany(conn, _CANCEL, cancelled)
-                cancelled = []
-        if issued:
-            _executemany(conn, _INSERT_ISSUED, issued)
+            known = STATEMENTS.get(event.ce_type)
+            if known is None:
+                continue  # a newer event type this projection does not show
+            statement, params = known
+            if statement is not run_statement and run:
+                _executemany(conn, run_statement, run)  # type: ignore[arg-type]
+                run = []
+            run_statement = statement
+            run.append(params(event.record, event.ce_id))
+        if run and run_statement:
+            _executemany(conn, run_statement, run)
 
 
 def _executemany(conn: psycopg.Connection, statement: str, rows: list[tuple[Any, ...]]) -> None:
@@ -129,7 +176,20 @@ def _row_to_invoice(row: dict[str, Any]) -> dict[str, Any]:
             if row["cancellation"]
             else None
         ),
+        "einvoice": einvoice_view(
+            row.get("einvoice"), row.get("einvoice_failure"), row.get("einvoice_cancellation")
+        ),
     }
+
+
+def einvoice_view(
+    generated: dict[str, Any] | None, failure: dict[str, Any] | None, cancellation: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The invoice's e-invoicing state: its IRN and signed documents, or why it has none."""
+    if generated is None and failure is None:
+        return None
+    status = "cancelled" if cancellation else "generated" if generated else "failed"
+    return {"status": status, **(generated or {}), "failure": failure, "cancellation": cancellation}
 
 
 def get(conn: psycopg.Connection, tenant_id: UUID, invoice_id: UUID) -> dict[str, Any] | None:

@@ -26,3 +26,9 @@ CREATE TABLE IF NOT EXISTS invoice_register (
 );
 CREATE INDEX IF NOT EXISTS invoice_register_tenant_date
     ON invoice_register (tenant_id, invoice_date, number, invoice_id);
+
+-- E-invoicing (IRN) results, added with the gst-irp connector.
+ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS irn text;
+ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS einvoice json;
+ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS einvoice_failure json;
+ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS einvoice_cancellation json;

@@ -48,6 +48,9 @@ def settings() -> Iterator[Settings]:
         partitions=3,
     )
     yield s
+    from tests.integration.helpers import close_clients
+
+    close_clients()
     try:
         with psycopg.connect(TEST_DATABASE_URL, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{s.db_schema}" CASCADE')

@@ -3,7 +3,8 @@
 import logging
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import date
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -34,6 +35,11 @@ class ServiceHolder:
         self._service: LedgerService | None = None
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        if self._service is not None:
+            self._service.close()
+            self._service = None
+
     def get(self) -> LedgerService:
         if self._service is None:
             with self._lock:
@@ -52,13 +58,28 @@ def invoice_view(invoice: Invoice) -> dict[str, Any]:
             **invoice.cancellation,
             "cancelled_at": invoice.cancellation["cancelled_at"].isoformat(),
         }
-    return {"id": document.pop("id"), **document, "status": invoice.status, "cancellation": cancellation}
+    return {
+        "id": document.pop("id"),
+        **document,
+        "status": invoice.status,
+        "cancellation": cancellation,
+        "einvoice": invoice_register.einvoice_view(
+            invoice.einvoice, invoice.einvoice_failure, invoice.einvoice_cancellation
+        ),
+    }
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     holder = ServiceHolder(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        holder.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Ledgerflow",
         version="0.1.0",
         description="Event-sourced integration engine for finance and tax events. "

@@ -57,6 +57,33 @@ class Invoice(Aggregate):
         cancelled_at: datetime
         traceparent: str | None
 
+    class IrnGenerated(Aggregate.Event):
+        job_id: str
+        irn: str
+        ack_no: str
+        ack_date: str
+        signed_invoice: str
+        signed_qr_code: str
+        adopted_existing: bool
+        traceparent: str | None
+
+    class IrnFailed(Aggregate.Event):
+        job_id: str
+        operation: str
+        error_class: str
+        code: str
+        message: str
+        attempts: int
+        traceparent: str | None
+
+    class IrnCancelled(Aggregate.Event):
+        job_id: str
+        irn: str
+        cancel_date: str
+        reason_code: int
+        remark: str | None
+        traceparent: str | None
+
     @staticmethod
     def create_id(*, tenant_id: UUID, financial_year: str, number: str, **_: Any) -> UUID:
         return invoice_id_for(tenant_id, financial_year, number)
@@ -100,6 +127,9 @@ class Invoice(Aggregate):
         self.traceparent = traceparent
         self.status = InvoiceStatus.ISSUED
         self.cancellation: dict[str, Any] | None = None
+        self.einvoice: dict[str, Any] | None = None  # IRN, AckNo, AckDt, signed documents
+        self.einvoice_failure: dict[str, Any] | None = None
+        self.einvoice_cancellation: dict[str, Any] | None = None
 
     def cancel(self, *, reason: str, remark: str | None, at: datetime, traceparent: str | None) -> None:
         """Cancel the invoice; cancelling twice is refused."""
@@ -113,6 +143,147 @@ class Invoice(Aggregate):
         self.status = InvoiceStatus.CANCELLED
         self.cancellation = {"reason": reason, "remark": remark, "cancelled_at": cancelled_at}
 
+    # -- e-invoicing (IRN) ---------------------------------------------------------------------
+
+    def record_irn(
+        self,
+        *,
+        job_id: str,
+        irn: str,
+        ack_no: str,
+        ack_date: str,
+        signed_invoice: str,
+        signed_qr_code: str,
+        adopted_existing: bool,
+        traceparent: str | None,
+    ) -> bool:
+        """Record the IRN the portal issued. Recording the same IRN again changes nothing (a job
+        redelivered after a crash), so this returns False instead of emitting a second event."""
+        if self.einvoice is not None:
+            if self.einvoice["irn"] == irn:
+                return False
+            raise IrnAlreadyRecorded(f"invoice {self.number} already has IRN {self.einvoice['irn']}")
+        self._irn_generated(
+            job_id=job_id,
+            irn=irn,
+            ack_no=ack_no,
+            ack_date=ack_date,
+            signed_invoice=signed_invoice,
+            signed_qr_code=signed_qr_code,
+            adopted_existing=adopted_existing,
+            traceparent=traceparent,
+        )
+        return True
+
+    @event(IrnGenerated)
+    def _irn_generated(
+        self,
+        *,
+        job_id: str,
+        irn: str,
+        ack_no: str,
+        ack_date: str,
+        signed_invoice: str,
+        signed_qr_code: str,
+        adopted_existing: bool,
+        traceparent: str | None,
+    ) -> None:
+        self.einvoice = {
+            "irn": irn,
+            "ack_no": ack_no,
+            "ack_date": ack_date,
+            "signed_invoice": signed_invoice,
+            "signed_qr_code": signed_qr_code,
+            "adopted_existing": adopted_existing,
+        }
+        self.einvoice_failure = None
+
+    def record_irn_failure(
+        self,
+        *,
+        job_id: str,
+        operation: str,
+        error_class: str,
+        code: str,
+        message: str,
+        attempts: int,
+        traceparent: str | None,
+    ) -> bool:
+        """Record why the portal call failed for good; the same job's failure is recorded once."""
+        if self.einvoice_failure is not None and self.einvoice_failure["job_id"] == job_id:
+            return False
+        self._irn_failed(
+            job_id=job_id,
+            operation=operation,
+            error_class=error_class,
+            code=code,
+            message=message,
+            attempts=attempts,
+            traceparent=traceparent,
+        )
+        return True
+
+    @event(IrnFailed)
+    def _irn_failed(
+        self,
+        *,
+        job_id: str,
+        operation: str,
+        error_class: str,
+        code: str,
+        message: str,
+        attempts: int,
+        traceparent: str | None,
+    ) -> None:
+        self.einvoice_failure = {
+            "job_id": job_id,
+            "operation": operation,
+            "error_class": error_class,
+            "code": code,
+            "message": message,
+            "attempts": attempts,
+        }
+
+    def record_irn_cancellation(
+        self,
+        *,
+        job_id: str,
+        irn: str,
+        cancel_date: str,
+        reason_code: int,
+        remark: str | None,
+        traceparent: str | None,
+    ) -> bool:
+        if self.einvoice_cancellation is not None:
+            return False
+        self._irn_cancelled(
+            job_id=job_id,
+            irn=irn,
+            cancel_date=cancel_date,
+            reason_code=reason_code,
+            remark=remark,
+            traceparent=traceparent,
+        )
+        return True
+
+    @event(IrnCancelled)
+    def _irn_cancelled(
+        self,
+        *,
+        job_id: str,
+        irn: str,
+        cancel_date: str,
+        reason_code: int,
+        remark: str | None,
+        traceparent: str | None,
+    ) -> None:
+        self.einvoice_cancellation = {
+            "irn": irn,
+            "cancel_date": cancel_date,
+            "reason_code": reason_code,
+            "remark": remark,
+        }
+
     def check_not_cancelled(self) -> None:
         if self.status == InvoiceStatus.CANCELLED:
             raise InvoiceAlreadyCancelled(f"invoice {self.number} is already cancelled")
@@ -124,3 +295,7 @@ class InvoiceError(Exception):
 
 class InvoiceAlreadyCancelled(InvoiceError):
     """A cancelled invoice cannot be cancelled again."""
+
+
+class IrnAlreadyRecorded(InvoiceError):
+    """An invoice has one IRN; a different one for the same document is a conflict to investigate."""

@@ -8,6 +8,7 @@ history on Kafka cannot leak a credential.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -24,6 +25,8 @@ class Tenant(Aggregate):
         state: str | None
         einvoicing_enabled: bool
         api_key_id: str
+        # Added after the first release: events stored before have no address.
+        address: dict[str, Any] | None = None
 
     class ApiKeyRotated(Aggregate.Event):
         key_id: str
@@ -41,6 +44,7 @@ class Tenant(Aggregate):
         state: str | None,
         einvoicing_enabled: bool,
         api_key_id: str,
+        address: dict[str, Any] | None,
     ) -> None:
         self.name = name
         self.legal_name = legal_name
@@ -49,6 +53,7 @@ class Tenant(Aggregate):
         self.state = state
         self.einvoicing_enabled = einvoicing_enabled
         self.api_key_id = api_key_id
+        self.address = address  # line1, line2, city, pincode: the seller address on e-invoices
 
     @event(ApiKeyRotated)
     def rotate_api_key(

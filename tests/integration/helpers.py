@@ -51,7 +51,19 @@ def register_tenant(
     return str(registered.tenant_id), registered.api_key
 
 
+_open_clients: list[TestClient] = []
+
+
 def client_for(settings: Settings) -> TestClient:
+    """An in-process client of the real API app; its connections are closed after the test."""
     from engine.api.app import create_app
 
-    return TestClient(create_app(settings), raise_server_exceptions=False)
+    client = TestClient(create_app(settings), raise_server_exceptions=False)
+    client.__enter__()  # runs the app's lifespan, whose shutdown closes the connection pools
+    _open_clients.append(client)
+    return client
+
+
+def close_clients() -> None:
+    while _open_clients:
+        _open_clients.pop().__exit__(None, None, None)

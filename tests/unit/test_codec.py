@@ -282,6 +282,9 @@ def test_codec_decode_with_lookup_and_reader_schema() -> None:
 def test_registry_lookups() -> None:
     assert registry.all_types() == [
         "ledgerflow.invoice.cancelled",
+        "ledgerflow.invoice.irn_cancelled",
+        "ledgerflow.invoice.irn_failed",
+        "ledgerflow.invoice.irn_generated",
         "ledgerflow.invoice.issued",
         "ledgerflow.tenant.api_key_rotated",
         "ledgerflow.tenant.registered",
