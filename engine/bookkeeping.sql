@@ -38,3 +38,17 @@ CREATE TABLE IF NOT EXISTS projection_tracking (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (projection, topic, partition)
 );
+
+-- Per-tenant provider settings. Credentials are sealed (AES-GCM, key id prefixed) and never
+-- leave the engine; credential_rotated_at maps each set field to when it last changed.
+CREATE TABLE IF NOT EXISTS integrations (
+    tenant_id             uuid NOT NULL,
+    provider              text NOT NULL,
+    enabled               boolean NOT NULL,
+    environment           text NOT NULL CHECK (environment IN ('sandbox', 'production')),
+    base_url              text NOT NULL,
+    credentials_sealed    text NOT NULL,
+    credential_rotated_at jsonb NOT NULL DEFAULT '{}',
+    updated_at            timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, provider)
+);

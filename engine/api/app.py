@@ -12,8 +12,9 @@ from uuid import UUID
 import psycopg
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from engine import db
+from engine import db, integrations
 from engine.api.errors import ApiError, install
 from engine.application import InvoiceNotFound, LedgerService
 from engine.bootstrap import build_service
@@ -21,6 +22,7 @@ from engine.commands import CancelInvoice, IssueInvoice
 from engine.config import Settings, load_settings
 from engine.domain.invoice import Invoice
 from engine.publishing import invoice_document, new_traceparent
+from engine.security.secrets import KeyRing, load_key_ring
 from projections import invoice_register
 from schemas import registry
 
@@ -34,11 +36,17 @@ class ServiceHolder:
         self.settings = settings
         self._service: LedgerService | None = None
         self._lock = threading.Lock()
+        self._ring: KeyRing | None = None
 
     def close(self) -> None:
         if self._service is not None:
             self._service.close()
             self._service = None
+
+    def key_ring(self) -> KeyRing:
+        if self._ring is None:
+            self._ring = load_key_ring(self.settings.var_dir)
+        return self._ring
 
     def get(self) -> LedgerService:
         if self._service is None:
@@ -46,6 +54,17 @@ class ServiceHolder:
                 if self._service is None:
                     self._service = build_service(self.settings)
         return self._service
+
+
+class IntegrationRequest(BaseModel):
+    """A tenant's settings for one provider. Omitted credentials keep their stored values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    environment: Literal["sandbox", "production"] = "sandbox"
+    base_url: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    credentials: dict[str, Annotated[str, StringConstraints(min_length=1, max_length=2000)]] | None = None
 
 
 def invoice_view(invoice: Invoice) -> dict[str, Any]:
@@ -222,6 +241,54 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if found is None:
             raise ApiError(404, "not_found", f"no schema with fingerprint {fingerprint}")
         return found.schema
+
+    @app.get("/v1/integrations", tags=["integrations"], summary="The tenant's provider settings")
+    def list_integrations(tenant_id: Tenant, svc: Service) -> dict[str, Any]:
+        with db.transaction(svc.pool) as conn:
+            items = integrations.list_views(conn, tenant_id)
+        return {"items": items, "providers": sorted(integrations.PROVIDERS)}
+
+    @app.get("/v1/integrations/{provider}", tags=["integrations"], summary="One provider's settings")
+    def get_integration(provider: str, tenant_id: Tenant, svc: Service) -> dict[str, Any]:
+        with db.transaction(svc.pool) as conn:
+            found = integrations.get_view(conn, tenant_id, provider)
+        if found is None:
+            raise ApiError(404, "not_found", f"{provider} is not configured for this tenant")
+        return found
+
+    @app.put(
+        "/v1/integrations/{provider}",
+        tags=["integrations"],
+        summary="Turn a provider on or off, set its credentials",
+    )
+    def put_integration(
+        provider: str, body: IntegrationRequest, tenant_id: Tenant, svc: Service
+    ) -> dict[str, Any]:
+        with db.transaction(svc.pool) as conn:
+            integrations.save(
+                conn,
+                holder.key_ring(),
+                tenant_id,
+                provider,
+                enabled=body.enabled,
+                environment=body.environment,
+                base_url=body.base_url,
+                credentials=body.credentials,
+            )
+            found = integrations.get_view(conn, tenant_id, provider)
+        assert found is not None
+        return found
+
+    @app.post("/v1/integrations/{provider}/test", tags=["integrations"], summary="Test the connection")
+    async def test_integration(provider: str, tenant_id: Tenant, svc: Service) -> dict[str, Any]:
+        from connectors.catalogue import test_connection
+
+        integrations.check_provider(provider)
+        with db.transaction(svc.pool) as conn:
+            loaded = integrations.load(conn, holder.key_ring(), tenant_id, provider)
+        if loaded is None:
+            raise ApiError(404, "not_found", f"{provider} is not configured for this tenant")
+        return await test_connection(loaded)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:

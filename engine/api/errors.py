@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine import application as svc
 from engine.db import DatabaseUnavailable
+from engine.integrations import IntegrationError
 
 log = logging.getLogger("ledgerflow.api")
 
@@ -93,6 +94,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(svc.ServiceError)
     async def service_error(request: Request, exc: svc.ServiceError) -> JSONResponse:
         return error_response(request, STATUS_OF.get(type(exc), 400), exc.code, exc.message, exc.details)
+
+    @app.exception_handler(IntegrationError)
+    async def integration_error(request: Request, exc: IntegrationError) -> JSONResponse:
+        fields = [{"path": v.path, "code": v.code, "message": v.message, **v.details} for v in exc.violations]
+        return error_response(request, 422, exc.code, exc.message, {"fields": fields})
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -1,0 +1,208 @@
+"""Per-tenant provider settings: on/off, environment, base URL and encrypted credentials.
+
+Credentials are sealed with the key ring (``engine/security/secrets.py``) bound to (tenant,
+provider) and are never returned: the API shows only which fields are set and when each was last
+rotated. Which providers exist, and which credential fields each needs, is declared here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlparse
+from uuid import UUID
+
+import orjson
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from engine.security.secrets import KeyRing
+from engine.tax.errors import Violation
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    title: str
+    credential_fields: tuple[str, ...]
+    sandbox_url: str | None = None  # the project's own sandbox, for `ledgerflow run`
+
+
+PROVIDERS: dict[str, Provider] = {
+    "gst-irp": Provider(
+        name="gst-irp",
+        title="India GST e-invoice portal (IRP), through a GSP",
+        credential_fields=("client_id", "client_secret", "username", "password", "gstin"),
+    ),
+}
+
+Environment = Literal["sandbox", "production"]
+
+
+@dataclass(frozen=True)
+class IntegrationSettings:
+    """What a connector needs to call a provider for one tenant (credentials decrypted)."""
+
+    tenant_id: UUID
+    provider: str
+    enabled: bool
+    environment: str
+    base_url: str
+    credentials: dict[str, str]
+
+
+class IntegrationError(Exception):
+    def __init__(self, code: str, message: str, violations: tuple[Violation, ...] = ()) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.violations = violations
+
+
+def check_provider(provider: str) -> Provider:
+    found = PROVIDERS.get(provider)
+    if found is None:
+        raise IntegrationError(
+            "unknown_provider",
+            f"unknown provider {provider!r}; known providers: {', '.join(sorted(PROVIDERS))}",
+            (
+                Violation(
+                    "provider",
+                    "unknown_provider",
+                    f"unknown provider {provider!r}",
+                    {"known": sorted(PROVIDERS)},
+                ),
+            ),
+        )
+    return found
+
+
+def check_base_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise IntegrationError(
+            "invalid_base_url",
+            f"base_url must be an absolute http(s) URL, got {url!r}",
+            (
+                Violation(
+                    "base_url",
+                    "invalid_base_url",
+                    "must be an absolute http(s) URL such as https://gsp.example.com",
+                ),
+            ),
+        )
+    return url.rstrip("/")
+
+
+def _aad(tenant_id: UUID, provider: str) -> bytes:
+    return f"{tenant_id}/{provider}".encode()
+
+
+def save(
+    conn: psycopg.Connection,
+    ring: KeyRing,
+    tenant_id: UUID,
+    provider: str,
+    *,
+    enabled: bool,
+    environment: str,
+    base_url: str,
+    credentials: dict[str, str] | None,
+) -> None:
+    """Create or replace a tenant's settings for a provider. Credentials may be omitted on an
+    update (the stored ones are kept); given fields replace the stored ones field by field."""
+    spec = check_provider(provider)
+    base_url = check_base_url(base_url)
+    current = _row(conn, tenant_id, provider)
+    stored: dict[str, str] = {}
+    rotated: dict[str, str] = {}
+    if current is not None:
+        stored = orjson.loads(ring.open(current["credentials_sealed"], _aad(tenant_id, provider)))
+        rotated = dict(current["credential_rotated_at"])
+    given = {k: v for k, v in (credentials or {}).items()}
+    unknown = sorted(set(given) - set(spec.credential_fields))
+    merged = {**stored, **given}
+    missing = [f for f in spec.credential_fields if not merged.get(f)]
+    violations = [
+        Violation(f"credentials.{f}", "unknown_field", f"{provider} has no credential field {f!r}")
+        for f in unknown
+    ] + [
+        Violation(f"credentials.{f}", "missing_credential", f"{provider} needs credentials.{f}")
+        for f in missing
+    ]
+    if violations:
+        raise IntegrationError(
+            "invalid_credentials", "; ".join(v.message for v in violations), tuple(violations)
+        )
+    now = datetime.now(UTC).isoformat()
+    for field in given:
+        if stored.get(field) != given[field]:
+            rotated[field] = now
+    sealed = ring.seal(orjson.dumps(merged), _aad(tenant_id, provider))
+    conn.execute(
+        "INSERT INTO integrations (tenant_id, provider, enabled, environment, base_url, credentials_sealed,"
+        " credential_rotated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (tenant_id, provider) DO UPDATE SET enabled = EXCLUDED.enabled,"
+        " environment = EXCLUDED.environment, base_url = EXCLUDED.base_url,"
+        " credentials_sealed = EXCLUDED.credentials_sealed,"
+        " credential_rotated_at = EXCLUDED.credential_rotated_at, updated_at = now()",
+        (tenant_id, provider, enabled, environment, base_url, sealed, Jsonb(rotated)),
+    )
+
+
+def _row(conn: psycopg.Connection, tenant_id: UUID, provider: str) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT * FROM integrations WHERE tenant_id = %s AND provider = %s", (tenant_id, provider)
+        ).fetchone()
+
+
+def view(row: dict[str, Any]) -> dict[str, Any]:
+    """The settings as the API shows them: never a credential value."""
+    spec = PROVIDERS.get(row["provider"])
+    fields = spec.credential_fields if spec else tuple(row["credential_rotated_at"])
+    rotated = row["credential_rotated_at"] or {}
+    return {
+        "provider": row["provider"],
+        "enabled": row["enabled"],
+        "environment": row["environment"],
+        "base_url": row["base_url"],
+        "credentials": {f: {"set": f in rotated, "rotated_at": rotated.get(f)} for f in fields},
+        "updated_at": row["updated_at"].isoformat(),
+    }
+
+
+def get_view(conn: psycopg.Connection, tenant_id: UUID, provider: str) -> dict[str, Any] | None:
+    check_provider(provider)
+    row = _row(conn, tenant_id, provider)
+    return view(row) if row else None
+
+
+def list_views(conn: psycopg.Connection, tenant_id: UUID) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT * FROM integrations WHERE tenant_id = %s ORDER BY provider", (tenant_id,)
+        ).fetchall()
+    return [view(r) for r in rows]
+
+
+def load(
+    conn: psycopg.Connection, ring: KeyRing, tenant_id: UUID, provider: str
+) -> IntegrationSettings | None:
+    """Settings with decrypted credentials, for a connector about to call the provider."""
+    row = _row(conn, tenant_id, provider)
+    if row is None:
+        return None
+    credentials = orjson.loads(ring.open(row["credentials_sealed"], _aad(tenant_id, provider)))
+    return IntegrationSettings(
+        tenant_id, provider, row["enabled"], row["environment"], row["base_url"], credentials
+    )
+
+
+def enabled_for(conn: psycopg.Connection, tenant_id: UUID, provider: str) -> bool:
+    row = conn.execute(
+        "SELECT enabled FROM integrations WHERE tenant_id = %s AND provider = %s", (tenant_id, provider)
+    ).fetchone()
+    return bool(row and (row["enabled"] if isinstance(row, dict) else row[0]))
