@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -49,6 +50,8 @@ class Relay:
         self.name = name
         self.stats = RelayStats()
         self._ledger: Ledger | None = None
+        # The mapper is pure (no connection), so it survives the ledger being reopened by the reader.
+        self._mapper: Any = None
 
     # -- position ---------------------------------------------------------------------------
 
@@ -71,17 +74,20 @@ class Relay:
     # -- loop -------------------------------------------------------------------------------
 
     def _read(self, after: int) -> Sequence[Notification]:
-        if self._ledger is None:
-            self._ledger = open_ledger(self.settings)
-        return self._ledger.recorder.select_notifications(
+        ledger = self._ledger
+        if ledger is None:
+            ledger = self._ledger = open_ledger(self.settings)
+            self._mapper = ledger.mapper
+        return ledger.recorder.select_notifications(
             start=after, limit=self.batch_size, inclusive_of_start=False
         )
 
     async def publish(self, producer: AIOKafkaProducer, notifications: Sequence[Notification]) -> None:
-        assert self._ledger is not None
+        mapper = self._mapper
+        assert mapper is not None, "publish() before the first read"
         pending = []
         for notification in notifications:
-            event = self._ledger.mapper.to_domain_event(notification)
+            event = mapper.to_domain_event(notification)
             outbound = to_outbound(event)
             value, schema = registry.encode_event(outbound.ce_type, outbound.record)
             pending.append(
@@ -99,6 +105,7 @@ class Relay:
         producer = await self._start_producer(stop)
         if producer is None:
             return
+        next_read: asyncio.Future[Any] | None = None
         try:
             position = await self._retrying(self.load_position, stop)
             if position is None:
@@ -106,26 +113,39 @@ class Relay:
             self.stats.position = position
             log.info("relay %s starting after notification %d", self.name, position)
             while not stop.is_set():
-                notifications = await self._retrying(lambda: self._read(self.stats.position), stop)
+                if next_read is None:
+                    next_read = self._read_after(self.stats.position, stop)
+                notifications = await next_read
+                next_read = None
                 if notifications is None:
                     return
                 if not notifications:
                     await _wait(stop, self.idle_wait)
                     continue
+                last = notifications[-1].id
+                # Read the next batch while this one is encoded and published: the database's work
+                # and the transfer overlap the CPU-bound encoding. Only positions are stored, after
+                # the acknowledgements, so a failure below just discards the read-ahead.
+                next_read = self._read_after(last, stop)
                 try:
                     await self.publish(producer, notifications)
                 except KafkaError as exc:
                     log.warning("publish failed, will retry the same batch: %s", exc)
+                    await _discard(next_read)
+                    next_read = None
                     await _wait(stop, 1.0)
                     continue
-                last = notifications[-1].id
                 if await self._retrying(lambda: self.save_position(last), stop) is None:  # noqa: B023
                     return
                 self.stats.position = last
                 self.stats.published += len(notifications)
                 self.stats.batches += 1
         finally:
+            await _discard(next_read)
             await producer.stop()
+
+    def _read_after(self, after: int, stop: asyncio.Event) -> asyncio.Future[Any]:
+        return asyncio.ensure_future(self._retrying(lambda: self._read(after), stop))
 
     async def _start_producer(self, stop: asyncio.Event) -> AIOKafkaProducer | None:
         delay = 0.5
@@ -174,6 +194,14 @@ def _is_connection_error(exc: Exception) -> bool:
     return isinstance(
         exc, (psycopg.OperationalError, psycopg.InterfaceError, OperationalError, InterfaceError)
     )
+
+
+async def _discard(read: asyncio.Future[Any] | None) -> None:
+    """Cancel a read-ahead (its thread finishes on its own; the result is dropped)."""
+    if read is not None:
+        read.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await read
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
