@@ -292,12 +292,14 @@ class Run:
         self.start_pipeline()
         seconds = self.sizes.api_seconds
         concurrency = self.sizes.api_concurrency
+        cpu_before = {name: proc.cpu_seconds() for name, proc in self.env.procs.items()}
         with bar(f"API ingest {seconds:g}s, {concurrency} in flight", None) as advance:
             result = asyncio.run(
                 api_stage.ingest(
                     self.api_url, self.api_key, seconds=seconds, concurrency=concurrency, progress=advance
                 )
             )
+        cpu = {name: proc.cpu_seconds() - cpu_before[name] for name, proc in self.env.procs.items()}
         if result.error_samples:
             console.print(f"[yellow]API errors ({result.errors}):[/] {result.error_samples}")
         self.extra["api"] = {
@@ -307,6 +309,8 @@ class Run:
             "concurrency": concurrency,
             "request_p50_ms": api_stage.percentile(result.request_ms, 50),
             "request_p99_ms": api_stage.percentile(result.request_ms, 99),
+            "cpu_ms_per_invoice": {n: 1000 * c / max(result.created, 1) for n, c in cpu.items()},
+            "cpu_utilisation": {n: c / result.seconds for n, c in cpu.items()},
         }
         self.rows.append(
             Row(
@@ -426,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"run only these ({', '.join(STAGES)})",
     )
     parser.add_argument("--backlog", type=int, help="events in the relay/projection backlog")
+    parser.add_argument("--api-concurrency", type=int, help="requests in flight in the API ingest stage")
     parser.add_argument("--partitions", type=int, help="partitions of the run's topics (default: settings)")
     parser.add_argument("--keep", action="store_true", help="keep the schema, topics and logs afterwards")
     args = parser.parse_args(argv)
@@ -433,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     if args.backlog:
         sizes = Sizes(**{**sizes.__dict__, "backlog": args.backlog})
+    if args.api_concurrency:
+        sizes = Sizes(**{**sizes.__dict__, "api_concurrency": args.api_concurrency})
     stages = args.only or STAGES
     env = BenchEnv.create(args.partitions)
     s = env.settings

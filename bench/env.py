@@ -116,6 +116,15 @@ class Proc:
         except psutil.Error:
             return 0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far (with children)."""
+        try:
+            parent = psutil.Process(self.popen.pid)
+            procs = [parent, *parent.children(recursive=True)]
+            return float(sum(sum(p.cpu_times()[:2]) for p in procs))
+        except psutil.Error:
+            return 0.0
+
     def stop(self, timeout: float = 20.0) -> None:
         if self.popen.poll() is None:
             self.peak_rss = max(self.peak_rss, self.rss())
@@ -160,7 +169,15 @@ class BenchEnv:
         from engine.cli import TOPICS
 
         names = [self.settings.topic(t) for t in [*TOPICS, *(extra or [])]]
-        stack.ensure_topics(self.settings, names, self.settings.partitions)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                stack.ensure_topics(self.settings, names, self.settings.partitions)
+                break
+            except Exception:  # Kafka restarting under us: wait for it
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
         retry(lambda: db.ensure_schema(self.settings))
 
     def connect(self) -> psycopg.Connection:

@@ -12,7 +12,7 @@ from engine.application import LedgerService, build_invoice
 from engine.commands import IssueInvoice
 from engine.domain.invoice import Invoice
 from engine.domain.tenant import Tenant
-from engine.publishing import headers_for, to_outbound
+from engine.publishing import headers_for, new_traceparent, to_outbound
 from schemas import registry
 
 LINES_PER_INVOICE = 5
@@ -69,7 +69,8 @@ def register_tenant(service: LedgerService) -> tuple[Tenant, str]:
 
 def build(tenant: Tenant, number: str) -> Invoice:
     command = IssueInvoice.model_validate(invoice_body(number))
-    return build_invoice(tenant, command, None, command.fingerprint(), "bench", None)
+    # Like the API, which stores the request's trace context with the invoice.
+    return build_invoice(tenant, command, None, command.fingerprint(), "bench", new_traceparent())
 
 
 def message_shape(invoices: list[Invoice]) -> dict[str, Any]:
