@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 from typing import Any
@@ -23,13 +22,9 @@ TOPICS = [
 
 
 def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    from engine.logs import configure
+
+    configure(level)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -271,8 +266,10 @@ def worker(settings: Settings) -> None:
     """Run a stream worker (faust): the ingest agent. Start several to share partitions."""
     import faust
 
+    from engine.logs import quiet_kafka_floods
     from streams.app import create_app
 
+    quiet_kafka_floods()
     app = create_app(settings)
     faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
 
