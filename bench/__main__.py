@@ -53,7 +53,7 @@ QUICK = Sizes(
 )
 
 # A table of seven columns needs more than the 80 columns rich assumes when output is not a terminal.
-console = Console(width=None if Console().is_terminal else 150)
+console = Console(width=None if Console().is_terminal else 180)
 
 
 @contextmanager
@@ -147,6 +147,7 @@ class Run:
         self.raw_produce: float | None = None
         self.raw_consume: float | None = None
         self.api_url = ""
+        self.disrupted = False
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -394,26 +395,38 @@ class Run:
 
     # -- driver -----------------------------------------------------------------------------
 
+    def measured(self, stage: Any) -> None:
+        """Run a stage; mark its rows when a broker or database outage was logged meanwhile."""
+        before = len(self.rows)
+        marks = self.env.log_marks()
+        stage()
+        hit = self.env.disrupted(marks)
+        if hit:
+            self.disrupted = True
+            console.print(f"[yellow]outage logged by {', '.join(hit)} during this stage: re-run it[/]")
+            for row in self.rows[before:]:
+                row.note = f"DISRUPTED ({', '.join(hit)} lost a connection); {row.note}"
+
     def run(self) -> None:
         self.setup()
         selected = set(self.stages)
         if selected & {"relay", "projection"}:
             self.seed()
-            self.relay()
+            self.measured(self.relay)
         if "raw" in selected:
-            self.raw()
+            self.measured(self.raw)
             # The raw rates are the baseline of the relay and projection rows measured before them.
             for row in self.rows:
                 if row.stage == "relay catch-up":
                     row.raw = self.raw_produce
         if "projection" in selected:
-            self.projection()
+            self.measured(self.projection)
         if "api" in selected:
-            self.api()
+            self.measured(self.api)
         if "latency" in selected:
-            self.latency()
+            self.measured(self.latency)
         if "worker" in selected:
-            self.worker()
+            self.measured(self.worker)
         self.rss()
         order = ["API ingest", "relay catch-up", "projection catch-up", "end-to-end", "raw aiokafka"]
         self.rows.sort(key=lambda r: order.index(r.stage) if r.stage in order else len(order))
@@ -464,10 +477,15 @@ def main(argv: list[str] | None = None) -> int:
     run.extra["quick"] = args.quick
     run.extra["seconds"] = time.monotonic() - started
     run.extra["partitions"] = s.partitions
+    run.extra["disrupted"] = run.disrupted
     if run.rows:
         print_table(console, run.rows, f"Ledgerflow bench — {time.monotonic() - started:.0f}s")
         path = write_json(run.rows, run.extra)
         console.print(f"results: {path}")
+        if run.disrupted:
+            console.print(
+                "[yellow]Kafka or PostgreSQL restarted during a measured stage: re-run for clean figures[/]"
+            )
     if failed is not None:
         raise failed
     return 0 if all(r.passed is not False for r in run.rows) else 1

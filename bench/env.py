@@ -28,6 +28,10 @@ from engine.config import PROJECT_ROOT, Settings, load_settings
 T = TypeVar("T")
 
 BENCH_DATABASE = "ledgerflow_bench"
+# What the processes log when Kafka or PostgreSQL goes away under them (others' crash tests).
+OUTAGE = re.compile(
+    r"Unable connect|NodeNotReady|PostgreSQL (unavailable|connection lost)|Kafka not reachable"
+)
 LEDGERFLOW = str(PROJECT_ROOT / ".venv" / "bin" / "ledgerflow")
 
 
@@ -234,6 +238,18 @@ class BenchEnv:
         if proc is not None:
             proc.stop()
             self.peak_rss[name] = max(self.peak_rss.get(name, 0), proc.peak_rss)
+
+    def log_marks(self) -> dict[str, int]:
+        """Current log sizes, to look for outages logged during a stage (see ``disrupted``)."""
+        return {name: len(proc.log_text()) for name, proc in self.procs.items()}
+
+    def disrupted(self, marks: dict[str, int]) -> list[str]:
+        """Processes that logged a lost Kafka or PostgreSQL connection since ``marks``."""
+        found = []
+        for name, proc in self.procs.items():
+            if OUTAGE.search(proc.log_text()[marks.get(name, 0) :]):
+                found.append(name)
+        return found
 
     def check(self) -> None:
         for proc in self.procs.values():

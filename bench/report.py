@@ -59,6 +59,7 @@ def table(rows: list[Row], title: str) -> Table:
     t.add_column("raw aiokafka", justify="right")
     t.add_column("ratio", justify="right")
     t.add_column("result")
+    t.add_column("note", overflow="fold", max_width=48)
     for r in rows:
         target = "—" if r.target is None else f"{'≥' if r.op == '>=' else '<'} {_num(r.target, r.unit)}"
         verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[dim]info[/]"}[r.passed]
@@ -70,6 +71,7 @@ def table(rows: list[Row], title: str) -> Table:
             _num(r.raw, "msg/s") if r.raw else "—",
             f"{r.ratio:.2f}" if r.ratio is not None else "—",
             verdict,
+            r.note,
         )
     return t
 
@@ -77,8 +79,8 @@ def table(rows: list[Row], title: str) -> Table:
 def markdown(rows: list[Row]) -> str:
     """The same table as Markdown, for docs/performance.md."""
     lines = [
-        "| stage | metric | value | target | raw aiokafka | ratio | result |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| stage | metric | value | target | raw aiokafka | ratio | result | note |",
+        "|---|---|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         target = "—" if r.target is None else f"{'≥' if r.op == '>=' else '<'} {_num(r.target, r.unit)}"
@@ -86,7 +88,8 @@ def markdown(rows: list[Row]) -> str:
         raw = _num(r.raw, "msg/s") if r.raw else "—"
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else "—"
         lines.append(
-            f"| {r.stage} | {r.metric} | {_num(r.value, r.unit)} | {target} | {raw} | {ratio} | {verdict} |"
+            f"| {r.stage} | {r.metric} | {_num(r.value, r.unit)} | {target} | {raw} | {ratio} | {verdict}"
+            f" | {r.note} |"
         )
     return "\n".join(lines)
 
