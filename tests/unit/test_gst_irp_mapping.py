@@ -67,7 +67,7 @@ def invoice(
     record: dict[str, Any] = json.loads(SAMPLE.read_text())
     intra = supply == "B2B" and pos == SELLER.state_code
     zero_rated = supply in ("SEZWOP", "EXPWOP")
-    out = []
+    out: list[dict[str, Any]] = []
     for number, spec in enumerate(lines, start=1):
         gross = Decimal(spec.qty) * Decimal(spec.price)
         taxable = (gross - Decimal(spec.discount)).quantize(CENT, rounding=ROUND_HALF_UP)
@@ -100,7 +100,7 @@ def invoice(
     record.update(supply_type=supply, place_of_supply=pos, intra_state=intra, lines=out)
     record["buyer"]["state"] = buyer_state
     record["totals"] = {
-        name: money(sum((Decimal(line[key]) for line in out), Decimal(0)))
+        name: money(sum((Decimal(str(line[key])) for line in out), Decimal(0)))
         for name, key in (
             ("taxable", "taxable_value"),
             ("cgst", "cgst"),
