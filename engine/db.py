@@ -83,4 +83,5 @@ def ensure_schema(settings: Settings) -> None:
 MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "bookkeeping.sql"),
     ("projections", "invoice_register.sql"),
+    ("streams.connectors", "runtime.sql"),
 ]
