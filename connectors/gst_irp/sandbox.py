@@ -379,9 +379,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9101)
     parser.add_argument("--token-ttl-minutes", type=float, default=60.0)
+    parser.add_argument("--gstin", default=SandboxAccount.gstin, help="The GSTIN of the sandbox's API user.")
     args = parser.parse_args(argv)
     uvicorn.run(
-        create_app(token_ttl=timedelta(minutes=args.token_ttl_minutes)), host=args.host, port=args.port
+        create_app(
+            account=SandboxAccount(gstin=args.gstin), token_ttl=timedelta(minutes=args.token_ttl_minutes)
+        ),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
     )
 
 

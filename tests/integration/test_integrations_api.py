@@ -107,3 +107,43 @@ def test_one_tenant_cannot_see_anothers_settings(service: LedgerService, setting
         == 404
     )
     assert client.get("/v1/integrations", headers={"Authorization": f"Bearer {key_b}"}).json()["items"] == []
+
+
+def test_test_connection_calls_the_provider_and_says_precisely_what_failed(
+    service: LedgerService, settings: Settings
+) -> None:
+    from connectors.gst_irp.sandbox import SandboxAccount, create_app
+    from tests.connectors.contract import LiveServer
+
+    account = SandboxAccount()
+    good = {
+        "client_id": account.client_id,
+        "client_secret": account.client_secret,
+        "username": account.username,
+        "password": account.password,
+        "gstin": account.gstin,
+    }
+    _, key = register_tenant(service)
+    client = client_for(settings)
+    auth = {"Authorization": f"Bearer {key}"}
+    with LiveServer(create_app(account=account)) as irp:
+        client.put("/v1/integrations/gst-irp", json={"base_url": irp.url, "credentials": good}, headers=auth)
+        assert client.post("/v1/integrations/gst-irp/test", headers=auth).json()["ok"] is True
+
+        client.put(
+            "/v1/integrations/gst-irp",
+            json={"base_url": irp.url, "credentials": {"password": "wrong"}},
+            headers=auth,
+        )
+        failed = client.post("/v1/integrations/gst-irp/test", headers=auth).json()
+        assert failed["ok"] is False
+        assert failed["error"]["class"] == "needs_attention", failed
+        assert "wrong" not in str(failed)
+
+    # Nothing listens on port 1: the failure names the connection, not the credentials.
+    client.put("/v1/integrations/gst-irp", json={"base_url": "http://127.0.0.1:1"}, headers=auth)
+    unreachable = client.post("/v1/integrations/gst-irp/test", headers=auth).json()
+    assert unreachable["ok"] is False
+    assert unreachable["error"]["class"] == "retryable" and "connect" in unreachable["error"]["code"], (
+        unreachable
+    )
