@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 
 from connectors.errors import ConnectorError
 from engine.config import Settings
+from streams.connectors.telemetry import current_traceparent
 
 ATTEMPT = "attempt"
 NOT_BEFORE = "not-before"
@@ -147,10 +148,13 @@ def jobs_topic(name: str) -> str:
 async def publish_job(
     producer: AIOKafkaProducer, settings: Settings, job: Job, *, traceparent: str | None = None
 ) -> None:
-    """Queue ``job`` for its connector (attempt 1, due now); returns once Kafka acknowledged it."""
+    """Queue ``job`` for its connector (attempt 1, due now); returns once Kafka acknowledged it.
+
+    The job's trace continues ``traceparent`` if given, else the caller's current span.
+    """
     await producer.send_and_wait(
         settings.topic(jobs_topic(job.connector)),
         value=job.encode(),
         key=job.subject.encode(),
-        headers=Delivery(traceparent=traceparent).headers(),
+        headers=Delivery(traceparent=traceparent or current_traceparent()).headers(),
     )

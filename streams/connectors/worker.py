@@ -234,7 +234,7 @@ class _ConnectorRunner:
         self, tp: TopicPartition, messages: list[Any], gen: int, stop: asyncio.Event
     ) -> None:
         """Handle one partition's batch in order; then resume it, now or when its next job is due."""
-        next_offset = messages[-1].offset + 1
+        next_offset = messages[0].offset  # the first message whose outcome is not durable yet
         due_in = 0.0
         try:
             for message in messages:
@@ -243,18 +243,14 @@ class _ConnectorRunner:
                 delivery = Delivery.parse(message.headers or [])
                 wait = delivery.not_before_ms / 1000 - time.time()
                 if wait > 0:
-                    next_offset, due_in = message.offset, wait
+                    due_in = wait
                     break
                 try:
                     async with self.slots:
                         await self._handle(message, delivery)
-                except (
-                    KafkaError,
-                    psycopg.OperationalError,
-                    psycopg.InterfaceError,
-                    TimeoutError,
-                    OSError,
-                ) as exc:
+                except Exception as exc:
+                    # Kafka or PostgreSQL away (or a bug): the outcome is not durable, so the message is
+                    # neither committed nor skipped; its partition looks at it again a little later.
                     log.warning(
                         "%s: outcome of %s[%d]@%d not durable (%s); again in %.0fs",
                         self.spec.name,
@@ -263,10 +259,11 @@ class _ConnectorRunner:
                         message.offset,
                         exc,
                         OUTCOME_RETRY_S,
+                        exc_info=not isinstance(exc, (KafkaError, psycopg.Error, OSError)),
                     )
-                    next_offset, due_in = message.offset, OUTCOME_RETRY_S
+                    due_in = OUTCOME_RETRY_S
                     break
-                self.done[tp] = message.offset + 1
+                self.done[tp] = next_offset = message.offset + 1
         finally:
             self.tasks.pop(tp, None)
             if due_in > 0:
