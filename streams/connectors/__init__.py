@@ -23,6 +23,8 @@ from streams.connectors.ops import (
     dlq_list,
     dlq_redrive,
     dlq_show,
+    render_dead_letter,
+    render_dlq_list,
     render_status,
     status,
 )
@@ -49,6 +51,8 @@ __all__ = [
     "dlq_show",
     "ensure_connector_topics",
     "publish_job",
+    "render_dead_letter",
+    "render_dlq_list",
     "render_status",
     "status",
     "topics_for",

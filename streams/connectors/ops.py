@@ -192,7 +192,7 @@ def render_status(statuses: Sequence[ConnectorStatus]) -> str:
     header = (
         f"{'connector':<16} {'queued':>7} {'in flight':>9}  {'waiting (per retry tier)':<28} {'dlq':>5}  "
     )
-    header += f"{'circuits':<18} {'success 1h':>10} {'p95 1h':>9}"
+    header += f"{'circuits':<18} {'success (1h)':>14} {'p95 (1h)':>9}"
     lines = [header]
     for s in statuses:
         waiting = " ".join(f"{label}:{n}" for label, n in s.waiting.items()) or "-"
@@ -203,7 +203,7 @@ def render_status(statuses: Sequence[ConnectorStatus]) -> str:
         p95 = "-" if s.p95_latency_ms is None else f"{s.p95_latency_ms:.0f} ms"
         lines.append(
             f"{s.name:<16} {s.queued:>7} {s.in_flight:>9}  {waiting:<28} {s.dlq_depth:>5}  "
-            f"{circuits:<18} {rate:>10} {p95:>9}"
+            f"{circuits:<18} {rate:>14} {p95:>9}"
         )
         for c in s.circuits:
             since = c.opened_at.isoformat(timespec="seconds") if c.opened_at else "?"
@@ -239,6 +239,39 @@ class DeadLetter:
     key: bytes | None = field(repr=False, default=None)
     value: bytes = field(repr=False, default=b"")
     headers: list[tuple[str, bytes]] = field(repr=False, default_factory=list)
+
+
+def render_dlq_list(letters: Sequence[DeadLetter]) -> str:
+    """What ``ledgerflow dlq list`` prints: one line per dead letter, oldest first."""
+    if not letters:
+        return "the DLQ is empty"
+    lines = [
+        f"{'offset':>6}  {'state':<9} {'failed at':<20} {'job':<28} {'kind':<16} {'tenant':<36} "
+        f"{'class':<15} {'code':<16} {'att':>3}  message"
+    ]
+    for d in letters:
+        lines.append(
+            f"{d.offset:>6}  {d.state:<9} {d.failed_at[:19]:<20} {d.job_id[:28]:<28} {d.kind[:16]:<16} "
+            f"{d.tenant_id:<36} {d.error_class:<15} {d.error_code[:16]:<16} {d.attempts:>3}  "
+            + d.error_message[:80]
+        )
+    return "\n".join(lines)
+
+
+def render_dead_letter(d: DeadLetter) -> str:
+    """What ``ledgerflow dlq show`` prints: the record's state, every header and the job value."""
+    lines = [
+        f"{d.connector} DLQ partition {d.partition} offset {d.offset}: {d.state}",
+        f"job {d.job_id} ({d.kind}) tenant {d.tenant_id} subject {d.subject}",
+        f"{d.error_class} {d.error_code}: {d.error_message}",
+        f"{d.attempts} attempt(s), first failure {d.first_failure_at or '-'}, given up {d.failed_at}",
+        f"read from {d.original}",
+        "headers:",
+        *(f"  {k}: {v.decode(errors='replace')}" for k, v in d.headers),
+        "value:",
+        "  " + d.value.decode(errors="replace"),
+    ]
+    return "\n".join(lines)
 
 
 @dataclass

@@ -33,6 +33,9 @@ from streams.connectors import (
     dlq_list,
     dlq_redrive,
     publish_job,
+    render_dead_letter,
+    render_dlq_list,
+    render_status,
     status,
 )
 from streams.connectors.ops import topic_partitions
@@ -206,6 +209,9 @@ def test_exhausted_retries_go_to_the_dlq_with_context_headers_and_the_failure_si
     assert fake.dlq_depth == 1
     assert fake.attempts_last_hour == 3
     assert fake.success_rate == 0.0
+    assert "0.0% of 3" in render_status([fake])
+    assert "http_502" in render_dlq_list(letters)
+    assert "original-offset: " in render_dead_letter(letter)
 
 
 def test_permanent_and_needs_attention_errors_and_undecodable_jobs_go_to_the_dlq_at_once(
