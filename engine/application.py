@@ -8,6 +8,7 @@ sent over HTTP.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -38,6 +39,9 @@ from engine.tax.india_gst import InvoiceTax, LineInput, SupplyType, compute_invo
 from engine.tax.states import normalise_state
 
 log = logging.getLogger(__name__)
+
+AUTH_CACHE_SECONDS = 5.0
+TENANT_CACHE_SECONDS = 30.0
 
 
 class DateAsISO(Transcoding):
@@ -163,6 +167,8 @@ class LedgerService:
         self.settings = settings
         self.ledger = ledger
         self.pool = pool
+        self._auth_cache: dict[str, tuple[UUID, float]] = {}
+        self._tenant_cache: dict[UUID, tuple[Tenant, float]] = {}
 
     def close(self) -> None:
         """Release database connections (the pool's and the event store's)."""
@@ -225,6 +231,7 @@ class LedgerService:
         with db.transaction(self.pool) as conn:
             api_keys.store(conn, tenant_id, issued.key_id, secret_hash)
             api_keys.expire_others(conn, tenant_id, issued.key_id, valid_until)
+        self._auth_cache.clear()  # other processes forget within AUTH_CACHE_SECONDS
         tenant.rotate_api_key(
             key_id=issued.key_id, previous_key_id=tenant.api_key_id, previous_key_valid_until=valid_until
         )
@@ -232,8 +239,32 @@ class LedgerService:
         return RegisteredTenant(tenant_id, issued.api_key)
 
     def authenticate(self, api_key: str) -> UUID | None:
+        """The key's tenant. Successful look-ups are remembered for ``AUTH_CACHE_SECONDS``, so a
+        revoked or expired key may work for at most that long after it stops being valid."""
+        now = time.monotonic()
+        cached = self._auth_cache.get(api_key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
         with db.transaction(self.pool) as conn:
-            return api_keys.authenticate(conn, api_key, datetime.now(UTC))
+            tenant_id = api_keys.authenticate(conn, api_key, datetime.now(UTC))
+        if tenant_id is not None:
+            if len(self._auth_cache) > 10_000:
+                self._auth_cache.clear()
+            self._auth_cache[api_key] = (tenant_id, now + AUTH_CACHE_SECONDS)
+        else:
+            self._auth_cache.pop(api_key, None)
+        return tenant_id
+
+    def _tenant_for_invoicing(self, tenant_id: UUID) -> Tenant:
+        """The tenant as invoices need it (seller GSTIN, state, legal name), cached briefly: loading
+        the aggregate on every invoice was a measurable share of an API request."""
+        now = time.monotonic()
+        cached = self._tenant_cache.get(tenant_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        tenant = self.get_tenant(tenant_id)
+        self._tenant_cache[tenant_id] = (tenant, now + TENANT_CACHE_SECONDS)
+        return tenant
 
     def get_tenant(self, tenant_id: UUID) -> Tenant:
         try:
@@ -263,7 +294,7 @@ class LedgerService:
         source: str = "api",
         traceparent: str | None = None,
     ) -> IssuedInvoice:
-        tenant = self.get_tenant(tenant_id)
+        tenant = self._tenant_for_invoicing(tenant_id)
         request_hash = command.fingerprint()
         if idempotency_key:
             earlier = self._invoice_for_key(tenant_id, idempotency_key, request_hash)

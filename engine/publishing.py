@@ -17,6 +17,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+import orjson
+
 from engine.domain.invoice import Invoice
 from engine.domain.tenant import Tenant
 
@@ -61,25 +63,45 @@ class OutboundEvent:
     record: dict[str, Any]
 
 
-def _millis(moment: datetime) -> int:
+def _millis(moment: datetime | str) -> int:
+    moment = _unwrap(moment)
+    moment = moment if isinstance(moment, datetime) else datetime.fromisoformat(moment)
     return int(moment.astimezone(UTC).timestamp() * 1000)
 
 
+# The formatters below take Decimals (from domain events) or decimal strings (from the relay's
+# fast path over stored JSON). Plain decimal strings already in the wanted form are returned as
+# they are: building a Decimal per amount was a measurable share of the relay's time per event.
+def _is_plain_decimal(text: str) -> bool:
+    """Digits with at most one point and an optional sign: no exponent, no spaces, no NaN."""
+    whole, _, fraction = text.lstrip("-").partition(".")
+    return whole.isdigit() and (not fraction or fraction.isdigit())
+
+
 def _money(value: Decimal | str | None) -> str | None:
-    return None if value is None else f"{Decimal(value):.2f}"
+    value = _unwrap(value)
+    if value is None:
+        return None
+    # str(Decimal) of a 2-place amount, e.g. "90.00", is already the wire form ("E" would mean
+    # exponent notation, which needs the Decimal round trip).
+    if type(value) is str and 0 < value.find(".") == len(value) - 3 and "E" not in value:
+        return value
+    return f"{Decimal(value):.2f}"
 
 
 def _number(value: Decimal | str | None) -> str | None:
     """Quantities and rates: exact, without trailing zeros beyond what was given."""
+    value = _unwrap(value)
     if value is None:
         return None
-    text = format(Decimal(value).normalize(), "f")
-    return text
+    if type(value) is str and _is_plain_decimal(value):
+        return value.rstrip("0").rstrip(".") if "." in value else value
+    return format(Decimal(value).normalize(), "f")
 
 
 def _price(value: Decimal | str) -> str:
     """Unit prices: at least two decimals like money, three when the IRP's precision is used."""
-    amount = Decimal(value)
+    amount = Decimal(_unwrap(value))
     return f"{amount:.3f}" if amount != amount.quantize(Decimal("0.01")) else f"{amount:.2f}"
 
 
@@ -163,7 +185,7 @@ def _tenant_registered(event: Any, base: dict[str, Any]) -> dict[str, Any]:
         "gstin": event.gstin,
         "state": event.state,
         "einvoicing_enabled": bool(event.einvoicing_enabled),
-        "address": event.address,
+        "address": getattr(event, "address", None),
     }
 
 
@@ -192,15 +214,72 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
 }
 
 
+def _ce_type_of_class(event_class: type) -> tuple[str, str]:
+    aggregate = event_class.__qualname__.split(".")[0].lower()
+    return aggregate, f"ledgerflow.{aggregate}.{_snake(event_class.__name__)}"
+
+
+_ce_types = {cls: _ce_type_of_class(cls) for cls in RECORD_BUILDERS}
+STORED_TOPICS = {f"{cls.__module__}:{cls.__qualname__}": cls for cls in RECORD_BUILDERS}
+
+
+class StoredEventView:
+    """A stored event read straight from its JSON, for the relay's hot path.
+
+    eventsourcing's mapper rebuilds each event object (decimals, dates, UUIDs) only for the
+    publisher to turn it back into strings. Here the JSON is parsed once with orjson and each
+    transcoded value ({"_type_": ..., "_data_": "<string>"}) is unwrapped only where the record
+    builders read it, decimals kept as their exact strings. ``tests/unit/test_publishing.py`` checks
+    that both paths produce identical messages for every event type.
+    """
+
+    __slots__ = ("_data", "originator_id", "originator_version", "timestamp")
+
+    def __init__(self, originator_id: object, originator_version: int, state: bytes) -> None:
+        self._data = orjson.loads(state)
+        self.originator_id = originator_id
+        self.originator_version = originator_version
+        self.timestamp = datetime.fromisoformat(_unwrap(self._data["timestamp"]))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            value = self._data[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        if type(value) is dict and value.get("_type_") == "uuid_hex":
+            return str(UUID(hex=value["_data_"]))
+        return _unwrap(value)
+
+
+def _unwrap(value: Any) -> Any:
+    """A transcoded scalar's string ({"_type_": "decimal_str", "_data_": "90.00"} -> "90.00")."""
+    if type(value) is dict and "_type_" in value:
+        return value["_data_"]
+    return value
+
+
+def outbound_from_stored(
+    originator_id: object, originator_version: int, topic: str, state: bytes
+) -> OutboundEvent:
+    """The message for a stored event, without rebuilding the domain event object."""
+    event_class = STORED_TOPICS.get(topic)
+    if event_class is None:
+        raise UnpublishableEvent(f"no Kafka mapping for stored event topic {topic}")
+    return to_outbound(StoredEventView(originator_id, originator_version, state), event_class)
+
+
 class UnpublishableEvent(Exception):
     """An event type with no Avro mapping: a programming error, stops the relay loudly."""
 
 
-def to_outbound(event: Any) -> OutboundEvent:
-    builder = RECORD_BUILDERS.get(type(event))
+def to_outbound(event: Any, event_class: type | None = None) -> OutboundEvent:
+    """The message for a domain event, or for a :class:`StoredEventView` of one (then ``event_class``
+    names its type)."""
+    event_class = event_class or type(event)
+    builder = RECORD_BUILDERS.get(event_class)
     if builder is None:
-        raise UnpublishableEvent(f"no Kafka mapping for event type {type(event).__qualname__}")
-    aggregate, ce_type = ce_type_of(event)
+        raise UnpublishableEvent(f"no Kafka mapping for event type {event_class.__qualname__}")
+    aggregate, ce_type = _ce_types[event_class]
     aggregate_id = UUID(str(event.originator_id))
     tenant_id = str(getattr(event, "tenant_id", None) or aggregate_id)
     ce_id = str(event_id(aggregate_id, event.originator_version))

@@ -23,7 +23,7 @@ from eventsourcing.persistence import Notification
 from engine import db
 from engine.application import Ledger, open_ledger
 from engine.config import Settings
-from engine.publishing import headers_for, to_outbound
+from engine.publishing import headers_for, outbound_from_stored
 from schemas import registry
 
 log = logging.getLogger("ledgerflow.relay")
@@ -51,7 +51,6 @@ class Relay:
         self.stats = RelayStats()
         self._ledger: Ledger | None = None
         # The mapper is pure (no connection), so it survives the ledger being reopened by the reader.
-        self._mapper: Any = None
 
     # -- position ---------------------------------------------------------------------------
 
@@ -77,18 +76,20 @@ class Relay:
         ledger = self._ledger
         if ledger is None:
             ledger = self._ledger = open_ledger(self.settings)
-            self._mapper = ledger.mapper
         return ledger.recorder.select_notifications(
             start=after, limit=self.batch_size, inclusive_of_start=False
         )
 
     async def publish(self, producer: AIOKafkaProducer, notifications: Sequence[Notification]) -> None:
-        mapper = self._mapper
-        assert mapper is not None, "publish() before the first read"
         pending = []
         for notification in notifications:
-            event = mapper.to_domain_event(notification)
-            outbound = to_outbound(event)
+            # Straight from the stored JSON (no cipher or compressor is configured on the store).
+            outbound = outbound_from_stored(
+                notification.originator_id,
+                notification.originator_version,
+                notification.topic,
+                notification.state,
+            )
             value, schema = registry.encode_event(outbound.ce_type, outbound.record)
             pending.append(
                 await producer.send(

@@ -75,11 +75,12 @@ class ProjectionRunner:
         self.projection = projection
         self.max_records = max_records
         self.stats = ProjectorStats()
-        self.group_id = f"ledgerflow.projection.{projection.name}"
+        self.group_id = f"{settings.topic_prefix}ledgerflow.projection.{projection.name}"
         self.topics = [settings.topic(t) for t in projection.topics]
         self.dlq_topic = settings.topic(f"projection.{projection.name}.dlq.v1")
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._conn: psycopg.Connection | None = None
 
     def _stored(self) -> dict[tuple[str, int], int]:
         with db.connect(self.settings) as conn:
@@ -102,13 +103,22 @@ class ProjectionRunner:
         log.info("%s assigned %s", self.projection.name, sorted((tp.topic, tp.partition) for tp in assigned))
 
     def _apply(self, events: list[ProjectedEvent], offsets: dict[tuple[str, int], int]) -> None:
-        with db.connect(self.settings) as conn, conn.transaction():
-            self.projection.apply(conn, events)
-            by_topic: dict[str, dict[int, int]] = {}
-            for (topic, partition), offset in offsets.items():
-                by_topic.setdefault(topic, {})[partition] = offset
-            for topic, per_partition in by_topic.items():
-                tracking.record(conn, self.projection.name, topic, per_partition)
+        # One connection for the runner's life, replaced after a failure.
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(self.settings)
+        conn = self._conn
+        try:
+            with conn.transaction():
+                self.projection.apply(conn, events)
+                by_topic: dict[str, dict[int, int]] = {}
+                for (topic, partition), offset in offsets.items():
+                    by_topic.setdefault(topic, {})[partition] = offset
+                for topic, per_partition in by_topic.items():
+                    tracking.record(conn, self.projection.name, topic, per_partition)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            conn.close()
+            self._conn = None
+            raise
 
     def _decode(self, message: Any) -> ProjectedEvent:
         headers = dict(message.headers or [])
@@ -155,16 +165,31 @@ class ProjectionRunner:
         await self._producer.start()
         self._consumer.subscribe(self.topics, listener=_SeekToStoredPositions(self))
         await self._consumer.start()
+        # One batch is written to PostgreSQL (in a thread) while the next is fetched and decoded:
+        # decoding is CPU work here, writing mostly waits on the database. Batches still commit in
+        # order, each with its own offsets.
+        writing: asyncio.Future[None] | None = None
         try:
             while not stop.is_set():
                 batches = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
-                if batches:
-                    await self._handle(batches, stop)
+                if not batches:
+                    continue
+                events, offsets = await self._collect(batches)
+                if writing is not None:
+                    await writing
+                if offsets:
+                    writing = asyncio.ensure_future(self._store(events, offsets, stop))
+            if writing is not None:
+                await writing
         finally:
             await self._consumer.stop()
             await self._producer.stop()
+            if self._conn is not None:
+                self._conn.close()
 
-    async def _handle(self, batches: dict[TopicPartition, list[Any]], stop: asyncio.Event) -> None:
+    async def _collect(
+        self, batches: dict[TopicPartition, list[Any]]
+    ) -> tuple[list[ProjectedEvent], dict[tuple[str, int], int]]:
         events: list[ProjectedEvent] = []
         offsets: dict[tuple[str, int], int] = {}
         for tp, messages in batches.items():
@@ -181,8 +206,11 @@ class ProjectionRunner:
                     )
                     await self._dead_letter(message, exc)
                 offsets[(tp.topic, tp.partition)] = message.offset
-        if not offsets:
-            return
+        return events, offsets
+
+    async def _store(
+        self, events: list[ProjectedEvent], offsets: dict[tuple[str, int], int], stop: asyncio.Event
+    ) -> None:
         delay = 0.5
         while True:
             try:
