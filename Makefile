@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
+	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null || echo "wrk not installed: the API stage falls back to a Python client"
 	$(BIN)/ledgerflow stack up
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

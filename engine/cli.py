@@ -220,7 +220,13 @@ def _run_until_signal(make: Any) -> None:
 @main.command()
 @click.option("--host", default=None, help="Bind address (default LEDGERFLOW_API_HOST or 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default LEDGERFLOW_API_PORT or 8080).")
-@click.option("--workers", type=int, default=1, show_default=True, help="uvicorn worker processes.")
+@click.option(
+    "--workers",
+    type=int,
+    default=2,
+    show_default=True,
+    help="uvicorn worker processes (2 suits a 2-core machine: see docs/performance.md).",
+)
 @click.pass_obj
 def api(settings: Settings, host: str | None, port: int | None, workers: int) -> None:
     """Serve the HTTP API."""

@@ -51,7 +51,6 @@ def make_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> C
         configure=configure,
         # Fail fast while PostgreSQL is down so the API can answer 503 instead of hanging.
         timeout=5,
-        check=ConnectionPool.check_connection,
         open=True,
     )
 
