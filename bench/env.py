@@ -170,7 +170,7 @@ class BenchEnv:
 
     def ensure_topics(self, extra: list[str] | None = None) -> None:
         from engine import db, stack
-        from engine.cli import TOPICS
+        from engine.topics import TOPICS
 
         names = [self.settings.topic(t) for t in [*TOPICS, *(extra or [])]]
         deadline = time.monotonic() + 120

@@ -5,20 +5,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from typing import Any
+from typing import Any, Literal
 
 import click
 import orjson
 
 from engine.config import Settings, load_settings
-
-TOPICS = [
-    "ledger.invoice.v1",
-    "ledger.tenant.v1",
-    "ingest.invoice.v1",
-    "ingest.invoice.dlq.v1",
-    "projection.invoice_register.dlq.v1",
-]
 
 
 def _logging(level: str = "INFO") -> None:
@@ -92,12 +84,11 @@ def topics() -> None:
 @click.pass_obj
 def topics_ensure(settings: Settings, partitions: int | None) -> None:
     """Create the engine's topics that do not exist yet."""
-    from engine import stack as local_stack
+    from engine.topics import ensure_all
 
-    names = [settings.topic(t) for t in TOPICS]
-    created = local_stack.ensure_topics(settings, names, partitions or settings.partitions)
+    names, created = ensure_all(settings, partitions)
     for name in names:
-        click.echo(f"{name:<45} {'created' if name in created else 'exists'}")
+        click.echo(f"{name:<50} {'created' if name in created else 'exists'}")
 
 
 # -- tenants ----------------------------------------------------------------------------------
@@ -290,6 +281,110 @@ def worker(settings: Settings) -> None:
     faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
 
 
+# -- connectors -------------------------------------------------------------------------------
+
+
+@main.group()
+def connectors() -> None:
+    """Connector workers (calls to external systems) and their state."""
+
+
+@connectors.command("run")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Jobs in flight per connector.")
+@click.pass_obj
+def connectors_run(settings: Settings, concurrency: int) -> None:
+    """Run the connector workers (e-invoicing, ...). Start several to share partitions."""
+    from engine.bootstrap import build_service
+    from engine.security.secrets import load_key_ring
+    from streams.catalogue import connector_specs
+    from streams.connectors.worker import ConnectorWorker
+
+    _logging()
+    service = build_service(settings)
+    specs, irn_jobs = connector_specs(settings, service, load_key_ring(settings.var_dir))
+
+    async def run_workers(stop: asyncio.Event) -> None:
+        try:
+            await ConnectorWorker(settings, specs, concurrency=concurrency).run(stop)
+        finally:
+            await irn_jobs.close()
+
+    _run_until_signal(run_workers)
+
+
+@connectors.command("status")
+@click.option("--connector", "names", multiple=True, help="Only these connectors.")
+@click.pass_obj
+def connectors_status(settings: Settings, names: tuple[str, ...]) -> None:
+    """Per connector: in flight, waiting per tier, DLQ depth, circuits, success rate, p95 (last hour)."""
+    from streams.connectors.ops import render_status, status
+
+    click.echo(render_status(status(settings, list(names) or None)))
+
+
+@main.group()
+def dlq() -> None:
+    """Dead-lettered connector jobs: list, show, redrive (after fixing the cause) or discard."""
+
+
+def _offsets(offsets: tuple[int, ...], everything: bool) -> list[int] | Literal["all"]:
+    if everything:
+        return "all"
+    if not offsets:
+        raise click.UsageError("name the offsets to act on, or pass --all")
+    return list(offsets)
+
+
+@dlq.command("list")
+@click.option("--connector", required=True, help="Connector name, e.g. gst-irp.")
+@click.pass_obj
+def dlq_list(settings: Settings, connector: str) -> None:
+    """One line per dead letter: offset, job, tenant, error class and code, attempts, state."""
+    from streams.connectors.ops import dlq_list as list_letters
+    from streams.connectors.ops import render_dlq_list
+
+    click.echo(render_dlq_list(list_letters(settings, connector)))
+
+
+@dlq.command("show")
+@click.option("--connector", required=True)
+@click.argument("offset", type=int)
+@click.pass_obj
+def dlq_show(settings: Settings, connector: str, offset: int) -> None:
+    """Every header and the job of one dead letter."""
+    from streams.connectors.ops import dlq_show as show_letter
+    from streams.connectors.ops import render_dead_letter
+
+    letter = show_letter(settings, connector, offset)
+    if letter is None:
+        raise click.ClickException(f"no dead letter at offset {offset} of {connector}")
+    click.echo(render_dead_letter(letter))
+
+
+@dlq.command("redrive")
+@click.option("--connector", required=True)
+@click.option("--all", "everything", is_flag=True, help="Every record not yet redriven or discarded.")
+@click.argument("offsets", type=int, nargs=-1)
+@click.pass_obj
+def dlq_redrive(settings: Settings, connector: str, everything: bool, offsets: tuple[int, ...]) -> None:
+    """Re-queue records with their attempt count reset (fix the cause first)."""
+    from streams.connectors.ops import dlq_redrive as redrive
+
+    click.echo(str(redrive(settings, connector, _offsets(offsets, everything))))
+
+
+@dlq.command("discard")
+@click.option("--connector", required=True)
+@click.option("--all", "everything", is_flag=True)
+@click.argument("offsets", type=int, nargs=-1)
+@click.pass_obj
+def dlq_discard(settings: Settings, connector: str, everything: bool, offsets: tuple[int, ...]) -> None:
+    """Mark records as handled without re-queueing them."""
+    from streams.connectors.ops import dlq_discard as discard
+
+    click.echo(str(discard(settings, connector, _offsets(offsets, everything))))
+
+
 @main.command()
 @click.option("--workers", type=int, default=1, show_default=True, help="Stream workers to start.")
 @click.option("--no-stack", is_flag=True, help="Do not start the local stack (use LEDGERFLOW_* services).")
@@ -298,7 +393,7 @@ def run(settings: Settings, workers: int, no_stack: bool) -> None:
     """Run the whole engine in the foreground: API, relay, projector and stream workers."""
     from engine.supervisor import run_engine
 
-    sys.exit(run_engine(settings, workers=workers, start_stack=not no_stack, topics=TOPICS))
+    sys.exit(run_engine(settings, workers=workers, start_stack=not no_stack))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,16 @@ def _env(name: str, default: str) -> str:
     return value if value not in (None, "") else default
 
 
+def _floats(value: str | None) -> tuple[float, ...] | None:
+    if not value:
+        return None
+    return tuple(float(part) for part in value.split(",") if part.strip())
+
+
+def _rate(value: str) -> float | None:
+    return None if value.strip().lower() in ("none", "0", "") else float(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Connection and naming settings shared by every Ledgerflow process."""
@@ -38,6 +48,19 @@ class Settings:
     var_dir: Path = field(default_factory=lambda: Path(_env("LEDGERFLOW_VAR", str(PROJECT_ROOT / "var"))))
     api_host: str = field(default_factory=lambda: _env("LEDGERFLOW_API_HOST", "127.0.0.1"))
     api_port: int = field(default_factory=lambda: int(_env("LEDGERFLOW_API_PORT", "8080")))
+
+    # Connector runtime knobs. Retry delays are seconds before attempts 2, 3, ... (default: the
+    # seed schedule 0, 1m, 5m, 15m, 1h); tests and demos shorten them.
+    retry_delays: tuple[float, ...] | None = field(
+        default_factory=lambda: _floats(os.environ.get("LEDGERFLOW_RETRY_DELAYS"))
+    )
+    breaker_open_seconds: float = field(
+        default_factory=lambda: float(_env("LEDGERFLOW_BREAKER_OPEN_S", "60"))
+    )
+    # Requests per second to the GST portal across all workers; "none" for no limit (benchmarks).
+    gst_irp_rate_limit: float | None = field(
+        default_factory=lambda: _rate(_env("LEDGERFLOW_GST_IRP_RATE", "10"))
+    )
 
     def topic(self, name: str) -> str:
         """The full name of a logical topic such as ``ledger.invoice.v1``."""

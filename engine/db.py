@@ -69,13 +69,13 @@ def transaction(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
 
 def ensure_schema(settings: Settings) -> None:
     """Create the configured schema and every bookkeeping and projection table (idempotent)."""
-    with connect(settings, autocommit=True) as conn:
+    # Several processes may start at once: serialise all DDL (the schema included) so that
+    # CREATE ... IF NOT EXISTS cannot race into a unique violation.
+    with connect(settings, autocommit=True) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledgerflow.ensure_schema'))")
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(settings.db_schema)))
-        # Several processes may start at once; serialise DDL so CREATE IF NOT EXISTS cannot race.
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledgerflow.ensure_schema'))")
-            for package, name in MIGRATIONS:
-                conn.execute(resources.files(package).joinpath(name).read_text())
+        for package, name in MIGRATIONS:
+            conn.execute(resources.files(package).joinpath(name).read_text())
 
 
 # Each SQL file is idempotent (CREATE ... IF NOT EXISTS) and owned by the module beside it.

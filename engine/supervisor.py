@@ -19,8 +19,13 @@ from pathlib import Path
 
 import click
 
-from engine import db
+from connectors.gst_irp.sandbox import SandboxAccount
+from engine import db, integrations
 from engine.config import Settings
+from engine.security.secrets import load_key_ring
+
+DEMO_GSTIN = "29AAGCB7383J1Z4"
+IRP_SANDBOX_PORT = 9101
 
 COLOURS = ["cyan", "magenta", "yellow", "green", "blue", "bright_cyan", "bright_magenta"]
 
@@ -60,9 +65,31 @@ def demo_tenant(settings: Settings) -> dict[str, str]:
         name="Demo Electricals",
         legal_name="Demo Electricals Private Limited",
         country="IN",
-        gstin="29AAGCB7383J1Z4",
+        gstin=DEMO_GSTIN,
         state="KA",
+        einvoicing_enabled=True,
+        address={"line1": "14 Residency Road", "city": "Bengaluru", "pincode": "560025"},
     )
+    # The demo tenant e-invoices against the local IRP sandbox that `ledgerflow run` starts.
+    account = SandboxAccount(gstin=DEMO_GSTIN)
+    with db.connect(settings) as conn, conn.transaction():
+        integrations.save(
+            conn,
+            load_key_ring(settings.var_dir),
+            registered.tenant_id,
+            "gst-irp",
+            enabled=True,
+            environment="sandbox",
+            base_url=f"http://127.0.0.1:{IRP_SANDBOX_PORT}",
+            credentials={
+                "client_id": account.client_id,
+                "client_secret": account.client_secret,
+                "username": account.username,
+                "password": account.password,
+                "gstin": account.gstin,
+            },
+        )
+    service.close()
     data = {"tenant_id": str(registered.tenant_id), "api_key": registered.api_key}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
@@ -70,12 +97,13 @@ def demo_tenant(settings: Settings) -> dict[str, str]:
     return data
 
 
-def run_engine(settings: Settings, *, workers: int, start_stack: bool, topics: list[str]) -> int:
+def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
     from engine import stack
+    from engine.topics import ensure_all
 
     if start_stack:
         stack.up(settings)
-    stack.ensure_topics(settings, [settings.topic(t) for t in topics], settings.partitions)
+    ensure_all(settings)
     db.ensure_schema(settings)
     demo = demo_tenant(settings)
 
@@ -84,6 +112,20 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool, topics: l
         Child("api", [*cli, "api"], COLOURS[0]),
         Child("relay", [*cli, "relay"], COLOURS[1]),
         Child("projector", [*cli, "projector"], COLOURS[2]),
+        Child("connectors", [*cli, "connectors", "run"], COLOURS[3]),
+        Child(
+            "irp-sandbox",
+            [
+                sys.executable,
+                "-m",
+                "connectors.gst_irp.sandbox",
+                "--port",
+                str(IRP_SANDBOX_PORT),
+                "--gstin",
+                DEMO_GSTIN,
+            ],
+            COLOURS[4],
+        ),
     ]
     children += [
         Child(f"worker-{i + 1}", [*cli, "worker"], COLOURS[(3 + i) % len(COLOURS)]) for i in range(workers)
@@ -105,6 +147,8 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool, topics: l
         + "    -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \\\n"
         + f"    -d '{DEMO_BODY}'\n"
         + f"  curl -s {base}/v1/invoices -H 'Authorization: Bearer {demo['api_key']}'\n"
+        + f"B2B invoices get an IRN from the local e-invoice sandbox (http://127.0.0.1:{IRP_SANDBOX_PORT});"
+        + " `ledgerflow connectors status` shows the connector.\n"
         + "Ctrl-C stops everything.\n"
     )
 

@@ -70,11 +70,9 @@ def service(settings: Settings) -> Iterator[Any]:
 
 @pytest.fixture
 def topics(settings: Settings) -> list[str]:
-    from engine import stack
-    from engine.cli import TOPICS
+    from engine.topics import ensure_all
 
-    names = [settings.topic(t) for t in TOPICS]
-    stack.ensure_topics(settings, names, settings.partitions)
+    names, _ = ensure_all(settings)
     return names
 
 

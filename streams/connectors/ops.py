@@ -85,7 +85,7 @@ class ConnectorStatus:
 
 async def _kafka_counts(settings: Settings, names: Sequence[str] | None) -> dict[str, dict[str, Any]]:
     prefix = re.escape(settings.topic_prefix)
-    pattern = re.compile(rf"^{prefix}connector\.([a-z][a-z0-9_]*)\.(jobs|retry\.([0-9a-z]+)|dlq)\.v1$")
+    pattern = re.compile(rf"^{prefix}connector\.([a-z][a-z0-9_-]*)\.(jobs|retry\.([0-9a-z]+)|dlq)\.v1$")
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()

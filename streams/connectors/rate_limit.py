@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 from psycopg_pool import AsyncConnectionPool
 
 SPACING_MARGIN = 1.05
@@ -45,3 +46,30 @@ async def wait_for_slot(pool: AsyncConnectionPool, connector: str, rate_per_s: f
     delay = await take_slot(pool, connector, rate_per_s)
     if delay > 0:
         await asyncio.sleep(delay)
+
+
+class RateLimitedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that takes a slot before every request.
+
+    For connectors whose one job makes several provider calls (authenticate, generate, look up a
+    duplicate): limiting jobs would let the request rate exceed the provider's limit.
+    """
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        connector: str,
+        rate_per_s: float | None,
+        inner: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.pool = pool
+        self.connector = connector
+        self.rate_per_s = rate_per_s
+        self.inner = inner or httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await wait_for_slot(self.pool, self.connector, self.rate_per_s)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -12,7 +12,7 @@ from streams.connectors.breaker import BreakerSettings
 from streams.connectors.jobs import FailureSink, JobHandler, jobs_topic
 from streams.connectors.retry import RetryPolicy, label
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 # Kafka Connect creates its dead-letter topics with one partition: the DLQ is small, read by people,
 # and one partition makes an offset name a record (`ledgerflow dlq show --connector x 12`).
@@ -30,7 +30,7 @@ class ConnectorSpec:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise ValueError(f"connector name {self.name!r}: use lower case letters, digits and _")
+            raise ValueError(f"connector name {self.name!r}: use lower case letters, digits, - and _")
         if self.rate_limit_per_s is not None and self.rate_limit_per_s <= 0:
             raise ValueError(f"connector {self.name}: rate_limit_per_s must be > 0 or None (unlimited)")
 

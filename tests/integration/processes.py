@@ -33,6 +33,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "LEDGERFLOW_KAFKA": settings.kafka_bootstrap,
         "LEDGERFLOW_PARTITIONS": str(settings.partitions),
         "LEDGERFLOW_VAR": str(settings.var_dir),
+        "LEDGERFLOW_RETRY_DELAYS": ",".join(f"{d:g}" for d in settings.retry_delays or ()),
+        "LEDGERFLOW_BREAKER_OPEN_S": f"{settings.breaker_open_seconds:g}",
+        "LEDGERFLOW_GST_IRP_RATE": "none"
+        if settings.gst_irp_rate_limit is None
+        else f"{settings.gst_irp_rate_limit:g}",
         "PYTHONUNBUFFERED": "1",
     }
 

@@ -1,0 +1,322 @@
+"""E-invoicing routes: which invoice events become jobs for the ``gst-irp`` connector.
+
+Tenant policy: a tenant whose ``gst-irp`` integration is enabled gets an IRN for every invoice
+that the IRP accepts (B2B, SEZ and exports; there are no B2C e-invoices), and a cancellation job
+when such an invoice is cancelled. The job id derives from the event's ``ce_id``, so a re-published
+event makes the same job and the connector's at-most-once checks see it as one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+from uuid import UUID
+
+import faust
+import httpx
+import orjson
+from psycopg_pool import AsyncConnectionPool
+
+from connectors.errors import ConnectorError, NeedsAttentionError, PermanentError, RetryableError
+from connectors.gst_irp.client import IrnResult, IrpClient, IrpCredentials
+from connectors.gst_irp.mapping import SellerProfile, to_einvoice
+from connectors.gst_irp.service import generate_or_adopt
+from engine import db, integrations
+from engine.application import CANCELLATION_REASON_CODES, IST, InvoiceNotFound, LedgerService
+from engine.config import Settings
+from engine.domain.invoice import Invoice, InvoiceStatus
+from engine.domain.tenant import Tenant
+from engine.publishing import invoice_document
+from engine.security.secrets import KeyRing
+from schemas import codec, registry
+from streams.connectors.jobs import Delivery, Job, JobResult, jobs_topic
+from streams.connectors.rate_limit import RateLimitedTransport
+
+T = TypeVar("T")
+
+log = logging.getLogger("ledgerflow.einvoicing")
+
+CONNECTOR = "gst-irp"
+GENERATE = "generate_irn"
+CANCEL = "cancel_irn"
+EINVOICE_SUPPLY_TYPES = frozenset({"B2B", "SEZWP", "SEZWOP", "EXPWP", "EXPWOP", "DEXP"})
+
+
+def job_for(ce_type: str, ce_id: str, record: Mapping[str, Any]) -> Job | None:
+    """The connector job an invoice event asks for, before tenant policy (pure)."""
+    if ce_type == "ledgerflow.invoice.issued" and record["supply_type"] in EINVOICE_SUPPLY_TYPES:
+        return Job.for_event(
+            CONNECTOR,
+            GENERATE,
+            ce_id=ce_id,
+            tenant_id=record["tenant_id"],
+            subject=record["invoice_id"],
+            payload={"invoice_id": record["invoice_id"], "number": record["number"]},
+        )
+    if ce_type == "ledgerflow.invoice.cancelled":
+        return Job.for_event(
+            CONNECTOR,
+            CANCEL,
+            ce_id=ce_id,
+            tenant_id=record["tenant_id"],
+            subject=record["invoice_id"],
+            payload={
+                "invoice_id": record["invoice_id"],
+                "reason_code": CANCELLATION_REASON_CODES.get(record["reason"], 4),
+                "remark": record.get("remark") or record["reason"].replace("_", " "),
+            },
+        )
+    return None
+
+
+def register(app: faust.App, settings: Settings) -> None:
+    source = app.topic(settings.topic("ledger.invoice.v1"), value_serializer="raw", key_serializer="raw")
+    jobs = app.topic(settings.topic(jobs_topic(CONNECTOR)), value_serializer="raw", key_serializer="raw")
+
+    def enabled(tenant_id: str) -> bool:
+        with db.connect(settings) as conn:
+            return integrations.enabled_for(conn, UUID(tenant_id), CONNECTOR)
+
+    @app.agent(source, name="route-einvoicing")
+    async def route_einvoicing(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            headers = {k: (v or b"").decode(errors="replace") for k, v in (message.headers or [])}
+            ce_type = headers.get("ce_type", "")
+            if ce_type not in ("ledgerflow.invoice.issued", "ledgerflow.invoice.cancelled"):
+                continue
+            try:
+                record = registry.decode_event(message.value, ce_type)
+            except (codec.CodecError, registry.UnknownEventType) as exc:
+                # The projector dead-letters undecodable ledger events; the router only skips them.
+                log.error("skipping undecodable %s at offset %d: %s", ce_type, message.offset, exc)
+                continue
+            job = job_for(ce_type, headers.get("ce_id", ""), record)
+            if job is None:
+                continue
+            delay = 0.5
+            while True:
+                try:
+                    wanted = await asyncio.to_thread(enabled, job.tenant_id)
+                    break
+                except db.DatabaseUnavailable as exc:
+                    log.warning("PostgreSQL unavailable (%s); retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10)
+            if not wanted:
+                continue
+            fut = await jobs.send(
+                key=job.subject.encode(),
+                value=job.encode(),
+                headers=Delivery(traceparent=headers.get("traceparent")).headers(),
+            )
+            await fut  # durable before this event's offset can be committed
+            log.info("queued %s for invoice %s", job.kind, job.subject)
+
+
+# ---------------------------------------------------------------------------------------------
+# The connector's job handler: one attempt of an IRN job against the tenant's IRP.
+
+
+class _Lookups:
+    """Wraps the client to note whether an existing IRN was adopted (duplicate 2150 path)."""
+
+    def __init__(self, client: IrpClient) -> None:
+        self.client = client
+        self.looked_up = False
+
+    async def generate_irn(self, payload: Mapping[str, Any]) -> IrnResult:
+        return await self.client.generate_irn(payload)
+
+    async def get_irn_by_document(self, doc_type: str, doc_no: str, doc_date: date) -> IrnResult | None:
+        self.looked_up = True
+        return await self.client.get_irn_by_document(doc_type, doc_no, doc_date)
+
+
+def _irp_time(moment: datetime) -> str:
+    """The IRP's own notation: yyyy-MM-dd HH:mm:ss in Indian Standard Time."""
+    return moment.astimezone(IST).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def seller_profile(tenant: Tenant) -> SellerProfile:
+    address = tenant.address or {}
+    missing = [f for f in ("line1", "city", "pincode") if not address.get(f)]
+    if missing or not tenant.gstin or not tenant.state:
+        raise PermanentError(
+            "seller_profile_incomplete",
+            "the tenant needs a GSTIN, a state and an address (line1, city, pincode) to e-invoice; missing: "
+            + ", ".join(
+                [*missing, *([] if tenant.gstin else ["gstin"]), *([] if tenant.state else ["state"])]
+            ),
+        )
+    return SellerProfile(
+        gstin=tenant.gstin,
+        legal_name=tenant.legal_name,
+        trade_name=tenant.name,
+        address_line1=address["line1"],
+        address_line2=address.get("line2"),
+        location=address["city"],
+        pincode=str(address["pincode"]),
+        state_code=tenant.state,
+    )
+
+
+class IrnJobs:
+    """Handler and failure sink of the ``gst-irp`` connector."""
+
+    def __init__(
+        self, settings: Settings, service: LedgerService, ring: KeyRing, *, rate_limit_per_s: float | None
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.ring = ring
+        self.rate_limit_per_s = rate_limit_per_s
+        self._clients: dict[tuple[str, str, str], IrpClient] = {}
+        self._pool: AsyncConnectionPool | None = None
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+        if self._pool is not None:
+            await self._pool.close()
+
+    def _transport(self) -> httpx.AsyncBaseTransport | None:
+        # One job can make three calls (auth, generate, look-up of a duplicate): the portal's limit
+        # is on requests, so every request takes a slot, shared by all workers.
+        if self.rate_limit_per_s is None:
+            return None
+        if self._pool is None:
+            self._pool = AsyncConnectionPool(
+                self.settings.database_url,
+                min_size=1,
+                max_size=4,
+                open=False,
+                kwargs={"options": f"-c search_path={self.settings.db_schema}"},
+            )
+        return RateLimitedTransport(self._pool, CONNECTOR, self.rate_limit_per_s)
+
+    def _settings_for(self, tenant_id: UUID) -> integrations.IntegrationSettings:
+        with db.connect(self.settings) as conn:
+            loaded = integrations.load(conn, self.ring, tenant_id, CONNECTOR)
+        if loaded is None or not loaded.enabled:
+            raise NeedsAttentionError(
+                "integration_disabled", f"{CONNECTOR} is not enabled for tenant {tenant_id}"
+            )
+        return loaded
+
+    def _client(self, loaded: integrations.IntegrationSettings) -> IrpClient:
+        # One client per (tenant, URL, credentials): it caches the tenant's auth token.
+        fingerprint = hashlib.sha256(
+            orjson.dumps(loaded.credentials, option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
+        key = (str(loaded.tenant_id), loaded.base_url, fingerprint)
+        if key not in self._clients:
+            try:
+                credentials = IrpCredentials(**loaded.credentials)
+            except TypeError as exc:
+                raise NeedsAttentionError(
+                    "invalid_credentials", f"stored {CONNECTOR} credentials: {exc}"
+                ) from exc
+            self._clients[key] = IrpClient(loaded.base_url, credentials, transport=self._transport())
+        return self._clients[key]
+
+    async def _open_pool(self) -> None:
+        if self.rate_limit_per_s is not None and self._pool is None:
+            self._transport()
+        if self._pool is not None and self._pool.closed:
+            await self._pool.open()
+
+    async def _blocking(self, work: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(work)
+        except db.DatabaseUnavailable as exc:
+            raise RetryableError("database_unavailable", str(exc)) from exc
+
+    async def __call__(self, job: Job, attempt: int) -> JobResult:
+        tenant_id, invoice_id = UUID(job.tenant_id), UUID(job.subject)
+        try:
+            invoice = await self._blocking(lambda: self.service.get_invoice(tenant_id, invoice_id))
+        except InvoiceNotFound as exc:
+            raise PermanentError("invoice_not_found", str(exc)) from exc
+        if job.kind == GENERATE:
+            return await self._generate(job, invoice)
+        if job.kind == CANCEL:
+            return await self._cancel(job, invoice)
+        raise PermanentError("unknown_job_kind", f"{CONNECTOR} has no job kind {job.kind!r}")
+
+    async def _generate(self, job: Job, invoice: Invoice) -> JobResult:
+        # At most one IRN per invoice: a redelivered job finds the IRN already recorded.
+        if invoice.einvoice is not None:
+            return JobResult({"irn": invoice.einvoice["irn"], "skipped": "already recorded"})
+        if invoice.status == InvoiceStatus.CANCELLED:
+            return JobResult({"skipped": "invoice cancelled before an IRN was generated"})
+        tenant = await self._blocking(lambda: self.service.get_tenant(invoice.tenant_id))
+        payload = to_einvoice(invoice_document(invoice, invoice.id), seller_profile(tenant))
+        loaded = await self._blocking(lambda: self._settings_for(invoice.tenant_id))
+        await self._open_pool()
+        lookups = _Lookups(self._client(loaded))
+        result = await generate_or_adopt(
+            lookups,
+            payload,
+            expected_total=Decimal(invoice.totals["total"]),
+            buyer_gstin=invoice.buyer.get("gstin"),
+        )
+        recorded = {
+            "job_id": job.job_id,
+            "irn": result.irn,
+            "ack_no": result.ack_no,
+            "ack_date": _irp_time(result.ack_dt),
+            "signed_invoice": result.signed_invoice,
+            "signed_qr_code": result.signed_qr_code,
+            "adopted_existing": lookups.looked_up,
+            "traceparent": None,
+        }
+        await self._blocking(lambda: self.service.record_irn(invoice.tenant_id, invoice.id, **recorded))
+        return JobResult({"irn": result.irn, "ack_no": result.ack_no, "adopted_existing": lookups.looked_up})
+
+    async def _cancel(self, job: Job, invoice: Invoice) -> JobResult:
+        if invoice.einvoice is None:
+            return JobResult({"skipped": "no IRN to cancel"})
+        if invoice.einvoice_cancellation is not None:
+            return JobResult({"skipped": "IRN already cancelled"})
+        loaded = await self._blocking(lambda: self._settings_for(invoice.tenant_id))
+        await self._open_pool()
+        irn = invoice.einvoice["irn"]
+        result = await self._client(loaded).cancel_irn(
+            irn, int(job.payload.get("reason_code", 4)), str(job.payload.get("remark") or "cancelled")[:100]
+        )
+        recorded = {
+            "job_id": job.job_id,
+            "irn": irn,
+            "cancel_date": _irp_time(result.cancel_date),
+            "reason_code": int(job.payload.get("reason_code", 4)),
+            "remark": job.payload.get("remark"),
+            "traceparent": None,
+        }
+        await asyncio.to_thread(
+            lambda: self.service.record_irn_cancellation(invoice.tenant_id, invoice.id, **recorded)
+        )
+        return JobResult({"irn": irn, "cancelled": True})
+
+    def record_failure(self, job: Job, error: ConnectorError, attempts: int) -> None:
+        """Give the invoice the reason it has no IRN (called once the job is dead-lettered)."""
+        try:
+            self.service.record_irn_failure(
+                UUID(job.tenant_id),
+                UUID(job.subject),
+                job_id=job.job_id,
+                operation="cancel" if job.kind == CANCEL else "generate",
+                error_class=str(error.error_class),
+                code=error.code,
+                message=error.message,
+                attempts=attempts,
+                traceparent=None,
+            )
+        except InvoiceNotFound:
+            log.warning("job %s failed for an invoice that does not exist", job.job_id)
