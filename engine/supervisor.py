@@ -81,13 +81,7 @@ def demo_tenant(settings: Settings) -> dict[str, str]:
             enabled=True,
             environment="sandbox",
             base_url=f"http://127.0.0.1:{IRP_SANDBOX_PORT}",
-            credentials={
-                "client_id": account.client_id,
-                "client_secret": account.client_secret,
-                "username": account.username,
-                "password": account.password,
-                "gstin": account.gstin,
-            },
+            credentials=account.credentials(),
         )
     service.close()
     data = {"tenant_id": str(registered.tenant_id), "api_key": registered.api_key}

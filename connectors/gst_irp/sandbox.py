@@ -58,6 +58,16 @@ class SandboxAccount:
     password: str = "sandbox-password"
     gstin: str = "29AAACA1234F1Z5"
 
+    def credentials(self) -> dict[str, str]:
+        """This user's credentials in the shape a tenant stores for the gst-irp integration."""
+        return {
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "username": self.username,
+            "password": self.password,
+            "gstin": self.gstin,
+        }
+
 
 @dataclass
 class _Registered:

@@ -31,13 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SELLER_GSTIN = "29AAGCB7383J1Z4"
 ACCOUNT = SandboxAccount(gstin=SELLER_GSTIN)
-GOOD_CREDENTIALS = {
-    "client_id": ACCOUNT.client_id,
-    "client_secret": ACCOUNT.client_secret,
-    "username": ACCOUNT.username,
-    "password": ACCOUNT.password,
-    "gstin": ACCOUNT.gstin,
-}
+GOOD_CREDENTIALS = ACCOUNT.credentials()
 ADDRESS = {"line1": "14 Residency Road", "city": "Bengaluru", "pincode": "560025"}
 RATE_LIMIT = 40.0
 

@@ -116,13 +116,7 @@ def test_test_connection_calls_the_provider_and_says_precisely_what_failed(
     from tests.connectors.contract import LiveServer
 
     account = SandboxAccount()
-    good = {
-        "client_id": account.client_id,
-        "client_secret": account.client_secret,
-        "username": account.username,
-        "password": account.password,
-        "gstin": account.gstin,
-    }
+    good = account.credentials()
     _, key = register_tenant(service)
     client = client_for(settings)
     auth = {"Authorization": f"Bearer {key}"}
