@@ -1,7 +1,7 @@
 """``python -m bench``: run the scenarios against the local stack and print one table.
 
 Stages (``--only`` takes any of them, repeatable): ``raw``, ``relay``, ``projection``, ``api``,
-``latency``, ``worker``. Peak RSS is reported for every process a run started.
+``latency``, ``worker``, ``irn``. Peak RSS is reported for every process a run started.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench import api as api_stage
+from bench import irn as irn_stage
 from bench import raw_kafka, workload
 from bench import worker as worker_stage
 from bench.env import BenchEnv, free_port, retry
 from bench.report import Row, print_table, write_json
+from streams.connectors.jobs import jobs_topic as jobs_topic_of
 
-STAGES = ["raw", "relay", "projection", "api", "latency", "worker"]
+STAGES = ["raw", "relay", "projection", "api", "latency", "worker", "irn"]
 MB = 1024 * 1024
 RSS_LIMIT_MB = 400.0
 
@@ -40,6 +42,11 @@ class Sizes:
     worker_messages: int
     # uvicorn worker processes for the API stage: `ledgerflow api --workers N`.
     api_workers: int = 2
+    # IRN stage: invoices for the unlimited (and the faulty) run, and for the run at the 10/s limit.
+    irn_unlimited: int = 1_000
+    irn_limited: int = 200
+    # `ledgerflow connectors run` processes in the IRN stage.
+    irn_connector_workers: int = 1
 
 
 FULL = Sizes(
@@ -51,7 +58,14 @@ FULL = Sizes(
     worker_messages=2_000,
 )
 QUICK = Sizes(
-    backlog=5_000, api_seconds=5, api_concurrency=16, latency_rate=50, latency_seconds=5, worker_messages=300
+    backlog=5_000,
+    api_seconds=5,
+    api_concurrency=16,
+    latency_rate=50,
+    latency_seconds=5,
+    worker_messages=300,
+    irn_unlimited=200,
+    irn_limited=50,
 )
 
 # A table of seven columns needs more than the 80 columns rich assumes when output is not a terminal.
@@ -130,6 +144,13 @@ async def _end_offsets(bootstrap: str, topic: str) -> int:
         await consumer.stop()
 
 
+def cpu_note(measured: dict[str, Any]) -> str:
+    cpu = measured["cpu_ms_per_irn"]
+    return ", ".join(
+        f"{name} {ms:.1f} ms" for name, ms in cpu.items() if name in ("connectors", "irp-sandbox")
+    )
+
+
 def topic_size(env: BenchEnv, logical: str) -> int:
     return asyncio.run(_end_offsets(env.settings.kafka_bootstrap, env.settings.topic(logical)))
 
@@ -150,6 +171,7 @@ class Run:
         self.raw_consume: float | None = None
         self.api_url = ""
         self.disrupted = False
+        self.keep = False  # --keep: also keep the IRN stage's schema, topics and logs
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -392,10 +414,219 @@ class Run:
             Row("ingest worker", "invoices/s (faust agent)", rate, "inv/s", note="Kafka -> event store")
         )
 
+    # -- e-invoicing ------------------------------------------------------------------------
+
+    def irn(self) -> None:
+        """IRNs through the runtime against the IRP sandbox: no limit, the 10/s limit, 20 % errors."""
+        # The other stages' processes would share the two cores with this one's.
+        for name in list(self.env.procs):
+            self.env.stop(name)
+        env = BenchEnv.create(self.env.settings.partitions)
+        console.print(f"IRN stage: schema [cyan]{env.settings.db_schema}[/]; logs in {env.workdir}")
+        try:
+            self._irn(env)
+        except BaseException:
+            for proc in env.procs.values():
+                if proc.popen.poll() is not None and proc.popen.returncode not in (0, -15):
+                    console.print(f"[red]{proc.name} exited {proc.popen.returncode}[/]\n{proc.tail()}")
+            raise
+        finally:
+            hit = env.disrupted({})
+            env.close(keep=self.keep)
+            for name, peak in env.peak_rss.items():
+                self.env.peak_rss[name] = max(self.env.peak_rss.get(name, 0), peak)
+        if hit:
+            self.disrupted = True
+            console.print(f"[yellow]outage logged by {', '.join(hit)} during the IRN stage: re-run it[/]")
+            for row in self.rows:
+                if row.stage == "IRN pipeline":
+                    row.note = f"DISRUPTED ({', '.join(hit)} lost a connection); {row.note}"
+
+    def _irn(self, env: BenchEnv) -> None:
+        from engine.bootstrap import build_service
+        from engine.topics import ensure_all
+
+        env.ensure_topics()
+        retry(lambda: ensure_all(irn_stage.connector_settings(env.settings)))
+        service = retry(lambda: build_service(env.settings, pool_size=4))
+        sandbox = irn_stage.Sandbox(env)
+        try:
+            tenant = retry(lambda: irn_stage.register_tenant(service, env.settings, sandbox.url))
+            env.start("relay", "relay")
+            n, limited = self.sizes.irn_unlimited, self.sizes.irn_limited
+            free = self._irn_measure(env, service, tenant, sandbox, "no limit", n, "none", None, "U")
+            capped = self._irn_measure(
+                env, service, tenant, sandbox, "10/s limit", limited, f"{irn_stage.RATE_LIMIT:g}", None, "L"
+            )
+            faulty = self._irn_measure(
+                env, service, tenant, sandbox, "20% errors", n, "none", irn_stage.FAULTS, "F"
+            )
+        finally:
+            sandbox.close()
+        self.extra["irn"] = {"no_limit": free, "limit_10": capped, "errors_20": faulty}
+        workers = self.sizes.irn_connector_workers
+        self.rows.append(
+            Row(
+                "IRN pipeline",
+                f"IRNs/s, no provider limit ({free['jobs']:,} jobs)",
+                free["irn_per_s"],
+                "IRN/s",
+                note=f"first attempt -> last IRN {free['seconds']:.1f} s; {workers} connector worker(s);"
+                f" router {free['router_jobs_per_s']:.0f} jobs/s; {free['requests_per_irn']:.3f} req/IRN;"
+                f" CPU/IRN: {cpu_note(free)}",
+            )
+        )
+        self.rows.append(
+            Row(
+                "IRN pipeline",
+                f"IRNs/s at the 10/s limit ({capped['jobs']:,} jobs)",
+                capped["irn_per_s"],
+                "IRN/s",
+                note=f"{capped['requests']:,} requests in {capped['seconds']:.1f} s"
+                f" ({capped['requests'] / capped['seconds']:.2f} req/s)",
+            )
+        )
+        self.rows.append(
+            Row(
+                "IRN pipeline",
+                "achieved / limit (IRNs/s / 10)",
+                capped["irn_per_s"] / irn_stage.RATE_LIMIT,
+                "",
+                1.0,
+                op="≈",
+                note="slots are spaced 1.05 / limit apart, so at most 0.95",
+            )
+        )
+        self.rows.append(
+            Row(
+                "IRN pipeline",
+                "sandbox peak requests/s at the 10/s limit",
+                capped["peak_rps"],
+                "req/s",
+                irn_stage.RATE_LIMIT,
+                op="<=",
+                note="busiest 1 s sliding window seen by the sandbox",
+            )
+        )
+        self.rows.append(
+            Row(
+                "IRN pipeline",
+                f"IRNs/s with 20% errors, retried ({faulty['jobs']:,} jobs)",
+                faulty["irn_per_s"],
+                "IRN/s",
+                note=f"{faulty['retryable_attempts']:,} retryable attempts;"
+                f" circuit opened: {'yes' if faulty['circuit_opened'] else 'no'};"
+                f" {faulty['dead_letters']} other failures",
+            )
+        )
+        self.rows.append(
+            Row(
+                "IRN pipeline",
+                "requests per IRN with 20% errors",
+                faulty["requests_per_irn"],
+                "req/IRN",
+                note=f"fault-free {free['requests_per_irn']:.3f}; 1 / 0.8 = 1.25 expected",
+            )
+        )
+        extra = faulty["seconds"] - free["seconds"]
+        self.rows.append(
+            Row(
+                "IRN pipeline",
+                "extra wall time from retries",
+                extra,
+                "s",
+                note=f"{faulty['seconds']:.1f} s vs {free['seconds']:.1f} s fault-free"
+                f" ({100 * extra / free['seconds']:+.0f}%)",
+            )
+        )
+
+    def _irn_measure(
+        self,
+        env: BenchEnv,
+        service: Any,
+        tenant: Any,
+        sandbox: irn_stage.Sandbox,
+        label: str,
+        n: int,
+        rate: str,
+        faults: dict[str, Any] | None,
+        prefix: str,
+    ) -> dict[str, Any]:
+        """Issue ``n`` invoices, route them all to jobs, then time the connector until each has its IRN."""
+        process_env = irn_stage.process_env(rate)
+        workers = [
+            "connectors",
+            *(f"connectors-{i + 2}" for i in range(self.sizes.irn_connector_workers - 1)),
+        ]
+        for name in ["worker", *workers]:  # the rate limit and retry settings are read at start
+            env.stop(name)
+        sandbox.reset(faults)
+        jobs_topic = env.settings.topic(jobs_topic_of(irn_stage.CONNECTOR))
+        jobs_before = irn_stage.topic_end(env, jobs_topic)
+        irns_before = irn_stage.recorded(env)
+        mark = irn_stage.attempt_mark(env)
+        with console.status(f"IRN {label}: issuing {n:,} invoices"):
+            issue_seconds = irn_stage.issue(service, tenant, n, prefix)
+        with bar(f"IRN {label}: router, {n:,} jobs", n) as advance:
+            env.start("worker", "worker", env=process_env)
+            first_job, routed = irn_stage.wait_topic(
+                env,
+                jobs_topic,
+                jobs_before + n,
+                timeout=300,
+                progress=lambda end: advance.update(end - jobs_before),
+            )
+        circuit_opened = False
+        cpu_before = {name: proc.cpu_seconds() for name, proc in env.procs.items() if name not in workers}
+        with bar(f"IRN {label}: connector, {n:,} IRNs", n) as advance:
+            for name in workers:
+                env.start(name, "connectors", "run", env=process_env)
+            deadline = time.monotonic() + max(300.0, 3 * n / irn_stage.RATE_LIMIT)
+            while True:
+                done = irn_stage.recorded(env) - irns_before
+                advance.update(done)
+                if done >= n:
+                    break
+                circuit_opened = circuit_opened or irn_stage.circuits_open(env) > 0
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"IRN {label}: {done} of {n} IRNs recorded")
+                env.check()
+                time.sleep(0.1)
+        cpu = {
+            name: proc.cpu_seconds() - cpu_before.get(name, 0.0)
+            for name, proc in env.procs.items()
+            if proc.popen.poll() is None
+        }
+        attempts = irn_stage.attempts_since(env, mark)
+        stats = sandbox.stats()
+        effects = int(stats["effects"].get("irn_generated", 0))
+        if effects != n:
+            console.print(f"[red]IRN {label}: the sandbox generated {effects} IRNs for {n} invoices[/]")
+        return {
+            "jobs": n,
+            "issue_seconds": issue_seconds,
+            "router_seconds": routed - first_job,
+            "router_jobs_per_s": n / max(routed - first_job, 1e-3),
+            "seconds": attempts.seconds,
+            "irn_per_s": n / attempts.seconds,
+            "attempts": attempts.total,
+            "retryable_attempts": attempts.retryable,
+            "dead_letters": attempts.other_failures,
+            "circuit_opened": circuit_opened,
+            "requests": int(stats["requests"]),
+            "paths": stats.get("paths", {}),
+            "irn_generated": effects,
+            "requests_per_irn": int(stats["requests"]) / max(effects, 1),
+            "peak_rps": float(stats["peak_rps"]),
+            "faults_injected": stats.get("faults_injected", {}),
+            # CPU while the connector ran (connectors: from its start, so with its start-up).
+            "cpu_ms_per_irn": {name: 1000 * c / n for name, c in cpu.items()},
+        }
+
     def rss(self) -> None:
         for name in list(self.env.procs):
             self.env.stop(name)
-        for name in ("api", "relay", "projector", "worker"):
+        for name in ("api", "relay", "projector", "worker", "connectors"):
             if name in self.env.peak_rss:
                 mb = self.env.peak_rss[name] / MB
                 self.rows.append(Row("peak RSS", f"ledgerflow {name}", mb, "MB", RSS_LIMIT_MB, op="<"))
@@ -435,6 +666,8 @@ class Run:
             self.measured(self.latency)
         if "worker" in selected:
             self.measured(self.worker)
+        if "irn" in selected:
+            self.measured(self.irn)
         self.rss()
         order = ["API ingest", "relay catch-up", "projection catch-up", "end-to-end", "raw aiokafka"]
         self.rows.sort(key=lambda r: order.index(r.stage) if r.stage in order else len(order))
@@ -453,6 +686,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backlog", type=int, help="events in the relay/projection backlog")
     parser.add_argument("--api-concurrency", type=int, help="requests in flight in the API ingest stage")
     parser.add_argument("--api-workers", type=int, help="API worker processes (default 2)")
+    parser.add_argument(
+        "--connector-workers",
+        type=int,
+        help="`ledgerflow connectors run` processes in the IRN stage (default 1)",
+    )
     parser.add_argument("--partitions", type=int, help="partitions of the run's topics (default: settings)")
     parser.add_argument("--keep", action="store_true", help="keep the schema, topics and logs afterwards")
     args = parser.parse_args(argv)
@@ -464,6 +702,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = Sizes(**{**sizes.__dict__, "api_concurrency": args.api_concurrency})
     if args.api_workers:
         sizes = Sizes(**{**sizes.__dict__, "api_workers": args.api_workers})
+    if args.connector_workers:
+        sizes = Sizes(**{**sizes.__dict__, "irn_connector_workers": args.connector_workers})
     stages = args.only or STAGES
     env = BenchEnv.create(args.partitions)
     s = env.settings
@@ -473,6 +713,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{s.partitions} partitions; logs in {env.workdir}"
     )
     run = Run(env, sizes, stages)
+    run.keep = args.keep
     started = time.monotonic()
     failed: BaseException | None = None
     try:

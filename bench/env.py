@@ -83,6 +83,8 @@ class Proc:
     log_path: Path
     started: float
     peak_rss: int = 0
+    # Characters already in the log when this process started (a restart appends to the same log).
+    log_start: int = 0
 
     def log_text(self) -> str:
         try:
@@ -95,7 +97,7 @@ class Proc:
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if regex.search(self.log_text()):
+            if regex.search(self.log_text()[self.log_start :]):
                 return time.monotonic()
             if self.popen.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.tail()}")
@@ -214,22 +216,30 @@ class BenchEnv:
             "PYTHONUNBUFFERED": "1",
         }
 
-    def start(self, name: str, *args: str) -> Proc:
-        """Start ``ledgerflow <args>`` as process ``name`` (cwd: the run's scratch directory)."""
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
+        """Start ``ledgerflow <args>`` as process ``name`` (cwd: the run's scratch directory), with
+        ``env`` on top of the run's settings. A running process of that name is returned as is."""
+        return self.start_command(name, [LEDGERFLOW, *args], env=env)
+
+    def start_command(
+        self, name: str, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> Proc:
+        """Start any command as process ``name``; its output is appended to ``<name>.log``."""
         if name in self.procs and self.procs[name].popen.poll() is None:
             return self.procs[name]
         log_path = self.workdir / f"{name}.log"
+        log_start = len(log_path.read_text(errors="replace")) if log_path.exists() else 0
         log = open(log_path, "ab")  # noqa: SIM115
         popen = subprocess.Popen(
-            [LEDGERFLOW, *args],
-            env=self.process_env(),
-            cwd=self.workdir,
+            argv,
+            env={**self.process_env(), **(env or {})},
+            cwd=cwd or self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()
-        proc = Proc(name, popen, log_path, time.monotonic(), self.peak_rss.get(name, 0))
+        proc = Proc(name, popen, log_path, time.monotonic(), self.peak_rss.get(name, 0), log_start)
         self.procs[name] = proc
         return proc
 

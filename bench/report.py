@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+APPROX = 0.10  # how far a "≈" row may be from its target
 
 
 @dataclass
@@ -25,7 +26,7 @@ class Row:
     value: float
     unit: str
     target: float | None = None
-    op: str = ">="  # how value must compare with target
+    op: str = ">="  # how value must compare with target: ">=", "<", "<=" or "≈" (within 10 %)
     raw: float | None = None  # the raw aiokafka baseline this stage compares to
     note: str = ""
 
@@ -37,7 +38,18 @@ class Row:
     def passed(self) -> bool | None:
         if self.target is None:
             return None
+        if self.op == "≈":
+            return abs(self.value - self.target) <= APPROX * abs(self.target)
+        if self.op == "<=":
+            return self.value <= self.target
         return self.value >= self.target if self.op == ">=" else self.value < self.target
+
+    @property
+    def target_text(self) -> str:
+        if self.target is None:
+            return "—"
+        symbol = {">=": "≥", "<=": "≤"}.get(self.op, self.op)
+        return f"{symbol} {_num(self.target, self.unit)}"
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ratio": self.ratio, "passed": self.passed}
@@ -46,7 +58,10 @@ class Row:
 def _num(value: float | None, unit: str = "") -> str:
     if value is None:
         return "—"
-    text = f"{value:,.1f}" if unit in ("MB", "ms") or abs(value) < 100 else f"{value:,.0f}"
+    if unit not in ("MB", "ms") and abs(value) < 10 and value != int(value):
+        text = f"{value:.2f}"  # ratios such as achieved rate / limit
+    else:
+        text = f"{value:,.1f}" if unit in ("MB", "ms") or abs(value) < 100 else f"{value:,.0f}"
     return f"{text} {unit}".strip()
 
 
@@ -61,7 +76,7 @@ def table(rows: list[Row], title: str) -> Table:
     t.add_column("result")
     t.add_column("note", overflow="fold", max_width=48)
     for r in rows:
-        target = "—" if r.target is None else f"{'≥' if r.op == '>=' else '<'} {_num(r.target, r.unit)}"
+        target = r.target_text
         verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[dim]info[/]"}[r.passed]
         t.add_row(
             r.stage,
@@ -83,7 +98,7 @@ def markdown(rows: list[Row]) -> str:
         "|---|---|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
-        target = "—" if r.target is None else f"{'≥' if r.op == '>=' else '<'} {_num(r.target, r.unit)}"
+        target = r.target_text
         verdict = {True: "pass", False: "**FAIL**", None: "info"}[r.passed]
         raw = _num(r.raw, "msg/s") if r.raw else "—"
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else "—"
