@@ -29,13 +29,7 @@ from streams.einvoicing import CONNECTOR
 
 GSTIN = "29AAGCB7383J1Z4"
 ACCOUNT = SandboxAccount(gstin=GSTIN)
-CREDENTIALS = {
-    "client_id": ACCOUNT.client_id,
-    "client_secret": ACCOUNT.client_secret,
-    "username": ACCOUNT.username,
-    "password": ACCOUNT.password,
-    "gstin": ACCOUNT.gstin,
-}
+CREDENTIALS = ACCOUNT.credentials()
 ADDRESS = {"line1": "14 Residency Road", "city": "Bengaluru", "pincode": "560025"}
 RATE_LIMIT = 10.0
 # Short retries, as in the e-invoicing integration test; used by every measurement so that the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
@@ -24,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from connectors.errors import ConnectorError, NeedsAttentionError, PermanentError, RetryableError
 from connectors.gst_irp.client import IrnResult, IrpClient, IrpCredentials
+from connectors.gst_irp.errors import INVOICE_NOT_ACTIVE
 from connectors.gst_irp.mapping import SellerProfile, to_einvoice
 from connectors.gst_irp.service import generate_or_adopt
 from engine import db, integrations
@@ -44,6 +46,7 @@ log = logging.getLogger("ledgerflow.einvoicing")
 CONNECTOR = "gst-irp"
 GENERATE = "generate_irn"
 CANCEL = "cancel_irn"
+POLICY_CACHE_SECONDS = 10.0
 EINVOICE_SUPPLY_TYPES = frozenset({"B2B", "SEZWP", "SEZWOP", "EXPWP", "EXPWOP", "DEXP"})
 
 
@@ -78,9 +81,18 @@ def register(app: faust.App, settings: Settings) -> None:
     source = app.topic(settings.topic("ledger.invoice.v1"), value_serializer="raw", key_serializer="raw")
     jobs = app.topic(settings.topic(jobs_topic(CONNECTOR)), value_serializer="raw", key_serializer="raw")
 
+    # Tenant policy changes rarely; a short cache spares one database connection per invoice event.
+    policy: dict[str, tuple[bool, float]] = {}
+
     def enabled(tenant_id: str) -> bool:
+        now = time.monotonic()
+        cached = policy.get(tenant_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
         with db.connect(settings) as conn:
-            return integrations.enabled_for(conn, UUID(tenant_id), CONNECTOR)
+            wanted = integrations.enabled_for(conn, UUID(tenant_id), CONNECTOR)
+        policy[tenant_id] = (wanted, now + POLICY_CACHE_SECONDS)
+        return wanted
 
     @app.agent(source, name="route-einvoicing")
     async def route_einvoicing(stream: Any) -> None:
@@ -288,18 +300,33 @@ class IrnJobs:
         loaded = await self._blocking(lambda: self._settings_for(invoice.tenant_id))
         await self._open_pool()
         irn = invoice.einvoice["irn"]
-        result = await self._client(loaded).cancel_irn(
-            irn, int(job.payload.get("reason_code", 4)), str(job.payload.get("remark") or "cancelled")[:100]
-        )
+        client = self._client(loaded)
+        try:
+            result = await client.cancel_irn(
+                irn,
+                int(job.payload.get("reason_code", 4)),
+                str(job.payload.get("remark") or "cancelled")[:100],
+            )
+            cancelled_at = result.cancel_date
+        except PermanentError as exc:
+            # "Not active" after an earlier attempt of ours cancelled it but could not record it:
+            # the portal's own record decides (at most one cancellation per job, as for IRNs).
+            if exc.code != INVOICE_NOT_ACTIVE:
+                raise
+            existing = await client.get_irn(irn)
+            if existing is None or existing.status != "CNL":
+                raise
+            cancelled_at = datetime.now(IST)
         recorded = {
             "job_id": job.job_id,
             "irn": irn,
-            "cancel_date": _irp_time(result.cancel_date),
+            "cancel_date": _irp_time(cancelled_at),
             "reason_code": int(job.payload.get("reason_code", 4)),
             "remark": job.payload.get("remark"),
             "traceparent": None,
         }
-        await asyncio.to_thread(
+        # Through _blocking: a database outage here must retry the job, not dead-letter it.
+        await self._blocking(
             lambda: self.service.record_irn_cancellation(invoice.tenant_id, invoice.id, **recorded)
         )
         return JobResult({"irn": irn, "cancelled": True})

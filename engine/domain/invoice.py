@@ -56,6 +56,8 @@ class Invoice(Aggregate):
         remark: str | None
         cancelled_at: datetime
         traceparent: str | None
+        # Every invoice event names its tenant (ce_source); events stored before this field have None.
+        tenant_id: UUID | None = None
 
     class IrnGenerated(Aggregate.Event):
         job_id: str
@@ -66,6 +68,8 @@ class Invoice(Aggregate):
         signed_qr_code: str
         adopted_existing: bool
         traceparent: str | None
+        # Every invoice event names its tenant (ce_source); events stored before this field have None.
+        tenant_id: UUID | None = None
 
     class IrnFailed(Aggregate.Event):
         job_id: str
@@ -75,6 +79,8 @@ class Invoice(Aggregate):
         message: str
         attempts: int
         traceparent: str | None
+        # Every invoice event names its tenant (ce_source); events stored before this field have None.
+        tenant_id: UUID | None = None
 
     class IrnCancelled(Aggregate.Event):
         job_id: str
@@ -83,6 +89,8 @@ class Invoice(Aggregate):
         reason_code: int
         remark: str | None
         traceparent: str | None
+        # Every invoice event names its tenant (ce_source); events stored before this field have None.
+        tenant_id: UUID | None = None
 
     @staticmethod
     def create_id(*, tenant_id: UUID, financial_year: str, number: str, **_: Any) -> UUID:
@@ -134,11 +142,19 @@ class Invoice(Aggregate):
     def cancel(self, *, reason: str, remark: str | None, at: datetime, traceparent: str | None) -> None:
         """Cancel the invoice; cancelling twice is refused."""
         self.check_not_cancelled()
-        self._cancelled(reason=reason, remark=remark, cancelled_at=at, traceparent=traceparent)
+        self._cancelled(
+            reason=reason, remark=remark, cancelled_at=at, traceparent=traceparent, tenant_id=self.tenant_id
+        )
 
     @event(Cancelled)
     def _cancelled(
-        self, *, reason: str, remark: str | None, cancelled_at: datetime, traceparent: str | None
+        self,
+        *,
+        reason: str,
+        remark: str | None,
+        cancelled_at: datetime,
+        traceparent: str | None,
+        tenant_id: UUID,
     ) -> None:
         self.status = InvoiceStatus.CANCELLED
         self.cancellation = {"reason": reason, "remark": remark, "cancelled_at": cancelled_at}
@@ -172,6 +188,7 @@ class Invoice(Aggregate):
             signed_qr_code=signed_qr_code,
             adopted_existing=adopted_existing,
             traceparent=traceparent,
+            tenant_id=self.tenant_id,
         )
         return True
 
@@ -187,6 +204,7 @@ class Invoice(Aggregate):
         signed_qr_code: str,
         adopted_existing: bool,
         traceparent: str | None,
+        tenant_id: UUID,
     ) -> None:
         self.einvoice = {
             "irn": irn,
@@ -220,6 +238,7 @@ class Invoice(Aggregate):
             message=message,
             attempts=attempts,
             traceparent=traceparent,
+            tenant_id=self.tenant_id,
         )
         return True
 
@@ -234,6 +253,7 @@ class Invoice(Aggregate):
         message: str,
         attempts: int,
         traceparent: str | None,
+        tenant_id: UUID,
     ) -> None:
         self.einvoice_failure = {
             "job_id": job_id,
@@ -263,6 +283,7 @@ class Invoice(Aggregate):
             reason_code=reason_code,
             remark=remark,
             traceparent=traceparent,
+            tenant_id=self.tenant_id,
         )
         return True
 
@@ -276,6 +297,7 @@ class Invoice(Aggregate):
         reason_code: int,
         remark: str | None,
         traceparent: str | None,
+        tenant_id: UUID,
     ) -> None:
         self.einvoice_cancellation = {
             "irn": irn,

@@ -231,3 +231,27 @@ def test_an_outage_opens_the_circuit_and_everything_completes_after_it(
     assert dlq_list(fast, "gst-irp") == []  # an outage waits in retry; it never fills the DLQ
     assert operator.stats()["effects"]["irn_generated"] == len(invoices)
     assert calls_while_open < len(invoices) * 6, "the open circuit should have kept calls away from the IRP"
+
+
+def test_cancelling_an_invoice_cancels_its_irn_at_the_portal(
+    service: LedgerService, fast: Settings, topics: list[str], irp: tuple[str, Operator], processes: Processes
+) -> None:
+    from engine.commands import CancelInvoice
+
+    url, operator = irp
+    tenant_id = tenant(service, fast, url)
+    (invoice_id,) = issue(service, tenant_id, 1, "X")
+    engine = start_engine(processes, connector_workers=1)
+    processes.wait_for(lambda: str(invoice_id) in irns(fast), what="the IRN", watch=engine, timeout=60)
+
+    service.cancel_invoice(
+        tenant_id, invoice_id, CancelInvoice(reason="order_cancelled", remark="buyer withdrew")
+    )
+    cancelled = processes.wait_for(
+        lambda: (inv := service.get_invoice(tenant_id, invoice_id)).einvoice_cancellation and inv,
+        what="the IRN cancellation recorded on the invoice",
+        watch=engine,
+        timeout=60,
+    )
+    assert cancelled.einvoice_cancellation["reason_code"] == 3
+    assert operator.stats()["effects"]["irn_cancelled"] == 1
