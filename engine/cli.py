@@ -322,6 +322,44 @@ def connectors_status(settings: Settings, names: tuple[str, ...]) -> None:
     click.echo(render_status(status(settings, list(names) or None)))
 
 
+# -- lag and projections ----------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--group", "groups", multiple=True, help="Only these consumer groups (full ids).")
+@click.pass_obj
+def lag(settings: Settings, groups: tuple[str, ...]) -> None:
+    """Consumer lag per group, topic and partition, and each group's state (default: the engine's groups)."""
+    from engine.lag import lag as group_lag
+    from engine.lag import render_lag
+
+    click.echo(render_lag(group_lag(settings, list(groups) or None)))
+
+
+@main.group()
+def projections() -> None:
+    """Projections (read models): what exists and how far behind each one is."""
+
+
+@projections.command("list")
+@click.pass_obj
+def projections_list(settings: Settings) -> None:
+    """Each projection with its consumer group and the topics it reads."""
+    from projections.status import render_projection_list
+
+    click.echo(render_projection_list(settings))
+
+
+@projections.command("status")
+@click.option("--projection", "names", multiple=True, help="Only these projections.")
+@click.pass_obj
+def projections_status(settings: Settings, names: tuple[str, ...]) -> None:
+    """Per projection and partition: applied offset, end offset, lag and last update."""
+    from projections.status import render_projection_status, status
+
+    click.echo(render_projection_status(status(settings, list(names) or None)))
+
+
 @main.group()
 def dlq() -> None:
     """Dead-lettered connector jobs: list, show, redrive (after fixing the cause) or discard."""
