@@ -27,7 +27,15 @@ CREATE TABLE IF NOT EXISTS invoice_register (
     last_event_id   text NOT NULL
 );
 -- Tables created before the lz4 choice get it too (only new rows are affected; that is fine).
-ALTER TABLE invoice_register ALTER COLUMN document SET COMPRESSION lz4;
+-- Guarded: every process runs this file at start, and ALTER TABLE takes an exclusive lock.
+DO $$
+BEGIN
+    IF (SELECT attcompression FROM pg_attribute
+        WHERE attrelid = 'invoice_register'::regclass AND attname = 'document') IS DISTINCT FROM 'l' THEN
+        ALTER TABLE invoice_register ALTER COLUMN document SET COMPRESSION lz4;
+    END IF;
+END
+$$;
 CREATE INDEX IF NOT EXISTS invoice_register_tenant_date
     ON invoice_register (tenant_id, invoice_date, number, invoice_id);
 

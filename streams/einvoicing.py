@@ -189,28 +189,29 @@ class IrnJobs:
         self.ring = ring
         self.rate_limit_per_s = rate_limit_per_s
         self._clients: dict[tuple[str, str, str], IrpClient] = {}
+        # Rate-limit slots come from PostgreSQL; the pool opens on the first job (in the event loop).
         self._pool: AsyncConnectionPool | None = None
+        if rate_limit_per_s is not None:
+            self._pool = AsyncConnectionPool(
+                settings.database_url,
+                min_size=1,
+                max_size=4,
+                open=False,
+                kwargs={"options": f"-c search_path={settings.db_schema}"},
+            )
 
     async def close(self) -> None:
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
-        if self._pool is not None:
+        if self._pool is not None and not self._pool.closed:
             await self._pool.close()
 
     def _transport(self) -> httpx.AsyncBaseTransport | None:
         # One job can make three calls (auth, generate, look-up of a duplicate): the portal's limit
         # is on requests, so every request takes a slot, shared by all workers.
-        if self.rate_limit_per_s is None:
-            return None
         if self._pool is None:
-            self._pool = AsyncConnectionPool(
-                self.settings.database_url,
-                min_size=1,
-                max_size=4,
-                open=False,
-                kwargs={"options": f"-c search_path={self.settings.db_schema}"},
-            )
+            return None
         return RateLimitedTransport(self._pool, CONNECTOR, self.rate_limit_per_s)
 
     def _settings_for(self, tenant_id: UUID) -> integrations.IntegrationSettings:
@@ -239,8 +240,6 @@ class IrnJobs:
         return self._clients[key]
 
     async def _open_pool(self) -> None:
-        if self.rate_limit_per_s is not None and self._pool is None:
-            self._transport()
         if self._pool is not None and self._pool.closed:
             await self._pool.open()
 
