@@ -327,13 +327,71 @@ def connectors_status(settings: Settings, names: tuple[str, ...]) -> None:
 
 @main.command()
 @click.option("--group", "groups", multiple=True, help="Only these consumer groups (full ids).")
+@click.option(
+    "--sample",
+    "sample_seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Sample twice, SECONDS apart, so that one run shows which groups make progress.",
+)
+@click.option(
+    "--stall-after",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds without progress, while records wait, that make a group stalled"
+    " (default: LEDGERFLOW_STALL_AFTER_S or 60).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit with status 1 if any group is stalled (or Kafka does not answer): a health check"
+    " for cron or exec probes.",
+)
 @click.pass_obj
-def lag(settings: Settings, groups: tuple[str, ...]) -> None:
-    """Consumer lag per group, topic and partition, and each group's state (default: the engine's groups)."""
-    from engine.lag import lag as group_lag
-    from engine.lag import render_lag
+def lag(
+    settings: Settings,
+    groups: tuple[str, ...],
+    sample_seconds: float | None,
+    stall_after: float | None,
+    check: bool,
+) -> None:
+    """Consumer lag per group and partition, each group's state and STATUS: ok, lagging, stalled or
+    no members (default: the engine's groups). Every run is kept as a lag sample in PostgreSQL;
+    see docs/runbooks/stuck-consumer.md."""
+    import time
 
-    click.echo(render_lag(group_lag(settings, list(groups) or None)))
+    from engine.lag import KafkaUnavailable, consumer_health, render_health, stall_after_from_env
+
+    try:
+        limit = stall_after if stall_after is not None else stall_after_from_env()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    def pause(seconds: float) -> None:
+        click.echo(f"sampling again in {seconds:g}s…", err=True)
+        time.sleep(seconds)
+
+    try:
+        report = consumer_health(
+            settings,
+            list(groups) or None,
+            stall_after=limit,
+            sample_seconds=sample_seconds or 0.0,
+            pause=pause,
+        )
+    except KafkaUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not report.history_stored:
+        click.echo(
+            "PostgreSQL unavailable: lag history neither stored nor read; compared this run's samples only",
+            err=True,
+        )
+    click.echo(render_health(report))
+    if check and report.stalled:
+        click.echo(f"stalled: {', '.join(g.group for g in report.stalled)}", err=True)
+        sys.exit(1)
 
 
 @main.group()

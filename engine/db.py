@@ -83,4 +83,5 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "bookkeeping.sql"),
     ("projections", "invoice_register.sql"),
     ("streams.connectors", "runtime.sql"),
+    ("engine", "consumer_lag_samples.sql"),
 ]

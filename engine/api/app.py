@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import db, integrations
 from engine.api.errors import ApiError, install
+from engine.api.health import consumer_health_router
 from engine.application import InvoiceNotFound, LedgerService
 from engine.bootstrap import build_service
 from engine.commands import CancelInvoice, IssueInvoice
@@ -338,5 +339,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except psycopg.OperationalError as exc:
             raise db.DatabaseUnavailable(str(exc)) from exc
         return {"status": "ready", "checks": {"postgresql": "ok"}}
+
+    app.include_router(consumer_health_router(settings))
 
     return app

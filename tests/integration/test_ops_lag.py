@@ -11,7 +11,7 @@ from engine.application import LedgerService
 from engine.cli import main
 from engine.commands import IssueInvoice
 from engine.config import Settings
-from engine.lag import lag, render_lag
+from engine.lag import consumer_health, lag, render_health
 from engine.relay import Relay
 from projections.invoice_register import InvoiceRegister
 from projections.runner import ProjectionRunner
@@ -69,8 +69,12 @@ def test_projection_status_and_group_lag_follow_the_projector(
     assert mine.members == 1
     assert {p.topic for p in mine.partitions} == {settings.topic("ledger.invoice.v1")}
     assert sum(p.end for p in mine.partitions) == INVOICES
-    assert f"{group}  state=Stable members=1 total lag=0" in render_lag(groups)
     assert lag(settings, [group])[0].group == group
+    report = consumer_health(settings, [group])
+    assert [(g.group, g.status) for g in report.groups] == [(group, "ok")]
+    assert report.history_stored
+    rendered = render_health(report).splitlines()
+    assert rendered[1].split() == [group, "ok", "Stable", "1", "0"]
     background.check()
 
 

@@ -1,0 +1,111 @@
+"""``GET /healthz/consumers``: whether the engine's consumer groups make progress, and the lag monitor.
+
+A probe (Kubernetes, a load balancer, cron with curl) gets 200 while no group is stalled and 503,
+in the API's error shape, naming the stalled groups and why, when one is. Each request samples lag
+from Kafka, stores the sample and judges it against the stored history (``engine/lag.py``,
+``engine/stall.py``), exactly as ``ledgerflow lag --check`` does.
+
+The router also runs the lag monitor in the API process (its lifespan): the API is the one
+long-running process every deployment has, and the monitor keeps sampling between probes so that
+a stall is seen, and logged, even when nobody asks. ``LEDGERFLOW_LAG_SAMPLE_S`` sets its interval
+(0 turns it off); ``LEDGERFLOW_STALL_AFTER_S`` the seconds without progress that make a stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query
+
+from engine.api.errors import RETRY_AFTER_SECONDS, ApiError
+from engine.config import Settings
+from engine.lag import (
+    KafkaUnavailable,
+    LagMonitor,
+    consumer_health,
+    monitor_interval_from_env,
+    stall_after_from_env,
+)
+
+GroupIds = Annotated[
+    list[str] | None,
+    Query(description="Only these consumer groups (full ids; repeat the parameter). Default: the engine's."),
+]
+
+
+def consumer_health_router(
+    settings: Settings, *, stall_after: float | None = None, monitor_every: float | None = None
+) -> APIRouter:
+    """The endpoint and the monitor; limits default to the environment (see the module docstring)."""
+    limit = stall_after if stall_after is not None else stall_after_from_env()
+    interval = monitor_every if monitor_every is not None else monitor_interval_from_env()
+
+    @asynccontextmanager
+    async def monitor(app: FastAPI) -> AsyncIterator[None]:
+        if interval <= 0:
+            yield
+            return
+        stop = asyncio.Event()
+        task = asyncio.create_task(LagMonitor(settings, interval=interval, stall_after=limit).run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            # A sample in progress runs in a thread that cannot be interrupted; do not wait for it.
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    router = APIRouter(lifespan=monitor)
+
+    @router.get(
+        "/healthz/consumers",
+        tags=["health"],
+        summary="Consumer groups: 200 unless one is stalled (503 names it and why)",
+    )
+    def consumers(group: GroupIds = None) -> dict[str, Any]:
+        names = group or []
+        if any(not g.strip() or len(g) > 255 for g in names):
+            raise ApiError(
+                422,
+                "validation_failed",
+                "group: a consumer group id is 1 to 255 characters",
+                {"fields": [{"path": "group", "code": "invalid_group", "message": "1 to 255 characters"}]},
+            )
+        try:
+            report = consumer_health(settings, names or None, stall_after=limit)
+        except KafkaUnavailable as exc:
+            raise ApiError(
+                503,
+                "kafka_unavailable",
+                f"consumer lag could not be read: {exc}",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from exc
+        if not report.history_stored:
+            # One sample cannot show a stall: without the history this check cannot vouch for anything.
+            raise ApiError(
+                503,
+                "database_unavailable",
+                "the lag history in PostgreSQL is unreachable, so stalls cannot be judged; retry shortly",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        body: dict[str, Any] = {
+            "status": "stalled" if report.stalled else "ok",
+            "stall_after_s": report.stall_after,
+            "groups": [g.as_json() for g in report.groups],
+        }
+        if report.stalled:
+            why = "; ".join(f"{g.group}: {g.assessment.reason}" for g in report.stalled)
+            raise ApiError(
+                503,
+                "consumers_stalled",
+                f"{len(report.stalled)} consumer group(s) stalled: {why}",
+                {**body, "stalled": [g.group for g in report.stalled]},
+            )
+        return body
+
+    return router
