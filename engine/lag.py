@@ -58,6 +58,10 @@ class KafkaUnavailable(KafkaError):
     Also a ``KafkaError``, so that callers which already catch the client's errors around
     :func:`lag` (``engine/api/metrics.py``) keep working."""
 
+    def __str__(self) -> str:
+        # KafkaError prefixes the class name; the message already says what happened.
+        return str(self.args[0]) if self.args else "Kafka did not answer"
+
 
 def _seconds_from_env(name: str, default: float, *, allow_zero: bool) -> float:
     raw = os.environ.get(name, "").strip()
