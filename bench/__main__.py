@@ -1,7 +1,7 @@
 """``python -m bench``: run the scenarios against the local stack and print one table.
 
-Stages (``--only`` takes any of them, repeatable): ``raw``, ``relay``, ``projection``, ``api``,
-``latency``, ``worker``, ``irn``. Peak RSS is reported for every process a run started.
+Stages (``--only`` takes any of them, repeatable): ``raw``, ``relay``, ``projection``, ``replay``,
+``api``, ``latency``, ``worker``, ``irn``. Peak RSS is reported for every process a run started.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench import api as api_stage
 from bench import irn as irn_stage
 from bench import raw_kafka, workload
+from bench import replay as replay_stage
 from bench import worker as worker_stage
 from bench.env import BenchEnv, free_port, retry
 from bench.report import Row, print_table, write_json
 from streams.connectors.jobs import jobs_topic as jobs_topic_of
 
-STAGES = ["raw", "relay", "projection", "api", "latency", "worker", "irn"]
+STAGES = ["raw", "relay", "projection", "replay", "api", "latency", "worker", "irn"]
 MB = 1024 * 1024
 RSS_LIMIT_MB = 400.0
 
@@ -276,6 +277,34 @@ class Run:
                 10_000,
                 raw=self.raw_consume,
                 note="Kafka -> invoice_register",
+            )
+        )
+
+    def replay(self) -> None:
+        """`ledgerflow replay --into-topic` beside a plain aiokafka consume+produce of the same records."""
+        self.env.ensure_topics(replay_stage.TOPICS)
+        n = max(self.sizes.backlog, replay_stage.MIN_RECORDS)
+        with bar(f"replay source: produce {n:,}", n) as advance:
+            replay_stage.fill(self.env.settings, n, self.message_shape(), advance)
+        with bar(f"raw aiokafka consume+produce {n:,}", n) as advance:
+            raw = replay_stage.raw_copy(self.env.settings, n, advance)
+        with bar(f"ledgerflow replay --into-topic {n:,}", n) as advance:
+            summary = replay_stage.replay_copy(self.env.settings, advance)
+        if summary.written != n:
+            raise RuntimeError(f"replay wrote {summary.written} of {n} records")
+        self.extra["replay"] = {"records": n, "seconds": summary.seconds, "raw_copy_per_s": raw}
+        self.rows.append(
+            Row("raw aiokafka", "consume+produce (getmany -> send)", raw, "msg/s", note="same records")
+        )
+        self.rows.append(
+            Row(
+                "replay into topic",
+                f"events/s over {n:,}",
+                summary.rate,
+                "ev/s",
+                0.5 * raw,
+                raw=raw,
+                note="target: 50% of raw consume+produce (same run, same records)",
             )
         )
 
@@ -660,6 +689,8 @@ class Run:
                     row.raw = self.raw_produce
         if "projection" in selected:
             self.measured(self.projection)
+        if "replay" in selected:
+            self.measured(self.replay)
         if "api" in selected:
             self.measured(self.api)
         if "latency" in selected:
