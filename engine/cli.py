@@ -137,6 +137,167 @@ def replay(
     click.echo(replaying.render_summary(summary))
 
 
+# -- reporting and export ---------------------------------------------------------------------
+
+
+@main.group("reporting")
+def reporting_group() -> None:
+    """Analysts' reporting views: database roles that see one tenant's rows (docs/reporting.md)."""
+
+
+@reporting_group.command("grant")
+@click.option("--tenant", "tenant_id", type=click.UUID, required=True, help="The tenant the role reads.")
+@click.option("--role", required=True, help="Database role to create or update (lower case, e.g. acme_bi).")
+@click.option(
+    "--password",
+    envvar="LEDGERFLOW_REPORTING_PASSWORD",
+    default=None,
+    help="Login password (or LEDGERFLOW_REPORTING_PASSWORD). A new role without one gets a generated "
+    "password, shown once; an existing role keeps its password.",
+)
+@click.pass_obj
+def reporting_grant(settings: Settings, tenant_id: Any, role: str, password: str | None) -> None:
+    """Create (or update) a LOGIN role that can read the reporting views, and only its tenant's rows."""
+    from engine import db
+    from engine.application import TenantNotFound
+    from engine.bootstrap import build_service
+    from projections import reporting
+
+    if password is not None and not password:
+        raise click.UsageError("--password must not be empty")
+    try:
+        reporting.check_role_name(role)
+    except reporting.RoleRefused as exc:
+        raise click.UsageError(str(exc)) from exc
+    db.ensure_schema(settings)
+    service = build_service(settings, pool_size=2)
+    try:
+        service.get_tenant(tenant_id)
+    except TenantNotFound as exc:
+        raise click.ClickException(f"no tenant {tenant_id}") from exc
+    finally:
+        service.close()
+    try:
+        with db.connect(settings) as conn, conn.transaction():
+            granted = reporting.grant_tenant_role(
+                conn, settings, tenant_id=tenant_id, role=role, password=password
+            )
+    except reporting.RoleRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"role {role} {'created' if granted.created else 'updated'}: reads tenant {tenant_id}"
+        f" in schema {settings.reporting_schema}"
+    )
+    if granted.password is not None:
+        click.echo(f"password: {granted.password}")
+        click.echo("Store the password now: it is not shown again.", err=True)
+
+
+@reporting_group.command("revoke")
+@click.option("--role", required=True, help="A role created by `ledgerflow reporting grant`.")
+@click.pass_obj
+def reporting_revoke(settings: Settings, role: str) -> None:
+    """Take a tenant role's reporting rights away and drop the role."""
+    from engine import db
+    from projections import reporting
+
+    try:
+        with db.connect(settings) as conn, conn.transaction():
+            revoked = reporting.revoke_tenant_role(conn, settings, role)
+    except reporting.RoleRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    if revoked.dropped:
+        click.echo(f"role {role} revoked and dropped")
+    else:
+        click.echo(f"role {role} revoked here; kept because it still has privileges in another database")
+
+
+@reporting_group.command("list")
+@click.pass_obj
+def reporting_list(settings: Settings) -> None:
+    """The tenant roles of this deployment."""
+    from engine import db
+    from projections import reporting
+
+    with db.connect(settings) as conn:
+        roles = reporting.tenant_roles(conn, settings)
+    if not roles:
+        click.echo(f"no tenant roles in {settings.reporting_schema}")
+    for r in roles:
+        missing = "" if r.exists else "  (role missing: dropped outside ledgerflow)"
+        click.echo(f"{r.role:<30} tenant={r.tenant_id}  granted={r.granted_at:%Y-%m-%d %H:%M}{missing}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), required=True, help="File format.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True, help="File to write.")
+@click.option("--tenant", "tenant_id", type=click.UUID, default=None, help="Only this tenant's rows.")
+@click.option("--from", "date_from", type=click.DateTime(["%Y-%m-%d"]), default=None, help="From date.")
+@click.option("--to", "date_to", type=click.DateTime(["%Y-%m-%d"]), default=None, help="To date.")
+@click.option("--chunk-rows", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
+@click.pass_obj
+def export(
+    settings: Settings,
+    name: str,
+    fmt: Literal["csv", "parquet"],
+    out_file: str,
+    tenant_id: Any,
+    date_from: Any,
+    date_to: Any,
+    chunk_rows: int,
+) -> None:
+    """Write the reporting view NAME (docs/reporting.md) to a CSV or Parquet file."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from engine import db
+    from engine.export import export as export_view
+    from projections import reporting
+
+    if name not in reporting.REPORTS:
+        raise click.UsageError(f"no report named {name!r}; the reports are {', '.join(reporting.REPORTS)}")
+    day_from = date_from.date() if date_from else None
+    day_to = date_to.date() if date_to else None
+    if day_from and day_to and day_from > day_to:
+        raise click.UsageError(f"--from ({day_from}) is after --to ({day_to})")
+    out = Path(out_file)
+    if not out.parent.is_dir():
+        raise click.UsageError(f"--out: directory {out.parent} does not exist")
+
+    class Bar:
+        def __init__(self, progress: Progress) -> None:
+            self.progress = progress
+            self.task = progress.add_task(name, total=None)
+
+        def start(self, total_rows: int) -> None:
+            self.progress.update(self.task, total=total_rows)
+
+        def advance(self, rows: int) -> None:
+            self.progress.advance(self.task, rows)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        db.ensure_schema(settings)  # the views exist and are current
+        with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+            result = export_view(
+                settings,
+                name,
+                fmt,
+                out,
+                tenant_id=tenant_id,
+                date_from=day_from,
+                date_to=day_to,
+                chunk_rows=chunk_rows,
+                progress=Bar(progress),
+            )
+    except db.DatabaseUnavailable as exc:
+        raise click.ClickException(f"PostgreSQL is unreachable: {exc}") from exc
+    click.echo(f"{result.rows} rows of {name} written to {result.path}")
+
+
 # -- tenants ----------------------------------------------------------------------------------
 
 

@@ -66,6 +66,12 @@ class Settings:
         """The full name of a logical topic such as ``ledger.invoice.v1``."""
         return f"{self.topic_prefix}{name}"
 
+    @property
+    def reporting_schema(self) -> str:
+        """The schema of the analysts' reporting views (``docs/reporting.md``): ``reporting`` beside
+        ``public``, else ``<db_schema>_reporting`` so that every test schema has its own."""
+        return "reporting" if self.db_schema == "public" else f"{self.db_schema}_reporting"
+
 
 def load_settings() -> Settings:
     return Settings()

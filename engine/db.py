@@ -76,6 +76,10 @@ def ensure_schema(settings: Settings) -> None:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(settings.db_schema)))
         for package, name in MIGRATIONS:
             conn.execute(resources.files(package).joinpath(name).read_text())
+        # The reporting views and row-level security over the projection tables (docs/reporting.md).
+        from projections import reporting
+
+        reporting.install(conn, settings)
 
 
 # Each SQL file is idempotent (CREATE ... IF NOT EXISTS) and owned by the module beside it.

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engine import db, integrations
 from engine.api.errors import ApiError, install
 from engine.api.health import consumer_health_router
+from engine.api.reports import build_router as reports_router
 from engine.application import InvoiceNotFound, LedgerService
 from engine.bootstrap import build_service
 from engine.commands import CancelInvoice, IssueInvoice
@@ -176,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     Tenant = Annotated[UUID, Depends(current_tenant)]
     Service = Annotated[LedgerService, Depends(service)]
+    app.include_router(reports_router(current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:
