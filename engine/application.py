@@ -27,7 +27,7 @@ from eventsourcing.persistence import (
 )
 from psycopg_pool import ConnectionPool
 
-from engine import db
+from engine import db, telemetry
 from engine.commands import CancelInvoice, IssueInvoice
 from engine.config import Settings
 from engine.domain.invoice import Invoice, invoice_id_for
@@ -383,6 +383,19 @@ class LedgerService:
     # -- helpers ----------------------------------------------------------------------------
 
     def _save(self, *aggregates: Any) -> None:
+        # The event-store write as its own span: a child of whatever command caused it (HTTP
+        # request, connector attempt), so a trace shows how long the store took.
+        with telemetry.tracer.start_as_current_span(
+            "event store write",
+            attributes={
+                "db.system.name": "postgresql",
+                "ledgerflow.aggregate_ids": [str(a.id) for a in aggregates],
+                "ledgerflow.events": sum(len(a.pending_events) for a in aggregates),
+            },
+        ):
+            self._write(*aggregates)
+
+    def _write(self, *aggregates: Any) -> None:
         try:
             self.ledger.save(*aggregates)
         except IntegrityError:

@@ -16,7 +16,20 @@ from engine.config import Settings, load_settings
 def _logging(level: str = "INFO") -> None:
     from engine.logs import configure
 
-    configure(level)
+    try:
+        configure(level)
+    except ValueError as exc:  # LEDGERFLOW_LOG_FORMAT names no format
+        raise click.ClickException(str(exc)) from exc
+
+
+def _telemetry(settings: Settings, service_name: str) -> None:
+    """Traces and metrics for a long-running process (docs/observability.md)."""
+    from engine.telemetry import TelemetryConfigError, configure
+
+    try:
+        configure(service_name, settings)
+    except TelemetryConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -437,6 +450,8 @@ def api(settings: Settings, host: str | None, port: int | None, workers: int) ->
         port=port or settings.api_port,
         workers=workers,
         log_level="info",
+        # Logging and telemetry are set up by engine/api/main.py in each worker process.
+        log_config=None,
         access_log=False,
     )
 
@@ -449,6 +464,7 @@ def relay(settings: Settings) -> None:
     from engine.relay import Relay
 
     _logging()
+    _telemetry(settings, "ledgerflow-relay")
     db.ensure_schema(settings)
     _run_until_signal(Relay(settings).run)
 
@@ -462,6 +478,7 @@ def projector(settings: Settings, names: tuple[str, ...]) -> None:
     from projections.runner import ProjectionRunner
 
     _logging()
+    _telemetry(settings, "ledgerflow-projector")
     chosen = [p for p in PROJECTIONS if not names or p.name in names]
     if not chosen:
         raise click.ClickException(
@@ -480,12 +497,13 @@ def worker(settings: Settings) -> None:
     """Run a stream worker (faust): the ingest agent. Start several to share partitions."""
     import faust
 
-    from engine.logs import quiet_kafka_floods
     from streams.app import create_app
 
-    quiet_kafka_floods()
+    _logging()
+    _telemetry(settings, "ledgerflow-worker")
     app = create_app(settings)
-    faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    # override_logging=False: faust would replace our handler (JSON lines, context, redaction).
+    faust.Worker(app, loglevel="INFO", quiet=True, override_logging=False).execute_from_commandline()
 
 
 # -- connectors -------------------------------------------------------------------------------
@@ -507,6 +525,7 @@ def connectors_run(settings: Settings, concurrency: int) -> None:
     from streams.connectors.worker import ConnectorWorker
 
     _logging()
+    _telemetry(settings, "ledgerflow-connectors")
     service = build_service(settings)
     specs, irn_jobs = connector_specs(settings, service, load_key_ring(settings.var_dir))
 

@@ -62,6 +62,16 @@ class Settings:
         default_factory=lambda: _rate(_env("LEDGERFLOW_GST_IRP_RATE", "10"))
     )
 
+    # Observability (docs/observability.md). Where traces and OpenTelemetry metrics go: "none"
+    # (the default, also in tests), "console" (one JSON line per span on stdout) or "otlp" (OTLP/HTTP
+    # to OTEL_EXPORTER_OTLP_ENDPOINT, default http://localhost:4318).
+    otel_exporter: str = field(default_factory=lambda: _env("LEDGERFLOW_OTEL_EXPORTER", "none"))
+    # GET /metrics reads Kafka and PostgreSQL; a scrape within this many seconds of the last one
+    # is answered from that one's figures.
+    metrics_cache_seconds: float = field(
+        default_factory=lambda: float(_env("LEDGERFLOW_METRICS_CACHE_S", "5"))
+    )
+
     def topic(self, name: str) -> str:
         """The full name of a logical topic such as ``ledger.invoice.v1``."""
         return f"{self.topic_prefix}{name}"

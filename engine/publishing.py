@@ -61,6 +61,8 @@ class OutboundEvent:
     time: datetime
     traceparent: str
     record: dict[str, Any]
+    # False when the event stored no trace context and ``traceparent`` was made up for it here.
+    stored_trace: bool = True
 
 
 def _millis(moment: datetime | str) -> int:
@@ -284,6 +286,7 @@ def to_outbound(event: Any, event_class: type | None = None) -> OutboundEvent:
     tenant_id = str(getattr(event, "tenant_id", None) or aggregate_id)
     ce_id = str(event_id(aggregate_id, event.originator_version))
     base = {"event_id": ce_id, "tenant_id": tenant_id, "occurred_at": _millis(event.timestamp)}
+    stored_traceparent = getattr(event, "traceparent", None)
     return OutboundEvent(
         topic=AGGREGATE_TOPICS[aggregate],
         key=str(aggregate_id),
@@ -292,13 +295,19 @@ def to_outbound(event: Any, event_class: type | None = None) -> OutboundEvent:
         tenant_id=tenant_id,
         subject=str(aggregate_id),
         time=event.timestamp,
-        traceparent=getattr(event, "traceparent", None) or new_traceparent(),
+        traceparent=stored_traceparent or new_traceparent(),
         record=builder(event, base),
+        stored_trace=bool(stored_traceparent),
     )
 
 
-def headers_for(event: OutboundEvent, fingerprint_hex: str) -> list[tuple[str, bytes]]:
-    """CloudEvents binary-mode headers (names as the Kafka protocol binding spells them)."""
+def headers_for(
+    event: OutboundEvent, fingerprint_hex: str, traceparent: str | None = None
+) -> list[tuple[str, bytes]]:
+    """CloudEvents binary-mode headers (names as the Kafka protocol binding spells them).
+
+    ``traceparent`` replaces the event's own, e.g. by the relay's publish span continuing it.
+    """
     return [
         ("ce_specversion", b"1.0"),
         ("ce_id", event.ce_id.encode()),
@@ -308,5 +317,5 @@ def headers_for(event: OutboundEvent, fingerprint_hex: str) -> list[tuple[str, b
         ("ce_time", event.time.astimezone(UTC).isoformat().replace("+00:00", "Z").encode()),
         ("ce_dataschema", f"/v1/schemas/{fingerprint_hex}".encode()),
         ("content-type", b"application/avro"),
-        ("traceparent", event.traceparent.encode()),
+        ("traceparent", (traceparent or event.traceparent).encode()),
     ]

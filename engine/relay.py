@@ -19,14 +19,19 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from eventsourcing.persistence import Notification
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from engine import db
+from engine import db, telemetry
 from engine.application import Ledger, open_ledger
 from engine.config import Settings
-from engine.publishing import headers_for, outbound_from_stored
+from engine.publishing import OutboundEvent, headers_for, outbound_from_stored
 from schemas import registry
 
 log = logging.getLogger("ledgerflow.relay")
+
+published = telemetry.meter.create_counter(
+    "ledgerflow.relay.published", unit="{event}", description="Events the relay published (acknowledged)"
+)
 
 RELAY_NAME = "ledger"
 
@@ -81,6 +86,14 @@ class Relay:
         )
 
     async def publish(self, producer: AIOKafkaProducer, notifications: Sequence[Notification]) -> None:
+        # Spans only where something records them: creating one costs about 25 µs, an eighth of
+        # the relay's whole budget per event at 5,000 events/s. With tracing on, one PRODUCER span
+        # per sampled event (parent: the event's stored trace context; unsampled events, e.g. under
+        # OTEL_TRACES_SAMPLER=parentbased_traceidratio, pass their context on unchanged), ended
+        # once the batch is acknowledged. The message carries the span's own context, so the
+        # consumers' spans are its children.
+        tracing = telemetry.tracing_enabled()
+        spans: list[Span] = []
         pending = []
         for notification in notifications:
             # Straight from the stored JSON (no cipher or compressor is configured on the store).
@@ -91,15 +104,31 @@ class Relay:
                 notification.state,
             )
             value, schema = registry.encode_event(outbound.ce_type, outbound.record)
+            topic = self.settings.topic(outbound.topic)
+            traceparent = None
+            if tracing and (not outbound.stored_trace or telemetry.is_sampled(outbound.traceparent)):
+                span = _publish_span(outbound, topic, notification.id)
+                spans.append(span)
+                traceparent = telemetry.span_traceparent(span)
             pending.append(
                 await producer.send(
-                    self.settings.topic(outbound.topic),
+                    topic,
                     value=value,
                     key=outbound.key.encode(),
-                    headers=headers_for(outbound, schema.fingerprint_hex),
+                    headers=headers_for(outbound, schema.fingerprint_hex, traceparent),
                 )
             )
-        await asyncio.gather(*pending)
+        try:
+            await asyncio.gather(*pending)
+        except Exception as exc:
+            for span in spans:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+            raise
+        finally:
+            for span in spans:
+                span.end()
+        published.add(len(notifications), {"relay": self.name})
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -186,6 +215,24 @@ class Relay:
             await _wait(stop, delay)
             delay = min(delay * 2, 10)
         return None
+
+
+def _publish_span(outbound: OutboundEvent, topic: str, notification_id: int) -> Span:
+    return telemetry.tracer.start_span(
+        f"publish {outbound.topic}",
+        context=telemetry.parent_context(outbound.traceparent) if outbound.stored_trace else None,
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+            "messaging.kafka.message.key": outbound.key,
+            "messaging.message.id": outbound.ce_id,
+            "cloudevents.event_type": outbound.ce_type,
+            "ledgerflow.tenant_id": outbound.tenant_id,
+            "ledgerflow.notification_id": notification_id,
+        },
+    )
 
 
 def _is_connection_error(exc: Exception) -> bool:

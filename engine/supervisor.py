@@ -126,6 +126,10 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
     ]
     width = max(len(c.name) for c in children)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The children write to pipes, so they would default to JSON lines; this output is prefixed
+    # for a person to read. An explicit LEDGERFLOW_LOG_FORMAT still wins.
+    if not env.get("LEDGERFLOW_LOG_FORMAT"):
+        env["LEDGERFLOW_LOG_FORMAT"] = "text"
     for child in children:
         child.process = subprocess.Popen(
             child.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env

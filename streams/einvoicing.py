@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -21,6 +21,7 @@ from uuid import UUID
 import faust
 import httpx
 import orjson
+from opentelemetry.trace import SpanKind
 from psycopg_pool import AsyncConnectionPool
 
 from connectors.errors import ConnectorError, NeedsAttentionError, PermanentError, RetryableError
@@ -28,7 +29,7 @@ from connectors.gst_irp.client import IrnResult, IrpClient, IrpCredentials
 from connectors.gst_irp.errors import INVOICE_NOT_ACTIVE
 from connectors.gst_irp.mapping import SellerProfile, to_einvoice
 from connectors.gst_irp.service import generate_or_adopt
-from engine import db, integrations
+from engine import db, integrations, logs, telemetry
 from engine.application import CANCELLATION_REASON_CODES, IST, InvoiceNotFound, LedgerService
 from engine.config import Settings
 from engine.domain.invoice import Invoice, InvoiceStatus
@@ -44,6 +45,8 @@ T = TypeVar("T")
 log = logging.getLogger("ledgerflow.einvoicing")
 
 CONNECTOR = "gst-irp"
+INVOICE_TOPIC = "ledger.invoice.v1"
+ROUTER_AGENT = "route-einvoicing"
 GENERATE = "generate_irn"
 CANCEL = "cancel_irn"
 POLICY_CACHE_SECONDS = 10.0
@@ -77,58 +80,103 @@ def job_for(ce_type: str, ce_id: str, record: Mapping[str, Any]) -> Job | None:
     return None
 
 
-def register(app: faust.App, settings: Settings) -> None:
-    source = app.topic(settings.topic("ledger.invoice.v1"), value_serializer="raw", key_serializer="raw")
-    jobs = app.topic(settings.topic(jobs_topic(CONNECTOR)), value_serializer="raw", key_serializer="raw")
+SendJob = Callable[[Job, list[tuple[str, bytes]]], Awaitable[None]]
 
-    # Tenant policy changes rarely; a short cache spares one database connection per invoice event.
-    policy: dict[str, tuple[bool, float]] = {}
 
-    def enabled(tenant_id: str) -> bool:
+class EinvoicingRouter:
+    """What the ``route-einvoicing`` agent does with one ``ledger.invoice.v1`` record.
+
+    Kept apart from faust so that the logic (and its span) can be driven by any consumer of the
+    topic; ``send_job(job, headers)`` must return only once Kafka has the job, because the record's
+    offset is committed after ``route`` returns.
+    """
+
+    def __init__(self, settings: Settings, send_job: SendJob) -> None:
+        self.settings = settings
+        self.send_job = send_job
+        # Tenant policy changes rarely; a short cache spares one database connection per invoice event.
+        self._policy: dict[str, tuple[bool, float]] = {}
+
+    def enabled(self, tenant_id: str) -> bool:
         now = time.monotonic()
-        cached = policy.get(tenant_id)
+        cached = self._policy.get(tenant_id)
         if cached is not None and cached[1] > now:
             return cached[0]
-        with db.connect(settings) as conn:
+        with db.connect(self.settings) as conn:
             wanted = integrations.enabled_for(conn, UUID(tenant_id), CONNECTOR)
-        policy[tenant_id] = (wanted, now + POLICY_CACHE_SECONDS)
+        self._policy[tenant_id] = (wanted, now + POLICY_CACHE_SECONDS)
         return wanted
 
-    @app.agent(source, name="route-einvoicing")
-    async def route_einvoicing(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            headers = {k: (v or b"").decode(errors="replace") for k, v in (message.headers or [])}
-            ce_type = headers.get("ce_type", "")
-            if ce_type not in ("ledgerflow.invoice.issued", "ledgerflow.invoice.cancelled"):
-                continue
+    async def route(self, message: Any) -> Job | None:
+        """Queue the job ``message`` (a Kafka record: headers, value, topic, partition, offset) asks
+        for, if any; returns it. The span continues the record's trace, and the job carries the span's
+        context, so the connector's attempt is its child."""
+        headers = {k: (v or b"").decode(errors="replace") for k, v in (message.headers or [])}
+        ce_type = headers.get("ce_type", "")
+        if ce_type not in ("ledgerflow.invoice.issued", "ledgerflow.invoice.cancelled"):
+            return None
+        incoming = headers.get("traceparent")
+        with (
+            telemetry.tracer.start_as_current_span(
+                f"process {INVOICE_TOPIC}",
+                context=telemetry.parent_context(incoming),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": message.topic,
+                    "messaging.consumer.group.name": ROUTER_AGENT,
+                    "messaging.destination.partition.id": str(message.partition),
+                    "messaging.kafka.offset": message.offset,
+                    "messaging.message.id": headers.get("ce_id", ""),
+                    "cloudevents.event_type": ce_type,
+                },
+            ) as span,
+            logs.log_context(traceparent=incoming),
+        ):
             try:
                 record = registry.decode_event(message.value, ce_type)
             except (codec.CodecError, registry.UnknownEventType) as exc:
                 # The projector dead-letters undecodable ledger events; the router only skips them.
                 log.error("skipping undecodable %s at offset %d: %s", ce_type, message.offset, exc)
-                continue
+                return None
             job = job_for(ce_type, headers.get("ce_id", ""), record)
             if job is None:
-                continue
+                return None
+            logs.bind_tenant(job.tenant_id)
+            span.set_attribute("ledgerflow.tenant_id", job.tenant_id)
             delay = 0.5
             while True:
                 try:
-                    wanted = await asyncio.to_thread(enabled, job.tenant_id)
+                    wanted = await asyncio.to_thread(self.enabled, job.tenant_id)
                     break
                 except db.DatabaseUnavailable as exc:
                     log.warning("PostgreSQL unavailable (%s); retrying in %.1fs", exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10)
             if not wanted:
-                continue
-            fut = await jobs.send(
-                key=job.subject.encode(),
-                value=job.encode(),
-                headers=Delivery(traceparent=headers.get("traceparent")).headers(),
-            )
-            await fut  # durable before this event's offset can be committed
+                return None
+            span.set_attribute("ledgerflow.job_id", job.job_id)
+            traceparent = telemetry.current_traceparent() or incoming
+            await self.send_job(job, Delivery(traceparent=traceparent).headers())
             log.info("queued %s for invoice %s", job.kind, job.subject)
+            return job
+
+
+def register(app: faust.App, settings: Settings) -> None:
+    source = app.topic(settings.topic(INVOICE_TOPIC), value_serializer="raw", key_serializer="raw")
+    jobs = app.topic(settings.topic(jobs_topic(CONNECTOR)), value_serializer="raw", key_serializer="raw")
+
+    async def send_job(job: Job, headers: list[tuple[str, bytes]]) -> None:
+        fut = await jobs.send(key=job.subject.encode(), value=job.encode(), headers=headers)
+        await fut  # durable before this event's offset can be committed
+
+    router = EinvoicingRouter(settings, send_job)
+
+    @app.agent(source, name=ROUTER_AGENT)
+    async def route_einvoicing(stream: Any) -> None:
+        async for event in stream.events():
+            await router.route(event.message)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,7 +334,9 @@ class IrnJobs:
             "signed_invoice": result.signed_invoice,
             "signed_qr_code": result.signed_qr_code,
             "adopted_existing": lookups.looked_up,
-            "traceparent": None,
+            # The attempt's span (the worker runs the handler inside it): the result event is
+            # published, projected and routed under the trace that asked for the IRN.
+            "traceparent": telemetry.current_traceparent(),
         }
         await self._blocking(lambda: self.service.record_irn(invoice.tenant_id, invoice.id, **recorded))
         return JobResult({"irn": result.irn, "ack_no": result.ack_no, "adopted_existing": lookups.looked_up})
@@ -322,7 +372,7 @@ class IrnJobs:
             "cancel_date": _irp_time(cancelled_at),
             "reason_code": int(job.payload.get("reason_code", 4)),
             "remark": job.payload.get("remark"),
-            "traceparent": None,
+            "traceparent": telemetry.current_traceparent(),
         }
         # Through _blocking: a database outage here must retry the job, not dead-letter it.
         await self._blocking(
@@ -342,7 +392,8 @@ class IrnJobs:
                 code=error.code,
                 message=error.message,
                 attempts=attempts,
-                traceparent=None,
+                # The worker calls this inside the last attempt's span.
+                traceparent=telemetry.current_traceparent(),
             )
         except InvoiceNotFound:
             log.warning("job %s failed for an invoice that does not exist", job.job_id)

@@ -13,12 +13,14 @@ import orjson
 import psycopg
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, StringConstraints
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine import db, integrations
+from engine import db, integrations, logs, telemetry
 from engine.api.errors import ApiError, install
 from engine.api.health import consumer_health_router
+from engine.api.metrics import metrics_router
 from engine.api.reports import build_router as reports_router
 from engine.application import InvoiceNotFound, LedgerService
 from engine.bootstrap import build_service
@@ -61,7 +63,11 @@ class ServiceHolder:
 
 
 class RequestContext:
-    """Gives every request an id (``X-Request-ID``, echoed back) and a W3C trace context.
+    """Gives every request an id (``X-Request-ID``, echoed back), a W3C trace context and log context.
+
+    The trace context is what the request's events store (``request.state.traceparent``), so that
+    the relay, the router and the connectors continue the same trace: the server span's context
+    when telemetry is on, else the client's ``traceparent`` if it sent a valid one, else a new one.
 
     A plain ASGI middleware: Starlette's ``@app.middleware("http")`` wraps every response in extra
     tasks and streams, which cost a measurable share of a request here.
@@ -78,7 +84,16 @@ class RequestContext:
         request_id = headers.get("x-request-id") or f"req_{uuid.uuid4().hex[:20]}"
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        state["traceparent"] = headers.get("traceparent") or new_traceparent()
+        # FastAPI's own server span (its native telemetry, on when an exporter is configured) is
+        # current here; it continued the client's traceparent if there was one.
+        span = state["server_span"] = trace.get_current_span()
+        span.set_attribute("ledgerflow.request_id", request_id)
+        traceparent = (
+            telemetry.current_traceparent()
+            or telemetry.valid_traceparent(headers.get("traceparent"))
+            or new_traceparent()
+        )
+        state["traceparent"] = traceparent
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -86,7 +101,8 @@ class RequestContext:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        with logs.log_context(request_id=request_id, traceparent=traceparent):
+            await self.app(scope, receive, send_with_id)
 
 
 def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -132,10 +148,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     holder = ServiceHolder(settings)
 
+    metrics_routes, metrics_collector = metrics_router(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         holder.close()
+        metrics_collector.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -157,6 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def current_tenant(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         svc: Annotated[LedgerService, Depends(service)],
+        request: Request,
     ) -> UUID:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise ApiError(
@@ -173,6 +193,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "the API key is unknown, revoked or expired",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        logs.bind_tenant(str(tenant_id))
+        request.state.server_span.set_attribute("ledgerflow.tenant_id", str(tenant_id))
         return tenant_id
 
     Tenant = Annotated[UUID, Depends(current_tenant)]
@@ -328,6 +350,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if loaded is None:
             raise ApiError(404, "not_found", f"{provider} is not configured for this tenant")
         return await test_connection(loaded)
+
+    app.include_router(metrics_routes)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Traces and metrics of connector attempts (OpenTelemetry; no exporter unless the process configures one).
+"""Traces and metrics of connector attempts (OpenTelemetry; exported when the process ran
+``engine.telemetry.configure`` with an exporter).
 
 One span per attempt, continuing the trace of whatever queued the job (its ``traceparent`` header,
 W3C trace context), and two instruments: attempts by outcome and attempt latency.
@@ -7,8 +8,8 @@ W3C trace context), and two instruments: attempts by outcome and attempt latency
 from __future__ import annotations
 
 from opentelemetry import metrics, trace
-from opentelemetry.context import Context
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from engine import telemetry as engine_telemetry
 
 tracer = trace.get_tracer("ledgerflow.connectors")
 _meter = metrics.get_meter("ledgerflow.connectors")
@@ -27,17 +28,6 @@ dead_lettered = _meter.create_counter(
     "ledgerflow.connector.dead_lettered", unit="{job}", description="Jobs given up, by error class"
 )
 
-_propagator = TraceContextTextMapPropagator()
-
-
-def parent_context(traceparent: str | None) -> Context | None:
-    """The context to continue from a job's ``traceparent`` header (None: a new trace)."""
-    if not traceparent:
-        return None
-    return _propagator.extract({"traceparent": traceparent})
-
-
-def current_traceparent() -> str | None:
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier)
-    return carrier.get("traceparent")
+# Kept here under their old names: the worker and ``publish_job`` import them from this module.
+parent_context = engine_telemetry.parent_context
+current_traceparent = engine_telemetry.current_traceparent

@@ -31,11 +31,12 @@ import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
 
 from connectors.errors import ConnectorError, ErrorClass, NeedsAttentionError, PermanentError
-from engine import db
+from engine import db, logs
 from engine.config import Settings
 from streams.connectors import attempts, rate_limit, telemetry
 from streams.connectors.jobs import (
@@ -287,7 +288,7 @@ class _ConnectorRunner:
             telemetry.deferred.add(1, {"connector": self.spec.name})
             return
         await rate_limit.wait_for_slot(self.pool, self.spec.name, self.spec.rate_limit_per_s)
-        error = await self._attempt(job, delivery, started)
+        error, attempt_span = await self._attempt(job, delivery, started)
         if error is None:
             return
         now = time.time()
@@ -307,11 +308,13 @@ class _ConnectorRunner:
                 )
                 await self._republish(message, again, step.tier)
                 return
-        await self._dead_letter(message, job, failed, error)
+        # The failure sink records a result command: it runs in the failed attempt's trace context.
+        with trace.use_span(attempt_span, end_on_exit=False):
+            await self._dead_letter(message, job, failed, error)
 
     async def _attempt(
         self, job: Job, delivery: Delivery, started: attempts.Started
-    ) -> ConnectorError | None:
+    ) -> tuple[ConnectorError | None, Span]:
         attributes: dict[str, str | int | bool] = {
             "ledgerflow.connector": self.spec.name,
             "ledgerflow.tenant_id": job.tenant_id,
@@ -320,12 +323,15 @@ class _ConnectorRunner:
             "ledgerflow.attempt": delivery.attempt,
             "ledgerflow.circuit_probe": started.probe,
         }
-        with telemetry.tracer.start_as_current_span(
-            f"connector {self.spec.name} {job.kind}",
-            context=telemetry.parent_context(delivery.traceparent),
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-        ) as span:
+        with (
+            telemetry.tracer.start_as_current_span(
+                f"connector {self.spec.name} {job.kind}",
+                context=telemetry.parent_context(delivery.traceparent),
+                kind=SpanKind.CLIENT,
+                attributes=attributes,
+            ) as span,
+            logs.log_context(tenant_id=job.tenant_id, traceparent=delivery.traceparent),
+        ):
             t0 = time.perf_counter()
             error: ConnectorError | None = None
             try:
@@ -355,7 +361,7 @@ class _ConnectorRunner:
             error_code=None if error is None else error.code,
             latency_ms=elapsed * 1000,
         )
-        return error
+        return error, span
 
     async def _wait(self, message: Any, delivery: Delivery, retry_at: float) -> None:
         """Send a job to wait for its circuit without using an attempt."""

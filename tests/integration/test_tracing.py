@@ -1,0 +1,302 @@
+"""One trace across every hop: HTTP request -> event-store write -> relay publish -> e-invoicing router ->
+connector call -> result event, against the real Kafka, PostgreSQL and the IRP sandbox.
+
+Every piece runs in this process under one OpenTelemetry tracer provider whose spans land in an
+in-memory exporter: the API through its ASGI app, the relay and the connector worker as they run in
+production (``Relay.run``, ``ConnectorWorker.run``). The router is the one piece not run by faust
+here: a plain aiokafka consumer hands each ``ledger.invoice.v1`` record to
+``EinvoicingRouter.route``, the same method the ``route-einvoicing`` agent calls for each record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from connectors.gst_irp.sandbox import SandboxAccount, create_app
+from engine import integrations
+from engine.application import LedgerService
+from engine.config import Settings
+from engine.relay import Relay
+from engine.security.secrets import load_key_ring
+from streams.catalogue import connector_specs
+from streams.connectors.jobs import Job, jobs_topic
+from streams.connectors.worker import ConnectorWorker
+from streams.einvoicing import CONNECTOR, EinvoicingRouter
+from tests.conftest import BackgroundLoop, wait_for
+from tests.connectors.contract import LiveServer
+from tests.integration.helpers import client_for, invoice_body
+
+pytestmark = pytest.mark.integration
+
+SELLER_GSTIN = "29AAGCB7383J1Z4"
+ACCOUNT = SandboxAccount(gstin=SELLER_GSTIN)
+CLIENT_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+class _Switchable(SimpleSpanProcessor):
+    """Hands finished spans to the exporter only while a test of this module runs.
+
+    OpenTelemetry's tracer provider is set once per process; later tests in the same pytest run
+    keep it, and their spans should not pile up in memory.
+    """
+
+    active = False
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.active:
+            super().on_end(span)
+
+
+_exporter = InMemorySpanExporter()
+_processor = _Switchable(_exporter)
+_installed: list[TracerProvider] = []
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    if not _installed:
+        provider = trace.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):
+            provider = TracerProvider()
+            trace.set_tracer_provider(provider)
+        provider.add_span_processor(_processor)
+        _installed.append(provider)
+    _exporter.clear()
+    _processor.active = True
+    yield _exporter
+    _processor.active = False
+    _exporter.clear()
+
+
+def irp_tenant(service: LedgerService, settings: Settings, base_url: str) -> tuple[str, str]:
+    registered = service.register_tenant(
+        name="Demo",
+        legal_name="Demo Electricals Private Limited",
+        country="IN",
+        gstin=SELLER_GSTIN,
+        state="29",
+        einvoicing_enabled=True,
+        address={"line1": "14 Residency Road", "city": "Bengaluru", "pincode": "560025"},
+    )
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        integrations.save(
+            conn,
+            load_key_ring(settings.var_dir),
+            registered.tenant_id,
+            CONNECTOR,
+            enabled=True,
+            environment="sandbox",
+            base_url=base_url,
+            credentials=ACCOUNT.credentials(),
+        )
+    return str(registered.tenant_id), registered.api_key
+
+
+async def run_router(settings: Settings, routed: list[Job], stop: asyncio.Event) -> None:
+    """Feed every ``ledger.invoice.v1`` record to the router, as the faust agent does."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    consumer = AIOKafkaConsumer(
+        settings.topic("ledger.invoice.v1"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"{settings.topic_prefix}trace-router",
+        auto_offset_reset="earliest",
+    )
+    await producer.start()
+    await consumer.start()
+
+    async def send_job(job: Job, headers: list[tuple[str, bytes]]) -> None:
+        await producer.send_and_wait(
+            settings.topic(jobs_topic(CONNECTOR)),
+            value=job.encode(),
+            key=job.subject.encode(),
+            headers=headers,
+        )
+
+    router = EinvoicingRouter(settings, send_job)
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    job = await router.route(record)
+                    if job is not None:
+                        routed.append(job)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def _ledger_records(settings: Settings) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        settings.topic("ledger.invoice.v1"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=2000)
+        return [r for records in batches.values() for r in records]
+    finally:
+        await consumer.stop()
+
+
+def header(record: Any, name: str) -> str:
+    return next((v or b"").decode() for k, v in record.headers if k == name)
+
+
+def trace_and_span(traceparent: str) -> tuple[int, int]:
+    _, trace_id, span_id, _ = traceparent.split("-")
+    return int(trace_id, 16), int(span_id, 16)
+
+
+def one(found: list[ReadableSpan], what: str) -> ReadableSpan:
+    assert len(found) == 1, (
+        f"expected one {what}, found {[(s.name, dict(s.attributes or {})) for s in found]}"
+    )
+    return found[0]
+
+
+def parent_of(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent is not None else None
+
+
+def test_one_trace_runs_from_the_http_request_to_the_irn_event_on_kafka(
+    settings: Settings,
+    service: LedgerService,
+    topics: list[str],
+    background: BackgroundLoop,
+    spans: InMemorySpanExporter,
+) -> None:
+    with LiveServer(create_app(account=ACCOUNT)) as irp:
+        tenant_id, api_key = irp_tenant(service, settings, irp.url)
+        specs, irn_jobs = connector_specs(settings, service, load_key_ring(settings.var_dir))
+        worker = ConnectorWorker(settings, specs)
+        routed: list[Job] = []
+        background.start(Relay(settings, idle_wait=0.02).run)
+        background.start(lambda stop: run_router(settings, routed, stop))
+        background.start(worker.run)
+        wait_for(
+            lambda: background.check() or worker.assigned().get(CONNECTOR),
+            what="the connector worker holding partitions",
+        )
+
+        api = client_for(settings)
+        response = api.post(
+            "/v1/invoices",
+            json=invoice_body("TR-1"),
+            headers={"Authorization": f"Bearer {api_key}", "Idempotency-Key": "trace-1"},
+        )
+        assert response.status_code == 201, response.text
+        invoice_id = response.json()["id"]
+
+        def irn_record() -> Any:
+            background.check()
+            records = asyncio.run(_ledger_records(settings))
+            return next(
+                (r for r in records if header(r, "ce_type") == "ledgerflow.invoice.irn_generated"), None
+            )
+
+        record = wait_for(irn_record, timeout=60, what="the irn_generated event on ledger.invoice.v1")
+        asyncio.run_coroutine_threadsafe(irn_jobs.close(), background.loop).result(timeout=30)
+
+    def finished() -> list[ReadableSpan] | None:
+        found = list(spans.get_finished_spans())
+        publishes = [s for s in found if s.name == "publish ledger.invoice.v1"]
+        return found if len(publishes) >= 2 else None
+
+    # The relay ends its publish spans once the batch is acknowledged, just after the record is readable.
+    finished_spans = wait_for(finished, what="the publish span of the irn_generated event")
+    by_type = {
+        (s.name, (s.attributes or {}).get("cloudevents.event_type")): s
+        for s in finished_spans
+        if s.name in ("publish ledger.invoice.v1", "process ledger.invoice.v1")
+    }
+
+    http = one([s for s in finished_spans if s.name == "POST /v1/invoices"], "HTTP span")
+    trace_id = http.context.trace_id
+    in_trace = [s for s in finished_spans if s.context.trace_id == trace_id]
+    stores = [s for s in in_trace if s.name == "event store write"]
+    publish_issued = by_type[("publish ledger.invoice.v1", "ledgerflow.invoice.issued")]
+    router = by_type[("process ledger.invoice.v1", "ledgerflow.invoice.issued")]
+    attempt = one([s for s in in_trace if s.name == f"connector {CONNECTOR} generate_irn"], "attempt")
+    publish_irn = by_type[("publish ledger.invoice.v1", "ledgerflow.invoice.irn_generated")]
+
+    # The client sent no trace context: the request's span starts the trace.
+    assert http.kind is SpanKind.SERVER and http.parent is None
+    assert (http.attributes or {})["http.route"] == "/v1/invoices"
+    assert (http.attributes or {})["ledgerflow.tenant_id"] == tenant_id
+    assert (http.attributes or {})["http.response.status_code"] == 201
+    # Every hop is in it, each the child of the one before.
+    chain = [http, publish_issued, router, attempt, publish_irn]
+    assert all(s.context.trace_id == trace_id for s in chain), [(s.name, s.context.trace_id) for s in chain]
+    assert parent_of(publish_issued) == http.context.span_id
+    assert parent_of(router) == publish_issued.context.span_id
+    assert parent_of(attempt) == router.context.span_id
+    assert parent_of(publish_irn) == attempt.context.span_id
+    assert [s.kind for s in chain] == [
+        SpanKind.SERVER,
+        SpanKind.PRODUCER,
+        SpanKind.CONSUMER,
+        SpanKind.CLIENT,
+        SpanKind.PRODUCER,
+    ]
+    # Two event-store writes: the issued invoice within the request (under FastAPI's endpoint span),
+    # the IRN within the attempt.
+    by_id = {s.context.span_id: s for s in in_trace}
+
+    def ancestors(span: ReadableSpan) -> list[int]:
+        found = []
+        while span.parent is not None and span.parent.span_id in by_id:
+            span = by_id[span.parent.span_id]
+            found.append(span.context.span_id)
+        return found
+
+    assert len(stores) == 2, [(s.name, s.parent) for s in stores]
+    issued_write, irn_write = sorted(stores, key=lambda s: s.start_time or 0)
+    assert http.context.span_id in ancestors(issued_write)
+    assert parent_of(irn_write) == attempt.context.span_id
+    assert (router.attributes or {})["ledgerflow.job_id"] == routed[0].job_id
+    assert (attempt.attributes or {})["ledgerflow.outcome"] == "success"
+    assert (publish_irn.attributes or {})["messaging.kafka.message.key"] == invoice_id
+
+    # Downstream consumers see the same trace on the result event's record.
+    assert trace_and_span(header(record, "traceparent")) == (trace_id, publish_irn.context.span_id)
+
+
+def test_a_clients_traceparent_is_the_parent_of_the_request_span_and_reaches_the_event(
+    settings: Settings, service: LedgerService, topics: list[str], spans: InMemorySpanExporter
+) -> None:
+    from tests.integration.helpers import register_tenant
+
+    _, api_key = register_tenant(service)
+    api = client_for(settings)
+    response = api.post(
+        "/v1/invoices",
+        json=invoice_body("TR-2"),
+        headers={"Authorization": f"Bearer {api_key}", "traceparent": CLIENT_TRACEPARENT},
+    )
+    assert response.status_code == 201, response.text
+    http = one([s for s in spans.get_finished_spans() if s.name == "POST /v1/invoices"], "HTTP span")
+    client_trace, client_span = trace_and_span(CLIENT_TRACEPARENT)
+    assert http.context.trace_id == client_trace
+    assert parent_of(http) == client_span
+    # The stored event names the request's span, so that the relay continues from it.
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        row = conn.execute(
+            "SELECT convert_from(state, 'UTF8')::jsonb ->> 'traceparent' FROM ledger_events"
+            " WHERE topic LIKE '%Invoice.Issued'"
+        ).fetchone()
+    assert row is not None
+    assert trace_and_span(row[0]) == (client_trace, http.context.span_id)
