@@ -246,9 +246,21 @@ def reporting_list(settings: Settings) -> None:
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), required=True, help="File format.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True, help="File to write.")
 @click.option("--tenant", "tenant_id", type=click.UUID, default=None, help="Only this tenant's rows.")
-@click.option("--from", "date_from", type=click.DateTime(["%Y-%m-%d"]), default=None, help="From date.")
-@click.option("--to", "date_to", type=click.DateTime(["%Y-%m-%d"]), default=None, help="To date.")
-@click.option("--chunk-rows", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
+@click.option(
+    "--from",
+    "date_from",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="First date (YYYY-MM-DD) included; for the monthly summaries, its month.",
+)
+@click.option("--to", "date_to", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last date included.")
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(1, 1_000_000),
+    default=10_000,
+    show_default=True,
+    help="Rows fetched and written at a time (a Parquet row group each).",
+)
 @click.pass_obj
 def export(
     settings: Settings,
@@ -260,7 +272,11 @@ def export(
     date_to: Any,
     chunk_rows: int,
 ) -> None:
-    """Write the reporting view NAME (docs/reporting.md) to a CSV or Parquet file."""
+    """Write the reporting view NAME to a CSV or Parquet file.
+
+    NAME is one of invoices, invoice_lines, invoice_tax_summary, hsn_summary and einvoice_status
+    (docs/reporting.md). Without --tenant, every tenant's rows.
+    """
     from pathlib import Path
 
     from rich.console import Console
