@@ -222,7 +222,7 @@ def reporting_revoke(settings: Settings, role: str) -> None:
     if revoked.dropped:
         click.echo(f"role {role} revoked and dropped")
     else:
-        click.echo(f"role {role} revoked here; kept because it still has privileges in another database")
+        click.echo(f"role {role} revoked here; kept: it also reads another deployment (schema or database)")
 
 
 @reporting_group.command("list")

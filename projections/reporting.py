@@ -392,7 +392,7 @@ class RoleGrant:
 class RoleRevoke:
     role: str
     dropped: bool
-    """False when the role still holds privileges elsewhere (another database) and was kept."""
+    """False when the role also reads another deployment (schema or database) and was kept."""
 
 
 @dataclass(frozen=True)
