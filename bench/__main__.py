@@ -1,7 +1,7 @@
 """``python -m bench``: run the scenarios against the local stack and print one table.
 
 Stages (``--only`` takes any of them, repeatable): ``raw``, ``relay``, ``projection``, ``replay``,
-``api``, ``latency``, ``worker``, ``irn``. Peak RSS is reported for every process a run started.
+``api``, ``latency``, ``worker``, ``scaling``, ``irn``. Peak RSS is reported for every process a run started.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from bench import api as api_stage
 from bench import irn as irn_stage
 from bench import raw_kafka, workload
 from bench import replay as replay_stage
+from bench import scaling as scaling_stage
 from bench import worker as worker_stage
 from bench.env import BenchEnv, free_port, retry
 from bench.report import Row, print_table, write_json
 from streams.connectors.jobs import jobs_topic as jobs_topic_of
 
-STAGES = ["raw", "relay", "projection", "replay", "api", "latency", "worker", "irn"]
+STAGES = ["raw", "relay", "projection", "replay", "api", "latency", "worker", "scaling", "irn"]
 MB = 1024 * 1024
 RSS_LIMIT_MB = 400.0
 
@@ -443,6 +444,18 @@ class Run:
             Row("ingest worker", "invoices/s (faust agent)", rate, "inv/s", note="Kafka -> event store")
         )
 
+    def scaling(self) -> None:
+        """One stream worker, then two, on the same size of ingest backlog (bench/scaling.py)."""
+        for name in list(self.env.procs):  # the other stages' processes would share the cores
+            self.env.stop(name)
+        drains = scaling_stage.measure(self.env, self.tenant.id, self.sizes.worker_messages, bar)
+        self.extra["scaling"] = scaling_stage.as_json(drains)
+        self.rows.extend(scaling_stage.rows(drains))
+        peak = max(mb for d in drains for mb in d.peak_rss_mb.values())
+        self.rows.append(
+            Row("peak RSS", "ledgerflow worker (scaling stage)", peak, "MB", RSS_LIMIT_MB, op="<")
+        )
+
     # -- e-invoicing ------------------------------------------------------------------------
 
     def irn(self) -> None:
@@ -697,6 +710,8 @@ class Run:
             self.measured(self.latency)
         if "worker" in selected:
             self.measured(self.worker)
+        if "scaling" in selected:
+            self.measured(self.scaling)
         if "irn" in selected:
             self.measured(self.irn)
         self.rss()
