@@ -724,7 +724,13 @@ def dlq_discard(settings: Settings, connector: str, everything: bool, offsets: t
 
 
 @main.command()
-@click.option("--workers", type=int, default=1, show_default=True, help="Stream workers to start.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Stream workers to start; they share the partitions (more than LEDGERFLOW_PARTITIONS sit idle).",
+)
 @click.option("--no-stack", is_flag=True, help="Do not start the local stack (use LEDGERFLOW_* services).")
 @click.pass_obj
 def run(settings: Settings, workers: int, no_stack: bool) -> None:

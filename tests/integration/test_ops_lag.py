@@ -83,3 +83,9 @@ def test_the_commands_are_wired() -> None:
     for args in (["lag", "--help"], ["projections", "list"], ["projections", "status", "--help"]):
         result = runner.invoke(main, args)
         assert result.exit_code == 0, result.output
+
+
+def test_run_refuses_fewer_than_one_stream_worker() -> None:
+    result = CliRunner().invoke(main, ["run", "--workers", "0", "--no-stack"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--workers': 0 is not in the range x>=1" in result.output
