@@ -368,7 +368,7 @@ class ConsumerHealth:
         return [g for g in self.groups if g.status == "stalled"]
 
 
-def _store(settings: Settings, groups: Sequence[GroupLag]) -> datetime | None:
+def _store(settings: Settings, groups: Sequence[GroupLag], *, create_tables: bool) -> datetime | None:
     """Record a sample; None (with a warning) if PostgreSQL cannot take it."""
     try:
         with db.connect(settings) as conn:
@@ -376,6 +376,11 @@ def _store(settings: Settings, groups: Sequence[GroupLag]) -> datetime | None:
                 return record(conn, groups)
             except psycopg.errors.UndefinedTable:
                 conn.rollback()
+        if not create_tables:
+            log.warning(
+                "lag sample not stored: consumer_lag_samples does not exist yet in %s", settings.db_schema
+            )
+            return None
         # A database no process has started against yet: create the tables, as every process does.
         db.ensure_schema(settings)
         with db.connect(settings) as conn:
@@ -392,9 +397,14 @@ def consumer_health(
     stall_after: float = DEFAULT_STALL_AFTER,
     sample_seconds: float = 0.0,
     pause: Callable[[float], None] = time.sleep,
+    create_tables: bool = True,
 ) -> ConsumerHealth:
     """Sample lag now (and again ``sample_seconds`` later if > 0), store the samples and assess every
-    group against its stored history. Without PostgreSQL, only this call's samples are compared."""
+    group against its stored history. Without PostgreSQL, only this call's samples are compared.
+
+    ``create_tables``: create the engine's tables if the samples table is missing (as the other
+    commands do); the monitor does not, so that a sample still in flight while its process shuts
+    down cannot bring back a schema that was just dropped."""
     taken: list[tuple[datetime, list[GroupLag]]] = []
     stored = True
     rounds = 2 if sample_seconds > 0 else 1
@@ -402,7 +412,7 @@ def consumer_health(
         if i:
             pause(sample_seconds)
         sample = lag(settings, groups)
-        at = _store(settings, sample) if stored else None
+        at = _store(settings, sample, create_tables=create_tables) if stored else None
         stored = at is not None
         taken.append((at or datetime.now(UTC), sample))
     now, current = taken[-1]
@@ -498,7 +508,9 @@ class LagMonitor:
 
     async def sample_once(self) -> None:
         try:
-            report = await asyncio.to_thread(consumer_health, self.settings, stall_after=self.stall_after)
+            report = await asyncio.to_thread(
+                consumer_health, self.settings, stall_after=self.stall_after, create_tables=False
+            )
         except KafkaUnavailable as exc:
             log.warning("lag monitor: %s", exc)
             return
