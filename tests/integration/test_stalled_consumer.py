@@ -252,3 +252,20 @@ def test_kafka_out_of_reach_fails_the_check_and_the_endpoint_with_a_precise_mess
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "kafka_unavailable"
     assert response.headers["Retry-After"] == "5"
+
+
+def test_without_postgresql_lag_still_answers_but_the_endpoint_cannot_vouch(
+    settings: Settings, topics: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_database = replace(
+        settings, database_url=f"postgresql://ledgerflow:ledgerflow@127.0.0.1:{free_port()}/ledgerflow"
+    )
+    result = lag_cli(no_database, "--check")
+    assert result.exit_code == 0, result.output
+    assert "PostgreSQL unavailable: lag history neither stored nor read" in result.stderr
+
+    monkeypatch.setenv("LEDGERFLOW_LAG_SAMPLE_S", "0")
+    response = client_for(no_database).get("/healthz/consumers")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "database_unavailable"
+    assert response.headers["Retry-After"] == "5"
