@@ -128,8 +128,14 @@ _SECRET_FIELDS = re.compile(r"(?i)password|passwd|secret|token|api_?key|authoriz
 
 # -- formatters ------------------------------------------------------------------------------------
 
-# Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# Attributes every LogRecord has; anything else on a record came from ``extra=``. uvicorn adds
+# ``color_message``, the message again with terminal colour codes.
+_RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 def _trace_ids() -> tuple[str, str] | None:
@@ -222,10 +228,6 @@ def configure(level: str = "INFO", fmt: LogFormat | None = None) -> LogFormat:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # uvicorn's loggers keep their own handlers unless told not to; ours carry the context.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
     quiet_kafka_floods()
     return chosen
 

@@ -95,30 +95,30 @@ class Relay:
         tracing = telemetry.tracing_enabled()
         spans: list[Span] = []
         pending = []
-        for notification in notifications:
-            # Straight from the stored JSON (no cipher or compressor is configured on the store).
-            outbound = outbound_from_stored(
-                notification.originator_id,
-                notification.originator_version,
-                notification.topic,
-                notification.state,
-            )
-            value, schema = registry.encode_event(outbound.ce_type, outbound.record)
-            topic = self.settings.topic(outbound.topic)
-            traceparent = None
-            if tracing and (not outbound.stored_trace or telemetry.is_sampled(outbound.traceparent)):
-                span = _publish_span(outbound, topic, notification.id)
-                spans.append(span)
-                traceparent = telemetry.span_traceparent(span)
-            pending.append(
-                await producer.send(
-                    topic,
-                    value=value,
-                    key=outbound.key.encode(),
-                    headers=headers_for(outbound, schema.fingerprint_hex, traceparent),
-                )
-            )
         try:
+            for notification in notifications:
+                # Straight from the stored JSON (no cipher or compressor is configured on the store).
+                outbound = outbound_from_stored(
+                    notification.originator_id,
+                    notification.originator_version,
+                    notification.topic,
+                    notification.state,
+                )
+                value, schema = registry.encode_event(outbound.ce_type, outbound.record)
+                topic = self.settings.topic(outbound.topic)
+                traceparent = None
+                if tracing and (not outbound.stored_trace or telemetry.is_sampled(outbound.traceparent)):
+                    span = _publish_span(outbound, topic, notification.id)
+                    spans.append(span)
+                    traceparent = telemetry.span_traceparent(span)
+                pending.append(
+                    await producer.send(
+                        topic,
+                        value=value,
+                        key=outbound.key.encode(),
+                        headers=headers_for(outbound, schema.fingerprint_hex, traceparent),
+                    )
+                )
             await asyncio.gather(*pending)
         except Exception as exc:
             for span in spans:

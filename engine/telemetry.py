@@ -16,6 +16,7 @@ and every log line. The standard ``OTEL_*`` variables keep their meaning: ``OTEL
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -39,6 +40,8 @@ from engine.config import Settings
 log = logging.getLogger("ledgerflow.telemetry")
 
 EXPORTERS = ("none", "console", "otlp")
+# How long a stopping process waits for its last spans and metrics to be sent.
+EXIT_FLUSH_S = 5.0
 
 tracer = trace.get_tracer("ledgerflow")
 meter = metrics.get_meter("ledgerflow")
@@ -71,14 +74,37 @@ def configure(service_name: str, settings: Settings) -> bool:
     # OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME are merged in by Resource.create.
     resource = Resource.create({SERVICE_NAME: service_name, "service.namespace": "ledgerflow"})
     # No sampler argument: the SDK reads OTEL_TRACES_SAMPLER (default: parent-based, always on).
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     span_exporter, metric_exporter = _exporters(exporter)
     provider.add_span_processor(BatchSpanProcessor(span_exporter))
     trace.set_tracer_provider(provider)
     reader = PeriodicExportingMetricReader(metric_exporter)
-    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
+    meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
+    metrics.set_meter_provider(meter_provider)
+    atexit.register(_flush_at_exit, provider, meter_provider)
     log.info("telemetry: %s exports traces and metrics to %s", service_name, _destination(exporter))
     return True
+
+
+def _flush_at_exit(provider: TracerProvider, meter_provider: MeterProvider) -> None:
+    """Send what is pending, but let the process end within ``EXIT_FLUSH_S``.
+
+    The SDK's own exit hooks wait up to 30 s each while a collector is unreachable (measured:
+    a relay stopped with a backlog of spans took more than 30 s to exit); a process being stopped
+    must not, and the spans of its last moments are not worth that.
+    """
+
+    def flush() -> None:
+        provider.shutdown()
+        meter_provider.shutdown()
+
+    worker = threading.Thread(target=flush, name="telemetry-exit-flush", daemon=True)
+    worker.start()
+    worker.join(EXIT_FLUSH_S)
+    if worker.is_alive():
+        log.warning(
+            "telemetry: the exporter did not finish within %.0fs; unsent spans are dropped", EXIT_FLUSH_S
+        )
 
 
 def _exporters(exporter: str) -> tuple[SpanExporter, MetricExporter]:

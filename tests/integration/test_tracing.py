@@ -1,19 +1,25 @@
 """One trace across every hop: HTTP request -> event-store write -> relay publish -> e-invoicing router ->
 connector call -> result event, against the real Kafka, PostgreSQL and the IRP sandbox.
 
-Every piece runs in this process under one OpenTelemetry tracer provider whose spans land in an
-in-memory exporter: the API through its ASGI app, the relay and the connector worker as they run in
-production (``Relay.run``, ``ConnectorWorker.run``). The router is the one piece not run by faust
-here: a plain aiokafka consumer hands each ``ledger.invoice.v1`` record to
-``EinvoicingRouter.route``, the same method the ``route-einvoicing`` agent calls for each record.
+The first test runs every piece in this process under one OpenTelemetry tracer provider whose spans
+land in an in-memory exporter: the API through its ASGI app, the relay and the connector worker as
+they run in production (``Relay.run``, ``ConnectorWorker.run``), and the router through a plain
+aiokafka consumer handing each ``ledger.invoice.v1`` record to ``EinvoicingRouter.route``, the
+method the faust agent ``route-einvoicing`` calls for each record. The last test runs the real
+processes (``ledgerflow relay``, ``worker``, ``connectors run``) with the console exporter and reads
+the spans and JSON log lines they print.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
+from uuid import UUID
 
+import orjson
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -24,7 +30,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from connectors.gst_irp.sandbox import SandboxAccount, create_app
-from engine import integrations
+from engine import integrations, telemetry
 from engine.application import LedgerService
 from engine.config import Settings
 from engine.relay import Relay
@@ -36,6 +42,7 @@ from streams.einvoicing import CONNECTOR, EinvoicingRouter
 from tests.conftest import BackgroundLoop, wait_for
 from tests.connectors.contract import LiveServer
 from tests.integration.helpers import client_for, invoice_body
+from tests.integration.processes import LedgerflowProcess, Processes
 
 pytestmark = pytest.mark.integration
 
@@ -300,3 +307,120 @@ def test_a_clients_traceparent_is_the_parent_of_the_request_span_and_reaches_the
         ).fetchone()
     assert row is not None
     assert trace_and_span(row[0]) == (client_trace, http.context.span_id)
+
+
+def exported_spans(process: LedgerflowProcess) -> list[dict[str, Any]]:
+    """The spans a process printed with LEDGERFLOW_OTEL_EXPORTER=console (one JSON object per line)."""
+    return [line for line in json_lines(process) if "context" in line and "kind" in line]
+
+
+def json_lines(process: LedgerflowProcess) -> list[dict[str, Any]]:
+    found = []
+    for text in process.log_path.read_text(errors="replace").splitlines():
+        # faust's spinner may leave a terminal control sequence in front of a line.
+        start = text.find("{")
+        if start < 0:
+            continue
+        try:
+            found.append(orjson.loads(text[start:]))
+        except orjson.JSONDecodeError:
+            continue  # a line still being written, or not JSON
+    return found
+
+
+@pytest.mark.slow
+def test_the_engines_processes_export_one_trace_and_log_its_id(
+    settings: Settings,
+    service: LedgerService,
+    topics: list[str],
+    spans: InMemorySpanExporter,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The real processes (faust router included), each exporting its spans to the console."""
+    monkeypatch.setenv("LEDGERFLOW_OTEL_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    monkeypatch.setenv("LEDGERFLOW_LOG_FORMAT", "json")
+    processes = Processes(settings, tmp_path)
+    try:
+        with LiveServer(create_app(account=ACCOUNT)) as irp:
+            tenant_id, api_key = irp_tenant(service, settings, irp.url)
+            relay = processes.start("relay")
+            router = processes.start("worker")
+            connectors = processes.start("connectors", "run", name="connectors")
+            engine = [relay, router, connectors]
+            response = client_for(settings).post(
+                "/v1/invoices",
+                json=invoice_body("TR-3"),
+                headers={"Authorization": f"Bearer {api_key}", "traceparent": CLIENT_TRACEPARENT},
+            )
+            assert response.status_code == 201, response.text
+            invoice_id = UUID(response.json()["id"])
+            processes.wait_for(
+                lambda: service.get_invoice(UUID(tenant_id), invoice_id).einvoice,
+                what="the IRN recorded on the invoice",
+                watch=engine,
+                timeout=90,
+            )
+        client_trace, client_span = trace_and_span(CLIENT_TRACEPARENT)
+        trace_hex = f"0x{client_trace:032x}"
+
+        def in_trace(process: LedgerflowProcess) -> list[dict[str, Any]]:
+            return [s for s in exported_spans(process) if s["context"]["trace_id"] == trace_hex]
+
+        publishes = processes.wait_for(
+            lambda: len(found := in_trace(relay)) >= 2 and found,
+            what="the relay exporting both publish spans of the trace",
+            watch=engine,
+        )
+        [routed] = [s for s in in_trace(router) if s["name"] == "process ledger.invoice.v1"]
+        [attempt] = [s for s in in_trace(connectors) if s["name"] == f"connector {CONNECTOR} generate_irn"]
+        [irn_write] = [s for s in in_trace(connectors) if s["name"] == "event store write"]
+        issued, irn = sorted(publishes, key=lambda s: s["start_time"])
+        [http] = [s for s in spans.get_finished_spans() if s.name == "POST /v1/invoices"]
+        assert http.parent is not None and http.parent.span_id == client_span
+        assert issued["parent_id"] == f"0x{http.context.span_id:016x}"
+        assert routed["parent_id"] == issued["context"]["span_id"]
+        assert attempt["parent_id"] == routed["context"]["span_id"]
+        assert irn_write["parent_id"] == attempt["context"]["span_id"]
+        assert irn["parent_id"] == attempt["context"]["span_id"]
+        assert irn["attributes"]["cloudevents.event_type"] == "ledgerflow.invoice.irn_generated"
+        assert {s["resource"]["attributes"]["service.name"] for s in (issued, routed, attempt)} == {
+            "ledgerflow-relay",
+            "ledgerflow-worker",
+            "ledgerflow-connectors",
+        }
+        # The router's log line names the tenant and the trace, in JSON.
+        queued = [
+            line
+            for line in json_lines(router)
+            if line.get("logger") == "ledgerflow.einvoicing" and "queued generate_irn" in line["message"]
+        ]
+        assert [(q["tenant_id"], q["trace_id"]) for q in queued] == [(tenant_id, f"{client_trace:032x}")]
+    finally:
+        processes.close()
+
+
+def test_a_malformed_client_traceparent_is_not_stored_on_the_event(
+    settings: Settings, service: LedgerService, topics: list[str]
+) -> None:
+    from tests.integration.helpers import register_tenant
+
+    _, api_key = register_tenant(service)
+    response = client_for(settings).post(
+        "/v1/invoices",
+        json=invoice_body("TR-4"),
+        headers={"Authorization": f"Bearer {api_key}", "traceparent": "00-not-a-trace-context"},
+    )
+    assert response.status_code == 201, response.text
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        row = conn.execute(
+            "SELECT convert_from(state, 'UTF8')::jsonb ->> 'traceparent' FROM ledger_events"
+            " WHERE topic LIKE '%Invoice.Issued'"
+        ).fetchone()
+    assert row is not None and telemetry.valid_traceparent(row[0]) == row[0]
+
+
+def test_an_unknown_exporter_is_refused_with_the_accepted_names(settings: Settings) -> None:
+    with pytest.raises(telemetry.TelemetryConfigError, match="one of none, console, otlp; got 'jaeger'"):
+        telemetry.configure("ledgerflow-test", replace(settings, otel_exporter="jaeger"))
