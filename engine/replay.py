@@ -115,9 +115,9 @@ def _parse_time(text: str, option: str) -> AtTime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
+        accepted = "earliest, an offset, P:OFFSET,..." if option == "--from" else "latest"
         raise ReplayUsageError(
-            f"{option} {text!r} is not an offset, 'earliest'/'latest' or an ISO-8601 time"
-            " such as 2026-11-26T10:00:00Z"
+            f"{option} {text!r} is not {accepted} or an ISO-8601 time such as 2026-11-26T10:00:00Z"
         ) from None
     if moment.tzinfo is None:
         raise ReplayUsageError(

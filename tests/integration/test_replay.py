@@ -85,20 +85,33 @@ def read_all(settings: Settings, logical: str) -> list[Any]:
     return asyncio.run(run())
 
 
-def topic_exists(settings: Settings, logical: str) -> bool:
-    async def run() -> bool:
+def listed(settings: Settings) -> set[str]:
+    async def run() -> set[str]:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         await admin.start()
         try:
-            return settings.topic(logical) in await admin.list_topics()
+            return set(await admin.list_topics())
         finally:
             await admin.close()
 
     return asyncio.run(run())
 
 
+def topic_exists(settings: Settings, logical: str) -> bool:
+    return settings.topic(logical) in listed(settings)
+
+
 def create_topic(settings: Settings, logical: str, partitions: int) -> None:
     stack.ensure_topics(settings, [settings.topic(logical)], partitions)
+    # Creation returns before every broker's metadata lists the topic.
+    wait_for(lambda: topic_exists(settings, logical), what=f"{logical} listed by the broker")
+
+
+@pytest.fixture
+def engine_topics(settings: Settings, topics: list[str]) -> list[str]:
+    """The engine's topics, created and listed by the broker."""
+    wait_for(lambda: set(topics) <= listed(settings), what="the engine's topics listed by the broker")
+    return topics
 
 
 def header(record: Any, name: str) -> bytes | None:
@@ -170,7 +183,7 @@ class RecordingProgress:
 
 
 def test_into_topic_republishes_every_record_with_its_key_value_and_headers(
-    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop
+    service: LedgerService, settings: Settings, engine_topics: list[str], background: BackgroundLoop
 ) -> None:
     publish_invoices(service, settings, background, count=5, tenants=2)
     create_topic(settings, "replayed.invoice.v1", settings.partitions)
@@ -193,7 +206,7 @@ def test_into_topic_republishes_every_record_with_its_key_value_and_headers(
 
 
 def test_into_a_topic_with_fewer_partitions_keeps_each_keys_order(
-    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop
+    service: LedgerService, settings: Settings, engine_topics: list[str], background: BackgroundLoop
 ) -> None:
     tenant_ids, invoice_ids = publish_invoices(service, settings, background, count=4)
     for invoice_id in invoice_ids[:2]:
@@ -220,7 +233,7 @@ def test_into_a_topic_with_fewer_partitions_keeps_each_keys_order(
 
 
 def test_tenant_filter_replays_only_that_tenants_records(
-    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop
+    service: LedgerService, settings: Settings, engine_topics: list[str], background: BackgroundLoop
 ) -> None:
     (_, second), _ = publish_invoices(service, settings, background, count=3, tenants=2)
     create_topic(settings, "one-tenant.invoice.v1", settings.partitions)
@@ -326,7 +339,7 @@ def test_timestamps_bound_the_range_per_partition(settings: Settings) -> None:
     assert "read 3, matched 3" in result.output
 
 
-def test_to_latest_stops_at_the_end_offsets_seen_when_the_replay_started(settings: Settings) -> None:
+def test_a_time_after_the_last_record_replays_nothing(settings: Settings) -> None:
     timed_records(settings)
 
     summary = replay(settings, parse_request("timed.v1", "2026-11-26T12:00:00Z", into_topic="timed-out.v1"))
@@ -337,11 +350,63 @@ def test_to_latest_stops_at_the_end_offsets_seen_when_the_replay_started(setting
     assert copied_values(settings) == []
 
 
+def end_offsets(settings: Settings, logical: str) -> dict[int, int]:
+    topic = settings.topic(logical)
+    tps = [TopicPartition(topic, p) for p in range(partition_count(settings, logical))]
+
+    async def run() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+        await consumer.start()
+        try:
+            return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+async def keep_writing(settings: Settings, logical: str, stop: asyncio.Event) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        i = 0
+        while not stop.is_set():
+            await producer.send_and_wait(settings.topic(logical), key=f"k{i % 7}".encode(), value=b"%d" % i)
+            i += 1
+    finally:
+        await producer.stop()
+
+
+def test_to_latest_ends_at_the_offsets_seen_at_the_start_while_producers_keep_writing(
+    settings: Settings, background: BackgroundLoop
+) -> None:
+    create_topic(settings, "busy.v1", 3)
+    create_topic(settings, "busy-out.v1", 3)
+    background.start(lambda stop: keep_writing(settings, "busy.v1", stop))
+    wait_for(lambda: sum(end_offsets(settings, "busy.v1").values()) >= 200, what="200 records written")
+    before = end_offsets(settings, "busy.v1")
+
+    summary = replay(settings, parse_request("busy.v1", into_topic="busy-out.v1"))
+
+    wait_for(
+        lambda: sum(end_offsets(settings, "busy.v1").values()) > sum(p.end for p in summary.partitions),
+        what="the producer writing past the replay's end offsets",
+    )
+    source = read_all(settings, "busy.v1")
+    for p in summary.partitions:
+        assert p.start == 0 and p.end >= before[p.partition]
+        assert p.read == p.end
+    assert [(r.partition, r.key, r.value) for r in read_all(settings, "busy-out.v1")] == [
+        (r.partition, r.key, r.value) for r in source if r.offset < summary.partitions[r.partition].end
+    ]
+    background.check()
+
+
 # -- dry run ----------------------------------------------------------------------------------------
 
 
 def test_dry_run_counts_per_partition_and_writes_nothing(
-    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop
+    service: LedgerService, settings: Settings, engine_topics: list[str], background: BackgroundLoop
 ) -> None:
     (first, _), _ = publish_invoices(service, settings, background, count=3, tenants=2)
     create_topic(settings, "dry.invoice.v1", settings.partitions)
@@ -390,7 +455,7 @@ def tracking_rows(settings: Settings) -> list[tuple[Any, ...]]:
 
 
 def test_projection_replay_restores_rows_without_moving_the_projectors_positions(
-    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop
+    service: LedgerService, settings: Settings, engine_topics: list[str], background: BackgroundLoop
 ) -> None:
     (tenant_id,), invoice_ids = publish_invoices(service, settings, background, count=4)
     deleted, altered = invoice_ids[0], invoice_ids[1]
@@ -477,7 +542,7 @@ def test_projection_replay_restores_rows_without_moving_the_projectors_positions
         (
             ["--topic", INVOICE_TOPIC, "--into-topic", "ledger.tenant.v1", "--from", "yesterday"],
             2,
-            "--from 'yesterday' is not an offset",
+            "--from 'yesterday' is not earliest, an offset, P:OFFSET,... or an ISO-8601 time",
         ),
         (
             ["--topic", INVOICE_TOPIC, "--into-topic", "ledger.tenant.v1", "--to", "2026-11-26T10:00:00"],
@@ -495,6 +560,11 @@ def test_projection_replay_restores_rows_without_moving_the_projectors_positions
             "offsets are accepted",
         ),
         (
+            ["--topic", INVOICE_TOPIC, "--into-topic", "ledger.tenant.v1", "--to", "soon"],
+            2,
+            "--to 'soon' is not latest or an ISO-8601 time",
+        ),
+        (
             ["--topic", INVOICE_TOPIC, "--into-topic", "ledger.tenant.v1", "--from", "7:0"],
             2,
             "--from names partition(s) 7, but",
@@ -507,7 +577,7 @@ def test_projection_replay_restores_rows_without_moving_the_projectors_positions
     ],
 )
 def test_bad_arguments_are_refused_with_a_clear_message(
-    settings: Settings, topics: list[str], args: list[str], exit_code: int, message: str
+    settings: Settings, engine_topics: list[str], args: list[str], exit_code: int, message: str
 ) -> None:
     result = cli(settings, "replay", *args)
 
@@ -516,19 +586,21 @@ def test_bad_arguments_are_refused_with_a_clear_message(
     assert "Traceback" not in result.output
 
 
-def test_a_missing_topic_is_reported_not_created(settings: Settings, topics: list[str]) -> None:
+def test_a_missing_topic_is_reported_not_created(settings: Settings, engine_topics: list[str]) -> None:
     result = cli(settings, "replay", "--topic", INVOICE_TOPIC, "--into-topic", "typo.invoice.v1")
 
     assert result.exit_code == 1
-    # The broker auto-creates topics it is asked about by name; the replay must not ask.
-    assert not topic_exists(settings, "typo.invoice.v1")
+    # The broker auto-creates topics it is asked about by name; the replay must not ask. Creating the
+    # topic now succeeds only if it did not exist (the controller's answer, not a metadata listing).
+    typo = settings.topic("typo.invoice.v1")
+    assert stack.ensure_topics(settings, [typo], 1) == [typo]
 
 
 def summary_of(result: ReplaySummary) -> tuple[int, int, int]:
     return result.read, result.matched, result.written
 
 
-def test_an_empty_topic_replays_nothing(settings: Settings, topics: list[str]) -> None:
+def test_an_empty_topic_replays_nothing(settings: Settings, engine_topics: list[str]) -> None:
     create_topic(settings, "empty-out.v1", settings.partitions)
 
     summary = replay(settings, parse_request(INVOICE_TOPIC, into_topic="empty-out.v1"))
