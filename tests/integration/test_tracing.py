@@ -86,12 +86,14 @@ def spans() -> Iterator[InMemorySpanExporter]:
     _exporter.clear()
 
 
-def irp_tenant(service: LedgerService, settings: Settings, base_url: str) -> tuple[str, str]:
+def irp_tenant(
+    service: LedgerService, settings: Settings, base_url: str, gstin: str = SELLER_GSTIN
+) -> tuple[str, str]:
     registered = service.register_tenant(
         name="Demo",
         legal_name="Demo Electricals Private Limited",
         country="IN",
-        gstin=SELLER_GSTIN,
+        gstin=gstin,
         state="29",
         einvoicing_enabled=True,
         address={"line1": "14 Residency Road", "city": "Bengaluru", "pincode": "560025"},
@@ -179,6 +181,39 @@ def parent_of(span: ReadableSpan) -> int | None:
     return span.parent.span_id if span.parent is not None else None
 
 
+def start_engine_in_process(
+    settings: Settings, service: LedgerService, background: BackgroundLoop
+) -> list[Job]:
+    """The relay, the router and the gst-irp connector worker in ``background``; returns the jobs routed."""
+    specs, irn_jobs = connector_specs(settings, service, load_key_ring(settings.var_dir))
+    worker = ConnectorWorker(settings, specs)
+    routed: list[Job] = []
+
+    async def connectors(stop: asyncio.Event) -> None:
+        try:
+            await worker.run(stop)
+        finally:
+            await irn_jobs.close()
+
+    background.start(Relay(settings, idle_wait=0.02).run)
+    background.start(lambda stop: run_router(settings, routed, stop))
+    background.start(connectors)
+    wait_for(
+        lambda: background.check() or worker.assigned().get(CONNECTOR),
+        what="the connector worker holding partitions",
+    )
+    return routed
+
+
+def wait_for_record(settings: Settings, background: BackgroundLoop, ce_type: str) -> Any:
+    def found() -> Any:
+        background.check()
+        records = asyncio.run(_ledger_records(settings))
+        return next((r for r in records if header(r, "ce_type") == ce_type), None)
+
+    return wait_for(found, timeout=60, what=f"a {ce_type} record on ledger.invoice.v1")
+
+
 def test_one_trace_runs_from_the_http_request_to_the_irn_event_on_kafka(
     settings: Settings,
     service: LedgerService,
@@ -188,17 +223,7 @@ def test_one_trace_runs_from_the_http_request_to_the_irn_event_on_kafka(
 ) -> None:
     with LiveServer(create_app(account=ACCOUNT)) as irp:
         tenant_id, api_key = irp_tenant(service, settings, irp.url)
-        specs, irn_jobs = connector_specs(settings, service, load_key_ring(settings.var_dir))
-        worker = ConnectorWorker(settings, specs)
-        routed: list[Job] = []
-        background.start(Relay(settings, idle_wait=0.02).run)
-        background.start(lambda stop: run_router(settings, routed, stop))
-        background.start(worker.run)
-        wait_for(
-            lambda: background.check() or worker.assigned().get(CONNECTOR),
-            what="the connector worker holding partitions",
-        )
-
+        routed = start_engine_in_process(settings, service, background)
         api = client_for(settings)
         response = api.post(
             "/v1/invoices",
@@ -207,16 +232,7 @@ def test_one_trace_runs_from_the_http_request_to_the_irn_event_on_kafka(
         )
         assert response.status_code == 201, response.text
         invoice_id = response.json()["id"]
-
-        def irn_record() -> Any:
-            background.check()
-            records = asyncio.run(_ledger_records(settings))
-            return next(
-                (r for r in records if header(r, "ce_type") == "ledgerflow.invoice.irn_generated"), None
-            )
-
-        record = wait_for(irn_record, timeout=60, what="the irn_generated event on ledger.invoice.v1")
-        asyncio.run_coroutine_threadsafe(irn_jobs.close(), background.loop).result(timeout=30)
+        record = wait_for_record(settings, background, "ledgerflow.invoice.irn_generated")
 
     def finished() -> list[ReadableSpan] | None:
         found = list(spans.get_finished_spans())
@@ -307,6 +323,43 @@ def test_a_clients_traceparent_is_the_parent_of_the_request_span_and_reaches_the
         ).fetchone()
     assert row is not None
     assert trace_and_span(row[0]) == (client_trace, http.context.span_id)
+
+
+def test_a_refused_irn_is_recorded_and_published_under_the_failed_attempts_span(
+    settings: Settings,
+    service: LedgerService,
+    topics: list[str],
+    background: BackgroundLoop,
+    spans: InMemorySpanExporter,
+) -> None:
+    with LiveServer(create_app(account=ACCOUNT)) as irp:
+        # A GSTIN the sandbox account does not own: the IRP refuses the document (2143, permanent),
+        # the job is dead-lettered and the failure recorded on the invoice by the failure sink.
+        _, api_key = irp_tenant(service, settings, irp.url, gstin="29AABCT1332L1ZA")
+        start_engine_in_process(settings, service, background)
+        response = client_for(settings).post(
+            "/v1/invoices", json=invoice_body("TR-5"), headers={"Authorization": f"Bearer {api_key}"}
+        )
+        assert response.status_code == 201, response.text
+        record = wait_for_record(settings, background, "ledgerflow.invoice.irn_failed")
+
+    def failed_publish() -> ReadableSpan | None:
+        return next(
+            (
+                s
+                for s in spans.get_finished_spans()
+                if (s.attributes or {}).get("cloudevents.event_type") == "ledgerflow.invoice.irn_failed"
+            ),
+            None,
+        )
+
+    publish = wait_for(failed_publish, what="the publish span of the irn_failed event")
+    [attempt] = [s for s in spans.get_finished_spans() if s.name == f"connector {CONNECTOR} generate_irn"]
+    [http] = [s for s in spans.get_finished_spans() if s.name == "POST /v1/invoices"]
+    assert (attempt.attributes or {})["ledgerflow.outcome"] == "permanent"
+    assert attempt.context.trace_id == http.context.trace_id
+    assert publish.parent is not None and publish.parent.span_id == attempt.context.span_id
+    assert trace_and_span(header(record, "traceparent")) == (http.context.trace_id, publish.context.span_id)
 
 
 def exported_spans(process: LedgerflowProcess) -> list[dict[str, Any]]:
