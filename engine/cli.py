@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 from typing import Any, Literal
 
 import click
@@ -658,6 +659,95 @@ def projections_status(settings: Settings, names: tuple[str, ...]) -> None:
     from projections.status import render_projection_status, status
 
     click.echo(render_projection_status(status(settings, list(names) or None)))
+    from projections.rebuild import pending
+
+    for rebuild in pending(settings):
+        if not names or rebuild["projection"] in names:
+            click.echo(
+                f"rebuild pending: {rebuild['projection']} from {rebuild['source']} into"
+                f" {rebuild['shadow_table']}, {rebuild['events_applied']:,} events applied,"
+                f" last progress {rebuild['updated_at']:%Y-%m-%d %H:%M:%S%z}"
+                " (run `ledgerflow projections rebuild` again to resume it)"
+            )
+
+
+@projections.command("rebuild")
+@click.argument("name")
+@click.option(
+    "--from-event-store",
+    is_flag=True,
+    help="Read the PostgreSQL event store instead of Kafka (topics compacted, truncated or lost).",
+)
+@click.option("--restart", is_flag=True, help="Discard an interrupted rebuild instead of resuming it.")
+@click.option(
+    "--batch", type=click.IntRange(1, 100_000), default=5000, show_default=True, help="Events per write."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_obj
+def projections_rebuild(
+    settings: Settings, name: str, from_event_store: bool, restart: bool, batch: int, as_json: bool
+) -> None:
+    """Build projection NAME afresh into a shadow table, then swap it in atomically.
+
+    The live table keeps serving queries (and the live projector keeps applying new events) during
+    the rebuild. An interrupted rebuild resumes where it stopped when run again.
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from projections.rebuild import RebuildError, rebuild
+
+    _logging("WARNING")
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn(f"[bold]rebuild {name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=as_json or not console.is_terminal,
+    ) as bar:
+        task = bar.add_task("events", total=None, rate="")
+        started = time.monotonic()
+
+        def progress(done: int, expected: int) -> None:
+            elapsed = time.monotonic() - started
+            rate = f"{done / elapsed:,.0f} ev/s" if elapsed > 0 else ""
+            bar.update(task, completed=done, total=expected, rate=rate)
+
+        try:
+            report = rebuild(
+                settings,
+                name,
+                from_event_store=from_event_store,
+                restart=restart,
+                batch=batch,
+                progress=progress,
+            )
+        except RebuildError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(
+        f"{name}: rebuilt from {report.source}{' (resumed)' if report.resumed else ''} and swapped in;"
+        f" {report.events_applied:,} events in {report.fill_seconds:.1f} s ({report.rate:,.0f} ev/s),"
+        f" indexes {report.index_seconds:.1f} s, swap {report.swap_seconds:.2f} s"
+        f" ({report.swap_events:,} events applied during the swap), {report.rows:,} rows,"
+        f" {report.undecodable} undecodable records skipped, {report.seconds:.1f} s in all"
+    )
 
 
 @main.group()

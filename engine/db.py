@@ -76,10 +76,7 @@ def ensure_schema(settings: Settings) -> None:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(settings.db_schema)))
         for package, name in MIGRATIONS:
             conn.execute(resources.files(package).joinpath(name).read_text())
-        # The reporting views and row-level security over the projection tables (docs/reporting.md).
-        from projections import reporting
-
-        reporting.install(conn, settings)
+        install_dependants(conn, settings)
 
 
 # Each SQL file is idempotent (CREATE ... IF NOT EXISTS) and owned by the module beside it.
@@ -88,4 +85,18 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("projections", "invoice_register.sql"),
     ("streams.connectors", "runtime.sql"),
     ("engine", "consumer_lag_samples.sql"),
+    ("projections", "rebuild.sql"),
 ]
+
+
+# Modules with ``install(conn, settings)`` creating objects that depend on projection tables
+# (views, row-level security policies). A projection rebuild drops the old table and calls
+# ``install_dependants`` again inside its swap transaction.
+DEPENDANTS: list[str] = ["projections.reporting"]
+
+
+def install_dependants(conn: psycopg.Connection, settings: Settings) -> None:
+    import importlib
+
+    for module in DEPENDANTS:
+        importlib.import_module(module).install(conn, settings)

@@ -498,12 +498,24 @@ def start_kafka(settings: Settings) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_raise_open_files_limit,
         )
     paths.pid.write_text(f"{process.pid}\n")
     _wait_until(
         "kafka", lambda: _kafka_answers(address), deadline, lambda: process.poll() is None, paths.log, 1.0
     )
     _say(f"kafka: up on {address} (pid {process.pid}, {time.monotonic() - started:.1f}s)")
+
+
+def _raise_open_files_limit() -> None:
+    """The broker keeps several files open per partition (log, index, time index segments); a test
+    run creates thousands of partitions, and the usual soft limit of 1,024 (or even 20,000) open
+    files stopped the broker with "Too many open files". Raise the soft limit to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 @_locked

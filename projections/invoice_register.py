@@ -16,6 +16,7 @@ from uuid import UUID
 
 import orjson
 import psycopg
+import psycopg.sql
 from psycopg.rows import dict_row
 
 from projections.runner import ProjectedEvent
@@ -24,7 +25,7 @@ NAME = "invoice_register"
 TOPICS = ["ledger.invoice.v1"]
 
 _INSERT_ISSUED = """
-INSERT INTO invoice_register (
+INSERT INTO {table} (
     invoice_id, tenant_id, number, financial_year, invoice_date, status, buyer_name, buyer_gstin,
     place_of_supply, supply_type, taxable, cgst, sgst, igst, cess, total, document, issued_at, last_event_id
 ) VALUES (%s, %s, %s, %s, %s, 'issued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
@@ -32,21 +33,21 @@ ON CONFLICT (invoice_id) DO NOTHING
 """
 
 _CANCEL = """
-UPDATE invoice_register SET status = 'cancelled', cancelled_at = %s, cancellation = %s, last_event_id = %s
+UPDATE {table} SET status = 'cancelled', cancelled_at = %s, cancellation = %s, last_event_id = %s
 WHERE invoice_id = %s
 """
 
 _IRN_GENERATED = """
-UPDATE invoice_register SET irn = %s, einvoice = %s, einvoice_failure = NULL, last_event_id = %s
+UPDATE {table} SET irn = %s, einvoice = %s, einvoice_failure = NULL, last_event_id = %s
 WHERE invoice_id = %s
 """
 
 _IRN_FAILED = """
-UPDATE invoice_register SET einvoice_failure = %s, last_event_id = %s WHERE invoice_id = %s
+UPDATE {table} SET einvoice_failure = %s, last_event_id = %s WHERE invoice_id = %s
 """
 
 _IRN_CANCELLED = """
-UPDATE invoice_register SET einvoice_cancellation = %s, last_event_id = %s WHERE invoice_id = %s
+UPDATE {table} SET einvoice_cancellation = %s, last_event_id = %s WHERE invoice_id = %s
 """
 
 
@@ -107,8 +108,9 @@ def _irn_cancelled(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
     return (_json({k: r[k] for k in fields}), ce_id, r["invoice_id"])
 
 
-# Per event type: the statement and how to turn the event into its parameters. Every statement is
-# idempotent (insert-if-absent or set-to-fixed-values), so applying an event twice changes nothing.
+# Per event type: the statement (its table left as ``{table}``: a rebuild writes a shadow table)
+# and how to turn the event into its parameters. Every statement is idempotent (insert-if-absent or
+# set-to-fixed-values), so applying an event twice changes nothing.
 STATEMENTS: dict[str, tuple[str, Callable[[dict[str, Any], str], tuple[Any, ...]]]] = {
     "ledgerflow.invoice.issued": (_INSERT_ISSUED, _issued),
     "ledgerflow.invoice.cancelled": (_CANCEL, _cancelled),
@@ -119,10 +121,22 @@ STATEMENTS: dict[str, tuple[str, Callable[[dict[str, Any], str], tuple[Any, ...]
 
 
 class InvoiceRegister:
-    """Projection writer, driven by ``projections.runner``."""
+    """Projection writer, driven by ``projections.runner`` (live table) and ``projections.rebuild``
+    (a shadow table, swapped in when complete)."""
 
     name = NAME
     topics = TOPICS
+
+    def __init__(self, table: str = NAME) -> None:
+        self.table = table
+        quoted = psycopg.sql.Identifier(table).as_string(None)
+        self._statements = {
+            ce_type: (statement.format(table=quoted), params)
+            for ce_type, (statement, params) in STATEMENTS.items()
+        }
+
+    def on_table(self, table: str) -> InvoiceRegister:
+        return InvoiceRegister(table)
 
     def apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None:
         # Consecutive events of one type go in one executemany; order across types is kept, so an
@@ -130,7 +144,7 @@ class InvoiceRegister:
         run_statement: str | None = None
         run: list[tuple[Any, ...]] = []
         for event in events:
-            known = STATEMENTS.get(event.ce_type)
+            known = self._statements.get(event.ce_type)
             if known is None:
                 continue  # a newer event type this projection does not show
             statement, params = known

@@ -41,12 +41,35 @@ class ProjectedEvent:
 
 
 class Projection(Protocol):
-    """A read model: a name, the logical topics it reads, and how to apply a batch of events."""
+    """A read model: a name, the logical topics it reads, the table it writes, and how to apply a batch
+    of events. ``on_table`` gives the same projection writing another table of the same shape (a
+    rebuild fills a shadow table that way)."""
 
     name: str
     topics: list[str]
+    table: str
 
     def apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None: ...
+
+    def on_table(self, table: str) -> Projection: ...
+
+
+DECODE_ERRORS = (codec.CodecError, registry.UnknownEventType, ValueError, KeyError)
+
+
+def decode_message(message: Any) -> ProjectedEvent:
+    """A Kafka record of the engine's topics as a projection sees it. Raises one of DECODE_ERRORS."""
+    headers = dict(message.headers or [])
+    ce_type = (headers.get("ce_type") or b"").decode()
+    record = registry.decode_event(message.value, ce_type or None)
+    return ProjectedEvent(
+        message.topic,
+        message.partition,
+        message.offset,
+        ce_type,
+        (headers.get("ce_id") or b"").decode(),
+        record,
+    )
 
 
 @dataclass
@@ -120,19 +143,6 @@ class ProjectionRunner:
             self._conn = None
             raise
 
-    def _decode(self, message: Any) -> ProjectedEvent:
-        headers = dict(message.headers or [])
-        ce_type = (headers.get("ce_type") or b"").decode()
-        record = registry.decode_event(message.value, ce_type or None)
-        return ProjectedEvent(
-            message.topic,
-            message.partition,
-            message.offset,
-            ce_type,
-            (headers.get("ce_id") or b"").decode(),
-            record,
-        )
-
     async def _dead_letter(self, message: Any, exc: Exception) -> None:
         assert self._producer is not None
         await self._producer.send_and_wait(
@@ -199,8 +209,8 @@ class ProjectionRunner:
                     self.stats.skipped += 1
                     continue
                 try:
-                    events.append(self._decode(message))
-                except (codec.CodecError, registry.UnknownEventType, ValueError, KeyError) as exc:
+                    events.append(decode_message(message))
+                except DECODE_ERRORS as exc:
                     log.error(
                         "undecodable event at %s[%d]@%d: %s", tp.topic, tp.partition, message.offset, exc
                     )

@@ -4,6 +4,7 @@ each test gets its own PostgreSQL schema and Kafka topic prefix, so tests cannot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -54,8 +55,27 @@ def settings() -> Iterator[Settings]:
     try:
         with psycopg.connect(TEST_DATABASE_URL, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{s.db_schema}" CASCADE')
+            conn.execute(f'DROP SCHEMA IF EXISTS "{s.reporting_schema}" CASCADE')
     except psycopg.OperationalError:
         pass
+    delete_topics(s)
+
+
+def delete_topics(settings: Settings) -> None:
+    """Delete the test's topics: the broker keeps files open for every partition, and a whole suite
+    run would otherwise leave thousands behind (and exhaust its open-files limit)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 5000})
+    try:
+        listed = admin.list_topics(timeout=5).topics
+    except Exception:  # the broker may be down after a crash test; leftovers are harmless
+        return
+    mine = [name for name in listed if settings.topic_prefix and name.startswith(settings.topic_prefix)]
+    if mine:
+        for future in admin.delete_topics(mine, operation_timeout=10).values():
+            with contextlib.suppress(Exception):
+                future.result(timeout=15)
 
 
 @pytest.fixture
