@@ -1,7 +1,8 @@
 """``python -m bench``: run the scenarios against the local stack and print one table.
 
 Stages (``--only`` takes any of them, repeatable): ``raw``, ``relay``, ``projection``, ``replay``,
-``api``, ``latency``, ``worker``, ``scaling``, ``irn``. Peak RSS is reported for every process a run started.
+``rebuild``, ``api``, ``latency``, ``worker``, ``scaling``, ``irn``. Peak RSS is reported for every
+process a run started.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench import api as api_stage
 from bench import irn as irn_stage
 from bench import raw_kafka, workload
+from bench import rebuild as rebuild_stage
 from bench import replay as replay_stage
 from bench import scaling as scaling_stage
 from bench import worker as worker_stage
@@ -29,7 +31,7 @@ from bench.env import BenchEnv, free_port, retry
 from bench.report import Row, print_table, write_json
 from streams.connectors.jobs import jobs_topic as jobs_topic_of
 
-STAGES = ["raw", "relay", "projection", "replay", "api", "latency", "worker", "scaling", "irn"]
+STAGES = ["raw", "relay", "projection", "replay", "rebuild", "api", "latency", "worker", "scaling", "irn"]
 MB = 1024 * 1024
 RSS_LIMIT_MB = 400.0
 
@@ -49,6 +51,8 @@ class Sizes:
     irn_limited: int = 200
     # `ledgerflow connectors run` processes in the IRN stage.
     irn_connector_workers: int = 1
+    # Events on the topic the rebuild stage rebuilds invoice_register from.
+    rebuild_events: int = 1_000_000
 
 
 FULL = Sizes(
@@ -68,6 +72,7 @@ QUICK = Sizes(
     worker_messages=300,
     irn_unlimited=200,
     irn_limited=50,
+    rebuild_events=50_000,
 )
 
 # A table of seven columns needs more than the 80 columns rich assumes when output is not a terminal.
@@ -306,6 +311,65 @@ class Run:
                 0.5 * raw,
                 raw=raw,
                 note="target: 50% of raw consume+produce (same run, same records)",
+            )
+        )
+
+    def rebuild(self) -> None:
+        """`ledgerflow projections rebuild invoice_register` over a topic of `rebuild_events` invoices."""
+        for name in list(self.env.procs):  # the other stages' processes would share the cores
+            self.env.stop(name)
+        n = self.sizes.rebuild_events
+        env = BenchEnv.create(self.env.settings.partitions)
+        try:
+            env.ensure_topics()
+            with bar(f"rebuild source: produce {n:,}", n) as advance:
+                started = time.monotonic()
+                rebuild_stage.fill(env, self.tenant, n, advance)
+                produced = n / (time.monotonic() - started)
+            with bar(f"projections rebuild {n:,} events", n) as advance:
+                summary = rebuild_stage.run_rebuild(env, n, advance)
+        finally:
+            env.close(keep=self.keep)
+            for name, peak in env.peak_rss.items():
+                self.env.peak_rss[name] = max(self.env.peak_rss.get(name, 0), peak)
+        if summary["events_applied"] != n or summary["rows"] != n:
+            raise RuntimeError(
+                f"rebuild applied {summary['events_applied']} events, {summary['rows']} rows of {n}"
+            )
+        self.extra["rebuild"] = {**summary, "produce_per_s": produced}
+        note = (
+            f"fill {summary['fill_seconds']:.0f} s, indexes {summary['index_seconds']:.1f} s,"
+            f" swap {summary['swap_seconds']:.2f} s; peak RSS {env.peak_rss.get('rebuild', 0) / MB:.0f} MB"
+        )
+        self.rows.append(
+            Row(
+                "projection rebuild",
+                f"events/s over {n:,} (fill)",
+                summary["events_per_s"],
+                "ev/s",
+                raw=self.raw_consume,
+                note="Kafka -> shadow table",
+            )
+        )
+        self.rows.append(
+            Row(
+                "projection rebuild",
+                f"wall time, {n:,} events",
+                summary["wall_seconds"],
+                "s",
+                300,
+                op="<",
+                note=note,
+            )
+        )
+        self.rows.append(
+            Row(
+                "peak RSS",
+                "ledgerflow projections rebuild",
+                env.peak_rss.get("rebuild", 0) / MB,
+                "MB",
+                RSS_LIMIT_MB,
+                op="<",
             )
         )
 
@@ -704,6 +768,8 @@ class Run:
             self.measured(self.projection)
         if "replay" in selected:
             self.measured(self.replay)
+        if "rebuild" in selected:
+            self.measured(self.rebuild)
         if "api" in selected:
             self.measured(self.api)
         if "latency" in selected:

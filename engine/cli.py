@@ -721,11 +721,20 @@ def projections_rebuild(
     ) as bar:
         task = bar.add_task("events", total=None, rate="")
         started = time.monotonic()
+        # Without a terminal (cron, CI, a log file) no bar is drawn: a plain line every 10 s instead.
+        plain = not as_json and not console.is_terminal
+        last_line = [started]
 
         def progress(done: int, expected: int) -> None:
-            elapsed = time.monotonic() - started
+            now = time.monotonic()
+            elapsed = now - started
             rate = f"{done / elapsed:,.0f} ev/s" if elapsed > 0 else ""
             bar.update(task, completed=done, total=expected, rate=rate)
+            if plain and (now - last_line[0] >= 10 or (expected and done >= expected)):
+                last_line[0] = now
+                click.echo(
+                    f"rebuild {name}: {done:,} of {expected:,} events, {rate}, {elapsed:.0f} s", err=True
+                )
 
         try:
             report = rebuild(

@@ -39,8 +39,18 @@ $$;
 CREATE INDEX IF NOT EXISTS invoice_register_tenant_date
     ON invoice_register (tenant_id, invoice_date, number, invoice_id);
 
--- E-invoicing (IRN) results, added with the gst-irp connector.
-ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS irn text;
-ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS einvoice json;
-ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS einvoice_failure json;
-ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS einvoice_cancellation json;
+-- E-invoicing (IRN) results, added with the gst-irp connector. Guarded like the lz4 change: even
+-- ADD COLUMN IF NOT EXISTS takes an ACCESS EXCLUSIVE lock, which would wait behind any long reader
+-- (an export, a BI query) at every process start, and hold up every other reader meanwhile.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'invoice_register'::regclass AND attname = 'einvoice_cancellation'
+                   AND NOT attisdropped) THEN
+        ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS irn text;
+        ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS einvoice json;
+        ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS einvoice_failure json;
+        ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS einvoice_cancellation json;
+    END IF;
+END
+$$;

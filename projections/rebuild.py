@@ -54,6 +54,9 @@ from streams.connectors.ops import topic_partitions
 log = logging.getLogger("ledgerflow.projections.rebuild")
 
 SHADOW_SUFFIX = "__rebuild"
+# The swap asks for the live table's lock this long at a time, this many times (~1 min in all).
+SWAP_LOCK_TIMEOUT_MS = 1000
+SWAP_LOCK_ATTEMPTS = 40
 KAFKA = "kafka"
 EVENT_STORE = "event-store"
 
@@ -167,8 +170,6 @@ async def _rebuild(
     stop_after: int | None,
 ) -> RebuildReport:
     started = time.monotonic()
-    resumed = await asyncio.to_thread(_prepare_in, settings, projection, source, restart)
-    report = RebuildReport(projection.name, source, resumed)
     shadow = projection.on_table(shadow_name(projection))
     filler: _Filler
     if source == KAFKA:
@@ -176,6 +177,9 @@ async def _rebuild(
     else:
         filler = await asyncio.to_thread(_EventStoreFiller, settings, projection, shadow, batch)
     try:
+        await filler.check_source()  # before anything is created: a refusal leaves nothing pending
+        resumed = await asyncio.to_thread(_prepare_in, settings, projection, source, restart)
+        report = RebuildReport(projection.name, source, resumed)
         complete = await filler.fill(report, progress, stop_after)
         report.fill_seconds = time.monotonic() - started
         if not complete:
@@ -356,20 +360,52 @@ class _Filler:
         if self._conn is not None:
             self._conn.close()
 
+    async def check_source(self) -> None:
+        """Raise RebuildError when the source cannot give a complete projection."""
+
     async def fill(self, report: RebuildReport, progress: Progress | None, stop_after: int | None) -> bool:
         raise NotImplementedError
 
-    async def swap(self, report: RebuildReport) -> None:
+    async def _swap_locked(self, conn: psycopg.Connection, report: RebuildReport) -> None:
+        """The swap's work, inside its transaction, with the live table locked."""
         raise NotImplementedError
 
-    def _lock_live(self, conn: psycopg.Connection) -> None:
-        # The schema lock first, in the order ensure_schema takes its locks (it alters the live
-        # table and re-creates the reporting views too): a process starting mid-swap waits instead
-        # of deadlocking with it.
-        conn.execute("SET LOCAL lock_timeout = '60s'")
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledgerflow.ensure_schema'))")
-        # EXCLUSIVE: readers go on, writers (the live projector) wait until the swap commits.
-        conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(self.projection.table)))
+    async def swap(self, report: RebuildReport) -> None:
+        """Lock the live table and swap, retrying while readers or writers hold it.
+
+        The lock is ACCESS EXCLUSIVE from the start (the DROP needs it anyway), requested with a
+        short lock_timeout: while it waits, every new reader of the table queues behind it, so a
+        long transaction (an export, a BI query) must not make the API wait for long. Each failed
+        attempt rolls back and tries again a little later.
+        """
+        conn = self.connection()
+        attempts = 0
+        while True:
+            report.swap_events = 0
+            try:
+                with conn.transaction():
+                    conn.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT_MS}ms'")
+                    # The schema lock first, in the order ensure_schema takes its locks (it alters
+                    # the live table and re-creates the reporting views): a process starting
+                    # mid-swap waits instead of deadlocking with the swap.
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledgerflow.ensure_schema'))")
+                    conn.execute(
+                        sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                            sql.Identifier(self.projection.table)
+                        )
+                    )
+                    await self._swap_locked(conn, report)
+                return
+            except psycopg.errors.LockNotAvailable as exc:
+                attempts += 1
+                if attempts >= SWAP_LOCK_ATTEMPTS:
+                    raise RebuildError(
+                        f"could not lock {self.projection.table} for the swap in {attempts} attempts"
+                        f" ({SWAP_LOCK_TIMEOUT_MS} ms each): a long transaction holds it. The rebuilt"
+                        " table is kept; run the rebuild again to retry the swap"
+                    ) from exc
+                log.info("swap: %s is busy (%s); trying again shortly", self.projection.table, exc)
+                await asyncio.sleep(min(0.2 * attempts, 2.0))
 
 
 class _KafkaFiller(_Filler):
@@ -395,9 +431,24 @@ class _KafkaFiller(_Filler):
         if missing:
             raise RebuildError(f"topic {', '.join(missing)} does not exist: nothing to rebuild from")
         await consumer.start()
-        consumer.assign([tp for t in self.topics for tp in found[t]])
+        assigned = [tp for t in self.topics for tp in found[t]]
+        consumer.assign(assigned)
         self._consumer = consumer
+        beginnings = await consumer.beginning_offsets(assigned)
+        # A partition whose first retained offset is above 0 has lost records to retention or
+        # deletion: a table built from what is left would silently miss those invoices, and the
+        # swap would then replace a complete live table with it.
+        truncated = {f"{tp.topic}[{tp.partition}]": beginnings[tp] for tp in assigned if beginnings[tp] > 0}
+        if truncated:
+            shown = ", ".join(f"{name} starts at {offset:,}" for name, offset in sorted(truncated.items()))
+            raise RebuildError(
+                f"the topic no longer holds every event ({shown}); a rebuild from Kafka would miss"
+                " the deleted ones: rebuild with --from-event-store (add --restart if a rebuild is pending)"
+            )
         return consumer
+
+    async def check_source(self) -> None:
+        await self._start()
 
     def _positions(self, conn: psycopg.Connection, name: str) -> dict[TopicPartition, int]:
         return {
@@ -469,42 +520,39 @@ class _KafkaFiller(_Filler):
             )
         return len(events)
 
-    async def swap(self, report: RebuildReport) -> None:
+    async def _swap_locked(self, conn: psycopg.Connection, report: RebuildReport) -> None:
         consumer = await self._start()
-        conn = self.connection()
-        with conn.transaction():
-            self._lock_live(conn)
-            live = self._positions(conn, self.projection.name)
-            mine = self._positions(conn, tracking_name(self.projection))
-            # What the live projector applied beyond the shadow (it kept running meanwhile).
-            behind = {tp: offset for tp, offset in live.items() if offset > mine.get(tp, -1)}
-            for tp in behind:
-                if tp in mine:
-                    consumer.seek(tp, mine[tp] + 1)
-                else:
-                    await consumer.seek_to_beginning(tp)
-            deadline = time.monotonic() + 60
-            while behind:
-                if time.monotonic() > deadline:
-                    raise RebuildError(f"could not read up to the live positions {behind} within 60 s")
-                fetched = await consumer.getmany(*behind, timeout_ms=500, max_records=self.batch)
-                trimmed = {tp: [m for m in ms if m.offset <= behind[tp]] for tp, ms in fetched.items()}
-                events, offsets, bad = _collect(trimmed)
-                report.undecodable += bad
-                self.shadow.apply(conn, events)
-                _record(conn, tracking_name(self.projection), offsets)
-                report.swap_events += len(events)
-                for tp, offset in offsets.items():
-                    if offset >= behind[tp]:
-                        del behind[tp]
-            mine = self._positions(conn, tracking_name(self.projection))
-            _record(conn, self.projection.name, mine)
-            conn.execute(
-                "DELETE FROM projection_tracking WHERE projection = %s", (tracking_name(self.projection),)
-            )
-            conn.execute("DELETE FROM projection_rebuilds WHERE projection = %s", (self.projection.name,))
-            _swap_tables(conn, self.settings, self.projection.table, self.shadow.table)
-            report.positions = _by_topic(self._positions(conn, self.projection.name))
+        live = self._positions(conn, self.projection.name)
+        mine = self._positions(conn, tracking_name(self.projection))
+        # What the live projector applied beyond the shadow (it kept running meanwhile).
+        behind = {tp: offset for tp, offset in live.items() if offset > mine.get(tp, -1)}
+        for tp in behind:
+            if tp in mine:
+                consumer.seek(tp, mine[tp] + 1)
+            else:
+                await consumer.seek_to_beginning(tp)
+        deadline = time.monotonic() + 60
+        while behind:
+            if time.monotonic() > deadline:
+                raise RebuildError(f"could not read up to the live positions {behind} within 60 s")
+            fetched = await consumer.getmany(*behind, timeout_ms=500, max_records=self.batch)
+            trimmed = {tp: [m for m in ms if m.offset <= behind[tp]] for tp, ms in fetched.items()}
+            events, offsets, bad = _collect(trimmed)
+            report.undecodable += bad
+            self.shadow.apply(conn, events)
+            _record(conn, tracking_name(self.projection), offsets)
+            report.swap_events += len(events)
+            for tp, offset in offsets.items():
+                if offset >= behind[tp]:
+                    del behind[tp]
+        mine = self._positions(conn, tracking_name(self.projection))
+        _record(conn, self.projection.name, mine)
+        conn.execute(
+            "DELETE FROM projection_tracking WHERE projection = %s", (tracking_name(self.projection),)
+        )
+        conn.execute("DELETE FROM projection_rebuilds WHERE projection = %s", (self.projection.name,))
+        _swap_tables(conn, self.settings, self.projection.table, self.shadow.table)
+        report.positions = _by_topic(self._positions(conn, self.projection.name))
 
     async def aclose(self) -> None:
         if self._consumer is not None:
@@ -589,30 +637,27 @@ class _EventStoreFiller(_Filler):
                 progress(done, expected)
         return True
 
-    async def swap(self, report: RebuildReport) -> None:
-        conn = self.connection()
-        with conn.transaction():
-            self._lock_live(conn)
-            # Everything the live projector has applied came from the relay, which publishes only
-            # what is stored: read the store to its end now, and the shadow holds all of it. The
-            # live positions stay; events past them are applied again later (idempotent).
-            position = self._position(conn)
-            while True:
-                target = self.ledger.recorder.max_notification_id() or 0
-                if position >= target:
-                    break
-                events, last = self._read(position, target)
-                if last == position:
-                    break
-                self._store(conn, events, last)
-                report.swap_events += len(events)
-                position = last
-            conn.execute("DELETE FROM projection_rebuilds WHERE projection = %s", (self.projection.name,))
-            _swap_tables(conn, self.settings, self.projection.table, self.shadow.table)
-            report.positions = {
-                topic: tracking.positions(conn, self.projection.name, topic)
-                for topic in (self.settings.topic(t) for t in self.projection.topics)
-            }
+    async def _swap_locked(self, conn: psycopg.Connection, report: RebuildReport) -> None:
+        # Everything the live projector has applied came from the relay, which publishes only
+        # what is stored: read the store to its end now, and the shadow holds all of it. The
+        # live positions stay; events past them are applied again later (idempotent).
+        position = self._position(conn)
+        while True:
+            target = self.ledger.recorder.max_notification_id() or 0
+            if position >= target:
+                break
+            events, last = self._read(position, target)
+            if last == position:
+                break
+            self._store(conn, events, last)
+            report.swap_events += len(events)
+            position = last
+        conn.execute("DELETE FROM projection_rebuilds WHERE projection = %s", (self.projection.name,))
+        _swap_tables(conn, self.settings, self.projection.table, self.shadow.table)
+        report.positions = {
+            topic: tracking.positions(conn, self.projection.name, topic)
+            for topic in (self.settings.topic(t) for t in self.projection.topics)
+        }
 
     async def aclose(self) -> None:
         self.ledger.close()

@@ -13,6 +13,8 @@ from engine.config import Settings
 
 
 def create_app(settings: Settings, *, app_id: str = "ledgerflow-streams") -> faust.App:
+    datadir = settings.var_dir / "faust" / f"{settings.topic_prefix}{app_id}-data"
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         f"{settings.topic_prefix}{app_id}",
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -22,6 +24,9 @@ def create_app(settings: Settings, *, app_id: str = "ledgerflow-streams") -> fau
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         store="memory://",
+        # faust keeps a per-app directory even with in-memory tables; by default it lands in the
+        # working directory (the repository, for tests and `make run`).
+        datadir=str(datadir),
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         broker_commit_every=500,

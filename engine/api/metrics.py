@@ -128,7 +128,7 @@ def read_database(settings: Settings) -> DatabaseFigures:
 class KafkaFigures:
     groups: list[GroupLag]
     retry_records: dict[tuple[str, str], int]
-    """(connector, tier label) -> records ever written to that delay topic (still retained)."""
+    """(connector, tier label) -> records ever written to that delay topic (its end offsets)."""
     dlq_records: dict[str, int]
     """Full DLQ topic name -> records retained."""
     dlq_connector: dict[str, str]
@@ -166,8 +166,10 @@ async def _topic_records(settings: Settings) -> KafkaFigures:
     for tp in tps:
         records = end[tp] - begin[tp]
         if m := retry.match(tp.topic):
+            # A counter must never go down: the end offset counts every retry ever written,
+            # while end - begin would fall as retention deletes old records.
             key = (m.group(1), m.group(2))
-            out.retry_records[key] = out.retry_records.get(key, 0) + records
+            out.retry_records[key] = out.retry_records.get(key, 0) + end[tp]
         else:
             out.dlq_records[tp.topic] = out.dlq_records.get(tp.topic, 0) + records
             out.dlq_begin[(tp.topic, tp.partition)] = begin[tp]
@@ -342,7 +344,7 @@ def _kafka_families(settings: Settings, k: KafkaFigures, d: DatabaseFigures | No
     yield members
     retries = CounterMetricFamily(
         "ledgerflow_connector_retries",
-        "Jobs sent to a connector's delay topic (tier) for a later attempt: records on that topic",
+        "Jobs sent to a connector's delay topic (tier) for a later attempt: records ever written to it",
         labels=["connector", "tier"],
     )
     for (connector, tier), count in sorted(k.retry_records.items()):

@@ -213,7 +213,11 @@ def test_rebuild_from_the_event_store_after_the_topic_was_truncated(
     with db.connect(settings) as conn, conn.transaction():
         conn.execute("DELETE FROM invoice_register")  # a table lost together with its topic's history
 
-    # From Kafka there is nothing left to rebuild from; the event store still has everything.
+    # From Kafka the deleted events cannot come back: refused, and nothing is left pending.
+    with pytest.raises(RebuildError, match=r"no longer holds every event .*--from-event-store"):
+        rebuild(settings, "invoice_register")
+    assert pending(settings) == []
+    # The event store still has everything.
     report = rebuild(settings, "invoice_register", from_event_store=True, batch=8)
     assert report.source == "event-store" and report.events_applied == 26
     assert register(settings) == expected(service, tenant_id, ids)
@@ -254,3 +258,38 @@ def test_rebuild_command_reports_and_refuses_clearly(settings: Settings, topics:
     summary: dict[str, Any] = orjson.loads(ok.output)
     assert summary["projection"] == "invoice_register" and summary["events_applied"] == 0
     assert summary["rows"] == 0 and pending(settings) == []
+
+
+def test_the_swap_waits_for_a_long_reader_then_swaps(
+    service: LedgerService, settings: Settings, pipeline: BackgroundLoop
+) -> None:
+    tenant_id = UUID(register_tenant(service)[0])
+    ids = issue(service, tenant_id, "LR", 10)
+    wait_for(lambda: projected_count(settings) == 10, what="the live projection")
+
+    # An analyst's long transaction holds the live table (ACCESS SHARE) for as long as it runs.
+    reader = psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}")
+    reader.execute("SELECT count(*) FROM invoice_register").fetchone()
+    finished: list[Any] = []
+    worker = threading.Thread(target=lambda: finished.append(rebuild(settings, "invoice_register")))
+    worker.start()
+    try:
+
+        def swap_waiting() -> bool:
+            with db.connect(settings) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_locks"
+                    " WHERE NOT granted AND relation = 'invoice_register'::regclass"
+                ).fetchone()
+            return bool(row and row[0])
+
+        wait_for(swap_waiting, what="the swap waiting for the reader's lock")
+        assert not finished and "invoice_register__rebuild" in table_shape(settings)[0]
+    finally:
+        reader.rollback()  # the reader ends; the swap's next attempt gets the lock
+        reader.close()
+    worker.join(timeout=120)
+    (report,) = finished
+    assert report.rows == 10
+    assert register(settings) == expected(service, tenant_id, ids)
+    assert pending(settings) == []
