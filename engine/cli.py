@@ -748,7 +748,9 @@ def projections_rebuild(
         except RebuildError as exc:
             raise click.ClickException(str(exc)) from exc
     if as_json:
-        click.echo(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        click.echo(
+            orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
+        )
         return
     click.echo(
         f"{name}: rebuilt from {report.source}{' (resumed)' if report.resumed else ''} and swapped in;"
