@@ -113,7 +113,7 @@ class Poller:
             if self.conn is None or self.conn.closed:
                 self.conn = self.env.connect()
             try:
-                row = self.conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+                row = self.conn.execute(query, params).fetchone()
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 self.conn = None
                 raise

@@ -197,7 +197,7 @@ class BenchEnv:
     def scalar(self, query: str, params: tuple[Any, ...] = ()) -> Any:
         def run() -> Any:
             with self.connect() as conn:
-                row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+                row = conn.execute(query, params).fetchone()
             return row[0] if row else None
 
         return retry(run)

@@ -89,8 +89,16 @@ def event_store_env(settings: Settings) -> dict[str, str]:
 
 
 def open_ledger(settings: Settings) -> Ledger:
+    # eventsourcing creates its tables, types and functions when the application is built; two
+    # processes starting together raced there ("tuple concurrently updated" from CREATE OR REPLACE
+    # FUNCTION, seen when two stream workers started at once). One at a time, as ensure_schema does.
     try:
-        return Ledger(env=event_store_env(settings))
+        with db.connect(settings, autocommit=True) as lock:
+            lock.execute("SELECT pg_advisory_lock(hashtext('ledgerflow.event_store_tables'))")
+            try:
+                return Ledger(env=event_store_env(settings))
+            finally:
+                lock.execute("SELECT pg_advisory_unlock(hashtext('ledgerflow.event_store_tables'))")
     except (PersistenceError, OSError) as exc:
         raise db.DatabaseUnavailable(str(exc)) from exc
 

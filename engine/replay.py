@@ -47,7 +47,6 @@ from aiokafka.errors import KafkaError
 
 from engine import db
 from engine.config import Settings
-from schemas import codec, registry
 
 T = TypeVar("T")
 
@@ -447,24 +446,16 @@ class _ProjectionSink:
         self._writing: asyncio.Future[None] | None = None
 
     def _decode(self, records: list[Any]) -> list[Any]:
-        from projections.runner import ProjectedEvent
+        from projections.runner import DECODE_ERRORS, decode_message
 
         events = []
         for r in records:
-            headers = dict(r.headers or ())
-            ce_type = (headers.get("ce_type") or b"").decode()
             try:
-                record = registry.decode_event(r.value, ce_type or None)
-            except (codec.CodecError, registry.UnknownEventType, ValueError, KeyError, TypeError) as exc:
+                events.append(decode_message(r))
+            except DECODE_ERRORS as exc:
                 self.summary.undecodable += 1
                 if len(self.summary.undecodable_samples) < 5:
                     self.summary.undecodable_samples.append(f"{r.partition}@{r.offset} ({exc})")
-                continue
-            events.append(
-                ProjectedEvent(
-                    r.topic, r.partition, r.offset, ce_type, (headers.get("ce_id") or b"").decode(), record
-                )
-            )
         return events
 
     def _apply(self, events: list[Any]) -> None:
@@ -507,12 +498,12 @@ class _Nowhere:
 
 
 def find_projection(name: str) -> Any:
-    from projections.catalogue import PROJECTIONS
+    from projections import catalogue
 
-    for projection in PROJECTIONS:
-        if projection.name == name:
-            return projection
-    raise ReplayUsageError(f"no projection named {name!r}; known: {', '.join(p.name for p in PROJECTIONS)}")
+    projection = catalogue.find(name)
+    if projection is None:
+        raise ReplayUsageError(f"no projection named {name!r}; known: {catalogue.known_names()}")
+    return projection
 
 
 async def _ranges(

@@ -4,3 +4,11 @@ from projections.invoice_register import InvoiceRegister
 from projections.runner import Projection
 
 PROJECTIONS: list[Projection] = [InvoiceRegister()]
+
+
+def find(name: str) -> Projection | None:
+    return next((p for p in PROJECTIONS if p.name == name), None)
+
+
+def known_names() -> str:
+    return ", ".join(p.name for p in PROJECTIONS)

@@ -17,16 +17,17 @@ The steps:
    With ``--from-event-store`` the events come from the PostgreSQL event store instead (for topics
    that were compacted or truncated), in notification order, turned into exactly the records the
    relay publishes; the position is then the last notification id applied.
-3. Build the remaining indexes, then swap, in one transaction: lock the live table against writes
-   (the live projector waits), apply to the shadow whatever the live projector had applied beyond
+3. Build the remaining indexes, then swap, in one transaction: lock the live table (readers and
+   the live projector wait, for the few milliseconds the swap takes), apply to the shadow whatever the live projector had applied beyond
    the shadow's position, move the positions over, drop the live table, rename the shadow and its
    indexes to the live names, and re-create what depended on the table (reporting views and
    row-level security policies). The live projector then carries on from its position, against
    the new table: its statements name the table, and PostgreSQL resolves a name again after a
    lock wait.
 
-Every projection statement is idempotent (insert-if-absent, set-to-fixed-values), so events that
-both the shadow and the live projector apply around the swap change nothing.
+Every projection statement is idempotent (insert-if-absent, set-to-fixed-values), and the live
+projector re-applies events after the swap in their order, from a position no later than the
+shadow's, so each field ends as the last event that wrote it left it.
 """
 
 from __future__ import annotations
@@ -45,8 +46,7 @@ from psycopg import sql
 
 from engine import db
 from engine.config import Settings
-from projections import tracking
-from projections.catalogue import PROJECTIONS
+from projections import catalogue, tracking
 from projections.runner import DECODE_ERRORS, ProjectedEvent, Projection, decode_message
 from schemas import registry
 from streams.connectors.ops import topic_partitions
@@ -106,11 +106,10 @@ class RebuildReport:
 
 
 def find_projection(name: str) -> Projection:
-    for projection in PROJECTIONS:
-        if projection.name == name:
-            return projection
-    known = ", ".join(p.name for p in PROJECTIONS)
-    raise RebuildError(f"no projection named {name!r} (known: {known})")
+    projection = catalogue.find(name)
+    if projection is None:
+        raise RebuildError(f"no projection named {name!r} (known: {catalogue.known_names()})")
+    return projection
 
 
 def shadow_name(projection: Projection) -> str:

@@ -54,7 +54,7 @@ class Projection(Protocol):
     def on_table(self, table: str) -> Projection: ...
 
 
-DECODE_ERRORS = (codec.CodecError, registry.UnknownEventType, ValueError, KeyError)
+DECODE_ERRORS = (codec.CodecError, registry.UnknownEventType, ValueError, KeyError, TypeError)
 
 
 def decode_message(message: Any) -> ProjectedEvent:

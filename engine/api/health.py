@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -30,6 +32,9 @@ from engine.lag import (
     monitor_interval_from_env,
     stall_after_from_env,
 )
+
+# Seconds a health answer is reused for (see consumer_health_router).
+HEALTH_CACHE_SECONDS = 3.0
 
 GroupIds = Annotated[
     list[str] | None,
@@ -61,6 +66,19 @@ def consumer_health_router(
                 await task
 
     router = APIRouter(lifespan=monitor)
+    # Probes may come every second from several places; one sample per few seconds is plenty
+    # (each sample asks Kafka for every group's offsets and writes the history).
+    cache: dict[tuple[str, ...], tuple[float, Any]] = {}
+    cache_lock = threading.Lock()
+
+    def _cached_health(names: tuple[str, ...]) -> Any:
+        with cache_lock:
+            hit = cache.get(names)
+            if hit is not None and time.monotonic() - hit[0] < HEALTH_CACHE_SECONDS:
+                return hit[1]
+            report = consumer_health(settings, list(names) or None, stall_after=limit)
+            cache[names] = (time.monotonic(), report)
+            return report
 
     @router.get(
         "/healthz/consumers",
@@ -69,15 +87,23 @@ def consumer_health_router(
     )
     def consumers(group: GroupIds = None) -> dict[str, Any]:
         names = group or []
-        if any(not g.strip() or len(g) > 255 for g in names):
+        ours = f"{settings.topic_prefix}ledgerflow"
+        # Unauthenticated, so only the engine's own groups: the probe must not become a way to
+        # make the API sample (and store lag history for) any group on a shared broker.
+        if any(not g.startswith(ours) or len(g) > 255 for g in names):
             raise ApiError(
                 422,
                 "validation_failed",
-                "group: a consumer group id is 1 to 255 characters",
-                {"fields": [{"path": "group", "code": "invalid_group", "message": "1 to 255 characters"}]},
+                f"group: only the engine's consumer groups (ids starting with {ours!r},"
+                " at most 255 characters)",
+                {
+                    "fields": [
+                        {"path": "group", "code": "invalid_group", "message": f"must start with {ours!r}"}
+                    ]
+                },
             )
         try:
-            report = consumer_health(settings, names or None, stall_after=limit)
+            report = _cached_health(tuple(sorted(names)))
         except KafkaUnavailable as exc:
             raise ApiError(
                 503,

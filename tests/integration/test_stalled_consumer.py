@@ -237,6 +237,10 @@ def test_bad_input_gets_a_clear_answer(settings: Settings, monkeypatch: pytest.M
     response = client_for(settings).get("/healthz/consumers", params={"group": " "})
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "validation_failed"
+    # Unauthenticated: another application's group on a shared broker is not the probe's business.
+    foreign = client_for(settings).get("/healthz/consumers", params={"group": "billing-app.consumers"})
+    assert foreign.status_code == 422
+    assert "only the engine's consumer groups" in foreign.json()["error"]["message"]
 
 
 def test_kafka_out_of_reach_fails_the_check_and_the_endpoint_with_a_precise_message(
