@@ -18,12 +18,12 @@ The steps:
    that were compacted or truncated), in notification order, turned into exactly the records the
    relay publishes; the position is then the last notification id applied.
 3. Build the remaining indexes, then swap, in one transaction: lock the live table (readers and
-   the live projector wait, for the few milliseconds the swap takes), apply to the shadow whatever the live projector had applied beyond
-   the shadow's position, move the positions over, drop the live table, rename the shadow and its
-   indexes to the live names, and re-create what depended on the table (reporting views and
-   row-level security policies). The live projector then carries on from its position, against
-   the new table: its statements name the table, and PostgreSQL resolves a name again after a
-   lock wait.
+   the live projector wait, for the few milliseconds the swap takes), apply to the shadow whatever
+   the live projector had applied beyond the shadow's position, move the positions over, drop the
+   live table, rename the shadow and its indexes to the live names, and re-create what depended
+   on the table (reporting views and row-level security policies). The live projector then
+   carries on from its position, against the new table: its statements name the table, and
+   PostgreSQL resolves a name again after a lock wait.
 
 Every projection statement is idempotent (insert-if-absent, set-to-fixed-values), and the live
 projector re-applies events after the swap in their order, from a position no later than the
