@@ -24,6 +24,8 @@ log = logging.getLogger("ledgerflow.ingest")
 
 INGEST_TOPIC = "ingest.invoice.v1"
 INGEST_DLQ_TOPIC = "ingest.invoice.dlq.v1"
+# Attempts at a message that fails with an error of ours (not a rejection, not a DB outage).
+UNEXPECTED_ATTEMPTS = 3
 
 
 def register(app: faust.App, settings: Settings) -> None:
@@ -42,6 +44,7 @@ def register(app: faust.App, settings: Settings) -> None:
             message = event.message
             headers = list(message.headers or [])
             delay = 0.5
+            failures = 0
             while True:
                 try:
                     result = await asyncio.to_thread(
@@ -63,22 +66,41 @@ def register(app: faust.App, settings: Settings) -> None:
                         exc.code,
                         exc.message,
                     )
-                    fut = await dlq.send(
-                        key=message.key,
-                        value=message.value,
-                        headers=dead_letter_headers(
-                            headers,
-                            topic=message.topic,
-                            partition=message.partition,
-                            offset=message.offset,
-                            code=exc.code,
-                            message=exc.message,
-                        ),
-                    )
-                    await fut  # delivered before the offset can be committed: nothing is lost
+                    await dead_letter(message, headers, exc.code, exc.message)
                     break
                 except db.DatabaseUnavailable as exc:
                     log.warning("PostgreSQL unavailable (%s); retrying message in %.1fs", exc, delay)
                     service.clear()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10)
+                except Exception as exc:
+                    # Anything else is a fault of ours, not of the message or the database. Left
+                    # to faust, the agent would crash and the message could be acknowledged
+                    # unprocessed. Try again a few times (it may be transient), then park the
+                    # message in the DLQ, where it waits for a redrive once the fault is fixed.
+                    failures += 1
+                    if failures < UNEXPECTED_ATTEMPTS:
+                        log.warning(
+                            "unexpected error on %s (%r); retrying in %.1fs", message.offset, exc, delay
+                        )
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 10)
+                        continue
+                    log.exception("giving up on %s[%d]@%d", message.topic, message.partition, message.offset)
+                    await dead_letter(message, headers, "processing_failed", f"{type(exc).__name__}: {exc}")
+                    break
+
+    async def dead_letter(message: Any, headers: list[Any], code: str, text: str) -> None:
+        fut = await dlq.send(
+            key=message.key,
+            value=message.value,
+            headers=dead_letter_headers(
+                headers,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                code=code,
+                message=text,
+            ),
+        )
+        await fut  # delivered before the offset can be committed: nothing is lost
