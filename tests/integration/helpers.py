@@ -5,10 +5,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import psycopg
 from fastapi.testclient import TestClient
 
-from engine.application import LedgerService
+from connectors.gst_irp.sandbox import SandboxAccount
+from engine import integrations
+from engine.application import LedgerService, RegisteredTenant
 from engine.config import Settings
+from engine.security.secrets import load_key_ring
 
 # The example body from the issue (the contract upstream systems code against).
 INVOICE_BODY: dict[str, Any] = {
@@ -67,3 +71,41 @@ def client_for(settings: Settings) -> TestClient:
 def close_clients() -> None:
     while _open_clients:
         _open_clients.pop().__exit__(None, None, None)
+
+
+# The seller of the e-invoicing tests: a Karnataka tenant with a user at the IRP sandbox.
+IRP_SELLER_GSTIN = "29AAGCB7383J1Z4"
+IRP_ACCOUNT = SandboxAccount(gstin=IRP_SELLER_GSTIN)
+IRP_SELLER_ADDRESS = {"line1": "14 Residency Road", "city": "Bengaluru", "pincode": "560025"}
+
+
+def register_irp_tenant(
+    service: LedgerService,
+    settings: Settings,
+    base_url: str,
+    *,
+    gstin: str = IRP_SELLER_GSTIN,
+    credentials: dict[str, str] | None = None,
+) -> RegisteredTenant:
+    """A tenant with e-invoicing on and its gst-irp integration pointed at ``base_url``."""
+    registered = service.register_tenant(
+        name="Demo",
+        legal_name="Demo Electricals Private Limited",
+        country="IN",
+        gstin=gstin,
+        state="29",
+        einvoicing_enabled=True,
+        address=IRP_SELLER_ADDRESS,
+    )
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        integrations.save(
+            conn,
+            load_key_ring(settings.var_dir),
+            registered.tenant_id,
+            "gst-irp",
+            enabled=True,
+            environment="sandbox",
+            base_url=base_url,
+            credentials=credentials or IRP_ACCOUNT.credentials(),
+        )
+    return registered

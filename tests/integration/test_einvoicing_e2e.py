@@ -16,7 +16,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from connectors.gst_irp.sandbox import SandboxAccount, create_app
+from connectors.gst_irp.sandbox import create_app
 from engine import integrations
 from engine.application import LedgerService
 from engine.commands import IssueInvoice
@@ -24,15 +24,14 @@ from engine.config import Settings
 from engine.security.secrets import load_key_ring
 from streams.connectors.ops import dlq_list, dlq_redrive, render_status, status
 from tests.connectors.contract import LiveServer, Operator
-from tests.integration.helpers import invoice_body
+from tests.integration.helpers import IRP_ACCOUNT, IRP_SELLER_GSTIN, invoice_body, register_irp_tenant
 from tests.integration.processes import Processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SELLER_GSTIN = "29AAGCB7383J1Z4"
-ACCOUNT = SandboxAccount(gstin=SELLER_GSTIN)
+SELLER_GSTIN = IRP_SELLER_GSTIN
+ACCOUNT = IRP_ACCOUNT
 GOOD_CREDENTIALS = ACCOUNT.credentials()
-ADDRESS = {"line1": "14 Residency Road", "city": "Bengaluru", "pincode": "560025"}
 RATE_LIMIT = 40.0
 
 
@@ -70,27 +69,7 @@ def tenant(
     gstin: str = SELLER_GSTIN,
     credentials: dict[str, str] | None = None,
 ) -> UUID:
-    registered = service.register_tenant(
-        name="Demo",
-        legal_name="Demo Electricals Private Limited",
-        country="IN",
-        gstin=gstin,
-        state="29",
-        einvoicing_enabled=True,
-        address=ADDRESS,
-    )
-    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
-        integrations.save(
-            conn,
-            load_key_ring(settings.var_dir),
-            registered.tenant_id,
-            "gst-irp",
-            enabled=True,
-            environment="sandbox",
-            base_url=base_url,
-            credentials=credentials or GOOD_CREDENTIALS,
-        )
-    return registered.tenant_id
+    return register_irp_tenant(service, settings, base_url, gstin=gstin, credentials=credentials).tenant_id
 
 
 def issue(service: LedgerService, tenant_id: UUID, count: int, prefix: str, **changes: Any) -> list[UUID]:

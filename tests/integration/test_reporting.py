@@ -105,6 +105,11 @@ def connect_as(role: str, password: str) -> psycopg.Connection:
     return psycopg.connect(make_conninfo(**params), autocommit=True, connect_timeout=5)
 
 
+def grant(settings: Settings, tenant: str, role: str, password: str) -> subprocess.CompletedProcess[str]:
+    """`ledgerflow reporting grant` with a chosen password."""
+    return cli(settings, "reporting", "grant", "--tenant", tenant, "--role", role, "--password", password)
+
+
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", *args],
@@ -365,17 +370,7 @@ def test_a_tenant_role_logs_in_and_reads_only_its_tenants_rows_and_nothing_else(
 ) -> None:
     settings = ledger.settings
     role, password = new_role(role_names), "correct horse battery staple"
-    granted = cli(
-        settings,
-        "reporting",
-        "grant",
-        "--tenant",
-        str(ledger.tenant_a),
-        "--role",
-        role,
-        "--password",
-        password,
-    )
+    granted = grant(settings, str(ledger.tenant_a), role, password)
     assert granted.returncode == 0, granted.stderr
     assert f"role {role} created" in granted.stdout
 
@@ -437,17 +432,7 @@ def test_a_tenant_role_logs_in_and_reads_only_its_tenants_rows_and_nothing_else(
     assert role in listed.stdout and str(ledger.tenant_a) in listed.stdout
 
     # Granting again changes the password; the role stays bound to its tenant.
-    again = cli(
-        settings,
-        "reporting",
-        "grant",
-        "--tenant",
-        str(ledger.tenant_a),
-        "--role",
-        role,
-        "--password",
-        "new-password",
-    )
+    again = grant(settings, str(ledger.tenant_a), role, "new-password")
     assert again.returncode == 0 and f"role {role} updated" in again.stdout
     with pytest.raises(psycopg.OperationalError):
         connect_as(role, password).close()
@@ -466,7 +451,7 @@ def test_grant_refuses_roles_it_did_not_create_bad_names_and_unknown_tenants(
 ) -> None:
     tenant, _ = register_tenant(service)
     # The engine's own role must never be turned into (or dropped as) a tenant role.
-    taken = cli(settings, "reporting", "grant", "--tenant", tenant, "--role", "ledgerflow", "--password", "x")
+    taken = grant(settings, tenant, "ledgerflow", "x")
     assert taken.returncode == 1 and "was not created by `ledgerflow reporting grant`" in taken.stderr
     bad = cli(settings, "reporting", "grant", "--tenant", tenant, "--role", 'Robert"; DROP TABLE x; --')
     assert bad.returncode == 2 and "not a usable role name" in bad.stderr
@@ -497,17 +482,7 @@ def test_after_a_rebuild_swaps_the_table_the_views_policy_and_grants_follow_it(
 ) -> None:
     settings = ledger.settings
     role, password = new_role(role_names), "pw-rebuild"
-    granted = cli(
-        settings,
-        "reporting",
-        "grant",
-        "--tenant",
-        str(ledger.tenant_a),
-        "--role",
-        role,
-        "--password",
-        password,
-    )
+    granted = grant(settings, str(ledger.tenant_a), role, password)
     assert granted.returncode == 0, granted.stderr
     with db.connect(settings) as conn, conn.transaction():
         # A shadow table built afresh (here: every row but A-5's), then swapped in as one transaction.

@@ -29,8 +29,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from connectors.gst_irp.sandbox import SandboxAccount, create_app
-from engine import integrations, telemetry
+from connectors.gst_irp.sandbox import create_app
+from engine import telemetry
 from engine.application import LedgerService
 from engine.config import Settings
 from engine.relay import Relay
@@ -41,13 +41,19 @@ from streams.connectors.worker import ConnectorWorker
 from streams.einvoicing import CONNECTOR, EinvoicingRouter
 from tests.conftest import BackgroundLoop, wait_for
 from tests.connectors.contract import LiveServer
-from tests.integration.helpers import client_for, invoice_body
+from tests.integration.helpers import (
+    IRP_ACCOUNT,
+    IRP_SELLER_GSTIN,
+    client_for,
+    invoice_body,
+    register_irp_tenant,
+)
 from tests.integration.processes import LedgerflowProcess, Processes
 
 pytestmark = pytest.mark.integration
 
-SELLER_GSTIN = "29AAGCB7383J1Z4"
-ACCOUNT = SandboxAccount(gstin=SELLER_GSTIN)
+SELLER_GSTIN = IRP_SELLER_GSTIN
+ACCOUNT = IRP_ACCOUNT
 CLIENT_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
@@ -89,26 +95,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
 def irp_tenant(
     service: LedgerService, settings: Settings, base_url: str, gstin: str = SELLER_GSTIN
 ) -> tuple[str, str]:
-    registered = service.register_tenant(
-        name="Demo",
-        legal_name="Demo Electricals Private Limited",
-        country="IN",
-        gstin=gstin,
-        state="29",
-        einvoicing_enabled=True,
-        address={"line1": "14 Residency Road", "city": "Bengaluru", "pincode": "560025"},
-    )
-    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
-        integrations.save(
-            conn,
-            load_key_ring(settings.var_dir),
-            registered.tenant_id,
-            CONNECTOR,
-            enabled=True,
-            environment="sandbox",
-            base_url=base_url,
-            credentials=ACCOUNT.credentials(),
-        )
+    registered = register_irp_tenant(service, settings, base_url, gstin=gstin)
     return str(registered.tenant_id), registered.api_key
 
 
