@@ -8,6 +8,7 @@ broker that is not really there.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
@@ -15,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from engine import stack
 from engine.config import Settings, load_settings
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +34,13 @@ def test_ensure_topics_creates_a_topic_with_the_requested_partitions(settings: S
         # A second call finds it and creates nothing: `ledgerflow topics ensure` is safe to repeat.
         assert stack.ensure_topics(settings, [name], 3) == []
 
-        metadata = admin.list_topics(topic=name, timeout=10)
-        topic = metadata.topics[name]
-        assert topic.error is None
+        # CreateTopics answers once the controller has the topic; a broker's metadata cache may
+        # learn of it a moment later (seen on a loaded machine), so poll for it.
+        def listed() -> Any:
+            topic = admin.list_topics(topic=name, timeout=10).topics[name]
+            return topic if topic.error is None and topic.partitions else None
+
+        topic = wait_for(listed, timeout=30, what=f"{name} appearing in the broker's metadata")
         assert len(topic.partitions) == 3
     finally:
         admin.delete_topics([name], operation_timeout=10)[name].result(timeout=20)
