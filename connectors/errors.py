@@ -95,8 +95,8 @@ REDACTED = "[redacted]"
 
 
 def without_secrets(error: ConnectorError, secrets: Iterable[str]) -> ConnectorError:
-    """``error`` itself, with every occurrence of ``secrets`` in its message, details and text
-    replaced by ``[redacted]``.
+    """``error`` itself, with every occurrence of ``secrets`` in its code, message, details and
+    text replaced by ``[redacted]``.
 
     Why: a provider's error message is worth keeping (it is the provider's answer about our own
     data, and the tenant needs it), but it is remote text, and a server that was sent the
@@ -118,6 +118,7 @@ def without_secrets(error: ConnectorError, secrets: Iterable[str]) -> ConnectorE
             return type(value)(clean(v) for v in value)
         return value
 
+    error.code = clean(error.code)  # a provider's own code is remote text too
     error.message = clean(error.message)
     error.details = clean(error.details)
     error.args = tuple(clean(arg) for arg in error.args)
