@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -136,7 +137,7 @@ class CheckedTransport(httpx.AsyncHTTPTransport):
         mode: DeploymentMode,
         environment: str,
         *,
-        verify: bool = True,
+        verify: ssl.SSLContext | bool = True,
         limits: httpx.Limits = DEFAULT_LIMITS,
         resolver: Resolver = resolve,
         inner: httpcore.AsyncNetworkBackend | None = None,
