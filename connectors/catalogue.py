@@ -84,7 +84,7 @@ _OWN_CODES = {
 }
 
 
-def test_outcome(error: ConnectorError) -> str:
+def outcome_of(error: ConnectorError) -> str:
     """Our code for a failed connection test (a key of :data:`TEST_OUTCOMES`)."""
     if error.code in _OWN_CODES:
         return _OWN_CODES[error.code]
@@ -110,7 +110,7 @@ async def test_connection(settings: IntegrationSettings, mode: DeploymentMode) -
         await check(settings, checked_transport(settings, mode))
     except ConnectorError as exc:
         answer["ok"] = False
-        code = test_outcome(exc)
+        code = outcome_of(exc)
         answer["error"] = {"class": str(exc.error_class), "code": code, "message": TEST_OUTCOMES[code]}
     except httpx.HTTPError:  # one the client did not map (a body that would not decode)
         answer["ok"] = False

@@ -112,7 +112,8 @@ def save(
     secrets never follow a URL to a place they were not given for. ``endpoints`` is the connector's
     URL policy and ``mode`` the deployment's (``Settings.mode``)."""
     spec = check_provider(provider)
-    current = _row(conn, tenant_id, provider)
+    # Locked: two concurrent updates are judged one after the other against what the first wrote.
+    current = _row(conn, tenant_id, provider, lock=True)
     environment = environment or (current["environment"] if current else "sandbox")
     if base_url is None:
         if current is None:
@@ -197,11 +198,12 @@ def check_credentials_given_again(
     )
 
 
-def _row(conn: psycopg.Connection, tenant_id: UUID, provider: str) -> dict[str, Any] | None:
+def _row(
+    conn: psycopg.Connection, tenant_id: UUID, provider: str, *, lock: bool = False
+) -> dict[str, Any] | None:
+    query = "SELECT * FROM integrations WHERE tenant_id = %s AND provider = %s"
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT * FROM integrations WHERE tenant_id = %s AND provider = %s", (tenant_id, provider)
-        ).fetchone()
+        return cur.execute(query + (" FOR UPDATE" if lock else ""), (tenant_id, provider)).fetchone()
 
 
 def view(row: dict[str, Any]) -> dict[str, Any]:

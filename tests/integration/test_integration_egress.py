@@ -390,3 +390,30 @@ def test_settings_saved_before_this_policy_are_checked_again_when_called(
     assert tested.json()["ok"] is False
     assert tested.json()["error"]["code"] == "url_not_allowed", tested.json()
     assert target.seen == []
+
+
+def test_a_job_in_a_production_deployment_never_calls_a_stored_sandbox_integration(
+    service: LedgerService, settings: Settings, sandbox: tuple[LiveServer, Operator]
+) -> None:
+    server, operator = sandbox
+    registered = register_irp_tenant(service, settings, server.url, credentials=GOOD)
+    invoice = service.issue_invoice(registered.tenant_id, IssueInvoice.model_validate(invoice_body())).invoice
+    production = replace(settings, mode="production")
+    jobs = IrnJobs(production, service, load_key_ring(settings.var_dir), rate_limit_per_s=None)
+    job = Job.for_event(
+        CONNECTOR,
+        GENERATE,
+        ce_id="test-event",
+        tenant_id=str(registered.tenant_id),
+        subject=str(invoice.id),
+        payload={"invoice_id": str(invoice.id)},
+    )
+
+    with pytest.raises(ConnectorError) as caught:
+        asyncio.run(_attempt(jobs, job))
+
+    assert (caught.value.code, str(caught.value.error_class)) == (
+        "environment_not_allowed",
+        "needs_attention",
+    )
+    assert operator.stats()["requests"] == 0
