@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bench import workload
 from bench.env import BenchEnv, free_port, retry
+from connectors.catalogue import endpoint_policy
 from connectors.gst_irp.sandbox import SandboxAccount
 from engine import integrations
 from engine.application import LedgerService
@@ -113,6 +114,8 @@ def register_tenant(service: LedgerService, settings: Settings, base_url: str) -
             environment="sandbox",
             base_url=base_url,
             credentials=CREDENTIALS,
+            endpoints=endpoint_policy(CONNECTOR),
+            mode=settings.mode,
         )
     return service.get_tenant(registered.tenant_id)
 

@@ -1,6 +1,6 @@
-"""Which connector serves which provider, and how to test a tenant's connection to it.
+"""Which connector serves which provider, where it may connect, and how to test a tenant's connection.
 
-A new connector is a new package under ``connectors/`` plus one entry here.
+A new connector is a new package under ``connectors/`` plus one entry in each table here.
 """
 
 from __future__ import annotations
@@ -11,47 +11,114 @@ from typing import Any
 
 import httpx
 
-from connectors.errors import ConnectorError
+from connectors.egress import CheckedTransport
+from connectors.errors import ConnectorError, ErrorClass
+from connectors.gst_irp import endpoints as gst_irp_endpoints
 from connectors.gst_irp.client import IrpClient, IrpCredentials
 from engine.integrations import IntegrationSettings
+from engine.security.egress import DeploymentMode, EndpointPolicy
 
-
-async def _test_gst_irp(settings: IntegrationSettings) -> None:
-    # Authenticating exercises reachability, TLS, the client id/secret and the API user at once.
-    async with IrpClient(settings.base_url, IrpCredentials(**settings.credentials)) as client:
-        await client.authenticate(force=True)
-
-
-CONNECTION_TESTS: dict[str, Callable[[IntegrationSettings], Awaitable[None]]] = {
-    "gst-irp": _test_gst_irp,
+ENDPOINT_POLICIES: dict[str, EndpointPolicy] = {
+    "gst-irp": gst_irp_endpoints.ENDPOINTS,
 }
 
 
-async def test_connection(settings: IntegrationSettings) -> dict[str, Any]:
-    """The seeds' "test connection": a real call to the provider, and precisely what failed."""
+def endpoint_policy(provider: str) -> EndpointPolicy:
+    """The production URLs ``provider``'s connector accepts (engine/security/egress.py)."""
+    return ENDPOINT_POLICIES[provider]
+
+
+def checked_transport(settings: IntegrationSettings, mode: DeploymentMode) -> CheckedTransport:
+    """The transport every call to ``settings.provider`` goes through (connectors/egress.py)."""
+    return CheckedTransport(endpoint_policy(settings.provider), mode, settings.environment)
+
+
+async def _test_gst_irp(settings: IntegrationSettings, transport: httpx.AsyncBaseTransport) -> None:
+    # Authenticating exercises reachability, TLS, the client id/secret and the API user at once.
+    credentials = IrpCredentials(**settings.credentials)
+    async with IrpClient(settings.base_url, credentials, transport=transport) as client:
+        await client.authenticate(force=True)
+
+
+CONNECTION_TESTS: dict[str, Callable[[IntegrationSettings, httpx.AsyncBaseTransport], Awaitable[None]]] = {
+    "gst-irp": _test_gst_irp,
+}
+
+# What a connection test may say about a failure: our own code and a fixed sentence, never the
+# remote answer's text. A server the tenant pointed us at controls that text, and it could carry back
+# whatever we sent it (the credentials), so echoing it would turn "test connection" into a way to read
+# the stored secrets.
+TEST_OUTCOMES: dict[str, str] = {
+    "credentials_refused": "the provider refused the credentials",
+    "credentials_incomplete": "the stored credentials are incomplete; save them again",
+    "connect_error": "could not connect",
+    "tls_error": "TLS failed",
+    "timeout": "timed out",
+    "http_5xx": "unexpected HTTP status 5xx",
+    "http_4xx": "unexpected HTTP status 4xx",
+    "rate_limited": "the provider asked us to slow down (HTTP 429)",
+    "redirect_not_followed": "the provider answered with a redirect; redirects are never followed",
+    "url_not_allowed": "this URL is not allowed for this provider",
+    "environment_not_allowed": "sandbox integrations are not allowed in a production deployment",
+    "address_not_allowed": "the host resolves to an address this deployment never connects to",
+    "invalid_response": "the provider's answer was not understood",
+    "provider_error": "the provider reported an error",
+}
+
+_OWN_CODES = {
+    "timeout": "timeout",
+    "connect_error": "connect_error",
+    "transport_error": "connect_error",
+    "tls_error": "tls_error",
+    "http_401": "credentials_refused",
+    "http_403": "credentials_refused",
+    "http_429": "rate_limited",
+    "token_rejected_after_reauth": "credentials_refused",
+    "redirect_not_followed": "redirect_not_followed",
+    "url_not_allowed": "url_not_allowed",
+    "invalid_base_url": "url_not_allowed",
+    "environment_not_allowed": "environment_not_allowed",
+    "address_not_allowed": "address_not_allowed",
+    "invalid_auth_response": "invalid_response",
+    "invalid_response": "invalid_response",
+}
+
+
+def outcome_of(error: ConnectorError) -> str:
+    """Our code for a failed connection test (a key of :data:`TEST_OUTCOMES`)."""
+    if error.code in _OWN_CODES:
+        return _OWN_CODES[error.code]
+    if error.code.startswith("http_5"):
+        return "http_5xx"
+    if error.code.startswith("http_4"):
+        return "http_4xx"
+    if error.code.startswith("http_"):
+        return "invalid_response"
+    # A provider's own code on the authentication call: a person must fix the credentials or the
+    # account (IRP 1008 invalid login, 1010 invalid client id, ...), else the provider failed.
+    if error.error_class == ErrorClass.NEEDS_ATTENTION:
+        return "credentials_refused"
+    return "provider_error"
+
+
+async def test_connection(settings: IntegrationSettings, mode: DeploymentMode) -> dict[str, Any]:
+    """The seeds' "test connection": a real call to the provider, and what failed, in our words."""
     started = time.monotonic()
     check = CONNECTION_TESTS[settings.provider]
+    answer: dict[str, Any] = {"ok": True, "provider": settings.provider, "base_url": settings.base_url}
     try:
-        await check(settings)
+        await check(settings, checked_transport(settings, mode))
     except ConnectorError as exc:
-        return {
-            "ok": False,
-            "provider": settings.provider,
-            "base_url": settings.base_url,
-            "error": {"class": str(exc.error_class), "code": exc.code, "message": exc.message},
-            "elapsed_ms": round((time.monotonic() - started) * 1000),
-        }
-    except (httpx.HTTPError, TypeError) as exc:  # TypeError: stored credentials lack a field
-        return {
-            "ok": False,
-            "provider": settings.provider,
-            "base_url": settings.base_url,
-            "error": {"class": "needs_attention", "code": type(exc).__name__, "message": str(exc)},
-            "elapsed_ms": round((time.monotonic() - started) * 1000),
-        }
-    return {
-        "ok": True,
-        "provider": settings.provider,
-        "base_url": settings.base_url,
-        "elapsed_ms": round((time.monotonic() - started) * 1000),
-    }
+        answer["ok"] = False
+        code = outcome_of(exc)
+        answer["error"] = {"class": str(exc.error_class), "code": code, "message": TEST_OUTCOMES[code]}
+    except httpx.HTTPError:  # one the client did not map (a body that would not decode)
+        answer["ok"] = False
+        code = "invalid_response"
+        answer["error"] = {"class": "needs_attention", "code": code, "message": TEST_OUTCOMES[code]}
+    except TypeError:  # the stored credentials lack a field (saved before a field was added)
+        answer["ok"] = False
+        code = "credentials_incomplete"
+        answer["error"] = {"class": "needs_attention", "code": code, "message": TEST_OUTCOMES[code]}
+    answer["elapsed_ms"] = round((time.monotonic() - started) * 1000)
+    return answer

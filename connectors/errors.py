@@ -19,6 +19,7 @@ Connect error handling": keep "destination down" apart from "bad data")::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
@@ -88,6 +89,40 @@ _BY_CLASS: dict[ErrorClass, type[ConnectorError]] = {
     ErrorClass.PERMANENT: PermanentError,
     ErrorClass.NEEDS_ATTENTION: NeedsAttentionError,
 }
+
+
+REDACTED = "[redacted]"
+
+
+def without_secrets(error: ConnectorError, secrets: Iterable[str]) -> ConnectorError:
+    """``error`` itself, with every occurrence of ``secrets`` in its code, message, details and
+    text replaced by ``[redacted]``.
+
+    Why: a provider's error message is worth keeping (it is the provider's answer about our own
+    data, and the tenant needs it), but it is remote text, and a server that was sent the
+    credentials can put them in it. Everything downstream of a connector (job failure events, DLQ
+    headers, logs, spans) records ``message``/``details``, so they are cleaned once, here.
+    """
+    values = sorted({s for s in secrets if s}, key=len, reverse=True)
+    if not values:
+        return error
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in values:
+                value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(clean(v) for v in value)
+        return value
+
+    error.code = clean(error.code)  # a provider's own code is remote text too
+    error.message = clean(error.message)
+    error.details = clean(error.details)
+    error.args = tuple(clean(arg) for arg in error.args)
+    return error
 
 
 def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:

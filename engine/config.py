@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
+
+from engine.security.egress import DEPLOYMENT_MODES, DeploymentMode
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +51,12 @@ class Settings:
     var_dir: Path = field(default_factory=lambda: Path(_env("LEDGERFLOW_VAR", str(PROJECT_ROOT / "var"))))
     api_host: str = field(default_factory=lambda: _env("LEDGERFLOW_API_HOST", "127.0.0.1"))
     api_port: int = field(default_factory=lambda: int(_env("LEDGERFLOW_API_PORT", "8080")))
+    # "production" refuses sandbox integrations, speaks only https to providers and never connects
+    # to a private or loopback address (docs/integrations.md); the local stack and tests run in
+    # "development".
+    mode: DeploymentMode = field(
+        default_factory=lambda: cast(DeploymentMode, _env("LEDGERFLOW_MODE", "development"))
+    )
 
     # Connector runtime knobs. Retry delays are seconds before attempts 2, 3, ... (default: the
     # seed schedule 0, 1m, 5m, 15m, 1h); tests and demos shorten them.
@@ -71,6 +80,12 @@ class Settings:
     metrics_cache_seconds: float = field(
         default_factory=lambda: float(_env("LEDGERFLOW_METRICS_CACHE_S", "5"))
     )
+
+    def __post_init__(self) -> None:
+        if self.mode not in DEPLOYMENT_MODES:
+            raise ValueError(
+                f"LEDGERFLOW_MODE must be one of {', '.join(DEPLOYMENT_MODES)}, not {self.mode!r}"
+            )
 
     def topic(self, name: str) -> str:
         """The full name of a logical topic such as ``ledger.invoice.v1``."""

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
-from urllib.parse import urlparse
+from typing import Any
 from uuid import UUID
 
 import orjson
@@ -18,6 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from engine.security.egress import DeploymentMode, EgressRefused, EndpointPolicy, check_endpoint
 from engine.security.secrets import KeyRing
 from engine.tax.errors import Violation
 
@@ -37,8 +37,6 @@ PROVIDERS: dict[str, Provider] = {
         credential_fields=("client_id", "client_secret", "username", "password", "gstin"),
     ),
 }
-
-Environment = Literal["sandbox", "production"]
 
 
 @dataclass(frozen=True)
@@ -79,21 +77,14 @@ def check_provider(provider: str) -> Provider:
     return found
 
 
-def check_base_url(url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+def check_base_url(url: str, environment: str, endpoints: EndpointPolicy, mode: DeploymentMode) -> str:
+    """The URL as stored, if the connector's endpoint policy allows it (engine/security/egress.py)."""
+    try:
+        return check_endpoint(url, environment, endpoints, mode)
+    except EgressRefused as exc:
         raise IntegrationError(
-            "invalid_base_url",
-            f"base_url must be an absolute http(s) URL, got {url!r}",
-            (
-                Violation(
-                    "base_url",
-                    "invalid_base_url",
-                    "must be an absolute http(s) URL such as https://gsp.example.com",
-                ),
-            ),
-        )
-    return url.rstrip("/")
+            exc.code, exc.message, (Violation(exc.field, exc.code, exc.message, dict(exc.details)),)
+        ) from exc
 
 
 def _aad(tenant_id: UUID, provider: str) -> bytes:
@@ -107,21 +98,41 @@ def save(
     provider: str,
     *,
     enabled: bool,
-    environment: str,
-    base_url: str,
+    environment: str | None,
+    base_url: str | None,
     credentials: dict[str, str] | None,
+    endpoints: EndpointPolicy,
+    mode: DeploymentMode,
 ) -> None:
-    """Create or replace a tenant's settings for a provider. Credentials may be omitted on an
-    update (the stored ones are kept); given fields replace the stored ones field by field."""
+    """Create or replace a tenant's settings for a provider.
+
+    ``environment`` and ``base_url`` may be omitted on an update (the stored ones are kept). So may
+    credentials, field by field, as long as the destination stays the same: changing ``base_url`` or
+    ``environment`` requires every credential field again in the same request, so that stored
+    secrets never follow a URL to a place they were not given for. ``endpoints`` is the connector's
+    URL policy and ``mode`` the deployment's (``Settings.mode``)."""
     spec = check_provider(provider)
-    base_url = check_base_url(base_url)
-    current = _row(conn, tenant_id, provider)
+    # Locked: two concurrent updates are judged one after the other against what the first wrote.
+    current = _row(conn, tenant_id, provider, lock=True)
+    environment = environment or (current["environment"] if current else "sandbox")
+    if base_url is None:
+        if current is None:
+            message = f"base_url is required to configure {provider}"
+            raise IntegrationError(
+                "invalid_base_url", message, (Violation("base_url", "missing_base_url", message),)
+            )
+        base_url = str(current["base_url"])
+    base_url = check_base_url(base_url, environment, endpoints, mode)
+    given = {k: v for k, v in (credentials or {}).items()}
     stored: dict[str, str] = {}
     rotated: dict[str, str] = {}
     if current is not None:
-        stored = orjson.loads(ring.open(current["credentials_sealed"], _aad(tenant_id, provider)))
-        rotated = dict(current["credential_rotated_at"])
-    given = {k: v for k, v in (credentials or {}).items()}
+        destination_changed = base_url != current["base_url"] or environment != current["environment"]
+        if destination_changed:
+            check_credentials_given_again(spec, given, current, base_url, environment)
+        else:
+            stored = orjson.loads(ring.open(current["credentials_sealed"], _aad(tenant_id, provider)))
+            rotated = dict(current["credential_rotated_at"])
     unknown = sorted(set(given) - set(spec.credential_fields))
     merged = {**stored, **given}
     missing = [f for f in spec.credential_fields if not merged.get(f)]
@@ -152,11 +163,47 @@ def save(
     )
 
 
-def _row(conn: psycopg.Connection, tenant_id: UUID, provider: str) -> dict[str, Any] | None:
+def check_credentials_given_again(
+    spec: Provider, given: dict[str, str], current: dict[str, Any], base_url: str, environment: str
+) -> None:
+    """Refuse a new destination that would reuse stored credentials (the exfiltration the
+    security probe found: a new base_url alone, then "test connection", sent the password there)."""
+    absent = [f for f in spec.credential_fields if not given.get(f)]
+    if not absent:
+        return
+    changed = [
+        name
+        for name, new, old in (
+            ("base_url", base_url, current["base_url"]),
+            ("environment", environment, current["environment"]),
+        )
+        if new != old
+    ]
+    message = (
+        f"changing {' and '.join(changed)} requires every {spec.name} credential again in the same "
+        f"request; missing: {', '.join(f'credentials.{f}' for f in absent)}"
+    )
+    raise IntegrationError(
+        "credentials_required",
+        message,
+        tuple(
+            Violation(
+                f"credentials.{f}",
+                "credentials_required",
+                f"give credentials.{f} again: {' and '.join(changed)} changed",
+                {"changed": changed},
+            )
+            for f in absent
+        ),
+    )
+
+
+def _row(
+    conn: psycopg.Connection, tenant_id: UUID, provider: str, *, lock: bool = False
+) -> dict[str, Any] | None:
+    query = "SELECT * FROM integrations WHERE tenant_id = %s AND provider = %s"
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT * FROM integrations WHERE tenant_id = %s AND provider = %s", (tenant_id, provider)
-        ).fetchone()
+        return cur.execute(query + (" FOR UPDATE" if lock else ""), (tenant_id, provider)).fetchone()
 
 
 def view(row: dict[str, Any]) -> dict[str, Any]:

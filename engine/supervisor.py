@@ -19,6 +19,7 @@ from pathlib import Path
 
 import click
 
+from connectors.catalogue import endpoint_policy
 from connectors.gst_irp.sandbox import SandboxAccount
 from engine import db, integrations
 from engine.config import Settings
@@ -70,19 +71,23 @@ def demo_tenant(settings: Settings) -> dict[str, str]:
         einvoicing_enabled=True,
         address={"line1": "14 Residency Road", "city": "Bengaluru", "pincode": "560025"},
     )
-    # The demo tenant e-invoices against the local IRP sandbox that `ledgerflow run` starts.
+    # The demo tenant e-invoices against the local IRP sandbox that `ledgerflow run` starts; a
+    # production deployment refuses sandbox integrations (docs/integrations.md), so it gets none.
     account = SandboxAccount(gstin=DEMO_GSTIN)
     with db.connect(settings) as conn, conn.transaction():
-        integrations.save(
-            conn,
-            load_key_ring(settings.var_dir),
-            registered.tenant_id,
-            "gst-irp",
-            enabled=True,
-            environment="sandbox",
-            base_url=f"http://127.0.0.1:{IRP_SANDBOX_PORT}",
-            credentials=account.credentials(),
-        )
+        if settings.mode == "development":
+            integrations.save(
+                conn,
+                load_key_ring(settings.var_dir),
+                registered.tenant_id,
+                "gst-irp",
+                enabled=True,
+                environment="sandbox",
+                base_url=f"http://127.0.0.1:{IRP_SANDBOX_PORT}",
+                credentials=account.credentials(),
+                endpoints=endpoint_policy("gst-irp"),
+                mode=settings.mode,
+            )
     service.close()
     data = {"tenant_id": str(registered.tenant_id), "api_key": registered.api_key}
     path.parent.mkdir(parents=True, exist_ok=True)

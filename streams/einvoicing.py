@@ -24,6 +24,7 @@ import orjson
 from opentelemetry.trace import SpanKind
 from psycopg_pool import AsyncConnectionPool
 
+from connectors.catalogue import checked_transport
 from connectors.errors import ConnectorError, NeedsAttentionError, PermanentError, RetryableError
 from connectors.gst_irp.client import IrnResult, IrpClient, IrpCredentials
 from connectors.gst_irp.errors import INVOICE_NOT_ACTIVE
@@ -255,12 +256,15 @@ class IrnJobs:
         if self._pool is not None and not self._pool.closed:
             await self._pool.close()
 
-    def _transport(self) -> httpx.AsyncBaseTransport | None:
+    def _transport(self, loaded: integrations.IntegrationSettings) -> httpx.AsyncBaseTransport:
+        # Every request passes the URL policy and the connect-time address check (connectors/egress.py),
+        # so a stored URL that a newer policy or a production deployment refuses is never called.
+        checked = checked_transport(loaded, self.settings.mode)
+        if self._pool is None:
+            return checked
         # One job can make three calls (auth, generate, look-up of a duplicate): the portal's limit
         # is on requests, so every request takes a slot, shared by all workers.
-        if self._pool is None:
-            return None
-        return RateLimitedTransport(self._pool, CONNECTOR, self.rate_limit_per_s)
+        return RateLimitedTransport(self._pool, CONNECTOR, self.rate_limit_per_s, inner=checked)
 
     def _settings_for(self, tenant_id: UUID) -> integrations.IntegrationSettings:
         with db.connect(self.settings) as conn:
@@ -276,7 +280,7 @@ class IrnJobs:
         fingerprint = hashlib.sha256(
             orjson.dumps(loaded.credentials, option=orjson.OPT_SORT_KEYS)
         ).hexdigest()
-        key = (str(loaded.tenant_id), loaded.base_url, fingerprint)
+        key = (str(loaded.tenant_id), f"{loaded.environment} {loaded.base_url}", fingerprint)
         if key not in self._clients:
             try:
                 credentials = IrpCredentials(**loaded.credentials)
@@ -284,7 +288,7 @@ class IrnJobs:
                 raise NeedsAttentionError(
                     "invalid_credentials", f"stored {CONNECTOR} credentials: {exc}"
                 ) from exc
-            self._clients[key] = IrpClient(loaded.base_url, credentials, transport=self._transport())
+            self._clients[key] = IrpClient(loaded.base_url, credentials, transport=self._transport(loaded))
         return self._clients[key]
 
     async def _open_pool(self) -> None:

@@ -20,13 +20,15 @@ Every failure leaves as a :class:`connectors.errors.ConnectorError`; httpx's exc
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections.abc import Callable, Mapping
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from types import TracebackType
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 
@@ -35,6 +37,7 @@ from connectors.errors import (
     NeedsAttentionError,
     RetryableError,
     retry_after_seconds,
+    without_secrets,
 )
 from connectors.gst_irp import errors as irp_errors
 from connectors.gst_irp.jws import InvalidToken, decode_unverified
@@ -73,6 +76,11 @@ class IrpCredentials:
     def __repr__(self) -> str:
         masked = ", ".join(f"{name}='***'" for name in ("client_id", "client_secret", "username", "password"))
         return f"IrpCredentials(gstin={self.gstin!r}, {masked})"
+
+    def secrets(self) -> tuple[str, ...]:
+        """The values that must never appear in an error, a log line or an event (not the GSTIN,
+        which is public and which the IRP's messages name usefully)."""
+        return (self.client_id, self.client_secret, self.username, self.password)
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,27 @@ class _Token:
     expires_at: datetime
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _keeping_secrets(
+    operation: Callable[Concatenate[IrpClient, P], Awaitable[R]],
+) -> Callable[Concatenate[IrpClient, P], Awaitable[R]]:
+    """Every error an operation raises leaves without the tenant's credentials in its text
+    (connectors.errors.without_secrets): the IRP's messages are remote text."""
+
+    @functools.wraps(operation)
+    async def guarded(self: IrpClient, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await operation(self, *args, **kwargs)
+        except ConnectorError as exc:
+            without_secrets(exc, self._credentials.secrets())
+            raise
+
+    return guarded
+
+
 class IrpClient:
     """``async with IrpClient(url, credentials) as irp: result = await irp.generate_irn(payload)``."""
 
@@ -141,7 +170,11 @@ class IrpClient:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._credentials = credentials
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+        # Never follow a redirect: it would resend the credential headers wherever Location points.
+        # (connectors/egress.py's transport also turns any 3xx into an error.)
+        self._http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, transport=transport, follow_redirects=False
+        )
         self._clock = clock or (lambda: datetime.now(UTC))
         self._token: _Token | None = None
         self._auth_lock = asyncio.Lock()
@@ -162,6 +195,7 @@ class IrpClient:
 
     # -- operations -------------------------------------------------------------------------------
 
+    @_keeping_secrets
     async def authenticate(self, *, force: bool = False) -> None:
         """Get a token unless the cached one is good for longer than :data:`REFRESH_MARGIN`."""
         async with self._auth_lock:
@@ -191,6 +225,7 @@ class IrpClient:
                     "invalid_auth_response", "no AuthToken/TokenExpiry in the answer"
                 ) from exc
 
+    @_keeping_secrets
     async def generate_irn(self, payload: Mapping[str, Any]) -> IrnResult:
         """Register an e-invoice (schema v1.1 JSON, see mapping.to_einvoice).
 
@@ -199,6 +234,7 @@ class IrpClient:
         """
         return _irn_result(await self._call("POST", INVOICE_PATH, json=dict(payload)))
 
+    @_keeping_secrets
     async def get_irn(self, irn: str) -> IrnResult | None:
         try:
             return _irn_result(await self._call("GET", IRN_PATH.format(irn=irn)))
@@ -207,6 +243,7 @@ class IrpClient:
                 return None
             raise
 
+    @_keeping_secrets
     async def get_irn_by_document(self, doc_type: str, doc_no: str, doc_date: date) -> IrnResult | None:
         params = {"doctype": doc_type, "docnum": doc_no, "docdate": doc_date.strftime("%d/%m/%Y")}
         try:
@@ -216,6 +253,7 @@ class IrpClient:
                 return None
             raise
 
+    @_keeping_secrets
     async def cancel_irn(self, irn: str, reason_code: int, remark: str) -> CancelResult:
         """Cancel within 24 hours of AckDt (else 2270) and while no e-way bill is active (else 2230).
 
@@ -278,11 +316,17 @@ class IrpClient:
         except httpx.TimeoutException as exc:
             raise RetryableError("timeout", f"{method} {path}: {type(exc).__name__}") from exc
         except httpx.ConnectError as exc:
+            if _tls_failure(exc):
+                raise RetryableError("tls_error", f"{method} {path}: TLS failed") from exc
             raise RetryableError("connect_error", f"{method} {path}: could not connect") from exc
         except httpx.TransportError as exc:
             raise RetryableError("transport_error", f"{method} {path}: {type(exc).__name__}") from exc
         log.debug("IRP %s %s -> %s", method, path, response.status_code)
         status = response.status_code
+        if response.is_redirect or 300 <= status < 400:
+            raise NeedsAttentionError(
+                "redirect_not_followed", f"{method} {path}: HTTP {status} redirect, not followed"
+            )
         if status in (408, 429) or status >= 500:
             raise RetryableError(
                 f"http_{status}",
@@ -297,6 +341,16 @@ class IrpClient:
 
     def _session_headers(self, token: _Token) -> dict[str, str]:
         return {**self._client_headers(), "user_name": self._credentials.username, "AuthToken": token.value}
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """httpx reports a failed TLS handshake as a ConnectError; the ssl error is in its causes."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _body(response: httpx.Response) -> dict[str, Any]:

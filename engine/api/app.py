@@ -113,13 +113,19 @@ def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | N
 
 
 class IntegrationRequest(BaseModel):
-    """A tenant's settings for one provider. Omitted credentials keep their stored values."""
+    """A tenant's settings for one provider.
+
+    Omitted ``environment``/``base_url`` keep their stored values (a new integration needs a
+    ``base_url``; its environment defaults to ``sandbox``). Omitted credentials keep their stored
+    values only while the destination stays the same: a new ``base_url`` or ``environment`` needs
+    every credential again (``credentials_required``), see docs/integrations.md.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    environment: Literal["sandbox", "production"] = "sandbox"
-    base_url: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    environment: Literal["sandbox", "production"] | None = None
+    base_url: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
     credentials: dict[str, Annotated[str, StringConstraints(min_length=1, max_length=2000)]] | None = None
 
 
@@ -325,6 +331,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def put_integration(
         provider: str, body: IntegrationRequest, tenant_id: Tenant, svc: Service
     ) -> dict[str, Any]:
+        from connectors.catalogue import endpoint_policy
+
+        integrations.check_provider(provider)
         with db.transaction(svc.pool) as conn:
             integrations.save(
                 conn,
@@ -335,6 +344,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 environment=body.environment,
                 base_url=body.base_url,
                 credentials=body.credentials,
+                endpoints=endpoint_policy(provider),
+                mode=settings.mode,
             )
             found = integrations.get_view(conn, tenant_id, provider)
         assert found is not None
@@ -349,7 +360,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             loaded = integrations.load(conn, holder.key_ring(), tenant_id, provider)
         if loaded is None:
             raise ApiError(404, "not_found", f"{provider} is not configured for this tenant")
-        return await test_connection(loaded)
+        return await test_connection(loaded, settings.mode)
 
     app.include_router(metrics_routes)
 

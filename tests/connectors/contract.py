@@ -9,8 +9,9 @@ The sandbox runs under uvicorn on a free loopback port in a background thread, o
 test starts from ``POST /_sandbox/reset``. The suite checks the shared operator endpoints
 (connectors.sandbox_kit), that injected faults reach the caller as the right ConnectorError (429 and
 outages with their Retry-After, 5xx, timeouts, refused connections), that faults are reproducible from a
-seed, that an effect whose answer was lost is still counted, and that credentials stay out of reprs,
-error messages and logs. No test sleeps: timeouts are short client timeouts against a sandbox that holds
+seed, that an effect whose answer was lost is still counted, that a redirect is never followed (it would
+carry the credentials to wherever it points), and that credentials stay out of reprs, error messages and
+logs. No test sleeps: timeouts are short client timeouts against a sandbox that holds
 the request, and every wait polls with a deadline.
 """
 
@@ -27,12 +28,26 @@ from typing import Any, ClassVar, Protocol
 import httpx
 import pytest
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from connectors.errors import ConnectorError, RetryableError
 
 FAST = httpx.Timeout(5.0, read=0.3)
 """Client timeout for fault tests: the sandbox holds "timeout" requests far longer than 0.3 s."""
+
+
+def redirecting_to(target: str) -> ASGIApp:
+    """An app answering every request with a 307 to the same path on ``target``."""
+
+    async def redirect(request: Request) -> Response:
+        return RedirectResponse(target + request.url.path, status_code=307)
+
+    methods = ["GET", "POST", "PUT", "DELETE"]
+    return Starlette(routes=[Route("/{path:path}", redirect, methods=methods)])
 
 
 class SandboxHarness(Protocol):
@@ -277,6 +292,15 @@ class ConnectorContract(SandboxFixtures):
         for secret in self.harness.secrets():
             for text in seen:
                 assert secret not in text
+
+    async def test_a_redirect_is_never_followed(self, sandbox: Operator, server: LiveServer) -> None:
+        with LiveServer(redirecting_to(server.url)) as redirecting:
+            async with self.harness.client(redirecting.url, FAST) as client:
+                with pytest.raises(ConnectorError) as caught:
+                    await self.harness.probe(client)
+
+        assert caught.value.code == "redirect_not_followed"
+        assert sandbox.stats()["requests"] == 0
 
     async def _probe_error(self, server: LiveServer) -> ConnectorError:
         async with self.client(server) as client:

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 from fastapi.testclient import TestClient
 
+from connectors.catalogue import endpoint_policy
 from connectors.gst_irp.sandbox import SandboxAccount
 from engine import integrations
 from engine.application import LedgerService, RegisteredTenant
@@ -107,5 +108,7 @@ def register_irp_tenant(
             environment="sandbox",
             base_url=base_url,
             credentials=credentials or IRP_ACCOUNT.credentials(),
+            endpoints=endpoint_policy("gst-irp"),
+            mode=settings.mode,
         )
     return registered

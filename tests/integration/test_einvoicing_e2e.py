@@ -16,6 +16,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from connectors.catalogue import endpoint_policy
 from connectors.gst_irp.sandbox import create_app
 from engine import integrations
 from engine.application import LedgerService
@@ -166,6 +167,8 @@ def test_every_eligible_invoice_gets_exactly_one_irn_through_faults_a_killed_wor
             environment="sandbox",
             base_url=url,
             credentials={"password": ACCOUNT.password},
+            endpoints=endpoint_policy("gst-irp"),
+            mode=fast.mode,
         )
     report = dlq_redrive(fast, "gst-irp", [d.offset for d in letters if d.tenant_id == str(locked)])
     assert len(report.done) == len(stuck), str(report)

@@ -134,8 +134,14 @@ def test_test_connection_calls_the_provider_and_says_precisely_what_failed(
         assert failed["error"]["class"] == "needs_attention", failed
         assert "wrong" not in str(failed)
 
-    # Nothing listens on port 1: the failure names the connection, not the credentials.
-    client.put("/v1/integrations/gst-irp", json={"base_url": "http://127.0.0.1:1"}, headers=auth)
+    # Nothing listens on port 1: the failure names the connection, not the credentials. (A new
+    # base_url needs the credentials again: see test_integration_egress.py.)
+    moved = client.put(
+        "/v1/integrations/gst-irp",
+        json={"base_url": "http://127.0.0.1:1", "credentials": good},
+        headers=auth,
+    )
+    assert moved.status_code == 200, moved.text
     unreachable = client.post("/v1/integrations/gst-irp/test", headers=auth).json()
     assert unreachable["ok"] is False
     assert unreachable["error"]["class"] == "retryable" and "connect" in unreachable["error"]["code"], (
