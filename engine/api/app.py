@@ -27,6 +27,7 @@ from engine.bootstrap import build_service
 from engine.commands import CancelInvoice, IssueInvoice
 from engine.config import Settings, load_settings
 from engine.domain.invoice import Invoice
+from engine.fields import SafeStr
 from engine.publishing import invoice_document, new_traceparent
 from engine.security.secrets import KeyRing, load_key_ring
 from projections import invoice_register
@@ -113,14 +114,22 @@ def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | N
 
 
 class IntegrationRequest(BaseModel):
-    """A tenant's settings for one provider. Omitted credentials keep their stored values."""
+    """A tenant's settings for one provider. Omitted credentials keep their stored values.
+
+    Text is SafeStr: no control characters or line breaks (docs/validation.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
     environment: Literal["sandbox", "production"] = "sandbox"
-    base_url: Annotated[str, StringConstraints(min_length=1, max_length=500)]
-    credentials: dict[str, Annotated[str, StringConstraints(min_length=1, max_length=2000)]] | None = None
+    base_url: Annotated[SafeStr, StringConstraints(min_length=1, max_length=500)]
+    credentials: (
+        dict[
+            SafeStr,
+            Annotated[SafeStr, StringConstraints(min_length=1, max_length=2000)],
+        ]
+        | None
+    ) = None
 
 
 def invoice_view(invoice: Invoice) -> dict[str, Any]:

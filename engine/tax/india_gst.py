@@ -230,7 +230,7 @@ def _too_large(path: str, code: str, what: str, amount: Decimal, limit: Decimal)
     return Violation(
         path,
         code,
-        f"{path}: {what} {amount} exceeds the limit of {limit}. Limits: {_limits_text()}.",
+        f"{path}: {what} {amount} exceeds the limit of {limit} (every limit: details.limits).",
         {"amount": str(amount), "limit": str(limit), "limits": dict(LIMITS)},
     )
 
