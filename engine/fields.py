@@ -25,13 +25,20 @@ from pydantic_core import PydanticCustomError
 _LINE_SEPARATORS = frozenset({"\u2028", "\u2029"})
 
 
-def _is_noncharacter(ch: str) -> bool:
-    point = ord(ch)
-    return 0xFDD0 <= point <= 0xFDEF or (point & 0xFFFE) == 0xFFFE
+# Character classes searched in C: this runs on every text field of every line of every command.
+# Cc is exactly U+0000-U+001F and U+007F-U+009F; Cs is U+D800-U+DFFF. The noncharacters outside the
+# Basic Multilingual Plane (U+1FFFE, U+1FFFF, ... U+10FFFF) get their own class: in one class with
+# the rest they made every search about 15 times slower.
+_FORBIDDEN_BMP = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\ufdd0-\ufdef\ufffe\uffff]")
+_FORBIDDEN_ASTRAL = re.compile(
+    "["
+    + "".join(chr(plane * 0x10000 + 0xFFFE) + chr(plane * 0x10000 + 0xFFFF) for plane in range(1, 17))
+    + "]"
+)
 
 
 def forbidden_character(text: str) -> tuple[int, str] | None:
-    """The position and a description of the first character that text fields refuse, or None.
+    """The position and a description of a character that text fields refuse (the first one), or None.
 
     Refused: control characters (Unicode category Cc: C0, DEL and C1, including tab, CR and LF),
     lone surrogates (Cs: not encodable as UTF-8, which PostgreSQL and Kafka need), noncharacters
@@ -40,20 +47,22 @@ def forbidden_character(text: str) -> tuple[int, str] | None:
     Format characters (Cf) are allowed: ZERO WIDTH JOINER/NON-JOINER are part of correct spelling
     in Indic scripts.
     """
-    for index, ch in enumerate(text):
-        category = unicodedata.category(ch)
-        if category == "Cc":
-            kind = "control character"
-        elif category == "Cs":
-            kind = "lone surrogate"
-        elif ch in _LINE_SEPARATORS:
-            kind = "line separator"
-        elif _is_noncharacter(ch):
-            kind = "noncharacter"
-        else:
-            continue
-        return index, f"{kind} U+{ord(ch):04X}"
-    return None
+    found = _FORBIDDEN_BMP.search(text)
+    if found is None and max(text, default="\x00") > "\uffff":
+        found = _FORBIDDEN_ASTRAL.search(text)
+    if found is None:
+        return None
+    ch = found.group()
+    category = unicodedata.category(ch)
+    if category == "Cc":
+        kind = "control character"
+    elif category == "Cs":
+        kind = "lone surrogate"
+    elif ch in _LINE_SEPARATORS:
+        kind = "line separator"
+    else:
+        kind = "noncharacter"
+    return found.start(), f"{kind} U+{ord(ch):04X}"
 
 
 def _refuse_unsafe_text(value: Any) -> Any:
