@@ -214,6 +214,8 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     for part in parts:
         if isinstance(part, int):
             path += f"[{part}]"
+        elif part == "[key]":
+            continue  # pydantic's marker for "the key itself": the path up to it names the key
         elif re.fullmatch(r"function-(after|before|wrap|plain)\[.*\]|[a-z-]+\[.*\]", str(part)):
             continue  # pydantic's internal validator names are not fields
         else:

@@ -228,6 +228,15 @@ def test_integration_settings_refuse_control_characters(service: LedgerService, 
     paths = {(f["path"], f["code"]) for f in response.json()["error"]["details"]["fields"]}
     assert ("base_url", "control_character") in paths
     assert ("credentials.client_id", "control_character") in paths
+    bad_key = client_for(settings).put(
+        "/v1/integrations/gst-irp",
+        json={"base_url": "http://127.0.0.1:1/", "credentials": {"client\x00id": "a"}},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert bad_key.status_code == 422
+    assert [(f["path"], f["code"]) for f in bad_key.json()["error"]["details"]["fields"]] == [
+        ("credentials.client\x00id", "control_character")
+    ]
 
 
 def test_a_tenant_name_with_a_control_character_is_refused(
