@@ -438,7 +438,7 @@ def test_every_command_the_write_side_accepts_is_projected_and_readable_in_every
     service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop
 ) -> None:
     client = client_for(settings)
-    accepted: dict[str, tuple[UUID, int, bool]] = {}  # invoice id -> tenant, lines, cancelled
+    accepted: dict[str, tuple[UUID, str, int, bool]] = {}  # invoice id -> tenant, key, lines, cancelled
     refused: list[str] = []
 
     @hypothesis_settings(
@@ -468,7 +468,7 @@ def test_every_command_the_write_side_accepts_is_projected_and_readable_in_every
             )
             assert cancel.status_code in (200, 422), cancel.text
             cancelled = cancel.status_code == 200
-        accepted[invoice["id"]] = (UUID(tenant_id), len(invoice["lines"]), cancelled)
+        accepted[invoice["id"]] = (UUID(tenant_id), key, len(invoice["lines"]), cancelled)
 
     issue()
     # Not vacuous: plenty of each kind.
@@ -481,11 +481,15 @@ def test_every_command_the_write_side_accepts_is_projected_and_readable_in_every
         background.check()  # a projector that died on an accepted command fails here
         with db.connect(settings) as conn:
             rows = conn.execute("SELECT invoice_id::text, status FROM invoice_register").fetchall()
-        done = {r[0] for r in rows if (r[1] == "cancelled") == accepted.get(r[0], (None, 0, False))[2]}
+        done = {r[0] for r in rows if (r[1] == "cancelled") == accepted.get(r[0], (None, "", 0, False))[3]}
         return len(done) if done >= set(accepted) else None
 
     wait_for(projected, timeout=240, what=f"all {len(accepted)} accepted invoices projected")
-    for invoice_id, (tenant_id, line_count, cancelled) in accepted.items():
+    for invoice_id, (tenant_id, key, line_count, cancelled) in accepted.items():
+        # The API reads it back from the register (not the event store fallback).
+        read = client.get(f"/v1/invoices/{invoice_id}", headers={"Authorization": f"Bearer {key}"})
+        assert read.status_code == 200 and "X-Ledgerflow-Read-Source" not in read.headers, read.text[:500]
+        assert len(read.json()["lines"]) == line_count
         [row] = view_rows(settings, "invoices", tenant_id)
         assert str(row["invoice_id"]) == invoice_id
         assert row["status"] == ("cancelled" if cancelled else "issued")
