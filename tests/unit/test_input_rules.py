@@ -327,3 +327,22 @@ def test_the_largest_invoice_allowed_fits_every_column_of_the_read_side() -> Non
 
 def test_hsn_codes_are_ascii_digits_only() -> None:
     assert tax_codes(tax_line("８５０４", "1", "100")) == [("lines[0].hsn", "invalid_hsn")]
+
+
+# -- field paths ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("loc", "path"),
+    [
+        (("body", "lines", 0, "quantity"), "lines[0].quantity"),
+        (("body", "buyer", "address", "line1"), "buyer.address.line1"),
+        (("body", "credentials", "client\x00id", "[key]"), "credentials.client\x00id"),
+        (("body", "date", "function-before[_iso_date(), date]"), "date"),
+        (("body",), "body"),
+    ],
+)
+def test_field_paths_read_like_the_request(loc: tuple[Any, ...], path: str) -> None:
+    from engine.fields import field_path
+
+    assert field_path(loc) == path
