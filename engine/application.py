@@ -32,10 +32,19 @@ from engine.commands import CancelInvoice, IssueInvoice
 from engine.config import Settings
 from engine.domain.invoice import Invoice, invoice_id_for
 from engine.domain.tenant import Tenant
+from engine.fields import forbidden_character
 from engine.security import api_keys
 from engine.tax.errors import TaxRuleError, Violation
 from engine.tax.gstin import gstin_state, validate_gstin
-from engine.tax.india_gst import InvoiceTax, LineInput, SupplyType, compute_invoice_tax, financial_year
+from engine.tax.india_gst import (
+    InvoiceTax,
+    LineInput,
+    SupplyType,
+    check_invoice_date,
+    compute_invoice_tax,
+    financial_year,
+    today_in_india,
+)
 from engine.tax.states import normalise_state
 
 log = logging.getLogger(__name__)
@@ -198,7 +207,17 @@ class LedgerService:
         einvoicing_enabled: bool = False,
         address: dict[str, Any] | None = None,
     ) -> RegisteredTenant:
-        violations: list[Violation] = []
+        violations: list[Violation] = [
+            *_text_violations("name", name),
+            *_text_violations("legal_name", legal_name),
+            *_text_violations("country", country),
+            *(
+                found
+                for key, value in (address or {}).items()
+                if isinstance(value, str)
+                for found in _text_violations(f"address.{key}", value)
+            ),
+        ]
         norm_state = norm_gstin = None
         try:
             norm_state = normalise_state(state, "state") if state else None
@@ -310,7 +329,16 @@ class LedgerService:
             earlier = self._invoice_for_key(tenant_id, idempotency_key, request_hash)
             if earlier is not None:
                 return IssuedInvoice(earlier, created=False)
-        invoice = build_invoice(tenant, command, idempotency_key, request_hash, source, traceparent)
+        invoice = build_invoice(
+            tenant,
+            command,
+            idempotency_key,
+            request_hash,
+            source,
+            traceparent,
+            today=today_in_india(datetime.now(UTC)),
+            max_future_days=self.settings.max_future_days,
+        )
         try:
             self._save(invoice)
         except IntegrityError as exc:
@@ -460,6 +488,22 @@ def check_irn_cancellable(ack_date: str, now: datetime) -> None:
         )
 
 
+def _text_violations(path: str, value: str | None) -> list[Violation]:
+    """A tenant's text fields obey the same rule as every command's (engine/fields.py)."""
+    found = forbidden_character(value) if value else None
+    if found is None:
+        return []
+    index, what = found
+    return [
+        Violation(
+            path,
+            "control_character",
+            f"{path}: text may not contain {what} (found at position {index})",
+            {"position": index},
+        )
+    ]
+
+
 def _key_reused(key: str) -> IdempotencyKeyReused:
     return IdempotencyKeyReused(
         f"Idempotency-Key {key!r} was already used with a different request body",
@@ -487,9 +531,19 @@ def build_invoice(
     request_hash: str,
     source: str,
     traceparent: str | None,
+    *,
+    today: date | None = None,
+    max_future_days: int = 1,
 ) -> Invoice:
-    """Check the command against the tax rules and build the (unsaved) invoice aggregate."""
-    violations: list[Violation] = []
+    """Check the command against the tax rules and build the (unsaved) invoice aggregate.
+
+    ``today`` is the date in India (default: now); the invoice may be dated at most
+    ``max_future_days`` after it (``Settings.max_future_days``)."""
+    violations: list[Violation] = check_invoice_date(
+        command.date,
+        today=today or today_in_india(datetime.now(UTC)),
+        max_future_days=max_future_days,
+    )
     buyer_state = place_of_supply = buyer_gstin = None
     try:
         buyer_state = normalise_state(command.buyer.state, "buyer.state")

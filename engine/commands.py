@@ -8,37 +8,43 @@ Validation here is about shape (types, lengths, digits); tax rules are checked b
 from __future__ import annotations
 
 import hashlib
-from datetime import date
 from decimal import Decimal
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-# Quantities and unit prices carry 3 decimals on the IRP; money amounts 2. Bounded digits keep a
-# hostile "1e999999" from turning into a giant Decimal computation.
-Quantity = Annotated[Decimal, Field(max_digits=15, decimal_places=3, allow_inf_nan=False)]
-UnitPrice = Annotated[Decimal, Field(max_digits=15, decimal_places=3, allow_inf_nan=False)]
-Money = Annotated[Decimal, Field(max_digits=15, decimal_places=2, allow_inf_nan=False)]
-Rate = Annotated[Decimal, Field(max_digits=5, decimal_places=3, allow_inf_nan=False)]
+from engine.fields import IsoDate, SafeStr, ceiling, decimal_places, text
+from engine.tax.limits import MAX_LINE_AMOUNT, MAX_QUANTITY, MAX_UNIT_PRICE
+
+# Every str field is a SafeStr: control characters, line breaks and lone surrogates are refused
+# (docs/validation.md); none of today's fields needs a newline.
+Text = Annotated[SafeStr, text(min_length=1, max_length=200)]
+# Quantities and unit prices carry 3 decimals on the IRP; money amounts 2. Amounts are plain ASCII
+# decimals (string or JSON number) bounded by the IRP's own ceilings (engine/tax/limits.py), which
+# also keeps a hostile "1e999999" from turning into a giant Decimal computation.
+MAX_RATE = Decimal("100")
+Quantity = Annotated[Decimal, decimal_places(MAX_QUANTITY, 3), ceiling(MAX_QUANTITY, "a quantity")]
+UnitPrice = Annotated[Decimal, decimal_places(MAX_UNIT_PRICE, 3), ceiling(MAX_UNIT_PRICE, "a unit price")]
+Money = Annotated[Decimal, decimal_places(MAX_LINE_AMOUNT, 2), ceiling(MAX_LINE_AMOUNT, "a line amount")]
+Rate = Annotated[Decimal, decimal_places(MAX_RATE, 3), ceiling(MAX_RATE, "a rate in percent")]
 
 
 class Address(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     line1: Text
-    line2: Annotated[str, StringConstraints(max_length=200)] | None = None
+    line2: Annotated[SafeStr, text(max_length=200, strip=False)] | None = None
     city: Text
-    pincode: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{5}$")] | None = None
+    pincode: Annotated[SafeStr, text(max_length=6, pattern=r"^[1-9][0-9]{5}$", strip=False)] | None = None
 
 
 class Party(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: Text
-    gstin: Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)] | None = None
-    state: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=3)]
+    gstin: Annotated[SafeStr, text(max_length=20)] | None = None
+    state: Annotated[SafeStr, text(min_length=1, max_length=3)]
     address: Address | None = None
 
 
@@ -46,13 +52,13 @@ class InvoiceLine(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     description: Text
-    hsn: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10)]
+    hsn: Annotated[SafeStr, text(min_length=1, max_length=10)]
     quantity: Quantity
-    unit: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=8)]
+    unit: Annotated[SafeStr, text(min_length=1, max_length=8)]
     unit_price: UnitPrice
     discount: Money = Decimal("0")
     gst_rate: Rate | None = None
-    gst_rate_reason: Annotated[str, StringConstraints(max_length=200)] | None = None
+    gst_rate_reason: Annotated[SafeStr, text(max_length=200, strip=False)] | None = None
 
 
 SupplyTypeCode = Literal["B2B", "B2C", "SEZWP", "SEZWOP", "EXPWP", "EXPWOP"]
@@ -63,12 +69,10 @@ class IssueInvoice(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    number: Annotated[
-        str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z1-9][A-Za-z0-9/-]{0,15}$")
-    ]
-    date: date
+    number: Annotated[SafeStr, text(max_length=16, pattern=r"^[A-Za-z1-9][A-Za-z0-9/-]{0,15}$")]
+    date: IsoDate
     buyer: Party
-    place_of_supply: Annotated[str, StringConstraints(strip_whitespace=True, max_length=3)] | None = None
+    place_of_supply: Annotated[SafeStr, text(max_length=3)] | None = None
     supply_type: SupplyTypeCode | None = None
     lines: Annotated[list[InvoiceLine], Field(min_length=1, max_length=1000)]
 
@@ -86,4 +90,4 @@ class CancelInvoice(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     reason: CancellationReason
-    remark: Annotated[str, StringConstraints(max_length=100)] | None = None
+    remark: Annotated[SafeStr, text(max_length=100, strip=False)] | None = None

@@ -81,6 +81,11 @@ class Settings:
         default_factory=lambda: float(_env("LEDGERFLOW_METRICS_CACHE_S", "5"))
     )
 
+    # Invoices may be dated at most this many days after today in India (docs/validation.md). One
+    # day absorbs an upstream clock running a little ahead around midnight IST; the e-invoice
+    # portal refuses future-dated documents, so a larger value only delays the refusal to the IRN.
+    max_future_days: int = field(default_factory=lambda: int(_env("LEDGERFLOW_MAX_FUTURE_DAYS", "1")))
+
     def __post_init__(self) -> None:
         if self.mode not in DEPLOYMENT_MODES:
             raise ValueError(

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import orjson
 from pydantic import ValidationError
 
+from engine import telemetry
 from engine.application import LedgerService, ServiceError, TenantNotFound, ValidationFailed
 from engine.commands import IssueInvoice
+from engine.fields import field_errors, forbidden_character
 
 ISSUE_TYPE = "ledgerflow.invoice.issue"
 
@@ -23,10 +26,16 @@ ISSUE_TYPE = "ledgerflow.invoice.issue"
 class IngestRejected(Exception):
     """A message that can never succeed as sent: it goes to the DLQ with this code and message."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, fields: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        # The field errors exactly as POST /v1/invoices answers them (path, code, message, ...).
+        self.fields = fields or []
+
+
+def _fields_message(fields: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{f['path']} ({f['code']}): {f['message']}" for f in fields)
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,9 @@ def apply_ingest_message(
     ce_id = h.get("ce_id", "").strip()
     if not ce_id or len(ce_id) > 200:
         raise IngestRejected("missing_id", "ce_id (the idempotency key) is required, at most 200 characters")
+    if forbidden_character(ce_id) is not None:
+        # It is stored as the idempotency key, in a text column that cannot hold NUL.
+        raise IngestRejected("bad_header", "ce_id may not contain control characters or line breaks")
     content_type = h.get("content-type", "application/json").split(";")[0].strip()
     if content_type != "application/json":
         raise IngestRejected(
@@ -79,16 +91,22 @@ def apply_ingest_message(
     try:
         command = IssueInvoice.model_validate(body)
     except ValidationError as exc:
-        fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise IngestRejected("validation_failed", fields) from exc
+        fields = field_errors(exc.errors())
+        raise IngestRejected("validation_failed", _fields_message(fields), fields) from exc
     try:
         issued = service.issue_invoice(
-            tenant_id, command, idempotency_key=ce_id, source="ingest", traceparent=h.get("traceparent")
+            tenant_id,
+            command,
+            idempotency_key=ce_id,
+            source="ingest",
+            # Stored with the events and sent on as a Kafka header: only a well-formed one is kept.
+            traceparent=telemetry.valid_traceparent(h.get("traceparent")),
         )
     except TenantNotFound as exc:
         raise IngestRejected("unknown_tenant", f"no tenant {tenant_id}") from exc
     except ValidationFailed as exc:
-        raise IngestRejected(exc.code, exc.message) from exc
+        fields = exc.details.get("fields", [])
+        raise IngestRejected(exc.code, exc.message, fields) from exc
     except ServiceError as exc:
         raise IngestRejected(exc.code, exc.message) from exc
     return IngestResult(issued.invoice.id, issued.created)

@@ -27,6 +27,7 @@ from engine.bootstrap import build_service
 from engine.commands import CancelInvoice, IssueInvoice
 from engine.config import Settings, load_settings
 from engine.domain.invoice import Invoice
+from engine.fields import SafeStr
 from engine.publishing import invoice_document, new_traceparent
 from engine.security.secrets import KeyRing, load_key_ring
 from projections import invoice_register
@@ -118,15 +119,22 @@ class IntegrationRequest(BaseModel):
     Omitted ``environment``/``base_url`` keep their stored values (a new integration needs a
     ``base_url``; its environment defaults to ``sandbox``). Omitted credentials keep their stored
     values only while the destination stays the same: a new ``base_url`` or ``environment`` needs
-    every credential again (``credentials_required``), see docs/integrations.md.
+    every credential again (``credentials_required``), see docs/integrations.md. Text is SafeStr:
+    no control characters or line breaks (docs/validation.md).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
     environment: Literal["sandbox", "production"] | None = None
-    base_url: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
-    credentials: dict[str, Annotated[str, StringConstraints(min_length=1, max_length=2000)]] | None = None
+    base_url: Annotated[SafeStr, StringConstraints(min_length=1, max_length=500)] | None = None
+    credentials: (
+        dict[
+            SafeStr,
+            Annotated[SafeStr, StringConstraints(min_length=1, max_length=2000)],
+        ]
+        | None
+    ) = None
 
 
 def invoice_view(invoice: Invoice) -> dict[str, Any]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine import application as svc
 from engine.db import DatabaseUnavailable
+from engine.fields import field_errors
 from engine.integrations import IntegrationError
 
 log = logging.getLogger("ledgerflow.api")
@@ -68,28 +68,6 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    """pydantic's ("body", "lines", 0, "quantity") as the request's own path: "lines[0].quantity"."""
-    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
-    path = ""
-    for part in parts:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif re.fullmatch(r"function-after\[.*\]|[a-z-]+\[.*\]", str(part)):
-            continue  # pydantic's internal validator names are not fields
-        else:
-            path += f".{part}" if path else str(part)
-    return path or "body"
-
-
-def _field_error(error: dict[str, Any]) -> dict[str, str]:
-    if error["type"] == "json_invalid":
-        # pydantic's location is the character position; the field is the whole body.
-        reason = (error.get("ctx") or {}).get("error", "invalid JSON")
-        return {"path": "body", "code": "json_invalid", "message": f"body is not valid JSON: {reason}"}
-    return {"path": field_path(error["loc"]), "code": error["type"], "message": error["msg"]}
-
-
 def install(app: FastAPI) -> None:
     @app.exception_handler(svc.ServiceError)
     async def service_error(request: Request, exc: svc.ServiceError) -> JSONResponse:
@@ -117,7 +95,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [_field_error(e) for e in exc.errors()]
+        fields = field_errors(exc.errors())
         summary = "; ".join(f"{f['path']}: {f['message']}" for f in fields[:5])
         return error_response(request, 422, "validation_failed", summary, {"fields": fields})
 

@@ -17,19 +17,29 @@ is still reported but no tax or cess is charged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
 from engine.tax.errors import TaxRuleError, Violation
+from engine.tax.limits import LIMITS, MAX_INVOICE_AMOUNT, MAX_LINE_AMOUNT, MAX_QUANTITY, MAX_UNIT_PRICE
 from engine.tax.rates import master_rate, valid_rates_on
 from engine.tax.states import normalise_state
 
 MAX_LINES = 1000
 """The IRP rejects an e-invoice with more than 1000 items (ItemList maxItems)."""
 
+GST_START = date(2017, 7, 1)
+"""GST replaced the earlier indirect taxes on 1 July 2017 (CGST Act 2017, s.1(3), notification 9/2017-CT):
+there is no GST invoice dated before it."""
+
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
+"""India Standard Time: one zone for the whole country, no daylight saving."""
+
+_HSN = re.compile(r"[0-9]{4}|[0-9]{6}|[0-9]{8}")
 _ZERO = Decimal("0")
 _CENT = Decimal("0.01")
 _HUNDRED = Decimal("100")
@@ -114,6 +124,40 @@ def financial_year(day: date) -> str:
     return f"{start}-{(start + 1) % 100:02d}"
 
 
+def today_in_india(now: datetime) -> date:
+    """The calendar date in India at ``now`` (an aware datetime). Invoice dates are Indian calendar
+    dates: from midnight to 05:30 IST the UTC date is still the day before, and an invoice dated
+    today would look future-dated if "today" were taken in UTC."""
+    return now.astimezone(IST).date()
+
+
+def check_invoice_date(invoice_date: date, *, today: date, max_future_days: int) -> list[Violation]:
+    """The invoice date's violations: before GST began, or more than ``max_future_days`` after ``today``
+    (the date in India). The e-invoice portal refuses future-dated documents; an upstream that sends
+    them usually has a wrong clock or a typo in the year."""
+    if invoice_date < GST_START:
+        return [
+            Violation(
+                "date",
+                "before_gst",
+                f"date: {invoice_date.isoformat()} is before GST began on {GST_START.isoformat()}.",
+                {"earliest": GST_START.isoformat()},
+            )
+        ]
+    latest = today + timedelta(days=max_future_days)
+    if invoice_date > latest:
+        return [
+            Violation(
+                "date",
+                "date_in_future",
+                f"date: {invoice_date.isoformat()} is in the future; the latest accepted invoice date "
+                f"is {latest.isoformat()} (today in India plus {max_future_days} day(s)).",
+                {"latest": latest.isoformat(), "today": today.isoformat()},
+            )
+        ]
+    return []
+
+
 def compute_invoice_tax(
     *,
     invoice_date: date,
@@ -147,6 +191,20 @@ def compute_invoice_tax(
         raise TaxRuleError(violations)
     taxed = tuple(line for line in computed if line is not None)
     assert pos is not None  # no violations, so the place of supply was normalised
+    total = sum((t.total for t in taxed), _ZERO)
+    # Every amount is non-negative and at most the total, so this one check bounds them all.
+    if total > MAX_INVOICE_AMOUNT:
+        raise TaxRuleError(
+            [
+                Violation(
+                    "lines",
+                    "invoice_amount_too_large",
+                    f"lines: the invoice total {total} exceeds the limit of {MAX_INVOICE_AMOUNT}; "
+                    f"split the invoice. Limits: {_limits_text()}.",
+                    {"amount": str(total), "limits": dict(LIMITS)},
+                )
+            ]
+        )
     return InvoiceTax(
         supply_type=supply_type,
         intra_state=intra_state,
@@ -157,7 +215,23 @@ def compute_invoice_tax(
         sgst=sum((t.sgst for t in taxed), _ZERO),
         igst=sum((t.igst for t in taxed), _ZERO),
         cess=sum((t.cess for t in taxed), _ZERO),
-        total=sum((t.total for t in taxed), _ZERO),
+        total=total,
+    )
+
+
+def _limits_text() -> str:
+    return (
+        f"quantity <= {MAX_QUANTITY}, unit_price <= {MAX_UNIT_PRICE}, each line's amounts and total "
+        f"<= {MAX_LINE_AMOUNT}, the invoice's totals <= {MAX_INVOICE_AMOUNT}"
+    )
+
+
+def _too_large(path: str, code: str, what: str, amount: Decimal, limit: Decimal) -> Violation:
+    return Violation(
+        path,
+        code,
+        f"{path}: {what} {amount} exceeds the limit of {limit} (every limit: details.limits).",
+        {"amount": str(amount), "limit": str(limit), "limits": dict(LIMITS)},
     )
 
 
@@ -209,13 +283,29 @@ def _line(
         )
     elif line.quantity == 0:
         found.append(Violation(f"{at}.quantity", "zero_quantity", f"{at}.quantity must be greater than 0."))
+    elif line.quantity > MAX_QUANTITY:
+        found.append(_too_large(f"{at}.quantity", "too_large", "the quantity", line.quantity, MAX_QUANTITY))
     if line.unit_price < 0:
         found.append(
             Violation(
                 f"{at}.unit_price", "negative_unit_price", f"{at}.unit_price: {line.unit_price} is negative."
             )
         )
+    elif line.unit_price > MAX_UNIT_PRICE:
+        found.append(
+            _too_large(f"{at}.unit_price", "too_large", "the unit price", line.unit_price, MAX_UNIT_PRICE)
+        )
     gross = line.quantity * line.unit_price
+    if gross > MAX_LINE_AMOUNT:
+        found.append(
+            _too_large(
+                at,
+                "line_amount_too_large",
+                "the gross amount (quantity x unit_price)",
+                gross,
+                MAX_LINE_AMOUNT,
+            )
+        )
     if line.discount < 0:
         found.append(
             Violation(f"{at}.discount", "negative_discount", f"{at}.discount: {line.discount} is negative.")
@@ -232,7 +322,8 @@ def _line(
 
     hsn = line.hsn.strip() if isinstance(line.hsn, str) else ""
     entry = None
-    if not (hsn.isdigit() and len(hsn) in (4, 6, 8)):
+    # ASCII digits only: str.isdigit() also takes other scripts' digits ("８５０４").
+    if not _HSN.fullmatch(hsn):
         found.append(
             Violation(
                 f"{at}.hsn",
@@ -287,6 +378,14 @@ def _line(
         else:
             igst = _round(taxable * rate / _HUNDRED)
         cess = _round(taxable * cess_rate / _HUNDRED)
+    total = taxable + cgst + sgst + igst + cess
+    if total > MAX_LINE_AMOUNT:
+        # Taxes can more than double a line (28% GST plus up to 160% cess on tobacco), so a line
+        # whose gross fits can still exceed the ceiling once taxed.
+        violations.append(
+            _too_large(at, "line_amount_too_large", "the line total after tax", total, MAX_LINE_AMOUNT)
+        )
+        return None
     return LineTax(
         line_no=index + 1,
         description=line.description,
@@ -305,5 +404,5 @@ def _line(
         igst=igst,
         cess_rate=cess_rate,
         cess=cess,
-        total=taxable + cgst + sgst + igst + cess,
+        total=total,
     )
