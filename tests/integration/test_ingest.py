@@ -15,9 +15,11 @@ from uuid import UUID
 import orjson
 import psycopg
 import pytest
+from click.testing import CliRunner
 from confluent_kafka import Consumer, Producer
 
 from engine.application import LedgerService
+from engine.cli import main
 from engine.config import Settings
 from engine.security.ingest_keys import IssuedIngestKey
 from tests.conftest import wait_for
@@ -295,3 +297,36 @@ def test_a_tenant_manages_its_ingest_keys_and_sees_each_secret_only_once(
     assert (
         client.post("/v1/tenant/ingest-keys", headers={"Authorization": "Bearer lf_x_y"}).status_code == 401
     )
+
+
+def test_an_operator_creates_lists_and_revokes_a_tenants_ingest_keys_from_the_cli(
+    service: LedgerService, settings: Settings
+) -> None:
+    tenant_id, api_key = register_tenant(service)
+    env = {"LEDGERFLOW_DATABASE_URL": settings.database_url, "LEDGERFLOW_DB_SCHEMA": settings.db_schema}
+
+    def cli(*args: str) -> Any:
+        return CliRunner().invoke(main, ["tenants", "ingest-keys", *args], env=env)
+
+    created = cli("create", tenant_id, "--json")
+    assert created.exit_code == 0, created.output
+    key = orjson.loads(created.output)
+    assert key["secret"].startswith("lfis_")
+    assert cli("create", tenant_id).exit_code == 0
+    refused = cli("create", tenant_id)
+    assert refused.exit_code == 1 and "at most 2" in refused.output
+
+    listed = cli("list", tenant_id)
+    assert listed.exit_code == 0 and key["key_id"] in listed.output and key["secret"] not in listed.output
+    assert listed.output.count("active") == 2
+
+    revoked = cli("revoke", tenant_id, key["key_id"])
+    assert revoked.exit_code == 0, revoked.output
+    # The API sees what the operator did: the tenant's key list shows the revocation.
+    as_tenant = {"Authorization": f"Bearer {api_key}"}
+    items = client_for(settings).get("/v1/tenant/ingest-keys", headers=as_tenant).json()["items"]
+    assert {k["key_id"]: k["active"] for k in items}[key["key_id"]] is False
+
+    assert cli("revoke", tenant_id, "ik_nope").exit_code == 1
+    unknown = cli("list", str(uuid.uuid4()))
+    assert unknown.exit_code == 1 and "no tenant" in unknown.output
