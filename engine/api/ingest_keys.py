@@ -13,7 +13,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from engine import db
 from engine.api.errors import ApiError
@@ -24,8 +24,9 @@ from engine.security.secrets import KeyRing
 
 class CreatedIngestKey(BaseModel):
     key_id: str
-    secret: str
-    """Shown only in this answer. HMAC key: its ASCII bytes, exactly as shown."""
+    secret: str = Field(
+        description="Shown only in this answer. The HMAC-SHA256 key is its ASCII bytes, exactly as shown."
+    )
     created_at: datetime
 
 
@@ -34,8 +35,9 @@ class IngestKeyView(BaseModel):
     active: bool
     created_at: datetime
     revoked_at: datetime | None
-    last_used_at: datetime | None
-    """When a message signed with it was last accepted (recorded at most once a minute)."""
+    last_used_at: datetime | None = Field(
+        description="When a message signed with it was last accepted (recorded at most once a minute)."
+    )
 
 
 class IngestKeyList(BaseModel):
