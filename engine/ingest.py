@@ -95,7 +95,8 @@ def authenticate(
             "unauthenticated", f"ingest key {key_id[:MAX_KEY_ID_LENGTH]!r} is unknown or revoked"
         )
     if key.tenant_id != tenant_id:
-        # Another tenant's id is not named: the DLQ is read by operators of every tenant's traffic.
+        # The key's own tenant is left out of the message: the DLQ record is not the place to
+        # disclose which tenant a key belongs to, and operators can look the key id up.
         raise IngestRejected(
             "unauthenticated", f"ingest key {key_id!r} is not a key of tenant {tenant_id} (ce_source)"
         )
