@@ -10,37 +10,62 @@ from uuid import UUID
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.env import BenchEnv
+from bench.env import BenchEnv, retry
 from bench.workload import invoice_body
 from engine.ingest import ISSUE_TYPE
+from engine.security import ingest_keys
+from engine.security.secrets import load_key_ring
 from streams.ingest import INGEST_TOPIC
 
+# One signing key per (schema, tenant) for the whole run: a tenant may hold only two active keys,
+# and the worker and scaling stages publish several times.
+_keys: dict[tuple[str, UUID], ingest_keys.IssuedIngestKey] = {}
 
-def _headers(tenant_id: UUID, ce_id: str) -> list[tuple[str, bytes]]:
+
+def signing_key(env: BenchEnv, tenant_id: UUID) -> ingest_keys.IssuedIngestKey:
+    """The tenant's ingest key for this run, created on first use as the API would create it."""
+    slot = (env.settings.db_schema, tenant_id)
+    if slot not in _keys:
+
+        def create() -> ingest_keys.IssuedIngestKey:
+            with env.connect() as conn, conn.transaction():
+                return ingest_keys.create(conn, load_key_ring(env.settings.var_dir), tenant_id)
+
+        _keys[slot] = retry(create)
+    return _keys[slot]
+
+
+def _headers(
+    tenant_id: UUID, ce_id: str, value: bytes, key: ingest_keys.IssuedIngestKey
+) -> list[tuple[str, bytes]]:
+    """A signed ingest command's headers (docs/topics.md): the worker measured is the real one."""
     return [
         ("ce_specversion", b"1.0"),
         ("ce_id", ce_id.encode()),
         ("ce_source", f"/tenants/{tenant_id}".encode()),
         ("ce_type", ISSUE_TYPE.encode()),
         ("content-type", b"application/json"),
+        (ingest_keys.KEY_ID_HEADER, key.key_id.encode()),
+        (ingest_keys.SIGNATURE_HEADER, ingest_keys.signature(key.secret, ce_id, value).encode()),
     ]
 
 
 async def publish(env: BenchEnv, tenant_id: UUID, prefix: str, count: int) -> None:
+    key = signing_key(env, tenant_id)
     producer = AIOKafkaProducer(
         bootstrap_servers=env.settings.kafka_bootstrap, enable_idempotence=True, acks="all"
     )
     await producer.start()
     try:
         topic = env.settings.topic(INGEST_TOPIC)
-        pending = [
-            await producer.send(
-                topic,
-                value=orjson.dumps(invoice_body(f"{prefix}{i}")),
-                headers=_headers(tenant_id, f"{prefix}{i}"),
+        pending = []
+        for i in range(count):
+            value = orjson.dumps(invoice_body(f"{prefix}{i}"))
+            pending.append(
+                await producer.send(
+                    topic, value=value, headers=_headers(tenant_id, f"{prefix}{i}", value, key)
+                )
             )
-            for i in range(count)
-        ]
         for future in pending:
             await future
     finally:

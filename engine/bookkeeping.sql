@@ -52,3 +52,16 @@ CREATE TABLE IF NOT EXISTS integrations (
     updated_at            timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, provider)
 );
+
+-- Per-tenant keys that sign ingest commands (engine/security/ingest_keys.py). The ingest agent
+-- needs the secret itself for HMAC, so it is sealed (AES-GCM, key id prefixed), never hashed-only
+-- and never in the clear. At most two unrevoked keys per tenant, enforced by the API under a lock.
+CREATE TABLE IF NOT EXISTS ingest_keys (
+    key_id        text PRIMARY KEY,
+    tenant_id     uuid NOT NULL,
+    secret_sealed text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    revoked_at    timestamptz,
+    last_used_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS ingest_keys_tenant ON ingest_keys (tenant_id);

@@ -6,12 +6,16 @@ import asyncio
 import signal
 import sys
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+from uuid import UUID
 
 import click
 import orjson
 
 from engine.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from engine.application import LedgerService
 
 
 def _logging(level: str = "INFO") -> None:
@@ -417,6 +421,107 @@ def tenants_list(settings: Settings) -> None:
 
     for tenant in build_service(settings, pool_size=2).list_tenants():
         click.echo(f"{tenant.id}  {tenant.name:<30} {tenant.gstin or '-':<16} state={tenant.state or '-'}")
+
+
+# -- tenants: ingest signing keys (docs/topics.md, "Signing ingest commands") ----------------------
+
+
+@tenants.group("ingest-keys")
+def tenants_ingest_keys() -> None:
+    """A tenant's keys for signing commands on the ingest topic (at most two active)."""
+
+
+def _ingest_key_tenant(settings: Settings, tenant_id: str) -> tuple[UUID, LedgerService]:
+    """The tenant's id, checked against the event store, and the service whose pool reaches its keys."""
+    from engine.application import TenantNotFound
+    from engine.bootstrap import build_service
+
+    service = build_service(settings, pool_size=1)
+    try:
+        return service.get_tenant(UUID(tenant_id)).id, service
+    except (TenantNotFound, ValueError) as exc:
+        service.close()
+        raise click.ClickException(f"no tenant {tenant_id}") from exc
+
+
+@tenants_ingest_keys.command("create")
+@click.argument("tenant_id")
+@click.option("--json", "as_json", is_flag=True, help='Print {"key_id", "secret", "created_at"}.')
+@click.pass_obj
+def tenants_ingest_keys_create(settings: Settings, tenant_id: str, as_json: bool) -> None:
+    """Create an ingest key and print its secret (shown only this once)."""
+    from engine import db
+    from engine.security import ingest_keys
+    from engine.security.secrets import load_key_ring
+
+    tenant, service = _ingest_key_tenant(settings, tenant_id)
+    try:
+        with db.transaction(service.pool) as conn:
+            issued = ingest_keys.create(conn, load_key_ring(settings.var_dir), tenant)
+    except ingest_keys.TooManyActiveKeys as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        service.close()
+    if as_json:
+        click.echo(
+            orjson.dumps(
+                {
+                    "key_id": issued.key_id,
+                    "secret": issued.secret,
+                    "created_at": issued.created_at.isoformat(),
+                }
+            )
+        )
+    else:
+        click.echo(f"key_id: {issued.key_id}\nsecret: {issued.secret}")
+        click.echo("Store the secret now: it is not shown again.", err=True)
+
+
+@tenants_ingest_keys.command("list")
+@click.argument("tenant_id")
+@click.pass_obj
+def tenants_ingest_keys_list(settings: Settings, tenant_id: str) -> None:
+    """List a tenant's ingest keys (never their secrets)."""
+    from engine import db
+    from engine.security import ingest_keys
+
+    tenant, service = _ingest_key_tenant(settings, tenant_id)
+    try:
+        with db.transaction(service.pool) as conn:
+            found = ingest_keys.views(conn, tenant)
+    finally:
+        service.close()
+
+    def when(value: Any) -> str:
+        return value.isoformat(timespec="seconds") if value is not None else "-"
+
+    click.echo(f"{'KEY ID':<20} {'STATE':<8} {'CREATED':<26} {'REVOKED':<26} LAST USED")
+    for key in found:
+        state = "active" if key["active"] else "revoked"
+        click.echo(
+            f"{key['key_id']:<20} {state:<8} {when(key['created_at']):<26} {when(key['revoked_at']):<26}"
+            f" {when(key['last_used_at'])}"
+        )
+
+
+@tenants_ingest_keys.command("revoke")
+@click.argument("tenant_id")
+@click.argument("key_id")
+@click.pass_obj
+def tenants_ingest_keys_revoke(settings: Settings, tenant_id: str, key_id: str) -> None:
+    """Revoke one of a tenant's ingest keys; workers refuse it within LEDGERFLOW_INGEST_KEY_CACHE_S."""
+    from engine import db
+    from engine.security import ingest_keys
+
+    tenant, service = _ingest_key_tenant(settings, tenant_id)
+    try:
+        with db.transaction(service.pool) as conn:
+            revoked = ingest_keys.revoke(conn, tenant, key_id)
+    finally:
+        service.close()
+    if revoked is None:
+        raise click.ClickException(f"tenant {tenant_id} has no ingest key {key_id}")
+    click.echo(f"revoked {key_id} at {revoked['revoked_at'].isoformat(timespec='seconds')}")
 
 
 # -- processes --------------------------------------------------------------------------------

@@ -71,6 +71,12 @@ class Settings:
         default_factory=lambda: _rate(_env("LEDGERFLOW_GST_IRP_RATE", "10"))
     )
 
+    # How long the ingest agent trusts its cached copy of an ingest signing key: a revoked key
+    # stops working within this many seconds (docs/topics.md, "Signing"). 0 reads the key each time.
+    ingest_key_cache_seconds: float = field(
+        default_factory=lambda: float(_env("LEDGERFLOW_INGEST_KEY_CACHE_S", "30"))
+    )
+
     # Observability (docs/observability.md). Where traces and OpenTelemetry metrics go: "none"
     # (the default, also in tests), "console" (one JSON line per span on stdout) or "otlp" (OTLP/HTTP
     # to OTEL_EXPORTER_OTLP_ENDPOINT, default http://localhost:4318).

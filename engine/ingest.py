@@ -2,7 +2,9 @@
 
 The message is a CloudEvent in binary mode: ``ce_type`` ``ledgerflow.invoice.issue``,
 ``content-type`` application/json, ``ce_source`` ``/tenants/<tenant id>`` and ``ce_id`` used as the
-idempotency key, so re-delivery of the same message creates nothing new.
+idempotency key, so re-delivery of the same message creates nothing new. It is signed with one of
+the tenant's ingest keys (``engine/security/ingest_keys.py``): anything not provably sent by the
+tenant named in ``ce_source`` is rejected as ``unauthenticated`` before its body is even parsed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ from engine import telemetry
 from engine.application import LedgerService, ServiceError, TenantNotFound, ValidationFailed
 from engine.commands import IssueInvoice
 from engine.fields import field_errors, forbidden_character
+from engine.security.ingest_keys import (
+    KEY_ID_HEADER,
+    MAX_KEY_ID_LENGTH,
+    SIGNATURE_HEADER,
+    SigningKey,
+    SigningKeys,
+    signature_matches,
+)
 
 ISSUE_TYPE = "ledgerflow.invoice.issue"
 
@@ -44,14 +54,68 @@ class IngestResult:
     created: bool
 
 
-def _header_map(headers: Iterable[tuple[str, bytes | None]]) -> dict[str, str]:
+# Headers the engine reads. Each may appear once: Kafka allows repeated header names, and letting
+# the last (or first) one win would let a message carry one ce_source for a reader upstream and
+# another for us. Names are compared case-insensitively so that CE_SOURCE cannot shadow ce_source
+# for a consumer that is lenient about case.
+SINGLE_HEADERS = frozenset({"content-type", "traceparent", KEY_ID_HEADER, SIGNATURE_HEADER})
+
+
+def _is_single(name: str) -> bool:
+    return name.startswith("ce_") or name in SINGLE_HEADERS
+
+
+def read_headers(headers: Iterable[tuple[str, bytes | None]]) -> dict[str, str]:
+    """The message's headers by name; IngestRejected for a repeated header the engine reads."""
     found: dict[str, str] = {}
+    seen: set[str] = set()
     for key, value in headers:
+        lowered = key.lower()
+        if _is_single(lowered):
+            if lowered in seen:
+                raise IngestRejected(
+                    "duplicate_header", f"header {key!r} appears more than once; each may be sent once"
+                )
+            seen.add(lowered)
         try:
             found[key] = (value or b"").decode()
         except UnicodeDecodeError as exc:
             raise IngestRejected("bad_header", f"header {key!r} is not UTF-8") from exc
     return found
+
+
+def authenticate(
+    keys: SigningKeys, headers: dict[str, str], tenant_id: UUID, value: bytes | None
+) -> SigningKey:
+    """The key that signed the message for ``tenant_id``, or IngestRejected ``unauthenticated``.
+
+    The signature covers ``ce_id`` exactly as sent and the value bytes; the key must be active and
+    belong to the tenant named in ``ce_source`` (docs/topics.md, "Signing")."""
+    key_id = headers.get(KEY_ID_HEADER, "").strip()
+    presented = headers.get(SIGNATURE_HEADER, "")
+    if not key_id or not presented:
+        raise IngestRejected(
+            "unauthenticated",
+            f"the message is not signed: headers {KEY_ID_HEADER} and {SIGNATURE_HEADER} are required",
+        )
+    key = keys.active(key_id) if len(key_id) <= MAX_KEY_ID_LENGTH else None
+    if key is None:
+        raise IngestRejected(
+            "unauthenticated", f"ingest key {key_id[:MAX_KEY_ID_LENGTH]!r} is unknown or revoked"
+        )
+    if key.tenant_id != tenant_id:
+        # The key's own tenant is left out of the message: the DLQ record is not the place to
+        # disclose which tenant a key belongs to, and operators can look the key id up.
+        raise IngestRejected(
+            "unauthenticated", f"ingest key {key_id!r} is not a key of tenant {tenant_id} (ce_source)"
+        )
+    if not signature_matches(key.secret, headers.get("ce_id", ""), value or b"", presented):
+        raise IngestRejected(
+            "unauthenticated",
+            f"{SIGNATURE_HEADER} does not match: expected v1=<hex HMAC-SHA256 over ce_id, '.' and the"
+            f" value> with the secret of key {key_id!r}",
+        )
+    return key
 
 
 def tenant_from_source(source: str) -> UUID:
@@ -65,11 +129,15 @@ def tenant_from_source(source: str) -> UUID:
 
 
 def apply_ingest_message(
-    service: LedgerService, headers: Iterable[tuple[str, bytes | None]], value: bytes | None
+    service: LedgerService,
+    headers: Iterable[tuple[str, bytes | None]],
+    value: bytes | None,
+    keys: SigningKeys,
 ) -> IngestResult:
-    """Validate and apply one ingest message. Raises IngestRejected for poison input; lets
-    ``db.DatabaseUnavailable`` through so the caller retries instead of dead-lettering."""
-    h = _header_map(headers)
+    """Authenticate, validate and apply one ingest message. Raises IngestRejected for poison
+    input (unauthenticated included); lets ``db.DatabaseUnavailable`` through so the caller
+    retries instead of dead-lettering."""
+    h = read_headers(headers)
     if h.get("ce_type") != ISSUE_TYPE:
         raise IngestRejected("unsupported_type", f"ce_type must be {ISSUE_TYPE!r}, got {h.get('ce_type')!r}")
     ce_id = h.get("ce_id", "").strip()
@@ -84,6 +152,7 @@ def apply_ingest_message(
             "unsupported_content_type", f"content-type must be application/json, got {content_type!r}"
         )
     tenant_id = tenant_from_source(h.get("ce_source", ""))
+    key = authenticate(keys, h, tenant_id, value)
     try:
         body = orjson.loads(value or b"")
     except orjson.JSONDecodeError as exc:
@@ -109,4 +178,5 @@ def apply_ingest_message(
         raise IngestRejected(exc.code, exc.message, fields) from exc
     except ServiceError as exc:
         raise IngestRejected(exc.code, exc.message) from exc
+    keys.used(key.key_id)
     return IngestResult(issued.invoice.id, issued.created)

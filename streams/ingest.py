@@ -1,8 +1,10 @@
 """The ingest agent: invoice commands from upstream systems on ``ingest.invoice.v1``.
 
-Poison messages (bad JSON, unknown tenant, failed validation) go to ``ingest.invoice.dlq.v1`` with
-their original bytes and headers plus context headers, and the agent moves on. A PostgreSQL outage
-is not the message's fault: the agent retries the same message until the database is back.
+Every message must be signed with an ingest key of the tenant it names (``engine/ingest.py``).
+Poison messages (unsigned or wrongly signed, bad JSON, unknown tenant, failed validation) go to
+``ingest.invoice.dlq.v1`` with their original bytes and headers plus context headers, and the
+agent moves on. A PostgreSQL outage is not the message's fault: the agent retries the same
+message until the database is back.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from engine.application import LedgerService
 from engine.bootstrap import build_service
 from engine.config import Settings
 from engine.ingest import IngestRejected, apply_ingest_message
+from engine.security import ingest_keys
+from engine.security.secrets import load_key_ring
 from streams.dlq import dead_letter_headers
 
 log = logging.getLogger("ledgerflow.ingest")
@@ -38,6 +42,18 @@ def register(app: faust.App, settings: Settings) -> None:
             service["s"] = build_service(settings)
         return service["s"]
 
+    def find_key(key_id: str) -> ingest_keys.StoredIngestKey | None:
+        with db.transaction(get_service().pool) as conn:
+            return ingest_keys.find(conn, key_id)
+
+    def record_key_use(key_id: str) -> None:
+        with db.transaction(get_service().pool) as conn:
+            ingest_keys.record_use(conn, key_id)
+
+    signing_keys = ingest_keys.SigningKeys(
+        find_key, record_key_use, load_key_ring(settings.var_dir), ttl=settings.ingest_key_cache_seconds
+    )
+
     @app.agent(source, name="ingest-invoices")
     async def ingest_invoices(stream: Any) -> None:
         async for event in stream.events():
@@ -48,7 +64,7 @@ def register(app: faust.App, settings: Settings) -> None:
             while True:
                 try:
                     result = await asyncio.to_thread(
-                        apply_ingest_message, get_service(), headers, message.value
+                        apply_ingest_message, get_service(), headers, message.value, signing_keys
                     )
                     log.info(
                         "ingested %s -> invoice %s (%s)",

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engine import db, integrations, logs, telemetry
 from engine.api.errors import ApiError, install
 from engine.api.health import consumer_health_router
+from engine.api.ingest_keys import build_router as ingest_keys_router
 from engine.api.metrics import metrics_router
 from engine.api.reports import build_router as reports_router
 from engine.application import InvoiceNotFound, LedgerService
@@ -214,6 +215,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Tenant = Annotated[UUID, Depends(current_tenant)]
     Service = Annotated[LedgerService, Depends(service)]
     app.include_router(reports_router(current_tenant, service))
+    app.include_router(ingest_keys_router(current_tenant, service, holder.key_ring))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 from typing import Any
+from uuid import UUID
 
+import orjson
 import psycopg
 from fastapi.testclient import TestClient
 
@@ -13,6 +15,8 @@ from connectors.gst_irp.sandbox import SandboxAccount
 from engine import integrations
 from engine.application import LedgerService, RegisteredTenant
 from engine.config import Settings
+from engine.ingest import ISSUE_TYPE
+from engine.security import ingest_keys
 from engine.security.secrets import load_key_ring
 
 # The example body from the issue (the contract upstream systems code against).
@@ -54,6 +58,36 @@ def register_tenant(
         name="Test Tenant", legal_name="Test Tenant Private Limited", country="IN", gstin=gstin, state=state
     )
     return str(registered.tenant_id), registered.api_key
+
+
+def create_ingest_key(settings: Settings, tenant_id: str) -> ingest_keys.IssuedIngestKey:
+    """A new ingest signing key of the tenant, as `POST /v1/tenant/ingest-keys` would create it."""
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        return ingest_keys.create(conn, load_key_ring(settings.var_dir), UUID(tenant_id))
+
+
+def ingest_command(
+    tenant_id: str,
+    ce_id: str,
+    body: dict[str, Any] | bytes,
+    key: ingest_keys.IssuedIngestKey | None,
+) -> tuple[list[tuple[str, bytes]], bytes]:
+    """The headers and value of an ingest command, signed with ``key`` as docs/topics.md says
+    (``key=None``: unsigned, as an unauthorised producer would send it)."""
+    value = body if isinstance(body, bytes) else orjson.dumps(body)
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", ce_id.encode()),
+        ("ce_source", f"/tenants/{tenant_id}".encode()),
+        ("ce_type", ISSUE_TYPE.encode()),
+        ("content-type", b"application/json"),
+    ]
+    if key is not None:
+        headers += [
+            (ingest_keys.KEY_ID_HEADER, key.key_id.encode()),
+            (ingest_keys.SIGNATURE_HEADER, ingest_keys.signature(key.secret, ce_id, value).encode()),
+        ]
+    return headers, value
 
 
 _open_clients: list[TestClient] = []

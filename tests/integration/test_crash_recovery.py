@@ -31,9 +31,8 @@ from engine.config import Settings, load_settings
 from engine.domain.invoice import Invoice, invoice_id_for
 from engine.tax.india_gst import financial_year
 from tests.conftest import wait_for
-from tests.integration.helpers import invoice_body, register_tenant
+from tests.integration.helpers import create_ingest_key, ingest_command, invoice_body, register_tenant
 from tests.integration.processes import Processes
-from tests.integration.test_ingest import command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -293,9 +292,10 @@ def test_killing_the_worker_mid_stream_turns_each_command_into_exactly_one_invoi
 ) -> None:
     total = 2000
     tenant_id, _ = register_tenant(service)
+    key = create_ingest_key(settings, tenant_id)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
     for i in range(total):
-        headers, value = command(tenant_id, f"cmd-{i}", invoice_body(f"ING-{i}"))
+        headers, value = ingest_command(tenant_id, f"cmd-{i}", invoice_body(f"ING-{i}"), key)
         producer.produce(settings.topic(INGEST_TOPIC), value=value, headers=headers)
         producer.poll(0)
     assert producer.flush(30) == 0
@@ -346,6 +346,7 @@ class IngestFeeder(threading.Thread):
         super().__init__(name="ingest-feeder", daemon=True)
         self.settings = settings
         self.tenant_id = tenant_id
+        self.key = create_ingest_key(settings, tenant_id)
         self.pace = pace
         self.stop = threading.Event()
         self.accepted: set[str] = set()
@@ -375,7 +376,9 @@ class IngestFeeder(threading.Thread):
             )
             while not self.stop.is_set():
                 number = f"K-{self.sent}"
-                headers, value = command(self.tenant_id, f"cmd-{self.sent}", invoice_body(number))
+                headers, value = ingest_command(
+                    self.tenant_id, f"cmd-{self.sent}", invoice_body(number), self.key
+                )
                 producer.produce(
                     self.settings.topic(INGEST_TOPIC),
                     value=value,

@@ -26,7 +26,7 @@ from confluent_kafka import Producer
 from engine.application import LedgerService
 from engine.config import Settings
 from engine.lag import GroupLag, lag
-from tests.integration.helpers import invoice_body, register_tenant
+from tests.integration.helpers import create_ingest_key, ingest_command, invoice_body, register_tenant
 from tests.integration.processes import LedgerflowProcess, Processes
 from tests.integration.test_crash_recovery import (
     INGEST_TOPIC,
@@ -35,7 +35,6 @@ from tests.integration.test_crash_recovery import (
     read_whole_topic,
     stored_issued_in,
 )
-from tests.integration.test_ingest import command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -94,11 +93,12 @@ def created(worker: LedgerflowProcess) -> int:
 
 
 def publish_backlog(settings: Settings, tenant_id: str, count: int) -> None:
+    key = create_ingest_key(settings, tenant_id)
     producer = Producer(
         {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "linger.ms": 20}
     )
     for i in range(count):
-        headers, value = command(tenant_id, f"cmd-{i}", invoice_body(f"SCALE-{i}"))
+        headers, value = ingest_command(tenant_id, f"cmd-{i}", invoice_body(f"SCALE-{i}"), key)
         # Keyed by command so that the backlog spreads evenly over the partitions.
         producer.produce(settings.topic(INGEST_TOPIC), key=f"cmd-{i}", value=value, headers=headers)
         producer.poll(0)
