@@ -28,15 +28,23 @@ from engine.application import LedgerService
 from engine.config import Settings
 from engine.ingest import IngestRejected, apply_ingest_message
 from engine.relay import Relay
+from engine.security import ingest_keys
+from engine.security.secrets import load_key_ring
 from engine.tax.india_gst import today_in_india
 from engine.tax.limits import MAX_LINE_AMOUNT, MAX_QUANTITY, MAX_UNIT_PRICE
 from projections import reporting
 from projections.invoice_register import InvoiceRegister
 from projections.runner import ProjectionRunner
 from tests.conftest import BackgroundLoop, wait_for
-from tests.integration.helpers import client_for, invoice_body, register_tenant
+from tests.integration.helpers import (
+    client_for,
+    create_ingest_key,
+    ingest_command,
+    invoice_body,
+    register_tenant,
+)
 from tests.integration.test_api_contract import assert_error_shape
-from tests.integration.test_ingest import command, dead_letters, publish
+from tests.integration.test_ingest import dead_letters, publish
 from tests.integration.test_ingest import worker as worker
 
 pytestmark = pytest.mark.integration
@@ -254,6 +262,20 @@ def test_a_tenant_name_with_a_control_character_is_refused(
     ]
 
 
+def signing_keys(service: LedgerService, settings: Settings) -> ingest_keys.SigningKeys:
+    """The ingest agent's key look-up, over the test's schema (as streams/ingest.py builds it)."""
+
+    def find(key_id: str) -> ingest_keys.StoredIngestKey | None:
+        with db.transaction(service.pool) as conn:
+            return ingest_keys.find(conn, key_id)
+
+    def record_use(key_id: str) -> None:
+        with db.transaction(service.pool) as conn:
+            ingest_keys.record_use(conn, key_id)
+
+    return ingest_keys.SigningKeys(find, record_use, load_key_ring(settings.var_dir))
+
+
 # -- the ingest topic -------------------------------------------------------------------------------
 
 
@@ -261,6 +283,8 @@ def test_the_ingest_topic_refuses_with_the_same_field_errors_as_the_api(
     service: LedgerService, settings: Settings
 ) -> None:
     tenant_id, key = register_tenant(service)
+    signing = create_ingest_key(settings, tenant_id)
+    keys = signing_keys(service, settings)
     for n, (body, path, code) in enumerate(
         [
             (with_line(description="Coil\x00"), "lines[0].description", "control_character"),
@@ -270,9 +294,9 @@ def test_the_ingest_topic_refuses_with_the_same_field_errors_as_the_api(
         ]
     ):
         api = post(client_for(settings), key, body).json()["error"]["details"]["fields"]
-        headers, value = command(tenant_id, f"cmd-{n}", raw(body))
+        headers, value = ingest_command(tenant_id, f"cmd-{n}", raw(body), signing)
         with pytest.raises(IngestRejected) as info:
-            apply_ingest_message(service, headers, value)
+            apply_ingest_message(service, headers, value, keys)
         assert info.value.code == "validation_failed"
         assert [{k: f[k] for k in ("path", "code")} for f in info.value.fields] == [
             {k: f[k] for k in ("path", "code")} for f in api
@@ -285,9 +309,11 @@ def test_an_ingest_id_with_a_control_character_is_refused_before_it_is_stored(
     service: LedgerService, settings: Settings
 ) -> None:
     tenant_id, _ = register_tenant(service)
-    headers, value = command(tenant_id, "cmd-\x00", invoice_body())
+    headers, value = ingest_command(
+        tenant_id, "cmd-\x00", invoice_body(), create_ingest_key(settings, tenant_id)
+    )
     with pytest.raises(IngestRejected) as info:
-        apply_ingest_message(service, headers, value)
+        apply_ingest_message(service, headers, value, signing_keys(service, settings))
     assert info.value.code == "bad_header"
 
 
@@ -295,7 +321,8 @@ def test_a_refused_ingest_command_lands_in_the_dlq_with_its_field_error(
     service: LedgerService, settings: Settings, worker: subprocess.Popen[bytes]
 ) -> None:
     tenant_id, _ = register_tenant(service)
-    publish(settings, [command(tenant_id, "cmd-nul", raw(with_line(description="Coil\x00")))])
+    signing = create_ingest_key(settings, tenant_id)
+    publish(settings, [ingest_command(tenant_id, "cmd-nul", raw(with_line(description="Coil\x00")), signing)])
     [letter] = dead_letters(settings, expected=1)
     headers = dict(letter.headers())
     assert headers["error-code"] == b"validation_failed"
