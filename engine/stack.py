@@ -781,7 +781,7 @@ class KafkaCluster:
                 return node
         raise StackError(f"the cluster in {self.home} has no node {node_id}")
 
-    def _save(self) -> None:
+    def record(self) -> None:
         layout = {
             "host": self.host,
             "broker_ports": list(self.broker_ports),
@@ -896,7 +896,7 @@ def start_cluster(settings: Settings, cluster: KafkaCluster) -> None:
         if not cluster_id_file.exists():
             cluster_id_file.write_text(_new_cluster_id() + "\n")
         cluster_id = cluster_id_file.read_text().strip()
-        cluster._save()
+        cluster.record()
         started = time.monotonic()
         pids: dict[int, int] = {}
         for node in cluster.nodes:
