@@ -83,12 +83,15 @@ def stack_up(settings: Settings, brokers: int, base_port: int, cluster_dir: Path
     """Start Kafka and PostgreSQL if they are not running, and wait until both answer."""
     from engine import stack as local_stack
 
-    if brokers == 1:
-        local_stack.up(settings)
-        return
-    home = cluster_dir or local_stack.default_cluster_home(settings)
-    cluster = local_stack.KafkaCluster.on_ports(home, brokers, base_port)
-    local_stack.up_cluster(settings, cluster)
+    try:
+        if brokers == 1:
+            local_stack.up(settings)
+            return
+        home = cluster_dir or local_stack.default_cluster_home(settings)
+        cluster = local_stack.KafkaCluster.on_ports(home, brokers, base_port)
+        local_stack.up_cluster(settings, cluster)
+    except local_stack.StackError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"export LEDGERFLOW_KAFKA={cluster.bootstrap}")
 
 
@@ -99,7 +102,10 @@ def stack_down(settings: Settings, cluster_dir: Path | None) -> None:
     """Stop what `stack up` started (the single broker, a cluster, PostgreSQL)."""
     from engine import stack as local_stack
 
-    local_stack.down(settings, cluster_dir)
+    try:
+        local_stack.down(settings, cluster_dir)
+    except local_stack.StackError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @stack.command("status")

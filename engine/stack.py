@@ -159,8 +159,12 @@ def status(settings: Settings, cluster_home: Path | None = None) -> list[Service
     """Report whether each service of the local stack is running and answering; the nodes of a
     cluster recorded in ``cluster_home`` (default ``var/kafka-cluster``) come after the rest."""
     cluster = KafkaCluster.load(cluster_home or default_cluster_home(settings))
-    nodes = cluster_status(cluster) if cluster is not None else []
-    return [_kafka_status(settings), _postgres_status(settings), *nodes]
+    if cluster is None:
+        return [_kafka_status(settings), _postgres_status(settings)]
+    # With LEDGERFLOW_KAFKA naming the cluster, a "kafka" line would report node 1 a second time.
+    on_cluster = _kafka_address(settings)[:2] in {(n.host, n.port) for n in cluster.nodes}
+    single = [] if on_cluster else [_kafka_status(settings)]
+    return [*single, _postgres_status(settings), *cluster_status(cluster)]
 
 
 def ensure_topics(settings: Settings, names: list[str], partitions: int) -> list[str]:

@@ -36,10 +36,12 @@ from uuid import UUID
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from engine import stack
 from engine.application import LedgerService
+from engine.cli import main
 from engine.commands import IssueInvoice
 from engine.config import Settings, load_settings
 from engine.domain.invoice import invoice_id_for
@@ -85,8 +87,9 @@ def free_ports(count: int) -> list[int]:
     return found
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """One cluster for the module (starting one takes ~15-40 s); each test has its own topics."""
     ports = free_ports(2 * BROKERS)
     cluster = KafkaCluster(
         tmp_path_factory.mktemp("kafka-cluster"), tuple(ports[:BROKERS]), tuple(ports[BROKERS:])
@@ -135,6 +138,18 @@ def test_the_engine_topics_get_three_replicas_and_two_in_sync_on_a_three_broker_
     assert min_insync == dict.fromkeys(names, "2")
     # faust's own topics (created by the worker) follow the same rule.
     assert stack.topic_replication(settings) == stack.TopicReplication(factor=3, min_insync_replicas=2)
+
+
+def test_stack_status_lists_every_node_of_the_cluster_running_and_seeing_the_others(
+    cluster: KafkaCluster,
+) -> None:
+    result = CliRunner().invoke(main, ["stack", "status", "--cluster-dir", str(cluster.home)])
+    assert result.exit_code == 0, result.output
+    nodes = [line.split() for line in result.output.splitlines() if line.startswith("kafka-")]
+    assert [(n[0], n[1], n[3]) for n in nodes] == [
+        (f"kafka-{node.node_id}", "running", node.address) for node in cluster.nodes
+    ]
+    assert all(f"sees {BROKERS} of {BROKERS} brokers" in line for line in result.output.splitlines()[-3:])
 
 
 def test_killing_a_broker_under_load_loses_no_accepted_invoice(
