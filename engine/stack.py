@@ -626,13 +626,12 @@ async def _ensure_topics(
             t["topic"]: max((len(p["replicas"]) for p in t["partitions"]), default=0) for t in described
         }
         missing = [n for n in names if n not in existing]
-        replication = replication_for(
-            len((await admin.describe_cluster())["brokers"]) if missing else 0, replication_factor
-        )
+        brokers = len((await admin.describe_cluster())["brokers"])
+        replication = replication_for(brokers, replication_factor)
         for name in names:
             if name in existing and existing[name] != partitions:
                 _say(f"topics: {name} has {existing[name]} partitions (wanted {partitions}); left as is")
-            if name in existing and missing and replicas[name] < replication.factor:
+            if name in existing and replicas[name] < replication.factor:
                 wanted = replication.factor
                 _say(f"topics: {name} has {replicas[name]} replica(s) (wanted {wanted}); left as is")
         if not missing:
