@@ -49,7 +49,7 @@ def create_app(settings: Settings, *, app_id: str = "ledgerflow-streams") -> fau
         processing_guarantee="at_least_once",
         topic_partitions=settings.partitions,
         topic_replication_factor=replication.factor,
-        producer_acks=-1,  # acks=all, whatever faust's PRODUCER_ACKS environment variable says
+        producer_acks=-1,  # acks=all (IdempotentProducer insists on it too)
         store="memory://",
         # faust keeps a per-app directory even with in-memory tables; by default it lands in the
         # working directory (the repository, for tests and `make run`).
