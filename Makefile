@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench stack-up stack-down clean
+.PHONY: install run test test-cluster lint bench stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 	$(BIN)/ledgerflow stack up
 	$(BIN)/ledgerflow topics ensure
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Not part of `make test`: starts a three-broker cluster of its own and kills one broker (~2-3 min).
+test-cluster: $(STAMP)
+	$(BIN)/ledgerflow stack up
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m cluster tests/integration/test_cluster.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
@@ -56,31 +57,69 @@ def stack() -> None:
     """The local Apache Kafka (KRaft) and PostgreSQL, run as plain processes under var/."""
 
 
+_CLUSTER_DIR = click.option(
+    "--cluster-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the multi-broker cluster lives (default: var/kafka-cluster).",
+)
+
+
 @stack.command("up")
+@click.option(
+    "--brokers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="1: the single broker on LEDGERFLOW_KAFKA. More: a separate KRaft cluster of that many "
+    "broker+controller nodes on --base-port.. (topics there get 3 replicas, min.insync.replicas=2).",
+)
+@click.option(
+    "--base-port",
+    type=click.IntRange(min=1, max=65535),
+    default=19092,
+    show_default=True,
+    help="With --brokers N>1: brokers listen on base..base+N-1, controllers 100 ports higher.",
+)
+@_CLUSTER_DIR
 @click.pass_obj
-def stack_up(settings: Settings) -> None:
+def stack_up(settings: Settings, brokers: int, base_port: int, cluster_dir: Path | None) -> None:
     """Start Kafka and PostgreSQL if they are not running, and wait until both answer."""
     from engine import stack as local_stack
 
-    local_stack.up(settings)
+    try:
+        if brokers == 1:
+            local_stack.up(settings)
+            return
+        home = cluster_dir or local_stack.default_cluster_home(settings)
+        cluster = local_stack.KafkaCluster.on_ports(home, brokers, base_port)
+        local_stack.up_cluster(settings, cluster)
+    except local_stack.StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"export LEDGERFLOW_KAFKA={cluster.bootstrap}")
 
 
 @stack.command("down")
+@_CLUSTER_DIR
 @click.pass_obj
-def stack_down(settings: Settings) -> None:
-    """Stop what `stack up` started."""
+def stack_down(settings: Settings, cluster_dir: Path | None) -> None:
+    """Stop what `stack up` started (the single broker, a cluster, PostgreSQL)."""
     from engine import stack as local_stack
 
-    local_stack.down(settings)
+    try:
+        local_stack.down(settings, cluster_dir)
+    except local_stack.StackError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @stack.command("status")
+@_CLUSTER_DIR
 @click.pass_obj
-def stack_status(settings: Settings) -> None:
-    """Show whether Kafka and PostgreSQL are running."""
+def stack_status(settings: Settings, cluster_dir: Path | None) -> None:
+    """Show whether Kafka (and a cluster's nodes) and PostgreSQL are running."""
     from engine import stack as local_stack
 
-    for service in local_stack.status(settings):
+    for service in local_stack.status(settings, cluster_dir):
         state = click.style("running", fg="green") if service.running else click.style("stopped", fg="red")
         click.echo(
             f"{service.name:<11} {state:<18} pid={service.pid or '-':<8} {service.address} {service.detail}"

@@ -28,6 +28,10 @@ def _floats(value: str | None) -> tuple[float, ...] | None:
     return tuple(float(part) for part in value.split(",") if part.strip())
 
 
+def _optional_int(value: str | None) -> int | None:
+    return int(value) if value and value.strip() else None
+
+
 def _rate(value: str) -> float | None:
     return None if value.strip().lower() in ("none", "0", "") else float(value)
 
@@ -48,6 +52,11 @@ class Settings:
     # Prepended to every topic name; empty in production. Tests set a unique prefix per test.
     topic_prefix: str = field(default_factory=lambda: _env("LEDGERFLOW_TOPIC_PREFIX", ""))
     partitions: int = field(default_factory=lambda: int(_env("LEDGERFLOW_PARTITIONS", "6")))
+    # Replicas of each new topic. Unset: decided from the cluster (one per broker, up to three;
+    # min.insync.replicas two on three brokers), see engine.stack.replication_for.
+    replication_factor: int | None = field(
+        default_factory=lambda: _optional_int(os.environ.get("LEDGERFLOW_REPLICATION_FACTOR"))
+    )
     var_dir: Path = field(default_factory=lambda: Path(_env("LEDGERFLOW_VAR", str(PROJECT_ROOT / "var"))))
     api_host: str = field(default_factory=lambda: _env("LEDGERFLOW_API_HOST", "127.0.0.1"))
     api_port: int = field(default_factory=lambda: int(_env("LEDGERFLOW_API_PORT", "8080")))

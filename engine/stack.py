@@ -23,6 +23,7 @@ import fcntl
 import functools
 import glob
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -134,25 +135,77 @@ def up(settings: Settings) -> None:
     start_kafka(settings)
 
 
-@_locked
-def down(settings: Settings) -> None:
-    """Stop the services that `up` started (found by their pid files); leave anything else alone."""
-    stop_kafka(settings)
-    stop_postgres(settings)
+def up_cluster(settings: Settings, cluster: KafkaCluster) -> None:
+    """`up` with a multi-broker Kafka cluster instead of the single broker: PostgreSQL as usual,
+    then every node of ``cluster`` (see `start_cluster`). The single broker is left alone."""
+    with _stack_lock(settings):
+        start_postgres(settings)
+        start_cluster(settings, cluster)
 
 
-def status(settings: Settings) -> list[ServiceStatus]:
-    """Report whether each service of the local stack is running and answering."""
-    return [_kafka_status(settings), _postgres_status(settings)]
+def down(settings: Settings, cluster_home: Path | None = None) -> None:
+    """Stop the services that `up` started (found by their pid files); leave anything else alone.
+    That includes the cluster of `up_cluster` recorded in ``cluster_home`` (default
+    ``var/kafka-cluster``), if there is one."""
+    with _stack_lock(settings):
+        cluster = KafkaCluster.load(cluster_home or default_cluster_home(settings))
+        if cluster is not None:
+            stop_cluster(cluster)
+        stop_kafka(settings)
+        stop_postgres(settings)
+
+
+def status(settings: Settings, cluster_home: Path | None = None) -> list[ServiceStatus]:
+    """Report whether each service of the local stack is running and answering; the nodes of a
+    cluster recorded in ``cluster_home`` (default ``var/kafka-cluster``) come after the rest."""
+    cluster = KafkaCluster.load(cluster_home or default_cluster_home(settings))
+    if cluster is None:
+        return [_kafka_status(settings), _postgres_status(settings)]
+    # With LEDGERFLOW_KAFKA naming the cluster, a "kafka" line would report node 1 a second time.
+    on_cluster = _kafka_address(settings)[:2] in {(n.host, n.port) for n in cluster.nodes}
+    single = [] if on_cluster else [_kafka_status(settings)]
+    return [*single, _postgres_status(settings), *cluster_status(cluster)]
 
 
 def ensure_topics(settings: Settings, names: list[str], partitions: int) -> list[str]:
     """Create the topics in ``names`` that do not exist yet; return the names it created.
 
-    Existing topics are left as they are (a different partition count is reported, not changed:
+    New topics are replicated as `topic_replication` decides (one replica on the single local
+    broker, three with min.insync.replicas=2 on a cluster of three or more). Existing topics are
+    left as they are (a different partition count or replication factor is reported, not changed:
     adding partitions would move keys to other partitions and break per-aggregate order).
     """
-    return _run_sync(_ensure_topics(settings.kafka_bootstrap, list(dict.fromkeys(names)), partitions))
+    unique = list(dict.fromkeys(names))
+    return _run_sync(
+        _ensure_topics(settings.kafka_bootstrap, unique, partitions, settings.replication_factor)
+    )
+
+
+@dataclass(frozen=True)
+class TopicReplication:
+    """How the engine's topics are replicated on a given cluster."""
+
+    factor: int
+    # With acks=all, a write is acknowledged once this many replicas have it; below this many
+    # in-sync replicas the partition refuses writes instead of accepting them on too few copies.
+    min_insync_replicas: int
+
+
+def replication_for(brokers: int, configured: int | None = None) -> TopicReplication:
+    """Replication for new topics: ``configured`` (LEDGERFLOW_REPLICATION_FACTOR) if set, else as
+    many replicas as brokers, up to three. min.insync.replicas is one less than the factor, at
+    most two: RF 3 / ISR 2 is the usual production pair (a write survives one broker loss and the
+    topic stays writable while one broker is down); RF 1 keeps the single-broker stack as it was."""
+    factor = configured if configured is not None else max(1, min(3, brokers))
+    return TopicReplication(factor=factor, min_insync_replicas=max(1, min(2, factor - 1)))
+
+
+def topic_replication(settings: Settings) -> TopicReplication:
+    """`replication_for` the cluster at ``settings.kafka_bootstrap`` (asked only when the setting
+    leaves it open); faust uses it for the topics it creates itself."""
+    if settings.replication_factor is not None:
+        return replication_for(0, settings.replication_factor)
+    return replication_for(_run_sync(_broker_count(settings.kafka_bootstrap)))
 
 
 @_locked
@@ -435,12 +488,12 @@ def _write_kafka_config(settings: Settings, paths: _KafkaPaths) -> None:
     )
 
 
-def _java_command(paths: _KafkaPaths, *args: str) -> list[str]:
+def _java_command(paths: _KafkaPaths, *args: str, logs_dir: Path | None = None) -> list[str]:
     java = _require_tool("java", "openjdk-17-jre-headless")
     return [
         java,
         f"-Dlog4j2.configurationFile={KAFKA_OPS / 'log4j2.properties'}",
-        f"-Dkafka.logs.dir={paths.home}",
+        f"-Dkafka.logs.dir={logs_dir or paths.home}",
         "-Djava.awt.headless=true",
         "-cp",
         f"{paths.libs}/*",
@@ -557,17 +610,47 @@ def _kafka_answers(address: str) -> bool:
     return True
 
 
-async def _ensure_topics(bootstrap: str, names: list[str], partitions: int) -> list[str]:
+async def _broker_count(bootstrap: str) -> int:
+    async with _admin(bootstrap, 5000) as admin:
+        cluster = await admin.describe_cluster()
+    return len(cluster["brokers"])
+
+
+async def _ensure_topics(
+    bootstrap: str, names: list[str], partitions: int, replication_factor: int | None
+) -> list[str]:
     async with _admin(bootstrap) as admin:
-        existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
+        described = await admin.describe_topics()
+        existing = {t["topic"]: len(t["partitions"]) for t in described}
+        replicas = {
+            t["topic"]: max((len(p["replicas"]) for p in t["partitions"]), default=0) for t in described
+        }
+        missing = [n for n in names if n not in existing]
+        brokers = len((await admin.describe_cluster())["brokers"])
+        replication = replication_for(brokers, replication_factor)
         for name in names:
             if name in existing and existing[name] != partitions:
                 _say(f"topics: {name} has {existing[name]} partitions (wanted {partitions}); left as is")
-        missing = [n for n in names if n not in existing]
+            if name in existing and replicas[name] < replication.factor:
+                wanted = replication.factor
+                _say(f"topics: {name} has {replicas[name]} replica(s) (wanted {wanted}); left as is")
         if not missing:
             return []
+        # Only a replicated topic gets its own min.insync.replicas: a single replica keeps the
+        # broker's defaults, exactly as the single-broker stack always had them.
+        configs = (
+            {"min.insync.replicas": str(replication.min_insync_replicas)} if replication.factor > 1 else {}
+        )
         response = await admin.create_topics(
-            [NewTopic(name=n, num_partitions=partitions, replication_factor=1) for n in missing]
+            [
+                NewTopic(
+                    name=n,
+                    num_partitions=partitions,
+                    replication_factor=replication.factor,
+                    topic_configs=configs,
+                )
+                for n in missing
+            ]
         )
     created: list[str] = []
     failures: list[str] = []
@@ -598,6 +681,334 @@ def _kafka_status(settings: Settings) -> ServiceStatus:
     if pid is None and topics is not None:
         answer += " (a broker not started by `stack up`)"
     return ServiceStatus("kafka", pid is not None, pid, address, f"{answer}; log {paths.log}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Kafka: a local multi-broker cluster (`ledgerflow stack up --brokers N`)
+# ---------------------------------------------------------------------------------------------
+
+# Three broker JVMs share the machine with the single broker, PostgreSQL and the engine.
+CLUSTER_HEAP = ["-Xms128m", "-Xmx512m"]
+CLUSTER_BASE_PORT = 19092
+# Controller listeners sit this far above the broker ports (19092-19094 -> 19192-19194).
+CLUSTER_CONTROLLER_OFFSET = 100
+CLUSTER_LAYOUT_FILE = "cluster.json"
+CLUSTER_STOP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    """One combined broker+controller process of a `KafkaCluster`."""
+
+    node_id: int
+    host: str
+    port: int
+    controller_port: int
+    home: Path
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def config(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "server.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "kafka.pid"
+
+
+@dataclass(frozen=True)
+class KafkaCluster:
+    """Where a local Kafka cluster lives and listens: node ``i`` (1-based) keeps its data and log
+    in ``home/node-i`` and listens on ``broker_ports[i-1]`` (clients) and
+    ``controller_ports[i-1]`` (the controller quorum). Nothing is shared with the single broker of
+    ``ledgerflow stack up``, so both can run side by side."""
+
+    home: Path
+    broker_ports: tuple[int, ...]
+    controller_ports: tuple[int, ...]
+    host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if len(self.broker_ports) != len(self.controller_ports) or not self.broker_ports:
+            raise StackError("a cluster needs one broker port and one controller port per node")
+        if len(set(self.broker_ports) | set(self.controller_ports)) != 2 * len(self.broker_ports):
+            raise StackError(f"cluster ports overlap: {self.broker_ports} {self.controller_ports}")
+
+    @classmethod
+    def on_ports(
+        cls, home: Path, brokers: int, base_port: int = CLUSTER_BASE_PORT, host: str = "127.0.0.1"
+    ) -> KafkaCluster:
+        """``brokers`` nodes on consecutive ports from ``base_port``, controllers 100 ports above."""
+        if brokers < 1:
+            raise StackError(f"a cluster needs at least one broker (got {brokers})")
+        ports = tuple(range(base_port, base_port + brokers))
+        return cls(home, ports, tuple(p + CLUSTER_CONTROLLER_OFFSET for p in ports), host)
+
+    @classmethod
+    def load(cls, home: Path) -> KafkaCluster | None:
+        """The cluster that `start_cluster` recorded in ``home``, or None if there is none."""
+        try:
+            layout = json.loads((home / CLUSTER_LAYOUT_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(home, tuple(layout["broker_ports"]), tuple(layout["controller_ports"]), layout["host"])
+
+    @property
+    def nodes(self) -> list[ClusterNode]:
+        return [
+            ClusterNode(i, self.host, port, controller, self.home / f"node-{i}")
+            for i, (port, controller) in enumerate(
+                zip(self.broker_ports, self.controller_ports, strict=True), start=1
+            )
+        ]
+
+    @property
+    def bootstrap(self) -> str:
+        """The value for LEDGERFLOW_KAFKA: every broker, so clients start even with one down."""
+        return ",".join(node.address for node in self.nodes)
+
+    def node(self, node_id: int) -> ClusterNode:
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        raise StackError(f"the cluster in {self.home} has no node {node_id}")
+
+    def record(self) -> None:
+        layout = {
+            "host": self.host,
+            "broker_ports": list(self.broker_ports),
+            "controller_ports": list(self.controller_ports),
+        }
+        (self.home / CLUSTER_LAYOUT_FILE).write_text(json.dumps(layout, indent=2) + "\n")
+
+
+def default_cluster_home(settings: Settings) -> Path:
+    return settings.var_dir / "kafka-cluster"
+
+
+@contextlib.contextmanager
+def _cluster_lock(cluster: KafkaCluster) -> Iterator[None]:
+    # The cluster may live outside var/ (a test's tmp dir), so it has its own lock beside it.
+    cluster.home.mkdir(parents=True, exist_ok=True)
+    with (cluster.home / "cluster.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _our_node_pid(node: ClusterNode) -> int | None:
+    # The config path in the command line tells our node from the single broker or another cluster.
+    pid = _read_pid(node.pid_file)
+    if pid is not None and _pid_alive(pid) and str(node.config) in _cmdline(pid):
+        return pid
+    return None
+
+
+def _write_node_config(cluster: KafkaCluster, node: ClusterNode) -> None:
+    replication = replication_for(len(cluster.nodes))
+    voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in cluster.nodes)
+    template = string.Template((KAFKA_OPS / "cluster.properties").read_text())
+    node.config.write_text(
+        template.substitute(
+            node_id=node.node_id,
+            voters=voters,
+            host=node.host,
+            port=node.port,
+            controller_port=node.controller_port,
+            log_dirs=node.data,
+            replication=replication.factor,
+            min_insync=replication.min_insync_replicas,
+        )
+    )
+
+
+def _format_node_storage(paths: _KafkaPaths, node: ClusterNode, cluster_id: str) -> None:
+    if (node.data / "meta.properties").exists():
+        return
+    command = _java_command(
+        paths, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(node.config)
+    )
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise StackError(
+            f"kafka node {node.node_id}: formatting storage failed:\n{result.stdout}{result.stderr}"
+        )
+
+
+def _spawn_node(paths: _KafkaPaths, node: ClusterNode) -> int:
+    for port in (node.port, node.controller_port):
+        if _port_open(node.host, port):
+            raise _port_taken_error(f"kafka node {node.node_id}", node.host, port)
+    command = _java_command(
+        paths,
+        *CLUSTER_HEAP,
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "kafka.Kafka",
+        str(node.config),
+        logs_dir=node.home,
+    )
+    with node.log.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=node.home,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_raise_open_files_limit,
+        )
+    node.pid_file.write_text(f"{process.pid}\n")
+    return process.pid
+
+
+def _cluster_sees(node: ClusterNode, brokers: int) -> bool:
+    """True once ``node`` answers metadata listing ``brokers`` live brokers (all of them joined)."""
+    if not _port_open(node.host, node.port):
+        return False
+    return _run_sync(_broker_count(node.address)) >= brokers
+
+
+def start_cluster(settings: Settings, cluster: KafkaCluster) -> None:
+    """Start every node of ``cluster`` that is not running and wait until each one answers with
+    the whole cluster in its metadata. The jars are the single broker's (``var/kafka/libs``);
+    data, configs, logs and the cluster id live under ``cluster.home``."""
+    paths = _kafka_paths(settings)
+    with _cluster_lock(cluster):
+        recorded = KafkaCluster.load(cluster.home)
+        if recorded is not None and recorded != cluster and _running_nodes(recorded):
+            raise StackError(
+                f"a cluster with other ports is running from {cluster.home} ({recorded.bootstrap}); "
+                f"stop it first (`ledgerflow stack down`)"
+            )
+        _fetch_kafka_jars(paths)
+        cluster_id_file = cluster.home / "cluster-id"
+        if not cluster_id_file.exists():
+            cluster_id_file.write_text(_new_cluster_id() + "\n")
+        cluster_id = cluster_id_file.read_text().strip()
+        cluster.record()
+        started = time.monotonic()
+        pids: dict[int, int] = {}
+        for node in cluster.nodes:
+            node.home.mkdir(parents=True, exist_ok=True)
+            _write_node_config(cluster, node)
+            pid = _our_node_pid(node)
+            if pid is None:
+                _format_node_storage(paths, node, cluster_id)
+                _say(f"kafka node {node.node_id}: starting on {node.address}…")
+                pid = _spawn_node(paths, node)
+            pids[node.node_id] = pid
+        # The nodes are started together: none can finish starting without a quorum of voters.
+        deadline = time.monotonic() + KAFKA_START_TIMEOUT
+        for node in cluster.nodes:
+            pid = pids[node.node_id]
+            _wait_until(
+                f"kafka node {node.node_id}",
+                functools.partial(_cluster_sees, node, len(cluster.nodes)),
+                deadline,
+                functools.partial(_pid_alive, pid),
+                node.log,
+                1.0,
+            )
+    _say(
+        f"kafka cluster: {len(cluster.nodes)} brokers up ({time.monotonic() - started:.1f}s); "
+        f"LEDGERFLOW_KAFKA={cluster.bootstrap}"
+    )
+
+
+def start_cluster_node(settings: Settings, cluster: KafkaCluster, node_id: int) -> None:
+    """Start one node again (after `stop_cluster_node` or a crash); its data is kept. Waits until it
+    answers and sees the whole cluster."""
+    node = cluster.node(node_id)
+    paths = _kafka_paths(settings)
+    with _cluster_lock(cluster):
+        pid = _our_node_pid(node)
+        if pid is None:
+            _write_node_config(cluster, node)
+            _say(f"kafka node {node_id}: starting on {node.address}…")
+            pid = _spawn_node(paths, node)
+        _wait_until(
+            f"kafka node {node_id}",
+            functools.partial(_cluster_sees, node, len(cluster.nodes)),
+            time.monotonic() + KAFKA_START_TIMEOUT,
+            functools.partial(_pid_alive, pid),
+            node.log,
+            1.0,
+        )
+
+
+def stop_cluster_node(cluster: KafkaCluster, node_id: int, *, hard: bool = False) -> None:
+    """Stop one node: SIGTERM (controlled shutdown: leadership moves away first), or with
+    ``hard`` a SIGKILL, the crash a test inflicts (unflushed data and leadership lost at once)."""
+    node = cluster.node(node_id)
+    pid = _our_node_pid(node)
+    if pid is None:
+        _say(f"kafka node {node_id}: not running")
+        return
+    signals = (
+        [(signal.SIGKILL, 10.0)] if hard else [(signal.SIGTERM, CLUSTER_STOP_TIMEOUT), (signal.SIGKILL, 10.0)]
+    )
+    _say(f"kafka node {node_id}: {'killing' if hard else 'stopping'} pid {pid}…")
+    _terminate(pid, f"kafka node {node_id}", signals)
+    node.pid_file.unlink(missing_ok=True)
+
+
+def _running_nodes(cluster: KafkaCluster) -> dict[int, int]:
+    return {node.node_id: pid for node in cluster.nodes if (pid := _our_node_pid(node)) is not None}
+
+
+def stop_cluster(cluster: KafkaCluster) -> None:
+    """Stop every node of the cluster. All get SIGTERM at once: stopped one by one, the last ones
+    would wait for a controller quorum that the first ones already took away."""
+    with _cluster_lock(cluster):
+        running = _running_nodes(cluster)
+        if not running:
+            _say(f"kafka cluster: not running ({cluster.home})")
+            return
+        _say(f"kafka cluster: stopping nodes {sorted(running)}…")
+        for pid in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for node_id, pid in running.items():
+            _terminate(
+                pid, f"kafka node {node_id}", [(signal.SIGTERM, CLUSTER_STOP_TIMEOUT), (signal.SIGKILL, 10.0)]
+            )
+            cluster.node(node_id).pid_file.unlink(missing_ok=True)
+        _say("kafka cluster: stopped")
+
+
+def cluster_status(cluster: KafkaCluster) -> list[ServiceStatus]:
+    """One line per node: running?, answering?, how many brokers it sees."""
+    statuses = []
+    for node in cluster.nodes:
+        pid = _our_node_pid(node)
+        try:
+            if _port_open(node.host, node.port):
+                seen = _run_sync(_broker_count(node.address))
+                answer = f"answers metadata, sees {seen} of {len(cluster.nodes)} brokers"
+            else:
+                answer = "port closed"
+        except Exception as exc:
+            answer = f"not answering ({type(exc).__name__})"
+        statuses.append(
+            ServiceStatus(
+                f"kafka-{node.node_id}", pid is not None, pid, node.address, f"{answer}; log {node.log}"
+            )
+        )
+    return statuses
 
 
 # ---------------------------------------------------------------------------------------------

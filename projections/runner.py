@@ -171,7 +171,9 @@ class ProjectionRunner:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
         )
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all")
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True
+        )
         await self._producer.start()
         self._consumer.subscribe(self.topics, listener=_SeekToStoredPositions(self))
         await self._consumer.start()

@@ -7,22 +7,49 @@ see the architecture guide for the duplicate/crash reports against it.
 
 from __future__ import annotations
 
-import faust
+from collections.abc import Mapping
+from typing import Any
 
+import faust
+from faust.transport.drivers.aiokafka import Producer as FaustAIOKafkaProducer
+from faust.types import ProducerT
+
+from engine import stack
 from engine.config import Settings
+
+
+class IdempotentProducer(FaustAIOKafkaProducer):
+    """faust's aiokafka producer with Kafka's idempotence and acks=all, as every producer of the
+    engine has: a send retried after a lost acknowledgement (a broker killed mid-request) is not
+    written twice, and a write counts only once min.insync.replicas brokers have it. faust turns
+    idempotence on only inside its exactly_once transactions, which we do not use."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+class LedgerflowApp(faust.App):
+    """The faust app with `IdempotentProducer` as its producer."""
+
+    def _new_producer(self) -> ProducerT:
+        return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
 
 
 def create_app(settings: Settings, *, app_id: str = "ledgerflow-streams") -> faust.App:
     datadir = settings.var_dir / "faust" / f"{settings.topic_prefix}{app_id}-data"
     datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
-    app = faust.App(
+    # faust creates some topics itself (its partition assignor's leader topic, table changelogs):
+    # they get the replication of the engine's own topics, so losing a broker never strands them.
+    replication = stack.topic_replication(settings)
+    app = LedgerflowApp(
         f"{settings.topic_prefix}{app_id}",
         broker=f"kafka://{settings.kafka_bootstrap}",
         value_serializer="raw",
         key_serializer="raw",
         processing_guarantee="at_least_once",
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=replication.factor,
+        producer_acks=-1,  # acks=all (IdempotentProducer insists on it too)
         store="memory://",
         # faust keeps a per-app directory even with in-memory tables; by default it lands in the
         # working directory (the repository, for tests and `make run`).

@@ -32,6 +32,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "LEDGERFLOW_TOPIC_PREFIX": settings.topic_prefix,
         "LEDGERFLOW_KAFKA": settings.kafka_bootstrap,
         "LEDGERFLOW_PARTITIONS": str(settings.partitions),
+        "LEDGERFLOW_REPLICATION_FACTOR": ""
+        if settings.replication_factor is None
+        else str(settings.replication_factor),
         "LEDGERFLOW_VAR": str(settings.var_dir),
         "LEDGERFLOW_RETRY_DELAYS": ",".join(f"{d:g}" for d in settings.retry_delays or ()),
         "LEDGERFLOW_BREAKER_OPEN_S": f"{settings.breaker_open_seconds:g}",

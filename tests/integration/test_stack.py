@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
 
 from engine import stack
 from engine.config import Settings, load_settings
@@ -42,6 +42,34 @@ def test_ensure_topics_creates_a_topic_with_the_requested_partitions(settings: S
 
         topic = wait_for(listed, timeout=30, what=f"{name} appearing in the broker's metadata")
         assert len(topic.partitions) == 3
+    finally:
+        admin.delete_topics([name], operation_timeout=10)[name].result(timeout=20)
+
+
+def test_topics_on_the_single_broker_keep_one_replica_and_the_brokers_own_min_insync(
+    settings: Settings,
+) -> None:
+    # The replicated cluster's rules (tests/integration/test_cluster.py) must not leak here: one
+    # broker cannot hold a second replica, and min.insync.replicas=2 would refuse every write.
+    name = f"test.stack.{uuid.uuid4().hex[:12]}"
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    try:
+        assert stack.ensure_topics(settings, [name], 2) == [name]
+        # A topic just created may be missing from the metadata of the broker asked for a moment.
+        partitions = wait_for(
+            lambda: admin.list_topics(topic=name, timeout=10).topics[name].partitions,
+            timeout=30,
+            what=f"{name} in the broker's metadata",
+        )
+        assert {len(p.replicas) for p in partitions.values()} == {1}
+        (future,) = admin.describe_configs([ConfigResource("topic", name)]).values()
+        min_insync = future.result(timeout=20)["min.insync.replicas"]
+        # Inherited from the broker (Kafka 4 records it as a cluster-wide default), not set on the topic.
+        assert (min_insync.value, min_insync.source) == (
+            "1",
+            ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value,
+        )
+        assert stack.topic_replication(settings) == stack.TopicReplication(1, 1)
     finally:
         admin.delete_topics([name], operation_timeout=10)[name].result(timeout=20)
 
