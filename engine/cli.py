@@ -841,5 +841,110 @@ def run(settings: Settings, workers: int, no_stack: bool) -> None:
     sys.exit(run_engine(settings, workers=workers, start_stack=not no_stack))
 
 
+# -- key ring (docs/runbooks/keys.md) ---------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """The key ring sealing stored secrets: rotate, re-encrypt, see what each key seals, retire."""
+
+
+def _keys_progress(column: str, done: int, total: int) -> None:
+    click.echo(f"re-encrypting {column}: {done}/{total}", err=True)
+
+
+@keys.command("rotate")
+@click.option("--key-id", default=None, help="Id of the new key (default: k<UTC timestamp>).")
+@click.option(
+    "--batch", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Rows per commit."
+)
+@click.pass_obj
+def keys_rotate(settings: Settings, key_id: str | None, batch: int) -> None:
+    """Add a new key (it seals from now on) and re-encrypt every stored secret under it.
+
+    Running processes pick the new key up within seconds, without a restart. Old keys keep
+    opening values until `keys retire`. Interrupted, `keys reencrypt` finishes the job.
+    """
+    from engine.security.rotation import RotationError, rotate
+
+    try:
+        kid, done = rotate(settings, key_id=key_id, batch_size=batch, progress=_keys_progress)
+    except RotationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    moved = ", ".join(f"{name}: {n}" for name, n in done.items()) or "nothing stored"
+    click.echo(f"active key: {kid}; re-encrypted {moved}")
+
+
+@keys.command("reencrypt")
+@click.option(
+    "--batch", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Rows per commit."
+)
+@click.pass_obj
+def keys_reencrypt(settings: Settings, batch: int) -> None:
+    """Seal every value not yet sealed with the active key again with it (resumes a rotation)."""
+    from engine.security.rotation import reencrypt
+    from engine.security.secrets import SecretError, load_key_ring
+
+    ring = load_key_ring(settings.var_dir)
+    try:
+        done = reencrypt(settings, ring, batch_size=batch, progress=_keys_progress)
+    except SecretError as exc:
+        raise click.ClickException(f"a stored value does not open with the key ring: {exc}") from exc
+    moved = ", ".join(f"{name}: {n}" for name, n in done.items()) or "nothing stored"
+    click.echo(f"active key: {ring.active}; re-encrypted {moved}")
+
+
+@keys.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def keys_status(settings: Settings, as_json: bool) -> None:
+    """Each key id: active or not, in the ring or not, and how many stored values it seals."""
+    from engine.security.rotation import key_use
+    from engine.security.secrets import load_key_ring
+
+    uses = key_use(settings, load_key_ring(settings.var_dir))
+    if as_json:
+        click.echo(
+            orjson.dumps(
+                [
+                    {"key_id": u.key_id, "active": u.active, "in_ring": u.in_ring, "sealed": u.sealed}
+                    for u in uses
+                ]
+            )
+        )
+        return
+    click.echo(f"{'KEY ID':<28} {'ACTIVE':<7} {'IN RING':<8} SEALS")
+    for u in uses:
+        seals = ", ".join(f"{name}: {n}" for name, n in u.sealed.items()) or "nothing (can be retired)"
+        if u.active and not u.total:
+            seals = "nothing yet"
+        click.echo(
+            f"{u.key_id:<28} {'yes' if u.active else 'no':<7} {'yes' if u.in_ring else 'NO':<8} {seals}"
+        )
+
+
+@keys.command("retire")
+@click.argument("key_id")
+@click.pass_obj
+def keys_retire(settings: Settings, key_id: str) -> None:
+    """Remove KEY_ID from the key ring; refused while it is active or still seals anything."""
+    from engine.security.rotation import RotationError, retire
+
+    try:
+        retire(settings, key_id)
+    except RotationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"retired {key_id}")
+
+
+@keys.command("new")
+@click.argument("key_id")
+def keys_new(key_id: str) -> None:
+    """Print a new key as `kid:base64`, to put first in LEDGERFLOW_SECRET_KEYS by hand."""
+    from engine.security.secrets import new_key_spec
+
+    click.echo(new_key_spec(key_id))
+
+
 if __name__ == "__main__":
     main()

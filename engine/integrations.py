@@ -96,7 +96,8 @@ def check_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _aad(tenant_id: UUID, provider: str) -> bytes:
+def associated_data(tenant_id: UUID, provider: str) -> bytes:
+    """What a tenant's credentials for a provider are bound to when sealed (also used by re-encryption)."""
     return f"{tenant_id}/{provider}".encode()
 
 
@@ -119,7 +120,7 @@ def save(
     stored: dict[str, str] = {}
     rotated: dict[str, str] = {}
     if current is not None:
-        stored = orjson.loads(ring.open(current["credentials_sealed"], _aad(tenant_id, provider)))
+        stored = orjson.loads(ring.open(current["credentials_sealed"], associated_data(tenant_id, provider)))
         rotated = dict(current["credential_rotated_at"])
     given = {k: v for k, v in (credentials or {}).items()}
     unknown = sorted(set(given) - set(spec.credential_fields))
@@ -140,7 +141,7 @@ def save(
     for field in given:
         if stored.get(field) != given[field]:
             rotated[field] = now
-    sealed = ring.seal(orjson.dumps(merged), _aad(tenant_id, provider))
+    sealed = ring.seal(orjson.dumps(merged), associated_data(tenant_id, provider))
     conn.execute(
         "INSERT INTO integrations (tenant_id, provider, enabled, environment, base_url, credentials_sealed,"
         " credential_rotated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -195,7 +196,7 @@ def load(
     row = _row(conn, tenant_id, provider)
     if row is None:
         return None
-    credentials = orjson.loads(ring.open(row["credentials_sealed"], _aad(tenant_id, provider)))
+    credentials = orjson.loads(ring.open(row["credentials_sealed"], associated_data(tenant_id, provider)))
     return IntegrationSettings(
         tenant_id, provider, row["enabled"], row["environment"], row["base_url"], credentials
     )
