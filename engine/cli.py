@@ -177,6 +177,7 @@ def reporting_grant(settings: Settings, tenant_id: Any, role: str, password: str
     from engine.bootstrap import build_service
     from projections import reporting
 
+    settings = settings.as_owner()  # creates a role and grants on the owner's tables
     if password is not None and not password:
         raise click.UsageError("--password must not be empty")
     try:
@@ -215,6 +216,7 @@ def reporting_revoke(settings: Settings, role: str) -> None:
     from engine import db
     from projections import reporting
 
+    settings = settings.as_owner()  # drops a role and revokes on the owner's tables
     try:
         with db.connect(settings) as conn, conn.transaction():
             revoked = reporting.revoke_tenant_role(conn, settings, role)
@@ -692,6 +694,7 @@ def projections_rebuild(
     The live table keeps serving queries (and the live projector keeps applying new events) during
     the rebuild. An interrupted rebuild resumes where it stopped when run again.
     """
+    settings = settings.as_owner()  # the swap drops and renames tables: the owner's job
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -944,6 +947,39 @@ def keys_new(key_id: str) -> None:
     from engine.security.secrets import new_key_spec
 
     click.echo(new_key_spec(key_id))
+
+
+# -- database roles (docs/runbooks/local-stack.md, "Database roles") ---------------------------
+
+
+@main.group("db")
+def db_group() -> None:
+    """The PostgreSQL schema: migrations, run as the owner role."""
+
+
+@db_group.command("migrate")
+@click.pass_obj
+def db_migrate(settings: Settings) -> None:
+    """Create or update every table, view and the event store as the owner role
+    (LEDGERFLOW_OWNER_DATABASE_URL, else LEDGERFLOW_DATABASE_URL), and grant the runtime role
+    (LEDGERFLOW_DATABASE_URL's) what the engine uses."""
+    from engine.bootstrap import migrate
+    from engine.db import DatabaseUnavailable, SchemaNotMigrated
+
+    try:
+        migrate(settings)
+    except (DatabaseUnavailable, SchemaNotMigrated) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"schema {settings.db_schema} migrated as {_url_user(settings.owner_url)};"
+        f" runtime role: {settings.runtime_role}"
+    )
+
+
+def _url_user(url: str) -> str:
+    from urllib.parse import unquote, urlsplit
+
+    return unquote(urlsplit(url).username or "")
 
 
 if __name__ == "__main__":
