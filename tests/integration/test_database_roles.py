@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+from uuid import UUID
 
 import httpx
 import psycopg
@@ -15,9 +16,10 @@ import pytest
 from connectors.gst_irp.sandbox import create_app as create_irp_sandbox
 from engine import db, stack
 from engine.bootstrap import build_service, migrate
+from engine.commands import IssueInvoice
 from engine.config import Settings
 from tests.connectors.contract import LiveServer
-from tests.integration.helpers import IRP_ACCOUNT, invoice_body, register_irp_tenant
+from tests.integration.helpers import IRP_ACCOUNT, invoice_body, register_irp_tenant, register_tenant
 from tests.integration.processes import Processes
 from tests.integration.test_crash_recovery import free_port
 from tests.integration.test_ingest import command, publish
@@ -187,3 +189,35 @@ def test_api_relay_projector_worker_and_connector_run_as_the_runtime_role_end_to
         processes.assert_alive(*engine)
     finally:
         processes.close()
+
+
+def test_after_a_rebuild_swap_by_the_owner_the_runtime_role_still_writes_and_reads_the_new_table(
+    settings: Settings, runtime: Settings
+) -> None:
+    from projections.rebuild import rebuild
+
+    migrated(settings, runtime)
+    service = build_service(runtime, pool_size=2)
+    try:
+        tenant_id, _ = register_tenant(service)
+        service.issue_invoice(UUID(tenant_id), IssueInvoice.model_validate(invoice_body("RB-1")))
+    finally:
+        service.close()
+    with db.connect(runtime) as conn:
+        before = conn.execute("SELECT to_regclass('invoice_register')::oid").fetchone()
+
+    # What `ledgerflow projections rebuild` does: every connection as the owner.
+    report = rebuild(
+        replace(runtime, owner_database_url=settings.database_url).as_owner(),
+        "invoice_register",
+        from_event_store=True,
+    )
+    assert report.rows == 1, report
+
+    with db.connect(runtime, autocommit=True) as conn:
+        after = conn.execute("SELECT to_regclass('invoice_register')::oid").fetchone()
+        assert after != before, "the rebuild swapped in a new table"
+        assert conn.execute("SELECT number FROM invoice_register").fetchall() == [("RB-1",)]
+        conn.execute("UPDATE invoice_register SET buyer_name = 'Renamed'")
+        conn.execute("DELETE FROM invoice_register")
+        refused(conn, "DROP TABLE invoice_register")
