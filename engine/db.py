@@ -24,9 +24,10 @@ class DatabaseUnavailable(Exception):
     """PostgreSQL could not be reached; callers answer 503 and retry later."""
 
 
-class SchemaNotMigrated(Exception):
+class SchemaNotMigrated(DatabaseUnavailable):
     """The role connected may not change the schema, and the owner has not migrated it to this
-    version of the code: run ``ledgerflow db migrate`` with the owner's URL."""
+    version of the code: run ``ledgerflow db migrate`` with the owner's URL. A kind of
+    unavailability: the API answers 503 and background processes retry until the owner has."""
 
 
 def connect(settings: Settings, *, autocommit: bool = False, owner: bool = False) -> psycopg.Connection:
