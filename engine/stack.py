@@ -780,6 +780,12 @@ def _stop_debian_cluster_on(port: int) -> None:
 def _bootstrap_roles(target: _PgTarget, paths: _PgPaths, runtime_login: tuple[str, str]) -> None:
     """Create the owner role, the databases and the runtime role (idempotent: runs on every `up`)."""
     # Over the private unix socket as the cluster's superuser (trusted there, see ops/postgres/pg_hba.conf).
+    if target.user == DEFAULT_RUNTIME_ROLE[0]:
+        # Only LEDGERFLOW_DATABASE_URL was changed to the runtime role: never make it the owner.
+        raise StackError(
+            f"postgres: {target.user} is the runtime role; set LEDGERFLOW_OWNER_DATABASE_URL to the owner's"
+            " URL (postgresql://ledgerflow:ledgerflow@127.0.0.1:5432/ledgerflow) for `stack up`"
+        )
     with psycopg.connect(
         host=str(paths.sockets), port=target.port, user="postgres", dbname="postgres", autocommit=True
     ) as conn:
