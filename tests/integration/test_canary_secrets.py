@@ -3,9 +3,10 @@
 A provider password (a right one and a wrong one), a tenant's API key and the key ring's key
 material are known values. After an invoice is issued, relayed, projected and given an IRN by the
 IRP sandbox, connections are tested and the key ring is rotated, every table of the test's schemas,
-every record of its topics (keys, values, headers) and every process's log are searched for the
-canaries' bytes: as they are, in hex, and in base64 at every byte alignment. Hashes and ciphertext
-are fine; the canaries themselves must not appear.
+every record of its topics (keys, values, headers), every process's log and what the shared
+PostgreSQL and Kafka wrote to their server logs meanwhile are searched for the canaries' bytes: as
+they are, in hex, and in base64 at every byte alignment. Hashes and ciphertext are fine; the
+canaries themselves must not appear.
 """
 
 from __future__ import annotations
@@ -151,6 +152,20 @@ def scan_logs(paths: list[Path], canaries: list[Canary], leaks: list[str]) -> in
     return len(paths)
 
 
+def server_logs(var_dir: Path) -> dict[Path, int]:
+    """The shared stack's own logs (PostgreSQL logs failed statements with their text), with their
+    current sizes: only what is written after this point is the test's."""
+    logs = [var_dir / "postgres" / "postgres.log", var_dir / "kafka" / "server.log"]
+    return {path: path.stat().st_size for path in logs if path.is_file()}
+
+
+def scan_server_logs(since: dict[Path, int], canaries: list[Canary], leaks: list[str]) -> None:
+    for path, offset in since.items():
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            scan(canaries, f"server log {path}", handle.read(), leaks)
+
+
 @pytest.fixture
 def irp_url() -> Iterator[str]:
     with LiveServer(create_irp_sandbox(account=ACCOUNT)) as server:
@@ -160,6 +175,7 @@ def irp_url() -> Iterator[str]:
 def test_canary_secrets_appear_in_no_table_topic_or_log_after_a_full_flow_and_a_rotation(
     settings: Settings, topics: list[str], irp_url: str, tmp_path: Path
 ) -> None:
+    stack_logs = server_logs(settings.var_dir)
     settings = replace(settings, var_dir=tmp_path / "var", retry_delays=(0, 1, 1, 2), breaker_open_seconds=2)
     service = build_service(settings, pool_size=2)
     try:
@@ -286,6 +302,7 @@ def test_canary_secrets_appear_in_no_table_topic_or_log_after_a_full_flow_and_a_
     rows = scan_postgres(settings, canaries, leaks)
     records = scan_kafka(settings, canaries, leaks)
     logs = scan_logs(sorted(logs_dir.glob("*.log")), canaries, leaks)
+    scan_server_logs(stack_logs, canaries, leaks)
     assert rows > 0 and records > 0 and logs >= 7, (rows, records, logs)
     assert not leaks, "canary secrets found:\n" + "\n".join(leaks)
 
