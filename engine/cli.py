@@ -177,7 +177,7 @@ def reporting_grant(settings: Settings, tenant_id: Any, role: str, password: str
     from engine.bootstrap import build_service
     from projections import reporting
 
-    settings = settings.as_owner()  # creates a role and grants on the owner's tables
+    settings = _as_owner(settings)  # creates a role and grants on the owner's tables
     if password is not None and not password:
         raise click.UsageError("--password must not be empty")
     try:
@@ -216,7 +216,7 @@ def reporting_revoke(settings: Settings, role: str) -> None:
     from engine import db
     from projections import reporting
 
-    settings = settings.as_owner()  # drops a role and revokes on the owner's tables
+    settings = _as_owner(settings)  # drops a role and revokes on the owner's tables
     try:
         with db.connect(settings) as conn, conn.transaction():
             revoked = reporting.revoke_tenant_role(conn, settings, role)
@@ -694,7 +694,7 @@ def projections_rebuild(
     The live table keeps serving queries (and the live projector keeps applying new events) during
     the rebuild. An interrupted rebuild resumes where it stopped when run again.
     """
-    settings = settings.as_owner()  # the swap drops and renames tables: the owner's job
+    settings = _as_owner(settings)  # the swap drops and renames tables: the owner's job
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -974,6 +974,24 @@ def db_migrate(settings: Settings) -> None:
         f"schema {settings.db_schema} migrated as {_url_user(settings.owner_url)};"
         f" runtime role: {settings.runtime_role}"
     )
+
+
+def _as_owner(settings: Settings) -> Settings:
+    """The settings of a command that changes the schema, refused up front without the owner's URL."""
+    from engine import db
+
+    owner = settings.as_owner()
+    try:
+        with db.connect(owner, autocommit=True) as conn:
+            allowed = db.may_change_schema(conn, owner.db_schema)
+    except db.DatabaseUnavailable as exc:
+        raise click.ClickException(f"PostgreSQL unavailable: {exc}") from exc
+    if not allowed:
+        raise click.ClickException(
+            f"this command changes the schema, which role {_url_user(owner.database_url)!r} may not do:"
+            " set LEDGERFLOW_OWNER_DATABASE_URL to the owner role's URL (docs/runbooks/local-stack.md)"
+        )
+    return owner
 
 
 def _url_user(url: str) -> str:

@@ -3,6 +3,8 @@ writes rows, and the engine's processes run end to end as the runtime role."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +22,7 @@ from engine.commands import IssueInvoice
 from engine.config import Settings
 from tests.connectors.contract import LiveServer
 from tests.integration.helpers import IRP_ACCOUNT, invoice_body, register_irp_tenant, register_tenant
-from tests.integration.processes import Processes
+from tests.integration.processes import Processes, settings_env
 from tests.integration.test_crash_recovery import free_port
 from tests.integration.test_ingest import command, publish
 
@@ -221,3 +223,22 @@ def test_after_a_rebuild_swap_by_the_owner_the_runtime_role_still_writes_and_rea
         conn.execute("UPDATE invoice_register SET buyer_name = 'Renamed'")
         conn.execute("DELETE FROM invoice_register")
         refused(conn, "DROP TABLE invoice_register")
+
+
+def test_a_schema_changing_command_without_the_owner_url_is_refused_with_what_to_set(
+    settings: Settings, runtime: Settings
+) -> None:
+    migrated(settings, runtime)
+    for args in (
+        ["projections", "rebuild", "invoice_register"],
+        ["reporting", "revoke", "--role", "nobody_bi"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "engine.cli", *args],
+            env=settings_env(runtime),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode != 0
+        assert "LEDGERFLOW_OWNER_DATABASE_URL" in done.stderr and "Traceback" not in done.stderr, done.stderr
