@@ -869,11 +869,17 @@ def keys_rotate(settings: Settings, key_id: str | None, batch: int) -> None:
     opening values until `keys retire`. Interrupted, `keys reencrypt` finishes the job.
     """
     from engine.security.rotation import RotationError, rotate
+    from engine.security.secrets import SecretError
 
     try:
         kid, done = rotate(settings, key_id=key_id, batch_size=batch, progress=_keys_progress)
     except RotationError as exc:
         raise click.ClickException(str(exc)) from exc
+    except SecretError as exc:
+        raise click.ClickException(
+            f"a stored value does not open with the key ring: {exc}; the new key is active, the other"
+            " values are re-encrypted up to that row (`ledgerflow keys reencrypt` resumes)"
+        ) from exc
     moved = ", ".join(f"{name}: {n}" for name, n in done.items()) or "nothing stored"
     click.echo(f"active key: {kid}; re-encrypted {moved}")
 

@@ -163,7 +163,12 @@ def _reencrypt_batch(conn: psycopg.Connection, column: SealedColumn, ring: KeyRi
         )
         for row in rows:
             aad = column.associated_data(row)
-            resealed = ring.seal(ring.open(row["sealed"], aad), aad)
+            try:
+                plaintext = ring.open(row["sealed"], aad)
+            except SecretError as exc:
+                owner = ", ".join(f"{k}={row[k]}" for k in column.row_key)
+                raise SecretError(f"{column.name} ({owner}): {exc}") from exc
+            resealed = ring.seal(plaintext, aad)
             where = sql.SQL(" AND ").join(
                 sql.SQL("{} = %s").format(sql.Identifier(k)) for k in column.row_key
             )

@@ -20,7 +20,7 @@ from engine.application import LedgerService
 from engine.commands import IssueInvoice
 from engine.config import Settings
 from engine.security import rotation
-from engine.security.secrets import KeySet, key_ring_file, load_key_ring
+from engine.security.secrets import KeyRing, KeySet, SecretError, key_ring_file, load_key_ring, new_key_spec
 from tests.connectors.contract import LiveServer
 from tests.integration.helpers import IRP_ACCOUNT, invoice_body, register_irp_tenant
 from tests.integration.processes import Processes, settings_env
@@ -218,3 +218,24 @@ def test_a_running_api_and_connector_keep_working_through_a_rotation_and_retirem
         processes.assert_alive(*engine)
     finally:
         processes.close()
+
+
+def test_a_value_sealed_with_a_key_missing_from_the_ring_is_named_by_status_and_stops_reencryption(
+    own_ring: Settings,
+) -> None:
+    settings = own_ring
+    db.ensure_schema(settings)
+    tenant_id = uuid4()
+    save_credentials(settings, tenant_id, "password")
+    lost = KeySet.parse(new_key_spec("k-lost"))
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        sealed_elsewhere = KeyRing(lost.keys, lost.active).seal(
+            b"{}", integrations.associated_data(tenant_id, "gst-irp")
+        )
+        conn.execute("UPDATE integrations SET credentials_sealed = %s", (sealed_elsewhere,))
+
+    ring = load_key_ring(settings.var_dir)
+    uses = {u.key_id: u for u in rotation.key_use(settings, ring)}
+    assert not uses["k-lost"].in_ring and uses["k-lost"].total == 1
+    with pytest.raises(SecretError, match=f"tenant_id={tenant_id}"):
+        rotation.reencrypt(settings, ring)
