@@ -105,7 +105,12 @@ def open_ledger(settings: Settings) -> Ledger:
         with db.connect(settings, autocommit=True) as lock:
             lock.execute("SELECT pg_advisory_lock(hashtext('ledgerflow.event_store_tables'))")
             try:
-                return Ledger(env=event_store_env(settings))
+                env = event_store_env(settings)
+                if not db.may_change_schema(lock, settings.db_schema):
+                    # The runtime role of a two-role deployment: `ledgerflow db migrate` created the
+                    # tables as the owner, and CREATE ... IF NOT EXISTS would be refused anyway.
+                    env["CREATE_TABLE"] = "n"
+                return Ledger(env=env)
             finally:
                 lock.execute("SELECT pg_advisory_unlock(hashtext('ledgerflow.event_store_tables'))")
     except (PersistenceError, OSError) as exc:

@@ -10,3 +10,11 @@ from engine.config import Settings
 def build_service(settings: Settings, *, pool_size: int = 10) -> LedgerService:
     db.ensure_schema(settings)
     return LedgerService(settings, open_ledger(settings), db.make_pool(settings, max_size=pool_size))
+
+
+def migrate(settings: Settings) -> None:
+    """Everything that changes the schema, as the owner role: the engine's tables and views, the
+    event store's tables, and the runtime role's privileges (``ledgerflow db migrate``)."""
+    owner = settings.as_owner()
+    db.ensure_schema(owner)
+    open_ledger(owner).close()

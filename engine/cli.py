@@ -220,6 +220,7 @@ def reporting_grant(settings: Settings, tenant_id: Any, role: str, password: str
     from engine.bootstrap import build_service
     from projections import reporting
 
+    settings = _as_owner(settings)  # creates a role and grants on the owner's tables
     if password is not None and not password:
         raise click.UsageError("--password must not be empty")
     try:
@@ -258,6 +259,7 @@ def reporting_revoke(settings: Settings, role: str) -> None:
     from engine import db
     from projections import reporting
 
+    settings = _as_owner(settings)  # drops a role and revokes on the owner's tables
     try:
         with db.connect(settings) as conn, conn.transaction():
             revoked = reporting.revoke_tenant_role(conn, settings, role)
@@ -836,6 +838,7 @@ def projections_rebuild(
     The live table keeps serving queries (and the live projector keeps applying new events) during
     the rebuild. An interrupted rebuild resumes where it stopped when run again.
     """
+    settings = _as_owner(settings)  # the swap drops and renames tables: the owner's job
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -983,6 +986,168 @@ def run(settings: Settings, workers: int, no_stack: bool) -> None:
     from engine.supervisor import run_engine
 
     sys.exit(run_engine(settings, workers=workers, start_stack=not no_stack))
+
+
+# -- key ring (docs/runbooks/keys.md) ---------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """The key ring sealing stored secrets: rotate, re-encrypt, see what each key seals, retire."""
+
+
+def _keys_progress(column: str, done: int, total: int) -> None:
+    click.echo(f"re-encrypting {column}: {done}/{total}", err=True)
+
+
+@keys.command("rotate")
+@click.option("--key-id", default=None, help="Id of the new key (default: k<UTC timestamp>).")
+@click.option(
+    "--batch", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Rows per commit."
+)
+@click.pass_obj
+def keys_rotate(settings: Settings, key_id: str | None, batch: int) -> None:
+    """Add a new key (it seals from now on) and re-encrypt every stored secret under it.
+
+    Running processes pick the new key up within seconds, without a restart. Old keys keep
+    opening values until `keys retire`. Interrupted, `keys reencrypt` finishes the job.
+    """
+    from engine.security.rotation import RotationError, rotate
+    from engine.security.secrets import SecretError
+
+    try:
+        kid, done = rotate(settings, key_id=key_id, batch_size=batch, progress=_keys_progress)
+    except RotationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except SecretError as exc:
+        raise click.ClickException(
+            f"a stored value does not open with the key ring: {exc}; the new key is active, the other"
+            " values are re-encrypted up to that row (`ledgerflow keys reencrypt` resumes)"
+        ) from exc
+    moved = ", ".join(f"{name}: {n}" for name, n in done.items()) or "nothing stored"
+    click.echo(f"active key: {kid}; re-encrypted {moved}")
+
+
+@keys.command("reencrypt")
+@click.option(
+    "--batch", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Rows per commit."
+)
+@click.pass_obj
+def keys_reencrypt(settings: Settings, batch: int) -> None:
+    """Seal every value not yet sealed with the active key again with it (resumes a rotation)."""
+    from engine.security.rotation import reencrypt
+    from engine.security.secrets import SecretError, load_key_ring
+
+    ring = load_key_ring(settings.var_dir)
+    try:
+        done = reencrypt(settings, ring, batch_size=batch, progress=_keys_progress)
+    except SecretError as exc:
+        raise click.ClickException(f"a stored value does not open with the key ring: {exc}") from exc
+    moved = ", ".join(f"{name}: {n}" for name, n in done.items()) or "nothing stored"
+    click.echo(f"active key: {ring.active}; re-encrypted {moved}")
+
+
+@keys.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def keys_status(settings: Settings, as_json: bool) -> None:
+    """Each key id: active or not, in the ring or not, and how many stored values it seals."""
+    from engine.security.rotation import key_use
+    from engine.security.secrets import load_key_ring
+
+    uses = key_use(settings, load_key_ring(settings.var_dir))
+    if as_json:
+        click.echo(
+            orjson.dumps(
+                [
+                    {"key_id": u.key_id, "active": u.active, "in_ring": u.in_ring, "sealed": u.sealed}
+                    for u in uses
+                ]
+            )
+        )
+        return
+    click.echo(f"{'KEY ID':<28} {'ACTIVE':<7} {'IN RING':<8} SEALS")
+    for u in uses:
+        seals = ", ".join(f"{name}: {n}" for name, n in u.sealed.items()) or "nothing (can be retired)"
+        if u.active and not u.total:
+            seals = "nothing yet"
+        click.echo(
+            f"{u.key_id:<28} {'yes' if u.active else 'no':<7} {'yes' if u.in_ring else 'NO':<8} {seals}"
+        )
+
+
+@keys.command("retire")
+@click.argument("key_id")
+@click.pass_obj
+def keys_retire(settings: Settings, key_id: str) -> None:
+    """Remove KEY_ID from the key ring; refused while it is active or still seals anything."""
+    from engine.security.rotation import RotationError, retire
+
+    try:
+        retire(settings, key_id)
+    except RotationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"retired {key_id}")
+
+
+@keys.command("new")
+@click.argument("key_id")
+def keys_new(key_id: str) -> None:
+    """Print a new key as `kid:base64`, to put first in LEDGERFLOW_SECRET_KEYS by hand."""
+    from engine.security.secrets import new_key_spec
+
+    click.echo(new_key_spec(key_id))
+
+
+# -- database roles (docs/runbooks/local-stack.md, "Database roles") ---------------------------
+
+
+@main.group("db")
+def db_group() -> None:
+    """The PostgreSQL schema: migrations, run as the owner role."""
+
+
+@db_group.command("migrate")
+@click.pass_obj
+def db_migrate(settings: Settings) -> None:
+    """Create or update every table, view and the event store as the owner role
+    (LEDGERFLOW_OWNER_DATABASE_URL, else LEDGERFLOW_DATABASE_URL), and grant the runtime role
+    (LEDGERFLOW_DATABASE_URL's) what the engine uses."""
+    from engine.bootstrap import migrate
+    from engine.db import DatabaseUnavailable, SchemaNotMigrated
+
+    try:
+        migrate(settings)
+    except (DatabaseUnavailable, SchemaNotMigrated) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"schema {settings.db_schema} migrated as {_url_user(settings.owner_url)};"
+        f" runtime role: {settings.runtime_role}"
+    )
+
+
+def _as_owner(settings: Settings) -> Settings:
+    """The settings of a command that changes the schema, refused up front without the owner's URL."""
+    from engine import db
+
+    owner = settings.as_owner()
+    try:
+        with db.connect(owner, autocommit=True) as conn:
+            allowed = db.may_change_schema(conn, owner.db_schema)
+    except db.DatabaseUnavailable as exc:
+        raise click.ClickException(f"PostgreSQL unavailable: {exc}") from exc
+    if not allowed:
+        raise click.ClickException(
+            f"this command changes the schema, which role {_url_user(owner.database_url)!r} may not do:"
+            " set LEDGERFLOW_OWNER_DATABASE_URL to the owner role's URL (docs/runbooks/local-stack.md)"
+        )
+    return owner
+
+
+def _url_user(url: str) -> str:
+    from urllib.parse import unquote, urlsplit
+
+    return unquote(urlsplit(url).username or "")
 
 
 if __name__ == "__main__":

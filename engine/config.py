@@ -8,9 +8,10 @@ stack started by `ledgerflow stack up`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
+from urllib.parse import unquote, urlsplit
 
 from engine.security.egress import DEPLOYMENT_MODES, DeploymentMode
 
@@ -45,6 +46,12 @@ class Settings:
             "LEDGERFLOW_DATABASE_URL", "postgresql://ledgerflow:ledgerflow@127.0.0.1:5432/ledgerflow"
         )
     )
+    # The role that changes the schema (migrations, eventsourcing's tables, rebuild swaps, tenant
+    # reporting roles); empty: the runtime URL's role does everything, as a single-role deployment.
+    # Runtime processes need not be given it (docs/runbooks/local-stack.md, "Database roles").
+    owner_database_url: str = field(default_factory=lambda: _env("LEDGERFLOW_OWNER_DATABASE_URL", ""))
+    # Set by as_owner(): the runtime URL, whose role the owner grants what the engine uses.
+    runtime_database_url: str = ""
     # PostgreSQL schema holding the event store, projections and bookkeeping tables. Tests use a
     # fresh schema each so that they cannot see each other's data.
     db_schema: str = field(default_factory=lambda: _env("LEDGERFLOW_DB_SCHEMA", "public"))
@@ -106,6 +113,24 @@ class Settings:
             raise ValueError(
                 f"LEDGERFLOW_MODE must be one of {', '.join(DEPLOYMENT_MODES)}, not {self.mode!r}"
             )
+
+    @property
+    def owner_url(self) -> str:
+        return self.owner_database_url or self.database_url
+
+    @property
+    def runtime_role(self) -> str:
+        """The role the API, relay, projector and workers log in as."""
+        return unquote(urlsplit(self.runtime_database_url or self.database_url).username or "")
+
+    def as_owner(self) -> Settings:
+        """These settings for a command that changes the schema: every connection as the owner."""
+        return replace(
+            self,
+            database_url=self.owner_url,
+            owner_database_url=self.owner_url,
+            runtime_database_url=self.runtime_database_url or self.database_url,
+        )
 
     def topic(self, name: str) -> str:
         """The full name of a logical topic such as ``ledger.invoice.v1``."""

@@ -7,6 +7,7 @@ recorder (see ``engine/application.py``); the tables here are the engine's own b
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -23,11 +24,18 @@ class DatabaseUnavailable(Exception):
     """PostgreSQL could not be reached; callers answer 503 and retry later."""
 
 
-def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
-    """A single connection with ``search_path`` set to the configured schema."""
+class SchemaNotMigrated(DatabaseUnavailable):
+    """The role connected may not change the schema, and the owner has not migrated it to this
+    version of the code: run ``ledgerflow db migrate`` with the owner's URL. A kind of
+    unavailability: the API answers 503 and background processes retry until the owner has."""
+
+
+def connect(settings: Settings, *, autocommit: bool = False, owner: bool = False) -> psycopg.Connection:
+    """A single connection with ``search_path`` set to the configured schema; as the schema's owner
+    role (``LEDGERFLOW_OWNER_DATABASE_URL``) when ``owner``."""
     try:
         conn = psycopg.connect(
-            settings.database_url,
+            settings.owner_url if owner else settings.database_url,
             autocommit=autocommit,
             connect_timeout=5,
             options=f"-c search_path={settings.db_schema}",
@@ -68,15 +76,124 @@ def transaction(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
 
 
 def ensure_schema(settings: Settings) -> None:
-    """Create the configured schema and every bookkeeping and projection table (idempotent)."""
+    """Create the configured schema and every bookkeeping and projection table (idempotent).
+
+    Runs as the owner role. A role that may not create objects in the schema (the runtime role of
+    a two-role deployment, given no owner URL) only checks that the owner migrated the schema to
+    this version of the code, and raises ``SchemaNotMigrated`` if not.
+    """
     # Several processes may start at once: serialise all DDL (the schema included) so that
     # CREATE ... IF NOT EXISTS cannot race into a unique violation.
-    with connect(settings, autocommit=True) as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledgerflow.ensure_schema'))")
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(settings.db_schema)))
-        for package, name in MIGRATIONS:
-            conn.execute(resources.files(package).joinpath(name).read_text())
-        install_dependants(conn, settings)
+    with connect(settings, autocommit=True, owner=True) as conn:
+        if not may_change_schema(conn, settings.db_schema):
+            check_migrated(conn, settings)
+            return
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledgerflow.ensure_schema'))")
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(settings.db_schema)))
+            for package, name in MIGRATIONS:
+                conn.execute(resources.files(package).joinpath(name).read_text())
+            install_dependants(conn, settings)
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (fingerprint text PRIMARY KEY,"
+                " migrated_at timestamptz NOT NULL DEFAULT now(),"
+                " migrated_by text NOT NULL DEFAULT current_user)"
+            )
+            conn.execute(
+                "INSERT INTO schema_migrations (fingerprint) VALUES (%s) ON CONFLICT DO NOTHING",
+                (schema_fingerprint(),),
+            )
+
+
+def may_change_schema(conn: psycopg.Connection, schema: str) -> bool:
+    """Whether the connected role may create objects in ``schema`` (or create it, if missing)."""
+    row = conn.execute(
+        "SELECT CASE WHEN n.oid IS NULL THEN has_database_privilege(current_database(), 'CREATE')"
+        " ELSE has_schema_privilege(n.oid, 'CREATE') END"
+        " FROM (SELECT %s::text AS name) AS wanted LEFT JOIN pg_namespace AS n ON n.nspname = wanted.name",
+        (schema,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def schema_fingerprint() -> str:
+    """Changes whenever a migration or the list of dependants changes."""
+    digest = hashlib.sha256()
+    for package, name in MIGRATIONS:
+        digest.update(f"{package}/{name}\n".encode())
+        digest.update(resources.files(package).joinpath(name).read_bytes())
+    digest.update(",".join(DEPENDANTS).encode())
+    return digest.hexdigest()
+
+
+def check_migrated(conn: psycopg.Connection, settings: Settings) -> None:
+    found = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if found and found[0]:
+        stamped = conn.execute(
+            "SELECT 1 FROM schema_migrations WHERE fingerprint = %s", (schema_fingerprint(),)
+        ).fetchone()
+        if stamped:
+            return
+    raise SchemaNotMigrated(
+        f"schema {settings.db_schema!r} is not migrated to this version and role {settings.runtime_role!r}"
+        " may not change it: run `ledgerflow db migrate` with LEDGERFLOW_OWNER_DATABASE_URL set to the"
+        " owner role's URL (docs/runbooks/local-stack.md)"
+    )
+
+
+def grant_runtime(conn: psycopg.Connection, settings: Settings) -> None:
+    """Give the runtime role what the engine uses, now and for tables the owner creates later.
+
+    Data rights only (SELECT/INSERT/UPDATE/DELETE, sequences' USAGE): no CREATE, no ownership, so
+    the runtime role cannot create, alter or drop anything. Nothing to do when one role is both.
+    """
+    runtime = settings.runtime_role
+    owner = conn.execute("SELECT current_user").fetchone()
+    if not runtime or owner is None or owner[0] == runtime:
+        return
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (runtime,)).fetchone()
+    if not exists:
+        raise SchemaNotMigrated(f"runtime role {runtime!r} does not exist (`ledgerflow stack up` creates it)")
+    role, owner_role = sql.Identifier(runtime), sql.Identifier(owner[0])
+    base, reporting = sql.Identifier(settings.db_schema), sql.Identifier(settings.reporting_schema)
+    statements = [
+        "GRANT USAGE ON SCHEMA {base} TO {role}",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {base} TO {role}",
+        "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {base} TO {role}",
+        "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {base}"
+        " GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
+        "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {base} GRANT USAGE ON SEQUENCES TO {role}",
+    ]
+    has_reporting = conn.execute(
+        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (settings.reporting_schema,)
+    ).fetchone()
+    if has_reporting:
+        statements += [
+            "GRANT USAGE ON SCHEMA {reporting} TO {role}",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA {reporting} TO {role}",
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {reporting}"
+            " GRANT SELECT ON TABLES TO {role}",
+        ]
+    for statement in statements:
+        conn.execute(sql.SQL(statement).format(base=base, reporting=reporting, role=role, owner=owner_role))
+    # Row-level security (the tenant isolation of docs/reporting.md) denies by default every command
+    # no policy allows; the engine itself reads and writes every tenant's rows. BYPASSRLS would need
+    # a superuser to grant and would reach every table: a policy per table is narrower.
+    secured = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+        " WHERE c.relrowsecurity AND c.relkind IN ('r', 'p') AND n.nspname IN (%s, %s)"
+        " AND NOT EXISTS (SELECT 1 FROM pg_policy AS p"
+        " WHERE p.polrelid = c.oid AND p.polname = 'ledgerflow_runtime')",
+        (settings.db_schema, settings.reporting_schema),
+    ).fetchall()
+    for schema, table in secured:
+        command = "ALL" if schema == settings.db_schema else "SELECT"
+        conn.execute(
+            sql.SQL("CREATE POLICY ledgerflow_runtime ON {}.{} FOR {} TO {} USING (true)").format(
+                sql.Identifier(schema), sql.Identifier(table), sql.SQL(command), role
+            )
+            + (sql.SQL(" WITH CHECK (true)") if command == "ALL" else sql.SQL(""))
+        )
 
 
 # Each SQL file is idempotent (CREATE ... IF NOT EXISTS) and owned by the module beside it.
@@ -100,3 +217,4 @@ def install_dependants(conn: psycopg.Connection, settings: Settings) -> None:
 
     for module in DEPENDANTS:
         importlib.import_module(module).install(conn, settings)
+    grant_runtime(conn, settings)

@@ -87,7 +87,8 @@ def check_base_url(url: str, environment: str, endpoints: EndpointPolicy, mode: 
         ) from exc
 
 
-def _aad(tenant_id: UUID, provider: str) -> bytes:
+def associated_data(tenant_id: UUID, provider: str) -> bytes:
+    """What a tenant's credentials for a provider are bound to when sealed (also used by re-encryption)."""
     return f"{tenant_id}/{provider}".encode()
 
 
@@ -131,7 +132,9 @@ def save(
         if destination_changed:
             check_credentials_given_again(spec, given, current, base_url, environment)
         else:
-            stored = orjson.loads(ring.open(current["credentials_sealed"], _aad(tenant_id, provider)))
+            stored = orjson.loads(
+                ring.open(current["credentials_sealed"], associated_data(tenant_id, provider))
+            )
             rotated = dict(current["credential_rotated_at"])
     unknown = sorted(set(given) - set(spec.credential_fields))
     merged = {**stored, **given}
@@ -151,7 +154,7 @@ def save(
     for field in given:
         if stored.get(field) != given[field]:
             rotated[field] = now
-    sealed = ring.seal(orjson.dumps(merged), _aad(tenant_id, provider))
+    sealed = ring.seal(orjson.dumps(merged), associated_data(tenant_id, provider))
     conn.execute(
         "INSERT INTO integrations (tenant_id, provider, enabled, environment, base_url, credentials_sealed,"
         " credential_rotated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -242,7 +245,7 @@ def load(
     row = _row(conn, tenant_id, provider)
     if row is None:
         return None
-    credentials = orjson.loads(ring.open(row["credentials_sealed"], _aad(tenant_id, provider)))
+    credentials = orjson.loads(ring.open(row["credentials_sealed"], associated_data(tenant_id, provider)))
     return IntegrationSettings(
         tenant_id, provider, row["enabled"], row["environment"], row["base_url"], credentials
     )

@@ -1032,8 +1032,14 @@ class _PgTarget:
         return [self.database, f"{self.database}_test"]
 
 
+# The runtime role `stack up` creates when LEDGERFLOW_DATABASE_URL names the owner role itself, so that
+# a least-privilege run needs only the URLs changed (docs/runbooks/local-stack.md, "Database roles").
+DEFAULT_RUNTIME_ROLE = ("ledgerflow_app", "ledgerflow_app")
+
+
 def _pg_target(settings: Settings) -> _PgTarget:
-    url = urlsplit(settings.database_url)
+    """The owner role and its databases: the tables' owner (and the local stack's superuser)."""
+    url = urlsplit(settings.owner_url)
     return _PgTarget(
         host=url.hostname or "127.0.0.1",
         port=url.port or 5432,
@@ -1182,9 +1188,15 @@ def _stop_debian_cluster_on(port: int) -> None:
             subprocess.run(["pg_ctlcluster", version, name, "stop"], check=True)
 
 
-def _bootstrap_roles(target: _PgTarget, paths: _PgPaths) -> None:
-    """Create the application role and databases (idempotent, so it runs on every `up`)."""
+def _bootstrap_roles(target: _PgTarget, paths: _PgPaths, runtime_login: tuple[str, str]) -> None:
+    """Create the owner role, the databases and the runtime role (idempotent: runs on every `up`)."""
     # Over the private unix socket as the cluster's superuser (trusted there, see ops/postgres/pg_hba.conf).
+    if target.user == DEFAULT_RUNTIME_ROLE[0]:
+        # Only LEDGERFLOW_DATABASE_URL was changed to the runtime role: never make it the owner.
+        raise StackError(
+            f"postgres: {target.user} is the runtime role; set LEDGERFLOW_OWNER_DATABASE_URL to the owner's"
+            " URL (postgresql://ledgerflow:ledgerflow@127.0.0.1:5432/ledgerflow) for `stack up`"
+        )
     with psycopg.connect(
         host=str(paths.sockets), port=target.port, user="postgres", dbname="postgres", autocommit=True
     ) as conn:
@@ -1205,6 +1217,40 @@ def _bootstrap_roles(target: _PgTarget, paths: _PgPaths) -> None:
                 )
             )
             _say(f"postgres: created database {database}")
+        runtime, runtime_password = runtime_login
+        if ensure_runtime_role(conn, runtime, runtime_password, owner=target.user):
+            _say(f"postgres: created runtime role {runtime} (no DDL rights)")
+
+
+def _runtime_role(settings: Settings, owner: str) -> tuple[str, str]:
+    url = urlsplit(settings.database_url)
+    user = unquote(url.username or "")
+    if user and user != owner:
+        return user, unquote(url.password or "")
+    return DEFAULT_RUNTIME_ROLE
+
+
+def ensure_runtime_role(conn: psycopg.Connection, name: str, password: str, *, owner: str) -> bool:
+    """Create the runtime role if missing (True when created); an existing one only gets its password.
+
+    Data rights come from the owner (engine.db.grant_runtime); the role itself may do nothing else:
+    no superuser, no CREATEDB, no CREATEROLE, no replication, row-level security applies. Safe on a
+    shared cluster: it never alters another role (and refuses to touch the owner's).
+    """
+    if name == owner:
+        raise StackError(f"postgres: the runtime role must differ from the owner role {owner!r}")
+    attributes = sql.SQL(
+        "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS PASSWORD {}"
+    ).format(sql.Literal(password))
+    with conn.transaction():
+        # Two `stack up`s (or tests) at once: one creates, the other finds it.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledgerflow.runtime_role'))")
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
+        if exists:
+            conn.execute(sql.SQL("ALTER ROLE {} WITH {}").format(sql.Identifier(name), attributes))
+            return False
+        conn.execute(sql.SQL("CREATE ROLE {} WITH {}").format(sql.Identifier(name), attributes))
+        return True
 
 
 def _login_works(target: _PgTarget, database: str) -> bool:
@@ -1277,7 +1323,7 @@ def start_postgres(settings: Settings) -> None:
 
     _wait_until("postgres", lambda: _superuser_answers(target, paths), deadline, alive, paths.log)
     # Every time, not just after initdb: a wiped database or a changed password in the URL is repaired.
-    _bootstrap_roles(target, paths)
+    _bootstrap_roles(target, paths, _runtime_role(settings, target.user))
 
     def app_logins() -> bool:
         return all(_login_works(target, db) for db in target.databases)

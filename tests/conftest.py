@@ -44,6 +44,7 @@ def settings() -> Iterator[Settings]:
     s = replace(
         load_settings(),
         database_url=TEST_DATABASE_URL,
+        owner_database_url="",  # the test database's role owns the test's schema
         db_schema=f"t_{suffix}",
         topic_prefix=f"t{suffix}.",
         partitions=3,

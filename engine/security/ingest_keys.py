@@ -98,7 +98,8 @@ class TooManyActiveKeys(Exception):
         self.active = active
 
 
-def _aad(tenant_id: UUID, key_id: str) -> bytes:
+def associated_data(tenant_id: UUID, key_id: str) -> bytes:
+    """What an ingest secret is sealed to (also used by re-encryption, engine/security/rotation.py)."""
     # Binds the sealed secret to its row: copied to another tenant's or key's row it does not open.
     return f"ingest-key/{tenant_id}/{key_id}".encode()
 
@@ -184,11 +185,11 @@ def record_use(conn: psycopg.Connection, key_id: str) -> None:
 
 
 def seal_secret(ring: KeyRing, tenant_id: UUID, key_id: str, secret: str) -> str:
-    return ring.seal(secret.encode(), _aad(tenant_id, key_id))
+    return ring.seal(secret.encode(), associated_data(tenant_id, key_id))
 
 
 def open_secret(ring: KeyRing, stored: StoredIngestKey) -> str:
-    return ring.open(stored.secret_sealed, _aad(stored.tenant_id, stored.key_id)).decode()
+    return ring.open(stored.secret_sealed, associated_data(stored.tenant_id, stored.key_id)).decode()
 
 
 def _field(row: Any, name: str, index: int) -> Any:

@@ -28,6 +28,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
         "LEDGERFLOW_DATABASE_URL": settings.database_url,
+        "LEDGERFLOW_OWNER_DATABASE_URL": settings.owner_database_url,
         "LEDGERFLOW_DB_SCHEMA": settings.db_schema,
         "LEDGERFLOW_TOPIC_PREFIX": settings.topic_prefix,
         "LEDGERFLOW_KAFKA": settings.kafka_bootstrap,
