@@ -22,6 +22,7 @@ log = logging.getLogger("ledgerflow.api")
 STATUS_OF: dict[type[svc.ServiceError], int] = {
     svc.ValidationFailed: 422,
     svc.IdempotencyKeyReused: 422,
+    svc.IdempotencyKeyInProgress: 409,
     svc.DuplicateInvoiceNumber: 409,
     svc.InvoiceStateConflict: 409,
     svc.InvoiceNotFound: 404,
