@@ -708,19 +708,26 @@ def decode_cursor(chosen: Report, cursor: str) -> tuple[Any, ...]:
     return tuple(_parse(chosen.column(k).type, v) for k, v in zip(chosen.key, values, strict=True))
 
 
+# More integer digits than any numeric key column has (numeric(18,3) and smaller).
+MAX_KEY_DIGITS = 40
+
+
 def _parse(pg_type: str, value: Any) -> Any:
     try:
         if pg_type == "date" and isinstance(value, str):
             return date.fromisoformat(value)
         if pg_type == "uuid" and isinstance(value, str):
             return UUID(value)
-        if pg_type == "text" and isinstance(value, str):
+        # PostgreSQL text cannot hold NUL, so such a value would fail in the query, not here.
+        if pg_type == "text" and isinstance(value, str) and "\x00" not in value:
             return value
         if pg_type in ("integer", "bigint") and isinstance(value, int) and not isinstance(value, bool):
             return value
         if pg_type.startswith("numeric") and isinstance(value, str):
             number = Decimal(value)
-            if number.is_finite():
+            # Keys are numeric(p,s) columns; a value with hundreds of digits of exponent would
+            # overflow PostgreSQL's numeric in the query instead of failing here.
+            if number.is_finite() and -MAX_KEY_DIGITS < number.adjusted() < MAX_KEY_DIGITS:
                 return number
     except (ValueError, InvalidOperation) as exc:
         raise InvalidCursor("not a cursor returned by this API") from exc
