@@ -72,6 +72,17 @@ class Settings:
         default_factory=lambda: float(_env("LEDGERFLOW_METRICS_CACHE_S", "5"))
     )
 
+    # HTTP API limits (docs/observability.md, "Refusals"). A request body above this many bytes
+    # is refused with 413 while it streams in, so no request can make the API buffer more.
+    max_body_bytes: int = field(
+        default_factory=lambda: int(_env("LEDGERFLOW_MAX_BODY_BYTES", str(1024 * 1024)))
+    )
+    # When set, GET /metrics and GET /healthz/consumers need "Authorization: Bearer <token>";
+    # unset, they are open (as on a private network behind the scraper). Never logged.
+    ops_token: str | None = field(
+        default_factory=lambda: os.environ.get("LEDGERFLOW_OPS_TOKEN") or None, repr=False
+    )
+
     def topic(self, name: str) -> str:
         """The full name of a logical topic such as ``ledger.invoice.v1``."""
         return f"{self.topic_prefix}{name}"

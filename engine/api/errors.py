@@ -49,6 +49,20 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def error_body(
+    code: str, message: str, details: dict[str, Any] | None, request_id: str | None
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details or {},
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "request_id": request_id,
+        }
+    }
+
+
 def error_response(
     request: Request,
     status: int,
@@ -57,15 +71,7 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = {
-        "error": {
-            "code": code,
-            "message": message,
-            "details": details or {},
-            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "request_id": getattr(request.state, "request_id", None),
-        }
-    }
+    body = error_body(code, message, details, getattr(request.state, "request_id", None))
     return JSONResponse(body, status_code=status, headers=headers)
 
 

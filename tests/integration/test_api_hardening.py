@@ -4,9 +4,11 @@ oversized bodies, forged request ids, formula injection in CSV and the operators
 from __future__ import annotations
 
 import base64
+import re
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +258,128 @@ def test_crafted_report_cursors_get_a_422_in_the_error_shape_never_a_500(
                 assert_cursor_answer(response, expected)
             except AssertionError as exc:
                 raise AssertionError(f"cursor {name} ({output}): {exc}") from None
+
+
+# -- 3. body size limit and request ids ------------------------------------------------------------
+
+ONE_MIB = 1024 * 1024
+
+
+def raw_exchange(base_url: str, head: bytes, chunks: list[bytes]) -> bytes:
+    """Send a request's head and body chunks over a plain socket; the server's answer, up to its
+    close. The body is never finished, so an answer proves the server did not wait for it."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(head)
+        for chunk in chunks:
+            sock.sendall(chunk)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            part = sock.recv(65536)
+            if not part:
+                break
+            answer += part
+    return answer
+
+
+def parse_answer(answer: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in header_lines)}
+    return int(status_line.split()[1]), headers, orjson.loads(body)
+
+
+def test_a_declared_body_above_the_limit_is_refused_with_413_before_it_is_sent(
+    service: LedgerService, api_url: str
+) -> None:
+    _, api_key = register_tenant(service)
+    head = (
+        "POST /v1/invoices HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {api_key}\r\nContent-Length: {ONE_MIB + 1}\r\n\r\n"
+    ).encode()
+
+    status, headers, body = parse_answer(raw_exchange(api_url, head, []))
+
+    assert status == 413
+    assert_error_shape(body, "payload_too_large")
+    assert body["error"]["details"] == {"max_body_bytes": ONE_MIB}
+    assert headers["x-request-id"] == body["error"]["request_id"]
+
+
+def test_a_chunked_body_is_cut_off_with_413_as_soon_as_it_passes_the_limit(
+    service: LedgerService, api_url: str
+) -> None:
+    _, api_key = register_tenant(service)
+    head = (
+        "POST /v1/invoices HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {api_key}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    piece = b" " * 65536
+    # 17 chunks of 64 KiB pass 1 MiB; the terminating zero-length chunk is never sent.
+    chunks = [b"%x\r\n" % len(piece) + piece + b"\r\n"] * 17
+
+    status, _, body = parse_answer(raw_exchange(api_url, head, chunks))
+
+    assert status == 413
+    assert_error_shape(body, "payload_too_large")
+
+
+def test_a_body_just_under_the_limit_is_accepted(
+    settings: Settings, service: LedgerService, api_url: str
+) -> None:
+    _, api_key = register_tenant(service)
+    raw = orjson.dumps(invoice_body("BIG-1"))
+    padded = raw + b" " * (ONE_MIB - len(raw))
+    response = httpx.post(
+        f"{api_url}/v1/invoices",
+        content=padded,
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == 201, response.text
+    assert issued_invoices(settings) == 1
+
+
+def test_the_body_limit_is_a_setting(settings: Settings, service: LedgerService) -> None:
+    _, api_key = register_tenant(service)
+    client = client_for(replace(settings, max_body_bytes=2000))
+    auth = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    raw = orjson.dumps(invoice_body("SMALL-1"))
+    assert len(raw) < 2000
+    assert client.post("/v1/invoices", content=raw, headers=auth).status_code == 201
+    refused = client.post("/v1/invoices", content=raw + b" " * 2000, headers=auth)
+    assert refused.status_code == 413
+    assert_error_shape(refused.json(), "payload_too_large")
+    assert issued_invoices(settings) == 1
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("order-42_a.b:c", True),
+        ("0af7651916cd43dd8448eb211c80319c", True),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("two words", False),
+        ('"><script>alert(1)</script>', False),
+        ("id\u00e9", False),
+        ("a\tb", False),
+        ("{json: 1}", False),
+    ],
+    ids=["plain", "trace-id", "128-chars", "129-chars", "space", "markup", "latin-1", "tab", "braces"],
+)
+def test_a_client_request_id_is_echoed_only_when_short_and_plain(
+    settings: Settings, service: LedgerService, sent: str, kept: bool
+) -> None:
+    client = client_for(settings)
+    response = client.get(
+        "/v1/invoices",
+        headers={"X-Request-ID": sent.encode("latin-1")},
+    )
+    assert response.status_code == 401
+    echoed = response.headers["x-request-id"]
+    assert response.json()["error"]["request_id"] == echoed
+    if kept:
+        assert echoed == sent
+    else:
+        assert echoed != sent and re.fullmatch(r"req_[0-9a-f]{20}", echoed)
