@@ -683,6 +683,25 @@ def text_value(value: Any) -> str:
     return str(json_value(value))
 
 
+# OWASP "CSV Injection" (https://owasp.org/www-community/attacks/CSV_Injection): spreadsheets
+# evaluate a cell that begins with = + - @ as a formula, and some strip a leading tab or carriage
+# return first. A text cell beginning so gets a leading single quote, which spreadsheets show as
+# text. Only text columns: numbers, dates and ids are written exactly (a negative amount stays -2.00).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_value(pg_type: str, value: Any) -> str:
+    """A view's value in a CSV cell: ``text_value``, with formula-like text neutralised."""
+    text = text_value(value)
+    if pg_type == "text" and text.startswith(FORMULA_TRIGGERS):
+        return "'" + text
+    return text
+
+
+def csv_row(chosen: Report, row: Sequence[Any]) -> list[str]:
+    return [csv_value(c.type, v) for c, v in zip(chosen.columns, row, strict=True)]
+
+
 # -- cursors ----------------------------------------------------------------------------------------
 
 

