@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 import psycopg
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from engine import db
+from engine.api.ops_token import ops_token_check
 from engine.config import Settings
 from engine.lag import GroupLag, lag
 
@@ -391,8 +392,9 @@ def metrics_router(settings: Settings) -> tuple[APIRouter, EngineCollector]:
     @router.get(
         "/metrics",
         tags=["health"],
-        summary="Prometheus metrics of the whole engine (no authentication, like /healthz)",
+        summary="Prometheus metrics of the whole engine (the operators' token when one is set)",
         response_class=Response,
+        dependencies=[Depends(ops_token_check(settings))],
         responses={200: {"content": {TEXT_FORMAT: {}}, "description": "Prometheus text format"}},
     )
     def metrics() -> Response:

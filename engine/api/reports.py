@@ -122,8 +122,6 @@ def build_router(current_tenant: Callable[..., UUID], service: Callable[[], Ledg
             headers["X-Next-Cursor"] = found.next
             following = request.url.include_query_params(cursor=found.next)
             headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
-        return Response(
-            render_csv(chosen, found.rows), media_type="text/csv; charset=utf-8", headers=headers
-        )
+        return Response(render_csv(chosen, found.rows), media_type="text/csv; charset=utf-8", headers=headers)
 
     return router

@@ -439,3 +439,51 @@ def test_csv_reports_and_exports_neutralise_formulas_in_text_and_keep_numbers(
     json_rows = client.get("/v1/reports/invoices", headers=auth).json()["items"]
     assert {r["buyer_name"] for r in json_rows} == set(HOSTILE_NAMES.values())  # JSON is not a spreadsheet
     assert {r["description"] for r in csv.DictReader(io.StringIO(lines_csv))} == {"'@SUM(A1:A9)"}
+
+
+# -- 5. the operators' token -----------------------------------------------------------------------
+
+OPS_TOKEN = "ops-7f3c9a1e5b2d4c68"
+
+
+def test_with_an_ops_token_set_metrics_and_consumer_health_need_it(
+    settings: Settings, service: LedgerService, topics: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEDGERFLOW_LAG_SAMPLE_S", "0")  # no background lag monitor in this test
+    _, tenant_key = register_tenant(service)
+    client = client_for(replace(settings, ops_token=OPS_TOKEN))
+    refusals = [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": f"Bearer {OPS_TOKEN}x"},
+        {"Authorization": f"Bearer {OPS_TOKEN[:-1]}"},
+        {"Authorization": f"Basic {OPS_TOKEN}"},
+        {"Authorization": f"Bearer {tenant_key}"},  # a tenant's API key is not the operators' token
+    ]
+    for path in ("/metrics", "/healthz/consumers"):
+        for headers in refusals:
+            refused = client.get(path, headers=headers)
+            assert refused.status_code == 401, (path, headers, refused.text)
+            assert_error_shape(refused.json(), "unauthorized")
+            assert refused.headers["WWW-Authenticate"] == "Bearer"
+    ops = {"Authorization": f"Bearer {OPS_TOKEN}"}
+    scraped = client.get("/metrics", headers=ops)
+    assert scraped.status_code == 200 and "ledgerflow_metrics_source_up" in scraped.text
+    health = client.get("/healthz/consumers", headers=ops)
+    assert health.status_code == 200, health.text
+    assert health.json()["status"] == "ok"
+    # Even with the token, the probe answers only for the engine's own consumer groups.
+    foreign = client.get("/healthz/consumers", params={"group": "billing-app.consumers"}, headers=ops)
+    assert foreign.status_code == 422
+    assert_error_shape(foreign.json(), "validation_failed")
+    # The tenant API is unaffected by the operators' token.
+    assert client.get("/v1/invoices", headers={"Authorization": f"Bearer {tenant_key}"}).status_code == 200
+
+
+def test_without_an_ops_token_metrics_and_consumer_health_stay_open(
+    settings: Settings, topics: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEDGERFLOW_LAG_SAMPLE_S", "0")
+    client = client_for(replace(settings, ops_token=None))
+    assert client.get("/metrics").status_code == 200
+    assert client.get("/healthz/consumers").status_code == 200
