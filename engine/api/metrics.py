@@ -64,6 +64,8 @@ class DatabaseFigures:
     in_flight: dict[str, int] = field(default_factory=dict)
     dlq_actions: list[tuple[str, int, int]] = field(default_factory=list)
     """(connector, partition, offset) of every dead letter redriven or discarded."""
+    restarts: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(host, process) -> times ``ledgerflow run`` started that process again after it exited."""
 
 
 def _exists(conn: psycopg.Connection, table: str) -> bool:
@@ -122,6 +124,11 @@ def read_database(settings: Settings) -> DatabaseFigures:
                     'SELECT connector, partition, "offset" FROM connector_dlq_actions'
                 )
             ]
+        if _exists(conn, "process_restarts"):
+            for host, process, restarts in conn.execute(
+                "SELECT host, process, restarts FROM process_restarts"
+            ):
+                out.restarts[(str(host), str(process))] = int(restarts)
     return out
 
 
@@ -310,6 +317,14 @@ def _database_families(d: DatabaseFigures) -> Iterator[Metric]:
     for connector, count in sorted(d.in_flight.items()):
         in_flight.add_metric([connector], count)
     yield in_flight
+    restarts = CounterMetricFamily(
+        "ledgerflow_process_restarts",
+        "Times `ledgerflow run` started a process again after it exited (engine/supervisor.py)",
+        labels=["host", "process"],
+    )
+    for (host, process), count in sorted(d.restarts.items()):
+        restarts.add_metric([host, process], count)
+    yield restarts
 
 
 def _kafka_families(settings: Settings, k: KafkaFigures, d: DatabaseFigures | None) -> Iterator[Metric]:
