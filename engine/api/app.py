@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import db, integrations, logs, telemetry
+from engine.api import contract
 from engine.api.errors import ApiError, error_body, install
 from engine.api.health import consumer_health_router
 from engine.api.metrics import metrics_router
@@ -436,5 +437,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ready", "checks": {"postgresql": "ok"}}
 
     app.include_router(consumer_health_router(settings))
+    contract.install(app)
 
     return app

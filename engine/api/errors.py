@@ -130,6 +130,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI answers a body that is not UTF-8 (RFC 8259 requires it) with a bare 400; it
+            # is invalid JSON like any other, and answered as such (found by test_api_fuzz).
+            field = {"path": "body", "code": "json_invalid", "message": "body is not valid JSON: not UTF-8"}
+            return error_response(request, 422, "validation_failed", field["message"], {"fields": [field]})
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
             exc.status_code, "http_error"
         )
