@@ -72,7 +72,7 @@ class Settings:
         default_factory=lambda: float(_env("LEDGERFLOW_METRICS_CACHE_S", "5"))
     )
 
-    # HTTP API limits (docs/observability.md, "Refusals"). A request body above this many bytes
+    # HTTP API limits (docs/api.md). A request body above this many bytes
     # is refused with 413 while it streams in, so no request can make the API buffer more.
     max_body_bytes: int = field(
         default_factory=lambda: int(_env("LEDGERFLOW_MAX_BODY_BYTES", str(1024 * 1024)))
