@@ -118,3 +118,48 @@ def test_stopping_during_a_pending_restart_starts_nothing_more(
     wait_for(lambda: output.has("stopped."), timeout=60, what="the supervisor stopping")
     assert all(c.process is not None and c.process.poll() is not None for c in supervisor.children)
     assert not output.has("flaky restarted")
+
+
+class Clock:
+    """A settable monotonic clock, so the backoff can be checked without waiting a minute."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_backoff_doubles_in_a_crash_loop_and_starts_over_after_the_child_stayed_up() -> None:
+    output = Output()
+    clock = Clock()
+    crashing = Child("crashing", [sys.executable, "-c", "import sys; sys.exit(3)"], "cyan")
+    supervisor = ChildSupervisor(
+        [crashing],
+        policy=RestartPolicy(first_delay=1, max_delay=4, stable_after=30),
+        echo=output.echo,
+        clock=clock,
+    )
+
+    def crash_then_check(at: float) -> None:
+        assert crashing.process is not None
+        wait_for(
+            lambda: crashing.process is not None and crashing.process.poll() is not None, what="the crash"
+        )
+        clock.now = at
+        supervisor.check()
+
+    supervisor.start_all()
+    delays = []
+    for _ in range(4):
+        crash_then_check(clock.now)
+        delays.append(crashing.restart_due - clock.now if crashing.restart_due is not None else None)
+        clock.now = crashing.restart_due or clock.now
+        supervisor.check()  # due: started again
+    assert delays == [1, 2, 4, 4]
+    assert output.has("crashing exited with code 3; restart 4 in 4s")
+
+    # This start "stayed up" 30 s by the clock before crashing: a new crash loop, from 1 s again.
+    crash_then_check(clock.now + 30)
+    assert crashing.restarts == 1 and output.lines[-1].endswith("restart 1 in 1s")
+    supervisor.stop_all()
