@@ -45,7 +45,7 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-class Invoice(BaseModel):
+class InvoiceView(BaseModel):
     """An invoice with its computed taxes. Amounts and rates are decimal strings."""
 
     model_config = ConfigDict(extra="allow")
@@ -68,7 +68,7 @@ class Invoice(BaseModel):
 
 
 class InvoicePage(BaseModel):
-    items: list[Invoice]
+    items: list[InvoiceView]
     next: str | None = Field(description="The cursor of the next page; null on the last page")
 
 
@@ -77,7 +77,7 @@ class ReportPage(BaseModel):
     next: str | None = Field(description="The cursor of the next page; null on the last page")
 
 
-MODELS: list[type[BaseModel]] = [ErrorBody, Invoice, InvoicePage, ReportPage]
+MODELS: list[type[BaseModel]] = [ErrorBody, InvoiceView, InvoicePage, ReportPage]
 
 ERROR_DESCRIPTIONS = {
     "400": "The request body could not be read",
@@ -92,10 +92,10 @@ ERROR_DESCRIPTIONS = {
 
 # Operations whose success body is one of the models above: (method, path) -> (status, model).
 SUCCESS: dict[tuple[str, str], tuple[str, type[BaseModel]]] = {
-    ("post", "/v1/invoices"): ("201", Invoice),
+    ("post", "/v1/invoices"): ("201", InvoiceView),
     ("get", "/v1/invoices"): ("200", InvoicePage),
-    ("get", "/v1/invoices/{invoice_id}"): ("200", Invoice),
-    ("post", "/v1/invoices/{invoice_id}/cancel"): ("200", Invoice),
+    ("get", "/v1/invoices/{invoice_id}"): ("200", InvoiceView),
+    ("post", "/v1/invoices/{invoice_id}/cancel"): ("200", InvoiceView),
     ("get", "/v1/reports/{name}"): ("200", ReportPage),
 }
 CONFLICTS = {("post", "/v1/invoices"), ("post", "/v1/invoices/{invoice_id}/cancel")}
@@ -130,7 +130,11 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
         [(m, "serialization") for m in MODELS], ref_template="#/components/schemas/{model}"
     )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    schemas.update(defs.get("$defs", {}))
+    for name, definition in defs.get("$defs", {}).items():
+        # A request model of the same name would otherwise be silently replaced.
+        if schemas.get(name, definition) != definition:
+            raise RuntimeError(f"two different OpenAPI schemas are named {name}")
+        schemas[name] = definition
     for path, item in document["paths"].items():
         for method, operation in item.items():
             responses = operation.setdefault("responses", {})
