@@ -120,6 +120,29 @@ def test_twenty_parallel_identical_requests_with_one_key_all_answer_the_one_invo
     assert issued_invoices(settings) == 1
 
 
+def test_a_key_claimed_by_a_request_that_hangs_answers_409_in_progress_and_is_free_after_rollback(
+    settings: Settings, service: LedgerService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("engine.application.CLAIM_WAIT_SECONDS", 1)
+    tenant_id, api_key = register_tenant(service)
+    client = client_for(settings)
+    headers = {"Authorization": f"Bearer {api_key}", "Idempotency-Key": "stuck-1"}
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as hung:
+        # Another request's claim, never committed: as if it hung while issuing.
+        hung.execute(
+            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, invoice_id)"
+            " VALUES (%s, %s, 'x', %s)",
+            (tenant_id, "stuck-1", A_UUID),
+        )
+        waited = client.post("/v1/invoices", json=invoice_body("STUCK-1"), headers=headers)
+        assert waited.status_code == 409, waited.text
+        assert_error_shape(waited.json(), "idempotency_key_in_progress")
+        hung.rollback()
+    retried = client.post("/v1/invoices", json=invoice_body("STUCK-1"), headers=headers)
+    assert retried.status_code == 201 and "Idempotent-Replayed" not in retried.headers
+    assert issued_invoices(settings) == 1
+
+
 # -- 2. crafted pagination cursors ----------------------------------------------------------------
 
 
