@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -17,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 from uuid import UUID
 
+import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import (
     IntegrityError,
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 
 AUTH_CACHE_SECONDS = 5.0
 TENANT_CACHE_SECONDS = 30.0
+# How long a request waits for a concurrent request holding the same Idempotency-Key.
+CLAIM_WAIT_SECONDS = 20
 
 
 class DateAsISO(Transcoding):
@@ -158,6 +162,12 @@ class DuplicateInvoiceNumber(ServiceError):
 
 class IdempotencyKeyReused(ServiceError):
     code = "idempotency_key_reused"
+
+
+class IdempotencyKeyInProgress(ServiceError):
+    """Another request with the same Idempotency-Key held its claim for longer than we wait."""
+
+    code = "idempotency_key_in_progress"
 
 
 class InvoiceStateConflict(ServiceError):
@@ -330,41 +340,93 @@ class LedgerService:
     ) -> IssuedInvoice:
         tenant = self._tenant_for_invoicing(tenant_id)
         request_hash = command.fingerprint()
-        if idempotency_key:
-            earlier = self._invoice_for_key(tenant_id, idempotency_key, request_hash)
+
+        def build(key: str | None) -> Invoice:
+            return build_invoice(
+                tenant,
+                command,
+                key,
+                request_hash,
+                source,
+                traceparent,
+                today=today_in_india(datetime.now(UTC)),
+                max_future_days=self.settings.max_future_days,
+            )
+
+        if not idempotency_key:
+            saved = self._save_new_invoice(tenant_id, build(None), None, request_hash)
+            return IssuedInvoice(saved, created=True)
+        with self._claim_key(tenant_id, idempotency_key, request_hash, command) as earlier:
             if earlier is not None:
                 return IssuedInvoice(earlier, created=False)
-        invoice = build_invoice(
-            tenant,
-            command,
-            idempotency_key,
-            request_hash,
-            source,
-            traceparent,
-            today=today_in_india(datetime.now(UTC)),
-            max_future_days=self.settings.max_future_days,
-        )
+            invoice = build(idempotency_key)
+            saved = self._save_new_invoice(tenant_id, invoice, idempotency_key, request_hash)
+            return IssuedInvoice(saved, created=saved is invoice)
+
+    def _save_new_invoice(
+        self, tenant_id: UUID, invoice: Invoice, idempotency_key: str | None, request_hash: str
+    ) -> Invoice:
+        """Save a new invoice; the invoice stored before under the same key when a retry finds it."""
         try:
             self._save(invoice)
         except IntegrityError as exc:
             existing = self.get_invoice(tenant_id, invoice.id)
-            # A retry whose first attempt stored the invoice but died before recording its key.
+            # A retry whose first attempt stored the invoice but died before its key row committed.
             if idempotency_key and existing.idempotency_key == idempotency_key:
                 if existing.request_hash != request_hash:
                     raise _key_reused(idempotency_key) from exc
-                self._remember_key(tenant_id, idempotency_key, request_hash, existing.id)
-                return IssuedInvoice(existing, created=False)
+                return existing
             raise DuplicateInvoiceNumber(
-                f"invoice number {command.number} already exists in financial year {existing.financial_year}",
+                f"invoice number {invoice.number} already exists in financial year {existing.financial_year}",
                 {
-                    "number": command.number,
+                    "number": invoice.number,
                     "financial_year": existing.financial_year,
                     "invoice_id": str(existing.id),
                 },
             ) from exc
-        if idempotency_key:
-            self._remember_key(tenant_id, idempotency_key, request_hash, invoice.id)
-        return IssuedInvoice(invoice, created=True)
+        return invoice
+
+    @contextmanager
+    def _claim_key(
+        self, tenant_id: UUID, key: str, request_hash: str, command: IssueInvoice
+    ) -> Iterator[Invoice | None]:
+        """Claim an Idempotency-Key before issuing; yields the invoice of an earlier claim, if any.
+
+        The claim is the key's row, inserted in a transaction held open while the invoice is
+        issued: PostgreSQL makes a second insert of the same (tenant, key) wait for the first
+        transaction (unique index), then find its committed row. So concurrent requests with one
+        key issue exactly one invoice; the others answer with it (same body) or as a reuse (another
+        body). A failure or crash rolls the claim back, and the next attempt may issue.
+        """
+        invoice_id = invoice_id_for(tenant_id, financial_year(command.date), command.number)
+        with db.transaction(self.pool) as conn:
+            # A claim held by a request that hangs must not hold the others forever.
+            conn.execute(f"SET LOCAL lock_timeout = '{CLAIM_WAIT_SECONDS}s'")
+            # Not worth a WAL flush: if a crash loses this row, a retry with the same key hits
+            # the invoice's number, finds the key inside its Issued event and answers as a replay.
+            conn.execute("SET LOCAL synchronous_commit TO off")
+            try:
+                claimed = conn.execute(
+                    "INSERT INTO idempotency_keys (tenant_id, key, request_hash, invoice_id)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING 1",
+                    (tenant_id, key, request_hash, invoice_id),
+                ).fetchone()
+            except psycopg.errors.LockNotAvailable as exc:
+                raise IdempotencyKeyInProgress(
+                    f"a request with Idempotency-Key {key!r} is still being processed; retry shortly",
+                    {"idempotency_key": key},
+                ) from exc
+            if claimed is not None:
+                yield None
+                return
+            row = conn.execute(
+                "SELECT request_hash, invoice_id FROM idempotency_keys WHERE tenant_id = %s AND key = %s",
+                (tenant_id, key),
+            ).fetchone()
+        assert row is not None  # the conflicting claim committed, or our insert would have won
+        if row["request_hash"] != request_hash:  # type: ignore[call-overload]
+            raise _key_reused(key)
+        yield self.get_invoice(tenant_id, UUID(str(row["invoice_id"])))  # type: ignore[call-overload]
 
     def cancel_invoice(
         self,
@@ -443,29 +505,6 @@ class LedgerService:
             raise
         except (OperationalError, PersistenceError) as exc:
             raise db.DatabaseUnavailable(str(exc)) from exc
-
-    def _invoice_for_key(self, tenant_id: UUID, key: str, request_hash: str) -> Invoice | None:
-        with db.transaction(self.pool) as conn:
-            row = conn.execute(
-                "SELECT request_hash, invoice_id FROM idempotency_keys WHERE tenant_id = %s AND key = %s",
-                (tenant_id, key),
-            ).fetchone()
-        if row is None:
-            return None
-        if row["request_hash"] != request_hash:  # type: ignore[call-overload]
-            raise _key_reused(key)
-        return self.get_invoice(tenant_id, UUID(str(row["invoice_id"])))  # type: ignore[call-overload]
-
-    def _remember_key(self, tenant_id: UUID, key: str, request_hash: str, invoice_id: UUID) -> None:
-        with db.transaction(self.pool) as conn:
-            # Not worth a WAL flush: if a crash loses this row, a retry with the same key hits the
-            # invoice's number, finds the key inside its Issued event and answers as a replay.
-            conn.execute("SET LOCAL synchronous_commit TO off")
-            conn.execute(
-                "INSERT INTO idempotency_keys (tenant_id, key, request_hash, invoice_id)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (tenant_id, key, request_hash, invoice_id),
-            )
 
 
 # The IRP accepts cancellation only within 24 hours of the acknowledgement (error 2270 after);

@@ -65,3 +65,14 @@ CREATE TABLE IF NOT EXISTS ingest_keys (
     last_used_at  timestamptz
 );
 CREATE INDEX IF NOT EXISTS ingest_keys_tenant ON ingest_keys (tenant_id);
+
+-- Restarts of the processes `ledgerflow run` supervises, per machine and process name (counted
+-- when the crashed process is started again); GET /metrics shows them.
+CREATE TABLE IF NOT EXISTS process_restarts (
+    host            text NOT NULL,
+    process         text NOT NULL,
+    restarts        bigint NOT NULL,
+    last_exit_code  integer,
+    last_restart_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (host, process)
+);

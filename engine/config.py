@@ -108,6 +108,17 @@ class Settings:
     # portal refuses future-dated documents, so a larger value only delays the refusal to the IRN.
     max_future_days: int = field(default_factory=lambda: int(_env("LEDGERFLOW_MAX_FUTURE_DAYS", "1")))
 
+    # HTTP API limits (docs/api.md). A request body above this many bytes
+    # is refused with 413 while it streams in, so no request can make the API buffer more.
+    max_body_bytes: int = field(
+        default_factory=lambda: int(_env("LEDGERFLOW_MAX_BODY_BYTES", str(1024 * 1024)))
+    )
+    # When set, GET /metrics and GET /healthz/consumers need "Authorization: Bearer <token>";
+    # unset, they are open (as on a private network behind the scraper). Never logged.
+    ops_token: str | None = field(
+        default_factory=lambda: os.environ.get("LEDGERFLOW_OPS_TOKEN") or None, repr=False
+    )
+
     def __post_init__(self) -> None:
         if self.mode not in DEPLOYMENT_MODES:
             raise ValueError(

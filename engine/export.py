@@ -77,9 +77,10 @@ class _CsvSink:
         self._file = path.open("w", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file, lineterminator="\r\n")
         self._writer.writerow(chosen.column_names)
+        self._chosen = chosen
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
-        self._writer.writerows([reporting.text_value(v) for v in row] for row in rows)
+        self._writer.writerows(reporting.csv_row(self._chosen, row) for row in rows)
 
     def close(self) -> None:
         self._file.close()

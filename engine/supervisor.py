@@ -1,8 +1,10 @@
 """``ledgerflow run``: the whole engine in one terminal, each process's log lines prefixed.
 
 Starts the local stack if needed, ensures topics and tables, creates a demo tenant on first start,
-then runs the API, the relay, the projector and N stream workers as child processes. Ctrl-C stops
-them all (SIGTERM, then SIGKILL after a grace period).
+then runs the API, the relay, the projector and N stream workers as child processes. A child that
+exits is started again after an exponential backoff (``RestartPolicy``), and each restart is
+counted in PostgreSQL (``process_restarts``, shown by ``GET /metrics``); the other children keep
+running. Ctrl-C stops them all (SIGTERM, then SIGKILL after a grace period).
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import psycopg
 
 from connectors.catalogue import endpoint_policy
 from connectors.gst_irp.sandbox import SandboxAccount
@@ -45,13 +50,152 @@ class Child:
     args: list[str]
     colour: str
     process: subprocess.Popen[bytes] | None = None
+    # Restarts in the current crash loop (reset once the child stays up), and when the pending
+    # restart is due (None while the child runs).
+    restarts: int = 0
+    started_at: float = 0.0
+    restart_due: float | None = None
 
 
-def _pump(child: Child, width: int) -> None:
-    assert child.process is not None and child.process.stdout is not None
-    prefix = click.style(f"{child.name:<{width}} |", fg=child.colour)
-    for raw in iter(child.process.stdout.readline, b""):
-        click.echo(f"{prefix} {raw.decode(errors='replace').rstrip()}")
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When to start a crashed child again: ``first_delay`` doubling up to ``max_delay`` (1 s, 2 s,
+    4 s ... 60 s), so a crash loop neither spins the CPU nor floods the log, and a child that was up
+    for ``stable_after`` seconds starts its next crash loop from ``first_delay`` again."""
+
+    first_delay: float = 1.0
+    max_delay: float = 60.0
+    stable_after: float = 60.0
+
+    def delay(self, restart: int) -> float:
+        """Seconds to wait before restart number ``restart`` (1, 2, ...) of a crash loop."""
+        return float(min(self.max_delay, self.first_delay * 2 ** min(restart - 1, 62)))
+
+
+RestartRecorder = Callable[[Child, int | None], None]
+
+
+class ChildSupervisor:
+    """Runs child processes with prefixed output and restarts those that exit.
+
+    ``check()`` is one pass over the children (exited ones get a restart scheduled, due ones are
+    started), so tests drive it against real processes without starting the engine.
+    """
+
+    def __init__(
+        self,
+        children: list[Child],
+        *,
+        env: dict[str, str] | None = None,
+        policy: RestartPolicy = RestartPolicy(),
+        echo: Callable[[str], None] = click.echo,
+        on_restart: RestartRecorder | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.children = children
+        self.env = env
+        self.policy = policy
+        self.echo = echo
+        self.on_restart = on_restart
+        self.clock = clock
+        self.width = max(len(c.name) for c in children)
+        self._last_exit: dict[str, int | None] = {}
+
+    def start(self, child: Child) -> None:
+        child.process = subprocess.Popen(
+            child.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env
+        )
+        child.started_at = self.clock()
+        child.restart_due = None
+        threading.Thread(target=self._pump, args=(child, child.process), daemon=True).start()
+
+    def start_all(self) -> None:
+        for child in self.children:
+            self.start(child)
+
+    def check(self) -> None:
+        now = self.clock()
+        for child in self.children:
+            assert child.process is not None
+            if child.restart_due is not None:
+                if now >= child.restart_due:
+                    self.start(child)
+                    self._say(
+                        child, f"{child.name} restarted (restart {child.restarts}, pid {child.process.pid})"
+                    )
+                    if self.on_restart is not None:
+                        self.on_restart(child, self._last_exit.get(child.name))
+                continue
+            code = child.process.poll()
+            if code is None:
+                if child.restarts and now - child.started_at >= self.policy.stable_after:
+                    child.restarts = 0  # up long enough: the crash loop is over
+                continue
+            if now - child.started_at >= self.policy.stable_after:
+                child.restarts = 0
+            child.restarts += 1
+            delay = self.policy.delay(child.restarts)
+            child.restart_due = now + delay
+            self._last_exit[child.name] = code
+            self._say(
+                child,
+                f"{child.name} exited with code {code}; restart {child.restarts} in {delay:g}s",
+                fg="red",
+            )
+
+    def run(self, stopping: threading.Event, interval: float = 0.5) -> None:
+        """Start every child, keep them running until ``stopping`` is set, then stop them all."""
+        self.start_all()
+        while not stopping.is_set():
+            self.check()
+            stopping.wait(interval)
+        self.stop_all()
+
+    def stop_all(self, grace: float = 15.0) -> None:
+        self.echo("stopping…")
+        running = [c.process for c in self.children if c.process is not None and c.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in running:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.echo("stopped.")
+
+    def _say(self, child: Child, text: str, fg: str | None = None) -> None:
+        prefix = click.style(f"{child.name:<{self.width}} |", fg=child.colour)
+        self.echo(f"{prefix} {click.style(text, fg=fg, bold=True)}")
+
+    def _pump(self, child: Child, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        prefix = click.style(f"{child.name:<{self.width}} |", fg=child.colour)
+        for raw in iter(process.stdout.readline, b""):
+            self.echo(f"{prefix} {raw.decode(errors='replace').rstrip()}")
+        process.stdout.close()
+
+
+def restart_recorder(settings: Settings) -> RestartRecorder:
+    """Counts each restart in ``process_restarts`` (read by ``GET /metrics``). A database that is
+    down costs the count, never the restart: the supervisor only says so."""
+    host = socket.gethostname()
+
+    def record(child: Child, exit_code: int | None) -> None:
+        try:
+            with db.connect(settings) as conn, conn.transaction():
+                conn.execute(
+                    "INSERT INTO process_restarts (host, process, restarts, last_exit_code)"
+                    " VALUES (%s, %s, 1, %s) ON CONFLICT (host, process) DO UPDATE SET"
+                    " restarts = process_restarts.restarts + 1,"
+                    " last_exit_code = excluded.last_exit_code, last_restart_at = now()",
+                    (host, child.name, exit_code),
+                )
+        except (db.DatabaseUnavailable, psycopg.Error) as exc:
+            click.echo(click.style(f"could not record the restart of {child.name}: {exc}", fg="yellow"))
+
+    return record
 
 
 def demo_tenant(settings: Settings) -> dict[str, str]:
@@ -129,17 +273,19 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
     children += [
         Child(f"worker-{i + 1}", [*cli, "worker"], COLOURS[(3 + i) % len(COLOURS)]) for i in range(workers)
     ]
-    width = max(len(c.name) for c in children)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # The children write to pipes, so they would default to JSON lines; this output is prefixed
     # for a person to read. An explicit LEDGERFLOW_LOG_FORMAT still wins.
     if not env.get("LEDGERFLOW_LOG_FORMAT"):
         env["LEDGERFLOW_LOG_FORMAT"] = "text"
-    for child in children:
-        child.process = subprocess.Popen(
-            child.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
-        )
-        threading.Thread(target=_pump, args=(child, width), daemon=True).start()
+    supervisor = ChildSupervisor(children, env=env, on_restart=restart_recorder(settings))
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
 
     base = f"http://{settings.api_host}:{settings.api_port}"
     click.echo(
@@ -152,40 +298,8 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
         + f"  curl -s {base}/v1/invoices -H 'Authorization: Bearer {demo['api_key']}'\n"
         + f"B2B invoices get an IRN from the local e-invoice sandbox (http://127.0.0.1:{IRP_SANDBOX_PORT});"
         + " `ledgerflow connectors status` shows the connector.\n"
-        + "Ctrl-C stops everything.\n"
+        + "A process that exits is restarted (1 s, 2 s, 4 s ... 60 s apart). Ctrl-C stops everything.\n"
     )
 
-    stopping = threading.Event()
-
-    def request_stop(signum: int, frame: object) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    exit_code = 0
-    while not stopping.is_set():
-        for child in children:
-            assert child.process is not None
-            code = child.process.poll()
-            if code is not None:
-                click.echo(
-                    click.style(f"{child.name} exited with code {code}; stopping the engine", fg="red")
-                )
-                exit_code = code or 1
-                stopping.set()
-                break
-        stopping.wait(0.5)
-
-    click.echo("stopping…")
-    for child in children:
-        if child.process and child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for child in children:
-        assert child.process is not None
-        try:
-            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-    click.echo("stopped.")
-    return exit_code
+    supervisor.run(stopping)
+    return 0

@@ -224,7 +224,10 @@ def decode_cursor(cursor: str) -> tuple[date, str, UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         day, number, invoice_id = orjson.loads(raw)
-        return date.fromisoformat(day), str(number), UUID(invoice_id)
+        # PostgreSQL text cannot hold NUL: such a number would fail in the query, not here.
+        if not isinstance(number, str) or "\x00" in number:
+            raise ValueError("the invoice number is not a string")
+        return date.fromisoformat(day), number, UUID(invoice_id)
     except Exception as exc:
         raise ValueError("not a cursor returned by this API") from exc
 

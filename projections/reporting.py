@@ -683,6 +683,25 @@ def text_value(value: Any) -> str:
     return str(json_value(value))
 
 
+# OWASP "CSV Injection" (https://owasp.org/www-community/attacks/CSV_Injection): spreadsheets
+# evaluate a cell that begins with = + - @ as a formula, and some strip a leading tab or carriage
+# return first. A text cell beginning so gets a leading single quote, which spreadsheets show as
+# text. Only text columns: numbers, dates and ids are written exactly (a negative amount stays -2.00).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_value(pg_type: str, value: Any) -> str:
+    """A view's value in a CSV cell: ``text_value``, with formula-like text neutralised."""
+    text = text_value(value)
+    if pg_type == "text" and text.startswith(FORMULA_TRIGGERS):
+        return "'" + text
+    return text
+
+
+def csv_row(chosen: Report, row: Sequence[Any]) -> list[str]:
+    return [csv_value(c.type, v) for c, v in zip(chosen.columns, row, strict=True)]
+
+
 # -- cursors ----------------------------------------------------------------------------------------
 
 
@@ -708,19 +727,26 @@ def decode_cursor(chosen: Report, cursor: str) -> tuple[Any, ...]:
     return tuple(_parse(chosen.column(k).type, v) for k, v in zip(chosen.key, values, strict=True))
 
 
+# More integer digits than any numeric key column has (numeric(18,3) and smaller).
+MAX_KEY_DIGITS = 40
+
+
 def _parse(pg_type: str, value: Any) -> Any:
     try:
         if pg_type == "date" and isinstance(value, str):
             return date.fromisoformat(value)
         if pg_type == "uuid" and isinstance(value, str):
             return UUID(value)
-        if pg_type == "text" and isinstance(value, str):
+        # PostgreSQL text cannot hold NUL, so such a value would fail in the query, not here.
+        if pg_type == "text" and isinstance(value, str) and "\x00" not in value:
             return value
         if pg_type in ("integer", "bigint") and isinstance(value, int) and not isinstance(value, bool):
             return value
         if pg_type.startswith("numeric") and isinstance(value, str):
             number = Decimal(value)
-            if number.is_finite():
+            # Keys are numeric(p,s) columns; a value with hundreds of digits of exponent would
+            # overflow PostgreSQL's numeric in the query instead of failing here.
+            if number.is_finite() and -MAX_KEY_DIGITS < number.adjusted() < MAX_KEY_DIGITS:
                 return number
     except (ValueError, InvalidOperation) as exc:
         raise InvalidCursor("not a cursor returned by this API") from exc

@@ -1,6 +1,7 @@
 """The HTTP API (FastAPI), versioned under ``/v1``. Entry points only translate HTTP into commands."""
 
 import logging
+import re
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -18,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import db, integrations, logs, telemetry
-from engine.api.errors import ApiError, install
+from engine.api import contract
+from engine.api.errors import ApiError, error_body, install
 from engine.api.health import consumer_health_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
 from engine.api.metrics import metrics_router
@@ -64,8 +66,26 @@ class ServiceHolder:
         return self._service
 
 
+# A client's X-Request-ID is echoed in a response header and written to every log line of the
+# request: only short ids of these characters are kept, anything else (CR/LF, quotes, control or
+# non-ASCII characters, kilobytes of text) is replaced by a generated id so it cannot forge log
+# lines or headers. 128 covers UUIDs, ULIDs and W3C trace ids with a prefix.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_from(header: str | None) -> str:
+    if header is not None and REQUEST_ID.fullmatch(header):
+        return header
+    return f"req_{uuid.uuid4().hex[:20]}"
+
+
+class PayloadTooLarge(Exception):
+    """The request body passed ``Settings.max_body_bytes``."""
+
+
 class RequestContext:
-    """Gives every request an id (``X-Request-ID``, echoed back), a W3C trace context and log context.
+    """Gives every request an id (``X-Request-ID``, echoed back), a W3C trace context and log
+    context, and refuses a body larger than ``max_body_bytes`` with 413.
 
     The trace context is what the request's events store (``request.state.traceparent``), so that
     the relay, the router and the connectors continue the same trace: the server span's context
@@ -75,15 +95,16 @@ class RequestContext:
     tasks and streams, which cost a measurable share of a request here.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int = 1024 * 1024) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = headers.get("x-request-id") or f"req_{uuid.uuid4().hex[:20]}"
+        request_id = request_id_from(headers.get("x-request-id"))
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         # FastAPI's own server span (its native telemetry, on when an exporter is configured) is
@@ -104,7 +125,56 @@ class RequestContext:
             await send(message)
 
         with logs.log_context(request_id=request_id, traceparent=traceparent):
+            if "content-length" in headers or "transfer-encoding" in headers:
+                try:
+                    receive = await self._read_body(headers.get("content-length"), receive)
+                except PayloadTooLarge:
+                    await self._too_large(scope, receive, send_with_id, request_id)
+                    return
             await self.app(scope, receive, send_with_id)
+
+    async def _read_body(self, content_length: str | None, receive: Receive) -> Receive:
+        """Read the body before the app runs, counting as it streams in: a declared length above
+        the limit is refused unread, a chunked body as soon as it passes the limit. The app then
+        receives the body read (FastAPI buffers whole bodies anyway)."""
+        if (
+            content_length is not None
+            and content_length.isdigit()
+            and int(content_length) > self.max_body_bytes
+        ):
+            raise PayloadTooLarge
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                # The client went away: let the app see the disconnect as it would have.
+                pending: list[Message] = [message]
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise PayloadTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+                break
+
+        async def replay() -> Message:
+            return pending.pop(0) if pending else await receive()
+
+        return replay
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        body = error_body(
+            "payload_too_large",
+            f"the request body is larger than {self.max_body_bytes} bytes",
+            {"max_body_bytes": self.max_body_bytes},
+            request_id,
+        )
+        # The rest of the body is never read, so the connection cannot carry another request.
+        response = Response(orjson.dumps(body), 413, {"Connection": "close"}, media_type="application/json")
+        await response(scope, receive, send)
 
 
 def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -181,7 +251,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = holder
     install(app)
 
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
 
     bearer = HTTPBearer(auto_error=False)
 
@@ -388,5 +458,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ready", "checks": {"postgresql": "ok"}}
 
     app.include_router(consumer_health_router(settings))
+    contract.install(app)
 
     return app

@@ -22,6 +22,7 @@ log = logging.getLogger("ledgerflow.api")
 STATUS_OF: dict[type[svc.ServiceError], int] = {
     svc.ValidationFailed: 422,
     svc.IdempotencyKeyReused: 422,
+    svc.IdempotencyKeyInProgress: 409,
     svc.DuplicateInvoiceNumber: 409,
     svc.InvoiceStateConflict: 409,
     svc.InvoiceNotFound: 404,
@@ -48,6 +49,20 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def error_body(
+    code: str, message: str, details: dict[str, Any] | None, request_id: str | None
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details or {},
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "request_id": request_id,
+        }
+    }
+
+
 def error_response(
     request: Request,
     status: int,
@@ -56,15 +71,7 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = {
-        "error": {
-            "code": code,
-            "message": message,
-            "details": details or {},
-            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "request_id": getattr(request.state, "request_id", None),
-        }
-    }
+    body = error_body(code, message, details, getattr(request.state, "request_id", None))
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -101,6 +108,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI answers a body that is not UTF-8 (RFC 8259 requires it) with a bare 400; it
+            # is invalid JSON like any other, and answered as such (found by test_api_fuzz).
+            field = {"path": "body", "code": "json_invalid", "message": "body is not valid JSON: not UTF-8"}
+            return error_response(request, 422, "validation_failed", field["message"], {"fields": [field]})
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
             exc.status_code, "http_error"
         )

@@ -21,9 +21,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query
+from fastapi import APIRouter, Depends, FastAPI, Query
 
 from engine.api.errors import RETRY_AFTER_SECONDS, ApiError
+from engine.api.ops_token import ops_token_check
 from engine.config import Settings
 from engine.lag import (
     KafkaUnavailable,
@@ -84,12 +85,14 @@ def consumer_health_router(
         "/healthz/consumers",
         tags=["health"],
         summary="Consumer groups: 200 unless one is stalled (503 names it and why)",
+        dependencies=[Depends(ops_token_check(settings))],
     )
     def consumers(group: GroupIds = None) -> dict[str, Any]:
         names = group or []
         ours = f"{settings.topic_prefix}ledgerflow"
-        # Unauthenticated, so only the engine's own groups: the probe must not become a way to
-        # make the API sample (and store lag history for) any group on a shared broker.
+        # Open to anyone while no operators' token is set, so only the engine's own groups: the
+        # probe must not become a way to make the API sample (and store lag history for) any
+        # group on a shared broker.
         if any(not g.startswith(ours) or len(g) > 255 for g in names):
             raise ApiError(
                 422,

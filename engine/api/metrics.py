@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 import psycopg
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from engine import db
+from engine.api.ops_token import ops_token_check
 from engine.config import Settings
 from engine.lag import GroupLag, lag
 
@@ -63,6 +64,8 @@ class DatabaseFigures:
     in_flight: dict[str, int] = field(default_factory=dict)
     dlq_actions: list[tuple[str, int, int]] = field(default_factory=list)
     """(connector, partition, offset) of every dead letter redriven or discarded."""
+    restarts: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(host, process) -> times ``ledgerflow run`` started that process again after it exited."""
 
 
 def _exists(conn: psycopg.Connection, table: str) -> bool:
@@ -121,6 +124,11 @@ def read_database(settings: Settings) -> DatabaseFigures:
                     'SELECT connector, partition, "offset" FROM connector_dlq_actions'
                 )
             ]
+        if _exists(conn, "process_restarts"):
+            for host, process, restarts in conn.execute(
+                "SELECT host, process, restarts FROM process_restarts"
+            ):
+                out.restarts[(str(host), str(process))] = int(restarts)
     return out
 
 
@@ -309,6 +317,14 @@ def _database_families(d: DatabaseFigures) -> Iterator[Metric]:
     for connector, count in sorted(d.in_flight.items()):
         in_flight.add_metric([connector], count)
     yield in_flight
+    restarts = CounterMetricFamily(
+        "ledgerflow_process_restarts",
+        "Times `ledgerflow run` started a process again after it exited (engine/supervisor.py)",
+        labels=["host", "process"],
+    )
+    for (host, process), count in sorted(d.restarts.items()):
+        restarts.add_metric([host, process], count)
+    yield restarts
 
 
 def _kafka_families(settings: Settings, k: KafkaFigures, d: DatabaseFigures | None) -> Iterator[Metric]:
@@ -391,8 +407,9 @@ def metrics_router(settings: Settings) -> tuple[APIRouter, EngineCollector]:
     @router.get(
         "/metrics",
         tags=["health"],
-        summary="Prometheus metrics of the whole engine (no authentication, like /healthz)",
+        summary="Prometheus metrics of the whole engine (the operators' token when one is set)",
         response_class=Response,
+        dependencies=[Depends(ops_token_check(settings))],
         responses={200: {"content": {TEXT_FORMAT: {}}, "description": "Prometheus text format"}},
     )
     def metrics() -> Response:

@@ -24,12 +24,13 @@ from projections import reporting
 MAX_LIMIT = 1000
 
 
-def render_csv(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
-    """RFC 4180: a header row, CRLF line ends, fields quoted only where needed."""
+def render_csv(chosen: reporting.Report, rows: list[tuple[Any, ...]]) -> str:
+    """RFC 4180: a header row, CRLF line ends, fields quoted only where needed; formula-like text
+    neutralised (``reporting.csv_value``)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(columns)
-    writer.writerows([reporting.text_value(v) for v in row] for row in rows)
+    writer.writerow(chosen.column_names)
+    writer.writerows(reporting.csv_row(chosen, row) for row in rows)
     return out.getvalue()
 
 
@@ -121,8 +122,6 @@ def build_router(current_tenant: Callable[..., UUID], service: Callable[[], Ledg
             headers["X-Next-Cursor"] = found.next
             following = request.url.include_query_params(cursor=found.next)
             headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
-        return Response(
-            render_csv(found.columns, found.rows), media_type="text/csv; charset=utf-8", headers=headers
-        )
+        return Response(render_csv(chosen, found.rows), media_type="text/csv; charset=utf-8", headers=headers)
 
     return router
