@@ -86,6 +86,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("streams.connectors", "runtime.sql"),
     ("engine", "consumer_lag_samples.sql"),
     ("projections", "rebuild.sql"),
+    ("projections", "dead_letters.sql"),
 ]
 
 
