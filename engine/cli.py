@@ -478,12 +478,15 @@ def api(settings: Settings, host: str | None, port: int | None, workers: int) ->
 def relay(settings: Settings) -> None:
     """Publish stored events to Kafka (tails the event store's notification log)."""
     from engine import db
-    from engine.relay import Relay
+    from engine.relay import Relay, UnencodableEvent
 
     _logging()
     _telemetry(settings, "ledgerflow-relay")
     db.ensure_schema(settings)
-    _run_until_signal(Relay(settings).run)
+    try:
+        _run_until_signal(Relay(settings).run)
+    except UnencodableEvent as exc:  # already logged at CRITICAL; a short last word, no traceback
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()
