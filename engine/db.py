@@ -23,6 +23,29 @@ class DatabaseUnavailable(Exception):
     """PostgreSQL could not be reached; callers answer 503 and retry later."""
 
 
+def is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` says PostgreSQL is away or dropped the session (wait and try again), not that
+    the data is wrong: consumers wait these out and never dead-letter a record because of them.
+
+    psycopg's OperationalError covers a lost connection, an administrator's shutdown or
+    ``pg_terminate_backend`` (57P01), serialization failures and deadlocks (40001, 40P01) and
+    "too many connections"; InterfaceError a connection already closed. The eventsourcing
+    library maps the same conditions to its own OperationalError and InterfaceError."""
+    from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+    from eventsourcing.persistence import OperationalError as StoreOperationalError
+
+    return isinstance(
+        exc,
+        (
+            DatabaseUnavailable,
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            StoreOperationalError,
+            StoreInterfaceError,
+        ),
+    )
+
+
 def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
     """A single connection with ``search_path`` set to the configured schema."""
     try:

@@ -286,12 +286,7 @@ def _publish_span(outbound: OutboundEvent, topic: str, notification_id: int) -> 
 
 
 def _is_connection_error(exc: Exception) -> bool:
-    import psycopg
-    from eventsourcing.persistence import InterfaceError, OperationalError
-
-    return isinstance(
-        exc, (psycopg.OperationalError, psycopg.InterfaceError, OperationalError, InterfaceError)
-    )
+    return db.is_outage(exc)
 
 
 async def _discard(read: asyncio.Future[Any] | None) -> None:

@@ -17,7 +17,8 @@ Which errors are poison (:func:`is_poison`)::
                                  psycopg.IntegrityError  CHECK, NOT NULL, foreign key
                                  any other Exception     KeyError/TypeError/ValueError... raised by
                                                          the projection's parameter builders
-    transient, waited out        db.DatabaseUnavailable, every other psycopg.Error:
+    transient, waited out        db.is_outage (DatabaseUnavailable, connection errors of psycopg
+                                 and of the event store library), every other psycopg.Error:
                                  OperationalError (connection lost, admin shutdown, serialization
                                  failure, deadlock, disk full), InterfaceError, InternalError and
                                  ProgrammingError (a missing table or column is a deployment fault:
@@ -72,7 +73,7 @@ def dlq_topic(projection: str) -> str:
 
 def is_poison(exc: BaseException) -> bool:
     """True when ``exc`` is about the event itself (dead-letter it), False for an outage (wait)."""
-    if isinstance(exc, db.DatabaseUnavailable):
+    if db.is_outage(exc):
         return False
     if isinstance(exc, psycopg.Error):
         return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError))
