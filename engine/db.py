@@ -46,6 +46,19 @@ def is_outage(exc: BaseException) -> bool:
     )
 
 
+def is_record_fault(exc: BaseException) -> bool:
+    """True when ``exc`` is about the record being processed, so retrying it can never succeed: PostgreSQL
+    refused its data (psycopg.DataError: a NUL byte, a numeric overflow, bad encoding;
+    psycopg.IntegrityError: a CHECK or NOT NULL) or our code could not handle it (any non-database
+    exception: KeyError, TypeError, ValueError...). Outages are not (see ``is_outage``), nor are other
+    database errors (a missing table is the deployment's fault, and would blame every record)."""
+    if is_outage(exc) or not isinstance(exc, Exception):
+        return False
+    if isinstance(exc, psycopg.Error):
+        return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError))
+    return True
+
+
 def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
     """A single connection with ``search_path`` set to the configured schema."""
     try:

@@ -73,11 +73,7 @@ def dlq_topic(projection: str) -> str:
 
 def is_poison(exc: BaseException) -> bool:
     """True when ``exc`` is about the event itself (dead-letter it), False for an outage (wait)."""
-    if db.is_outage(exc):
-        return False
-    if isinstance(exc, psycopg.Error):
-        return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError))
-    return isinstance(exc, Exception)
+    return db.is_record_fault(exc)
 
 
 @dataclass(frozen=True)
