@@ -7,9 +7,10 @@ recorder (see ``engine/application.py``); the tables here are the engine's own b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
@@ -17,6 +18,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from engine.config import Settings
+
+T = TypeVar("T")
 
 
 class DatabaseUnavailable(Exception):
@@ -57,6 +60,30 @@ def is_record_fault(exc: BaseException) -> bool:
     if isinstance(exc, psycopg.Error):
         return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError))
     return True
+
+
+def apply_refusing_faults(
+    conn: psycopg.Connection, apply: Callable[[Sequence[T]], None], items: Sequence[T]
+) -> list[tuple[T, Exception]]:
+    """``apply(items)`` inside a savepoint of the caller's transaction; when that fails with a record
+    fault (``is_record_fault``), roll it back and apply each half the same way, down to the single
+    items that fail. Everything else is applied, in order. Returns the refused items with their
+    errors; any other error propagates. k bad items among n cost about k * log2(n) extra tries."""
+    if not items:
+        return []
+    try:
+        with conn.transaction():
+            apply(items)
+        return []
+    except Exception as exc:
+        if not is_record_fault(exc):
+            raise
+        if len(items) == 1:
+            return [(items[0], exc)]
+    middle = len(items) // 2
+    return apply_refusing_faults(conn, apply, items[:middle]) + apply_refusing_faults(
+        conn, apply, items[middle:]
+    )
 
 
 def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:

@@ -149,31 +149,20 @@ def apply_isolating(
 
 
 def _isolate(conn: psycopg.Connection, projection: Projection, events: list[ProjectedEvent]) -> list[Failure]:
-    if not events:
-        return []
-    try:
-        with conn.transaction():  # a savepoint: the caller's transaction holds it
-            projection.apply(conn, events)
-        return []
-    except Exception as exc:
-        if not is_poison(exc):
-            raise
-        if len(events) == 1:
-            event = events[0]
-            log.error(
-                "%s cannot apply %s %s at %s[%d]@%d: %s: %s",
-                projection.name,
-                event.ce_type or "event",
-                event.ce_id,
-                event.topic,
-                event.partition,
-                event.offset,
-                type(exc).__name__,
-                _message(exc),
-            )
-            return [Failure.of_event(event, exc)]
-    middle = len(events) // 2
-    return _isolate(conn, projection, events[:middle]) + _isolate(conn, projection, events[middle:])
+    refused = db.apply_refusing_faults(conn, lambda chunk: projection.apply(conn, chunk), events)
+    for event, exc in refused:
+        log.error(
+            "%s cannot apply %s %s at %s[%d]@%d: %s: %s",
+            projection.name,
+            event.ce_type or "event",
+            event.ce_id,
+            event.topic,
+            event.partition,
+            event.offset,
+            type(exc).__name__,
+            _message(exc),
+        )
+    return [Failure.of_event(event, exc) for event, exc in refused]
 
 
 _RECORD = """

@@ -512,3 +512,18 @@ def test_pending_dead_letters_are_counted_by_metrics_lag_and_the_consumer_health
         for s in family.samples
     }
     assert samples_after[(gauge, (("projection", "invoice_register"),))] == 0
+
+
+def test_a_replay_into_the_projection_leaves_poison_out_and_reports_it(
+    service: LedgerService, settings: Settings, topics: list[str]
+) -> None:
+    scene = poisoned_topic(service, settings)
+    db.ensure_schema(settings)
+
+    result = cli(settings, "replay", "--topic", INVOICE_TOPIC, "--projection", "invoice_register")
+
+    assert result.exit_code == 0, result.output
+    assert f"written {scene.records - 3}" in result.output
+    assert "refused 3 (not applied):" in result.output and "NumericValueOutOfRange" in result.output
+    assert all(row(settings, i) is not None for i in scene.good)
+    assert row(settings, scene.irn_nul) == ("cancelled", None, "IRN-NUL")
