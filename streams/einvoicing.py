@@ -130,26 +130,34 @@ class EinvoicingRouter:
         for, if any; returns it. A record that cannot be routed is dead-lettered (when the router has
         a ``dead_letter``; otherwise logged and skipped) and None returned; outages are waited out."""
         failures, delay = 0, 0.5
+        verdict: tuple[str, str] | None = None  # (code, message) once the record is given up
         while True:
             try:
-                return await self._route(message)
-            except _Unroutable as exc:
-                await self._give_up(message, exc.code, exc.message)
+                if verdict is None:
+                    try:
+                        return await self._route(message)
+                    except _Unroutable as exc:
+                        verdict = (exc.code, exc.message)
+                await self._give_up(message, *verdict)
                 return None
             except Exception as exc:
+                # Also when the dead letter itself could not be written: the record is never
+                # acknowledged before it is routed or dead-lettered.
                 if _is_outage(exc):
                     log.warning("routing %d: outage (%s); retrying in %.1fs", message.offset, exc, delay)
-                else:
+                elif verdict is None:
                     failures += 1
                     if failures >= UNEXPECTED_ATTEMPTS:
                         log.exception(
                             "giving up on %s[%d]@%d", message.topic, message.partition, message.offset
                         )
-                        await self._give_up(message, "processing_failed", f"{type(exc).__name__}: {exc}")
-                        return None
+                        verdict = ("processing_failed", f"{type(exc).__name__}: {exc}")
+                        continue
                     log.warning(
                         "unexpected error routing %d (%r); retrying in %.1fs", message.offset, exc, delay
                     )
+                else:
+                    log.error("could not dead-letter %d (%r); retrying in %.1fs", message.offset, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 
