@@ -527,3 +527,35 @@ def test_a_replay_into_the_projection_leaves_poison_out_and_reports_it(
     assert "refused 3 (not applied):" in result.output and "NumericValueOutOfRange" in result.output
     assert all(row(settings, i) is not None for i in scene.good)
     assert row(settings, scene.irn_nul) == ("cancelled", None, "IRN-NUL")
+
+
+def test_a_rebuild_from_the_event_store_records_a_refused_event_once(
+    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop
+) -> None:
+    db.ensure_schema(settings)
+    with db.connect(settings) as conn, conn.transaction():
+        conn.execute(
+            "ALTER TABLE invoice_register ADD CONSTRAINT no_blocked CHECK (number NOT LIKE 'BLOCK%')"
+        )
+    tenant_id, _ = register_tenant(service)
+    blocked, fine = issue(service, tenant_id, "BLOCK-1"), issue(service, tenant_id, "FINE-1")
+    only_in_store = issue(service, tenant_id, "BLOCK-2")  # never published: met by the rebuild only
+    produce(
+        settings, [relay_record(o) for o in stored_invoice_events(settings) if o.key != str(only_in_store)]
+    )
+    background.start(ProjectionRunner(settings, InvoiceRegister()).run)
+    wait_for(lambda: caught_up(settings), timeout=120, what="the projector passing every record")
+    assert [d.aggregate_id for d in letters(settings)] == [str(blocked)]
+
+    # The shadow table inherits the CHECK, so the rebuild meets the same refusal.
+    report = rebuild(settings, "invoice_register", from_event_store=True)
+
+    assert report.dead_lettered == 2
+    assert row(settings, fine) is not None and row(settings, blocked) is None
+    found = {d.aggregate_id: d for d in letters(settings)}
+    assert set(found) == {str(blocked), str(only_in_store)}
+    assert found[str(blocked)].partition >= 0  # the projector's letter, not a second one
+    assert (
+        found[str(only_in_store)].partition == -1
+        and found[str(only_in_store)].error_class == "CheckViolation"
+    )
