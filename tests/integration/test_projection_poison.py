@@ -505,6 +505,12 @@ def test_pending_dead_letters_are_counted_by_metrics_lag_and_the_consumer_health
     assert health.json()["projection_dead_letters"] == {"invoice_register": 3}
     assert health.json()["groups"][0]["dead_letters"] == 3
 
+    projections_status = cli(settings, "projections", "status")
+    assert projections_status.exit_code == 0, projections_status.output
+    assert "  3 pending dead letter(s): ledgerflow dlq list --projection invoice_register" in (
+        projections_status.output
+    )
+
     assert cli(settings, "dlq", "discard", "--projection", "invoice_register", "--all").exit_code == 0
     samples_after = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
