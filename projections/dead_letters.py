@@ -316,11 +316,13 @@ def select(conn: psycopg.Connection, projection: str, ids: Sequence[int] | None 
         return [_letter(row) for row in cur.execute(query, params).fetchall()]
 
 
-def unpublished(conn: psycopg.Connection, projection: str, limit: int = 500) -> list[DeadLetter]:
+def claim_unpublished(conn: psycopg.Connection, projection: str, limit: int = 500) -> list[DeadLetter]:
+    """Letters not yet copied to the DLQ topic, locked in the caller's open transaction (others
+    skip them) until it commits with ``mark_published``."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             "SELECT * FROM projection_dead_letters WHERE projection = %s AND published_at IS NULL"
-            " ORDER BY id LIMIT %s",
+            " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
             (projection, limit),
         ).fetchall()
     return [_letter(row) for row in rows]

@@ -111,22 +111,23 @@ class ProjectionRunner:
             raise
         return len(failed) + len(undecodable)
 
-    def _unpublished_letters(self) -> list[dead_letters.DeadLetter]:
-        with db.connect(self.settings) as conn:
-            return dead_letters.unpublished(conn, self.projection.name)
-
-    def _mark_published(self, ids: list[int]) -> None:
-        with db.connect(self.settings) as conn, conn.transaction():
-            dead_letters.mark_published(conn, ids)
-
     async def publish_dead_letters(self) -> None:
         """Copy letters not yet on ``projection.<name>.dlq.v1`` there (the table is the record; a
-        failure here is retried after the next batch that dead-letters something, or at start)."""
+        failure here is retried after the next batch that dead-letters something, or at start).
+        The rows stay locked (SKIP LOCKED) until Kafka has them: two projector processes of one
+        projection do not both copy the same letter."""
         assert self._producer is not None
         try:
-            while letters := await asyncio.to_thread(self._unpublished_letters):
-                await dead_letters.publish(self._producer, self.settings, letters)
-                await asyncio.to_thread(self._mark_published, [d.id for d in letters])
+            conn = await asyncio.to_thread(db.connect, self.settings)
+            try:
+                while letters := await asyncio.to_thread(
+                    dead_letters.claim_unpublished, conn, self.projection.name
+                ):
+                    await dead_letters.publish(self._producer, self.settings, letters)
+                    await asyncio.to_thread(dead_letters.mark_published, conn, [d.id for d in letters])
+                    await asyncio.to_thread(conn.commit)
+            finally:
+                await asyncio.to_thread(conn.close)  # an uncommitted claim is released
             self._letters_unpublished = False
         except (KafkaError, db.DatabaseUnavailable, psycopg.Error) as exc:
             self._letters_unpublished = True
