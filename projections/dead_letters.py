@@ -550,7 +550,11 @@ async def _later_events(
     are not themselves pending letters (those get their own turn). One read per partition."""
     wanted: dict[TopicPartition, list[DeadLetter]] = {}
     for d in chosen:
-        if d.partition >= 0 and d.key is not None:
+        if (
+            d.partition >= 0
+            and d.key is not None
+            and d.offset < applied_up_to.get((d.topic, d.partition), -1)
+        ):
             wanted.setdefault(TopicPartition(d.topic, d.partition), []).append(d)
     found: dict[int, list[ProjectedEvent]] = {}
     if not wanted:
@@ -559,10 +563,8 @@ async def _later_events(
     await consumer.start()
     try:
         for tp, ds in wanted.items():
-            end = applied_up_to.get((tp.topic, tp.partition), -1)
+            end = applied_up_to[(tp.topic, tp.partition)]
             start = min(d.offset for d in ds) + 1
-            if start > end:
-                continue
             keys = {d.key for d in ds}
             consumer.assign([tp])
             consumer.seek(tp, start)
@@ -586,5 +588,8 @@ async def _later_events(
             for d in ds:
                 found[d.id] = [e for offset, key, e in by_key if key == d.key and offset > d.offset]
     finally:
+        # Let the consumer's own start-up tasks run before it is stopped: aiokafka 0.x raises
+        # CancelledError from stop() when one of them was cancelled before it ever ran.
+        await asyncio.sleep(0)
         await consumer.stop()
     return found

@@ -565,3 +565,27 @@ def test_a_rebuild_from_the_event_store_records_a_refused_event_once(
         found[str(only_in_store)].partition == -1
         and found[str(only_in_store)].error_class == "CheckViolation"
     )
+
+
+def test_an_undecodable_record_joins_the_same_dead_letters(
+    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop
+) -> None:
+    tenant_id, _ = register_tenant(service)
+    good = issue(service, tenant_id, "GOOD-1")
+    junk = {"key": b"junk", "value": b"not avro", "headers": [("ce_type", b"ledgerflow.invoice.issued")]}
+    produce(settings, [junk, *(relay_record(o) for o in stored_invoice_events(settings))])
+    background.start(ProjectionRunner(settings, InvoiceRegister()).run)
+    wait_for(lambda: caught_up(settings), timeout=120, what="the projector passing every record")
+
+    assert row(settings, good) is not None
+    (letter,) = letters(settings)
+    assert (letter.error_code, letter.ce_type, letter.value) == (
+        "undecodable_event",
+        "ledgerflow.invoice.issued",
+        b"not avro",
+    )
+    wait_for(lambda: read_topic(settings, DLQ_TOPIC), timeout=60, what="the letter on the DLQ topic")
+    (copied,) = read_topic(settings, DLQ_TOPIC)
+    assert dict(copied.headers())["error-code"] == b"undecodable_event" and copied.value() == b"not avro"
+    redrive = cli(settings, "dlq", "redrive", "--projection", "invoice_register", "--all")
+    assert redrive.exit_code == 1 and "FAILED again, still pending" in redrive.output
