@@ -2,8 +2,8 @@
 
 One event that PostgreSQL refuses (a NUL byte in a text field, totals beyond numeric(18,2), a CHECK
 constraint) or that the projection's code cannot read must not stop the read side: left alone,
-every restart would fail on the same event. The runner, a rebuild and the operator's redrive all
-go through :func:`apply_isolating`:
+every restart would fail on the same event. The runner and a rebuild go through
+:func:`apply_isolating` (a replay through the same ``db.apply_refusing_faults``, without recording):
 
 1. apply the whole batch inside a savepoint; usually that is all;
 2. when it fails with a *poison* error, roll the savepoint back and apply each half the same way,
