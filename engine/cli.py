@@ -624,12 +624,15 @@ def api(settings: Settings, host: str | None, port: int | None, workers: int) ->
 def relay(settings: Settings) -> None:
     """Publish stored events to Kafka (tails the event store's notification log)."""
     from engine import db
-    from engine.relay import Relay
+    from engine.relay import Relay, UnencodableEvent
 
     _logging()
     _telemetry(settings, "ledgerflow-relay")
     db.ensure_schema(settings)
-    _run_until_signal(Relay(settings).run)
+    try:
+        _run_until_signal(Relay(settings).run)
+    except UnencodableEvent as exc:  # already logged at CRITICAL; a short last word, no traceback
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()
@@ -910,37 +913,80 @@ def projections_rebuild(
 
 @main.group()
 def dlq() -> None:
-    """Dead-lettered connector jobs: list, show, redrive (after fixing the cause) or discard."""
+    """Dead letters: connector jobs (--connector NAME, by DLQ offset) or events a projection could not
+    apply (--projection NAME, by dead-letter id): list, show, redrive (after fixing the cause) or
+    discard."""
 
 
 def _offsets(offsets: tuple[int, ...], everything: bool) -> list[int] | Literal["all"]:
     if everything:
         return "all"
     if not offsets:
-        raise click.UsageError("name the offsets to act on, or pass --all")
+        raise click.UsageError("name the offsets (connector) or ids (projection) to act on, or pass --all")
     return list(offsets)
 
 
+def _dlq_owner(connector: str | None, projection: str | None) -> None:
+    if (connector is None) == (projection is None):
+        raise click.UsageError("name exactly one of --connector NAME or --projection NAME")
+
+
+_connector_option = click.option("--connector", help="Connector name, e.g. gst-irp.")
+_projection_option = click.option("--projection", help="Projection name, e.g. invoice_register.")
+
+
+def _projection_dead_letters(action: Any) -> Any:
+    """Run a projection dead-letter operation, turning its refusals into a clean CLI error."""
+    from projections.dead_letters import DeadLetterError
+
+    try:
+        return action()
+    except DeadLetterError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @dlq.command("list")
-@click.option("--connector", required=True, help="Connector name, e.g. gst-irp.")
+@_connector_option
+@_projection_option
 @click.pass_obj
-def dlq_list(settings: Settings, connector: str) -> None:
-    """One line per dead letter: offset, job, tenant, error class and code, attempts, state."""
+def dlq_list(settings: Settings, connector: str | None, projection: str | None) -> None:
+    """One line per dead letter. Connector: offset, job, tenant, error class and code, attempts, state.
+    Projection: id, state, the record it was read from, event type, aggregate, error."""
+    _dlq_owner(connector, projection)
+    if projection is not None:
+        from projections import dead_letters
+
+        found = _projection_dead_letters(lambda: dead_letters.letters(settings, projection))
+        click.echo(dead_letters.render_list(found))
+        return
     from streams.connectors.ops import dlq_list as list_letters
     from streams.connectors.ops import render_dlq_list
 
+    assert connector is not None
     click.echo(render_dlq_list(list_letters(settings, connector)))
 
 
 @dlq.command("show")
-@click.option("--connector", required=True)
+@_connector_option
+@_projection_option
 @click.argument("offset", type=int)
 @click.pass_obj
-def dlq_show(settings: Settings, connector: str, offset: int) -> None:
-    """Every header and the job of one dead letter."""
+def dlq_show(settings: Settings, connector: str | None, projection: str | None, offset: int) -> None:
+    """Every header and the value of one dead letter (OFFSET: the DLQ offset of a connector's
+    letter, or the id of a projection's letter)."""
+    _dlq_owner(connector, projection)
+    if projection is not None:
+        from projections import dead_letters
+
+        found = _projection_dead_letters(lambda: dead_letters.letter(settings, projection, offset))
+        if found is None:
+            raise click.ClickException(f"no dead letter with id {offset} of projection {projection}")
+        click.echo(dead_letters.render_letter(found))
+        return
     from streams.connectors.ops import dlq_show as show_letter
     from streams.connectors.ops import render_dead_letter
 
+    assert connector is not None
     letter = show_letter(settings, connector, offset)
     if letter is None:
         raise click.ClickException(f"no dead letter at offset {offset} of {connector}")
@@ -948,27 +994,66 @@ def dlq_show(settings: Settings, connector: str, offset: int) -> None:
 
 
 @dlq.command("redrive")
-@click.option("--connector", required=True)
+@_connector_option
+@_projection_option
 @click.option("--all", "everything", is_flag=True, help="Every record not yet redriven or discarded.")
 @click.argument("offsets", type=int, nargs=-1)
 @click.pass_obj
-def dlq_redrive(settings: Settings, connector: str, everything: bool, offsets: tuple[int, ...]) -> None:
-    """Re-queue records with their attempt count reset (fix the cause first)."""
+def dlq_redrive(
+    settings: Settings,
+    connector: str | None,
+    projection: str | None,
+    everything: bool,
+    offsets: tuple[int, ...],
+) -> None:
+    """Connector: re-queue records with their attempt count reset. Projection: apply the letters
+    again, in topic order, each in its own transaction; exits 1 if any fails again (it stays
+    pending with the new error). Fix the cause first."""
+    _dlq_owner(connector, projection)
+    chosen = _offsets(offsets, everything)
+    if projection is not None:
+        from projections import dead_letters
+
+        report = _projection_dead_letters(lambda: dead_letters.redrive(settings, projection, chosen))
+        click.echo(str(report))
+        if not report.ok:
+            sys.exit(1)
+        return
     from streams.connectors.ops import dlq_redrive as redrive
 
-    click.echo(str(redrive(settings, connector, _offsets(offsets, everything))))
+    assert connector is not None
+    click.echo(str(redrive(settings, connector, chosen)))
 
 
 @dlq.command("discard")
-@click.option("--connector", required=True)
+@_connector_option
+@_projection_option
 @click.option("--all", "everything", is_flag=True)
 @click.argument("offsets", type=int, nargs=-1)
 @click.pass_obj
-def dlq_discard(settings: Settings, connector: str, everything: bool, offsets: tuple[int, ...]) -> None:
-    """Mark records as handled without re-queueing them."""
+def dlq_discard(
+    settings: Settings,
+    connector: str | None,
+    projection: str | None,
+    everything: bool,
+    offsets: tuple[int, ...],
+) -> None:
+    """Mark records as handled without applying or re-queueing them (a projection's row stops being
+    incomplete once no pending letter of its aggregate remains)."""
+    _dlq_owner(connector, projection)
+    chosen = _offsets(offsets, everything)
+    if projection is not None:
+        from projections import dead_letters
+
+        report = _projection_dead_letters(lambda: dead_letters.discard(settings, projection, chosen))
+        click.echo(str(report))
+        if not report.ok:
+            sys.exit(1)
+        return
     from streams.connectors.ops import dlq_discard as discard
 
-    click.echo(str(discard(settings, connector, _offsets(offsets, everything))))
+    assert connector is not None
+    click.echo(str(discard(settings, connector, chosen)))
 
 
 @main.command()

@@ -8,9 +8,10 @@ recorder (see ``engine/application.py``); the tables here are the engine's own b
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
@@ -18,6 +19,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from engine.config import Settings
+
+T = TypeVar("T")
 
 
 class DatabaseUnavailable(Exception):
@@ -28,6 +31,66 @@ class SchemaNotMigrated(DatabaseUnavailable):
     """The role connected may not change the schema, and the owner has not migrated it to this
     version of the code: run ``ledgerflow db migrate`` with the owner's URL. A kind of
     unavailability: the API answers 503 and background processes retry until the owner has."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` says PostgreSQL is away or dropped the session (wait and try again), not that
+    the data is wrong: consumers wait these out and never dead-letter a record because of them.
+
+    psycopg's OperationalError covers a lost connection, an administrator's shutdown or
+    ``pg_terminate_backend`` (57P01), serialization failures and deadlocks (40001, 40P01) and
+    "too many connections"; InterfaceError a connection already closed. The eventsourcing
+    library maps the same conditions to its own OperationalError and InterfaceError."""
+    from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+    from eventsourcing.persistence import OperationalError as StoreOperationalError
+
+    return isinstance(
+        exc,
+        (
+            DatabaseUnavailable,
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            StoreOperationalError,
+            StoreInterfaceError,
+        ),
+    )
+
+
+def is_record_fault(exc: BaseException) -> bool:
+    """True when ``exc`` is about the record being processed, so retrying it can never succeed: PostgreSQL
+    refused its data (psycopg.DataError: a NUL byte, a numeric overflow, bad encoding;
+    psycopg.IntegrityError: a CHECK or NOT NULL) or our code could not handle it (any non-database
+    exception: KeyError, TypeError, ValueError...). Outages are not (see ``is_outage``), nor are other
+    database errors (a missing table is the deployment's fault, and would blame every record)."""
+    if is_outage(exc) or not isinstance(exc, Exception):
+        return False
+    if isinstance(exc, psycopg.Error):
+        return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError))
+    return True
+
+
+def apply_refusing_faults(
+    conn: psycopg.Connection, apply: Callable[[Sequence[T]], None], items: Sequence[T]
+) -> list[tuple[T, Exception]]:
+    """``apply(items)`` inside a savepoint of the caller's transaction; when that fails with a record
+    fault (``is_record_fault``), roll it back and apply each half the same way, down to the single
+    items that fail. Everything else is applied, in order. Returns the refused items with their
+    errors; any other error propagates. k bad items among n cost about k * log2(n) extra tries."""
+    if not items:
+        return []
+    try:
+        with conn.transaction():
+            apply(items)
+        return []
+    except Exception as exc:
+        if not is_record_fault(exc):
+            raise
+        if len(items) == 1:
+            return [(items[0], exc)]
+    middle = len(items) // 2
+    return apply_refusing_faults(conn, apply, items[:middle]) + apply_refusing_faults(
+        conn, apply, items[middle:]
+    )
 
 
 def connect(settings: Settings, *, autocommit: bool = False, owner: bool = False) -> psycopg.Connection:
@@ -203,6 +266,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("streams.connectors", "runtime.sql"),
     ("engine", "consumer_lag_samples.sql"),
     ("projections", "rebuild.sql"),
+    ("projections", "dead_letters.sql"),
 ]
 
 

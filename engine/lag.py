@@ -324,6 +324,9 @@ def waiting_topics(settings: Settings) -> dict[str, float]:
 class GroupHealth:
     lag: GroupLag
     assessment: Assessment
+    dead_letters: int | None = None
+    """A projection group's pending dead letters (None: not a projection, or PostgreSQL unreachable).
+    They never make a group stalled: the projector has moved past them and keeps up."""
 
     @property
     def group(self) -> str:
@@ -341,6 +344,7 @@ class GroupHealth:
             "state": self.lag.state,
             "members": self.lag.members,
             "lag": self.lag.total,
+            **({} if self.dead_letters is None else {"dead_letters": self.dead_letters}),
             "stalled_partitions": [
                 {
                     "topic": p.topic,
@@ -362,6 +366,8 @@ class ConsumerHealth:
     stall_after: float
     history_stored: bool
     """False when PostgreSQL was unavailable: only this call's own samples were compared."""
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    """Pending dead letters per projection (empty when PostgreSQL was unavailable)."""
 
     @property
     def stalled(self) -> list[GroupHealth]:
@@ -388,6 +394,27 @@ def _store(settings: Settings, groups: Sequence[GroupLag], *, create_tables: boo
     except (db.DatabaseUnavailable, psycopg.OperationalError) as exc:
         log.warning("lag sample not stored, PostgreSQL unavailable: %s", exc)
         return None
+
+
+def projection_group(settings: Settings, projection: str) -> str:
+    """The consumer group id of a projection's runner (projections/runner.py names it so)."""
+    return f"{settings.topic_prefix}ledgerflow.projection.{projection}"
+
+
+def pending_dead_letters(settings: Settings) -> dict[str, int]:
+    """Pending projection dead letters per projection; {} when there is no table yet."""
+    with db.connect(settings) as conn:
+        if not _table_exists(conn, "projection_dead_letters"):
+            return {}
+        rows = conn.execute(
+            "SELECT projection, count(*) FROM projection_dead_letters WHERE state = 'pending' GROUP BY 1"
+        ).fetchall()
+    return {str(name): int(count) for name, count in rows}
+
+
+def _table_exists(conn: psycopg.Connection, table: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])
 
 
 def consumer_health(
@@ -419,12 +446,14 @@ def consumer_health(
     grace = waiting_topics(settings)
 
     histories: dict[str, History] = {}
+    dead_letters: dict[str, int] = {}
     if stored:
         try:
             with db.connect(settings) as conn:
                 histories = load_history(
                     conn, [g.group for g in current], until=now, stall_after=stall_after, grace=grace
                 )
+            dead_letters = pending_dead_letters(settings)
         except (db.DatabaseUnavailable, psycopg.OperationalError) as exc:
             log.warning("lag history not read, PostgreSQL unavailable: %s", exc)
             stored = False
@@ -446,8 +475,13 @@ def consumer_health(
             (p.topic, p.partition): history.get((p.topic, p.partition)) or [Sample(now, p.committed, p.lag)]
             for p in g.partitions
         }
-        out.append(GroupHealth(g, assess(g.members, partitions, stall_after=stall_after, grace=grace)))
-    return ConsumerHealth(out, stall_after, stored)
+        projection = g.group.removeprefix(projection_group(settings, ""))
+        pending = None
+        if stored and g.group.startswith(projection_group(settings, "")):
+            pending = dead_letters.get(projection, 0)
+        assessment = assess(g.members, partitions, stall_after=stall_after, grace=grace)
+        out.append(GroupHealth(g, assessment, pending))
+    return ConsumerHealth(out, stall_after, stored, dead_letters)
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -466,6 +500,10 @@ def render_health(report: ConsumerHealth, *, partitions: bool = True) -> str:
         )
         if g.status != "ok":
             lines.append(f"  why: {g.assessment.reason}")
+        if g.dead_letters is not None:
+            name = g.group.rsplit(".", 1)[-1]
+            hint = f" (ledgerflow dlq list --projection {name})" if g.dead_letters else ""
+            lines.append(f"  dead letters: {g.dead_letters} pending{hint}")
     if not partitions:
         return "\n".join(lines)
     for g in report.groups:

@@ -5,6 +5,12 @@ idempotent producer (acks=all) and wait for every acknowledgement, then store th
 A crash between the two re-publishes the same events with the same ``ce_id``; nothing is skipped,
 because eventsourcing's PostgreSQL recorder serialises inserts (notification id order is commit
 order), so a reader never passes over a row that commits later with a smaller id.
+
+A stored event is a fact: the relay never skips one. An event it cannot turn into a message (no
+mapping, a value the Avro schema refuses) stops it with :class:`UnencodableEvent`, logged at
+CRITICAL with ``alert=true``, naming the event; the events before it in the batch are published
+and the position stored, so a restart stops at exactly that event until the code (the mapping or
+the schema) is fixed. Consumers see a delay, never a gap.
 """
 
 from __future__ import annotations
@@ -34,6 +40,22 @@ published = telemetry.meter.create_counter(
 )
 
 RELAY_NAME = "ledger"
+
+
+class UnencodableEvent(Exception):
+    """A stored event the relay cannot encode; the relay stops rather than skip it."""
+
+    def __init__(self, notification: Notification, error: Exception) -> None:
+        self.notification_id = notification.id
+        self.originator_id = str(notification.originator_id)
+        self.originator_version = notification.originator_version
+        self.stored_topic = notification.topic
+        self.error = error
+        super().__init__(
+            f"cannot encode stored event: notification {notification.id}, originator"
+            f" {notification.originator_id} version {notification.originator_version}, topic"
+            f" {notification.topic}: {type(error).__name__}: {error}"
+        )
 
 
 @dataclass
@@ -94,17 +116,23 @@ class Relay:
         # consumers' spans are its children.
         tracing = telemetry.tracing_enabled()
         spans: list[Span] = []
-        pending = []
+        pending: list[asyncio.Future[Any]] = []
         try:
             for notification in notifications:
-                # Straight from the stored JSON (no cipher or compressor is configured on the store).
-                outbound = outbound_from_stored(
-                    notification.originator_id,
-                    notification.originator_version,
-                    notification.topic,
-                    notification.state,
-                )
-                value, schema = registry.encode_event(outbound.ce_type, outbound.record)
+                try:
+                    # Straight from the stored JSON (no cipher or compressor is configured on the store).
+                    outbound = outbound_from_stored(
+                        notification.originator_id,
+                        notification.originator_version,
+                        notification.topic,
+                        notification.state,
+                    )
+                    value, schema = registry.encode_event(outbound.ce_type, outbound.record)
+                except Exception as exc:
+                    # What was sent before it is still delivered (the caller stores that position).
+                    await asyncio.gather(*pending)
+                    published.add(len(pending), {"relay": self.name})
+                    raise UnencodableEvent(notification, exc) from exc
                 topic = self.settings.topic(outbound.topic)
                 traceparent = None
                 if tracing and (not outbound.stored_trace or telemetry.is_sampled(outbound.traceparent)):
@@ -159,6 +187,28 @@ class Relay:
                 next_read = self._read_after(last, stop)
                 try:
                     await self.publish(producer, notifications)
+                except UnencodableEvent as exc:
+                    await _discard(next_read)
+                    next_read = None
+                    before = [n.id for n in notifications if n.id < exc.notification_id]
+                    if before:
+                        await self._retrying(lambda: self.save_position(before[-1]), stop)  # noqa: B023
+                        self.stats.position = before[-1]
+                        self.stats.published += len(before)
+                    log.critical(
+                        "relay %s stopped: %s. Nothing after it is published until the mapping or"
+                        " schema is fixed; the event stays in the store and is published then",
+                        self.name,
+                        exc,
+                        extra={
+                            "alert": True,
+                            "notification_id": exc.notification_id,
+                            "originator_id": exc.originator_id,
+                            "originator_version": exc.originator_version,
+                            "stored_topic": exc.stored_topic,
+                        },
+                    )
+                    raise
                 except KafkaError as exc:
                     log.warning("publish failed, will retry the same batch: %s", exc)
                     await _discard(next_read)
@@ -236,12 +286,7 @@ def _publish_span(outbound: OutboundEvent, topic: str, notification_id: int) -> 
 
 
 def _is_connection_error(exc: Exception) -> bool:
-    import psycopg
-    from eventsourcing.persistence import InterfaceError, OperationalError
-
-    return isinstance(
-        exc, (psycopg.OperationalError, psycopg.InterfaceError, OperationalError, InterfaceError)
-    )
+    return db.is_outage(exc)
 
 
 async def _discard(read: asyncio.Future[Any] | None) -> None:

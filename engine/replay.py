@@ -267,6 +267,9 @@ class ReplaySummary:
     """Records published to the target topic, or events applied to the projection (acknowledged)."""
     undecodable: int = 0
     undecodable_samples: list[str] = field(default_factory=list)
+    refused: int = 0
+    """Events the projection or PostgreSQL refused (poison); the projector dead-letters those."""
+    refused_samples: list[str] = field(default_factory=list)
     seconds: float = 0.0
     """From the first fetch to the last acknowledgement or commit (clients' start-up excluded)."""
 
@@ -314,6 +317,11 @@ def render_summary(summary: ReplaySummary) -> str:
         lines.append(
             f"undecodable {summary.undecodable:,} (not applied): {', '.join(summary.undecodable_samples)}"
             + (" ..." if summary.undecodable > len(summary.undecodable_samples) else "")
+        )
+    if summary.refused:
+        lines.append(
+            f"refused {summary.refused:,} (not applied): {', '.join(summary.refused_samples)}"
+            + (" ..." if summary.refused > len(summary.refused_samples) else "")
         )
     lines.append(f"elapsed {summary.seconds:.2f} s, {summary.rate:,.0f} records/s")
     return "\n".join(lines)
@@ -458,11 +466,21 @@ class _ProjectionSink:
                     self.summary.undecodable_samples.append(f"{r.partition}@{r.offset} ({exc})")
         return events
 
-    def _apply(self, events: list[Any]) -> None:
+    def _apply(self, events: list[Any]) -> int:
         if self._conn is None:
             self._conn = db.connect(self.settings)
-        with self._conn.transaction():
-            self.projection.apply(self._conn, events)
+        conn = self._conn
+        with conn.transaction():
+            # A poison event (PostgreSQL or the projection refuses it) must not stop the replay:
+            # it is left out and reported; the projector has recorded it as a dead letter.
+            refused = db.apply_refusing_faults(conn, lambda chunk: self.projection.apply(conn, chunk), events)
+        for event, exc in refused:
+            self.summary.refused += 1
+            if len(self.summary.refused_samples) < 5:
+                self.summary.refused_samples.append(
+                    f"{event.partition}@{event.offset} ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+                )
+        return len(events) - len(refused)
 
     async def write(self, records: list[Any]) -> None:
         events = self._decode(records)
@@ -471,8 +489,7 @@ class _ProjectionSink:
             self._writing = asyncio.ensure_future(self._applied(events))
 
     async def _applied(self, events: list[Any]) -> None:
-        await asyncio.to_thread(self._apply, events)
-        self.summary.written += len(events)
+        self.summary.written += await asyncio.to_thread(self._apply, events)
 
     async def flush(self) -> None:
         if self._writing is not None:

@@ -1,7 +1,7 @@
 """Every projection the engine runs. A new projection is one module plus its SQL, registered here."""
 
+from projections.events import Projection
 from projections.invoice_register import InvoiceRegister
-from projections.runner import Projection
 
 PROJECTIONS: list[Projection] = [InvoiceRegister()]
 

@@ -46,8 +46,9 @@ from psycopg import sql
 
 from engine import db
 from engine.config import Settings
-from projections import catalogue, tracking
-from projections.runner import DECODE_ERRORS, ProjectedEvent, Projection, decode_message
+from projections import catalogue, dead_letters, tracking
+from projections.dead_letters import Failure, apply_isolating
+from projections.events import DECODE_ERRORS, ProjectedEvent, Projection, decode_message
 from schemas import registry
 from streams.connectors.ops import topic_partitions
 
@@ -75,6 +76,8 @@ class RebuildReport:
     resumed: bool
     events_applied: int = 0
     undecodable: int = 0
+    dead_lettered: int = 0
+    """Events the projection refused (recorded as dead letters of the live projection)."""
     rows: int = 0
     fill_seconds: float = 0.0
     index_seconds: float = 0.0
@@ -94,6 +97,7 @@ class RebuildReport:
             "resumed": self.resumed,
             "events_applied": self.events_applied,
             "undecodable": self.undecodable,
+            "dead_lettered": self.dead_lettered,
             "rows": self.rows,
             "fill_seconds": round(self.fill_seconds, 3),
             "index_seconds": round(self.index_seconds, 3),
@@ -484,13 +488,13 @@ class _KafkaFiller(_Filler):
                 break
             fetched = await consumer.getmany(timeout_ms=500, max_records=self.batch)
             events, offsets, bad = _collect(fetched)
-            report.undecodable += bad
+            report.undecodable += len(bad)
             if writing is not None:
                 done += await writing
                 if progress:
                     progress(done, expected)
             if offsets:
-                writing = asyncio.ensure_future(asyncio.to_thread(self._store, events, offsets))
+                writing = asyncio.ensure_future(asyncio.to_thread(self._store, events, bad, offsets, report))
             else:
                 writing = None
         if writing is not None:
@@ -507,10 +511,18 @@ class _KafkaFiller(_Filler):
                 return True
         return False
 
-    def _store(self, events: list[ProjectedEvent], offsets: dict[TopicPartition, int]) -> int:
+    def _store(
+        self,
+        events: list[ProjectedEvent],
+        undecodable: list[Failure],
+        offsets: dict[TopicPartition, int],
+        report: RebuildReport,
+    ) -> int:
         conn = self.connection()
         with conn.transaction():
-            self.shadow.apply(conn, events)
+            failed = apply_isolating(conn, self.shadow, events, dead_letters_of=self.projection.name)
+            dead_letters.record(conn, self.projection.name, undecodable)
+            report.dead_lettered += len(failed)
             _record(conn, tracking_name(self.projection), offsets)
             conn.execute(
                 "UPDATE projection_rebuilds SET events_applied = events_applied + %s, updated_at = now()"
@@ -537,8 +549,10 @@ class _KafkaFiller(_Filler):
             fetched = await consumer.getmany(*behind, timeout_ms=500, max_records=self.batch)
             trimmed = {tp: [m for m in ms if m.offset <= behind[tp]] for tp, ms in fetched.items()}
             events, offsets, bad = _collect(trimmed)
-            report.undecodable += bad
-            self.shadow.apply(conn, events)
+            report.undecodable += len(bad)
+            failed = apply_isolating(conn, self.shadow, events, dead_letters_of=self.projection.name)
+            dead_letters.record(conn, self.projection.name, bad)
+            report.dead_lettered += len(failed)
             _record(conn, tracking_name(self.projection), offsets)
             report.swap_events += len(events)
             for tp, offset in offsets.items():
@@ -595,15 +609,32 @@ class _EventStoreFiller(_Filler):
             # Through the Avro codec and back, so the record is exactly what a Kafka consumer reads.
             value, _ = registry.encode_event(outbound.ce_type, outbound.record)
             record = registry.decode_event(value, outbound.ce_type)
+            headers = (
+                ("ce_id", outbound.ce_id.encode()),
+                ("ce_source", f"/tenants/{outbound.tenant_id}".encode()),
+                ("ce_type", outbound.ce_type.encode()),
+                ("ce_subject", outbound.subject.encode()),
+            )
             events.append(
                 ProjectedEvent(
-                    self.settings.topic(outbound.topic), -1, n.id, outbound.ce_type, outbound.ce_id, record
+                    self.settings.topic(outbound.topic),
+                    -1,
+                    n.id,
+                    outbound.ce_type,
+                    outbound.ce_id,
+                    record,
+                    outbound.key.encode(),
+                    value,
+                    headers,
                 )
             )
         return events, (notifications[-1].id if notifications else after)
 
-    def _store(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent], position: int) -> None:
-        self.shadow.apply(conn, events)
+    def _store(
+        self, conn: psycopg.Connection, events: Sequence[ProjectedEvent], position: int, report: RebuildReport
+    ) -> None:
+        failed = apply_isolating(conn, self.shadow, events, dead_letters_of=self.projection.name)
+        report.dead_lettered += len(failed)
         conn.execute(
             "UPDATE projection_rebuilds SET notification_id = %s, events_applied = events_applied + %s,"
             " updated_at = now() WHERE projection = %s",
@@ -626,7 +657,7 @@ class _EventStoreFiller(_Filler):
 
             def store(events: list[ProjectedEvent] = events, last: int = last) -> None:
                 with conn.transaction():
-                    self._store(conn, events, last)
+                    self._store(conn, events, last, report)
 
             await asyncio.to_thread(store)
             report.events_applied += len(events)
@@ -648,7 +679,7 @@ class _EventStoreFiller(_Filler):
             events, last = self._read(position, target)
             if last == position:
                 break
-            self._store(conn, events, last)
+            self._store(conn, events, last, report)
             report.swap_events += len(events)
             position = last
         conn.execute("DELETE FROM projection_rebuilds WHERE projection = %s", (self.projection.name,))
@@ -665,18 +696,18 @@ class _EventStoreFiller(_Filler):
 
 def _collect(
     fetched: dict[TopicPartition, list[Any]],
-) -> tuple[list[ProjectedEvent], dict[TopicPartition, int], int]:
-    """Decoded events, the last offset per partition, and how many records could not be decoded
-    (the live projector dead-lettered those already; a rebuild only counts them)."""
+) -> tuple[list[ProjectedEvent], dict[TopicPartition, int], list[Failure]]:
+    """Decoded events, the last offset per partition, and the records that could not be decoded
+    (dead letters; the live projector has usually recorded them already, recording is idempotent)."""
     events: list[ProjectedEvent] = []
     offsets: dict[TopicPartition, int] = {}
-    bad = 0
+    bad: list[Failure] = []
     for tp, messages in fetched.items():
         for message in messages:
             try:
                 events.append(decode_message(message))
             except DECODE_ERRORS as exc:
-                bad += 1
+                bad.append(Failure.undecodable(message, exc))
                 log.warning(
                     "skipping undecodable record %s[%d]@%d: %s", tp.topic, tp.partition, message.offset, exc
                 )

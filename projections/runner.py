@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -23,53 +22,13 @@ from aiokafka.errors import KafkaError
 
 from engine import db
 from engine.config import Settings
-from projections import tracking
-from schemas import codec, registry
-from streams.dlq import dead_letter_headers
+from projections import dead_letters, tracking
+from projections.dead_letters import Failure, apply_isolating, is_poison
+from projections.events import DECODE_ERRORS, ProjectedEvent, Projection, decode_message
+
+__all__ = ["DECODE_ERRORS", "ProjectedEvent", "Projection", "ProjectionRunner", "decode_message"]
 
 log = logging.getLogger("ledgerflow.projections")
-
-
-@dataclass(frozen=True)
-class ProjectedEvent:
-    topic: str
-    partition: int
-    offset: int
-    ce_type: str
-    ce_id: str
-    record: dict[str, Any]
-
-
-class Projection(Protocol):
-    """A read model: a name, the logical topics it reads, the table it writes, and how to apply a batch
-    of events. ``on_table`` gives the same projection writing another table of the same shape (a
-    rebuild fills a shadow table that way)."""
-
-    name: str
-    topics: list[str]
-    table: str
-
-    def apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None: ...
-
-    def on_table(self, table: str) -> Projection: ...
-
-
-DECODE_ERRORS = (codec.CodecError, registry.UnknownEventType, ValueError, KeyError, TypeError)
-
-
-def decode_message(message: Any) -> ProjectedEvent:
-    """A Kafka record of the engine's topics as a projection sees it. Raises one of DECODE_ERRORS."""
-    headers = dict(message.headers or [])
-    ce_type = (headers.get("ce_type") or b"").decode()
-    record = registry.decode_event(message.value, ce_type or None)
-    return ProjectedEvent(
-        message.topic,
-        message.partition,
-        message.offset,
-        ce_type,
-        (headers.get("ce_id") or b"").decode(),
-        record,
-    )
 
 
 @dataclass
@@ -100,10 +59,11 @@ class ProjectionRunner:
         self.stats = ProjectorStats()
         self.group_id = f"{settings.topic_prefix}ledgerflow.projection.{projection.name}"
         self.topics = [settings.topic(t) for t in projection.topics]
-        self.dlq_topic = settings.topic(f"projection.{projection.name}.dlq.v1")
+        self.dlq_topic = settings.topic(dead_letters.dlq_topic(projection.name))
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._conn: psycopg.Connection | None = None
+        self._letters_unpublished = False
 
     def _stored(self) -> dict[tuple[str, int], int]:
         with db.connect(self.settings) as conn:
@@ -125,40 +85,53 @@ class ProjectionRunner:
             self.stats.positions[(tp.topic, tp.partition)] = -1 if last is None else last
         log.info("%s assigned %s", self.projection.name, sorted((tp.topic, tp.partition) for tp in assigned))
 
-    def _apply(self, events: list[ProjectedEvent], offsets: dict[tuple[str, int], int]) -> None:
+    def _apply(
+        self, events: list[ProjectedEvent], undecodable: list[Failure], offsets: dict[tuple[str, int], int]
+    ) -> int:
+        """One transaction: the batch (poison events isolated and dead-lettered), the undecodable
+        records' letters and the positions. Returns how many letters it recorded."""
         # One connection for the runner's life, replaced after a failure.
         if self._conn is None or self._conn.closed:
             self._conn = db.connect(self.settings)
         conn = self._conn
         try:
             with conn.transaction():
-                self.projection.apply(conn, events)
+                failed = apply_isolating(conn, self.projection, events, dead_letters_of=self.projection.name)
+                dead_letters.record(conn, self.projection.name, undecodable)
                 by_topic: dict[str, dict[int, int]] = {}
                 for (topic, partition), offset in offsets.items():
                     by_topic.setdefault(topic, {})[partition] = offset
                 for topic, per_partition in by_topic.items():
                     tracking.record(conn, self.projection.name, topic, per_partition)
-        except (psycopg.OperationalError, psycopg.InterfaceError):
+        except Exception:
+            # Whatever failed, start the retry on a fresh connection (a terminated backend leaves
+            # a closed one; anything else leaves nothing worth keeping).
             conn.close()
             self._conn = None
             raise
+        return len(failed) + len(undecodable)
 
-    async def _dead_letter(self, message: Any, exc: Exception) -> None:
+    async def publish_dead_letters(self) -> None:
+        """Copy letters not yet on ``projection.<name>.dlq.v1`` there (the table is the record; a
+        failure here is retried after the next batch that dead-letters something, or at start).
+        The rows stay locked (SKIP LOCKED) until Kafka has them: two projector processes of one
+        projection do not both copy the same letter."""
         assert self._producer is not None
-        await self._producer.send_and_wait(
-            self.dlq_topic,
-            value=message.value,
-            key=message.key,
-            headers=dead_letter_headers(
-                message.headers or [],
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                code="undecodable_event",
-                message=str(exc),
-            ),
-        )
-        self.stats.dead_lettered += 1
+        try:
+            conn = await asyncio.to_thread(db.connect, self.settings)
+            try:
+                while letters := await asyncio.to_thread(
+                    dead_letters.claim_unpublished, conn, self.projection.name
+                ):
+                    await dead_letters.publish(self._producer, self.settings, letters)
+                    await asyncio.to_thread(dead_letters.mark_published, conn, [d.id for d in letters])
+                    await asyncio.to_thread(conn.commit)
+            finally:
+                await asyncio.to_thread(conn.close)  # an uncommitted claim is released
+            self._letters_unpublished = False
+        except (KafkaError, db.DatabaseUnavailable, psycopg.Error) as exc:
+            self._letters_unpublished = True
+            log.warning("could not copy dead letters to %s yet (%s); will retry", self.dlq_topic, exc)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -177,6 +150,7 @@ class ProjectionRunner:
         await self._producer.start()
         self._consumer.subscribe(self.topics, listener=_SeekToStoredPositions(self))
         await self._consumer.start()
+        await self.publish_dead_letters()  # letters a crash left unpublished
         # One batch is written to PostgreSQL (in a thread) while the next is fetched and decoded:
         # decoding is CPU work here, writing mostly waits on the database. Batches still commit in
         # order, each with its own offsets.
@@ -186,11 +160,11 @@ class ProjectionRunner:
                 batches = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 if not batches:
                     continue
-                events, offsets = await self._collect(batches)
+                events, undecodable, offsets = self._collect(batches)
                 if writing is not None:
                     await writing
                 if offsets:
-                    writing = asyncio.ensure_future(self._store(events, offsets, stop))
+                    writing = asyncio.ensure_future(self._store(events, undecodable, offsets, stop))
             if writing is not None:
                 await writing
         finally:
@@ -199,10 +173,11 @@ class ProjectionRunner:
             if self._conn is not None:
                 self._conn.close()
 
-    async def _collect(
+    def _collect(
         self, batches: dict[TopicPartition, list[Any]]
-    ) -> tuple[list[ProjectedEvent], dict[tuple[str, int], int]]:
+    ) -> tuple[list[ProjectedEvent], list[Failure], dict[tuple[str, int], int]]:
         events: list[ProjectedEvent] = []
+        undecodable: list[Failure] = []
         offsets: dict[tuple[str, int], int] = {}
         for tp, messages in batches.items():
             applied_up_to = self.stats.positions.get((tp.topic, tp.partition), -1)
@@ -216,27 +191,41 @@ class ProjectionRunner:
                     log.error(
                         "undecodable event at %s[%d]@%d: %s", tp.topic, tp.partition, message.offset, exc
                     )
-                    await self._dead_letter(message, exc)
+                    undecodable.append(Failure.undecodable(message, exc))
                 offsets[(tp.topic, tp.partition)] = message.offset
-        return events, offsets
+        return events, undecodable, offsets
 
     async def _store(
-        self, events: list[ProjectedEvent], offsets: dict[tuple[str, int], int], stop: asyncio.Event
+        self,
+        events: list[ProjectedEvent],
+        undecodable: list[Failure],
+        offsets: dict[tuple[str, int], int],
+        stop: asyncio.Event,
     ) -> None:
         delay = 0.5
         while True:
             try:
-                await asyncio.to_thread(self._apply, events, offsets)
+                letters = await asyncio.to_thread(self._apply, events, undecodable, offsets)
                 break
-            except (db.DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            except Exception as exc:
+                # Poison never gets here (apply_isolating sets it aside): this is an outage, or a
+                # fault of the deployment (a missing table). Either way nothing is skipped: wait.
                 if stop.is_set():
                     return
-                log.warning("PostgreSQL unavailable while projecting (%s); retrying in %.1fs", exc, delay)
+                if is_poison(exc):
+                    log.error(
+                        "projecting %s failed (%r); retrying in %.1fs", self.projection.name, exc, delay
+                    )
+                else:
+                    log.warning("PostgreSQL unavailable while projecting (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
         self.stats.positions.update(offsets)
-        self.stats.applied += len(events)
+        self.stats.applied += len(events) - (letters - len(undecodable))
+        self.stats.dead_lettered += letters
         self.stats.batches += 1
+        if letters or self._letters_unpublished:
+            await self.publish_dead_letters()
         assert self._consumer is not None
         try:
             await self._consumer.commit({TopicPartition(t, p): o + 1 for (t, p), o in offsets.items()})

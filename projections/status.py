@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine import db
 from engine.config import Settings
+from projections import dead_letters
 from projections.catalogue import PROJECTIONS
 from projections.runner import Projection
 from streams.connectors.ops import _run, topic_partitions
@@ -39,6 +40,8 @@ class ProjectionStatus:
     group: str
     topics: list[str]
     partitions: list[PartitionStatus] = field(default_factory=list)
+    dead_letters: int = 0
+    """Pending dead letters: events set aside that the table lacks (``ledgerflow dlq list --projection``)."""
 
     @property
     def lag(self) -> int:
@@ -95,6 +98,7 @@ def status(settings: Settings, names: Sequence[str] | None = None) -> list[Proje
         rows = conn.execute(
             'SELECT projection, topic, partition, "offset", updated_at FROM projection_tracking'
         ).fetchall()
+        pending = dead_letters.pending_counts(conn)
     applied = {(r[0], r[1], int(r[2])): (int(r[3]), r[4]) for r in rows}
     out: list[ProjectionStatus] = []
     for p in chosen:
@@ -110,7 +114,7 @@ def status(settings: Settings, names: Sequence[str] | None = None) -> list[Proje
                     )
                 )
         group = f"{settings.topic_prefix}ledgerflow.projection.{p.name}"
-        out.append(ProjectionStatus(p.name, group, full, parts))
+        out.append(ProjectionStatus(p.name, group, full, parts, pending.get(p.name, 0)))
     return out
 
 
@@ -122,6 +126,10 @@ def render_projection_status(statuses: Sequence[ProjectionStatus]) -> str:
     for s in statuses:
         last = s.last_update.isoformat(timespec="seconds") if s.last_update else "never"
         lines.append(f"{s.name}  lag={s.lag}  last update {last}")
+        if s.dead_letters:
+            lines.append(
+                f"  {s.dead_letters} pending dead letter(s): ledgerflow dlq list --projection {s.name}"
+            )
         if not s.partitions:
             lines.append(f"  (topics not created yet: {', '.join(s.topics)})")
             continue

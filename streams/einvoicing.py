@@ -4,6 +4,12 @@ Tenant policy: a tenant whose ``gst-irp`` integration is enabled gets an IRN for
 that the IRP accepts (B2B, SEZ and exports; there are no B2C e-invoices), and a cancellation job
 when such an invoice is cancelled. The job id derives from the event's ``ce_id``, so a re-published
 event makes the same job and the connector's at-most-once checks see it as one.
+
+A record the router cannot route goes to ``router.einvoicing.dlq.v1`` (original bytes and headers
+plus the context headers of ``streams/dlq.py``) and the router moves on: undecodable
+(``undecodable_event``), an invoice event without its ``ce_type`` or ``ce_id`` header
+(``missing_header``: the job id derives from ``ce_id``), or an error of ours that three tries in a
+row did not get past (``processing_failed``). PostgreSQL or Kafka being away is waited out.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from uuid import UUID
 import faust
 import httpx
 import orjson
+from aiokafka.errors import KafkaError
 from opentelemetry.trace import SpanKind
 from psycopg_pool import AsyncConnectionPool
 
@@ -40,6 +47,7 @@ from engine.security.secrets import KeyRing
 from schemas import codec, registry
 from streams.connectors.jobs import Delivery, Job, JobResult, jobs_topic
 from streams.connectors.rate_limit import RateLimitedTransport
+from streams.dlq import dead_letter_headers
 
 T = TypeVar("T")
 
@@ -48,6 +56,9 @@ log = logging.getLogger("ledgerflow.einvoicing")
 CONNECTOR = "gst-irp"
 INVOICE_TOPIC = "ledger.invoice.v1"
 ROUTER_AGENT = "route-einvoicing"
+ROUTER_DLQ_TOPIC = "router.einvoicing.dlq.v1"
+# Tries at a record that fails with an error of ours (not an outage) before it is dead-lettered.
+UNEXPECTED_ATTEMPTS = 3
 GENERATE = "generate_irn"
 CANCEL = "cancel_irn"
 POLICY_CACHE_SECONDS = 10.0
@@ -82,6 +93,12 @@ def job_for(ce_type: str, ce_id: str, record: Mapping[str, Any]) -> Job | None:
 
 
 SendJob = Callable[[Job, list[tuple[str, bytes]]], Awaitable[None]]
+DeadLetter = Callable[[Any, str, str], Awaitable[None]]
+"""``dead_letter(record, code, message)``: must return only once Kafka has the dead letter."""
+
+
+def _is_outage(exc: BaseException) -> bool:
+    return db.is_outage(exc) or isinstance(exc, (KafkaError, OSError, TimeoutError))
 
 
 class EinvoicingRouter:
@@ -92,9 +109,10 @@ class EinvoicingRouter:
     offset is committed after ``route`` returns.
     """
 
-    def __init__(self, settings: Settings, send_job: SendJob) -> None:
+    def __init__(self, settings: Settings, send_job: SendJob, dead_letter: DeadLetter | None = None) -> None:
         self.settings = settings
         self.send_job = send_job
+        self.dead_letter = dead_letter
         # Tenant policy changes rarely; a short cache spares one database connection per invoice event.
         self._policy: dict[str, tuple[bool, float]] = {}
 
@@ -110,12 +128,64 @@ class EinvoicingRouter:
 
     async def route(self, message: Any) -> Job | None:
         """Queue the job ``message`` (a Kafka record: headers, value, topic, partition, offset) asks
-        for, if any; returns it. The span continues the record's trace, and the job carries the span's
-        context, so the connector's attempt is its child."""
+        for, if any; returns it. A record that cannot be routed is dead-lettered (when the router has
+        a ``dead_letter``; otherwise logged and skipped) and None returned; outages are waited out."""
+        failures, delay = 0, 0.5
+        verdict: tuple[str, str] | None = None  # (code, message) once the record is given up
+        while True:
+            try:
+                if verdict is None:
+                    try:
+                        return await self._route(message)
+                    except _Unroutable as exc:
+                        verdict = (exc.code, exc.message)
+                await self._give_up(message, *verdict)
+                return None
+            except Exception as exc:
+                # Also when the dead letter itself could not be written: the record is never
+                # acknowledged before it is routed or dead-lettered.
+                if _is_outage(exc):
+                    log.warning("routing %d: outage (%s); retrying in %.1fs", message.offset, exc, delay)
+                elif verdict is None:
+                    failures += 1
+                    if failures >= UNEXPECTED_ATTEMPTS:
+                        log.exception(
+                            "giving up on %s[%d]@%d", message.topic, message.partition, message.offset
+                        )
+                        verdict = ("processing_failed", f"{type(exc).__name__}: {exc}")
+                        continue
+                    log.warning(
+                        "unexpected error routing %d (%r); retrying in %.1fs", message.offset, exc, delay
+                    )
+                else:
+                    log.error("could not dead-letter %d (%r); retrying in %.1fs", message.offset, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def _give_up(self, message: Any, code: str, text: str) -> None:
+        log.error(
+            "cannot route %s[%d]@%d (%s: %s)%s",
+            message.topic,
+            message.partition,
+            message.offset,
+            code,
+            text,
+            "; dead-lettered" if self.dead_letter else "; skipped",
+        )
+        if self.dead_letter is not None:
+            await self.dead_letter(message, code, text)
+
+    async def _route(self, message: Any) -> Job | None:
         headers = {k: (v or b"").decode(errors="replace") for k, v in (message.headers or [])}
         ce_type = headers.get("ce_type", "")
+        if not ce_type:
+            raise _Unroutable("missing_header", "no ce_type header: cannot tell which event this is")
         if ce_type not in ("ledgerflow.invoice.issued", "ledgerflow.invoice.cancelled"):
             return None
+        if not headers.get("ce_id"):
+            raise _Unroutable(
+                "missing_header", f"{ce_type} without a ce_id header: its job id derives from it"
+            )
         incoming = headers.get("traceparent")
         with (
             telemetry.tracer.start_as_current_span(
@@ -137,24 +207,18 @@ class EinvoicingRouter:
         ):
             try:
                 record = registry.decode_event(message.value, ce_type)
-            except (codec.CodecError, registry.UnknownEventType) as exc:
-                # The projector dead-letters undecodable ledger events; the router only skips them.
-                log.error("skipping undecodable %s at offset %d: %s", ce_type, message.offset, exc)
-                return None
-            job = job_for(ce_type, headers.get("ce_id", ""), record)
+            except (codec.CodecError, registry.UnknownEventType, ValueError, KeyError, TypeError) as exc:
+                raise _Unroutable("undecodable_event", f"{type(exc).__name__}: {exc}") from exc
+            job = job_for(ce_type, headers["ce_id"], record)
             if job is None:
                 return None
             logs.bind_tenant(job.tenant_id)
             span.set_attribute("ledgerflow.tenant_id", job.tenant_id)
-            delay = 0.5
-            while True:
-                try:
-                    wanted = await asyncio.to_thread(self.enabled, job.tenant_id)
-                    break
-                except db.DatabaseUnavailable as exc:
-                    log.warning("PostgreSQL unavailable (%s); retrying in %.1fs", exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10)
+            try:
+                UUID(job.tenant_id), UUID(job.subject)
+            except ValueError as exc:
+                raise _Unroutable("invalid_event", f"tenant or invoice id is not a UUID: {exc}") from exc
+            wanted = await asyncio.to_thread(self.enabled, job.tenant_id)
             if not wanted:
                 return None
             span.set_attribute("ledgerflow.job_id", job.job_id)
@@ -162,6 +226,13 @@ class EinvoicingRouter:
             await self.send_job(job, Delivery(traceparent=traceparent).headers())
             log.info("queued %s for invoice %s", job.kind, job.subject)
             return job
+
+
+class _Unroutable(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
 
 
 def register(app: faust.App, settings: Settings) -> None:
@@ -172,7 +243,25 @@ def register(app: faust.App, settings: Settings) -> None:
         fut = await jobs.send(key=job.subject.encode(), value=job.encode(), headers=headers)
         await fut  # durable before this event's offset can be committed
 
-    router = EinvoicingRouter(settings, send_job)
+    dlq = app.topic(settings.topic(ROUTER_DLQ_TOPIC), value_serializer="raw", key_serializer="raw")
+
+    async def dead_letter(message: Any, code: str, text: str) -> None:
+        fut = await dlq.send(
+            key=message.key,
+            value=message.value,
+            headers=dead_letter_headers(
+                message.headers or [],
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                code=code,
+                message=text,
+                extra=[("router", ROUTER_AGENT)],
+            ),
+        )
+        await fut  # delivered before the record's offset can be committed: nothing is lost
+
+    router = EinvoicingRouter(settings, send_job, dead_letter)
 
     @app.agent(source, name=ROUTER_AGENT)
     async def route_einvoicing(stream: Any) -> None:

@@ -90,6 +90,12 @@ def register(app: faust.App, settings: Settings) -> None:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10)
                 except Exception as exc:
+                    if db.is_outage(exc):  # a session PostgreSQL dropped, unmapped: an outage too
+                        log.warning("PostgreSQL unavailable (%s); retrying message in %.1fs", exc, delay)
+                        service.clear()
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 10)
+                        continue
                     # Anything else is a fault of ours, not of the message or the database. Left
                     # to faust, the agent would crash and the message could be acknowledged
                     # unprocessed. Try again a few times (it may be transient), then park the

@@ -9,6 +9,11 @@ The router also runs the lag monitor in the API process (its lifespan): the API 
 long-running process every deployment has, and the monitor keeps sampling between probes so that
 a stall is seen, and logged, even when nobody asks. ``LEDGERFLOW_LAG_SAMPLE_S`` sets its interval
 (0 turns it off); ``LEDGERFLOW_STALL_AFTER_S`` the seconds without progress that make a stall.
+
+The body also counts each projection's pending dead letters (``projection_dead_letters`` and
+``dead_letters`` per projection group). They never turn the answer into a 503: a probe's 503 gets
+the process restarted or taken out of rotation, which cannot fix a poison event the projector has
+already set aside while it keeps up; ``ledgerflow_projection_dead_letters_pending`` is for alerts.
 """
 
 from __future__ import annotations
@@ -126,6 +131,10 @@ def consumer_health_router(
             "status": "stalled" if report.stalled else "ok",
             "stall_after_s": report.stall_after,
             "groups": [g.as_json() for g in report.groups],
+            # Pending projection dead letters do not make this 503: the projector has set them aside
+            # and keeps up, so restarting or replacing it would not help; they need a person
+            # (ledgerflow dlq ... --projection), and /metrics carries them for alerting.
+            "projection_dead_letters": report.dead_letters,
         }
         if report.stalled:
             why = "; ".join(f"{g.group}: {g.assessment.reason}" for g in report.stalled)

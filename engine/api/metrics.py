@@ -66,6 +66,8 @@ class DatabaseFigures:
     """(connector, partition, offset) of every dead letter redriven or discarded."""
     restarts: dict[tuple[str, str], int] = field(default_factory=dict)
     """(host, process) -> times ``ledgerflow run`` started that process again after it exited."""
+    projection_dead_letters: dict[str, int] = field(default_factory=dict)
+    """Pending dead letters per projection (0 for a projection that tracks positions and has none)."""
 
 
 def _exists(conn: psycopg.Connection, table: str) -> bool:
@@ -91,6 +93,14 @@ def read_database(settings: Settings) -> DatabaseFigures:
                 'SELECT projection, topic, sum("offset" + 1) FROM projection_tracking GROUP BY 1, 2'
             ):
                 out.projected[(projection, topic)] = int(passed)
+        for projection, _ in out.projected:
+            if not projection.endswith("__rebuild"):  # a rebuild's shadow position, not a projection
+                out.projection_dead_letters.setdefault(projection, 0)
+        if _exists(conn, "projection_dead_letters"):
+            for projection, pending in conn.execute(
+                "SELECT projection, count(*) FROM projection_dead_letters WHERE state = 'pending' GROUP BY 1"
+            ):
+                out.projection_dead_letters[str(projection)] = int(pending)
         if _exists(conn, "connector_breakers"):
             out.circuits = [
                 (str(c), str(t), str(s))
@@ -283,6 +293,14 @@ def _database_families(d: DatabaseFigures) -> Iterator[Metric]:
     for (projection, topic), passed in sorted(d.projected.items()):
         projected.add_metric([projection, topic], passed)
     yield projected
+    dead_letters = GaugeMetricFamily(
+        "ledgerflow_projection_dead_letters_pending",
+        "Events a projection could not apply, waiting for an operator (ledgerflow dlq list --projection)",
+        labels=["projection"],
+    )
+    for projection, pending in sorted(d.projection_dead_letters.items()):
+        dead_letters.add_metric([projection], pending)
+    yield dead_letters
     circuits = GaugeMetricFamily(
         "ledgerflow_circuit_state",
         "1 for the state each (connector, tenant) circuit breaker is in, 0 for the others",

@@ -66,11 +66,23 @@ RUNTIME_HEADERS = frozenset({ATTEMPT, NOT_BEFORE, FIRST_FAILURE_AT, LAST_FAILURE
 DLQ_CONTEXT_HEADERS = frozenset({"connector", "attempts", "error-class", "error-details", *ERROR_HEADERS})
 # When an outcome could not be made durable (Kafka or PostgreSQL away), try that message again after this.
 OUTCOME_RETRY_S = 5.0
+# A message whose processing fails this many times in a row with an error about the message itself
+# (PostgreSQL refusing its data, a bug on its content) is dead-lettered as processing_failed, so
+# that it cannot hold its partition forever; outages are waited out however long they last.
+POISON_ATTEMPTS = 3
 PRUNE_EVERY_S = 600.0
 
 
 def _iso(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat()
+
+
+def is_poison(exc: BaseException) -> bool:
+    """A failure that retrying the same message cannot fix (see engine.db.is_record_fault); Kafka
+    and network errors are outages."""
+    if isinstance(exc, (KafkaError, OSError, TimeoutError)):
+        return False
+    return db.is_record_fault(exc)
 
 
 def carried_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> list[tuple[str, bytes | None]]:
@@ -169,6 +181,8 @@ class _ConnectorRunner:
         self.generation: dict[TopicPartition, int] = {}
         self.done: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
+        self.failures: dict[tuple[TopicPartition, int], int] = {}
+        """Consecutive poison failures per (partition, offset) of messages not yet done."""
 
     # -- consumer loop --------------------------------------------------------------------------
 
@@ -250,6 +264,9 @@ class _ConnectorRunner:
                     async with self.slots:
                         await self._handle(message, delivery)
                 except Exception as exc:
+                    if is_poison(exc) and await self._give_up(tp, message, delivery, exc):
+                        self.done[tp] = next_offset = message.offset + 1
+                        continue
                     # Kafka or PostgreSQL away (or a bug): the outcome is not durable, so the message is
                     # neither committed nor skipped; its partition looks at it again a little later.
                     log.warning(
@@ -264,6 +281,7 @@ class _ConnectorRunner:
                     )
                     due_in = OUTCOME_RETRY_S
                     break
+                self.failures.pop((tp, message.offset), None)
                 self.done[tp] = next_offset = message.offset + 1
         finally:
             self.tasks.pop(tp, None)
@@ -272,6 +290,29 @@ class _ConnectorRunner:
                 self.timers[tp] = loop.call_later(due_in, self._resume, tp, next_offset, gen)
             elif not stop.is_set():
                 self._resume(tp, next_offset, gen)
+
+    async def _give_up(self, tp: TopicPartition, message: Any, delivery: Delivery, exc: Exception) -> bool:
+        """Count a poison failure of ``message``; at POISON_ATTEMPTS, dead-letter it (True when done)."""
+        key = (tp, message.offset)
+        self.failures[key] = self.failures.get(key, 0) + 1
+        if self.failures[key] < POISON_ATTEMPTS:
+            return False
+        try:
+            job: Job | None = Job.decode(message.value)
+        except ValueError:
+            job = None
+        error = PermanentError(
+            "processing_failed",
+            f"{type(exc).__name__}: {exc} (failed {self.failures[key]} times in a row before the provider"
+            " was called)",
+        )
+        try:
+            await self._dead_letter(message, job, delivery, error)
+        except Exception as dlq_exc:  # Kafka away: the message stays, tried again later
+            log.warning("%s: could not dead-letter %s@%d: %s", self.spec.name, tp, message.offset, dlq_exc)
+            return False
+        self.failures.pop(key, None)
+        return True
 
     # -- one job ----------------------------------------------------------------------------------
 
@@ -339,6 +380,10 @@ class _ConnectorRunner:
             except ConnectorError as exc:
                 error = exc
             except Exception as exc:
+                if db.is_outage(exc):
+                    # PostgreSQL away under the handler: not the job's fault and not a provider
+                    # answer; the partition tries this delivery again (same attempt) shortly.
+                    raise
                 # A handler must classify its errors; one it did not is a bug a person has to look at.
                 log.exception(
                     "%s: handler raised an unclassified error for job %s", self.spec.name, job.job_id

@@ -1,0 +1,66 @@
+"""What every projection consumes: a decoded ledger event with where it came from, and the interface
+a read model implements. Shared by the live runner, rebuild, replay and the dead-letter redrive."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+
+from schemas import codec, registry
+
+
+@dataclass(frozen=True)
+class ProjectedEvent:
+    topic: str
+    partition: int
+    offset: int
+    ce_type: str
+    ce_id: str
+    record: dict[str, Any]
+    # The record as it travelled (kept by reference, not copied): a dead letter stores it so that
+    # ``ledgerflow dlq redrive`` can apply exactly what failed.
+    key: bytes | None = field(default=None, repr=False)
+    value: bytes = field(default=b"", repr=False)
+    headers: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
+
+
+class Projection(Protocol):
+    """A read model: a name, the logical topics it reads, the table it writes, and how to apply a batch
+    of events. ``on_table`` gives the same projection writing another table of the same shape (a
+    rebuild fills a shadow table that way)."""
+
+    name: str
+    topics: list[str]
+    table: str
+
+    def apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None: ...
+
+    def on_table(self, table: str) -> Projection: ...
+
+
+DECODE_ERRORS = (codec.CodecError, registry.UnknownEventType, ValueError, KeyError, TypeError)
+
+
+def header_map(headers: Any) -> dict[str, bytes]:
+    return {k: (v or b"") for k, v in (headers or [])}
+
+
+def decode_message(message: Any) -> ProjectedEvent:
+    """A Kafka record of the engine's topics as a projection sees it. Raises one of DECODE_ERRORS."""
+    headers = header_map(message.headers)
+    ce_type = headers.get("ce_type", b"").decode()
+    record = registry.decode_event(message.value, ce_type or None)
+    return ProjectedEvent(
+        message.topic,
+        message.partition,
+        message.offset,
+        ce_type,
+        headers.get("ce_id", b"").decode(),
+        record,
+        message.key,
+        message.value or b"",
+        tuple((k, v or b"") for k, v in message.headers or ()),
+    )
