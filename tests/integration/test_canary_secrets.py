@@ -17,6 +17,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -32,11 +33,13 @@ from connectors.gst_irp.sandbox import create_app as create_irp_sandbox
 from engine.bootstrap import build_service
 from engine.config import Settings
 from engine.security import api_keys
+from engine.security.ingest_keys import IssuedIngestKey
 from engine.security.secrets import KeySet, key_ring_file
 from tests.connectors.contract import LiveServer
-from tests.integration.helpers import IRP_SELLER_ADDRESS, IRP_SELLER_GSTIN, invoice_body
+from tests.integration.helpers import IRP_SELLER_ADDRESS, IRP_SELLER_GSTIN, ingest_command, invoice_body
 from tests.integration.processes import Processes, settings_env
 from tests.integration.test_crash_recovery import free_port
+from tests.integration.test_ingest import publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -274,6 +277,18 @@ def test_canary_secrets_appear_in_no_table_topic_or_log_after_a_full_flow_and_a_
             )
 
         issue_and_wait_for_irn("CANARY-1")
+
+        # An ingest signing key made through the API signs a command on the ingest topic.
+        created_key = http.post("/v1/tenant/ingest-keys")
+        assert created_key.status_code == 201, created_key.text
+        ingest_key = IssuedIngestKey(
+            created_key.json()["key_id"], created_key.json()["secret"], datetime.now(UTC)
+        )
+        assert ingest_key.secret not in http.get("/v1/tenant/ingest-keys").text
+        publish(
+            settings,
+            [ingest_command(str(registered.tenant_id), "canary-cmd-1", invoice_body("CANARY-3"), ingest_key)],
+        )
         ring_before = KeySet.parse(key_ring_file(settings.var_dir).read_text())
         cli("keys", "rotate")
         issue_and_wait_for_irn("CANARY-2")
@@ -281,9 +296,12 @@ def test_canary_secrets_appear_in_no_table_topic_or_log_after_a_full_flow_and_a_
         cli("keys", "status")
         ring_after = KeySet.parse(key_ring_file(settings.var_dir).read_text())
         processes.wait_for(
-            lambda: "CANARY-2" in http.get("/v1/reports/invoices", params={"format": "csv"}).text,
+            lambda: all(
+                n in http.get("/v1/reports/invoices", params={"format": "csv"}).text
+                for n in ("CANARY-2", "CANARY-3")
+            ),
             timeout=120,
-            what="the second invoice projected",
+            what="the second invoice and the ingested one projected",
             watch=engine,
         )
         processes.assert_alive(*engine)
@@ -295,9 +313,10 @@ def test_canary_secrets_appear_in_no_table_topic_or_log_after_a_full_flow_and_a_
         Canary("wrong provider password", CANARY_WRONG_PASSWORD.encode()),
         Canary("provider client secret", CANARY_CLIENT_SECRET.encode()),
         Canary("API key secret", api_key_secret.encode()),
+        Canary("ingest signing key secret", ingest_key.secret.encode()),
         *(Canary(f"key ring key {kid}", key) for kid, key in {**ring_before.keys, **ring_after.keys}.items()),
     ]
-    assert len(canaries) == 6  # the first key and the one the rotation added
+    assert len(canaries) == 7  # the ring's first key and the one the rotation added
     leaks: list[str] = []
     rows = scan_postgres(settings, canaries, leaks)
     records = scan_kafka(settings, canaries, leaks)
