@@ -113,16 +113,30 @@ def register(app: faust.App, settings: Settings) -> None:
                     break
 
     async def dead_letter(message: Any, headers: list[Any], code: str, text: str) -> None:
-        fut = await dlq.send(
-            key=message.key,
-            value=message.value,
-            headers=dead_letter_headers(
-                headers,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                code=code,
-                message=text,
-            ),
+        letter_headers = dead_letter_headers(
+            headers,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            code=code,
+            message=text,
         )
-        await fut  # delivered before the offset can be committed: nothing is lost
+        delay = 0.5
+        while True:
+            try:
+                fut = await dlq.send(key=message.key, value=message.value, headers=letter_headers)
+                await fut  # delivered before the offset can be committed: nothing is lost
+                return
+            except Exception as exc:
+                # Kafka unreachable is an outage: wait it out on this message (its offset is not
+                # committed meanwhile) instead of letting the agent crash.
+                log.warning(
+                    "could not dead-letter %s[%d]@%d (%r); retrying in %.1fs",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
