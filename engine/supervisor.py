@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import click
 import psycopg
@@ -298,7 +298,7 @@ def ensure_runtime_login(settings: Settings) -> None:
     does (for ``ledgerflow run --no-stack`` against a PostgreSQL that ``stack up`` never saw)."""
     from engine import stack
 
-    runtime, owner = settings.runtime_role, urlsplit(settings.owner_url).username or ""
+    runtime, owner = settings.runtime_role, unquote(urlsplit(settings.owner_url).username or "")
     if runtime == owner:
         return
     with db.connect(settings, autocommit=True, owner=True) as conn:
