@@ -1,7 +1,8 @@
 """``ledgerflow run``: the whole engine in one terminal, each process's log lines prefixed.
 
-Starts the local stack if needed, ensures topics and tables, creates a demo tenant on first start,
-then runs the API, the relay, the projector and N stream workers as child processes. A child that
+Starts the local stack if needed, ensures topics, migrates the schema as the owner role, creates a
+demo tenant on first start, then runs the API, the relay, the projector, the connectors and N
+stream workers as child processes logged in as the runtime role (``child_environment``). A child that
 exits is started again after an exponential backoff (``RestartPolicy``), and each restart is
 counted in PostgreSQL (``process_restarts``, shown by ``GET /metrics``); the other children keep
 running. Ctrl-C stops them all (SIGTERM, then SIGKILL after a grace period).
@@ -17,9 +18,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import click
 import psycopg
@@ -32,6 +34,9 @@ from engine.security.secrets import load_key_ring
 
 DEMO_GSTIN = "29AAGCB7383J1Z4"
 IRP_SANDBOX_PORT = 9101
+
+DATABASE_URL_ENV = "LEDGERFLOW_DATABASE_URL"
+OWNER_DATABASE_URL_ENV = "LEDGERFLOW_OWNER_DATABASE_URL"
 
 COLOURS = ["cyan", "magenta", "yellow", "green", "blue", "bright_cyan", "bright_magenta"]
 
@@ -240,14 +245,87 @@ def demo_tenant(settings: Settings) -> dict[str, str]:
     return data
 
 
+def with_login(url: str, user: str, password: str) -> str:
+    """``url`` with another user and password (host, port, database and options kept)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    if ":" in host:  # an IPv6 address goes back in brackets
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    login = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    return urlunsplit(parts._replace(netloc=f"{login}@{host}{port}"))
+
+
+def least_privileged(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    """The database logins of ``ledgerflow run``: the owner's URL for migrations
+    (``owner_database_url``) and the runtime role's for every child (``database_url``).
+
+    With neither ``LEDGERFLOW_DATABASE_URL`` nor ``LEDGERFLOW_OWNER_DATABASE_URL`` set (the local
+    stack's defaults) the configured URL is the owner's, and the children get the same URL with
+    the login of the runtime role that ``ledgerflow stack up`` creates (``ledgerflow_app``), so a
+    compromised API or worker cannot change the schema (docs/security.md, "Database roles").
+    URLs the user configured are kept as they are: that deployment has chosen its roles.
+    """
+    if environ.get(DATABASE_URL_ENV) or environ.get(OWNER_DATABASE_URL_ENV):
+        return settings
+    from engine.stack import DEFAULT_RUNTIME_ROLE
+
+    user, password = DEFAULT_RUNTIME_ROLE
+    return replace(
+        settings,
+        owner_database_url=settings.database_url,
+        database_url=with_login(settings.database_url, user, password),
+    )
+
+
+def child_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of every child of ``ledgerflow run``, given ``least_privileged`` settings.
+
+    The children log in with ``settings.database_url`` (the runtime role) and are never given the
+    owner's URL: none of them changes the schema, so none needs it (docs/runbooks/local-stack.md).
+    """
+    env = {**environ, "PYTHONUNBUFFERED": "1", DATABASE_URL_ENV: settings.database_url}
+    env.pop(OWNER_DATABASE_URL_ENV, None)
+    # The children write to pipes, so they would default to JSON lines; this output is prefixed
+    # for a person to read. An explicit LEDGERFLOW_LOG_FORMAT still wins.
+    if not env.get("LEDGERFLOW_LOG_FORMAT"):
+        env["LEDGERFLOW_LOG_FORMAT"] = "text"
+    return env
+
+
+def ensure_runtime_login(settings: Settings) -> None:
+    """Create the runtime role of ``least_privileged`` settings if it is missing, as ``stack up``
+    does (for ``ledgerflow run --no-stack`` against a PostgreSQL that ``stack up`` never saw)."""
+    from engine import stack
+
+    runtime, owner = settings.runtime_role, unquote(urlsplit(settings.owner_url).username or "")
+    if runtime == owner:
+        return
+    with db.connect(settings, autocommit=True, owner=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (runtime,)).fetchone():
+            return
+        try:
+            stack.ensure_runtime_role(conn, runtime, stack.DEFAULT_RUNTIME_ROLE[1], owner=owner)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise click.ClickException(
+                f"the runtime role {runtime!r} does not exist and {owner!r} may not create it: run"
+                " `ledgerflow stack up`, or set LEDGERFLOW_DATABASE_URL (docs/runbooks/local-stack.md)"
+            ) from exc
+
+
 def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
     from engine import stack
+    from engine.bootstrap import migrate
     from engine.topics import ensure_all
 
     if start_stack:
         stack.up(settings)
     ensure_all(settings)
-    db.ensure_schema(settings)
+    settings = least_privileged(settings, os.environ)
+    if not start_stack:
+        ensure_runtime_login(settings)
+    # Schema changes as the owner (`ledgerflow db migrate`); from here on, only the runtime role.
+    migrate(settings)
     demo = demo_tenant(settings)
 
     cli = [sys.executable, "-m", "engine.cli"]
@@ -273,11 +351,7 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
     children += [
         Child(f"worker-{i + 1}", [*cli, "worker"], COLOURS[(3 + i) % len(COLOURS)]) for i in range(workers)
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # The children write to pipes, so they would default to JSON lines; this output is prefixed
-    # for a person to read. An explicit LEDGERFLOW_LOG_FORMAT still wins.
-    if not env.get("LEDGERFLOW_LOG_FORMAT"):
-        env["LEDGERFLOW_LOG_FORMAT"] = "text"
+    env = child_environment(settings, os.environ)
     supervisor = ChildSupervisor(children, env=env, on_restart=restart_recorder(settings))
     stopping = threading.Event()
 
@@ -291,6 +365,8 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
     click.echo(
         click.style("\nLedgerflow is starting.", bold=True)
         + f" API {base}  (OpenAPI: {base}/docs)\n"
+        + f"Processes log in to PostgreSQL as {settings.runtime_role!r}"
+        + f" (migrations ran as {urlsplit(settings.owner_url).username!r}).\n"
         + f"Demo tenant {demo['tenant_id']}\nAPI key: {demo['api_key']}\n\nTry:\n"
         + f"  curl -s -X POST {base}/v1/invoices -H 'Authorization: Bearer {demo['api_key']}' \\\n"
         + "    -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \\\n"

@@ -6,17 +6,33 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
+import httpx
 import psycopg
 import pytest
 
 from engine import db
+from engine.bootstrap import migrate
 from engine.config import Settings
-from engine.supervisor import Child, ChildSupervisor, RestartPolicy, restart_recorder
+from engine.supervisor import (
+    DEMO_BODY,
+    Child,
+    ChildSupervisor,
+    RestartPolicy,
+    child_environment,
+    demo_tenant,
+    ensure_runtime_login,
+    least_privileged,
+    restart_recorder,
+)
 from tests.conftest import wait_for
 from tests.integration.helpers import client_for
+from tests.integration.processes import settings_env
+from tests.integration.test_api_hardening import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -163,3 +179,85 @@ def test_the_backoff_doubles_in_a_crash_loop_and_starts_over_after_the_child_sta
     crash_then_check(clock.now + 30)
     assert crashing.restarts == 1 and output.lines[-1].endswith("restart 1 in 1s")
     supervisor.stop_all()
+
+
+# -- least privilege: `ledgerflow run`'s children log in as the runtime role ----------------------
+
+OWNER_URL = "postgresql://ledgerflow:ledgerflow@127.0.0.1:5432/ledgerflow"
+
+
+def login(url: str) -> str:
+    return urlsplit(url).username or ""
+
+
+def test_by_default_the_children_log_in_as_the_runtime_role_and_never_get_the_owners_url() -> None:
+    chosen = least_privileged(Settings(database_url=OWNER_URL, owner_database_url=""), environ={})
+    # Migrations (the supervisor itself) as the owner, everything else as ledgerflow_app.
+    assert login(chosen.owner_url) == "ledgerflow"
+    assert chosen.runtime_role == "ledgerflow_app"
+    assert chosen.database_url == "postgresql://ledgerflow_app:ledgerflow_app@127.0.0.1:5432/ledgerflow"
+
+    inherited = {"PATH": "/usr/bin", "LEDGERFLOW_OWNER_DATABASE_URL": "", "LEDGERFLOW_LOG_FORMAT": ""}
+    env = child_environment(chosen, inherited)
+    assert env["LEDGERFLOW_DATABASE_URL"] == chosen.database_url
+    assert "LEDGERFLOW_OWNER_DATABASE_URL" not in env
+    assert env["PATH"] == "/usr/bin" and env["LEDGERFLOW_LOG_FORMAT"] == "text"
+
+
+def test_urls_the_user_configured_are_kept_and_the_owners_stays_out_of_the_children() -> None:
+    runtime = "postgresql://app_rw:s%40cret@db.internal:6432/books"
+    owner = "postgresql://books_owner:o@db.internal:6432/books"
+    environ = {"LEDGERFLOW_DATABASE_URL": runtime, "LEDGERFLOW_OWNER_DATABASE_URL": owner}
+    configured = Settings(database_url=runtime, owner_database_url=owner)
+    chosen = least_privileged(configured, environ)
+    assert chosen == configured
+    env = child_environment(chosen, environ)
+    assert env["LEDGERFLOW_DATABASE_URL"] == runtime
+    assert "LEDGERFLOW_OWNER_DATABASE_URL" not in env
+
+    # One URL only: a single-role deployment the user chose; ledgerflow run does not second-guess it.
+    single = Settings(database_url=OWNER_URL, owner_database_url="")
+    assert least_privileged(single, {"LEDGERFLOW_DATABASE_URL": OWNER_URL}) == single
+
+
+def test_a_child_api_started_the_least_privileged_way_serves_the_demo_tenant(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """What `ledgerflow run` does before starting its children, then its API child: the owner
+    migrates, the demo tenant is created as the runtime role, and the API logs in as that role."""
+    chosen = least_privileged(replace(settings, var_dir=tmp_path), environ={})
+    ensure_runtime_login(chosen)
+    migrate(chosen)
+    demo = demo_tenant(chosen)
+
+    port = free_port()
+    environ = {**settings_env(settings), "LEDGERFLOW_VAR": str(tmp_path)}
+    output = Output()
+    api = Child("api", [sys.executable, "-m", "engine.cli", "api", "--port", str(port)], "cyan")
+    supervisor = ChildSupervisor([api], env=child_environment(chosen, environ), echo=output.echo)
+    supervisor.start_all()
+    try:
+        assert api.process is not None
+        seen = Path(f"/proc/{api.process.pid}/environ").read_bytes().split(b"\0")
+        assert f"LEDGERFLOW_DATABASE_URL={chosen.database_url}".encode() in seen
+        assert not any(v.startswith(b"LEDGERFLOW_OWNER_DATABASE_URL=") for v in seen)
+
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            assert api.process is not None and api.process.poll() is None, "\n".join(output.lines)
+            try:
+                return httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, timeout=120, interval=0.2, what="the API child answering /readyz")
+        issued = httpx.post(
+            f"{base}/v1/invoices",
+            content=DEMO_BODY,
+            headers={"Authorization": f"Bearer {demo['api_key']}", "Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert issued.status_code == 201, issued.text
+    finally:
+        supervisor.stop_all()
