@@ -23,13 +23,21 @@ from pydantic_core import PydanticCustomError
 # string literals before ES2019), so they are refused with the other line breaks. Noncharacters
 # (Unicode 15, section 23.7) are reserved for a process's internal use and carry no text.
 _LINE_SEPARATORS = frozenset({"\u2028", "\u2029"})
+# Bidirectional embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069) reorder
+# how the text around them is displayed, so a printed or rendered invoice can show something other
+# than what was stored ("Trojan Source", CVE-2021-42574; Unicode TR #36, section 2.4). Text in
+# Arabic or Urdu script needs none of them: the bidi algorithm orders it; the implicit marks
+# LRM/RLM/ALM (U+200E, U+200F, U+061C) stay allowed for the rare case that does.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 # Character classes searched in C: this runs on every text field of every line of every command.
 # Cc is exactly U+0000-U+001F and U+007F-U+009F; Cs is U+D800-U+DFFF. The noncharacters outside the
 # Basic Multilingual Plane (U+1FFFE, U+1FFFF, ... U+10FFFF) get their own class: in one class with
 # the rest they made every search about 15 times slower.
-_FORBIDDEN_BMP = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\ufdd0-\ufdef\ufffe\uffff]")
+_FORBIDDEN_BMP = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069\ufdd0-\ufdef\ufffe\uffff]"
+)
 _FORBIDDEN_ASTRAL = re.compile(
     "["
     + "".join(chr(plane * 0x10000 + 0xFFFE) + chr(plane * 0x10000 + 0xFFFF) for plane in range(1, 17))
@@ -42,7 +50,8 @@ def forbidden_character(text: str) -> tuple[int, str] | None:
 
     Refused: control characters (Unicode category Cc: C0, DEL and C1, including tab, CR and LF),
     lone surrogates (Cs: not encodable as UTF-8, which PostgreSQL and Kafka need), noncharacters
-    and the line/paragraph separators U+2028/U+2029. PostgreSQL ``text`` cannot hold NUL at all
+    the line/paragraph separators U+2028/U+2029 and the bidirectional embedding, override and
+    isolate controls (U+202A-U+202E, U+2066-U+2069). PostgreSQL ``text`` cannot hold NUL at all
     (and ``json`` operators refuse ``\\u0000``): a NUL accepted here used to stop the projector.
     Format characters (Cf) are allowed: ZERO WIDTH JOINER/NON-JOINER are part of correct spelling
     in Indic scripts.
@@ -60,6 +69,8 @@ def forbidden_character(text: str) -> tuple[int, str] | None:
         kind = "lone surrogate"
     elif ch in _LINE_SEPARATORS:
         kind = "line separator"
+    elif ch in _BIDI_CONTROLS:
+        kind = "bidirectional control"
     else:
         kind = "noncharacter"
     return found.start(), f"{kind} U+{ord(ch):04X}"
@@ -73,7 +84,8 @@ def _refuse_unsafe_text(value: Any) -> Any:
             raise PydanticCustomError(
                 "control_character",
                 "text may not contain {character} (found at position {position}); "
-                "control characters, line breaks and lone surrogates are refused in every text field",
+                "control characters, line breaks, bidirectional controls and lone surrogates are refused "
+                "in every text field",
                 {"character": what, "position": index},
             )
     return value

@@ -77,6 +77,10 @@ def refusal(body: dict[str, Any]) -> list[tuple[str, str]]:
         ("\ufdd0", "noncharacter U+FDD0"),
         ("\ufffe", "noncharacter U+FFFE"),
         ("\U0010ffff", "noncharacter U+10FFFF"),
+        ("\u202e", "bidirectional control U+202E"),
+        ("\u202a", "bidirectional control U+202A"),
+        ("\u2066", "bidirectional control U+2066"),
+        ("\u2069", "bidirectional control U+2069"),
     ],
 )
 def test_text_refuses_control_characters_surrogates_noncharacters_and_line_separators(
@@ -94,6 +98,7 @@ def test_text_refuses_control_characters_surrogates_noncharacters_and_line_separ
         "ಕನ್ನಡ",
         "Café 50% — \"quoted\" 'single' ₹",
         "😀 emoji and \U000f0000 private use",
+        "مؤسسة التجارة\u200f 12",  # Arabic with RIGHT-TO-LEFT MARK: implicit marks are fine
     ],
 )
 def test_ordinary_text_in_any_script_is_accepted(text: str) -> None:
