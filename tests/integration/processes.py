@@ -11,16 +11,25 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
 
+import httpx
+
 from engine.config import Settings
 from tests.conftest import wait_for
 
 T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -115,6 +124,28 @@ class Processes:
         self.settings = settings
         self.log_dir = log_dir
         self.started: list[LedgerflowProcess] = []
+        self._clients: list[httpx.Client] = []
+
+    def start_api(
+        self, api_key: str | None = None, *, timeout: float = 120, client_timeout: float = 10
+    ) -> tuple[LedgerflowProcess, httpx.Client]:
+        """``ledgerflow api`` on a free port, once it answers ``/readyz``, with a client for it that
+        sends ``api_key`` as its bearer token (closed with the processes)."""
+        port = free_port()
+        api = self.start("api", "--port", str(port))
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=client_timeout)
+        self._clients.append(http)
+
+        def ready() -> bool:
+            self.assert_alive(api)
+            try:
+                return http.get("/readyz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        self.wait_for(ready, timeout=timeout, interval=0.2, what="the API answering /readyz", watch=[api])
+        return api, http
 
     def start(self, command: str, *args: str, name: str | None = None) -> LedgerflowProcess:
         name = name or command
@@ -150,6 +181,8 @@ class Processes:
             raise AssertionError("\n\n".join(parts)) from None
 
     def close(self) -> None:
+        for client in self._clients:
+            client.close()
         for process in reversed(self.started):
             if not process._log.closed or process.alive():
                 process.stop()

@@ -28,16 +28,10 @@ from projections.invoice_register import InvoiceRegister
 from projections.runner import ProjectionRunner
 from tests.conftest import BackgroundLoop, wait_for
 from tests.integration.helpers import client_for, invoice_body, register_tenant
-from tests.integration.processes import Processes, settings_env
+from tests.integration.processes import Processes, free_port, settings_env
 from tests.integration.test_api_contract import assert_error_shape
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

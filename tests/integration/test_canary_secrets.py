@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
-import httpx
 import psycopg
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -38,7 +37,6 @@ from engine.security.secrets import KeySet, key_ring_file
 from tests.connectors.contract import LiveServer
 from tests.integration.helpers import IRP_SELLER_ADDRESS, IRP_SELLER_GSTIN, ingest_command, invoice_body
 from tests.integration.processes import Processes, settings_env
-from tests.integration.test_crash_recovery import free_port
 from tests.integration.test_ingest import publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -216,31 +214,14 @@ def test_canary_secrets_appear_in_no_table_topic_or_log_after_a_full_flow_and_a_
         return done
 
     try:
-        port = free_port()
-        api = processes.start("api", "--port", str(port))
         engine = [
-            api,
             processes.start("relay"),
             processes.start("projector"),
             processes.start("worker"),
             processes.start("connectors", "run", name="connectors"),
         ]
-        http = httpx.Client(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {registered.api_key}"},
-            timeout=15,
-        )
-
-        def api_ready() -> bool:
-            processes.assert_alive(api)
-            try:
-                return http.get("/readyz").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        processes.wait_for(
-            api_ready, timeout=120, interval=0.2, what="the API answering /readyz", watch=[api]
-        )
+        api, http = processes.start_api(registered.api_key, client_timeout=15)
+        engine.append(api)
 
         def put_credentials(password: str) -> None:
             saved = http.put(

@@ -34,7 +34,6 @@ from decimal import Decimal
 from pathlib import Path
 from uuid import UUID
 
-import httpx
 import pytest
 from click.testing import CliRunner
 from confluent_kafka.admin import AdminClient, ConfigResource
@@ -55,7 +54,6 @@ from tests.integration.test_crash_recovery import (
     ISSUED_TOPIC,
     ApiFeeder,
     IngestFeeder,
-    free_port,
     last_notification,
     query,
     read_whole_topic,
@@ -156,22 +154,12 @@ def test_killing_a_broker_under_load_loses_no_accepted_invoice(
     settings: Settings, cluster: KafkaCluster, service: LedgerService, processes: Processes
 ) -> None:
     tenant_id, api_key = register_tenant(service)
-    port = free_port()
     relay = processes.start("relay")
     projector = processes.start("projector")
     worker = processes.start("worker")
-    api = processes.start("api", "--port", str(port))
+    api, http = processes.start_api(timeout=90)
     everyone: tuple[LedgerflowProcess, ...] = (relay, projector, worker, api)
-    base_url = f"http://127.0.0.1:{port}"
-
-    def api_ready() -> bool:
-        processes.assert_alive(api)
-        try:
-            return httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    processes.wait_for(api_ready, timeout=90, interval=0.2, what="the API answering /readyz", watch=[api])
+    base_url = str(http.base_url).rstrip("/")
 
     ingest = IngestFeeder(settings, tenant_id, pace=0.03)
     clients = ApiFeeder(base_url, api_key, pace=0.03)

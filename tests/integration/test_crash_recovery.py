@@ -9,7 +9,6 @@ accepted is lost".
 
 from __future__ import annotations
 
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -333,12 +332,6 @@ def test_killing_the_worker_mid_stream_turns_each_command_into_exactly_one_invoi
 # -- restarting PostgreSQL and Kafka under load ---------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class IngestFeeder(threading.Thread):
     """An upstream system publishing invoice commands; a command is accepted once Kafka acks it."""
 
@@ -454,22 +447,12 @@ def test_restarting_postgres_and_kafka_under_load_loses_nothing(
     stack_settings = load_settings()
     tenant_id, api_key = register_tenant(service)
 
-    port = free_port()
     relay = processes.start("relay")
     projector = processes.start("projector")
     worker = processes.start("worker")
-    api = processes.start("api", "--port", str(port))
+    api, http = processes.start_api(timeout=60)
     everyone = (relay, projector, worker, api)
-    base_url = f"http://127.0.0.1:{port}"
-
-    def api_ready() -> bool:
-        processes.assert_alive(api)
-        try:
-            return httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    processes.wait_for(api_ready, timeout=60, interval=0.2, what="the API answering /readyz", watch=[api])
+    base_url = str(http.base_url).rstrip("/")
 
     ingest = IngestFeeder(settings, tenant_id, pace=0.03)
     clients = ApiFeeder(base_url, api_key, pace=0.03)

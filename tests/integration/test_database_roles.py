@@ -11,7 +11,6 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
-import httpx
 import psycopg
 import pytest
 
@@ -30,7 +29,6 @@ from tests.integration.helpers import (
     register_tenant,
 )
 from tests.integration.processes import Processes, settings_env
-from tests.integration.test_crash_recovery import free_port
 from tests.integration.test_ingest import publish
 
 pytestmark = [pytest.mark.integration]
@@ -142,31 +140,14 @@ def test_api_relay_projector_worker_and_connector_run_as_the_runtime_role_end_to
 
     processes = Processes(runtime, tmp_path)
     try:
-        port = free_port()
-        api = processes.start("api", "--port", str(port))
         engine = [
-            api,
             processes.start("relay"),
             processes.start("projector"),
             processes.start("worker"),
             processes.start("connectors", "run", name="connectors"),
         ]
-        http = httpx.Client(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {tenant.api_key}"},
-            timeout=10,
-        )
-
-        def api_ready() -> bool:
-            processes.assert_alive(api)
-            try:
-                return http.get("/readyz").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        processes.wait_for(
-            api_ready, timeout=120, interval=0.2, what="the API answering /readyz", watch=[api]
-        )
+        api, http = processes.start_api(tenant.api_key)
+        engine.append(api)
 
         created = http.post(
             "/v1/invoices", json=invoice_body("ROLE-1"), headers={"Idempotency-Key": "role-1"}

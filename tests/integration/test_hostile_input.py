@@ -34,8 +34,7 @@ from engine.config import Settings
 from engine.security import ingest_keys
 from projections import status as projection_status
 from tests.integration.helpers import create_ingest_key, ingest_command, invoice_body, register_tenant
-from tests.integration.processes import LedgerflowProcess, Processes
-from tests.integration.test_api_hardening import free_port
+from tests.integration.processes import LedgerflowProcess, Processes, free_port
 from tests.integration.test_ingest import publish, with_header
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 from uuid import UUID, uuid4
 
-import httpx
 import psycopg
 import pytest
 
@@ -25,7 +24,6 @@ from engine.security.secrets import KeyRing, KeySet, SecretError, key_ring_file,
 from tests.connectors.contract import LiveServer
 from tests.integration.helpers import IRP_ACCOUNT, invoice_body, register_irp_tenant
 from tests.integration.processes import Processes, settings_env
-from tests.integration.test_crash_recovery import free_port
 
 pytestmark = [pytest.mark.integration]
 
@@ -168,30 +166,13 @@ def test_a_running_api_and_connector_keep_working_through_a_rotation_and_retirem
     old = load_key_ring(settings.var_dir).active
     processes = Processes(settings, tmp_path)
     try:
-        port = free_port()
-        api = processes.start("api", "--port", str(port))
         engine = [
-            api,
             processes.start("relay"),
             processes.start("worker"),
             processes.start("connectors", "run", name="connectors"),
         ]
-        http = httpx.Client(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {registered.api_key}"},
-            timeout=10,
-        )
-
-        def api_ready() -> bool:
-            processes.assert_alive(api)
-            try:
-                return http.get("/readyz").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        processes.wait_for(
-            api_ready, timeout=120, interval=0.2, what="the API answering /readyz", watch=[api]
-        )
+        api, http = processes.start_api(registered.api_key)
+        engine.append(api)
 
         def irn_of(invoice_id: UUID) -> bool:
             return service.get_invoice(tenant_id, invoice_id).einvoice is not None

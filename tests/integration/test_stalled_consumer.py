@@ -27,8 +27,7 @@ from engine.config import Settings
 from engine.lag import lag
 from tests.conftest import BackgroundLoop, wait_for
 from tests.integration.helpers import client_for
-from tests.integration.processes import settings_env
-from tests.integration.test_crash_recovery import free_port
+from tests.integration.processes import free_port, settings_env
 
 pytestmark = pytest.mark.integration
 

@@ -31,8 +31,7 @@ from engine.supervisor import (
 )
 from tests.conftest import wait_for
 from tests.integration.helpers import client_for
-from tests.integration.processes import settings_env
-from tests.integration.test_api_hardening import free_port
+from tests.integration.processes import free_port, settings_env
 
 pytestmark = pytest.mark.integration
 
