@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 
 from engine import db
 from engine.config import Settings
+from engine.kafka_clients import aiokafka_kwargs
 from projections import tracking
 from schemas import codec, registry
 from streams.dlq import dead_letter_headers
@@ -164,7 +165,7 @@ class ProjectionRunner:
         stop = stop or asyncio.Event()
         await asyncio.to_thread(db.ensure_schema, self.settings)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **aiokafka_kwargs(self.settings),
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -172,7 +173,7 @@ class ProjectionRunner:
             fetch_max_bytes=32 * 1024 * 1024,
         )
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True
+            **aiokafka_kwargs(self.settings), acks="all", enable_idempotence=True
         )
         await self._producer.start()
         self._consumer.subscribe(self.topics, listener=_SeekToStoredPositions(self))
