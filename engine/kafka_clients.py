@@ -54,9 +54,11 @@ def aiokafka_kwargs(settings: Settings, **options: Any) -> dict[str, Any]:
     return {"bootstrap_servers": settings.kafka_bootstrap, **aiokafka_security(settings), **options}
 
 
-def confluent_config(settings: Settings, **options: str | int | bool) -> dict[str, str | int | bool]:
+def confluent_config(
+    settings: Settings, **options: str | int | float | bool
+) -> dict[str, str | int | float | bool]:
     """The librdkafka configuration of a confluent-kafka client, plus ``options``."""
-    config: dict[str, str | int | bool] = {"bootstrap.servers": settings.kafka_bootstrap}
+    config: dict[str, str | int | float | bool] = {"bootstrap.servers": settings.kafka_bootstrap}
     if settings.kafka_security_protocol != "PLAINTEXT":
         config.update(
             {
