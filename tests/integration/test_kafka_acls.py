@@ -10,6 +10,8 @@ the end); PostgreSQL is the shared one with each test's own schema.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +25,11 @@ from confluent_kafka import Consumer, KafkaError
 
 from engine.application import LedgerService
 from engine.config import Settings
-from engine.kafka_acls import Reader, acl_table, apply_acls
 from engine.kafka_clients import aiokafka_kwargs, confluent_config
 from engine.topics import ensure_all
 from tests.conftest import wait_for
 from tests.integration.helpers import create_ingest_key, ingest_command, invoice_body, register_tenant
-from tests.integration.processes import Processes
+from tests.integration.processes import Processes, settings_env
 from tests.integration.sasl_broker import ADMIN, SaslBroker, new_sasl_broker
 
 pytestmark = pytest.mark.integration
@@ -60,10 +61,19 @@ def as_user(broker: SaslBroker, settings: Settings) -> dict[str, Settings]:
     """The test's settings as each principal, after the test's ACLs (under its topic prefix) and
     topics (created by the engine principal) exist."""
     users = {name: broker.settings_for(settings, name) for name in (ADMIN, ENGINE, PRODUCER, READER)}
-    table = acl_table(
-        settings, engine=ENGINE, ingest_producers=[PRODUCER], readers=[Reader(READER, READER_GROUPS)]
+    # Applied with the command the compose deployment's one-shot `kafka-acls` service runs.
+    applied = subprocess.run(
+        [
+            *(sys.executable, "-m", "engine.cli", "kafka", "acls", "--apply", "--engine", ENGINE),
+            *("--ingest-producer", PRODUCER, "--reader", f"{READER}:{READER_GROUPS}"),
+        ],
+        env=settings_env(users[ADMIN]),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert apply_acls(users[ADMIN], table) > 0
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "ACL bindings in place" in applied.stdout
     ensure_all(users[ENGINE])
     return users
 
