@@ -57,24 +57,33 @@ class SaslBroker:
             kafka_password=self.passwords[user],
         )
 
-    def start(self, settings: Settings) -> None:
+    def render(self) -> str:
+        """ops/kafka/sasl.properties for this broker's ports, directory and admin."""
+        template = string.Template((stack.KAFKA_OPS / "sasl.properties").read_text())
+        return template.substitute(
+            host=self.host,
+            port=self.port,
+            controller_port=self.controller_port,
+            log_dirs=self.data,
+            admin_user=ADMIN,
+            admin_password=self.passwords[ADMIN],
+        )
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    def start(self, settings: Settings, properties: str | None = None, *, scram_users: bool = True) -> None:
+        """Format and start the broker with ``properties`` (default: `render`); with ``scram_users``
+        every user but the PLAIN admin gets its SCRAM credential at format time."""
         paths = stack._kafka_paths(settings)  # the jars only; nothing else of var/kafka is used
         stack._fetch_kafka_jars(paths)
         config = self.home / "server.properties"
-        template = string.Template((stack.KAFKA_OPS / "sasl.properties").read_text())
-        config.write_text(
-            template.substitute(
-                host=self.host,
-                port=self.port,
-                controller_port=self.controller_port,
-                log_dirs=self.home / "data",
-                admin_user=ADMIN,
-                admin_password=self.passwords[ADMIN],
-            )
-        )
+        config.write_text(self.render() if properties is None else properties)
         scram = [
             arg
             for user, password in self.passwords.items()
+            if scram_users
             for arg in ("--add-scram", f"{MECHANISM}=[name={user},password={password}]")
         ]
         formatted = subprocess.run(
@@ -108,7 +117,7 @@ class SaslBroker:
                 start_new_session=True,
             )
 
-    def answers_as_admin(self, settings: Settings) -> bool:
+    def answers_as_admin(self, settings: Settings, mechanism: str = MECHANISM) -> bool:
         """True once the admin user authenticates and gets metadata (the broker is ready)."""
         from confluent_kafka.admin import AdminClient
 
@@ -118,9 +127,8 @@ class SaslBroker:
         assert self.process.poll() is None, f"the SASL broker exited; see {self.log}"
         if not stack._port_open(self.host, self.port):  # librdkafka would log every refused connect
             return False
-        admin = AdminClient(
-            confluent_config(self.settings_for(settings, ADMIN), **{"socket.timeout.ms": 3000})
-        )
+        admin_settings = replace(self.settings_for(settings, ADMIN), kafka_sasl_mechanism=mechanism)
+        admin = AdminClient(confluent_config(admin_settings, **{"socket.timeout.ms": 3000}))
         try:
             return len(admin.list_topics(timeout=3).brokers) == 1
         except Exception:
