@@ -23,12 +23,20 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationFailedError
 from confluent_kafka import Consumer, KafkaError
 
+from connectors.gst_irp.sandbox import create_app as create_irp_sandbox
 from engine.application import LedgerService
 from engine.config import Settings
 from engine.kafka_clients import aiokafka_kwargs, confluent_config
 from engine.topics import ensure_all
 from tests.conftest import wait_for
-from tests.integration.helpers import create_ingest_key, ingest_command, invoice_body, register_tenant
+from tests.connectors.contract import LiveServer
+from tests.integration.helpers import (
+    IRP_ACCOUNT,
+    create_ingest_key,
+    ingest_command,
+    invoice_body,
+    register_irp_tenant,
+)
 from tests.integration.processes import Processes, settings_env
 from tests.integration.sasl_broker import ADMIN, SaslBroker, new_sasl_broker
 
@@ -186,32 +194,51 @@ def registered_numbers(settings: Settings) -> list[str]:
         return [row[0] for row in conn.execute("SELECT number FROM invoice_register ORDER BY number")]
 
 
+def irn_events(settings: Settings) -> int:
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM ledger_events WHERE topic LIKE '%Invoice.IrnGenerated'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def test_the_engine_authenticates_and_an_ingested_invoice_goes_end_to_end(
     as_user: dict[str, Settings], service: LedgerService, tmp_path: Path
 ) -> None:
     engine = as_user[ENGINE]
-    tenant_id, _ = register_tenant(service)
-    key = create_ingest_key(engine, tenant_id)
-    processes = Processes(engine, tmp_path)
-    try:
-        started = [processes.start("worker"), processes.start("relay"), processes.start("projector")]
-        # The upstream system, as the ingest-producer principal, sends a signed command.
-        headers, value = ingest_command(tenant_id, f"cmd-{uuid.uuid4()}", invoice_body("SASL-1"), key)
-        produce(as_user[PRODUCER], "ingest.invoice.v1", value, headers)
+    with LiveServer(create_irp_sandbox(account=IRP_ACCOUNT)) as irp:
+        tenant_id = str(register_irp_tenant(service, engine, irp.url).tenant_id)
+        key = create_ingest_key(engine, tenant_id)
+        processes = Processes(engine, tmp_path)
+        try:
+            started = [
+                processes.start("worker"),
+                processes.start("relay"),
+                processes.start("projector"),
+                processes.start("connectors", "run"),
+            ]
+            # The upstream system, as the ingest-producer principal, sends a signed command.
+            headers, value = ingest_command(tenant_id, f"cmd-{uuid.uuid4()}", invoice_body("SASL-1"), key)
+            produce(as_user[PRODUCER], "ingest.invoice.v1", value, headers)
 
-        # worker (faust) -> event store -> relay -> ledger.invoice.v1 -> projector -> read model.
-        numbers = processes.wait_for(
-            lambda: registered_numbers(engine) or None,
-            what="the ingested invoice in invoice_register",
-            watch=started,
-            timeout=120,
-        )
-        assert numbers == ["SASL-1"]
-        processes.assert_alive(*started)
-    finally:
-        processes.close()
+            # worker (faust) -> event store -> relay -> ledger.invoice.v1 -> projector -> read model;
+            # the worker's e-invoicing router -> connector jobs -> connector worker -> IRN event.
+            numbers = processes.wait_for(
+                lambda: registered_numbers(engine) or None,
+                what="the ingested invoice in invoice_register",
+                watch=started,
+                timeout=120,
+            )
+            assert numbers == ["SASL-1"]
+            processes.wait_for(
+                lambda: irn_events(engine) == 1, what="the invoice's IRN", watch=started, timeout=120
+            )
+            processes.assert_alive(*started)
+        finally:
+            processes.close()
 
-    # A downstream reader sees the relay's fact on ledger.invoice.v1.
+    # A downstream reader sees the relay's facts on ledger.invoice.v1, the issue first.
     reader = as_user[READER]
-    facts = consume(reader, "ledger.invoice.v1", f"{reader.topic_prefix}{READER_GROUPS}e2e", want=1)
-    assert dict(facts[0].headers())["ce_type"].decode().endswith("invoice.issued")
+    facts = consume(reader, "ledger.invoice.v1", f"{reader.topic_prefix}{READER_GROUPS}e2e", want=2)
+    types = [dict(fact.headers())["ce_type"].decode() for fact in facts]
+    assert types[0].endswith("invoice.issued") and len(types) == 2, types
