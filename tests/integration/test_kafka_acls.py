@@ -32,6 +32,7 @@ from tests.conftest import wait_for
 from tests.connectors.contract import LiveServer
 from tests.integration.helpers import (
     IRP_ACCOUNT,
+    client_for,
     create_ingest_key,
     ingest_command,
     invoice_body,
@@ -242,3 +243,14 @@ def test_the_engine_authenticates_and_an_ingested_invoice_goes_end_to_end(
     facts = consume(reader, "ledger.invoice.v1", f"{reader.topic_prefix}{READER_GROUPS}e2e", want=2)
     types = [dict(fact.headers())["ce_type"].decode() for fact in facts]
     assert types[0].endswith("invoice.issued") and len(types) == 2, types
+
+
+def test_the_apis_metrics_and_consumer_health_read_kafka_as_the_engine(
+    as_user: dict[str, Settings], service: LedgerService
+) -> None:
+    client = client_for(as_user[ENGINE])
+    scraped = client.get("/metrics")
+    assert scraped.status_code == 200, scraped.text
+    assert 'ledgerflow_metrics_source_up{source="kafka"} 1.0' in scraped.text
+    health = client.get("/healthz/consumers")
+    assert health.status_code == 200, health.text
