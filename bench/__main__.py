@@ -29,6 +29,8 @@ from bench import scaling as scaling_stage
 from bench import worker as worker_stage
 from bench.env import BenchEnv, free_port, retry
 from bench.report import Row, print_table, write_json
+from engine.config import Settings
+from engine.kafka_clients import aiokafka_kwargs
 from streams.connectors.jobs import jobs_topic as jobs_topic_of
 
 STAGES = ["raw", "relay", "projection", "replay", "rebuild", "api", "latency", "worker", "scaling", "irn"]
@@ -140,8 +142,8 @@ class Poller:
             self.conn.close()
 
 
-async def _end_offsets(bootstrap: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None)
+async def _end_offsets(settings: Settings, topic: str) -> int:
+    consumer = AIOKafkaConsumer(topic, **aiokafka_kwargs(settings), group_id=None)
     await consumer.start()
     try:
         partitions = consumer.assignment()
@@ -159,7 +161,7 @@ def cpu_note(measured: dict[str, Any]) -> str:
 
 
 def topic_size(env: BenchEnv, logical: str) -> int:
-    return asyncio.run(_end_offsets(env.settings.kafka_bootstrap, env.settings.topic(logical)))
+    return asyncio.run(_end_offsets(env.settings, env.settings.topic(logical)))
 
 
 class Run:

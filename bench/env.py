@@ -24,6 +24,7 @@ import psycopg
 from psycopg import sql
 
 from engine.config import PROJECT_ROOT, Settings, load_settings
+from engine.kafka_clients import aiokafka_kwargs
 
 T = TypeVar("T")
 
@@ -297,7 +298,7 @@ class BenchEnv:
     async def _delete_topics(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(**aiokafka_kwargs(self.settings))
         await admin.start()
         try:
             ours = [t for t in await admin.list_topics() if t.startswith(self.settings.topic_prefix)]

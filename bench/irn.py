@@ -25,6 +25,7 @@ from engine import integrations
 from engine.application import LedgerService
 from engine.config import PROJECT_ROOT, Settings
 from engine.domain.tenant import Tenant
+from engine.kafka_clients import aiokafka_kwargs
 from engine.security.secrets import load_key_ring
 from streams.einvoicing import CONNECTOR
 
@@ -172,28 +173,26 @@ def attempts_since(env: BenchEnv, mark: int) -> Attempts:
 
 
 def topic_end(env: BenchEnv, topic: str) -> int:
-    return asyncio.run(_watch(env.settings.kafka_bootstrap, topic, None, 0, lambda: None))[2]
+    return asyncio.run(_watch(env.settings, topic, None, 0, lambda: None))[2]
 
 
 def wait_topic(
     env: BenchEnv, topic: str, target: int, timeout: float, progress: Callable[[int], None] | None = None
 ) -> tuple[float, float]:
     """Wait until ``topic`` holds ``target`` messages; (monotonic time of the first new one, of the last)."""
-    first, done, _ = asyncio.run(
-        _watch(env.settings.kafka_bootstrap, topic, target, timeout, env.check, progress)
-    )
+    first, done, _ = asyncio.run(_watch(env.settings, topic, target, timeout, env.check, progress))
     return first, done
 
 
 async def _watch(
-    bootstrap: str,
+    settings: Settings,
     topic: str,
     target: int | None,
     timeout: float,
     check: Callable[[], None],
     progress: Callable[[int], None] | None = None,
 ) -> tuple[float, float, int]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None)
+    consumer = AIOKafkaConsumer(topic, **aiokafka_kwargs(settings), group_id=None)
     await consumer.start()
     try:
         partitions = list(consumer.assignment())

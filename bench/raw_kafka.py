@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from engine.config import Settings
+from engine.kafka_clients import aiokafka_kwargs
 
 RAW_TOPIC = "bench.raw.v1"
 
@@ -27,7 +28,7 @@ async def produce(
     each batch's acknowledgements); messages/s."""
     topic = settings.topic(RAW_TOPIC)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **aiokafka_kwargs(settings),
         enable_idempotence=True,
         acks="all",
         linger_ms=5,
@@ -68,7 +69,7 @@ async def consume(
     consumer = AIOKafkaConsumer(
         topic,
         group_id=None,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **aiokafka_kwargs(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench import workload
 from bench.env import BenchEnv
+from engine.kafka_clients import aiokafka_kwargs
 from engine.publishing import OutboundEvent, headers_for, to_outbound
 from schemas import registry
 
@@ -45,7 +46,7 @@ def variant(base: OutboundEvent, i: int) -> OutboundEvent:
 
 async def _fill(env: BenchEnv, base: OutboundEvent, count: int, progress: Callable[[int], None]) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=env.settings.kafka_bootstrap,
+        **aiokafka_kwargs(env.settings),
         acks="all",
         enable_idempotence=True,
         linger_ms=10,

@@ -24,6 +24,7 @@ import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine.config import Settings
+from engine.kafka_clients import aiokafka_kwargs
 from engine.replay import ReplaySummary, parse_request, replay
 
 SOURCE = "bench.replay.source.v1"
@@ -54,7 +55,7 @@ async def _fill(
     settings: Settings, count: int, shape: dict[str, Any], progress: Callable[[int], None]
 ) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024
+        **aiokafka_kwargs(settings), acks="all", linger_ms=5, max_batch_size=512 * 1024
     )
     await producer.start()
     values = [os.urandom(shape["value_bytes"]) for _ in range(64)]
@@ -85,14 +86,14 @@ def fill(settings: Settings, count: int, shape: dict[str, Any], progress: Callab
 async def _raw_copy(settings: Settings, count: int, progress: Callable[[int], None]) -> float:
     source = settings.topic(SOURCE)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **aiokafka_kwargs(settings),
         group_id=None,
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_bytes=32 * 1024 * 1024,
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **aiokafka_kwargs(settings),
         enable_idempotence=True,
         acks="all",
         linger_ms=5,

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from bench.env import BenchEnv, retry
 from bench.workload import invoice_body
 from engine.ingest import ISSUE_TYPE
+from engine.kafka_clients import aiokafka_kwargs
 from engine.security import ingest_keys
 from engine.security.secrets import load_key_ring
 from streams.ingest import INGEST_TOPIC
@@ -52,9 +53,7 @@ def _headers(
 
 async def publish(env: BenchEnv, tenant_id: UUID, prefix: str, count: int) -> None:
     key = signing_key(env, tenant_id)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=env.settings.kafka_bootstrap, enable_idempotence=True, acks="all"
-    )
+    producer = AIOKafkaProducer(**aiokafka_kwargs(env.settings), enable_idempotence=True, acks="all")
     await producer.start()
     try:
         topic = env.settings.topic(INGEST_TOPIC)

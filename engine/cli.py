@@ -148,6 +148,51 @@ def topics_ensure(settings: Settings, partitions: int | None) -> None:
         click.echo(f"{name:<50} {'created' if name in created else 'exists'}")
 
 
+@main.group("kafka")
+def kafka_group() -> None:
+    """Kafka access control: the ACLs of the engine, ingest producers and readers."""
+
+
+@kafka_group.command("acls")
+@click.option("--engine", "engine_user", default="engine", show_default=True, help="The engine's SASL user.")
+@click.option(
+    "--ingest-producer", "producers", multiple=True, help="A SASL user that may write ingest.* (repeatable)."
+)
+@click.option(
+    "--reader",
+    "readers",
+    multiple=True,
+    metavar="USER[:GROUP_PREFIX]",
+    help="A SASL user that may read ledger.* with groups under GROUP_PREFIX (default USER.) (repeatable).",
+)
+@click.option("--apply", "apply_now", is_flag=True, help="Create the ACLs (as a super user of the broker).")
+@click.pass_obj
+def kafka_acls(
+    settings: Settings,
+    engine_user: str,
+    producers: tuple[str, ...],
+    readers: tuple[str, ...],
+    apply_now: bool,
+) -> None:
+    """Print the ACL table (docs/runbooks/kafka-acls.md); with --apply, create it on the cluster of
+    LEDGERFLOW_KAFKA as the LEDGERFLOW_KAFKA_USERNAME, who must be in the broker's super.users."""
+    from engine.kafka_acls import KafkaAclError, Reader, acl_table, apply_acls
+
+    parsed = [
+        Reader(user, prefix or f"{user}.")
+        for user, _, prefix in (reader.partition(":") for reader in readers)
+    ]
+    table = acl_table(settings, engine=engine_user, ingest_producers=producers, readers=parsed)
+    for rule in table:
+        click.echo(rule.describe())
+    if apply_now:
+        try:
+            created = apply_acls(settings, table)
+        except KafkaAclError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"{created} ACL bindings in place on {settings.kafka_bootstrap}")
+
+
 @main.command()
 @click.option("--topic", required=True, help="Topic to re-read, by its logical name (ledger.invoice.v1).")
 @click.option(

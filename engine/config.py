@@ -56,6 +56,20 @@ class Settings:
     # fresh schema each so that they cannot see each other's data.
     db_schema: str = field(default_factory=lambda: _env("LEDGERFLOW_DB_SCHEMA", "public"))
     kafka_bootstrap: str = field(default_factory=lambda: _env("LEDGERFLOW_KAFKA", "127.0.0.1:9092"))
+    # How engine clients authenticate to Kafka (docs/runbooks/kafka-acls.md): PLAINTEXT (no
+    # authentication, the local stack), SASL_PLAINTEXT or SASL_SSL with a SASL mechanism, username and
+    # password. The broker's ACLs decide what the principal may do; the password is never logged.
+    kafka_security_protocol: str = field(
+        default_factory=lambda: _env("LEDGERFLOW_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+    )
+    kafka_sasl_mechanism: str = field(
+        default_factory=lambda: _env("LEDGERFLOW_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512").upper()
+    )
+    kafka_username: str = field(default_factory=lambda: _env("LEDGERFLOW_KAFKA_USERNAME", ""))
+    kafka_password: str = field(default_factory=lambda: _env("LEDGERFLOW_KAFKA_PASSWORD", ""), repr=False)
+    # SASL_SSL only: a PEM bundle of the CAs that signed the brokers' certificates; empty: the
+    # system's trust store.
+    kafka_ssl_cafile: str = field(default_factory=lambda: _env("LEDGERFLOW_KAFKA_SSL_CAFILE", ""))
     # Prepended to every topic name; empty in production. Tests set a unique prefix per test.
     topic_prefix: str = field(default_factory=lambda: _env("LEDGERFLOW_TOPIC_PREFIX", ""))
     partitions: int = field(default_factory=lambda: int(_env("LEDGERFLOW_PARTITIONS", "6")))
@@ -124,6 +138,9 @@ class Settings:
             raise ValueError(
                 f"LEDGERFLOW_MODE must be one of {', '.join(DEPLOYMENT_MODES)}, not {self.mode!r}"
             )
+        check_kafka_security(
+            self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_username, self.kafka_password
+        )
 
     @property
     def owner_url(self) -> str:
@@ -152,6 +169,31 @@ class Settings:
         """The schema of the analysts' reporting views (``docs/reporting.md``): ``reporting`` beside
         ``public``, else ``<db_schema>_reporting`` so that every test schema has its own."""
         return "reporting" if self.db_schema == "public" else f"{self.db_schema}_reporting"
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def check_kafka_security(protocol: str, mechanism: str, username: str, password: str) -> None:
+    """Refuse a Kafka security setting that no client could connect with, naming the variable."""
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise ValueError(
+            f"LEDGERFLOW_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}, "
+            f"not {protocol!r}"
+        )
+    if protocol == "PLAINTEXT":
+        return
+    if mechanism not in KAFKA_SASL_MECHANISMS:
+        raise ValueError(
+            f"LEDGERFLOW_KAFKA_SASL_MECHANISM must be one of {', '.join(KAFKA_SASL_MECHANISMS)}, "
+            f"not {mechanism!r}"
+        )
+    if not username or not password:
+        raise ValueError(
+            f"LEDGERFLOW_KAFKA_SECURITY_PROTOCOL={protocol} needs LEDGERFLOW_KAFKA_USERNAME and "
+            "LEDGERFLOW_KAFKA_PASSWORD"
+        )
 
 
 def load_settings() -> Settings:

@@ -39,6 +39,7 @@ from aiokafka.protocol.api import Request
 
 from engine import db
 from engine.config import Settings
+from engine.kafka_clients import aiokafka_kwargs
 from engine.stall import DEFAULT_STALL_AFTER, Assessment, Sample, Status, assess
 from streams.connectors.ops import _run
 
@@ -172,8 +173,8 @@ async def _partitions(admin: AIOKafkaAdminClient, topics: set[str]) -> dict[str,
 
 
 async def _lag(settings: Settings, groups: Sequence[str] | None) -> list[GroupLag]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
+    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings), enable_auto_commit=False)
     try:
         await admin.start()
         await consumer.start()

@@ -30,6 +30,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from engine import db, telemetry
 from engine.application import Ledger, open_ledger
 from engine.config import Settings
+from engine.kafka_clients import aiokafka_kwargs
 from engine.publishing import OutboundEvent, headers_for, outbound_from_stored
 from schemas import registry
 
@@ -231,7 +232,7 @@ class Relay:
         delay = 0.5
         while not stop.is_set():
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
+                **aiokafka_kwargs(self.settings),
                 enable_idempotence=True,
                 acks="all",
                 linger_ms=5,

@@ -47,6 +47,7 @@ from aiokafka.errors import KafkaError
 
 from engine import db
 from engine.config import Settings
+from engine.kafka_clients import aiokafka_kwargs
 
 T = TypeVar("T")
 
@@ -574,7 +575,7 @@ async def _ranges(
 async def _partition_counts(settings: Settings, names: list[str]) -> dict[str, int]:
     """Partitions of each named topic that exists. Existence is checked on the full topic list first:
     asking the broker about one missing topic by name would create it (auto.create.topics.enable)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
     try:
         await admin.start()
         existing = set(await admin.list_topics())
@@ -617,7 +618,7 @@ async def _replay(
         tenant=request.tenant,
     )
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **aiokafka_kwargs(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -651,7 +652,7 @@ async def _replay(
             # with fewer partitions the key decides, which keeps that guarantee too.
             keep_partition = counts[target] >= counts[source]
             producer = AIOKafkaProducer(
-                bootstrap_servers=settings.kafka_bootstrap,
+                **aiokafka_kwargs(settings),
                 enable_idempotence=True,
                 acks="all",
                 linger_ms=5,

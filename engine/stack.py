@@ -34,7 +34,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +44,7 @@ import psycopg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from psycopg import sql
 
+from engine import kafka_clients
 from engine.config import PROJECT_ROOT, Settings
 
 OPS_DIR = PROJECT_ROOT / "ops"
@@ -177,7 +178,13 @@ def ensure_topics(settings: Settings, names: list[str], partitions: int) -> list
     """
     unique = list(dict.fromkeys(names))
     return _run_sync(
-        _ensure_topics(settings.kafka_bootstrap, unique, partitions, settings.replication_factor)
+        _ensure_topics(
+            settings.kafka_bootstrap,
+            unique,
+            partitions,
+            settings.replication_factor,
+            kafka_clients.aiokafka_security(settings),
+        )
     )
 
 
@@ -205,7 +212,9 @@ def topic_replication(settings: Settings) -> TopicReplication:
     leaves it open); faust uses it for the topics it creates itself."""
     if settings.replication_factor is not None:
         return replication_for(0, settings.replication_factor)
-    return replication_for(_run_sync(_broker_count(settings.kafka_bootstrap)))
+    return replication_for(
+        _run_sync(_broker_count(settings.kafka_bootstrap, kafka_clients.aiokafka_security(settings)))
+    )
 
 
 @_locked
@@ -587,8 +596,12 @@ def stop_kafka(settings: Settings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _admin(bootstrap: str, timeout_ms: int = 10000) -> Any:
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+async def _admin(bootstrap: str, timeout_ms: int = 10000, security: Mapping[str, Any] | None = None) -> Any:
+    # ``security``: the engine's credentials (engine.kafka_clients) when talking to the configured
+    # cluster; the local stack's own brokers speak PLAINTEXT.
+    client = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, **(security or {})
+    )
     await client.start()
     try:
         yield client
@@ -610,16 +623,20 @@ def _kafka_answers(address: str) -> bool:
     return True
 
 
-async def _broker_count(bootstrap: str) -> int:
-    async with _admin(bootstrap, 5000) as admin:
+async def _broker_count(bootstrap: str, security: Mapping[str, Any] | None = None) -> int:
+    async with _admin(bootstrap, 5000, security) as admin:
         cluster = await admin.describe_cluster()
     return len(cluster["brokers"])
 
 
 async def _ensure_topics(
-    bootstrap: str, names: list[str], partitions: int, replication_factor: int | None
+    bootstrap: str,
+    names: list[str],
+    partitions: int,
+    replication_factor: int | None,
+    security: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    async with _admin(bootstrap) as admin:
+    async with _admin(bootstrap, security=security) as admin:
         described = await admin.describe_topics()
         existing = {t["topic"]: len(t["partitions"]) for t in described}
         replicas = {

@@ -50,6 +50,7 @@ from psycopg.rows import dict_row
 
 from engine import db
 from engine.config import Settings
+from engine.kafka_clients import aiokafka_kwargs
 from projections import catalogue, tracking
 from projections.events import DECODE_ERRORS, ProjectedEvent, Projection, decode_message
 from streams.dlq import dead_letter_headers
@@ -559,7 +560,7 @@ async def _later_events(
     found: dict[int, list[ProjectedEvent]] = {}
     if not wanted:
         return found
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         for tp, ds in wanted.items():

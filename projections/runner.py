@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 
 from engine import db
 from engine.config import Settings
+from engine.kafka_clients import aiokafka_kwargs
 from projections import dead_letters, tracking
 from projections.dead_letters import Failure, apply_isolating, is_poison
 from projections.events import DECODE_ERRORS, ProjectedEvent, Projection, decode_message
@@ -137,7 +138,7 @@ class ProjectionRunner:
         stop = stop or asyncio.Event()
         await asyncio.to_thread(db.ensure_schema, self.settings)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **aiokafka_kwargs(self.settings),
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -145,7 +146,7 @@ class ProjectionRunner:
             fetch_max_bytes=32 * 1024 * 1024,
         )
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True
+            **aiokafka_kwargs(self.settings), acks="all", enable_idempotence=True
         )
         await self._producer.start()
         self._consumer.subscribe(self.topics, listener=_SeekToStoredPositions(self))

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine import db
 from engine.config import Settings
+from engine.kafka_clients import aiokafka_kwargs
 from projections import dead_letters
 from projections.catalogue import PROJECTIONS
 from projections.runner import Projection
@@ -71,11 +72,11 @@ async def _ends(settings: Settings, topics: set[str]) -> dict[str, dict[int, tup
     if not topics:
         return {}
     pattern = re.compile("^(" + "|".join(re.escape(t) for t in sorted(topics)) + ")$")
-    partitions = await topic_partitions(settings.kafka_bootstrap, pattern)
+    partitions = await topic_partitions(settings, pattern)
     tps: list[TopicPartition] = [tp for t in partitions for tp in partitions[t]]
     if not tps:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         end = await consumer.end_offsets(tps)

@@ -14,7 +14,7 @@ import faust
 from faust.transport.drivers.aiokafka import Producer as FaustAIOKafkaProducer
 from faust.types import ProducerT
 
-from engine import stack
+from engine import kafka_clients, stack
 from engine.config import Settings
 
 
@@ -44,6 +44,7 @@ def create_app(settings: Settings, *, app_id: str = "ledgerflow-streams") -> fau
     app = LedgerflowApp(
         f"{settings.topic_prefix}{app_id}",
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=kafka_clients.faust_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
         processing_guarantee="at_least_once",

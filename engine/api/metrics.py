@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from engine import db
 from engine.api.ops_token import ops_token_check
 from engine.config import Settings
+from engine.kafka_clients import aiokafka_kwargs
 from engine.lag import GroupLag, lag
 
 log = logging.getLogger("ledgerflow.metrics")
@@ -169,12 +170,12 @@ async def _topic_records(settings: Settings) -> KafkaFigures:
 
     retry, dlq, connector_dlq = _topic_patterns(settings)
     wanted = re.compile(f"{retry.pattern}|{dlq.pattern}")
-    partitions = await topic_partitions(settings.kafka_bootstrap, wanted)
+    partitions = await topic_partitions(settings, wanted)
     tps = [tp for topic in sorted(partitions) for tp in partitions[topic]]
     out = KafkaFigures([], {}, {}, {}, {})
     if not tps:
         return out
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         end = await consumer.end_offsets(tps)

@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from engine import db
 from engine.config import Settings
+from engine.kafka_clients import aiokafka_kwargs
 from streams.connectors.jobs import TRACEPARENT, Delivery, Job, jobs_topic
 from streams.connectors.spec import dlq_topic, group_id
 from streams.connectors.worker import carried_headers
@@ -29,9 +30,9 @@ T = TypeVar("T")
 REDRIVEN_FROM = "redriven-from"
 
 
-async def topic_partitions(bootstrap: str, pattern: re.Pattern[str]) -> dict[str, list[TopicPartition]]:
+async def topic_partitions(settings: Settings, pattern: re.Pattern[str]) -> dict[str, list[TopicPartition]]:
     """The partitions of every topic whose full name matches ``pattern``."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
     await admin.start()
     try:
         described = await admin.describe_topics()
@@ -86,14 +87,14 @@ class ConnectorStatus:
 async def _kafka_counts(settings: Settings, names: Sequence[str] | None) -> dict[str, dict[str, Any]]:
     prefix = re.escape(settings.topic_prefix)
     pattern = re.compile(rf"^{prefix}connector\.([a-z][a-z0-9_-]*)\.(jobs|retry\.([0-9a-z]+)|dlq)\.v1$")
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings), enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
     await consumer.start()
     await admin.start()
     try:
         found: dict[str, dict[str, Any]] = {}
         by_topic: dict[str, tuple[str, str]] = {}
-        partitions = await topic_partitions(settings.kafka_bootstrap, pattern)
+        partitions = await topic_partitions(settings, pattern)
         for topic in partitions:
             m = pattern.match(topic)
             if not m or (names is not None and m.group(1) not in names):
@@ -332,12 +333,10 @@ def _dead_letter(connector: str, message: Any, state: str) -> DeadLetter:
 
 async def _read_dlq(settings: Settings, connector: str) -> list[Any]:
     topic = settings.topic(dlq_topic(connector))
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = (await topic_partitions(settings.kafka_bootstrap, re.compile(re.escape(topic) + "$"))).get(
-            topic
-        )
+        tps = (await topic_partitions(settings, re.compile(re.escape(topic) + "$"))).get(topic)
         if not tps:
             return []
         consumer.assign(tps)
@@ -409,9 +408,7 @@ async def _claim(settings: Settings, d: DeadLetter, action: str) -> tuple[psycop
 
 
 async def _redrive(settings: Settings, letters: list[DeadLetter], report: DlqReport) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
-    )
+    producer = AIOKafkaProducer(**aiokafka_kwargs(settings), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for d in letters:

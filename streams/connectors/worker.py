@@ -38,6 +38,7 @@ from psycopg_pool import AsyncConnectionPool
 from connectors.errors import ConnectorError, ErrorClass, NeedsAttentionError, PermanentError
 from engine import db, logs
 from engine.config import Settings
+from engine.kafka_clients import aiokafka_kwargs
 from streams.connectors import attempts, rate_limit, telemetry
 from streams.connectors.jobs import (
     ATTEMPT,
@@ -127,9 +128,7 @@ class ConnectorWorker:
             open=False,
         )
         await pool.open()
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True
-        )
+        producer = AIOKafkaProducer(**aiokafka_kwargs(self.settings), acks="all", enable_idempotence=True)
         await producer.start()
         try:
             self._runners = [_ConnectorRunner(self, spec, pool, producer) for spec in self.specs]
@@ -171,7 +170,7 @@ class _ConnectorRunner:
         tiers = spec.retry_policy.tiers()
         self.tier_topics = {t: self.settings.topic(retry_topic(spec.name, t)) for t in tiers}
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **aiokafka_kwargs(self.settings),
             group_id=group_id(self.settings, spec.name),
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -51,6 +51,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "LEDGERFLOW_GST_IRP_RATE": "none"
         if settings.gst_irp_rate_limit is None
         else f"{settings.gst_irp_rate_limit:g}",
+        "LEDGERFLOW_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
+        "LEDGERFLOW_KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "LEDGERFLOW_KAFKA_USERNAME": settings.kafka_username,
+        "LEDGERFLOW_KAFKA_PASSWORD": settings.kafka_password,
+        "LEDGERFLOW_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
         "PYTHONUNBUFFERED": "1",
     }
 

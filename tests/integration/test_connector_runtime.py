@@ -112,7 +112,7 @@ async def _records_in(settings: Settings, logical_topic: str) -> int:
     await consumer.start()
     try:
         topic = settings.topic(logical_topic)
-        tps = (await topic_partitions(settings.kafka_bootstrap, re.compile(re.escape(topic) + "$")))[topic]
+        tps = (await topic_partitions(settings, re.compile(re.escape(topic) + "$")))[topic]
         end = await consumer.end_offsets(tps)
         return sum(end.values())
     finally:
