@@ -187,6 +187,20 @@ def test_the_cli_switches_einvoicing_through_the_integration_and_refuses_it_with
     assert rename["changes"] == {"name": {"old": "Test Tenant", "new": "Tee"}}
 
 
+def test_the_demo_tenant_starts_with_an_address_and_einvoicing_on_through_its_integration(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from engine.supervisor import demo_tenant
+
+    demo = demo_tenant(replace(settings, var_dir=tmp_path, mode="development"))
+    client = client_for(settings)
+    profile = client.get("/v1/tenant", headers=bearer(demo["api_key"])).json()
+    assert profile["einvoicing_enabled"] is True
+    assert profile["address"]["pincode"] == "560025"
+    (change,) = stored_events(settings, demo["tenant_id"], "IntegrationSettingsChanged")
+    assert (change["provider"], change["enabled"], change["changed_by"]) == ("gst-irp", True, "operator:demo")
+
+
 # -- the caller's own profile -------------------------------------------------------------------
 
 
