@@ -186,6 +186,13 @@ class IntegrationNotConfigured(ServiceError):
     code = "integration_not_configured"
 
 
+class TenantChangedConcurrently(ServiceError):
+    """Another request changed the tenant between this one's read and its write (the event store's
+    optimistic concurrency: one event per aggregate version). Nothing of this request was stored."""
+
+    code = "concurrent_update"
+
+
 class DuplicateInvoiceNumber(ServiceError):
     code = "duplicate_invoice_number"
 
@@ -349,7 +356,7 @@ class LedgerService:
                 )
             ) from exc
         if changed:
-            self._save(tenant)
+            self._save_tenant(tenant)
             self._tenant_cache.pop(tenant_id, None)
         return tenant
 
@@ -360,7 +367,7 @@ class LedgerService:
         with db.transaction(self.pool) as conn:
             api_keys.store(conn, tenant_id, issued.key_id, secret_hash, name)
             # Inside the key transaction: a key whose event could not be stored is not kept either.
-            self._save(tenant)
+            self._save_tenant(tenant)
         return IssuedApiKey(issued.key_id, name, issued.api_key, datetime.now(UTC))
 
     def list_api_keys(self, tenant_id: UUID) -> list[dict[str, Any]]:
@@ -396,7 +403,7 @@ class LedgerService:
                 changed_by=changed_by,
             )
             # Inside the key transaction: if the event cannot be stored, the new key is not either.
-            self._save(tenant)
+            self._save_tenant(tenant)
         self._auth_cache.clear()
         return IssuedApiKey(issued.key_id, name, issued.api_key, now, key_id, valid_until)
 
@@ -415,7 +422,7 @@ class LedgerService:
                 pass  # a key in its rotation grace period: it was retired on the aggregate already
             api_keys.revoke(conn, key_id, now)
             if tenant.pending_events:
-                self._save(tenant)
+                self._save_tenant(tenant)
         self._auth_cache.clear()  # other processes forget within AUTH_CACHE_SECONDS
 
     # -- provider settings ------------------------------------------------------------------
@@ -458,7 +465,7 @@ class LedgerService:
                 credentials_changed=list(saved.credentials_changed),
                 changed_by=changed_by,
             )
-            self._save(tenant)
+            self._save_tenant(tenant)
             found = integrations.get_view(conn, tenant_id, provider)
         assert found is not None
         return found
@@ -481,7 +488,7 @@ class LedgerService:
                 credentials_changed=[],
                 changed_by=changed_by,
             )
-            self._save(tenant)
+            self._save_tenant(tenant)
 
     def authenticate(self, api_key: str) -> UUID | None:
         """The key's tenant. Successful look-ups are remembered for ``AUTH_CACHE_SECONDS``, so a
@@ -698,6 +705,15 @@ class LedgerService:
             },
         ):
             self._write(*aggregates)
+
+    def _save_tenant(self, tenant: Tenant) -> None:
+        try:
+            self._save(tenant)
+        except IntegrityError as exc:
+            raise TenantChangedConcurrently(
+                "the tenant was changed by another request at the same time: retry",
+                {"tenant_id": str(tenant.id)},
+            ) from exc
 
     def _write(self, *aggregates: Any) -> None:
         try:

@@ -103,6 +103,11 @@ CONFLICTS = {
     ("post", "/v1/invoices"),
     ("post", "/v1/invoices/{invoice_id}/cancel"),
     ("delete", "/v1/tenant/api-keys/{key_id}"),  # the tenant's last key
+    # A tenant changed by two requests at once: the later one is 409 concurrent_update.
+    ("patch", "/v1/tenant"),
+    ("post", "/v1/tenant/api-keys"),
+    ("post", "/v1/tenant/api-keys/{key_id}/rotate"),
+    ("put", "/v1/integrations/{provider}"),
 }
 OPERATORS = {"/metrics", "/healthz/consumers"}  # behind the operators' token when one is set
 ONBOARDING = {"/v1/tenants"}  # behind the operator token (LEDGERFLOW_OPERATOR_TOKEN), off without it

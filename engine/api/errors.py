@@ -30,6 +30,7 @@ STATUS_OF: dict[type[svc.ServiceError], int] = {
     svc.ApiKeyNotFound: 404,
     svc.ApiKeyConflict: 409,
     svc.IntegrationNotConfigured: 409,
+    svc.TenantChangedConcurrently: 409,
 }
 
 RETRY_AFTER_SECONDS = 5

@@ -280,6 +280,35 @@ def test_bad_profile_values_are_422_with_the_field(settings: Settings, service: 
     assert {"address.pincode", "contacts[0].name", "contacts[0].email"} <= paths
 
 
+class StaleReads(LedgerService):
+    """The real service, except that it reads the tenant as it was before: a request whose read
+    happened just before another request's write."""
+
+    stale: Any = None
+
+    def get_tenant(self, tenant_id: Any) -> Any:
+        return self.stale or super().get_tenant(tenant_id)
+
+
+def test_a_change_racing_another_change_of_the_tenant_is_409_and_stores_nothing(
+    settings: Settings, service: LedgerService
+) -> None:
+    from engine.application import TenantChangedConcurrently
+
+    tenant_id = uuid.UUID(register_tenant(service)[0])
+    first_racer, second_racer = (StaleReads(settings, service.ledger, service.pool) for _ in range(2))
+    first_racer.stale = service.get_tenant(tenant_id)
+    second_racer.stale = service.get_tenant(tenant_id)
+    service.update_profile(tenant_id, "api_key:first", {"name": "First"})
+    with pytest.raises(TenantChangedConcurrently):
+        first_racer.add_api_key(tenant_id, "late", "api_key:second")
+    with pytest.raises(TenantChangedConcurrently):
+        second_racer.update_profile(tenant_id, "api_key:second", {"name": "Second"})
+    names = [k["name"] for k in service.list_api_keys(tenant_id)]
+    assert names == ["default"]  # the key row went with the refused event
+    assert service.get_tenant(tenant_id).name == "First"
+
+
 # -- named API keys ---------------------------------------------------------------------------------
 
 
