@@ -313,8 +313,13 @@ class LedgerService:
         return RegisteredTenant(tenant.id, issued.api_key)
 
     def rotate_api_key(
-        self, tenant_id: UUID, grace: timedelta = api_keys.DEFAULT_ROTATION_GRACE
+        self,
+        tenant_id: UUID,
+        grace: timedelta = api_keys.DEFAULT_ROTATION_GRACE,
+        changed_by: str | None = None,
     ) -> RegisteredTenant:
+        """Replace every key of the tenant by one new key (``ledgerflow tenants rotate-key``); the
+        others keep working for ``grace``."""
         tenant = self.get_tenant(tenant_id)
         issued, secret_hash = api_keys.new_key()
         valid_until = datetime.now(UTC) + grace
@@ -323,7 +328,10 @@ class LedgerService:
             api_keys.expire_others(conn, tenant_id, issued.key_id, valid_until)
         self._auth_cache.clear()  # other processes forget within AUTH_CACHE_SECONDS
         tenant.rotate_api_key(
-            key_id=issued.key_id, previous_key_id=tenant.api_key_id, previous_key_valid_until=valid_until
+            key_id=issued.key_id,
+            previous_key_id=tenant.api_key_id,
+            previous_key_valid_until=valid_until,
+            changed_by=changed_by,
         )
         self._save(tenant)
         return RegisteredTenant(tenant_id, issued.api_key)
@@ -414,6 +422,13 @@ class LedgerService:
             found = api_keys.find(conn, tenant_id, key_id, now)
             if found is None:
                 raise ApiKeyNotFound(f"no API key {key_id}")
+            # The table decides too: after `tenants rotate-key` the others only run out their grace
+            # period, and revoking the one lasting key would lock the tenant out when it ends.
+            if found["expires_at"] is None and api_keys.lasting_others(conn, tenant_id, key_id) == 0:
+                raise ApiKeyConflict(
+                    f"key {key_id} is the tenant's only lasting key: add another before revoking it",
+                    {"key_id": key_id},
+                )
             try:
                 tenant.revoke_api_key(key_id=key_id, changed_by=changed_by)
             except LastApiKey as exc:

@@ -584,7 +584,7 @@ def tenants_rotate_key(settings: Settings, tenant_id: str, grace_hours: float, a
 
     service = build_service(settings, pool_size=2)
     try:
-        rotated = service.rotate_api_key(UUID(tenant_id), timedelta(hours=grace_hours))
+        rotated = service.rotate_api_key(UUID(tenant_id), timedelta(hours=grace_hours), _operator())
     except (TenantNotFound, ValueError) as exc:
         raise click.ClickException(f"no tenant {tenant_id}") from exc
     if as_json:

@@ -80,6 +80,15 @@ def find(conn: psycopg.Connection, tenant_id: UUID, key_id: str, now: datetime) 
         ).fetchone()
 
 
+def lasting_others(conn: psycopg.Connection, tenant_id: UUID, key_id: str) -> int:
+    """How many of the tenant's other keys have no end (neither revoked nor in a grace period)."""
+    row = conn.execute(
+        "SELECT count(*) FROM api_keys WHERE tenant_id = %s AND key_id <> %s AND expires_at IS NULL",
+        (tenant_id, key_id),
+    ).fetchone()
+    return int(row["count"] if isinstance(row, dict) else row[0]) if row else 0
+
+
 def expire(conn: psycopg.Connection, key_id: str, at: datetime) -> None:
     """Let one key work until ``at`` (a rotation's grace period), unless it expires sooner."""
     conn.execute(

@@ -377,6 +377,21 @@ def test_the_last_key_cannot_be_revoked(settings: Settings, service: LedgerServi
     assert client.get("/v1/invoices", headers=bearer(only)).status_code == 200
 
 
+def test_after_rotating_every_key_the_one_lasting_key_cannot_be_revoked(
+    settings: Settings, service: LedgerService
+) -> None:
+    tenant_id, first = register_tenant(service)
+    client = client_for(settings)
+    assert client.post("/v1/tenant/api-keys", json={"name": "erp"}, headers=bearer(first)).status_code == 201
+    # `ledgerflow tenants rotate-key`: one new key, every other one only runs out its grace period.
+    rotated = service.rotate_api_key(uuid.UUID(tenant_id), changed_by="operator:cli:test")
+    refused = client.delete(f"/v1/tenant/api-keys/{key_id(rotated.api_key)}", headers=bearer(rotated.api_key))
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "last_api_key"
+    (rotation,) = stored_events(settings, tenant_id, "ApiKeyRotated")
+    assert rotation["changed_by"] == "operator:cli:test"
+
+
 def test_a_tenant_can_neither_see_nor_touch_another_tenants_keys(
     settings: Settings, service: LedgerService
 ) -> None:
