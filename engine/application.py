@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -29,13 +29,21 @@ from eventsourcing.persistence import (
 )
 from psycopg_pool import ConnectionPool
 
-from engine import db, telemetry
+from engine import db, integrations, telemetry
 from engine.commands import CancelInvoice, IssueInvoice
 from engine.config import Settings
 from engine.domain.invoice import Invoice, invoice_id_for
-from engine.domain.tenant import Tenant
+from engine.domain.tenant import (
+    EINVOICING_PROVIDER,
+    LastApiKey,
+    LegalIdentityImmutable,
+    Tenant,
+    UnknownApiKey,
+)
 from engine.fields import forbidden_character
 from engine.security import api_keys
+from engine.security.egress import DeploymentMode, EndpointPolicy
+from engine.security.secrets import KeyRing
 from engine.tax.errors import TaxRuleError, Violation
 from engine.tax.gstin import gstin_state, validate_gstin
 from engine.tax.india_gst import (
@@ -132,6 +140,16 @@ class RegisteredTenant:
 
 
 @dataclass(frozen=True)
+class IssuedApiKey:
+    key_id: str
+    name: str
+    api_key: str  # shown once
+    created_at: datetime
+    replaces: str | None = None
+    replaced_key_valid_until: datetime | None = None
+
+
+@dataclass(frozen=True)
 class IssuedInvoice:
     invoice: Invoice
     created: bool  # False when an idempotent retry returned the invoice created earlier
@@ -154,6 +172,25 @@ class TenantNotFound(ServiceError):
 
 class InvoiceNotFound(ServiceError):
     code = "not_found"
+
+
+class ApiKeyNotFound(ServiceError):
+    code = "not_found"
+
+
+class ApiKeyConflict(ServiceError):
+    code = "last_api_key"
+
+
+class IntegrationNotConfigured(ServiceError):
+    code = "integration_not_configured"
+
+
+class TenantChangedConcurrently(ServiceError):
+    """Another request changed the tenant between this one's read and its write (the event store's
+    optimistic concurrency: one event per aggregate version). Nothing of this request was stored."""
+
+    code = "concurrent_update"
 
 
 class DuplicateInvoiceNumber(ServiceError):
@@ -221,7 +258,14 @@ class LedgerService:
         state: str | None,
         einvoicing_enabled: bool = False,
         address: dict[str, Any] | None = None,
+        profile: dict[str, Any] | None = None,
+        changed_by: str = "operator",
     ) -> RegisteredTenant:
+        """Register a tenant and issue its first API key.
+
+        ``einvoicing_enabled`` is what the Registered event records for compatibility; from then on
+        the flag follows the gst-irp integration's ``enabled`` (``save_integration``). ``profile``
+        (branches, contacts) is recorded in the same save as a ProfileUpdated by ``changed_by``."""
         violations: list[Violation] = [
             *_text_violations("name", name),
             *_text_violations("legal_name", legal_name),
@@ -259,6 +303,8 @@ class LedgerService:
             api_key_id=issued.key_id,
             address=address,
         )
+        if profile:
+            tenant.update_profile(changed_by=changed_by, **profile)
         # The key row first: a tenant without a usable key would be unreachable, a key without
         # its tenant is harmless (authentication then finds no tenant and answers 401).
         with db.transaction(self.pool) as conn:
@@ -267,8 +313,13 @@ class LedgerService:
         return RegisteredTenant(tenant.id, issued.api_key)
 
     def rotate_api_key(
-        self, tenant_id: UUID, grace: timedelta = api_keys.DEFAULT_ROTATION_GRACE
+        self,
+        tenant_id: UUID,
+        grace: timedelta = api_keys.DEFAULT_ROTATION_GRACE,
+        changed_by: str | None = None,
     ) -> RegisteredTenant:
+        """Replace every key of the tenant by one new key (``ledgerflow tenants rotate-key``); the
+        others keep working for ``grace``."""
         tenant = self.get_tenant(tenant_id)
         issued, secret_hash = api_keys.new_key()
         valid_until = datetime.now(UTC) + grace
@@ -277,10 +328,182 @@ class LedgerService:
             api_keys.expire_others(conn, tenant_id, issued.key_id, valid_until)
         self._auth_cache.clear()  # other processes forget within AUTH_CACHE_SECONDS
         tenant.rotate_api_key(
-            key_id=issued.key_id, previous_key_id=tenant.api_key_id, previous_key_valid_until=valid_until
+            key_id=issued.key_id,
+            previous_key_id=tenant.api_key_id,
+            previous_key_valid_until=valid_until,
+            changed_by=changed_by,
         )
         self._save(tenant)
         return RegisteredTenant(tenant_id, issued.api_key)
+
+    # -- the tenant's own profile and named keys (engine/api/tenant.py) -------------------------
+
+    def update_profile(self, tenant_id: UUID, changed_by: str, fields: dict[str, Any]) -> Tenant:
+        """Change the profile; the legal identity is refused (422), an unchanged value is no event."""
+        tenant = self.get_tenant(tenant_id)
+        # "KA" and "29" are one state, and a GSTIN may come in lower case: compare normal forms.
+        for name, normalise in (("state", normalise_state), ("gstin", validate_gstin)):
+            if fields.get(name):
+                # An invalid value differs from the registered (valid) one: refused as a change below.
+                with suppress(TaxRuleError):
+                    fields[name] = normalise(fields[name], name)
+        if "country" in fields:
+            fields["country"] = str(fields["country"]).upper()
+        try:
+            changed = tenant.update_profile(changed_by=changed_by, **fields)
+        except LegalIdentityImmutable as exc:
+            raise ValidationFailed(
+                tuple(
+                    Violation(
+                        field,
+                        "legal_identity_immutable",
+                        f"{field} cannot change: it is part of the tenant's legal identity; "
+                        "a new GST registration is a new tenant",
+                    )
+                    for field in exc.fields
+                )
+            ) from exc
+        if changed:
+            self._save_tenant(tenant)
+            self._tenant_cache.pop(tenant_id, None)
+        return tenant
+
+    def add_api_key(self, tenant_id: UUID, name: str, changed_by: str) -> IssuedApiKey:
+        tenant = self.get_tenant(tenant_id)
+        issued, secret_hash = api_keys.new_key()
+        tenant.add_api_key(key_id=issued.key_id, name=name, changed_by=changed_by)
+        with db.transaction(self.pool) as conn:
+            api_keys.store(conn, tenant_id, issued.key_id, secret_hash, name)
+            # Inside the key transaction: a key whose event could not be stored is not kept either.
+            self._save_tenant(tenant)
+        return IssuedApiKey(issued.key_id, name, issued.api_key, datetime.now(UTC))
+
+    def list_api_keys(self, tenant_id: UUID) -> list[dict[str, Any]]:
+        with db.transaction(self.pool) as conn:
+            return api_keys.views(conn, tenant_id, datetime.now(UTC))
+
+    def rotate_named_api_key(
+        self,
+        tenant_id: UUID,
+        key_id: str,
+        changed_by: str,
+        grace: timedelta = api_keys.DEFAULT_ROTATION_GRACE,
+    ) -> IssuedApiKey:
+        """Replace one key by a new one of the same name; the old one works for ``grace`` more,
+        the tenant's other keys are untouched."""
+        tenant = self.get_tenant(tenant_id)
+        issued, secret_hash = api_keys.new_key()
+        now = datetime.now(UTC)
+        valid_until = now + grace
+        with db.transaction(self.pool) as conn:
+            found = api_keys.find(conn, tenant_id, key_id, now)
+            if found is None:
+                # Another tenant's key answers exactly like a missing one: key ids must not leak.
+                raise ApiKeyNotFound(f"no API key {key_id}")
+            name = str(found["name"])
+            api_keys.store(conn, tenant_id, issued.key_id, secret_hash, name)
+            api_keys.expire(conn, key_id, valid_until)
+            tenant.rotate_api_key(
+                key_id=issued.key_id,
+                previous_key_id=key_id,
+                previous_key_valid_until=valid_until,
+                name=name,
+                changed_by=changed_by,
+            )
+            # Inside the key transaction: if the event cannot be stored, the new key is not either.
+            self._save_tenant(tenant)
+        self._auth_cache.clear()
+        return IssuedApiKey(issued.key_id, name, issued.api_key, now, key_id, valid_until)
+
+    def revoke_api_key(self, tenant_id: UUID, key_id: str, changed_by: str) -> None:
+        tenant = self.get_tenant(tenant_id)
+        now = datetime.now(UTC)
+        with db.transaction(self.pool) as conn:
+            found = api_keys.find(conn, tenant_id, key_id, now)
+            if found is None:
+                raise ApiKeyNotFound(f"no API key {key_id}")
+            # The table decides too: after `tenants rotate-key` the others only run out their grace
+            # period, and revoking the one lasting key would lock the tenant out when it ends.
+            if found["expires_at"] is None and api_keys.lasting_others(conn, tenant_id, key_id) == 0:
+                raise ApiKeyConflict(
+                    f"key {key_id} is the tenant's only lasting key: add another before revoking it",
+                    {"key_id": key_id},
+                )
+            try:
+                tenant.revoke_api_key(key_id=key_id, changed_by=changed_by)
+            except LastApiKey as exc:
+                raise ApiKeyConflict(str(exc), {"key_id": key_id}) from exc
+            except UnknownApiKey:
+                pass  # a key in its rotation grace period: it was retired on the aggregate already
+            api_keys.revoke(conn, key_id, now)
+            if tenant.pending_events:
+                self._save_tenant(tenant)
+        self._auth_cache.clear()  # other processes forget within AUTH_CACHE_SECONDS
+
+    # -- provider settings ------------------------------------------------------------------
+
+    def save_integration(
+        self,
+        ring: KeyRing,
+        tenant_id: UUID,
+        provider: str,
+        *,
+        changed_by: str,
+        enabled: bool,
+        environment: str | None,
+        base_url: str | None,
+        credentials: dict[str, str] | None,
+        endpoints: EndpointPolicy,
+        mode: DeploymentMode,
+    ) -> dict[str, Any]:
+        """Store a provider's settings and record the change (never a credential value) on the
+        Tenant aggregate, in one go: the row commits only once the event is stored."""
+        tenant = self.get_tenant(tenant_id)
+        with db.transaction(self.pool) as conn:
+            saved = integrations.save(
+                conn,
+                ring,
+                tenant_id,
+                provider,
+                enabled=enabled,
+                environment=environment,
+                base_url=base_url,
+                credentials=credentials,
+                endpoints=endpoints,
+                mode=mode,
+            )
+            tenant.change_integration_settings(
+                provider=provider,
+                enabled=enabled,
+                environment=saved.environment,
+                base_url=saved.base_url,
+                credentials_changed=list(saved.credentials_changed),
+                changed_by=changed_by,
+            )
+            self._save_tenant(tenant)
+            found = integrations.get_view(conn, tenant_id, provider)
+        assert found is not None
+        return found
+
+    def set_einvoicing(self, tenant_id: UUID, enabled: bool, changed_by: str) -> None:
+        """Turn the gst-irp integration on or off, keeping its destination and credentials."""
+        tenant = self.get_tenant(tenant_id)
+        with db.transaction(self.pool) as conn:
+            row = integrations.set_enabled(conn, tenant_id, EINVOICING_PROVIDER, enabled)
+            if row is None:
+                raise IntegrationNotConfigured(
+                    f"{EINVOICING_PROVIDER} is not configured for tenant {tenant_id}: set its base_url "
+                    f"and credentials first (PUT /v1/integrations/{EINVOICING_PROVIDER})"
+                )
+            tenant.change_integration_settings(
+                provider=EINVOICING_PROVIDER,
+                enabled=enabled,
+                environment=row["environment"],
+                base_url=row["base_url"],
+                credentials_changed=[],
+                changed_by=changed_by,
+            )
+            self._save_tenant(tenant)
 
     def authenticate(self, api_key: str) -> UUID | None:
         """The key's tenant. Successful look-ups are remembered for ``AUTH_CACHE_SECONDS``, so a
@@ -497,6 +720,15 @@ class LedgerService:
             },
         ):
             self._write(*aggregates)
+
+    def _save_tenant(self, tenant: Tenant) -> None:
+        try:
+            self._save(tenant)
+        except IntegrityError as exc:
+            raise TenantChangedConcurrently(
+                "the tenant was changed by another request at the same time: retry",
+                {"tenant_id": str(tenant.id)},
+            ) from exc
 
     def _write(self, *aggregates: Any) -> None:
         try:

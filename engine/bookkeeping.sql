@@ -10,6 +10,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
     expires_at  timestamptz
 );
 CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant_id);
+-- Named keys (POST /v1/tenant/api-keys): a name to tell them apart, when each was last accepted
+-- (written at most once a minute), and when it was revoked (revocation also sets expires_at).
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS name text NOT NULL DEFAULT 'default';
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS last_used_at timestamptz;
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS revoked_at timestamptz;
 
 -- Idempotency-Key (HTTP) and ce_id (ingest topic) map to the invoice they created.
 CREATE TABLE IF NOT EXISTS idempotency_keys (

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
@@ -426,14 +427,66 @@ def tenants() -> None:
     """Register tenants and manage their API keys."""
 
 
+def _address_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The seller address printed on e-invoices (line1, city and pincode are what the IRP needs)."""
+    for option in reversed(
+        (
+            click.option("--address-line1", default=None, help="Address, first line (building, street)."),
+            click.option("--address-line2", default=None, help="Address, second line."),
+            click.option("--city", default=None, help="City or locality."),
+            click.option("--pincode", default=None, help="Six-digit PIN code."),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def _address_from(line1: str | None, line2: str | None, city: str | None, pincode: str | None) -> Any:
+    """The address as the API would accept it, or a usage error naming what is wrong."""
+    from pydantic import ValidationError
+
+    from engine.commands import Address
+
+    given = {"line1": line1, "line2": line2, "city": city, "pincode": pincode}
+    if not any(given.values()):
+        return None
+    try:
+        return Address.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        names = {
+            "line1": "--address-line1",
+            "line2": "--address-line2",
+            "city": "--city",
+            "pincode": "--pincode",
+        }
+        problems = "; ".join(
+            f"{names.get(str(e['loc'][0]), str(e['loc'][0]))}: {e['msg']}" for e in exc.errors()
+        )
+        raise click.UsageError(f"invalid address: {problems}") from exc
+
+
+def _operator() -> str:
+    """Who a CLI change is recorded as (the audit trail's changed_by)."""
+    import getpass
+
+    try:
+        return f"operator:cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "operator:cli"
+
+
 @tenants.command("create")
-@click.option("--name", required=True, help="Display name.")
+@click.option("--name", "--trade-name", "name", required=True, help="Trade name (printed on e-invoices).")
 @click.option("--legal-name", required=True, help="Legal name as registered for GST.")
 @click.option("--country", default="IN", show_default=True, help="ISO country code.")
 @click.option("--gstin", default=None, help="The tenant's GSTIN (validated).")
 @click.option("--state", default=None, help='GST state, numeric ("29") or alpha ("KA").')
+@_address_options
 @click.option(
-    "--einvoicing/--no-einvoicing", default=False, show_default=True, help="Generate IRNs for B2B invoices."
+    "--einvoicing/--no-einvoicing",
+    default=False,
+    show_default=True,
+    help="Generate IRNs: needs the gst-irp integration, so use `tenants update --einvoicing` once it is set.",
 )
 @click.option("--json", "as_json", is_flag=True, help='Print {"tenant_id": ..., "api_key": ...}.')
 @click.pass_obj
@@ -444,13 +497,27 @@ def tenants_create(
     country: str,
     gstin: str | None,
     state: str | None,
+    address_line1: str | None,
+    address_line2: str | None,
+    city: str | None,
+    pincode: str | None,
     einvoicing: bool,
     as_json: bool,
 ) -> None:
     """Register a tenant and print its API key. The key is shown only this once."""
     from engine.application import ValidationFailed
     from engine.bootstrap import build_service
+    from engine.tenant_profile import address_dict
 
+    if einvoicing:
+        # E-invoicing is the gst-irp integration's switch (routing reads it), and a new tenant has
+        # no integration yet: there is nothing the flag could turn on.
+        raise click.UsageError(
+            "--einvoicing needs the tenant's gst-irp integration, which a new tenant does not have: "
+            "create the tenant, set the integration (PUT /v1/integrations/gst-irp with its key), "
+            "then `ledgerflow tenants update TENANT_ID --einvoicing` (or send enabled: true in the PUT)"
+        )
+    address = _address_from(address_line1, address_line2, city, pincode)
     service = build_service(settings, pool_size=2)
     try:
         registered = service.register_tenant(
@@ -459,10 +526,13 @@ def tenants_create(
             country=country,
             gstin=gstin,
             state=state,
-            einvoicing_enabled=einvoicing,
+            address=address_dict(address),
+            changed_by=_operator(),
         )
     except ValidationFailed as exc:
         raise click.ClickException(exc.message) from exc
+    finally:
+        service.close()
     if as_json:
         click.echo(orjson.dumps({"tenant_id": str(registered.tenant_id), "api_key": registered.api_key}))
     else:
@@ -470,6 +540,75 @@ def tenants_create(
         click.echo(
             "Store the API key now: it is not shown again (rotate with `ledgerflow tenants rotate-key`).",
             err=True,
+        )
+    if address is None and country.upper() == "IN":
+        click.echo(
+            "No address given: e-invoices need one "
+            "(`ledgerflow tenants update TENANT_ID --address-line1 .. --city .. --pincode ..`).",
+            err=True,
+        )
+
+
+@tenants.command("update")
+@click.argument("tenant_id", type=click.UUID)
+@click.option("--name", "--trade-name", "name", default=None, help="Trade name (printed on e-invoices).")
+@_address_options
+@click.option(
+    "--einvoicing/--no-einvoicing",
+    default=None,
+    help="Turn the tenant's gst-irp integration on or off (it must be configured).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+@click.pass_obj
+def tenants_update(
+    settings: Settings,
+    tenant_id: UUID,
+    name: str | None,
+    address_line1: str | None,
+    address_line2: str | None,
+    city: str | None,
+    pincode: str | None,
+    einvoicing: bool | None,
+    as_json: bool,
+) -> None:
+    """Change a tenant's trade name or address, or switch e-invoicing; each change is recorded as an
+    event naming the operator. The legal identity (GSTIN, state, country, legal name) cannot change.
+
+    An address given replaces the stored one: give every line of it."""
+    from engine.application import IntegrationNotConfigured, TenantNotFound, ValidationFailed
+    from engine.bootstrap import build_service
+    from engine.tenant_profile import address_dict
+
+    address = _address_from(address_line1, address_line2, city, pincode)
+    fields: dict[str, Any] = {}
+    if name is not None:
+        fields["name"] = name
+    if address is not None:
+        fields["address"] = address_dict(address)
+    if not fields and einvoicing is None:
+        raise click.UsageError(
+            "nothing to change: give --trade-name, an address or --einvoicing/--no-einvoicing"
+        )
+    service = build_service(settings, pool_size=2)
+    try:
+        if fields:
+            service.update_profile(tenant_id, _operator(), fields)
+        if einvoicing is not None:
+            service.set_einvoicing(tenant_id, einvoicing, _operator())
+        profile = service.get_tenant(tenant_id).profile
+    except TenantNotFound as exc:
+        raise click.ClickException(f"no tenant {tenant_id}") from exc
+    except (ValidationFailed, IntegrationNotConfigured) as exc:
+        raise click.ClickException(exc.message) from exc
+    finally:
+        service.close()
+    if as_json:
+        click.echo(orjson.dumps(profile))
+    else:
+        address_text = ", ".join(str(v) for v in (profile["address"] or {}).values() if v) or "-"
+        click.echo(
+            f"{profile['tenant_id']}  {profile['trade_name']}  address: {address_text}"
+            f"  einvoicing: {'on' if profile['einvoicing_enabled'] else 'off'}"
         )
 
 
@@ -490,7 +629,7 @@ def tenants_rotate_key(settings: Settings, tenant_id: str, grace_hours: float, a
 
     service = build_service(settings, pool_size=2)
     try:
-        rotated = service.rotate_api_key(UUID(tenant_id), timedelta(hours=grace_hours))
+        rotated = service.rotate_api_key(UUID(tenant_id), timedelta(hours=grace_hours), _operator())
     except (TenantNotFound, ValueError) as exc:
         raise click.ClickException(f"no tenant {tenant_id}") from exc
     if as_json:

@@ -132,6 +132,12 @@ class Settings:
     ops_token: str | None = field(
         default_factory=lambda: os.environ.get("LEDGERFLOW_OPS_TOKEN") or None, repr=False
     )
+    # The platform operator's credential for onboarding over HTTP (POST/GET /v1/tenants). Unset,
+    # that API is off (403 onboarding_disabled). Deliberately not the ops token: reading metrics
+    # must not be enough to create tenants. Never logged.
+    operator_token: str | None = field(
+        default_factory=lambda: os.environ.get("LEDGERFLOW_OPERATOR_TOKEN") or None, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in DEPLOYMENT_MODES:

@@ -51,6 +51,16 @@ class IntegrationSettings:
     credentials: dict[str, str]
 
 
+@dataclass(frozen=True)
+class SavedIntegration:
+    """What a save stored, for the audit event: the destination and the credential fields whose
+    value changed (names only)."""
+
+    environment: str
+    base_url: str
+    credentials_changed: tuple[str, ...]
+
+
 class IntegrationError(Exception):
     def __init__(self, code: str, message: str, violations: tuple[Violation, ...] = ()) -> None:
         super().__init__(message)
@@ -104,7 +114,7 @@ def save(
     credentials: dict[str, str] | None,
     endpoints: EndpointPolicy,
     mode: DeploymentMode,
-) -> None:
+) -> SavedIntegration:
     """Create or replace a tenant's settings for a provider.
 
     ``environment`` and ``base_url`` may be omitted on an update (the stored ones are kept). So may
@@ -151,9 +161,9 @@ def save(
             "invalid_credentials", "; ".join(v.message for v in violations), tuple(violations)
         )
     now = datetime.now(UTC).isoformat()
-    for field in given:
-        if stored.get(field) != given[field]:
-            rotated[field] = now
+    changed = tuple(f for f in spec.credential_fields if f in given and stored.get(f) != given[f])
+    for field in changed:
+        rotated[field] = now
     sealed = ring.seal(orjson.dumps(merged), associated_data(tenant_id, provider))
     conn.execute(
         "INSERT INTO integrations (tenant_id, provider, enabled, environment, base_url, credentials_sealed,"
@@ -164,6 +174,20 @@ def save(
         " credential_rotated_at = EXCLUDED.credential_rotated_at, updated_at = now()",
         (tenant_id, provider, enabled, environment, base_url, sealed, Jsonb(rotated)),
     )
+    return SavedIntegration(environment, base_url, changed)
+
+
+def set_enabled(
+    conn: psycopg.Connection, tenant_id: UUID, provider: str, enabled: bool
+) -> dict[str, Any] | None:
+    """Switch a configured provider on or off (destination and credentials kept); None when the
+    tenant has not configured it."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "UPDATE integrations SET enabled = %s, updated_at = now() WHERE tenant_id = %s AND provider = %s"
+            " RETURNING environment, base_url",
+            (enabled, tenant_id, provider),
+        ).fetchone()
 
 
 def check_credentials_given_again(

@@ -198,6 +198,36 @@ def _tenant_api_key_rotated(event: Any, base: dict[str, Any]) -> dict[str, Any]:
         "key_id": event.key_id,
         "previous_key_id": event.previous_key_id,
         "previous_key_valid_until": _millis(until) if until else None,
+        "name": getattr(event, "name", None),
+        "changed_by": getattr(event, "changed_by", None),
+    }
+
+
+def _json_text(value: Any) -> str | None:
+    # Sorted keys: the same change is the same text, whichever path (domain or stored) built it.
+    return None if value is None else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _tenant_profile_updated(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "changes": [
+            {"field": field, "old": _json_text(change["old"]), "new": _json_text(change["new"])}
+            for field, change in sorted(event.changes.items())
+        ],
+        "changed_by": event.changed_by,
+    }
+
+
+def _tenant_integration_settings_changed(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "provider": event.provider,
+        "enabled": bool(event.enabled),
+        "environment": event.environment,
+        "base_url": event.base_url,
+        "credentials_changed": list(event.credentials_changed),
+        "changed_by": event.changed_by,
     }
 
 
@@ -213,6 +243,10 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Invoice.IrnCancelled: lambda e, b: _invoice_result(e, b, "irn", "cancel_date", "reason_code", "remark"),
     Tenant.Registered: _tenant_registered,
     Tenant.ApiKeyRotated: _tenant_api_key_rotated,
+    Tenant.ApiKeyAdded: lambda e, b: {**b, "key_id": e.key_id, "name": e.name, "changed_by": e.changed_by},
+    Tenant.ApiKeyRevoked: lambda e, b: {**b, "key_id": e.key_id, "changed_by": e.changed_by},
+    Tenant.ProfileUpdated: _tenant_profile_updated,
+    Tenant.IntegrationSettingsChanged: _tenant_integration_settings_changed,
 }
 
 

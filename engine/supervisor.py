@@ -28,7 +28,7 @@ import psycopg
 
 from connectors.catalogue import endpoint_policy
 from connectors.gst_irp.sandbox import SandboxAccount
-from engine import db, integrations
+from engine import db
 from engine.config import Settings
 from engine.security.secrets import load_key_ring
 
@@ -217,26 +217,26 @@ def demo_tenant(settings: Settings) -> dict[str, str]:
         country="IN",
         gstin=DEMO_GSTIN,
         state="KA",
-        einvoicing_enabled=True,
-        address={"line1": "14 Residency Road", "city": "Bengaluru", "pincode": "560025"},
+        address={"line1": "14 Residency Road", "line2": None, "city": "Bengaluru", "pincode": "560025"},
+        changed_by="operator:demo",
     )
     # The demo tenant e-invoices against the local IRP sandbox that `ledgerflow run` starts; a
     # production deployment refuses sandbox integrations (docs/integrations.md), so it gets none.
+    # Saved through the service: the setting is an event, and e-invoicing shows as on from it.
     account = SandboxAccount(gstin=DEMO_GSTIN)
-    with db.connect(settings) as conn, conn.transaction():
-        if settings.mode == "development":
-            integrations.save(
-                conn,
-                load_key_ring(settings.var_dir),
-                registered.tenant_id,
-                "gst-irp",
-                enabled=True,
-                environment="sandbox",
-                base_url=f"http://127.0.0.1:{IRP_SANDBOX_PORT}",
-                credentials=account.credentials(),
-                endpoints=endpoint_policy("gst-irp"),
-                mode=settings.mode,
-            )
+    if settings.mode == "development":
+        service.save_integration(
+            load_key_ring(settings.var_dir),
+            registered.tenant_id,
+            "gst-irp",
+            changed_by="operator:demo",
+            enabled=True,
+            environment="sandbox",
+            base_url=f"http://127.0.0.1:{IRP_SANDBOX_PORT}",
+            credentials=account.credentials(),
+            endpoints=endpoint_policy("gst-irp"),
+            mode=settings.mode,
+        )
     service.close()
     data = {"tenant_id": str(registered.tenant_id), "api_key": registered.api_key}
     path.parent.mkdir(parents=True, exist_ok=True)

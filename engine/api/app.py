@@ -25,6 +25,8 @@ from engine.api.health import consumer_health_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
 from engine.api.metrics import metrics_router
 from engine.api.reports import build_router as reports_router
+from engine.api.tenant import build_router as tenant_router
+from engine.api.tenant import caller_of
 from engine.application import InvoiceNotFound, LedgerService
 from engine.bootstrap import build_service
 from engine.commands import CancelInvoice, IssueInvoice
@@ -286,6 +288,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Service = Annotated[LedgerService, Depends(service)]
     app.include_router(reports_router(current_tenant, service))
     app.include_router(ingest_keys_router(current_tenant, service, holder.key_ring))
+    app.include_router(tenant_router(settings, current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:
@@ -409,27 +412,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Turn a provider on or off, set its credentials",
     )
     def put_integration(
-        provider: str, body: IntegrationRequest, tenant_id: Tenant, svc: Service
+        provider: str, body: IntegrationRequest, request: Request, tenant_id: Tenant, svc: Service
     ) -> dict[str, Any]:
         from connectors.catalogue import endpoint_policy
 
         integrations.check_provider(provider)
-        with db.transaction(svc.pool) as conn:
-            integrations.save(
-                conn,
-                holder.key_ring(),
-                tenant_id,
-                provider,
-                enabled=body.enabled,
-                environment=body.environment,
-                base_url=body.base_url,
-                credentials=body.credentials,
-                endpoints=endpoint_policy(provider),
-                mode=settings.mode,
-            )
-            found = integrations.get_view(conn, tenant_id, provider)
-        assert found is not None
-        return found
+        # Recorded as IntegrationSettingsChanged on the tenant (who, destination, the names of the
+        # credential fields that changed; never a value).
+        return svc.save_integration(
+            holder.key_ring(),
+            tenant_id,
+            provider,
+            changed_by=caller_of(request),
+            enabled=body.enabled,
+            environment=body.environment,
+            base_url=body.base_url,
+            credentials=body.credentials,
+            endpoints=endpoint_policy(provider),
+            mode=settings.mode,
+        )
 
     @app.post("/v1/integrations/{provider}/test", tags=["integrations"], summary="Test the connection")
     async def test_integration(provider: str, tenant_id: Tenant, svc: Service) -> dict[str, Any]:

@@ -82,6 +82,7 @@ MODELS: list[type[BaseModel]] = [ErrorBody, InvoiceView, InvoicePage, ReportPage
 ERROR_DESCRIPTIONS = {
     "400": "The request body could not be read",
     "401": "No or an unknown credential (API key, or the operators' token where one is set)",
+    "403": "Onboarding is off (no LEDGERFLOW_OPERATOR_TOKEN), or a tenant API key was sent instead of it",
     "404": "No such resource (for this tenant)",
     "409": "Conflicts with the current state (duplicate number, already cancelled, key in use)",
     "413": "The request body is larger than LEDGERFLOW_MAX_BODY_BYTES",
@@ -98,9 +99,19 @@ SUCCESS: dict[tuple[str, str], tuple[str, type[BaseModel]]] = {
     ("post", "/v1/invoices/{invoice_id}/cancel"): ("200", InvoiceView),
     ("get", "/v1/reports/{name}"): ("200", ReportPage),
 }
-CONFLICTS = {("post", "/v1/invoices"), ("post", "/v1/invoices/{invoice_id}/cancel")}
+CONFLICTS = {
+    ("post", "/v1/invoices"),
+    ("post", "/v1/invoices/{invoice_id}/cancel"),
+    ("delete", "/v1/tenant/api-keys/{key_id}"),  # the tenant's last key
+    # A tenant changed by two requests at once: the later one is 409 concurrent_update.
+    ("patch", "/v1/tenant"),
+    ("post", "/v1/tenant/api-keys"),
+    ("post", "/v1/tenant/api-keys/{key_id}/rotate"),
+    ("put", "/v1/integrations/{provider}"),
+}
 OPERATORS = {"/metrics", "/healthz/consumers"}  # behind the operators' token when one is set
-NEEDS_DATABASE = {"/readyz", "/healthz/consumers"}
+ONBOARDING = {"/v1/tenants"}  # behind the operator token (LEDGERFLOW_OPERATOR_TOKEN), off without it
+NEEDS_DATABASE = {"/readyz", "/healthz/consumers", *ONBOARDING}
 TEXT_BODIES = {"text/csv", "text/plain"}
 
 
@@ -113,8 +124,10 @@ def _statuses(method: str, path: str, operation: dict[str, Any]) -> list[str]:
     statuses = ["413", "422", "500"]
     if "requestBody" in operation:
         statuses.append("400")
-    if tenant or path in OPERATORS:
+    if tenant or path in OPERATORS or path in ONBOARDING:
         statuses.append("401")
+    if path in ONBOARDING:
+        statuses.append("403")
     if "{" in path:
         statuses.append("404")
     if (method, path) in CONFLICTS:

@@ -27,6 +27,10 @@ STATUS_OF: dict[type[svc.ServiceError], int] = {
     svc.InvoiceStateConflict: 409,
     svc.InvoiceNotFound: 404,
     svc.TenantNotFound: 404,
+    svc.ApiKeyNotFound: 404,
+    svc.ApiKeyConflict: 409,
+    svc.IntegrationNotConfigured: 409,
+    svc.TenantChangedConcurrently: 409,
 }
 
 RETRY_AFTER_SECONDS = 5

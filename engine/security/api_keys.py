@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg.rows import dict_row
 
 KEY_PREFIX = "lf"
 
@@ -45,11 +46,60 @@ def parse(api_key: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-def store(conn: psycopg.Connection, tenant_id: UUID, key_id: str, secret_hash: bytes) -> None:
+def store(
+    conn: psycopg.Connection, tenant_id: UUID, key_id: str, secret_hash: bytes, name: str = "default"
+) -> None:
     conn.execute(
-        "INSERT INTO api_keys (key_id, tenant_id, secret_hash) VALUES (%s, %s, %s)",
-        (key_id, tenant_id, secret_hash),
+        "INSERT INTO api_keys (key_id, tenant_id, secret_hash, name) VALUES (%s, %s, %s, %s)",
+        (key_id, tenant_id, secret_hash, name),
     )
+
+
+_VIEW_COLUMNS = "key_id, name, created_at, expires_at, revoked_at, last_used_at"
+
+
+def views(conn: psycopg.Connection, tenant_id: UUID, now: datetime) -> list[dict[str, Any]]:
+    """The tenant's keys that still work (including ones in a rotation grace period), oldest first:
+    never a secret or its hash."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"SELECT {_VIEW_COLUMNS} FROM api_keys WHERE tenant_id = %s"
+            " AND (expires_at IS NULL OR expires_at > %s) ORDER BY created_at, key_id",
+            (tenant_id, now),
+        ).fetchall()
+    return rows
+
+
+def find(conn: psycopg.Connection, tenant_id: UUID, key_id: str, now: datetime) -> dict[str, Any] | None:
+    """One of the tenant's working keys; None for another tenant's, a revoked or an expired key."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"SELECT {_VIEW_COLUMNS} FROM api_keys WHERE tenant_id = %s AND key_id = %s"
+            " AND (expires_at IS NULL OR expires_at > %s) FOR UPDATE",
+            (tenant_id, key_id, now),
+        ).fetchone()
+
+
+def lasting_others(conn: psycopg.Connection, tenant_id: UUID, key_id: str) -> int:
+    """How many of the tenant's other keys have no end (neither revoked nor in a grace period)."""
+    row = conn.execute(
+        "SELECT count(*) FROM api_keys WHERE tenant_id = %s AND key_id <> %s AND expires_at IS NULL",
+        (tenant_id, key_id),
+    ).fetchone()
+    return int(row["count"] if isinstance(row, dict) else row[0]) if row else 0
+
+
+def expire(conn: psycopg.Connection, key_id: str, at: datetime) -> None:
+    """Let one key work until ``at`` (a rotation's grace period), unless it expires sooner."""
+    conn.execute(
+        "UPDATE api_keys SET expires_at = %s WHERE key_id = %s AND (expires_at IS NULL OR expires_at > %s)",
+        (at, key_id, at),
+    )
+
+
+def revoke(conn: psycopg.Connection, key_id: str, at: datetime) -> None:
+    """Stop a key at once (authentication caches may accept it for ``AUTH_CACHE_SECONDS`` more)."""
+    conn.execute("UPDATE api_keys SET revoked_at = %s, expires_at = %s WHERE key_id = %s", (at, at, key_id))
 
 
 def expire_others(conn: psycopg.Connection, tenant_id: UUID, keep_key_id: str, at: datetime) -> None:
@@ -68,22 +118,29 @@ def authenticate(conn: psycopg.Connection, api_key: str, now: datetime) -> UUID 
         return None
     key_id, secret = parsed
     row = conn.execute(
-        "SELECT tenant_id, secret_hash, expires_at FROM api_keys WHERE key_id = %s", (key_id,)
+        "SELECT tenant_id, secret_hash, expires_at, last_used_at FROM api_keys WHERE key_id = %s", (key_id,)
     ).fetchone()
     if row is None:
         return None
-    tenant_id, secret_hash, expires_at = _as_tuple(row)
+    tenant_id, secret_hash, expires_at, last_used_at = _as_tuple(row)
     if not hmac.compare_digest(bytes(secret_hash), _hash(secret)):
         return None
     if expires_at is not None and expires_at <= now:
         return None
+    if last_used_at is None or last_used_at < now - USE_RECORD_INTERVAL:
+        conn.execute("UPDATE api_keys SET last_used_at = %s WHERE key_id = %s", (now, key_id))
     return UUID(str(tenant_id))
 
 
-def _as_tuple(row: Any) -> tuple[Any, bytes, datetime | None]:
+# last_used_at is written at most this often per key: a write per request would double the API's
+# database writes for a figure people read in days.
+USE_RECORD_INTERVAL = timedelta(minutes=1)
+
+
+def _as_tuple(row: Any) -> tuple[Any, bytes, datetime | None, datetime | None]:
     if isinstance(row, dict):
-        return row["tenant_id"], row["secret_hash"], row["expires_at"]
-    return row[0], row[1], row[2]
+        return row["tenant_id"], row["secret_hash"], row["expires_at"], row["last_used_at"]
+    return row[0], row[1], row[2], row[3]
 
 
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)

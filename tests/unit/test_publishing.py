@@ -61,6 +61,22 @@ def all_kinds_of_events() -> list[Any]:
     tenant.rotate_api_key(
         key_id="k2", previous_key_id="k1", previous_key_valid_until=datetime.now(UTC) + timedelta(1)
     )
+    tenant.add_api_key(key_id="k3", name="erp", changed_by="api_key:k2")
+    tenant.revoke_api_key(key_id="k3", changed_by="operator:api")
+    tenant.update_profile(
+        changed_by="api_key:k2",
+        name="Acme Trading",
+        address={"line1": "2 Road", "line2": None, "city": "Pune", "pincode": "411001"},
+        contacts=[{"name": "Asha", "role": "accounts", "email": "a@acme.in", "phone": None}],
+    )
+    tenant.change_integration_settings(
+        provider="gst-irp",
+        enabled=True,
+        environment="sandbox",
+        base_url="https://gsp.example.com",
+        credentials_changed=["password"],
+        changed_by="api_key:k2",
+    )
     invoice = build_invoice(
         tenant,
         IssueInvoice.model_validate(BODY),
