@@ -129,6 +129,15 @@ def open_ledger(settings: Settings) -> Ledger:
         raise db.DatabaseUnavailable(str(exc)) from exc
 
 
+def in_memory_ledger() -> Ledger:
+    """The same event store with its events in process memory (eventsourcing's POPO recorder).
+
+    For unit tests of the write side: aggregates save and load, optimistic concurrency and the
+    notification log behave as on PostgreSQL, and nothing needs a database. Production processes
+    always use :func:`open_ledger`."""
+    return Ledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+
+
 # ---------------------------------------------------------------------------------------------
 # Results and errors of the service layer
 
@@ -940,4 +949,4 @@ def money(value: Decimal | str | None) -> str | None:
     return f"{Decimal(value):.2f}"
 
 
-__all__ = ["Ledger", "LedgerService", "invoice_id_for", "open_ledger"]
+__all__ = ["Ledger", "LedgerService", "in_memory_ledger", "invoice_id_for", "open_ledger"]

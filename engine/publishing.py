@@ -259,6 +259,11 @@ _ce_types = {cls: _ce_type_of_class(cls) for cls in RECORD_BUILDERS}
 STORED_TOPICS = {f"{cls.__module__}:{cls.__qualname__}": cls for cls in RECORD_BUILDERS}
 
 
+def published_ce_types() -> list[str]:
+    """Every CloudEvents type the relay can publish, sorted: the contract docs/topics.md must describe."""
+    return sorted(ce_type for _, ce_type in _ce_types.values())
+
+
 class StoredEventView:
     """A stored event read straight from its JSON, for the relay's hot path.
 

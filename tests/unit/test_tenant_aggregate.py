@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from engine.application import Ledger
+from engine.application import in_memory_ledger
 from engine.domain.tenant import LastApiKey, LegalIdentityImmutable, Tenant, UnknownApiKey
 
 ADDRESS = {"line1": "14 Residency Road", "line2": None, "city": "Bengaluru", "pincode": "560025"}
@@ -28,10 +28,6 @@ def new_tenant(*, saved: bool = True) -> Tenant:
     if saved:
         tenant.collect_events()
     return tenant
-
-
-def in_memory_ledger() -> Ledger:
-    return Ledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
 
 
 def test_a_profile_change_records_who_and_the_old_and_new_value_of_each_changed_field() -> None:
