@@ -684,7 +684,8 @@ def connectors() -> None:
 @click.option("--concurrency", type=int, default=8, show_default=True, help="Jobs in flight per connector.")
 @click.pass_obj
 def connectors_run(settings: Settings, concurrency: int) -> None:
-    """Run the connector workers (e-invoicing, ...). Start several to share partitions."""
+    """Run the workers of every connector that runs jobs (connectors/registry.py). Start several to
+    share partitions."""
     from engine.bootstrap import build_service
     from engine.security.secrets import load_key_ring
     from streams.catalogue import connector_specs
@@ -693,13 +694,13 @@ def connectors_run(settings: Settings, concurrency: int) -> None:
     _logging()
     _telemetry(settings, "ledgerflow-connectors")
     service = build_service(settings)
-    specs, irn_jobs = connector_specs(settings, service, load_key_ring(settings.var_dir))
+    specs, handlers = connector_specs(settings, service, load_key_ring(settings.var_dir))
 
     async def run_workers(stop: asyncio.Event) -> None:
         try:
             await ConnectorWorker(settings, specs, concurrency=concurrency).run(stop)
         finally:
-            await irn_jobs.close()
+            await handlers.close()
 
     _run_until_signal(run_workers)
 

@@ -24,14 +24,16 @@ from pathlib import Path
 import click
 import psycopg
 
+from connectors import gst_irp
 from connectors.catalogue import endpoint_policy
 from connectors.gst_irp.sandbox import SandboxAccount
+from connectors.registry import CONNECTORS
 from engine import db, integrations
 from engine.config import Settings
 from engine.security.secrets import load_key_ring
 
 DEMO_GSTIN = "29AAGCB7383J1Z4"
-IRP_SANDBOX_PORT = 9101
+IRP_SANDBOX_PORT = gst_irp.SANDBOX_PORT
 
 COLOURS = ["cyan", "magenta", "yellow", "green", "blue", "bright_cyan", "bright_magenta"]
 
@@ -256,19 +258,12 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
         Child("relay", [*cli, "relay"], COLOURS[1]),
         Child("projector", [*cli, "projector"], COLOURS[2]),
         Child("connectors", [*cli, "connectors", "run"], COLOURS[3]),
-        Child(
-            "irp-sandbox",
-            [
-                sys.executable,
-                "-m",
-                "connectors.gst_irp.sandbox",
-                "--port",
-                str(IRP_SANDBOX_PORT),
-                "--gstin",
-                DEMO_GSTIN,
-            ],
-            COLOURS[4],
-        ),
+    ]
+    # Every connector's sandbox, so the demo tenant's integrations have somewhere to call.
+    sandboxes = [c.sandbox for c in CONNECTORS if c.sandbox is not None]
+    children += [
+        Child(sandbox.label, sandbox.argv(sys.executable, DEMO_GSTIN), COLOURS[(4 + i) % len(COLOURS)])
+        for i, sandbox in enumerate(sandboxes)
     ]
     children += [
         Child(f"worker-{i + 1}", [*cli, "worker"], COLOURS[(3 + i) % len(COLOURS)]) for i in range(workers)
