@@ -8,10 +8,10 @@ router, the connector workers, rate limits (``LEDGERFLOW_<NAME>_RATE``) and the 
 
 from __future__ import annotations
 
-from connectors import gst_irp
+from connectors import gst_irp, gstin_lookup
 from connectors.kit import Connector
 
-CONNECTORS: tuple[Connector, ...] = (gst_irp.CONNECTOR,)
+CONNECTORS: tuple[Connector, ...] = (gst_irp.CONNECTOR, gstin_lookup.CONNECTOR)
 
 BY_NAME: dict[str, Connector] = {c.name: c for c in CONNECTORS}
 if len(BY_NAME) != len(CONNECTORS):
