@@ -8,11 +8,18 @@ import httpx
 import pytest
 from starlette.types import ASGIApp
 
+from connectors import gstin_lookup
 from connectors.errors import NeedsAttentionError, PermanentError
 from connectors.gstin_lookup.client import SEARCH_PATH, LookupClient, LookupCredentials
 from connectors.gstin_lookup.sandbox import ACTIVE, CANCELLED, COMPOSITION, SandboxAccount, create_app
 from engine.tax.gstin import check_character
-from tests.connectors.contract import ConnectorContract, LiveServer, Operator, SandboxFixtures
+from tests.connectors.contract import (
+    ConnectorContract,
+    ConnectorSettingsContract,
+    LiveServer,
+    Operator,
+    SandboxFixtures,
+)
 
 ACCOUNT = SandboxAccount()
 CREDENTIALS = LookupCredentials(ACCOUNT.client_id, ACCOUNT.client_secret)
@@ -41,6 +48,23 @@ class GstinLookupHarness:
 
 class TestGstinLookupContract(ConnectorContract):
     harness = GstinLookupHarness()
+
+
+class GstinLookupSettingsHarness:
+    connector = gstin_lookup.CONNECTOR
+
+    def create_app(self) -> ASGIApp:
+        return create_app(account=ACCOUNT)
+
+    def credentials(self) -> dict[str, str]:
+        return ACCOUNT.credentials()
+
+    def wrong_credentials(self) -> dict[str, str]:
+        return {**ACCOUNT.credentials(), "client_secret": "not-the-secret"}
+
+
+class TestGstinLookupSettings(ConnectorSettingsContract):
+    harness = GstinLookupSettingsHarness()
 
 
 class TestGstinLookupSearch(SandboxFixtures):
