@@ -133,6 +133,9 @@ class Connector:
     retry_delays: tuple[float, ...] | None = None
     """Seconds before attempts 2, 3, ... if the provider needs its own schedule; else the engine's."""
     sandbox: SandboxLaunch | None = None
+    migrations: tuple[tuple[str, str], ...] = ()
+    """The connector's own tables: (package, file.sql) pairs, idempotent (CREATE ... IF NOT EXISTS),
+    run by ``ledgerflow db migrate`` after the engine's. Name tables after the connector."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 from typing import TypeVar
 from uuid import UUID
 
@@ -19,6 +20,7 @@ from connectors.errors import NeedsAttentionError, RetryableError
 from engine import db, integrations
 from engine.application import LedgerService
 from engine.config import Settings
+from engine.security import connector_secrets
 from engine.security.secrets import KeyRing
 from streams.connectors.rate_limit import RateLimitedTransport
 
@@ -83,6 +85,37 @@ class HandlerContext:
         if self._pool.closed:
             await self._pool.open()
         return RateLimitedTransport(self._pool, self.connector, self.request_rate_per_s, inner=checked)
+
+    # -- secrets the connector obtains at run time (engine/security/connector_secrets.py) ----------
+
+    async def secret(self, tenant_id: UUID, scope: str) -> bytes | None:
+        """The runtime secret stored under ``scope`` for the tenant; None if none or expired."""
+
+        def read() -> bytes | None:
+            with db.connect(self.settings) as conn:
+                return connector_secrets.get(conn, self.ring, tenant_id, self.connector, scope)
+
+        return await self.blocking(read)
+
+    async def store_secret(
+        self, tenant_id: UUID, scope: str, value: bytes, *, expires_at: datetime | None = None
+    ) -> None:
+        """Keep a secret the provider handed out (sealed, bound to tenant, connector and scope)."""
+
+        def write() -> None:
+            with db.connect(self.settings) as conn, conn.transaction():
+                connector_secrets.put(
+                    conn, self.ring, tenant_id, self.connector, scope, value, expires_at=expires_at
+                )
+
+        await self.blocking(write)
+
+    async def forget_secret(self, tenant_id: UUID, scope: str) -> bool:
+        def remove() -> bool:
+            with db.connect(self.settings) as conn, conn.transaction():
+                return connector_secrets.delete(conn, tenant_id, self.connector, scope)
+
+        return await self.blocking(remove)
 
     async def close(self) -> None:
         if self._pool is not None and not self._pool.closed:
