@@ -705,6 +705,35 @@ def connectors_run(settings: Settings, concurrency: int) -> None:
     _run_until_signal(run_workers)
 
 
+@connectors.command("list")
+@click.pass_obj
+def connectors_list(settings: Settings) -> None:
+    """Every registered connector (connectors/registry.py): credentials, rate limit, topics, sandbox."""
+    from connectors.registry import CONNECTORS
+    from engine.config import rate_variable
+    from streams.catalogue import rate_limit, spec_for
+    from streams.connectors.spec import topics_for
+
+    for connector in CONNECTORS:
+        fields = ", ".join(
+            f"{c.name}{' (secret)' if c.secret else ''}" for c in connector.settings.credentials
+        )
+        rate = rate_limit(settings, connector)
+        limit = "none" if rate is None else f"{rate:g}/s per {connector.rate_limit_counts}"
+        if connector.runs_jobs:
+            topics = ", ".join(topics_for(spec_for(settings, connector)))
+        else:
+            topics = "none (called on demand)"
+        sandbox = connector.sandbox
+        click.echo(
+            f"{connector.name}: {connector.settings.title}\n"
+            f"  credentials: {fields}\n"
+            f"  rate limit: {limit} ({rate_variable(connector.name)})\n"
+            f"  topics: {topics}\n"
+            f"  sandbox: {f'{sandbox.module} on port {sandbox.port}' if sandbox else 'none'}"
+        )
+
+
 @connectors.command("status")
 @click.option("--connector", "names", multiple=True, help="Only these connectors.")
 @click.pass_obj
