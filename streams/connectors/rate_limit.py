@@ -26,11 +26,14 @@ next ones in the provider's window.
 Cost: at most ``N`` requests per ``1 s + latency`` rather than per second, and two statements per
 request. A permit whose holder died is taken back after :data:`LEASE_SECONDS`: longer than any
 request may take (connect 10 s + read 30 s, connectors' DEFAULT_TIMEOUT), so it has long arrived.
+(A limit on jobs holds its permit for a whole attempt; an attempt longer than the lease would lose
+its permit early, so such a connector should count requests instead.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,6 +41,8 @@ from dataclasses import dataclass
 
 import httpx
 from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger("ledgerflow.connectors.rate_limit")
 
 WINDOW_SECONDS = 1.0
 LEASE_SECONDS = 120.0
@@ -130,7 +135,16 @@ async def permit(pool: AsyncConnectionPool, connector: str, rate_per_s: float | 
     try:
         yield
     finally:
-        await asyncio.shield(release(pool, granted))
+        try:
+            await asyncio.shield(release(pool, granted))
+        except Exception as exc:  # the request's own outcome matters more than our bookkeeping
+            log.warning(
+                "%s: could not release rate-limit permit %d (%s); it lapses in %.0fs",
+                connector,
+                granted,
+                exc,
+                LEASE_SECONDS,
+            )
 
 
 class RateLimitedTransport(httpx.AsyncBaseTransport):
