@@ -102,6 +102,9 @@ class SandboxLaunch:
     label: str
     extra_args: Callable[[str], list[str]] = field(default=lambda demo_gstin: [])
     """More arguments given the demo tenant's GSTIN (e.g. the account the sandbox knows)."""
+    demo_credentials: Callable[[str], dict[str, str]] | None = None
+    """Credentials the sandbox accepts, given the demo tenant's GSTIN: `ledgerflow run` configures
+    the demo tenant's integration with them."""
 
     def argv(self, python: str, demo_gstin: str) -> list[str]:
         return [python, "-m", self.module, "--port", str(self.port), *self.extra_args(demo_gstin)]

@@ -25,8 +25,6 @@ import click
 import psycopg
 
 from connectors import gst_irp
-from connectors.catalogue import endpoint_policy
-from connectors.gst_irp.sandbox import SandboxAccount
 from connectors.registry import CONNECTORS
 from engine import db, integrations
 from engine.config import Settings
@@ -217,21 +215,24 @@ def demo_tenant(settings: Settings) -> dict[str, str]:
         einvoicing_enabled=True,
         address={"line1": "14 Residency Road", "city": "Bengaluru", "pincode": "560025"},
     )
-    # The demo tenant e-invoices against the local IRP sandbox that `ledgerflow run` starts; a
-    # production deployment refuses sandbox integrations (docs/integrations.md), so it gets none.
-    account = SandboxAccount(gstin=DEMO_GSTIN)
+    # The demo tenant uses every connector against the local sandbox `ledgerflow run` starts for it
+    # (it e-invoices against the IRP sandbox); a production deployment refuses sandbox integrations
+    # (docs/integrations.md), so it gets none.
     with db.connect(settings) as conn, conn.transaction():
-        if settings.mode == "development":
+        for connector in CONNECTORS if settings.mode == "development" else ():
+            sandbox = connector.sandbox
+            if sandbox is None or sandbox.demo_credentials is None:
+                continue
             integrations.save(
                 conn,
                 load_key_ring(settings.var_dir),
                 registered.tenant_id,
-                "gst-irp",
+                connector.name,
                 enabled=True,
                 environment="sandbox",
-                base_url=f"http://127.0.0.1:{IRP_SANDBOX_PORT}",
-                credentials=account.credentials(),
-                endpoints=endpoint_policy("gst-irp"),
+                base_url=f"http://127.0.0.1:{sandbox.port}",
+                credentials=sandbox.demo_credentials(DEMO_GSTIN),
+                endpoints=connector.endpoints,
                 mode=settings.mode,
             )
     service.close()

@@ -37,6 +37,12 @@ if TYPE_CHECKING:
 SANDBOX_PORT = 9101
 
 
+def _demo_credentials(gstin: str) -> dict[str, str]:
+    from connectors.gst_irp.sandbox import SandboxAccount  # FastAPI: only where a sandbox runs
+
+    return SandboxAccount(gstin=gstin).credentials()
+
+
 def _handler(context: HandlerContext) -> ConnectorHandler:
     from connectors.gst_irp.handler import build
 
@@ -60,6 +66,7 @@ CONNECTOR = Connector(
         port=SANDBOX_PORT,
         label="irp-sandbox",
         extra_args=lambda demo_gstin: ["--gstin", demo_gstin],
+        demo_credentials=_demo_credentials,
     ),
 )
 

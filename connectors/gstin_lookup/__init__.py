@@ -15,12 +15,24 @@ from connectors.kit import Connector, SandboxLaunch
 
 SANDBOX_PORT = 9102
 
+
+def _demo_credentials(gstin: str) -> dict[str, str]:
+    from connectors.gstin_lookup.sandbox import SandboxAccount  # FastAPI: only where a sandbox runs
+
+    return SandboxAccount().credentials()
+
+
 CONNECTOR = Connector(
     name=PROVIDER,
     settings=SETTINGS,
     endpoints=ENDPOINTS,
     connection_test=test_connection,
-    sandbox=SandboxLaunch(module="connectors.gstin_lookup.sandbox", port=SANDBOX_PORT, label="gstin-sandbox"),
+    sandbox=SandboxLaunch(
+        module="connectors.gstin_lookup.sandbox",
+        port=SANDBOX_PORT,
+        label="gstin-sandbox",
+        demo_credentials=_demo_credentials,
+    ),
 )
 
 __all__ = ["CONNECTOR", "PROVIDER", "LookupClient", "LookupCredentials", "Taxpayer"]

@@ -11,15 +11,20 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
-from connectors import gstin_lookup, registry
+from connectors import catalogue, gstin_lookup, registry
+from connectors.gst_irp.sandbox import SandboxAccount as IrpAccount
+from connectors.gst_irp.sandbox import create_app as create_irp_sandbox
+from connectors.gstin_lookup.sandbox import create_app as create_lookup_sandbox
 from connectors.kit import Connector
-from engine import db
+from engine import db, integrations
 from engine.application import LedgerService
 from engine.config import Settings
 from engine.security import connector_secrets, rotation
 from engine.security.egress import EndpointPolicy
 from engine.security.secrets import SecretError, load_key_ring
+from engine.supervisor import DEMO_GSTIN, demo_tenant
 from streams.connectors.context import HandlerContext
+from tests.connectors.contract import LiveServer
 
 pytestmark = [pytest.mark.integration]
 
@@ -145,3 +150,31 @@ def test_a_connectors_own_tables_are_created_by_the_migration(
     assert found == [("KRACU0100000001",)]
     monkeypatch.setattr(registry, "CONNECTORS", registry.CONNECTORS[:-1])
     assert db.schema_fingerprint() != before  # a connector's new table is a schema change to migrate
+
+
+def test_the_demo_tenant_gets_every_connectors_sandbox_and_each_connection_test_passes(
+    settings: Settings, tmp_path: Path
+) -> None:
+    own = replace(settings, var_dir=tmp_path / "var")  # demo-tenant.json and the ring: the test's own
+    db.ensure_schema(own)
+
+    demo = demo_tenant(own)
+
+    tenant, ring = UUID(demo["tenant_id"]), load_key_ring(own.var_dir)
+    with psycopg.connect(own.database_url, options=f"-c search_path={own.db_schema}") as conn:
+        configured = {c.name: integrations.load(conn, ring, tenant, c.name) for c in registry.CONNECTORS}
+    assert demo_tenant(own) == demo  # kept in var/: the same tenant on every start
+    sandboxes = {
+        "gst-irp": create_irp_sandbox(account=IrpAccount(gstin=DEMO_GSTIN)),
+        "gstin-lookup": create_lookup_sandbox(),
+    }
+    answers = {}
+    for name, loaded in configured.items():
+        declared = registry.connector(name).sandbox
+        assert loaded is not None and loaded.enabled and loaded.environment == "sandbox", name
+        assert declared is not None and loaded.base_url == f"http://127.0.0.1:{declared.port}"
+        with LiveServer(sandboxes[name]) as live:  # the app `ledgerflow run` starts, on a free port
+            answers[name] = asyncio.run(
+                catalogue.test_connection(replace(loaded, base_url=live.url), own.mode)
+            )
+    assert {name: answer["ok"] for name, answer in answers.items()} == {"gst-irp": True, "gstin-lookup": True}
