@@ -1,6 +1,9 @@
 """The ``gst-irp`` handler: one attempt of an IRN job against the tenant's IRP, results through a port.
 
-A job is ``generate_irn`` or ``cancel_irn`` (connectors/gst_irp/routes.py). At most one IRN per invoice:
+A job is ``generate_irn`` (carrying the issued invoice record as published, which is what gets
+mapped) or ``cancel_irn`` (connectors/gst_irp/routes.py). The invoice's current state is still read
+through the port: whether an IRN is already recorded or the invoice was cancelled meanwhile is not
+something the job can know, and the seller's address comes from the tenant. At most one IRN per invoice:
 a redelivered job finds the IRN already recorded, and a retry after a lost answer adopts the IRN the
 IRP already registered (service.py). Results go to :class:`IrnResults`, which the engine's
 ``LedgerService`` implements and a unit test can fake.
@@ -146,7 +149,12 @@ class IrnJobs:
         if invoice.status == InvoiceStatus.CANCELLED:
             return JobResult({"skipped": "invoice cancelled before an IRN was generated"})
         tenant = await self.context.blocking(lambda: self.results.get_tenant(invoice.tenant_id))
-        payload = to_einvoice(invoice_document(invoice, invoice.id), seller_profile(tenant))
+        # The document travels in the job (routes.py); a job queued before it did is mapped from
+        # the invoice as stored, which publishing renders the same way (engine/publishing.py).
+        document = job.payload.get("invoice")
+        if not isinstance(document, dict):
+            document = invoice_document(invoice, invoice.id)
+        payload = to_einvoice(document, seller_profile(tenant))
         loaded = await self.context.integration(invoice.tenant_id)
         lookups = _Lookups(await self._client(loaded))
         result = await generate_or_adopt(

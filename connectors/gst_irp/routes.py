@@ -32,7 +32,9 @@ def job_for(ce_type: str, ce_id: str, record: Mapping[str, Any]) -> Job | None:
             ce_id=ce_id,
             tenant_id=record["tenant_id"],
             subject=record["invoice_id"],
-            payload={"invoice_id": record["invoice_id"], "number": record["number"]},
+            # The issued record as published: the handler maps it, so what the IRP registers is
+            # what every other consumer of the topic saw, without rebuilding it from the store.
+            payload={"invoice_id": record["invoice_id"], "number": record["number"], "invoice": dict(record)},
         )
     if ce_type == CANCELLED:
         return Job.for_event(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from connectors.errors import NeedsAttentionError
+from connectors.gst_irp import jws
 from connectors.gst_irp.handler import CONNECTOR, IrnJobs
 from connectors.gst_irp.routes import CANCELLED, ISSUED, routes
 from connectors.gst_irp.sandbox import SandboxAccount, create_app
@@ -191,3 +193,32 @@ def test_a_job_for_a_tenant_whose_integration_is_off_needs_attention_and_the_fai
 
     assert results.recorded == ["irn_failed"]
     assert invoice.einvoice_failure is not None and invoice.einvoice_failure["code"] == "integration_disabled"
+
+
+def registered_description(invoice: Invoice) -> str:
+    assert invoice.einvoice is not None
+    return str(jws.decode_unverified(invoice.einvoice["signed_invoice"])["ItemList"][0]["PrdDesc"])
+
+
+def test_the_irp_registers_the_document_the_job_carries_as_it_was_published() -> None:
+    tenant, invoice = issued()
+    job = job_for(ISSUED, invoice)
+    job.payload["invoice"]["lines"][0]["description"] = "Transformer coil (as published)"
+
+    asyncio.run(
+        run(IrnJobs(SandboxContext(create_app(account=ACCOUNT)), InMemoryResults(tenant, invoice)), job)
+    )
+
+    assert registered_description(invoice) == "Transformer coil (as published)"
+
+
+def test_a_job_queued_before_jobs_carried_the_document_is_mapped_from_the_stored_invoice() -> None:
+    tenant, invoice = issued()
+    carried = job_for(ISSUED, invoice)
+    older = replace(carried, payload={k: v for k, v in carried.payload.items() if k != "invoice"})
+
+    asyncio.run(
+        run(IrnJobs(SandboxContext(create_app(account=ACCOUNT)), InMemoryResults(tenant, invoice)), older)
+    )
+
+    assert registered_description(invoice) == "Transformer coil"
