@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from bench import workload
 from bench.env import BenchEnv, free_port, retry
 from connectors.catalogue import endpoint_policy
+from connectors.gst_irp.handler import CONNECTOR
 from connectors.gst_irp.sandbox import SandboxAccount
 from engine import integrations
 from engine.application import LedgerService
@@ -27,7 +28,6 @@ from engine.config import PROJECT_ROOT, Settings
 from engine.domain.tenant import Tenant
 from engine.kafka_clients import aiokafka_kwargs
 from engine.security.secrets import load_key_ring
-from streams.einvoicing import CONNECTOR
 
 GSTIN = "29AAGCB7383J1Z4"
 ACCOUNT = SandboxAccount(gstin=GSTIN)

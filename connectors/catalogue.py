@@ -1,26 +1,24 @@
-"""Which connector serves which provider, where it may connect, and how to test a tenant's connection.
+"""Where each connector may connect, and how to test a tenant's connection: derived from the registry.
 
-A new connector is a new package under ``connectors/`` plus one entry in each table here.
+A new connector declares its URL policy and connection test in its ``CONNECTOR`` (connectors/kit.py);
+nothing is added here.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 
 from connectors.egress import CheckedTransport
 from connectors.errors import ConnectorError, ErrorClass
-from connectors.gst_irp import endpoints as gst_irp_endpoints
-from connectors.gst_irp.client import IrpClient, IrpCredentials
+from connectors.kit import ConnectionTest
+from connectors.registry import CONNECTORS
 from engine.integrations import IntegrationSettings
 from engine.security.egress import DeploymentMode, EndpointPolicy
 
-ENDPOINT_POLICIES: dict[str, EndpointPolicy] = {
-    "gst-irp": gst_irp_endpoints.ENDPOINTS,
-}
+ENDPOINT_POLICIES: dict[str, EndpointPolicy] = {c.name: c.endpoints for c in CONNECTORS}
 
 
 def endpoint_policy(provider: str) -> EndpointPolicy:
@@ -33,16 +31,7 @@ def checked_transport(settings: IntegrationSettings, mode: DeploymentMode) -> Ch
     return CheckedTransport(endpoint_policy(settings.provider), mode, settings.environment)
 
 
-async def _test_gst_irp(settings: IntegrationSettings, transport: httpx.AsyncBaseTransport) -> None:
-    # Authenticating exercises reachability, TLS, the client id/secret and the API user at once.
-    credentials = IrpCredentials(**settings.credentials)
-    async with IrpClient(settings.base_url, credentials, transport=transport) as client:
-        await client.authenticate(force=True)
-
-
-CONNECTION_TESTS: dict[str, Callable[[IntegrationSettings, httpx.AsyncBaseTransport], Awaitable[None]]] = {
-    "gst-irp": _test_gst_irp,
-}
+CONNECTION_TESTS: dict[str, ConnectionTest] = {c.name: c.connection_test for c in CONNECTORS}
 
 # What a connection test may say about a failure: our own code and a fixed sentence, never the
 # remote answer's text. A server the tenant pointed us at controls that text, and it could carry back

@@ -868,7 +868,8 @@ def connectors() -> None:
 @click.option("--concurrency", type=int, default=8, show_default=True, help="Jobs in flight per connector.")
 @click.pass_obj
 def connectors_run(settings: Settings, concurrency: int) -> None:
-    """Run the connector workers (e-invoicing, ...). Start several to share partitions."""
+    """Run the workers of every connector that runs jobs (connectors/registry.py). Start several to
+    share partitions."""
     from engine.bootstrap import build_service
     from engine.security.secrets import load_key_ring
     from streams.catalogue import connector_specs
@@ -877,15 +878,44 @@ def connectors_run(settings: Settings, concurrency: int) -> None:
     _logging()
     _telemetry(settings, "ledgerflow-connectors")
     service = build_service(settings)
-    specs, irn_jobs = connector_specs(settings, service, load_key_ring(settings.var_dir))
+    specs, handlers = connector_specs(settings, service, load_key_ring(settings.var_dir))
 
     async def run_workers(stop: asyncio.Event) -> None:
         try:
             await ConnectorWorker(settings, specs, concurrency=concurrency).run(stop)
         finally:
-            await irn_jobs.close()
+            await handlers.close()
 
     _run_until_signal(run_workers)
+
+
+@connectors.command("list")
+@click.pass_obj
+def connectors_list(settings: Settings) -> None:
+    """Every registered connector (connectors/registry.py): credentials, rate limit, topics, sandbox."""
+    from connectors.registry import CONNECTORS
+    from engine.config import rate_variable
+    from streams.catalogue import rate_limit, spec_for
+    from streams.connectors.spec import topics_for
+
+    for connector in CONNECTORS:
+        fields = ", ".join(
+            f"{c.name}{' (secret)' if c.secret else ''}" for c in connector.settings.credentials
+        )
+        rate = rate_limit(settings, connector)
+        limit = "none" if rate is None else f"{rate:g}/s per {connector.rate_limit_counts}"
+        if connector.runs_jobs:
+            topics = ", ".join(topics_for(spec_for(settings, connector)))
+        else:
+            topics = "none (called on demand)"
+        sandbox = connector.sandbox
+        click.echo(
+            f"{connector.name}: {connector.settings.title}\n"
+            f"  credentials: {fields}\n"
+            f"  rate limit: {limit} ({rate_variable(connector.name)})\n"
+            f"  topics: {topics}\n"
+            f"  sandbox: {f'{sandbox.module} on port {sandbox.port}' if sandbox else 'none'}"
+        )
 
 
 @connectors.command("status")

@@ -8,6 +8,8 @@ stack started by `ledgerflow stack up`.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
@@ -35,6 +37,26 @@ def _optional_int(value: str | None) -> int | None:
 
 def _rate(value: str) -> float | None:
     return None if value.strip().lower() in ("none", "0", "") else float(value)
+
+
+_RATE_VARIABLE = re.compile(r"^LEDGERFLOW_([A-Z0-9_]+)_RATE$")
+
+
+def rate_key(connector: str) -> str:
+    """How a connector's name appears in its rate variable: ``gst-irp`` -> ``GST_IRP``."""
+    return connector.upper().replace("-", "_")
+
+
+def rate_variable(connector: str) -> str:
+    return f"LEDGERFLOW_{rate_key(connector)}_RATE"
+
+
+def _rates_from_env(environ: Mapping[str, str]) -> dict[str, float | None]:
+    return {
+        match.group(1): _rate(value)
+        for name, value in environ.items()
+        if (match := _RATE_VARIABLE.match(name)) and value.strip()
+    }
 
 
 @dataclass(frozen=True)
@@ -96,10 +118,11 @@ class Settings:
     breaker_open_seconds: float = field(
         default_factory=lambda: float(_env("LEDGERFLOW_BREAKER_OPEN_S", "60"))
     )
-    # Requests per second to the GST portal across all workers; "none" for no limit (benchmarks).
-    gst_irp_rate_limit: float | None = field(
-        default_factory=lambda: _rate(_env("LEDGERFLOW_GST_IRP_RATE", "10"))
-    )
+    # Per-connector rate limits set in the environment: LEDGERFLOW_<NAME>_RATE, the connector's
+    # name in upper case with "-" as "_" (LEDGERFLOW_GST_IRP_RATE for gst-irp), requests per
+    # second across all workers; "none" for no limit (benchmarks). Keyed by rate_key(name). A
+    # connector not named here runs at the default its declaration states (connectors/registry.py).
+    rate_limits: Mapping[str, float | None] = field(default_factory=lambda: _rates_from_env(os.environ))
 
     # How long the ingest agent trusts its cached copy of an ingest signing key: a revoked key
     # stops working within this many seconds (docs/topics.md, "Signing"). 0 reads the key each time.
@@ -165,6 +188,11 @@ class Settings:
             owner_database_url=self.owner_url,
             runtime_database_url=self.runtime_database_url or self.database_url,
         )
+
+    def rate_limit(self, connector: str, default: float | None) -> float | None:
+        """Requests per second ``connector`` may make across all workers (None: unlimited)."""
+        wanted = {rate_key(k): v for k, v in self.rate_limits.items()}
+        return wanted.get(rate_key(connector), default)
 
     def topic(self, name: str) -> str:
         """The full name of a logical topic such as ``ledger.invoice.v1``."""

@@ -154,7 +154,7 @@ def ensure_schema(settings: Settings) -> None:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledgerflow.ensure_schema'))")
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(settings.db_schema)))
-            for package, name in MIGRATIONS:
+            for package, name in all_migrations():
                 conn.execute(resources.files(package).joinpath(name).read_text())
             install_dependants(conn, settings)
             conn.execute(
@@ -182,7 +182,7 @@ def may_change_schema(conn: psycopg.Connection, schema: str) -> bool:
 def schema_fingerprint() -> str:
     """Changes whenever a migration or the list of dependants changes."""
     digest = hashlib.sha256()
-    for package, name in MIGRATIONS:
+    for package, name in all_migrations():
         digest.update(f"{package}/{name}\n".encode())
         digest.update(resources.files(package).joinpath(name).read_bytes())
     digest.update(",".join(DEPENDANTS).encode())
@@ -267,7 +267,17 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "consumer_lag_samples.sql"),
     ("projections", "rebuild.sql"),
     ("projections", "dead_letters.sql"),
+    ("engine", "connector_state.sql"),
 ]
+
+
+def all_migrations() -> list[tuple[str, str]]:
+    """The engine's migrations, then the tables each connector declares for itself
+    (``Connector.migrations``, connectors/registry.py; imported here, on use, because the
+    connectors depend on the engine and not the other way round)."""
+    from connectors.registry import CONNECTORS
+
+    return [*MIGRATIONS, *(m for c in CONNECTORS for m in c.migrations)]
 
 
 # Modules with ``install(conn, settings)`` creating objects that depend on projection tables

@@ -2,11 +2,13 @@
 
 Credentials are sealed with the key ring (``engine/security/secrets.py``) bound to (tenant,
 provider) and are never returned: the API shows only which fields are set and when each was last
-rotated. Which providers exist, and which credential fields each needs, is declared here once.
+rotated. Which providers exist, and which credential fields each needs, each connector declares
+(connectors/registry.py); ``PROVIDERS`` is derived from that registry on first use.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,13 +32,34 @@ class Provider:
     sandbox_url: str | None = None  # the project's own sandbox, for `ledgerflow run`
 
 
-PROVIDERS: dict[str, Provider] = {
-    "gst-irp": Provider(
-        name="gst-irp",
-        title="India GST e-invoice portal (IRP), through a GSP",
-        credential_fields=("client_id", "client_secret", "username", "password", "gstin"),
-    ),
-}
+class _Providers(Mapping[str, Provider]):
+    """The registry's connectors as providers. Loaded on first use, not at import: the engine does
+    not depend on the connectors (they depend on it), and a process that never touches
+    integrations never imports them."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Provider] | None = None
+
+    def _all(self) -> dict[str, Provider]:
+        if self._loaded is None:
+            from connectors.registry import CONNECTORS
+
+            self._loaded = {
+                c.name: Provider(c.name, c.settings.title, c.settings.credential_fields) for c in CONNECTORS
+            }
+        return self._loaded
+
+    def __getitem__(self, name: str) -> Provider:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+PROVIDERS: Mapping[str, Provider] = _Providers()
 
 
 @dataclass(frozen=True)

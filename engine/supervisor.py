@@ -26,14 +26,14 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import click
 import psycopg
 
-from connectors.catalogue import endpoint_policy
-from connectors.gst_irp.sandbox import SandboxAccount
+from connectors import gst_irp
+from connectors.registry import CONNECTORS
 from engine import db
 from engine.config import Settings
 from engine.security.secrets import load_key_ring
 
 DEMO_GSTIN = "29AAGCB7383J1Z4"
-IRP_SANDBOX_PORT = 9101
+IRP_SANDBOX_PORT = gst_irp.SANDBOX_PORT
 
 DATABASE_URL_ENV = "LEDGERFLOW_DATABASE_URL"
 OWNER_DATABASE_URL_ENV = "LEDGERFLOW_OWNER_DATABASE_URL"
@@ -220,21 +220,24 @@ def demo_tenant(settings: Settings) -> dict[str, str]:
         address={"line1": "14 Residency Road", "line2": None, "city": "Bengaluru", "pincode": "560025"},
         changed_by="operator:demo",
     )
-    # The demo tenant e-invoices against the local IRP sandbox that `ledgerflow run` starts; a
-    # production deployment refuses sandbox integrations (docs/integrations.md), so it gets none.
-    # Saved through the service: the setting is an event, and e-invoicing shows as on from it.
-    account = SandboxAccount(gstin=DEMO_GSTIN)
-    if settings.mode == "development":
+    # The demo tenant uses every connector against the local sandbox `ledgerflow run` starts for it
+    # (it e-invoices against the IRP sandbox); a production deployment refuses sandbox integrations
+    # (docs/integrations.md), so it gets none. Saved through the service: each setting is an event,
+    # and e-invoicing shows as on from the gst-irp one.
+    for connector in CONNECTORS if settings.mode == "development" else ():
+        sandbox = connector.sandbox
+        if sandbox is None or sandbox.demo_credentials is None:
+            continue
         service.save_integration(
             load_key_ring(settings.var_dir),
             registered.tenant_id,
-            "gst-irp",
+            connector.name,
             changed_by="operator:demo",
             enabled=True,
             environment="sandbox",
-            base_url=f"http://127.0.0.1:{IRP_SANDBOX_PORT}",
-            credentials=account.credentials(),
-            endpoints=endpoint_policy("gst-irp"),
+            base_url=f"http://127.0.0.1:{sandbox.port}",
+            credentials=sandbox.demo_credentials(DEMO_GSTIN),
+            endpoints=connector.endpoints,
             mode=settings.mode,
         )
     service.close()
@@ -334,19 +337,12 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
         Child("relay", [*cli, "relay"], COLOURS[1]),
         Child("projector", [*cli, "projector"], COLOURS[2]),
         Child("connectors", [*cli, "connectors", "run"], COLOURS[3]),
-        Child(
-            "irp-sandbox",
-            [
-                sys.executable,
-                "-m",
-                "connectors.gst_irp.sandbox",
-                "--port",
-                str(IRP_SANDBOX_PORT),
-                "--gstin",
-                DEMO_GSTIN,
-            ],
-            COLOURS[4],
-        ),
+    ]
+    # Every connector's sandbox, so the demo tenant's integrations have somewhere to call.
+    sandboxes = [c.sandbox for c in CONNECTORS if c.sandbox is not None]
+    children += [
+        Child(sandbox.label, sandbox.argv(sys.executable, DEMO_GSTIN), COLOURS[(4 + i) % len(COLOURS)])
+        for i, sandbox in enumerate(sandboxes)
     ]
     children += [
         Child(f"worker-{i + 1}", [*cli, "worker"], COLOURS[(3 + i) % len(COLOURS)]) for i in range(workers)

@@ -64,8 +64,8 @@ def create_app(settings: Settings, *, app_id: str = "ledgerflow-streams") -> fau
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
     )
-    from streams import einvoicing, ingest
+    from streams import ingest, router
 
     ingest.register(app, settings)
-    einvoicing.register(app, settings)
+    router.register(app, settings)
     return app

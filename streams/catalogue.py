@@ -1,21 +1,24 @@
-"""Every connector the engine runs, declared once: name, handler, retry policy, rate limit, breaker.
+"""The connectors the runtime runs, derived from their declarations (connectors/registry.py).
 
-A new connector is a package under ``connectors/``, its routes and handler under ``streams/``, and
-one entry in :func:`connector_specs`.
+A connector with a handler gets a job topic, retry tiers, a DLQ and a place in `connectors run`; one
+without (called on demand, e.g. a taxpayer search) gets none of these.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from connectors.errors import PermanentError
+from connectors.kit import Connector, ConnectorHandler
+from connectors.registry import CONNECTORS
 from engine.application import LedgerService
 from engine.config import Settings
 from engine.security.secrets import KeyRing
 from streams.connectors.breaker import BreakerSettings
-from streams.connectors.jobs import Job, JobHandler, JobResult
+from streams.connectors.context import HandlerContext
+from streams.connectors.jobs import Job, JobResult
 from streams.connectors.retry import RetryPolicy
 from streams.connectors.spec import ConnectorSpec
-from streams.einvoicing import CONNECTOR as GST_IRP
-from streams.einvoicing import IrnJobs
 
 
 class _PlanningOnly:
@@ -25,31 +28,80 @@ class _PlanningOnly:
         raise PermanentError("not_running", "this process only plans topics; it does not run jobs")
 
 
-def retry_policy(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(settings.retry_delays) if settings.retry_delays is not None else RetryPolicy()
+def retry_policy(settings: Settings, connector: Connector | None = None) -> RetryPolicy:
+    delays = connector.retry_delays if connector is not None and connector.retry_delays else None
+    # The deployment's schedule (LEDGERFLOW_RETRY_DELAYS) wins over a connector's own, so tests and
+    # demos can shorten every connector's retries at once.
+    delays = settings.retry_delays if settings.retry_delays is not None else delays
+    return RetryPolicy(delays) if delays is not None else RetryPolicy()
 
 
-def gst_irp_spec(settings: Settings, handler: JobHandler | None = None) -> ConnectorSpec:
+def rate_limit(settings: Settings, connector: Connector) -> float | None:
+    """The connector's limit: ``LEDGERFLOW_<NAME>_RATE`` if set, else its declared default."""
+    return settings.rate_limit(connector.name, connector.rate_limit_per_s)
+
+
+def spec_for(
+    settings: Settings, connector: Connector, handler: ConnectorHandler | None = None
+) -> ConnectorSpec:
+    rate = rate_limit(settings, connector)
     return ConnectorSpec(
-        name=GST_IRP,
+        name=connector.name,
         handler=handler or _PlanningOnly(),
-        retry_policy=retry_policy(settings),
-        # settings.gst_irp_rate_limit (10/s by default, all workers together) is applied per HTTP
-        # request inside the handler's client, since one job makes up to three requests.
-        rate_limit_per_s=None,
+        retry_policy=retry_policy(settings, connector),
+        # A limit on requests is applied per HTTP request by the handler's transport
+        # (HandlerContext.transport); a limit on jobs by the worker before each attempt.
+        rate_limit_per_s=rate if connector.rate_limit_counts == "job" else None,
         breaker=BreakerSettings(open_for=settings.breaker_open_seconds),
-        on_failure=handler if isinstance(handler, IrnJobs) else None,
+        on_failure=handler,
     )
+
+
+def running(connectors: Sequence[Connector] | None = None) -> list[Connector]:
+    return [c for c in (CONNECTORS if connectors is None else connectors) if c.runs_jobs]
 
 
 def planned_specs(settings: Settings) -> list[ConnectorSpec]:
     """The connectors' shapes, for `topics ensure`, `connectors status` and the DLQ commands."""
-    return [gst_irp_spec(settings)]
+    return [spec_for(settings, c) for c in running()]
+
+
+class Handlers:
+    """The running handlers of one `connectors run` process, closed together."""
+
+    def __init__(self, handlers: dict[str, ConnectorHandler]) -> None:
+        self.by_name = handlers
+
+    async def close(self) -> None:
+        for handler in self.by_name.values():
+            await handler.close()
+
+
+def context_for(
+    settings: Settings, service: LedgerService, ring: KeyRing, connector: Connector
+) -> HandlerContext:
+    rate = rate_limit(settings, connector)
+    return HandlerContext(
+        settings,
+        service,
+        ring,
+        connector=connector.name,
+        request_rate_per_s=rate if connector.rate_limit_counts == "request" else None,
+    )
 
 
 def connector_specs(
-    settings: Settings, service: LedgerService, ring: KeyRing
-) -> tuple[list[ConnectorSpec], IrnJobs]:
+    settings: Settings,
+    service: LedgerService,
+    ring: KeyRing,
+    connectors: Sequence[Connector] | None = None,
+) -> tuple[list[ConnectorSpec], Handlers]:
     """The running connectors with their real handlers."""
-    irn_jobs = IrnJobs(settings, service, ring, rate_limit_per_s=settings.gst_irp_rate_limit)
-    return [gst_irp_spec(settings, irn_jobs)], irn_jobs
+    handlers: dict[str, ConnectorHandler] = {}
+    specs: list[ConnectorSpec] = []
+    for connector in running(connectors):
+        assert connector.handler is not None
+        handler = connector.handler(context_for(settings, service, ring, connector))
+        handlers[connector.name] = handler
+        specs.append(spec_for(settings, connector, handler))
+    return specs, Handlers(handlers)

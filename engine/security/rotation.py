@@ -29,7 +29,7 @@ from psycopg.rows import dict_row
 from engine import integrations
 from engine.config import Settings
 from engine.db import connect
-from engine.security import ingest_keys
+from engine.security import connector_secrets, ingest_keys
 from engine.security.secrets import (
     RELOAD_INTERVAL_S,
     KeyRing,
@@ -70,6 +70,12 @@ SEALED_COLUMNS: list[SealedColumn] = [
         "secret_sealed",
         ("tenant_id", "key_id"),
         lambda row: ingest_keys.associated_data(row["tenant_id"], row["key_id"]),
+    ),
+    SealedColumn(
+        "connector_secrets",
+        "secret_sealed",
+        ("tenant_id", "provider", "scope"),
+        lambda row: connector_secrets.associated_data(row["tenant_id"], row["provider"], row["scope"]),
     ),
 ]
 

@@ -13,12 +13,17 @@ CREATE TABLE IF NOT EXISTS connector_breakers (
     PRIMARY KEY (connector, tenant_id)
 );
 
--- Rate limit per connector (GCRA): the earliest time the next call may start. Each caller takes
--- the slot GREATEST(next_at, now()) and pushes next_at one emission interval further.
-CREATE TABLE IF NOT EXISTS connector_rate (
-    connector text PRIMARY KEY,
-    next_at   timestamptz NOT NULL
+-- Rate-limit permits per connector (streams/connectors/rate_limit.py): one row per request (or job)
+-- still in flight (released_at NULL) or released less than one window ago; a permit is granted only
+-- while fewer than the limit's count of such rows exist. (An older release kept the GCRA table
+-- connector_rate here; it is no longer read and may be dropped.)
+CREATE TABLE IF NOT EXISTS connector_rate_permits (
+    id          bigserial PRIMARY KEY,
+    connector   text NOT NULL,
+    granted_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    released_at timestamptz
 );
+CREATE INDEX IF NOT EXISTS connector_rate_permits_by_connector ON connector_rate_permits (connector);
 
 -- One row per attempt sent to a provider: in flight while finished_at is NULL. Rows older than
 -- two hours are pruned by the workers; status reads the last hour.

@@ -327,8 +327,9 @@ class _ConnectorRunner:
             await self._wait(message, delivery, started.retry_at)
             telemetry.deferred.add(1, {"connector": self.spec.name})
             return
-        await rate_limit.wait_for_slot(self.pool, self.spec.name, self.spec.rate_limit_per_s)
-        error, attempt_span = await self._attempt(job, delivery, started)
+        # A limit on jobs: the attempt holds a permit until it is over (streams/connectors/rate_limit.py).
+        async with rate_limit.permit(self.pool, self.spec.name, self.spec.rate_limit_per_s):
+            error, attempt_span = await self._attempt(job, delivery, started)
         if error is None:
             return
         now = time.time()

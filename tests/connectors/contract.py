@@ -17,6 +17,7 @@ the request, and every wait polls with a deadline.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -24,17 +25,22 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, closing
 from typing import Any, ClassVar, Protocol
+from uuid import UUID
 
 import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from connectors.errors import ConnectorError, RetryableError
+from connectors.errors import ConnectorError, ErrorClass, PermanentError, RetryableError
+from connectors.kit import Connector, ConnectorHandler
+from engine.application import LedgerService
+from engine.config import Settings
+from streams.connectors.jobs import Job, JobResult
 
 FAST = httpx.Timeout(5.0, read=0.3)
 """Client timeout for fault tests: the sandbox holds "timeout" requests far longer than 0.3 s."""
@@ -307,3 +313,192 @@ class ConnectorContract(SandboxFixtures):
             with pytest.raises(ConnectorError) as caught:
                 await self.harness.probe(client)
         return caught.value
+
+
+# ---------------------------------------------------------------------------------------------
+# The settings and job halves: a connector as the engine runs it, against the real engine
+# (PostgreSQL through the ``settings`` and ``service`` fixtures, the key ring, the API app).
+
+
+class SettingsHarness(Protocol):
+    """How the suite configures one connector for a tenant."""
+
+    connector: Connector
+
+    def create_app(self) -> ASGIApp: ...
+
+    def credentials(self) -> dict[str, str]:
+        """Credentials the sandbox accepts."""
+
+    def wrong_credentials(self) -> dict[str, str]:
+        """Complete credentials the sandbox refuses."""
+
+
+class JobHarness(SettingsHarness, Protocol):
+    """How the suite gives one connector a job to run (for connectors with a handler)."""
+
+    effect: str
+    """The sandbox effect one successful job causes, as counted in ``/_sandbox/stats``."""
+
+    def prepare(self, service: LedgerService, settings: Settings, base_url: str) -> tuple[UUID, Job]:
+        """A tenant whose integration points at ``base_url`` and the ledger state a job needs;
+        returns the tenant and the job (as the connector's routes would make it)."""
+
+    def results(self, service: LedgerService, job: Job) -> list[str]:
+        """The result events recorded in the ledger for ``job``, in order: "result" for a success,
+        "failed" for a recorded failure."""
+
+    def failure(self, service: LedgerService, job: Job) -> dict[str, Any] | None:
+        """What the ledger says about the job's failure, once it was dead-lettered."""
+
+    def unclassified_answer(self) -> tuple[int, dict[str, Any]]:
+        """An answer in the provider's error shape with a code nobody classified."""
+
+
+def _secret_values(harness: SettingsHarness) -> list[str]:
+    secret = harness.connector.settings.secret_fields
+    return [v for k, v in harness.credentials().items() if k in secret and v]
+
+
+@pytest.mark.integration
+class ConnectorSettingsContract:
+    """Every connector, through ``/v1/integrations``: its sandbox refuses wrong credentials and
+    nothing the API answers ever echoes a secret."""
+
+    harness: ClassVar[SettingsHarness]
+
+    @pytest.fixture
+    def provider(self) -> Iterator[LiveServer]:
+        with LiveServer(self.harness.create_app()) as live:
+            yield live
+
+    def _configure(
+        self, settings: Settings, service: LedgerService, url: str, credentials: dict[str, str]
+    ) -> Any:
+        from tests.integration.helpers import client_for, register_tenant
+
+        _, key = register_tenant(service)
+        http = client_for(settings)
+        http.headers["Authorization"] = f"Bearer {key}"
+        body = {"enabled": True, "environment": "sandbox", "base_url": url, "credentials": credentials}
+        saved = http.put(f"/v1/integrations/{self.harness.connector.name}", json=body)
+        assert saved.status_code == 200, saved.text
+        return http
+
+    def test_the_sandbox_refuses_wrong_credentials_and_the_test_says_so(
+        self, settings: Settings, service: LedgerService, provider: LiveServer
+    ) -> None:
+        name = self.harness.connector.name
+        wrong = self._configure(settings, service, provider.url, self.harness.wrong_credentials())
+        refused = wrong.post(f"/v1/integrations/{name}/test").json()
+        right = self._configure(settings, service, provider.url, self.harness.credentials())
+        accepted = right.post(f"/v1/integrations/{name}/test").json()
+
+        assert refused["ok"] is False and refused["error"]["code"] == "credentials_refused", refused
+        assert accepted["ok"] is True, accepted
+
+    def test_the_settings_never_echo_a_secret(
+        self, settings: Settings, service: LedgerService, provider: LiveServer
+    ) -> None:
+        name = self.harness.connector.name
+        http = self._configure(settings, service, provider.url, self.harness.credentials())
+        answers = [
+            http.get(f"/v1/integrations/{name}").text,
+            http.get("/v1/integrations").text,
+            http.post(f"/v1/integrations/{name}/test").text,
+            str(self.harness.connector.settings.describe()),
+        ]
+        shown = http.get(f"/v1/integrations/{name}").json()["credentials"]
+
+        assert set(shown) == set(self.harness.connector.settings.credential_fields)
+        assert all(field["set"] for field in shown.values()), shown
+        assert _secret_values(self.harness), "the harness declares no secret to look for"
+        for secret in _secret_values(self.harness):
+            for answer in answers:
+                assert secret not in answer
+
+
+@pytest.mark.integration
+class ConnectorJobContract(ConnectorSettingsContract):
+    """Every connector that runs jobs: its handler, as the connector workers call it."""
+
+    harness: ClassVar[JobHarness]
+
+    def _handler(self, settings: Settings, service: LedgerService) -> ConnectorHandler:
+        from engine.security.secrets import load_key_ring
+        from streams.catalogue import context_for
+
+        factory = self.harness.connector.handler
+        assert factory is not None
+        return factory(
+            context_for(settings, service, load_key_ring(settings.var_dir), self.harness.connector)
+        )
+
+    def _attempts(self, settings: Settings, service: LedgerService, job: Job, count: int) -> list[Any]:
+        """Run ``job`` ``count`` times (deliveries of the same record); the outcome of each."""
+
+        async def run() -> list[Any]:
+            handler = self._handler(settings, service)
+            outcomes: list[Any] = []
+            try:
+                for attempt in range(1, count + 1):
+                    try:
+                        outcomes.append(await handler(job, attempt))
+                    except ConnectorError as exc:
+                        handler.record_failure(job, exc, attempt)
+                        outcomes.append(exc)
+            finally:
+                await handler.close()
+            return outcomes
+
+        return asyncio.run(run())
+
+    def test_a_redelivered_job_has_no_second_effect_and_its_result_is_recorded_once(
+        self, settings: Settings, service: LedgerService, provider: LiveServer
+    ) -> None:
+        _, job = self.harness.prepare(service, settings, provider.url)
+
+        first, again = self._attempts(settings, service, job, 2)
+
+        assert isinstance(first, JobResult) and isinstance(again, JobResult), (first, again)
+        assert Operator(provider.url).stats()["effects"][self.harness.effect] == 1
+        assert self.harness.results(service, job) == ["result"]
+
+    def test_an_unclassified_provider_error_needs_attention_and_is_recorded(
+        self, settings: Settings, service: LedgerService
+    ) -> None:
+        status, body = self.harness.unclassified_answer()
+
+        async def answer(request: Request) -> Response:
+            return JSONResponse(body, status_code=status)
+
+        methods = ["GET", "POST", "PUT", "DELETE"]
+        odd = Starlette(routes=[Route("/{path:path}", answer, methods=methods)])
+        with LiveServer(odd) as live:
+            _, job = self.harness.prepare(service, settings, live.url)
+            [outcome] = self._attempts(settings, service, job, 1)
+
+        assert isinstance(outcome, ConnectorError), outcome
+        assert outcome.error_class == ErrorClass.NEEDS_ATTENTION, repr(outcome)
+        failure = self.harness.failure(service, job)
+        assert failure is not None and failure["error_class"] == "needs_attention", failure
+
+    def test_a_dead_letter_records_why_the_job_never_completed(
+        self, settings: Settings, service: LedgerService, provider: LiveServer
+    ) -> None:
+        _, job = self.harness.prepare(service, settings, provider.url)
+        error = PermanentError("contract_test", "given up by the contract suite")
+
+        handler = self._handler(settings, service)
+        handler.record_failure(job, error, 3)
+        handler.record_failure(job, error, 3)  # a redelivered dead-letter notice records nothing new
+        asyncio.run(handler.close())
+
+        failure = self.harness.failure(service, job)
+        assert failure is not None
+        assert (failure["code"], failure["error_class"], failure["attempts"]) == (
+            "contract_test",
+            "permanent",
+            3,
+        )
+        assert self.harness.results(service, job).count("failed") == 1

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
@@ -16,13 +17,27 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.types import ASGIApp
 
+from connectors import gst_irp
 from connectors.errors import NeedsAttentionError, PermanentError, RetryableError
 from connectors.gst_irp import jws
 from connectors.gst_irp.client import INVOICE_PATH, IST, DuplicateIrn, IrpClient, IrpCredentials
 from connectors.gst_irp.mapping import SellerProfile, irn_for, to_einvoice
+from connectors.gst_irp.routes import ISSUED
 from connectors.gst_irp.sandbox import SandboxAccount, create_app
 from connectors.gst_irp.service import cancellable, generate_or_adopt
-from tests.connectors.contract import ConnectorContract, LiveServer, Operator, SandboxFixtures
+from engine.application import LedgerService
+from engine.commands import IssueInvoice
+from engine.config import Settings
+from engine.publishing import invoice_document
+from streams.connectors.jobs import Job
+from tests.connectors.contract import (
+    ConnectorContract,
+    ConnectorJobContract,
+    LiveServer,
+    Operator,
+    SandboxFixtures,
+)
+from tests.integration.helpers import IRP_ACCOUNT, invoice_body, register_irp_tenant
 
 ACCOUNT = SandboxAccount()
 CREDENTIALS = IrpCredentials(
@@ -318,3 +333,41 @@ class TestGstIrpSandbox(SandboxFixtures):
 
         assert caught.value.code == "timeout"
         assert sandbox.stats()["effects"]["irn_generated"] == 0
+
+
+class GstIrpJobHarness:
+    """gst-irp as the engine runs it: a registered seller, an issued B2B invoice, its IRN job."""
+
+    connector = gst_irp.CONNECTOR
+    effect = "irn_generated"
+
+    def create_app(self) -> ASGIApp:
+        return create_app(account=IRP_ACCOUNT)
+
+    def credentials(self) -> dict[str, str]:
+        return IRP_ACCOUNT.credentials()
+
+    def wrong_credentials(self) -> dict[str, str]:
+        return {**IRP_ACCOUNT.credentials(), "password": "not-the-password"}
+
+    def prepare(self, service: LedgerService, settings: Settings, base_url: str) -> tuple[UUID, Job]:
+        tenant = register_irp_tenant(service, settings, base_url).tenant_id
+        invoice = service.issue_invoice(tenant, IssueInvoice.model_validate(invoice_body())).invoice
+        record = {**invoice_document(invoice, invoice.id), "tenant_id": str(tenant)}
+        [job] = gst_irp.CONNECTOR.routes(ISSUED, f"contract-{invoice.id}", record)
+        return tenant, job
+
+    def results(self, service: LedgerService, job: Job) -> list[str]:
+        names = {"IrnGenerated": "result", "IrnCancelled": "result", "IrnFailed": "failed"}
+        events = service.ledger.events.get(UUID(job.subject))
+        return [names[type(e).__name__] for e in events if type(e).__name__ in names]
+
+    def failure(self, service: LedgerService, job: Job) -> dict[str, Any] | None:
+        return service.get_invoice(UUID(job.tenant_id), UUID(job.subject)).einvoice_failure
+
+    def unclassified_answer(self) -> tuple[int, dict[str, Any]]:
+        return 200, {"Status": 0, "ErrorDetails": [{"ErrorCode": "9876", "ErrorMessage": "nobody knows"}]}
+
+
+class TestGstIrpJobs(ConnectorJobContract):
+    harness = GstIrpJobHarness()

@@ -20,7 +20,7 @@ from typing import IO, TypeVar
 
 import httpx
 
-from engine.config import Settings
+from engine.config import Settings, rate_variable
 from tests.conftest import wait_for
 
 T = TypeVar("T")
@@ -48,9 +48,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "LEDGERFLOW_VAR": str(settings.var_dir),
         "LEDGERFLOW_RETRY_DELAYS": ",".join(f"{d:g}" for d in settings.retry_delays or ()),
         "LEDGERFLOW_BREAKER_OPEN_S": f"{settings.breaker_open_seconds:g}",
-        "LEDGERFLOW_GST_IRP_RATE": "none"
-        if settings.gst_irp_rate_limit is None
-        else f"{settings.gst_irp_rate_limit:g}",
+        **{
+            rate_variable(name): "none" if rate is None else f"{rate:g}"
+            for name, rate in settings.rate_limits.items()
+        },
         "LEDGERFLOW_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
         "LEDGERFLOW_KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
         "LEDGERFLOW_KAFKA_USERNAME": settings.kafka_username,

@@ -51,7 +51,7 @@ def fast(settings: Settings) -> Settings:
         settings,
         retry_delays=(0, 1, 1, 2, 2, 3, 3, 5, 5, 8, 8, 13),
         breaker_open_seconds=3,
-        gst_irp_rate_limit=RATE_LIMIT,
+        rate_limits={"gst-irp": RATE_LIMIT},
     )
 
 

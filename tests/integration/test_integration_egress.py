@@ -24,6 +24,8 @@ from starlette.routing import Route
 
 from connectors import catalogue
 from connectors.errors import ConnectorError
+from connectors.gst_irp.handler import CONNECTOR, IrnJobs
+from connectors.gst_irp.routes import GENERATE
 from connectors.gst_irp.sandbox import SandboxAccount, create_app
 from engine import integrations
 from engine.application import LedgerService
@@ -31,8 +33,8 @@ from engine.commands import IssueInvoice
 from engine.config import Settings
 from engine.security.egress import EndpointPolicy
 from engine.security.secrets import load_key_ring
+from streams.connectors.context import HandlerContext
 from streams.connectors.jobs import Job
-from streams.einvoicing import CONNECTOR, GENERATE, IrnJobs
 from tests.connectors.contract import LiveServer, Operator
 from tests.integration.helpers import client_for, invoice_body, register_irp_tenant, register_tenant
 
@@ -327,7 +329,15 @@ def test_a_provider_error_is_recorded_on_the_invoice_without_the_stored_secrets(
         invoice = service.issue_invoice(
             registered.tenant_id, IssueInvoice.model_validate(invoice_body())
         ).invoice
-        jobs = IrnJobs(settings, service, load_key_ring(settings.var_dir), rate_limit_per_s=None)
+        jobs = IrnJobs(
+            HandlerContext(
+                settings,
+                service,
+                load_key_ring(settings.var_dir),
+                connector=CONNECTOR,
+                request_rate_per_s=None,
+            )
+        )
         job = Job.for_event(
             CONNECTOR,
             GENERATE,
@@ -399,7 +409,11 @@ def test_a_job_in_a_production_deployment_never_calls_a_stored_sandbox_integrati
     registered = register_irp_tenant(service, settings, server.url, credentials=GOOD)
     invoice = service.issue_invoice(registered.tenant_id, IssueInvoice.model_validate(invoice_body())).invoice
     production = replace(settings, mode="production")
-    jobs = IrnJobs(production, service, load_key_ring(settings.var_dir), rate_limit_per_s=None)
+    jobs = IrnJobs(
+        HandlerContext(
+            production, service, load_key_ring(settings.var_dir), connector=CONNECTOR, request_rate_per_s=None
+        )
+    )
     job = Job.for_event(
         CONNECTOR,
         GENERATE,

@@ -4,7 +4,7 @@ connector call -> result event, against the real Kafka, PostgreSQL and the IRP s
 The first test runs every piece in this process under one OpenTelemetry tracer provider whose spans
 land in an in-memory exporter: the API through its ASGI app, the relay and the connector worker as
 they run in production (``Relay.run``, ``ConnectorWorker.run``), and the router through a plain
-aiokafka consumer handing each ``ledger.invoice.v1`` record to ``EinvoicingRouter.route``, the
+aiokafka consumer handing each ``ledger.invoice.v1`` record to ``ConnectorRouter.route``, the
 method the faust agent ``route-einvoicing`` calls for each record. The last test runs the real
 processes (``ledgerflow relay``, ``worker``, ``connectors run``) with the console exporter and reads
 the spans and JSON log lines they print.
@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from connectors.gst_irp.handler import CONNECTOR
 from connectors.gst_irp.sandbox import create_app
 from engine import telemetry
 from engine.application import LedgerService
@@ -38,7 +39,7 @@ from engine.security.secrets import load_key_ring
 from streams.catalogue import connector_specs
 from streams.connectors.jobs import Job, jobs_topic
 from streams.connectors.worker import ConnectorWorker
-from streams.einvoicing import CONNECTOR, EinvoicingRouter
+from streams.router import ConnectorRouter
 from tests.conftest import BackgroundLoop, wait_for
 from tests.connectors.contract import LiveServer
 from tests.integration.helpers import (
@@ -119,15 +120,13 @@ async def run_router(settings: Settings, routed: list[Job], stop: asyncio.Event)
             headers=headers,
         )
 
-    router = EinvoicingRouter(settings, send_job)
+    router = ConnectorRouter(settings, send_job)
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
-                    job = await router.route(record)
-                    if job is not None:
-                        routed.append(job)
+                    routed.extend(await router.route(record))
     finally:
         await consumer.stop()
         await producer.stop()
@@ -172,7 +171,7 @@ def start_engine_in_process(
     settings: Settings, service: LedgerService, background: BackgroundLoop
 ) -> list[Job]:
     """The relay, the router and the gst-irp connector worker in ``background``; returns the jobs routed."""
-    specs, irn_jobs = connector_specs(settings, service, load_key_ring(settings.var_dir))
+    specs, handlers = connector_specs(settings, service, load_key_ring(settings.var_dir))
     worker = ConnectorWorker(settings, specs)
     routed: list[Job] = []
 
@@ -180,7 +179,7 @@ def start_engine_in_process(
         try:
             await worker.run(stop)
         finally:
-            await irn_jobs.close()
+            await handlers.close()
 
     background.start(Relay(settings, idle_wait=0.02).run)
     background.start(lambda stop: run_router(settings, routed, stop))
@@ -434,7 +433,7 @@ def test_the_engines_processes_export_one_trace_and_log_its_id(
         queued = [
             line
             for line in json_lines(router)
-            if line.get("logger") == "ledgerflow.einvoicing" and "queued generate_irn" in line["message"]
+            if line.get("logger") == "ledgerflow.router" and "queued generate_irn" in line["message"]
         ]
         assert [(q["tenant_id"], q["trace_id"]) for q in queued] == [(tenant_id, f"{client_trace:032x}")]
     finally:

@@ -1,0 +1,180 @@
+"""What the kit keeps for a connector beyond its settings row: runtime secrets and its own tables."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import psycopg
+import pytest
+
+from connectors import catalogue, gstin_lookup, registry
+from connectors.gst_irp.sandbox import SandboxAccount as IrpAccount
+from connectors.gst_irp.sandbox import create_app as create_irp_sandbox
+from connectors.gstin_lookup.sandbox import create_app as create_lookup_sandbox
+from connectors.kit import Connector
+from engine import db, integrations
+from engine.application import LedgerService
+from engine.config import Settings
+from engine.security import connector_secrets, rotation
+from engine.security.egress import EndpointPolicy
+from engine.security.secrets import SecretError, load_key_ring
+from engine.supervisor import DEMO_GSTIN, demo_tenant
+from streams.connectors.context import HandlerContext
+from tests.connectors.contract import LiveServer
+
+pytestmark = [pytest.mark.integration]
+
+
+def context(settings: Settings, service: LedgerService, connector: str = "gstin-lookup") -> HandlerContext:
+    ring = load_key_ring(settings.var_dir)
+    return HandlerContext(settings, service, ring, connector=connector, request_rate_per_s=None)
+
+
+def sealed(settings: Settings) -> list[tuple[str, str, str]]:
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        rows = conn.execute("SELECT provider, scope, secret_sealed FROM connector_secrets ORDER BY scope")
+        return [(r[0], r[1], r[2]) for r in rows.fetchall()]
+
+
+def test_a_runtime_secret_is_kept_sealed_per_tenant_connector_and_scope(
+    settings: Settings, service: LedgerService
+) -> None:
+    db.ensure_schema(settings)
+    tenant, other = uuid4(), uuid4()
+    lookup, irp = context(settings, service), context(settings, service, "gst-irp")
+    later = datetime.now(UTC) + timedelta(hours=1)
+
+    async def scenario() -> list[bytes | None]:
+        await lookup.store_secret(tenant, "oauth:refresh", b"refresh-token-1", expires_at=later)
+        await lookup.store_secret(tenant, "device:branch-01", b"cmc-key")
+        await lookup.store_secret(tenant, "oauth:refresh", b"refresh-token-2", expires_at=later)  # replaced
+        return [
+            await lookup.secret(tenant, "oauth:refresh"),
+            await lookup.secret(tenant, "device:branch-01"),
+            await lookup.secret(other, "oauth:refresh"),  # another tenant
+            await irp.secret(tenant, "oauth:refresh"),  # another connector
+        ]
+
+    assert asyncio.run(scenario()) == [b"refresh-token-2", b"cmc-key", None, None]
+    stored = sealed(settings)
+    assert [(p, s) for p, s, _ in stored] == [
+        ("gstin-lookup", "device:branch-01"),
+        ("gstin-lookup", "oauth:refresh"),
+    ]
+    assert all(b"cmc-key" not in v.encode() and "refresh-token" not in v for _, _, v in stored)
+
+
+def test_a_sealed_secret_moved_to_another_scope_does_not_open_and_an_expired_one_reads_as_absent(
+    settings: Settings, service: LedgerService
+) -> None:
+    tenant = uuid4()
+    ring = load_key_ring(settings.var_dir)
+    db.ensure_schema(settings)
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        connector_secrets.put(conn, ring, tenant, "gstin-lookup", "device:a", b"key-a")
+        connector_secrets.put(
+            conn,
+            ring,
+            tenant,
+            "gstin-lookup",
+            "oauth:access",
+            b"tok",
+            expires_at=datetime.now(UTC) - timedelta(1),
+        )
+        conn.execute(
+            "INSERT INTO connector_secrets (tenant_id, provider, scope, secret_sealed)"
+            " SELECT tenant_id, provider, 'device:b', secret_sealed FROM connector_secrets"
+            " WHERE scope = 'device:a'"
+        )
+        assert connector_secrets.get(conn, ring, tenant, "gstin-lookup", "oauth:access") is None
+        assert connector_secrets.get(conn, ring, tenant, "gstin-lookup", "device:a") == b"key-a"
+        with pytest.raises(SecretError):
+            connector_secrets.get(conn, ring, tenant, "gstin-lookup", "device:b")
+        assert connector_secrets.delete(conn, tenant, "gstin-lookup", "device:a")
+        assert connector_secrets.get(conn, ring, tenant, "gstin-lookup", "device:a") is None
+        with pytest.raises(ValueError):
+            connector_secrets.put(conn, ring, tenant, "gstin-lookup", "no spaces allowed", b"x")
+
+
+def test_keys_rotate_reencrypts_runtime_secrets_and_they_still_open(
+    settings: Settings, tmp_path: Path
+) -> None:
+    own = replace(settings, var_dir=tmp_path / "var")  # the test's own key ring: the shared one is everyone's
+    db.ensure_schema(own)
+    tenant = uuid4()
+    with psycopg.connect(own.database_url, options=f"-c search_path={own.db_schema}") as conn:
+        for scope in ("device:1", "device:2", "oauth:refresh"):
+            connector_secrets.put(
+                conn, load_key_ring(own.var_dir), tenant, "gstin-lookup", scope, scope.encode()
+            )
+    old = load_key_ring(own.var_dir).active
+
+    new = rotation.add_key(own, "k-connector-secrets")
+    done = rotation.reencrypt(own, load_key_ring(own.var_dir))
+    rotation.retire(own, old)
+
+    assert done.get("connector_secrets.secret_sealed") == 3, done
+    ring = load_key_ring(own.var_dir)
+    assert set(ring.keys) == {new}
+    with psycopg.connect(own.database_url, options=f"-c search_path={own.db_schema}") as conn:
+        for scope in ("device:1", "device:2", "oauth:refresh"):
+            assert connector_secrets.get(conn, ring, tenant, "gstin-lookup", scope) == scope.encode()
+    assert all(v.startswith(f"{new}:") for _, _, v in sealed(own))
+
+
+def test_a_connectors_own_tables_are_created_by_the_migration(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_devices = Connector(
+        name="example-devices",
+        settings=gstin_lookup.SETTINGS,
+        endpoints=EndpointPolicy(provider="example-devices"),
+        connection_test=gstin_lookup.test_connection,
+        migrations=(("tests.integration", "connector_devices.sql"),),
+    )
+    monkeypatch.setattr(registry, "CONNECTORS", (*registry.CONNECTORS, with_devices))
+    before = db.schema_fingerprint()
+
+    db.ensure_schema(settings)
+
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        conn.execute(
+            "INSERT INTO example_connector_devices VALUES (%s, 'branch-01', 'KRACU0100000001')",
+            (UUID(int=1),),
+        )
+        found = conn.execute("SELECT device_id FROM example_connector_devices").fetchall()
+    assert found == [("KRACU0100000001",)]
+    monkeypatch.setattr(registry, "CONNECTORS", registry.CONNECTORS[:-1])
+    assert db.schema_fingerprint() != before  # a connector's new table is a schema change to migrate
+
+
+def test_the_demo_tenant_gets_every_connectors_sandbox_and_each_connection_test_passes(
+    settings: Settings, tmp_path: Path
+) -> None:
+    own = replace(settings, var_dir=tmp_path / "var")  # demo-tenant.json and the ring: the test's own
+    db.ensure_schema(own)
+
+    demo = demo_tenant(own)
+
+    tenant, ring = UUID(demo["tenant_id"]), load_key_ring(own.var_dir)
+    with psycopg.connect(own.database_url, options=f"-c search_path={own.db_schema}") as conn:
+        configured = {c.name: integrations.load(conn, ring, tenant, c.name) for c in registry.CONNECTORS}
+    assert demo_tenant(own) == demo  # kept in var/: the same tenant on every start
+    sandboxes = {
+        "gst-irp": create_irp_sandbox(account=IrpAccount(gstin=DEMO_GSTIN)),
+        "gstin-lookup": create_lookup_sandbox(),
+    }
+    answers = {}
+    for name, loaded in configured.items():
+        declared = registry.connector(name).sandbox
+        assert loaded is not None and loaded.enabled and loaded.environment == "sandbox", name
+        assert declared is not None and loaded.base_url == f"http://127.0.0.1:{declared.port}"
+        with LiveServer(sandboxes[name]) as live:  # the app `ledgerflow run` starts, on a free port
+            answers[name] = asyncio.run(
+                catalogue.test_connection(replace(loaded, base_url=live.url), own.mode)
+            )
+    assert {name: answer["ok"] for name, answer in answers.items()} == {"gst-irp": True, "gstin-lookup": True}

@@ -1,0 +1,78 @@
+"""The registry is the one list of connectors: what the engine derives from it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from click.testing import CliRunner
+
+from connectors import catalogue
+from connectors.kit import Connector
+from connectors.registry import CONNECTORS, connector
+from engine import integrations
+from engine.cli import main
+from engine.config import Settings, rate_variable
+from engine.security.egress import EndpointPolicy
+from streams import catalogue as runtime
+from streams.connectors.spec import topics_for
+
+
+def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connection_test() -> None:
+    names = [c.name for c in CONNECTORS]
+
+    assert names == ["gst-irp", "gstin-lookup"]
+    assert sorted(integrations.PROVIDERS) == sorted(names)
+    assert integrations.PROVIDERS["gstin-lookup"].credential_fields == ("client_id", "client_secret")
+    assert set(catalogue.ENDPOINT_POLICIES) == set(catalogue.CONNECTION_TESTS) == set(names)
+
+
+def test_only_connectors_with_a_handler_get_topics_and_gst_irp_keeps_its_names() -> None:
+    specs = runtime.planned_specs(Settings(retry_delays=(0, 60)))  # 0: straight back onto the jobs topic
+
+    assert [s.name for s in specs] == ["gst-irp"]
+    assert topics_for(specs[0]) == [
+        "connector.gst-irp.jobs.v1",
+        "connector.gst-irp.retry.1m.v1",
+        "connector.gst-irp.dlq.v1",
+    ]
+
+
+def test_a_rate_limit_comes_from_its_variable_else_the_declaration(monkeypatch: pytest.MonkeyPatch) -> None:
+    irp = connector("gst-irp")
+    assert rate_variable("gst-irp") == "LEDGERFLOW_GST_IRP_RATE"
+    monkeypatch.delenv("LEDGERFLOW_GST_IRP_RATE", raising=False)
+    assert runtime.rate_limit(Settings(), irp) == 10.0
+    monkeypatch.setenv("LEDGERFLOW_GST_IRP_RATE", "4")
+    assert runtime.rate_limit(Settings(), irp) == 4.0
+    monkeypatch.setenv("LEDGERFLOW_GST_IRP_RATE", "none")
+    assert runtime.rate_limit(Settings(), irp) is None
+    assert runtime.rate_limit(replace(Settings(), rate_limits={"gst-irp": 7.0}), irp) == 7.0
+    # gst-irp's limit counts requests: its handler's transport holds the permits, not the worker.
+    assert runtime.spec_for(replace(Settings(), rate_limits={"gst-irp": 7.0}), irp).rate_limit_per_s is None
+
+
+def test_a_declaration_that_contradicts_itself_is_refused() -> None:
+    lookup = connector("gstin-lookup")
+    with pytest.raises(ValueError, match="endpoint policy"):
+        Connector("other", lookup.settings, lookup.endpoints, lookup.connection_test)
+    with pytest.raises(ValueError, match="lower case"):
+        Connector("Other", lookup.settings, EndpointPolicy("Other"), lookup.connection_test)
+    with pytest.raises(ValueError, match="no handler"):
+        Connector(
+            "other",
+            lookup.settings,
+            EndpointPolicy("other"),
+            lookup.connection_test,
+            route_event_types=frozenset({"ledgerflow.invoice.issued"}),
+        )
+
+
+def test_connectors_list_shows_each_connector_without_any_credential_value() -> None:
+    shown = CliRunner().invoke(main, ["connectors", "list"])
+
+    assert shown.exit_code == 0, shown.output
+    assert "gst-irp: India GST e-invoice portal" in shown.output
+    assert "client_secret (secret)" in shown.output and "password (secret)" in shown.output
+    assert "connector.gst-irp.jobs.v1" in shown.output and "LEDGERFLOW_GST_IRP_RATE" in shown.output
+    assert "gstin-lookup: GST taxpayer search" in shown.output and "none (called on demand)" in shown.output
