@@ -31,6 +31,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null || echo "wrk not installed: the API stage falls back to a Python client"

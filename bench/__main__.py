@@ -29,6 +29,7 @@ from bench import scaling as scaling_stage
 from bench import worker as worker_stage
 from bench.env import BenchEnv, free_port, retry
 from bench.report import Row, print_table, write_json
+from connectors import registry as connector_registry
 from engine.config import Settings
 from engine.kafka_clients import aiokafka_kwargs
 from streams.connectors.jobs import jobs_topic as jobs_topic_of
@@ -552,7 +553,7 @@ class Run:
 
     def _irn(self, env: BenchEnv) -> None:
         from engine.bootstrap import build_service
-        from engine.topics import ensure_all
+        from ops.topics import ensure_all
 
         env.ensure_topics()
         retry(lambda: ensure_all(irn_stage.connector_settings(env.settings)))
@@ -788,6 +789,7 @@ class Run:
 
 
 def main(argv: list[str] | None = None) -> int:
+    connector_registry.register()  # the bench is a composition root (connectors/registry.py)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (~1 minute)")
     parser.add_argument(

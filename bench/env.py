@@ -172,8 +172,9 @@ class BenchEnv:
     # -- topics and tables ------------------------------------------------------------------
 
     def ensure_topics(self, extra: list[str] | None = None) -> None:
-        from engine import db, stack
-        from engine.topics import TOPICS
+        from engine import db
+        from ops import stack
+        from ops.topics import TOPICS
 
         names = [self.settings.topic(t) for t in [*TOPICS, *(extra or [])]]
         deadline = time.monotonic() + 120

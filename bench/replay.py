@@ -6,7 +6,7 @@ sizes, the real CloudEvents headers), into a fresh topic of the same partition c
 - **raw**: the plainest aiokafka loop that does the job: ``getmany`` without a group, each record
   sent to the same partition with an idempotent ``acks=all`` producer, each batch's
   acknowledgements gathered before the next fetch;
-- **replay**: ``engine.replay`` as ``ledgerflow replay --into-topic`` runs it.
+- **replay**: ``ops.replay`` as ``ledgerflow replay --into-topic`` runs it.
 
 Both rates are records/s from the first fetch to the last acknowledgement (clients' start-up
 excluded) and both run on uvloop, as the ``ledgerflow`` command does.
@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine.config import Settings
 from engine.kafka_clients import aiokafka_kwargs
-from engine.replay import ReplaySummary, parse_request, replay
+from ops.replay import ReplaySummary, parse_request, replay
 
 SOURCE = "bench.replay.source.v1"
 RAW_TARGET = "bench.replay.raw.v1"
@@ -36,7 +36,7 @@ MIN_RECORDS = 20_000
 
 
 class _Bar:
-    """engine.replay's progress interface over the bench's ``advance`` callable."""
+    """ops.replay's progress interface over the bench's ``advance`` callable."""
 
     def __init__(self, advance: Callable[[int], None]) -> None:
         self._advance = advance

@@ -23,7 +23,7 @@ from uuid import UUID
 from bench import worker as worker_stage
 from bench.env import BenchEnv, retry
 from bench.report import Row
-from engine.lag import GroupLag, lag
+from ops.lag import GroupLag, lag
 
 MB = 1024 * 1024
 ROUNDS = (1, 2)
@@ -85,7 +85,7 @@ def drain(
     commands: int,
     bar: Callable[[str, int | None], AbstractContextManager[Any]],
 ) -> Drain:
-    from engine.topics import ensure_all
+    from ops.topics import ensure_all
 
     scoped = round_env(env, workers)
     retry(lambda: ensure_all(scoped.settings))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from connectors import gst_irp, gstin_lookup
 from connectors.kit import Connector
+from engine import db, integrations
+from engine.integrations import Provider
 
 CONNECTORS: tuple[Connector, ...] = (gst_irp.CONNECTOR, gstin_lookup.CONNECTOR)
 
@@ -21,3 +23,13 @@ if len(BY_NAME) != len(CONNECTORS):
 def connector(name: str) -> Connector:
     """The connector called ``name``; ``KeyError`` if there is none."""
     return BY_NAME[name]
+
+
+def register() -> None:
+    """Hand the connectors' facts to the engine: the providers ``/v1/integrations`` accepts and the
+    tables each connector migrates. Every process's composition root calls this at start (the CLI,
+    the API's ``create_app``, the test and bench harnesses); calling it again changes nothing."""
+    integrations.register_providers(
+        Provider(c.name, c.settings.title, c.settings.credential_fields) for c in CONNECTORS
+    )
+    db.register_migrations(m for c in CONNECTORS for m in c.migrations)

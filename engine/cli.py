@@ -47,6 +47,10 @@ def main(ctx: click.Context) -> None:
     Settings come from the environment (LEDGERFLOW_DATABASE_URL, LEDGERFLOW_KAFKA, ...); the
     defaults match the local stack started by `ledgerflow stack up`.
     """
+    from connectors import registry
+
+    # The CLI is a composition root: it hands the connectors to the core before any command runs.
+    registry.register()
     ctx.obj = load_settings()
 
 
@@ -86,7 +90,7 @@ _CLUSTER_DIR = click.option(
 @click.pass_obj
 def stack_up(settings: Settings, brokers: int, base_port: int, cluster_dir: Path | None) -> None:
     """Start Kafka and PostgreSQL if they are not running, and wait until both answer."""
-    from engine import stack as local_stack
+    from ops import stack as local_stack
 
     try:
         if brokers == 1:
@@ -105,7 +109,7 @@ def stack_up(settings: Settings, brokers: int, base_port: int, cluster_dir: Path
 @click.pass_obj
 def stack_down(settings: Settings, cluster_dir: Path | None) -> None:
     """Stop what `stack up` started (the single broker, a cluster, PostgreSQL)."""
-    from engine import stack as local_stack
+    from ops import stack as local_stack
 
     try:
         local_stack.down(settings, cluster_dir)
@@ -118,7 +122,7 @@ def stack_down(settings: Settings, cluster_dir: Path | None) -> None:
 @click.pass_obj
 def stack_status(settings: Settings, cluster_dir: Path | None) -> None:
     """Show whether Kafka (and a cluster's nodes) and PostgreSQL are running."""
-    from engine import stack as local_stack
+    from ops import stack as local_stack
 
     for service in local_stack.status(settings, cluster_dir):
         state = click.style("running", fg="green") if service.running else click.style("stopped", fg="red")
@@ -142,7 +146,7 @@ def topics() -> None:
 @click.pass_obj
 def topics_ensure(settings: Settings, partitions: int | None) -> None:
     """Create the engine's topics that do not exist yet."""
-    from engine.topics import ensure_all
+    from ops.topics import ensure_all
 
     names, created = ensure_all(settings, partitions)
     for name in names:
@@ -226,7 +230,7 @@ def replay(
     dry_run: bool,
 ) -> None:
     """Re-read a topic range into another topic or a projection (docs/runbooks/replay.md)."""
-    from engine import replay as replaying
+    from ops import replay as replaying
 
     try:
         request = replaying.parse_request(
@@ -375,7 +379,7 @@ def export(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from engine import db
-    from engine.export import export as export_view
+    from ops.export import export as export_view
     from projections import reporting
 
     if name not in reporting.REPORTS:
@@ -968,7 +972,7 @@ def lag(
     see docs/runbooks/stuck-consumer.md."""
     import time
 
-    from engine.lag import KafkaUnavailable, consumer_health, render_health, stall_after_from_env
+    from ops.lag import KafkaUnavailable, consumer_health, render_health, stall_after_from_env
 
     try:
         limit = stall_after if stall_after is not None else stall_after_from_env()
@@ -1282,7 +1286,7 @@ def dlq_discard(
 @click.pass_obj
 def run(settings: Settings, workers: int, no_stack: bool) -> None:
     """Run the whole engine in the foreground: API, relay, projector and stream workers."""
-    from engine.supervisor import run_engine
+    from ops.supervisor import run_engine
 
     sys.exit(run_engine(settings, workers=workers, start_stack=not no_stack))
 

@@ -96,7 +96,7 @@ class Settings:
     topic_prefix: str = field(default_factory=lambda: _env("LEDGERFLOW_TOPIC_PREFIX", ""))
     partitions: int = field(default_factory=lambda: int(_env("LEDGERFLOW_PARTITIONS", "6")))
     # Replicas of each new topic. Unset: decided from the cluster (one per broker, up to three;
-    # min.insync.replicas two on three brokers), see engine.stack.replication_for.
+    # min.insync.replicas two on three brokers), see engine.kafka_admin.replication_for.
     replication_factor: int | None = field(
         default_factory=lambda: _optional_int(os.environ.get("LEDGERFLOW_REPLICATION_FACTOR"))
     )

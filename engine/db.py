@@ -8,7 +8,7 @@ recorder (see ``engine/application.py``); the tables here are the engine's own b
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import TypeVar
@@ -259,25 +259,44 @@ def grant_runtime(conn: psycopg.Connection, settings: Settings) -> None:
         )
 
 
-# Each SQL file is idempotent (CREATE ... IF NOT EXISTS) and owned by the module beside it.
+# Each SQL file is idempotent (CREATE ... IF NOT EXISTS) and owned by the package beside it.
 MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "bookkeeping.sql"),
     ("projections", "invoice_register.sql"),
     ("streams.connectors", "runtime.sql"),
-    ("engine", "consumer_lag_samples.sql"),
+    ("ops", "consumer_lag_samples.sql"),
     ("projections", "rebuild.sql"),
     ("projections", "dead_letters.sql"),
     ("engine", "connector_state.sql"),
 ]
 
+# The tables each connector declares for itself (``Connector.migrations``, connectors/registry.py),
+# handed over by the process's composition root (``connectors.registry.register``): the connectors
+# depend on the engine, never the other way round. None until then, so that a process that forgot
+# to register fails loudly instead of migrating (and fingerprinting) a schema without them.
+_registered_migrations: list[tuple[str, str]] | None = None
+
+
+class MigrationsNotRegistered(RuntimeError):
+    """The schema was needed before the process's entry point registered the connectors' tables."""
+
+
+def register_migrations(migrations: Iterable[tuple[str, str]]) -> None:
+    """Add ``(package, sql file)`` migrations after the engine's own; registering one again is a no-op."""
+    global _registered_migrations
+    known = list(_registered_migrations or [])
+    known += [m for m in migrations if m not in known and m not in MIGRATIONS]
+    _registered_migrations = known
+
 
 def all_migrations() -> list[tuple[str, str]]:
-    """The engine's migrations, then the tables each connector declares for itself
-    (``Connector.migrations``, connectors/registry.py; imported here, on use, because the
-    connectors depend on the engine and not the other way round)."""
-    from connectors.registry import CONNECTORS
-
-    return [*MIGRATIONS, *(m for c in CONNECTORS for m in c.migrations)]
+    """The engine's migrations, then the registered ones (``register_migrations``)."""
+    if _registered_migrations is None:
+        raise MigrationsNotRegistered(
+            "no connector migrations registered: the process's entry point must call"
+            " connectors.registry.register() before touching the schema"
+        )
+    return [*MIGRATIONS, *_registered_migrations]
 
 
 # Modules with ``install(conn, settings)`` creating objects that depend on projection tables

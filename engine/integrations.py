@@ -3,12 +3,12 @@
 Credentials are sealed with the key ring (``engine/security/secrets.py``) bound to (tenant,
 provider) and are never returned: the API shows only which fields are set and when each was last
 rotated. Which providers exist, and which credential fields each needs, each connector declares
-(connectors/registry.py); ``PROVIDERS`` is derived from that registry on first use.
+(connectors/registry.py), and the process's entry point registers them here (``register_providers``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,22 +32,29 @@ class Provider:
     sandbox_url: str | None = None  # the project's own sandbox, for `ledgerflow run`
 
 
+class ProvidersNotRegistered(RuntimeError):
+    """Providers were needed before the process's entry point registered the connectors."""
+
+
 class _Providers(Mapping[str, Provider]):
-    """The registry's connectors as providers. Loaded on first use, not at import: the engine does
-    not depend on the connectors (they depend on it), and a process that never touches
-    integrations never imports them."""
+    """The connectors' providers, handed over by the process's composition root
+    (``connectors.registry.register``, which calls ``register_providers``): the connectors depend on
+    the engine, not the other way round. Until then every lookup fails loudly, so that a forgotten
+    registration cannot pass for "no such provider"."""
 
     def __init__(self) -> None:
-        self._loaded: dict[str, Provider] | None = None
+        self._registered: dict[str, Provider] | None = None
+
+    def register(self, providers: Iterable[Provider]) -> None:
+        self._registered = {**(self._registered or {}), **{p.name: p for p in providers}}
 
     def _all(self) -> dict[str, Provider]:
-        if self._loaded is None:
-            from connectors.registry import CONNECTORS
-
-            self._loaded = {
-                c.name: Provider(c.name, c.settings.title, c.settings.credential_fields) for c in CONNECTORS
-            }
-        return self._loaded
+        if self._registered is None:
+            raise ProvidersNotRegistered(
+                "no providers registered: the process's entry point must call"
+                " connectors.registry.register() first"
+            )
+        return self._registered
 
     def __getitem__(self, name: str) -> Provider:
         return self._all()[name]
@@ -59,7 +66,13 @@ class _Providers(Mapping[str, Provider]):
         return len(self._all())
 
 
-PROVIDERS: Mapping[str, Provider] = _Providers()
+_PROVIDERS = _Providers()
+PROVIDERS: Mapping[str, Provider] = _PROVIDERS
+
+
+def register_providers(providers: Iterable[Provider]) -> None:
+    """Make ``providers`` known (by name; registering one again replaces it)."""
+    _PROVIDERS.register(providers)
 
 
 @dataclass(frozen=True)

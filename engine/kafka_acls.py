@@ -28,7 +28,7 @@ from engine.kafka_clients import confluent_config
 
 ResourceKind = Literal["topic", "group"]
 
-# Topic and group name prefixes the engine's processes use (engine/topics.py, streams/connectors/
+# Topic and group name prefixes the engine's processes use (ops/topics.py, streams/connectors/
 # spec.py, projections/runner.py; faust names its group, changelog and assignor topics after the
 # app id ``ledgerflow-streams``).
 ENGINE_TOPIC_PREFIXES = ("ledger.", "ingest.", "projection.", "connector.", "router.", "ledgerflow")

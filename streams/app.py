@@ -14,7 +14,7 @@ import faust
 from faust.transport.drivers.aiokafka import Producer as FaustAIOKafkaProducer
 from faust.types import ProducerT
 
-from engine import kafka_clients, stack
+from engine import kafka_admin, kafka_clients
 from engine.config import Settings
 
 
@@ -40,7 +40,7 @@ def create_app(settings: Settings, *, app_id: str = "ledgerflow-streams") -> fau
     datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     # faust creates some topics itself (its partition assignor's leader topic, table changelogs):
     # they get the replication of the engine's own topics, so losing a broker never strands them.
-    replication = stack.topic_replication(settings)
+    replication = kafka_admin.topic_replication(settings)
     app = LedgerflowApp(
         f"{settings.topic_prefix}{app_id}",
         broker=f"kafka://{settings.kafka_bootstrap}",

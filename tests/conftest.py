@@ -16,7 +16,12 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
+from connectors import registry as connector_registry
 from engine.config import Settings, load_settings
+
+# The test session is a composition root like the CLI and the API: the connectors' providers and
+# tables are handed to the core before any test touches the schema.
+connector_registry.register()
 
 T = TypeVar("T")
 
@@ -91,7 +96,7 @@ def service(settings: Settings) -> Iterator[Any]:
 
 @pytest.fixture
 def topics(settings: Settings) -> list[str]:
-    from engine.topics import ensure_all
+    from ops.topics import ensure_all
 
     names, _ = ensure_all(settings)
     return names

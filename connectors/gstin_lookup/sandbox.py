@@ -49,7 +49,7 @@ def _record(
 
 
 ACTIVE = _gstin("29AAGCB7383J1Z")
-"""The demo tenant's own GSTIN (engine/supervisor.py DEMO_GSTIN), active."""
+"""The demo tenant's own GSTIN (ops/supervisor.py DEMO_GSTIN), active."""
 BUYER = _gstin("27AAACR5055K1Z")
 CANCELLED = _gstin("33AAJFK5678L1Z")
 COMPOSITION = _gstin("24AAACC1206D1Z")

@@ -18,6 +18,7 @@ from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, StringConstraints
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from connectors import registry as connector_registry
 from engine import db, integrations, logs, telemetry
 from engine.api import contract
 from engine.api.errors import ApiError, error_body, install
@@ -232,6 +233,8 @@ def invoice_view(invoice: Invoice) -> dict[str, Any]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    # The API is a composition root: it hands the connectors to the core (connectors/registry.py).
+    connector_registry.register()
     settings = settings or load_settings()
     holder = ServiceHolder(settings)
 

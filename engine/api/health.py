@@ -2,8 +2,8 @@
 
 A probe (Kubernetes, a load balancer, cron with curl) gets 200 while no group is stalled and 503,
 in the API's error shape, naming the stalled groups and why, when one is. Each request samples lag
-from Kafka, stores the sample and judges it against the stored history (``engine/lag.py``,
-``engine/stall.py``), exactly as ``ledgerflow lag --check`` does.
+from Kafka, stores the sample and judges it against the stored history (``ops/lag.py``,
+``ops/stall.py``), exactly as ``ledgerflow lag --check`` does.
 
 The router also runs the lag monitor in the API process (its lifespan): the API is the one
 long-running process every deployment has, and the monitor keeps sampling between probes so that
@@ -31,7 +31,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query
 from engine.api.errors import RETRY_AFTER_SECONDS, ApiError
 from engine.api.ops_token import ops_token_check
 from engine.config import Settings
-from engine.lag import (
+from ops.lag import (
     KafkaUnavailable,
     LagMonitor,
     consumer_health,

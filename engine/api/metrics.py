@@ -36,7 +36,7 @@ from engine import db
 from engine.api.ops_token import ops_token_check
 from engine.config import Settings
 from engine.kafka_clients import aiokafka_kwargs
-from engine.lag import GroupLag, lag
+from ops.lag import GroupLag, lag
 
 log = logging.getLogger("ledgerflow.metrics")
 
@@ -338,7 +338,7 @@ def _database_families(d: DatabaseFigures) -> Iterator[Metric]:
     yield in_flight
     restarts = CounterMetricFamily(
         "ledgerflow_process_restarts",
-        "Times `ledgerflow run` started a process again after it exited (engine/supervisor.py)",
+        "Times `ledgerflow run` started a process again after it exited (ops/supervisor.py)",
         labels=["host", "process"],
     )
     for (host, process), count in sorted(d.restarts.items()):

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from engine import stack
+from engine import kafka_admin
 from engine.config import Settings
 from streams.connectors.breaker import BreakerSettings
 from streams.connectors.jobs import FailureSink, JobHandler, jobs_topic
@@ -64,5 +64,5 @@ def ensure_connector_topics(
         *jobs_and_retries, dlq = topics_for(spec)
         work += [settings.topic(t) for t in jobs_and_retries]
         dlqs.append(settings.topic(dlq))
-    created = stack.ensure_topics(settings, work, partitions or settings.partitions)
-    return created + stack.ensure_topics(settings, dlqs, DLQ_PARTITIONS)
+    created = kafka_admin.ensure_topics(settings, work, partitions or settings.partitions)
+    return created + kafka_admin.ensure_topics(settings, dlqs, DLQ_PARTITIONS)

@@ -1,7 +1,7 @@
 """A test's own single-node Kafka broker with SASL/SCRAM users and the StandardAuthorizer.
 
 Rendered from ops/kafka/sasl.properties on free ports under a tmp dir, with the jars of the local
-stack (var/kafka/libs) and started the way engine.stack starts cluster nodes; the shared broker on
+stack (var/kafka/libs) and started the way ops.stack starts cluster nodes; the shared broker on
 9092 is never touched. The users are created when the storage is formatted (``--add-scram``), so
 they exist from the broker's first start.
 """
@@ -16,8 +16,8 @@ import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from engine import stack
 from engine.config import Settings
+from ops import stack
 
 ADMIN = "admin"
 MECHANISM = "SCRAM-SHA-512"

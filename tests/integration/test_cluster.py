@@ -38,15 +38,15 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from engine import stack
 from engine.application import LedgerService
 from engine.cli import main
 from engine.commands import IssueInvoice
 from engine.config import Settings, load_settings
 from engine.domain.invoice import invoice_id_for
-from engine.stack import KafkaCluster
 from engine.tax.india_gst import financial_year
-from engine.topics import TOPICS
+from ops import stack
+from ops.stack import KafkaCluster
+from ops.topics import TOPICS
 from tests.integration.helpers import invoice_body, register_tenant
 from tests.integration.processes import LedgerflowProcess, Processes
 from tests.integration.test_crash_recovery import (

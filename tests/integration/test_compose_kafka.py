@@ -25,9 +25,9 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
 
-from engine import stack
 from engine.config import PROJECT_ROOT, Settings
 from engine.kafka_clients import aiokafka_kwargs
+from ops import stack
 from tests.conftest import wait_for
 from tests.integration.sasl_broker import new_sasl_broker
 

@@ -22,7 +22,7 @@ from engine.config import Settings
 from engine.security import connector_secrets, rotation
 from engine.security.egress import EndpointPolicy
 from engine.security.secrets import SecretError, load_key_ring
-from engine.supervisor import DEMO_GSTIN, demo_tenant
+from ops.supervisor import DEMO_GSTIN, demo_tenant
 from streams.connectors.context import HandlerContext
 from tests.connectors.contract import LiveServer
 

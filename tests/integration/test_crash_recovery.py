@@ -23,12 +23,12 @@ import psycopg
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from engine import stack
 from engine.application import Ledger, LedgerService, build_invoice, open_ledger
 from engine.commands import IssueInvoice
 from engine.config import Settings, load_settings
 from engine.domain.invoice import Invoice, invoice_id_for
 from engine.tax.india_gst import financial_year
+from ops import stack
 from tests.conftest import wait_for
 from tests.integration.helpers import create_ingest_key, ingest_command, invoice_body, register_tenant
 from tests.integration.processes import Processes

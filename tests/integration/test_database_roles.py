@@ -15,10 +15,11 @@ import psycopg
 import pytest
 
 from connectors.gst_irp.sandbox import create_app as create_irp_sandbox
-from engine import db, stack
+from engine import db
 from engine.bootstrap import build_service, migrate
 from engine.commands import IssueInvoice
 from engine.config import Settings
+from ops import stack
 from tests.connectors.contract import LiveServer
 from tests.integration.helpers import (
     IRP_ACCOUNT,

@@ -27,7 +27,7 @@ from connectors.gst_irp.sandbox import create_app as create_irp_sandbox
 from engine.application import LedgerService
 from engine.config import Settings
 from engine.kafka_clients import aiokafka_kwargs, confluent_config
-from engine.topics import ensure_all
+from ops.topics import ensure_all
 from tests.conftest import wait_for
 from tests.connectors.contract import LiveServer
 from tests.integration.helpers import (

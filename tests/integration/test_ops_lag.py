@@ -11,8 +11,8 @@ from engine.application import LedgerService
 from engine.cli import main
 from engine.commands import IssueInvoice
 from engine.config import Settings
-from engine.lag import consumer_health, lag, render_health
 from engine.relay import Relay
+from ops.lag import consumer_health, lag, render_health
 from projections.invoice_register import InvoiceRegister
 from projections.runner import ProjectionRunner
 from projections.status import render_projection_list, render_projection_status, status

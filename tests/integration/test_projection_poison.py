@@ -28,8 +28,8 @@ from engine.application import LedgerService, open_ledger
 from engine.cli import main
 from engine.commands import CancelInvoice, IssueInvoice
 from engine.config import Settings
-from engine.lag import consumer_health, render_health
 from engine.publishing import OutboundEvent, event_id, headers_for, outbound_from_stored
+from ops.lag import consumer_health, render_health
 from projections import dead_letters
 from projections.invoice_register import InvoiceRegister
 from projections.rebuild import rebuild

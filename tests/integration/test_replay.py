@@ -14,13 +14,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from click.testing import CliRunner, Result
 
-from engine import db, stack
+from engine import db
 from engine.application import LedgerService
 from engine.cli import main
 from engine.commands import CancelInvoice, IssueInvoice
 from engine.config import Settings
 from engine.relay import Relay
-from engine.replay import ReplaySummary, parse_request, replay
+from ops import stack
+from ops.replay import ReplaySummary, parse_request, replay
 from projections.invoice_register import InvoiceRegister
 from projections.runner import ProjectionRunner
 from projections.status import status

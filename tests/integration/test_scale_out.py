@@ -25,7 +25,7 @@ from confluent_kafka import Producer
 
 from engine.application import LedgerService
 from engine.config import Settings
-from engine.lag import GroupLag, lag
+from ops.lag import GroupLag, lag
 from tests.integration.helpers import create_ingest_key, ingest_command, invoice_body, register_tenant
 from tests.integration.processes import LedgerflowProcess, Processes
 from tests.integration.test_crash_recovery import (

@@ -1,6 +1,6 @@
 """The local stack answers: a real broker and a real PostgreSQL, as `ledgerflow stack up` leaves them.
 
-These check the services through clients other than the ones `engine.stack` uses where possible
+These check the services through clients other than the ones `ops.stack` uses where possible
 (confluent-kafka/librdkafka for the metadata), so that a bug in our own helper cannot hide a
 broker that is not really there.
 """
@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
 
-from engine import stack
 from engine.config import Settings, load_settings
+from ops import stack
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

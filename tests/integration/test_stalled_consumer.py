@@ -24,7 +24,7 @@ from click.testing import CliRunner, Result
 
 from engine.cli import main
 from engine.config import Settings
-from engine.lag import lag
+from ops.lag import lag
 from tests.conftest import BackgroundLoop, wait_for
 from tests.integration.helpers import client_for
 from tests.integration.processes import free_port, settings_env

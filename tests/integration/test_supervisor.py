@@ -18,7 +18,7 @@ import pytest
 from engine import db
 from engine.bootstrap import migrate
 from engine.config import Settings
-from engine.supervisor import (
+from ops.supervisor import (
     DEMO_BODY,
     Child,
     ChildSupervisor,

@@ -190,7 +190,7 @@ def test_the_cli_switches_einvoicing_through_the_integration_and_refuses_it_with
 def test_the_demo_tenant_starts_with_an_address_and_einvoicing_on_through_its_integration(
     settings: Settings, tmp_path: Path
 ) -> None:
-    from engine.supervisor import demo_tenant
+    from ops.supervisor import demo_tenant
 
     demo = demo_tenant(replace(settings, var_dir=tmp_path, mode="development"))
     client = client_for(settings)

@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
-from connectors import catalogue
+from connectors import catalogue, registry
 from connectors.kit import Connector
 from connectors.registry import CONNECTORS, connector
-from engine import integrations
+from engine import db, integrations
 from engine.cli import main
 from engine.config import Settings, rate_variable
 from engine.security.egress import EndpointPolicy
@@ -76,3 +76,32 @@ def test_connectors_list_shows_each_connector_without_any_credential_value() -> 
     assert "client_secret (secret)" in shown.output and "password (secret)" in shown.output
     assert "connector.gst-irp.jobs.v1" in shown.output and "LEDGERFLOW_GST_IRP_RATE" in shown.output
     assert "gstin-lookup: GST taxpayer search" in shown.output and "none (called on demand)" in shown.output
+
+
+def test_the_engine_refuses_to_list_providers_or_migrations_before_the_connectors_are_registered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The core imports nothing from connectors/: a process's entry point hands them over, and one
+    # that forgot must fail loudly rather than reject every provider or migrate half a schema.
+    monkeypatch.setattr(db, "_registered_migrations", None)
+    with pytest.raises(db.MigrationsNotRegistered, match=r"connectors\.registry\.register"):
+        db.all_migrations()
+    with pytest.raises(integrations.ProvidersNotRegistered, match=r"connectors\.registry\.register"):
+        sorted(integrations._Providers())
+
+
+def test_registering_migrations_again_adds_each_table_once_after_the_engines_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(db, "_registered_migrations", None)
+    registry.register()
+    declared = [m for c in CONNECTORS for m in c.migrations]
+    assert db.all_migrations() == [*db.MIGRATIONS, *declared]
+
+    own = ("connectors.gstin_lookup", "lookups.sql")
+    db.register_migrations([own])
+    db.register_migrations([own, ("engine", "bookkeeping.sql")])
+    registry.register()
+
+    assert db.all_migrations() == [*db.MIGRATIONS, *declared, own]
+    assert sorted(integrations.PROVIDERS) == sorted(c.name for c in CONNECTORS)

@@ -38,7 +38,7 @@ def test_the_engine_owns_every_topic_and_group_prefix_it_uses() -> None:
 
 def test_every_topic_the_engine_creates_falls_under_one_of_its_acl_prefixes() -> None:
     # A topic outside them (the router's DLQ once was) would be refused to the engine under SASL.
-    from engine.topics import TOPICS
+    from ops.topics import TOPICS
 
     assert [t for t in TOPICS if not t.startswith(ENGINE_TOPIC_PREFIXES)] == []
 

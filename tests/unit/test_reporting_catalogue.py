@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from engine.config import PROJECT_ROOT, Settings
-from engine.export import arrow_schema, arrow_type
+from ops.export import arrow_schema, arrow_type
 from projections.reporting import REPORTS, InvalidCursor, decode_cursor, encode_cursor, json_value, text_value
 
 SAMPLE = {

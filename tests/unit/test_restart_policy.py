@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.supervisor import RestartPolicy
+from ops.supervisor import RestartPolicy
 
 
 def test_restarts_wait_one_second_doubling_up_to_a_minute() -> None:

@@ -1,4 +1,4 @@
-"""Stall detection from lag samples (engine/stall.py): which samples make a group stalled."""
+"""Stall detection from lag samples (ops/stall.py): which samples make a group stalled."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine.stall import Sample, assess, standing_since
+from ops.stall import Sample, assess, standing_since
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 TOPIC = "ingest.invoice.v1"

@@ -1,5 +1,5 @@
 """How many replicas new topics get, and where a local cluster's nodes listen (pure parts of
-engine/stack.py; the cluster itself is exercised in tests/integration/test_cluster.py)."""
+ops/stack.py; the cluster itself is exercised in tests/integration/test_cluster.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.stack import KafkaCluster, StackError, TopicReplication, replication_for
+from ops.stack import KafkaCluster, StackError, TopicReplication, replication_for
 
 
 @pytest.mark.parametrize(

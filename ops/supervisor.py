@@ -271,7 +271,7 @@ def least_privileged(settings: Settings, environ: Mapping[str, str]) -> Settings
     """
     if environ.get(DATABASE_URL_ENV) or environ.get(OWNER_DATABASE_URL_ENV):
         return settings
-    from engine.stack import DEFAULT_RUNTIME_ROLE
+    from ops.stack import DEFAULT_RUNTIME_ROLE
 
     user, password = DEFAULT_RUNTIME_ROLE
     return replace(
@@ -299,7 +299,7 @@ def child_environment(settings: Settings, environ: Mapping[str, str]) -> dict[st
 def ensure_runtime_login(settings: Settings) -> None:
     """Create the runtime role of ``least_privileged`` settings if it is missing, as ``stack up``
     does (for ``ledgerflow run --no-stack`` against a PostgreSQL that ``stack up`` never saw)."""
-    from engine import stack
+    from ops import stack
 
     runtime, owner = settings.runtime_role, unquote(urlsplit(settings.owner_url).username or "")
     if runtime == owner:
@@ -317,9 +317,9 @@ def ensure_runtime_login(settings: Settings) -> None:
 
 
 def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
-    from engine import stack
     from engine.bootstrap import migrate
-    from engine.topics import ensure_all
+    from ops import stack
+    from ops.topics import ensure_all
 
     if start_stack:
         stack.up(settings)

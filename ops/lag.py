@@ -6,7 +6,7 @@ Committed offsets and group states come from Kafka (the admin API), end offsets 
 the earliest retained offset when the group has committed nothing there yet).
 
 Every sample is also kept in PostgreSQL (``consumer_lag_samples``), because telling a stalled
-consumer from a busy one needs history: ``engine/stall.py`` decides from the samples. Samples come
+consumer from a busy one needs history: ``ops/stall.py`` decides from the samples. Samples come
 from ``ledgerflow lag``, from ``GET /healthz/consumers`` and from the lag monitor that runs in the
 API process (:class:`LagMonitor`); all of them feed, and read, the same history.
 
@@ -40,7 +40,7 @@ from aiokafka.protocol.api import Request
 from engine import db
 from engine.config import Settings
 from engine.kafka_clients import aiokafka_kwargs
-from engine.stall import DEFAULT_STALL_AFTER, Assessment, Sample, Status, assess
+from ops.stall import DEFAULT_STALL_AFTER, Assessment, Sample, Status, assess
 from streams.connectors.ops import _run
 
 log = logging.getLogger("ledgerflow.lag")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine import stack
+from engine import kafka_admin
 from engine.config import Settings
 
 # The engine's own topics; connectors add theirs (jobs, retry tiers, DLQ) from their declarations.
@@ -23,7 +23,7 @@ def ensure_all(settings: Settings, partitions: int | None = None) -> tuple[list[
 
     partitions = partitions or settings.partitions
     names = [settings.topic(t) for t in TOPICS]
-    created = stack.ensure_topics(settings, names, partitions)
+    created = kafka_admin.ensure_topics(settings, names, partitions)
     specs = planned_specs(settings)
     created += ensure_connector_topics(settings, specs, partitions)
     names += [settings.topic(t) for spec in specs for t in topics_for(spec)]

@@ -1,6 +1,6 @@
 """Stalled consumers: deciding from lag samples whether a consumer group still makes progress.
 
-Pure code, no I/O: ``engine/lag.py`` takes the samples (from Kafka) and keeps them (in PostgreSQL);
+Pure code, no I/O: ``ops/lag.py`` takes the samples (from Kafka) and keeps them (in PostgreSQL);
 this module only reads them.
 
 A partition of a group is **stalled** when its committed offset has not moved for ``stall_after``

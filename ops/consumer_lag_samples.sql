@@ -1,6 +1,6 @@
 -- Lag samples of the engine's consumer groups, written each time lag is sampled (`ledgerflow lag`,
--- GET /healthz/consumers, the API's lag monitor). Stall detection (engine/stall.py) compares a
--- partition's committed offset over time; engine/lag.py prunes rows older than its retention.
+-- GET /healthz/consumers, the API's lag monitor). Stall detection (ops/stall.py) compares a
+-- partition's committed offset over time; ops/lag.py prunes rows older than its retention.
 -- Idempotent: run at every start (engine/db.py MIGRATIONS).
 CREATE TABLE IF NOT EXISTS consumer_lag_samples (
     group_id   text NOT NULL,

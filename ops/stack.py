@@ -16,7 +16,6 @@ identified by pid files, never by process name.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import fcntl
@@ -34,18 +33,26 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import psycopg
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from psycopg import sql
 
-from engine import kafka_clients
 from engine.config import PROJECT_ROOT, Settings
+
+# Topic administration is the core's (engine/kafka_admin.py: the stream workers create topics too);
+# re-exported so that `stack.ensure_topics` and friends keep their old names.
+from engine.kafka_admin import TopicReplication as TopicReplication
+from engine.kafka_admin import TopicsNotCreated as TopicsNotCreated
+from engine.kafka_admin import admin_client as _admin
+from engine.kafka_admin import broker_count as _broker_count
+from engine.kafka_admin import ensure_topics as ensure_topics
+from engine.kafka_admin import replication_for as replication_for
+from engine.kafka_admin import run_sync as _run_sync
+from engine.kafka_admin import topic_replication as topic_replication
 
 OPS_DIR = PROJECT_ROOT / "ops"
 KAFKA_OPS = OPS_DIR / "kafka"
@@ -59,11 +66,6 @@ POSTGRES_START_TIMEOUT = 60.0
 POSTGRES_STOP_TIMEOUT = 60.0
 # A cold `up` downloads ~46 jars (plus Maven's own plugins on a machine without ~/.m2).
 MAVEN_TIMEOUT = 900.0
-
-# Kafka error code for "topic already exists": a concurrent creator (or auto-creation) won the race.
-_TOPIC_ALREADY_EXISTS = 36
-
-T = TypeVar("T")
 
 
 class StackError(RuntimeError):
@@ -166,55 +168,6 @@ def status(settings: Settings, cluster_home: Path | None = None) -> list[Service
     on_cluster = _kafka_address(settings)[:2] in {(n.host, n.port) for n in cluster.nodes}
     single = [] if on_cluster else [_kafka_status(settings)]
     return [*single, _postgres_status(settings), *cluster_status(cluster)]
-
-
-def ensure_topics(settings: Settings, names: list[str], partitions: int) -> list[str]:
-    """Create the topics in ``names`` that do not exist yet; return the names it created.
-
-    New topics are replicated as `topic_replication` decides (one replica on the single local
-    broker, three with min.insync.replicas=2 on a cluster of three or more). Existing topics are
-    left as they are (a different partition count or replication factor is reported, not changed:
-    adding partitions would move keys to other partitions and break per-aggregate order).
-    """
-    unique = list(dict.fromkeys(names))
-    return _run_sync(
-        _ensure_topics(
-            settings.kafka_bootstrap,
-            unique,
-            partitions,
-            settings.replication_factor,
-            kafka_clients.aiokafka_security(settings),
-        )
-    )
-
-
-@dataclass(frozen=True)
-class TopicReplication:
-    """How the engine's topics are replicated on a given cluster."""
-
-    factor: int
-    # With acks=all, a write is acknowledged once this many replicas have it; below this many
-    # in-sync replicas the partition refuses writes instead of accepting them on too few copies.
-    min_insync_replicas: int
-
-
-def replication_for(brokers: int, configured: int | None = None) -> TopicReplication:
-    """Replication for new topics: ``configured`` (LEDGERFLOW_REPLICATION_FACTOR) if set, else as
-    many replicas as brokers, up to three. min.insync.replicas is one less than the factor, at
-    most two: RF 3 / ISR 2 is the usual production pair (a write survives one broker loss and the
-    topic stays writable while one broker is down); RF 1 keeps the single-broker stack as it was."""
-    factor = configured if configured is not None else max(1, min(3, brokers))
-    return TopicReplication(factor=factor, min_insync_replicas=max(1, min(2, factor - 1)))
-
-
-def topic_replication(settings: Settings) -> TopicReplication:
-    """`replication_for` the cluster at ``settings.kafka_bootstrap`` (asked only when the setting
-    leaves it open); faust uses it for the topics it creates itself."""
-    if settings.replication_factor is not None:
-        return replication_for(0, settings.replication_factor)
-    return replication_for(
-        _run_sync(_broker_count(settings.kafka_bootstrap, kafka_clients.aiokafka_security(settings)))
-    )
 
 
 @_locked
@@ -348,32 +301,6 @@ def _wait_until(
                 f"Last lines of {log_file}:\n{_log_tail(log_file)}"
             )
         time.sleep(interval)
-
-
-def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion from synchronous code, even when a loop is already running.
-
-    The CLI calls us without a loop; async tests and faust apps call us with one, where
-    ``asyncio.run`` is not allowed, so the coroutine then gets a private loop in a thread.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = asyncio.run(coro)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="ledgerflow-stack")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -595,20 +522,6 @@ def stop_kafka(settings: Settings) -> None:
     _say("kafka: stopped")
 
 
-@contextlib.asynccontextmanager
-async def _admin(bootstrap: str, timeout_ms: int = 10000, security: Mapping[str, Any] | None = None) -> Any:
-    # ``security``: the engine's credentials (engine.kafka_clients) when talking to the configured
-    # cluster; the local stack's own brokers speak PLAINTEXT.
-    client = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, **(security or {})
-    )
-    await client.start()
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 async def _topic_partitions(bootstrap: str) -> dict[str, int]:
     async with _admin(bootstrap, 5000) as admin:
         topics = await admin.describe_topics()
@@ -621,66 +534,6 @@ def _kafka_answers(address: str) -> bool:
         return False
     _run_sync(_topic_partitions(address))
     return True
-
-
-async def _broker_count(bootstrap: str, security: Mapping[str, Any] | None = None) -> int:
-    async with _admin(bootstrap, 5000, security) as admin:
-        cluster = await admin.describe_cluster()
-    return len(cluster["brokers"])
-
-
-async def _ensure_topics(
-    bootstrap: str,
-    names: list[str],
-    partitions: int,
-    replication_factor: int | None,
-    security: Mapping[str, Any] | None = None,
-) -> list[str]:
-    async with _admin(bootstrap, security=security) as admin:
-        described = await admin.describe_topics()
-        existing = {t["topic"]: len(t["partitions"]) for t in described}
-        replicas = {
-            t["topic"]: max((len(p["replicas"]) for p in t["partitions"]), default=0) for t in described
-        }
-        missing = [n for n in names if n not in existing]
-        brokers = len((await admin.describe_cluster())["brokers"])
-        replication = replication_for(brokers, replication_factor)
-        for name in names:
-            if name in existing and existing[name] != partitions:
-                _say(f"topics: {name} has {existing[name]} partitions (wanted {partitions}); left as is")
-            if name in existing and replicas[name] < replication.factor:
-                wanted = replication.factor
-                _say(f"topics: {name} has {replicas[name]} replica(s) (wanted {wanted}); left as is")
-        if not missing:
-            return []
-        # Only a replicated topic gets its own min.insync.replicas: a single replica keeps the
-        # broker's defaults, exactly as the single-broker stack always had them.
-        configs = (
-            {"min.insync.replicas": str(replication.min_insync_replicas)} if replication.factor > 1 else {}
-        )
-        response = await admin.create_topics(
-            [
-                NewTopic(
-                    name=n,
-                    num_partitions=partitions,
-                    replication_factor=replication.factor,
-                    topic_configs=configs,
-                )
-                for n in missing
-            ]
-        )
-    created: list[str] = []
-    failures: list[str] = []
-    for topic_error in response.topic_errors:
-        topic, code = topic_error[0], topic_error[1]
-        if code == 0:
-            created.append(topic)
-        elif code != _TOPIC_ALREADY_EXISTS:
-            message = topic_error[2] if len(topic_error) > 2 else ""
-            failures.append(f"{topic}: error {code} {message or ''}".strip())
-    if failures:
-        raise StackError("could not create topics: " + "; ".join(failures))
-    return sorted(created, key=missing.index)
 
 
 def _kafka_status(settings: Settings) -> ServiceStatus:
