@@ -17,6 +17,8 @@ COPY streams ./streams
 COPY projections ./projections
 COPY schemas ./schemas
 COPY connectors ./connectors
+# Operator tooling (ops/: topics ensure, the lag table and health check).
+COPY ops ./ops
 RUN pip install .
 
 # Nothing in the services needs root.
