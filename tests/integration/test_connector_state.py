@@ -136,9 +136,14 @@ def test_a_connectors_own_tables_are_created_by_the_migration(
         connection_test=gstin_lookup.test_connection,
         migrations=(("tests.integration", "connector_devices.sql"),),
     )
-    monkeypatch.setattr(registry, "CONNECTORS", (*registry.CONNECTORS, with_devices))
+    # What the session registered comes back after the test (register() replaces, never mutates).
+    monkeypatch.setattr(db, "_registered_migrations", db._registered_migrations)
+    monkeypatch.setattr(integrations._PROVIDERS, "_registered", integrations._PROVIDERS._registered)
     before = db.schema_fingerprint()
+    monkeypatch.setattr(registry, "CONNECTORS", (*registry.CONNECTORS, with_devices))
+    registry.register()  # what a process's composition root does at start
 
+    assert db.schema_fingerprint() != before  # a connector's new table is a schema change to migrate
     db.ensure_schema(settings)
 
     with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
@@ -148,8 +153,6 @@ def test_a_connectors_own_tables_are_created_by_the_migration(
         )
         found = conn.execute("SELECT device_id FROM example_connector_devices").fetchall()
     assert found == [("KRACU0100000001",)]
-    monkeypatch.setattr(registry, "CONNECTORS", registry.CONNECTORS[:-1])
-    assert db.schema_fingerprint() != before  # a connector's new table is a schema change to migrate
 
 
 def test_the_demo_tenant_gets_every_connectors_sandbox_and_each_connection_test_passes(
