@@ -40,6 +40,7 @@ from engine.domain.tenant import (
     Tenant,
     UnknownApiKey,
 )
+from engine.errors import Conflict, InvalidInput, NotFound, RequestRefused
 from engine.fields import forbidden_character
 from engine.security import api_keys
 from engine.security.egress import DeploymentMode, EndpointPolicy
@@ -164,7 +165,7 @@ class IssuedInvoice:
     created: bool  # False when an idempotent retry returned the invoice created earlier
 
 
-class ServiceError(Exception):
+class ServiceError(RequestRefused):
     """Base of the errors the service layer reports to its callers (HTTP, ingest agent, CLI)."""
 
     code = "error"
@@ -175,52 +176,52 @@ class ServiceError(Exception):
         self.details = details or {}
 
 
-class TenantNotFound(ServiceError):
+class TenantNotFound(ServiceError, NotFound):
     code = "tenant_not_found"
 
 
-class InvoiceNotFound(ServiceError):
+class InvoiceNotFound(ServiceError, NotFound):
     code = "not_found"
 
 
-class ApiKeyNotFound(ServiceError):
+class ApiKeyNotFound(ServiceError, NotFound):
     code = "not_found"
 
 
-class ApiKeyConflict(ServiceError):
+class ApiKeyConflict(ServiceError, Conflict):
     code = "last_api_key"
 
 
-class IntegrationNotConfigured(ServiceError):
+class IntegrationNotConfigured(ServiceError, Conflict):
     code = "integration_not_configured"
 
 
-class TenantChangedConcurrently(ServiceError):
+class TenantChangedConcurrently(ServiceError, Conflict):
     """Another request changed the tenant between this one's read and its write (the event store's
     optimistic concurrency: one event per aggregate version). Nothing of this request was stored."""
 
     code = "concurrent_update"
 
 
-class DuplicateInvoiceNumber(ServiceError):
+class DuplicateInvoiceNumber(ServiceError, Conflict):
     code = "duplicate_invoice_number"
 
 
-class IdempotencyKeyReused(ServiceError):
+class IdempotencyKeyReused(ServiceError, InvalidInput):
     code = "idempotency_key_reused"
 
 
-class IdempotencyKeyInProgress(ServiceError):
+class IdempotencyKeyInProgress(ServiceError, Conflict):
     """Another request with the same Idempotency-Key held its claim for longer than we wait."""
 
     code = "idempotency_key_in_progress"
 
 
-class InvoiceStateConflict(ServiceError):
+class InvoiceStateConflict(ServiceError, Conflict):
     code = "invalid_state"
 
 
-class ValidationFailed(ServiceError):
+class ValidationFailed(ServiceError, InvalidInput):
     """Tax or business rule violations, each with the field path it is about."""
 
     code = "validation_failed"

@@ -19,11 +19,12 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from engine.config import Settings
+from engine.errors import ConfigurationError, Unavailable
 
 T = TypeVar("T")
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailable(Unavailable):
     """PostgreSQL could not be reached; callers answer 503 and retry later."""
 
 
@@ -277,7 +278,7 @@ MIGRATIONS: list[tuple[str, str]] = [
 _registered_migrations: list[tuple[str, str]] | None = None
 
 
-class MigrationsNotRegistered(RuntimeError):
+class MigrationsNotRegistered(ConfigurationError, RuntimeError):
     """The schema was needed before the process's entry point registered the connectors' tables."""
 
 

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from engine import telemetry
 from engine.application import LedgerService, ServiceError, TenantNotFound, ValidationFailed
 from engine.commands import IssueInvoice
+from engine.errors import InvalidInput
 from engine.fields import field_errors, forbidden_character
 from engine.security.ingest_keys import (
     KEY_ID_HEADER,
@@ -33,7 +34,7 @@ from engine.security.ingest_keys import (
 ISSUE_TYPE = "ledgerflow.invoice.issue"
 
 
-class IngestRejected(Exception):
+class IngestRejected(InvalidInput):
     """A message that can never succeed as sent: it goes to the DLQ with this code and message."""
 
     def __init__(self, code: str, message: str, fields: list[dict[str, Any]] | None = None) -> None:

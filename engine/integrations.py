@@ -19,6 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from engine.errors import ConfigurationError, InvalidInput
 from engine.security.egress import DeploymentMode, EgressRefused, EndpointPolicy, check_endpoint
 from engine.security.secrets import KeyRing
 from engine.tax.errors import Violation
@@ -32,7 +33,7 @@ class Provider:
     sandbox_url: str | None = None  # the project's own sandbox, for `ledgerflow run`
 
 
-class ProvidersNotRegistered(RuntimeError):
+class ProvidersNotRegistered(ConfigurationError, RuntimeError):
     """Providers were needed before the process's entry point registered the connectors."""
 
 
@@ -97,7 +98,7 @@ class SavedIntegration:
     credentials_changed: tuple[str, ...]
 
 
-class IntegrationError(Exception):
+class IntegrationError(InvalidInput):
     def __init__(self, code: str, message: str, violations: tuple[Violation, ...] = ()) -> None:
         super().__init__(message)
         self.code = code

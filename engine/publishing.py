@@ -21,6 +21,7 @@ import orjson
 
 from engine.domain.invoice import Invoice
 from engine.domain.tenant import Tenant
+from engine.errors import IntegrityFault
 
 EVENT_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgerflow.dev/ns/event")
 
@@ -309,7 +310,7 @@ def outbound_from_stored(
     return to_outbound(StoredEventView(originator_id, originator_version, state), event_class)
 
 
-class UnpublishableEvent(Exception):
+class UnpublishableEvent(IntegrityFault):
     """An event type with no Avro mapping: a programming error, stops the relay loudly."""
 
 

@@ -30,6 +30,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from engine import db, telemetry
 from engine.application import Ledger, open_ledger
 from engine.config import Settings
+from engine.errors import IntegrityFault
 from engine.kafka_clients import aiokafka_kwargs
 from engine.publishing import OutboundEvent, headers_for, outbound_from_stored
 from schemas import registry
@@ -43,7 +44,7 @@ published = telemetry.meter.create_counter(
 RELAY_NAME = "ledger"
 
 
-class UnencodableEvent(Exception):
+class UnencodableEvent(IntegrityFault):
     """A stored event the relay cannot encode; the relay stops rather than skip it."""
 
     def __init__(self, notification: Notification, error: Exception) -> None:

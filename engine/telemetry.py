@@ -36,6 +36,7 @@ from opentelemetry.trace import Span, SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from engine.config import Settings
+from engine.errors import ConfigurationError
 
 log = logging.getLogger("ledgerflow.telemetry")
 
@@ -51,7 +52,7 @@ _lock = threading.Lock()
 _configured: str | None = None
 
 
-class TelemetryConfigError(ValueError):
+class TelemetryConfigError(ConfigurationError, ValueError):
     """The telemetry settings name something that does not exist."""
 
 

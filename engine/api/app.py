@@ -33,6 +33,7 @@ from engine.bootstrap import build_service
 from engine.commands import CancelInvoice, IssueInvoice
 from engine.config import Settings, load_settings
 from engine.domain.invoice import Invoice
+from engine.errors import InvalidInput
 from engine.fields import SafeStr
 from engine.publishing import invoice_document, new_traceparent
 from engine.security.secrets import KeyRing, load_key_ring
@@ -82,7 +83,7 @@ def request_id_from(header: str | None) -> str:
     return f"req_{uuid.uuid4().hex[:20]}"
 
 
-class PayloadTooLarge(Exception):
+class PayloadTooLarge(InvalidInput):
     """The request body passed ``Settings.max_body_bytes``."""
 
 

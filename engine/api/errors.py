@@ -14,29 +14,33 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine import application as svc
 from engine.db import DatabaseUnavailable
+from engine.errors import Conflict, InvalidInput, LedgerflowError, NotFound, RequestRefused
 from engine.fields import field_errors
 from engine.integrations import IntegrationError
 
 log = logging.getLogger("ledgerflow.api")
 
-STATUS_OF: dict[type[svc.ServiceError], int] = {
-    svc.ValidationFailed: 422,
-    svc.IdempotencyKeyReused: 422,
-    svc.IdempotencyKeyInProgress: 409,
-    svc.DuplicateInvoiceNumber: 409,
-    svc.InvoiceStateConflict: 409,
-    svc.InvoiceNotFound: 404,
-    svc.TenantNotFound: 404,
-    svc.ApiKeyNotFound: 404,
-    svc.ApiKeyConflict: 409,
-    svc.IntegrationNotConfigured: 409,
-    svc.TenantChangedConcurrently: 409,
+# The status of a service error follows its family (engine/errors.py): a new error answers correctly
+# as soon as it picks its family. The first family in the error's MRO found here wins.
+STATUS_OF: dict[type[LedgerflowError], int] = {
+    InvalidInput: 422,
+    NotFound: 404,
+    Conflict: 409,
 }
+
+
+def status_of(exc: LedgerflowError, default: int = 400) -> int:
+    """The HTTP status for ``exc``: that of the nearest family in ``STATUS_OF``, else ``default``."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    return default
+
 
 RETRY_AFTER_SECONDS = 5
 
 
-class ApiError(Exception):
+class ApiError(RequestRefused):
     def __init__(
         self,
         status: int,
@@ -82,7 +86,7 @@ def error_response(
 def install(app: FastAPI) -> None:
     @app.exception_handler(svc.ServiceError)
     async def service_error(request: Request, exc: svc.ServiceError) -> JSONResponse:
-        return error_response(request, STATUS_OF.get(type(exc), 400), exc.code, exc.message, exc.details)
+        return error_response(request, status_of(exc), exc.code, exc.message, exc.details)
 
     @app.exception_handler(IntegrationError)
     async def integration_error(request: Request, exc: IntegrationError) -> JSONResponse:

@@ -14,6 +14,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from engine.errors import Conflict
+
 INVOICE_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgerflow.dev/ns/invoice")
 
 
@@ -311,7 +313,7 @@ class Invoice(Aggregate):
             raise InvoiceAlreadyCancelled(f"invoice {self.number} is already cancelled")
 
 
-class InvoiceError(Exception):
+class InvoiceError(Conflict):
     """Base of the invoice's domain errors."""
 
 

@@ -17,6 +17,8 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from engine.errors import Conflict
+
 # The provider whose ``enabled`` switch is the tenant's e-invoicing switch (engine/integrations.py).
 EINVOICING_PROVIDER = "gst-irp"
 
@@ -231,7 +233,7 @@ class Tenant(Aggregate):
         }
 
 
-class TenantError(Exception):
+class TenantError(Conflict):
     """Base of the Tenant aggregate's rule violations."""
 
 

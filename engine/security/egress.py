@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 from urllib.parse import SplitResult, urlsplit
 
+from engine.errors import InvalidInput
+
 DeploymentMode = Literal["development", "production"]
 DEPLOYMENT_MODES: tuple[str, ...] = get_args(DeploymentMode)
 Environment = Literal["sandbox", "production"]
@@ -65,7 +67,7 @@ class EndpointPolicy:
         ]
 
 
-class EgressRefused(Exception):
+class EgressRefused(InvalidInput):
     """A URL or address the policy does not allow. ``field`` is the setting at fault."""
 
     def __init__(self, code: str, message: str, *, field: str = "base_url", **details: Any) -> None:

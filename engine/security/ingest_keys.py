@@ -29,6 +29,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
+from engine.errors import Conflict
 from engine.security.secrets import KeyRing
 
 KEY_ID_HEADER = "ledgerflow-key-id"
@@ -89,7 +90,7 @@ class SigningKey:
     secret: str
 
 
-class TooManyActiveKeys(Exception):
+class TooManyActiveKeys(Conflict):
     def __init__(self, tenant_id: UUID, active: list[str]) -> None:
         super().__init__(
             f"tenant {tenant_id} already has {len(active)} active ingest keys ({', '.join(active)}); "

@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 from engine import integrations
 from engine.config import Settings
 from engine.db import connect
+from engine.errors import Conflict
 from engine.security import connector_secrets, ingest_keys
 from engine.security.secrets import (
     RELOAD_INTERVAL_S,
@@ -82,7 +83,7 @@ SEALED_COLUMNS: list[SealedColumn] = [
 KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-class RotationError(Exception):
+class RotationError(Conflict):
     """A rotation step refused: the ring comes from the environment, a key is unknown or in use."""
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from engine.errors import ConfigurationError
+
 NONCE_BYTES = 12  # the size GCM is specified for (NIST SP 800-38D)
 
 # How stale a process's view of the key ring file may be. `keys rotate` waits longer than this
@@ -37,7 +39,7 @@ NONCE_BYTES = 12  # the size GCM is specified for (NIST SP 800-38D)
 RELOAD_INTERVAL_S = 2.0
 
 
-class SecretError(Exception):
+class SecretError(ConfigurationError):
     """A sealed value could not be opened: unknown key id, tampering, or the wrong owner."""
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from engine.errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -29,7 +31,7 @@ class Violation:
     """Structured extras, e.g. ``{"valid_rates": ["0", "5", "18", "40"], "date": "2025-09-22"}``."""
 
 
-class TaxRuleError(ValueError):
+class TaxRuleError(InvalidInput, ValueError):
     """A request broke one or more GST rules; ``violations`` lists every one of them."""
 
     violations: tuple[Violation, ...]
