@@ -32,6 +32,7 @@ from bench.report import Row, print_table, write_json
 from connectors import registry as connector_registry
 from engine.config import Settings
 from engine.kafka_clients import aiokafka_kwargs
+from ops import schema as outer_schema
 from streams.connectors.jobs import jobs_topic as jobs_topic_of
 
 STAGES = ["raw", "relay", "projection", "replay", "rebuild", "api", "latency", "worker", "scaling", "irn"]
@@ -790,6 +791,7 @@ class Run:
 
 def main(argv: list[str] | None = None) -> int:
     connector_registry.register()  # the bench is a composition root (connectors/registry.py)
+    outer_schema.register()  # ... and hands over the outer packages' tables (ops/schema.py)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (~1 minute)")
     parser.add_argument(

@@ -48,9 +48,12 @@ def main(ctx: click.Context) -> None:
     defaults match the local stack started by `ledgerflow stack up`.
     """
     from connectors import registry
+    from ops import schema
 
-    # The CLI is a composition root: it hands the connectors to the core before any command runs.
+    # The CLI is a composition root: it hands the connectors and the outer packages' tables to the
+    # core before any command runs.
     registry.register()
+    schema.register()
     ctx.obj = load_settings()
 
 

@@ -1,4 +1,4 @@
-"""PostgreSQL access shared by the API, relay, projections and CLI.
+"""PostgreSQL access shared by the API, relay, projection runners and CLI.
 
 One connection pool per process, bound to the configured schema through ``search_path`` so that
 tests can give every test its own schema. The event store itself is the eventsourcing library's
@@ -186,7 +186,8 @@ def schema_fingerprint() -> str:
     for package, name in all_migrations():
         digest.update(f"{package}/{name}\n".encode())
         digest.update(resources.files(package).joinpath(name).read_bytes())
-    digest.update(",".join(DEPENDANTS).encode())
+    # Named by module, as when the engine listed them by module name: the fingerprint stays the same.
+    digest.update(",".join(d.__module__ for d in dependants()).encode())
     return digest.hexdigest()
 
 
@@ -260,26 +261,48 @@ def grant_runtime(conn: psycopg.Connection, settings: Settings) -> None:
         )
 
 
-# Each SQL file is idempotent (CREATE ... IF NOT EXISTS) and owned by the package beside it.
+# Each SQL file is idempotent (CREATE ... IF NOT EXISTS) and owned by the package beside it. The
+# engine lists only its own; the outer packages' and the connectors' are handed over by the process's
+# composition root (``register_outer``, ``register_migrations``): they depend on the engine, never the
+# other way round.
 MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "bookkeeping.sql"),
-    ("projections", "invoice_register.sql"),
-    ("streams.connectors", "runtime.sql"),
-    ("ops", "consumer_lag_samples.sql"),
-    ("projections", "rebuild.sql"),
-    ("projections", "dead_letters.sql"),
     ("engine", "connector_state.sql"),
 ]
 
-# The tables each connector declares for itself (``Connector.migrations``, connectors/registry.py),
-# handed over by the process's composition root (``connectors.registry.register``): the connectors
-# depend on the engine, never the other way round. None until then, so that a process that forgot
-# to register fails loudly instead of migrating (and fingerprinting) a schema without them.
+# The outer packages' tables (registered by ``register_outer``) run before this engine migration: the order
+# they had when the engine still named them. ``schema_fingerprint`` hashes the migrations in order, so
+# another order would make every deployed schema look unmigrated to a runtime-only role.
+OUTER_MIGRATIONS_BEFORE = ("engine", "connector_state.sql")
+
+# Installs objects that depend on projection tables (views, row-level security policies): called
+# with the owner's connection after every migration, and again by a projection rebuild inside its
+# swap transaction (``install_dependants``).
+Dependant = Callable[[psycopg.Connection, Settings], None]
+
+# None until registered, so that a process that forgot to register fails loudly instead of migrating
+# (and fingerprinting) a schema without those tables.
+_outer_migrations: list[tuple[str, str]] | None = None
+_dependants: list[Dependant] | None = None
+# The tables each connector declares for itself (``Connector.migrations``, connectors/registry.py).
 _registered_migrations: list[tuple[str, str]] | None = None
 
 
 class MigrationsNotRegistered(ConfigurationError, RuntimeError):
-    """The schema was needed before the process's entry point registered the connectors' tables."""
+    """The schema was needed before the process's entry point registered the outer packages' or the
+    connectors' tables."""
+
+
+def register_outer(migrations: Iterable[tuple[str, str]], dependants: Iterable[Dependant]) -> None:
+    """Hand over the outer packages' ``(package, sql file)`` migrations, in order, and their dependants
+    (``install(conn, settings)`` functions). Registering the same again is a no-op."""
+    global _outer_migrations, _dependants
+    known = list(_outer_migrations or [])
+    known += [m for m in migrations if m not in known and m not in MIGRATIONS]
+    _outer_migrations = known
+    installers = list(_dependants or [])
+    installers += [d for d in dependants if d not in installers]
+    _dependants = installers
 
 
 def register_migrations(migrations: Iterable[tuple[str, str]]) -> None:
@@ -291,24 +314,32 @@ def register_migrations(migrations: Iterable[tuple[str, str]]) -> None:
 
 
 def all_migrations() -> list[tuple[str, str]]:
-    """The engine's migrations, then the registered ones (``register_migrations``)."""
+    """The engine's migrations with the outer packages' before ``OUTER_MIGRATIONS_BEFORE``, then the
+    connectors' (``register_outer``, ``register_migrations``)."""
     if _registered_migrations is None:
         raise MigrationsNotRegistered(
             "no connector migrations registered: the process's entry point must call"
             " connectors.registry.register() before touching the schema"
         )
-    return [*MIGRATIONS, *_registered_migrations]
+    if _outer_migrations is None:
+        raise MigrationsNotRegistered(
+            "no outer package migrations registered: the process's entry point must hand them over"
+            " (db.register_outer) before touching the schema"
+        )
+    at = MIGRATIONS.index(OUTER_MIGRATIONS_BEFORE)
+    return [*MIGRATIONS[:at], *_outer_migrations, *MIGRATIONS[at:], *_registered_migrations]
 
 
-# Modules with ``install(conn, settings)`` creating objects that depend on projection tables
-# (views, row-level security policies). A projection rebuild drops the old table and calls
-# ``install_dependants`` again inside its swap transaction.
-DEPENDANTS: list[str] = ["projections.reporting"]
+def dependants() -> list[Dependant]:
+    """The registered dependants, in registration order (``register_outer``)."""
+    if _dependants is None:
+        raise MigrationsNotRegistered(
+            "no dependants registered: the process's entry point must hand them over (db.register_outer)"
+        )
+    return list(_dependants)
 
 
 def install_dependants(conn: psycopg.Connection, settings: Settings) -> None:
-    import importlib
-
-    for module in DEPENDANTS:
-        importlib.import_module(module).install(conn, settings)
+    for install in dependants():
+        install(conn, settings)
     grant_runtime(conn, settings)

@@ -18,10 +18,12 @@ import pytest
 
 from connectors import registry as connector_registry
 from engine.config import Settings, load_settings
+from ops import schema as outer_schema
 
 # The test session is a composition root like the CLI and the API: the connectors' providers and
-# tables are handed to the core before any test touches the schema.
+# tables, and the outer packages' tables, are handed to the core before any test touches the schema.
 connector_registry.register()
+outer_schema.register()
 
 T = TypeVar("T")
 

@@ -37,6 +37,7 @@ from engine.errors import InvalidInput
 from engine.fields import SafeStr
 from engine.publishing import invoice_document, new_traceparent
 from engine.security.secrets import KeyRing, load_key_ring
+from ops import schema as outer_schema
 from projections import invoice_register
 from schemas import registry
 
@@ -234,8 +235,10 @@ def invoice_view(invoice: Invoice) -> dict[str, Any]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    # The API is a composition root: it hands the connectors to the core (connectors/registry.py).
+    # The API is a composition root: it hands the connectors (connectors/registry.py) and the outer
+    # packages' tables (ops/schema.py) to the core.
     connector_registry.register()
+    outer_schema.register()
     settings = settings or load_settings()
     holder = ServiceHolder(settings)
 

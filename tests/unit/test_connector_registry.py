@@ -14,6 +14,7 @@ from engine import db, integrations
 from engine.cli import main
 from engine.config import Settings, rate_variable
 from engine.security.egress import EndpointPolicy
+from ops import schema as outer_schema
 from streams import catalogue as runtime
 from streams.connectors.spec import topics_for
 
@@ -78,6 +79,44 @@ def test_connectors_list_shows_each_connector_without_any_credential_value() -> 
     assert "gstin-lookup: GST taxpayer search" in shown.output and "none (called on demand)" in shown.output
 
 
+# The order every deployed schema was fingerprinted with (db.schema_fingerprint hashes them in order):
+# the engine's own, with the outer packages' (ops/schema.py) before connector_state.sql.
+ENGINE_AND_OUTER_MIGRATIONS = [
+    ("engine", "bookkeeping.sql"),
+    ("projections", "invoice_register.sql"),
+    ("streams.connectors", "runtime.sql"),
+    ("ops", "consumer_lag_samples.sql"),
+    ("projections", "rebuild.sql"),
+    ("projections", "dead_letters.sql"),
+    ("engine", "connector_state.sql"),
+]
+
+
+def test_the_engine_refuses_to_migrate_before_the_outer_packages_tables_are_registered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The engine names no outer package: a process that forgot to hand their tables over must fail
+    # loudly rather than migrate (and fingerprint) a schema without the projections.
+    monkeypatch.setattr(db, "_outer_migrations", None)
+    monkeypatch.setattr(db, "_dependants", None)
+    with pytest.raises(db.MigrationsNotRegistered, match=r"register_outer"):
+        db.all_migrations()
+    with pytest.raises(db.MigrationsNotRegistered, match=r"register_outer"):
+        db.dependants()
+
+
+def test_registering_the_outer_packages_again_keeps_their_migrations_in_the_fingerprinted_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(db, "_outer_migrations", None)
+    monkeypatch.setattr(db, "_dependants", None)
+    outer_schema.register()
+    outer_schema.register()
+
+    assert db.all_migrations()[: len(ENGINE_AND_OUTER_MIGRATIONS)] == ENGINE_AND_OUTER_MIGRATIONS
+    assert [d.__module__ for d in db.dependants()] == ["projections.reporting"]
+
+
 def test_the_engine_refuses_to_list_providers_or_migrations_before_the_connectors_are_registered(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -96,12 +135,12 @@ def test_registering_migrations_again_adds_each_table_once_after_the_engines_own
     monkeypatch.setattr(db, "_registered_migrations", None)
     registry.register()
     declared = [m for c in CONNECTORS for m in c.migrations]
-    assert db.all_migrations() == [*db.MIGRATIONS, *declared]
+    assert db.all_migrations() == [*ENGINE_AND_OUTER_MIGRATIONS, *declared]
 
     own = ("connectors.gstin_lookup", "lookups.sql")
     db.register_migrations([own])
     db.register_migrations([own, ("engine", "bookkeeping.sql")])
     registry.register()
 
-    assert db.all_migrations() == [*db.MIGRATIONS, *declared, own]
+    assert db.all_migrations() == [*ENGINE_AND_OUTER_MIGRATIONS, *declared, own]
     assert sorted(integrations.PROVIDERS) == sorted(c.name for c in CONNECTORS)
