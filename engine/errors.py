@@ -20,9 +20,10 @@ keep working) and derive from one family here::
     │   └── ServiceError          the service layer's errors (carry ``code``/``details``);
     │                             each concrete one also sits in one of the three above
     ├── Unavailable               an outage of something we depend on; retry later  -> 503
-    │     DatabaseUnavailable, SchemaNotMigrated, TopicsNotCreated, KafkaAclError
-    ├── ConfigurationError        the deployment or the process's wiring is wrong
-    │     MigrationsNotRegistered, ProvidersNotRegistered, TelemetryConfigError, SecretError
+    │     DatabaseUnavailable, SchemaNotMigrated
+    ├── ConfigurationError        the deployment or the process's wiring is wrong; retrying won't help
+    │     MigrationsNotRegistered, ProvidersNotRegistered, TelemetryConfigError, SecretError,
+    │     TopicsNotCreated, KafkaAclError (the broker refused: a replication factor, an authorizer)
     └── IntegrityFault            a stored fact we cannot handle; the process stops rather than skip it
           UnencodableEvent, UnpublishableEvent
 

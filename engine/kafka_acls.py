@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.config import Settings
-from engine.errors import Unavailable
+from engine.errors import ConfigurationError
 from engine.kafka_clients import confluent_config
 
 ResourceKind = Literal["topic", "group"]
@@ -38,7 +38,7 @@ INGEST_TOPIC_PREFIX = "ingest."
 LEDGER_TOPIC_PREFIX = "ledger."
 
 
-class KafkaAclError(Unavailable, RuntimeError):
+class KafkaAclError(ConfigurationError, RuntimeError):
     """The broker refused or failed to create an ACL (message names the binding)."""
 
 

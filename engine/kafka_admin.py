@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from engine import kafka_clients
 from engine.config import Settings
-from engine.errors import Unavailable
+from engine.errors import ConfigurationError
 
 # Kafka error code for "topic already exists": a concurrent creator (or auto-creation) won the race.
 _TOPIC_ALREADY_EXISTS = 36
@@ -24,7 +24,7 @@ _TOPIC_ALREADY_EXISTS = 36
 T = TypeVar("T")
 
 
-class TopicsNotCreated(Unavailable, RuntimeError):
+class TopicsNotCreated(ConfigurationError, RuntimeError):
     """The broker refused to create one or more topics (the message names each with its error code)."""
 
 
