@@ -12,11 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
-from engine import db
+from engine import db, kafka
 from engine.config import Settings
-from engine.kafka_clients import aiokafka_kwargs
 from projections import dead_letters
 from projections.catalogue import PROJECTIONS
 from projections.runner import Projection
@@ -76,13 +75,7 @@ async def _ends(settings: Settings, topics: set[str]) -> dict[str, dict[int, tup
     tps: list[TopicPartition] = [tp for t in partitions for tp in partitions[t]]
     if not tps:
         return {}
-    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        end = await consumer.end_offsets(tps)
-        begin = await consumer.beginning_offsets(tps)
-    finally:
-        await consumer.stop()
+    begin, end = await kafka.offsets(settings, tps)
     found: dict[str, dict[int, tuple[int, int]]] = {}
     for tp in tps:
         found.setdefault(tp.topic, {})[tp.partition] = (begin[tp], end[tp])

@@ -16,10 +16,10 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from engine import db
+from engine import db, kafka
 from engine.config import Settings
 from engine.kafka_clients import aiokafka_kwargs
 from streams.connectors.jobs import TRACEPARENT, Delivery, Job, jobs_topic
@@ -31,18 +31,8 @@ REDRIVEN_FROM = "redriven-from"
 
 
 async def topic_partitions(settings: Settings, pattern: re.Pattern[str]) -> dict[str, list[TopicPartition]]:
-    """The partitions of every topic whose full name matches ``pattern``."""
-    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
-    await admin.start()
-    try:
-        described = await admin.describe_topics()
-    finally:
-        await admin.close()
-    return {
-        t["topic"]: sorted(TopicPartition(t["topic"], p["partition"]) for p in t["partitions"])
-        for t in described
-        if pattern.match(t["topic"])
-    }
+    """The partitions of every topic whose full name matches ``pattern`` (engine.kafka's listing)."""
+    return await kafka.topic_partitions(settings, pattern)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -408,8 +398,7 @@ async def _claim(settings: Settings, d: DeadLetter, action: str) -> tuple[psycop
 
 
 async def _redrive(settings: Settings, letters: list[DeadLetter], report: DlqReport) -> None:
-    producer = AIOKafkaProducer(**aiokafka_kwargs(settings), acks="all", enable_idempotence=True)
-    await producer.start()
+    producer = await kafka.start_producer(settings, "reliable")
     try:
         for d in letters:
             conn, claimed = await _claim(settings, d, "redriven")
