@@ -141,11 +141,7 @@ async def topic_partitions(
 ) -> dict[str, list[TopicPartition]]:
     """The sorted partitions of every existing topic whose full name is in (or matches) ``wanted``
     (all topics if None). Never creates a topic."""
-    try:
-        async with admin_client(settings.kafka_bootstrap, security=aiokafka_security(settings)) as admin:
-            described = await admin.describe_topics()
-    except (KafkaError, OSError) as exc:
-        raise translate(exc, settings.kafka_bootstrap) from exc
+    described = await partitions_at(settings.kafka_bootstrap, aiokafka_security(settings))
 
     def chosen(topic: str) -> bool:
         if wanted is None:
@@ -154,10 +150,22 @@ async def topic_partitions(
             return wanted.match(topic) is not None
         return topic in wanted
 
+    return {topic: partitions for topic, partitions in described.items() if chosen(topic)}
+
+
+async def partitions_at(
+    bootstrap: str, security: Mapping[str, Any] | None = None, timeout_ms: int = 10_000
+) -> dict[str, list[TopicPartition]]:
+    """The sorted partitions of every topic of the cluster at ``bootstrap`` (the local stack asks
+    its own PLAINTEXT brokers this way, without the engine's settings)."""
+    try:
+        async with admin_client(bootstrap, timeout_ms, security) as admin:
+            described = await admin.describe_topics()
+    except (KafkaError, OSError) as exc:
+        raise translate(exc, bootstrap) from exc
     return {
         t["topic"]: sorted(TopicPartition(t["topic"], p["partition"]) for p in t["partitions"])
         for t in described
-        if chosen(t["topic"])
     }
 
 
