@@ -570,11 +570,19 @@ async def _ranges(
     return out
 
 
-async def _partition_counts(settings: Settings, names: list[str]) -> dict[str, int]:
-    """Partitions of each named topic that exists (engine.kafka never names a topic in a metadata
-    request: asking about a missing one would create it with auto.create.topics.enable)."""
+async def _partition_counts(settings: Settings, source: str, target: str | None) -> dict[str, int]:
+    """Partitions of the source (and target) topic; a `ReplayError` naming the option whose topic is
+    missing. engine.kafka never names a topic in a metadata request: asking about a missing one
+    would create it (auto.create.topics.enable)."""
     try:
-        found = await kafka.topic_partitions(settings, names)
+        found = await kafka.require_partitions(settings, [source] if target is None else [source, target])
+    except kafka.TopicNotFound as exc:
+        role = "--topic" if exc.topic == source else "--into-topic"
+        prefix = settings.topic_prefix
+        raise ReplayError(
+            f"{role}: no topic {exc.topic} on {exc.bootstrap}"
+            + (f" (logical names get the prefix {prefix!r})" if prefix else "")
+        ) from exc
     except kafka.KafkaAdapterError as exc:
         raise ReplayError(str(exc)) from exc
     return {topic: len(partitions) for topic, partitions in found.items()}
@@ -620,17 +628,7 @@ async def _replay(
     sink: _Sink = _Nowhere()
     projection_sink: _ProjectionSink | None = None
     try:
-        counts = await _partition_counts(settings, [source] if target is None else [source, target])
-        for name, role in ((source, "--topic"), (target, "--into-topic")):
-            if name is not None and name not in counts:
-                raise ReplayError(
-                    f"{role}: no topic {name} on {settings.kafka_bootstrap}"
-                    + (
-                        f" (logical names get the prefix {settings.topic_prefix!r})"
-                        if settings.topic_prefix
-                        else ""
-                    )
-                )
+        counts = await _partition_counts(settings, source, target)
         await consumer.start()
         tps = [TopicPartition(source, p) for p in range(counts[source])]
         summary.partitions = await _ranges(consumer, tps, request.start, request.end)
