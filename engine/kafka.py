@@ -8,7 +8,7 @@ partitions and reads end offsets, and the errors it reports when Kafka fails.
   own group and fetch sizes.
 - Partition listing describes the whole cluster and filters, and never names a topic in a metadata
   request: on a broker with auto.create.topics.enable, asking about a missing topic creates it.
-  Creating topics is `engine.kafka_admin.ensure_topics`.
+  Creating topics is `engine.kafka_admin.ensure_topics` (its errors mapped the same way).
 - aiokafka's exceptions are mapped here (`raise ... from exc`) to `KafkaUnavailable`,
   `TopicNotFound` or `KafkaRequestFailed`, all `KafkaAdapterError`; callers translate those into
   their own messages.
@@ -19,11 +19,13 @@ confluent-kafka clients, which this adapter does not wrap).
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any, Final, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -35,7 +37,6 @@ from aiokafka.errors import (
 )
 
 from engine.config import Settings
-from engine.kafka_admin import admin_client
 from engine.kafka_clients import aiokafka_kwargs, aiokafka_security
 
 
@@ -133,7 +134,24 @@ def consumer(
     )
 
 
-# -- partitions and offsets --------------------------------------------------------------------
+# -- admin, partitions and offsets -------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def admin_client(
+    bootstrap: str, timeout_ms: int = 10000, security: Mapping[str, Any] | None = None
+) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client (raw: its errors are aiokafka's; callers map them with `translate`)."""
+    # ``security``: the engine's credentials (engine.kafka_clients) when talking to the configured
+    # cluster; the local stack's own brokers speak PLAINTEXT.
+    client = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, **(security or {})
+    )
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 async def topic_partitions(

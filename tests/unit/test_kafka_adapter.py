@@ -66,3 +66,10 @@ async def test_a_producer_that_cannot_reach_kafka_raises_kafka_unavailable() -> 
 async def test_listing_partitions_without_kafka_raises_kafka_unavailable() -> None:
     with pytest.raises(kafka.KafkaUnavailable, match=r"127\.0\.0\.1:1\b"):
         await kafka.topic_partitions(NOWHERE)
+
+
+def test_creating_topics_without_kafka_raises_kafka_unavailable_not_an_aiokafka_error() -> None:
+    from engine.kafka_admin import ensure_topics
+
+    with pytest.raises(kafka.KafkaUnavailable, match=r"127\.0\.0\.1:1\b"):
+        ensure_topics(NOWHERE, ["nowhere.v1"], 1)
