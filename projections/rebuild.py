@@ -50,7 +50,6 @@ from projections import catalogue, dead_letters, tracking
 from projections.dead_letters import Failure, apply_isolating
 from projections.events import DECODE_ERRORS, ProjectedEvent, Projection, decode_message
 from schemas import registry
-from streams.connectors.ops import topic_partitions
 
 log = logging.getLogger("ledgerflow.projections.rebuild")
 
@@ -428,7 +427,7 @@ class _KafkaFiller(_Filler):
             fetch_max_bytes=32 * 1024 * 1024,
         )
         pattern = re.compile("^(" + "|".join(re.escape(t) for t in self.topics) + ")$")
-        found = await topic_partitions(self.settings, pattern)
+        found = await kafka.topic_partitions(self.settings, pattern)
         missing = [t for t in self.topics if not found.get(t)]
         if missing:
             raise RebuildError(f"topic {', '.join(missing)} does not exist: nothing to rebuild from")

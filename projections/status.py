@@ -19,7 +19,7 @@ from engine.config import Settings
 from projections import dead_letters
 from projections.catalogue import PROJECTIONS
 from projections.runner import Projection
-from streams.connectors.ops import _run, topic_partitions
+from streams.connectors.ops import _run
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ async def _ends(settings: Settings, topics: set[str]) -> dict[str, dict[int, tup
     if not topics:
         return {}
     pattern = re.compile("^(" + "|".join(re.escape(t) for t in sorted(topics)) + ")$")
-    partitions = await topic_partitions(settings, pattern)
+    partitions = await kafka.topic_partitions(settings, pattern)
     tps: list[TopicPartition] = [tp for t in partitions for tp in partitions[t]]
     if not tps:
         return {}

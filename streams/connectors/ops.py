@@ -30,11 +30,6 @@ T = TypeVar("T")
 REDRIVEN_FROM = "redriven-from"
 
 
-async def topic_partitions(settings: Settings, pattern: re.Pattern[str]) -> dict[str, list[TopicPartition]]:
-    """The partitions of every topic whose full name matches ``pattern`` (engine.kafka's listing)."""
-    return await kafka.topic_partitions(settings, pattern)
-
-
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine from synchronous code, also when the caller already runs an event loop."""
     try:
