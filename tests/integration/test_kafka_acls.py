@@ -19,14 +19,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationFailedError
 from confluent_kafka import Consumer, KafkaError
 
 from connectors.gst_irp.sandbox import create_app as create_irp_sandbox
+from engine import kafka
 from engine.application import LedgerService
 from engine.config import Settings
-from engine.kafka_clients import aiokafka_kwargs, confluent_config
+from engine.kafka_clients import confluent_config
 from ops.topics import ensure_all
 from tests.conftest import wait_for
 from tests.connectors.contract import LiveServer
@@ -95,11 +95,10 @@ def produce(
     *,
     idempotent: bool = True,
 ) -> None:
-    """One record through the engine's aiokafka producer set-up (acks=all, idempotent)."""
+    """One record through the engine's Kafka adapter (its "reliable" profile: acks=all, idempotent)."""
 
     async def send() -> None:
-        producer = AIOKafkaProducer(**aiokafka_kwargs(settings), acks="all", enable_idempotence=idempotent)
-        await producer.start()
+        producer = await kafka.start_producer(settings, "reliable", enable_idempotence=idempotent)
         try:
             await producer.send_and_wait(settings.topic(topic), value, headers=headers or [])
         finally:
