@@ -20,10 +20,11 @@ keep working) and derive from one family here::
     │   └── ServiceError          the service layer's errors (carry ``code``/``details``);
     │                             each concrete one also sits in one of the three above
     ├── Unavailable               an outage of something we depend on; retry later  -> 503
-    │     DatabaseUnavailable, SchemaNotMigrated
+    │     DatabaseUnavailable, SchemaNotMigrated, KafkaUnavailable (engine/kafka.py)
     ├── ConfigurationError        the deployment or the process's wiring is wrong; retrying won't help
     │     MigrationsNotRegistered, ProvidersNotRegistered, TelemetryConfigError, SecretError,
-    │     TopicsNotCreated, KafkaAclError (the broker refused: a replication factor, an authorizer)
+    │     TopicsNotCreated, KafkaAclError, KafkaRequestFailed, TopicNotFound (the broker refused:
+    │     a replication factor, an authorizer, a topic nobody created)
     └── IntegrityFault            a stored fact we cannot handle; the process stops rather than skip it
           UnencodableEvent, UnpublishableEvent
 

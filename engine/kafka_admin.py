@@ -6,17 +6,17 @@ core beside engine/kafka_clients.py; the local stack (ops/stack.py) re-exports i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
+from aiokafka.errors import KafkaError
 
 from engine import kafka_clients
 from engine.config import Settings
-from engine.errors import ConfigurationError
+from engine.kafka import KafkaRequestFailed, admin_client, translate
 
 # Kafka error code for "topic already exists": a concurrent creator (or auto-creation) won the race.
 _TOPIC_ALREADY_EXISTS = 36
@@ -24,7 +24,7 @@ _TOPIC_ALREADY_EXISTS = 36
 T = TypeVar("T")
 
 
-class TopicsNotCreated(ConfigurationError, RuntimeError):
+class TopicsNotCreated(KafkaRequestFailed):
     """The broker refused to create one or more topics (the message names each with its error code)."""
 
 
@@ -42,15 +42,18 @@ def ensure_topics(settings: Settings, names: list[str], partitions: int) -> list
     adding partitions would move keys to other partitions and break per-aggregate order).
     """
     unique = list(dict.fromkeys(names))
-    return run_sync(
-        _ensure_topics(
-            settings.kafka_bootstrap,
-            unique,
-            partitions,
-            settings.replication_factor,
-            kafka_clients.aiokafka_security(settings),
+    try:
+        return run_sync(
+            _ensure_topics(
+                settings.kafka_bootstrap,
+                unique,
+                partitions,
+                settings.replication_factor,
+                kafka_clients.aiokafka_security(settings),
+            )
         )
-    )
+    except (KafkaError, OSError) as exc:  # the adapter's errors (engine/kafka.py), not aiokafka's
+        raise translate(exc, settings.kafka_bootstrap) from exc
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,11 @@ def topic_replication(settings: Settings) -> TopicReplication:
     leaves it open); faust uses it for the topics it creates itself."""
     if settings.replication_factor is not None:
         return replication_for(0, settings.replication_factor)
-    return replication_for(
-        run_sync(broker_count(settings.kafka_bootstrap, kafka_clients.aiokafka_security(settings)))
-    )
+    try:
+        brokers = run_sync(broker_count(settings.kafka_bootstrap, kafka_clients.aiokafka_security(settings)))
+    except (KafkaError, OSError) as exc:
+        raise translate(exc, settings.kafka_bootstrap) from exc
+    return replication_for(brokers)
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -106,22 +111,6 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     if "error" in box:
         raise box["error"]
     return box["result"]
-
-
-@contextlib.asynccontextmanager
-async def admin_client(
-    bootstrap: str, timeout_ms: int = 10000, security: Mapping[str, Any] | None = None
-) -> Any:
-    # ``security``: the engine's credentials (engine.kafka_clients) when talking to the configured
-    # cluster; the local stack's own brokers speak PLAINTEXT.
-    client = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, **(security or {})
-    )
-    await client.start()
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def broker_count(bootstrap: str, security: Mapping[str, Any] | None = None) -> int:

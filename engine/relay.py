@@ -27,11 +27,10 @@ from aiokafka.errors import KafkaError
 from eventsourcing.persistence import Notification
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from engine import db, telemetry
+from engine import db, kafka, telemetry
 from engine.application import Ledger, open_ledger
 from engine.config import Settings
 from engine.errors import IntegrityFault
-from engine.kafka_clients import aiokafka_kwargs
 from engine.publishing import OutboundEvent, headers_for, outbound_from_stored
 from schemas import registry
 
@@ -232,19 +231,9 @@ class Relay:
     async def _start_producer(self, stop: asyncio.Event) -> AIOKafkaProducer | None:
         delay = 0.5
         while not stop.is_set():
-            producer = AIOKafkaProducer(
-                **aiokafka_kwargs(self.settings),
-                enable_idempotence=True,
-                acks="all",
-                linger_ms=5,
-                max_batch_size=256 * 1024,
-                request_timeout_ms=30_000,
-            )
             try:
-                await producer.start()
-                return producer
-            except KafkaError as exc:
-                await producer.stop()
+                return await kafka.start_producer(self.settings, "bulk")
+            except kafka.KAFKA_ERRORS as exc:
                 log.warning("Kafka not reachable (%s); retrying in %.1fs", exc, delay)
                 await _wait(stop, delay)
                 delay = min(delay * 2, 10)

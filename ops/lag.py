@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.admin import (
@@ -37,7 +36,7 @@ from aiokafka.protocol.admin import (
 )
 from aiokafka.protocol.api import Request
 
-from engine import db
+from engine import db, kafka
 from engine.config import Settings
 from engine.kafka_clients import aiokafka_kwargs
 from ops.stall import DEFAULT_STALL_AFTER, Assessment, Sample, Status, assess
@@ -161,20 +160,9 @@ def default_group_prefix(settings: Settings) -> str:
     return f"{settings.topic_prefix}ledgerflow"
 
 
-async def _partitions(admin: AIOKafkaAdminClient, topics: set[str]) -> dict[str, list[TopicPartition]]:
-    """The partitions of those of ``topics`` that exist. Describes every topic and filters, because
-    a metadata request naming a deleted topic may create it again on a broker that auto-creates."""
-    pattern = re.compile("^(" + "|".join(re.escape(t) for t in sorted(topics)) + ")$")
-    return {
-        t["topic"]: sorted(TopicPartition(t["topic"], p["partition"]) for p in t["partitions"])
-        for t in await admin.describe_topics()
-        if pattern.match(t["topic"])
-    }
-
-
 async def _lag(settings: Settings, groups: Sequence[str] | None) -> list[GroupLag]:
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
-    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings), enable_auto_commit=False)
+    consumer = kafka.consumer(settings)
     try:
         await admin.start()
         await consumer.start()
@@ -191,7 +179,9 @@ async def _lag(settings: Settings, groups: Sequence[str] | None) -> list[GroupLa
         for name in names:
             committed[name] = await admin.list_consumer_group_offsets(name)
         topics = {tp.topic for offsets in committed.values() for tp in offsets}
-        partitions = await _partitions(admin, topics) if topics else {}
+        # Only topics that exist: engine.kafka never names one in a metadata request (that
+        # could create a deleted topic again on a broker that auto-creates).
+        partitions = await kafka.topic_partitions(settings, topics) if topics else {}
         tps = [tp for t in sorted(partitions) for tp in partitions[t]]
         if tps:
             # Without the topics in its metadata, end_offsets waits for a periodic metadata refresh
@@ -220,7 +210,7 @@ async def _lag_or_unavailable(settings: Settings, groups: Sequence[str] | None) 
     try:
         async with asyncio.timeout(SAMPLE_TIMEOUT):
             return await _lag(settings, groups)
-    except (KafkaError, OSError, TimeoutError) as exc:
+    except (KafkaError, *kafka.KAFKA_ERRORS, OSError, TimeoutError) as exc:
         raise KafkaUnavailable(
             f"Kafka at {settings.kafka_bootstrap} did not answer: {exc or type(exc).__name__}"
         ) from exc

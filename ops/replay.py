@@ -42,12 +42,10 @@ from uuid import UUID
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from engine import db
+from engine import db, kafka
 from engine.config import Settings
-from engine.kafka_clients import aiokafka_kwargs
 
 T = TypeVar("T")
 
@@ -572,20 +570,22 @@ async def _ranges(
     return out
 
 
-async def _partition_counts(settings: Settings, names: list[str]) -> dict[str, int]:
-    """Partitions of each named topic that exists. Existence is checked on the full topic list first:
-    asking the broker about one missing topic by name would create it (auto.create.topics.enable)."""
-    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
+async def _partition_counts(settings: Settings, source: str, target: str | None) -> dict[str, int]:
+    """Partitions of the source (and target) topic; a `ReplayError` naming the option whose topic is
+    missing. engine.kafka never names a topic in a metadata request: asking about a missing one
+    would create it (auto.create.topics.enable)."""
     try:
-        await admin.start()
-        existing = set(await admin.list_topics())
-        wanted = [name for name in names if name in existing]
-        described = await admin.describe_topics(wanted) if wanted else []
-    except KafkaError as exc:
-        raise ReplayError(f"Kafka at {settings.kafka_bootstrap} is not reachable: {exc}") from exc
-    finally:
-        await admin.close()
-    return {t["topic"]: len(t["partitions"]) for t in described if t["topic"] in existing}
+        found = await kafka.require_partitions(settings, [source] if target is None else [source, target])
+    except kafka.TopicNotFound as exc:
+        role = "--topic" if exc.topic == source else "--into-topic"
+        prefix = settings.topic_prefix
+        raise ReplayError(
+            f"{role}: no topic {exc.topic} on {exc.bootstrap}"
+            + (f" (logical names get the prefix {prefix!r})" if prefix else "")
+        ) from exc
+    except kafka.KAFKA_ERRORS as exc:
+        raise ReplayError(str(exc)) from exc
+    return {topic: len(partitions) for topic, partitions in found.items()}
 
 
 def _tenant_source(tenant: UUID | None) -> bytes | None:
@@ -617,10 +617,9 @@ async def _replay(
         dry_run=request.dry_run,
         tenant=request.tenant,
     )
-    consumer = AIOKafkaConsumer(
-        **aiokafka_kwargs(settings),
+    consumer = kafka.consumer(
+        settings,
         group_id=None,
-        enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_bytes=32 * 1024 * 1024,
@@ -629,17 +628,7 @@ async def _replay(
     sink: _Sink = _Nowhere()
     projection_sink: _ProjectionSink | None = None
     try:
-        counts = await _partition_counts(settings, [source] if target is None else [source, target])
-        for name, role in ((source, "--topic"), (target, "--into-topic")):
-            if name is not None and name not in counts:
-                raise ReplayError(
-                    f"{role}: no topic {name} on {settings.kafka_bootstrap}"
-                    + (
-                        f" (logical names get the prefix {settings.topic_prefix!r})"
-                        if settings.topic_prefix
-                        else ""
-                    )
-                )
+        counts = await _partition_counts(settings, source, target)
         await consumer.start()
         tps = [TopicPartition(source, p) for p in range(counts[source])]
         summary.partitions = await _ranges(consumer, tps, request.start, request.end)
@@ -651,19 +640,12 @@ async def _replay(
             # Same partition number keeps every aggregate's events on one partition in their order;
             # with fewer partitions the key decides, which keeps that guarantee too.
             keep_partition = counts[target] >= counts[source]
-            producer = AIOKafkaProducer(
-                **aiokafka_kwargs(settings),
-                enable_idempotence=True,
-                acks="all",
-                linger_ms=5,
-                max_batch_size=512 * 1024,
-                request_timeout_ms=30_000,
-            )
-            await producer.start()
+            # The relay's profile with twice its batch: a replay copies a backlog, never a lone event.
+            producer = await kafka.start_producer(settings, "bulk", max_batch_size=512 * 1024)
             sink = _TopicSink(producer, target, keep_partition, summary)
         await _copy(consumer, summary, sink, _tenant_source(request.tenant), progress)
         return summary
-    except KafkaError as exc:
+    except (KafkaError, *kafka.KAFKA_ERRORS) as exc:
         raise ReplayError(
             f"Kafka failed during the replay after {summary.written:,} records were written: {exc}."
             " Running the same replay again is safe: consumers deduplicate on ce_id."

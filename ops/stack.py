@@ -41,13 +41,13 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 from psycopg import sql
 
+from engine import kafka
 from engine.config import PROJECT_ROOT, Settings
 
 # Topic administration is the core's (engine/kafka_admin.py: the stream workers create topics too);
 # re-exported so that `stack.ensure_topics` and friends keep their old names.
 from engine.kafka_admin import TopicReplication as TopicReplication
 from engine.kafka_admin import TopicsNotCreated as TopicsNotCreated
-from engine.kafka_admin import admin_client as _admin
 from engine.kafka_admin import broker_count as _broker_count
 from engine.kafka_admin import ensure_topics as ensure_topics
 from engine.kafka_admin import replication_for as replication_for
@@ -523,9 +523,11 @@ def stop_kafka(settings: Settings) -> None:
 
 
 async def _topic_partitions(bootstrap: str) -> dict[str, int]:
-    async with _admin(bootstrap, 5000) as admin:
-        topics = await admin.describe_topics()
-    return {t["topic"]: len(t["partitions"]) for t in topics}
+    # The local stack's own brokers speak PLAINTEXT: no credentials, whatever the settings say.
+    return {
+        topic: len(partitions)
+        for topic, partitions in (await kafka.partitions_at(bootstrap, None, 5000)).items()
+    }
 
 
 def _kafka_answers(address: str) -> bool:

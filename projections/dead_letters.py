@@ -45,12 +45,11 @@ from typing import Any, Literal
 
 import orjson
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from psycopg.rows import dict_row
 
-from engine import db
+from engine import db, kafka
 from engine.config import Settings
-from engine.kafka_clients import aiokafka_kwargs
 from projections import catalogue, tracking
 from projections.events import DECODE_ERRORS, ProjectedEvent, Projection, decode_message
 from streams.dlq import dead_letter_headers
@@ -560,7 +559,7 @@ async def _later_events(
     found: dict[int, list[ProjectedEvent]] = {}
     if not wanted:
         return found
-    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings), enable_auto_commit=False)
+    consumer = kafka.consumer(settings)
     await consumer.start()
     try:
         for tp, ds in wanted.items():

@@ -44,14 +44,12 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from psycopg import sql
 
-from engine import db
+from engine import db, kafka
 from engine.config import Settings
-from engine.kafka_clients import aiokafka_kwargs
 from projections import catalogue, dead_letters, tracking
 from projections.dead_letters import Failure, apply_isolating
 from projections.events import DECODE_ERRORS, ProjectedEvent, Projection, decode_message
 from schemas import registry
-from streams.connectors.ops import topic_partitions
 
 log = logging.getLogger("ledgerflow.projections.rebuild")
 
@@ -422,15 +420,14 @@ class _KafkaFiller(_Filler):
         if self._consumer is not None:
             return self._consumer
         # No group: a rebuild never disturbs the live projector's group or its offsets.
-        consumer = AIOKafkaConsumer(
-            **aiokafka_kwargs(self.settings),
+        consumer = kafka.consumer(
+            self.settings,
             group_id=None,
-            enable_auto_commit=False,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
         )
         pattern = re.compile("^(" + "|".join(re.escape(t) for t in self.topics) + ")$")
-        found = await topic_partitions(self.settings, pattern)
+        found = await kafka.topic_partitions(self.settings, pattern)
         missing = [t for t in self.topics if not found.get(t)]
         if missing:
             raise RebuildError(f"topic {', '.join(missing)} does not exist: nothing to rebuild from")

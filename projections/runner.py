@@ -20,9 +20,8 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from engine import db
+from engine import db, kafka
 from engine.config import Settings
-from engine.kafka_clients import aiokafka_kwargs
 from projections import dead_letters, tracking
 from projections.dead_letters import Failure, apply_isolating, is_poison
 from projections.events import DECODE_ERRORS, ProjectedEvent, Projection, decode_message
@@ -137,18 +136,14 @@ class ProjectionRunner:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         await asyncio.to_thread(db.ensure_schema, self.settings)
-        self._consumer = AIOKafkaConsumer(
-            **aiokafka_kwargs(self.settings),
+        self._consumer = kafka.consumer(
+            self.settings,
             group_id=self.group_id,
-            enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
         )
-        self._producer = AIOKafkaProducer(
-            **aiokafka_kwargs(self.settings), acks="all", enable_idempotence=True
-        )
-        await self._producer.start()
+        self._producer = await kafka.start_producer(self.settings, "reliable")
         self._consumer.subscribe(self.topics, listener=_SeekToStoredPositions(self))
         await self._consumer.start()
         await self.publish_dead_letters()  # letters a crash left unpublished

@@ -12,15 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
-from engine import db
+from engine import db, kafka
 from engine.config import Settings
-from engine.kafka_clients import aiokafka_kwargs
 from projections import dead_letters
 from projections.catalogue import PROJECTIONS
 from projections.runner import Projection
-from streams.connectors.ops import _run, topic_partitions
+from streams.connectors.ops import _run
 
 
 @dataclass(frozen=True)
@@ -72,17 +71,11 @@ async def _ends(settings: Settings, topics: set[str]) -> dict[str, dict[int, tup
     if not topics:
         return {}
     pattern = re.compile("^(" + "|".join(re.escape(t) for t in sorted(topics)) + ")$")
-    partitions = await topic_partitions(settings, pattern)
+    partitions = await kafka.topic_partitions(settings, pattern)
     tps: list[TopicPartition] = [tp for t in partitions for tp in partitions[t]]
     if not tps:
         return {}
-    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        end = await consumer.end_offsets(tps)
-        begin = await consumer.beginning_offsets(tps)
-    finally:
-        await consumer.stop()
+    begin, end = await kafka.offsets(settings, tps)
     found: dict[str, dict[int, tuple[int, int]]] = {}
     for tp in tps:
         found.setdefault(tp.topic, {})[tp.partition] = (begin[tp], end[tp])

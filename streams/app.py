@@ -14,7 +14,7 @@ import faust
 from faust.transport.drivers.aiokafka import Producer as FaustAIOKafkaProducer
 from faust.types import ProducerT
 
-from engine import kafka_admin, kafka_clients
+from engine import kafka, kafka_admin, kafka_clients
 from engine.config import Settings
 
 
@@ -25,7 +25,7 @@ class IdempotentProducer(FaustAIOKafkaProducer):
     idempotence on only inside its exactly_once transactions, which we do not use."""
 
     def _settings_extra(self) -> Mapping[str, Any]:
-        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+        return {**super()._settings_extra(), **kafka.PRODUCER_PROFILES["reliable"]}
 
 
 class LedgerflowApp(faust.App):

@@ -24,7 +24,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import psycopg
-from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CollectorRegistry, generate_latest
@@ -32,10 +31,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
-from engine import db
+from engine import db, kafka
 from engine.api.ops_token import ops_token_check
 from engine.config import Settings
-from engine.kafka_clients import aiokafka_kwargs
 from ops.lag import GroupLag, lag
 
 log = logging.getLogger("ledgerflow.metrics")
@@ -166,22 +164,14 @@ def _topic_patterns(settings: Settings) -> tuple[re.Pattern[str], re.Pattern[str
 
 
 async def _topic_records(settings: Settings) -> KafkaFigures:
-    from streams.connectors.ops import topic_partitions
-
     retry, dlq, connector_dlq = _topic_patterns(settings)
     wanted = re.compile(f"{retry.pattern}|{dlq.pattern}")
-    partitions = await topic_partitions(settings, wanted)
+    partitions = await kafka.topic_partitions(settings, wanted)
     tps = [tp for topic in sorted(partitions) for tp in partitions[topic]]
     out = KafkaFigures([], {}, {}, {}, {})
     if not tps:
         return out
-    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        end = await consumer.end_offsets(tps)
-        begin = await consumer.beginning_offsets(tps)
-    finally:
-        await consumer.stop()
+    begin, end = await kafka.offsets(settings, tps)
     for tp in tps:
         records = end[tp] - begin[tp]
         if m := retry.match(tp.topic):
@@ -242,7 +232,7 @@ class EngineCollector(Collector):
         pending, self._kafka_pending = self._kafka_pending, None
         try:
             return pending.result()
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except (KafkaError, *kafka.KAFKA_ERRORS, OSError, TimeoutError) as exc:
             log.warning("metrics: Kafka unavailable (%s); its figures are left out", exc)
             return None
 

@@ -16,10 +16,10 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from engine import db
+from engine import db, kafka
 from engine.config import Settings
 from engine.kafka_clients import aiokafka_kwargs
 from streams.connectors.jobs import TRACEPARENT, Delivery, Job, jobs_topic
@@ -28,21 +28,6 @@ from streams.connectors.worker import carried_headers
 
 T = TypeVar("T")
 REDRIVEN_FROM = "redriven-from"
-
-
-async def topic_partitions(settings: Settings, pattern: re.Pattern[str]) -> dict[str, list[TopicPartition]]:
-    """The partitions of every topic whose full name matches ``pattern``."""
-    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
-    await admin.start()
-    try:
-        described = await admin.describe_topics()
-    finally:
-        await admin.close()
-    return {
-        t["topic"]: sorted(TopicPartition(t["topic"], p["partition"]) for p in t["partitions"])
-        for t in described
-        if pattern.match(t["topic"])
-    }
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -87,14 +72,12 @@ class ConnectorStatus:
 async def _kafka_counts(settings: Settings, names: Sequence[str] | None) -> dict[str, dict[str, Any]]:
     prefix = re.escape(settings.topic_prefix)
     pattern = re.compile(rf"^{prefix}connector\.([a-z][a-z0-9_-]*)\.(jobs|retry\.([0-9a-z]+)|dlq)\.v1$")
-    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings), enable_auto_commit=False)
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
-    await consumer.start()
     await admin.start()
     try:
         found: dict[str, dict[str, Any]] = {}
         by_topic: dict[str, tuple[str, str]] = {}
-        partitions = await topic_partitions(settings, pattern)
+        partitions = await kafka.topic_partitions(settings, pattern)
         for topic in partitions:
             m = pattern.match(topic)
             if not m or (names is not None and m.group(1) not in names):
@@ -103,8 +86,7 @@ async def _kafka_counts(settings: Settings, names: Sequence[str] | None) -> dict
             by_topic[topic] = (m.group(1), part)
             found.setdefault(m.group(1), {"queued": 0, "waiting": {}, "dlq": [], "dlq_records": 0})
         tps = [tp for t in by_topic for tp in partitions[t]]
-        end = await consumer.end_offsets(tps) if tps else {}
-        begin = await consumer.beginning_offsets(tps) if tps else {}
+        begin, end = await kafka.offsets(settings, tps)
         for name in found:
             committed = await admin.list_consumer_group_offsets(group_id(settings, name))
             for tp in tps:
@@ -124,7 +106,6 @@ async def _kafka_counts(settings: Settings, names: Sequence[str] | None) -> dict
         return found
     finally:
         await admin.close()
-        await consumer.stop()
 
 
 def _tier_seconds(label: str) -> float:
@@ -333,10 +314,10 @@ def _dead_letter(connector: str, message: Any, state: str) -> DeadLetter:
 
 async def _read_dlq(settings: Settings, connector: str) -> list[Any]:
     topic = settings.topic(dlq_topic(connector))
-    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings), enable_auto_commit=False)
+    consumer = kafka.consumer(settings)
     await consumer.start()
     try:
-        tps = (await topic_partitions(settings, re.compile(re.escape(topic) + "$"))).get(topic)
+        tps = (await kafka.topic_partitions(settings, re.compile(re.escape(topic) + "$"))).get(topic)
         if not tps:
             return []
         consumer.assign(tps)
@@ -408,8 +389,7 @@ async def _claim(settings: Settings, d: DeadLetter, action: str) -> tuple[psycop
 
 
 async def _redrive(settings: Settings, letters: list[DeadLetter], report: DlqReport) -> None:
-    producer = AIOKafkaProducer(**aiokafka_kwargs(settings), acks="all", enable_idempotence=True)
-    await producer.start()
+    producer = await kafka.start_producer(settings, "reliable")
     try:
         for d in letters:
             conn, claimed = await _claim(settings, d, "redriven")

@@ -29,16 +29,15 @@ from typing import Any
 
 import orjson
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
 
 from connectors.errors import ConnectorError, ErrorClass, NeedsAttentionError, PermanentError
-from engine import db, logs
+from engine import db, kafka, logs
 from engine.config import Settings
-from engine.kafka_clients import aiokafka_kwargs
 from streams.connectors import attempts, rate_limit, telemetry
 from streams.connectors.jobs import (
     ATTEMPT,
@@ -128,8 +127,7 @@ class ConnectorWorker:
             open=False,
         )
         await pool.open()
-        producer = AIOKafkaProducer(**aiokafka_kwargs(self.settings), acks="all", enable_idempotence=True)
-        await producer.start()
+        producer = await kafka.start_producer(self.settings, "reliable")
         try:
             self._runners = [_ConnectorRunner(self, spec, pool, producer) for spec in self.specs]
             await asyncio.gather(*(r.run(stop) for r in self._runners))
@@ -169,10 +167,9 @@ class _ConnectorRunner:
         self.dlq_topic = self.settings.topic(dlq_topic(spec.name))
         tiers = spec.retry_policy.tiers()
         self.tier_topics = {t: self.settings.topic(retry_topic(spec.name, t)) for t in tiers}
-        self.consumer = AIOKafkaConsumer(
-            **aiokafka_kwargs(self.settings),
+        self.consumer = kafka.consumer(
+            self.settings,
             group_id=group_id(self.settings, spec.name),
-            enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
         self.tasks: dict[TopicPartition, asyncio.Task[None]] = {}

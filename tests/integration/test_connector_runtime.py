@@ -19,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from connectors.errors import ConnectorError, NeedsAttentionError, PermanentError, RetryableError
+from engine import kafka
 from engine.config import Settings
 from streams.connectors import (
     BreakerSettings,
@@ -38,7 +39,6 @@ from streams.connectors import (
     render_status,
     status,
 )
-from streams.connectors.ops import topic_partitions
 from tests.conftest import BackgroundLoop, wait_for
 
 pytestmark = pytest.mark.integration
@@ -112,7 +112,7 @@ async def _records_in(settings: Settings, logical_topic: str) -> int:
     await consumer.start()
     try:
         topic = settings.topic(logical_topic)
-        tps = (await topic_partitions(settings, re.compile(re.escape(topic) + "$")))[topic]
+        tps = (await kafka.topic_partitions(settings, re.compile(re.escape(topic) + "$")))[topic]
         end = await consumer.end_offsets(tps)
         return sum(end.values())
     finally:

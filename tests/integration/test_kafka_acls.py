@@ -19,14 +19,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationFailedError
 from confluent_kafka import Consumer, KafkaError
 
 from connectors.gst_irp.sandbox import create_app as create_irp_sandbox
+from engine import kafka
 from engine.application import LedgerService
 from engine.config import Settings
-from engine.kafka_clients import aiokafka_kwargs, confluent_config
+from engine.kafka_clients import confluent_config
 from ops.topics import ensure_all
 from tests.conftest import wait_for
 from tests.connectors.contract import LiveServer
@@ -95,11 +95,10 @@ def produce(
     *,
     idempotent: bool = True,
 ) -> None:
-    """One record through the engine's aiokafka producer set-up (acks=all, idempotent)."""
+    """One record through the engine's Kafka adapter (its "reliable" profile: acks=all, idempotent)."""
 
     async def send() -> None:
-        producer = AIOKafkaProducer(**aiokafka_kwargs(settings), acks="all", enable_idempotence=idempotent)
-        await producer.start()
+        producer = await kafka.start_producer(settings, "reliable", enable_idempotence=idempotent)
         try:
             await producer.send_and_wait(settings.topic(topic), value, headers=headers or [])
         finally:
@@ -172,9 +171,11 @@ def test_a_reader_consumes_ledger_topics_with_its_own_groups_and_cannot_write(
     assert records[0].value() == b'{"fact": 1}'
 
     # An idempotent producer of a principal that may write no topic at all is refused its producer
-    # id (ClusterAuthorization, KIP-679); a plain one gets as far as the topic and is refused there.
-    with pytest.raises(ClusterAuthorizationFailedError):
+    # id (ClusterAuthorization, KIP-679) when it starts, which the adapter reports as its own
+    # KafkaRequestFailed; a plain one gets as far as the topic and is refused there.
+    with pytest.raises(kafka.KafkaRequestFailed) as refused:
         produce(reader, "ledger.invoice.v1", b'{"forged": "fact"}')
+    assert isinstance(refused.value.__cause__, ClusterAuthorizationFailedError)
     with pytest.raises(TopicAuthorizationFailedError):
         produce(reader, "ledger.invoice.v1", b'{"forged": "fact"}', idempotent=False)
     with pytest.raises(TopicAuthorizationFailedError):
