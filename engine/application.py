@@ -41,6 +41,7 @@ from engine.domain.tenant import (
     UnknownApiKey,
 )
 from engine.fields import forbidden_character
+from engine.publishing import seller_address
 from engine.security import api_keys
 from engine.security.egress import DeploymentMode, EndpointPolicy
 from engine.security.secrets import KeyRing
@@ -895,7 +896,14 @@ def build_invoice(
         invoice_date=command.date,
         currency="INR",
         supply_type=str(supply_type.value),
-        seller={"gstin": tenant.gstin, "legal_name": tenant.legal_name, "state": tenant.state},
+        # The seller as it stood at issue time, address included: the issued record carries it
+        # (issued v3), so an e-invoice prints the address the invoice was issued under.
+        seller={
+            "gstin": tenant.gstin,
+            "legal_name": tenant.legal_name,
+            "state": tenant.state,
+            "address": seller_address(tenant.address),
+        },
         buyer={
             "name": command.buyer.name,
             "gstin": buyer_gstin,
