@@ -902,6 +902,7 @@ def build_invoice(
             "gstin": tenant.gstin,
             "legal_name": tenant.legal_name,
             "state": tenant.state,
+            "trade_name": tenant.name,
             "address": seller_address(tenant.address),
         },
         buyer={

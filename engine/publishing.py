@@ -144,7 +144,8 @@ def invoice_document(event: Any, invoice_id: UUID) -> dict[str, Any]:
             "gstin": event.seller.get("gstin"),
             "legal_name": event.seller["legal_name"],
             "state": event.seller["state"],
-            # Issued events stored before v3 have no address: null, as the schema's default says.
+            # Issued events stored before v3 have neither: null, as the schema's defaults say.
+            "trade_name": event.seller.get("trade_name"),
             "address": seller_address(event.seller.get("address")),
         },
         "buyer": {

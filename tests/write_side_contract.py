@@ -119,6 +119,7 @@ class LedgerServiceContract:
             "gstin": SELLER_GSTIN,
             "legal_name": "Demo Electricals Private Limited",
             "state": "29",
+            "trade_name": "Demo",
             "address": {**address, "line2": None},
         }
         # Karnataka to Tamil Nadu is an inter-state supply: IGST, no CGST/SGST (IGST Act s.7(1)).

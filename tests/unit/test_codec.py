@@ -172,7 +172,13 @@ def test_round_trip_nullable_fields_null_and_empty_lines() -> None:
     record = _issued(
         lines=[],
         idempotency_key=None,
-        seller={"gstin": None, "legal_name": "Unregistered Seller", "state": "07", "address": None},
+        seller={
+            "gstin": None,
+            "legal_name": "Unregistered Seller",
+            "state": "07",
+            "trade_name": None,
+            "address": None,
+        },
         buyer={"name": "Walk-in", "gstin": None, "state": "07", "address": None},
     )
     data, _ = registry.encode_event("ledgerflow.invoice.issued", record)

@@ -121,11 +121,11 @@ def _seller(schema: dict[str, Any]) -> dict[str, Any]:
     return seller
 
 
-def test_invoice_issued_v2_added_the_command_fields_and_v3_the_seller_address() -> None:
+def test_invoice_issued_v2_added_the_command_fields_and_v3_the_seller_trade_name_and_address() -> None:
     v1, v2, v3 = registry.versions("ledgerflow.invoice.issued")
     assert _fields(v2.schema) - _fields(v1.schema) == {"idempotency_key", "source"}
     assert _fields(v3.schema) == _fields(v2.schema)
-    assert _fields(_seller(v3.schema)) - _fields(_seller(v2.schema)) == {"address"}
+    assert _fields(_seller(v3.schema)) - _fields(_seller(v2.schema)) == {"trade_name", "address"}
     assert registry.current("ledgerflow.invoice.issued") is v3
 
 
@@ -154,13 +154,14 @@ def test_issued_v1_message_gets_v2_and_v3_defaults() -> None:
     decoded = registry.decode_event(codec.encode(v1.parsed, _sample(v1)))
     assert decoded["source"] == "api"
     assert decoded["idempotency_key"] is None
-    assert decoded["seller"]["address"] is None
+    assert decoded["seller"]["address"] is None and decoded["seller"]["trade_name"] is None
 
 
-def test_issued_v3_message_carries_the_seller_address() -> None:
+def test_issued_v3_message_carries_the_seller_trade_name_and_address() -> None:
     v3 = registry.versions("ledgerflow.invoice.issued")[2]
     decoded = registry.decode_event(codec.encode(v3.parsed, _sample(v3)))
     assert decoded["seller"]["address"]["city"] == "Bengaluru"
+    assert decoded["seller"]["trade_name"] == "Anand Traders"
 
 
 # --- guard: how a new version may differ from the previous one ------------------------------------------
