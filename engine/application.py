@@ -32,7 +32,7 @@ from psycopg_pool import ConnectionPool
 from engine import db, integrations, telemetry
 from engine.commands import CancelInvoice, IssueInvoice
 from engine.config import Settings
-from engine.domain.invoice import Invoice, invoice_id_for
+from engine.domain.invoice import Invoice, InvoiceStatus, invoice_id_for
 from engine.domain.tenant import (
     EINVOICING_PROVIDER,
     LastApiKey,
@@ -682,8 +682,16 @@ class LedgerService:
 
     # -- results of connector jobs (e-invoicing) ---------------------------------------------
 
+    def still_wanted(self, tenant_id: UUID, invoice_id: UUID) -> bool:
+        """Whether the invoice still wants an IRN: neither recorded yet nor cancelled meanwhile.
+        One question for the IRN handler (connectors/gst_irp/handler.py), which holds the issued
+        document but cannot know what happened after its job was queued."""
+        invoice = self.get_invoice(tenant_id, invoice_id)
+        return invoice.einvoice is None and invoice.status != InvoiceStatus.CANCELLED
+
     def record_irn(self, tenant_id: UUID, invoice_id: UUID, **result: Any) -> bool:
-        """Record an IRN on its invoice; False when that IRN was already recorded (a redelivery)."""
+        """Record an IRN on its invoice; False when that IRN was already recorded (a redelivery),
+        IrnAlreadyRecorded when a different one is."""
         invoice = self.get_invoice(tenant_id, invoice_id)
         changed = invoice.record_irn(**result)
         if changed:
