@@ -212,6 +212,20 @@ class LedgerServiceContract:
             ledger_service.record_irn(tenant_id, invoice_id, **irn_result("job-2", irn="b" * 64))
         assert event_types(ledger_service, invoice_id) == ["Issued", "IrnGenerated"]
 
+    def test_an_invoice_wants_an_irn_until_one_is_recorded_or_it_is_cancelled(
+        self, ledger_service: LedgerService
+    ) -> None:
+        tenant_id = register(ledger_service)
+        given_irn = ledger_service.issue_invoice(tenant_id, issue_command("INV-1")).invoice.id
+        cancelled = ledger_service.issue_invoice(tenant_id, issue_command("INV-2")).invoice.id
+        assert ledger_service.still_wanted(tenant_id, given_irn)
+        ledger_service.record_irn(tenant_id, given_irn, **irn_result())
+        ledger_service.cancel_invoice(tenant_id, cancelled, CancelInvoice(reason="duplicate"))
+        assert not ledger_service.still_wanted(tenant_id, given_irn)
+        assert not ledger_service.still_wanted(tenant_id, cancelled)
+        with pytest.raises(InvoiceNotFound):
+            ledger_service.still_wanted(uuid4(), given_irn)  # another tenant's invoice is not found
+
     def test_cancelling_twice_is_a_state_conflict(self, ledger_service: LedgerService) -> None:
         tenant_id = register(ledger_service)
         invoice_id = ledger_service.issue_invoice(tenant_id, issue_command()).invoice.id

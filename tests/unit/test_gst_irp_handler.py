@@ -280,3 +280,25 @@ def test_a_generate_job_for_an_invoice_cancelled_after_it_was_queued_never_calls
     assert outcome.data == {"skipped": "IRN already recorded or invoice cancelled"}
     assert invoice.einvoice is None and results.recorded == [] and results.reads == []
     assert asyncio.run(irns_generated(sandbox)) == 0
+
+
+class RacedResults(InMemoryResults):
+    """Another delivery recorded a different IRN between still_wanted and record_irn (a ledger
+    and portal out of step: the IRP keeps one IRN per document number)."""
+
+    def record_irn(self, tenant_id: UUID, invoice_id: UUID, **result: Any) -> bool:
+        super().record_irn(tenant_id, invoice_id, **{**result, "irn": "f" * 64})  # the other delivery
+        return super().record_irn(tenant_id, invoice_id, **result)
+
+
+def test_an_irn_other_than_the_one_recorded_is_a_conflict_a_person_must_look_at() -> None:
+    tenant, invoice = issued()
+    results = RacedResults(tenant, invoice)
+
+    with pytest.raises(NeedsAttentionError) as caught:
+        asyncio.run(
+            run(IrnJobs(SandboxContext(create_app(account=ACCOUNT)), results), job_for(ISSUED, invoice))
+        )
+
+    assert caught.value.code == "irn_conflict"
+    assert invoice.einvoice is not None and invoice.einvoice["irn"] == "f" * 64
