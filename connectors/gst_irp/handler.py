@@ -6,7 +6,8 @@ and one cheap question to the port, :meth:`IrnResults.still_wanted`: the job was
 invoice was issued, and a cancellation or an IRN recorded by an earlier delivery happens after
 that, so no queued document can know it; asking keeps the IRP from being called for a cancelled
 invoice or a second time for a redelivery. The seller (trade name, address) comes from the issued
-record (v3); only records issued before v3 fall back to reading the tenant. At most one IRN per
+record (v3); only records issued before v3, or without a printable seller address, fall back to
+reading the tenant. At most one IRN per
 invoice: a retry after a lost answer adopts the IRN the IRP already registered (service.py), and
 recording it again is idempotent in the port. Results go to :class:`IrnResults`, which the engine's
 ``LedgerService`` implements and a unit test can fake.
@@ -93,10 +94,12 @@ def seller_profile(tenant: Tenant) -> SellerProfile:
 
 
 def issued_seller(document: Mapping[str, Any]) -> SellerProfile | None:
-    """The seller as the issued record carries it (v3), or None when the record has no address."""
+    """The seller as the issued record carries it (v3), or None when the record has no address an
+    IRN can print (issued before v3, or while the tenant's address lacked line1, city or pincode:
+    then the tenant's current address decides, so fixing it and redriving the job works)."""
     seller = document.get("seller") or {}
     address = seller.get("address")
-    if not address:
+    if not address or not all(address.get(f) for f in ("line1", "city", "pincode")):
         return None
     return _seller_profile(
         seller.get("gstin"), seller["legal_name"], seller.get("trade_name"), seller["state"], address

@@ -269,6 +269,19 @@ def test_a_record_issued_before_v3_takes_the_seller_address_from_the_tenant_only
     assert registered_seller(invoice)["Loc"] == "Bengaluru"
 
 
+def test_a_record_whose_seller_address_had_no_pincode_takes_the_tenants_fixed_address() -> None:
+    tenant, invoice = issued()
+    results = InMemoryResults(tenant, invoice)
+    job = job_for(ISSUED, invoice)
+    job.payload["invoice"]["seller"]["address"]["pincode"] = None
+    tenant.address = {"line1": "14 Residency Road", "city": "Bengaluru", "pincode": "560001"}
+
+    asyncio.run(run(IrnJobs(SandboxContext(create_app(account=ACCOUNT)), results), job))
+
+    assert results.reads == ["tenant"]
+    assert registered_seller(invoice)["Pin"] == 560001
+
+
 def test_a_generate_job_for_an_invoice_cancelled_after_it_was_queued_never_calls_the_irp() -> None:
     tenant, invoice = issued()
     results, sandbox = InMemoryResults(tenant, invoice), create_app(account=ACCOUNT)
