@@ -32,7 +32,7 @@ from psycopg_pool import ConnectionPool
 from engine import db, integrations, telemetry
 from engine.commands import CancelInvoice, IssueInvoice
 from engine.config import Settings
-from engine.domain.invoice import Invoice, invoice_id_for
+from engine.domain.invoice import Invoice, InvoiceStatus, invoice_id_for
 from engine.domain.tenant import (
     EINVOICING_PROVIDER,
     LastApiKey,
@@ -42,6 +42,7 @@ from engine.domain.tenant import (
 )
 from engine.errors import Conflict, InvalidInput, NotFound, RequestRefused
 from engine.fields import forbidden_character
+from engine.publishing import seller_address
 from engine.security import api_keys
 from engine.security.egress import DeploymentMode, EndpointPolicy
 from engine.security.secrets import KeyRing
@@ -682,8 +683,16 @@ class LedgerService:
 
     # -- results of connector jobs (e-invoicing) ---------------------------------------------
 
+    def still_wanted(self, tenant_id: UUID, invoice_id: UUID) -> bool:
+        """Whether the invoice still wants an IRN: neither recorded yet nor cancelled meanwhile.
+        One question for the IRN handler (connectors/gst_irp/handler.py), which holds the issued
+        document but cannot know what happened after its job was queued."""
+        invoice = self.get_invoice(tenant_id, invoice_id)
+        return invoice.einvoice is None and invoice.status != InvoiceStatus.CANCELLED
+
     def record_irn(self, tenant_id: UUID, invoice_id: UUID, **result: Any) -> bool:
-        """Record an IRN on its invoice; False when that IRN was already recorded (a redelivery)."""
+        """Record an IRN on its invoice; False when that IRN was already recorded (a redelivery),
+        IrnAlreadyRecorded when a different one is."""
         invoice = self.get_invoice(tenant_id, invoice_id)
         changed = invoice.record_irn(**result)
         if changed:
@@ -896,7 +905,15 @@ def build_invoice(
         invoice_date=command.date,
         currency="INR",
         supply_type=str(supply_type.value),
-        seller={"gstin": tenant.gstin, "legal_name": tenant.legal_name, "state": tenant.state},
+        # The seller as it stood at issue time, address included: the issued record carries it
+        # (issued v3), so an e-invoice prints the address the invoice was issued under.
+        seller={
+            "gstin": tenant.gstin,
+            "legal_name": tenant.legal_name,
+            "state": tenant.state,
+            "trade_name": tenant.name,
+            "address": seller_address(tenant.address),
+        },
         buyer={
             "name": command.buyer.name,
             "gstin": buyer_gstin,

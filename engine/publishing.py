@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -116,6 +116,20 @@ def _invoice_issued(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     return {**base, **invoice_document(event, UUID(str(event.originator_id)))}
 
 
+def seller_address(address: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The seller address as issued v3 carries it, or None when the tenant's is incomplete (an
+    address without line1 and city cannot be printed; the e-invoice schema requires both)."""
+    if not address or not address.get("line1") or not address.get("city"):
+        return None
+    pincode = address.get("pincode")
+    return {
+        "line1": str(address["line1"]),
+        "line2": address.get("line2") or None,
+        "city": str(address["city"]),
+        "pincode": str(pincode) if pincode else None,
+    }
+
+
 def invoice_document(event: Any, invoice_id: UUID) -> dict[str, Any]:
     """An invoice's issued state as topics and the API show it; ``event`` is the Issued event or the
     Invoice aggregate (both carry the same attribute names)."""
@@ -127,7 +141,14 @@ def invoice_document(event: Any, invoice_id: UUID) -> dict[str, Any]:
         "date": _date(event.invoice_date),
         "currency": event.currency,
         "supply_type": event.supply_type,
-        "seller": dict(event.seller),
+        "seller": {
+            "gstin": event.seller.get("gstin"),
+            "legal_name": event.seller["legal_name"],
+            "state": event.seller["state"],
+            # Issued events stored before v3 have neither: null, as the schema's defaults say.
+            "trade_name": event.seller.get("trade_name"),
+            "address": seller_address(event.seller.get("address")),
+        },
         "buyer": {
             "name": buyer["name"],
             "gstin": buyer.get("gstin"),

@@ -39,7 +39,13 @@ BUYER_GSTIN = "33AAJFK5678L1ZR"  # Tamil Nadu
 IRN = "a" * 64
 
 
-def register(service: LedgerService, *, gstin: str = SELLER_GSTIN, state: str = "29") -> UUID:
+def register(
+    service: LedgerService,
+    *,
+    gstin: str = SELLER_GSTIN,
+    state: str = "29",
+    address: dict[str, Any] | None = None,
+) -> UUID:
     tenant = Tenant(
         name="Demo",
         legal_name="Demo Electricals Private Limited",
@@ -48,7 +54,7 @@ def register(service: LedgerService, *, gstin: str = SELLER_GSTIN, state: str = 
         state=state,
         einvoicing_enabled=True,
         api_key_id=f"k_{uuid4().hex[:12]}",
-        address=None,
+        address=address,
     )
     service.ledger.save(tenant)
     return tenant.id
@@ -103,14 +109,18 @@ class LedgerServiceContract:
     def test_an_issued_invoice_is_stored_with_its_seller_taken_from_the_tenant_and_its_tax(
         self, ledger_service: LedgerService
     ) -> None:
-        tenant_id = register(ledger_service)
+        address = {"line1": "14 Residency Road", "city": "Bengaluru", "pincode": "560025"}
+        tenant_id = register(ledger_service, address=address)
         issued = ledger_service.issue_invoice(tenant_id, issue_command(), source="ingest")
         assert issued.created
         stored = ledger_service.get_invoice(tenant_id, issued.invoice.id)
+        # The address travels in the issued record (v3), so the IRN handler need not read the tenant.
         assert stored.seller == {
             "gstin": SELLER_GSTIN,
             "legal_name": "Demo Electricals Private Limited",
             "state": "29",
+            "trade_name": "Demo",
+            "address": {**address, "line2": None},
         }
         # Karnataka to Tamil Nadu is an inter-state supply: IGST, no CGST/SGST (IGST Act s.7(1)).
         assert stored.intra_state is False and stored.place_of_supply == "33"
@@ -201,6 +211,20 @@ class LedgerServiceContract:
         with pytest.raises(IrnAlreadyRecorded):
             ledger_service.record_irn(tenant_id, invoice_id, **irn_result("job-2", irn="b" * 64))
         assert event_types(ledger_service, invoice_id) == ["Issued", "IrnGenerated"]
+
+    def test_an_invoice_wants_an_irn_until_one_is_recorded_or_it_is_cancelled(
+        self, ledger_service: LedgerService
+    ) -> None:
+        tenant_id = register(ledger_service)
+        given_irn = ledger_service.issue_invoice(tenant_id, issue_command("INV-1")).invoice.id
+        cancelled = ledger_service.issue_invoice(tenant_id, issue_command("INV-2")).invoice.id
+        assert ledger_service.still_wanted(tenant_id, given_irn)
+        ledger_service.record_irn(tenant_id, given_irn, **irn_result())
+        ledger_service.cancel_invoice(tenant_id, cancelled, CancelInvoice(reason="duplicate"))
+        assert not ledger_service.still_wanted(tenant_id, given_irn)
+        assert not ledger_service.still_wanted(tenant_id, cancelled)
+        with pytest.raises(InvoiceNotFound):
+            ledger_service.still_wanted(uuid4(), given_irn)  # another tenant's invoice is not found
 
     def test_cancelling_twice_is_a_state_conflict(self, ledger_service: LedgerService) -> None:
         tenant_id = register(ledger_service)

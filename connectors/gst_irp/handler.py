@@ -1,11 +1,15 @@
 """The ``gst-irp`` handler: one attempt of an IRN job against the tenant's IRP, results through a port.
 
 A job is ``generate_irn`` (carrying the issued invoice record as published, which is what gets
-mapped) or ``cancel_irn`` (connectors/gst_irp/routes.py). The invoice's current state is still read
-through the port: whether an IRN is already recorded or the invoice was cancelled meanwhile is not
-something the job can know, and the seller's address comes from the tenant. At most one IRN per invoice:
-a redelivered job finds the IRN already recorded, and a retry after a lost answer adopts the IRN the
-IRP already registered (service.py). Results go to :class:`IrnResults`, which the engine's
+mapped) or ``cancel_irn`` (connectors/gst_irp/routes.py). A generate job needs nothing but its job
+and one cheap question to the port, :meth:`IrnResults.still_wanted`: the job was queued when the
+invoice was issued, and a cancellation or an IRN recorded by an earlier delivery happens after
+that, so no queued document can know it; asking keeps the IRP from being called for a cancelled
+invoice or a second time for a redelivery. The seller (trade name, address) comes from the issued
+record (v3); only records issued before v3, or without a printable seller address, fall back to
+reading the tenant. At most one IRN per
+invoice: a retry after a lost answer adopts the IRN the IRP already registered (service.py), and
+recording it again is idempotent in the port. Results go to :class:`IrnResults`, which the engine's
 ``LedgerService`` implements and a unit test can fake.
 """
 
@@ -29,7 +33,7 @@ from connectors.gst_irp.routes import CANCEL, GENERATE
 from connectors.gst_irp.service import generate_or_adopt
 from engine import integrations, telemetry
 from engine.application import IST, InvoiceNotFound
-from engine.domain.invoice import Invoice, InvoiceStatus
+from engine.domain.invoice import Invoice, IrnAlreadyRecorded
 from engine.domain.tenant import Tenant
 from engine.publishing import invoice_document
 from streams.connectors.context import HandlerContext
@@ -41,17 +45,27 @@ CONNECTOR = PROVIDER
 
 
 class IrnResults(Protocol):
-    """The result port: what the handler reads and records in the ledger (``LedgerService``)."""
+    """The result port: what the handler asks and records in the ledger (``LedgerService``)."""
 
-    def get_invoice(self, tenant_id: UUID, invoice_id: UUID) -> Invoice: ...
+    def still_wanted(self, tenant_id: UUID, invoice_id: UUID) -> bool:
+        """False once the invoice has an IRN or was cancelled; raises InvoiceNotFound."""
+        ...
 
-    def get_tenant(self, tenant_id: UUID) -> Tenant: ...
-
-    def record_irn(self, tenant_id: UUID, invoice_id: UUID, **result: Any) -> bool: ...
+    def record_irn(self, tenant_id: UUID, invoice_id: UUID, **result: Any) -> bool:
+        """Record the IRN; False when that same IRN is already recorded (idempotent), and
+        IrnAlreadyRecorded when a different one is (a conflict)."""
+        ...
 
     def record_irn_cancellation(self, tenant_id: UUID, invoice_id: UUID, **result: Any) -> bool: ...
 
     def record_irn_failure(self, tenant_id: UUID, invoice_id: UUID, **failure: Any) -> bool: ...
+
+    # Reads, only for what a job cannot carry: a cancel job needs the recorded IRN, a generate job
+    # queued before jobs carried the document needs the invoice, and a record issued before v3
+    # needs the tenant for the seller's address.
+    def get_invoice(self, tenant_id: UUID, invoice_id: UUID) -> Invoice: ...
+
+    def get_tenant(self, tenant_id: UUID) -> Tenant: ...
 
 
 class _Lookups:
@@ -75,25 +89,46 @@ def _irp_time(moment: datetime) -> str:
 
 
 def seller_profile(tenant: Tenant) -> SellerProfile:
-    address = tenant.address or {}
+    """The seller from the tenant as it is now (records issued before v3 carry no address)."""
+    return _seller_profile(tenant.gstin, tenant.legal_name, tenant.name, tenant.state, tenant.address or {})
+
+
+def issued_seller(document: Mapping[str, Any]) -> SellerProfile | None:
+    """The seller as the issued record carries it (v3), or None when the record has no address an
+    IRN can print (issued before v3, or while the tenant's address lacked line1, city or pincode:
+    then the tenant's current address decides, so fixing it and redriving the job works)."""
+    seller = document.get("seller") or {}
+    address = seller.get("address")
+    if not address or not all(address.get(f) for f in ("line1", "city", "pincode")):
+        return None
+    return _seller_profile(
+        seller.get("gstin"), seller["legal_name"], seller.get("trade_name"), seller["state"], address
+    )
+
+
+def _seller_profile(
+    gstin: str | None,
+    legal_name: str,
+    trade_name: str | None,
+    state: str | None,
+    address: Mapping[str, Any],
+) -> SellerProfile:
     missing = [f for f in ("line1", "city", "pincode") if not address.get(f)]
-    if missing or not tenant.gstin or not tenant.state:
+    if missing or not gstin or not state:
         raise PermanentError(
             "seller_profile_incomplete",
             "the tenant needs a GSTIN, a state and an address (line1, city, pincode) to e-invoice; missing: "
-            + ", ".join(
-                [*missing, *([] if tenant.gstin else ["gstin"]), *([] if tenant.state else ["state"])]
-            ),
+            + ", ".join([*missing, *([] if gstin else ["gstin"]), *([] if state else ["state"])]),
         )
     return SellerProfile(
-        gstin=tenant.gstin,
-        legal_name=tenant.legal_name,
-        trade_name=tenant.name,
+        gstin=gstin,
+        legal_name=legal_name,
+        trade_name=trade_name,
         address_line1=address["line1"],
         address_line2=address.get("line2"),
         location=address["city"],
         pincode=str(address["pincode"]),
-        state_code=tenant.state,
+        state_code=state,
     )
 
 
@@ -133,35 +168,47 @@ class IrnJobs:
     async def __call__(self, job: Job, attempt: int) -> JobResult:
         tenant_id, invoice_id = UUID(job.tenant_id), UUID(job.subject)
         try:
-            invoice = await self.context.blocking(lambda: self.results.get_invoice(tenant_id, invoice_id))
+            if job.kind == GENERATE:
+                return await self._generate(job, tenant_id, invoice_id)
+            if job.kind == CANCEL:
+                invoice = await self.context.blocking(lambda: self.results.get_invoice(tenant_id, invoice_id))
+                return await self._cancel(job, invoice)
         except InvoiceNotFound as exc:
             raise PermanentError("invoice_not_found", str(exc)) from exc
-        if job.kind == GENERATE:
-            return await self._generate(job, invoice)
-        if job.kind == CANCEL:
-            return await self._cancel(job, invoice)
         raise PermanentError("unknown_job_kind", f"{CONNECTOR} has no job kind {job.kind!r}")
 
-    async def _generate(self, job: Job, invoice: Invoice) -> JobResult:
-        # At most one IRN per invoice: a redelivered job finds the IRN already recorded.
-        if invoice.einvoice is not None:
-            return JobResult({"irn": invoice.einvoice["irn"], "skipped": "already recorded"})
-        if invoice.status == InvoiceStatus.CANCELLED:
-            return JobResult({"skipped": "invoice cancelled before an IRN was generated"})
-        tenant = await self.context.blocking(lambda: self.results.get_tenant(invoice.tenant_id))
-        # The document travels in the job (routes.py); a job queued before it did is mapped from
-        # the invoice as stored, which publishing renders the same way (engine/publishing.py).
+    async def _document(self, job: Job, tenant_id: UUID, invoice_id: UUID) -> Mapping[str, Any]:
+        """The document travels in the job (routes.py); a job queued before it did is mapped from
+        the invoice as stored, which publishing renders the same way (engine/publishing.py)."""
         document = job.payload.get("invoice")
-        if not isinstance(document, dict):
-            document = invoice_document(invoice, invoice.id)
-        payload = to_einvoice(document, seller_profile(tenant))
-        loaded = await self.context.integration(invoice.tenant_id)
+        if isinstance(document, dict):
+            return document
+        invoice = await self.context.blocking(lambda: self.results.get_invoice(tenant_id, invoice_id))
+        return invoice_document(invoice, invoice.id)
+
+    async def _seller(self, tenant_id: UUID, document: Mapping[str, Any]) -> SellerProfile:
+        carried = issued_seller(document)
+        if carried is not None:
+            return carried
+        # Issued before v3 (or by a tenant without an address then): the tenant as it is now,
+        # which is what e-invoices printed before the record carried the address.
+        tenant = await self.context.blocking(lambda: self.results.get_tenant(tenant_id))
+        return seller_profile(tenant)
+
+    async def _generate(self, job: Job, tenant_id: UUID, invoice_id: UUID) -> JobResult:
+        # Not from the job: a cancellation, or the IRN an earlier delivery recorded, comes after
+        # the job was queued. One cheap question, so the IRP is not called for either.
+        if not await self.context.blocking(lambda: self.results.still_wanted(tenant_id, invoice_id)):
+            return JobResult({"skipped": "IRN already recorded or invoice cancelled"})
+        document = await self._document(job, tenant_id, invoice_id)
+        payload = to_einvoice(document, await self._seller(tenant_id, document))
+        loaded = await self.context.integration(tenant_id)
         lookups = _Lookups(await self._client(loaded))
         result = await generate_or_adopt(
             lookups,
             payload,
-            expected_total=Decimal(invoice.totals["total"]),
-            buyer_gstin=invoice.buyer.get("gstin"),
+            expected_total=Decimal(document["totals"]["total"]),
+            buyer_gstin=document["buyer"].get("gstin"),
         )
         recorded = {
             "job_id": job.job_id,
@@ -175,9 +222,12 @@ class IrnJobs:
             # published, projected and routed under the trace that asked for the IRN.
             "traceparent": telemetry.current_traceparent(),
         }
-        await self.context.blocking(
-            lambda: self.results.record_irn(invoice.tenant_id, invoice.id, **recorded)
-        )
+        try:
+            await self.context.blocking(lambda: self.results.record_irn(tenant_id, invoice_id, **recorded))
+        except IrnAlreadyRecorded as exc:
+            # The IRP keeps one IRN per document number, so a different recorded IRN means the
+            # ledger and the portal disagree: a person has to look, retrying cannot fix it.
+            raise NeedsAttentionError("irn_conflict", str(exc)) from exc
         return JobResult({"irn": result.irn, "ack_no": result.ack_no, "adopted_existing": lookups.looked_up})
 
     async def _cancel(self, job: Job, invoice: Invoice) -> JobResult:

@@ -44,7 +44,8 @@ _EXPORTS = frozenset({"EXPWP", "EXPWOP"})
 
 @dataclass(frozen=True)
 class SellerProfile:
-    """The supplier's registered details; the invoice record carries only GSTIN, name and state."""
+    """The supplier's registered details: from the issued record (v3: trade name and address
+    included), or from the tenant for records issued before v3."""
 
     gstin: str
     legal_name: str

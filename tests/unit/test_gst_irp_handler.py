@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 
@@ -20,7 +21,7 @@ from connectors.gst_irp.sandbox import SandboxAccount, create_app
 from engine.application import InvoiceNotFound, build_invoice
 from engine.commands import IssueInvoice
 from engine.config import Settings
-from engine.domain.invoice import Invoice
+from engine.domain.invoice import Invoice, InvoiceStatus
 from engine.domain.tenant import Tenant
 from engine.integrations import IntegrationSettings
 from engine.publishing import invoice_document
@@ -56,21 +57,33 @@ BODY: dict[str, Any] = {
 
 
 class InMemoryResults:
-    """The result port (IrnResults) over aggregates in a dict, as LedgerService is over the store."""
+    """The result port (IrnResults) over aggregates in a dict, as LedgerService is over the store.
+    ``reads`` lists what the handler loaded through the port (documents, not the still_wanted
+    question), so a test can say a job needed nothing else."""
 
     def __init__(self, tenant: Tenant, invoice: Invoice) -> None:
         self.tenant = tenant
         self.invoices = {invoice.id: invoice}
         self.recorded: list[str] = []
+        self.reads: list[str] = []
 
-    def get_invoice(self, tenant_id: UUID, invoice_id: UUID) -> Invoice:
+    def _find(self, tenant_id: UUID, invoice_id: UUID) -> Invoice:
         found = self.invoices.get(invoice_id)
         if found is None or found.tenant_id != tenant_id:
             raise InvoiceNotFound(f"no invoice {invoice_id}")
         return found
 
+    def get_invoice(self, tenant_id: UUID, invoice_id: UUID) -> Invoice:
+        self.reads.append("invoice")
+        return self._find(tenant_id, invoice_id)
+
     def get_tenant(self, tenant_id: UUID) -> Tenant:
+        self.reads.append("tenant")
         return self.tenant
+
+    def still_wanted(self, tenant_id: UUID, invoice_id: UUID) -> bool:
+        invoice = self._find(tenant_id, invoice_id)
+        return invoice.einvoice is None and invoice.status != InvoiceStatus.CANCELLED
 
     def _record(self, name: str, changed: bool) -> bool:
         if changed:
@@ -78,16 +91,14 @@ class InMemoryResults:
         return changed
 
     def record_irn(self, tenant_id: UUID, invoice_id: UUID, **result: Any) -> bool:
-        return self._record("irn", self.get_invoice(tenant_id, invoice_id).record_irn(**result))
+        return self._record("irn", self._find(tenant_id, invoice_id).record_irn(**result))
 
     def record_irn_cancellation(self, tenant_id: UUID, invoice_id: UUID, **result: Any) -> bool:
-        invoice = self.get_invoice(tenant_id, invoice_id)
+        invoice = self._find(tenant_id, invoice_id)
         return self._record("irn_cancelled", invoice.record_irn_cancellation(**result))
 
     def record_irn_failure(self, tenant_id: UUID, invoice_id: UUID, **failure: Any) -> bool:
-        return self._record(
-            "irn_failed", self.get_invoice(tenant_id, invoice_id).record_irn_failure(**failure)
-        )
+        return self._record("irn_failed", self._find(tenant_id, invoice_id).record_irn_failure(**failure))
 
 
 class SandboxContext(HandlerContext):
@@ -162,7 +173,7 @@ def test_a_generate_job_records_one_irn_and_its_redelivery_neither_calls_the_irp
 
     assert invoice.einvoice is not None
     assert first.data["irn"] == invoice.einvoice["irn"] and first.data["adopted_existing"] is False
-    assert again.data == {"irn": first.data["irn"], "skipped": "already recorded"}
+    assert again.data == {"skipped": "IRN already recorded or invoice cancelled"}
     assert results.recorded == ["irn"]
     assert asyncio.run(irns_generated(sandbox)) == 1
 
@@ -216,9 +227,91 @@ def test_a_job_queued_before_jobs_carried_the_document_is_mapped_from_the_stored
     tenant, invoice = issued()
     carried = job_for(ISSUED, invoice)
     older = replace(carried, payload={k: v for k, v in carried.payload.items() if k != "invoice"})
+    results = InMemoryResults(tenant, invoice)
 
-    asyncio.run(
-        run(IrnJobs(SandboxContext(create_app(account=ACCOUNT)), InMemoryResults(tenant, invoice)), older)
-    )
+    asyncio.run(run(IrnJobs(SandboxContext(create_app(account=ACCOUNT)), results), older))
 
     assert registered_description(invoice) == "Transformer coil"
+    assert results.reads == ["invoice"]  # the stored invoice carries the seller's address too
+
+
+def registered_seller(invoice: Invoice) -> dict[str, Any]:
+    assert invoice.einvoice is not None
+    return cast(dict[str, Any], jws.decode_unverified(invoice.einvoice["signed_invoice"])["SellerDtls"])
+
+
+def test_a_generate_job_with_the_v3_document_needs_no_tenant_or_invoice_read() -> None:
+    tenant, invoice = issued()
+    results = InMemoryResults(tenant, invoice)
+    job = job_for(ISSUED, invoice)
+    # The tenant moved after issuing: the e-invoice prints the address the invoice carries.
+    tenant.address = {"line1": "1 New Road", "city": "Mysuru", "pincode": "570001"}
+
+    [outcome] = asyncio.run(run(IrnJobs(SandboxContext(create_app(account=ACCOUNT)), results), job))
+
+    assert results.reads == []
+    assert results.recorded == ["irn"] and outcome.data["irn"]
+    seller = registered_seller(invoice)
+    assert (seller["Addr1"], seller["Loc"], seller["TrdNm"]) == ("14 Residency Road", "Bengaluru", "Demo")
+
+
+def test_a_record_issued_before_v3_takes_the_seller_address_from_the_tenant_only_then() -> None:
+    tenant, invoice = issued()
+    results = InMemoryResults(tenant, invoice)
+    job = job_for(ISSUED, invoice)
+    job.payload["invoice"]["seller"] = {
+        k: v for k, v in job.payload["invoice"]["seller"].items() if k not in ("address", "trade_name")
+    }
+
+    asyncio.run(run(IrnJobs(SandboxContext(create_app(account=ACCOUNT)), results), job))
+
+    assert results.reads == ["tenant"]
+    assert registered_seller(invoice)["Loc"] == "Bengaluru"
+
+
+def test_a_record_whose_seller_address_had_no_pincode_takes_the_tenants_fixed_address() -> None:
+    tenant, invoice = issued()
+    results = InMemoryResults(tenant, invoice)
+    job = job_for(ISSUED, invoice)
+    job.payload["invoice"]["seller"]["address"]["pincode"] = None
+    tenant.address = {"line1": "14 Residency Road", "city": "Bengaluru", "pincode": "560001"}
+
+    asyncio.run(run(IrnJobs(SandboxContext(create_app(account=ACCOUNT)), results), job))
+
+    assert results.reads == ["tenant"]
+    assert registered_seller(invoice)["Pin"] == 560001
+
+
+def test_a_generate_job_for_an_invoice_cancelled_after_it_was_queued_never_calls_the_irp() -> None:
+    tenant, invoice = issued()
+    results, sandbox = InMemoryResults(tenant, invoice), create_app(account=ACCOUNT)
+    job = job_for(ISSUED, invoice)
+    invoice.cancel(reason="order_cancelled", remark=None, at=datetime.now(UTC), traceparent=None)
+
+    [outcome] = asyncio.run(run(IrnJobs(SandboxContext(sandbox), results), job))
+
+    assert outcome.data == {"skipped": "IRN already recorded or invoice cancelled"}
+    assert invoice.einvoice is None and results.recorded == [] and results.reads == []
+    assert asyncio.run(irns_generated(sandbox)) == 0
+
+
+class RacedResults(InMemoryResults):
+    """Another delivery recorded a different IRN between still_wanted and record_irn (a ledger
+    and portal out of step: the IRP keeps one IRN per document number)."""
+
+    def record_irn(self, tenant_id: UUID, invoice_id: UUID, **result: Any) -> bool:
+        super().record_irn(tenant_id, invoice_id, **{**result, "irn": "f" * 64})  # the other delivery
+        return super().record_irn(tenant_id, invoice_id, **result)
+
+
+def test_an_irn_other_than_the_one_recorded_is_a_conflict_a_person_must_look_at() -> None:
+    tenant, invoice = issued()
+    results = RacedResults(tenant, invoice)
+
+    with pytest.raises(NeedsAttentionError) as caught:
+        asyncio.run(
+            run(IrnJobs(SandboxContext(create_app(account=ACCOUNT)), results), job_for(ISSUED, invoice))
+        )
+
+    assert caught.value.code == "irn_conflict"
+    assert invoice.einvoice is not None and invoice.einvoice["irn"] == "f" * 64

@@ -111,11 +111,22 @@ def test_every_schema_has_a_sample_and_every_sample_a_schema() -> None:
     assert found == expected
 
 
-def test_invoice_issued_has_a_real_v2() -> None:
-    v1, v2 = registry.versions("ledgerflow.invoice.issued")
-    added = {f["name"] for f in v2.schema["fields"]} - {f["name"] for f in v1.schema["fields"]}
-    assert added == {"idempotency_key", "source"}
-    assert registry.current("ledgerflow.invoice.issued") is v2
+def _fields(schema: dict[str, Any]) -> set[str]:
+    return {f["name"] for f in schema["fields"]}
+
+
+def _seller(schema: dict[str, Any]) -> dict[str, Any]:
+    [seller] = [f["type"] for f in schema["fields"] if f["name"] == "seller"]
+    assert isinstance(seller, dict)
+    return seller
+
+
+def test_invoice_issued_v2_added_the_command_fields_and_v3_the_seller_trade_name_and_address() -> None:
+    v1, v2, v3 = registry.versions("ledgerflow.invoice.issued")
+    assert _fields(v2.schema) - _fields(v1.schema) == {"idempotency_key", "source"}
+    assert _fields(v3.schema) == _fields(v2.schema)
+    assert _fields(_seller(v3.schema)) - _fields(_seller(v2.schema)) == {"trade_name", "address"}
+    assert registry.current("ledgerflow.invoice.issued") is v3
 
 
 @pytest.mark.parametrize("sv", ALL_VERSIONS, ids=_id)
@@ -138,11 +149,19 @@ def test_sample_written_with_its_version_reads_with_current(sv: SchemaVersion) -
     assert _to_millis(decoded) == _expected(sample, current.schema, named)
 
 
-def test_issued_v1_message_gets_v2_defaults() -> None:
+def test_issued_v1_message_gets_v2_and_v3_defaults() -> None:
     v1 = registry.versions("ledgerflow.invoice.issued")[0]
     decoded = registry.decode_event(codec.encode(v1.parsed, _sample(v1)))
     assert decoded["source"] == "api"
     assert decoded["idempotency_key"] is None
+    assert decoded["seller"]["address"] is None and decoded["seller"]["trade_name"] is None
+
+
+def test_issued_v3_message_carries_the_seller_trade_name_and_address() -> None:
+    v3 = registry.versions("ledgerflow.invoice.issued")[2]
+    decoded = registry.decode_event(codec.encode(v3.parsed, _sample(v3)))
+    assert decoded["seller"]["address"]["city"] == "Bengaluru"
+    assert decoded["seller"]["trade_name"] == "Anand Traders"
 
 
 # --- guard: how a new version may differ from the previous one ------------------------------------------
