@@ -1230,20 +1230,7 @@ def dlq_redrive(
     """Connector: re-queue records with their attempt count reset. Projection: apply the letters
     again, in topic order, each in its own transaction; exits 1 if any fails again (it stays
     pending with the new error). Fix the cause first."""
-    _dlq_owner(connector, projection)
-    chosen = _offsets(offsets, everything)
-    if projection is not None:
-        from projections import dead_letters
-
-        report = _projection_dead_letters(lambda: dead_letters.redrive(settings, projection, chosen))
-        click.echo(str(report))
-        if not report.ok:
-            sys.exit(1)
-        return
-    from streams.connectors.ops import dlq_redrive as redrive
-
-    assert connector is not None
-    click.echo(str(redrive(settings, connector, chosen)))
+    _dlq_act(settings, "redrive", connector, projection, offsets, everything)
 
 
 @dlq.command("discard")
@@ -1261,20 +1248,35 @@ def dlq_discard(
 ) -> None:
     """Mark records as handled without applying or re-queueing them (a projection's row stops being
     incomplete once no pending letter of its aggregate remains)."""
+    _dlq_act(settings, "discard", connector, projection, offsets, everything)
+
+
+def _dlq_act(
+    settings: Settings,
+    action: Literal["redrive", "discard"],
+    connector: str | None,
+    projection: str | None,
+    offsets: tuple[int, ...],
+    everything: bool,
+) -> None:
+    """Redrive or discard the chosen dead letters of a projection or a connector; a projection's
+    report exits 1 when a letter could not be handled (it stays pending with the new error)."""
     _dlq_owner(connector, projection)
     chosen = _offsets(offsets, everything)
     if projection is not None:
         from projections import dead_letters
 
-        report = _projection_dead_letters(lambda: dead_letters.discard(settings, projection, chosen))
+        act = dead_letters.redrive if action == "redrive" else dead_letters.discard
+        report = _projection_dead_letters(lambda: act(settings, projection, chosen))
         click.echo(str(report))
         if not report.ok:
             sys.exit(1)
         return
-    from streams.connectors.ops import dlq_discard as discard
+    from streams.connectors import ops
 
     assert connector is not None
-    click.echo(str(discard(settings, connector, chosen)))
+    connector_act = ops.dlq_redrive if action == "redrive" else ops.dlq_discard
+    click.echo(str(connector_act(settings, connector, chosen)))
 
 
 @main.command()

@@ -30,9 +30,7 @@ import random
 import socket
 from collections.abc import Iterator
 from dataclasses import replace
-from decimal import Decimal
 from pathlib import Path
-from uuid import UUID
 
 import pytest
 from click.testing import CliRunner
@@ -40,28 +38,14 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from engine.application import LedgerService
 from engine.cli import main
-from engine.commands import IssueInvoice
 from engine.config import Settings, load_settings
-from engine.domain.invoice import invoice_id_for
-from engine.tax.india_gst import financial_year
 from ops import stack
 from ops.stack import KafkaCluster
 from ops.topics import TOPICS
-from tests.integration.helpers import invoice_body, register_tenant
-from tests.integration.processes import LedgerflowProcess, Processes
+from tests.integration.processes import Processes
 from tests.integration.test_crash_recovery import (
     INVOICE_TOPIC,
-    ISSUED_TOPIC,
-    ApiFeeder,
-    IngestFeeder,
-    last_notification,
-    query,
-    read_whole_topic,
-    register_count,
-    register_rows,
-    relay_position,
-    stored_issued_in,
-    tolerant,
+    EngineUnderLoad,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.cluster]
@@ -153,62 +137,28 @@ def test_stack_status_lists_every_node_of_the_cluster_running_and_seeing_the_oth
 def test_killing_a_broker_under_load_loses_no_accepted_invoice(
     settings: Settings, cluster: KafkaCluster, service: LedgerService, processes: Processes
 ) -> None:
-    tenant_id, api_key = register_tenant(service)
-    relay = processes.start("relay")
-    projector = processes.start("projector")
-    worker = processes.start("worker")
-    api, http = processes.start_api(timeout=90)
-    everyone: tuple[LedgerflowProcess, ...] = (relay, projector, worker, api)
-    base_url = str(http.base_url).rstrip("/")
-
-    ingest = IngestFeeder(settings, tenant_id, pace=0.03)
-    clients = ApiFeeder(base_url, api_key, pace=0.03)
-    feeders = (ingest, clients)
-
-    def flowing(since: int, what: str) -> None:
-        """Wait until both feeders get invoices accepted, and the register grows, beyond ``since``."""
-        start_api, start_ingest = len(clients.accepted), len(ingest.accepted)
-
-        def progress() -> str:
-            return (
-                f"API accepted {len(clients.accepted)} (from {start_api}), Kafka acked"
-                f" {len(ingest.accepted)} (from {start_ingest}), register"
-                f" {tolerant(lambda: register_count(settings), -1)} (from {since});"
-                f" broker statuses {stack.cluster_status(cluster)}"
-            )
-
-        processes.wait_for(
-            lambda: (
-                len(clients.accepted) >= start_api + 20
-                and len(ingest.accepted) >= start_ingest + 20
-                and register_count(settings) >= since + 40
-                and all(p.alive() for p in everyone)
-            ),
-            timeout=120,
-            interval=0.2,
-            what=what,
-            watch=everyone,
-            explain=progress,
-        )
-        processes.assert_alive(*everyone)
-
     ledger_topic = settings.topic(INVOICE_TOPIC)
-    try:
-        for feeder in feeders:
-            feeder.start()
-        flowing(0, "invoices flowing through the engine on three brokers")
+    engine = EngineUnderLoad(
+        settings,
+        service,
+        processes,
+        api_timeout=90,
+        state=lambda: f"; broker statuses {stack.cluster_status(cluster)}",
+    )
+    with engine:
+        engine.flowing(0, "invoices flowing through the engine on three brokers")
 
         # The victim leads at least partition 0 of the ledger topic: its leadership must move.
         victim = partition_leaders(settings, ledger_topic)[0][0]
-        before = register_count(settings)
+        before = engine.register_count()
         stack.stop_cluster_node(cluster, victim, hard=True)
-        flowing(before, f"invoices flowing with broker {victim} killed")
+        engine.flowing(before, f"invoices flowing with broker {victim} killed")
         leaders = partition_leaders(settings, ledger_topic)
         assert all(leader != victim for leader, _ in leaders.values()), leaders
 
-        before = register_count(settings)
+        before = engine.register_count()
         stack.start_cluster_node(load_settings(), cluster, victim)
-        flowing(before, f"invoices flowing after broker {victim} came back")
+        engine.flowing(before, f"invoices flowing after broker {victim} came back")
         processes.wait_for(
             lambda: all(victim in isr for _, isr in partition_leaders(settings, ledger_topic).values()),
             timeout=120,
@@ -216,69 +166,15 @@ def test_killing_a_broker_under_load_loses_no_accepted_invoice(
             what=f"broker {victim} back in sync on every partition of {ledger_topic}",
             explain=lambda: str(partition_leaders(settings, ledger_topic)),
         )
-    finally:
-        for feeder in feeders:
-            feeder.stop.set()
-        for feeder in feeders:
-            feeder.join(timeout=240)
 
-    for feeder in feeders:
-        assert not feeder.is_alive(), f"{feeder.name} did not finish"
-        assert feeder.error is None, f"{feeder.name} failed: {feeder.error!r}"
-    assert not ingest.failed, f"commands Kafka did not accept: {list(ingest.failed.items())[:5]}"
-    assert not clients.unexpected, f"the API answered neither 201 nor 503: {clients.unexpected[:5]}"
-
-    fy = financial_year(IssueInvoice.model_validate(invoice_body()).date)
-    accepted = {UUID(i) for i in clients.accepted.values()} | {
-        invoice_id_for(UUID(tenant_id), fy, number) for number in ingest.accepted
-    }
-    assert len(accepted) == len(clients.accepted) + len(ingest.accepted)
-
-    # 1. The event store: exactly the accepted invoices (the worker may still be draining).
-    def stored_ids() -> set[UUID]:
-        rows = query(settings, f"SELECT originator_id FROM ledger_events WHERE topic = '{ISSUED_TOPIC}'")
-        return {row[0] for row in rows}
-
-    processes.wait_for(
-        lambda: stored_ids() >= accepted,
-        timeout=120,
-        interval=0.2,
-        what="every accepted invoice in the event store",
-        watch=[worker, api],
-        explain=lambda: f"{len(accepted - stored_ids())} missing",
-    )
-    stored = stored_issued_in(settings)  # fails on an invoice issued twice
+    accepted = engine.accepted()
+    # Exactly the accepted invoices: nothing lost, nothing issued twice (stored_issued_in fails on that).
+    stored = engine.wait_until_stored(accepted, timeout=120)
     assert set(stored) == accepted
-
-    # 2. The ledger topic and 3. the projection, once the relay and projector have caught up.
-    last = last_notification(settings)
-    processes.wait_for(
-        lambda: relay_position(settings) == last,
-        timeout=120,
-        interval=0.2,
-        what=f"the relay publishing up to notification {last}",
-        watch=[relay],
-    )
-    processes.wait_for(
-        lambda: register_count(settings) == len(accepted),
-        timeout=120,
-        interval=0.2,
-        what=f"all {len(accepted)} accepted invoices in the register",
-        watch=[projector],
-    )
-    topic = read_whole_topic(settings, ledger_topic)
-    assert topic.keys == {str(i) for i in accepted}
-    assert len(topic.ce_ids) == len(accepted)
+    topic = engine.published_and_projected(stored, timeout=120)
     assert topic.messages >= len(accepted)
-    rows = register_rows(settings)  # fails on an invoice projected twice
-    assert set(rows) == accepted
-    assert all(rows[i][1] == Decimal(e.totals["total"]) for i, e in stored.items())
-    assert not read_whole_topic(settings, settings.topic("ingest.invoice.dlq.v1")).messages
-
-    # They recovered by themselves: the processes started at the beginning are still running.
-    processes.assert_alive(*everyone)
     print(
-        f"broker {victim} killed and restarted; accepted {len(clients.accepted)} via the API and "
-        f"{len(ingest.accepted)} via Kafka; API retries {clients.retried}; ledger topic repeats "
-        f"{topic.duplicates}"
+        f"broker {victim} killed and restarted; accepted {len(engine.clients.accepted)} via the API and "
+        f"{len(engine.ingest.accepted)} via Kafka; API retries {engine.clients.retried}; ledger topic "
+        f"repeats {topic.duplicates}"
     )

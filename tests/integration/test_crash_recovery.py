@@ -439,130 +439,167 @@ class ApiFeeder(threading.Thread):
             self.error = exc
 
 
-def test_restarting_postgres_and_kafka_under_load_loses_nothing(
-    settings: Settings, service: LedgerService, processes: Processes
-) -> None:
-    # The stack is managed with the default settings: the test settings name the test database,
-    # and `stack.start_postgres` would take that for the application database.
-    stack_settings = load_settings()
-    tenant_id, api_key = register_tenant(service)
+class EngineUnderLoad:
+    """The API, relay, projector and a stream worker as processes, fed steadily through the API and
+    the ingest topic while a test breaks something under them; then checks that every accepted
+    invoice is stored, published and projected once. Used as a context manager: the feeders run
+    inside the ``with`` block."""
 
-    relay = processes.start("relay")
-    projector = processes.start("projector")
-    worker = processes.start("worker")
-    api, http = processes.start_api(timeout=60)
-    everyone = (relay, projector, worker, api)
-    base_url = str(http.base_url).rstrip("/")
+    def __init__(
+        self,
+        settings: Settings,
+        service: LedgerService,
+        processes: Processes,
+        *,
+        api_timeout: float,
+        state: Callable[[], str] = lambda: "",
+    ) -> None:
+        self.settings = settings
+        self.processes = processes
+        self.state = state  # more to say when invoices stop flowing (e.g. the brokers' statuses)
+        self.tenant_id, api_key = register_tenant(service)
+        self.relay = processes.start("relay")
+        self.projector = processes.start("projector")
+        self.worker = processes.start("worker")
+        self.api, http = processes.start_api(timeout=api_timeout)
+        self.everyone = (self.relay, self.projector, self.worker, self.api)
+        self.ingest = IngestFeeder(settings, self.tenant_id, pace=0.03)
+        self.clients = ApiFeeder(str(http.base_url).rstrip("/"), api_key, pace=0.03)
+        self.feeders = (self.ingest, self.clients)
 
-    ingest = IngestFeeder(settings, tenant_id, pace=0.03)
-    clients = ApiFeeder(base_url, api_key, pace=0.03)
-    feeders = (ingest, clients)
+    def __enter__(self) -> EngineUnderLoad:
+        for feeder in self.feeders:
+            feeder.start()
+        return self
 
-    def flowing(since: int, what: str) -> None:
+    def __exit__(self, *exc: object) -> None:
+        for feeder in self.feeders:
+            feeder.stop.set()
+        for feeder in self.feeders:
+            feeder.join(timeout=240)
+
+    def register_count(self) -> int:
+        return register_count(self.settings)
+
+    def flowing(self, since: int, what: str) -> None:
         """Wait until invoices from both feeders are accepted, stored and projected beyond ``since``."""
+        clients, ingest, settings = self.clients, self.ingest, self.settings
         start_api, start_ingest = len(clients.accepted), len(ingest.accepted)
 
         def progress() -> str:
             return (
                 f"API accepted {len(clients.accepted)} (from {start_api}), Kafka acked"
                 f" {len(ingest.accepted)} (from {start_ingest}), register"
-                f" {tolerant(lambda: register_count(settings), -1)} (from {since})"
+                f" {tolerant(lambda: register_count(settings), -1)} (from {since}){self.state()}"
             )
 
-        processes.wait_for(
+        self.processes.wait_for(
             lambda: (
                 len(clients.accepted) >= start_api + 20
                 and len(ingest.accepted) >= start_ingest + 20
                 and tolerant(lambda: register_count(settings), 0) >= since + 40
-                and all(p.alive() for p in everyone)
+                and all(p.alive() for p in self.everyone)
             ),
             timeout=120,
             interval=0.2,
             what=what,
-            watch=everyone,
+            watch=self.everyone,
             explain=progress,
         )
-        processes.assert_alive(*everyone)
+        self.processes.assert_alive(*self.everyone)
 
+    def accepted(self) -> set[UUID]:
+        """The invoices the feeders were told were accepted (a 201, or Kafka's ack of a command)."""
+        for feeder in self.feeders:
+            assert not feeder.is_alive(), f"{feeder.name} did not finish"
+            assert feeder.error is None, f"{feeder.name} failed: {feeder.error!r}"
+        ingest, clients = self.ingest, self.clients
+        assert not ingest.failed, f"commands Kafka did not accept: {list(ingest.failed.items())[:5]}"
+        assert not clients.unexpected, f"the API answered neither 201 nor 503: {clients.unexpected[:5]}"
+        fy = financial_year(IssueInvoice.model_validate(invoice_body()).date)
+        accepted = {UUID(i) for i in clients.accepted.values()} | {
+            invoice_id_for(UUID(self.tenant_id), fy, number) for number in ingest.accepted
+        }
+        assert len(accepted) == len(clients.accepted) + len(ingest.accepted)
+        return accepted
+
+    def wait_until_stored(self, accepted: set[UUID], timeout: float) -> dict[UUID, Any]:
+        """Every accepted invoice in the event store (the worker may still be draining the topic);
+        returns the stored issued events, failing on an invoice issued twice."""
+        settings = self.settings
+
+        def stored_ids() -> set[UUID]:
+            rows = query(settings, f"SELECT originator_id FROM ledger_events WHERE topic = '{ISSUED_TOPIC}'")
+            return {row[0] for row in rows}
+
+        self.processes.wait_for(
+            lambda: stored_ids() >= accepted,
+            timeout=timeout,
+            interval=0.2,
+            what="every accepted invoice in the event store",
+            watch=[self.worker, self.api],
+            explain=lambda: f"{len(accepted - stored_ids())} missing",
+        )
+        return stored_issued_in(settings)
+
+    def published_and_projected(self, stored: dict[UUID, Any], timeout: float) -> TopicContents:
+        """Once the relay and projector caught up: the ledger topic holds each stored invoice (under
+        one ce_id) and the register one row per invoice with its total; no command dead-lettered."""
+        settings = self.settings
+        last = last_notification(settings)
+        self.processes.wait_for(
+            lambda: relay_position(settings) == last,
+            timeout=timeout,
+            interval=0.2,
+            what=f"the relay publishing up to notification {last}",
+            watch=[self.relay],
+        )
+        self.processes.wait_for(
+            lambda: register_count(settings) == len(stored),
+            timeout=timeout,
+            interval=0.2,
+            what=f"all {len(stored)} stored invoices in the register",
+            watch=[self.projector],
+        )
+        topic = read_whole_topic(settings, settings.topic(INVOICE_TOPIC))
+        assert topic.keys == {str(i) for i in stored}
+        assert len(topic.ce_ids) == len(stored)
+        rows = register_rows(settings)  # fails on an invoice projected twice
+        assert set(rows) == set(stored)
+        assert all(rows[i][1] == Decimal(e.totals["total"]) for i, e in stored.items())
+        assert not read_whole_topic(settings, settings.topic("ingest.invoice.dlq.v1")).messages
+        # They recovered by themselves: the very processes started at the beginning still run.
+        self.processes.assert_alive(*self.everyone)
+        return topic
+
+
+def test_restarting_postgres_and_kafka_under_load_loses_nothing(
+    settings: Settings, service: LedgerService, processes: Processes
+) -> None:
+    # The stack is managed with the default settings: the test settings name the test database,
+    # and `stack.start_postgres` would take that for the application database.
+    stack_settings = load_settings()
+    engine = EngineUnderLoad(settings, service, processes, api_timeout=60)
     try:
-        for feeder in feeders:
-            feeder.start()
-        flowing(0, "invoices flowing through the engine")
+        with engine:
+            engine.flowing(0, "invoices flowing through the engine")
 
-        before = register_count(settings)
-        stack.restart_postgres(stack_settings)
-        flowing(before, "invoices flowing again after the PostgreSQL restart")
+            before = engine.register_count()
+            stack.restart_postgres(stack_settings)
+            engine.flowing(before, "invoices flowing again after the PostgreSQL restart")
 
-        before = register_count(settings)
-        stack.restart_kafka(stack_settings)
-        flowing(before, "invoices flowing again after the Kafka restart")
+            before = engine.register_count()
+            stack.restart_kafka(stack_settings)
+            engine.flowing(before, "invoices flowing again after the Kafka restart")
     finally:
-        for feeder in feeders:
-            feeder.stop.set()
-        for feeder in feeders:
-            feeder.join(timeout=240)
         stack.up(stack_settings)
 
-    for feeder in feeders:
-        assert not feeder.is_alive(), f"{feeder.name} did not finish"
-        assert feeder.error is None, f"{feeder.name} failed: {feeder.error!r}"
-    assert not ingest.failed, f"commands Kafka did not accept: {list(ingest.failed.items())[:5]}"
-    assert not clients.unexpected, f"the API answered neither 201 nor 503: {clients.unexpected[:5]}"
-
-    fy = financial_year(IssueInvoice.model_validate(invoice_body()).date)
-    expected = {UUID(i) for i in clients.accepted.values()} | {
-        invoice_id_for(UUID(tenant_id), fy, number) for number in ingest.accepted
-    }
-    assert len(expected) == len(clients.accepted) + len(ingest.accepted)
-
-    # 1. The event store: every accepted invoice, once (the worker is still draining the topic).
-    def missing_from_store() -> set[UUID]:
-        stored = {
-            row[0]
-            for row in query(
-                settings, f"SELECT originator_id FROM ledger_events WHERE topic = '{ISSUED_TOPIC}'"
-            )
-        }
-        return expected - stored
-
-    processes.wait_for(
-        lambda: not missing_from_store(),
-        timeout=120,
-        interval=0.2,
-        what="every accepted invoice in the event store",
-        watch=[worker, api],
-        explain=lambda: f"{len(missing_from_store())} missing",
-    )
-    stored = stored_issued_in(settings)
+    expected = engine.accepted()
+    # An API request whose answer was lost in a restart may be stored without being "accepted".
+    stored = engine.wait_until_stored(expected, timeout=120)
     assert expected <= set(stored)
-
-    # 2. The topic and 3. the projection, once the relay and projector have caught up.
-    last = last_notification(settings)
-    processes.wait_for(
-        lambda: relay_position(settings) == last,
-        timeout=90,
-        interval=0.2,
-        what=f"the relay publishing up to notification {last}",
-        watch=[relay],
-    )
-    processes.wait_for(
-        lambda: register_count(settings) == len(stored),
-        timeout=90,
-        interval=0.2,
-        what=f"all {len(stored)} stored invoices in the register",
-        watch=[projector],
-    )
-    topic = read_whole_topic(settings, settings.topic(INVOICE_TOPIC))
-    assert topic.keys == {str(i) for i in stored}
-    assert len(topic.ce_ids) == len(stored)
-    rows = register_rows(settings)
-    assert set(rows) == set(stored)
-    assert all(rows[i][1] == Decimal(e.totals["total"]) for i, e in stored.items())
-    assert not read_whole_topic(settings, settings.topic("ingest.invoice.dlq.v1")).messages
-
-    # They recovered by themselves: the very processes started at the beginning are still running.
-    processes.assert_alive(*everyone)
+    topic = engine.published_and_projected(stored, timeout=90)
     print(
-        f"accepted: {len(clients.accepted)} via the API, {len(ingest.accepted)} via Kafka; "
-        f"API retries {clients.retried}; topic duplicates {topic.duplicates}"
+        f"accepted: {len(engine.clients.accepted)} via the API, {len(engine.ingest.accepted)} via Kafka; "
+        f"API retries {engine.clients.retried}; topic duplicates {topic.duplicates}"
     )

@@ -28,32 +28,13 @@ from engine.publishing import invoice_document
 from engine.security.secrets import KeyRing
 from streams.connectors.context import HandlerContext
 from streams.connectors.jobs import Job, JobResult
+from tests.integration.helpers import invoice_body
 
 T = TypeVar("T")
 SELLER_GSTIN = "29AAGCB7383J1Z4"
 ACCOUNT = SandboxAccount(gstin=SELLER_GSTIN)
-BODY: dict[str, Any] = {
-    "number": "UNIT-1",
-    "date": "2026-01-19",
-    "buyer": {
-        "name": "Reliable Traders Pvt Ltd",
-        "gstin": "27AAACR5055K1Z7",
-        "state": "27",
-        "address": {"line1": "12 Market Road", "city": "Pune", "pincode": "411001"},
-    },
-    "place_of_supply": "27",
-    "lines": [
-        {
-            "description": "Transformer coil",
-            "hsn": "8504",
-            "quantity": "10",
-            "unit": "NOS",
-            "unit_price": "100.00",
-            "discount": "0.00",
-            "gst_rate": "18",
-        }
-    ],
-}
+# The README's example invoice (the one the integration tests use), numbered for this module.
+BODY: dict[str, Any] = invoice_body("UNIT-1")
 
 
 class InMemoryResults:
