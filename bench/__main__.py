@@ -509,7 +509,14 @@ class Run:
         rate = n / (done - started)
         self.extra["worker"] = {"messages": n, "seconds": done - started}
         self.rows.append(
-            Row("ingest worker", "invoices/s (faust agent)", rate, "inv/s", note="Kafka -> event store")
+            Row(
+                "ingest worker",
+                "invoices/s (faust agent, batches)",
+                rate,
+                "inv/s",
+                1_000,
+                note="Kafka -> event store",
+            )
         )
 
     def scaling(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -164,6 +164,17 @@ class IssuedApiKey:
 class IssuedInvoice:
     invoice: Invoice
     created: bool  # False when an idempotent retry returned the invoice created earlier
+
+
+@dataclass(frozen=True)
+class InvoiceRequest:
+    """One ``IssueInvoice`` of a batch (``LedgerService.issue_invoices``), with its idempotency key."""
+
+    tenant_id: UUID
+    command: IssueInvoice
+    idempotency_key: str
+    source: str
+    traceparent: str | None = None
 
 
 class ServiceError(RequestRefused):
@@ -596,6 +607,113 @@ class LedgerService:
             invoice = build(idempotency_key)
             saved = self._save_new_invoice(tenant_id, invoice, idempotency_key, request_hash)
             return IssuedInvoice(saved, created=saved is invoice)
+
+    def issue_invoices(self, requests: Sequence[InvoiceRequest]) -> list[IssuedInvoice | ServiceError]:
+        """Issue a batch of invoices with one event-store transaction (the ingest agent's path).
+
+        Each request gets the outcome ``issue_invoice`` would give it if the requests were issued
+        one after another in order: an invoice, the one issued earlier under its key, or its own
+        ServiceError (a bad request never fails its neighbours). The common case (new keys, new
+        numbers, valid commands) is claimed with one multi-row insert and stored with one
+        ``ledger.save``; whatever could interact with another request or with what is already
+        stored goes through ``issue_invoice`` one at a time after the batch: a key or invoice
+        number that repeats an earlier request of the batch (so per-aggregate order is the
+        batch's order), a command the rules refuse, a key claimed before, and every request of a
+        batch whose save hit an invoice number already stored. ``db.DatabaseUnavailable`` is
+        raised for the whole batch: nothing of it is stored unless its claims committed too, and a
+        retry of the batch answers the stored ones as replays.
+        """
+        outcomes: list[IssuedInvoice | ServiceError | None] = [None] * len(requests)
+        today = today_in_india(datetime.now(UTC))
+        batch: dict[int, tuple[Invoice, str]] = {}  # request index -> (unsaved invoice, request hash)
+        one_by_one: list[int] = []
+        seen_keys: set[tuple[UUID, str]] = set()
+        seen_invoices: set[UUID] = set()
+        for index, request in enumerate(requests):
+            command = request.command
+            invoice_id = invoice_id_for(request.tenant_id, financial_year(command.date), command.number)
+            slot = (request.tenant_id, request.idempotency_key)
+            repeated = slot in seen_keys or invoice_id in seen_invoices
+            seen_keys.add(slot)
+            seen_invoices.add(invoice_id)
+            if repeated:
+                one_by_one.append(index)
+                continue
+            try:
+                request_hash = command.fingerprint()
+                invoice = build_invoice(
+                    self._tenant_for_invoicing(request.tenant_id),
+                    command,
+                    request.idempotency_key,
+                    request_hash,
+                    request.source,
+                    request.traceparent,
+                    today=today,
+                    max_future_days=self.settings.max_future_days,
+                )
+            except ServiceError:
+                # Refused (unknown tenant, tax rules): issue_invoice gives the exact answer, which
+                # for a key already used with another body is idempotency_key_reused.
+                one_by_one.append(index)
+                continue
+            batch[index] = (invoice, request_hash)
+        if batch:
+            try:
+                for index in self._claim_and_save(requests, batch):
+                    outcomes[index] = IssuedInvoice(batch[index][0], created=True)
+            except (IntegrityError, IdempotencyKeyInProgress):
+                # An invoice number stored before (a duplicate, or a redelivery whose claims were
+                # lost), or a key held by a concurrent request: one at a time, each its own answer.
+                pass
+            one_by_one.extend(index for index in batch if outcomes[index] is None)
+        for index in sorted(one_by_one):
+            request = requests[index]
+            try:
+                outcomes[index] = self.issue_invoice(
+                    request.tenant_id,
+                    request.command,
+                    idempotency_key=request.idempotency_key,
+                    source=request.source,
+                    traceparent=request.traceparent,
+                )
+            except ServiceError as exc:
+                outcomes[index] = exc
+        done = [outcome for outcome in outcomes if outcome is not None]
+        assert len(done) == len(outcomes), "every request gets an outcome"
+        return done
+
+    def _claim_and_save(
+        self, requests: Sequence[InvoiceRequest], batch: dict[int, tuple[Invoice, str]]
+    ) -> list[int]:
+        """Claim the batch's keys in one insert and save the invoices of the keys claimed, in one
+        event-store transaction, while the claims are held (as ``_claim_key`` does for one).
+        Returns the indexes saved; a key claimed before is left out, for ``issue_invoice``."""
+        indexes = sorted(batch, key=lambda i: (str(requests[i].tenant_id), requests[i].idempotency_key))
+        with db.transaction(self.pool) as conn:
+            conn.execute(f"SET LOCAL lock_timeout = '{CLAIM_WAIT_SECONDS}s'")
+            # As in _claim_key: a claim lost in a crash is recovered from the Issued event.
+            conn.execute("SET LOCAL synchronous_commit TO off")
+            try:
+                # Rows in a fixed order (tenant, key): two batches sharing keys lock them in the
+                # same order and cannot deadlock.
+                claimed = conn.execute(
+                    "INSERT INTO idempotency_keys (tenant_id, key, request_hash, invoice_id)"
+                    " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::uuid[])"
+                    " ON CONFLICT (tenant_id, key) DO NOTHING RETURNING tenant_id, key",
+                    (
+                        [requests[i].tenant_id for i in indexes],
+                        [requests[i].idempotency_key for i in indexes],
+                        [batch[i][1] for i in indexes],
+                        [batch[i][0].id for i in indexes],
+                    ),
+                ).fetchall()
+            except psycopg.errors.LockNotAvailable as exc:
+                raise IdempotencyKeyInProgress("a key of the batch is held by another request") from exc
+            mine = {(UUID(str(row["tenant_id"])), str(row["key"])) for row in claimed}  # type: ignore[call-overload]
+            saved = [i for i in indexes if (requests[i].tenant_id, requests[i].idempotency_key) in mine]
+            if saved:
+                self._save(*(batch[i][0] for i in saved))
+        return saved
 
     def _save_new_invoice(
         self, tenant_id: UUID, invoice: Invoice, idempotency_key: str | None, request_hash: str

@@ -9,7 +9,7 @@ tenant named in ``ce_source`` is rejected as ``unauthenticated`` before its body
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -18,7 +18,13 @@ import orjson
 from pydantic import ValidationError
 
 from engine import telemetry
-from engine.application import LedgerService, ServiceError, TenantNotFound, ValidationFailed
+from engine.application import (
+    InvoiceRequest,
+    LedgerService,
+    ServiceError,
+    TenantNotFound,
+    ValidationFailed,
+)
 from engine.commands import IssueInvoice
 from engine.errors import InvalidInput
 from engine.fields import field_errors, forbidden_character
@@ -129,15 +135,22 @@ def tenant_from_source(source: str) -> UUID:
         raise IngestRejected("bad_source", f"ce_source names no valid tenant id: {source!r}") from exc
 
 
-def apply_ingest_message(
-    service: LedgerService,
-    headers: Iterable[tuple[str, bytes | None]],
-    value: bytes | None,
-    keys: SigningKeys,
-) -> IngestResult:
-    """Authenticate, validate and apply one ingest message. Raises IngestRejected for poison
-    input (unauthenticated included); lets ``db.DatabaseUnavailable`` through so the caller
-    retries instead of dead-lettering."""
+@dataclass(frozen=True)
+class IngestCommand:
+    """A message that passed every check of its own: signed by its tenant, well-formed, valid."""
+
+    tenant_id: UUID
+    ce_id: str
+    command: IssueInvoice
+    traceparent: str | None
+    key_id: str
+
+
+def read_ingest_message(
+    headers: Iterable[tuple[str, bytes | None]], value: bytes | None, keys: SigningKeys
+) -> IngestCommand:
+    """Authenticate, parse and validate one ingest message; IngestRejected for poison input
+    (unauthenticated included)."""
     h = read_headers(headers)
     if h.get("ce_type") != ISSUE_TYPE:
         raise IngestRejected("unsupported_type", f"ce_type must be {ISSUE_TYPE!r}, got {h.get('ce_type')!r}")
@@ -163,21 +176,74 @@ def apply_ingest_message(
     except ValidationError as exc:
         fields = field_errors(exc.errors())
         raise IngestRejected("validation_failed", _fields_message(fields), fields) from exc
+    # Stored with the events and sent on as a Kafka header: only a well-formed one is kept.
+    traceparent = telemetry.valid_traceparent(h.get("traceparent"))
+    return IngestCommand(tenant_id, ce_id, command, traceparent, key.key_id)
+
+
+def rejection(tenant_id: UUID, exc: ServiceError) -> IngestRejected:
+    """The service's refusal of a command as the DLQ records it."""
+    if isinstance(exc, TenantNotFound):
+        return IngestRejected("unknown_tenant", f"no tenant {tenant_id}")
+    if isinstance(exc, ValidationFailed):
+        return IngestRejected(exc.code, exc.message, exc.details.get("fields", []))
+    return IngestRejected(exc.code, exc.message)
+
+
+def apply_ingest_message(
+    service: LedgerService,
+    headers: Iterable[tuple[str, bytes | None]],
+    value: bytes | None,
+    keys: SigningKeys,
+) -> IngestResult:
+    """Authenticate, validate and apply one ingest message. Raises IngestRejected for poison
+    input (unauthenticated included); lets ``db.DatabaseUnavailable`` through so the caller
+    retries instead of dead-lettering."""
+    accepted = read_ingest_message(headers, value, keys)
     try:
         issued = service.issue_invoice(
-            tenant_id,
-            command,
-            idempotency_key=ce_id,
+            accepted.tenant_id,
+            accepted.command,
+            idempotency_key=accepted.ce_id,
             source="ingest",
-            # Stored with the events and sent on as a Kafka header: only a well-formed one is kept.
-            traceparent=telemetry.valid_traceparent(h.get("traceparent")),
+            traceparent=accepted.traceparent,
         )
-    except TenantNotFound as exc:
-        raise IngestRejected("unknown_tenant", f"no tenant {tenant_id}") from exc
-    except ValidationFailed as exc:
-        fields = exc.details.get("fields", [])
-        raise IngestRejected(exc.code, exc.message, fields) from exc
     except ServiceError as exc:
-        raise IngestRejected(exc.code, exc.message) from exc
-    keys.used(key.key_id)
+        raise rejection(accepted.tenant_id, exc) from exc
+    keys.used(accepted.key_id)
     return IngestResult(issued.invoice.id, issued.created)
+
+
+def apply_ingest_batch(
+    service: LedgerService,
+    messages: Sequence[tuple[Iterable[tuple[str, bytes | None]], bytes | None]],
+    keys: SigningKeys,
+) -> list[IngestResult | IngestRejected]:
+    """Apply a batch of ingest messages (headers, value), in order, with one event-store
+    transaction for the accepted ones (``LedgerService.issue_invoices``).
+
+    Each message gets its own outcome, in the order given: its invoice, or the IngestRejected
+    that ``apply_ingest_message`` would raise for it alone. ``db.DatabaseUnavailable`` is raised
+    for the whole batch; retrying it is safe (idempotent on ce_id)."""
+    outcomes: list[IngestResult | IngestRejected | None] = [None] * len(messages)
+    accepted: list[tuple[int, IngestCommand]] = []
+    for index, (headers, value) in enumerate(messages):
+        try:
+            accepted.append((index, read_ingest_message(headers, value, keys)))
+        except IngestRejected as exc:
+            outcomes[index] = exc
+    issued = service.issue_invoices(
+        [
+            InvoiceRequest(a.tenant_id, a.command, a.ce_id, source="ingest", traceparent=a.traceparent)
+            for _, a in accepted
+        ]
+    )
+    for (index, a), result in zip(accepted, issued, strict=True):
+        if isinstance(result, ServiceError):
+            outcomes[index] = rejection(a.tenant_id, result)
+        else:
+            keys.used(a.key_id)
+            outcomes[index] = IngestResult(result.invoice.id, result.created)
+    done = [outcome for outcome in outcomes if outcome is not None]
+    assert len(done) == len(outcomes), "every request gets an outcome"
+    return done
