@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 from confluent_kafka import Producer
@@ -26,6 +27,8 @@ from engine.security import ingest_keys
 from engine.security.secrets import load_key_ring
 from tests.conftest import wait_for
 from tests.integration.helpers import create_ingest_key, ingest_command, invoice_body, register_tenant
+from tests.integration.processes import Processes
+from tests.integration.test_crash_recovery import read_whole_topic
 from tests.integration.test_ingest import dead_letters, error_codes, settings_env
 
 pytestmark = pytest.mark.integration
@@ -262,3 +265,80 @@ def test_unknown_tenant_in_a_batch_is_refused_alone(
 
     assert outcome_codes(outcomes) == ["created", "unknown_tenant", "created"]
     assert sorted(n for n, _ in issued(settings)) == ["G-1", "G-3"]
+
+
+# -- SIGKILL in the middle of a batch -------------------------------------------------------------
+
+
+def stored_count(settings: Settings) -> int:
+    return int(query(settings, "SELECT count(*) FROM ledger_events WHERE topic LIKE '%Invoice.Issued'")[0][0])
+
+
+def claims_held_by(settings: Settings, pid: int) -> bool:
+    """Whether process ``pid`` holds a batch's claims open right now: the moment between claiming
+    a batch's keys and committing them, while its invoices are written to the event store."""
+    ports = {c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp") if c.raddr}
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT client_port FROM pg_stat_activity WHERE state = 'idle in transaction'"
+            " AND query LIKE 'INSERT INTO idempotency_keys%unnest%'"
+        ).fetchall()
+    return any(port in ports for (port,) in rows)
+
+
+def test_killing_the_worker_in_the_middle_of_a_batch_loses_and_doubles_nothing(
+    service: LedgerService, settings: Settings, topics: list[str], tmp_path: Path
+) -> None:
+    total = 3000
+    tenant_id, _ = register_tenant(service)
+    key = create_ingest_key(settings, tenant_id)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
+    for i in range(total):
+        headers, value = ingest_command(tenant_id, f"k-{i}", invoice_body(f"K-{i}"), key)
+        producer.produce(settings.topic("ingest.invoice.v1"), value=value, headers=headers)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    processes = Processes(settings, tmp_path)
+    try:
+        worker = processes.start("worker")
+        processes.wait_for(
+            lambda: stored_count(settings) >= 500,
+            timeout=120,
+            what="the worker storing its first full batch",
+            watch=[worker],
+        )
+        # Killed while the next batch's claims are held: its events are being written (or just
+        # were) and neither its claims nor its offsets are committed, nor perhaps the previous
+        # batch's offsets (committed once a second).
+        processes.wait_for(
+            lambda: claims_held_by(settings, worker.pid),
+            timeout=120,
+            interval=0.005,
+            what="the worker holding a batch's claims",
+            watch=[worker],
+        )
+        worker.kill()
+        assert len(issued(settings)) < total, (
+            "the worker finished before it was killed: the test proves nothing"
+        )
+
+        worker = processes.start("worker")
+        processes.wait_for(
+            lambda: (
+                len(issued(settings)) >= total
+                and len(query(settings, "SELECT key FROM idempotency_keys")) >= total
+            ),
+            timeout=180,
+            what=f"all {total} commands ingested after the restart",
+            watch=[worker],
+        )
+        processes.assert_alive(worker)
+    finally:
+        processes.close()
+
+    numbers = [n for n, _ in issued(settings)]
+    assert len(numbers) == total and set(numbers) == {f"K-{i}" for i in range(total)}, "lost or doubled"
+    keys = query(settings, "SELECT key FROM idempotency_keys")
+    assert sorted(k for (k,) in keys) == sorted(f"k-{i}" for i in range(total))
+    dead = read_whole_topic(settings, settings.topic("ingest.invoice.dlq.v1"))
+    assert dead.messages == 0, "a redelivered command was dead-lettered"
