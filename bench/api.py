@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 import httpx
@@ -291,3 +293,88 @@ def ingest_wrk(
     if errors:
         result.error_samples.append(f"wrk reported {errors} non-2xx responses or socket errors")
     return result
+
+
+# -- the API's ceiling: bare event-store saves of the same invoices -----------------------------
+# What the API could reach if HTTP, validation, idempotency and the response cost nothing: the
+# same 5-line invoices, built beforehand, saved with `ledger.save(invoice)`, one per transaction,
+# by as many writer processes as the API has workers, each saving one after another.
+
+
+@dataclass(frozen=True)
+class BareSaves:
+    saved: int
+    seconds: float
+    writers: int
+
+    @property
+    def rate(self) -> float:
+        return self.saved / self.seconds if self.seconds else 0.0
+
+
+def _bare_writer(
+    settings: Settings, tenant_id: UUID, prefix: str, count: int, ready: Any, start: Any, results: Any
+) -> None:
+    from bench.workload import build
+    from engine.application import open_ledger
+
+    ledger = open_ledger(settings)
+    try:
+        try:
+            tenant: Any = ledger.repository.get(tenant_id)
+            invoices = [build(tenant, f"{prefix}{i}") for i in range(count)]
+            ledger.save(build(tenant, f"{prefix}W"))  # the connection and prepared statements
+        except Exception as exc:
+            ready.put(repr(exc))
+            raise
+        ready.put(None)
+        deadline = start.get()
+        saved = 0
+        for invoice in invoices:
+            if time.monotonic() >= deadline:
+                break
+            ledger.save(invoice)
+            saved += 1
+        results.put((saved, time.monotonic()))
+    finally:
+        ledger.close()
+
+
+def bare_saves(
+    settings: Settings, tenant_id: UUID, *, writers: int, seconds: float, per_writer: int = 6_000
+) -> BareSaves:
+    """``writers`` processes saving pre-built invoices one per transaction for ``seconds`` (or
+    until each has saved ``per_writer``); the rate over the wall time of the slowest writer."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    ready, start, results = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    run = uuid.uuid4().hex[:6]
+    procs = [
+        ctx.Process(
+            target=_bare_writer,
+            # Invoice numbers have at most 16 characters (GST): B<run><writer>-<n>.
+            args=(settings, tenant_id, f"B{run}{w}-", per_writer, ready, start, results),
+            daemon=True,
+        )
+        for w in range(writers)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        for _ in procs:
+            failed = ready.get(timeout=180)
+            if failed is not None:
+                raise RuntimeError(f"a bare-save writer failed: {failed}")
+        started = time.monotonic()
+        for _ in procs:
+            start.put(started + seconds)
+        done = [results.get(timeout=seconds + 120) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+    return BareSaves(
+        saved=sum(n for n, _ in done), seconds=max(end for _, end in done) - started, writers=writers
+    )

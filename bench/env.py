@@ -86,6 +86,9 @@ class Proc:
     peak_rss: int = 0
     # Characters already in the log when this process started (a restart appends to the same log).
     log_start: int = 0
+    # Peak RSS of the process and of each child on its own, by role (``rss_each``).
+    peak_each: dict[str, int] = field(default_factory=dict)
+    worker_numbers: dict[int, int] = field(default_factory=dict)
 
     def log_text(self) -> str:
         try:
@@ -123,6 +126,29 @@ class Proc:
         except psutil.Error:
             return 0
 
+    def rss_each(self) -> dict[str, int]:
+        """RSS of the process and of each child on its own, by role: ``main``, ``worker N`` for a
+        uvicorn worker (``--workers``), else the child's name. The per-process limit applies to
+        each, so an API with N workers is not judged by their sum."""
+        found: dict[str, int] = {}
+        try:
+            parent = psutil.Process(self.popen.pid)
+            found["main"] = int(parent.memory_info().rss)
+            for child in parent.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    command = " ".join(child.cmdline())
+                    if "resource_tracker" in command:
+                        role = "resource tracker"
+                    elif "spawn_main" in command:
+                        number = self.worker_numbers.setdefault(child.pid, len(self.worker_numbers) + 1)
+                        role = f"worker {number}"
+                    else:
+                        role = child.name()
+                    found[role] = max(found.get(role, 0), int(child.memory_info().rss))
+        except psutil.Error:
+            pass
+        return found
+
     def cpu_seconds(self) -> float:
         """User + system CPU time used so far (with children)."""
         try:
@@ -149,6 +175,8 @@ class BenchEnv:
     workdir: Path
     procs: dict[str, Proc] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)
+    # Per process name: the peak RSS of each of its processes on its own, by role (Proc.rss_each).
+    peak_each: dict[str, dict[str, int]] = field(default_factory=dict)
     _sampler: threading.Thread | None = None
     _stop_sampling: threading.Event = field(default_factory=threading.Event)
 
@@ -274,6 +302,9 @@ class BenchEnv:
                 if proc.popen.poll() is None:
                     proc.peak_rss = max(proc.peak_rss, proc.rss())
                     self.peak_rss[proc.name] = max(self.peak_rss.get(proc.name, 0), proc.peak_rss)
+                    each = self.peak_each.setdefault(proc.name, {})
+                    for role, rss in proc.rss_each().items():
+                        each[role] = max(each.get(role, 0), rss)
 
     # -- teardown ---------------------------------------------------------------------------
 
