@@ -527,6 +527,13 @@ class LedgerService:
             )
             self._save_tenant(tenant)
 
+    def cached_authentication(self, api_key: str) -> UUID | None:
+        """The key's tenant if a successful look-up of it is still remembered; never blocks."""
+        cached = self._auth_cache.get(api_key)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
     def authenticate(self, api_key: str) -> UUID | None:
         """The key's tenant. Successful look-ups are remembered for ``AUTH_CACHE_SECONDS``, so a
         revoked or expired key may work for at most that long after it stops being valid."""
@@ -690,9 +697,7 @@ class LedgerService:
         Returns the indexes saved; a key claimed before is left out, for ``issue_invoice``."""
         indexes = sorted(batch, key=lambda i: (str(requests[i].tenant_id), requests[i].idempotency_key))
         with db.transaction(self.pool) as conn:
-            conn.execute(f"SET LOCAL lock_timeout = '{CLAIM_WAIT_SECONDS}s'")
-            # As in _claim_key: a claim lost in a crash is recovered from the Issued event.
-            conn.execute("SET LOCAL synchronous_commit TO off")
+            _claim_settings(conn)
             try:
                 # Rows in a fixed order (tenant, key): two batches sharing keys lock them in the
                 # same order and cannot deadlock.
@@ -752,11 +757,7 @@ class LedgerService:
         """
         invoice_id = invoice_id_for(tenant_id, financial_year(command.date), command.number)
         with db.transaction(self.pool) as conn:
-            # A claim held by a request that hangs must not hold the others forever.
-            conn.execute(f"SET LOCAL lock_timeout = '{CLAIM_WAIT_SECONDS}s'")
-            # Not worth a WAL flush: if a crash loses this row, a retry with the same key hits
-            # the invoice's number, finds the key inside its Issued event and answers as a replay.
-            conn.execute("SET LOCAL synchronous_commit TO off")
+            _claim_settings(conn)
             try:
                 claimed = conn.execute(
                     "INSERT INTO idempotency_keys (tenant_id, key, request_hash, invoice_id)"
@@ -915,6 +916,18 @@ def _text_violations(path: str, value: str | None) -> list[Violation]:
             {"position": index},
         )
     ]
+
+
+def _claim_settings(conn: psycopg.Connection[Any]) -> None:
+    """The settings of a transaction holding Idempotency-Key claims, in one round trip.
+
+    A claim held by a request that hangs must not hold the others forever (lock_timeout). And a
+    claim is not worth a WAL flush: if a crash loses its row, a retry with the same key hits the
+    invoice's number, finds the key inside its Issued event and answers as a replay."""
+    conn.execute(
+        "SELECT set_config('lock_timeout', %s, true), set_config('synchronous_commit', 'off', true)",
+        (f"{CLAIM_WAIT_SECONDS}s",),
+    )
 
 
 def _key_reused(key: str) -> IdempotencyKeyReused:

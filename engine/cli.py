@@ -807,6 +807,8 @@ def api(settings: Settings, host: str | None, port: int | None, workers: int) ->
         # Logging and telemetry are set up by engine/api/main.py in each worker process.
         log_config=None,
         access_log=False,
+        # httptools, not h11: h11 parsed and wrote every request in pure Python (docs/performance.md).
+        http="httptools",
     )
 
 

@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, StringConstraints
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors import registry as connector_registry
@@ -62,6 +63,10 @@ class ServiceHolder:
         if self._ring is None:
             self._ring = load_key_ring(self.settings.var_dir)
         return self._ring
+
+    def ready(self) -> LedgerService | None:
+        """The service if it is built (never blocks)."""
+        return self._service
 
     def get(self) -> LedgerService:
         if self._service is None:
@@ -264,10 +269,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     bearer = HTTPBearer(auto_error=False)
 
-    def service() -> LedgerService:
-        return holder.get()
+    # Both dependencies are async with a worker thread only for what may block (building the
+    # service, a key not in the 5 s cache): FastAPI runs a plain `def` dependency in a thread of
+    # its pool, and those hops were a visible share of POST /v1/invoices (docs/performance.md).
+    async def service() -> LedgerService:
+        built = holder.ready()
+        return built if built is not None else await run_in_threadpool(holder.get)
 
-    def current_tenant(
+    async def current_tenant(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         svc: Annotated[LedgerService, Depends(service)],
         request: Request,
@@ -279,7 +288,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "send your API key as 'Authorization: Bearer <api key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        tenant_id = svc.authenticate(credentials.credentials)
+        tenant_id = svc.cached_authentication(credentials.credentials)
+        if tenant_id is None:
+            tenant_id = await run_in_threadpool(svc.authenticate, credentials.credentials)
         if tenant_id is None:
             raise ApiError(
                 401,

@@ -7,7 +7,7 @@ the producers to it, revoke the old one (docs/topics.md, "Signing").
 
 # No ``from __future__ import annotations``: FastAPI must evaluate the route signatures, whose
 # dependencies are local to build_router.
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -46,8 +46,8 @@ class IngestKeyList(BaseModel):
 
 
 def build_router(
-    current_tenant: Callable[..., UUID],
-    service: Callable[[], LedgerService],
+    current_tenant: Callable[..., Awaitable[UUID]],
+    service: Callable[[], Awaitable[LedgerService]],
     key_ring: Callable[[], KeyRing],
 ) -> APIRouter:
     """The routes, authenticated by the app's own API-key dependency."""

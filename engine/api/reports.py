@@ -8,7 +8,7 @@ query here filters by the authenticated tenant explicitly.
 # dependencies are local to build_router.
 import csv
 import io
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -43,7 +43,9 @@ def _invalid(path: str, code: str, message: str) -> ApiError:
     )
 
 
-def build_router(current_tenant: Callable[..., UUID], service: Callable[[], LedgerService]) -> APIRouter:
+def build_router(
+    current_tenant: Callable[..., Awaitable[UUID]], service: Callable[[], Awaitable[LedgerService]]
+) -> APIRouter:
     """The routes, authenticated by the app's own API-key dependency."""
     router = APIRouter(prefix="/v1/reports", tags=["reports"])
 

@@ -13,7 +13,7 @@ key that one of those companies could also hold.
 # No ``from __future__ import annotations``: FastAPI must evaluate the route signatures, whose
 # dependencies are local to build_router.
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
@@ -125,8 +125,8 @@ def operator_check(settings: Settings) -> Callable[[Request], str]:
 
 def build_router(
     settings: Settings,
-    current_tenant: Callable[..., UUID],
-    service: Callable[[], LedgerService],
+    current_tenant: Callable[..., Awaitable[UUID]],
+    service: Callable[[], Awaitable[LedgerService]],
 ) -> APIRouter:
     """The routes; tenant routes use the app's API-key dependency, onboarding the operator token."""
     router = APIRouter()
