@@ -27,6 +27,7 @@ from eventsourcing.persistence import (
     PersistenceError,
     Transcoding,
 )
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from engine import db, integrations, telemetry
@@ -636,6 +637,21 @@ class LedgerService:
         one_by_one: list[int] = []
         seen_keys: set[tuple[UUID, str]] = set()
         seen_invoices: set[UUID] = set()
+
+        def prepare(request: InvoiceRequest) -> tuple[Invoice, str]:
+            request_hash = request.command.fingerprint()
+            invoice = build_invoice(
+                self._tenant_for_invoicing(request.tenant_id),
+                request.command,
+                request.idempotency_key,
+                request_hash,
+                request.source,
+                request.traceparent,
+                today=today,
+                max_future_days=self.settings.max_future_days,
+            )
+            return invoice, request_hash
+
         for index, request in enumerate(requests):
             command = request.command
             invoice_id = invoice_id_for(request.tenant_id, financial_year(command.date), command.number)
@@ -647,32 +663,31 @@ class LedgerService:
                 one_by_one.append(index)
                 continue
             try:
-                request_hash = command.fingerprint()
-                invoice = build_invoice(
-                    self._tenant_for_invoicing(request.tenant_id),
-                    command,
-                    request.idempotency_key,
-                    request_hash,
-                    request.source,
-                    request.traceparent,
-                    today=today,
-                    max_future_days=self.settings.max_future_days,
-                )
+                batch[index] = prepare(request)
             except ServiceError:
                 # Refused (unknown tenant, tax rules): issue_invoice gives the exact answer, which
                 # for a key already used with another body is idempotency_key_reused.
                 one_by_one.append(index)
-                continue
-            batch[index] = (invoice, request_hash)
-        if batch:
+        pending = dict(batch)
+        for attempt in range(2):
+            if not pending:
+                break
             try:
-                for index in self._claim_and_save(requests, batch):
-                    outcomes[index] = IssuedInvoice(batch[index][0], created=True)
-            except (IntegrityError, IdempotencyKeyInProgress):
+                for index in self._claim_and_save(requests, pending):
+                    outcomes[index] = IssuedInvoice(pending[index][0], created=True)
+                break
+            except IdempotencyKeyInProgress:
+                break  # a key held by a concurrent request: one at a time, each its own answer
+            except IntegrityError:
                 # An invoice number stored before (a duplicate, or a redelivery whose claims were
-                # lost), or a key held by a concurrent request: one at a time, each its own answer.
-                pass
-            one_by_one.extend(index for index in batch if outcomes[index] is None)
+                # lost). Those go one at a time; the rest of the batch is tried once more, built
+                # afresh: the failed save has taken the pending events out of its aggregates.
+                stored = self._stored_invoices([invoice.id for invoice, _ in pending.values()])
+                if attempt or not stored:
+                    break
+                pending = {i: prepare(requests[i]) for i, (inv, _) in pending.items() if inv.id not in stored}
+                batch.update(pending)
+        one_by_one.extend(index for index in batch if outcomes[index] is None)
         for index in sorted(one_by_one):
             request = requests[index]
             try:
@@ -719,6 +734,18 @@ class LedgerService:
             if saved:
                 self._save(*(batch[i][0] for i in saved))
         return saved
+
+    def _stored_invoices(self, invoice_ids: list[UUID]) -> set[UUID]:
+        """Which of these invoices the event store holds already (their first event)."""
+        table = sql.Identifier(self.ledger.recorder.events_table_name)  # type: ignore[attr-defined]
+        with db.transaction(self.pool) as conn:
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT originator_id FROM {} WHERE originator_id = ANY(%s) AND originator_version = 1"
+                ).format(table),
+                (invoice_ids,),
+            ).fetchall()
+        return {UUID(str(row["originator_id"])) for row in rows}  # type: ignore[call-overload]
 
     def _save_new_invoice(
         self, tenant_id: UUID, invoice: Invoice, idempotency_key: str | None, request_hash: str

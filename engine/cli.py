@@ -807,8 +807,10 @@ def api(settings: Settings, host: str | None, port: int | None, workers: int) ->
         # Logging and telemetry are set up by engine/api/main.py in each worker process.
         log_config=None,
         access_log=False,
-        # httptools, not h11: h11 parsed and wrote every request in pure Python (docs/performance.md).
-        http="httptools",
+        # h11 even where httptools is installed (uvicorn's "auto" would take it): httptools saved
+        # ~20% of a worker's CPU per POST, but answers a header with a bare LF with uvicorn's plain
+        # 400 instead of our error shape (tests/integration/test_hostile_input.py; docs/performance.md).
+        http="h11",
     )
 
 

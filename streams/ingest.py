@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import faust
@@ -39,6 +40,9 @@ UNEXPECTED_ATTEMPTS = 3
 # (docs/performance.md, "Ingest worker"); the wait bounds the latency a quiet topic adds.
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.1
+# How long a stopping worker waits for the batch in hand (normally well under a second).
+STOP_GRACE_S = 10.0
+EXIT_UNCOMMITTED = 75  # EX_TEMPFAIL: the supervisor restarts the worker
 
 
 def register(app: faust.App, settings: Settings) -> None:
@@ -69,7 +73,20 @@ def register(app: faust.App, settings: Settings) -> None:
         # loop asks for the next batch: after the batch is stored and its poison dead-lettered.
         # The body must never raise: faust would ack the batch unprocessed on the way out.
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            await ingest_batch(events)
+            batch = asyncio.ensure_future(ingest_batch(events))
+            try:
+                await asyncio.shield(batch)
+            except asyncio.CancelledError:
+                # The worker is stopping, and take_events acks the batch's events on the way out
+                # (faust then commits them): finish storing and dead-lettering them first.
+                try:
+                    await asyncio.wait_for(batch, STOP_GRACE_S)
+                except (TimeoutError, asyncio.CancelledError):
+                    # Stuck in an outage: leave without committing anything, as a crash would,
+                    # so that the group delivers the batch again instead of losing it.
+                    log.critical("stopping with a batch of %d not stored: exiting uncommitted", len(events))
+                    os._exit(EXIT_UNCOMMITTED)
+                raise
 
     async def ingest_batch(events: list[Any]) -> None:
         messages = [(list(e.message.headers or []), e.message.value) for e in events]
