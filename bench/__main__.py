@@ -527,6 +527,8 @@ class Run:
         with console.status("starting the faust worker"):
             asyncio.run(worker_stage.publish(self.env, tenant_id, warm, 1))
             worker_stage.wait_applied(self.env, warm, 1, timeout=120)
+        with console.status("waiting for the worker's router to catch up with ledger.invoice.v1"):
+            router_s = worker_stage.wait_router_idle(self.env)
         n = self.sizes.worker_messages
         prefix = worker_stage.new_prefix()
         with bar(f"faust ingest worker {n:,} commands", n) as advance:
@@ -535,7 +537,7 @@ class Run:
             done = worker_stage.wait_applied(self.env, prefix, n, timeout=600, progress=advance)
         proc.check()
         rate = n / (done - started)
-        self.extra["worker"] = {"messages": n, "seconds": done - started}
+        self.extra["worker"] = {"messages": n, "seconds": done - started, "router_catch_up_s": router_s}
         self.rows.append(
             Row(
                 "ingest worker",

@@ -94,3 +94,24 @@ def wait_applied(
 
 def new_prefix() -> str:
     return f"W{uuid.uuid4().hex[:6]}-"
+
+
+def wait_router_idle(env: BenchEnv, timeout: float = 600) -> float:
+    """Wait until the worker's e-invoicing router has committed the end of ``ledger.invoice.v1``;
+    the seconds it took. The router shares the worker process with the ingest agent: in a full run
+    it would otherwise route the backlog's and the API stage's invoices while the ingest stage is
+    timed, and the stage would measure the router's catch-up instead (docs/performance.md)."""
+    from ops.lag import lag
+
+    group = f"{env.settings.topic_prefix}ledgerflow-streams"
+    topic = env.settings.topic("ledger.invoice.v1")
+    started = time.monotonic()
+    while True:
+        found = lag(env.settings, [group])
+        partitions = [p for g in found for p in g.partitions if p.topic == topic]
+        if partitions and all(p.lag == 0 for p in partitions):
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"the worker's router did not catch up with {topic} within {timeout:.0f}s")
+        env.check()
+        time.sleep(0.5)
