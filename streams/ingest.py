@@ -7,8 +7,8 @@ are committed only after that.
 Every message must be signed with an ingest key of the tenant it names (``engine/ingest.py``).
 Poison messages (unsigned or wrongly signed, bad JSON, unknown tenant, failed validation) go to
 ``ingest.invoice.dlq.v1`` with their original bytes and headers plus context headers, and the
-agent moves on. A PostgreSQL outage is not the message's fault: the agent retries the same
-message until the database is back.
+agent moves on. A PostgreSQL outage is not the messages' fault: the agent retries the same
+batch until the database is back.
 """
 
 from __future__ import annotations
