@@ -362,6 +362,29 @@ def to_outbound(event: Any, event_class: type | None = None) -> OutboundEvent:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """A stored event as the relay sends it: key, Avro value and CloudEvents headers.
+
+    ``outbound`` keeps the attributes a publish span names; ``headers`` ends with ``traceparent``.
+    """
+
+    outbound: OutboundEvent
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def encode_stored(originator_id: object, originator_version: int, topic: str, state: bytes) -> EncodedEvent:
+    """The Kafka message for a stored event (``UnpublishableEvent``, ``CodecError`` or a
+    ``KeyError``/``TypeError`` from a record builder when it cannot be made)."""
+    from schemas import registry
+
+    outbound = outbound_from_stored(originator_id, originator_version, topic, state)
+    value, schema = registry.encode_event(outbound.ce_type, outbound.record)
+    return EncodedEvent(outbound, outbound.key.encode(), value, headers_for(outbound, schema.fingerprint_hex))
+
+
 def headers_for(
     event: OutboundEvent, fingerprint_hex: str, traceparent: str | None = None
 ) -> list[tuple[str, bytes]]:
