@@ -22,6 +22,7 @@ import orjson
 from engine.domain.invoice import Invoice
 from engine.domain.tenant import Tenant
 from engine.errors import IntegrityFault
+from schemas import registry
 
 EVENT_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgerflow.dev/ns/event")
 
@@ -378,8 +379,6 @@ class EncodedEvent:
 def encode_stored(originator_id: object, originator_version: int, topic: str, state: bytes) -> EncodedEvent:
     """The Kafka message for a stored event (``UnpublishableEvent``, ``CodecError`` or a
     ``KeyError``/``TypeError`` from a record builder when it cannot be made)."""
-    from schemas import registry
-
     outbound = outbound_from_stored(originator_id, originator_version, topic, state)
     value, schema = registry.encode_event(outbound.ce_type, outbound.record)
     return EncodedEvent(outbound, outbound.key.encode(), value, headers_for(outbound, schema.fingerprint_hex))
