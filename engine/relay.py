@@ -33,7 +33,6 @@ from uuid import UUID
 import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from eventsourcing.persistence import Notification
 from eventsourcing.postgres import PostgresApplicationRecorder
@@ -142,7 +141,7 @@ class _PageSender:
         partitions = self.partitions.get(topic)
         if partitions is None:
             partitions = self.partitions[topic] = sorted(await self.producer.partitions_for(topic))
-        tp = (topic, partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)])
+        tp = (topic, kafka.partition_for(key, partitions))
         batch = self.batches.get(tp)
         if batch is None:
             batch = self.batches[tp] = self.producer.create_batch()
