@@ -10,8 +10,10 @@ from uuid import UUID
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from engine.publishing import encode_stored, headers_for, outbound_from_stored
+from engine.publishing import encode_stored, event_id, event_id_text, headers_for, outbound_from_stored
 from schemas import registry
 
 INVOICE = UUID("5f0c8a4e-2b1d-4c3e-9a7f-1e2d3c4b5a69")
@@ -207,3 +209,10 @@ def test_the_reference_encoding_path_still_gives_the_pinned_bytes(
     value, schema = registry.encode_event(outbound.ce_type, outbound.record)
     assert headers_for(outbound, schema.fingerprint_hex) == headers
     assert value.hex() == value_hex
+
+
+@given(st.uuids(), st.integers(1, 2**40))
+def test_the_relays_event_id_is_the_name_based_uuid_of_the_aggregate_and_version(
+    aggregate: UUID, version: int
+) -> None:
+    assert event_id_text(str(aggregate), version) == str(event_id(aggregate, version))
