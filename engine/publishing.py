@@ -104,9 +104,29 @@ def _money(value: Decimal | str | None) -> str | None:
         return None
     # str(Decimal) of a 2-place amount, e.g. "90.00", is already the wire form ("E" would mean
     # exponent notation, which needs the Decimal round trip).
-    if type(value) is str and 0 < value.find(".") == len(value) - 3 and "E" not in value:
-        return value
+    if type(value) is str:
+        point = value.find(".")
+        if 0 < point == len(value) - 3 and "E" not in value:
+            return value
+        # "0", "18", "12.5" (a Decimal's str for whole or one-place amounts): pad instead of a
+        # Decimal round trip, when the text is exactly what Decimal would print.
+        if _is_canonical_decimal(value):
+            if point < 0:
+                return value + ".00"
+            if point == len(value) - 2:
+                return value + "0"
     return f"{Decimal(value):.2f}"
+
+
+def _is_canonical_decimal(text: str) -> bool:
+    """ASCII digits, an optional leading minus, at most one point, and no leading zero before it."""
+    whole, _, fraction = text.removeprefix("-").partition(".")
+    return (
+        text.isascii()
+        and whole.isdigit()
+        and (whole == "0" or whole[0] != "0")
+        and (not fraction or fraction.isdigit())
+    )
 
 
 def _number(value: Decimal | str | None) -> str | None:
