@@ -92,7 +92,7 @@ class NotificationLog:
 
     def page(self, after: int, limit: int) -> list[StoredRow]:
         """Up to ``limit`` stored events after notification ``after``, in notification order."""
-        if self._conn is None or self._conn.closed:
+        if self._conn is None or self._conn.closed or self._conn.broken:
             # The event store's own set-up (tables, functions) happens once, where it always did.
             recorder = open_ledger(self.settings).recorder
             assert isinstance(recorder, PostgresApplicationRecorder)
@@ -205,7 +205,8 @@ class Relay:
     # -- position ---------------------------------------------------------------------------
 
     def _position_conn(self) -> psycopg.Connection:
-        if self._positions is None or self._positions.closed:
+        # A connection lost to an outage reports itself broken; the next call opens a new one.
+        if self._positions is None or self._positions.closed or self._positions.broken:
             self._positions = db.connect(self.settings)
         return self._positions
 
@@ -378,8 +379,9 @@ class Relay:
             except Exception as exc:
                 if not _is_connection_error(exc):
                     raise
+                # Nothing to reset: each connection, once broken, is replaced on its next use (the
+                # reader and the position writer may be in different threads just then).
                 log.warning("PostgreSQL connection lost (%s); retrying in %.1fs", exc, delay)
-                self._close_connections()
             await _wait(stop, delay)
             delay = min(delay * 2, 10)
         return None
