@@ -8,6 +8,7 @@ dedupe on it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ import orjson
 from engine.domain.invoice import Invoice
 from engine.domain.tenant import Tenant
 from engine.errors import IntegrityFault
+from schemas import registry
 
 EVENT_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgerflow.dev/ns/event")
 
@@ -32,6 +34,20 @@ AGGREGATE_TOPICS = {"invoice": "ledger.invoice.v1", "tenant": "ledger.tenant.v1"
 def event_id(aggregate_id: UUID, version: int) -> UUID:
     """Stable across re-publishing: the same stored event always has the same id."""
     return uuid5(EVENT_ID_NAMESPACE, f"{aggregate_id}:{version}")
+
+
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+
+
+def event_id_text(aggregate_id: str, version: int) -> str:
+    """``str(event_id(UUID(aggregate_id), version))`` for an aggregate id in its canonical text form,
+    without building two UUID objects (RFC 4122 name-based version 5: SHA-1 of namespace and name,
+    then the version and variant bits), the relay's hot path."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{aggregate_id}:{version}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def new_traceparent() -> str:
@@ -82,19 +98,41 @@ def _is_plain_decimal(text: str) -> bool:
 
 
 def _money(value: Decimal | str | None) -> str | None:
-    value = _unwrap(value)
+    if type(value) is dict and "_type_" in value:
+        value = value["_data_"]
     if value is None:
         return None
     # str(Decimal) of a 2-place amount, e.g. "90.00", is already the wire form ("E" would mean
     # exponent notation, which needs the Decimal round trip).
-    if type(value) is str and 0 < value.find(".") == len(value) - 3 and "E" not in value:
-        return value
+    if type(value) is str:
+        point = value.find(".")
+        if 0 < point == len(value) - 3 and "E" not in value:
+            return value
+        # "0", "18", "12.5" (a Decimal's str for whole or one-place amounts): pad instead of a
+        # Decimal round trip, when the text is exactly what Decimal would print.
+        if _is_canonical_decimal(value):
+            if point < 0:
+                return value + ".00"
+            if point == len(value) - 2:
+                return value + "0"
     return f"{Decimal(value):.2f}"
+
+
+def _is_canonical_decimal(text: str) -> bool:
+    """ASCII digits, an optional leading minus, at most one point, and no leading zero before it."""
+    whole, _, fraction = text.removeprefix("-").partition(".")
+    return (
+        text.isascii()
+        and whole.isdigit()
+        and (whole == "0" or whole[0] != "0")
+        and (not fraction or fraction.isdigit())
+    )
 
 
 def _number(value: Decimal | str | None) -> str | None:
     """Quantities and rates: exact, without trailing zeros beyond what was given."""
-    value = _unwrap(value)
+    if type(value) is dict and "_type_" in value:
+        value = value["_data_"]
     if value is None:
         return None
     if type(value) is str and _is_plain_decimal(value):
@@ -104,16 +142,24 @@ def _number(value: Decimal | str | None) -> str | None:
 
 def _price(value: Decimal | str) -> str:
     """Unit prices: at least two decimals like money, three when the IRP's precision is used."""
-    amount = Decimal(_unwrap(value))
+    if type(value) is dict and "_type_" in value:
+        value = value["_data_"]
+    if type(value) is str and _is_plain_decimal(value):
+        # Exactly two decimals and no leading zero: already what the formatting below would give.
+        whole, _, fraction = value.lstrip("-").partition(".")
+        if len(fraction) == 2 and (whole == "0" or whole[0] != "0"):
+            return value
+    amount = Decimal(value)
     return f"{amount:.3f}" if amount != amount.quantize(Decimal("0.01")) else f"{amount:.2f}"
 
 
 def _date(value: date | str) -> str:
-    return value.isoformat() if isinstance(value, date) else str(value)
+    return value.isoformat() if isinstance(value, date) else str(_unwrap(value))
 
 
 def _invoice_issued(event: Any, base: dict[str, Any]) -> dict[str, Any]:
-    return {**base, **invoice_document(event, UUID(str(event.originator_id)))}
+    invoice_id = event.originator_id if type(event) is StoredEventView else UUID(str(event.originator_id))
+    return {**base, **invoice_document(event, invoice_id)}
 
 
 def seller_address(address: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -130,7 +176,7 @@ def seller_address(address: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def invoice_document(event: Any, invoice_id: UUID) -> dict[str, Any]:
+def invoice_document(event: Any, invoice_id: UUID | str) -> dict[str, Any]:
     """An invoice's issued state as topics and the API show it; ``event`` is the Issued event or the
     Invoice aggregate (both carry the same attribute names)."""
     buyer = dict(event.buyer)
@@ -296,22 +342,38 @@ class StoredEventView:
     that both paths produce identical messages for every event type.
     """
 
-    __slots__ = ("_data", "originator_id", "originator_version", "timestamp")
-
     def __init__(self, originator_id: object, originator_version: int, state: bytes) -> None:
-        self._data = orjson.loads(state)
-        self.originator_id = originator_id
+        # Every top-level value unwrapped at once into the instance's attributes: plain attribute
+        # reads are several times cheaper than a __getattr__ per read.
+        self.__dict__ = {
+            name: _unwrap_top(value) if type(value) is dict else value
+            for name, value in orjson.loads(state).items()
+        }
+        # The canonical text of the id (what every record and header shows).
+        self.originator_id = str(originator_id if type(originator_id) is UUID else UUID(str(originator_id)))
         self.originator_version = originator_version
-        self.timestamp = datetime.fromisoformat(_unwrap(self._data["timestamp"]))
+        self.timestamp: datetime = datetime.fromisoformat(self.__dict__["timestamp"])
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            value = self._data[name]
-        except KeyError:
-            raise AttributeError(name) from None
-        if type(value) is dict and value.get("_type_") == "uuid_hex":
-            return str(UUID(hex=value["_data_"]))
-        return _unwrap(value)
+
+# Tenants are few: their ids' text, by the stored hex.
+_uuid_texts: dict[str, str] = {}
+
+
+def _unwrap_top(value: dict[str, Any]) -> Any:
+    """A top-level stored value: a UUID's canonical text, another transcoded scalar's string, or
+    the value itself."""
+    kind = value.get("_type_")
+    if kind is None:
+        return value
+    if kind == "uuid_hex":
+        hex_ = value["_data_"]
+        text = _uuid_texts.get(hex_)
+        if text is None:
+            text = str(UUID(hex=hex_))
+            if len(_uuid_texts) < 10_000:
+                _uuid_texts[hex_] = text
+        return text
+    return value["_data_"]
 
 
 def _unwrap(value: Any) -> Any:
@@ -343,23 +405,47 @@ def to_outbound(event: Any, event_class: type | None = None) -> OutboundEvent:
     if builder is None:
         raise UnpublishableEvent(f"no Kafka mapping for event type {event_class.__qualname__}")
     aggregate, ce_type = _ce_types[event_class]
-    aggregate_id = UUID(str(event.originator_id))
+    # A stored view holds the canonical text already.
+    aggregate_id = (
+        event.originator_id if type(event) is StoredEventView else str(UUID(str(event.originator_id)))
+    )
     tenant_id = str(getattr(event, "tenant_id", None) or aggregate_id)
-    ce_id = str(event_id(aggregate_id, event.originator_version))
+    ce_id = event_id_text(aggregate_id, event.originator_version)
     base = {"event_id": ce_id, "tenant_id": tenant_id, "occurred_at": _millis(event.timestamp)}
     stored_traceparent = getattr(event, "traceparent", None)
     return OutboundEvent(
         topic=AGGREGATE_TOPICS[aggregate],
-        key=str(aggregate_id),
+        key=aggregate_id,
         ce_type=ce_type,
         ce_id=ce_id,
         tenant_id=tenant_id,
-        subject=str(aggregate_id),
+        subject=aggregate_id,
         time=event.timestamp,
         traceparent=stored_traceparent or new_traceparent(),
         record=builder(event, base),
         stored_trace=bool(stored_traceparent),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """A stored event as the relay sends it: key, Avro value and CloudEvents headers.
+
+    ``outbound`` keeps the attributes a publish span names; ``headers`` ends with ``traceparent``.
+    """
+
+    outbound: OutboundEvent
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def encode_stored(originator_id: object, originator_version: int, topic: str, state: bytes) -> EncodedEvent:
+    """The Kafka message for a stored event (``UnpublishableEvent``, ``CodecError`` or a
+    ``KeyError``/``TypeError`` from a record builder when it cannot be made)."""
+    outbound = outbound_from_stored(originator_id, originator_version, topic, state)
+    value, schema = registry.encode_event(outbound.ce_type, outbound.record)
+    return EncodedEvent(outbound, outbound.key.encode(), value, headers_for(outbound, schema.fingerprint_hex))
 
 
 def headers_for(
@@ -369,14 +455,26 @@ def headers_for(
 
     ``traceparent`` replaces the event's own, e.g. by the relay's publish span continuing it.
     """
+    constant = _type_headers.get((event.ce_type, fingerprint_hex))
+    if constant is None:
+        constant = _type_headers[(event.ce_type, fingerprint_hex)] = (
+            ("ce_type", event.ce_type.encode()),
+            ("ce_dataschema", f"/v1/schemas/{fingerprint_hex}".encode()),
+        )
     return [
-        ("ce_specversion", b"1.0"),
+        _SPECVERSION,
         ("ce_id", event.ce_id.encode()),
         ("ce_source", f"/tenants/{event.tenant_id}".encode()),
-        ("ce_type", event.ce_type.encode()),
+        constant[0],
         ("ce_subject", event.subject.encode()),
         ("ce_time", event.time.astimezone(UTC).isoformat().replace("+00:00", "Z").encode()),
-        ("ce_dataschema", f"/v1/schemas/{fingerprint_hex}".encode()),
-        ("content-type", b"application/avro"),
+        constant[1],
+        _CONTENT_TYPE,
         ("traceparent", (traceparent or event.traceparent).encode()),
     ]
+
+
+# Headers that depend only on the event type and schema, built once per type (the relay's hot path).
+_SPECVERSION = ("ce_specversion", b"1.0")
+_CONTENT_TYPE = ("content-type", b"application/avro")
+_type_headers: dict[tuple[str, str], tuple[tuple[str, bytes], tuple[str, bytes]]] = {}

@@ -11,6 +11,13 @@ mapping, a value the Avro schema refuses) stops it with :class:`UnencodableEvent
 CRITICAL with ``alert=true``, naming the event; the events before it in the batch are published
 and the position stored, so a restart stops at exactly that event until the code (the mapping or
 the schema) is fixed. Consumers see a delay, never a gap.
+
+Throughput (issue 15, docs/performance.md): a page is read with one kept connection in binary
+(bytea as bytes, no hex round trip), each event is encoded with the schema's precompiled writer
+and appended straight to a Kafka record batch of its partition (the partition aiokafka's default
+partitioner picks for the key, murmur2 as in the Java client, so every message lands where a plain
+``send`` would put it), and a batch goes out as soon as it is full, while the rest of the page is
+encoded. The next page is read in a thread meanwhile.
 """
 
 from __future__ import annotations
@@ -21,18 +28,22 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
+import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.producer.message_accumulator import BatchBuilder
 from eventsourcing.persistence import Notification
+from eventsourcing.postgres import PostgresApplicationRecorder
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from psycopg import sql
 
 from engine import db, kafka, telemetry
-from engine.application import Ledger, open_ledger
+from engine.application import open_ledger
 from engine.config import Settings
 from engine.errors import IntegrityFault
-from engine.publishing import OutboundEvent, headers_for, outbound_from_stored
-from schemas import registry
+from engine.publishing import OutboundEvent, encode_stored
 
 log = logging.getLogger("ledgerflow.relay")
 
@@ -66,31 +77,150 @@ class RelayStats:
     position: int = 0
 
 
+# One stored event as the relay reads it: (notification id, originator id, originator version,
+# stored topic, state). Plain tuples: a page holds thousands.
+StoredRow = tuple[int, UUID, int, str, bytes]
+
+
+class NotificationLog:
+    """The event store's notification log, read in pages over one kept connection."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._conn: psycopg.Connection | None = None
+        self._query: sql.Composed | None = None
+
+    def page(self, after: int, limit: int) -> list[StoredRow]:
+        """Up to ``limit`` stored events after notification ``after``, in notification order."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            # The event store's own set-up (tables, functions) happens once, where it always did.
+            recorder = open_ledger(self.settings).recorder
+            assert isinstance(recorder, PostgresApplicationRecorder)
+            table = recorder.events_table_name
+            self._query = sql.SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state FROM {}"
+                " WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+            ).format(sql.Identifier(table))
+            self._conn = db.connect(self.settings, autocommit=True)
+        assert self._query is not None
+        # Binary results: bytea arrives as the stored bytes (text mode sends hex, about three times
+        # the read time), uuid as UUID.
+        with self._conn.cursor(binary=True) as cursor:
+            cursor.execute(self._query, (after, limit))
+            return cursor.fetchall()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class _PageSender:
+    """Appends a page's messages to one record batch per partition and hands each full batch to the
+    producer while the rest of the page is encoded.
+
+    The partition is the one aiokafka's default partitioner gives the key (murmur2, positive, modulo
+    the topic's partition count, as the Java client), so an aggregate's events stay on one partition
+    and in order whichever way they were sent. Each partition has a feeder task submitting its
+    batches in order: aiokafka takes a partition's next batch only once the previous one left, and
+    waiting for that in the encoding loop would stall it for a broker round trip.
+    """
+
+    # Give the producer's I/O a turn this often while a page is encoded (the loop is CPU-bound).
+    YIELD_EVERY = 200
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self.partitions: dict[str, list[int]] = {}
+        self.batches: dict[tuple[str, int], BatchBuilder] = {}
+        self.queues: dict[tuple[str, int], asyncio.Queue[BatchBuilder | None]] = {}
+        self.feeders: list[asyncio.Future[None]] = []
+        self.count = 0
+
+    async def add(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        partitions = self.partitions.get(topic)
+        if partitions is None:
+            partitions = self.partitions[topic] = sorted(await self.producer.partitions_for(topic))
+        tp = (topic, kafka.partition_for(key, partitions))
+        batch = self.batches.get(tp)
+        if batch is None:
+            batch = self.batches[tp] = self.producer.create_batch()
+        if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+            self._submit(tp, batch)
+            batch = self.batches[tp] = self.producer.create_batch()
+            # A batch's first message always fits (aiokafka grows it), as with send().
+            batch.append(timestamp=None, key=key, value=value, headers=headers)
+        self.count += 1
+        if self.count % self.YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+
+    def _submit(self, tp: tuple[str, int], batch: BatchBuilder) -> None:
+        # Closed: ready at once, no linger (the page is sent as fast as it is encoded).
+        batch.close()
+        queue = self.queues.get(tp)
+        if queue is None:
+            queue = self.queues[tp] = asyncio.Queue()
+            self.feeders.append(asyncio.ensure_future(self._feed(tp, queue)))
+        queue.put_nowait(batch)
+
+    async def _feed(self, tp: tuple[str, int], queue: asyncio.Queue[BatchBuilder | None]) -> None:
+        acknowledged: list[asyncio.Future[Any]] = []
+        while (batch := await queue.get()) is not None:
+            acknowledged.append(await self.producer.send_batch(batch, tp[0], partition=tp[1]))
+        await asyncio.gather(*acknowledged)
+
+    async def delivered(self) -> None:
+        """Send the partly filled batches and wait for every acknowledgement of the page."""
+        for tp, batch in self.batches.items():
+            self._submit(tp, batch)
+        self.batches.clear()
+        for queue in self.queues.values():
+            queue.put_nowait(None)
+        try:
+            await asyncio.gather(*self.feeders)
+        finally:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """Stop feeding batches (the page failed; it is sent again from its start)."""
+        for feeder in self.feeders:
+            feeder.cancel()
+
+
 class Relay:
     """Publishes stored events to their ``ledger.<aggregate>.v1`` topics, at least once, in order."""
 
     def __init__(
-        self, settings: Settings, *, batch_size: int = 2000, idle_wait: float = 0.05, name: str = RELAY_NAME
+        self, settings: Settings, *, batch_size: int = 5000, idle_wait: float = 0.05, name: str = RELAY_NAME
     ) -> None:
         self.settings = settings
+        # Events per page: a page is read in one query and its position stored once delivered.
         self.batch_size = batch_size
         self.idle_wait = idle_wait
         self.name = name
         self.stats = RelayStats()
-        self._ledger: Ledger | None = None
-        # The mapper is pure (no connection), so it survives the ledger being reopened by the reader.
+        self._log = NotificationLog(settings)
+        self._positions: psycopg.Connection | None = None
 
     # -- position ---------------------------------------------------------------------------
 
+    def _position_conn(self) -> psycopg.Connection:
+        # A connection lost to an outage reports itself broken; the next call opens a new one.
+        if self._positions is None or self._positions.closed or self._positions.broken:
+            self._positions = db.connect(self.settings)
+        return self._positions
+
     def load_position(self) -> int:
-        with db.connect(self.settings) as conn:
+        conn = self._position_conn()
+        with conn.transaction():
             row = conn.execute(
                 "SELECT notification_id FROM relay_position WHERE relay = %s", (self.name,)
             ).fetchone()
         return int(row[0]) if row else 0
 
     def save_position(self, notification_id: int) -> None:
-        with db.connect(self.settings) as conn, conn.transaction():
+        conn = self._position_conn()
+        with conn.transaction():
             conn.execute(
                 "INSERT INTO relay_position (relay, notification_id) VALUES (%s, %s)"
                 " ON CONFLICT (relay) DO UPDATE SET notification_id = EXCLUDED.notification_id,"
@@ -100,56 +230,45 @@ class Relay:
 
     # -- loop -------------------------------------------------------------------------------
 
-    def _read(self, after: int) -> Sequence[Notification]:
-        ledger = self._ledger
-        if ledger is None:
-            ledger = self._ledger = open_ledger(self.settings)
-        return ledger.recorder.select_notifications(
-            start=after, limit=self.batch_size, inclusive_of_start=False
-        )
+    def _read(self, after: int) -> list[StoredRow]:
+        return self._log.page(after, self.batch_size)
 
-    async def publish(self, producer: AIOKafkaProducer, notifications: Sequence[Notification]) -> None:
-        # Spans only where something records them: creating one costs about 25 µs, an eighth of
-        # the relay's whole budget per event at 5,000 events/s. With tracing on, one PRODUCER span
-        # per sampled event (parent: the event's stored trace context; unsampled events, e.g. under
+    async def publish(self, producer: AIOKafkaProducer, rows: Sequence[StoredRow]) -> None:
+        # Spans only where something records them: creating one costs about 25 µs, more than the
+        # relay's whole budget per event. With tracing on, one PRODUCER span per sampled event
+        # (parent: the event's stored trace context; unsampled events, e.g. under
         # OTEL_TRACES_SAMPLER=parentbased_traceidratio, pass their context on unchanged), ended
-        # once the batch is acknowledged. The message carries the span's own context, so the
+        # once the page is acknowledged. The message carries the span's own context, so the
         # consumers' spans are its children.
         tracing = telemetry.tracing_enabled()
         spans: list[Span] = []
-        pending: list[asyncio.Future[Any]] = []
+        page = _PageSender(producer)
+        topic_of = self.settings.topic
         try:
-            for notification in notifications:
+            for row in rows:
                 try:
                     # Straight from the stored JSON (no cipher or compressor is configured on the store).
-                    outbound = outbound_from_stored(
-                        notification.originator_id,
-                        notification.originator_version,
-                        notification.topic,
-                        notification.state,
-                    )
-                    value, schema = registry.encode_event(outbound.ce_type, outbound.record)
+                    message = encode_stored(row[1], row[2], row[3], row[4])
                 except Exception as exc:
-                    # What was sent before it is still delivered (the caller stores that position).
-                    await asyncio.gather(*pending)
-                    published.add(len(pending), {"relay": self.name})
-                    raise UnencodableEvent(notification, exc) from exc
-                topic = self.settings.topic(outbound.topic)
-                traceparent = None
-                if tracing and (not outbound.stored_trace or telemetry.is_sampled(outbound.traceparent)):
-                    span = _publish_span(outbound, topic, notification.id)
-                    spans.append(span)
-                    traceparent = telemetry.span_traceparent(span)
-                pending.append(
-                    await producer.send(
-                        topic,
-                        value=value,
-                        key=outbound.key.encode(),
-                        headers=headers_for(outbound, schema.fingerprint_hex, traceparent),
+                    # What was appended before it is still delivered (the caller stores that position).
+                    await page.delivered()
+                    published.add(page.count, {"relay": self.name})
+                    stored = Notification(
+                        id=row[0], originator_id=row[1], originator_version=row[2], topic=row[3], state=row[4]
                     )
-                )
-            await asyncio.gather(*pending)
-        except Exception as exc:
+                    raise UnencodableEvent(stored, exc) from exc
+                outbound = message.outbound
+                topic = topic_of(outbound.topic)
+                headers = message.headers
+                if tracing and (not outbound.stored_trace or telemetry.is_sampled(outbound.traceparent)):
+                    span = _publish_span(outbound, topic, row[0])
+                    spans.append(span)
+                    traceparent = telemetry.span_traceparent(span) or outbound.traceparent
+                    headers = [*headers[:-1], ("traceparent", traceparent.encode())]
+                await page.add(topic, message.key, message.value, headers)
+            await page.delivered()
+        except BaseException as exc:
+            page.abandon()
             for span in spans:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
@@ -157,7 +276,7 @@ class Relay:
         finally:
             for span in spans:
                 span.end()
-        published.add(len(notifications), {"relay": self.name})
+        published.add(len(rows), {"relay": self.name})
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -181,8 +300,8 @@ class Relay:
                 if not notifications:
                     await _wait(stop, self.idle_wait)
                     continue
-                last = notifications[-1].id
-                # Read the next batch while this one is encoded and published: the database's work
+                last = notifications[-1][0]
+                # Read the next page while this one is encoded and published: the database's work
                 # and the transfer overlap the CPU-bound encoding. Only positions are stored, after
                 # the acknowledgements, so a failure below just discards the read-ahead.
                 next_read = self._read_after(last, stop)
@@ -191,7 +310,7 @@ class Relay:
                 except UnencodableEvent as exc:
                     await _discard(next_read)
                     next_read = None
-                    before = [n.id for n in notifications if n.id < exc.notification_id]
+                    before = [row[0] for row in notifications if row[0] < exc.notification_id]
                     if before:
                         await self._retrying(lambda: self.save_position(before[-1]), stop)  # noqa: B023
                         self.stats.position = before[-1]
@@ -211,7 +330,7 @@ class Relay:
                     )
                     raise
                 except KafkaError as exc:
-                    log.warning("publish failed, will retry the same batch: %s", exc)
+                    log.warning("publish failed, will retry the same page: %s", exc)
                     await _discard(next_read)
                     next_read = None
                     await _wait(stop, 1.0)
@@ -224,6 +343,15 @@ class Relay:
         finally:
             await _discard(next_read)
             await producer.stop()
+            self._close_connections()
+
+    def _close_connections(self) -> None:
+        with contextlib.suppress(Exception):
+            self._log.close()
+        if self._positions is not None:
+            with contextlib.suppress(Exception):
+                self._positions.close()
+            self._positions = None
 
     def _read_after(self, after: int, stop: asyncio.Event) -> asyncio.Future[Any]:
         return asyncio.ensure_future(self._retrying(lambda: self._read(after), stop))
@@ -251,8 +379,9 @@ class Relay:
             except Exception as exc:
                 if not _is_connection_error(exc):
                     raise
+                # Nothing to reset: each connection, once broken, is replaced on its next use (the
+                # reader and the position writer may be in different threads just then).
                 log.warning("PostgreSQL connection lost (%s); retrying in %.1fs", exc, delay)
-                self._ledger = None
             await _wait(stop, delay)
             delay = min(delay * 2, 10)
         return None

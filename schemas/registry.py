@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ class SchemaVersion:
     fingerprint: bytes  # 8 bytes, message (little-endian) order
     fingerprint_hex: str
     path: Path
+    # The precompiled writer (codec.compile_writer): a record -> its single-object message.
+    write: Callable[[Mapping[str, Any]], bytes] = field(repr=False, compare=False)
 
     @property
     def dataschema(self) -> str:
@@ -84,6 +86,7 @@ def _load_file(path: Path, aggregate: str, event: str, version: int) -> SchemaVe
         fingerprint=fp,
         fingerprint_hex=fp.hex(),
         path=path,
+        write=codec.compile_writer(raw, fp),
     )
 
 
@@ -145,7 +148,7 @@ def by_fingerprint(fp: bytes | str) -> SchemaVersion | None:
 def encode_event(ce_type: str, record: Mapping[str, Any]) -> tuple[bytes, SchemaVersion]:
     """Encode with the current schema of ``ce_type``; the version is returned for ``ce_dataschema``."""
     sv = current(ce_type)
-    return codec.encode(sv.parsed, record, fp=sv.fingerprint), sv
+    return sv.write(record), sv
 
 
 def _writer_parsed(fp: bytes) -> Any:

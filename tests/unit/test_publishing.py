@@ -8,11 +8,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.application import Ledger, build_invoice
 from engine.commands import IssueInvoice
 from engine.domain.tenant import Tenant
-from engine.publishing import OutboundEvent, event_id, outbound_from_stored, to_outbound
+from engine.publishing import OutboundEvent, _money, event_id, outbound_from_stored, to_outbound
 from schemas import registry
 
 BODY: dict[str, Any] = {
@@ -150,3 +152,11 @@ def test_amounts_keep_their_decimal_notation_on_both_paths() -> None:
     assert (second["quantity"], second["unit_price"], second["discount"]) == ("25.5", "812.405", "12.50")
     assert record["lines"][2]["unit_price"] == "0.10"
     assert Decimal(record["totals"]["total"]) == sum(Decimal(line["total"]) for line in record["lines"])
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, min_value=-(10**12), max_value=10**12, places=3))
+def test_an_amount_in_its_stored_text_is_written_as_its_two_place_decimal(amount: Decimal) -> None:
+    # The relay's shortcuts for "0", "18" or "12.5" must print what the Decimal round trip prints.
+    for text in (str(amount), str(amount.normalize()), f"{amount:f}"):
+        if "E" not in text:
+            assert _money(text) == f"{Decimal(text):.2f}", text

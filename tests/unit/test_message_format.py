@@ -1,0 +1,218 @@
+"""The relay's messages, pinned byte for byte: key, CloudEvents headers (names, values, order) and the
+Avro single-object value of two stored events, as the relay encoded them before its encoder was
+rewritten for speed (issue 15). Downstream consumers decode these bytes; any difference, even one a
+decoder would accept, is a change of the published contract and must be made on purpose."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.publishing import encode_stored, event_id, event_id_text, headers_for, outbound_from_stored
+from schemas import registry
+
+INVOICE = UUID("5f0c8a4e-2b1d-4c3e-9a7f-1e2d3c4b5a69")
+TENANT_HEX = "adefee0ea0264dbc9f7e0db00b05112f"
+
+
+def decimal(text: str) -> dict[str, str]:
+    """A Decimal as eventsourcing's transcoder stores it."""
+    return {"_type_": "decimal_str", "_data_": text}
+
+
+def stored_line(no: int, description: str, hsn: str, **amounts: Any) -> dict[str, Any]:
+    return {
+        "line_no": no,
+        "description": description,
+        "hsn": hsn,
+        "quantity": decimal(amounts["quantity"]),
+        "unit": amounts["unit"],
+        "unit_price": decimal(amounts["unit_price"]),
+        "discount": decimal(amounts["discount"]),
+        "taxable_value": decimal(amounts["taxable_value"]),
+        "gst_rate": decimal(amounts["gst_rate"]),
+        "rate_source": amounts.get("rate_source", "master"),
+        "master_rate": decimal(amounts.get("master_rate", "18")),
+        "override_reason": amounts.get("override_reason"),
+        "cgst": decimal(amounts["cgst"]),
+        "sgst": decimal(amounts["sgst"]),
+        "igst": decimal("0"),
+        "cess_rate": decimal("0"),
+        "cess": decimal("0.00"),
+        "total": decimal(amounts["total"]),
+    }
+
+
+# The stored JSON of an Invoice.Issued event (version 1) and of its Cancelled event (version 2), in
+# eventsourcing's transcoded form. The amounts take every path of the formatters: "0" and "12.5" as
+# money, "25.500" as a quantity, a three-decimal unit price.
+ISSUED_STATE = {
+    "timestamp": {"_type_": "datetime_iso", "_data_": "2026-01-19T10:15:30.123456+00:00"},
+    "originator_topic": "engine.domain.invoice:Invoice",
+    "tenant_id": {"_type_": "uuid_hex", "_data_": TENANT_HEX},
+    "number": "INV-2026-001",
+    "financial_year": "2025-26",
+    "invoice_date": {"_type_": "date_iso", "_data_": "2026-01-19"},
+    "currency": "INR",
+    "supply_type": "B2B",
+    "seller": {
+        "gstin": "27AAGCB7383J1Z8",
+        "legal_name": "Bench Electricals Private Limited",
+        "state": "27",
+        "trade_name": "Bench Electricals",
+        "address": {"line1": "4 Mill Lane", "line2": None, "city": "Pune", "pincode": "411002"},
+    },
+    "buyer": {
+        "name": "Reliable Traders Pvt Ltd",
+        "gstin": "27AAACR5055K1Z7",
+        "state": "27",
+        "address": {"line1": "12 Market Road", "line2": None, "city": "Pune", "pincode": "411001"},
+    },
+    "place_of_supply": "27",
+    "intra_state": True,
+    "lines": [
+        stored_line(
+            1,
+            "Transformer coil",
+            "8504",
+            quantity="10",
+            unit="NOS",
+            unit_price="100.00",
+            discount="0.00",
+            taxable_value="1000.00",
+            gst_rate="18",
+            cgst="90.00",
+            sgst="90.00",
+            total="1180.00",
+        ),
+        stored_line(
+            2,
+            "Steel bars",
+            "7214",
+            quantity="25.500",
+            unit="KGS",
+            unit_price="812.405",
+            discount="12.5",
+            taxable_value="20703.83",
+            gst_rate="18",
+            rate_source="override",
+            master_rate="12",
+            override_reason="contract",
+            cgst="1863.34",
+            sgst="1863.34",
+            total="24430.51",
+        ),
+    ],
+    "totals": {
+        "taxable": decimal("21703.83"),
+        "cgst": decimal("1953.34"),
+        "sgst": decimal("1953.34"),
+        "igst": decimal("0"),
+        "cess": decimal("0.00"),
+        "total": decimal("25610.51"),
+    },
+    "idempotency_key": "demo-1",
+    "request_hash": "f3c5",
+    "source": "api",
+    "traceparent": "00-93cac1e62bce0719031095a45d63bd3a-275166d3c3ac239b-01",
+}
+CANCELLED_STATE = {
+    "timestamp": {"_type_": "datetime_iso", "_data_": "2026-01-20T08:00:00+00:00"},
+    "originator_topic": "engine.domain.invoice:Invoice",
+    "reason": "order_cancelled",
+    "remark": "buyer withdrew",
+    "cancelled_at": {"_type_": "datetime_iso", "_data_": "2026-01-20T08:00:00+00:00"},
+    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "tenant_id": {"_type_": "uuid_hex", "_data_": TENANT_HEX},
+}
+
+TENANT_SOURCE = b"/tenants/adefee0e-a026-4dbc-9f7e-0db00b05112f"
+PINNED: list[tuple[str, int, dict[str, Any], list[tuple[str, bytes]], str]] = [
+    (
+        "engine.domain.invoice:Invoice.Issued",
+        1,
+        ISSUED_STATE,
+        [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", b"e71cb226-a4fd-5455-a9b9-2373639b4b44"),
+            ("ce_source", TENANT_SOURCE),
+            ("ce_type", b"ledgerflow.invoice.issued"),
+            ("ce_subject", str(INVOICE).encode()),
+            ("ce_time", b"2026-01-19T10:15:30.123456Z"),
+            ("ce_dataschema", b"/v1/schemas/0be690a476e659cc"),
+            ("content-type", b"application/avro"),
+            ("traceparent", b"00-93cac1e62bce0719031095a45d63bd3a-275166d3c3ac239b-01"),
+        ],
+        "c3010be690a476e659cc4865373163623232362d613466642d353435352d613962392d32333733363339623462343448"
+        "61646566656530652d613032362d346462632d396637652d3064623030623035313132664835663063386134652d3262"
+        "31642d346333652d396137662d316532643363346235613639968985dcfa6618494e562d323032362d3030310e323032"
+        "352d323614323032362d30312d313906494e5206423242021e32374141474342373338334a315a384242656e63682045"
+        "6c656374726963616c732050726976617465204c696d69746564043237022242656e636820456c656374726963616c73"
+        "021634204d696c6c204c616e65000850756e65020c3431313030323052656c6961626c65205472616465727320507674"
+        "204c7464021e32374141414352353035354b315a37043237021c3132204d61726b657420526f6164000850756e65020c"
+        "343131303031043237010402205472616e73666f726d657220636f696c0838353034043130064e4f530c3130302e3030"
+        "08302e30300e313030302e30300431380c6d617374657202043138000a39302e30300a39302e303008302e3030023008"
+        "302e30300e313138302e30300414537465656c206261727308373231340832352e35064b47530e3831322e3430350a31"
+        "322e35301032303730332e3833043138106f76657272696465020431320210636f6e74726163740e313836332e33340e"
+        "313836332e333408302e3030023008302e30301032343433302e3531001032313730332e38330e313935332e33340e31"
+        "3935332e333408302e303008302e30301032353631302e3531020c64656d6f2d3106617069",
+    ),
+    (
+        "engine.domain.invoice:Invoice.Cancelled",
+        2,
+        CANCELLED_STATE,
+        [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", b"f6940b37-29b0-53d8-beeb-caf266f6f165"),
+            ("ce_source", TENANT_SOURCE),
+            ("ce_type", b"ledgerflow.invoice.cancelled"),
+            ("ce_subject", str(INVOICE).encode()),
+            ("ce_time", b"2026-01-20T08:00:00Z"),
+            ("ce_dataschema", b"/v1/schemas/95e4c58bb43031e2"),
+            ("content-type", b"application/avro"),
+            ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        ],
+        "c30195e4c58bb43031e24866363934306233372d323962302d353364382d626565622d63616632363666366631363548"
+        "61646566656530652d613032362d346462632d396637652d3064623030623035313132664835663063386134652d3262"
+        "31642d346333652d396137662d31653264336334623561363980c0d7a6fb661e6f726465725f63616e63656c6c656402"
+        "1c6275796572207769746864726577",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("stored_topic", "version", "state", "headers", "value_hex"), PINNED, ids=["issued", "cancelled"]
+)
+def test_the_relay_encodes_a_stored_event_exactly_as_the_published_contract_pins_it(
+    stored_topic: str, version: int, state: dict[str, Any], headers: list[tuple[str, bytes]], value_hex: str
+) -> None:
+    message = encode_stored(INVOICE, version, stored_topic, orjson.dumps(state))
+    assert message.outbound.topic == "ledger.invoice.v1"
+    assert message.key == str(INVOICE).encode()
+    assert [(name, bytes(value)) for name, value in message.headers] == headers
+    assert message.value.hex() == value_hex
+
+
+@pytest.mark.parametrize(
+    ("stored_topic", "version", "state", "headers", "value_hex"), PINNED, ids=["issued", "cancelled"]
+)
+def test_the_reference_encoding_path_still_gives_the_pinned_bytes(
+    stored_topic: str, version: int, state: dict[str, Any], headers: list[tuple[str, bytes]], value_hex: str
+) -> None:
+    # What bench/, projections/rebuild.py and the tests build messages with (record -> fastavro).
+    outbound = outbound_from_stored(INVOICE, version, stored_topic, orjson.dumps(state))
+    value, schema = registry.encode_event(outbound.ce_type, outbound.record)
+    assert headers_for(outbound, schema.fingerprint_hex) == headers
+    assert value.hex() == value_hex
+
+
+@given(st.uuids(), st.integers(1, 2**40))
+def test_the_relays_event_id_is_the_name_based_uuid_of_the_aggregate_and_version(
+    aggregate: UUID, version: int
+) -> None:
+    assert event_id_text(str(aggregate), version) == str(event_id(aggregate, version))
