@@ -33,6 +33,7 @@ shadow's, so each field ends as the last event that wrote it left it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import time
@@ -156,9 +157,14 @@ def rebuild(
         locked = lock_conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
         if not locked or not locked[0]:
             raise RebuildError(f"another rebuild of {name} is running (advisory lock {key!r} is held)")
+        # As in the long-running processes (engine/cli.py): a batch of thousands of decoded events
+        # would otherwise set off a garbage collection every few hundred allocations.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(50_000, 20, 100)
         try:
             return asyncio.run(_rebuild(settings, projection, source, restart, batch, progress, stop_after))
         finally:
+            gc.set_threshold(*thresholds)
             lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
 
