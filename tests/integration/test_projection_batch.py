@@ -5,7 +5,7 @@ register exactly as applying its events one at a time does."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -160,3 +160,36 @@ def test_one_poison_event_in_a_batch_is_dead_lettered_alone_and_its_invoices_lat
     assert len(register) == 501 and poisoned_id not in register
     assert register[INVOICES[0]]["status"] == "cancelled" and register[INVOICES[0]]["irn"] == f"{902:064x}"
     assert [d.offset for d in dead_letters.select(conn, "invoice_register")] == [900]
+
+
+class NumberLog:
+    """A projection of the older kind, applying its events one statement each (the ``Projection``
+    protocol's own ``apply``): it must keep working beside the set-based ones."""
+
+    def __init__(self, table: str = "number_log") -> None:
+        self.name = "number_log"
+        self.topics = ["ledger.invoice.v1"]
+        self.table = table
+
+    def on_table(self, table: str) -> NumberLog:
+        return NumberLog(table)
+
+    def apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None:
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO {self.table} (invoice_id, number) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                [(e.record["invoice_id"], e.record["number"]) for e in events if e.ce_type == ISSUED],
+            )
+
+
+def test_a_projection_that_applies_event_by_event_still_isolates_its_poison(conn: psycopg.Connection) -> None:
+    conn.execute("CREATE TABLE number_log (invoice_id uuid PRIMARY KEY, number text NOT NULL)")
+    good = [event(ISSUED, issued(str(uuid.uuid4())), n) for n in range(20)]
+    bad = event(ISSUED, {**issued(str(uuid.uuid4())), "number": "NUL\x00"}, 99)
+    with conn.transaction():
+        failed = apply_isolating(
+            conn, NumberLog(), [*good[:10], bad, *good[10:]], dead_letters_of="number_log"
+        )
+    assert [f.offset for f in failed] == [99]
+    logged = conn.execute("SELECT count(*) FROM number_log").fetchone()
+    assert logged is not None and logged[0] == 20
