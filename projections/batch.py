@@ -149,12 +149,16 @@ def _insert(
 
 def _staging(conn: psycopg.Connection, table: str) -> sql.Composable:
     """A temporary table of ``table``'s columns (LIKE copies names, types and NOT NULL), one per
-    session and table; created again if the transaction that created it was rolled back."""
+    session and table; created again if the transaction that created it was rolled back.
+
+    INCLUDING COMPRESSION: with the default pglz the staging table compressed every ~4 KB invoice
+    document once more (measured: 32 us of server CPU per row; with the target's lz4, 20-26 us,
+    as the per-event path's 22-26 us)."""
     staging = sql.Identifier(f"{table}__batch")
     conn.execute(
-        sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS").format(
-            staging, sql.Identifier(table)
-        )
+        sql.SQL(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS {} (LIKE {} INCLUDING COMPRESSION) ON COMMIT DELETE ROWS"
+        ).format(staging, sql.Identifier(table))
     )
     return sql.SQL("pg_temp.{}").format(staging)
 
