@@ -297,9 +297,10 @@ class Run:
                 f"events/s over {events:,}",
                 rate,
                 "ev/s",
-                10_000,
+                # Issue 15: a quarter of raw consume in the same run (without `raw`: the old floor).
+                0.25 * self.raw_consume if self.raw_consume else 10_000,
                 raw=self.raw_consume,
-                note="Kafka -> invoice_register",
+                note="Kafka -> invoice_register; target: 25% of raw consume (same run)",
             )
         )
 
@@ -345,6 +346,7 @@ class Run:
                 produced = n / (time.monotonic() - started)
             with bar(f"projections rebuild {n:,} events", n) as advance:
                 summary = rebuild_stage.run_rebuild(env, n, advance)
+            largest = env.procs["rebuild"].peak_single_rss
         finally:
             env.close(keep=self.keep)
             for name, peak in env.peak_rss.items():
@@ -356,7 +358,7 @@ class Run:
         self.extra["rebuild"] = {**summary, "produce_per_s": produced}
         note = (
             f"fill {summary['fill_seconds']:.0f} s, indexes {summary['index_seconds']:.1f} s,"
-            f" swap {summary['swap_seconds']:.2f} s; peak RSS {env.peak_rss.get('rebuild', 0) / MB:.0f} MB"
+            f" swap {summary['swap_seconds']:.2f} s; peak RSS {largest / MB:.0f} MB per process"
         )
         self.rows.append(
             Row(
@@ -374,7 +376,7 @@ class Run:
                 f"wall time, {n:,} events",
                 summary["wall_seconds"],
                 "s",
-                300,
+                60,
                 op="<",
                 note=note,
             )
@@ -383,10 +385,11 @@ class Run:
             Row(
                 "peak RSS",
                 "ledgerflow projections rebuild",
-                env.peak_rss.get("rebuild", 0) / MB,
+                largest / MB,
                 "MB",
                 RSS_LIMIT_MB,
                 op="<",
+                note=f"largest process; with its fill workers {env.peak_rss.get('rebuild', 0) / MB:.0f} MB",
             )
         )
 

@@ -84,6 +84,9 @@ class Proc:
     log_path: Path
     started: float
     peak_rss: int = 0
+    # The largest single process among it and its children (a rebuild's fill workers are separate
+    # processes; issue 15's limit is per process).
+    peak_single_rss: int = 0
     # Characters already in the log when this process started (a restart appends to the same log).
     log_start: int = 0
     # Peak RSS of the process and of each child on its own, by role (``rss_each``).
@@ -118,10 +121,13 @@ class Proc:
     def rss(self) -> int:
         try:
             parent = psutil.Process(self.popen.pid)
-            total = parent.memory_info().rss
+            total = largest = parent.memory_info().rss
             for child in parent.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    total += child.memory_info().rss
+                    own = child.memory_info().rss
+                    total += own
+                    largest = max(largest, own)
+            self.peak_single_rss = max(self.peak_single_rss, int(largest))
             return int(total)
         except psutil.Error:
             return 0

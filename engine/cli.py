@@ -1056,10 +1056,22 @@ def projections_status(settings: Settings, names: tuple[str, ...]) -> None:
 @click.option(
     "--batch", type=click.IntRange(1, 100_000), default=5000, show_default=True, help="Events per write."
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Processes filling from Kafka, each a share of the partitions (default: one per core, at most 4).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_obj
 def projections_rebuild(
-    settings: Settings, name: str, from_event_store: bool, restart: bool, batch: int, as_json: bool
+    settings: Settings,
+    name: str,
+    from_event_store: bool,
+    restart: bool,
+    batch: int,
+    workers: int | None,
+    as_json: bool,
 ) -> None:
     """Build projection NAME afresh into a shadow table, then swap it in atomically.
 
@@ -1078,7 +1090,7 @@ def projections_rebuild(
         TimeRemainingColumn,
     )
 
-    from projections.rebuild import RebuildError, rebuild
+    from projections.rebuild import DEFAULT_WORKERS, RebuildError, rebuild
 
     _logging("WARNING")
     console = Console(stderr=True)
@@ -1119,6 +1131,7 @@ def projections_rebuild(
                 restart=restart,
                 batch=batch,
                 progress=progress,
+                workers=workers or DEFAULT_WORKERS,
             )
         except RebuildError as exc:
             raise click.ClickException(str(exc)) from exc

@@ -1,14 +1,14 @@
 """The ``invoice_register`` projection: one row per invoice, queried by ``GET /v1/invoices``.
 
 Updates are idempotent per event: an ``issued`` event inserts the row only if it is not there, a
-``cancelled`` event sets fields to fixed values. Together with the offset tracking written in the
-same transaction, replays and duplicate deliveries change nothing.
+``cancelled`` event sets fields to fixed values (``CHANGES``). Together with the offset tracking
+written in the same transaction, replays and duplicate deliveries change nothing.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -16,39 +16,13 @@ from uuid import UUID
 
 import orjson
 import psycopg
-import psycopg.sql
 from psycopg.rows import dict_row
 
+from projections.batch import RowChange, RowProjection
 from projections.events import ProjectedEvent
 
 NAME = "invoice_register"
 TOPICS = ["ledger.invoice.v1"]
-
-_INSERT_ISSUED = """
-INSERT INTO {table} (
-    invoice_id, tenant_id, number, financial_year, invoice_date, status, buyer_name, buyer_gstin,
-    place_of_supply, supply_type, taxable, cgst, sgst, igst, cess, total, document, issued_at, last_event_id
-) VALUES (%s, %s, %s, %s, %s, 'issued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (invoice_id) DO NOTHING
-"""
-
-_CANCEL = """
-UPDATE {table} SET status = 'cancelled', cancelled_at = %s, cancellation = %s, last_event_id = %s
-WHERE invoice_id = %s
-"""
-
-_IRN_GENERATED = """
-UPDATE {table} SET irn = %s, einvoice = %s, einvoice_failure = NULL, last_event_id = %s
-WHERE invoice_id = %s
-"""
-
-_IRN_FAILED = """
-UPDATE {table} SET einvoice_failure = %s, last_event_id = %s WHERE invoice_id = %s
-"""
-
-_IRN_CANCELLED = """
-UPDATE {table} SET einvoice_cancellation = %s, last_event_id = %s WHERE invoice_id = %s
-"""
 
 
 def _ts(value: datetime | int) -> datetime:
@@ -60,106 +34,98 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _issued(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
+def _issued(r: dict[str, Any], ce_id: str) -> RowChange:
     totals = r["totals"]
-    return (
+    buyer = r["buyer"]
+    return RowChange(
         r["invoice_id"],
-        r["tenant_id"],
-        r["number"],
-        r["financial_year"],
-        r["date"],
-        r["buyer"]["name"],
-        r["buyer"].get("gstin"),
-        r["place_of_supply"],
-        r["supply_type"],
-        totals["taxable"],
-        totals["cgst"],
-        totals["sgst"],
-        totals["igst"],
-        totals["cess"],
-        totals["total"],
-        _json(_document(r)),
-        _ts(r["occurred_at"]),
-        ce_id,
+        insert={
+            "invoice_id": r["invoice_id"],
+            "tenant_id": r["tenant_id"],
+            "number": r["number"],
+            "financial_year": r["financial_year"],
+            "invoice_date": r["date"],
+            "status": "issued",
+            "buyer_name": buyer["name"],
+            "buyer_gstin": buyer.get("gstin"),
+            "place_of_supply": r["place_of_supply"],
+            "supply_type": r["supply_type"],
+            "taxable": totals["taxable"],
+            "cgst": totals["cgst"],
+            "sgst": totals["sgst"],
+            "igst": totals["igst"],
+            "cess": totals["cess"],
+            "total": totals["total"],
+            "document": _json(_document(r)),
+            "issued_at": _ts(r["occurred_at"]),
+            "last_event_id": ce_id,
+        },
     )
 
 
-def _cancelled(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
-    return (
-        _ts(r["occurred_at"]),
-        _json({"reason": r["reason"], "remark": r.get("remark")}),
-        ce_id,
+def _cancelled(r: dict[str, Any], ce_id: str) -> RowChange:
+    return RowChange(
         r["invoice_id"],
+        set={
+            "status": "cancelled",
+            "cancelled_at": _ts(r["occurred_at"]),
+            "cancellation": _json({"reason": r["reason"], "remark": r.get("remark")}),
+            "last_event_id": ce_id,
+        },
     )
 
 
-def _irn_generated(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
+def _irn_generated(r: dict[str, Any], ce_id: str) -> RowChange:
     fields = ("irn", "ack_no", "ack_date", "signed_invoice", "signed_qr_code", "adopted_existing")
-    return (r["irn"], _json({k: r[k] for k in fields}), ce_id, r["invoice_id"])
+    return RowChange(
+        r["invoice_id"],
+        set={
+            "irn": r["irn"],
+            "einvoice": _json({k: r[k] for k in fields}),
+            "einvoice_failure": None,
+            "last_event_id": ce_id,
+        },
+    )
 
 
-def _irn_failed(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
+def _irn_failed(r: dict[str, Any], ce_id: str) -> RowChange:
     fields = ("operation", "error_class", "code", "message", "attempts", "job_id")
-    return (_json({k: r[k] for k in fields}), ce_id, r["invoice_id"])
+    return RowChange(
+        r["invoice_id"], set={"einvoice_failure": _json({k: r[k] for k in fields}), "last_event_id": ce_id}
+    )
 
 
-def _irn_cancelled(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
+def _irn_cancelled(r: dict[str, Any], ce_id: str) -> RowChange:
     fields = ("irn", "cancel_date", "reason_code", "remark")
-    return (_json({k: r[k] for k in fields}), ce_id, r["invoice_id"])
+    return RowChange(
+        r["invoice_id"],
+        set={"einvoice_cancellation": _json({k: r[k] for k in fields}), "last_event_id": ce_id},
+    )
 
 
-# Per event type: the statement (its table left as ``{table}``: a rebuild writes a shadow table)
-# and how to turn the event into its parameters. Every statement is idempotent (insert-if-absent or
-# set-to-fixed-values), so applying an event twice changes nothing.
-STATEMENTS: dict[str, tuple[str, Callable[[dict[str, Any], str], tuple[Any, ...]]]] = {
-    "ledgerflow.invoice.issued": (_INSERT_ISSUED, _issued),
-    "ledgerflow.invoice.cancelled": (_CANCEL, _cancelled),
-    "ledgerflow.invoice.irn_generated": (_IRN_GENERATED, _irn_generated),
-    "ledgerflow.invoice.irn_failed": (_IRN_FAILED, _irn_failed),
-    "ledgerflow.invoice.irn_cancelled": (_IRN_CANCELLED, _irn_cancelled),
+# Per event type, what it does to the invoice's row: ``issued`` inserts it if absent, the others
+# set fields to fixed values. Applying an event twice therefore changes nothing.
+CHANGES: dict[str, Callable[[dict[str, Any], str], RowChange]] = {
+    "ledgerflow.invoice.issued": _issued,
+    "ledgerflow.invoice.cancelled": _cancelled,
+    "ledgerflow.invoice.irn_generated": _irn_generated,
+    "ledgerflow.invoice.irn_failed": _irn_failed,
+    "ledgerflow.invoice.irn_cancelled": _irn_cancelled,
 }
 
 
-class InvoiceRegister:
+class InvoiceRegister(RowProjection):
     """Projection writer, driven by ``projections.runner`` (live table) and ``projections.rebuild``
-    (a shadow table, swapped in when complete)."""
+    (a shadow table, swapped in when complete). A batch is written set-based (``projections.batch``)."""
 
     name = NAME
     topics = TOPICS
+    key = "invoice_id"
 
-    def __init__(self, table: str = NAME) -> None:
-        self.table = table
-        quoted = psycopg.sql.Identifier(table).as_string(None)
-        self._statements = {
-            ce_type: (statement.format(table=quoted), params)
-            for ce_type, (statement, params) in STATEMENTS.items()
-        }
-
-    def on_table(self, table: str) -> InvoiceRegister:
-        return InvoiceRegister(table)
-
-    def apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None:
-        # Consecutive events of one type go in one executemany; order across types is kept, so an
-        # invoice's row exists before its later events update it.
-        run_statement: str | None = None
-        run: list[tuple[Any, ...]] = []
-        for event in events:
-            known = self._statements.get(event.ce_type)
-            if known is None:
-                continue  # a newer event type this projection does not show
-            statement, params = known
-            if statement is not run_statement and run:
-                _executemany(conn, run_statement, run)  # type: ignore[arg-type]
-                run = []
-            run_statement = statement
-            run.append(params(event.record, event.ce_id))
-        if run and run_statement:
-            _executemany(conn, run_statement, run)
-
-
-def _executemany(conn: psycopg.Connection, statement: str, rows: list[tuple[Any, ...]]) -> None:
-    with conn.cursor() as cur:
-        cur.executemany(statement, rows)
+    def change(self, event: ProjectedEvent) -> RowChange | None:
+        build = CHANGES.get(event.ce_type)
+        # None: a newer event type this projection does not show.
+        return None if build is None else build(event.record, event.ce_id)
 
 
 def _document(record: dict[str, Any]) -> dict[str, Any]:

@@ -33,10 +33,14 @@ shadow's, so each field ends as the last event that wrote it left it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import multiprocessing
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +63,10 @@ SWAP_LOCK_TIMEOUT_MS = 1000
 SWAP_LOCK_ATTEMPTS = 40
 KAFKA = "kafka"
 EVENT_STORE = "event-store"
+
+# Processes filling from Kafka, each its share of the partitions: one per core (at most 4: past
+# that PostgreSQL, on the same machine, is the limit), never more than there are partitions.
+DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 Progress = Callable[[int, int], None]
 """Called with (events done, events expected) as the rebuild advances."""
@@ -143,6 +151,7 @@ def rebuild(
     batch: int = 5000,
     progress: Progress | None = None,
     stop_after: int | None = None,
+    workers: int = DEFAULT_WORKERS,
 ) -> RebuildReport:
     """Rebuild projection ``name`` and swap it in. ``stop_after`` ends the fill after about that many
     events without swapping, leaving a resumable rebuild (what an interruption leaves; tests use it)."""
@@ -156,9 +165,16 @@ def rebuild(
         locked = lock_conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
         if not locked or not locked[0]:
             raise RebuildError(f"another rebuild of {name} is running (advisory lock {key!r} is held)")
+        # As in the long-running processes (engine/cli.py): a batch of thousands of decoded events
+        # would otherwise set off a garbage collection every few hundred allocations.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(50_000, 20, 100)
         try:
-            return asyncio.run(_rebuild(settings, projection, source, restart, batch, progress, stop_after))
+            return asyncio.run(
+                _rebuild(settings, projection, source, restart, batch, progress, stop_after, workers)
+            )
         finally:
+            gc.set_threshold(*thresholds)
             lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
 
@@ -170,12 +186,13 @@ async def _rebuild(
     batch: int,
     progress: Progress | None,
     stop_after: int | None,
+    workers: int = 1,
 ) -> RebuildReport:
     started = time.monotonic()
     shadow = projection.on_table(shadow_name(projection))
     filler: _Filler
     if source == KAFKA:
-        filler = _KafkaFiller(settings, projection, shadow, batch)
+        filler = _KafkaFiller(settings, projection, shadow, batch, workers=workers)
     else:
         filler = await asyncio.to_thread(_EventStoreFiller, settings, projection, shadow, batch)
     try:
@@ -411,9 +428,21 @@ class _Filler:
 
 
 class _KafkaFiller(_Filler):
-    def __init__(self, settings: Settings, projection: Projection, shadow: Projection, batch: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        projection: Projection,
+        shadow: Projection,
+        batch: int,
+        *,
+        workers: int = 1,
+        partitions: frozenset[tuple[str, int]] | None = None,
+    ) -> None:
         super().__init__(settings, projection, shadow, batch)
         self.topics = [settings.topic(t) for t in projection.topics]
+        self.workers = workers
+        self.partitions = partitions
+        """Only these (topic, partition)s: the share of one worker process of a parallel fill."""
         self._consumer: AIOKafkaConsumer | None = None
 
     async def _start(self) -> AIOKafkaConsumer:
@@ -432,7 +461,12 @@ class _KafkaFiller(_Filler):
         if missing:
             raise RebuildError(f"topic {', '.join(missing)} does not exist: nothing to rebuild from")
         await consumer.start()
-        assigned = [tp for t in self.topics for tp in found[t]]
+        assigned = [
+            tp
+            for t in self.topics
+            for tp in found[t]
+            if self.partitions is None or (tp.topic, tp.partition) in self.partitions
+        ]
         consumer.assign(assigned)
         self._consumer = consumer
         beginnings = await consumer.beginning_offsets(assigned)
@@ -468,6 +502,9 @@ class _KafkaFiller(_Filler):
     async def fill(self, report: RebuildReport, progress: Progress | None, stop_after: int | None) -> bool:
         consumer = await self._start()
         assigned = sorted(consumer.assignment())
+        workers = min(self.workers, len(assigned))
+        if workers > 1:
+            return await self._fill_in_processes(report, progress, stop_after, assigned, workers)
         targets = await consumer.end_offsets(assigned)
         beginnings = await consumer.beginning_offsets(assigned)
         applied = await asyncio.to_thread(
@@ -501,6 +538,64 @@ class _KafkaFiller(_Filler):
                 progress(done, expected)
         report.events_applied += done
         return not await self._any_behind(consumer, targets)
+
+    async def _fill_in_processes(
+        self,
+        report: RebuildReport,
+        progress: Progress | None,
+        stop_after: int | None,
+        assigned: list[TopicPartition],
+        workers: int,
+    ) -> bool:
+        """Fill with ``workers`` processes, each its share of the partitions (``_fill_share``).
+
+        Why processes: decoding Avro is most of a rebuild's work and holds the GIL (~45 us per
+        5-line invoice, docs/performance.md), so threads cannot share it out. An invoice's events
+        are all in one partition (the key is the invoice id), so the shares never write one row;
+        each share commits its partitions' positions, and an interrupted fill resumes per partition.
+        """
+        consumer = await self._start()
+        targets = await consumer.end_offsets(assigned)
+        beginnings = await consumer.beginning_offsets(assigned)
+        applied = await asyncio.to_thread(
+            lambda: self._positions(self.connection(), tracking_name(self.projection))
+        )
+        expected = sum(max(0, targets[tp] - max(beginnings[tp], applied.get(tp, -1) + 1)) for tp in assigned)
+        counted_before = await asyncio.to_thread(self._events_applied)
+        shares = [[(tp.topic, tp.partition) for tp in assigned[i::workers]] for i in range(workers)]
+        share_limit = None if stop_after is None else -(-stop_after // workers)
+        loop = asyncio.get_running_loop()
+        # spawn, not fork: this process runs an event loop and holds sockets and a thread pool.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            running = [
+                loop.run_in_executor(
+                    pool, _fill_share, self.settings, self.projection.name, share, self.batch, share_limit
+                )
+                for share in shares
+            ]
+            pending_shares: set[asyncio.Future[Any]] = set(running)
+            while pending_shares:
+                _, pending_shares = await asyncio.wait(pending_shares, timeout=0.5)
+                if progress:
+                    done = await asyncio.to_thread(self._events_applied)
+                    progress(done - counted_before, expected)
+            outcomes = [future.result() for future in running]
+        for outcome in outcomes:
+            report.events_applied += outcome.events_applied
+            report.undecodable += outcome.undecodable
+            report.dead_lettered += outcome.dead_lettered
+        return all(outcome.complete for outcome in outcomes)
+
+    def _events_applied(self) -> int:
+        row = (
+            self.connection()
+            .execute(
+                "SELECT events_applied FROM projection_rebuilds WHERE projection = %s",
+                (self.projection.name,),
+            )
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
 
     @staticmethod
     async def _any_behind(consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> bool:
@@ -690,6 +785,35 @@ class _EventStoreFiller(_Filler):
     async def aclose(self) -> None:
         self.ledger.close()
         await super().aclose()
+
+
+@dataclass(frozen=True)
+class _ShareOutcome:
+    events_applied: int
+    undecodable: int
+    dead_lettered: int
+    complete: bool
+
+
+def _fill_share(
+    settings: Settings, name: str, share: list[tuple[str, int]], batch: int, stop_after: int | None
+) -> _ShareOutcome:
+    """A worker process of a parallel fill: its partitions, from their positions to the end
+    offsets, exactly as a single-process fill does them."""
+    gc.set_threshold(50_000, 20, 100)
+    projection = find_projection(name)
+    shadow = projection.on_table(shadow_name(projection))
+    filler = _KafkaFiller(settings, projection, shadow, batch, partitions=frozenset(share))
+    report = RebuildReport(name, KAFKA, resumed=True)
+
+    async def run() -> bool:
+        try:
+            return await filler.fill(report, None, stop_after)
+        finally:
+            await filler.aclose()
+
+    complete = asyncio.run(run())
+    return _ShareOutcome(report.events_applied, report.undecodable, report.dead_lettered, complete)
 
 
 def _collect(

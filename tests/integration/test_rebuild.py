@@ -93,8 +93,10 @@ def pipeline(settings: Settings, topics: list[str], background: BackgroundLoop) 
     return background
 
 
+# One process, and the partitions shared out between two (projections/rebuild.py, _fill_share).
+@pytest.mark.parametrize("workers", [1, 2])
 def test_rebuild_while_live_writes_continue_restores_the_truth_and_swaps_in(
-    service: LedgerService, settings: Settings, pipeline: BackgroundLoop
+    service: LedgerService, settings: Settings, pipeline: BackgroundLoop, workers: int
 ) -> None:
     tenant_id = UUID(register_tenant(service)[0])
     ids = issue(service, tenant_id, "RB", 40)
@@ -122,7 +124,7 @@ def test_rebuild_while_live_writes_continue_restores_the_truth_and_swaps_in(
     writer = threading.Thread(target=keep_issuing)
     writer.start()
     try:
-        report = rebuild(settings, "invoice_register", batch=7)
+        report = rebuild(settings, "invoice_register", batch=7, workers=workers)
     finally:
         done.set()
         writer.join()
@@ -154,7 +156,7 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped(
     ids = issue(service, tenant_id, "RS", 30)
     wait_for(lambda: projected_count(settings) == 30, what="the live projection")
 
-    first = rebuild(settings, "invoice_register", batch=5, stop_after=10)
+    first = rebuild(settings, "invoice_register", batch=5, stop_after=10, workers=2)
     assert first.events_applied < 30  # stopped part-way: nothing swapped
     (left,) = pending(settings)
     assert left["projection"] == "invoice_register" and left["events_applied"] == first.events_applied
@@ -165,7 +167,7 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped(
     with pytest.raises(RebuildError, match="pending: run it again without --from-event-store"):
         rebuild(settings, "invoice_register", from_event_store=True)
 
-    second = rebuild(settings, "invoice_register", batch=5)
+    second = rebuild(settings, "invoice_register", batch=5, workers=2)
     assert second.resumed
     assert first.events_applied + second.events_applied == 30  # nothing read twice
     assert register(settings) == expected(service, tenant_id, ids)

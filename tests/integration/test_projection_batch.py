@@ -1,0 +1,195 @@
+"""Set-based projection writes on PostgreSQL (projections/batch.py through InvoiceRegister.apply): a
+whole batch, with the same invoice several times, duplicates and poison among it, must leave the
+register exactly as applying its events one at a time does."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from engine import db
+from engine.config import Settings
+from projections import dead_letters
+from projections.dead_letters import apply_isolating
+from projections.events import ProjectedEvent
+from projections.invoice_register import InvoiceRegister
+
+pytestmark = pytest.mark.integration
+
+TENANT = "0b9a3c1e-6d1f-4a53-9d7e-2f0c6a1b8e11"
+INVOICES = [str(uuid.UUID(int=i + 1)) for i in range(3)]
+AT = datetime(2026, 1, 19, 10, 0, tzinfo=UTC)
+ISSUED = "ledgerflow.invoice.issued"
+
+
+def issued(invoice_id: str, *, buyer: str = "Reliable Traders", total: str = "1180.00") -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "tenant_id": TENANT,
+        "invoice_id": invoice_id,
+        "occurred_at": AT,
+        "number": f"INV-{invoice_id[-4:]}",
+        "financial_year": "2025-26",
+        "date": "2026-01-19",
+        "supply_type": "B2B",
+        "buyer": {"name": buyer, "gstin": "27AAACR5055K1Z7", "state": "27"},
+        "place_of_supply": "27",
+        "intra_state": False,
+        "lines": [],
+        "totals": {
+            "taxable": "1000.00",
+            "cgst": "0.00",
+            "sgst": "0.00",
+            "igst": "180.00",
+            "cess": "0.00",
+            "total": total,
+        },
+    }
+
+
+def event(ce_type: str, record: dict[str, Any], n: int) -> ProjectedEvent:
+    return ProjectedEvent("ledger.invoice.v1", 0, n, ce_type, f"ce-{n}", record)
+
+
+def of_kind(kind: str, invoice_id: str, n: int) -> ProjectedEvent:
+    """One event of each kind the register shows, numbered so that later ones carry other values."""
+    base = {"invoice_id": invoice_id, "tenant_id": TENANT, "occurred_at": AT + timedelta(minutes=n)}
+    if kind == "issued":
+        return event(ISSUED, issued(invoice_id, total=f"{1000 + n}.00"), n)
+    if kind == "cancelled":
+        return event("ledgerflow.invoice.cancelled", {**base, "reason": "other", "remark": f"r{n}"}, n)
+    if kind == "irn_generated":
+        irn = {"irn": f"{n:064x}", "ack_no": str(n), "ack_date": "2026-01-19 10:00:00"}
+        signed = {"signed_invoice": "eyJ", "signed_qr_code": "eyJ", "adopted_existing": False}
+        return event("ledgerflow.invoice.irn_generated", {**base, **irn, **signed}, n)
+    if kind == "irn_failed":
+        failure = {"operation": "generate", "error_class": "permanent", "code": "2150", "message": f"m{n}"}
+        return event("ledgerflow.invoice.irn_failed", {**base, **failure, "attempts": 1, "job_id": "j"}, n)
+    cancel = {"irn": "f" * 64, "cancel_date": "2026-01-20 10:00:00", "reason_code": 1, "remark": f"c{n}"}
+    return event("ledgerflow.invoice.irn_cancelled", {**base, **cancel}, n)
+
+
+KINDS = ["issued", "cancelled", "irn_generated", "irn_failed", "irn_cancelled"]
+
+
+@pytest.fixture
+def conn(settings: Settings) -> Iterator[psycopg.Connection]:
+    db.ensure_schema(settings)
+    with db.connect(settings) as connection:
+        # A twin of the register that receives the same events one at a time.
+        connection.execute("CREATE TABLE one_by_one (LIKE invoice_register INCLUDING ALL)")
+        connection.commit()
+        yield connection
+
+
+def rows(conn: psycopg.Connection, table: str) -> dict[str, tuple[Any, ...]]:
+    found = conn.execute(
+        f"SELECT invoice_id::text, to_jsonb(t) - 'invoice_id' FROM {table} AS t ORDER BY invoice_id"
+    ).fetchall()
+    return {r[0]: r[1] for r in found}
+
+
+def apply_one_by_one(conn: psycopg.Connection, events: list[ProjectedEvent]) -> None:
+    twin = InvoiceRegister().on_table("one_by_one")
+    for e in events:
+        twin.apply(conn, [e])
+
+
+events_strategy = st.lists(
+    st.tuples(st.sampled_from(KINDS), st.sampled_from(INVOICES)), min_size=1, max_size=15
+)
+
+
+@hypothesis_settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(before=events_strategy, batch=events_strategy)
+def test_a_batch_leaves_the_register_exactly_as_applying_its_events_one_at_a_time(
+    conn: psycopg.Connection, before: list[tuple[str, str]], batch: list[tuple[str, str]]
+) -> None:
+    register = InvoiceRegister()
+    with conn.transaction(force_rollback=True):
+        # Rows already there from earlier batches (applied one at a time to both tables).
+        earlier = [of_kind(kind, invoice, n) for n, (kind, invoice) in enumerate(before)]
+        apply_one_by_one(conn, earlier)
+        for e in earlier:
+            register.apply(conn, [e])
+        events = [of_kind(kind, invoice, 100 + n) for n, (kind, invoice) in enumerate(batch)]
+        register.apply(conn, events)
+        apply_one_by_one(conn, events)
+        assert rows(conn, "invoice_register") == rows(conn, "one_by_one")
+
+
+def test_duplicates_within_one_batch_change_nothing_more_than_one_delivery(conn: psycopg.Connection) -> None:
+    events = [of_kind(k, INVOICES[0], n) for n, k in enumerate(["issued", "irn_generated", "cancelled"])]
+    InvoiceRegister().apply(conn, events + events)
+    apply_one_by_one(conn, events)
+    once = rows(conn, "one_by_one")
+    assert rows(conn, "invoice_register") == once
+    assert once[INVOICES[0]]["status"] == "cancelled" and once[INVOICES[0]]["irn"] == f"{1:064x}"
+
+
+def test_one_poison_event_in_a_batch_is_dead_lettered_alone_and_its_invoices_later_events_apply(
+    conn: psycopg.Connection,
+) -> None:
+    good = [event(ISSUED, issued(str(uuid.uuid4())), n) for n in range(500)]
+    poisoned_id = str(uuid.uuid4())
+    batch = [
+        *good[:250],
+        event(ISSUED, issued(poisoned_id, buyer="Reliable\x00Traders"), 900),
+        event(ISSUED, issued(INVOICES[0]), 901),
+        of_kind("irn_generated", INVOICES[0], 902),
+        of_kind("cancelled", INVOICES[0], 903),
+        # The poisoned invoice's cancellation finds no row, as it would one at a time.
+        of_kind("cancelled", poisoned_id, 904),
+        *good[250:],
+    ]
+    with conn.transaction():
+        failed = apply_isolating(conn, InvoiceRegister(), batch, dead_letters_of="invoice_register")
+    assert [f.offset for f in failed] == [900]
+    assert "NUL" in failed[0].error_message and failed[0].error_class == "DataError"
+    register = rows(conn, "invoice_register")
+    assert len(register) == 501 and poisoned_id not in register
+    assert register[INVOICES[0]]["status"] == "cancelled" and register[INVOICES[0]]["irn"] == f"{902:064x}"
+    assert [d.offset for d in dead_letters.select(conn, "invoice_register")] == [900]
+
+
+class NumberLog:
+    """A projection of the older kind, applying its events one statement each (the ``Projection``
+    protocol's own ``apply``): it must keep working beside the set-based ones."""
+
+    def __init__(self, table: str = "number_log") -> None:
+        self.name = "number_log"
+        self.topics = ["ledger.invoice.v1"]
+        self.table = table
+
+    def on_table(self, table: str) -> NumberLog:
+        return NumberLog(table)
+
+    def apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None:
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO {self.table} (invoice_id, number) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                [(e.record["invoice_id"], e.record["number"]) for e in events if e.ce_type == ISSUED],
+            )
+
+
+def test_a_projection_that_applies_event_by_event_still_isolates_its_poison(conn: psycopg.Connection) -> None:
+    conn.execute("CREATE TABLE number_log (invoice_id uuid PRIMARY KEY, number text NOT NULL)")
+    good = [event(ISSUED, issued(str(uuid.uuid4())), n) for n in range(20)]
+    bad = event(ISSUED, {**issued(str(uuid.uuid4())), "number": "NUL\x00"}, 99)
+    with conn.transaction():
+        failed = apply_isolating(
+            conn, NumberLog(), [*good[:10], bad, *good[10:]], dead_letters_of="number_log"
+        )
+    assert [f.offset for f in failed] == [99]
+    logged = conn.execute("SELECT count(*) FROM number_log").fetchone()
+    assert logged is not None and logged[0] == 20
