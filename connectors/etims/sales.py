@@ -773,9 +773,12 @@ def resend(conn: Any, tenant_id: UUID, invoice_id: UUID) -> QueuedSale:
 
 def void(conn: Any, tenant_id: UUID, invoice_id: UUID, *, reason: str, voided_by: str) -> QueuedSale:
     """Give up a blocked sale's invcNo with a recorded reason: the only way a number stays unused.
-    The caller records ``etims_voided`` on the invoice afterwards (idempotent)."""
+    The caller records ``etims_voided`` on the invoice afterwards, from the row (idempotent): a
+    voided sale is returned as it is, so calling again mends a recording that failed."""
     with conn.transaction():
         sale = _sync_get(conn, tenant_id, invoice_id, lock=True)
+        if sale.state == VOIDED:
+            return sale  # already: the caller records the event again, which changes nothing
         if sale.state != BLOCKED:
             raise SaleNotBlocked(sale)
         conn.execute(
