@@ -78,7 +78,9 @@ class KraChannel(SaleChannel):
                 if failure is None:
                     record_device_success(conn, d.tenant_id, d.environment, d.bhf_id)
                 else:
-                    record_device_failure(conn, d.tenant_id, d.environment, d.bhf_id, failure.code, failure.message)
+                    record_device_failure(
+                        conn, d.tenant_id, d.environment, d.bhf_id, failure.code, failure.message
+                    )
 
         await self.context.blocking(write)
 
@@ -193,7 +195,14 @@ class EtimsJobs:
             # sales wait (the device raised its own alert) and go out once the device is ready.
             raise RetryableError("device_not_ready", exc.message) from exc
         fingerprint = hashlib.sha256(device.cmc_key.encode()).hexdigest()
-        key = (str(sale.tenant_id), device.environment, device.bhf_id, device.device_type, loaded.base_url, fingerprint)
+        key = (
+            str(sale.tenant_id),
+            device.environment,
+            device.bhf_id,
+            device.device_type,
+            loaded.base_url,
+            fingerprint,
+        )
         client = self._clients.get(key)
         if client is None:
             client = EtimsClient(

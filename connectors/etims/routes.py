@@ -28,7 +28,10 @@ EVENT_TYPES = SALE_EVENT_TYPES | DEVICE_EVENT_TYPES
 
 
 def is_kenyan_sale(record: Mapping[str, Any]) -> bool:
-    return record.get("country") == "KE" and (record.get("document_type") or INVOICE) in (INVOICE, CREDIT_NOTE)
+    return record.get("country") == "KE" and (record.get("document_type") or INVOICE) in (
+        INVOICE,
+        CREDIT_NOTE,
+    )
 
 
 def sale_job(ce_id: str, record: Mapping[str, Any]) -> Job:

@@ -107,11 +107,13 @@ class Ledger:
 TENANT = uuid.UUID(int=0xE71A5)
 
 
-def doc(bhf: str = "01", *, credit_of: UUID | None = None, env: str = "sandbox") -> SaleDocument:
+def doc(
+    bhf: str = "01", *, credit_of: UUID | None = None, env: str = "sandbox", tenant: UUID = TENANT
+) -> SaleDocument:
     invoice_id = uuid.uuid4()
     record: Mapping[str, Any] = {
         "invoice_id": str(invoice_id),
-        "tenant_id": str(TENANT),
+        "tenant_id": str(tenant),
         "number": f"INV-{invoice_id.hex[:6]}",
         "country": "KE",
         "environment": env,
@@ -307,3 +309,57 @@ async def test_a_sale_failing_for_longer_than_the_stale_limit_alerts_once_and_ke
     [alert] = ledger.of("alert")
     assert alert["cause"] == "etims.sale_failed"
     assert (await q.sale_job(d, job_id="j1"))["state"] == "signed"
+
+
+async def _blocked_branch(settings: Settings, tenant_id: UUID) -> tuple[SaleDocument, SaleDocument]:
+    """Branch 01 of ``tenant_id`` blocked at invcNo 1, with invcNo 2 queued behind it."""
+    kra, ledger = Kra(), Ledger()
+    q = queue_for(settings, kra, ledger)
+    refused, behind = doc(tenant=tenant_id), doc(tenant=tenant_id)
+    kra.refuse.add(("01", 1))
+    for d in (refused, behind):
+        with pytest.raises(RetryableError):
+            await q.sale_job(d, job_id=f"job-{d.number}")
+    return refused, behind
+
+
+async def test_operators_list_the_queue_and_resend_a_blocked_sale_over_http(
+    service: Any, settings: Settings
+) -> None:
+    from tests.integration.helpers import client_for, register_tenant
+
+    tenant_id, api_key = register_tenant(service)
+    _migrate(settings)
+    refused, behind = await _blocked_branch(settings, UUID(tenant_id))
+    client = client_for(settings)
+    auth = {"Authorization": f"Bearer {api_key}"}
+
+    listed = client.get("/v1/etims/sales", params={"bhf_id": "01"}, headers=auth)
+    assert listed.status_code == 200, listed.text
+    items = listed.json()["items"]
+    assert [(i["invc_no"], i["state"]) for i in items] == [(1, "blocked"), (2, "queued")]
+    assert items[0]["failure"]["code"] == "910" and items[0]["environment"] == "sandbox"
+    blocked_only = client.get("/v1/etims/sales", params={"state": "blocked"}, headers=auth).json()["items"]
+    assert [i["invoice_id"] for i in blocked_only] == [str(refused.invoice_id)]
+
+    not_blocked = client.post(f"/v1/etims/sales/{behind.invoice_id}/resend", headers=auth)
+    assert not_blocked.status_code == 409
+    assert not_blocked.json()["error"]["code"] == "sale_not_blocked"
+    resent = client.post(f"/v1/etims/sales/{refused.invoice_id}/resend", headers=auth)
+    assert resent.status_code == 200, resent.text
+    assert (resent.json()["state"], resent.json()["invc_no"]) == ("queued", 1)
+
+    unknown = client.post(f"/v1/etims/sales/{uuid.uuid4()}/resend", headers=auth)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+    bad_state = client.get("/v1/etims/sales", params={"state": "lost"}, headers=auth)
+    assert bad_state.status_code == 422 and "error" in bad_state.json()
+    # Another tenant sees none of it.
+    _, other_key = register_tenant(service, gstin="27AAPFU0939F1ZV")
+    theirs = client.get("/v1/etims/sales", headers={"Authorization": f"Bearer {other_key}"})
+    assert theirs.json()["items"] == []
+    assert (
+        client.post(
+            f"/v1/etims/sales/{refused.invoice_id}/resend", headers={"Authorization": f"Bearer {other_key}"}
+        ).status_code
+        == 404
+    )
