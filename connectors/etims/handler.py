@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from connectors.errors import ConnectorError, ErrorClass, PermanentError, RetryableError
-from connectors.etims.client import PROVIDER, EtimsClient
+from connectors.etims.client import DEFAULT_TIMEOUT, PROVIDER, EtimsClient
 from connectors.etims.devices import (
     DEVICE_JOB_PREFIXES,
     ActiveDevice,
@@ -56,6 +57,15 @@ from streams.connectors.context import HandlerContext
 from streams.connectors.jobs import Job, JobResult
 
 log = logging.getLogger("ledgerflow.etims")
+
+TIMEOUT_ENV = "LEDGERFLOW_ETIMS_TIMEOUT_S"
+"""Seconds a KRA call may take (default the client's 45 s, Odoo's: "eTIMS can often have
+congestion"); tests shorten it to see a lost answer quickly."""
+
+
+def call_timeout() -> float:
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    return float(raw) if raw else DEFAULT_TIMEOUT
 
 
 class KraChannel(SaleChannel):
@@ -212,6 +222,7 @@ class EtimsJobs:
                 bhf_id=device.bhf_id,
                 cmc_key=device.cmc_key,
                 transport=await self.context.transport(loaded),
+                timeout=call_timeout(),
             )
             self._clients[key] = client
         return KraChannel(self.context, device, client)

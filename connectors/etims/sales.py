@@ -545,6 +545,7 @@ class SaleQueue:
         for sale in await unrecorded(conn, tenant_id, environment, bhf_id):
             await self._record_signed(conn, sale)
         after_own = 0
+        channels: list[SaleChannel] = []
         while True:
             current = await head(conn, tenant_id, environment, bhf_id)
             if current is None:
@@ -580,7 +581,7 @@ class SaleQueue:
                     return outcome
                 org_invc_no = original.invc_no
             try:
-                await self._send(conn, current, org_invc_no)
+                await self._send(conn, current, org_invc_no, channels)
             except ConnectorError as exc:
                 if exc.error_class is ErrorClass.RETRYABLE:
                     await self._transient(conn, current, exc)
@@ -591,8 +592,13 @@ class SaleQueue:
                 return outcome
             outcome.sent += 1
 
-    async def _send(self, conn: AsyncConnection[Any], sale: QueuedSale, org_invc_no: int | None) -> None:
-        channel = await self.channel_for(sale)
+    async def _send(
+        self, conn: AsyncConnection[Any], sale: QueuedSale, org_invc_no: int | None, channels: list[SaleChannel]
+    ) -> None:
+        # One channel per drain (the branch's device, its key opened once), not one per sale.
+        if not channels:
+            channels.append(await self.channel_for(sale))
+        channel = channels[0]
         if not sale.numbered_recorded:
             await self.run(
                 lambda: self.results.record_etims_numbered(
