@@ -593,7 +593,11 @@ class SaleQueue:
             outcome.sent += 1
 
     async def _send(
-        self, conn: AsyncConnection[Any], sale: QueuedSale, org_invc_no: int | None, channels: list[SaleChannel]
+        self,
+        conn: AsyncConnection[Any],
+        sale: QueuedSale,
+        org_invc_no: int | None,
+        channels: list[SaleChannel],
     ) -> None:
         # One channel per drain (the branch's device, its key opened once), not one per sale.
         if not channels:
