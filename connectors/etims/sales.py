@@ -580,17 +580,19 @@ class SaleQueue:
                     )
                     return outcome
                 org_invc_no = original.invc_no
-            try:
-                await self._send(conn, current, org_invc_no, channels)
-            except ConnectorError as exc:
-                if exc.error_class is ErrorClass.RETRYABLE:
-                    await self._transient(conn, current, exc)
-                    outcome.stopped = exc
-                else:
-                    await self._block(conn, current, exc)
-                    outcome.blocked_at = current.invc_no
-                return outcome
-            outcome.sent += 1
+            # Only what KRA (or the device, or the mapping) says decides between waiting and
+            # blocking; an error writing our own result escapes, and the next drain writes it again.
+            refused = await self._send(conn, current, org_invc_no, channels)
+            if refused is None:
+                outcome.sent += 1
+                continue
+            if refused.error_class is ErrorClass.RETRYABLE:
+                await self._transient(conn, current, refused)
+                outcome.stopped = refused
+            else:
+                await self._block(conn, current, refused)
+                outcome.blocked_at = current.invc_no
+            return outcome
 
     async def _send(
         self,
@@ -598,10 +600,14 @@ class SaleQueue:
         sale: QueuedSale,
         org_invc_no: int | None,
         channels: list[SaleChannel],
-    ) -> None:
+    ) -> ConnectorError | None:
+        """Send one sale and record its receipt; returns why it did not go (None: signed)."""
         # One channel per drain (the branch's device, its key opened once), not one per sale.
         if not channels:
-            channels.append(await self.channel_for(sale))
+            try:
+                channels.append(await self.channel_for(sale))
+            except ConnectorError as exc:
+                return exc
         channel = channels[0]
         if not sale.numbered_recorded:
             await self.run(
@@ -627,16 +633,9 @@ class SaleQueue:
             (),
         )
         try:
-            receipt = await channel.save_sale(sale, org_invc_no=org_invc_no)
-        except DuplicateAnswer:
-            found = await channel.find_sale(sale)
-            if found is None:
-                raise NeedsAttentionError(
-                    "duplicate_unverified",
-                    f"KRA answered 994 (duplicate) for invcNo {sale.invc_no} and the sale could not be looked"
-                    " up: check it on the eTIMS portal, then resend (to look again) or void it",
-                ) from None
-            receipt = found
+            receipt = await self._signed(channel, sale, org_invc_no)
+        except ConnectorError as exc:
+            return exc
         await _update(
             conn,
             sale.invoice_id,
@@ -647,6 +646,20 @@ class SaleQueue:
         signed = await get(conn, sale.invoice_id)
         assert signed is not None
         await self._record_signed(conn, signed)
+        return None
+
+    async def _signed(self, channel: SaleChannel, sale: QueuedSale, org_invc_no: int | None) -> Receipt:
+        try:
+            return await channel.save_sale(sale, org_invc_no=org_invc_no)
+        except DuplicateAnswer:
+            found = await channel.find_sale(sale)
+            if found is None:
+                raise NeedsAttentionError(
+                    "duplicate_unverified",
+                    f"KRA answered 994 (duplicate) for invcNo {sale.invc_no} and the sale could not be looked"
+                    " up: check it on the eTIMS portal, then resend (to look again) or void it",
+                ) from None
+            return found
 
     async def _record_signed(self, conn: AsyncConnection[Any], sale: QueuedSale) -> None:
         assert sale.receipt is not None
