@@ -185,6 +185,11 @@ class QueuedSale:
         }
 
 
+def _done(sale: QueuedSale) -> bool:
+    """Nothing left to do for this sale: voided, or signed with its receipt on the invoice."""
+    return sale.state == VOIDED or (sale.state == SIGNED and sale.signed_recorded)
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
@@ -488,11 +493,11 @@ class SaleQueue:
         it waits (KRA away, an earlier sale refused, its original not signed yet)."""
         async with self.connection() as conn:
             own = await enqueue_once(conn, doc, job_id=job_id)
-        if own.state not in FINAL:
+        if not _done(own):
             outcome = await self.drain(own.tenant_id, own.environment, own.bhf_id, own=own.invoice_id)
             async with self.connection() as conn:
                 own = await get(conn, doc.invoice_id) or own
-            if own.state not in FINAL:
+            if not _done(own):
                 raise self._waiting(own, outcome)
         return {"invoice_id": str(own.invoice_id), "invc_no": own.invc_no, "state": own.state}
 
@@ -506,6 +511,10 @@ class SaleQueue:
             )
         if outcome.stopped is not None:
             return outcome.stopped
+        if own.state == SIGNED:
+            return RetryableError(
+                "not_recorded", f"invcNo {own.invc_no} is signed; its receipt is not recorded yet"
+            )
         return RetryableError("not_sent", f"invcNo {own.invc_no} of branch {own.bhf_id} is still queued")
 
     async def drain(
@@ -524,7 +533,7 @@ class SaleQueue:
                 # Someone else is sending this branch: our sale may go out in their drain.
                 if own is not None:
                     mine = await get(conn, own)
-                    if mine is not None and mine.state in FINAL:
+                    if mine is not None and _done(mine):
                         return DrainOutcome()
                 if self.clock() >= deadline:
                     return DrainOutcome(
