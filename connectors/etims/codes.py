@@ -8,8 +8,9 @@ environment may fetch them. Class 04 carries the tax types with their rate in ``
 ship A=16%, which is wrong); a sync writes those rates to ``etims_tax_rates``, which the Kenya VAT
 computation reads. Until an environment's first sync, :data:`DEFAULT_CODES` applies.
 
-Sync runs after a device's initialisation, on demand (``POST /v1/etims/codes/sync``) and when a
-``codes.sync`` job is queued by a scheduler (the offline watch queues none: see docs/etims-devices.md).
+Sync runs after a device's initialisation, on demand (``POST /v1/etims/codes/sync`` queues a
+``codes.sync`` job) and on a schedule: the device watch of each etims worker syncs an environment whose
+lists are older than ``LEDGERFLOW_ETIMS_CODES_SYNC_EVERY`` hours (default 24).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from connectors.errors import RetryableError
+from connectors.etims.client import CodeClass, ItemClass
 from engine import db
 from streams.connectors.jobs import Job, JobResult
 
@@ -89,50 +91,17 @@ class ItemClassRow:
     use_yn: bool
 
 
-def _get(obj: Any, *names: str) -> Any:
-    for name in names:
-        value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None
+def code_rows(classes: Iterable[CodeClass]) -> list[CodeRow]:
+    """Pure: the client's code classes flattened to rows."""
+    return [
+        CodeRow(cls.code_class, code.code, code.name, code.user_defined_1, code.in_use)
+        for cls in classes
+        for code in cls.codes
+    ]
 
 
-def _yes(value: Any) -> bool:
-    return value is None or value is True or str(value).upper() in ("Y", "TRUE", "1")
-
-
-def code_rows(classes: Iterable[Any]) -> list[CodeRow]:
-    """Pure: the client's code classes flattened to rows (its dataclasses, or KRA's JSON names)."""
-    rows: list[CodeRow] = []
-    for cls in classes:
-        cd_cls = str(_get(cls, "cd_cls", "cdCls"))
-        for code in _get(cls, "codes", "dtl_list", "dtlList") or []:
-            rows.append(
-                CodeRow(
-                    cd_cls=cd_cls,
-                    cd=str(_get(code, "cd")),
-                    cd_nm=str(_get(code, "cd_nm", "cdNm") or ""),
-                    user_dfn_cd1=_get(code, "user_dfn_cd1", "userDfnCd1"),
-                    use_yn=_yes(_get(code, "use_yn", "useYn")),
-                )
-            )
-    return rows
-
-
-def item_class_rows(classes: Iterable[Any]) -> list[ItemClassRow]:
-    rows = []
-    for item in classes:
-        level = _get(item, "item_cls_lvl", "itemClsLvl")
-        rows.append(
-            ItemClassRow(
-                item_cls_cd=str(_get(item, "item_cls_cd", "itemClsCd")),
-                item_cls_nm=str(_get(item, "item_cls_nm", "itemClsNm") or ""),
-                item_cls_lvl=int(level) if level is not None else None,
-                tax_ty_cd=_get(item, "tax_ty_cd", "taxTyCd"),
-                use_yn=_yes(_get(item, "use_yn", "useYn")),
-            )
-        )
-    return rows
+def item_class_rows(classes: Iterable[ItemClass]) -> list[ItemClassRow]:
+    return [ItemClassRow(c.code, c.name, c.level, c.tax_type, c.in_use) for c in classes]
 
 
 def tax_rates(rows: Iterable[CodeRow]) -> dict[str, tuple[Decimal, str]]:

@@ -56,6 +56,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from connectors.errors import ConnectorError, ErrorClass, NeedsAttentionError, PermanentError, RetryableError
+from connectors.etims.client import EtimsClient
+from connectors.etims.errors import DeviceAlreadyInstalled
 from engine import db
 from engine.config import Settings
 from engine.integrations import IntegrationSettings
@@ -81,6 +83,8 @@ OFFLINE_AFTER_ENV = "LEDGERFLOW_ETIMS_OFFLINE_AFTER"
 DEFAULT_OFFLINE_AFTER = timedelta(hours=1)
 WATCH_INTERVAL_ENV = "LEDGERFLOW_ETIMS_WATCH_INTERVAL"
 DEFAULT_WATCH_INTERVAL_S = 60.0
+CODES_SYNC_EVERY_ENV = "LEDGERFLOW_ETIMS_CODES_SYNC_EVERY"  # hours
+DEFAULT_CODES_SYNC_EVERY_H = 24.0
 
 ALREADY_INSTALLED_MESSAGE = (
     "KRA answered 902 'device already installed' for serial {serial} (branch {bhf_id}, {environment}) "
@@ -394,10 +398,8 @@ async def device_client(
     bhf_id: str,
     device_type: str,
     cmc_key: str | None,
-) -> Any:
+) -> EtimsClient:
     """An ``EtimsClient`` for one device, through the context's checked (rate-limited) transport."""
-    from connectors.etims.client import EtimsClient
-
     return EtimsClient(
         loaded.base_url,
         device_type=device_type,
@@ -491,8 +493,6 @@ async def _initialise(context: HandlerContext, loaded: IntegrationSettings, devi
         return "initialized" if device["status"] == "pending" else str(device["status"])
     if device["status"] == "failed":
         return "failed"  # a person must act (KRA reset, new serial); POST /v1/etims/devices re-registers
-    from connectors.etims.errors import DeviceAlreadyInstalled
-
     client = await device_client(
         context, loaded, bhf_id=bhf_id, device_type=device["device_type"], cmc_key=None
     )
@@ -502,7 +502,7 @@ async def _initialise(context: HandlerContext, loaded: IntegrationSettings, devi
         message = ALREADY_INSTALLED_MESSAGE.format(
             serial=device["device_serial"], bhf_id=bhf_id, environment=environment
         )
-        await _record_init_failure(context, device, exc.code or "902", message)
+        await _record_init_failure(context, device, exc.code, message)
         return "failed"
     except ConnectorError as exc:
         if exc.error_class is ErrorClass.RETRYABLE:
@@ -515,14 +515,16 @@ async def _initialise(context: HandlerContext, loaded: IntegrationSettings, devi
         return "failed"
     finally:
         await client.aclose()
-    key = _attr(info, "cmc_key", "cmcKey")
+    key = info.cmc_key
     if not key:
         await _record_init_failure(
             context, device, "no_cmc_key", "KRA confirmed the initialisation but returned no CMC key"
         )
         return "failed"
-    # The key first: a device shown initialised must be able to sign.
-    await context.store_secret(tenant_id, scope, str(key).encode())
+    # The keys first: a device shown initialised must be able to sign.
+    await context.store_secret(tenant_id, scope, key.encode())
+    for name, value in sorted(info.keys.items()):  # VSCU's intrlKey, signKey
+        await context.store_secret(tenant_id, f"{scope}:{name}", value.encode())
 
     def mark() -> None:
         with db.connect(context.settings) as conn, conn.transaction():
@@ -530,28 +532,12 @@ async def _initialise(context: HandlerContext, loaded: IntegrationSettings, devi
                 "UPDATE etims_devices SET status = 'initialized', dvc_id = %s, sdc_id = %s, mrc_no = %s,"
                 " taxpayer_name = %s, branch_name = %s, last_success_at = now(), last_failure = NULL,"
                 " updated_at = now() WHERE id = %s",
-                (
-                    _attr(info, "dvc_id", "dvcId"),
-                    _attr(info, "sdc_id", "sdcId"),
-                    _attr(info, "mrc_no", "mrcNo"),
-                    _attr(info, "taxpayer_name", "taxpr_nm", "taxprNm"),
-                    _attr(info, "branch_name", "bhf_nm", "bhfNm"),
-                    device["id"],
-                ),
+                (info.dvc_id, info.sdc_id, info.mrc_no, info.taxpayer_name, info.branch_name, device["id"]),
             )
 
     await context.blocking(mark)
     log.info("etims device of branch %s (%s) initialised", bhf_id, environment)
     return "initialized"
-
-
-def _attr(obj: Any, *names: str) -> Any:
-    """A field of the client's result, by its Python name (or KRA's, for a mapping)."""
-    for name in names:
-        value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None
 
 
 def _set_status(settings: Settings, device_id: UUID, status: str) -> None:
@@ -654,11 +640,43 @@ def start_device_watch(context: HandlerContext, interval_s: float | None = None)
         while True:
             try:
                 await context.blocking(lambda: check_offline(context.settings, context.service))
+                await sync_stale_code_lists(context)
             except Exception:  # an outage or a bug must not end the watch; the next round tries again
-                log.exception("etims offline check failed; next check in %.0fs", every)
+                log.exception("etims device watch failed; next round in %.0fs", every)
             await asyncio.sleep(every)
 
     return asyncio.get_running_loop().create_task(watch(), name="etims-device-watch")
+
+
+def stale_code_lists(conn: psycopg.Connection, *, now: datetime, every: timedelta) -> list[dict[str, Any]]:
+    """Per environment whose code lists were last synced before ``now - every`` (or never, once it
+    has an initialised device): a tenant whose device can fetch them."""
+    return _rows(
+        conn,
+        "SELECT DISTINCT ON (d.environment) d.environment, d.tenant_id FROM etims_devices d"
+        " LEFT JOIN etims_sync_state s ON s.environment = d.environment AND s.kind = 'code_list'"
+        " WHERE d.status = 'initialized' AND (s.synced_at IS NULL OR s.synced_at < %s)"
+        " AND NOT EXISTS (SELECT 1 FROM etims_companies c WHERE c.tenant_id = d.tenant_id AND c.suspended)"
+        " ORDER BY d.environment, d.last_success_at DESC NULLS LAST",
+        (now - every,),
+    )
+
+
+async def sync_stale_code_lists(context: HandlerContext) -> None:
+    """The scheduled code list sync (``LEDGERFLOW_ETIMS_CODES_SYNC_EVERY``, default 24 h)."""
+    from connectors.etims.codes import sync_code_lists
+
+    hours = float(os.environ.get(CODES_SYNC_EVERY_ENV, DEFAULT_CODES_SYNC_EVERY_H))
+
+    def due() -> list[dict[str, Any]]:
+        with db.connect(context.settings) as conn:
+            return stale_code_lists(conn, now=datetime.now(UTC), every=timedelta(hours=hours))
+
+    for row in await context.blocking(due):
+        try:
+            await sync_code_lists(context, UUID(str(row["tenant_id"])))
+        except ConnectorError as exc:
+            log.warning("scheduled code list sync of %s failed: %s", row["environment"], exc.code)
 
 
 async def stop_device_watch(task: asyncio.Task[None]) -> None:

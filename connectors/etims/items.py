@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 
 from connectors.errors import ConnectorError, ErrorClass
 from connectors.etims import codes
+from connectors.etims.mapping import build_item_code, item_payload
 from engine import db
 from engine.tax.errors import Violation
 from streams.connectors.jobs import Job, JobResult
@@ -108,8 +109,6 @@ def create_item(
     conn: psycopg.Connection, tenant_id: UUID, environment: str, bhf_id: str, item: NewItem
 ) -> dict[str, Any]:
     """Store a checked item with its new code, ``pending`` until KRA accepted it (caller's transaction)."""
-    from connectors.etims.mapping import build_item_code
-
     code = build_item_code(
         COUNTRY, item.item_type, item.pkg_unit, item.qty_unit, next_sequence(conn, tenant_id, environment)
     )
@@ -186,30 +185,18 @@ def save_job(tenant_id: UUID, item_id: UUID) -> Job:
 
 
 def save_item_payload(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Pure: saveItem's body (kenya-etims reference notes, "Endpoints": saveItem)."""
-    return {
-        "itemCd": row["item_code"],
-        "itemClsCd": row["item_class_code"],
-        "itemTyCd": row["item_type"],
-        "itemNm": row["name"],
-        "itemStdNm": None,
-        "orgnNatCd": row["origin"],
-        "pkgUnitCd": row["pkg_unit"],
-        "qtyUnitCd": row["qty_unit"],
-        "taxTyCd": row["tax_type"],
-        "btchNo": None,
-        "bcd": None,
-        "dftPrc": float(Decimal(row["default_price"])),
-        "grpPrcL1": None,
-        "addInfo": None,
-        "sftyQty": None,
-        "isrcAplcbYn": "N",
-        "useYn": "Y",
-        "regrId": "ledgerflow",
-        "regrNm": "ledgerflow",
-        "modrId": "ledgerflow",
-        "modrNm": "ledgerflow",
-    }
+    """saveItem's body for a stored item (connectors/etims/mapping.py builds it)."""
+    return item_payload(
+        item_code=row["item_code"],
+        item_class_code=row["item_class_code"],
+        name=row["name"],
+        origin=row["origin"],
+        tax_type=row["tax_type"],
+        default_price=Decimal(row["default_price"]),
+        item_type=row["item_type"],
+        pkg_unit=row["pkg_unit"],
+        qty_unit=row["qty_unit"],
+    )
 
 
 async def save_item(context: HandlerContext, tenant_id: UUID, item_id: UUID) -> JobResult:
