@@ -14,7 +14,6 @@ import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from importlib import resources
 from typing import Any
 from uuid import UUID
@@ -389,11 +388,3 @@ def test_a_silent_device_goes_offline_with_an_alert_and_comes_back_on_success(et
     # A successful call (here a code list sync through the device) brings it back.
     asyncio.run(sync_code_lists(etims.context, tenant_id))
     assert etims.device(auth)["status"] == "initialized"
-
-
-def test_offline_after_reads_seconds_or_a_unit(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert devices.offline_after() == timedelta(hours=1)
-    monkeypatch.setenv(devices.OFFLINE_AFTER_ENV, "90")
-    assert devices.offline_after() == timedelta(seconds=90)
-    monkeypatch.setenv(devices.OFFLINE_AFTER_ENV, "30m")
-    assert devices.offline_after() == timedelta(minutes=30)
