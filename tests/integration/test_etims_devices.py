@@ -11,6 +11,7 @@ but the faust agent is the real one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -23,7 +24,7 @@ import pytest
 from confluent_kafka import Consumer
 from fastapi.testclient import TestClient
 
-from connectors.errors import NeedsAttentionError
+from connectors.errors import NeedsAttentionError, RetryableError
 from connectors.etims import devices, sandbox
 from connectors.etims.codes import sync_code_lists
 from connectors.etims.devices import CompanySuspended, active_device, run_device_job
@@ -126,16 +127,20 @@ class Etims:
         assert answer.status_code == 200, answer.text
 
     def init_job_from_the_saved_integration(self, tenant_id: UUID) -> Job:
+        return self.init_job_from_the_saved_integration_in(tenant_id, "sandbox")
+
+    def init_job_from_the_saved_integration_in(self, tenant_id: UUID, environment: str) -> Job:
         """The job the router makes of the relayed integration_settings_changed (``device_routes``)."""
+
+        def saved(message: Any) -> bool:
+            if header(message, "ce_type") != devices.SETTINGS_CHANGED:
+                return False
+            record = registry.decode_event(message.value(), devices.SETTINGS_CHANGED)
+            return bool(record["tenant_id"] == str(tenant_id) and record["environment"] == environment)
+
         reader = Reader(self.settings, "ledger.tenant.v1")
         try:
-            message = reader.wait(
-                lambda m: (
-                    header(m, "ce_type") == devices.SETTINGS_CHANGED
-                    and str(tenant_id) in header(m, "ce_source")
-                ),
-                "the etims integration_settings_changed",
-            )
+            message = reader.wait(saved, f"the etims integration_settings_changed ({environment})")
         finally:
             reader.close()
         record = registry.decode_event(message.value(), devices.SETTINGS_CHANGED)
@@ -388,3 +393,49 @@ def test_a_silent_device_goes_offline_with_an_alert_and_comes_back_on_success(et
     # A successful call (here a code list sync through the device) brings it back.
     asyncio.run(sync_code_lists(etims.context, tenant_id))
     assert etims.device(auth)["status"] == "initialized"
+
+
+def test_switching_the_environment_registers_the_devices_again_in_the_new_one(etims: Etims) -> None:
+    tenant_id, auth = etims.kenyan_tenant()
+    etims.configure(auth, serial="OSCU-0001", device_type="oscu")
+    etims.run(etims.init_job_from_the_saved_integration(tenant_id))
+    added = etims.api.post(
+        "/v1/etims/devices",
+        json={"bhf_id": "02", "device_serial": "VSCU-0002", "device_type": "vscu"},
+        headers=auth,
+    )
+    assert added.status_code == 202, added.text
+    etims.run(etims.queued_job(devices.KIND_INIT, bhf_id="02"))
+
+    # Production, on a VSCU signing service on the tenant's machine (the endpoint policy's local origin).
+    switched = etims.api.put(
+        "/v1/integrations/etims",
+        json={
+            "enabled": True,
+            "environment": "production",
+            "base_url": "http://127.0.0.1:8088",
+            "credentials": {
+                "tin": PIN,
+                "bhf_id": "01",
+                "device_serial": "VSCU-PROD-1",
+                "device_type": "vscu",
+            },
+        },
+        headers=auth,
+    )
+    assert switched.status_code == 200, switched.text
+    job = etims.init_job_from_the_saved_integration_in(tenant_id, "production")
+    # Nothing answers on the production origin here: the job waits in retry, as it should.
+    with contextlib.suppress(RetryableError):
+        etims.run(job)
+
+    listed = etims.api.get("/v1/etims/devices", headers=auth).json()["items"]
+    by_place = {(d["environment"], d["bhf_id"]): d for d in listed}
+    assert set(by_place) == {("sandbox", "01"), ("sandbox", "02"), ("production", "01"), ("production", "02")}
+    # The integration's device in production is the one given with the switch; branch 02 follows.
+    assert by_place[("production", "01")]["device_serial"] == "VSCU-PROD-1"
+    assert by_place[("production", "02")]["device_serial"] == "VSCU-0002"
+    assert {by_place[("sandbox", b)]["status"] for b in ("01", "02")} == {"initialized"}
+    # No sandbox key is ever used for production: the production scopes are empty until KRA answers.
+    if by_place[("production", "01")]["status"] != "initialized":
+        assert asyncio.run(etims.context.secret(tenant_id, "cmc:production:01")) is None
