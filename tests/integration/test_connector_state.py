@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from connectors import catalogue, gstin_lookup, registry
+from connectors.etims.sandbox import create_app as create_etims_sandbox
 from connectors.gst_irp.sandbox import SandboxAccount as IrpAccount
 from connectors.gst_irp.sandbox import create_app as create_irp_sandbox
 from connectors.gstin_lookup.sandbox import create_app as create_lookup_sandbox
@@ -170,6 +171,7 @@ def test_the_demo_tenant_gets_every_connectors_sandbox_and_each_connection_test_
     sandboxes = {
         "gst-irp": create_irp_sandbox(account=IrpAccount(gstin=DEMO_GSTIN)),
         "gstin-lookup": create_lookup_sandbox(),
+        "etims": create_etims_sandbox(),
     }
     answers = {}
     for name, loaded in configured.items():
@@ -180,4 +182,8 @@ def test_the_demo_tenant_gets_every_connectors_sandbox_and_each_connection_test_
             answers[name] = asyncio.run(
                 catalogue.test_connection(replace(loaded, base_url=live.url), own.mode)
             )
-    assert {name: answer["ok"] for name, answer in answers.items()} == {"gst-irp": True, "gstin-lookup": True}
+    assert {name: answer["ok"] for name, answer in answers.items()} == {
+        "gst-irp": True,
+        "gstin-lookup": True,
+        "etims": True,
+    }
