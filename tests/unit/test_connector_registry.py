@@ -89,6 +89,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("projections", "rebuild.sql"),
     ("projections", "dead_letters.sql"),
     ("engine", "connector_state.sql"),
+    ("engine", "etims_tax_rates.sql"),
 ]
 
 
