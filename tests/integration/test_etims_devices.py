@@ -15,7 +15,7 @@ import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from importlib import resources
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -38,6 +38,7 @@ from streams.connectors.jobs import Job, jobs_topic
 from tests.conftest import BackgroundLoop, wait_for
 from tests.connectors.contract import LiveServer, Operator
 from tests.integration.helpers import client_for
+from tests.integration.processes import Processes
 
 pytestmark = pytest.mark.integration
 
@@ -165,14 +166,6 @@ class Etims:
         return next(d for d in listed.json()["items"] if d["bhf_id"] == bhf_id)
 
 
-def _migrate_devices(settings: Settings) -> None:
-    # The etims declaration lists sales.sql; devices.sql is added beside it at merge time (see report).
-    sql = resources.files("connectors.etims").joinpath("devices.sql").read_text()
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute(f'SET search_path TO "{settings.db_schema}"')
-        conn.execute(sql)
-
-
 @pytest.fixture
 def preinstalled() -> list[sandbox.PreinstalledDevice]:
     return []
@@ -187,7 +180,6 @@ def etims(
     preinstalled: list[sandbox.PreinstalledDevice],
 ) -> Iterator[Etims]:
     settings = replace(settings, operator_token=OPERATOR_TOKEN)
-    _migrate_devices(settings)
     background.start(Relay(settings).run)
     context = HandlerContext(
         settings, service, load_key_ring(settings.var_dir), connector="etims", request_rate_per_s=None
@@ -439,3 +431,69 @@ def test_switching_the_environment_registers_the_devices_again_in_the_new_one(et
     # No sandbox key is ever used for production: the production scopes are empty until KRA answers.
     if by_place[("production", "01")]["status"] != "initialized":
         assert asyncio.run(etims.context.secret(tenant_id, "cmc:production:01")) is None
+
+
+def test_through_the_real_processes_onboarding_initialises_the_device_and_silence_raises_the_offline_alert(
+    settings: Settings,
+    service: LedgerService,
+    topics: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``ledgerflow relay``, ``worker`` (the router, reading ledger.tenant.v1) and ``connectors run``
+    (the etims handler and its device watch) as separate processes: nothing is called by hand."""
+    settings = replace(settings, operator_token=OPERATOR_TOKEN)
+    monkeypatch.setenv(devices.OFFLINE_AFTER_ENV, "4s")
+    monkeypatch.setenv(devices.WATCH_INTERVAL_ENV, "1")
+    processes = Processes(settings, tmp_path)
+    alerts = Reader(settings, "ledger.alert.v1")
+    with LiveServer(sandbox.create_app()) as server:
+        try:
+            engine = [
+                processes.start("relay"),
+                processes.start("worker"),
+                processes.start("connectors", "run"),
+            ]
+            api = client_for(settings)
+            onboarded = api.post(
+                "/v1/etims/onboard",
+                json={
+                    "legal_name": "Kibanda Hardware Limited",
+                    "kra_pin": PIN,
+                    "base_url": server.url,
+                    "bhf_id": "01",
+                    "device_type": "oscu",
+                    "device_serial": "OSCU-E2E-1",
+                },
+                headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
+            )
+            assert onboarded.status_code == 201, onboarded.text
+            tenant_id = onboarded.json()["tenant_id"]
+            auth = {"Authorization": f"Bearer {onboarded.json()['api_key']}"}
+
+            def status() -> str:
+                return str(api.get("/v1/etims/devices", headers=auth).json()["items"][0]["status"])
+
+            processes.wait_for(
+                lambda: status() in ("initialized", "offline"),
+                what="the onboarded device initialised by the etims worker",
+                watch=engine,
+                timeout=120,
+                interval=0.5,
+            )
+            processes.wait_for(
+                lambda: status() == "offline",
+                what="the silent device offline",
+                watch=engine,
+                timeout=60,
+                interval=0.5,
+            )
+            message = alerts.wait(
+                lambda m: header(m, "ce_source") == f"/tenants/{tenant_id}", "the offline alert"
+            )
+            alert = registry.decode_event(message.value(), "ledgerflow.alert.raised")
+            assert (alert["cause"], alert["details"]["bhf_id"]) == ("etims.device_offline", "01")
+            assert Operator(server.url).stats()["effects"]["devices_initialized"] == 1
+        finally:
+            alerts.close()
+            processes.close()
