@@ -36,6 +36,7 @@ from engine.config import Settings
 from engine.domain.invoice import (
     DocumentType,
     EtimsAlreadySigned,
+    EtimsStatus,
     Invoice,
     InvoiceStatus,
     NotAKenyanSale,
@@ -861,6 +862,12 @@ class LedgerService:
             raise InvoiceStateConflict(f"invoice {invoice.number} is already cancelled")
         if invoice.einvoice is not None:
             check_irn_cancellable(invoice.einvoice["ack_date"], now or datetime.now(UTC))
+        if invoice.etims is not None and invoice.etims["status"] == EtimsStatus.SIGNED:
+            # KRA has no cancellation of a signed sale: a credit note (rcptTyCd R) reverses it.
+            raise InvoiceStateConflict(
+                f"invoice {invoice.number} is signed by KRA eTIMS: issue a credit note instead "
+                f"(POST /v1/invoices/{invoice.id}/credit-notes)"
+            )
         invoice.cancel(
             reason=command.reason, remark=command.remark, at=datetime.now(UTC), traceparent=traceparent
         )

@@ -530,6 +530,12 @@ def test_etims_results_round_trip_to_get_through_kafka_and_the_register(
 
     with pytest.raises(InvoiceStateConflict):
         service.record_etims_voided(tenant, UUID(signed_id), invc_no=7, reason="x", voided_by="y", **place)
+    # Nor cancelled: KRA has no cancellation, a credit note reverses a signed sale.
+    cancel = client.post(
+        f"/v1/invoices/{signed_id}/cancel", json={"reason": "other"}, headers=bearer(api_key)
+    )
+    assert cancel.status_code == 409, cancel.text
+    assert "credit note" in cancel.json()["error"]["message"]
 
 
 def test_etims_results_for_an_indian_invoice_are_a_conflict(

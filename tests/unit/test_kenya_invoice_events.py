@@ -98,12 +98,23 @@ def all_kenyan_events() -> list[Any]:
     sale.record_etims_failed(job_id="j", invc_no=7, result_code="894", error_class="needs_attention",
                              message="comms", **place)  # fmt: skip
     sale.record_etims_signed(job_id="j", receipt=RECEIPT, **place)
+    adopted = kenyan_sale(tenant, "KE-3")
+    # A 994 resolved without KRA's lost answer: only what could be recovered.
+    recovered = {
+        **RECEIPT,
+        "internal_data": None,
+        "receipt_signature": None,
+        "qr_url": None,
+        "sdc_datetime": None,
+    }
+    adopted.record_etims_signed(job_id="j4", receipt=recovered, **place)
     other = kenyan_sale(tenant, "KE-2")
     other.record_etims_voided(invc_no=8, reason="typo", voided_by="operator:api", **place)
     return [
         *tenant.collect_events(),
         *sale.collect_events(),
         *note.note.collect_events(),
+        *adopted.collect_events(),
         *other.collect_events(),
     ]
 
