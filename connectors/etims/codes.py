@@ -124,10 +124,12 @@ def tax_rates(rows: Iterable[CodeRow]) -> dict[str, tuple[Decimal, str]]:
 
 
 def stored_last_req_dt(conn: psycopg.Connection, environment: str, kind: str) -> str:
-    row = conn.execute(
-        "SELECT last_req_dt FROM etims_sync_state WHERE environment = %s AND kind = %s", (environment, kind)
-    ).fetchone()
-    return str(row[0]) if row else FIRST_REQUEST
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT last_req_dt FROM etims_sync_state WHERE environment = %s AND kind = %s",
+            (environment, kind),
+        ).fetchone()
+    return str(row["last_req_dt"]) if row else FIRST_REQUEST
 
 
 def store_codes(
@@ -182,12 +184,13 @@ def _store_position(
 
 def codes_in_force(conn: psycopg.Connection, environment: str, cd_cls: str) -> dict[str, str]:
     """{code: name} of a class: the synced list once there is one, the shipped default before."""
-    rows = conn.execute(
-        "SELECT cd, cd_nm FROM etims_code_lists WHERE environment = %s AND cd_cls = %s AND use_yn",
-        (environment, cd_cls),
-    ).fetchall()
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT cd, cd_nm FROM etims_code_lists WHERE environment = %s AND cd_cls = %s AND use_yn",
+            (environment, cd_cls),
+        ).fetchall()
     if rows:
-        return {str(r[0]): str(r[1]) for r in rows}
+        return {str(r["cd"]): str(r["cd_nm"]) for r in rows}
     return {code: name for code, (name, _) in DEFAULT_CODES.get(cd_cls, {}).items()}
 
 

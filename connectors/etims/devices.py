@@ -448,12 +448,15 @@ async def initialise_devices(context: HandlerContext, tenant_id: UUID, only_bhf_
                     device_serial=str(creds["device_serial"]),
                     device_type=str(creds["device_type"]),
                 )
-                # Switching the environment initialises the tenant's devices there (issue 10).
+                # Switching the environment initialises the tenant's devices there (issue 10); a branch
+                # already registered there (the integration's own device, just above) keeps its device.
                 for other in _rows(
                     conn,
-                    "SELECT DISTINCT ON (bhf_id) * FROM etims_devices WHERE tenant_id = %s"
-                    " AND environment <> %s ORDER BY bhf_id, updated_at DESC",
-                    (tenant_id, environment),
+                    "SELECT DISTINCT ON (bhf_id) * FROM etims_devices o WHERE tenant_id = %s"
+                    " AND environment <> %s AND NOT EXISTS (SELECT 1 FROM etims_devices n"
+                    " WHERE n.tenant_id = o.tenant_id AND n.environment = %s AND n.bhf_id = o.bhf_id)"
+                    " ORDER BY bhf_id, updated_at DESC",
+                    (tenant_id, environment, environment),
                 ):
                     register_device(
                         conn,

@@ -95,14 +95,15 @@ def check_item(conn: psycopg.Connection, environment: str, item: NewItem) -> lis
 
 def next_sequence(conn: psycopg.Connection, tenant_id: UUID, environment: str) -> int:
     """The next item code sequence number (row-locked: concurrent requests get distinct numbers)."""
-    row = conn.execute(
-        "INSERT INTO etims_item_sequences (tenant_id, environment, last_value) VALUES (%s, %s, 1)"
-        " ON CONFLICT (tenant_id, environment) DO UPDATE SET last_value = etims_item_sequences.last_value + 1"
-        " RETURNING last_value",
-        (tenant_id, environment),
-    ).fetchone()
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "INSERT INTO etims_item_sequences (tenant_id, environment, last_value) VALUES (%s, %s, 1)"
+            " ON CONFLICT (tenant_id, environment) DO UPDATE"
+            " SET last_value = etims_item_sequences.last_value + 1 RETURNING last_value",
+            (tenant_id, environment),
+        ).fetchone()
     assert row is not None
-    return int(row[0])
+    return int(row["last_value"])
 
 
 def create_item(
