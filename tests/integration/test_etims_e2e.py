@@ -428,6 +428,18 @@ def test_a_sale_kra_cannot_take_blocks_its_branch_until_an_operator_resends_it_u
     assert failed["invc_no"] == 1
     shown = kenya.client.get(f"/v1/invoices/{refused}", headers=kenya.auth).json()["etims"]
     assert shown["status"] == "failed" and shown["failure"]["message"], shown
+    # The operator is told, once, through the alert topic's events.
+    alerts = processes.wait_for(
+        lambda: [
+            r[0]
+            for r in sql(fast, "SELECT state FROM ledger_events WHERE topic LIKE %s", "%Alert.Raised")
+            if b"etims.sale_refused" in bytes(r[0])
+        ],
+        what="the etims.sale_refused alert",
+        watch=engine,
+        timeout=60,
+    )
+    assert len(alerts) == 1
     # The sale behind it waits: nothing of the branch reached KRA.
     assert operator.stats()["effects"].get("sales_signed", 0) == 0
 
