@@ -471,3 +471,25 @@ def test_a_sale_kra_cannot_take_blocks_its_branch_until_an_operator_resends_it_u
     assert sorted(_kra_numbers(kra_sales(url), "01")) == [1, 2]
     assert (service.get_invoice(kenya.tenant_id, refused).etims or {}).get("invc_no") == 1
     assert dlq_list(fast, "etims") == []
+
+
+def test_a_sandbox_integration_cannot_point_at_kras_production_host_nor_production_at_a_sandbox(
+    service: LedgerService, settings: Settings
+) -> None:
+    kenya = Kenya(service, settings, "http://127.0.0.1:9", ("01",))
+
+    def put(environment: str, base_url: str) -> Any:
+        return kenya.client.put(
+            "/v1/integrations/etims",
+            json={"enabled": True, "environment": environment, "base_url": base_url},
+            headers=kenya.auth,
+        )
+
+    to_production = put("sandbox", "https://etims-api.kra.go.ke")
+    assert to_production.status_code == 422, to_production.text
+    assert "production endpoint" in to_production.json()["error"]["message"]
+    to_sandbox = put("production", "https://etims-api-sbx.kra.go.ke")
+    assert to_sandbox.status_code == 422, to_sandbox.text
+    # What is stored is still the sandbox integration it was.
+    stored = kenya.client.get("/v1/integrations/etims", headers=kenya.auth).json()
+    assert (stored["environment"], stored["base_url"]) == ("sandbox", "http://127.0.0.1:9")
