@@ -2,6 +2,7 @@
 
 * ``sale`` (routes.py) -> :class:`connectors.etims.sales.SaleQueue`: queue the sale (invcNo
   allocated), send the branch's queue in order, record the results on the invoice.
+* ``drain`` (routes.drain_job, queued by the operator's resend or void) -> send a branch's queue.
 * ``device.*``, ``codes.*``, ``item.*`` -> etims-devices' :func:`connectors.etims.devices.run_device_job`.
 
 :class:`KraChannel` is the sales queue's way to KRA: the branch's initialised device
@@ -43,6 +44,7 @@ from connectors.etims.devices import (
 from connectors.etims.errors import DuplicateSale, SaleLookupUnavailable
 from connectors.etims.mapping import SaleReceipt, receipt_qr_url, sale_payload
 from connectors.etims.sales import (
+    DRAIN,
     SALE,
     DuplicateAnswer,
     EtimsResults,
@@ -246,6 +248,9 @@ class EtimsJobs:
                 raise _invalid(job, "the job carries no invoice")
             sale = SaleDocument.from_record(document)
             return JobResult(await self.queue.sale_job(sale, job_id=job.job_id))
+        if job.kind == DRAIN:
+            environment, bhf_id = str(job.payload["environment"]), str(job.payload["bhf_id"])
+            return JobResult(await self.queue.drain_job(UUID(job.tenant_id), environment, bhf_id))
         if job.kind.startswith(DEVICE_JOB_PREFIXES):
             return await run_device_job(self.context, job, attempt)
         raise _invalid(job, f"{PROVIDER} has no job kind {job.kind!r}")

@@ -12,6 +12,7 @@ The router (streams/router.py) drops jobs of tenants whose ``etims`` integration
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ import orjson
 
 from connectors.etims.client import PROVIDER
 from connectors.etims.devices import DEVICE_EVENT_TYPES, device_routes
-from connectors.etims.sales import CREDIT_NOTE, INVOICE, SALE, branch_key
+from connectors.etims.sales import CREDIT_NOTE, DRAIN, INVOICE, SALE, branch_key
 from streams.connectors.jobs import Job
 
 ISSUED = "ledgerflow.invoice.issued"
@@ -48,6 +49,19 @@ def sale_job(ce_id: str, record: Mapping[str, Any]) -> Job:
         tenant_id=tenant_id,
         subject=str(branch_key(tenant_id, environment, bhf_id)),
         payload={"invoice_id": str(record["invoice_id"]), "invoice": document},
+    )
+
+
+def drain_job(tenant_id: str, environment: str, bhf_id: str, *, reason: str) -> Job:
+    """Send a branch's queue again, after an operator resent or voided its blocked sale (the jobs
+    waiting behind it finished: waiting for a person is no provider failure to retry)."""
+    return Job(
+        f"{reason}:{uuid.uuid4()}:{DRAIN}",
+        PROVIDER,
+        DRAIN,
+        str(tenant_id),
+        str(branch_key(tenant_id, environment, bhf_id)),
+        {"environment": environment, "bhf_id": bhf_id},
     )
 
 

@@ -54,6 +54,7 @@ from connectors.errors import ConnectorError, ErrorClass, NeedsAttentionError, P
 log = logging.getLogger("ledgerflow.etims.sales")
 
 SALE = "sale"
+DRAIN = "drain"
 INVOICE = "invoice"
 CREDIT_NOTE = "credit_note"
 QUEUED, SENT, SIGNED, BLOCKED, VOIDED = "queued", "sent", "signed", "blocked", "voided"
@@ -184,6 +185,10 @@ class QueuedSale:
             "sent_at": _iso(self.sent_at),
             "signed_at": _iso(self.signed_at),
         }
+
+
+def _result(sale: QueuedSale) -> dict[str, Any]:
+    return {"invoice_id": str(sale.invoice_id), "invc_no": sale.invc_no, "state": sale.state}
 
 
 def _done(sale: QueuedSale) -> bool:
@@ -490,8 +495,9 @@ class SaleQueue:
 
     async def sale_job(self, doc: SaleDocument, *, job_id: str) -> Mapping[str, Any]:
         """One attempt of a sale job: queue the sale (number allocated), send the branch's queue up
-        to and past it; returns once the sale is signed or voided, raises a retryable error while
-        it waits (KRA away, an earlier sale refused, its original not signed yet)."""
+        to and past it. Returns once the sale is signed or voided, or once it waits for a person
+        (the branch is blocked: the operator's resend or void queues a drain job, :meth:`drain_job`);
+        raises a retryable error while it waits for KRA (or its original, or a busy branch)."""
         async with self.connection() as conn:
             own = await enqueue_once(conn, doc, job_id=job_id)
         if not _done(own):
@@ -499,17 +505,23 @@ class SaleQueue:
             async with self.connection() as conn:
                 own = await get(conn, doc.invoice_id) or own
             if not _done(own):
+                if own.state == BLOCKED or outcome.blocked_at is not None:
+                    # Waiting for a person, not for KRA: retrying would only count as the
+                    # provider failing (the tenant's circuit) until the operator acts.
+                    blocked_at = own.invc_no if own.state == BLOCKED else outcome.blocked_at
+                    return {**_result(own), "waiting_behind": blocked_at}
                 raise self._waiting(own, outcome)
-        return {"invoice_id": str(own.invoice_id), "invc_no": own.invc_no, "state": own.state}
+        return _result(own)
+
+    async def drain_job(self, tenant_id: UUID, environment: str, bhf_id: str) -> Mapping[str, Any]:
+        """One attempt of a drain job (queued by a resend or void): send the branch's queue until it
+        is empty or blocked again; raises a retryable error while KRA keeps it from getting there."""
+        outcome = await self.drain(tenant_id, environment, bhf_id)
+        if outcome.stopped is not None:
+            raise outcome.stopped
+        return {"sent": outcome.sent, "blocked_at": outcome.blocked_at}
 
     def _waiting(self, own: QueuedSale, outcome: DrainOutcome) -> ConnectorError:
-        if own.state == BLOCKED or outcome.blocked_at is not None:
-            # Waiting for a person (resend or void), not for KRA: retried on the capped schedule
-            # so that the queue moves as soon as the branch is unblocked.
-            where = own.invc_no if own.state == BLOCKED else outcome.blocked_at
-            return RetryableError(
-                "branch_blocked", f"branch {own.bhf_id} is blocked at invcNo {where}: resend or void it"
-            )
         if outcome.stopped is not None:
             return outcome.stopped
         if own.state == SIGNED:
@@ -781,7 +793,8 @@ class SaleNotFound(LookupError):
 
 
 class SaleNotBlocked(Exception):
-    """Resend and void apply to a blocked sale only: a queued or sent one may be at KRA right now."""
+    """Void applies to a blocked sale only (a queued or sent one may be at KRA right now), resend
+    to one that is not signed or voided."""
 
     def __init__(self, sale: QueuedSale) -> None:
         super().__init__(
@@ -805,9 +818,12 @@ def _sync_get(conn: Any, tenant_id: UUID, invoice_id: UUID, *, lock: bool = Fals
 
 def resend(conn: Any, tenant_id: UUID, invoice_id: UUID) -> QueuedSale:
     """Put a blocked sale back at its branch's head under the same invcNo (after the operator fixed
-    the cause: an item registered, a buyer PIN corrected at KRA). Its job's next retry sends it."""
+    the cause: an item registered, a buyer PIN corrected at KRA). The caller then queues a drain
+    job for the branch (routes.drain_job). A queued or sent sale is returned as it is."""
     with conn.transaction():
         sale = _sync_get(conn, tenant_id, invoice_id, lock=True)
+        if sale.state in (QUEUED, SENT):
+            return sale  # already back in the queue: the caller queues a drain again, harmless
         if sale.state != BLOCKED:
             raise SaleNotBlocked(sale)
         conn.execute(

@@ -305,7 +305,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest_keys_router(current_tenant, service, holder.key_ring))
     app.include_router(tenant_router(settings, current_tenant, service))
     app.include_router(etims_router(settings, current_tenant, service, holder.key_ring))
-    app.include_router(etims_sales_router(current_tenant, service))
+    app.include_router(etims_sales_router(settings, current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:

@@ -3,12 +3,14 @@
 * ``GET /v1/etims/sales?bhf_id=&state=&limit=`` lists the caller's sales with their invcNo and state
   (queued, sent, signed, blocked, voided) and, for a blocked one, KRA's reason.
 * ``POST /v1/etims/sales/{invoice_id}/resend``: a blocked sale goes back to the head of its branch
-  under the same invcNo, after the cause was fixed (its job's next retry sends it).
+  under the same invcNo, after the cause was fixed, and a drain job sends the branch's queue.
 * ``POST /v1/etims/sales/{invoice_id}/void {"reason"}``: a blocked sale gives up its invcNo, the
   only way a number stays unused (KRA: "never reused"); the branch's queue moves on, and the invoice
   records ``ledgerflow.invoice.etims_voided``.
 
-Both actions apply to a blocked sale only: a queued or sent one may be at KRA at that moment.
+Void applies to a blocked sale only (a queued or sent one may be at KRA at that moment); resend
+of a sale already queued or sent changes nothing and queues the drain again (to mend a resend
+whose drain job could not be queued).
 """
 
 # No ``from __future__ import annotations``: FastAPI must evaluate the route signatures, whose
@@ -22,10 +24,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.etims import sales
+from connectors.etims.devices import queue_jobs
+from connectors.etims.routes import drain_job
 from engine import db
 from engine.api.errors import ApiError
 from engine.api.tenant import caller_of
 from engine.application import LedgerService
+from engine.config import Settings
 
 MAX_LIMIT = 1000
 State = Literal["queued", "sent", "signed", "blocked", "voided"]
@@ -42,8 +47,21 @@ def _not_configured() -> ApiError:
     )
 
 
-def build_router(current_tenant: Callable[..., UUID], service: Callable[[], LedgerService]) -> APIRouter:
+def build_router(
+    settings: Settings, current_tenant: Callable[..., UUID], service: Callable[[], LedgerService]
+) -> APIRouter:
     router = APIRouter(prefix="/v1/etims/sales", tags=["etims"])
+
+    async def send_branch(sale: sales.QueuedSale, reason: str) -> None:
+        job = drain_job(str(sale.tenant_id), sale.environment, sale.bhf_id, reason=reason)
+        try:
+            await queue_jobs(settings, [job])
+        except Exception as exc:  # Kafka away: the row changed; calling again queues the drain
+            raise ApiError(
+                503,
+                "unavailable",
+                "the sale's state changed but its branch could not be queued for sending: call again",
+            ) from exc
 
     @router.get("", summary="Your eTIMS sales queue: invcNo and state per branch")
     def list_sales(
@@ -74,15 +92,17 @@ def build_router(current_tenant: Callable[..., UUID], service: Callable[[], Ledg
             raise _not_configured() from exc
 
     @router.post("/{invoice_id}/resend", summary="Send a blocked sale again under the same invcNo")
-    def resend(
+    async def resend(
         invoice_id: UUID,
         tenant_id: Annotated[UUID, Depends(current_tenant)],
         svc: Annotated[LedgerService, Depends(service)],
     ) -> dict[str, Any]:
-        return _act(svc, lambda conn: sales.resend(conn, tenant_id, invoice_id)).summary()
+        resent = _act(svc, lambda conn: sales.resend(conn, tenant_id, invoice_id))
+        await send_branch(resent, "resend")
+        return resent.summary()
 
     @router.post("/{invoice_id}/void", summary="Give up a blocked sale's invcNo, with a reason")
-    def void(
+    async def void(
         invoice_id: UUID,
         body: VoidSale,
         request: Request,
@@ -105,6 +125,7 @@ def build_router(current_tenant: Callable[..., UUID], service: Callable[[], Ledg
             reason=voided.void_reason or body.reason,
             voided_by=voided.voided_by or who,
         )
+        await send_branch(voided, "void")
         return voided.summary()
 
     return router

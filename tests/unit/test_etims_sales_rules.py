@@ -140,3 +140,12 @@ def test_a_production_integration_can_never_call_a_sandbox() -> None:
     for url in ("https://etims-api-sbx.kra.go.ke", "http://127.0.0.1:9103"):
         with pytest.raises(EgressRefused):
             check_endpoint(url, "production", ENDPOINTS, "production")
+
+
+def test_a_drain_job_after_a_resend_goes_to_the_branchs_partition_and_is_never_a_duplicate() -> None:
+    from connectors.etims.routes import drain_job, sale_job
+
+    first, second = (drain_job(TENANT, "sandbox", "01", reason="resend") for _ in range(2))
+    assert first.kind == "drain" and first.job_id != second.job_id
+    assert first.subject == sale_job("ce-9", record()).subject == str(branch_key(TENANT, "sandbox", "01"))
+    assert first.payload == {"environment": "sandbox", "bhf_id": "01"}
