@@ -149,6 +149,8 @@ class Kenya:
     def register_item(
         self, operator: Operator, engine: list[LedgerflowProcess], processes: Processes
     ) -> None:
+        saved_before = operator.stats()["effects"].get("items_saved", 0)
+
         def created() -> dict[str, Any] | None:
             # 422 until the device's code lists are synced (the item is checked against them).
             answer = self.client.post(
@@ -172,7 +174,7 @@ class Kenya:
         )
         self.item_code = item["item_code"]
         processes.wait_for(
-            lambda: operator.stats()["effects"].get("items_saved", 0) >= 1,
+            lambda: operator.stats()["effects"].get("items_saved", 0) > saved_before,
             what="the item saved at KRA",
             watch=engine,
             timeout=120,
