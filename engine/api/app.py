@@ -22,6 +22,7 @@ from connectors import registry as connector_registry
 from engine import db, integrations, logs, telemetry
 from engine.api import contract
 from engine.api.errors import ApiError, error_body, install
+from engine.api.etims_compliance import build_router as etims_compliance_router
 from engine.api.health import consumer_health_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
 from engine.api.metrics import metrics_router
@@ -294,6 +295,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Tenant = Annotated[UUID, Depends(current_tenant)]
     Service = Annotated[LedgerService, Depends(service)]
     app.include_router(reports_router(current_tenant, service))
+    app.include_router(etims_compliance_router(current_tenant, service))
     app.include_router(ingest_keys_router(current_tenant, service, holder.key_ring))
     app.include_router(tenant_router(settings, current_tenant, service))
 
