@@ -21,18 +21,30 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from uuid import UUID
 
 import click
 import psycopg
 
-from connectors import gst_irp
-from connectors.registry import CONNECTORS
+from connectors import etims, gst_irp
+from connectors.registry import BY_NAME, CONNECTORS
 from engine import db
 from engine.config import Settings
 from engine.security.secrets import load_key_ring
 
 DEMO_GSTIN = "29AAGCB7383J1Z4"
+ETIMS_SANDBOX_PORT = etims.SANDBOX_PORT
+# A Kenyan sale as a till sends it: one line of a registered item, 16% VAT (tax type B), prices
+# without VAT (docs/etims.md, "Sales").
+DEMO_KE_BODY = (
+    '{"number": "KE-2026-0001", "date": "2026-01-19", "buyer": {"name": "Wanjiku Stores"}, '
+    '"lines": [{"item_code": "KE2NTXU0000001", "description": "Maize flour 2kg", "quantity": "3", '
+    '"unit_price": "200.00", "tax_type": "B"}]}'
+)
+# The country whose demo tenant uses a connector's sandbox; every connector not named here is Indian.
+DEMO_COUNTRY_OF = {"etims": "KE"}
 IRP_SANDBOX_PORT = gst_irp.SANDBOX_PORT
 
 DATABASE_URL_ENV = "LEDGERFLOW_DATABASE_URL"
@@ -220,17 +232,32 @@ def demo_tenant(settings: Settings) -> dict[str, str]:
         address={"line1": "14 Residency Road", "line2": None, "city": "Bengaluru", "pincode": "560025"},
         changed_by="operator:demo",
     )
-    # The demo tenant uses every connector against the local sandbox `ledgerflow run` starts for it
-    # (it e-invoices against the IRP sandbox); a production deployment refuses sandbox integrations
-    # (docs/integrations.md), so it gets none. Saved through the service: each setting is an event,
-    # and e-invoicing shows as on from the gst-irp one.
+    # The demo tenant uses every Indian connector against the local sandbox `ledgerflow run` starts
+    # for it (it e-invoices against the IRP sandbox); a production deployment refuses sandbox
+    # integrations (docs/integrations.md), so it gets none. Saved through the service: each setting
+    # is an event, and e-invoicing shows as on from the gst-irp one.
+    _connect_demo_sandboxes(settings, service, registered.tenant_id, country="IN")
+    service.close()
+    return _keep(path, registered.tenant_id, registered.api_key)
+
+
+def _connector_country(name: str) -> str:
+    return DEMO_COUNTRY_OF.get(name, "IN")
+
+
+def _connect_demo_sandboxes(settings: Settings, service: Any, tenant_id: UUID, *, country: str) -> None:
+    """Save, for a demo tenant of ``country``, each of that country's connectors against its sandbox."""
     for connector in CONNECTORS if settings.mode == "development" else ():
         sandbox = connector.sandbox
-        if sandbox is None or sandbox.demo_credentials is None:
+        if (
+            sandbox is None
+            or sandbox.demo_credentials is None
+            or _connector_country(connector.name) != country
+        ):
             continue
         service.save_integration(
             load_key_ring(settings.var_dir),
-            registered.tenant_id,
+            tenant_id,
             connector.name,
             changed_by="operator:demo",
             enabled=True,
@@ -240,12 +267,56 @@ def demo_tenant(settings: Settings) -> dict[str, str]:
             endpoints=connector.endpoints,
             mode=settings.mode,
         )
-    service.close()
-    data = {"tenant_id": str(registered.tenant_id), "api_key": registered.api_key}
+
+
+def _keep(path: Path, tenant_id: UUID, api_key: str) -> dict[str, str]:
+    data = {"tenant_id": str(tenant_id), "api_key": api_key}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     path.chmod(0o600)
     return data
+
+
+def demo_kenyan_tenant(settings: Settings) -> dict[str, str] | None:
+    """The demo Kenyan tenant's id and key (var/demo-tenant-ke.json), created on first start with its
+    etims integration on the local eTIMS sandbox (docs/etims.md, "Trying it locally"); None in
+    production mode, where sandbox integrations are refused and a demo would sign nothing."""
+    if settings.mode != "development" or "etims" not in BY_NAME:
+        return None
+    path = Path(settings.var_dir) / "demo-tenant-ke.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    from engine.bootstrap import build_service
+
+    service = build_service(settings, pool_size=2)
+    registered = service.register_tenant(
+        name="Duka Bora Demo",
+        legal_name="Duka Bora Demo Limited",
+        country="KE",
+        gstin=None,
+        state=None,
+        kra_pin=etims.DEMO_KRA_PIN,
+        address={"line1": "Moi Avenue 12", "line2": None, "city": "Nairobi", "pincode": "00100"},
+        changed_by="operator:demo",
+    )
+    _connect_demo_sandboxes(settings, service, registered.tenant_id, country="KE")
+    service.close()
+    return _keep(path, registered.tenant_id, registered.api_key)
+
+
+def kenyan_demo_lines(base: str, kenyan: dict[str, str] | None) -> str:
+    """What ``ledgerflow run`` prints about the demo Kenyan tenant (nothing without one)."""
+    if kenyan is None:
+        return ""
+    return (
+        f"\nDemo Kenyan tenant {kenyan['tenant_id']} (KRA PIN {etims.DEMO_KRA_PIN}, eTIMS sandbox)\n"
+        f"API key: {kenyan['api_key']}\n"
+        f"  curl -s -X POST {base}/v1/invoices -H 'Authorization: Bearer {kenyan['api_key']}' \\\n"
+        + "    -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-ke-1' \\\n"
+        + f"    -d '{DEMO_KE_BODY}'\n"
+        + f"Kenyan sales are signed by the local eTIMS sandbox (http://127.0.0.1:{ETIMS_SANDBOX_PORT}):"
+        + " GET /v1/invoices/{id} shows etims.status; docs/etims.md.\n"
+    )
 
 
 def with_login(url: str, user: str, password: str) -> str:
@@ -330,6 +401,7 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
     # Schema changes as the owner (`ledgerflow db migrate`); from here on, only the runtime role.
     migrate(settings)
     demo = demo_tenant(settings)
+    kenyan = demo_kenyan_tenant(settings)
 
     cli = [sys.executable, "-m", "engine.cli"]
     children = [
@@ -370,6 +442,7 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
         + f"  curl -s {base}/v1/invoices -H 'Authorization: Bearer {demo['api_key']}'\n"
         + f"B2B invoices get an IRN from the local e-invoice sandbox (http://127.0.0.1:{IRP_SANDBOX_PORT});"
         + " `ledgerflow connectors status` shows the connector.\n"
+        + kenyan_demo_lines(base, kenyan)
         + "A process that exits is restarted (1 s, 2 s, 4 s ... 60 s apart). Ctrl-C stops everything.\n"
     )
 
