@@ -57,6 +57,7 @@ from engine.tax.india_gst import (
     financial_year,
     today_in_india,
 )
+from engine.tax.kra_pin import validate_kra_pin
 from engine.tax.states import normalise_state
 
 log = logging.getLogger(__name__)
@@ -271,6 +272,7 @@ class LedgerService:
         address: dict[str, Any] | None = None,
         profile: dict[str, Any] | None = None,
         changed_by: str = "operator",
+        kra_pin: str | None = None,
     ) -> RegisteredTenant:
         """Register a tenant and issue its first API key.
 
@@ -301,6 +303,10 @@ class LedgerService:
             violations.append(_state_mismatch("gstin", norm_gstin, norm_state))
         if country.upper() == "IN" and not norm_state and not violations:
             violations.append(Violation("state", "missing_state", "an Indian tenant needs its state"))
+        norm_kra_pin = None
+        violations.extend(_kenya_identity_violations(country, kra_pin, gstin, state))
+        if kra_pin and not violations:
+            norm_kra_pin = validate_kra_pin(kra_pin, "kra_pin")
         if violations:
             raise ValidationFailed(tuple(violations))
         issued, secret_hash = api_keys.new_key()
@@ -313,6 +319,7 @@ class LedgerService:
             einvoicing_enabled=einvoicing_enabled,
             api_key_id=issued.key_id,
             address=address,
+            kra_pin=norm_kra_pin,
         )
         if profile:
             tenant.update_profile(changed_by=changed_by, **profile)
@@ -353,7 +360,11 @@ class LedgerService:
         """Change the profile; the legal identity is refused (422), an unchanged value is no event."""
         tenant = self.get_tenant(tenant_id)
         # "KA" and "29" are one state, and a GSTIN may come in lower case: compare normal forms.
-        for name, normalise in (("state", normalise_state), ("gstin", validate_gstin)):
+        for name, normalise in (
+            ("state", normalise_state),
+            ("gstin", validate_gstin),
+            ("kra_pin", validate_kra_pin),
+        ):
             if fields.get(name):
                 # An invalid value differs from the registered (valid) one: refused as a change below.
                 with suppress(TaxRuleError):
@@ -797,6 +808,38 @@ def _text_violations(path: str, value: str | None) -> list[Violation]:
             {"position": index},
         )
     ]
+
+
+def _kenya_identity_violations(
+    country: str, kra_pin: str | None, gstin: str | None, state: str | None
+) -> list[Violation]:
+    """A Kenyan tenant is identified by its KRA PIN (eTIMS' TIN) and has no GST registration; a
+    KRA PIN means nothing for another country's tenant."""
+    found: list[Violation] = []
+    if country.upper() == "KE":
+        if not kra_pin:
+            found.append(
+                Violation(
+                    "kra_pin", "missing_kra_pin", "a Kenyan tenant needs its KRA PIN (e.g. P051234567X)"
+                )
+            )
+        else:
+            try:
+                validate_kra_pin(kra_pin, "kra_pin")
+            except TaxRuleError as exc:
+                found.extend(exc.violations)
+        for path, value in (("gstin", gstin), ("state", state)):
+            if value:
+                found.append(
+                    Violation(
+                        path, "not_applicable", f"{path} is an Indian GST field: a Kenyan tenant has none"
+                    )
+                )
+    elif kra_pin:
+        found.append(
+            Violation("kra_pin", "not_applicable", "a KRA PIN is for Kenyan tenants (country KE) only")
+        )
+    return found
 
 
 def _key_reused(key: str) -> IdempotencyKeyReused:

@@ -488,6 +488,7 @@ def _operator() -> str:
 @click.option("--country", default="IN", show_default=True, help="ISO country code.")
 @click.option("--gstin", default=None, help="The tenant's GSTIN (validated).")
 @click.option("--state", default=None, help='GST state, numeric ("29") or alpha ("KA").')
+@click.option("--kra-pin", default=None, help="A Kenyan (--country KE) tenant's KRA PIN, e.g. P051234567X.")
 @_address_options
 @click.option(
     "--einvoicing/--no-einvoicing",
@@ -504,6 +505,7 @@ def tenants_create(
     country: str,
     gstin: str | None,
     state: str | None,
+    kra_pin: str | None,
     address_line1: str | None,
     address_line2: str | None,
     city: str | None,
@@ -535,6 +537,7 @@ def tenants_create(
             state=state,
             address=address_dict(address),
             changed_by=_operator(),
+            kra_pin=kra_pin,
         )
     except ValidationFailed as exc:
         raise click.ClickException(exc.message) from exc

@@ -210,6 +210,7 @@ def _tenant_registered(event: Any, base: dict[str, Any]) -> dict[str, Any]:
         "state": event.state,
         "einvoicing_enabled": bool(event.einvoicing_enabled),
         "address": getattr(event, "address", None),
+        "kra_pin": getattr(event, "kra_pin", None),
     }
 
 
