@@ -11,18 +11,19 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
-from connectors import catalogue, gstin_lookup, registry
+from connectors import catalogue, etims, gstin_lookup, registry
 from connectors.gst_irp.sandbox import SandboxAccount as IrpAccount
 from connectors.gst_irp.sandbox import create_app as create_irp_sandbox
 from connectors.gstin_lookup.sandbox import create_app as create_lookup_sandbox
 from connectors.kit import Connector
 from engine import db, integrations
 from engine.application import LedgerService
+from engine.bootstrap import build_service
 from engine.config import Settings
 from engine.security import connector_secrets, rotation
 from engine.security.egress import EndpointPolicy
 from engine.security.secrets import SecretError, load_key_ring
-from ops.supervisor import DEMO_GSTIN, demo_tenant
+from ops.supervisor import DEMO_COUNTRY_OF, DEMO_GSTIN, demo_kenyan_tenant, demo_tenant
 from streams.connectors.context import HandlerContext
 from tests.connectors.contract import LiveServer
 
@@ -155,7 +156,7 @@ def test_a_connectors_own_tables_are_created_by_the_migration(
     assert found == [("KRACU0100000001",)]
 
 
-def test_the_demo_tenant_gets_every_connectors_sandbox_and_each_connection_test_passes(
+def test_the_demo_tenant_gets_every_indian_connectors_sandbox_and_each_connection_test_passes(
     settings: Settings, tmp_path: Path
 ) -> None:
     own = replace(settings, var_dir=tmp_path / "var")  # demo-tenant.json and the ring: the test's own
@@ -165,7 +166,13 @@ def test_the_demo_tenant_gets_every_connectors_sandbox_and_each_connection_test_
 
     tenant, ring = UUID(demo["tenant_id"]), load_key_ring(own.var_dir)
     with psycopg.connect(own.database_url, options=f"-c search_path={own.db_schema}") as conn:
-        configured = {c.name: integrations.load(conn, ring, tenant, c.name) for c in registry.CONNECTORS}
+        configured = {
+            c.name: integrations.load(conn, ring, tenant, c.name)
+            for c in registry.CONNECTORS
+            if c.name not in DEMO_COUNTRY_OF
+        }
+        # Kenya's eTIMS belongs to the demo Kenyan tenant (demo_kenyan_tenant), not to this one.
+        assert all(integrations.load(conn, ring, tenant, name) is None for name in DEMO_COUNTRY_OF)
     assert demo_tenant(own) == demo  # kept in var/: the same tenant on every start
     sandboxes = {
         "gst-irp": create_irp_sandbox(account=IrpAccount(gstin=DEMO_GSTIN)),
@@ -181,3 +188,32 @@ def test_the_demo_tenant_gets_every_connectors_sandbox_and_each_connection_test_
                 catalogue.test_connection(replace(loaded, base_url=live.url), own.mode)
             )
     assert {name: answer["ok"] for name, answer in answers.items()} == {"gst-irp": True, "gstin-lookup": True}
+
+
+def test_the_demo_kenyan_tenant_has_a_kra_pin_and_its_etims_integration_on_the_etims_sandbox(
+    settings: Settings, tmp_path: Path
+) -> None:
+    own = replace(settings, var_dir=tmp_path / "var", mode="development")
+    db.ensure_schema(own)
+
+    demo = demo_kenyan_tenant(own)
+
+    assert demo is not None and demo_kenyan_tenant(own) == demo  # kept in var/demo-tenant-ke.json
+    assert demo_tenant(own)["tenant_id"] != demo["tenant_id"]
+    tenant, ring = UUID(demo["tenant_id"]), load_key_ring(own.var_dir)
+    with psycopg.connect(own.database_url, options=f"-c search_path={own.db_schema}") as conn:
+        loaded = integrations.load(conn, ring, tenant, "etims")
+        indian = [integrations.load(conn, ring, tenant, name) for name in ("gst-irp", "gstin-lookup")]
+    assert loaded is not None and loaded.enabled and loaded.environment == "sandbox"
+    assert loaded.base_url == f"http://127.0.0.1:{etims.SANDBOX_PORT}"
+    assert loaded.credentials["tin"] == etims.DEMO_KRA_PIN
+    assert loaded.credentials["bhf_id"] == etims.DEMO_BRANCH_ID
+    assert indian == [None, None]
+    service = build_service(own, pool_size=1)
+    try:
+        profile = service.get_tenant(tenant)
+    finally:
+        service.close()
+    assert (profile.country, profile.kra_pin, profile.gstin) == ("KE", etims.DEMO_KRA_PIN, None)
+    # Production refuses sandbox integrations: no demo there.
+    assert demo_kenyan_tenant(replace(own, mode="production")) is None
