@@ -256,16 +256,16 @@ class EtimsClient:
         both as written here, so tests exercise the flow, not KRA's real behaviour.
 
         Raises :class:`~connectors.etims.errors.SaleLookupUnavailable` when the host has no such
-        endpoint (HTTP 404/405/501, or a gateway fault instead of an envelope): the caller then adopts
-        the duplicate as signed with what it can recover (``adopted_existing``), or asks a person.
+        endpoint (HTTP 404/405/501 without an envelope): the caller then adopts the duplicate as signed
+        with what it can recover (``adopted_existing``), or asks a person. A 5xx stays retryable: a
+        gateway that is failing now may answer later (KRA's sandbox gateway has answered unknown
+        routes with HTTP 500 "Unresolved variable : targetPath"; that too is retried, not adopted).
         """
         body = {**self._ids(), "invcNo": invc_no}
         path = self._paths.find_sale
         try:
             response = await self._send(path, body, with_key=True)
-            if response.status_code in (404, 405, 501) or (
-                response.status_code == 500 and not _is_envelope(response)
-            ):
+            if response.status_code in (404, 405, 501) and not _is_envelope(response):
                 raise SaleLookupUnavailable(
                     f"{path}: HTTP {response.status_code}; this host offers no sales look-up",
                     details={"provider": PROVIDER, "endpoint": path},

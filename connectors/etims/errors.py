@@ -204,9 +204,9 @@ class DuplicateSale(NeedsAttentionError):
 
 
 DEVICE_ALREADY_INSTALLED_MESSAGE = (
-    "KRA says this device is already installed (902) and does not hand out its CMC key twice; no key "
-    "for it is stored here. Ask KRA (eTIMS portal service request) to reset the device serial, or "
-    "register a new device serial for this branch, then initialise the device again."
+    "KRA says this device is already installed (902) and does not hand out its CMC key twice. Unless "
+    "the key from the first initialisation is still stored, ask KRA (eTIMS portal service request) to "
+    "reset the device serial, or register a new device serial for this branch, then initialise again."
 )
 
 
