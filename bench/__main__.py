@@ -1,7 +1,7 @@
 """``python -m bench``: run the scenarios against the local stack and print one table.
 
 Stages (``--only`` takes any of them, repeatable): ``raw``, ``relay``, ``projection``, ``replay``,
-``rebuild``, ``api``, ``latency``, ``worker``, ``scaling``, ``irn``. Peak RSS is reported for every
+``rebuild``, ``api``, ``latency``, ``worker``, ``scaling``, ``irn``, ``etims``. Peak RSS is reported for every
 process a run started.
 """
 
@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench import api as api_stage
+from bench import etims as etims_stage
 from bench import irn as irn_stage
 from bench import raw_kafka, workload
 from bench import rebuild as rebuild_stage
@@ -35,7 +36,19 @@ from engine.kafka_clients import aiokafka_kwargs
 from ops import schema as outer_schema
 from streams.connectors.jobs import jobs_topic as jobs_topic_of
 
-STAGES = ["raw", "relay", "projection", "replay", "rebuild", "api", "latency", "worker", "scaling", "irn"]
+STAGES = [
+    "raw",
+    "relay",
+    "projection",
+    "replay",
+    "rebuild",
+    "api",
+    "latency",
+    "worker",
+    "scaling",
+    "irn",
+    "etims",
+]
 MB = 1024 * 1024
 RSS_LIMIT_MB = 400.0
 
@@ -57,6 +70,11 @@ class Sizes:
     irn_connector_workers: int = 1
     # Events on the topic the rebuild stage rebuilds invoice_register from.
     rebuild_events: int = 1_000_000
+    # eTIMS stage: branches (one sequential sale stream each, as KRA takes them), sales per branch
+    # with no limit, and with the sandbox's congestion profile (1.5 s an answer).
+    etims_branches: int = 4
+    etims_per_branch: int = 250
+    etims_congested_per_branch: int = 10
 
 
 FULL = Sizes(
@@ -77,6 +95,8 @@ QUICK = Sizes(
     irn_unlimited=200,
     irn_limited=50,
     rebuild_events=50_000,
+    etims_per_branch=50,
+    etims_congested_per_branch=3,
 )
 
 # A table of seven columns needs more than the 80 columns rich assumes when output is not a terminal.
@@ -733,6 +753,68 @@ class Run:
             "cpu_ms_per_irn": {name: 1000 * c / n for name, c in cpu.items()},
         }
 
+    # -- eTIMS -------------------------------------------------------------------------------
+
+    def etims(self) -> None:
+        """Sales signed per second against the eTIMS sandbox: its own ceiling (bare httpx, one
+        sequential loop per branch), with no limit and with its congestion profile."""
+        for name in list(self.env.procs):  # the other stages' processes would share the two cores
+            self.env.stop(name)
+        sandbox = etims_stage.Sandbox(self.env)
+        branches = etims_stage.branch_ids(self.sizes.etims_branches)
+        try:
+            measured: dict[str, etims_stage.Ceiling] = {}
+            for profile, per_branch in (
+                ("none", self.sizes.etims_per_branch),
+                ("congestion", self.sizes.etims_congested_per_branch),
+            ):
+                sandbox.reset(profile)
+                with console.status(
+                    f"eTIMS sandbox ceiling, {profile}: {per_branch * len(branches):,} sales"
+                ):
+                    measured[profile] = asyncio.run(etims_stage.ceiling(sandbox.url, branches, per_branch))
+                signed = int(sandbox.stats()["effects"].get("sales_signed", 0))
+                if signed != measured[profile].sales or measured[profile].refused:
+                    console.print(
+                        f"[red]eTIMS ceiling {profile}: {signed} signed, {measured[profile].refused} refused"
+                        f" of {measured[profile].sales}[/]"
+                    )
+        finally:
+            sandbox.close()
+            self.env.stop("etims-sandbox")
+        free, congested = measured["none"], measured["congestion"]
+        self.extra["etims"] = {
+            "branches": len(branches),
+            "ceiling_no_limit": {"sales": free.sales, "seconds": free.seconds, "per_s": free.per_s},
+            "ceiling_congestion": {
+                "sales": congested.sales,
+                "seconds": congested.seconds,
+                "per_s": congested.per_s,
+                "latency_ms": etims_stage.CONGESTION_LATENCY_MS,
+            },
+        }
+        self.rows.append(
+            Row(
+                "eTIMS",
+                f"sandbox ceiling, no limit ({free.sales:,} sales)",
+                free.per_s,
+                "sales/s",
+                note=f"bare httpx, {len(branches)} branches, one sale in flight per branch",
+            )
+        )
+        self.rows.append(
+            Row(
+                "eTIMS",
+                f"sandbox ceiling, congestion ({congested.sales:,} sales)",
+                congested.per_s,
+                "sales/s",
+                len(branches) * 1000 / etims_stage.CONGESTION_LATENCY_MS,
+                op="≈",
+                note=f"{etims_stage.CONGESTION_LATENCY_MS} ms an answer: at most"
+                f" {len(branches)} / {etims_stage.CONGESTION_LATENCY_MS / 1000:g} s",
+            )
+        )
+
     def rss(self) -> None:
         for name in list(self.env.procs):
             self.env.stop(name)
@@ -784,6 +866,8 @@ class Run:
             self.measured(self.scaling)
         if "irn" in selected:
             self.measured(self.irn)
+        if "etims" in selected:
+            self.measured(self.etims)
         self.rss()
         order = ["API ingest", "relay catch-up", "projection catch-up", "end-to-end", "raw aiokafka"]
         self.rows.sort(key=lambda r: order.index(r.stage) if r.stage in order else len(order))
