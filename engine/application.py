@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -30,9 +30,17 @@ from eventsourcing.persistence import (
 from psycopg_pool import ConnectionPool
 
 from engine import db, integrations, telemetry
-from engine.commands import CancelInvoice, IssueInvoice
+from engine import kenya_invoicing as kenya
+from engine.commands import CancelInvoice, IssueCreditNote, IssueInvoice, IssueKenyanInvoice
 from engine.config import Settings
-from engine.domain.invoice import Invoice, InvoiceStatus, invoice_id_for
+from engine.domain.invoice import (
+    DocumentType,
+    EtimsAlreadySigned,
+    Invoice,
+    InvoiceStatus,
+    NotAKenyanSale,
+    invoice_id_for,
+)
 from engine.domain.tenant import (
     EINVOICING_PROVIDER,
     LastApiKey,
@@ -45,7 +53,7 @@ from engine.fields import forbidden_character
 from engine.publishing import seller_address
 from engine.security import api_keys
 from engine.security.egress import DeploymentMode, EndpointPolicy
-from engine.security.secrets import KeyRing
+from engine.security.secrets import KeyRing, load_key_ring
 from engine.tax.errors import TaxRuleError, Violation
 from engine.tax.gstin import gstin_state, validate_gstin
 from engine.tax.india_gst import (
@@ -223,6 +231,12 @@ class InvoiceStateConflict(ServiceError, Conflict):
     code = "invalid_state"
 
 
+class EtimsNotConfigured(ServiceError, Conflict):
+    """A Kenyan sale needs the tenant's etims integration: it gives the environment and branch."""
+
+    code = "etims_not_configured"
+
+
 class ValidationFailed(ServiceError, InvalidInput):
     """Tax or business rule violations, each with the field path it is about."""
 
@@ -240,6 +254,15 @@ class ValidationFailed(ServiceError, InvalidInput):
         self.violations = violations
 
 
+class CreditNoteExceedsOriginal(ValidationFailed):
+    """A credit note line asks for more quantity or amount than earlier credit notes left."""
+
+    code = "credit_note_exceeds_original"
+
+
+IssueCommand = IssueInvoice | IssueKenyanInvoice
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -252,6 +275,7 @@ class LedgerService:
         self.pool = pool
         self._auth_cache: dict[str, tuple[UUID, float]] = {}
         self._tenant_cache: dict[UUID, tuple[Tenant, float]] = {}
+        self._ring: KeyRing | None = None
 
     def close(self) -> None:
         """Release database connections (the pool's and the event store's)."""
@@ -574,10 +598,19 @@ class LedgerService:
 
     # -- invoices ---------------------------------------------------------------------------
 
+    def parse_issue_command(self, tenant_id: UUID, body: Any) -> IssueCommand:
+        """The ``POST /v1/invoices`` body (or ingest command) as the tenant's country reads it: a
+        Kenyan tenant's as IssueKenyanInvoice, everyone else's as before. One validation for both
+        channels; raises pydantic's ValidationError, TenantNotFound."""
+        tenant = self._tenant_for_invoicing(tenant_id)
+        if tenant.country == "KE":
+            return IssueKenyanInvoice.model_validate(body)
+        return IssueInvoice.model_validate(body)
+
     def issue_invoice(
         self,
         tenant_id: UUID,
-        command: IssueInvoice,
+        command: IssueCommand,
         *,
         idempotency_key: str | None = None,
         source: str = "api",
@@ -585,18 +618,27 @@ class LedgerService:
     ) -> IssuedInvoice:
         tenant = self._tenant_for_invoicing(tenant_id)
         request_hash = command.fingerprint()
+        build: Callable[[str | None], Invoice]
+        if isinstance(command, IssueKenyanInvoice):
+            build = self._kenyan_builder(tenant, command, request_hash, source, traceparent)
+        else:
+            if tenant.country == "KE":
+                raise ValidationFailed(
+                    (Violation("body", "wrong_country", "a Kenyan tenant's invoices are Kenyan sales"),)
+                )
+            gst_command = command
 
-        def build(key: str | None) -> Invoice:
-            return build_invoice(
-                tenant,
-                command,
-                key,
-                request_hash,
-                source,
-                traceparent,
-                today=today_in_india(datetime.now(UTC)),
-                max_future_days=self.settings.max_future_days,
-            )
+            def build(key: str | None) -> Invoice:
+                return build_invoice(
+                    tenant,
+                    gst_command,
+                    key,
+                    request_hash,
+                    source,
+                    traceparent,
+                    today=today_in_india(datetime.now(UTC)),
+                    max_future_days=self.settings.max_future_days,
+                )
 
         if not idempotency_key:
             saved = self._save_new_invoice(tenant_id, build(None), None, request_hash)
@@ -607,6 +649,122 @@ class LedgerService:
             invoice = build(idempotency_key)
             saved = self._save_new_invoice(tenant_id, invoice, idempotency_key, request_hash)
             return IssuedInvoice(saved, created=saved is invoice)
+
+    def _kenyan_builder(
+        self,
+        tenant: Tenant,
+        command: IssueKenyanInvoice,
+        request_hash: str,
+        source: str,
+        traceparent: str | None,
+    ) -> Callable[[str | None], Invoice]:
+        place = self._etims_place(tenant.id)
+        with db.transaction(self.pool) as conn:
+            rates = kenya.synced_rates(conn, place.environment)
+
+        def build(key: str | None) -> Invoice:
+            try:
+                return kenya.build_kenyan_invoice(
+                    tenant,
+                    command,
+                    place=place,
+                    rates=rates,
+                    idempotency_key=key,
+                    request_hash=request_hash,
+                    source=source,
+                    traceparent=traceparent,
+                    today=kenya.today_in_kenya(),
+                    max_future_days=self.settings.max_future_days,
+                )
+            except TaxRuleError as exc:
+                raise ValidationFailed(exc.violations) from exc
+
+        return build
+
+    def _etims_place(self, tenant_id: UUID) -> kenya.EtimsPlace:
+        with db.transaction(self.pool) as conn:
+            place = kenya.etims_place(conn, self._key_ring(), tenant_id)
+        if place is None:
+            raise EtimsNotConfigured(
+                "this Kenyan tenant has no etims integration: save it first (PUT /v1/integrations/etims "
+                "with environment and credentials {tin, bhf_id, device_serial, device_type}); "
+                "every sale is stamped with its environment and branch",
+                {"provider": kenya.ETIMS_PROVIDER},
+            )
+        return place
+
+    def _key_ring(self) -> KeyRing:
+        if self._ring is None:
+            self._ring = load_key_ring(self.settings.var_dir)
+        return self._ring
+
+    # -- credit notes (Kenya) ---------------------------------------------------------------
+
+    def issue_credit_note(
+        self,
+        tenant_id: UUID,
+        original_id: UUID,
+        command: IssueCreditNote,
+        *,
+        traceparent: str | None = None,
+    ) -> IssuedInvoice:
+        """Issue a credit note against a Kenyan invoice. The note and the original's Credited
+        event are saved in one transaction on the original's next version: of two concurrent
+        credit notes one wins, the other is re-checked against what the winner left."""
+        tenant = self._tenant_for_invoicing(tenant_id)
+        request_hash = command.fingerprint()
+        for _ in range(CREDIT_NOTE_ATTEMPTS):
+            original = self.get_invoice(tenant_id, original_id)
+            if original.country != "KE" or original.document_type != DocumentType.INVOICE:
+                raise InvoiceStateConflict(
+                    f"{original.number} is not a Kenyan invoice: only those take credit notes here",
+                    {"invoice_id": str(original_id)},
+                )
+            if original.status == InvoiceStatus.CANCELLED:
+                raise InvoiceStateConflict(f"invoice {original.number} is cancelled")
+            place = self._etims_place(tenant_id)
+            try:
+                built = kenya.build_credit_note(
+                    tenant,
+                    original,
+                    command,
+                    environment=place.environment,
+                    request_hash=request_hash,
+                    traceparent=traceparent,
+                    today=kenya.today_in_kenya(),
+                    max_future_days=self.settings.max_future_days,
+                )
+            except TaxRuleError as exc:
+                if "credit_note_exceeds_original" in kenya.codes_of(exc.violations):
+                    raise CreditNoteExceedsOriginal(exc.violations) from exc
+                raise ValidationFailed(exc.violations) from exc
+            note = built.note
+            original.record_credit(
+                credit_note_id=str(note.id), credit_note_number=note.number, lines=built.credited
+            )
+            try:
+                self._save(note, original)
+            except IntegrityError:
+                existing = self._find_invoice(tenant_id, note.id)
+                if existing is None:
+                    continue  # another credit note took the original's version: check again
+                if existing.request_hash == request_hash and existing.original_invoice_id == str(original_id):
+                    return IssuedInvoice(existing, created=False)
+                raise DuplicateInvoiceNumber(
+                    f"invoice number {note.number} already exists in financial year {note.financial_year}",
+                    {"number": note.number, "invoice_id": str(existing.id)},
+                ) from None
+            return IssuedInvoice(note, created=True)
+        raise TenantChangedConcurrently(
+            "the invoice was credited by other requests at the same time, repeatedly: retry",
+            {"invoice_id": str(original_id)},
+        )
+
+    def _find_invoice(self, tenant_id: UUID, invoice_id: UUID) -> Invoice | None:
+        try:
+            return self.get_invoice(tenant_id, invoice_id)
+        except InvoiceNotFound:
+            return None
 
     def _save_new_invoice(
         self, tenant_id: UUID, invoice: Invoice, idempotency_key: str | None, request_hash: str
@@ -633,7 +791,7 @@ class LedgerService:
 
     @contextmanager
     def _claim_key(
-        self, tenant_id: UUID, key: str, request_hash: str, command: IssueInvoice
+        self, tenant_id: UUID, key: str, request_hash: str, command: IssueCommand
     ) -> Iterator[Invoice | None]:
         """Claim an Idempotency-Key before issuing; yields the invoice of an earlier claim, if any.
 
@@ -643,7 +801,12 @@ class LedgerService:
         key issue exactly one invoice; the others answer with it (same body) or as a reuse (another
         body). A failure or crash rolls the claim back, and the next attempt may issue.
         """
-        invoice_id = invoice_id_for(tenant_id, financial_year(command.date), command.number)
+        year = (
+            kenya.kenya_financial_year(command.date)
+            if isinstance(command, IssueKenyanInvoice)
+            else financial_year(command.date)
+        )
+        invoice_id = invoice_id_for(tenant_id, year, command.number)
         with db.transaction(self.pool) as conn:
             # A claim held by a request that hangs must not hold the others forever.
             conn.execute(f"SET LOCAL lock_timeout = '{CLAIM_WAIT_SECONDS}s'")
@@ -724,6 +887,131 @@ class LedgerService:
             self._save(invoice)
         return changed
 
+    # -- results of the eTIMS connector (Kenya): the EtimsResults port of docs/etims.md ---------
+    # Each is idempotent: the same call again stores nothing, and a signed sale ignores a later
+    # failure. A result that lost a race with another writer of the same invoice (its version
+    # moved on) is retried against the fresh invoice, which then decides again.
+
+    def record_etims_numbered(
+        self,
+        tenant_id: UUID,
+        invoice_id: UUID,
+        *,
+        job_id: str,
+        environment: str,
+        branch_id: str,
+        invc_no: int,
+        device_type: str,
+    ) -> None:
+        self._record_etims(
+            tenant_id,
+            invoice_id,
+            lambda invoice: invoice.record_etims_numbered(
+                job_id=job_id,
+                environment=environment,
+                branch_id=branch_id,
+                invc_no=invc_no,
+                device_type=device_type,
+                traceparent=telemetry.current_traceparent(),
+            ),
+        )
+
+    def record_etims_signed(
+        self,
+        tenant_id: UUID,
+        invoice_id: UUID,
+        *,
+        job_id: str,
+        environment: str,
+        branch_id: str,
+        receipt: Mapping[str, Any],
+    ) -> None:
+        """``receipt``: invc_no, receipt_no, total_receipt_no, internal_data, receipt_signature,
+        sdc_id, mrc_no, sdc_datetime, qr_url, device_type, adopted_existing."""
+        self._record_etims(
+            tenant_id,
+            invoice_id,
+            lambda invoice: invoice.record_etims_signed(
+                job_id=job_id,
+                environment=environment,
+                branch_id=branch_id,
+                receipt=receipt,
+                traceparent=telemetry.current_traceparent(),
+            ),
+        )
+
+    def record_etims_failed(
+        self,
+        tenant_id: UUID,
+        invoice_id: UUID,
+        *,
+        job_id: str,
+        environment: str,
+        branch_id: str,
+        invc_no: int,
+        result_code: str,
+        error_class: str,
+        message: str,
+    ) -> None:
+        self._record_etims(
+            tenant_id,
+            invoice_id,
+            lambda invoice: invoice.record_etims_failed(
+                job_id=job_id,
+                environment=environment,
+                branch_id=branch_id,
+                invc_no=invc_no,
+                result_code=result_code,
+                error_class=error_class,
+                message=message,
+                traceparent=telemetry.current_traceparent(),
+            ),
+        )
+
+    def record_etims_voided(
+        self,
+        tenant_id: UUID,
+        invoice_id: UUID,
+        *,
+        environment: str,
+        branch_id: str,
+        invc_no: int,
+        reason: str,
+        voided_by: str,
+    ) -> None:
+        """Raises InvoiceStateConflict (409) for a sale KRA already signed."""
+        self._record_etims(
+            tenant_id,
+            invoice_id,
+            lambda invoice: invoice.record_etims_voided(
+                environment=environment,
+                branch_id=branch_id,
+                invc_no=invc_no,
+                reason=reason,
+                voided_by=voided_by,
+                traceparent=telemetry.current_traceparent(),
+            ),
+        )
+
+    def _record_etims(self, tenant_id: UUID, invoice_id: UUID, change: Callable[[Invoice], bool]) -> None:
+        for attempt in range(ETIMS_RECORD_ATTEMPTS):
+            invoice = self.get_invoice(tenant_id, invoice_id)
+            try:
+                if not change(invoice):
+                    return
+            except NotAKenyanSale as exc:
+                raise InvoiceStateConflict(str(exc), {"invoice_id": str(invoice_id)}) from exc
+            except EtimsAlreadySigned as exc:
+                raise InvoiceStateConflict(str(exc), {"invoice_id": str(invoice_id)}) from exc
+            try:
+                self._save(invoice)
+                return
+            except IntegrityError:
+                # Another event (a credit note, a cancellation, a concurrent result) took this
+                # version: decide again on the fresh invoice.
+                if attempt == ETIMS_RECORD_ATTEMPTS - 1:
+                    raise
+
     def get_invoice(self, tenant_id: UUID, invoice_id: UUID) -> Invoice:
         try:
             invoice: object = self.ledger.repository.get(invoice_id)
@@ -768,6 +1056,11 @@ class LedgerService:
         except (OperationalError, PersistenceError) as exc:
             raise db.DatabaseUnavailable(str(exc)) from exc
 
+
+# How often a credit note is re-checked after another took its original's next version.
+CREDIT_NOTE_ATTEMPTS = 20
+# How often an eTIMS result is re-decided after losing a race for the invoice's next version.
+ETIMS_RECORD_ATTEMPTS = 5
 
 # The IRP accepts cancellation only within 24 hours of the acknowledgement (error 2270 after);
 # AckDt is Indian Standard Time. Source: india-gst reference notes, section 1.

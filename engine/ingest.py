@@ -19,7 +19,6 @@ from pydantic import ValidationError
 
 from engine import telemetry
 from engine.application import LedgerService, ServiceError, TenantNotFound, ValidationFailed
-from engine.commands import IssueInvoice
 from engine.errors import InvalidInput
 from engine.fields import field_errors, forbidden_character
 from engine.security.ingest_keys import (
@@ -159,7 +158,10 @@ def apply_ingest_message(
     except orjson.JSONDecodeError as exc:
         raise IngestRejected("malformed_json", f"body is not valid JSON: {exc}") from exc
     try:
-        command = IssueInvoice.model_validate(body)
+        # The same validation as POST /v1/invoices: by the tenant's country.
+        command = service.parse_issue_command(tenant_id, body)
+    except TenantNotFound as exc:
+        raise IngestRejected("unknown_tenant", f"no tenant {tenant_id}") from exc
     except ValidationError as exc:
         fields = field_errors(exc.errors())
         raise IngestRejected("validation_failed", _fields_message(fields), fields) from exc

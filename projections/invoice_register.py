@@ -27,9 +27,23 @@ TOPICS = ["ledger.invoice.v1"]
 _INSERT_ISSUED = """
 INSERT INTO {table} (
     invoice_id, tenant_id, number, financial_year, invoice_date, status, buyer_name, buyer_gstin,
-    place_of_supply, supply_type, taxable, cgst, sgst, igst, cess, total, document, issued_at, last_event_id
-) VALUES (%s, %s, %s, %s, %s, 'issued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    place_of_supply, supply_type, taxable, cgst, sgst, igst, cess, total, document, issued_at, last_event_id,
+    country, document_type, original_invoice_id, vat, environment, branch_id, etims_status, etims
+) VALUES (%s, %s, %s, %s, %s, 'issued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+          %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (invoice_id) DO NOTHING
+"""
+
+# eTIMS results replace the row's eTIMS state. Each event carries its whole new state, so applying
+# one twice sets the same values; a signed row ignores a later failure (the aggregate does too,
+# this keeps a replay of old events in any order from hiding a receipt).
+_ETIMS_RESULT = """
+UPDATE {table} SET etims_status = %s, etims = %s, environment = %s, branch_id = %s, last_event_id = %s
+WHERE invoice_id = %s AND (etims_status IS DISTINCT FROM 'signed' OR %s = 'signed')
+"""
+
+_CREDITED = """
+UPDATE {table} SET last_event_id = %s WHERE invoice_id = %s
 """
 
 _CANCEL = """
@@ -62,6 +76,13 @@ def _json(value: Any) -> str:
 
 def _issued(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
     totals = r["totals"]
+    kenyan = r.get("country") == "KE"
+    etims = (
+        {"status": "pending", "environment": r.get("environment"), "branch_id": r.get("branch_id")}
+        if kenyan
+        else None
+    )
+    zero = "0.00"  # a Kenyan sale charges no GST
     return (
         r["invoice_id"],
         r["tenant_id"],
@@ -73,14 +94,22 @@ def _issued(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
         r["place_of_supply"],
         r["supply_type"],
         totals["taxable"],
-        totals["cgst"],
-        totals["sgst"],
-        totals["igst"],
-        totals["cess"],
+        totals.get("cgst") or zero,
+        totals.get("sgst") or zero,
+        totals.get("igst") or zero,
+        totals.get("cess") or zero,
         totals["total"],
         _json(_document(r)),
         _ts(r["occurred_at"]),
         ce_id,
+        r.get("country") or "IN",
+        r.get("document_type") or "invoice",
+        r.get("original_invoice_id"),
+        totals.get("vat"),
+        r.get("environment"),
+        r.get("branch_id"),
+        etims["status"] if etims else None,
+        _json(etims) if etims else None,
     )
 
 
@@ -108,6 +137,44 @@ def _irn_cancelled(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
     return (_json({k: r[k] for k in fields}), ce_id, r["invoice_id"])
 
 
+ETIMS_FIELDS = (
+    "invc_no",
+    "receipt_no",
+    "total_receipt_no",
+    "internal_data",
+    "receipt_signature",
+    "sdc_id",
+    "mrc_no",
+    "sdc_datetime",
+    "qr_url",
+    "device_type",
+    "adopted_existing",
+)
+
+
+def _etims(status: str, r: dict[str, Any], ce_id: str, state: dict[str, Any]) -> tuple[Any, ...]:
+    block = {"status": status, "environment": r["environment"], "branch_id": r["branch_id"], **state}
+    return (status, _json(block), r["environment"], r["branch_id"], ce_id, r["invoice_id"], status)
+
+
+def _etims_numbered(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
+    return _etims("pending", r, ce_id, {"invc_no": r["invc_no"], "device_type": r["device_type"]})
+
+
+def _etims_signed(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
+    return _etims("signed", r, ce_id, {k: r[k] for k in ETIMS_FIELDS})
+
+
+def _etims_failed(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
+    failure = {"code": r["result_code"], "message": r["message"], "error_class": r["error_class"]}
+    return _etims("failed", r, ce_id, {"invc_no": r["invc_no"], "failure": failure})
+
+
+def _etims_voided(r: dict[str, Any], ce_id: str) -> tuple[Any, ...]:
+    void = {"reason": r["reason"], "voided_by": r["voided_by"]}
+    return _etims("voided", r, ce_id, {"invc_no": r["invc_no"], "void": void})
+
+
 # Per event type: the statement (its table left as ``{table}``: a rebuild writes a shadow table)
 # and how to turn the event into its parameters. Every statement is idempotent (insert-if-absent or
 # set-to-fixed-values), so applying an event twice changes nothing.
@@ -117,6 +184,11 @@ STATEMENTS: dict[str, tuple[str, Callable[[dict[str, Any], str], tuple[Any, ...]
     "ledgerflow.invoice.irn_generated": (_IRN_GENERATED, _irn_generated),
     "ledgerflow.invoice.irn_failed": (_IRN_FAILED, _irn_failed),
     "ledgerflow.invoice.irn_cancelled": (_IRN_CANCELLED, _irn_cancelled),
+    "ledgerflow.invoice.credited": (_CREDITED, lambda r, ce_id: (ce_id, r["invoice_id"])),
+    "ledgerflow.invoice.etims_numbered": (_ETIMS_RESULT, _etims_numbered),
+    "ledgerflow.invoice.etims_signed": (_ETIMS_RESULT, _etims_signed),
+    "ledgerflow.invoice.etims_failed": (_ETIMS_RESULT, _etims_failed),
+    "ledgerflow.invoice.etims_voided": (_ETIMS_RESULT, _etims_voided),
 }
 
 
@@ -186,13 +258,16 @@ _INCOMPLETE = (
 
 
 def _row_to_invoice(row: dict[str, Any]) -> dict[str, Any]:
-    document = dict(row["document"])
+    document = api_document(dict(row["document"]))
     document.pop("tenant_id", None)
     # Only said when true: a complete invoice reads exactly as before.
     incomplete = {"incomplete": True} if row.get("incomplete") else {}
+    kenyan = document.get("country") == "KE"
+    etims = {"etims": etims_view(row.get("etims"))} if kenyan else {}
     return {
         "id": str(row["invoice_id"]),
         **{k: v for k, v in document.items() if k != "invoice_id"},
+        **etims,
         "status": row["status"],
         "issued_at": row["issued_at"].isoformat(),
         "cancellation": (
@@ -205,6 +280,92 @@ def _row_to_invoice(row: dict[str, Any]) -> dict[str, Any]:
         ),
         **incomplete,
     }
+
+
+# What issued v4 added for Kenya, and what only Indian (GST) invoices have: the API shows each
+# invoice its own country's fields, so an Indian invoice reads exactly as before v4.
+_KENYAN_TOP = (
+    "country",
+    "document_type",
+    "original_invoice_id",
+    "original_number",
+    "refund_reason_code",
+    "environment",
+    "branch_id",
+    "payment_type",
+    "tax_breakdown",
+)
+_KENYAN_LINE = (
+    "item_code",
+    "tax_type",
+    "supply_amount",
+    "taxable_amount",
+    "tax_rate",
+    "tax_amount",
+    "original_line_no",
+)
+_GST_LINE = (
+    "hsn",
+    "unit",
+    "taxable_value",
+    "gst_rate",
+    "rate_source",
+    "master_rate",
+    "override_reason",
+    "cgst",
+    "sgst",
+    "igst",
+    "cess_rate",
+    "cess",
+)
+
+
+def api_document(document: dict[str, Any]) -> dict[str, Any]:
+    """The issued record as the API shows it: an Indian invoice without the Kenyan fields (as
+    before v4), a Kenyan one without the GST fields (seller/buyer state and GSTIN, place of supply,
+    HSN and GST amounts): ``totals`` is then {taxable, vat, total}."""
+    if (document.get("country") or "IN") != "KE":
+        for key in _KENYAN_TOP:
+            document.pop(key, None)
+        document["seller"] = {k: v for k, v in document["seller"].items() if k != "kra_pin"}
+        document["buyer"] = {k: v for k, v in document["buyer"].items() if k not in ("kra_pin", "phone")}
+        document["lines"] = [{k: v for k, v in x.items() if k not in _KENYAN_LINE} for x in document["lines"]]
+        document["totals"] = {k: v for k, v in document["totals"].items() if k != "vat"}
+        return document
+    for key in ("place_of_supply", "intra_state"):
+        document.pop(key, None)
+    document["seller"] = {k: v for k, v in document["seller"].items() if k not in ("gstin", "state")}
+    document["buyer"] = {k: v for k, v in document["buyer"].items() if k not in ("gstin", "state", "address")}
+    document["lines"] = [{k: v for k, v in x.items() if k not in _GST_LINE} for x in document["lines"]]
+    totals = document["totals"]
+    document["totals"] = {k: totals.get(k) for k in ("taxable", "vat", "total")}
+    return document
+
+
+ETIMS_VIEW_FIELDS = (
+    "status",
+    "environment",
+    "branch_id",
+    "invc_no",
+    "receipt_no",
+    "internal_data",
+    "receipt_signature",
+    "sdc_id",
+    "qr_url",
+    "failure",
+)
+
+
+def etims_view(state: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``etims`` block of a Kenyan invoice: where KRA's signing stands. ``failure`` is
+    {code, message} of a refusal, null otherwise; receipt fields are null until signed."""
+    state = state or {"status": "pending"}
+    view = {name: state.get(name) for name in ETIMS_VIEW_FIELDS}
+    failure = state.get("failure")
+    view["failure"] = {"code": failure["code"], "message": failure["message"]} if failure else None
+    if state.get("void"):
+        view["void"] = state["void"]
+    return view
 
 
 def einvoice_view(

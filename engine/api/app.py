@@ -12,10 +12,11 @@ from uuid import UUID
 
 import orjson
 import psycopg
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import trace
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors import registry as connector_registry
@@ -31,7 +32,7 @@ from engine.api.tenant import build_router as tenant_router
 from engine.api.tenant import caller_of
 from engine.application import InvoiceNotFound, LedgerService
 from engine.bootstrap import build_service
-from engine.commands import CancelInvoice, IssueInvoice
+from engine.commands import CancelInvoice, IssueCreditNote
 from engine.config import Settings, load_settings
 from engine.domain.invoice import Invoice
 from engine.errors import InvalidInput
@@ -215,7 +216,7 @@ class IntegrationRequest(BaseModel):
 
 
 def invoice_view(invoice: Invoice) -> dict[str, Any]:
-    document = invoice_document(invoice, invoice.id)
+    document = invoice_register.api_document(invoice_document(invoice, invoice.id))
     document.pop("idempotency_key", None)
     document["id"] = document.pop("invoice_id")
     cancellation = None
@@ -224,9 +225,12 @@ def invoice_view(invoice: Invoice) -> dict[str, Any]:
             **invoice.cancellation,
             "cancelled_at": invoice.cancellation["cancelled_at"].isoformat(),
         }
+    # A Kenyan invoice's eTIMS state; an Indian one has no ``etims`` key at all (docs/api.md).
+    etims = {"etims": invoice_register.etims_view(invoice.etims)} if invoice.country == "KE" else {}
     return {
         "id": document.pop("id"),
         **document,
+        **etims,
         "status": invoice.status,
         "cancellation": cancellation,
         "einvoice": invoice_register.einvoice_view(
@@ -309,19 +313,45 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/v1/invoices",
         status_code=201,
         tags=["invoices"],
-        summary="Issue a GST invoice",
+        summary="Issue an invoice: a GST invoice, or a Kenyan sale for a KE tenant",
         response_class=Response,
         responses={201: {"description": "The invoice with its computed taxes"}},
+        # The body's schema depends on the tenant's country (docs/api.md): declared here, checked
+        # by LedgerService.parse_issue_command, the one validation the ingest topic uses too.
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": contract.ISSUE_BODY}}}},
     )
     def issue_invoice(
-        command: IssueInvoice,
+        body: Annotated[dict[str, Any], Body()],
         request: Request,
         tenant_id: Tenant,
         svc: Service,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> Response:
+        try:
+            command = svc.parse_issue_command(tenant_id, body)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from exc
         issued = svc.issue_invoice(
             tenant_id, command, idempotency_key=idempotency_key, traceparent=request.state.traceparent
+        )
+        headers = {"Location": f"/v1/invoices/{issued.invoice.id}"}
+        if not issued.created:
+            headers["Idempotent-Replayed"] = "true"
+        return json_response(invoice_view(issued.invoice), 201, headers)
+
+    @app.post(
+        "/v1/invoices/{invoice_id}/credit-notes",
+        status_code=201,
+        tags=["invoices"],
+        summary="Issue a credit note against a Kenyan invoice",
+        response_class=Response,
+        responses={201: {"description": "The credit note with its computed VAT"}},
+    )
+    def issue_credit_note(
+        invoice_id: str, command: IssueCreditNote, request: Request, tenant_id: Tenant, svc: Service
+    ) -> Response:
+        issued = svc.issue_credit_note(
+            tenant_id, parse_invoice_id(invoice_id), command, traceparent=request.state.traceparent
         )
         headers = {"Location": f"/v1/invoices/{issued.invoice.id}"}
         if not issued.created:

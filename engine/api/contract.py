@@ -28,6 +28,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
+from engine.commands import IssueInvoice, IssueKenyanInvoice
+
 
 class ErrorDetail(BaseModel):
     code: str = Field(description="Machine-readable reason, e.g. validation_failed, not_found, unauthorized")
@@ -58,13 +60,27 @@ class InvoiceView(BaseModel):
     supply_type: str
     seller: dict[str, Any]
     buyer: dict[str, Any]
-    place_of_supply: str
-    intra_state: bool
+    place_of_supply: str | None = Field(default=None, description="GST only; absent on Kenyan invoices")
+    intra_state: bool | None = Field(default=None, description="GST only; absent on Kenyan invoices")
     lines: list[dict[str, Any]]
-    totals: dict[str, str]
+    totals: dict[str, str | None]
     status: Literal["issued", "cancelled"]
     cancellation: dict[str, Any] | None
     einvoice: dict[str, Any] | None = Field(description="The IRN and signed documents, or why there is none")
+    etims: dict[str, Any] | None = Field(
+        default=None,
+        description="Kenyan invoices only (absent on Indian ones): status pending|signed|failed|voided, "
+        "environment, branch_id, invc_no, receipt_no, internal_data, receipt_signature, sdc_id, qr_url, "
+        "failure {code, message} | null",
+    )
+
+
+# POST /v1/invoices: the body's shape depends on the tenant's country (engine/commands.py).
+REQUEST_MODELS: list[type[BaseModel]] = [IssueInvoice, IssueKenyanInvoice]
+ISSUE_BODY: dict[str, Any] = {
+    "oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in REQUEST_MODELS],
+    "description": "IssueInvoice for Indian tenants, IssueKenyanInvoice for Kenyan (KE) tenants",
+}
 
 
 class InvoicePage(BaseModel):
@@ -142,7 +158,14 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
     _, defs = models_json_schema(
         [(m, "serialization") for m in MODELS], ref_template="#/components/schemas/{model}"
     )
+    _, request_defs = models_json_schema(
+        [(m, "validation") for m in REQUEST_MODELS], ref_template="#/components/schemas/{model}"
+    )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name, definition in request_defs.get("$defs", {}).items():
+        # FastAPI's own rendering of a request model another route uses (Address) wins: the two
+        # differ only in how they spell defaults.
+        schemas.setdefault(name, definition)
     for name, definition in defs.get("$defs", {}).items():
         # A request model of the same name would otherwise be silently replaced.
         if schemas.get(name, definition) != definition:

@@ -90,6 +90,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("projections", "dead_letters.sql"),
     ("projections", "etims_compliance.sql"),
     ("engine", "connector_state.sql"),
+    ("engine", "etims_tax_rates.sql"),
 ]
 
 
