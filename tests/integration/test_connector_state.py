@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from connectors import catalogue, etims, gstin_lookup, registry
+from connectors.etims.sandbox import create_app as create_etims_sandbox
 from connectors.gst_irp.sandbox import SandboxAccount as IrpAccount
 from connectors.gst_irp.sandbox import create_app as create_irp_sandbox
 from connectors.gstin_lookup.sandbox import create_app as create_lookup_sandbox
@@ -177,6 +178,7 @@ def test_the_demo_tenant_gets_every_indian_connectors_sandbox_and_each_connectio
     sandboxes = {
         "gst-irp": create_irp_sandbox(account=IrpAccount(gstin=DEMO_GSTIN)),
         "gstin-lookup": create_lookup_sandbox(),
+        "etims": create_etims_sandbox(),
     }
     answers = {}
     for name, loaded in configured.items():
@@ -215,5 +217,8 @@ def test_the_demo_kenyan_tenant_has_a_kra_pin_and_its_etims_integration_on_the_e
     finally:
         service.close()
     assert (profile.country, profile.kra_pin, profile.gstin) == ("KE", etims.DEMO_KRA_PIN, None)
+    with LiveServer(create_etims_sandbox()) as live:  # the sandbox `ledgerflow run` starts, on a free port
+        answer = asyncio.run(catalogue.test_connection(replace(loaded, base_url=live.url), own.mode))
+    assert answer["ok"] is True, answer
     # Production refuses sandbox integrations: no demo there.
     assert demo_kenyan_tenant(replace(own, mode="production")) is None
