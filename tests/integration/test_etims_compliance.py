@@ -25,6 +25,7 @@ from projections import etims_compliance
 from projections.dead_letters import apply_isolating
 from projections.etims_compliance import EtimsCompliance
 from projections.events import ProjectedEvent
+from tests.conftest import BackgroundLoop, wait_for
 from tests.integration.helpers import client_for, register_tenant
 from tests.integration.processes import settings_env
 
@@ -441,3 +442,156 @@ def test_the_cli_prints_the_daily_report_and_its_json(settings: Settings, tenant
         main, ["etims", "report", "--tenant", str(tenant_id), "--date", "2026-01-18"], env=env
     )
     assert empty.exit_code == 0 and "No eTIMS sales that day." in empty.output
+
+
+# -- the real path: the API, the event store, the relay, Kafka, the projector, a rebuild ---------------
+
+
+RECEIPT = {
+    "receipt_no": 1,
+    "total_receipt_no": 1,
+    "internal_data": "INTERNAL",
+    "receipt_signature": "SIGNATURE",
+    "sdc_id": "KRACU0100000001",
+    "mrc_no": "WIS00000001",
+    "sdc_datetime": "20260119103000",
+    "qr_url": "https://etims-sbx.kra.go.ke/common/link/etims/receipt/indexEtimsReceiptData?Data=X",
+    "device_type": "oscu",
+    "adopted_existing": False,
+}
+
+
+def kenyan_sale(number: str, day: date, **changes: Any) -> dict[str, Any]:
+    return {
+        "number": number,
+        "date": day.isoformat(),
+        "buyer": {"name": "Wanjiku Stores"},
+        "lines": [
+            {
+                "item_code": "KE2NTXU0000001",
+                "description": "Maize flour 2kg",
+                "quantity": "3",
+                "unit_price": "200.00",
+                "tax_type": "B",
+            }
+        ],
+        **changes,
+    }
+
+
+def test_kenyan_sales_and_their_etims_results_reach_the_report_through_kafka_and_rebuilds_give_the_same(
+    settings: Settings, service: LedgerService, topics: list[str], background: BackgroundLoop
+) -> None:
+    from connectors import etims
+    from connectors.catalogue import endpoint_policy
+    from engine.relay import Relay
+    from engine.security.secrets import load_key_ring
+    from projections.rebuild import rebuild
+    from projections.runner import ProjectionRunner
+
+    db.ensure_schema(settings)
+    registered = service.register_tenant(
+        name="Duka Bora",
+        legal_name="Duka Bora Limited",
+        country="KE",
+        gstin=None,
+        state=None,
+        kra_pin=etims.DEMO_KRA_PIN,
+    )
+    tenant_id = registered.tenant_id
+    service.save_integration(
+        load_key_ring(settings.var_dir),
+        tenant_id,
+        "etims",
+        changed_by="operator:test",
+        enabled=True,
+        environment="sandbox",
+        base_url="http://127.0.0.1:9103",
+        credentials=etims.demo_credentials(),
+        endpoints=endpoint_policy(etims.PROVIDER),
+        mode=settings.mode,
+    )
+    client = client_for(settings)
+    auth = {"Authorization": f"Bearer {registered.api_key}"}
+    day = datetime.now(etims_compliance.NAIROBI).date() - timedelta(days=1)
+    ids = {}
+    for name, changes in (("signed", {}), ("refused", {}), ("void", {}), ("other", {"branch_id": "02"})):
+        answer = client.post(
+            "/v1/invoices",
+            json=kenyan_sale(f"KE-{name}", day, **changes),
+            headers={**auth, "Idempotency-Key": name},
+        )
+        assert answer.status_code == 201, answer.text
+        ids[name] = UUID(answer.json()["id"])
+    branch = etims.DEMO_BRANCH_ID
+    where = {"environment": "sandbox", "branch_id": branch}
+    for invc_no, name in enumerate(("signed", "refused", "void"), start=1):
+        service.record_etims_numbered(
+            tenant_id, ids[name], job_id=f"job-{name}", invc_no=invc_no, device_type="oscu", **where
+        )
+    service.record_etims_signed(
+        tenant_id, ids["signed"], job_id="job-signed", receipt={**RECEIPT, "invc_no": 1}, **where
+    )
+    for name, invc_no in (("refused", 2), ("void", 3)):
+        service.record_etims_failed(
+            tenant_id,
+            ids[name],
+            job_id=f"job-{name}",
+            invc_no=invc_no,
+            result_code="910",
+            error_class="permanent",
+            message="Request parameter error",
+            **where,
+        )
+    service.record_etims_voided(
+        tenant_id, ids["void"], invc_no=3, reason="Sold twice by mistake", voided_by="api_key:k1", **where
+    )
+
+    background.start(Relay(settings).run)
+    background.start(ProjectionRunner(settings, EtimsCompliance()).run)
+    expected = [
+        {
+            "environment": "sandbox",
+            "branch_id": branch,
+            "submitted": 3,
+            "signed": 1,
+            "pending": 0,
+            "failed": 1,
+            "voided": 1,
+            "credit_notes": 0,
+        },
+        {
+            "environment": "sandbox",
+            "branch_id": "02",
+            "submitted": 1,
+            "signed": 0,
+            "pending": 1,
+            "failed": 0,
+            "voided": 0,
+            "credit_notes": 0,
+        },
+    ]
+
+    def report() -> dict[str, Any]:
+        answer = client.get("/v1/etims/compliance", params={"date": day.isoformat()}, headers=auth)
+        assert answer.status_code == 200, answer.text
+        found: dict[str, Any] = answer.json()
+        return found
+
+    def projected_as_expected() -> dict[str, Any] | None:
+        found = report()
+        return found if counts(found) == expected else None
+
+    projected = wait_for(
+        projected_as_expected,
+        timeout=120,
+        what="the four sales and their eTIMS results in the compliance report",
+    )
+    (reason,) = projected["branches"][0]["failure_reasons"]
+    assert (reason["result_code"], reason["refusals"], reason["sales"]) == ("910", 2, 2)
+
+    from_kafka = rebuild(settings, "etims_compliance", batch=3)
+    assert from_kafka.rows == 4
+    assert report() == projected
+    rebuild(settings, "etims_compliance", from_event_store=True)
+    assert report() == projected
