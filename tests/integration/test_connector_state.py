@@ -24,9 +24,10 @@ from engine.config import Settings
 from engine.security import connector_secrets, rotation
 from engine.security.egress import EndpointPolicy
 from engine.security.secrets import SecretError, load_key_ring
-from ops.supervisor import DEMO_COUNTRY_OF, DEMO_GSTIN, demo_kenyan_tenant, demo_tenant
+from ops.supervisor import DEMO_COUNTRY_OF, DEMO_GSTIN, DEMO_KE_BODY, demo_kenyan_tenant, demo_tenant
 from streams.connectors.context import HandlerContext
 from tests.connectors.contract import LiveServer
+from tests.integration.helpers import client_for
 
 pytestmark = [pytest.mark.integration]
 
@@ -220,5 +221,13 @@ def test_the_demo_kenyan_tenant_has_a_kra_pin_and_its_etims_integration_on_the_e
     with LiveServer(create_etims_sandbox()) as live:  # the sandbox `ledgerflow run` starts, on a free port
         answer = asyncio.run(catalogue.test_connection(replace(loaded, base_url=live.url), own.mode))
     assert answer["ok"] is True, answer
+    # The curl `ledgerflow run` prints for it is a Kenyan sale the API takes.
+    issued = client_for(own).post(
+        "/v1/invoices",
+        content=DEMO_KE_BODY,
+        headers={"Authorization": f"Bearer {demo['api_key']}", "Content-Type": "application/json"},
+    )
+    assert issued.status_code == 201, issued.text
+    assert issued.json()["totals"] == {"taxable": "600.00", "vat": "96.00", "total": "696.00"}
     # Production refuses sandbox integrations: no demo there.
     assert demo_kenyan_tenant(replace(own, mode="production")) is None
