@@ -33,6 +33,7 @@ from engine import db, integrations, telemetry
 from engine import kenya_invoicing as kenya
 from engine.commands import CancelInvoice, IssueCreditNote, IssueInvoice, IssueKenyanInvoice
 from engine.config import Settings
+from engine.domain.alert import Alert, alert_id_for, check_alert
 from engine.domain.invoice import (
     DocumentType,
     EtimsAlreadySigned,
@@ -854,6 +855,49 @@ class LedgerService:
         )
         self._save(invoice)
         return invoice
+
+    # -- alerts (ledger.alert.v1) -----------------------------------------------------------------
+
+    def raise_alert(
+        self,
+        tenant_id: UUID,
+        *,
+        severity: str,
+        cause: str,
+        subject: str,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        raised_at: datetime | None = None,
+    ) -> None:
+        """Record an alert; the relay publishes it on ``ledger.alert.v1`` keyed by the tenant id.
+
+        The same alert (tenant, severity, cause, subject, message) raised again within
+        ``engine.domain.alert.COLLAPSE_WINDOW`` is the same aggregate and is stored, hence published,
+        once: a job retrying or two workers noticing the same condition do not flood the topic."""
+        at = raised_at or datetime.now(UTC)
+        clean = check_alert(severity, cause, dict(details or {}))
+        alert_id = alert_id_for(
+            tenant_id, severity=severity, cause=cause, subject=subject, message=message, raised_at=at
+        )
+        try:
+            self.ledger.repository.get(alert_id)
+            return  # raised already in this window
+        except AggregateNotFoundError:
+            pass
+        except OperationalError as exc:
+            raise db.DatabaseUnavailable(str(exc)) from exc
+        alert = Alert(
+            tenant_id=tenant_id,
+            severity=severity,
+            cause=cause,
+            subject=subject,
+            message=message,
+            details=clean,
+            raised_at=at,
+        )
+        # Raised concurrently by another process in the same window: that one is the alert.
+        with suppress(IntegrityError):
+            self._save(alert)
 
     # -- results of connector jobs (e-invoicing) ---------------------------------------------
 

@@ -19,6 +19,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 import orjson
 
+from engine.domain.alert import Alert
 from engine.domain.invoice import Invoice
 from engine.domain.tenant import Tenant
 from engine.errors import IntegrityFault
@@ -26,7 +27,14 @@ from engine.errors import IntegrityFault
 EVENT_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgerflow.dev/ns/event")
 
 # Logical topic per aggregate type; the configured prefix is added by the relay.
-AGGREGATE_TOPICS = {"invoice": "ledger.invoice.v1", "tenant": "ledger.tenant.v1"}
+AGGREGATE_TOPICS = {
+    "invoice": "ledger.invoice.v1",
+    "tenant": "ledger.tenant.v1",
+    "alert": "ledger.alert.v1",
+}
+# Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
+# and a consumer can compact or filter them per tenant (issue 10: "key = tenant id").
+TENANT_KEYED_AGGREGATES = frozenset({"alert"})
 
 
 def event_id(aggregate_id: UUID, version: int) -> UUID:
@@ -338,6 +346,19 @@ def _tenant_integration_settings_changed(event: Any, base: dict[str, Any]) -> di
     }
 
 
+def _alert_raised(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "alert_id": str(event.originator_id),
+        "severity": event.severity,
+        "cause": event.cause,
+        "subject": event.subject,
+        "message": event.message,
+        "details": {str(k): str(v) for k, v in dict(event.details).items()},
+        "raised_at": _millis(event.raised_at),
+    }
+
+
 RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Invoice.Issued: _invoice_issued,
     Invoice.Cancelled: _invoice_cancelled,
@@ -361,6 +382,7 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Tenant.ApiKeyRevoked: lambda e, b: {**b, "key_id": e.key_id, "changed_by": e.changed_by},
     Tenant.ProfileUpdated: _tenant_profile_updated,
     Tenant.IntegrationSettingsChanged: _tenant_integration_settings_changed,
+    Alert.Raised: _alert_raised,
 }
 
 
@@ -442,7 +464,7 @@ def to_outbound(event: Any, event_class: type | None = None) -> OutboundEvent:
     stored_traceparent = getattr(event, "traceparent", None)
     return OutboundEvent(
         topic=AGGREGATE_TOPICS[aggregate],
-        key=str(aggregate_id),
+        key=tenant_id if aggregate in TENANT_KEYED_AGGREGATES else str(aggregate_id),
         ce_type=ce_type,
         ce_id=ce_id,
         tenant_id=tenant_id,

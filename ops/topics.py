@@ -9,6 +9,7 @@ from engine.config import Settings
 TOPICS = [
     "ledger.invoice.v1",
     "ledger.tenant.v1",
+    "ledger.alert.v1",
     "ingest.invoice.v1",
     "ingest.invoice.dlq.v1",
     "projection.invoice_register.dlq.v1",

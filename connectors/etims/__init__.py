@@ -49,6 +49,12 @@ CONNECTOR = Connector(
     rate_limit_per_s=RATE_LIMIT_PER_S,
     # A job (device init, a sale) may make several calls (a sale: save, then the 994 look-up).
     rate_limit_counts="request",
+    # KRA may be away for hours (OSCU has no offline mode: store-and-forward is ours, kenya-etims.md):
+    # a sale retries at 0, 1 min, 5 min, then every 15 min without end, never to the DLQ while KRA
+    # is unreachable; a sale failing for 7 days raises one alert (connectors/etims/sales.py).
+    retry_delays=(0.0, 60.0, 300.0, 900.0),
+    retry_forever=True,
+    migrations=(("connectors.etims", "sales.sql"),),
     sandbox=SandboxLaunch(
         module="connectors.etims.sandbox",
         port=SANDBOX_PORT,

@@ -24,6 +24,9 @@ from engine import db, integrations, logs, telemetry
 from engine.api import contract
 from engine.api.errors import ApiError, error_body, install
 from engine.api.etims_compliance import build_router as etims_compliance_router
+from engine.api.etims import build_router as etims_router
+from engine.api.etims import refuse_suspended
+from engine.api.etims_sales import build_router as etims_sales_router
 from engine.api.health import consumer_health_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
 from engine.api.metrics import metrics_router
@@ -292,6 +295,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "the API key is unknown, revoked or expired",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        refuse_suspended(svc, tenant_id)  # a suspended eTIMS company (engine/api/etims.py)
         logs.bind_tenant(str(tenant_id))
         request.state.server_span.set_attribute("ledgerflow.tenant_id", str(tenant_id))
         return tenant_id
@@ -302,6 +306,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(etims_compliance_router(current_tenant, service))
     app.include_router(ingest_keys_router(current_tenant, service, holder.key_ring))
     app.include_router(tenant_router(settings, current_tenant, service))
+    app.include_router(etims_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(etims_sales_router(current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:

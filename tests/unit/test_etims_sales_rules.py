@@ -1,0 +1,80 @@
+"""eTIMS sales rules that need no I/O: the branch key, what a sale job accepts, the retry policy."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from connectors.errors import PermanentError
+from connectors.etims import CONNECTOR
+from connectors.etims.sales import Receipt, SaleDocument, branch_key
+from engine.config import load_settings
+from streams.catalogue import retry_policy
+from streams.connectors.retry import GiveUp, Retry, next_step
+
+TENANT = "5d2f6a3e-0000-4000-8000-000000000001"
+
+
+def record(**changes: Any) -> dict[str, Any]:
+    return {
+        "invoice_id": "7b7c2f0e-0000-4000-8000-000000000002",
+        "tenant_id": TENANT,
+        "number": "KE-1",
+        "country": "KE",
+        "environment": "sandbox",
+        "branch_id": "01",
+        "document_type": "invoice",
+        **changes,
+    }
+
+
+def test_one_branch_has_one_key_and_environments_and_branches_have_their_own() -> None:
+    key = branch_key(TENANT, "sandbox", "01")
+    assert key == branch_key(UUID(TENANT), "sandbox", "01")
+    assert len({key, branch_key(TENANT, "production", "01"), branch_key(TENANT, "sandbox", "02")}) == 3
+
+
+def test_a_sale_document_takes_its_branch_and_environment_from_the_issued_record() -> None:
+    doc = SaleDocument.from_record(record(branch_id="03", environment="production"))
+    assert (doc.bhf_id, doc.environment, doc.document_type, doc.original_invoice_id) == (
+        "03",
+        "production",
+        "invoice",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"environment": None}, "environment"),
+        ({"branch_id": ""}, "branch_id"),
+        ({"document_type": "debit_note"}, "document_type"),
+        ({"document_type": "credit_note", "original_invoice_id": None}, "original_invoice_id"),
+    ],
+)
+def test_a_record_that_cannot_be_a_kenyan_sale_is_refused_permanently(
+    changes: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(PermanentError, match=says):
+        SaleDocument.from_record(record(**changes))
+
+
+def test_a_receipt_survives_the_queue_row_unchanged() -> None:
+    receipt = Receipt(7, 9, "INTERNAL", "SIGN", "SDC1", "MRC1", "20261202101500", "https://q", "oscu", True)
+    assert Receipt.from_fields(receipt.fields()) == receipt
+
+
+def test_etims_retries_a_transient_failure_for_ever_at_its_capped_delay() -> None:
+    policy = retry_policy(load_settings(), CONNECTOR)
+    assert policy.forever
+    capped = policy.delays[-1]
+    assert capped == 900.0  # "every 15 minutes" (issue 10)
+    assert next_step(policy, attempt=10_000, code="outage", retry_after=None) == Retry(10_001, capped, capped)
+
+
+def test_other_connectors_still_give_up_after_their_schedule() -> None:
+    policy = retry_policy(load_settings())
+    assert isinstance(next_step(policy, attempt=len(policy.delays) + 1, code="x", retry_after=None), GiveUp)
