@@ -13,12 +13,18 @@ declaration by the sales side (``dataclasses.replace`` or a new ``Connector`` wi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from connectors.etims.client import PROVIDER, DeviceInfo, EtimsClient
 from connectors.etims.endpoints import ENDPOINTS
 from connectors.etims.errors import DeviceAlreadyInstalled, DuplicateSale, SaleLookupUnavailable, classify
 from connectors.etims.mapping import SaleReceipt, build_item_code, receipt_qr_url, sale_payload
+from connectors.etims.routes import EVENT_TYPES, routes
 from connectors.etims.settings import SETTINGS, test_connection
-from connectors.kit import Connector, SandboxLaunch
+from connectors.kit import Connector, ConnectorHandler, SandboxLaunch
+
+if TYPE_CHECKING:
+    from streams.connectors.context import HandlerContext
 
 SANDBOX_PORT = 9103
 DEMO_KRA_PIN = "P051234567X"
@@ -41,6 +47,12 @@ def demo_credentials(demo_gstin: str = "") -> dict[str, str]:
     }
 
 
+def _handler(context: HandlerContext) -> ConnectorHandler:
+    from connectors.etims.handler import build
+
+    return build(context)
+
+
 CONNECTOR = Connector(
     name=PROVIDER,
     settings=SETTINGS,
@@ -54,7 +66,12 @@ CONNECTOR = Connector(
     # is unreachable; a sale failing for 7 days raises one alert (connectors/etims/sales.py).
     retry_delays=(0.0, 60.0, 300.0, 900.0),
     retry_forever=True,
-    migrations=(("connectors.etims", "sales.sql"),),
+    # The routes: Kenyan invoices and credit notes -> sale jobs, keyed by branch; a saved integration
+    # -> device initialisation (routes.py). The handler is imported only where jobs run.
+    routes=routes,
+    route_event_types=EVENT_TYPES,
+    handler=_handler,
+    migrations=(("connectors.etims", "devices.sql"), ("connectors.etims", "sales.sql")),
     sandbox=SandboxLaunch(
         module="connectors.etims.sandbox",
         port=SANDBOX_PORT,

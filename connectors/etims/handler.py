@@ -18,17 +18,18 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from connectors.errors import ConnectorError, ErrorClass, PermanentError, RetryableError
-from connectors.etims.client import PROVIDER, EtimsClient
+from connectors.errors import ConnectorError, ErrorClass, NeedsAttentionError, PermanentError, RetryableError
+from connectors.etims.client import DEFAULT_TIMEOUT, PROVIDER, EtimsClient
 from connectors.etims.devices import (
     DEVICE_JOB_PREFIXES,
     ActiveDevice,
@@ -52,10 +53,21 @@ from connectors.etims.sales import (
     SaleQueue,
 )
 from engine import db
+from engine.errors import RequestRefused
 from streams.connectors.context import HandlerContext
 from streams.connectors.jobs import Job, JobResult
 
 log = logging.getLogger("ledgerflow.etims")
+T = TypeVar("T")
+
+TIMEOUT_ENV = "LEDGERFLOW_ETIMS_TIMEOUT_S"
+"""Seconds a KRA call may take (default the client's 45 s, Odoo's: "eTIMS can often have
+congestion"); tests shorten it to see a lost answer quickly."""
+
+
+def call_timeout() -> float:
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    return float(raw) if raw else DEFAULT_TIMEOUT
 
 
 class KraChannel(SaleChannel):
@@ -164,8 +176,16 @@ class EtimsJobs:
         self._clients: dict[tuple[str, ...], EtimsClient] = {}
         self._watch: asyncio.Task[None] | None = None
         self.queue = SaleQueue(
-            self._connection, self.results, self._channel_for, context.blocking, settings.db_schema
+            self._connection, self.results, self._channel_for, self._record, settings.db_schema
         )
+
+    async def _record(self, work: Callable[[], T]) -> T:
+        """A result written to the ledger. The ledger refusing it (no such invoice, a conflicting
+        result already recorded) is for a person: retrying the same write cannot change the answer."""
+        try:
+            return await self.context.blocking(work)
+        except RequestRefused as exc:
+            raise NeedsAttentionError("ledger_refused", f"{type(exc).__name__}: {exc}") from exc
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
@@ -212,6 +232,7 @@ class EtimsJobs:
                 bhf_id=device.bhf_id,
                 cmc_key=device.cmc_key,
                 transport=await self.context.transport(loaded),
+                timeout=call_timeout(),
             )
             self._clients[key] = client
         return KraChannel(self.context, device, client)

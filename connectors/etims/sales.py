@@ -185,6 +185,11 @@ class QueuedSale:
         }
 
 
+def _done(sale: QueuedSale) -> bool:
+    """Nothing left to do for this sale: voided, or signed with its receipt on the invoice."""
+    return sale.state == VOIDED or (sale.state == SIGNED and sale.signed_recorded)
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
@@ -488,11 +493,11 @@ class SaleQueue:
         it waits (KRA away, an earlier sale refused, its original not signed yet)."""
         async with self.connection() as conn:
             own = await enqueue_once(conn, doc, job_id=job_id)
-        if own.state not in FINAL:
+        if not _done(own):
             outcome = await self.drain(own.tenant_id, own.environment, own.bhf_id, own=own.invoice_id)
             async with self.connection() as conn:
                 own = await get(conn, doc.invoice_id) or own
-            if own.state not in FINAL:
+            if not _done(own):
                 raise self._waiting(own, outcome)
         return {"invoice_id": str(own.invoice_id), "invc_no": own.invc_no, "state": own.state}
 
@@ -506,6 +511,10 @@ class SaleQueue:
             )
         if outcome.stopped is not None:
             return outcome.stopped
+        if own.state == SIGNED:
+            return RetryableError(
+                "not_recorded", f"invcNo {own.invc_no} is signed; its receipt is not recorded yet"
+            )
         return RetryableError("not_sent", f"invcNo {own.invc_no} of branch {own.bhf_id} is still queued")
 
     async def drain(
@@ -524,7 +533,7 @@ class SaleQueue:
                 # Someone else is sending this branch: our sale may go out in their drain.
                 if own is not None:
                     mine = await get(conn, own)
-                    if mine is not None and mine.state in FINAL:
+                    if mine is not None and _done(mine):
                         return DrainOutcome()
                 if self.clock() >= deadline:
                     return DrainOutcome(
@@ -545,6 +554,7 @@ class SaleQueue:
         for sale in await unrecorded(conn, tenant_id, environment, bhf_id):
             await self._record_signed(conn, sale)
         after_own = 0
+        channels: list[SaleChannel] = []
         while True:
             current = await head(conn, tenant_id, environment, bhf_id)
             if current is None:
@@ -579,20 +589,35 @@ class SaleQueue:
                     )
                     return outcome
                 org_invc_no = original.invc_no
-            try:
-                await self._send(conn, current, org_invc_no)
-            except ConnectorError as exc:
-                if exc.error_class is ErrorClass.RETRYABLE:
-                    await self._transient(conn, current, exc)
-                    outcome.stopped = exc
-                else:
-                    await self._block(conn, current, exc)
-                    outcome.blocked_at = current.invc_no
-                return outcome
-            outcome.sent += 1
+            # Only what KRA (or the device, or the mapping) says decides between waiting and
+            # blocking; an error writing our own result escapes, and the next drain writes it again.
+            refused = await self._send(conn, current, org_invc_no, channels)
+            if refused is None:
+                outcome.sent += 1
+                continue
+            if refused.error_class is ErrorClass.RETRYABLE:
+                await self._transient(conn, current, refused)
+                outcome.stopped = refused
+            else:
+                await self._block(conn, current, refused)
+                outcome.blocked_at = current.invc_no
+            return outcome
 
-    async def _send(self, conn: AsyncConnection[Any], sale: QueuedSale, org_invc_no: int | None) -> None:
-        channel = await self.channel_for(sale)
+    async def _send(
+        self,
+        conn: AsyncConnection[Any],
+        sale: QueuedSale,
+        org_invc_no: int | None,
+        channels: list[SaleChannel],
+    ) -> ConnectorError | None:
+        """Send one sale and record its receipt; returns why it did not go (None: signed)."""
+        # One channel per drain (the branch's device, its key opened once), not one per sale.
+        if not channels:
+            try:
+                channels.append(await self.channel_for(sale))
+            except ConnectorError as exc:
+                return exc
+        channel = channels[0]
         if not sale.numbered_recorded:
             await self.run(
                 lambda: self.results.record_etims_numbered(
@@ -617,16 +642,9 @@ class SaleQueue:
             (),
         )
         try:
-            receipt = await channel.save_sale(sale, org_invc_no=org_invc_no)
-        except DuplicateAnswer:
-            found = await channel.find_sale(sale)
-            if found is None:
-                raise NeedsAttentionError(
-                    "duplicate_unverified",
-                    f"KRA answered 994 (duplicate) for invcNo {sale.invc_no} and the sale could not be looked"
-                    " up: check it on the eTIMS portal, then resend (to look again) or void it",
-                ) from None
-            receipt = found
+            receipt = await self._signed(channel, sale, org_invc_no)
+        except ConnectorError as exc:
+            return exc
         await _update(
             conn,
             sale.invoice_id,
@@ -637,6 +655,20 @@ class SaleQueue:
         signed = await get(conn, sale.invoice_id)
         assert signed is not None
         await self._record_signed(conn, signed)
+        return None
+
+    async def _signed(self, channel: SaleChannel, sale: QueuedSale, org_invc_no: int | None) -> Receipt:
+        try:
+            return await channel.save_sale(sale, org_invc_no=org_invc_no)
+        except DuplicateAnswer:
+            found = await channel.find_sale(sale)
+            if found is None:
+                raise NeedsAttentionError(
+                    "duplicate_unverified",
+                    f"KRA answered 994 (duplicate) for invcNo {sale.invc_no} and the sale could not be looked"
+                    " up: check it on the eTIMS portal, then resend (to look again) or void it",
+                ) from None
+            return found
 
     async def _record_signed(self, conn: AsyncConnection[Any], sale: QueuedSale) -> None:
         assert sale.receipt is not None

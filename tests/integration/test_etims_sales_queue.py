@@ -363,3 +363,29 @@ async def test_operators_list_the_queue_and_resend_a_blocked_sale_over_http(
         ).status_code
         == 404
     )
+
+
+async def test_a_receipt_the_ledger_could_not_take_is_recorded_by_the_next_attempt_without_resending(
+    migrated: Settings,
+) -> None:
+    class FlakyLedger(Ledger):
+        def __init__(self) -> None:
+            super().__init__()
+            self.refuse_once = True
+
+        def record_etims_signed(self, tenant_id: UUID, invoice_id: UUID, **kw: Any) -> None:
+            if self.refuse_once:
+                self.refuse_once = False
+                raise RetryableError("database_unavailable", "the event store is away")
+            super().record_etims_signed(tenant_id, invoice_id, **kw)
+
+    kra, ledger = Kra(), FlakyLedger()
+    q = queue_for(migrated, kra, ledger)
+    d = doc()
+    with pytest.raises(RetryableError, match="event store"):
+        await q.sale_job(d, job_id="j1")
+    assert kra.order == [("01", 1)]
+    assert (await q.sale_job(d, job_id="j1"))["state"] == "signed"
+    assert kra.order == [("01", 1)]  # not sent again
+    [signed] = ledger.of("signed", d.invoice_id)
+    assert signed["receipt"]["receipt_no"] == 1 and ledger.of("failed") == []

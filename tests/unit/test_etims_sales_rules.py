@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -12,6 +13,7 @@ from connectors.etims import CONNECTOR
 from connectors.etims.sales import Receipt, SaleDocument, branch_key
 from engine.config import load_settings
 from streams.catalogue import retry_policy
+from streams.connectors.jobs import Job
 from streams.connectors.retry import GiveUp, Retry, next_step
 
 TENANT = "5d2f6a3e-0000-4000-8000-000000000001"
@@ -78,3 +80,33 @@ def test_etims_retries_a_transient_failure_for_ever_at_its_capped_delay() -> Non
 def test_other_connectors_still_give_up_after_their_schedule() -> None:
     policy = retry_policy(load_settings())
     assert isinstance(next_step(policy, attempt=len(policy.delays) + 1, code="x", retry_after=None), GiveUp)
+
+
+def test_a_kenyan_invoice_becomes_a_sale_job_keyed_by_its_branch() -> None:
+    from connectors.etims.routes import routes
+
+    [job] = routes("ledgerflow.invoice.issued", "ce-1", record(totals={"total": Decimal("116.00")}))
+    assert (job.connector, job.kind, job.job_id, job.tenant_id) == ("etims", "sale", "ce-1:sale", TENANT)
+    assert job.subject == str(branch_key(TENANT, "sandbox", "01"))
+    assert job.payload["invoice_id"] == record()["invoice_id"]
+    assert job.payload["invoice"]["totals"] == {"total": "116.00"}  # JSON as the job topic carries it
+    Job.decode(job.encode())  # and it survives the topic
+    [again] = routes("ledgerflow.invoice.issued", "ce-1", record())
+    assert again.job_id == job.job_id  # a re-published event makes the same job
+
+
+def test_credit_notes_are_sales_and_indian_invoices_are_not() -> None:
+    from connectors.etims.routes import routes
+
+    credit = record(document_type="credit_note", original_invoice_id="7b7c2f0e-0000-4000-8000-000000000009")
+    assert [j.kind for j in routes("ledgerflow.invoice.issued", "ce-2", credit)] == ["sale"]
+    assert routes("ledgerflow.invoice.issued", "ce-3", record(country="IN")) == []
+    assert routes("ledgerflow.invoice.cancelled", "ce-4", record()) == []
+
+
+def test_a_saved_etims_integration_asks_for_device_initialisation() -> None:
+    from connectors.etims.routes import routes
+
+    saved = {"tenant_id": TENANT, "provider": "etims", "enabled": True, "environment": "sandbox"}
+    [job] = routes("ledgerflow.tenant.integration_settings_changed", "ce-5", saved)
+    assert job.kind.startswith("device.")
