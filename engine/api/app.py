@@ -23,9 +23,9 @@ from connectors import registry as connector_registry
 from engine import db, integrations, logs, telemetry
 from engine.api import contract
 from engine.api.errors import ApiError, error_body, install
-from engine.api.etims_compliance import build_router as etims_compliance_router
 from engine.api.etims import build_router as etims_router
 from engine.api.etims import refuse_suspended
+from engine.api.etims_compliance import build_router as etims_compliance_router
 from engine.api.etims_sales import build_router as etims_sales_router
 from engine.api.health import consumer_health_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
