@@ -17,18 +17,24 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import httpx
 
-from bench.env import BenchEnv, free_port
+from bench.env import BenchEnv, free_port, retry
+from connectors.catalogue import endpoint_policy
 from connectors.etims import DEMO_KRA_PIN
 from connectors.etims.client import PATHS, EtimsClient
-from connectors.etims.mapping import build_item_code, item_payload, sale_payload
-from engine.config import PROJECT_ROOT
+from connectors.etims.mapping import NAIROBI, build_item_code, item_payload, sale_payload
+from engine.application import LedgerService
+from engine.commands import IssueKenyanInvoice
+from engine.config import PROJECT_ROOT, Settings
+from engine.security.secrets import load_key_ring
 
 # The interpreter running the bench (the project's venv under `make bench`).
 PYTHON = sys.executable
@@ -64,7 +70,11 @@ class Sandbox:
     def reset(self, profile: str = "none") -> None:
         """Faults off, counters zero, devices and sales forgotten; then the named eTIMS profile."""
         self.http.post("/_sandbox/reset").raise_for_status()
-        self.http.post("/_sandbox/etims/profile", json={"profile": profile}).raise_for_status()
+        self.profile(profile)
+
+    def profile(self, name: str) -> None:
+        """One of the sandbox's named eTIMS behaviours (``none``, ``congestion``, ...), keeping its state."""
+        self.http.post("/_sandbox/etims/profile", json={"profile": name}).raise_for_status()
 
     def stats(self) -> dict[str, Any]:
         response = self.http.get("/_sandbox/stats")
@@ -173,3 +183,174 @@ async def ceiling(url: str, branches: list[str], per_branch: int, timeout: float
         refused = await asyncio.gather(*(_branch_loop(http, b, keys[b], per_branch) for b in branches))
         seconds = time.perf_counter() - started
     return Ceiling(len(branches) * per_branch, seconds, sum(refused))
+
+
+# -- the pipeline -------------------------------------------------------------------------------------
+
+ITEM_REQUEST = {
+    "name": "Maize flour 2kg",
+    "item_class_code": ITEM_CLASS,
+    "item_type": "2",
+    "origin": "KE",
+    "pkg_unit": "NT",
+    "qty_unit": "U",
+    "tax_type": "B",
+    "default_price": "200.00",
+}
+
+
+@dataclass(frozen=True)
+class KenyanTenant:
+    tenant_id: UUID
+    api_key: str
+    item_code: str
+
+
+def onboard(
+    service: LedgerService, settings: Settings, api_url: str, sandbox_url: str, branches: list[str]
+) -> KenyanTenant:
+    """A Kenyan tenant whose etims integration points at the sandbox, one OSCU per branch (the first
+    from the integration, the others over the API), all initialised, and one item registered."""
+    registered = service.register_tenant(
+        name="Bench Duka",
+        legal_name="Bench Duka Limited",
+        country="KE",
+        gstin=None,
+        state=None,
+        kra_pin=TIN,
+        changed_by="operator:bench",
+    )
+    service.save_integration(
+        load_key_ring(settings.var_dir),
+        registered.tenant_id,
+        "etims",
+        changed_by="operator:bench",
+        enabled=True,
+        environment="sandbox",
+        base_url=sandbox_url,
+        credentials={
+            "tin": TIN,
+            "bhf_id": branches[0],
+            "device_serial": f"BENCH-{branches[0]}",
+            "device_type": "oscu",
+        },
+        endpoints=endpoint_policy("etims"),
+        mode=settings.mode,
+    )
+    auth = {"Authorization": f"Bearer {registered.api_key}"}
+    with httpx.Client(base_url=api_url, headers=auth, timeout=30) as api:
+        for bhf_id in branches[1:]:
+            answer = api.post(
+                "/v1/etims/devices",
+                json={"bhf_id": bhf_id, "device_serial": f"BENCH-{bhf_id}", "device_type": "oscu"},
+            )
+            answer.raise_for_status()
+        _wait(
+            lambda: (
+                {d["bhf_id"]: d["status"] for d in api.get("/v1/etims/devices").json()["items"]}
+                == dict.fromkeys(branches, "initialized")
+            ),
+            "every branch's device initialised",
+        )
+        created = api.post("/v1/etims/items", json=ITEM_REQUEST)
+        created.raise_for_status()
+        item_code = str(created.json()["item_code"])
+        _wait(
+            lambda: any(
+                i["item_code"] == item_code and i.get("status") == "registered"
+                for i in api.get("/v1/etims/items").json()["items"]
+            ),
+            f"item {item_code} registered with KRA",
+        )
+    return KenyanTenant(registered.tenant_id, registered.api_key, item_code)
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def kenyan_sale(number: str, item_code: str, bhf_id: str) -> IssueKenyanInvoice:
+    return IssueKenyanInvoice.model_validate(
+        {
+            "number": number,
+            "date": datetime.now(NAIROBI).date().isoformat(),
+            "buyer": {"name": "Wanjiku Stores"},
+            "branch_id": bhf_id,
+            "lines": [
+                {
+                    "item_code": item_code,
+                    "description": "Maize flour 2kg",
+                    "quantity": "3",
+                    "unit_price": "200.00",
+                    "tax_type": "B",
+                }
+            ],
+        }
+    )
+
+
+# The connector processes of the pipeline: no request limit (the "no limit" condition; the default is
+# LEDGERFLOW_ETIMS_RATE=5), and KRA's own timeout kept (45 s, above the congestion profile's 1.5 s).
+PROCESS_ENV = {"LEDGERFLOW_ETIMS_RATE": "none"}
+
+
+def signed(env: BenchEnv) -> int:
+    """EtimsSigned events in the event store."""
+    return int(
+        env.scalar("SELECT count(*) FROM ledger_events WHERE topic LIKE %s", ("%Invoice.EtimsSigned",)) or 0
+    )
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    sales: int
+    seconds: float
+    """First sale issued -> last receipt recorded."""
+    issue_seconds: float
+    sandbox_signed: int
+
+    @property
+    def per_s(self) -> float:
+        return self.sales / self.seconds
+
+
+def issue_and_wait(
+    env: BenchEnv,
+    service: LedgerService,
+    tenant: KenyanTenant,
+    sandbox: Sandbox,
+    branches: list[str],
+    per_branch: int,
+    prefix: str,
+    progress: Callable[[int], None] | None = None,
+) -> PipelineRun:
+    """Issue ``per_branch`` sales on every branch, interleaved (as tills sell), and wait until each
+    has its receipt recorded (``etims_signed``)."""
+    before = signed(env)
+    n = per_branch * len(branches)
+    started = time.monotonic()
+    for i in range(per_branch):
+        for bhf_id in branches:
+            retry(
+                lambda i=i, bhf_id=bhf_id: service.issue_invoice(  # type: ignore[misc]
+                    tenant.tenant_id, kenyan_sale(f"{prefix}-{bhf_id}-{i}", tenant.item_code, bhf_id)
+                )
+            )
+    issue_seconds = time.monotonic() - started
+    deadline = time.monotonic() + max(300.0, 3 * n)
+    while True:
+        done = signed(env) - before
+        if progress:
+            progress(done)
+        if done >= n:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"eTIMS pipeline: {done} of {n} sales signed")
+        env.check()
+        time.sleep(0.1)
+    seconds = time.monotonic() - started
+    return PipelineRun(n, seconds, issue_seconds, int(sandbox.stats()["effects"].get("sales_signed", 0)))
