@@ -887,7 +887,7 @@ class Run:
                 tenant = etims_stage.onboard(
                     service, env.settings, f"http://127.0.0.1:{port}", sandbox.url, branches
                 )
-            runs = {}
+            runs: dict[str, etims_stage.PipelineRun] = {}
             for profile, per_branch in conditions:
                 sandbox.profile(profile)
                 n = per_branch * len(branches)
@@ -901,6 +901,10 @@ class Run:
                         per_branch,
                         f"B{profile[0].upper()}",
                         progress=advance.update,
+                    )
+                if runs[profile].sandbox_signed != n:
+                    console.print(
+                        f"[red]eTIMS {profile}: the sandbox signed {runs[profile].sandbox_signed} of {n}[/]"
                     )
             return runs
         finally:
