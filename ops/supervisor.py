@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -36,11 +37,13 @@ from engine.security.secrets import load_key_ring
 
 DEMO_GSTIN = "29AAGCB7383J1Z4"
 ETIMS_SANDBOX_PORT = etims.SANDBOX_PORT
-# A Kenyan sale as a till sends it: one line of a registered item, 16% VAT (tax type B), prices
-# without VAT (docs/etims.md, "Sales").
+# The demo Kenyan tenant's item (registered with the sandbox at first start) and a sale of it as a
+# till sends it: 16% VAT (tax type B), prices without VAT (docs/etims.md, "Sales").
+DEMO_ITEM_CODE = "KE2NTXU0000001"
+DEMO_ITEM_CLASS = "5059690800"
 DEMO_KE_BODY = (
     '{"number": "KE-2026-0001", "date": "2026-01-19", "buyer": {"name": "Wanjiku Stores"}, '
-    '"lines": [{"item_code": "KE2NTXU0000001", "description": "Maize flour 2kg", "quantity": "3", '
+    f'"lines": [{{"item_code": "{DEMO_ITEM_CODE}", "description": "Maize flour 2kg", "quantity": "3", '
     '"unit_price": "200.00", "tax_type": "B"}]}'
 )
 # The country whose demo tenant uses a connector's sandbox; every connector not named here is Indian.
@@ -300,8 +303,38 @@ def demo_kenyan_tenant(settings: Settings) -> dict[str, str] | None:
         changed_by="operator:demo",
     )
     _connect_demo_sandboxes(settings, service, registered.tenant_id, country="KE")
+    _register_demo_item(settings, service, registered.tenant_id)
     service.close()
     return _keep(path, registered.tenant_id, registered.api_key)
+
+
+def _register_demo_item(settings: Settings, service: Any, tenant_id: UUID) -> None:
+    """The item of the printed curl, registered with the sandbox as ``POST /v1/etims/items`` does it:
+    KRA (and the sandbox) refuse a sale of an item nobody registered (910), and the demo sale must be
+    signed. The saveItem job waits for the branch's device, which the saved integration initialises."""
+    import asyncio
+
+    from connectors.etims import devices as etims_devices
+    from connectors.etims import items as etims_items
+
+    item = etims_items.NewItem(
+        name="Maize flour 2kg",
+        item_class_code=DEMO_ITEM_CLASS,
+        item_type="2",
+        origin="KE",
+        pkg_unit="NT",
+        qty_unit="U",
+        tax_type="B",
+        default_price=Decimal("200.00"),
+    )
+    with db.transaction(service.pool) as conn:
+        violations = etims_items.check_item(conn, "sandbox", item)
+        if violations:
+            raise click.ClickException(f"the demo item is refused: {violations}")
+        row = etims_items.create_item(conn, tenant_id, "sandbox", etims.DEMO_BRANCH_ID, item)
+    if row["item_code"] != DEMO_ITEM_CODE:  # the tenant's first item: sequence 1
+        raise click.ClickException(f"the demo item got code {row['item_code']}, not {DEMO_ITEM_CODE}")
+    asyncio.run(etims_devices.queue_jobs(settings, [etims_items.save_job(tenant_id, row["id"])]))
 
 
 def kenyan_demo_lines(base: str, kenyan: dict[str, str] | None) -> str:

@@ -24,12 +24,32 @@ from engine.config import Settings
 from engine.security import connector_secrets, rotation
 from engine.security.egress import EndpointPolicy
 from engine.security.secrets import SecretError, load_key_ring
-from ops.supervisor import DEMO_COUNTRY_OF, DEMO_GSTIN, DEMO_KE_BODY, demo_kenyan_tenant, demo_tenant
+from ops.supervisor import (
+    DEMO_COUNTRY_OF,
+    DEMO_GSTIN,
+    DEMO_ITEM_CODE,
+    DEMO_KE_BODY,
+    demo_kenyan_tenant,
+    demo_tenant,
+)
 from streams.connectors.context import HandlerContext
 from tests.connectors.contract import LiveServer
 from tests.integration.helpers import client_for
 
 pytestmark = [pytest.mark.integration]
+
+
+def messages_on(settings: Settings, topic: str) -> int:
+    """How many messages ``topic`` holds (high minus low watermark, every partition)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"count-{uuid4().hex}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions]
+    finally:
+        consumer.close()
+    return sum(high - low for low, high in marks)
 
 
 def context(settings: Settings, service: LedgerService, connector: str = "gstin-lookup") -> HandlerContext:
@@ -194,7 +214,7 @@ def test_the_demo_tenant_gets_every_indian_connectors_sandbox_and_each_connectio
 
 
 def test_the_demo_kenyan_tenant_has_a_kra_pin_and_its_etims_integration_on_the_etims_sandbox(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, topics: list[str]
 ) -> None:
     own = replace(settings, var_dir=tmp_path / "var", mode="development")
     db.ensure_schema(own)
@@ -221,6 +241,13 @@ def test_the_demo_kenyan_tenant_has_a_kra_pin_and_its_etims_integration_on_the_e
     with LiveServer(create_etims_sandbox()) as live:  # the sandbox `ledgerflow run` starts, on a free port
         answer = asyncio.run(catalogue.test_connection(replace(loaded, base_url=live.url), own.mode))
     assert answer["ok"] is True, answer
+    # The item of the printed curl is registered with KRA (the sandbox) by a queued saveItem job.
+    with psycopg.connect(own.database_url, options=f"-c search_path={own.db_schema}") as conn:
+        items = conn.execute(
+            "SELECT item_code, environment, bhf_id FROM etims_items WHERE tenant_id = %s", (tenant,)
+        )
+        assert items.fetchall() == [(DEMO_ITEM_CODE, "sandbox", etims.DEMO_BRANCH_ID)]
+    assert messages_on(own, own.topic("connector.etims.jobs.v1")) == 1
     # The curl `ledgerflow run` prints for it is a Kenyan sale the API takes.
     issued = client_for(own).post(
         "/v1/invoices",
