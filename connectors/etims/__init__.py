@@ -31,10 +31,10 @@ DEMO_KRA_PIN = "P051234567X"
 DEMO_BRANCH_ID = "01"
 """Deliberately not "00": integrations that hard-code branch 00 break when KRA assigns another."""
 DEMO_DEVICE_SERIAL = "LFDEMO-OSCU-0001"
-RATE_LIMIT_PER_S = 5.0
-"""KRA publishes no rate limit for OSCU; integrators report throttling and congestion under bursts
-(Odoo's 45 s timeout). 5 requests a second across all workers is a conservative default;
-LEDGERFLOW_ETIMS_RATE overrides it."""
+RATE_LIMIT_PER_S = 10.0
+"""KRA publishes no rate limit for OSCU; integrators report congestion under load (hence Odoo's 45 s
+timeout). 10 requests a second across all workers, as for the IRP, until KRA says otherwise;
+LEDGERFLOW_ETIMS_RATE overrides it ("none" lifts it, e.g. against the local sandbox)."""
 
 
 def demo_credentials(demo_gstin: str = "") -> dict[str, str]:

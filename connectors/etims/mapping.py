@@ -46,6 +46,7 @@ QR_PATH = "/common/link/etims/receipt/indexEtimsReceiptData"
 ITEM_TYPES = {"1": "raw material", "2": "finished product", "3": "service"}
 _ITEM_CODE = re.compile(r"^(?P<country>[A-Z]{2})(?P<type>[1-3])(?P<units>[A-Z0-9]{2,8})(?P<seq>[0-9]{7})$")
 _UNIT = re.compile(r"^[A-Z0-9]{1,3}$")
+_PKG_UNIT = re.compile(r"^[A-Z0-9]{2}$")
 
 
 class MappingError(PermanentError):
@@ -122,9 +123,14 @@ def build_item_code(country: str, item_type: str, pkg_unit: str, qty_unit: str, 
         raise ValueError(
             f"item type must be 1 (raw material), 2 (finished product) or 3 (service), not {item_type!r}"
         )
-    for name, unit in (("packaging unit", pkg_unit), ("quantity unit", qty_unit)):
-        if not _UNIT.match(unit) or (len(unit) == 3 and unit.endswith("X")):
-            raise ValueError(f"{name} must be a KRA unit code of 1-3 letters/digits, not {unit!r}")
+    # Packaging units (code class 17) are two characters; quantity units (class 10) one to three.
+    # Holding the first to two keeps every code readable back into its parts (parse_item_code).
+    if not _PKG_UNIT.match(pkg_unit):
+        raise ValueError(f"packaging unit must be a two-character KRA code (class 17), not {pkg_unit!r}")
+    if not _UNIT.match(qty_unit) or (len(qty_unit) == 3 and qty_unit.endswith("X")):
+        raise ValueError(
+            f"quantity unit must be a KRA code of 1-3 letters/digits (class 10), not {qty_unit!r}"
+        )
     if not 1 <= sequence <= 9_999_999:
         raise ValueError(f"the item sequence must be 1..9999999, not {sequence}")
     return f"{country}{item_type}{_unit_segment(pkg_unit)}{_unit_segment(qty_unit)}{sequence:07d}"
@@ -153,15 +159,10 @@ def parse_item_code(code: str) -> ItemCode:
     if match is None:
         raise ValueError(f"{code!r} is not an eTIMS item code (e.g. KE1NTXU0000001)")
     units = match["units"]
-    candidates = []
-    if len(units) >= 3 and units[2] == "X":
-        candidates.append((units[:2], units[3:]))
-    candidates += [(units[:3], units[3:]), (units[:1], units[1:])]
-    for pkg, rest in candidates:
-        qty = _whole_unit(rest)
-        if qty is not None and _unit_segment(pkg) + _unit_segment(qty) == units:
-            return ItemCode(match["country"], match["type"], pkg, qty, int(match["seq"]))
-    raise ValueError(f"{code!r}: cannot tell its packaging and quantity units apart")
+    pkg, qty = units[:2], _whole_unit(units[3:])
+    if len(units) < 4 or units[2] != "X" or qty is None:
+        raise ValueError(f"{code!r}: expected a two-character packaging unit + X, then the quantity unit")
+    return ItemCode(match["country"], match["type"], pkg, qty, int(match["seq"]))
 
 
 # -- payloads --------------------------------------------------------------------------------------

@@ -360,6 +360,21 @@ class TestEtimsSandbox(SandboxFixtures):
 
         assert caught.value.code == "903"
 
+    async def test_the_congestion_profile_slows_answers_and_the_outage_profile_says_when_to_retry(
+        self, sandbox: Operator, server: LiveServer
+    ) -> None:
+        profile = "/_sandbox/etims/profile"
+        sandbox.http.post(profile, json={"profile": "congestion", "latency_ms": 50}).raise_for_status()
+        async with oscu(server.url) as client:
+            assert await client.code_list(FUTURE) == []
+            sandbox.http.post(profile, json={"profile": "outage"}).raise_for_status()
+            with pytest.raises(RetryableError) as outage:
+                await client.code_list(FUTURE)
+
+        assert (outage.value.code, outage.value.retry_after) == ("http_503", 5.0)
+        assert sandbox.stats()["faults_injected"] == {"latency": 1, "outage": 1}
+        assert sandbox.http.post(profile, json={"profile": "sometimes"}).status_code == 422
+
     async def test_find_sale_on_a_host_without_the_lookup_says_it_is_unavailable(self) -> None:
         async def not_found(request: Request) -> Response:
             return JSONResponse({"message": "no such route"}, status_code=404)

@@ -9,6 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connectors.errors import NeedsAttentionError
 from connectors.etims.mapping import (
@@ -26,6 +28,7 @@ FLOUR = "KE2NTXU0000001"
 WATER = "KE2BXXU0000002"
 VEG = "KE1BGXKGX0000003"
 CLASSES = {FLOUR: "5059690800", WATER: "5020230100", VEG: "5010150000"}
+ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 NOW = datetime(2026, 3, 31, 22, 30, 5, tzinfo=UTC)  # 1 April 01:30:05 in Nairobi (UTC+3)
 
 
@@ -289,6 +292,8 @@ def test_item_codes_are_country_type_units_and_a_seven_digit_sequence(
         ("KEN", "1", "NT", "U", 1),
         ("KE", "4", "NT", "U", 1),
         ("KE", "1", "NETT", "U", 1),
+        ("KE", "1", "N", "U", 1),
+        ("KE", "1", "NT", "LTX", 1),
         ("KE", "1", "NT", "", 1),
         ("KE", "1", "NT", "U", 0),
         ("KE", "1", "NT", "U", 10_000_000),
@@ -299,7 +304,25 @@ def test_an_item_code_from_bad_parts_is_refused(args: tuple[Any, ...]) -> None:
         build_item_code(*args)
 
 
-@pytest.mark.parametrize("code", ["KE1NTXU000001", "KE4NTXU0000001", "1KENTXU0000001", "KE1NTXUU0000001"])
+@given(
+    pkg=st.text(alphabet=ALNUM, min_size=2, max_size=2),
+    qty=st.text(alphabet=ALNUM, min_size=1, max_size=3).filter(
+        lambda u: not (len(u) == 3 and u.endswith("X"))
+    ),
+    item_type=st.sampled_from(["1", "2", "3"]),
+    sequence=st.integers(min_value=1, max_value=9_999_999),
+)
+def test_every_item_code_reads_back_into_the_parts_it_was_built_from(
+    pkg: str, qty: str, item_type: str, sequence: int
+) -> None:
+    code = build_item_code("KE", item_type, pkg, qty, sequence)
+
+    assert parse_item_code(code) == ItemCode("KE", item_type, pkg, qty, sequence)
+
+
+@pytest.mark.parametrize(
+    "code", ["KE1NTXU000001", "KE4NTXU0000001", "1KENTXU0000001", "KE1NTXUU0000001", "KE1NTU0000001"]
+)
 def test_a_string_that_is_not_an_item_code_does_not_parse(code: str) -> None:
     with pytest.raises(ValueError):
         parse_item_code(code)
