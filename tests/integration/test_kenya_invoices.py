@@ -156,6 +156,19 @@ def test_a_kenyan_sale_gets_vat_per_tax_type_and_the_integrations_environment_an
     assert invoice["etims"]["environment"] == "sandbox"
     assert invoice["etims"]["invc_no"] is None and invoice["etims"]["failure"] is None
 
+    # The Idempotency-Key works as for Indian invoices.
+    keyed = {**bearer(api_key), "Idempotency-Key": "ke-key-1"}
+    once = client.post("/v1/invoices", json=sale("KE-2026-0003"), headers=keyed)
+    twice = client.post("/v1/invoices", json=sale("KE-2026-0003"), headers=keyed)
+    assert (once.status_code, twice.status_code, twice.headers.get("Idempotent-Replayed")) == (
+        201,
+        201,
+        "true",
+    )
+    assert once.json()["id"] == twice.json()["id"]
+    reused = client.post("/v1/invoices", json=sale("KE-2026-0004"), headers=keyed)
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
+
     # A branch per invoice overrides the integration's.
     other = client.post("/v1/invoices", json=sale("KE-2026-0002", branch_id="02"), headers=bearer(api_key))
     assert other.status_code == 201, other.text
