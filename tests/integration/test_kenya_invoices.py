@@ -569,3 +569,43 @@ def test_etims_results_for_an_indian_invoice_are_a_conflict(
             device_type="oscu",
         )
     assert uuid.UUID(invoice["id"])
+
+
+@pytest.mark.parametrize(
+    ("line", "path"),
+    [
+        ({"line_no": 1, "quantity": "1e999999"}, "lines[0].quantity"),
+        ({"line_no": 1, "quantity": "99999999999999999999"}, "lines[0].quantity"),
+        ({"line_no": 1, "quantity": "-1"}, "lines[0].quantity"),
+        ({"line_no": 1, "quantity": "1", "unit_price": "NaN"}, "lines[0].unit_price"),
+        ({"line_no": 1, "quantity": "1", "discount": "1" * 40}, "lines[0].discount"),
+        ({"line_no": "1; DROP TABLE", "quantity": "1"}, "lines[0].line_no"),
+        ({"line_no": 2**63, "quantity": "1"}, "lines[0].line_no"),
+        ({"line_no": 0, "quantity": "1"}, "lines[0].line_no"),
+    ],
+)
+def test_hostile_credit_note_lines_are_422_never_500(
+    kenya: tuple[str, str, Any], line: dict[str, Any], path: str
+) -> None:
+    _, api_key, client = kenya
+    original = client.post("/v1/invoices", json=sale(), headers=bearer(api_key)).json()
+    body = {"number": "CN-H", "refund_reason_code": "03", "lines": [line]}
+    answer = client.post(f"/v1/invoices/{original['id']}/credit-notes", json=body, headers=bearer(api_key))
+    assert answer.status_code == 422, answer.text
+    assert path in [f["path"] for f in answer.json()["error"]["details"]["fields"]]
+
+
+def test_credit_notes_are_refused_for_an_indian_invoice_and_an_unknown_one(
+    kenya: tuple[str, str, Any], service: LedgerService, settings: Settings
+) -> None:
+    _, ke_key, client = kenya
+    _, in_key = register_tenant(service)
+    indian = client.post("/v1/invoices", json=invoice_body(), headers=bearer(in_key)).json()
+    body = credit("CN-X", (1, "1"))
+    refused = client.post(f"/v1/invoices/{indian['id']}/credit-notes", json=body, headers=bearer(in_key))
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "invalid_state"
+    # Another tenant's invoice is answered like a missing one.
+    foreign = client.post(f"/v1/invoices/{indian['id']}/credit-notes", json=body, headers=bearer(ke_key))
+    assert foreign.status_code == 404
+    missing = client.post("/v1/invoices/not-a-uuid/credit-notes", json=body, headers=bearer(ke_key))
+    assert missing.status_code == 404
