@@ -155,6 +155,11 @@ def test_a_kenyan_sale_gets_vat_per_tax_type_and_the_integrations_environment_an
     assert invoice["etims"]["status"] == "pending"
     assert invoice["etims"]["environment"] == "sandbox"
     assert invoice["etims"]["invc_no"] is None and invoice["etims"]["failure"] is None
+    # Before the projection has it, GET answers from the event store with the same document.
+    fetched = client.get(f"/v1/invoices/{invoice['id']}", headers=bearer(api_key))
+    assert fetched.status_code == 200
+    assert fetched.headers["X-Ledgerflow-Read-Source"] == "event-store"
+    assert fetched.json() == invoice
 
     # The Idempotency-Key works as for Indian invoices.
     keyed = {**bearer(api_key), "Idempotency-Key": "ke-key-1"}
@@ -532,6 +537,9 @@ def test_etims_results_round_trip_to_get_through_kafka_and_the_register(
     from engine.api.app import invoice_view
 
     assert invoice_view(service.get_invoice(tenant, UUID(signed_id)))["etims"] == etims
+    # The register's whole document is the event store's (plus when it was issued).
+    from_store = invoice_view(service.get_invoice(tenant, UUID(signed_id)))
+    assert {k: v for k, v in signed.items() if k != "issued_at"} == from_store
     listed = client.get("/v1/invoices", headers=bearer(api_key)).json()["items"]
     assert {i["id"]: i["etims"]["status"] for i in listed} == {
         signed_id: "signed",
