@@ -37,6 +37,7 @@ from engine.domain.alert import Alert, alert_id_for, check_alert
 from engine.domain.invoice import (
     DocumentType,
     EtimsAlreadySigned,
+    EtimsStatus,
     Invoice,
     InvoiceStatus,
     NotAKenyanSale,
@@ -714,6 +715,14 @@ class LedgerService:
         credit notes one wins, the other is re-checked against what the winner left."""
         tenant = self._tenant_for_invoicing(tenant_id)
         request_hash = command.fingerprint()
+        # The same credit note sent again (a retry) answers with the one stored, before the limits
+        # are checked: the first one may have used up the original.
+        note_day = command.date or kenya.today_in_kenya()
+        earlier = self._find_invoice(
+            tenant_id, invoice_id_for(tenant_id, kenya.kenya_financial_year(note_day), command.number)
+        )
+        if earlier is not None:
+            return self._credit_note_replay(earlier, original_id, request_hash)
         for _ in range(CREDIT_NOTE_ATTEMPTS):
             original = self.get_invoice(tenant_id, original_id)
             if original.country != "KE" or original.document_type != DocumentType.INVOICE:
@@ -749,16 +758,20 @@ class LedgerService:
                 existing = self._find_invoice(tenant_id, note.id)
                 if existing is None:
                     continue  # another credit note took the original's version: check again
-                if existing.request_hash == request_hash and existing.original_invoice_id == str(original_id):
-                    return IssuedInvoice(existing, created=False)
-                raise DuplicateInvoiceNumber(
-                    f"invoice number {note.number} already exists in financial year {note.financial_year}",
-                    {"number": note.number, "invoice_id": str(existing.id)},
-                ) from None
+                return self._credit_note_replay(existing, original_id, request_hash)
             return IssuedInvoice(note, created=True)
         raise TenantChangedConcurrently(
             "the invoice was credited by other requests at the same time, repeatedly: retry",
             {"invoice_id": str(original_id)},
+        )
+
+    @staticmethod
+    def _credit_note_replay(existing: Invoice, original_id: UUID, request_hash: str) -> IssuedInvoice:
+        if existing.request_hash == request_hash and existing.original_invoice_id == str(original_id):
+            return IssuedInvoice(existing, created=False)
+        raise DuplicateInvoiceNumber(
+            f"invoice number {existing.number} already exists in financial year {existing.financial_year}",
+            {"number": existing.number, "invoice_id": str(existing.id)},
         )
 
     def _find_invoice(self, tenant_id: UUID, invoice_id: UUID) -> Invoice | None:
@@ -850,6 +863,12 @@ class LedgerService:
             raise InvoiceStateConflict(f"invoice {invoice.number} is already cancelled")
         if invoice.einvoice is not None:
             check_irn_cancellable(invoice.einvoice["ack_date"], now or datetime.now(UTC))
+        if invoice.etims is not None and invoice.etims["status"] == EtimsStatus.SIGNED:
+            # KRA has no cancellation of a signed sale: a credit note (rcptTyCd R) reverses it.
+            raise InvoiceStateConflict(
+                f"invoice {invoice.number} is signed by KRA eTIMS: issue a credit note instead "
+                f"(POST /v1/invoices/{invoice.id}/credit-notes)"
+            )
         invoice.cancel(
             reason=command.reason, remark=command.remark, at=datetime.now(UTC), traceparent=traceparent
         )

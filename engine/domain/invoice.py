@@ -108,12 +108,12 @@ class Invoice(Aggregate):
         invc_no: int
         receipt_no: int
         total_receipt_no: int
-        internal_data: str
-        receipt_signature: str
-        sdc_id: str
-        mrc_no: str
-        sdc_datetime: str
-        qr_url: str
+        internal_data: str | None
+        receipt_signature: str | None
+        sdc_id: str | None
+        mrc_no: str | None
+        sdc_datetime: str | None
+        qr_url: str | None
         device_type: str
         adopted_existing: bool
         traceparent: str | None = None
@@ -542,12 +542,12 @@ class Invoice(Aggregate):
             invc_no=int(receipt["invc_no"]),
             receipt_no=int(receipt["receipt_no"]),
             total_receipt_no=int(receipt["total_receipt_no"]),
-            internal_data=str(receipt["internal_data"]),
-            receipt_signature=str(receipt["receipt_signature"]),
-            sdc_id=str(receipt["sdc_id"]),
-            mrc_no=str(receipt["mrc_no"]),
-            sdc_datetime=str(receipt["sdc_datetime"]),
-            qr_url=str(receipt["qr_url"]),
+            internal_data=_text(receipt.get("internal_data")),
+            receipt_signature=_text(receipt.get("receipt_signature")),
+            sdc_id=_text(receipt.get("sdc_id")),
+            mrc_no=_text(receipt.get("mrc_no")),
+            sdc_datetime=_text(receipt.get("sdc_datetime")),
+            qr_url=_text(receipt.get("qr_url")),
             device_type=str(receipt["device_type"]),
             adopted_existing=bool(receipt.get("adopted_existing", False)),
             traceparent=traceparent,
@@ -565,12 +565,12 @@ class Invoice(Aggregate):
         invc_no: int,
         receipt_no: int,
         total_receipt_no: int,
-        internal_data: str,
-        receipt_signature: str,
-        sdc_id: str,
-        mrc_no: str,
-        sdc_datetime: str,
-        qr_url: str,
+        internal_data: str | None,
+        receipt_signature: str | None,
+        sdc_id: str | None,
+        mrc_no: str | None,
+        sdc_datetime: str | None,
+        qr_url: str | None,
         device_type: str,
         adopted_existing: bool,
         traceparent: str | None,
@@ -721,6 +721,10 @@ class Invoice(Aggregate):
     def check_not_cancelled(self) -> None:
         if self.status == InvoiceStatus.CANCELLED:
             raise InvoiceAlreadyCancelled(f"invoice {self.number} is already cancelled")
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 class InvoiceError(Conflict):
