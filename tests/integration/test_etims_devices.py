@@ -497,3 +497,57 @@ def test_through_the_real_processes_onboarding_initialises_the_device_and_silenc
         finally:
             alerts.close()
             processes.close()
+
+
+def test_an_on_demand_sync_asks_only_for_changes_since_the_last_one(etims: Etims) -> None:
+    tenant_id, auth = etims.kenyan_tenant()
+    etims.configure(auth, serial="OSCU-0001", device_type="oscu")
+    etims.run(etims.init_job_from_the_saved_integration(tenant_id))
+    first = dict(etims.sql("SELECT kind, last_req_dt FROM etims_sync_state WHERE environment = 'sandbox'"))
+    assert set(first) == {"code_list", "item_classes"}
+
+    asked = etims.api.post("/v1/etims/codes/sync", headers=auth)
+    assert asked.status_code == 202, asked.text
+    result = etims.run(etims.queued_job(devices.KIND_CODES))
+
+    # Nothing changed at KRA since the last lastReqDt: KRA answers 001 and nothing is rewritten.
+    assert (result.data["codes"], result.data["item_classes"]) == (0, 0)
+    again = dict(etims.sql("SELECT kind, last_req_dt FROM etims_sync_state WHERE environment = 'sandbox'"))
+    assert again["code_list"] >= first["code_list"]
+    assert etims.sql(
+        "SELECT rate::text FROM etims_tax_rates WHERE environment = 'sandbox' AND tax_type = 'B'"
+    ) == [("16.00",)]
+
+
+def test_before_the_first_sync_the_shipped_codes_validate_items_and_the_save_waits_for_the_device(
+    etims: Etims,
+) -> None:
+    _, auth = etims.kenyan_tenant()
+    etims.configure(auth, serial="OSCU-0001", device_type="oscu")  # its init job is never run here
+    body = {
+        "name": "Delivery",
+        "item_class_code": "8111160000",
+        "item_type": "3",
+        "origin": "KE",
+        "pkg_unit": "NT",
+        "qty_unit": "U",
+        "tax_type": "E",
+        "default_price": "500",
+    }
+    assert etims.api.post("/v1/etims/items", json={**body, "pkg_unit": "QQ"}, headers=auth).status_code == 422
+    created = etims.api.post("/v1/etims/items", json=body, headers=auth)
+    assert created.status_code == 201, created.text
+    assert created.json()["item_code"] == "KE3NTXU0000001"
+
+    # The branch's device is not initialised yet: the item waits (retryable), nothing reaches KRA.
+    with pytest.raises(RetryableError) as waiting:
+        etims.run(etims.queued_job(devices.KIND_ITEM, item_id=created.json()["id"]))
+    assert waiting.value.code == "device_pending"
+    assert etims.operator.stats()["effects"]["items_saved"] == 0
+    # Another tenant cannot see the device.
+    _, other = etims.kenyan_tenant()
+    added = etims.api.post(
+        "/v1/etims/devices", json={"bhf_id": "02", "device_serial": "S2", "device_type": "oscu"}, headers=auth
+    ).json()
+    assert etims.api.get(f"/v1/etims/devices/{added['id']}", headers=auth).status_code == 200
+    assert etims.api.get(f"/v1/etims/devices/{added['id']}", headers=other).status_code == 404
