@@ -44,6 +44,14 @@ pytestmark = pytest.mark.integration
 
 PIN = "P051234567X"
 OPERATOR_TOKEN = "operator-" + "x" * 32
+ONBOARD: dict[str, str] = {
+    "legal_name": "Mama Mboga Traders Limited",
+    "kra_pin": PIN,
+    "environment": "sandbox",
+    "bhf_id": "03",
+    "device_type": "vscu",
+    "device_serial": "VSCU-0003",
+}
 
 
 class Reader:
@@ -311,21 +319,20 @@ def test_an_item_gets_its_code_is_registered_with_kra_and_a_wrong_unit_is_refuse
 
 def test_an_operator_onboards_a_company_over_http_and_can_suspend_and_resume_it(etims: Etims) -> None:
     operator = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
-    onboarded = etims.api.post(
-        "/v1/etims/onboard",
-        json={
-            "legal_name": "Mama Mboga Traders Limited",
-            "kra_pin": PIN,
-            "environment": "sandbox",
-            "base_url": etims.sandbox_url,
-            "bhf_id": "03",
-            "device_type": "vscu",
-            "device_serial": "VSCU-0003",
-        },
-        headers=operator,
-    )
+    company = {**ONBOARD, "base_url": etims.sandbox_url}
+    onboarded = etims.api.post("/v1/etims/onboard", json=company, headers=operator)
     assert onboarded.status_code == 201, onboarded.text
     tenant_id = UUID(onboarded.json()["tenant_id"])
+    # Bad input is refused before anything is stored: no half-onboarded company is left behind.
+    before = len(etims.api.get("/v1/tenants", headers=operator).json()["items"])
+    for change, field in (
+        ({"kra_pin": "P05123456XX"}, "kra_pin"),
+        ({"environment": "production", "base_url": "https://evil.example"}, "base_url"),
+    ):
+        refused_input = etims.api.post("/v1/etims/onboard", json={**company, **change}, headers=operator)
+        assert refused_input.status_code == 422, refused_input.text
+        assert field in refused_input.text
+    assert len(etims.api.get("/v1/tenants", headers=operator).json()["items"]) == before
     auth = {"Authorization": f"Bearer {onboarded.json()['api_key']}"}
     assert onboarded.json()["device"]["status"] == "pending"
     assert etims.api.get("/v1/tenant", headers=auth).json()["country"] == "KE"
