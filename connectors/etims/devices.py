@@ -357,6 +357,11 @@ async def active_device(context: HandlerContext, tenant_id: UUID, bhf_id: str) -
     suspended, row = await context.blocking(read)
     if suspended:
         raise CompanySuspended(tenant_id)
+    if row is None and str(loaded.credentials.get("bhf_id")) == bhf_id:
+        # The integration's own branch: its init job (queued by the saved settings) registers it.
+        raise RetryableError(
+            "device_pending", f"the device of branch {bhf_id} ({environment}) is not registered yet"
+        )
     if row is None:
         raise NeedsAttentionError(
             "device_not_registered",
@@ -448,12 +453,15 @@ async def initialise_devices(context: HandlerContext, tenant_id: UUID, only_bhf_
                     device_serial=str(creds["device_serial"]),
                     device_type=str(creds["device_type"]),
                 )
-                # Switching the environment initialises the tenant's devices there (issue 10).
+                # Switching the environment initialises the tenant's devices there (issue 10); a branch
+                # already registered there (the integration's own device, just above) keeps its device.
                 for other in _rows(
                     conn,
-                    "SELECT DISTINCT ON (bhf_id) * FROM etims_devices WHERE tenant_id = %s"
-                    " AND environment <> %s ORDER BY bhf_id, updated_at DESC",
-                    (tenant_id, environment),
+                    "SELECT DISTINCT ON (bhf_id) * FROM etims_devices o WHERE tenant_id = %s"
+                    " AND environment <> %s AND NOT EXISTS (SELECT 1 FROM etims_devices n"
+                    " WHERE n.tenant_id = o.tenant_id AND n.environment = %s AND n.bhf_id = o.bhf_id)"
+                    " ORDER BY bhf_id, updated_at DESC",
+                    (tenant_id, environment, environment),
                 ):
                     register_device(
                         conn,

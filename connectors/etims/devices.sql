@@ -99,13 +99,4 @@ CREATE TABLE IF NOT EXISTS etims_companies (
     changed_at timestamptz NOT NULL DEFAULT now()
 );
 
--- Also created by the engine's migration (kenya-invoice); repeated here, identical, so that this file
--- stands alone: a class-04 code list sync writes the rates the Kenya VAT computation reads.
-CREATE TABLE IF NOT EXISTS etims_tax_rates (
-    environment text NOT NULL,
-    tax_type    text NOT NULL,
-    rate        numeric(5, 2) NOT NULL,
-    name        text,
-    synced_at   timestamptz,
-    PRIMARY KEY (environment, tax_type)
-);
+-- etims_tax_rates (written by a class-04 code list sync) is the engine's table: engine/etims_tax_rates.sql.

@@ -164,7 +164,7 @@ class EtimsJobs:
 
     def __init__(self, context: HandlerContext, results: EtimsResults | None = None) -> None:
         self.context = context
-        self.results: EtimsResults = results if results is not None else context.service  # type: ignore[assignment]
+        self.results: EtimsResults = results if results is not None else context.service
         settings = context.settings
         self._pool = AsyncConnectionPool(
             settings.database_url,

@@ -98,7 +98,8 @@ MODELS: list[type[BaseModel]] = [ErrorBody, InvoiceView, InvoicePage, ReportPage
 ERROR_DESCRIPTIONS = {
     "400": "The request body could not be read",
     "401": "No or an unknown credential (API key, or the operators' token where one is set)",
-    "403": "Onboarding is off (no LEDGERFLOW_OPERATOR_TOKEN), or a tenant API key was sent instead of it",
+    "403": "Onboarding is off (no LEDGERFLOW_OPERATOR_TOKEN), or a tenant API key was sent instead of it;"
+    " or the tenant's eTIMS gateway operator suspended it (company_suspended)",
     "404": "No such resource (for this tenant)",
     "409": "Conflicts with the current state (duplicate number, already cancelled, key in use)",
     "413": "The request body is larger than LEDGERFLOW_MAX_BODY_BYTES",
@@ -124,9 +125,19 @@ CONFLICTS = {
     ("post", "/v1/tenant/api-keys"),
     ("post", "/v1/tenant/api-keys/{key_id}/rotate"),
     ("put", "/v1/integrations/{provider}"),
+    # eTIMS: 409 etims_not_configured until the tenant saved its etims integration.
+    ("post", "/v1/etims/devices"),
+    ("post", "/v1/etims/codes/sync"),
+    ("post", "/v1/etims/items"),
 }
 OPERATORS = {"/metrics", "/healthz/consumers"}  # behind the operators' token when one is set
-ONBOARDING = {"/v1/tenants"}  # behind the operator token (LEDGERFLOW_OPERATOR_TOKEN), off without it
+# Behind the operator token (LEDGERFLOW_OPERATOR_TOKEN), off without it.
+ONBOARDING = {
+    "/v1/tenants",
+    "/v1/etims/onboard",
+    "/v1/etims/companies/{tenant_id}/suspend",
+    "/v1/etims/companies/{tenant_id}/resume",
+}
 NEEDS_DATABASE = {"/readyz", "/healthz/consumers", *ONBOARDING}
 TEXT_BODIES = {"text/csv", "text/plain"}
 
@@ -142,7 +153,8 @@ def _statuses(method: str, path: str, operation: dict[str, Any]) -> list[str]:
         statuses.append("400")
     if tenant or path in OPERATORS or path in ONBOARDING:
         statuses.append("401")
-    if path in ONBOARDING:
+    if path in ONBOARDING or tenant:
+        # A tenant's key is refused with 403 company_suspended while its operator suspends it.
         statuses.append("403")
     if "{" in path:
         statuses.append("404")

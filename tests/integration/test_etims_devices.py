@@ -11,10 +11,11 @@ but the faust agent is the real one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from importlib import resources
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -23,7 +24,7 @@ import pytest
 from confluent_kafka import Consumer
 from fastapi.testclient import TestClient
 
-from connectors.errors import NeedsAttentionError
+from connectors.errors import NeedsAttentionError, RetryableError
 from connectors.etims import devices, sandbox
 from connectors.etims.codes import sync_code_lists
 from connectors.etims.devices import CompanySuspended, active_device, run_device_job
@@ -37,11 +38,20 @@ from streams.connectors.jobs import Job, jobs_topic
 from tests.conftest import BackgroundLoop, wait_for
 from tests.connectors.contract import LiveServer, Operator
 from tests.integration.helpers import client_for
+from tests.integration.processes import Processes
 
 pytestmark = pytest.mark.integration
 
 PIN = "P051234567X"
 OPERATOR_TOKEN = "operator-" + "x" * 32
+ONBOARD: dict[str, str] = {
+    "legal_name": "Mama Mboga Traders Limited",
+    "kra_pin": PIN,
+    "environment": "sandbox",
+    "bhf_id": "03",
+    "device_type": "vscu",
+    "device_serial": "VSCU-0003",
+}
 
 
 class Reader:
@@ -126,16 +136,20 @@ class Etims:
         assert answer.status_code == 200, answer.text
 
     def init_job_from_the_saved_integration(self, tenant_id: UUID) -> Job:
+        return self.init_job_from_the_saved_integration_in(tenant_id, "sandbox")
+
+    def init_job_from_the_saved_integration_in(self, tenant_id: UUID, environment: str) -> Job:
         """The job the router makes of the relayed integration_settings_changed (``device_routes``)."""
+
+        def saved(message: Any) -> bool:
+            if header(message, "ce_type") != devices.SETTINGS_CHANGED:
+                return False
+            record = registry.decode_event(message.value(), devices.SETTINGS_CHANGED)
+            return bool(record["tenant_id"] == str(tenant_id) and record["environment"] == environment)
+
         reader = Reader(self.settings, "ledger.tenant.v1")
         try:
-            message = reader.wait(
-                lambda m: (
-                    header(m, "ce_type") == devices.SETTINGS_CHANGED
-                    and str(tenant_id) in header(m, "ce_source")
-                ),
-                "the etims integration_settings_changed",
-            )
+            message = reader.wait(saved, f"the etims integration_settings_changed ({environment})")
         finally:
             reader.close()
         record = registry.decode_event(message.value(), devices.SETTINGS_CHANGED)
@@ -160,14 +174,6 @@ class Etims:
         return next(d for d in listed.json()["items"] if d["bhf_id"] == bhf_id)
 
 
-def _migrate_devices(settings: Settings) -> None:
-    # The etims declaration lists sales.sql; devices.sql is added beside it at merge time (see report).
-    sql = resources.files("connectors.etims").joinpath("devices.sql").read_text()
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute(f'SET search_path TO "{settings.db_schema}"')
-        conn.execute(sql)
-
-
 @pytest.fixture
 def preinstalled() -> list[sandbox.PreinstalledDevice]:
     return []
@@ -182,7 +188,6 @@ def etims(
     preinstalled: list[sandbox.PreinstalledDevice],
 ) -> Iterator[Etims]:
     settings = replace(settings, operator_token=OPERATOR_TOKEN)
-    _migrate_devices(settings)
     background.start(Relay(settings).run)
     context = HandlerContext(
         settings, service, load_key_ring(settings.var_dir), connector="etims", request_rate_per_s=None
@@ -314,21 +319,20 @@ def test_an_item_gets_its_code_is_registered_with_kra_and_a_wrong_unit_is_refuse
 
 def test_an_operator_onboards_a_company_over_http_and_can_suspend_and_resume_it(etims: Etims) -> None:
     operator = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
-    onboarded = etims.api.post(
-        "/v1/etims/onboard",
-        json={
-            "legal_name": "Mama Mboga Traders Limited",
-            "kra_pin": PIN,
-            "environment": "sandbox",
-            "base_url": etims.sandbox_url,
-            "bhf_id": "03",
-            "device_type": "vscu",
-            "device_serial": "VSCU-0003",
-        },
-        headers=operator,
-    )
+    company = {**ONBOARD, "base_url": etims.sandbox_url}
+    onboarded = etims.api.post("/v1/etims/onboard", json=company, headers=operator)
     assert onboarded.status_code == 201, onboarded.text
     tenant_id = UUID(onboarded.json()["tenant_id"])
+    # Bad input is refused before anything is stored: no half-onboarded company is left behind.
+    before = len(etims.api.get("/v1/tenants", headers=operator).json()["items"])
+    for change, field in (
+        ({"kra_pin": "P05123456XX"}, "kra_pin"),
+        ({"environment": "production", "base_url": "https://evil.example"}, "base_url"),
+    ):
+        refused_input = etims.api.post("/v1/etims/onboard", json={**company, **change}, headers=operator)
+        assert refused_input.status_code == 422, refused_input.text
+        assert field in refused_input.text
+    assert len(etims.api.get("/v1/tenants", headers=operator).json()["items"]) == before
     auth = {"Authorization": f"Bearer {onboarded.json()['api_key']}"}
     assert onboarded.json()["device"]["status"] == "pending"
     assert etims.api.get("/v1/tenant", headers=auth).json()["country"] == "KE"
@@ -388,3 +392,169 @@ def test_a_silent_device_goes_offline_with_an_alert_and_comes_back_on_success(et
     # A successful call (here a code list sync through the device) brings it back.
     asyncio.run(sync_code_lists(etims.context, tenant_id))
     assert etims.device(auth)["status"] == "initialized"
+
+
+def test_switching_the_environment_registers_the_devices_again_in_the_new_one(etims: Etims) -> None:
+    tenant_id, auth = etims.kenyan_tenant()
+    etims.configure(auth, serial="OSCU-0001", device_type="oscu")
+    etims.run(etims.init_job_from_the_saved_integration(tenant_id))
+    added = etims.api.post(
+        "/v1/etims/devices",
+        json={"bhf_id": "02", "device_serial": "VSCU-0002", "device_type": "vscu"},
+        headers=auth,
+    )
+    assert added.status_code == 202, added.text
+    etims.run(etims.queued_job(devices.KIND_INIT, bhf_id="02"))
+
+    # Production, on a VSCU signing service on the tenant's machine (the endpoint policy's local origin).
+    switched = etims.api.put(
+        "/v1/integrations/etims",
+        json={
+            "enabled": True,
+            "environment": "production",
+            "base_url": "http://127.0.0.1:8088",
+            "credentials": {
+                "tin": PIN,
+                "bhf_id": "01",
+                "device_serial": "VSCU-PROD-1",
+                "device_type": "vscu",
+            },
+        },
+        headers=auth,
+    )
+    assert switched.status_code == 200, switched.text
+    job = etims.init_job_from_the_saved_integration_in(tenant_id, "production")
+    # Nothing answers on the production origin here: the job waits in retry, as it should.
+    with contextlib.suppress(RetryableError):
+        etims.run(job)
+
+    listed = etims.api.get("/v1/etims/devices", headers=auth).json()["items"]
+    by_place = {(d["environment"], d["bhf_id"]): d for d in listed}
+    assert set(by_place) == {("sandbox", "01"), ("sandbox", "02"), ("production", "01"), ("production", "02")}
+    # The integration's device in production is the one given with the switch; branch 02 follows.
+    assert by_place[("production", "01")]["device_serial"] == "VSCU-PROD-1"
+    assert by_place[("production", "02")]["device_serial"] == "VSCU-0002"
+    assert {by_place[("sandbox", b)]["status"] for b in ("01", "02")} == {"initialized"}
+    # No sandbox key is ever used for production: the production scopes are empty until KRA answers.
+    if by_place[("production", "01")]["status"] != "initialized":
+        assert asyncio.run(etims.context.secret(tenant_id, "cmc:production:01")) is None
+
+
+def test_through_the_real_processes_onboarding_initialises_the_device_and_silence_raises_the_offline_alert(
+    settings: Settings,
+    service: LedgerService,
+    topics: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``ledgerflow relay``, ``worker`` (the router, reading ledger.tenant.v1) and ``connectors run``
+    (the etims handler and its device watch) as separate processes: nothing is called by hand."""
+    settings = replace(settings, operator_token=OPERATOR_TOKEN)
+    monkeypatch.setenv(devices.OFFLINE_AFTER_ENV, "4s")
+    monkeypatch.setenv(devices.WATCH_INTERVAL_ENV, "1")
+    processes = Processes(settings, tmp_path)
+    alerts = Reader(settings, "ledger.alert.v1")
+    with LiveServer(sandbox.create_app()) as server:
+        try:
+            engine = [
+                processes.start("relay"),
+                processes.start("worker"),
+                processes.start("connectors", "run"),
+            ]
+            api = client_for(settings)
+            onboarded = api.post(
+                "/v1/etims/onboard",
+                json={
+                    "legal_name": "Kibanda Hardware Limited",
+                    "kra_pin": PIN,
+                    "base_url": server.url,
+                    "bhf_id": "01",
+                    "device_type": "oscu",
+                    "device_serial": "OSCU-E2E-1",
+                },
+                headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
+            )
+            assert onboarded.status_code == 201, onboarded.text
+            tenant_id = onboarded.json()["tenant_id"]
+            auth = {"Authorization": f"Bearer {onboarded.json()['api_key']}"}
+
+            def status() -> str:
+                return str(api.get("/v1/etims/devices", headers=auth).json()["items"][0]["status"])
+
+            processes.wait_for(
+                lambda: status() in ("initialized", "offline"),
+                what="the onboarded device initialised by the etims worker",
+                watch=engine,
+                timeout=120,
+                interval=0.5,
+            )
+            processes.wait_for(
+                lambda: status() == "offline",
+                what="the silent device offline",
+                watch=engine,
+                timeout=60,
+                interval=0.5,
+            )
+            message = alerts.wait(
+                lambda m: header(m, "ce_source") == f"/tenants/{tenant_id}", "the offline alert"
+            )
+            alert = registry.decode_event(message.value(), "ledgerflow.alert.raised")
+            assert (alert["cause"], alert["details"]["bhf_id"]) == ("etims.device_offline", "01")
+            assert Operator(server.url).stats()["effects"]["devices_initialized"] == 1
+        finally:
+            alerts.close()
+            processes.close()
+
+
+def test_an_on_demand_sync_asks_only_for_changes_since_the_last_one(etims: Etims) -> None:
+    tenant_id, auth = etims.kenyan_tenant()
+    etims.configure(auth, serial="OSCU-0001", device_type="oscu")
+    etims.run(etims.init_job_from_the_saved_integration(tenant_id))
+    first = dict(etims.sql("SELECT kind, last_req_dt FROM etims_sync_state WHERE environment = 'sandbox'"))
+    assert set(first) == {"code_list", "item_classes"}
+
+    asked = etims.api.post("/v1/etims/codes/sync", headers=auth)
+    assert asked.status_code == 202, asked.text
+    result = etims.run(etims.queued_job(devices.KIND_CODES))
+
+    # Nothing changed at KRA since the last lastReqDt: KRA answers 001 and nothing is rewritten.
+    assert (result.data["codes"], result.data["item_classes"]) == (0, 0)
+    again = dict(etims.sql("SELECT kind, last_req_dt FROM etims_sync_state WHERE environment = 'sandbox'"))
+    assert again["code_list"] >= first["code_list"]
+    assert etims.sql(
+        "SELECT rate::text FROM etims_tax_rates WHERE environment = 'sandbox' AND tax_type = 'B'"
+    ) == [("16.00",)]
+
+
+def test_before_the_first_sync_the_shipped_codes_validate_items_and_the_save_waits_for_the_device(
+    etims: Etims,
+) -> None:
+    _, auth = etims.kenyan_tenant()
+    etims.configure(auth, serial="OSCU-0001", device_type="oscu")  # its init job is never run here
+    body = {
+        "name": "Delivery",
+        "item_class_code": "8111160000",
+        "item_type": "3",
+        "origin": "KE",
+        "pkg_unit": "NT",
+        "qty_unit": "U",
+        "tax_type": "E",
+        "default_price": "500",
+    }
+    assert etims.api.post("/v1/etims/items", json={**body, "pkg_unit": "QQ"}, headers=auth).status_code == 422
+    created = etims.api.post("/v1/etims/items", json=body, headers=auth)
+    assert created.status_code == 201, created.text
+    assert created.json()["item_code"] == "KE3NTXU0000001"
+
+    # The branch's device is not initialised yet: the item waits (retryable), nothing reaches KRA.
+    with pytest.raises(RetryableError) as waiting:
+        etims.run(etims.queued_job(devices.KIND_ITEM, item_id=created.json()["id"]))
+    assert waiting.value.code == "device_pending"
+    assert etims.operator.stats()["effects"]["items_saved"] == 0
+    # Another tenant cannot see the device.
+    _, other = etims.kenyan_tenant()
+    added = etims.api.post(
+        "/v1/etims/devices", json={"bhf_id": "02", "device_serial": "S2", "device_type": "oscu"}, headers=auth
+    ).json()
+    assert etims.api.get(f"/v1/etims/devices/{added['id']}", headers=auth).status_code == 200
+    assert etims.api.get(f"/v1/etims/devices/{added['id']}", headers=other).status_code == 404

@@ -110,3 +110,33 @@ def test_a_saved_etims_integration_asks_for_device_initialisation() -> None:
     saved = {"tenant_id": TENANT, "provider": "etims", "enabled": True, "environment": "sandbox"}
     [job] = routes("ledgerflow.tenant.integration_settings_changed", "ce-5", saved)
     assert job.kind.startswith("device.")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://etims-api.kra.go.ke",
+        "https://ETIMS-API.kra.go.ke./etims-api",
+        "http://etims-api.kra.go.ke:8080",
+    ],
+)
+def test_a_sandbox_integration_can_never_call_kras_production_host(url: str) -> None:
+    from connectors.etims.endpoints import ENDPOINTS
+    from engine.security.egress import EgressRefused, check_endpoint
+
+    with pytest.raises(EgressRefused, match="production endpoint") as refused:
+        check_endpoint(url, "sandbox", ENDPOINTS, "development")
+    assert refused.value.code == "url_not_allowed"
+    # The same host is what production is for; the sandboxes stay reachable from sandbox.
+    assert check_endpoint("https://etims-api.kra.go.ke", "production", ENDPOINTS, "production")
+    assert check_endpoint("https://etims-api-sbx.kra.go.ke", "sandbox", ENDPOINTS, "development")
+    assert check_endpoint("http://127.0.0.1:9103", "sandbox", ENDPOINTS, "development")
+
+
+def test_a_production_integration_can_never_call_a_sandbox() -> None:
+    from connectors.etims.endpoints import ENDPOINTS
+    from engine.security.egress import EgressRefused, check_endpoint
+
+    for url in ("https://etims-api-sbx.kra.go.ke", "http://127.0.0.1:9103"):
+        with pytest.raises(EgressRefused):
+            check_endpoint(url, "production", ENDPOINTS, "production")
