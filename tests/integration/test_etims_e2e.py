@@ -215,7 +215,7 @@ class Kenya:
 
 def sql(settings: Settings, query: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
-        return conn.execute(query, params).fetchall()
+        return conn.execute(query, params or None).fetchall()
 
 
 def signed_events(settings: Settings) -> dict[str, int]:
