@@ -294,7 +294,7 @@ def kenyan_sale(number: str, item_code: str, bhf_id: str) -> IssueKenyanInvoice:
 
 
 # The connector processes of the pipeline: no request limit (the "no limit" condition; the default is
-# LEDGERFLOW_ETIMS_RATE=5), and KRA's own timeout kept (45 s, above the congestion profile's 1.5 s).
+# LEDGERFLOW_ETIMS_RATE=10), and KRA's own timeout kept (45 s, above the congestion profile's 1.5 s).
 PROCESS_ENV = {"LEDGERFLOW_ETIMS_RATE": "none"}
 
 
