@@ -151,7 +151,9 @@ def _numbered(r: dict[str, Any], ce_id: str) -> Params:
 
 def _signed(r: dict[str, Any], ce_id: str) -> Params:
     at = _ts(r["occurred_at"])
-    return (*_where(r), int(r["invc_no"]), int(r["receipt_no"]), at, at, ce_id)
+    # A receipt adopted after a 994 may lack what KRA did not say again: the sale is signed all the same.
+    receipt_no = r.get("receipt_no")
+    return (*_where(r), int(r["invc_no"]), None if receipt_no is None else int(receipt_no), at, at, ce_id)
 
 
 def _failed(r: dict[str, Any], ce_id: str) -> Params:
