@@ -10,6 +10,7 @@ running. Ctrl-C stops them all (SIGTERM, then SIGKILL after a grace period).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -312,8 +313,6 @@ def _register_demo_item(settings: Settings, service: Any, tenant_id: UUID) -> No
     """The item of the printed curl, registered with the sandbox as ``POST /v1/etims/items`` does it:
     KRA (and the sandbox) refuse a sale of an item nobody registered (910), and the demo sale must be
     signed. The saveItem job waits for the branch's device, which the saved integration initialises."""
-    import asyncio
-
     from connectors.etims import devices as etims_devices
     from connectors.etims import items as etims_items
 
@@ -342,7 +341,7 @@ def kenyan_demo_lines(base: str, kenyan: dict[str, str] | None) -> str:
     if kenyan is None:
         return ""
     return (
-        f"\nDemo Kenyan tenant {kenyan['tenant_id']} (KRA PIN {etims.DEMO_KRA_PIN}, eTIMS sandbox)\n"
+        f"\nDemo Kenyan tenant {kenyan['tenant_id']} (KRA PIN {etims.DEMO_KRA_PIN}, eTIMS sandbox) is ready\n"
         f"API key: {kenyan['api_key']}\n"
         f"  curl -s -X POST {base}/v1/invoices -H 'Authorization: Bearer {kenyan['api_key']}' \\\n"
         + "    -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-ke-1' \\\n"
@@ -350,6 +349,50 @@ def kenyan_demo_lines(base: str, kenyan: dict[str, str] | None) -> str:
         + f"Kenyan sales are signed by the local eTIMS sandbox (http://127.0.0.1:{ETIMS_SANDBOX_PORT}):"
         + " GET /v1/invoices/{id} shows etims.status; docs/etims.md.\n"
     )
+
+
+def announce_kenyan_demo(
+    settings: Settings, kenyan: dict[str, str], base: str, stopping: threading.Event, timeout: float = 300.0
+) -> None:
+    """Print the demo Kenyan tenant's curl once its sale can be signed: its branch's device initialised
+    and the printed item registered with the eTIMS sandbox. The item's saveItem job, queued at first
+    start, waits for the device (a retry a minute later); once the device is ready it is queued again
+    so the item is registered at once (saveItem is idempotent at KRA and in the job)."""
+    from connectors.etims import devices as etims_devices
+    from connectors.etims import items as etims_items
+
+    tenant_id = UUID(kenyan["tenant_id"])
+    requeued = False
+    deadline = time.monotonic() + timeout
+    note = ""
+    while not stopping.is_set():
+        try:
+            with db.connect(settings) as conn:
+                device = conn.execute(
+                    "SELECT status FROM etims_devices WHERE tenant_id = %s AND environment = 'sandbox'"
+                    " AND bhf_id = %s",
+                    (tenant_id, etims.DEMO_BRANCH_ID),
+                ).fetchone()
+                item = conn.execute(
+                    "SELECT id, status FROM etims_items WHERE tenant_id = %s AND item_code = %s",
+                    (tenant_id, DEMO_ITEM_CODE),
+                ).fetchone()
+        except (db.DatabaseUnavailable, psycopg.Error):
+            device = item = None
+        if item is not None and item[1] == "registered":
+            break
+        if device is not None and device[0] == "initialized" and item is not None and not requeued:
+            asyncio.run(etims_devices.queue_jobs(settings, [etims_items.save_job(tenant_id, item[0])]))
+            requeued = True
+        if time.monotonic() > deadline:
+            note = (
+                f"(its item {DEMO_ITEM_CODE} is not registered with the sandbox yet: a sale of it is refused"
+                " until it is; `GET /v1/etims/items` shows its status)\n"
+            )
+            break
+        stopping.wait(1.0)
+    if not stopping.is_set():
+        click.echo(kenyan_demo_lines(base, kenyan) + note)
 
 
 def with_login(url: str, user: str, password: str) -> str:
@@ -475,9 +518,12 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
         + f"  curl -s {base}/v1/invoices -H 'Authorization: Bearer {demo['api_key']}'\n"
         + f"B2B invoices get an IRN from the local e-invoice sandbox (http://127.0.0.1:{IRP_SANDBOX_PORT});"
         + " `ledgerflow connectors status` shows the connector.\n"
-        + kenyan_demo_lines(base, kenyan)
         + "A process that exits is restarted (1 s, 2 s, 4 s ... 60 s apart). Ctrl-C stops everything.\n"
     )
+    if kenyan is not None:
+        threading.Thread(
+            target=announce_kenyan_demo, args=(settings, kenyan, base, stopping), daemon=True
+        ).start()
 
     supervisor.run(stopping)
     return 0
