@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from ops.supervisor import (
     DEMO_GSTIN,
     DEMO_ITEM_CODE,
     DEMO_KE_BODY,
+    announce_kenyan_demo,
     demo_kenyan_tenant,
     demo_tenant,
 )
@@ -258,3 +260,42 @@ def test_the_demo_kenyan_tenant_has_a_kra_pin_and_its_etims_integration_on_the_e
     assert issued.json()["totals"] == {"taxable": "600.00", "vat": "96.00", "total": "696.00"}
     # Production refuses sandbox integrations: no demo there.
     assert demo_kenyan_tenant(replace(own, mode="production")) is None
+
+
+def test_ledgerflow_run_prints_the_kenyan_demo_once_its_device_is_ready_and_its_item_registered(
+    settings: Settings, tmp_path: Path, topics: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from connectors.etims import devices as etims_devices
+
+    own = replace(settings, var_dir=tmp_path / "var", mode="development")
+    db.ensure_schema(own)
+    demo = demo_kenyan_tenant(own)
+    assert demo is not None
+    tenant = UUID(demo["tenant_id"])
+    base = "http://127.0.0.1:8080"
+
+    # Device still pending: nothing printed but, after the deadline, the curl with what is missing.
+    announce_kenyan_demo(own, demo, base, threading.Event(), timeout=1.5)
+    waited = capsys.readouterr().out
+    assert demo["api_key"] in waited and f"item {DEMO_ITEM_CODE} is not registered" in waited
+    assert messages_on(own, own.topic("connector.etims.jobs.v1")) == 1  # only the first start's job
+
+    # The device initialised: the item's job is queued again at once, then the item registered.
+    with psycopg.connect(own.database_url, options=f"-c search_path={own.db_schema}") as conn:
+        etims_devices.register_device(
+            conn,
+            tenant,
+            environment="sandbox",
+            bhf_id=etims.DEMO_BRANCH_ID,
+            device_serial=etims.DEMO_DEVICE_SERIAL,
+            device_type="oscu",
+        )
+        conn.execute("UPDATE etims_devices SET status = 'initialized' WHERE tenant_id = %s", (tenant,))
+    announce_kenyan_demo(own, demo, base, threading.Event(), timeout=1.5)
+    assert messages_on(own, own.topic("connector.etims.jobs.v1")) == 2
+    capsys.readouterr()
+    with psycopg.connect(own.database_url, options=f"-c search_path={own.db_schema}") as conn:
+        conn.execute("UPDATE etims_items SET status = 'registered' WHERE tenant_id = %s", (tenant,))
+    announce_kenyan_demo(own, demo, base, threading.Event(), timeout=60)
+    ready = capsys.readouterr().out
+    assert "is ready" in ready and "not registered" not in ready and DEMO_ITEM_CODE in ready
