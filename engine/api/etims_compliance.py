@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, Field
 
 from engine import db
 from engine.application import LedgerService
@@ -22,6 +23,37 @@ from projections import etims_compliance, reporting
 
 # KRA's bhfId is two digits ("00", "01", ...); a little room for what a future KRA assigns.
 BRANCH_ID = r"^[A-Za-z0-9]{1,10}$"
+
+
+class EtimsFailureReason(BaseModel):
+    """Documentation only (the answer is built by ``etims_compliance.as_json``; test_api_fuzz checks
+    that it matches)."""
+
+    result_code: str = Field(description="KRA's resultCd (e.g. 910), or ours (duplicate_unverified)")
+    refusals: int = Field(description="How many times the day's sales were refused with it")
+    sales: int = Field(description="How many of the day's sales were")
+    last_message: str = Field(description="KRA's resultMsg of the latest refusal")
+    last_at: str = Field(description="When the latest refusal was recorded, ISO 8601")
+
+
+class EtimsBranchDay(BaseModel):
+    environment: Literal["sandbox", "production"]
+    branch_id: str = Field(description="KRA's bhfId")
+    submitted: int = Field(description="signed + pending + failed + voided")
+    signed: int
+    pending: int = Field(description="Not signed yet: waiting for its turn, its number or KRA")
+    failed: int = Field(description="Refused by KRA, not yet signed or voided (its branch is blocked)")
+    voided: int = Field(description="Voided by an operator; the invcNo stays unused")
+    credit_notes: int = Field(description="How many of the day's sales are credit notes")
+    failure_reasons: list[EtimsFailureReason]
+
+
+class EtimsComplianceReport(BaseModel):
+    date: str = Field(description="The sale date, YYYY-MM-DD")
+    timezone: Literal["Africa/Nairobi"]
+    branches: list[EtimsBranchDay]
+    totals: dict[str, int] = Field(description="The counts summed over the branches")
+    incomplete: bool = Field(description="An invoice event of yours awaits redrive: a count may be short")
 
 
 def render_csv(report: etims_compliance.DailyReport) -> str:
@@ -50,11 +82,11 @@ def build_router(current_tenant: Callable[..., UUID], service: Callable[[], Ledg
         response_class=Response,
         responses={
             200: {
-                "description": 'JSON: {"date", "timezone", "branches": [{"environment", "branch_id",'
-                ' "submitted", "signed", "pending", "failed", "voided", "credit_notes", "failure_reasons":'
-                ' [{"result_code", "refusals", "sales", "last_message", "last_at"}]}], "totals",'
-                ' "incomplete"}. CSV: a header row and one row per environment and branch.',
-                "content": {"application/json": {}, "text/csv": {}},
+                "model": EtimsComplianceReport,
+                "description": "JSON: the day's counts per environment and branch with the failure reasons."
+                " CSV (format=csv): a header row and one row per environment and branch, the reasons in one"
+                " cell.",
+                "content": {"text/csv": {}},
             }
         },
     )
