@@ -655,7 +655,9 @@ def tenants_list(settings: Settings) -> None:
     from engine.bootstrap import build_service
 
     for tenant in build_service(settings, pool_size=2).list_tenants():
-        click.echo(f"{tenant.id}  {tenant.name:<30} {tenant.gstin or '-':<16} state={tenant.state or '-'}")
+        # A Kenyan tenant is identified by its KRA PIN where an Indian one has its GSTIN.
+        identity = tenant.gstin or tenant.kra_pin or "-"
+        click.echo(f"{tenant.id}  {tenant.name:<30} {identity:<16} state={tenant.state or '-'}")
 
 
 # -- tenants: ingest signing keys (docs/topics.md, "Signing ingest commands") ----------------------
