@@ -66,6 +66,7 @@ FINAL = (SIGNED, VOIDED)
 STALE_AFTER = timedelta(days=7)
 # How long a job waits for another worker draining the same branch before it retries later.
 LOCK_WAIT_S = 60.0
+LOCK_POLL_S = 0.25
 # After its own sale is done, a drain sends at most this many more before it hands back its
 # partition (a branch with a steady stream of sales must not keep one job running for ever).
 DRAIN_AFTER_OWN = 200
@@ -541,11 +542,13 @@ class SaleQueue:
                             "branch_busy", f"branch {bhf_id} is being sent by another worker"
                         )
                     )
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(LOCK_POLL_S)
             try:
                 return await self._drain_locked(conn, tenant_id, environment, bhf_id, own)
             finally:
-                await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (lock,))
+                # Shielded: a drain cancelled mid-way (shutdown, rebalance) must not hand a pooled
+                # connection back still holding the branch's lock.
+                await asyncio.shield(_unlock(conn, lock))
 
     async def _drain_locked(
         self, conn: AsyncConnection[Any], tenant_id: UUID, environment: str, bhf_id: str, own: UUID | None
@@ -754,6 +757,16 @@ class SaleQueue:
             sale.invc_no,
             exc.code,
         )
+
+
+async def _unlock(conn: AsyncConnection[Any], lock: str) -> None:
+    """Release the branch's lock; if that fails, close the connection, which releases it too (and
+    the pool discards a closed connection)."""
+    try:
+        await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (lock,))
+    except Exception:
+        await conn.close()
+        raise
 
 
 def _failure(exc: ConnectorError) -> dict[str, str]:

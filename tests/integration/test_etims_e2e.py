@@ -215,7 +215,7 @@ class Kenya:
 
 def sql(settings: Settings, query: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
-        return conn.execute(query, params).fetchall()
+        return conn.execute(query, params or None).fetchall()
 
 
 def signed_events(settings: Settings) -> dict[str, int]:
@@ -384,3 +384,112 @@ def test_a_worker_killed_after_kra_accepted_a_sale_recovers_its_receipt_without_
     )
     assert sql(fast, "SELECT invc_no FROM etims_sales WHERE invoice_id = %s", after) == [(3,)]
     assert os.environ["LEDGERFLOW_ETIMS_TIMEOUT_S"] == "60"
+
+
+def test_a_sale_kra_cannot_take_blocks_its_branch_until_an_operator_resends_it_under_the_same_number(
+    service: LedgerService,
+    fast: Settings,
+    topics: list[str],
+    etims: tuple[str, Operator],
+    processes: Processes,
+) -> None:
+    url, operator = etims
+    kenya = Kenya(service, fast, url, ("01",))
+    engine = start_engine(processes, connector_workers=1)
+    processes.wait_for(kenya.devices_ready, what="the device initialised", watch=engine, timeout=120)
+    kenya.register_item(operator, engine, processes)
+    registered = kenya.item_code
+    # The next item's code, not registered yet: a sale of it cannot be reported (no item class).
+    unregistered = registered[:-7] + f"{int(registered[-7:]) + 1:07d}"
+    kenya.item_code = unregistered
+    [refused] = kenya.issue("R", "01", 1)
+    kenya.item_code = registered
+    [behind] = kenya.issue("Q", "01", 1)
+
+    blocked = processes.wait_for(
+        lambda: kenya.client.get("/v1/etims/sales", params={"state": "blocked"}, headers=kenya.auth).json()[
+            "items"
+        ],
+        what="the sale blocked",
+        watch=engine,
+        timeout=120,
+    )
+    assert [(b["invoice_id"], b["invc_no"]) for b in blocked] == [(str(refused), 1)]
+    assert "item class" in blocked[0]["failure"]["message"]
+    failed = processes.wait_for(
+        lambda: (
+            (service.get_invoice(kenya.tenant_id, refused).etims or {}).get("status") == "failed"
+            and service.get_invoice(kenya.tenant_id, refused).etims
+        ),
+        what="the refusal on the invoice",
+        watch=engine,
+        timeout=60,
+    )
+    assert failed["invc_no"] == 1
+    shown = kenya.client.get(f"/v1/invoices/{refused}", headers=kenya.auth).json()["etims"]
+    assert shown["status"] == "failed" and shown["failure"]["message"], shown
+    # The operator is told, once, through the alert topic's events.
+    alerts = processes.wait_for(
+        lambda: [
+            r[0]
+            for r in sql(fast, "SELECT state FROM ledger_events WHERE topic LIKE %s", "%Alert.Raised")
+            if b"etims.sale_refused" in bytes(r[0])
+        ],
+        what="the etims.sale_refused alert",
+        watch=engine,
+        timeout=60,
+    )
+    assert len(alerts) == 1
+    # The sale behind it waits: nothing of the branch reached KRA.
+    assert operator.stats()["effects"].get("sales_signed", 0) == 0
+
+    def queue() -> list[tuple[int, str]]:
+        listed = kenya.client.get("/v1/etims/sales", params={"bhf_id": "01"}, headers=kenya.auth).json()
+        return [(s["invc_no"], s["state"]) for s in listed["items"]]
+
+    processes.wait_for(
+        lambda: queue() == [(1, "blocked"), (2, "queued")],
+        what="the next sale numbered and waiting behind the blocked one",
+        watch=engine,
+        timeout=60,
+        explain=lambda: str(queue()),
+    )
+    assert operator.stats()["effects"].get("sales_signed", 0) == 0
+
+    # The operator registers the item, then resends: the same number, then the one behind it.
+    kenya.register_item(operator, engine, processes)
+    assert kenya.item_code == unregistered
+    resent = kenya.client.post(f"/v1/etims/sales/{refused}/resend", headers=kenya.auth)
+    assert resent.status_code == 200 and resent.json()["invc_no"] == 1, resent.text
+    processes.wait_for(
+        lambda: {str(refused), str(behind)} <= set(signed_events(fast)),
+        what="both sales signed after the resend",
+        watch=engine,
+        timeout=120,
+        explain=lambda: render_status(status(fast, ["etims"])),
+    )
+    assert sorted(_kra_numbers(kra_sales(url), "01")) == [1, 2]
+    assert (service.get_invoice(kenya.tenant_id, refused).etims or {}).get("invc_no") == 1
+    assert dlq_list(fast, "etims") == []
+
+
+def test_a_sandbox_integration_cannot_point_at_kras_production_host_nor_production_at_a_sandbox(
+    service: LedgerService, settings: Settings
+) -> None:
+    kenya = Kenya(service, settings, "http://127.0.0.1:9", ("01",))
+
+    def put(environment: str, base_url: str) -> Any:
+        return kenya.client.put(
+            "/v1/integrations/etims",
+            json={"enabled": True, "environment": environment, "base_url": base_url},
+            headers=kenya.auth,
+        )
+
+    to_production = put("sandbox", "https://etims-api.kra.go.ke")
+    assert to_production.status_code == 422, to_production.text
+    assert "production endpoint" in to_production.json()["error"]["message"]
+    to_sandbox = put("production", "https://etims-api-sbx.kra.go.ke")
+    assert to_sandbox.status_code == 422, to_sandbox.text
+    # What is stored is still the sandbox integration it was.
+    stored = kenya.client.get("/v1/integrations/etims", headers=kenya.auth).json()
+    assert (stored["environment"], stored["base_url"]) == ("sandbox", "http://127.0.0.1:9")

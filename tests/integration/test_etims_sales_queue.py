@@ -389,3 +389,84 @@ async def test_a_receipt_the_ledger_could_not_take_is_recorded_by_the_next_attem
     assert kra.order == [("01", 1)]  # not sent again
     [signed] = ledger.of("signed", d.invoice_id)
     assert signed["receipt"]["receipt_no"] == 1 and ledger.of("failed") == []
+
+
+async def test_voiding_over_http_records_it_on_the_invoice_and_a_second_void_changes_nothing(
+    service: Any, settings: Settings
+) -> None:
+    from tests.integration.helpers import client_for
+
+    registered = service.register_tenant(
+        name="Savanna",
+        legal_name="Savanna Retail Limited",
+        country="KE",
+        gstin=None,
+        state=None,
+        kra_pin="P051234567X",
+    )
+    auth = {"Authorization": f"Bearer {registered.api_key}"}
+    client = client_for(settings)
+    saved = client.put(
+        "/v1/integrations/etims",
+        json={
+            "enabled": True,
+            "environment": "sandbox",
+            "base_url": "http://127.0.0.1:9",
+            "credentials": {
+                "tin": "P051234567X",
+                "bhf_id": "01",
+                "device_serial": "S1",
+                "device_type": "oscu",
+            },
+        },
+        headers=auth,
+    )
+    assert saved.status_code == 200, saved.text
+    body = {
+        "number": "KE-V-1",
+        "date": "2026-12-01",
+        "buyer": {"name": "Walk-in"},
+        "lines": [
+            {
+                "item_code": "KE2NTU0000001",
+                "description": "Flour",
+                "quantity": "1",
+                "unit_price": "10",
+                "tax_type": "B",
+            }
+        ],
+    }
+    issued = service.issue_invoice(
+        registered.tenant_id, service.parse_issue_command(registered.tenant_id, body)
+    )
+    record = {
+        "invoice_id": str(issued.invoice.id),
+        "tenant_id": str(registered.tenant_id),
+        "number": "KE-V-1",
+        "country": "KE",
+        "environment": "sandbox",
+        "branch_id": "01",
+        "document_type": "invoice",
+    }
+    _migrate(settings)
+    kra = Kra()
+    kra.refuse.add(("01", 1))
+    # The real ledger takes the results this time.
+    with pytest.raises(RetryableError):
+        await queue_for(settings, kra, service).sale_job(SaleDocument.from_record(record), job_id="j1")
+    assert (service.get_invoice(registered.tenant_id, issued.invoice.id).etims or {})["status"] == "failed"
+
+    short = client.post(f"/v1/etims/sales/{issued.invoice.id}/void", json={"reason": ""}, headers=auth)
+    assert short.status_code == 422 and short.json()["error"]["code"]
+    voided = client.post(
+        f"/v1/etims/sales/{issued.invoice.id}/void", json={"reason": "customer walked away"}, headers=auth
+    )
+    assert voided.status_code == 200, voided.text
+    assert (voided.json()["state"], voided.json()["invc_no"]) == ("voided", 1)
+    assert voided.json()["voided_by"].startswith("api_key:")
+    etims = service.get_invoice(registered.tenant_id, issued.invoice.id).etims or {}
+    assert etims["status"] == "voided", etims
+    again = client.post(f"/v1/etims/sales/{issued.invoice.id}/void", json={"reason": "again"}, headers=auth)
+    assert again.status_code == 200 and again.json()["void_reason"] == "customer walked away"
+    resend = client.post(f"/v1/etims/sales/{issued.invoice.id}/resend", headers=auth)
+    assert resend.status_code == 409
