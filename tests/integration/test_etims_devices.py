@@ -558,3 +558,24 @@ def test_before_the_first_sync_the_shipped_codes_validate_items_and_the_save_wai
     ).json()
     assert etims.api.get(f"/v1/etims/devices/{added['id']}", headers=auth).status_code == 200
     assert etims.api.get(f"/v1/etims/devices/{added['id']}", headers=other).status_code == 404
+
+
+def test_the_device_watch_syncs_an_environment_whose_code_lists_are_a_day_old(etims: Etims) -> None:
+    tenant_id, auth = etims.kenyan_tenant()
+    etims.configure(auth, serial="OSCU-0001", device_type="oscu")
+    etims.run(etims.init_job_from_the_saved_integration(tenant_id))
+
+    async def watch_round() -> None:
+        try:
+            await devices.sync_stale_code_lists(etims.context)
+        finally:
+            await etims.context.close()
+
+    fresh = etims.sql("SELECT synced_at FROM etims_sync_state WHERE kind = 'code_list'")[0][0]
+    asyncio.run(watch_round())  # synced just now: nothing is due
+    assert etims.sql("SELECT synced_at FROM etims_sync_state WHERE kind = 'code_list'")[0][0] == fresh
+
+    etims.sql("UPDATE etims_sync_state SET synced_at = now() - interval '25 hours' RETURNING kind")
+    asyncio.run(watch_round())
+    (synced,) = etims.sql("SELECT synced_at FROM etims_sync_state WHERE kind = 'code_list'")[0]
+    assert synced > fresh
