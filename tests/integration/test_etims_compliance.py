@@ -590,6 +590,16 @@ def test_kenyan_sales_and_their_etims_results_reach_the_report_through_kafka_and
     (reason,) = projected["branches"][0]["failure_reasons"]
     assert (reason["result_code"], reason["refusals"], reason["sales"]) == ("910", 2, 2)
 
+    # An operator's replay of the whole topic into the projection counts nothing twice.
+    replayed = CliRunner().invoke(
+        main,
+        ["replay", "--topic", "ledger.invoice.v1", "--projection", "etims_compliance"],
+        env=settings_env(settings),
+    )
+    assert replayed.exit_code == 0, replayed.output
+    assert "written 11" in replayed.output  # 4 issued, 3 numbered, 1 signed, 2 failed, 1 voided
+    assert report() == projected
+
     from_kafka = rebuild(settings, "etims_compliance", batch=3)
     assert from_kafka.rows == 4
     assert report() == projected
