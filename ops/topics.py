@@ -13,6 +13,7 @@ TOPICS = [
     "ingest.invoice.v1",
     "ingest.invoice.dlq.v1",
     "projection.invoice_register.dlq.v1",
+    "projection.etims_compliance.dlq.v1",
     "router.einvoicing.dlq.v1",
 ]
 

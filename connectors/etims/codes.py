@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 from psycopg.rows import dict_row
@@ -213,10 +213,8 @@ def item_class(conn: psycopg.Connection, environment: str, code: str) -> dict[st
 
 
 def sync_job(tenant_id: UUID, environment: str, *, reason: str) -> Job:
-    import uuid
-
     return Job(
-        f"{reason}:{uuid.uuid4()}:codes.sync",
+        f"{reason}:{uuid4()}:codes.sync",
         "etims",
         "codes.sync",
         str(tenant_id),

@@ -357,6 +357,11 @@ async def active_device(context: HandlerContext, tenant_id: UUID, bhf_id: str) -
     suspended, row = await context.blocking(read)
     if suspended:
         raise CompanySuspended(tenant_id)
+    if row is None and str(loaded.credentials.get("bhf_id")) == bhf_id:
+        # The integration's own branch: its init job (queued by the saved settings) registers it.
+        raise RetryableError(
+            "device_pending", f"the device of branch {bhf_id} ({environment}) is not registered yet"
+        )
     if row is None:
         raise NeedsAttentionError(
             "device_not_registered",

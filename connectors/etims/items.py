@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -163,14 +163,6 @@ def list_items(conn: psycopg.Connection, tenant_id: UUID) -> list[dict[str, Any]
         return cur.execute(
             "SELECT * FROM etims_items WHERE tenant_id = %s ORDER BY environment, item_code", (tenant_id,)
         ).fetchall()
-
-
-def parse_price(text: str) -> Decimal | None:
-    try:
-        value = Decimal(text)
-    except (InvalidOperation, ValueError):
-        return None
-    return value if value.is_finite() else None
 
 
 def save_job(tenant_id: UUID, item_id: UUID) -> Job:

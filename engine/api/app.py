@@ -25,6 +25,7 @@ from engine.api import contract
 from engine.api.errors import ApiError, error_body, install
 from engine.api.etims import build_router as etims_router
 from engine.api.etims import refuse_suspended
+from engine.api.etims_compliance import build_router as etims_compliance_router
 from engine.api.etims_sales import build_router as etims_sales_router
 from engine.api.health import consumer_health_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
@@ -302,6 +303,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Tenant = Annotated[UUID, Depends(current_tenant)]
     Service = Annotated[LedgerService, Depends(service)]
     app.include_router(reports_router(current_tenant, service))
+    app.include_router(etims_compliance_router(current_tenant, service))
     app.include_router(ingest_keys_router(current_tenant, service, holder.key_ring))
     app.include_router(tenant_router(settings, current_tenant, service))
     app.include_router(etims_router(settings, current_tenant, service, holder.key_ring))

@@ -273,6 +273,12 @@ def build_router(
         from connectors.catalogue import endpoint_policy
         from connectors.etims import CONNECTOR
 
+        schema = CONNECTOR.settings
+        base_url = body.base_url or (
+            schema.production_urls[0] if body.environment == "production" else schema.sandbox_url
+        )
+        # Refused before anything is stored: a failed onboarding leaves no tenant behind to retry over.
+        integrations.check_base_url(str(base_url), body.environment, endpoint_policy(PROVIDER), settings.mode)
         registered = svc.register_tenant(
             name=body.trade_name or body.legal_name,
             legal_name=body.legal_name,
@@ -283,10 +289,6 @@ def build_router(
             changed_by=operator,
         )
         tenant_id = registered.tenant_id
-        schema = CONNECTOR.settings
-        base_url = body.base_url or (
-            schema.production_urls[0] if body.environment == "production" else schema.sandbox_url
-        )
         kra_pin = svc.get_tenant(tenant_id).kra_pin or body.kra_pin.upper()
         svc.save_integration(
             key_ring(),

@@ -44,6 +44,14 @@ pytestmark = pytest.mark.integration
 
 PIN = "P051234567X"
 OPERATOR_TOKEN = "operator-" + "x" * 32
+ONBOARD: dict[str, str] = {
+    "legal_name": "Mama Mboga Traders Limited",
+    "kra_pin": PIN,
+    "environment": "sandbox",
+    "bhf_id": "03",
+    "device_type": "vscu",
+    "device_serial": "VSCU-0003",
+}
 
 
 class Reader:
@@ -311,21 +319,20 @@ def test_an_item_gets_its_code_is_registered_with_kra_and_a_wrong_unit_is_refuse
 
 def test_an_operator_onboards_a_company_over_http_and_can_suspend_and_resume_it(etims: Etims) -> None:
     operator = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
-    onboarded = etims.api.post(
-        "/v1/etims/onboard",
-        json={
-            "legal_name": "Mama Mboga Traders Limited",
-            "kra_pin": PIN,
-            "environment": "sandbox",
-            "base_url": etims.sandbox_url,
-            "bhf_id": "03",
-            "device_type": "vscu",
-            "device_serial": "VSCU-0003",
-        },
-        headers=operator,
-    )
+    company = {**ONBOARD, "base_url": etims.sandbox_url}
+    onboarded = etims.api.post("/v1/etims/onboard", json=company, headers=operator)
     assert onboarded.status_code == 201, onboarded.text
     tenant_id = UUID(onboarded.json()["tenant_id"])
+    # Bad input is refused before anything is stored: no half-onboarded company is left behind.
+    before = len(etims.api.get("/v1/tenants", headers=operator).json()["items"])
+    for change, field in (
+        ({"kra_pin": "P05123456XX"}, "kra_pin"),
+        ({"environment": "production", "base_url": "https://evil.example"}, "base_url"),
+    ):
+        refused_input = etims.api.post("/v1/etims/onboard", json={**company, **change}, headers=operator)
+        assert refused_input.status_code == 422, refused_input.text
+        assert field in refused_input.text
+    assert len(etims.api.get("/v1/tenants", headers=operator).json()["items"]) == before
     auth = {"Authorization": f"Bearer {onboarded.json()['api_key']}"}
     assert onboarded.json()["device"]["status"] == "pending"
     assert etims.api.get("/v1/tenant", headers=auth).json()["country"] == "KE"
@@ -497,3 +504,78 @@ def test_through_the_real_processes_onboarding_initialises_the_device_and_silenc
         finally:
             alerts.close()
             processes.close()
+
+
+def test_an_on_demand_sync_asks_only_for_changes_since_the_last_one(etims: Etims) -> None:
+    tenant_id, auth = etims.kenyan_tenant()
+    etims.configure(auth, serial="OSCU-0001", device_type="oscu")
+    etims.run(etims.init_job_from_the_saved_integration(tenant_id))
+    first = dict(etims.sql("SELECT kind, last_req_dt FROM etims_sync_state WHERE environment = 'sandbox'"))
+    assert set(first) == {"code_list", "item_classes"}
+
+    asked = etims.api.post("/v1/etims/codes/sync", headers=auth)
+    assert asked.status_code == 202, asked.text
+    result = etims.run(etims.queued_job(devices.KIND_CODES))
+
+    # Nothing changed at KRA since the last lastReqDt: KRA answers 001 and nothing is rewritten.
+    assert (result.data["codes"], result.data["item_classes"]) == (0, 0)
+    again = dict(etims.sql("SELECT kind, last_req_dt FROM etims_sync_state WHERE environment = 'sandbox'"))
+    assert again["code_list"] >= first["code_list"]
+    assert etims.sql(
+        "SELECT rate::text FROM etims_tax_rates WHERE environment = 'sandbox' AND tax_type = 'B'"
+    ) == [("16.00",)]
+
+
+def test_before_the_first_sync_the_shipped_codes_validate_items_and_the_save_waits_for_the_device(
+    etims: Etims,
+) -> None:
+    _, auth = etims.kenyan_tenant()
+    etims.configure(auth, serial="OSCU-0001", device_type="oscu")  # its init job is never run here
+    body = {
+        "name": "Delivery",
+        "item_class_code": "8111160000",
+        "item_type": "3",
+        "origin": "KE",
+        "pkg_unit": "NT",
+        "qty_unit": "U",
+        "tax_type": "E",
+        "default_price": "500",
+    }
+    assert etims.api.post("/v1/etims/items", json={**body, "pkg_unit": "QQ"}, headers=auth).status_code == 422
+    created = etims.api.post("/v1/etims/items", json=body, headers=auth)
+    assert created.status_code == 201, created.text
+    assert created.json()["item_code"] == "KE3NTXU0000001"
+
+    # The branch's device is not initialised yet: the item waits (retryable), nothing reaches KRA.
+    with pytest.raises(RetryableError) as waiting:
+        etims.run(etims.queued_job(devices.KIND_ITEM, item_id=created.json()["id"]))
+    assert waiting.value.code == "device_pending"
+    assert etims.operator.stats()["effects"]["items_saved"] == 0
+    # Another tenant cannot see the device.
+    _, other = etims.kenyan_tenant()
+    added = etims.api.post(
+        "/v1/etims/devices", json={"bhf_id": "02", "device_serial": "S2", "device_type": "oscu"}, headers=auth
+    ).json()
+    assert etims.api.get(f"/v1/etims/devices/{added['id']}", headers=auth).status_code == 200
+    assert etims.api.get(f"/v1/etims/devices/{added['id']}", headers=other).status_code == 404
+
+
+def test_the_device_watch_syncs_an_environment_whose_code_lists_are_a_day_old(etims: Etims) -> None:
+    tenant_id, auth = etims.kenyan_tenant()
+    etims.configure(auth, serial="OSCU-0001", device_type="oscu")
+    etims.run(etims.init_job_from_the_saved_integration(tenant_id))
+
+    async def watch_round() -> None:
+        try:
+            await devices.sync_stale_code_lists(etims.context)
+        finally:
+            await etims.context.close()
+
+    fresh = etims.sql("SELECT synced_at FROM etims_sync_state WHERE kind = 'code_list'")[0][0]
+    asyncio.run(watch_round())  # synced just now: nothing is due
+    assert etims.sql("SELECT synced_at FROM etims_sync_state WHERE kind = 'code_list'")[0][0] == fresh
+
+    etims.sql("UPDATE etims_sync_state SET synced_at = now() - interval '25 hours' RETURNING kind")
+    asyncio.run(watch_round())
+    (synced,) = etims.sql("SELECT synced_at FROM etims_sync_state WHERE kind = 'code_list'")[0]
+    assert synced > fresh

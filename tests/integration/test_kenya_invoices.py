@@ -155,6 +155,24 @@ def test_a_kenyan_sale_gets_vat_per_tax_type_and_the_integrations_environment_an
     assert invoice["etims"]["status"] == "pending"
     assert invoice["etims"]["environment"] == "sandbox"
     assert invoice["etims"]["invc_no"] is None and invoice["etims"]["failure"] is None
+    # Before the projection has it, GET answers from the event store with the same document.
+    fetched = client.get(f"/v1/invoices/{invoice['id']}", headers=bearer(api_key))
+    assert fetched.status_code == 200
+    assert fetched.headers["X-Ledgerflow-Read-Source"] == "event-store"
+    assert fetched.json() == invoice
+
+    # The Idempotency-Key works as for Indian invoices.
+    keyed = {**bearer(api_key), "Idempotency-Key": "ke-key-1"}
+    once = client.post("/v1/invoices", json=sale("KE-2026-0003"), headers=keyed)
+    twice = client.post("/v1/invoices", json=sale("KE-2026-0003"), headers=keyed)
+    assert (once.status_code, twice.status_code, twice.headers.get("Idempotent-Replayed")) == (
+        201,
+        201,
+        "true",
+    )
+    assert once.json()["id"] == twice.json()["id"]
+    reused = client.post("/v1/invoices", json=sale("KE-2026-0004"), headers=keyed)
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
 
     # A branch per invoice overrides the integration's.
     other = client.post("/v1/invoices", json=sale("KE-2026-0002", branch_id="02"), headers=bearer(api_key))
@@ -519,6 +537,9 @@ def test_etims_results_round_trip_to_get_through_kafka_and_the_register(
     from engine.api.app import invoice_view
 
     assert invoice_view(service.get_invoice(tenant, UUID(signed_id)))["etims"] == etims
+    # The register's whole document is the event store's (plus when it was issued).
+    from_store = invoice_view(service.get_invoice(tenant, UUID(signed_id)))
+    assert {k: v for k, v in signed.items() if k != "issued_at"} == from_store
     listed = client.get("/v1/invoices", headers=bearer(api_key)).json()["items"]
     assert {i["id"]: i["etims"]["status"] for i in listed} == {
         signed_id: "signed",
@@ -556,3 +577,43 @@ def test_etims_results_for_an_indian_invoice_are_a_conflict(
             device_type="oscu",
         )
     assert uuid.UUID(invoice["id"])
+
+
+@pytest.mark.parametrize(
+    ("line", "path"),
+    [
+        ({"line_no": 1, "quantity": "1e999999"}, "lines[0].quantity"),
+        ({"line_no": 1, "quantity": "99999999999999999999"}, "lines[0].quantity"),
+        ({"line_no": 1, "quantity": "-1"}, "lines[0].quantity"),
+        ({"line_no": 1, "quantity": "1", "unit_price": "NaN"}, "lines[0].unit_price"),
+        ({"line_no": 1, "quantity": "1", "discount": "1" * 40}, "lines[0].discount"),
+        ({"line_no": "1; DROP TABLE", "quantity": "1"}, "lines[0].line_no"),
+        ({"line_no": 2**63, "quantity": "1"}, "lines[0].line_no"),
+        ({"line_no": 0, "quantity": "1"}, "lines[0].line_no"),
+    ],
+)
+def test_hostile_credit_note_lines_are_422_never_500(
+    kenya: tuple[str, str, Any], line: dict[str, Any], path: str
+) -> None:
+    _, api_key, client = kenya
+    original = client.post("/v1/invoices", json=sale(), headers=bearer(api_key)).json()
+    body = {"number": "CN-H", "refund_reason_code": "03", "lines": [line]}
+    answer = client.post(f"/v1/invoices/{original['id']}/credit-notes", json=body, headers=bearer(api_key))
+    assert answer.status_code == 422, answer.text
+    assert path in [f["path"] for f in answer.json()["error"]["details"]["fields"]]
+
+
+def test_credit_notes_are_refused_for_an_indian_invoice_and_an_unknown_one(
+    kenya: tuple[str, str, Any], service: LedgerService, settings: Settings
+) -> None:
+    _, ke_key, client = kenya
+    _, in_key = register_tenant(service)
+    indian = client.post("/v1/invoices", json=invoice_body(), headers=bearer(in_key)).json()
+    body = credit("CN-X", (1, "1"))
+    refused = client.post(f"/v1/invoices/{indian['id']}/credit-notes", json=body, headers=bearer(in_key))
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "invalid_state"
+    # Another tenant's invoice is answered like a missing one.
+    foreign = client.post(f"/v1/invoices/{indian['id']}/credit-notes", json=body, headers=bearer(ke_key))
+    assert foreign.status_code == 404
+    missing = client.post("/v1/invoices/not-a-uuid/credit-notes", json=body, headers=bearer(ke_key))
+    assert missing.status_code == 404

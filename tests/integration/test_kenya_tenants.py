@@ -69,6 +69,10 @@ def test_a_kenyan_tenant_created_with_the_cli_has_its_kra_pin_and_no_gst_registr
     data, used = registry.encode_event("ledgerflow.tenant.registered", record)
     assert used.version == 3
     assert registry.decode_event(data)["kra_pin"] == "P051234567X"
+    listed = cli(settings, "tenants", "list")
+    assert listed.returncode == 0, listed.stderr.decode()
+    assert f"{answer['tenant_id']}  Savanna Retail" in listed.stdout.decode()
+    assert "P051234567X" in listed.stdout.decode()
 
 
 def test_the_cli_refuses_a_kenyan_tenant_without_or_with_a_malformed_kra_pin(settings: Settings) -> None:

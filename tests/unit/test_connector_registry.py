@@ -96,6 +96,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("ops", "consumer_lag_samples.sql"),
     ("projections", "rebuild.sql"),
     ("projections", "dead_letters.sql"),
+    ("projections", "etims_compliance.sql"),
     ("engine", "connector_state.sql"),
     ("engine", "etims_tax_rates.sql"),
 ]

@@ -143,3 +143,13 @@ def test_a_device_view_has_no_key_field() -> None:
     view = devices.device_view(row)
     assert not [k for k in view if "key" in k.lower()]
     assert "tenant_id" not in view
+
+
+def test_the_router_reads_the_tenant_topic_only_when_a_connector_routes_tenant_events() -> None:
+    from connectors import gst_irp
+    from connectors.registry import CONNECTORS
+    from streams.router import source_topics
+
+    assert source_topics([gst_irp.CONNECTOR]) == ["ledger.invoice.v1"]
+    # etims initialises devices when its integration is saved (tenant integration_settings_changed).
+    assert source_topics(list(CONNECTORS)) == ["ledger.invoice.v1", "ledger.tenant.v1"]
