@@ -508,3 +508,48 @@ def test_a_sandbox_integration_cannot_point_at_kras_production_host_nor_producti
     # What is stored is still the sandbox integration it was.
     stored = kenya.client.get("/v1/integrations/etims", headers=kenya.auth).json()
     assert (stored["environment"], stored["base_url"]) == ("sandbox", "http://127.0.0.1:9")
+
+
+def test_a_credit_note_goes_to_kra_as_a_refund_of_its_originals_number(
+    service: LedgerService,
+    fast: Settings,
+    topics: list[str],
+    etims: tuple[str, Operator],
+    processes: Processes,
+) -> None:
+    url, operator = etims
+    kenya = Kenya(service, fast, url, ("01",))
+    engine = start_engine(processes, connector_workers=1)
+    processes.wait_for(kenya.devices_ready, what="the device initialised", watch=engine, timeout=120)
+    kenya.register_item(operator, engine, processes)
+    [first, original] = kenya.issue("C", "01", 2)
+    processes.wait_for(
+        lambda: {str(first), str(original)} <= set(signed_events(fast)),
+        what="both sales signed",
+        watch=engine,
+        timeout=120,
+    )
+    original_no = (service.get_invoice(kenya.tenant_id, original).etims or {})["invc_no"]
+    credited = kenya.client.post(
+        f"/v1/invoices/{original}/credit-notes",
+        json={"number": "CN-01-0001", "refund_reason_code": "01", "lines": [{"line_no": 1, "quantity": "1"}]},
+        headers=kenya.auth,
+    )
+    assert credited.status_code == 201, credited.text
+    credit_note = credited.json()["id"]
+    processes.wait_for(
+        lambda: str(credit_note) in signed_events(fast),
+        what="the credit note signed",
+        watch=engine,
+        timeout=120,
+        explain=lambda: render_status(status(fast, ["etims"])),
+    )
+    [at_kra] = [s for b in kra_sales(url)["branches"] for s in b["sales"] if s["invc_no"] == 3]
+    assert (at_kra["rcpt_ty_cd"], at_kra["org_invc_no"], at_kra["trd_invc_no"]) == (
+        "R",
+        original_no,
+        "CN-01-0001",
+    )
+    assert sql(
+        fast, "SELECT invc_no, document_type FROM etims_sales WHERE invoice_id = %s", UUID(str(credit_note))
+    ) == [(3, "credit_note")]
