@@ -1,7 +1,7 @@
 """``python -m bench``: run the scenarios against the local stack and print one table.
 
 Stages (``--only`` takes any of them, repeatable): ``raw``, ``relay``, ``projection``, ``replay``,
-``rebuild``, ``api``, ``latency``, ``worker``, ``scaling``, ``irn``. Peak RSS is reported for every
+``rebuild``, ``api``, ``latency``, ``worker``, ``scaling``, ``irn``, ``etims``. Peak RSS is reported for every
 process a run started.
 """
 
@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench import api as api_stage
+from bench import etims as etims_stage
 from bench import irn as irn_stage
 from bench import notification_log, raw_kafka, workload
 from bench import rebuild as rebuild_stage
@@ -35,7 +36,19 @@ from engine.kafka_clients import aiokafka_kwargs
 from ops import schema as outer_schema
 from streams.connectors.jobs import jobs_topic as jobs_topic_of
 
-STAGES = ["raw", "relay", "projection", "replay", "rebuild", "api", "latency", "worker", "scaling", "irn"]
+STAGES = [
+    "raw",
+    "relay",
+    "projection",
+    "replay",
+    "rebuild",
+    "api",
+    "latency",
+    "worker",
+    "scaling",
+    "irn",
+    "etims",
+]
 MB = 1024 * 1024
 # Per process (issue 15): an API with N workers is N + 1 processes, each measured on its own.
 RSS_LIMIT_MB = 300.0
@@ -58,6 +71,11 @@ class Sizes:
     irn_connector_workers: int = 1
     # Events on the topic the rebuild stage rebuilds invoice_register from.
     rebuild_events: int = 1_000_000
+    # eTIMS stage: branches (one sequential sale stream each, as KRA takes them), sales per branch
+    # with no limit, and with the sandbox's congestion profile (1.5 s an answer).
+    etims_branches: int = 4
+    etims_per_branch: int = 250
+    etims_congested_per_branch: int = 10
 
 
 FULL = Sizes(
@@ -78,6 +96,8 @@ QUICK = Sizes(
     irn_unlimited=200,
     irn_limited=50,
     rebuild_events=50_000,
+    etims_per_branch=50,
+    etims_congested_per_branch=3,
 )
 
 # A table of seven columns needs more than the 80 columns rich assumes when output is not a terminal.
@@ -785,6 +805,163 @@ class Run:
             "cpu_ms_per_irn": {name: 1000 * c / n for name, c in cpu.items()},
         }
 
+    # -- eTIMS -------------------------------------------------------------------------------
+
+    def etims(self) -> None:
+        """Sales signed per second through the engine against the eTIMS sandbox, beside the sandbox's
+        own ceiling (bare httpx, one sequential loop per branch): no limit, then its congestion profile."""
+        for name in list(self.env.procs):  # the other stages' processes would share the two cores
+            self.env.stop(name)
+        env = BenchEnv.create(self.env.settings.partitions)
+        console.print(f"eTIMS stage: schema [cyan]{env.settings.db_schema}[/]; logs in {env.workdir}")
+        branches = etims_stage.branch_ids(self.sizes.etims_branches)
+        conditions = (
+            ("none", self.sizes.etims_per_branch),
+            ("congestion", self.sizes.etims_congested_per_branch),
+        )
+        try:
+            sandbox = etims_stage.Sandbox(env)
+            try:
+                pipeline = self._etims_pipeline(env, sandbox, branches, conditions)
+                for name in list(env.procs):  # the ceiling runs alone with the sandbox
+                    if name != "etims-sandbox":
+                        env.stop(name)
+                ceilings = {}
+                for profile, per_branch in conditions:
+                    sandbox.reset(profile)
+                    with console.status(
+                        f"eTIMS sandbox ceiling, {profile}: {per_branch * len(branches):,} sales"
+                    ):
+                        ceilings[profile] = asyncio.run(
+                            etims_stage.ceiling(sandbox.url, branches, per_branch)
+                        )
+                    signed = int(sandbox.stats()["effects"].get("sales_signed", 0))
+                    if signed != ceilings[profile].sales or ceilings[profile].refused:
+                        console.print(
+                            f"[red]eTIMS ceiling {profile}: {signed} signed, {ceilings[profile].refused}"
+                            f" refused of {ceilings[profile].sales}[/]"
+                        )
+            finally:
+                sandbox.close()
+        except BaseException:
+            for proc in env.procs.values():
+                if proc.popen.poll() is not None and proc.popen.returncode not in (0, -15):
+                    console.print(f"[red]{proc.name} exited {proc.popen.returncode}[/]\n{proc.tail()}")
+            raise
+        finally:
+            hit = env.disrupted({})
+            env.close(keep=self.keep)
+            for name, peak in env.peak_rss.items():
+                self.env.peak_rss[name] = max(self.env.peak_rss.get(name, 0), peak)
+        free, congested = ceilings["none"], ceilings["congestion"]
+        self.extra["etims"] = {
+            "branches": len(branches),
+            "pipeline": {
+                profile: {
+                    "sales": run.sales,
+                    "seconds": run.seconds,
+                    "per_s": run.per_s,
+                    "issue_seconds": run.issue_seconds,
+                    "sandbox_signed": run.sandbox_signed,
+                }
+                for profile, run in pipeline.items()
+            },
+            "ceiling": {
+                profile: {"sales": c.sales, "seconds": c.seconds, "per_s": c.per_s}
+                for profile, c in ceilings.items()
+            },
+            "congestion_latency_ms": etims_stage.CONGESTION_LATENCY_MS,
+        }
+        latency = etims_stage.CONGESTION_LATENCY_MS
+        for profile, label, ceiling in (("none", "no limit", free), ("congestion", "congestion", congested)):
+            run = pipeline[profile]
+            self.rows.append(
+                Row(
+                    "eTIMS",
+                    f"sales signed/s through the engine, {label} ({run.sales:,} sales)",
+                    run.per_s,
+                    "sales/s",
+                    raw=ceiling.per_s,
+                    note=f"first sale issued -> last receipt recorded {run.seconds:.1f} s (issuing"
+                    f" {run.issue_seconds:.1f} s); {len(branches)} branches; ratio: / the sandbox ceiling",
+                )
+            )
+        self.rows.append(
+            Row(
+                "eTIMS",
+                f"sandbox ceiling, no limit ({free.sales:,} sales)",
+                free.per_s,
+                "sales/s",
+                note=f"bare httpx, {len(branches)} branches, one sale in flight per branch",
+            )
+        )
+        self.rows.append(
+            Row(
+                "eTIMS",
+                f"sandbox ceiling, congestion ({congested.sales:,} sales)",
+                congested.per_s,
+                "sales/s",
+                len(branches) * 1000 / latency,
+                op="≈",
+                note=f"{latency} ms an answer: at most {len(branches)} / {latency / 1000:g} s",
+            )
+        )
+        if hit:
+            self.disrupted = True
+            console.print(f"[yellow]outage logged by {', '.join(hit)} during the eTIMS stage: re-run it[/]")
+            for row in self.rows:
+                if row.stage == "eTIMS":
+                    row.note = f"DISRUPTED ({', '.join(hit)} lost a connection); {row.note}"
+
+    def _etims_pipeline(
+        self,
+        env: BenchEnv,
+        sandbox: etims_stage.Sandbox,
+        branches: list[str],
+        conditions: tuple[tuple[str, int], ...],
+    ) -> dict[str, etims_stage.PipelineRun]:
+        """The engine's processes against the sandbox: API, relay, router, connectors."""
+        from engine.bootstrap import build_service
+        from ops.topics import ensure_all
+
+        env.ensure_topics()
+        retry(lambda: ensure_all(env.settings))
+        service = retry(lambda: build_service(env.settings, pool_size=4))
+        try:
+            port = free_port()
+            env.start("api", "api", "--port", str(port), "--workers", "1").wait_log(
+                r"Application startup complete"
+            )
+            env.start("relay", "relay")
+            env.start("worker", "worker", env=etims_stage.PROCESS_ENV)
+            env.start("connectors", "connectors", "run", env=etims_stage.PROCESS_ENV)
+            with console.status(f"eTIMS: onboarding a Kenyan tenant with {len(branches)} branches"):
+                tenant = etims_stage.onboard(
+                    service, env.settings, f"http://127.0.0.1:{port}", sandbox.url, branches
+                )
+            runs: dict[str, etims_stage.PipelineRun] = {}
+            for profile, per_branch in conditions:
+                sandbox.profile(profile)
+                n = per_branch * len(branches)
+                with bar(f"eTIMS {profile}: {n:,} sales signed", n) as advance:
+                    runs[profile] = etims_stage.issue_and_wait(
+                        env,
+                        service,
+                        tenant,
+                        sandbox,
+                        branches,
+                        per_branch,
+                        f"B{profile[0].upper()}",
+                        progress=advance.update,
+                    )
+                if runs[profile].sandbox_signed != n:
+                    console.print(
+                        f"[red]eTIMS {profile}: the sandbox signed {runs[profile].sandbox_signed} of {n}[/]"
+                    )
+            return runs
+        finally:
+            service.close()
+
     def rss(self) -> None:
         for name in list(self.env.procs):
             self.env.stop(name)
@@ -846,6 +1023,8 @@ class Run:
             self.measured(self.scaling)
         if "irn" in selected:
             self.measured(self.irn)
+        if "etims" in selected:
+            self.measured(self.etims)
         self.rss()
         order = ["API ingest", "relay catch-up", "projection catch-up", "end-to-end", "raw aiokafka"]
         self.rows.sort(key=lambda r: order.index(r.stage) if r.stage in order else len(order))

@@ -135,6 +135,9 @@ class Connector:
     ``HandlerContext.transport`` takes a permit (a job may make several calls)."""
     retry_delays: tuple[float, ...] | None = None
     """Seconds before attempts 2, 3, ... if the provider needs its own schedule; else the engine's."""
+    retry_forever: bool = False
+    """Retryable failures never reach the DLQ: after the schedule its last delay repeats (a capped
+    backoff without end, for providers whose work must not be given up while they are away)."""
     sandbox: SandboxLaunch | None = None
     migrations: tuple[tuple[str, str], ...] = ()
     """The connector's own tables: (package, file.sql) pairs, idempotent (CREATE ... IF NOT EXISTS),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -31,9 +31,19 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from engine import db, integrations, telemetry
-from engine.commands import CancelInvoice, IssueInvoice
+from engine import kenya_invoicing as kenya
+from engine.commands import CancelInvoice, IssueCreditNote, IssueInvoice, IssueKenyanInvoice
 from engine.config import Settings
-from engine.domain.invoice import Invoice, InvoiceStatus, invoice_id_for
+from engine.domain.alert import Alert, alert_id_for, check_alert
+from engine.domain.invoice import (
+    DocumentType,
+    EtimsAlreadySigned,
+    EtimsStatus,
+    Invoice,
+    InvoiceStatus,
+    NotAKenyanSale,
+    invoice_id_for,
+)
 from engine.domain.tenant import (
     EINVOICING_PROVIDER,
     LastApiKey,
@@ -46,7 +56,7 @@ from engine.fields import forbidden_character
 from engine.publishing import seller_address
 from engine.security import api_keys
 from engine.security.egress import DeploymentMode, EndpointPolicy
-from engine.security.secrets import KeyRing
+from engine.security.secrets import KeyRing, load_key_ring
 from engine.tax.errors import TaxRuleError, Violation
 from engine.tax.gstin import gstin_state, validate_gstin
 from engine.tax.india_gst import (
@@ -58,6 +68,7 @@ from engine.tax.india_gst import (
     financial_year,
     today_in_india,
 )
+from engine.tax.kra_pin import validate_kra_pin
 from engine.tax.states import normalise_state
 
 log = logging.getLogger(__name__)
@@ -169,10 +180,10 @@ class IssuedInvoice:
 
 @dataclass(frozen=True)
 class InvoiceRequest:
-    """One ``IssueInvoice`` of a batch (``LedgerService.issue_invoices``), with its idempotency key."""
+    """One issue command of a batch (``LedgerService.issue_invoices``), with its idempotency key."""
 
     tenant_id: UUID
-    command: IssueInvoice
+    command: IssueCommand
     idempotency_key: str
     source: str
     traceparent: str | None = None
@@ -234,6 +245,12 @@ class InvoiceStateConflict(ServiceError, Conflict):
     code = "invalid_state"
 
 
+class EtimsNotConfigured(ServiceError, Conflict):
+    """A Kenyan sale needs the tenant's etims integration: it gives the environment and branch."""
+
+    code = "etims_not_configured"
+
+
 class ValidationFailed(ServiceError, InvalidInput):
     """Tax or business rule violations, each with the field path it is about."""
 
@@ -251,6 +268,15 @@ class ValidationFailed(ServiceError, InvalidInput):
         self.violations = violations
 
 
+class CreditNoteExceedsOriginal(ValidationFailed):
+    """A credit note line asks for more quantity or amount than earlier credit notes left."""
+
+    code = "credit_note_exceeds_original"
+
+
+IssueCommand = IssueInvoice | IssueKenyanInvoice
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -263,6 +289,7 @@ class LedgerService:
         self.pool = pool
         self._auth_cache: dict[str, tuple[UUID, float]] = {}
         self._tenant_cache: dict[UUID, tuple[Tenant, float]] = {}
+        self._ring: KeyRing | None = None
 
     def close(self) -> None:
         """Release database connections (the pool's and the event store's)."""
@@ -283,6 +310,7 @@ class LedgerService:
         address: dict[str, Any] | None = None,
         profile: dict[str, Any] | None = None,
         changed_by: str = "operator",
+        kra_pin: str | None = None,
     ) -> RegisteredTenant:
         """Register a tenant and issue its first API key.
 
@@ -313,6 +341,10 @@ class LedgerService:
             violations.append(_state_mismatch("gstin", norm_gstin, norm_state))
         if country.upper() == "IN" and not norm_state and not violations:
             violations.append(Violation("state", "missing_state", "an Indian tenant needs its state"))
+        norm_kra_pin = None
+        violations.extend(_kenya_identity_violations(country, kra_pin, gstin, state))
+        if kra_pin and not violations:
+            norm_kra_pin = validate_kra_pin(kra_pin, "kra_pin")
         if violations:
             raise ValidationFailed(tuple(violations))
         issued, secret_hash = api_keys.new_key()
@@ -325,6 +357,7 @@ class LedgerService:
             einvoicing_enabled=einvoicing_enabled,
             api_key_id=issued.key_id,
             address=address,
+            kra_pin=norm_kra_pin,
         )
         if profile:
             tenant.update_profile(changed_by=changed_by, **profile)
@@ -365,7 +398,11 @@ class LedgerService:
         """Change the profile; the legal identity is refused (422), an unchanged value is no event."""
         tenant = self.get_tenant(tenant_id)
         # "KA" and "29" are one state, and a GSTIN may come in lower case: compare normal forms.
-        for name, normalise in (("state", normalise_state), ("gstin", validate_gstin)):
+        for name, normalise in (
+            ("state", normalise_state),
+            ("gstin", validate_gstin),
+            ("kra_pin", validate_kra_pin),
+        ):
             if fields.get(name):
                 # An invalid value differs from the registered (valid) one: refused as a change below.
                 with suppress(TaxRuleError):
@@ -582,10 +619,19 @@ class LedgerService:
 
     # -- invoices ---------------------------------------------------------------------------
 
+    def parse_issue_command(self, tenant_id: UUID, body: Any) -> IssueCommand:
+        """The ``POST /v1/invoices`` body (or ingest command) as the tenant's country reads it: a
+        Kenyan tenant's as IssueKenyanInvoice, everyone else's as before. One validation for both
+        channels; raises pydantic's ValidationError, TenantNotFound."""
+        tenant = self._tenant_for_invoicing(tenant_id)
+        if tenant.country == "KE":
+            return IssueKenyanInvoice.model_validate(body)
+        return IssueInvoice.model_validate(body)
+
     def issue_invoice(
         self,
         tenant_id: UUID,
-        command: IssueInvoice,
+        command: IssueCommand,
         *,
         idempotency_key: str | None = None,
         source: str = "api",
@@ -593,18 +639,27 @@ class LedgerService:
     ) -> IssuedInvoice:
         tenant = self._tenant_for_invoicing(tenant_id)
         request_hash = command.fingerprint()
+        build: Callable[[str | None], Invoice]
+        if isinstance(command, IssueKenyanInvoice):
+            build = self._kenyan_builder(tenant, command, request_hash, source, traceparent)
+        else:
+            if tenant.country == "KE":
+                raise ValidationFailed(
+                    (Violation("body", "wrong_country", "a Kenyan tenant's invoices are Kenyan sales"),)
+                )
+            gst_command = command
 
-        def build(key: str | None) -> Invoice:
-            return build_invoice(
-                tenant,
-                command,
-                key,
-                request_hash,
-                source,
-                traceparent,
-                today=today_in_india(datetime.now(UTC)),
-                max_future_days=self.settings.max_future_days,
-            )
+            def build(key: str | None) -> Invoice:
+                return build_invoice(
+                    tenant,
+                    gst_command,
+                    key,
+                    request_hash,
+                    source,
+                    traceparent,
+                    today=today_in_india(datetime.now(UTC)),
+                    max_future_days=self.settings.max_future_days,
+                )
 
         if not idempotency_key:
             saved = self._save_new_invoice(tenant_id, build(None), None, request_hash)
@@ -639,10 +694,12 @@ class LedgerService:
         seen_invoices: set[UUID] = set()
 
         def prepare(request: InvoiceRequest) -> tuple[Invoice, str]:
-            request_hash = request.command.fingerprint()
+            command = request.command
+            assert isinstance(command, IssueInvoice), "Kenyan sales are issued one at a time"
+            request_hash = command.fingerprint()
             invoice = build_invoice(
                 self._tenant_for_invoicing(request.tenant_id),
-                request.command,
+                command,
                 request.idempotency_key,
                 request_hash,
                 request.source,
@@ -654,6 +711,11 @@ class LedgerService:
 
         for index, request in enumerate(requests):
             command = request.command
+            if isinstance(command, IssueKenyanInvoice):
+                # A Kenyan sale is built against the tenant's eTIMS integration (environment,
+                # branch, synced rates): issue_invoice knows how; batches carry Indian invoices.
+                one_by_one.append(index)
+                continue
             invoice_id = invoice_id_for(request.tenant_id, financial_year(command.date), command.number)
             slot = (request.tenant_id, request.idempotency_key)
             repeated = slot in seen_keys or invoice_id in seen_invoices
@@ -747,6 +809,134 @@ class LedgerService:
             ).fetchall()
         return {UUID(str(row["originator_id"])) for row in rows}  # type: ignore[call-overload]
 
+    def _kenyan_builder(
+        self,
+        tenant: Tenant,
+        command: IssueKenyanInvoice,
+        request_hash: str,
+        source: str,
+        traceparent: str | None,
+    ) -> Callable[[str | None], Invoice]:
+        place = self._etims_place(tenant.id)
+        with db.transaction(self.pool) as conn:
+            rates = kenya.synced_rates(conn, place.environment)
+
+        def build(key: str | None) -> Invoice:
+            try:
+                return kenya.build_kenyan_invoice(
+                    tenant,
+                    command,
+                    place=place,
+                    rates=rates,
+                    idempotency_key=key,
+                    request_hash=request_hash,
+                    source=source,
+                    traceparent=traceparent,
+                    today=kenya.today_in_kenya(),
+                    max_future_days=self.settings.max_future_days,
+                )
+            except TaxRuleError as exc:
+                raise ValidationFailed(exc.violations) from exc
+
+        return build
+
+    def _etims_place(self, tenant_id: UUID) -> kenya.EtimsPlace:
+        with db.transaction(self.pool) as conn:
+            place = kenya.etims_place(conn, self._key_ring(), tenant_id)
+        if place is None:
+            raise EtimsNotConfigured(
+                "this Kenyan tenant has no etims integration: save it first (PUT /v1/integrations/etims "
+                "with environment and credentials {tin, bhf_id, device_serial, device_type}); "
+                "every sale is stamped with its environment and branch",
+                {"provider": kenya.ETIMS_PROVIDER},
+            )
+        return place
+
+    def _key_ring(self) -> KeyRing:
+        if self._ring is None:
+            self._ring = load_key_ring(self.settings.var_dir)
+        return self._ring
+
+    # -- credit notes (Kenya) ---------------------------------------------------------------
+
+    def issue_credit_note(
+        self,
+        tenant_id: UUID,
+        original_id: UUID,
+        command: IssueCreditNote,
+        *,
+        traceparent: str | None = None,
+    ) -> IssuedInvoice:
+        """Issue a credit note against a Kenyan invoice. The note and the original's Credited
+        event are saved in one transaction on the original's next version: of two concurrent
+        credit notes one wins, the other is re-checked against what the winner left."""
+        tenant = self._tenant_for_invoicing(tenant_id)
+        request_hash = command.fingerprint()
+        # The same credit note sent again (a retry) answers with the one stored, before the limits
+        # are checked: the first one may have used up the original.
+        note_day = command.date or kenya.today_in_kenya()
+        earlier = self._find_invoice(
+            tenant_id, invoice_id_for(tenant_id, kenya.kenya_financial_year(note_day), command.number)
+        )
+        if earlier is not None:
+            return self._credit_note_replay(earlier, original_id, request_hash)
+        for _ in range(CREDIT_NOTE_ATTEMPTS):
+            original = self.get_invoice(tenant_id, original_id)
+            if original.country != "KE" or original.document_type != DocumentType.INVOICE:
+                raise InvoiceStateConflict(
+                    f"{original.number} is not a Kenyan invoice: only those take credit notes here",
+                    {"invoice_id": str(original_id)},
+                )
+            if original.status == InvoiceStatus.CANCELLED:
+                raise InvoiceStateConflict(f"invoice {original.number} is cancelled")
+            place = self._etims_place(tenant_id)
+            try:
+                built = kenya.build_credit_note(
+                    tenant,
+                    original,
+                    command,
+                    environment=place.environment,
+                    request_hash=request_hash,
+                    traceparent=traceparent,
+                    today=kenya.today_in_kenya(),
+                    max_future_days=self.settings.max_future_days,
+                )
+            except TaxRuleError as exc:
+                if "credit_note_exceeds_original" in kenya.codes_of(exc.violations):
+                    raise CreditNoteExceedsOriginal(exc.violations) from exc
+                raise ValidationFailed(exc.violations) from exc
+            note = built.note
+            original.record_credit(
+                credit_note_id=str(note.id), credit_note_number=note.number, lines=built.credited
+            )
+            try:
+                self._save(note, original)
+            except IntegrityError:
+                existing = self._find_invoice(tenant_id, note.id)
+                if existing is None:
+                    continue  # another credit note took the original's version: check again
+                return self._credit_note_replay(existing, original_id, request_hash)
+            return IssuedInvoice(note, created=True)
+        raise TenantChangedConcurrently(
+            "the invoice was credited by other requests at the same time, repeatedly: retry",
+            {"invoice_id": str(original_id)},
+        )
+
+    @staticmethod
+    def _credit_note_replay(existing: Invoice, original_id: UUID, request_hash: str) -> IssuedInvoice:
+        if existing.request_hash == request_hash and existing.original_invoice_id == str(original_id):
+            return IssuedInvoice(existing, created=False)
+        raise DuplicateInvoiceNumber(
+            f"invoice number {existing.number} already exists in financial year {existing.financial_year}",
+            {"number": existing.number, "invoice_id": str(existing.id)},
+        )
+
+    def _find_invoice(self, tenant_id: UUID, invoice_id: UUID) -> Invoice | None:
+        try:
+            return self.get_invoice(tenant_id, invoice_id)
+        except InvoiceNotFound:
+            return None
+
     def _save_new_invoice(
         self, tenant_id: UUID, invoice: Invoice, idempotency_key: str | None, request_hash: str
     ) -> Invoice:
@@ -772,7 +962,7 @@ class LedgerService:
 
     @contextmanager
     def _claim_key(
-        self, tenant_id: UUID, key: str, request_hash: str, command: IssueInvoice
+        self, tenant_id: UUID, key: str, request_hash: str, command: IssueCommand
     ) -> Iterator[Invoice | None]:
         """Claim an Idempotency-Key before issuing; yields the invoice of an earlier claim, if any.
 
@@ -782,7 +972,12 @@ class LedgerService:
         key issue exactly one invoice; the others answer with it (same body) or as a reuse (another
         body). A failure or crash rolls the claim back, and the next attempt may issue.
         """
-        invoice_id = invoice_id_for(tenant_id, financial_year(command.date), command.number)
+        year = (
+            kenya.kenya_financial_year(command.date)
+            if isinstance(command, IssueKenyanInvoice)
+            else financial_year(command.date)
+        )
+        invoice_id = invoice_id_for(tenant_id, year, command.number)
         with db.transaction(self.pool) as conn:
             _claim_settings(conn)
             try:
@@ -821,11 +1016,60 @@ class LedgerService:
             raise InvoiceStateConflict(f"invoice {invoice.number} is already cancelled")
         if invoice.einvoice is not None:
             check_irn_cancellable(invoice.einvoice["ack_date"], now or datetime.now(UTC))
+        if invoice.etims is not None and invoice.etims["status"] == EtimsStatus.SIGNED:
+            # KRA has no cancellation of a signed sale: a credit note (rcptTyCd R) reverses it.
+            raise InvoiceStateConflict(
+                f"invoice {invoice.number} is signed by KRA eTIMS: issue a credit note instead "
+                f"(POST /v1/invoices/{invoice.id}/credit-notes)"
+            )
         invoice.cancel(
             reason=command.reason, remark=command.remark, at=datetime.now(UTC), traceparent=traceparent
         )
         self._save(invoice)
         return invoice
+
+    # -- alerts (ledger.alert.v1) -----------------------------------------------------------------
+
+    def raise_alert(
+        self,
+        tenant_id: UUID,
+        *,
+        severity: str,
+        cause: str,
+        subject: str,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        raised_at: datetime | None = None,
+    ) -> None:
+        """Record an alert; the relay publishes it on ``ledger.alert.v1`` keyed by the tenant id.
+
+        The same alert (tenant, severity, cause, subject, message) raised again within
+        ``engine.domain.alert.COLLAPSE_WINDOW`` is the same aggregate and is stored, hence published,
+        once: a job retrying or two workers noticing the same condition do not flood the topic."""
+        at = raised_at or datetime.now(UTC)
+        clean = check_alert(severity, cause, dict(details or {}))
+        alert_id = alert_id_for(
+            tenant_id, severity=severity, cause=cause, subject=subject, message=message, raised_at=at
+        )
+        try:
+            self.ledger.repository.get(alert_id)
+            return  # raised already in this window
+        except AggregateNotFoundError:
+            pass
+        except OperationalError as exc:
+            raise db.DatabaseUnavailable(str(exc)) from exc
+        alert = Alert(
+            tenant_id=tenant_id,
+            severity=severity,
+            cause=cause,
+            subject=subject,
+            message=message,
+            details=clean,
+            raised_at=at,
+        )
+        # Raised concurrently by another process in the same window: that one is the alert.
+        with suppress(IntegrityError):
+            self._save(alert)
 
     # -- results of connector jobs (e-invoicing) ---------------------------------------------
 
@@ -858,6 +1102,131 @@ class LedgerService:
         if changed:
             self._save(invoice)
         return changed
+
+    # -- results of the eTIMS connector (Kenya): the EtimsResults port of docs/etims.md ---------
+    # Each is idempotent: the same call again stores nothing, and a signed sale ignores a later
+    # failure. A result that lost a race with another writer of the same invoice (its version
+    # moved on) is retried against the fresh invoice, which then decides again.
+
+    def record_etims_numbered(
+        self,
+        tenant_id: UUID,
+        invoice_id: UUID,
+        *,
+        job_id: str,
+        environment: str,
+        branch_id: str,
+        invc_no: int,
+        device_type: str,
+    ) -> None:
+        self._record_etims(
+            tenant_id,
+            invoice_id,
+            lambda invoice: invoice.record_etims_numbered(
+                job_id=job_id,
+                environment=environment,
+                branch_id=branch_id,
+                invc_no=invc_no,
+                device_type=device_type,
+                traceparent=telemetry.current_traceparent(),
+            ),
+        )
+
+    def record_etims_signed(
+        self,
+        tenant_id: UUID,
+        invoice_id: UUID,
+        *,
+        job_id: str,
+        environment: str,
+        branch_id: str,
+        receipt: Mapping[str, Any],
+    ) -> None:
+        """``receipt``: invc_no, receipt_no, total_receipt_no, internal_data, receipt_signature,
+        sdc_id, mrc_no, sdc_datetime, qr_url, device_type, adopted_existing."""
+        self._record_etims(
+            tenant_id,
+            invoice_id,
+            lambda invoice: invoice.record_etims_signed(
+                job_id=job_id,
+                environment=environment,
+                branch_id=branch_id,
+                receipt=receipt,
+                traceparent=telemetry.current_traceparent(),
+            ),
+        )
+
+    def record_etims_failed(
+        self,
+        tenant_id: UUID,
+        invoice_id: UUID,
+        *,
+        job_id: str,
+        environment: str,
+        branch_id: str,
+        invc_no: int,
+        result_code: str,
+        error_class: str,
+        message: str,
+    ) -> None:
+        self._record_etims(
+            tenant_id,
+            invoice_id,
+            lambda invoice: invoice.record_etims_failed(
+                job_id=job_id,
+                environment=environment,
+                branch_id=branch_id,
+                invc_no=invc_no,
+                result_code=result_code,
+                error_class=error_class,
+                message=message,
+                traceparent=telemetry.current_traceparent(),
+            ),
+        )
+
+    def record_etims_voided(
+        self,
+        tenant_id: UUID,
+        invoice_id: UUID,
+        *,
+        environment: str,
+        branch_id: str,
+        invc_no: int,
+        reason: str,
+        voided_by: str,
+    ) -> None:
+        """Raises InvoiceStateConflict (409) for a sale KRA already signed."""
+        self._record_etims(
+            tenant_id,
+            invoice_id,
+            lambda invoice: invoice.record_etims_voided(
+                environment=environment,
+                branch_id=branch_id,
+                invc_no=invc_no,
+                reason=reason,
+                voided_by=voided_by,
+                traceparent=telemetry.current_traceparent(),
+            ),
+        )
+
+    def _record_etims(self, tenant_id: UUID, invoice_id: UUID, change: Callable[[Invoice], bool]) -> None:
+        for attempt in range(ETIMS_RECORD_ATTEMPTS):
+            invoice = self.get_invoice(tenant_id, invoice_id)
+            try:
+                if not change(invoice):
+                    return
+            except NotAKenyanSale as exc:
+                raise InvoiceStateConflict(str(exc), {"invoice_id": str(invoice_id)}) from exc
+            except EtimsAlreadySigned as exc:
+                raise InvoiceStateConflict(str(exc), {"invoice_id": str(invoice_id)}) from exc
+            try:
+                self._save(invoice)
+                return
+            except IntegrityError:
+                # Another event (a credit note, a cancellation, a concurrent result) took this
+                # version: decide again on the fresh invoice.
+                if attempt == ETIMS_RECORD_ATTEMPTS - 1:
+                    raise
 
     def get_invoice(self, tenant_id: UUID, invoice_id: UUID) -> Invoice:
         try:
@@ -903,6 +1272,11 @@ class LedgerService:
         except (OperationalError, PersistenceError) as exc:
             raise db.DatabaseUnavailable(str(exc)) from exc
 
+
+# How often a credit note is re-checked after another took its original's next version.
+CREDIT_NOTE_ATTEMPTS = 20
+# How often an eTIMS result is re-decided after losing a race for the invoice's next version.
+ETIMS_RECORD_ATTEMPTS = 5
 
 # The IRP accepts cancellation only within 24 hours of the acknowledgement (error 2270 after);
 # AckDt is Indian Standard Time. Source: india-gst reference notes, section 1.
@@ -955,6 +1329,38 @@ def _claim_settings(conn: psycopg.Connection[Any]) -> None:
         "SELECT set_config('lock_timeout', %s, true), set_config('synchronous_commit', 'off', true)",
         (f"{CLAIM_WAIT_SECONDS}s",),
     )
+
+
+def _kenya_identity_violations(
+    country: str, kra_pin: str | None, gstin: str | None, state: str | None
+) -> list[Violation]:
+    """A Kenyan tenant is identified by its KRA PIN (eTIMS' TIN) and has no GST registration; a
+    KRA PIN means nothing for another country's tenant."""
+    found: list[Violation] = []
+    if country.upper() == "KE":
+        if not kra_pin:
+            found.append(
+                Violation(
+                    "kra_pin", "missing_kra_pin", "a Kenyan tenant needs its KRA PIN (e.g. P051234567X)"
+                )
+            )
+        else:
+            try:
+                validate_kra_pin(kra_pin, "kra_pin")
+            except TaxRuleError as exc:
+                found.extend(exc.violations)
+        for path, value in (("gstin", gstin), ("state", state)):
+            if value:
+                found.append(
+                    Violation(
+                        path, "not_applicable", f"{path} is an Indian GST field: a Kenyan tenant has none"
+                    )
+                )
+    elif kra_pin:
+        found.append(
+            Violation("kra_pin", "not_applicable", "a KRA PIN is for Kenyan tenants (country KE) only")
+        )
+    return found
 
 
 def _key_reused(key: str) -> IdempotencyKeyReused:

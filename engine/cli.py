@@ -488,6 +488,7 @@ def _operator() -> str:
 @click.option("--country", default="IN", show_default=True, help="ISO country code.")
 @click.option("--gstin", default=None, help="The tenant's GSTIN (validated).")
 @click.option("--state", default=None, help='GST state, numeric ("29") or alpha ("KA").')
+@click.option("--kra-pin", default=None, help="A Kenyan (--country KE) tenant's KRA PIN, e.g. P051234567X.")
 @_address_options
 @click.option(
     "--einvoicing/--no-einvoicing",
@@ -504,6 +505,7 @@ def tenants_create(
     country: str,
     gstin: str | None,
     state: str | None,
+    kra_pin: str | None,
     address_line1: str | None,
     address_line2: str | None,
     city: str | None,
@@ -535,6 +537,7 @@ def tenants_create(
             state=state,
             address=address_dict(address),
             changed_by=_operator(),
+            kra_pin=kra_pin,
         )
     except ValidationFailed as exc:
         raise click.ClickException(exc.message) from exc
@@ -652,7 +655,9 @@ def tenants_list(settings: Settings) -> None:
     from engine.bootstrap import build_service
 
     for tenant in build_service(settings, pool_size=2).list_tenants():
-        click.echo(f"{tenant.id}  {tenant.name:<30} {tenant.gstin or '-':<16} state={tenant.state or '-'}")
+        # A Kenyan tenant is identified by its KRA PIN where an Indian one has its GSTIN.
+        identity = tenant.gstin or tenant.kra_pin or "-"
+        click.echo(f"{tenant.id}  {tenant.name:<30} {identity:<16} state={tenant.state or '-'}")
 
 
 # -- tenants: ingest signing keys (docs/topics.md, "Signing ingest commands") ----------------------
@@ -1473,6 +1478,90 @@ def _url_user(url: str) -> str:
     from urllib.parse import unquote, urlsplit
 
     return unquote(urlsplit(url).username or "")
+
+
+# -- eTIMS (docs/etims.md) ------------------------------------------------------------------------
+
+
+@main.group("etims")
+def etims_group() -> None:
+    """Kenya KRA eTIMS: the daily compliance report."""
+
+
+@etims_group.command("report")
+@click.option("--tenant", "tenant_id", type=click.UUID, required=True, help="The Kenyan tenant.")
+@click.option(
+    "--date", "day", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Sale date (Africa/Nairobi)."
+)
+@click.option("--bhf-id", "branch_id", default=None, help="Only this branch (KRA bhfId).")
+@click.option(
+    "--environment", type=click.Choice(["sandbox", "production"]), default=None, help="Only this environment."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as GET /v1/etims/compliance does.")
+@click.pass_obj
+def etims_report(
+    settings: Settings,
+    tenant_id: UUID,
+    day: Any,
+    branch_id: str | None,
+    environment: str | None,
+    as_json: bool,
+) -> None:
+    """Print a tenant's eTIMS sales of one day per environment and branch: submitted, signed,
+    pending, failed and voided, with the failure reasons by KRA result code."""
+    from engine import db
+    from projections import etims_compliance
+
+    try:
+        with db.connect(settings) as conn:
+            report = etims_compliance.daily(
+                conn, tenant_id, day.date(), branch_id=branch_id, environment=environment
+            )
+    except db.DatabaseUnavailable as exc:
+        raise click.ClickException(f"PostgreSQL is unreachable: {exc}") from exc
+    if as_json:
+        click.echo(etims_compliance.dumps(report).decode())
+        return
+    click.echo(f"eTIMS compliance of tenant {tenant_id} for {report.day.isoformat()} (Africa/Nairobi)")
+    if report.incomplete:
+        click.echo(
+            "INCOMPLETE: an event of this tenant is a pending projection dead letter"
+            " (`ledgerflow dlq list --projection etims_compliance`)"
+        )
+    if not report.branches:
+        click.echo("No eTIMS sales that day.")
+        return
+    heading = ("environment", "branch", "submitted", "signed", "pending", "failed", "voided", "credit notes")
+    click.echo("  ".join(f"{h:>12}" for h in heading))
+    for b in report.branches:
+        values = (
+            b.environment,
+            b.branch_id,
+            b.submitted,
+            b.signed,
+            b.pending,
+            b.failed,
+            b.voided,
+            b.credit_notes,
+        )
+        click.echo("  ".join(f"{v!s:>12}" for v in values))
+    totals = report.totals()
+    click.echo(
+        "  ".join(
+            f"{v!s:>12}"
+            for v in (
+                "total",
+                "",
+                *(totals[k] for k in ("submitted", "signed", "pending", "failed", "voided", "credit_notes")),
+            )
+        )
+    )
+    for b in report.branches:
+        for r in b.failure_reasons:
+            click.echo(
+                f"{b.environment} branch {b.branch_id}: result code {r.result_code}, {r.refusals} refusal(s)"
+                f" of {r.sales} sale(s); last {r.last_at.isoformat()}: {r.last_message}"
+            )
 
 
 if __name__ == "__main__":

@@ -91,3 +91,89 @@ class CancelInvoice(BaseModel):
 
     reason: CancellationReason
     remark: Annotated[SafeStr, text(max_length=100, strip=False)] | None = None
+
+
+# -- Kenya (eTIMS) ---------------------------------------------------------------------------------
+# A Kenyan tenant's POST /v1/invoices body (and its ingest.invoice.v1 command): the same endpoint,
+# validated by the tenant's country (LedgerService.parse_issue_command). Fields per KRA's
+# saveTrnsSalesOsdc (/work/shared/reference/kenya-etims.md); Indian HSN/GST fields are not asked for.
+
+KraPinText = Annotated[SafeStr, text(min_length=1, max_length=20)]
+# KRA's item codes look like KE1NTXU0000001 (country, item type, packaging and quantity units, a
+# sequence); KRA's own field (itemCd) is at most 20 characters.
+ItemCode = Annotated[SafeStr, text(min_length=1, max_length=20, pattern=r"^[A-Za-z0-9-]+$")]
+# KRA's branch ids (bhfId) are two digits ("00" head office, "01"...), never assumed to be "00".
+BranchId = Annotated[SafeStr, text(min_length=2, max_length=2, pattern=r"^[0-9]{2}$")]
+KenyaPhone = Annotated[SafeStr, text(max_length=32, pattern=r"^\+?[0-9][0-9 -]{5,30}$")]
+TaxType = Literal["A", "B", "C", "D", "E"]
+# KRA payment types (code class 07): 01 cash, 02 credit, 03 cash/credit, 04 cheque, 05 card,
+# 06 mobile money, 07 other.
+PaymentType = Literal["01", "02", "03", "04", "05", "06", "07"]
+KenyaInvoiceNumber = Annotated[SafeStr, text(max_length=50, pattern=r"^[A-Za-z0-9][A-Za-z0-9/_-]{0,49}$")]
+
+
+class KenyanBuyer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: Text
+    kra_pin: KraPinText | None = None
+    phone: KenyaPhone | None = None
+
+
+class KenyanInvoiceLine(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    item_code: ItemCode
+    description: Text
+    quantity: Quantity
+    unit_price: UnitPrice
+    discount: Money = Decimal("0")
+    tax_type: TaxType
+
+
+class IssueKenyanInvoice(BaseModel):
+    """Issue a Kenyan sale (reported to KRA's eTIMS). Extra optional fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    number: KenyaInvoiceNumber
+    date: IsoDate
+    buyer: KenyanBuyer
+    currency: Literal["KES"] = "KES"
+    payment_type: PaymentType = "01"
+    branch_id: BranchId | None = None
+    prices_include_tax: bool = False
+    lines: Annotated[list[KenyanInvoiceLine], Field(min_length=1, max_length=1000)]
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(
+            orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
+
+
+class CreditNoteLine(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    line_no: Annotated[int, Field(ge=1, le=1000)]
+    quantity: Quantity
+    unit_price: UnitPrice | None = None  # default: the original line's
+    discount: Money = Decimal("0")
+
+
+class IssueCreditNote(BaseModel):
+    """``POST /v1/invoices/{id}/credit-notes``: take back (part of) a Kenyan invoice."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    number: KenyaInvoiceNumber
+    date: IsoDate | None = None  # default: today in Nairobi
+    # KRA's refund reason codes (code class 32) are two-digit codes ("01" ... ); the list is synced,
+    # so only the shape is checked here.
+    refund_reason_code: Annotated[SafeStr, text(min_length=1, max_length=5, pattern=r"^[0-9A-Za-z]+$")]
+    payment_type: PaymentType | None = None  # default: the original's
+    lines: Annotated[list[CreditNoteLine], Field(min_length=1, max_length=1000)]
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(
+            orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()

@@ -268,6 +268,7 @@ def grant_runtime(conn: psycopg.Connection, settings: Settings) -> None:
 MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "bookkeeping.sql"),
     ("engine", "connector_state.sql"),
+    ("engine", "etims_tax_rates.sql"),
 ]
 
 # The outer packages' tables (registered by ``register_outer``) run before this engine migration: the order

@@ -20,12 +20,12 @@ from pydantic import ValidationError
 from engine import telemetry
 from engine.application import (
     InvoiceRequest,
+    IssueCommand,
     LedgerService,
     ServiceError,
     TenantNotFound,
     ValidationFailed,
 )
-from engine.commands import IssueInvoice
 from engine.errors import InvalidInput
 from engine.fields import field_errors, forbidden_character
 from engine.security.ingest_keys import (
@@ -141,13 +141,16 @@ class IngestCommand:
 
     tenant_id: UUID
     ce_id: str
-    command: IssueInvoice
+    command: IssueCommand
     traceparent: str | None
     key_id: str
 
 
 def read_ingest_message(
-    headers: Iterable[tuple[str, bytes | None]], value: bytes | None, keys: SigningKeys
+    service: LedgerService,
+    headers: Iterable[tuple[str, bytes | None]],
+    value: bytes | None,
+    keys: SigningKeys,
 ) -> IngestCommand:
     """Authenticate, parse and validate one ingest message; IngestRejected for poison input
     (unauthenticated included)."""
@@ -172,7 +175,10 @@ def read_ingest_message(
     except orjson.JSONDecodeError as exc:
         raise IngestRejected("malformed_json", f"body is not valid JSON: {exc}") from exc
     try:
-        command = IssueInvoice.model_validate(body)
+        # The same validation as POST /v1/invoices: by the tenant's country.
+        command = service.parse_issue_command(tenant_id, body)
+    except TenantNotFound as exc:
+        raise IngestRejected("unknown_tenant", f"no tenant {tenant_id}") from exc
     except ValidationError as exc:
         fields = field_errors(exc.errors())
         raise IngestRejected("validation_failed", _fields_message(fields), fields) from exc
@@ -199,7 +205,7 @@ def apply_ingest_message(
     """Authenticate, validate and apply one ingest message. Raises IngestRejected for poison
     input (unauthenticated included); lets ``db.DatabaseUnavailable`` through so the caller
     retries instead of dead-lettering."""
-    accepted = read_ingest_message(headers, value, keys)
+    accepted = read_ingest_message(service, headers, value, keys)
     try:
         issued = service.issue_invoice(
             accepted.tenant_id,
@@ -229,7 +235,7 @@ def apply_ingest_batch(
     accepted: list[tuple[int, IngestCommand]] = []
     for index, (headers, value) in enumerate(messages):
         try:
-            accepted.append((index, read_ingest_message(headers, value, keys)))
+            accepted.append((index, read_ingest_message(service, headers, value, keys)))
         except IngestRejected as exc:
             outcomes[index] = exc
     issued = service.issue_invoices(

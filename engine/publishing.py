@@ -20,6 +20,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 import orjson
 
+from engine.domain.alert import Alert
 from engine.domain.invoice import Invoice
 from engine.domain.tenant import Tenant
 from engine.errors import IntegrityFault
@@ -28,7 +29,14 @@ from schemas import registry
 EVENT_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgerflow.dev/ns/event")
 
 # Logical topic per aggregate type; the configured prefix is added by the relay.
-AGGREGATE_TOPICS = {"invoice": "ledger.invoice.v1", "tenant": "ledger.tenant.v1"}
+AGGREGATE_TOPICS = {
+    "invoice": "ledger.invoice.v1",
+    "tenant": "ledger.tenant.v1",
+    "alert": "ledger.alert.v1",
+}
+# Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
+# and a consumer can compact or filter them per tenant (issue 10: "key = tenant id").
+TENANT_KEYED_AGGREGATES = frozenset({"alert"})
 
 
 def event_id(aggregate_id: UUID, version: int) -> UUID:
@@ -178,8 +186,13 @@ def seller_address(address: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def invoice_document(event: Any, invoice_id: UUID | str) -> dict[str, Any]:
     """An invoice's issued state as topics and the API show it; ``event`` is the Issued event or the
-    Invoice aggregate (both carry the same attribute names)."""
+    Invoice aggregate (both carry the same attribute names). Issued v4: the GST fields are null on
+    a Kenyan invoice, the Kenyan ones null (and ``tax_breakdown`` empty) on an Indian one."""
     buyer = dict(event.buyer)
+    # Issued events stored before v4 have none of the Kenyan attributes: Indian invoices.
+    country = getattr(event, "country", None) or "IN"
+    kenyan = country == "KE"
+    intra_state = event.intra_state
     return {
         "invoice_id": str(invoice_id),
         "number": event.number,
@@ -190,45 +203,85 @@ def invoice_document(event: Any, invoice_id: UUID | str) -> dict[str, Any]:
         "seller": {
             "gstin": event.seller.get("gstin"),
             "legal_name": event.seller["legal_name"],
-            "state": event.seller["state"],
+            "state": event.seller.get("state"),
             # Issued events stored before v3 have neither: null, as the schema's defaults say.
             "trade_name": event.seller.get("trade_name"),
             "address": seller_address(event.seller.get("address")),
+            "kra_pin": event.seller.get("kra_pin"),
         },
         "buyer": {
             "name": buyer["name"],
             "gstin": buyer.get("gstin"),
-            "state": buyer["state"],
+            "state": buyer.get("state"),
             "address": buyer.get("address"),
+            "kra_pin": buyer.get("kra_pin"),
+            "phone": buyer.get("phone"),
         },
         "place_of_supply": event.place_of_supply,
-        "intra_state": bool(event.intra_state),
-        "lines": [
-            {
-                "line_no": int(line["line_no"]),
-                "description": line["description"],
-                "hsn": line["hsn"],
-                "quantity": _number(line["quantity"]),
-                "unit": line["unit"],
-                "unit_price": _price(line["unit_price"]),
-                "discount": _money(line["discount"]),
-                "taxable_value": _money(line["taxable_value"]),
-                "gst_rate": _number(line["gst_rate"]),
-                "rate_source": line["rate_source"],
-                "master_rate": _number(line.get("master_rate")),
-                "override_reason": line.get("override_reason"),
-                "cgst": _money(line["cgst"]),
-                "sgst": _money(line["sgst"]),
-                "igst": _money(line["igst"]),
-                "cess_rate": _number(line["cess_rate"]),
-                "cess": _money(line["cess"]),
-                "total": _money(line["total"]),
-            }
-            for line in event.lines
-        ],
+        "intra_state": None if intra_state is None else bool(intra_state),
+        "lines": [_kenyan_line(line) if kenyan else _gst_line(line) for line in event.lines],
         "totals": {name: _money(value) for name, value in event.totals.items()},
         "idempotency_key": event.idempotency_key,
         "source": event.source,
+        "country": country,
+        "document_type": getattr(event, "document_type", None) or "invoice",
+        "original_invoice_id": getattr(event, "original_invoice_id", None),
+        "original_number": getattr(event, "original_number", None),
+        "refund_reason_code": getattr(event, "refund_reason_code", None),
+        "environment": getattr(event, "environment", None),
+        "branch_id": getattr(event, "branch_id", None),
+        "payment_type": getattr(event, "payment_type", None),
+        "tax_breakdown": [
+            {
+                "tax_type": item["tax_type"],
+                "rate": _number(item["rate"]),
+                "taxable": _money(item["taxable"]),
+                "tax": _money(item["tax"]),
+            }
+            for item in getattr(event, "tax_breakdown", None) or ()
+        ],
+    }
+
+
+def _gst_line(line: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "line_no": int(line["line_no"]),
+        "description": line["description"],
+        "hsn": line["hsn"],
+        "quantity": _number(line["quantity"]),
+        "unit": line["unit"],
+        "unit_price": _price(line["unit_price"]),
+        "discount": _money(line["discount"]),
+        "taxable_value": _money(line["taxable_value"]),
+        "gst_rate": _number(line["gst_rate"]),
+        "rate_source": line["rate_source"],
+        "master_rate": _number(line.get("master_rate")),
+        "override_reason": line.get("override_reason"),
+        "cgst": _money(line["cgst"]),
+        "sgst": _money(line["sgst"]),
+        "igst": _money(line["igst"]),
+        "cess_rate": _number(line["cess_rate"]),
+        "cess": _money(line["cess"]),
+        "total": _money(line["total"]),
+    }
+
+
+def _kenyan_line(line: Mapping[str, Any]) -> dict[str, Any]:
+    original = line.get("original_line_no")
+    return {
+        "line_no": int(line["line_no"]),
+        "description": line["description"],
+        "quantity": _number(line["quantity"]),
+        "unit_price": _price(line["unit_price"]),
+        "discount": _money(line["discount"]),
+        "total": _money(line["total"]),
+        "item_code": line["item_code"],
+        "tax_type": line["tax_type"],
+        "supply_amount": _money(line["supply_amount"]),
+        "taxable_amount": _money(line["taxable_amount"]),
+        "tax_rate": _number(line["tax_rate"]),
+        "tax_amount": _money(line["tax_amount"]),
+        "original_line_no": None if original is None else int(original),
     }
 
 
@@ -246,6 +299,45 @@ def _invoice_result(event: Any, base: dict[str, Any], *fields: str) -> dict[str,
     }
 
 
+def _invoice_credited(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "invoice_id": str(event.originator_id),
+        "credit_note_id": event.credit_note_id,
+        "credit_note_number": event.credit_note_number,
+        "lines": [
+            {
+                "line_no": int(line["line_no"]),
+                "quantity": _number(line["quantity"]),
+                "amount": _money(line["amount"]),
+            }
+            for line in event.lines
+        ],
+    }
+
+
+# The eTIMS results name the environment and branch they belong to (the integration's at the time).
+_ETIMS_PLACE = ("environment", "branch_id")
+ETIMS_SIGNED_FIELDS = (
+    "invc_no",
+    "receipt_no",
+    "total_receipt_no",
+    "internal_data",
+    "receipt_signature",
+    "sdc_id",
+    "mrc_no",
+    "sdc_datetime",
+    "qr_url",
+    "device_type",
+    "adopted_existing",
+)
+
+
+def _etims_voided(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    fields = (*_ETIMS_PLACE, "invc_no", "reason", "voided_by")
+    return {**base, "invoice_id": str(event.originator_id), **{name: getattr(event, name) for name in fields}}
+
+
 def _tenant_registered(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     return {
         **base,
@@ -256,6 +348,7 @@ def _tenant_registered(event: Any, base: dict[str, Any]) -> dict[str, Any]:
         "state": event.state,
         "einvoicing_enabled": bool(event.einvoicing_enabled),
         "address": getattr(event, "address", None),
+        "kra_pin": getattr(event, "kra_pin", None),
     }
 
 
@@ -299,6 +392,19 @@ def _tenant_integration_settings_changed(event: Any, base: dict[str, Any]) -> di
     }
 
 
+def _alert_raised(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "alert_id": str(event.originator_id),
+        "severity": event.severity,
+        "cause": event.cause,
+        "subject": event.subject,
+        "message": event.message,
+        "details": {str(k): str(v) for k, v in dict(event.details).items()},
+        "raised_at": _millis(event.raised_at),
+    }
+
+
 RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Invoice.Issued: _invoice_issued,
     Invoice.Cancelled: _invoice_cancelled,
@@ -309,12 +415,20 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
         e, b, "operation", "error_class", "code", "message", "attempts"
     ),
     Invoice.IrnCancelled: lambda e, b: _invoice_result(e, b, "irn", "cancel_date", "reason_code", "remark"),
+    Invoice.Credited: _invoice_credited,
+    Invoice.EtimsNumbered: lambda e, b: _invoice_result(e, b, *_ETIMS_PLACE, "invc_no", "device_type"),
+    Invoice.EtimsSigned: lambda e, b: _invoice_result(e, b, *_ETIMS_PLACE, *ETIMS_SIGNED_FIELDS),
+    Invoice.EtimsFailed: lambda e, b: _invoice_result(
+        e, b, *_ETIMS_PLACE, "invc_no", "result_code", "error_class", "message"
+    ),
+    Invoice.EtimsVoided: _etims_voided,
     Tenant.Registered: _tenant_registered,
     Tenant.ApiKeyRotated: _tenant_api_key_rotated,
     Tenant.ApiKeyAdded: lambda e, b: {**b, "key_id": e.key_id, "name": e.name, "changed_by": e.changed_by},
     Tenant.ApiKeyRevoked: lambda e, b: {**b, "key_id": e.key_id, "changed_by": e.changed_by},
     Tenant.ProfileUpdated: _tenant_profile_updated,
     Tenant.IntegrationSettingsChanged: _tenant_integration_settings_changed,
+    Alert.Raised: _alert_raised,
 }
 
 
@@ -415,7 +529,7 @@ def to_outbound(event: Any, event_class: type | None = None) -> OutboundEvent:
     stored_traceparent = getattr(event, "traceparent", None)
     return OutboundEvent(
         topic=AGGREGATE_TOPICS[aggregate],
-        key=aggregate_id,
+        key=tenant_id if aggregate in TENANT_KEYED_AGGREGATES else aggregate_id,
         ce_type=ce_type,
         ce_id=ce_id,
         tenant_id=tenant_id,

@@ -52,6 +52,7 @@ class ProfileChange(BaseModel):
     country: Annotated[SafeStr, text(max_length=2)] | None = None
     gstin: Annotated[SafeStr, text(max_length=15)] | None = None
     state: Annotated[SafeStr, text(max_length=20)] | None = None
+    kra_pin: Annotated[SafeStr, text(max_length=20)] | None = None
 
     def fields(self) -> dict[str, Any]:
         """The change in the aggregate's own field names (``trade_name`` is the tenant's ``name``)."""

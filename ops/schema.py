@@ -20,6 +20,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("ops", "consumer_lag_samples.sql"),
     ("projections", "rebuild.sql"),
     ("projections", "dead_letters.sql"),
+    ("projections", "etims_compliance.sql"),
 ]
 
 # Objects over projection tables (the reporting views and their row-level security), installed after

@@ -10,6 +10,7 @@ running. Ctrl-C stops them all (SIGTERM, then SIGKILL after a grace period).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,19 +21,34 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from uuid import UUID
 
 import click
 import psycopg
 
-from connectors import gst_irp
-from connectors.registry import CONNECTORS
+from connectors import etims, gst_irp
+from connectors.registry import BY_NAME, CONNECTORS
 from engine import db
 from engine.config import Settings
 from engine.security.secrets import load_key_ring
 
 DEMO_GSTIN = "29AAGCB7383J1Z4"
+ETIMS_SANDBOX_PORT = etims.SANDBOX_PORT
+# The demo Kenyan tenant's item (registered with the sandbox at first start) and a sale of it as a
+# till sends it: 16% VAT (tax type B), prices without VAT (docs/etims.md, "Sales").
+DEMO_ITEM_CODE = "KE2NTXU0000001"
+DEMO_ITEM_CLASS = "5059690800"
+DEMO_KE_BODY = (
+    '{"number": "KE-2026-0001", "date": "2026-01-19", "buyer": {"name": "Wanjiku Stores"}, '
+    f'"lines": [{{"item_code": "{DEMO_ITEM_CODE}", "description": "Maize flour 2kg", "quantity": "3", '
+    '"unit_price": "200.00", "tax_type": "B"}]}'
+)
+# The country whose demo tenant uses a connector's sandbox; every connector not named here is Indian.
+DEMO_COUNTRY_OF = {"etims": "KE"}
 IRP_SANDBOX_PORT = gst_irp.SANDBOX_PORT
 
 DATABASE_URL_ENV = "LEDGERFLOW_DATABASE_URL"
@@ -220,17 +236,32 @@ def demo_tenant(settings: Settings) -> dict[str, str]:
         address={"line1": "14 Residency Road", "line2": None, "city": "Bengaluru", "pincode": "560025"},
         changed_by="operator:demo",
     )
-    # The demo tenant uses every connector against the local sandbox `ledgerflow run` starts for it
-    # (it e-invoices against the IRP sandbox); a production deployment refuses sandbox integrations
-    # (docs/integrations.md), so it gets none. Saved through the service: each setting is an event,
-    # and e-invoicing shows as on from the gst-irp one.
+    # The demo tenant uses every Indian connector against the local sandbox `ledgerflow run` starts
+    # for it (it e-invoices against the IRP sandbox); a production deployment refuses sandbox
+    # integrations (docs/integrations.md), so it gets none. Saved through the service: each setting
+    # is an event, and e-invoicing shows as on from the gst-irp one.
+    _connect_demo_sandboxes(settings, service, registered.tenant_id, country="IN")
+    service.close()
+    return _keep(path, registered.tenant_id, registered.api_key)
+
+
+def _connector_country(name: str) -> str:
+    return DEMO_COUNTRY_OF.get(name, "IN")
+
+
+def _connect_demo_sandboxes(settings: Settings, service: Any, tenant_id: UUID, *, country: str) -> None:
+    """Save, for a demo tenant of ``country``, each of that country's connectors against its sandbox."""
     for connector in CONNECTORS if settings.mode == "development" else ():
         sandbox = connector.sandbox
-        if sandbox is None or sandbox.demo_credentials is None:
+        if (
+            sandbox is None
+            or sandbox.demo_credentials is None
+            or _connector_country(connector.name) != country
+        ):
             continue
         service.save_integration(
             load_key_ring(settings.var_dir),
-            registered.tenant_id,
+            tenant_id,
             connector.name,
             changed_by="operator:demo",
             enabled=True,
@@ -240,12 +271,128 @@ def demo_tenant(settings: Settings) -> dict[str, str]:
             endpoints=connector.endpoints,
             mode=settings.mode,
         )
-    service.close()
-    data = {"tenant_id": str(registered.tenant_id), "api_key": registered.api_key}
+
+
+def _keep(path: Path, tenant_id: UUID, api_key: str) -> dict[str, str]:
+    data = {"tenant_id": str(tenant_id), "api_key": api_key}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     path.chmod(0o600)
     return data
+
+
+def demo_kenyan_tenant(settings: Settings) -> dict[str, str] | None:
+    """The demo Kenyan tenant's id and key (var/demo-tenant-ke.json), created on first start with its
+    etims integration on the local eTIMS sandbox (docs/etims.md, "Trying it locally"); None in
+    production mode, where sandbox integrations are refused and a demo would sign nothing."""
+    if settings.mode != "development" or "etims" not in BY_NAME:
+        return None
+    path = Path(settings.var_dir) / "demo-tenant-ke.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    from engine.bootstrap import build_service
+
+    service = build_service(settings, pool_size=2)
+    registered = service.register_tenant(
+        name="Duka Bora Demo",
+        legal_name="Duka Bora Demo Limited",
+        country="KE",
+        gstin=None,
+        state=None,
+        kra_pin=etims.DEMO_KRA_PIN,
+        address={"line1": "Moi Avenue 12", "line2": None, "city": "Nairobi", "pincode": "00100"},
+        changed_by="operator:demo",
+    )
+    _connect_demo_sandboxes(settings, service, registered.tenant_id, country="KE")
+    _register_demo_item(settings, service, registered.tenant_id)
+    service.close()
+    return _keep(path, registered.tenant_id, registered.api_key)
+
+
+def _register_demo_item(settings: Settings, service: Any, tenant_id: UUID) -> None:
+    """The item of the printed curl, registered with the sandbox as ``POST /v1/etims/items`` does it:
+    KRA (and the sandbox) refuse a sale of an item nobody registered (910), and the demo sale must be
+    signed. The saveItem job waits for the branch's device, which the saved integration initialises."""
+    from connectors.etims import devices as etims_devices
+    from connectors.etims import items as etims_items
+
+    item = etims_items.NewItem(
+        name="Maize flour 2kg",
+        item_class_code=DEMO_ITEM_CLASS,
+        item_type="2",
+        origin="KE",
+        pkg_unit="NT",
+        qty_unit="U",
+        tax_type="B",
+        default_price=Decimal("200.00"),
+    )
+    with db.transaction(service.pool) as conn:
+        violations = etims_items.check_item(conn, "sandbox", item)
+        if violations:
+            raise click.ClickException(f"the demo item is refused: {violations}")
+        row = etims_items.create_item(conn, tenant_id, "sandbox", etims.DEMO_BRANCH_ID, item)
+    if row["item_code"] != DEMO_ITEM_CODE:  # the tenant's first item: sequence 1
+        raise click.ClickException(f"the demo item got code {row['item_code']}, not {DEMO_ITEM_CODE}")
+    asyncio.run(etims_devices.queue_jobs(settings, [etims_items.save_job(tenant_id, row["id"])]))
+
+
+def kenyan_demo_lines(base: str, kenyan: dict[str, str] | None) -> str:
+    """What ``ledgerflow run`` prints about the demo Kenyan tenant (nothing without one)."""
+    if kenyan is None:
+        return ""
+    return (
+        f"\nDemo Kenyan tenant {kenyan['tenant_id']} (KRA PIN {etims.DEMO_KRA_PIN}, eTIMS sandbox) is ready\n"
+        f"API key: {kenyan['api_key']}\n"
+        f"  curl -s -X POST {base}/v1/invoices -H 'Authorization: Bearer {kenyan['api_key']}' \\\n"
+        + "    -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-ke-1' \\\n"
+        + f"    -d '{DEMO_KE_BODY}'\n"
+        + f"Kenyan sales are signed by the local eTIMS sandbox (http://127.0.0.1:{ETIMS_SANDBOX_PORT}):"
+        + " GET /v1/invoices/{id} shows etims.status; docs/etims.md.\n"
+    )
+
+
+def announce_kenyan_demo(
+    settings: Settings, kenyan: dict[str, str], base: str, stopping: threading.Event, timeout: float = 300.0
+) -> None:
+    """Print the demo Kenyan tenant's curl once its sale can be signed: its branch's device initialised
+    and the printed item registered with the eTIMS sandbox. The item's saveItem job, queued at first
+    start, waits for the device (a retry a minute later); once the device is ready it is queued again
+    so the item is registered at once (saveItem is idempotent at KRA and in the job)."""
+    from connectors.etims import devices as etims_devices
+    from connectors.etims import items as etims_items
+
+    tenant_id = UUID(kenyan["tenant_id"])
+    requeued = False
+    deadline = time.monotonic() + timeout
+    note = ""
+    while not stopping.is_set():
+        try:
+            with db.connect(settings) as conn:
+                device = conn.execute(
+                    "SELECT status FROM etims_devices WHERE tenant_id = %s AND environment = 'sandbox'"
+                    " AND bhf_id = %s",
+                    (tenant_id, etims.DEMO_BRANCH_ID),
+                ).fetchone()
+                item = conn.execute(
+                    "SELECT id, status FROM etims_items WHERE tenant_id = %s AND item_code = %s",
+                    (tenant_id, DEMO_ITEM_CODE),
+                ).fetchone()
+        except (db.DatabaseUnavailable, psycopg.Error):
+            device = item = None
+        if item is not None and item[1] == "registered":
+            break
+        if device is not None and device[0] == "initialized" and item is not None and not requeued:
+            asyncio.run(etims_devices.queue_jobs(settings, [etims_items.save_job(tenant_id, item[0])]))
+            requeued = True
+        if time.monotonic() > deadline:
+            note = (
+                f"(its item {DEMO_ITEM_CODE} is not registered with the sandbox yet: a sale of it is refused"
+                " until it is; `GET /v1/etims/items` shows its status)\n"
+            )
+            break
+        stopping.wait(1.0)
+    if not stopping.is_set():
+        click.echo(kenyan_demo_lines(base, kenyan) + note)
 
 
 def with_login(url: str, user: str, password: str) -> str:
@@ -330,6 +477,7 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
     # Schema changes as the owner (`ledgerflow db migrate`); from here on, only the runtime role.
     migrate(settings)
     demo = demo_tenant(settings)
+    kenyan = demo_kenyan_tenant(settings)
 
     cli = [sys.executable, "-m", "engine.cli"]
     children = [
@@ -372,6 +520,10 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
         + " `ledgerflow connectors status` shows the connector.\n"
         + "A process that exits is restarted (1 s, 2 s, 4 s ... 60 s apart). Ctrl-C stops everything.\n"
     )
+    if kenyan is not None:
+        threading.Thread(
+            target=announce_kenyan_demo, args=(settings, kenyan, base, stopping), daemon=True
+        ).start()
 
     supervisor.run(stopping)
     return 0

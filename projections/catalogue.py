@@ -1,9 +1,10 @@
 """Every projection the engine runs. A new projection is one module plus its SQL, registered here."""
 
+from projections.etims_compliance import EtimsCompliance
 from projections.events import Projection
 from projections.invoice_register import InvoiceRegister
 
-PROJECTIONS: list[Projection] = [InvoiceRegister()]
+PROJECTIONS: list[Projection] = [InvoiceRegister(), EtimsCompliance()]
 
 
 def find(name: str) -> Projection | None:

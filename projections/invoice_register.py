@@ -37,6 +37,13 @@ def _json(value: Any) -> str:
 def _issued(r: dict[str, Any], ce_id: str) -> RowChange:
     totals = r["totals"]
     buyer = r["buyer"]
+    kenyan = r.get("country") == "KE"
+    etims = (
+        {"status": "pending", "environment": r.get("environment"), "branch_id": r.get("branch_id")}
+        if kenyan
+        else None
+    )
+    zero = "0.00"  # a Kenyan sale charges no GST
     return RowChange(
         r["invoice_id"],
         insert={
@@ -51,14 +58,22 @@ def _issued(r: dict[str, Any], ce_id: str) -> RowChange:
             "place_of_supply": r["place_of_supply"],
             "supply_type": r["supply_type"],
             "taxable": totals["taxable"],
-            "cgst": totals["cgst"],
-            "sgst": totals["sgst"],
-            "igst": totals["igst"],
-            "cess": totals["cess"],
+            "cgst": totals.get("cgst") or zero,
+            "sgst": totals.get("sgst") or zero,
+            "igst": totals.get("igst") or zero,
+            "cess": totals.get("cess") or zero,
             "total": totals["total"],
             "document": _json(_document(r)),
             "issued_at": _ts(r["occurred_at"]),
             "last_event_id": ce_id,
+            "country": r.get("country") or "IN",
+            "document_type": r.get("document_type") or "invoice",
+            "original_invoice_id": r.get("original_invoice_id"),
+            "vat": totals.get("vat"),
+            "environment": r.get("environment"),
+            "branch_id": r.get("branch_id"),
+            "etims_status": etims["status"] if etims else None,
+            "etims": _json(etims) if etims else None,
         },
     )
 
@@ -103,6 +118,61 @@ def _irn_cancelled(r: dict[str, Any], ce_id: str) -> RowChange:
     )
 
 
+ETIMS_FIELDS = (
+    "invc_no",
+    "receipt_no",
+    "total_receipt_no",
+    "internal_data",
+    "receipt_signature",
+    "sdc_id",
+    "mrc_no",
+    "sdc_datetime",
+    "qr_url",
+    "device_type",
+    "adopted_existing",
+)
+
+
+def _etims(status: str, r: dict[str, Any], ce_id: str, state: dict[str, Any]) -> RowChange:
+    # Each eTIMS result carries the sale's whole new eTIMS state, so it is a set of fixed values:
+    # applied twice it changes nothing, and events of one invoice arrive in their stored order (a
+    # redelivery repeats the whole suffix), so the last one read is the invoice's state. The
+    # aggregate never stores a failure after a receipt (LedgerService.record_etims_failed).
+    block = {"status": status, "environment": r["environment"], "branch_id": r["branch_id"], **state}
+    return RowChange(
+        r["invoice_id"],
+        set={
+            "etims_status": status,
+            "etims": _json(block),
+            "environment": r["environment"],
+            "branch_id": r["branch_id"],
+            "last_event_id": ce_id,
+        },
+    )
+
+
+def _etims_numbered(r: dict[str, Any], ce_id: str) -> RowChange:
+    return _etims("pending", r, ce_id, {"invc_no": r["invc_no"], "device_type": r["device_type"]})
+
+
+def _etims_signed(r: dict[str, Any], ce_id: str) -> RowChange:
+    return _etims("signed", r, ce_id, {k: r[k] for k in ETIMS_FIELDS})
+
+
+def _etims_failed(r: dict[str, Any], ce_id: str) -> RowChange:
+    failure = {"code": r["result_code"], "message": r["message"], "error_class": r["error_class"]}
+    return _etims("failed", r, ce_id, {"invc_no": r["invc_no"], "failure": failure})
+
+
+def _etims_voided(r: dict[str, Any], ce_id: str) -> RowChange:
+    void = {"reason": r["reason"], "voided_by": r["voided_by"]}
+    return _etims("voided", r, ce_id, {"invc_no": r["invc_no"], "void": void})
+
+
+def _credited(r: dict[str, Any], ce_id: str) -> RowChange:
+    return RowChange(r["invoice_id"], set={"last_event_id": ce_id})
+
+
 # Per event type, what it does to the invoice's row: ``issued`` inserts it if absent, the others
 # set fields to fixed values. Applying an event twice therefore changes nothing.
 CHANGES: dict[str, Callable[[dict[str, Any], str], RowChange]] = {
@@ -111,6 +181,11 @@ CHANGES: dict[str, Callable[[dict[str, Any], str], RowChange]] = {
     "ledgerflow.invoice.irn_generated": _irn_generated,
     "ledgerflow.invoice.irn_failed": _irn_failed,
     "ledgerflow.invoice.irn_cancelled": _irn_cancelled,
+    "ledgerflow.invoice.credited": _credited,
+    "ledgerflow.invoice.etims_numbered": _etims_numbered,
+    "ledgerflow.invoice.etims_signed": _etims_signed,
+    "ledgerflow.invoice.etims_failed": _etims_failed,
+    "ledgerflow.invoice.etims_voided": _etims_voided,
 }
 
 
@@ -152,13 +227,16 @@ _INCOMPLETE = (
 
 
 def _row_to_invoice(row: dict[str, Any]) -> dict[str, Any]:
-    document = dict(row["document"])
+    document = api_document(dict(row["document"]))
     document.pop("tenant_id", None)
     # Only said when true: a complete invoice reads exactly as before.
     incomplete = {"incomplete": True} if row.get("incomplete") else {}
+    kenyan = document.get("country") == "KE"
+    etims = {"etims": etims_view(row.get("etims"))} if kenyan else {}
     return {
         "id": str(row["invoice_id"]),
         **{k: v for k, v in document.items() if k != "invoice_id"},
+        **etims,
         "status": row["status"],
         "issued_at": row["issued_at"].isoformat(),
         "cancellation": (
@@ -171,6 +249,92 @@ def _row_to_invoice(row: dict[str, Any]) -> dict[str, Any]:
         ),
         **incomplete,
     }
+
+
+# What issued v4 added for Kenya, and what only Indian (GST) invoices have: the API shows each
+# invoice its own country's fields, so an Indian invoice reads exactly as before v4.
+_KENYAN_TOP = (
+    "country",
+    "document_type",
+    "original_invoice_id",
+    "original_number",
+    "refund_reason_code",
+    "environment",
+    "branch_id",
+    "payment_type",
+    "tax_breakdown",
+)
+_KENYAN_LINE = (
+    "item_code",
+    "tax_type",
+    "supply_amount",
+    "taxable_amount",
+    "tax_rate",
+    "tax_amount",
+    "original_line_no",
+)
+_GST_LINE = (
+    "hsn",
+    "unit",
+    "taxable_value",
+    "gst_rate",
+    "rate_source",
+    "master_rate",
+    "override_reason",
+    "cgst",
+    "sgst",
+    "igst",
+    "cess_rate",
+    "cess",
+)
+
+
+def api_document(document: dict[str, Any]) -> dict[str, Any]:
+    """The issued record as the API shows it: an Indian invoice without the Kenyan fields (as
+    before v4), a Kenyan one without the GST fields (seller/buyer state and GSTIN, place of supply,
+    HSN and GST amounts): ``totals`` is then {taxable, vat, total}."""
+    if (document.get("country") or "IN") != "KE":
+        for key in _KENYAN_TOP:
+            document.pop(key, None)
+        document["seller"] = {k: v for k, v in document["seller"].items() if k != "kra_pin"}
+        document["buyer"] = {k: v for k, v in document["buyer"].items() if k not in ("kra_pin", "phone")}
+        document["lines"] = [{k: v for k, v in x.items() if k not in _KENYAN_LINE} for x in document["lines"]]
+        document["totals"] = {k: v for k, v in document["totals"].items() if k != "vat"}
+        return document
+    for key in ("place_of_supply", "intra_state"):
+        document.pop(key, None)
+    document["seller"] = {k: v for k, v in document["seller"].items() if k not in ("gstin", "state")}
+    document["buyer"] = {k: v for k, v in document["buyer"].items() if k not in ("gstin", "state", "address")}
+    document["lines"] = [{k: v for k, v in x.items() if k not in _GST_LINE} for x in document["lines"]]
+    totals = document["totals"]
+    document["totals"] = {k: totals.get(k) for k in ("taxable", "vat", "total")}
+    return document
+
+
+ETIMS_VIEW_FIELDS = (
+    "status",
+    "environment",
+    "branch_id",
+    "invc_no",
+    "receipt_no",
+    "internal_data",
+    "receipt_signature",
+    "sdc_id",
+    "qr_url",
+    "failure",
+)
+
+
+def etims_view(state: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``etims`` block of a Kenyan invoice: where KRA's signing stands. ``failure`` is
+    {code, message} of a refusal, null otherwise; receipt fields are null until signed."""
+    state = state or {"status": "pending"}
+    view = {name: state.get(name) for name in ETIMS_VIEW_FIELDS}
+    failure = state.get("failure")
+    view["failure"] = {"code": failure["code"], "message": failure["message"]} if failure else None
+    if state.get("void"):
+        view["void"] = state["void"]
+    return view
 
 
 def einvoice_view(

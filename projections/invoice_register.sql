@@ -54,3 +54,25 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Kenyan invoices and credit notes (issue 10): the country, the document type and its original,
+-- Kenya VAT, where the sale is reported (environment, eTIMS branch) and its eTIMS state (the
+-- `etims` block of GET /v1/invoices/{id}). A Kenyan row has no place of supply and zero GST.
+-- Guarded like the columns above.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'invoice_register'::regclass AND attname = 'etims'
+                   AND NOT attisdropped) THEN
+        ALTER TABLE invoice_register ALTER COLUMN place_of_supply DROP NOT NULL;
+        ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS country text NOT NULL DEFAULT 'IN';
+        ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS document_type text NOT NULL DEFAULT 'invoice';
+        ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS original_invoice_id uuid;
+        ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS vat numeric(18, 2);
+        ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS environment text;
+        ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS branch_id text;
+        ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS etims_status text;
+        ALTER TABLE invoice_register ADD COLUMN IF NOT EXISTS etims json;
+    END IF;
+END
+$$;

@@ -33,7 +33,8 @@ def retry_policy(settings: Settings, connector: Connector | None = None) -> Retr
     # The deployment's schedule (LEDGERFLOW_RETRY_DELAYS) wins over a connector's own, so tests and
     # demos can shorten every connector's retries at once.
     delays = settings.retry_delays if settings.retry_delays is not None else delays
-    return RetryPolicy(delays) if delays is not None else RetryPolicy()
+    forever = connector is not None and connector.retry_forever
+    return RetryPolicy(delays, forever=forever) if delays is not None else RetryPolicy(forever=forever)
 
 
 def rate_limit(settings: Settings, connector: Connector) -> float | None:

@@ -40,6 +40,7 @@ from streams.dlq import dead_letter_headers
 log = logging.getLogger("ledgerflow.router")
 
 INVOICE_TOPIC = "ledger.invoice.v1"
+TENANT_TOPIC = "ledger.tenant.v1"
 ROUTER_AGENT = "route-einvoicing"
 ROUTER_DLQ_TOPIC = "router.einvoicing.dlq.v1"
 # Tries at a record that fails with an error of ours (not an outage) before it is dead-lettered.
@@ -217,9 +218,20 @@ class _Unroutable(Exception):
         self.message = message
 
 
+def source_topics(connectors: Sequence[Connector]) -> list[str]:
+    """The ledger topics the router reads: invoices always; tenants too when a connector routes a tenant
+    event (eTIMS initialises devices when its integration is saved: ``integration_settings_changed``)."""
+    wanted = [INVOICE_TOPIC]
+    if any(t.startswith("ledgerflow.tenant.") for c in connectors for t in c.route_event_types):
+        wanted.append(TENANT_TOPIC)
+    return wanted
+
+
 def register(app: faust.App, settings: Settings, connectors: Sequence[Connector] | None = None) -> None:
     routing = _routing(connectors)
-    source = app.topic(settings.topic(INVOICE_TOPIC), value_serializer="raw", key_serializer="raw")
+    source = app.topic(
+        *(settings.topic(t) for t in source_topics(routing)), value_serializer="raw", key_serializer="raw"
+    )
     jobs = {
         c.name: app.topic(settings.topic(jobs_topic(c.name)), value_serializer="raw", key_serializer="raw")
         for c in routing

@@ -12,10 +12,11 @@ from uuid import UUID
 
 import orjson
 import psycopg
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import trace
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +24,10 @@ from connectors import registry as connector_registry
 from engine import db, integrations, logs, telemetry
 from engine.api import contract
 from engine.api.errors import ApiError, error_body, install
+from engine.api.etims import build_router as etims_router
+from engine.api.etims import refuse_suspended, suspension_cached
+from engine.api.etims_compliance import build_router as etims_compliance_router
+from engine.api.etims_sales import build_router as etims_sales_router
 from engine.api.health import consumer_health_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
 from engine.api.metrics import metrics_router
@@ -31,7 +36,7 @@ from engine.api.tenant import build_router as tenant_router
 from engine.api.tenant import caller_of
 from engine.application import InvoiceNotFound, LedgerService
 from engine.bootstrap import build_service
-from engine.commands import CancelInvoice, IssueInvoice
+from engine.commands import CancelInvoice, IssueCreditNote
 from engine.config import Settings, load_settings
 from engine.domain.invoice import Invoice
 from engine.errors import InvalidInput
@@ -219,7 +224,7 @@ class IntegrationRequest(BaseModel):
 
 
 def invoice_view(invoice: Invoice) -> dict[str, Any]:
-    document = invoice_document(invoice, invoice.id)
+    document = invoice_register.api_document(invoice_document(invoice, invoice.id))
     document.pop("idempotency_key", None)
     document["id"] = document.pop("invoice_id")
     cancellation = None
@@ -228,9 +233,12 @@ def invoice_view(invoice: Invoice) -> dict[str, Any]:
             **invoice.cancellation,
             "cancelled_at": invoice.cancellation["cancelled_at"].isoformat(),
         }
+    # A Kenyan invoice's eTIMS state; an Indian one has no ``etims`` key at all (docs/api.md).
+    etims = {"etims": invoice_register.etims_view(invoice.etims)} if invoice.country == "KE" else {}
     return {
         "id": document.pop("id"),
         **document,
+        **etims,
         "status": invoice.status,
         "cancellation": cancellation,
         "einvoice": invoice_register.einvoice_view(
@@ -298,6 +306,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "the API key is unknown, revoked or expired",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        # A suspended eTIMS company (engine/api/etims.py); a cache miss reads PostgreSQL off the loop.
+        if suspension_cached(tenant_id):
+            refuse_suspended(svc, tenant_id)
+        else:
+            await run_in_threadpool(refuse_suspended, svc, tenant_id)
         logs.bind_tenant(str(tenant_id))
         request.state.server_span.set_attribute("ledgerflow.tenant_id", str(tenant_id))
         return tenant_id
@@ -305,8 +318,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Tenant = Annotated[UUID, Depends(current_tenant)]
     Service = Annotated[LedgerService, Depends(service)]
     app.include_router(reports_router(current_tenant, service))
+    app.include_router(etims_compliance_router(current_tenant, service))
     app.include_router(ingest_keys_router(current_tenant, service, holder.key_ring))
     app.include_router(tenant_router(settings, current_tenant, service))
+    app.include_router(etims_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(etims_sales_router(settings, current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:
@@ -318,19 +334,45 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/v1/invoices",
         status_code=201,
         tags=["invoices"],
-        summary="Issue a GST invoice",
+        summary="Issue an invoice: a GST invoice, or a Kenyan sale for a KE tenant",
         response_class=Response,
         responses={201: {"description": "The invoice with its computed taxes"}},
+        # The body's schema depends on the tenant's country (docs/api.md): declared here, checked
+        # by LedgerService.parse_issue_command, the one validation the ingest topic uses too.
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": contract.ISSUE_BODY}}}},
     )
     def issue_invoice(
-        command: IssueInvoice,
+        body: Annotated[dict[str, Any], Body()],
         request: Request,
         tenant_id: Tenant,
         svc: Service,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> Response:
+        try:
+            command = svc.parse_issue_command(tenant_id, body)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from exc
         issued = svc.issue_invoice(
             tenant_id, command, idempotency_key=idempotency_key, traceparent=request.state.traceparent
+        )
+        headers = {"Location": f"/v1/invoices/{issued.invoice.id}"}
+        if not issued.created:
+            headers["Idempotent-Replayed"] = "true"
+        return json_response(invoice_view(issued.invoice), 201, headers)
+
+    @app.post(
+        "/v1/invoices/{invoice_id}/credit-notes",
+        status_code=201,
+        tags=["invoices"],
+        summary="Issue a credit note against a Kenyan invoice",
+        response_class=Response,
+        responses={201: {"description": "The credit note with its computed VAT"}},
+    )
+    def issue_credit_note(
+        invoice_id: str, command: IssueCreditNote, request: Request, tenant_id: Tenant, svc: Service
+    ) -> Response:
+        issued = svc.issue_credit_note(
+            tenant_id, parse_invoice_id(invoice_id), command, traceparent=request.state.traceparent
         )
         headers = {"Location": f"/v1/invoices/{issued.invoice.id}"}
         if not issued.created:

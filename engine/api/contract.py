@@ -28,6 +28,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
+from engine.commands import IssueInvoice, IssueKenyanInvoice
+
 
 class ErrorDetail(BaseModel):
     code: str = Field(description="Machine-readable reason, e.g. validation_failed, not_found, unauthorized")
@@ -58,13 +60,27 @@ class InvoiceView(BaseModel):
     supply_type: str
     seller: dict[str, Any]
     buyer: dict[str, Any]
-    place_of_supply: str
-    intra_state: bool
+    place_of_supply: str | None = Field(default=None, description="GST only; absent on Kenyan invoices")
+    intra_state: bool | None = Field(default=None, description="GST only; absent on Kenyan invoices")
     lines: list[dict[str, Any]]
-    totals: dict[str, str]
+    totals: dict[str, str | None]
     status: Literal["issued", "cancelled"]
     cancellation: dict[str, Any] | None
     einvoice: dict[str, Any] | None = Field(description="The IRN and signed documents, or why there is none")
+    etims: dict[str, Any] | None = Field(
+        default=None,
+        description="Kenyan invoices only (absent on Indian ones): status pending|signed|failed|voided, "
+        "environment, branch_id, invc_no, receipt_no, internal_data, receipt_signature, sdc_id, qr_url, "
+        "failure {code, message} | null",
+    )
+
+
+# POST /v1/invoices: the body's shape depends on the tenant's country (engine/commands.py).
+REQUEST_MODELS: list[type[BaseModel]] = [IssueInvoice, IssueKenyanInvoice]
+ISSUE_BODY: dict[str, Any] = {
+    "oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in REQUEST_MODELS],
+    "description": "IssueInvoice for Indian tenants, IssueKenyanInvoice for Kenyan (KE) tenants",
+}
 
 
 class InvoicePage(BaseModel):
@@ -82,7 +98,8 @@ MODELS: list[type[BaseModel]] = [ErrorBody, InvoiceView, InvoicePage, ReportPage
 ERROR_DESCRIPTIONS = {
     "400": "The request body could not be read",
     "401": "No or an unknown credential (API key, or the operators' token where one is set)",
-    "403": "Onboarding is off (no LEDGERFLOW_OPERATOR_TOKEN), or a tenant API key was sent instead of it",
+    "403": "Onboarding is off (no LEDGERFLOW_OPERATOR_TOKEN), or a tenant API key was sent instead of it;"
+    " or the tenant's eTIMS gateway operator suspended it (company_suspended)",
     "404": "No such resource (for this tenant)",
     "409": "Conflicts with the current state (duplicate number, already cancelled, key in use)",
     "413": "The request body is larger than LEDGERFLOW_MAX_BODY_BYTES",
@@ -108,9 +125,19 @@ CONFLICTS = {
     ("post", "/v1/tenant/api-keys"),
     ("post", "/v1/tenant/api-keys/{key_id}/rotate"),
     ("put", "/v1/integrations/{provider}"),
+    # eTIMS: 409 etims_not_configured until the tenant saved its etims integration.
+    ("post", "/v1/etims/devices"),
+    ("post", "/v1/etims/codes/sync"),
+    ("post", "/v1/etims/items"),
 }
 OPERATORS = {"/metrics", "/healthz/consumers"}  # behind the operators' token when one is set
-ONBOARDING = {"/v1/tenants"}  # behind the operator token (LEDGERFLOW_OPERATOR_TOKEN), off without it
+# Behind the operator token (LEDGERFLOW_OPERATOR_TOKEN), off without it.
+ONBOARDING = {
+    "/v1/tenants",
+    "/v1/etims/onboard",
+    "/v1/etims/companies/{tenant_id}/suspend",
+    "/v1/etims/companies/{tenant_id}/resume",
+}
 NEEDS_DATABASE = {"/readyz", "/healthz/consumers", *ONBOARDING}
 TEXT_BODIES = {"text/csv", "text/plain"}
 
@@ -126,7 +153,8 @@ def _statuses(method: str, path: str, operation: dict[str, Any]) -> list[str]:
         statuses.append("400")
     if tenant or path in OPERATORS or path in ONBOARDING:
         statuses.append("401")
-    if path in ONBOARDING:
+    if path in ONBOARDING or tenant:
+        # A tenant's key is refused with 403 company_suspended while its operator suspends it.
         statuses.append("403")
     if "{" in path:
         statuses.append("404")
@@ -142,7 +170,14 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
     _, defs = models_json_schema(
         [(m, "serialization") for m in MODELS], ref_template="#/components/schemas/{model}"
     )
+    _, request_defs = models_json_schema(
+        [(m, "validation") for m in REQUEST_MODELS], ref_template="#/components/schemas/{model}"
+    )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name, definition in request_defs.get("$defs", {}).items():
+        # FastAPI's own rendering of a request model another route uses (Address) wins: the two
+        # differ only in how they spell defaults.
+        schemas.setdefault(name, definition)
     for name, definition in defs.get("$defs", {}).items():
         # A request model of the same name would otherwise be silently replaced.
         if schemas.get(name, definition) != definition:

@@ -208,6 +208,7 @@ def build_router(
             address=address_dict(body.address),
             profile=profile,
             changed_by=operator,
+            kra_pin=body.kra_pin,
         )
         return OnboardedTenant(
             tenant_id=registered.tenant_id,

@@ -1,4 +1,5 @@
-"""The Invoice aggregate: the whole life of a GST invoice, and nothing about Kafka or HTTP.
+"""The Invoice aggregate: the whole life of a tax invoice (an Indian GST invoice or a Kenyan eTIMS
+sale or credit note), and nothing about Kafka or HTTP.
 
 An invoice's id is derived from (tenant, financial year, number), so the event store's
 per-aggregate optimistic concurrency is what makes invoice numbers unique per tenant and
@@ -7,6 +8,7 @@ financial year: a second ``Issued`` event for the same id cannot be stored.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -32,6 +34,20 @@ class InvoiceStatus:
     CANCELLED = "cancelled"
 
 
+class DocumentType:
+    INVOICE = "invoice"
+    CREDIT_NOTE = "credit_note"
+
+
+class EtimsStatus:
+    """Where a Kenyan sale stands with KRA's eTIMS (GET /v1/invoices/{id} ``etims.status``)."""
+
+    PENDING = "pending"  # accepted by us, not (yet) signed by KRA
+    SIGNED = "signed"
+    FAILED = "failed"  # refused for good: the branch's queue waits for a resend or a void
+    VOIDED = "voided"  # the operator gave up on the sale, its invcNo left unused with a reason
+
+
 class Invoice(Aggregate):
     """A tax invoice issued by a tenant to a buyer."""
 
@@ -44,14 +60,84 @@ class Invoice(Aggregate):
         supply_type: str
         seller: dict[str, Any]
         buyer: dict[str, Any]
-        place_of_supply: str
-        intra_state: bool
+        place_of_supply: str | None  # None on Kenyan invoices (no GST)
+        intra_state: bool | None
         lines: list[dict[str, Any]]
         totals: dict[str, Decimal]
         idempotency_key: str | None
         request_hash: str
         source: str
         traceparent: str | None
+        # Added with Kenyan invoices (issued v4); events stored before are Indian invoices.
+        country: str = "IN"
+        document_type: str = DocumentType.INVOICE
+        original_invoice_id: str | None = None
+        original_number: str | None = None
+        refund_reason_code: str | None = None
+        environment: str | None = None
+        branch_id: str | None = None
+        payment_type: str | None = None
+        tax_breakdown: list[dict[str, Any]] | None = None
+        # Kenya: whether the unit prices included VAT (then a credit note's prices do too). Not
+        # published: the lines' amounts already say what was charged.
+        prices_include_tax: bool = False
+
+    class Credited(Aggregate.Event):
+        """A credit note took back part of this invoice: per line, the quantity and the amount
+        (taxable + VAT) it credited. Stored in the same transaction as the credit note, so the
+        invoice's version is what keeps concurrent credit notes from exceeding it together."""
+
+        credit_note_id: str
+        credit_note_number: str
+        lines: list[dict[str, Any]]  # {line_no, quantity, amount}
+        tenant_id: UUID | None = None
+
+    class EtimsNumbered(Aggregate.Event):
+        job_id: str
+        environment: str
+        branch_id: str
+        invc_no: int
+        device_type: str
+        traceparent: str | None = None
+        tenant_id: UUID | None = None
+
+    class EtimsSigned(Aggregate.Event):
+        job_id: str
+        environment: str
+        branch_id: str
+        invc_no: int
+        receipt_no: int
+        total_receipt_no: int
+        internal_data: str | None
+        receipt_signature: str | None
+        sdc_id: str | None
+        mrc_no: str | None
+        sdc_datetime: str | None
+        qr_url: str | None
+        device_type: str
+        adopted_existing: bool
+        traceparent: str | None = None
+        tenant_id: UUID | None = None
+
+    class EtimsFailed(Aggregate.Event):
+        job_id: str
+        environment: str
+        branch_id: str
+        invc_no: int
+        result_code: str
+        error_class: str
+        message: str
+        traceparent: str | None = None
+        tenant_id: UUID | None = None
+
+    class EtimsVoided(Aggregate.Event):
+        environment: str
+        branch_id: str
+        invc_no: int
+        reason: str
+        voided_by: str
+        traceparent: str | None = None
+        tenant_id: UUID | None = None
 
     class Cancelled(Aggregate.Event):
         reason: str
@@ -101,6 +187,19 @@ class Invoice(Aggregate):
     @event(Issued)
     def __init__(
         self,
+        # The fields added with Kenyan invoices come before the ``*`` on purpose: eventsourcing
+        # treats every keyword-only parameter as required, default or not, and Indian invoices
+        # are built without them.
+        country: str = "IN",
+        document_type: str = DocumentType.INVOICE,
+        original_invoice_id: str | None = None,
+        original_number: str | None = None,
+        refund_reason_code: str | None = None,
+        environment: str | None = None,
+        branch_id: str | None = None,
+        payment_type: str | None = None,
+        tax_breakdown: list[dict[str, Any]] | None = None,
+        prices_include_tax: bool = False,
         *,
         tenant_id: UUID,
         number: str,
@@ -110,8 +209,8 @@ class Invoice(Aggregate):
         supply_type: str,
         seller: dict[str, Any],
         buyer: dict[str, Any],
-        place_of_supply: str,
-        intra_state: bool,
+        place_of_supply: str | None,
+        intra_state: bool | None,
         lines: list[dict[str, Any]],
         totals: dict[str, Decimal],
         idempotency_key: str | None,
@@ -135,6 +234,25 @@ class Invoice(Aggregate):
         self.request_hash = request_hash
         self.source = source
         self.traceparent = traceparent
+        self.country = country
+        self.document_type = document_type
+        self.original_invoice_id = original_invoice_id
+        self.original_number = original_number
+        self.refund_reason_code = refund_reason_code
+        self.environment = environment
+        self.branch_id = branch_id
+        self.payment_type = payment_type
+        self.tax_breakdown = tax_breakdown or []
+        self.prices_include_tax = prices_include_tax
+        # line_no -> {"quantity": Decimal, "amount": Decimal} taken back by credit notes so far
+        self.credited: dict[int, dict[str, Decimal]] = {}
+        self.credit_notes: list[str] = []
+        # The eTIMS state of a Kenyan sale; None for Indian invoices.
+        self.etims: dict[str, Any] | None = (
+            {"status": EtimsStatus.PENDING, "environment": environment, "branch_id": branch_id}
+            if country == "KE"
+            else None
+        )
         self.status = InvoiceStatus.ISSUED
         self.cancellation: dict[str, Any] | None = None
         self.einvoice: dict[str, Any] | None = None  # IRN, AckNo, AckDt, signed documents
@@ -308,9 +426,305 @@ class Invoice(Aggregate):
             "remark": remark,
         }
 
+    # -- credit notes (Kenya) -----------------------------------------------------------------
+
+    def record_credit(
+        self, *, credit_note_id: str, credit_note_number: str, lines: list[dict[str, Any]]
+    ) -> None:
+        """Take ``lines`` ({line_no, quantity, amount}) off what remains of this invoice. The caller
+        checked them against :meth:`remaining`; saving this event together with the credit note is
+        what makes two concurrent credit notes conflict (the same invoice version)."""
+        self._credited(
+            credit_note_id=credit_note_id,
+            credit_note_number=credit_note_number,
+            lines=lines,
+            tenant_id=self.tenant_id,
+        )
+
+    @event(Credited)
+    def _credited(
+        self,
+        *,
+        credit_note_id: str,
+        credit_note_number: str,
+        lines: list[dict[str, Any]],
+        tenant_id: UUID,
+    ) -> None:
+        for line in lines:
+            taken = self.credited.setdefault(
+                int(line["line_no"]), {"quantity": Decimal("0"), "amount": Decimal("0.00")}
+            )
+            taken["quantity"] += Decimal(line["quantity"])
+            taken["amount"] += Decimal(line["amount"])
+        self.credit_notes.append(credit_note_id)
+
+    def remaining(self, line_no: int) -> tuple[Decimal, Decimal]:
+        """(quantity, amount incl. VAT) of line ``line_no`` not yet credited."""
+        line = next(x for x in self.lines if int(x["line_no"]) == line_no)
+        taken = self.credited.get(line_no, {"quantity": Decimal("0"), "amount": Decimal("0")})
+        return Decimal(line["quantity"]) - taken["quantity"], Decimal(line["total"]) - taken["amount"]
+
+    # -- eTIMS results (Kenya; connectors/etims records them through LedgerService) --------------
+
+    def _etims_state(self) -> dict[str, Any]:
+        if self.etims is None:
+            raise NotAKenyanSale(f"invoice {self.number} is not a Kenyan (eTIMS) sale")
+        return self.etims
+
+    def record_etims_numbered(
+        self,
+        *,
+        job_id: str,
+        environment: str,
+        branch_id: str,
+        invc_no: int,
+        device_type: str,
+        traceparent: str | None = None,
+    ) -> bool:
+        """The invcNo allocated before the first send. The same number again changes nothing, nor
+        does a late numbering of a sale already signed there."""
+        state = self._etims_state()
+        same_place = state.get("environment") == environment and state.get("branch_id") == branch_id
+        if same_place and state.get("invc_no") == invc_no:
+            return False
+        if same_place and state["status"] == EtimsStatus.SIGNED:
+            return False
+        self._etims_numbered(
+            job_id=job_id,
+            environment=environment,
+            branch_id=branch_id,
+            invc_no=invc_no,
+            device_type=device_type,
+            traceparent=traceparent,
+            tenant_id=self.tenant_id,
+        )
+        return True
+
+    @event(EtimsNumbered)
+    def _etims_numbered(
+        self,
+        *,
+        job_id: str,
+        environment: str,
+        branch_id: str,
+        invc_no: int,
+        device_type: str,
+        traceparent: str | None,
+        tenant_id: UUID,
+    ) -> None:
+        self.etims = {
+            "status": EtimsStatus.PENDING,
+            "environment": environment,
+            "branch_id": branch_id,
+            "invc_no": invc_no,
+            "device_type": device_type,
+            "job_id": job_id,
+        }
+
+    def record_etims_signed(
+        self,
+        *,
+        job_id: str,
+        environment: str,
+        branch_id: str,
+        receipt: Mapping[str, Any],
+        traceparent: str | None = None,
+    ) -> bool:
+        """KRA's signed receipt. A sale is signed once: a repeated (or different) signing later is
+        ignored, so a redelivered job cannot overwrite the receipt."""
+        state = self._etims_state()
+        if state["status"] == EtimsStatus.SIGNED and state.get("environment") == environment:
+            return False
+        self._etims_signed(
+            job_id=job_id,
+            environment=environment,
+            branch_id=branch_id,
+            invc_no=int(receipt["invc_no"]),
+            receipt_no=int(receipt["receipt_no"]),
+            total_receipt_no=int(receipt["total_receipt_no"]),
+            internal_data=_text(receipt.get("internal_data")),
+            receipt_signature=_text(receipt.get("receipt_signature")),
+            sdc_id=_text(receipt.get("sdc_id")),
+            mrc_no=_text(receipt.get("mrc_no")),
+            sdc_datetime=_text(receipt.get("sdc_datetime")),
+            qr_url=_text(receipt.get("qr_url")),
+            device_type=str(receipt["device_type"]),
+            adopted_existing=bool(receipt.get("adopted_existing", False)),
+            traceparent=traceparent,
+            tenant_id=self.tenant_id,
+        )
+        return True
+
+    @event(EtimsSigned)
+    def _etims_signed(
+        self,
+        *,
+        job_id: str,
+        environment: str,
+        branch_id: str,
+        invc_no: int,
+        receipt_no: int,
+        total_receipt_no: int,
+        internal_data: str | None,
+        receipt_signature: str | None,
+        sdc_id: str | None,
+        mrc_no: str | None,
+        sdc_datetime: str | None,
+        qr_url: str | None,
+        device_type: str,
+        adopted_existing: bool,
+        traceparent: str | None,
+        tenant_id: UUID,
+    ) -> None:
+        self.etims = {
+            "status": EtimsStatus.SIGNED,
+            "environment": environment,
+            "branch_id": branch_id,
+            "invc_no": invc_no,
+            "device_type": device_type,
+            "job_id": job_id,
+            "receipt_no": receipt_no,
+            "total_receipt_no": total_receipt_no,
+            "internal_data": internal_data,
+            "receipt_signature": receipt_signature,
+            "sdc_id": sdc_id,
+            "mrc_no": mrc_no,
+            "sdc_datetime": sdc_datetime,
+            "qr_url": qr_url,
+            "adopted_existing": adopted_existing,
+        }
+
+    def record_etims_failed(
+        self,
+        *,
+        job_id: str,
+        environment: str,
+        branch_id: str,
+        invc_no: int,
+        result_code: str,
+        error_class: str,
+        message: str,
+        traceparent: str | None = None,
+    ) -> bool:
+        """A refusal for good. Ignored once the sale is signed (a late failure of an earlier attempt
+        must not hide the receipt) and when the same failure is already recorded."""
+        state = self._etims_state()
+        if (
+            state["status"] in (EtimsStatus.SIGNED, EtimsStatus.VOIDED)
+            and state.get("environment") == environment
+        ):
+            return False
+        failure = state.get("failure") or {}
+        if (
+            state["status"] == EtimsStatus.FAILED
+            and state.get("invc_no") == invc_no
+            and failure.get("job_id") == job_id
+            and failure.get("code") == result_code
+        ):
+            return False
+        self._etims_failed(
+            job_id=job_id,
+            environment=environment,
+            branch_id=branch_id,
+            invc_no=invc_no,
+            result_code=result_code,
+            error_class=error_class,
+            message=message,
+            traceparent=traceparent,
+            tenant_id=self.tenant_id,
+        )
+        return True
+
+    @event(EtimsFailed)
+    def _etims_failed(
+        self,
+        *,
+        job_id: str,
+        environment: str,
+        branch_id: str,
+        invc_no: int,
+        result_code: str,
+        error_class: str,
+        message: str,
+        traceparent: str | None,
+        tenant_id: UUID,
+    ) -> None:
+        previous = self.etims or {}
+        self.etims = {
+            **{k: previous[k] for k in ("device_type",) if k in previous},
+            "status": EtimsStatus.FAILED,
+            "environment": environment,
+            "branch_id": branch_id,
+            "invc_no": invc_no,
+            "job_id": job_id,
+            "failure": {
+                "code": result_code,
+                "message": message,
+                "error_class": error_class,
+                "job_id": job_id,
+            },
+        }
+
+    def record_etims_voided(
+        self,
+        *,
+        environment: str,
+        branch_id: str,
+        invc_no: int,
+        reason: str,
+        voided_by: str,
+        traceparent: str | None = None,
+    ) -> bool:
+        """The operator voided the sale (its invcNo stays unused, with the reason). A signed sale
+        cannot be voided here: KRA holds it, only a credit note takes it back."""
+        state = self._etims_state()
+        if state["status"] == EtimsStatus.VOIDED and state.get("invc_no") == invc_no:
+            return False
+        if state["status"] == EtimsStatus.SIGNED and state.get("environment") == environment:
+            raise EtimsAlreadySigned(
+                f"invoice {self.number} is signed by KRA (receipt {state.get('receipt_no')}): "
+                "issue a credit note instead of voiding it"
+            )
+        self._etims_voided(
+            environment=environment,
+            branch_id=branch_id,
+            invc_no=invc_no,
+            reason=reason,
+            voided_by=voided_by,
+            traceparent=traceparent,
+            tenant_id=self.tenant_id,
+        )
+        return True
+
+    @event(EtimsVoided)
+    def _etims_voided(
+        self,
+        *,
+        environment: str,
+        branch_id: str,
+        invc_no: int,
+        reason: str,
+        voided_by: str,
+        traceparent: str | None,
+        tenant_id: UUID,
+    ) -> None:
+        previous = self.etims or {}
+        self.etims = {
+            **{k: previous[k] for k in ("device_type", "job_id", "failure") if k in previous},
+            "status": EtimsStatus.VOIDED,
+            "environment": environment,
+            "branch_id": branch_id,
+            "invc_no": invc_no,
+            "void": {"reason": reason, "voided_by": voided_by},
+        }
+
     def check_not_cancelled(self) -> None:
         if self.status == InvoiceStatus.CANCELLED:
             raise InvoiceAlreadyCancelled(f"invoice {self.number} is already cancelled")
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 class InvoiceError(Conflict):
@@ -323,3 +737,11 @@ class InvoiceAlreadyCancelled(InvoiceError):
 
 class IrnAlreadyRecorded(InvoiceError):
     """An invoice has one IRN; a different one for the same document is a conflict to investigate."""
+
+
+class NotAKenyanSale(InvoiceError):
+    """An eTIMS result for an invoice that is not a Kenyan sale."""
+
+
+class EtimsAlreadySigned(InvoiceError):
+    """A signed sale cannot be voided (KRA holds it)."""

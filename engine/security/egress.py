@@ -123,6 +123,15 @@ def check_endpoint(url: str, environment: str, policy: EndpointPolicy, mode: Dep
             field="environment",
         )
     if environment != "production":
+        if is_production_endpoint(parts, url, policy):
+            # Issue 10: "sandbox traffic can never reach a production endpoint". A sandbox
+            # integration's test documents (eTIMS: numbered, signed sales) must never be filed with
+            # the tax authority's production system, whoever typed the URL.
+            raise EgressRefused(
+                "url_not_allowed",
+                f"{parts.hostname} is {policy.provider}'s production endpoint: use environment production"
+                " for it, or the provider's sandbox URL",
+            )
         return url.rstrip("/")
     local = is_local_origin(url, policy)
     if parts.scheme != "https" and not local:
@@ -137,6 +146,15 @@ def check_endpoint(url: str, environment: str, policy: EndpointPolicy, mode: Dep
             allowed=policy.allowed(),
         )
     return url.rstrip("/")
+
+
+def is_production_endpoint(parts: SplitResult, url: str, policy: EndpointPolicy) -> bool:
+    """True for a URL on one of the policy's production hosts (any scheme or port) or fixed URLs;
+    declared local addresses (a signing service on the tenant's side) serve both environments."""
+    host = (parts.hostname or "").lower().rstrip(".")
+    return host in {_host_entry(h)[0] for h in policy.known_hosts} or any(
+        _within(url, fixed) for fixed in policy.provider_urls
+    )
 
 
 def _within(url: str, base: str) -> bool:

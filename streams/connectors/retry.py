@@ -32,6 +32,10 @@ class RetryPolicy:
 
     delays: tuple[float, ...] = SEED_SCHEDULE
     per_code: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    forever: bool = False
+    """Never dead-letter a retryable failure: after the schedule, wait its last delay again and
+    again (eTIMS: a sale must reach KRA under its number however long KRA is away, kenya-etims.md).
+    Permanent and needs-attention errors still go to the DLQ."""
 
     def __post_init__(self) -> None:
         for code, schedule in [("", self.delays), *self.per_code.items()]:
@@ -53,6 +57,7 @@ class RetryPolicy:
         return RetryPolicy(
             tuple(d * factor for d in self.delays),
             {code: tuple(d * factor for d in s) for code, s in self.per_code.items()},
+            self.forever,
         )
 
 
@@ -75,9 +80,9 @@ class GiveUp:
 def next_step(policy: RetryPolicy, *, attempt: int, code: str, retry_after: float | None) -> Retry | GiveUp:
     """What to do after attempt ``attempt`` (1-based) failed retryably with provider code ``code``."""
     schedule = policy.schedule_for(code)
-    if attempt > len(schedule):
+    if attempt > len(schedule) and not (policy.forever and schedule):
         return GiveUp(attempt)
-    wait = max(schedule[attempt - 1], retry_after or 0.0)
+    wait = max(schedule[min(attempt, len(schedule)) - 1], retry_after or 0.0)
     return Retry(next_attempt=attempt + 1, wait=wait, tier=choose_tier(policy.tiers(), wait))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,22 +12,46 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
-from connectors import catalogue, gstin_lookup, registry
+from connectors import catalogue, etims, gstin_lookup, registry
+from connectors.etims.sandbox import create_app as create_etims_sandbox
 from connectors.gst_irp.sandbox import SandboxAccount as IrpAccount
 from connectors.gst_irp.sandbox import create_app as create_irp_sandbox
 from connectors.gstin_lookup.sandbox import create_app as create_lookup_sandbox
 from connectors.kit import Connector
 from engine import db, integrations
 from engine.application import LedgerService
+from engine.bootstrap import build_service
 from engine.config import Settings
 from engine.security import connector_secrets, rotation
 from engine.security.egress import EndpointPolicy
 from engine.security.secrets import SecretError, load_key_ring
-from ops.supervisor import DEMO_GSTIN, demo_tenant
+from ops.supervisor import (
+    DEMO_COUNTRY_OF,
+    DEMO_GSTIN,
+    DEMO_ITEM_CODE,
+    DEMO_KE_BODY,
+    announce_kenyan_demo,
+    demo_kenyan_tenant,
+    demo_tenant,
+)
 from streams.connectors.context import HandlerContext
 from tests.connectors.contract import LiveServer
+from tests.integration.helpers import client_for
 
 pytestmark = [pytest.mark.integration]
+
+
+def messages_on(settings: Settings, topic: str) -> int:
+    """How many messages ``topic`` holds (high minus low watermark, every partition)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"count-{uuid4().hex}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions]
+    finally:
+        consumer.close()
+    return sum(high - low for low, high in marks)
 
 
 def context(settings: Settings, service: LedgerService, connector: str = "gstin-lookup") -> HandlerContext:
@@ -155,7 +180,7 @@ def test_a_connectors_own_tables_are_created_by_the_migration(
     assert found == [("KRACU0100000001",)]
 
 
-def test_the_demo_tenant_gets_every_connectors_sandbox_and_each_connection_test_passes(
+def test_the_demo_tenant_gets_every_indian_connectors_sandbox_and_each_connection_test_passes(
     settings: Settings, tmp_path: Path
 ) -> None:
     own = replace(settings, var_dir=tmp_path / "var")  # demo-tenant.json and the ring: the test's own
@@ -165,11 +190,18 @@ def test_the_demo_tenant_gets_every_connectors_sandbox_and_each_connection_test_
 
     tenant, ring = UUID(demo["tenant_id"]), load_key_ring(own.var_dir)
     with psycopg.connect(own.database_url, options=f"-c search_path={own.db_schema}") as conn:
-        configured = {c.name: integrations.load(conn, ring, tenant, c.name) for c in registry.CONNECTORS}
+        configured = {
+            c.name: integrations.load(conn, ring, tenant, c.name)
+            for c in registry.CONNECTORS
+            if c.name not in DEMO_COUNTRY_OF
+        }
+        # Kenya's eTIMS belongs to the demo Kenyan tenant (demo_kenyan_tenant), not to this one.
+        assert all(integrations.load(conn, ring, tenant, name) is None for name in DEMO_COUNTRY_OF)
     assert demo_tenant(own) == demo  # kept in var/: the same tenant on every start
     sandboxes = {
         "gst-irp": create_irp_sandbox(account=IrpAccount(gstin=DEMO_GSTIN)),
         "gstin-lookup": create_lookup_sandbox(),
+        "etims": create_etims_sandbox(),
     }
     answers = {}
     for name, loaded in configured.items():
@@ -181,3 +213,89 @@ def test_the_demo_tenant_gets_every_connectors_sandbox_and_each_connection_test_
                 catalogue.test_connection(replace(loaded, base_url=live.url), own.mode)
             )
     assert {name: answer["ok"] for name, answer in answers.items()} == {"gst-irp": True, "gstin-lookup": True}
+
+
+def test_the_demo_kenyan_tenant_has_a_kra_pin_and_its_etims_integration_on_the_etims_sandbox(
+    settings: Settings, tmp_path: Path, topics: list[str]
+) -> None:
+    own = replace(settings, var_dir=tmp_path / "var", mode="development")
+    db.ensure_schema(own)
+
+    demo = demo_kenyan_tenant(own)
+
+    assert demo is not None and demo_kenyan_tenant(own) == demo  # kept in var/demo-tenant-ke.json
+    assert demo_tenant(own)["tenant_id"] != demo["tenant_id"]
+    tenant, ring = UUID(demo["tenant_id"]), load_key_ring(own.var_dir)
+    with psycopg.connect(own.database_url, options=f"-c search_path={own.db_schema}") as conn:
+        loaded = integrations.load(conn, ring, tenant, "etims")
+        indian = [integrations.load(conn, ring, tenant, name) for name in ("gst-irp", "gstin-lookup")]
+    assert loaded is not None and loaded.enabled and loaded.environment == "sandbox"
+    assert loaded.base_url == f"http://127.0.0.1:{etims.SANDBOX_PORT}"
+    assert loaded.credentials["tin"] == etims.DEMO_KRA_PIN
+    assert loaded.credentials["bhf_id"] == etims.DEMO_BRANCH_ID
+    assert indian == [None, None]
+    service = build_service(own, pool_size=1)
+    try:
+        profile = service.get_tenant(tenant)
+    finally:
+        service.close()
+    assert (profile.country, profile.kra_pin, profile.gstin) == ("KE", etims.DEMO_KRA_PIN, None)
+    with LiveServer(create_etims_sandbox()) as live:  # the sandbox `ledgerflow run` starts, on a free port
+        answer = asyncio.run(catalogue.test_connection(replace(loaded, base_url=live.url), own.mode))
+    assert answer["ok"] is True, answer
+    # The item of the printed curl is registered with KRA (the sandbox) by a queued saveItem job.
+    with psycopg.connect(own.database_url, options=f"-c search_path={own.db_schema}") as conn:
+        items = conn.execute(
+            "SELECT item_code, environment, bhf_id FROM etims_items WHERE tenant_id = %s", (tenant,)
+        )
+        assert items.fetchall() == [(DEMO_ITEM_CODE, "sandbox", etims.DEMO_BRANCH_ID)]
+    assert messages_on(own, own.topic("connector.etims.jobs.v1")) == 1
+    # The curl `ledgerflow run` prints for it is a Kenyan sale the API takes.
+    issued = client_for(own).post(
+        "/v1/invoices",
+        content=DEMO_KE_BODY,
+        headers={"Authorization": f"Bearer {demo['api_key']}", "Content-Type": "application/json"},
+    )
+    assert issued.status_code == 201, issued.text
+    assert issued.json()["totals"] == {"taxable": "600.00", "vat": "96.00", "total": "696.00"}
+    # Production refuses sandbox integrations: no demo there.
+    assert demo_kenyan_tenant(replace(own, mode="production")) is None
+
+
+def test_ledgerflow_run_prints_the_kenyan_demo_once_its_device_is_ready_and_its_item_registered(
+    settings: Settings, tmp_path: Path, topics: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from connectors.etims import devices as etims_devices
+
+    own = replace(settings, var_dir=tmp_path / "var", mode="development")
+    db.ensure_schema(own)
+    demo = demo_kenyan_tenant(own)
+    assert demo is not None
+    tenant = UUID(demo["tenant_id"])
+    base = "http://127.0.0.1:8080"
+
+    # Device still pending: nothing printed but, after the deadline, the curl with what is missing.
+    announce_kenyan_demo(own, demo, base, threading.Event(), timeout=1.5)
+    waited = capsys.readouterr().out
+    assert demo["api_key"] in waited and f"item {DEMO_ITEM_CODE} is not registered" in waited
+    assert messages_on(own, own.topic("connector.etims.jobs.v1")) == 1  # only the first start's job
+
+    # The device initialised: the item's job is queued again at once, then the item registered.
+    with psycopg.connect(own.database_url, options=f"-c search_path={own.db_schema}") as conn:
+        etims_devices.register_device(
+            conn,
+            tenant,
+            environment="sandbox",
+            bhf_id=etims.DEMO_BRANCH_ID,
+            device_serial=etims.DEMO_DEVICE_SERIAL,
+            device_type="oscu",
+        )
+        conn.execute("UPDATE etims_devices SET status = 'initialized' WHERE tenant_id = %s", (tenant,))
+    announce_kenyan_demo(own, demo, base, threading.Event(), timeout=1.5)
+    assert messages_on(own, own.topic("connector.etims.jobs.v1")) == 2
+    capsys.readouterr()
+    with psycopg.connect(own.database_url, options=f"-c search_path={own.db_schema}") as conn:
+        conn.execute("UPDATE etims_items SET status = 'registered' WHERE tenant_id = %s", (tenant,))
+    announce_kenyan_demo(own, demo, base, threading.Event(), timeout=60)
+    ready = capsys.readouterr().out
+    assert "is ready" in ready and "not registered" not in ready and DEMO_ITEM_CODE in ready

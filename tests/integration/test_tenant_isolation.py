@@ -70,7 +70,8 @@ B_BUYER_NAME = "Bravo Yankee Traders LLP"
 # third active ingest key, B's own use of an Idempotency-Key). Never 401 (B's key is valid), never
 # a 5xx. The operators' endpoints (onboarding) refuse any tenant key with 403.
 ALLOWED = {200, 201, 404, 422}
-ALLOWED_CONFLICTS = {"too_many_ingest_keys", "idempotency_key_in_progress"}
+# etims_not_configured: B's own state (B never saved an etims integration), nothing of A's.
+ALLOWED_CONFLICTS = {"too_many_ingest_keys", "idempotency_key_in_progress", "etims_not_configured"}
 ALLOWED_REFUSALS = {"onboarding_disabled", "forbidden"}
 
 

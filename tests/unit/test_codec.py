@@ -162,6 +162,8 @@ def test_round_trip_unicode() -> None:
         "gstin": None,
         "state": "33",
         "address": {"line1": "12, காந்தி சாலை", "line2": "पहली मंज़िल", "city": "Chennai", "pincode": None},
+        "kra_pin": None,  # v4's Kenyan buyer fields
+        "phone": None,
     }
     record = _issued(buyer=buyer, number="INV/२०२५/１")
     data, _ = registry.encode_event("ledgerflow.invoice.issued", record)
@@ -178,8 +180,16 @@ def test_round_trip_nullable_fields_null_and_empty_lines() -> None:
             "state": "07",
             "trade_name": None,
             "address": None,
+            "kra_pin": None,
         },
-        buyer={"name": "Walk-in", "gstin": None, "state": "07", "address": None},
+        buyer={
+            "name": "Walk-in",
+            "gstin": None,
+            "state": "07",
+            "address": None,
+            "kra_pin": None,
+            "phone": None,
+        },
     )
     data, _ = registry.encode_event("ledgerflow.invoice.issued", record)
     decoded = registry.decode_event(data)
@@ -291,7 +301,13 @@ def test_codec_decode_with_lookup_and_reader_schema() -> None:
 
 def test_registry_lookups() -> None:
     assert registry.all_types() == [
+        "ledgerflow.alert.raised",
         "ledgerflow.invoice.cancelled",
+        "ledgerflow.invoice.credited",
+        "ledgerflow.invoice.etims_failed",
+        "ledgerflow.invoice.etims_numbered",
+        "ledgerflow.invoice.etims_signed",
+        "ledgerflow.invoice.etims_voided",
         "ledgerflow.invoice.irn_cancelled",
         "ledgerflow.invoice.irn_failed",
         "ledgerflow.invoice.irn_generated",
@@ -304,7 +320,7 @@ def test_registry_lookups() -> None:
         "ledgerflow.tenant.registered",
     ]
     issued = registry.versions("ledgerflow.invoice.issued")
-    assert [sv.version for sv in issued] == [1, 2, 3]
+    assert [sv.version for sv in issued] == [1, 2, 3, 4]
     assert registry.current("ledgerflow.invoice.issued") is issued[-1]
     for sv in issued:
         assert registry.by_fingerprint(sv.fingerprint) is sv

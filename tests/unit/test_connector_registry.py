@@ -22,7 +22,7 @@ from streams.connectors.spec import topics_for
 def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connection_test() -> None:
     names = [c.name for c in CONNECTORS]
 
-    assert names == ["gst-irp", "gstin-lookup"]
+    assert names == ["gst-irp", "gstin-lookup", "etims"]
     assert sorted(integrations.PROVIDERS) == sorted(names)
     assert integrations.PROVIDERS["gstin-lookup"].credential_fields == ("client_id", "client_secret")
     assert set(catalogue.ENDPOINT_POLICIES) == set(catalogue.CONNECTION_TESTS) == set(names)
@@ -31,12 +31,20 @@ def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connec
 def test_only_connectors_with_a_handler_get_topics_and_gst_irp_keeps_its_names() -> None:
     specs = runtime.planned_specs(Settings(retry_delays=(0, 60)))  # 0: straight back onto the jobs topic
 
-    assert [s.name for s in specs] == ["gst-irp"]
+    assert [s.name for s in specs] == ["gst-irp", "etims"]
     assert topics_for(specs[0]) == [
         "connector.gst-irp.jobs.v1",
         "connector.gst-irp.retry.1m.v1",
         "connector.gst-irp.dlq.v1",
     ]
+    # eTIMS runs sale and device jobs (etims-sales wired its routes and handler); the deployment's
+    # schedule applies to it too, repeated for ever.
+    assert topics_for(specs[1]) == [
+        "connector.etims.jobs.v1",
+        "connector.etims.retry.1m.v1",
+        "connector.etims.dlq.v1",
+    ]
+    assert specs[1].retry_policy.forever and not specs[0].retry_policy.forever
 
 
 def test_a_rate_limit_comes_from_its_variable_else_the_declaration(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,7 +96,9 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("ops", "consumer_lag_samples.sql"),
     ("projections", "rebuild.sql"),
     ("projections", "dead_letters.sql"),
+    ("projections", "etims_compliance.sql"),
     ("engine", "connector_state.sql"),
+    ("engine", "etims_tax_rates.sql"),
 ]
 
 

@@ -37,6 +37,12 @@ NEFT = RetryPolicy(per_code={"bank_offline": (1800.0, 1800.0)})
         (RetryPolicy((1.0, 2.0)), 3, "x", None, GiveUp(3)),
         # No retries at all: the first retryable failure is final.
         (RetryPolicy(()), 1, "x", None, GiveUp(1)),
+        # Forever (eTIMS): past the schedule its last delay repeats and nothing is given up;
+        # Retry-After still wins when longer. An empty schedule has no delay to repeat.
+        (RetryPolicy((0.0, 60.0, 900.0), forever=True), 3, "x", None, Retry(4, 900.0, 900.0)),
+        (RetryPolicy((0.0, 60.0, 900.0), forever=True), 500, "x", None, Retry(501, 900.0, 900.0)),
+        (RetryPolicy((0.0, 60.0, 900.0), forever=True), 9, "x", 1200.0, Retry(10, 1200.0, 900.0)),
+        (RetryPolicy((), forever=True), 1, "x", None, GiveUp(1)),
     ],
 )
 def test_next_step_follows_the_schedule(
