@@ -154,6 +154,11 @@ def ensure_schema(settings: Settings) -> None:
             return
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledgerflow.ensure_schema'))")
+            if is_migrated(conn):
+                # Already at this version (another process, or an earlier start). Running the DDL
+                # again would still take ACCESS EXCLUSIVE locks (ALTER TABLE ... ADD COLUMN IF NOT
+                # EXISTS does) on tables that running processes use, and deadlock their queries.
+                return
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(settings.db_schema)))
             for package, name in all_migrations():
                 conn.execute(resources.files(package).joinpath(name).read_text())
@@ -191,14 +196,20 @@ def schema_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def check_migrated(conn: psycopg.Connection, settings: Settings) -> None:
+def is_migrated(conn: psycopg.Connection) -> bool:
+    """Whether the schema on the connection's search path is stamped with this code's migrations."""
     found = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
-    if found and found[0]:
-        stamped = conn.execute(
-            "SELECT 1 FROM schema_migrations WHERE fingerprint = %s", (schema_fingerprint(),)
-        ).fetchone()
-        if stamped:
-            return
+    if not (found and found[0]):
+        return False
+    stamped = conn.execute(
+        "SELECT 1 FROM schema_migrations WHERE fingerprint = %s", (schema_fingerprint(),)
+    ).fetchone()
+    return stamped is not None
+
+
+def check_migrated(conn: psycopg.Connection, settings: Settings) -> None:
+    if is_migrated(conn):
+        return
     raise SchemaNotMigrated(
         f"schema {settings.db_schema!r} is not migrated to this version and role {settings.runtime_role!r}"
         " may not change it: run `ledgerflow db migrate` with LEDGERFLOW_OWNER_DATABASE_URL set to the"

@@ -188,6 +188,17 @@ class _Compiler:
             self.emit(depth + 1, f"for {item} in {v}:")
             self.value(schema["items"], item, depth + 2)
             self.emit(depth, "w(b'\\x00')")
+        elif kind == "map":
+            # One block of (key, value) pairs in the dict's order, then the empty block: as fastavro.
+            key, item = self.fresh("k"), self.fresh("i")
+            self.emit(depth, f"if type({v}) is not dict: raise _Mismatch")
+            self.emit(depth, f"if {v}:")
+            self.emit(depth + 1, f"w(_zigzag(len({v})))")
+            self.emit(depth + 1, f"for {key}, {item} in {v}.items():")
+            self.emit(depth + 2, f"if type({key}) is not str: raise _Mismatch")
+            self.string(key, "_LENGTHS", "", depth + 2)
+            self.value(schema["values"], item, depth + 2)
+            self.emit(depth, "w(b'\\x00')")
         elif kind == "record":
             fields = schema["fields"]
             # Exactly the schema's fields (a missing one raises KeyError below): fastavro handles
@@ -222,7 +233,7 @@ class _Compiler:
 def compile_writer(schema: Mapping[str, Any], fp: bytes) -> Callable[[Mapping[str, Any]], bytes]:
     """A function writing a record of ``schema`` (the raw JSON form) as a single-object message with
     fingerprint ``fp``: the same bytes and errors as :func:`encode`, faster. Schemas with constructs
-    the compiler does not handle (maps, enums, named references, ...) get :func:`encode` itself."""
+    the compiler does not handle (enums, named references, ...) get :func:`encode` itself."""
     parsed = parse(schema)
 
     def slow(record: Mapping[str, Any]) -> bytes:

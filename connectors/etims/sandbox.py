@@ -11,9 +11,13 @@ What it enforces (kenya-etims.md):
   class 04 with the rates A 0, B 16, C 0, D 0, E 8 in ``userDfnCd1``.
 * ``saveItem`` checks the item code's shape against its type and units, the tax type and the class.
 * ``saveTrnsSalesOsdc`` (VSCU ``/trnsSales/saveSales``): per (tin, branch) the ``invcNo`` must be the
-  next one; a repeat of an accepted number -> 994 (VSCU: 899, as reported), a gap -> 921 (permanent:
-  sales are received in sequence); items must be registered; totals must add up; a credit note needs
-  an existing original ``orgInvcNo`` and a refund reason. Each accepted sale gets its own receipt
+  next one or later; a repeat of an accepted number -> 994 (VSCU: 899, as reported). A number past
+  the next leaves the ones between it unused for good (an operator's void does that: KRA publishes no
+  gap rule, and a void could not work if gaps were refused); they are counted as the effect
+  ``invc_no_skipped`` and listed per branch, so a test can tell a void from a numbering bug, and a
+  skipped number sent later is refused with 921 (sales are received in sequence). Items must be
+  registered; totals must add up; a credit note needs an existing original ``orgInvcNo`` and a
+  refund reason. Each accepted sale gets its own receipt
   counters, internal data and signature (an HMAC of the sale under a key of this sandbox).
 * the sales look-up :meth:`EtimsClient.find_sale` uses (``/etims-api/selectInvoiceDetails``, VSCU
   ``/trnsSales/selectSales``): the receipt of an accepted invcNo, 001 otherwise.
@@ -52,7 +56,7 @@ from connectors.etims.mapping import NAIROBI, TAX_TYPES, kra_datetime, parse_ite
 from connectors.etims.settings import BRANCH_ID, KRA_PIN
 from connectors.sandbox_kit import Faults, SandboxKit
 
-EFFECTS = ("devices_initialized", "items_saved", "sales_signed")
+EFFECTS = ("devices_initialized", "items_saved", "sales_signed", "invc_no_skipped")
 OSCU, VSCU = PATHS["oscu"], PATHS["vscu"]
 
 CODES_UPDATED_AT = datetime(2024, 1, 1, 8, 0, tzinfo=NAIROBI)
@@ -183,12 +187,13 @@ class Sale:
 @dataclass
 class Branch:
     sales: dict[int, Sale] = field(default_factory=dict)
+    skipped: set[int] = field(default_factory=set)
     receipt_counters: dict[str, int] = field(default_factory=dict)
     total_receipts: int = 0
 
     @property
     def next_invc_no(self) -> int:
-        return len(self.sales) + 1
+        return len(self.sales) + len(self.skipped) + 1
 
 
 @dataclass
@@ -440,11 +445,11 @@ def create_app(
         if invc_no in branch.sales:
             duplicate = codes.DUPLICATE if device.device_type == "oscu" else codes.VSCU_CLIENT_ERROR
             raise Refusal(duplicate, f"invcNo {invc_no} was already received (overlapped data)")
-        if invc_no != branch.next_invc_no:
+        if invc_no < branch.next_invc_no:
             raise Refusal(
                 "921",
-                f"Sales data declared cannot be received: invcNo {invc_no} is not the next in sequence "
-                f"(expected {branch.next_invc_no})",
+                f"Sales data declared cannot be received: invcNo {invc_no} was passed over "
+                f"(the next expected is {branch.next_invc_no})",
             )
         if body.get("pmtTyCd") not in PAYMENT_TYPES:
             raise Refusal(codes.PARAMETER_ERROR, "Invalid payment type code (pmtTyCd)")
@@ -483,6 +488,10 @@ def create_app(
     def save_sale(device: Device, body: Mapping[str, Any]) -> JSONResponse:
         branch = state.branches.setdefault((device.tin, device.bhf_id), Branch())
         invc_no, receipt_type = check_sale(device, body, branch)
+        passed_over = range(branch.next_invc_no, invc_no)
+        branch.skipped.update(passed_over)
+        for _ in passed_over:
+            kit.record_effect("invc_no_skipped")
         signed = sign(device, body, branch, receipt_type)
         branch.sales[invc_no] = Sale(
             invc_no=invc_no,
@@ -567,6 +576,7 @@ def create_app(
                         }
                         for s in sorted(branch.sales.values(), key=lambda s: s.invc_no)
                     ],
+                    "skipped": sorted(branch.skipped),
                 }
                 for (tin, bhf_id), branch in sorted(state.branches.items())
             ]

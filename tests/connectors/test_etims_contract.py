@@ -1,7 +1,7 @@
 """etims: the standard connector suite, then eTIMS's own contract over HTTP against the sandbox:
 one-time CMC keys (902 after), header checks, code lists since lastReqDt, the invcNo sequence (994 on
-a repeat, a gap refused), credit notes, VSCU, and a sale accepted after the client gave up that the
-sales look-up finds."""
+a repeat, a passed-over number unused for good), credit notes, VSCU, and a sale accepted after the
+client gave up that the sales look-up finds."""
 
 from __future__ import annotations
 
@@ -282,17 +282,21 @@ class TestEtimsSandbox(SandboxFixtures):
         assert duplicate.value.code == "994" and duplicate.value.verified_duplicate
         assert sandbox.stats()["effects"]["sales_signed"] == 2
 
-    async def test_a_gap_in_the_invc_no_sequence_is_refused_permanently(
+    async def test_a_number_passed_over_stays_unused_for_good(
         self, sandbox: Operator, server: LiveServer
     ) -> None:
+        # A void leaves its number unused: the next sale jumps it, and the number can never come
+        # later (sales are received in sequence).
         async with oscu(server.url) as client:
             await client.save_item(ITEM_PAYLOAD)
             await client.save_sale(sale(1))
-            with pytest.raises(PermanentError) as gap:
-                await client.save_sale(sale(3))
+            await client.save_sale(sale(3))
+            with pytest.raises(PermanentError) as late:
+                await client.save_sale(sale(2))
 
-        assert gap.value.code == "921" and "expected 2" in gap.value.message
-        assert sandbox.stats()["effects"]["sales_signed"] == 1
+        assert late.value.code == "921" and "passed over" in late.value.message
+        assert sandbox.stats()["effects"]["sales_signed"] == 2
+        assert sandbox.stats()["effects"]["invc_no_skipped"] == 1
 
     async def test_a_credit_note_needs_an_existing_original(
         self, sandbox: Operator, server: LiveServer

@@ -310,6 +310,7 @@ def test_a_thousand_sales_over_two_branches_are_signed_once_each_in_order_throug
     assert set(counts.values()) == {1}, "an invoice was signed twice"
     stats = operator.stats()
     assert stats["effects"]["sales_signed"] == len(everything), stats  # exactly once at KRA
+    assert stats["effects"].get("invc_no_skipped", 0) == 0, stats  # no number left unused
 
     # invcNo 1..500 per branch, at KRA and in our queue, each sale signed under its own number.
     at_kra = kra_sales(url)
@@ -486,6 +487,52 @@ def test_a_sale_kra_cannot_take_blocks_its_branch_until_an_operator_resends_it_u
     assert sorted(_kra_numbers(kra_sales(url), "01")) == [1, 2]
     assert (service.get_invoice(kenya.tenant_id, refused).etims or {}).get("invc_no") == 1
     assert dlq_list(fast, "etims") == []
+
+
+def test_a_voided_sale_leaves_its_number_unused_at_kra_and_the_branch_moves_on(
+    service: LedgerService,
+    fast: Settings,
+    topics: list[str],
+    etims: tuple[str, Operator],
+    processes: Processes,
+) -> None:
+    url, operator = etims
+    kenya = Kenya(service, fast, url, ("01",))
+    engine = start_engine(processes, connector_workers=1)
+    processes.wait_for(kenya.devices_ready, what="the device initialised", watch=engine, timeout=120)
+    kenya.register_item(operator, engine, processes)
+    registered = kenya.item_code
+    kenya.item_code = registered[:-7] + f"{int(registered[-7:]) + 1:07d}"  # never registered
+    [refused] = kenya.issue("V", "01", 1)
+    kenya.item_code = registered
+    processes.wait_for(
+        lambda: kenya.client.get("/v1/etims/sales", params={"state": "blocked"}, headers=kenya.auth).json()[
+            "items"
+        ],
+        what="the sale blocked",
+        watch=engine,
+        timeout=120,
+    )
+    [behind] = kenya.issue("W", "01", 1)
+
+    voided = kenya.client.post(
+        f"/v1/etims/sales/{refused}/void",
+        json={"reason": "sold an item KRA never registered"},
+        headers=kenya.auth,
+    )
+    assert voided.status_code == 200, voided.text
+    processes.wait_for(
+        lambda: str(behind) in signed_events(fast),
+        what="the sale behind the voided one signed",
+        watch=engine,
+        timeout=120,
+        explain=lambda: render_status(status(fast, ["etims"])),
+    )
+    listing = kra_sales(url)
+    assert _kra_numbers(listing, "01") == [2]
+    assert [b["skipped"] for b in listing["branches"] if b["bhf_id"] == "01"] == [[1]]
+    assert (service.get_invoice(kenya.tenant_id, refused).etims or {}).get("status") == "voided"
+    assert (service.get_invoice(kenya.tenant_id, behind).etims or {}).get("invc_no") == 2
 
 
 def test_a_sandbox_integration_cannot_point_at_kras_production_host_nor_production_at_a_sandbox(

@@ -15,6 +15,7 @@ measured by ``python -m bench --only scaling``.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -85,11 +86,15 @@ def stable_with(settings: Settings, members: int) -> GroupLag | None:
 
 
 def created(worker: LedgerflowProcess) -> int:
-    """Commands this worker turned into a new invoice, from its log (streams/ingest.py logs each)."""
+    """Commands this worker turned into a new invoice, from its log (streams/ingest.py logs each
+    batch's count, "ingested a batch of N: C created, ...", and each command applied alone)."""
     try:
-        return worker.log_path.read_text(errors="replace").count("(created)")
+        text = worker.log_path.read_text(errors="replace")
     except OSError:
         return 0
+    return sum(int(n) for n in re.findall(r"ingested a batch of \d+: (\d+) created", text)) + text.count(
+        "(created)"
+    )
 
 
 def publish_backlog(settings: Settings, tenant_id: str, count: int) -> None:

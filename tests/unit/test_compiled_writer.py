@@ -79,6 +79,8 @@ def records(schema: Any) -> st.SearchStrategy[Any]:
         return st.one_of(st.text(max_size=20), long)
     if kind == "array":
         return st.lists(records(schema["items"]), max_size=4)
+    if kind == "map":
+        return st.dictionaries(st.text(max_size=20), records(schema["values"]), max_size=4)
     if kind == "record":
         return st.fixed_dictionaries({f["name"]: records(f["type"]) for f in schema["fields"]})
     raise AssertionError(f"no strategy for {kind}")
