@@ -150,7 +150,13 @@ def test_the_kenyan_issued_record_carries_the_spec_fields() -> None:
     assert issued["financial_year"] == "2026-27" == kenya_financial_year(date(2026, 12, 1))
     assert issued["payment_type"] == "01" and issued["supply_type"] == "B2B"
     assert issued["seller"]["kra_pin"] == "P051234567X" and issued["buyer"]["kra_pin"] == "P052345678Y"
-    assert issued["totals"] == {"taxable": "2951.50", "vat": "388.12", "total": "3339.62"}
+    # The GST totals are written as null (every field named, for the compiled Avro writer).
+    assert {k: v for k, v in issued["totals"].items() if v is not None} == {
+        "taxable": "2951.50",
+        "vat": "388.12",
+        "total": "3339.62",
+    }
+    assert {issued["totals"][k] for k in ("cgst", "sgst", "igst", "cess")} == {None}
     line = issued["lines"][1]
     assert (line["unit_price"], line["supply_amount"], line["tax_rate"], line["tax_amount"]) == (
         "350.50",
@@ -170,7 +176,11 @@ def test_the_kenyan_issued_record_carries_the_spec_fields() -> None:
         "03",
         1,
     )
-    assert record["totals"] == {"taxable": "400.00", "vat": "64.00", "total": "464.00"}
+    assert {k: v for k, v in record["totals"].items() if v is not None} == {
+        "taxable": "400.00",
+        "vat": "64.00",
+        "total": "464.00",
+    }
 
 
 # -- issued v4 against older readers -----------------------------------------------------------------
