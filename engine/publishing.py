@@ -247,25 +247,32 @@ def invoice_document(event: Any, invoice_id: UUID | str) -> dict[str, Any]:
 # field is written by the compiled Avro writer; one relying on the schema's defaults falls back to
 # fastavro, several times slower (schemas/codec.py).
 _NO_TOTALS: dict[str, None] = dict.fromkeys(("cgst", "sgst", "igst", "cess", "vat"))
-_NO_KENYAN_LINE: dict[str, None] = dict.fromkeys(
-    ("item_code", "tax_type", "supply_amount", "taxable_amount", "tax_rate", "tax_amount", "original_line_no")
+# The line fields of one country only (the API leaves the other country's out).
+KENYAN_LINE_FIELDS = (
+    "item_code",
+    "tax_type",
+    "supply_amount",
+    "taxable_amount",
+    "tax_rate",
+    "tax_amount",
+    "original_line_no",
 )
-_NO_GST_LINE: dict[str, None] = dict.fromkeys(
-    (
-        "hsn",
-        "unit",
-        "taxable_value",
-        "gst_rate",
-        "rate_source",
-        "master_rate",
-        "override_reason",
-        "cgst",
-        "sgst",
-        "igst",
-        "cess_rate",
-        "cess",
-    )
+GST_LINE_FIELDS = (
+    "hsn",
+    "unit",
+    "taxable_value",
+    "gst_rate",
+    "rate_source",
+    "master_rate",
+    "override_reason",
+    "cgst",
+    "sgst",
+    "igst",
+    "cess_rate",
+    "cess",
 )
+_NO_KENYAN_LINE: dict[str, None] = dict.fromkeys(KENYAN_LINE_FIELDS)
+_NO_GST_LINE: dict[str, None] = dict.fromkeys(GST_LINE_FIELDS)
 
 
 def _gst_line(line: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import orjson
 import psycopg
 from psycopg.rows import dict_row
 
+from engine.publishing import GST_LINE_FIELDS, KENYAN_LINE_FIELDS
 from projections.batch import RowChange, RowProjection
 from projections.events import ProjectedEvent
 
@@ -264,29 +265,8 @@ _KENYAN_TOP = (
     "payment_type",
     "tax_breakdown",
 )
-_KENYAN_LINE = (
-    "item_code",
-    "tax_type",
-    "supply_amount",
-    "taxable_amount",
-    "tax_rate",
-    "tax_amount",
-    "original_line_no",
-)
-_GST_LINE = (
-    "hsn",
-    "unit",
-    "taxable_value",
-    "gst_rate",
-    "rate_source",
-    "master_rate",
-    "override_reason",
-    "cgst",
-    "sgst",
-    "igst",
-    "cess_rate",
-    "cess",
-)
+_KENYAN_LINE = KENYAN_LINE_FIELDS
+_GST_LINE = GST_LINE_FIELDS
 
 
 def api_document(document: dict[str, Any]) -> dict[str, Any]:
