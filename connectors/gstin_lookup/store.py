@@ -203,7 +203,7 @@ def invoice_check(conn: psycopg.Connection[Any], tenant_id: UUID, invoice_id: UU
     row = (
         conn.cursor(row_factory=dict_row)
         .execute(
-            "SELECT invoice_id, invoice_number, gstin, outcome, status, alerted, checked_at"
+            "SELECT invoice_id, invoice_number AS number, gstin, outcome, status, alerted, checked_at"
             " FROM gstin_lookup_invoice_checks WHERE tenant_id = %s AND invoice_id = %s",
             (tenant_id, invoice_id),
         )
@@ -221,7 +221,7 @@ def invoices_of(
     rows = (
         conn.cursor(row_factory=dict_row)
         .execute(
-            "SELECT invoice_id, invoice_number, outcome, status, alerted, checked_at"
+            "SELECT invoice_id, invoice_number AS number, outcome, status, alerted, checked_at"
             " FROM gstin_lookup_invoice_checks WHERE tenant_id = %s AND gstin = %s"
             " ORDER BY checked_at DESC, invoice_number LIMIT %s",
             (tenant_id, gstin, limit),
