@@ -166,10 +166,23 @@ class BuyerChecks:
         )
 
     def record_failure(self, job: Job, error: ConnectorError, attempts: int) -> None:
-        """The buyer could not be verified (dead-lettered): the invoice shows no check, the DLQ has
-        the job for a redrive (``ledgerflow connectors dlq``); nothing about the buyer is known."""
+        """The buyer could not be verified (dead-lettered): the invoice's check says ``unverified``
+        and why; the DLQ keeps the job for a redrive (``ledgerflow connectors dlq``)."""
         log.warning(
             "buyer GSTIN of invoice %s not verified after %d attempts: %s", job.subject, attempts, error.code
+        )
+        self._in_db(
+            lambda conn: store.record_invoice_failure(
+                conn,
+                UUID(job.tenant_id),
+                UUID(job.subject),
+                str(job.payload.get("number") or job.subject),
+                str(job.payload.get("gstin") or ""),
+                code=error.code,
+                error_class=str(error.error_class),
+                attempts=attempts,
+                at=datetime.now(UTC),
+            )
         )
 
 

@@ -177,6 +177,7 @@ def record_invoice_check(
     *,
     alerted: bool,
 ) -> None:
+    """What the network said about the invoice's buyer; replaces an earlier failure (a redrive)."""
     conn.execute(
         "INSERT INTO gstin_lookup_invoice_checks"
         " (tenant_id, invoice_id, invoice_number, gstin, outcome, status, alerted, checked_at)"
@@ -184,6 +185,7 @@ def record_invoice_check(
         " ON CONFLICT (tenant_id, invoice_id) DO UPDATE SET gstin = EXCLUDED.gstin,"
         " outcome = EXCLUDED.outcome, status = EXCLUDED.status,"
         " alerted = gstin_lookup_invoice_checks.alerted OR EXCLUDED.alerted,"
+        " failure_code = NULL, failure_class = NULL, failure_attempts = NULL,"
         " checked_at = EXCLUDED.checked_at",
         (
             tenant_id,
@@ -198,20 +200,67 @@ def record_invoice_check(
     )
 
 
+def record_invoice_failure(
+    conn: psycopg.Connection[Any],
+    tenant_id: UUID,
+    invoice_id: UUID,
+    invoice_number: str,
+    gstin: str,
+    *,
+    code: str,
+    error_class: str,
+    attempts: int,
+    at: datetime,
+) -> None:
+    """The buyer could not be verified (the job was dead-lettered). Never replaces a check that
+    succeeded: what the network said stands."""
+    conn.execute(
+        "INSERT INTO gstin_lookup_invoice_checks (tenant_id, invoice_id, invoice_number, gstin, outcome,"
+        " failure_code, failure_class, failure_attempts, checked_at)"
+        " VALUES (%s, %s, %s, %s, 'unverified', %s, %s, %s, %s)"
+        " ON CONFLICT (tenant_id, invoice_id) DO UPDATE SET failure_code = EXCLUDED.failure_code,"
+        " failure_class = EXCLUDED.failure_class, failure_attempts = EXCLUDED.failure_attempts,"
+        " checked_at = EXCLUDED.checked_at"
+        " WHERE gstin_lookup_invoice_checks.outcome = 'unverified'",
+        (tenant_id, invoice_id, invoice_number, gstin, code, error_class, attempts, at),
+    )
+
+
+_CHECK_COLUMNS = (
+    "invoice_id, invoice_number AS number, gstin, outcome, status, alerted, failure_code, failure_class,"
+    " failure_attempts, checked_at"
+)
+
+
+def _check_view(row: dict[str, Any]) -> dict[str, Any]:
+    failure = None
+    if row["outcome"] == "unverified":
+        failure = {
+            "code": row["failure_code"],
+            "error_class": row["failure_class"],
+            "attempts": row["failure_attempts"],
+        }
+    shown = {k: v for k, v in row.items() if not k.startswith("failure_")}
+    return {
+        **shown,
+        "invoice_id": str(row["invoice_id"]),
+        "checked_at": row["checked_at"].isoformat(),
+        "failure": failure,
+    }
+
+
 def invoice_check(conn: psycopg.Connection[Any], tenant_id: UUID, invoice_id: UUID) -> dict[str, Any] | None:
     """The buyer verification of one invoice, as the invoice view shows it; None if not checked yet."""
     row = (
         conn.cursor(row_factory=dict_row)
         .execute(
-            "SELECT invoice_id, invoice_number AS number, gstin, outcome, status, alerted, checked_at"
-            " FROM gstin_lookup_invoice_checks WHERE tenant_id = %s AND invoice_id = %s",
+            f"SELECT {_CHECK_COLUMNS} FROM gstin_lookup_invoice_checks"
+            " WHERE tenant_id = %s AND invoice_id = %s",
             (tenant_id, invoice_id),
         )
         .fetchone()
     )
-    if row is None:
-        return None
-    return {**row, "invoice_id": str(row["invoice_id"]), "checked_at": row["checked_at"].isoformat()}
+    return _check_view(row) if row is not None else None
 
 
 def invoices_of(
@@ -221,13 +270,10 @@ def invoices_of(
     rows = (
         conn.cursor(row_factory=dict_row)
         .execute(
-            "SELECT invoice_id, invoice_number AS number, outcome, status, alerted, checked_at"
-            " FROM gstin_lookup_invoice_checks WHERE tenant_id = %s AND gstin = %s"
+            f"SELECT {_CHECK_COLUMNS} FROM gstin_lookup_invoice_checks WHERE tenant_id = %s AND gstin = %s"
             " ORDER BY checked_at DESC, invoice_number LIMIT %s",
             (tenant_id, gstin, limit),
         )
         .fetchall()
     )
-    return [
-        {**r, "invoice_id": str(r["invoice_id"]), "checked_at": r["checked_at"].isoformat()} for r in rows
-    ]
+    return [_check_view(r) for r in rows]

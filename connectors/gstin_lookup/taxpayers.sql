@@ -23,16 +23,21 @@ CREATE TABLE IF NOT EXISTS gstin_lookup_taxpayers (
 );
 
 -- The buyer verification of each Indian invoice (the gstin-lookup job after it was issued): what
--- the invoice view shows next to the buyer's GSTIN.
+-- the invoice view shows next to the buyer's GSTIN. `unverified`: the job was dead-lettered
+-- (failure_* say why); a later successful redrive replaces it.
 CREATE TABLE IF NOT EXISTS gstin_lookup_invoice_checks (
-    tenant_id      uuid NOT NULL,
-    invoice_id     uuid NOT NULL,
-    invoice_number text NOT NULL,
-    gstin          text NOT NULL,
-    outcome        text NOT NULL CHECK (outcome IN ('active', 'not_active', 'not_registered')),
-    status         text,
-    alerted        boolean NOT NULL DEFAULT false,
-    checked_at     timestamptz NOT NULL,
+    tenant_id        uuid NOT NULL,
+    invoice_id       uuid NOT NULL,
+    invoice_number   text NOT NULL,
+    gstin            text NOT NULL,
+    outcome          text NOT NULL
+                     CHECK (outcome IN ('active', 'not_active', 'not_registered', 'unverified')),
+    status           text,
+    alerted          boolean NOT NULL DEFAULT false,
+    failure_code     text,
+    failure_class    text,
+    failure_attempts integer,
+    checked_at       timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, invoice_id)
 );
 CREATE INDEX IF NOT EXISTS gstin_lookup_invoice_checks_gstin ON gstin_lookup_invoice_checks (tenant_id, gstin);
