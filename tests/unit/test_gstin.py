@@ -158,7 +158,7 @@ def test_classify_says_what_kind_of_registration_a_gstin_is(
 def test_the_classification_table_carries_luhn_check_characters() -> None:
     alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     for param in KINDS:
-        gstin = param.values[0]
+        gstin = str(param.values[0])
         assert len(gstin) == 14 or luhn.is_valid(gstin, alphabet), gstin
 
 

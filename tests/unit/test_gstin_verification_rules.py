@@ -48,7 +48,7 @@ def test_which_buyer_raises_which_alert(
     if cause is None:
         assert found is None
         return
-    assert found is not None
+    assert found is not None and fragment is not None
     assert found[0] == cause
     assert found[1].startswith("invoice INV-7: ") and fragment in found[1] and GSTIN in found[1]
 
@@ -102,5 +102,6 @@ def test_the_address_is_one_line_in_postal_order_and_odd_parts_are_left_out() ->
     )
     assert found.business_type == "Partnership"
     assert found.address == "12, Oppanakara Street, Town Hall, Coimbatore, Tamil Nadu, 641001"
-    for odd in (None, "text", {"addr": "text"}, {"addr": {}}, []):
+    odd_values: tuple[object, ...] = (None, "text", {"addr": "text"}, {"addr": {}}, [])
+    for odd in odd_values:
         assert _taxpayer({"gstin": GSTIN, "lgnm": "K", "sts": "Active", "pradr": odd}).address is None
