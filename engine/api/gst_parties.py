@@ -19,11 +19,11 @@ The search is async (httpx); the database work runs in the thread pool.
 # dependencies are local to build_router.
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from connectors.catalogue import checked_transport
@@ -45,7 +45,79 @@ NETWORK_RETRY_AFTER_S = 30
 
 class ValidateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    gstin: str = Field(description="The GSTIN to check; spaces, hyphens and case are ignored")
+
+
+# Documentation of the answers (the handlers build plain dicts; test_api_fuzz checks they match).
+class LocalCheck(BaseModel):
+    gstin: str = Field(description="Normalised: upper case, no spaces or hyphens")
+    kind: Literal["regular", "tds", "tcs", "uin", "nri", "oidar"]
+    state_code: str = Field(description="The two-digit GST state code the GSTIN starts with")
+    pan: str | None = Field(
+        description="The PAN in a regular or TCS GSTIN; null for TDS (a TAN), foreign ids"
+    )
+
+
+class TaxpayerAnswer(LocalCheck):
+    """The seed's fields (gstin, legal_name, trade_name, status, registration_date, address,
+    business_type) and what the GST network and the local check add."""
+
+    registered: bool = Field(description="Always true here: an unregistered GSTIN is a 400 invalid_gstin")
+    legal_name: str | None
+    trade_name: str | None
+    status: str | None = Field(description="active, cancelled, suspended, inactive ... (lower case)")
+    registration_date: str | None = Field(description="YYYY-MM-DD")
+    cancellation_date: str | None = Field(description="YYYY-MM-DD, for a cancelled registration")
+    address: str | None = Field(description="The principal place of business, on one line")
+    business_type: str | None = Field(description="Constitution of business, e.g. Private Limited Company")
+    taxpayer_type: str | None = Field(description="Regular, Composition, SEZ Unit ... as the portal says")
+    checked_at: str = Field(description="When the GST network answered, ISO 8601")
+    expires_at: str = Field(description="When the cached answer expires (LEDGERFLOW_GSTIN_LOOKUP_TTL_S)")
+    cached: bool = Field(description="Answered from your cache, without a new search")
+
+
+class InvoiceCheck(BaseModel):
+    invoice_id: str
+    number: str
     gstin: str
+    outcome: Literal["active", "not_active", "not_registered", "unverified"]
+    status: str | None
+    alerted: bool = Field(description="An alert was raised on ledger.alert.v1 for this invoice")
+    checked_at: str
+    failure: dict[str, Any] | None = Field(description="{code, error_class, attempts} when unverified")
+
+
+class PartyAnswer(LocalCheck):
+    registered: bool = Field(description="False: the GST network has no such registration")
+    legal_name: str | None
+    trade_name: str | None
+    status: str | None
+    registration_date: str | None
+    cancellation_date: str | None
+    address: str | None
+    business_type: str | None
+    taxpayer_type: str | None
+    checked_at: str
+    expires_at: str
+    expired: bool = Field(description="Older than the cache keeps answers: validate again for a fresh one")
+    invoices: list[InvoiceCheck] = Field(description="Your invoices to this GSTIN checked, newest first")
+
+
+class InvoiceBuyerAnswer(BaseModel):
+    invoice_id: str
+    number: str
+    buyer_gstin: str | None
+    verification: InvoiceCheck | None = Field(description="null until the verify_buyer job has run")
+
+
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+_VALIDATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": TaxpayerAnswer},
+    400: {"description": "invalid_gstin: malformed, or not registered at the GST network", "content": _ERROR},
+    409: {"description": "gstin_lookup_not_configured (details.local: the local result)", "content": _ERROR},
+    502: {"description": "gst_network_error: the search failed; retrying will not fix it", "content": _ERROR},
+    503: {"description": "gst_network_unavailable (details.local: the local result)", "content": _ERROR},
+}
 
 
 def local_view(info: GstinInfo) -> dict[str, Any]:
@@ -151,6 +223,8 @@ def build_router(
     @router.post(
         "/validate",
         summary="Check a GSTIN locally, then at the GST network (cached); 400 invalid_gstin if it is not one",
+        response_model=None,
+        responses=_VALIDATE_RESPONSES,
     )
     async def validate(body: ValidateBody, tenant_id: Tenant, svc: Service) -> dict[str, Any]:
         info = check_locally(body.gstin)
@@ -172,10 +246,17 @@ def build_router(
         return {**found.view(), **local_view(info), "cached": cached}
 
     @router.get(
-        "/parties/{gstin}", summary="What the GST network last said about a GSTIN, and invoices checked"
+        "/parties/{gstin}",
+        summary="What the GST network last said about a GSTIN, and your invoices checked against it",
+        response_model=None,
+        responses={200: {"model": PartyAnswer}},
     )
     def party(gstin: str, tenant_id: Tenant, svc: Service) -> dict[str, Any]:
-        info = check_locally(gstin)
+        try:
+            info = check_locally(gstin)
+        except ApiError as exc:
+            # A resource looked up by a key that cannot exist: 404, as for a malformed invoice id.
+            raise ApiError(404, "not_found", f"no GSTIN {gstin[:_ECHO_LIMIT]!r}: {exc.message}") from exc
         with db.transaction(svc.pool) as conn:
             found = store.latest(conn, tenant_id, info.gstin)
             invoices = store.invoices_of(conn, tenant_id, info.gstin)
@@ -189,7 +270,12 @@ def build_router(
         expired = found.expires_at <= datetime.now(UTC)
         return {**found.view(), **local_view(info), "expired": expired, "invoices": invoices}
 
-    @router.get("/invoices/{invoice_id}/buyer", summary="The buyer GSTIN verification of one invoice")
+    @router.get(
+        "/invoices/{invoice_id}/buyer",
+        summary="The buyer GSTIN verification of one invoice",
+        response_model=None,
+        responses={200: {"model": InvoiceBuyerAnswer}},
+    )
     def invoice_buyer(invoice_id: str, tenant_id: Tenant, svc: Service) -> dict[str, Any]:
         try:
             wanted = UUID(invoice_id)
