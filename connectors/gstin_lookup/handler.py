@@ -9,8 +9,9 @@ refused by the portal for a GSTIN it does not know. The invoice itself stands: o
 refuses a GSTIN synchronously (issue 11).
 
 The result is written to ``gstin_lookup_invoice_checks``, which ``GET /v1/gst/invoices/{id}/buyer``
-shows. A redelivered job writes the same row again and the alert collapses into the first one
-(``LedgerService.raise_alert``), so at-least-once delivery is harmless here.
+shows. A redelivered job writes the same row again and raises no second alert (the row says the
+invoice was alerted; two deliveries racing each other collapse in ``LedgerService.raise_alert``),
+so at-least-once delivery is harmless here.
 """
 
 from __future__ import annotations
@@ -137,7 +138,11 @@ class BuyerChecks:
         registration = found
 
         alert = alert_for(number, registration)
-        if alert is not None:
+        earlier = await self.context.blocking(
+            lambda: self._in_db(lambda conn: store.invoice_check(conn, tenant_id, invoice_id))
+        )
+        already = earlier is not None and earlier["alerted"] and earlier["outcome"] == registration.outcome
+        if alert is not None and not already:
             cause, message = alert
             await self.context.blocking(
                 lambda: self.alerts.raise_alert(

@@ -121,7 +121,16 @@ def test_the_handler_alerts_on_a_cancelled_suspended_or_unknown_buyer_and_record
     context = HandlerContext(
         settings, service, load_key_ring(settings.var_dir), connector="gstin-lookup", request_rate_per_s=None
     )
-    handler = BuyerChecks(context)
+    raised_by_handler: list[str] = []
+
+    class CountingAlerts:
+        """The real service's raise_alert, counting calls: a redelivery must not even ask."""
+
+        def raise_alert(self, tenant_id: UUID, **alert: Any) -> None:
+            raised_by_handler.append(alert["cause"])
+            service.raise_alert(tenant_id, **alert)
+
+    handler = BuyerChecks(context, alerts=CountingAlerts())
 
     async def run_all(rounds: int) -> list[dict[str, Any]]:
         results = []
@@ -151,6 +160,7 @@ def test_the_handler_alerts_on_a_cancelled_suspended_or_unknown_buyer_and_record
 
     raised = alerts(settings)
     assert len(raised) == 3
+    assert len(raised_by_handler) == 3, raised_by_handler  # not again on the redelivered round
     for cause, invoice in (
         (b"gst.buyer_gstin_cancelled", invoices[CANCELLED]),
         (b"gst.buyer_gstin_suspended", invoices[SUSPENDED]),
