@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import httpx
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -41,6 +42,9 @@ from engine.tax.gstin import GstinInfo, classify_gstin
 # Longer than any GSTIN with spaces or hyphens: the answer names the length instead of echoing it.
 _ECHO_LIMIT = 40
 NETWORK_RETRY_AFTER_S = 30
+# A person or a form waits on this answer: shorter than the connectors' 30 s read timeout, which is
+# for jobs nobody waits on. Past it the answer is the 503 with the local result.
+SEARCH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 
 class ValidateBody(BaseModel):
@@ -187,7 +191,9 @@ def build_router(
             ) from exc
         transport = checked_transport(loaded, settings.mode)
         try:
-            async with LookupClient(loaded.base_url, credentials, transport=transport) as client:
+            async with LookupClient(
+                loaded.base_url, credentials, transport=transport, timeout=SEARCH_TIMEOUT
+            ) as client:
                 taxpayer = await client.search(info.gstin)
         except RetryableError as exc:
             retry = int(exc.retry_after) if exc.retry_after else NETWORK_RETRY_AFTER_S

@@ -4,13 +4,16 @@ and the taxpayer-search sandbox over HTTP (connectors/gstin_lookup/sandbox.py)."
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from connectors.gstin_lookup.sandbox import BUYER, CANCELLED, SUSPENDED, SandboxAccount, create_app
+from engine.api import gst_parties
 from engine.application import LedgerService
 from engine.config import Settings
 from engine.tax.gstin import check_character
@@ -246,3 +249,34 @@ def test_answers_are_each_tenants_own(
     assert unseen.status_code == 404 and unseen.json()["error"]["code"] == "not_found"
     malformed = stranger.client.get("/v1/gst/parties/NOT-A-GSTIN", headers=stranger.auth)
     assert malformed.status_code == 404 and malformed.json()["error"]["code"] == "not_found"
+
+
+def test_a_search_that_hangs_is_a_503_within_the_apis_timeout(
+    service: LedgerService, settings: Settings, lookup: tuple[str, Operator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, operator = lookup
+    monkeypatch.setattr(gst_parties, "SEARCH_TIMEOUT", httpx.Timeout(5.0, read=0.3))
+    caller = Caller(client_for(settings), service)
+    caller.configure(url)
+    operator.faults(timeout_rate=1.0, paths=["/commonapi/v1.1/search"])
+
+    held = caller.validate(BUYER)
+    assert held.status_code == 503, held.text
+    assert held.json()["error"]["details"]["provider_code"] == "timeout"
+
+
+def test_concurrent_validations_of_one_gstin_all_answer_and_keep_one_row(
+    service: LedgerService, settings: Settings, lookup: tuple[str, Operator]
+) -> None:
+    url, _ = lookup
+    caller = Caller(client_for(settings), service)
+    caller.configure(url)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda _: caller.validate(BUYER), range(12)))
+
+    assert {a.status_code for a in answers} == {200}, [a.text for a in answers if a.status_code != 200]
+    assert {a.json()["legal_name"] for a in answers} == {"Reliable Traders Private Limited"}
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        rows = conn.execute("SELECT count(*) FROM gstin_lookup_taxpayers").fetchone()
+    assert rows is not None and rows[0] == 1
