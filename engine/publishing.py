@@ -463,7 +463,9 @@ def _tax_return_generated(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _tax_return_fields(*fields: str, times: tuple[str, ...] = ()) -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
+def _tax_return_fields(
+    *fields: str, times: tuple[str, ...] = ()
+) -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
     def build(event: Any, base: dict[str, Any]) -> dict[str, Any]:
         record = _tax_return_base(event, base)
         for name in fields:

@@ -146,7 +146,7 @@ class TaxReturns:
             ).fetchone()
         if row is None:
             raise PartNotFound(f"no stored part {content_hash}")
-        text = row["document"] if isinstance(row, dict) else row[0]
+        text = _values(row)[0]
         return str(text).encode()
 
     def filed_periods(self, tenant_id: UUID, gstin: str, form: str = FORM_GSTR1) -> list[FiledPeriod]:
@@ -157,10 +157,7 @@ class TaxReturns:
                 " WHERE tenant_id = %s AND form = %s AND gstin = %s",
                 (tenant_id, form, gstin),
             ).fetchall()
-        found = [
-            FiledPeriod(str(r["period"]), UUID(str(r["return_id"])), str(r["arn"]))
-            for r in rows
-        ]
+        found = [FiledPeriod(str(r[0]), UUID(str(r[1])), str(r[2])) for r in (_values(row) for row in rows)]
         return sorted(found, key=lambda f: period_key(f.period))
 
     # -- commands ---------------------------------------------------------------------------------
@@ -257,9 +254,13 @@ class TaxReturns:
 
     # -- the gstn-returns connector's result port -------------------------------------------------
 
-    def record_saved(self, tenant_id: UUID, return_id: UUID, *, part: int, reference_id: str, job_id: str) -> bool:
+    def record_saved(
+        self, tenant_id: UUID, return_id: UUID, *, part: int, reference_id: str, job_id: str
+    ) -> bool:
         return self._change(
-            tenant_id, return_id, lambda r: r.record_saved(part=part, reference_id=reference_id, job_id=job_id)
+            tenant_id,
+            return_id,
+            lambda r: r.record_saved(part=part, reference_id=reference_id, job_id=job_id),
         )
 
     def record_processed(self, tenant_id: UUID, return_id: UUID, *, job_id: str) -> bool:
@@ -275,7 +276,15 @@ class TaxReturns:
         )
 
     def record_failure(
-        self, tenant_id: UUID, return_id: UUID, *, job_id: str, error_class: str, code: str, message: str, attempts: int
+        self,
+        tenant_id: UUID,
+        return_id: UUID,
+        *,
+        job_id: str,
+        error_class: str,
+        code: str,
+        message: str,
+        attempts: int,
     ) -> bool:
         return self._change(
             tenant_id,
@@ -320,3 +329,8 @@ class TaxReturns:
 
     def _write(self, tax_return: TaxReturn) -> None:
         self.service._save(tax_return)
+
+
+def _values(row: Any) -> tuple[Any, ...]:
+    """A row's values in column order, whichever row factory the pool uses."""
+    return tuple(row.values()) if isinstance(row, dict) else tuple(row)

@@ -55,7 +55,10 @@ class ReturnsCredentials:
     """The taxpayer's GST portal user name (the GSP acts for it)."""
 
     def __repr__(self) -> str:
-        return f"ReturnsCredentials(client_id={self.client_id!r}, username={self.username!r}, client_secret=[redacted])"
+        return (
+            f"ReturnsCredentials(client_id={self.client_id!r}, username={self.username!r},"
+            " client_secret=[redacted])"
+        )
 
     def secrets(self) -> tuple[str, ...]:
         return (self.client_secret,)
@@ -193,7 +196,7 @@ class ReturnsClient:
                 ) from exc
 
     async def _call(self, method: str, path: str, period: str, **request: Any) -> dict[str, Any]:
-        for attempt in (1, 2):
+        for _attempt in (1, 2):
             await self._authenticate(force=False)
             assert self._token is not None
             headers = {
@@ -207,7 +210,9 @@ class ReturnsClient:
             if response.status_code != 401:
                 return _json(_checked(response))
             self._token = None  # revoked or expired early: one fresh token, then a person looks
-        raise NeedsAttentionError("token_rejected_after_reauth", "the network refused a token it had just issued")
+        raise NeedsAttentionError(
+            "token_rejected_after_reauth", "the network refused a token it had just issued"
+        )
 
     async def _send(self, method: str, path: str, **request: Any) -> httpx.Response:
         try:
@@ -220,7 +225,8 @@ class ReturnsClient:
             raise RetryableError("transport_error", f"{method} {path}: {type(exc).__name__}") from exc
         if response.is_redirect or 300 <= response.status_code < 400:
             raise NeedsAttentionError(
-                "redirect_not_followed", f"{method} {path}: HTTP {response.status_code} redirect, not followed"
+                "redirect_not_followed",
+                f"{method} {path}: HTTP {response.status_code} redirect, not followed",
             )
         return response
 

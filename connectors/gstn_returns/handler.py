@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from functools import partial
 from typing import Protocol
 from uuid import UUID
 
@@ -46,7 +47,9 @@ class ReturnResults(Protocol):
 
     def part_by_hash(self, tenant_id: UUID, content_hash: str) -> bytes: ...
 
-    def record_saved(self, tenant_id: UUID, return_id: UUID, *, part: int, reference_id: str, job_id: str) -> bool: ...
+    def record_saved(
+        self, tenant_id: UUID, return_id: UUID, *, part: int, reference_id: str, job_id: str
+    ) -> bool: ...
 
     def record_processed(self, tenant_id: UUID, return_id: UUID, *, job_id: str) -> bool: ...
 
@@ -55,7 +58,15 @@ class ReturnResults(Protocol):
     ) -> bool: ...
 
     def record_failure(
-        self, tenant_id: UUID, return_id: UUID, *, job_id: str, error_class: str, code: str, message: str, attempts: int
+        self,
+        tenant_id: UUID,
+        return_id: UUID,
+        *,
+        job_id: str,
+        error_class: str,
+        code: str,
+        message: str,
+        attempts: int,
     ) -> bool: ...
 
 
@@ -80,7 +91,9 @@ class ReturnJobs:
                 "gstin_not_configured",
                 f"the tenant's {PROVIDER} integration is for GSTIN {configured}, not {gstin}",
             )
-        fingerprint = hashlib.sha256(orjson.dumps(loaded.credentials, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        fingerprint = hashlib.sha256(
+            orjson.dumps(loaded.credentials, option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
         key = (str(loaded.tenant_id), f"{loaded.environment} {loaded.base_url}", fingerprint)
         if key not in self._clients:
             transport = await self.context.transport(loaded)
@@ -107,11 +120,16 @@ class ReturnJobs:
         for number, content_hash in enumerate(tax_return.parts, start=1):
             if number in references:
                 continue
-            part = await self.context.blocking(lambda h=content_hash: self.results.part_by_hash(tenant_id, h))
+            part = await self.context.blocking(partial(self.results.part_by_hash, tenant_id, content_hash))
             reference_id = await client.save(tax_return.period, part)
             await self.context.blocking(
-                lambda n=number, r=reference_id: self.results.record_saved(
-                    tenant_id, return_id, part=n, reference_id=r, job_id=job.job_id
+                partial(
+                    self.results.record_saved,
+                    tenant_id,
+                    return_id,
+                    part=number,
+                    reference_id=reference_id,
+                    job_id=job.job_id,
                 )
             )
             references[number] = reference_id
@@ -133,7 +151,9 @@ class ReturnJobs:
             await self.context.blocking(
                 lambda: self.results.record_processed(tenant_id, return_id, job_id=job.job_id)
             )
-            return JobResult({"status": ReturnStatus.READY_TO_FILE, "reference_ids": list(references.values())})
+            return JobResult(
+                {"status": ReturnStatus.READY_TO_FILE, "reference_ids": list(references.values())}
+            )
         await self.context.blocking(
             lambda: self.results.record_rejected_records(
                 tenant_id, return_id, job_id=job.job_id, status_code=worst, errors=refused
@@ -160,4 +180,3 @@ class ReturnJobs:
 def build(context: HandlerContext) -> ReturnJobs:
     """The handler factory the connector declaration names (connectors/gstn_returns/__init__.py)."""
     return ReturnJobs(context)
-

@@ -81,7 +81,9 @@ class _State:
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"status_cd": "0", "error": {"error_cd": code, "message": message}}, status_code=status)
+    return JSONResponse(
+        {"status_cd": "0", "error": {"error_cd": code, "message": message}}, status_code=status
+    )
 
 
 def _amount(value: Any) -> Decimal:
@@ -100,7 +102,9 @@ def _intra_state_items(document: dict[str, Any]) -> bool:
     )
 
 
-def error_report(gstin: str, data: dict[str, Any], unknown_ctins: frozenset[str]) -> dict[str, list[dict[str, Any]]]:
+def error_report(
+    gstin: str, data: dict[str, Any], unknown_ctins: frozenset[str]
+) -> dict[str, list[dict[str, Any]]]:
     """The documents GSTN's processing would refuse, in its error report's shape (pure)."""
     report: dict[str, list[dict[str, Any]]] = {}
     supplier_state = gstin[:2]
@@ -189,7 +193,9 @@ def create_app(
         if not isinstance(body, dict) or body.get("action") != "RETSAVE" or not isinstance(data, dict):
             return _error(400, errors.JSON_STRUCTURE, "Error in JSON structure")
         if data.get("gstin") != account.gstin or data.get("fp") != period:
-            return _error(400, errors.JSON_STRUCTURE, "Error in JSON structure: gstin/fp differ from the request")
+            return _error(
+                400, errors.JSON_STRUCTURE, "Error in JSON structure: gstin/fp differ from the request"
+            )
         if (account.gstin, period) in state.arns:
             return _error(409, "RET_ALREADY_FILED", "The return for this period has been filed")
         content = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -199,7 +205,11 @@ def create_app(
             reference_id = "LAPN" + secrets.token_hex(6).upper()
             state.by_content[key] = reference_id
             state.saves[reference_id] = _Save(
-                reference_id, account.gstin, period, kit.clock.now(), error_report(account.gstin, data, unknown_ctins)
+                reference_id,
+                account.gstin,
+                period,
+                kit.clock.now(),
+                error_report(account.gstin, data, unknown_ctins),
             )
             kit.record_effect("return_saved")
         return JSONResponse({"status_cd": "1", "reference_id": reference_id})
@@ -245,7 +255,9 @@ def create_app(
         saves = [s for s in state.saves.values() if s.gstin == account.gstin and s.period == period]
         if not saves or any(status_of(s) != errors.PROCESSED for s in saves):
             return _error(
-                400, errors.NOT_PROCESSED, "Every save of the period must be processed without errors before filing"
+                400,
+                errors.NOT_PROCESSED,
+                "Every save of the period must be processed without errors before filing",
             )
         # ARN shape as GSTN prints it: AA, state code, MMYY of the period, then a serial.
         arn = f"AA{account.gstin[:2]}{period[:2]}{period[4:]}{secrets.randbelow(10**7):07d}"
@@ -264,7 +276,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9111)
     parser.add_argument("--gstin", default=SandboxAccount().gstin, help="the taxpayer the account acts for")
     args = parser.parse_args(argv)
-    uvicorn.run(create_app(account=SandboxAccount(gstin=args.gstin)), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(
+        create_app(account=SandboxAccount(gstin=args.gstin)),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

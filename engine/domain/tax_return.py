@@ -164,9 +164,7 @@ class TaxReturn(Aggregate):
         self.failure: dict[str, Any] | None = None
 
     @staticmethod
-    def create_id(
-        *, tenant_id: UUID, form: str, gstin: str, period: str, version: int, **_: Any
-    ) -> UUID:
+    def create_id(*, tenant_id: UUID, form: str, gstin: str, period: str, version: int, **_: Any) -> UUID:
         return tax_return_id_for(tenant_id, form, gstin, period, version)
 
     # -- commands ---------------------------------------------------------------------------------
@@ -268,7 +266,9 @@ class TaxReturn(Aggregate):
         self.arn = arn
         self.filed_at = filed_at
 
-    def record_failure(self, *, job_id: str, error_class: str, code: str, message: str, attempts: int) -> bool:
+    def record_failure(
+        self, *, job_id: str, error_class: str, code: str, message: str, attempts: int
+    ) -> bool:
         """The submission was given up. Ignored once the network's answer is recorded (a late
         dead letter must not hide a return that is ready or filed)."""
         if self.status not in (ReturnStatus.SUBMITTED, ReturnStatus.SAVED):
