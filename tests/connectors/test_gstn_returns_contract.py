@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+from uuid import UUID
+
 import httpx
 import orjson
+import psycopg
 import pytest
 from starlette.types import ASGIApp
 
 from connectors import gstn_returns
+from connectors.catalogue import endpoint_policy
 from connectors.errors import NeedsAttentionError, PermanentError
-from connectors.gstn_returns.client import GSTR1_PATH, ReturnsClient, ReturnsCredentials
+from connectors.gstn_returns.client import GSTR1_PATH, PROVIDER, ReturnsClient, ReturnsCredentials
+from connectors.gstn_returns.routes import submit_job
 from connectors.gstn_returns.sandbox import UNKNOWN_CTIN, SandboxAccount, create_app
+from engine import integrations
+from engine.application import LedgerService
+from engine.config import Settings
+from engine.domain.tax_return import TaxReturn
+from engine.security.secrets import load_key_ring
+from engine.tax_returns import TaxReturns
+from streams.connectors.jobs import Job
 from tests.connectors.contract import (
     ConnectorContract,
-    ConnectorSettingsContract,
+    ConnectorJobContract,
     LiveServer,
     Operator,
     SandboxFixtures,
@@ -68,11 +81,12 @@ class TestGstnReturnsContract(ConnectorContract):
     harness = GstnReturnsHarness()
 
 
-class GstnReturnsSettingsHarness:
+class GstnReturnsJobHarness:
     connector = gstn_returns.CONNECTOR
+    effect = "return_saved"
 
     def create_app(self) -> ASGIApp:
-        return create_app(account=ACCOUNT)
+        return create_app(account=ACCOUNT, processing_s=0.0)
 
     def credentials(self) -> dict[str, str]:
         return {**ACCOUNT.credentials(), "gstin": ACCOUNT.gstin}
@@ -80,9 +94,56 @@ class GstnReturnsSettingsHarness:
     def wrong_credentials(self) -> dict[str, str]:
         return {**self.credentials(), "client_secret": "not-the-secret"}
 
+    def prepare(self, service: LedgerService, settings: Settings, base_url: str) -> tuple[UUID, Job]:
+        registered = service.register_tenant(
+            name="Demo", legal_name="Demo Private Limited", country="IN", gstin=ACCOUNT.gstin, state="29"
+        )
+        with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+            integrations.save(
+                conn,
+                load_key_ring(settings.var_dir),
+                registered.tenant_id,
+                PROVIDER,
+                enabled=True,
+                environment="sandbox",
+                base_url=base_url,
+                credentials=self.credentials(),
+                endpoints=endpoint_policy(PROVIDER),
+                mode=settings.mode,
+            )
+        returns = TaxReturns(service)
+        generation = returns.generate(
+            registered.tenant_id,
+            ACCOUNT.gstin,
+            PERIOD,
+            parts=[orjson.loads(part(invoice("INV-1")))],
+            summary={"sections": {"b2b": {"count": 1}}},
+            diff=lambda old, new: {},
+            generated_by="contract",
+        )
+        tax_return, job_id = returns.submit(registered.tenant_id, generation.tax_return.id, "contract")
+        return registered.tenant_id, submit_job(tax_return, job_id)
 
-class TestGstnReturnsSettings(ConnectorSettingsContract):
-    harness = GstnReturnsSettingsHarness()
+    def _events(self, service: LedgerService, job: Job) -> list[Any]:
+        return list(service.ledger.events.get(UUID(job.subject)))
+
+    def results(self, service: LedgerService, job: Job) -> list[str]:
+        kinds = {
+            TaxReturn.Processed: "result",
+            TaxReturn.RejectedRecords: "result",
+            TaxReturn.Failed: "failed",
+        }
+        return [kinds[type(e)] for e in self._events(service, job) if type(e) in kinds]
+
+    def failure(self, service: LedgerService, job: Job) -> dict[str, Any] | None:
+        return TaxReturns(service).get(UUID(job.tenant_id), UUID(job.subject)).failure
+
+    def unclassified_answer(self) -> tuple[int, dict[str, Any]]:
+        return 400, {"status_cd": "0", "error": {"error_cd": "XYZ9001", "message": "something new"}}
+
+
+class TestGstnReturnsJobs(ConnectorJobContract):
+    harness = GstnReturnsJobHarness()
 
 
 class TestGstnReturnsFlow(SandboxFixtures):
