@@ -66,6 +66,14 @@ BUILDER_MODULE = "engine.tax.gstr1"
 SUPPLIES_MODULE = "projections.gst_outward_supplies"
 
 
+# Documented on each command (engine/api/contract.py adds the other error statuses to every route).
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {
+        "description": "The return's state forbids it (filed period, superseded, not ready, not configured)"
+    }
+}
+
+
 class GenerateReturn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     gstin: str = Field(min_length=15, max_length=15, description="The tenant's own GSTIN")
@@ -170,7 +178,12 @@ def build_router(
             )
         return found
 
-    @router.post("/generate", summary="Freeze the next version of a period's GSTR-1", status_code=201)
+    @router.post(
+        "/generate",
+        summary="Freeze the next version of a period's GSTR-1",
+        status_code=201,
+        responses={200: {"description": "Nothing changed: the latest version"}, **CONFLICT},
+    )
     def generate(
         body: GenerateReturn,
         request: Request,
@@ -246,7 +259,10 @@ def build_router(
         return loaded
 
     @router.post(
-        "/{return_id}/submit", summary="Save the return at the GST network (a connector job)", status_code=202
+        "/{return_id}/submit",
+        summary="Save the return at the GST network (a connector job)",
+        status_code=202,
+        responses=CONFLICT,
     )
     async def submit(
         return_id: UUID,
@@ -269,7 +285,9 @@ def build_router(
             ) from exc
         return view(tax_return, base)
 
-    @router.post("/{return_id}/file", summary="File the return with the taxpayer's EVC OTP")
+    @router.post(
+        "/{return_id}/file", summary="File the return with the taxpayer's EVC OTP", responses=CONFLICT
+    )
     async def file(
         return_id: UUID,
         body: FileReturn,
