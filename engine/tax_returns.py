@@ -59,6 +59,10 @@ class GenerationConflict(ServiceError, Conflict):
     code = "generation_in_progress"
 
 
+class ReturnChangedConcurrently(ServiceError, Conflict):
+    code = "concurrent_update"
+
+
 def jsonable(value: Any) -> Any:
     """``value`` with only JSON types (Decimals and dates as strings), as events store and publish it."""
     return orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS))
@@ -308,13 +312,13 @@ class TaxReturns:
             except IntegrityError:
                 continue
             return True
-        raise GenerationConflict(f"return {return_id} kept changing under this result: retry")
+        raise ReturnChangedConcurrently(f"return {return_id} kept changing under this result: retry")
 
     def _save_or_conflict(self, tax_return: TaxReturn) -> None:
         try:
             self._write(tax_return)
         except IntegrityError as exc:
-            raise GenerationConflict(
+            raise ReturnChangedConcurrently(
                 "the return was changed by another request at the same time: retry",
                 {"return_id": str(tax_return.id)},
             ) from exc

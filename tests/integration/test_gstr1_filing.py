@@ -276,3 +276,54 @@ def test_generate_refuses_hostile_and_foreign_input_with_a_clear_4xx(
         ).status_code
         == 422
     )
+
+
+def test_concurrent_generations_of_one_period_make_one_version_per_distinct_content(
+    service: LedgerService, fast: Settings, gstn: tuple[str, Operator]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.tax_returns import TaxReturns
+
+    url, _ = gstn
+    tenant_id, _ = tenant(service, fast, url)
+    returns = TaxReturns(service)
+
+    def generate(content: int) -> tuple[int, bool]:
+        made = returns.generate(
+            tenant_id,
+            SELLER,
+            PERIOD,
+            parts=[{"gstin": SELLER, "fp": PERIOD, "b2b": [{"ctin": "27AAACR5055K1Z7", "n": content}]}],
+            summary={"sections": {"b2b": {"count": content}}},
+            diff=lambda old, new: {"before": old, "after": new},
+            generated_by="test",
+        )
+        return made.tax_return.version, made.created
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        same = list(pool.map(generate, [1] * 6))
+    assert same.count((1, True)) == 1 and set(same) == {(1, True), (1, False)}, same
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        distinct = list(pool.map(generate, [2, 3, 4, 5]))
+    assert sorted(v for v, _ in distinct) == [2, 3, 4, 5] and all(created for _, created in distinct), (
+        distinct
+    )
+    latest = returns.latest(tenant_id, SELLER, PERIOD)
+    assert latest is not None and latest.version == 5 and latest.diff is not None
+
+    # Submitting the same version from several requests at once records one submission, one job id.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        jobs = set(pool.map(lambda _: _submit_or_conflict(returns, tenant_id, latest.id), range(4)))
+    assert len(jobs - {"conflict"}) == 1, jobs
+    assert returns.get(tenant_id, latest.id).submissions == 1
+
+
+def _submit_or_conflict(returns: Any, tenant_id: UUID, return_id: UUID) -> str:
+    from engine.tax_returns import ReturnChangedConcurrently
+
+    try:
+        return returns.submit(tenant_id, return_id, "test")[1]
+    except ReturnChangedConcurrently:
+        return "conflict"
