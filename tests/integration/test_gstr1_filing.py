@@ -207,6 +207,12 @@ def test_a_return_is_generated_regenerated_after_a_late_invoice_submitted_throug
     assert operator.stats()["effects"]["return_filed"] == 1
     closed = call(api, key, "POST", f"{BASE}/generate", json={"gstin": SELLER, "period": PERIOD})
     assert (closed.status_code, closed.json()["error"]["code"]) == (409, "period_filed")
+
+    # The next period's generation is handed the filed period for its amendment sections (C7).
+    february = call(api, key, "POST", f"{BASE}/generate", json={"gstin": SELLER, "period": "022026"})
+    assert february.status_code == 201, february.text
+    if STANDIN:  # the stand-in reports what it was handed; gstr1-core's builder puts it in b2ba, cdnra, ...
+        assert february.json()["summary"]["amended_periods"] == [PERIOD]
     processes.assert_alive(*engine)
 
 
