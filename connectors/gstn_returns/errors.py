@@ -20,7 +20,7 @@ INVALID_POS = "RET191114"
 INVALID_CTIN = "RET_CTIN_INVALID"
 INVALID_OTP = "RET_OTP_INVALID"
 NOT_PROCESSED = "RET_NOT_PROCESSED"
-"""Filing before every save of the period was processed without errors."""
+"""Filing with nothing saved for the period, or while a save is still being processed."""
 IN_PROGRESS = "return_in_progress"
 """Ours: the network is still processing a save (status ``IP``); asked again after a delay."""
 

@@ -9,8 +9,10 @@
   other than the supplier's state (``RET191114`` invalid POS).
 * The same part saved again (same GSTIN, period and content) is the same save: same reference id,
   no second effect (a client retrying after a lost answer does no harm).
-* RETFILE needs every save of the period processed without errors and the account's EVC OTP
-  (``RET_OTP_INVALID``); it answers an ARN, and filing a filed period answers the same ARN again.
+* RETFILE needs a save of the period, none still in progress (refused documents were never saved
+  into the draft, so they do not block it: Ledgerflow itself files only returns without refused
+  documents) and the account's EVC OTP (``RET_OTP_INVALID``); it answers an ARN, and filing a filed
+  period answers the same ARN again.
 
 Effects counted: ``return_saved``, ``return_filed``. Faults, counters and the clock come from
 :mod:`connectors.sandbox_kit`. Run it: ``python -m connectors.gstn_returns.sandbox --port 9111``.
@@ -253,11 +255,11 @@ def create_app(
         if filed is not None:
             return JSONResponse({"status_cd": "1", "ack_num": filed})
         saves = [s for s in state.saves.values() if s.gstin == account.gstin and s.period == period]
-        if not saves or any(status_of(s) != errors.PROCESSED for s in saves):
+        # Refused documents were never saved into the draft, so they do not block filing what was
+        # (the taxpayer files the draft); a save still being processed does.
+        if not saves or any(status_of(s) == errors.IN_PROGRESS_STATUS for s in saves):
             return _error(
-                400,
-                errors.NOT_PROCESSED,
-                "Every save of the period must be processed without errors before filing",
+                400, errors.NOT_PROCESSED, "Nothing saved for the period, or a save is still being processed"
             )
         # ARN shape as GSTN prints it: AA, state code, MMYY of the period, then a serial.
         arn = f"AA{account.gstin[:2]}{period[:2]}{period[4:]}{secrets.randbelow(10**7):07d}"

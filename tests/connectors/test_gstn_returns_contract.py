@@ -159,11 +159,16 @@ class TestGstnReturnsFlow(SandboxFixtures):
     ) -> None:
         operator = Operator(slow_server.url)
         async with ReturnsClient(slow_server.url, CREDENTIALS, ACCOUNT.gstin) as client:
+            with pytest.raises(PermanentError) as nothing_saved:
+                await client.file(PERIOD, ACCOUNT.otp)
             reference = await client.save(PERIOD, part(invoice("INV-1")))
             assert (await client.status(PERIOD, reference)).in_progress
+            with pytest.raises(PermanentError) as processing:
+                await client.file(PERIOD, ACCOUNT.otp)  # not while a save is being processed
             operator.clock(advance_s=61)
             done = await client.status(PERIOD, reference)
         assert (done.status_cd, done.errors) == ("P", [])
+        assert nothing_saved.value.code == processing.value.code == "RET_NOT_PROCESSED"
 
     async def test_saving_the_same_part_again_is_the_same_save(
         self, sandbox: Operator, server: LiveServer
@@ -185,14 +190,11 @@ class TestGstnReturnsFlow(SandboxFixtures):
         )
         async with ReturnsClient(server.url, CREDENTIALS, ACCOUNT.gstin) as client:
             status = await client.status(PERIOD, await client.save(PERIOD, data))
-            with pytest.raises(PermanentError) as refused:
-                await client.file(PERIOD, ACCOUNT.otp)  # not while documents are refused
         assert status.status_cd == "PE"
         assert sorted((e["inum"], e["error_cd"]) for e in status.errors) == [
             ("BAD-CTIN", "RET_CTIN_INVALID"),
             ("BAD-POS", "RET191114"),
         ]
-        assert refused.value.code == "RET_NOT_PROCESSED"
 
     async def test_filing_needs_the_otp_gives_an_arn_and_gives_the_same_arn_again(
         self, sandbox: Operator, server: LiveServer
