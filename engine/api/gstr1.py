@@ -23,6 +23,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from connectors.catalogue import checked_transport
 from connectors.errors import ConnectorError, ErrorClass
@@ -270,13 +271,18 @@ def build_router(
         tenant_id: Annotated[UUID, Depends(current_tenant)],
         svc: Annotated[LedgerService, Depends(service)],
     ) -> dict[str, Any]:
-        returns = TaxReturns(svc)
-        _get(svc, tenant_id, return_id)  # 404 before anything else
-        _integration(svc, tenant_id)
-        try:
-            tax_return, job_id = returns.submit(tenant_id, return_id, caller_of(request))
-        except ReturnStateConflict as exc:
-            raise ApiError(409, "return_state_conflict", str(exc), {"status": exc.status}) from exc
+        who = caller_of(request)
+
+        def mark_submitted() -> tuple[TaxReturn, str]:
+            _get(svc, tenant_id, return_id)  # 404 before anything else
+            _integration(svc, tenant_id)
+            try:
+                return TaxReturns(svc).submit(tenant_id, return_id, who)
+            except ReturnStateConflict as exc:
+                raise ApiError(409, "return_state_conflict", str(exc), {"status": exc.status}) from exc
+
+        # The event store and the pool are synchronous: off the event loop.
+        tax_return, job_id = await run_in_threadpool(mark_submitted)
         try:
             await queue(settings, [submit_job(tax_return, job_id)])
         except Exception as exc:  # Kafka away: the return is marked submitted; asking again queues it
@@ -296,22 +302,29 @@ def build_router(
         svc: Annotated[LedgerService, Depends(service)],
     ) -> dict[str, Any]:
         returns = TaxReturns(svc)
-        tax_return = _get(svc, tenant_id, return_id)
-        if tax_return.status == ReturnStatus.FILED:
+        who = caller_of(request)
+
+        def ready() -> tuple[TaxReturn, integrations.IntegrationSettings | None]:
+            tax_return = _get(svc, tenant_id, return_id)
+            if tax_return.status == ReturnStatus.FILED:
+                return tax_return, None
+            if tax_return.status != ReturnStatus.READY_TO_FILE:
+                raise ApiError(
+                    409,
+                    "return_not_ready",
+                    "only a return saved and validated by the GST network can be filed;"
+                    f" this one is {tax_return.status}",
+                    {"status": tax_return.status},
+                )
+            if not returns.is_latest(tax_return):
+                raise ApiError(
+                    409, "return_superseded", "a newer version of this period was generated: file that one"
+                )
+            return tax_return, _integration(svc, tenant_id)
+
+        tax_return, loaded = await run_in_threadpool(ready)
+        if loaded is None:  # filed already: its ARN again
             return view(tax_return, base)
-        if tax_return.status != ReturnStatus.READY_TO_FILE:
-            raise ApiError(
-                409,
-                "return_not_ready",
-                "only a return saved and validated by the GST network can be filed;"
-                f" this one is {tax_return.status}",
-                {"status": tax_return.status},
-            )
-        if not returns.is_latest(tax_return):
-            raise ApiError(
-                409, "return_superseded", "a newer version of this period was generated: file that one"
-            )
-        loaded = _integration(svc, tenant_id)
         credentials, _ = _credentials(loaded.credentials)
         try:
             async with ReturnsClient(
@@ -324,7 +337,9 @@ def build_router(
         except ConnectorError as exc:
             raise _filing_error(exc) from exc
         try:
-            filed = returns.record_filed(tenant_id, return_id, arn=arn, filed_by=caller_of(request))
+            filed = await run_in_threadpool(
+                lambda: returns.record_filed(tenant_id, return_id, arn=arn, filed_by=who)
+            )
         except ReturnStateConflict as exc:
             raise ApiError(409, "return_state_conflict", str(exc), {"status": exc.status}) from exc
         return view(filed, base)
