@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -68,9 +69,17 @@ def jsonable(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS))
 
 
+def _wire_number(value: Any) -> Any:
+    # The offline tool's amounts and rates are JSON numbers. A Decimal of the builder's (paise, 2
+    # places) becomes the float whose shortest text is the same number; anything else its text.
+    if isinstance(value, Decimal) and value.is_finite():
+        return float(value)
+    return str(value)
+
+
 def part_text(part: Mapping[str, Any]) -> bytes:
-    """The canonical JSON text of one upload part: keys sorted, amounts as the builder wrote them."""
-    return orjson.dumps(part, default=str, option=orjson.OPT_SORT_KEYS)
+    """The canonical JSON text of one upload part: keys sorted, amounts as JSON numbers."""
+    return orjson.dumps(part, default=_wire_number, option=orjson.OPT_SORT_KEYS)
 
 
 def part_hash(text: bytes) -> str:

@@ -214,3 +214,15 @@ def test_error_rows_flatten_documents_and_summary_rows_and_ignore_garbage() -> N
         ("b2cs", None, "C"),
     ]
     assert error_rows(None) == [] and error_rows([1]) == []
+
+
+def test_a_frozen_part_writes_decimal_amounts_as_json_numbers_and_sorts_keys() -> None:
+    from decimal import Decimal
+
+    from engine.tax_returns import part_hash, part_text
+
+    text = part_text({"fp": "012026", "b2cs": [{"txval": Decimal("1234567.89"), "rt": Decimal("18")}]})
+    assert text == b'{"b2cs":[{"rt":18.0,"txval":1234567.89}],"fp":"012026"}'
+    assert part_hash(text) == part_hash(
+        part_text({"b2cs": [{"rt": Decimal("18"), "txval": Decimal("1234567.89")}], "fp": "012026"})
+    )
