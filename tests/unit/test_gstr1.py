@@ -14,7 +14,7 @@ from engine.tax import gstr1
 from engine.tax.gstr1 import Amendment, ExportDetails, SupplyDocument, SupplyLine, build_gstr1, classify
 
 SELLER = "27AAGCB7383J1Z8"
-BUYER = "29AAACR5055K1Z4"
+BUYER = "29AAACR5055K1Z3"
 D = Decimal
 
 

@@ -1,0 +1,228 @@
+"""The ``gst_outward_supplies`` projection: every Indian invoice, credit note and debit note by tenant,
+seller GSTIN and return period, the documents GSTR-1 is built from (``engine.tax.gstr1``).
+
+From ``ledger.invoice.v1``::
+
+    issued (country IN)  -> the document's row (its lines in a jsonb column)
+    cancelled            -> cancelled = true (no supply; still counted in the return's doc_issue)
+    irn_generated        -> irn (the document was e-invoiced; GSTN auto-populates it from the IRP)
+
+Kenyan sales are skipped. Each event changes one row to fixed values (``projections.batch``), so a
+replay, a duplicate or a rebuild changes nothing. The GST return fields added to the issued event by
+issue 11 (``reverse_charge``, ``ecommerce_gstin``, ``export``, ``note_reason``,
+``original_invoice_date``, the lines' ``supply_category``) are read when present and take their
+defaults on older events (issued v1-v4), which therefore read as regular taxable supplies.
+
+``supplies_for`` is the read side for the return: one period's documents of one seller GSTIN of one
+tenant, as :class:`engine.tax.gstr1.SupplyDocument`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import orjson
+import psycopg
+from psycopg.rows import dict_row
+
+from engine.tax.gstr1 import ExportDetails, SupplyDocument, SupplyLine, period_of
+from projections.batch import RowChange, RowProjection
+from projections.events import ProjectedEvent
+
+NAME = "gst_outward_supplies"
+TOPICS = ["ledger.invoice.v1"]
+ZERO = "0.00"
+
+
+def _ts(value: datetime | int) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromtimestamp(value / 1000, UTC)
+
+
+def _day(value: date | str | None) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(value)
+
+
+def _line(line: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "line_no": int(line["line_no"]),
+        "hsn": line.get("hsn") or "",
+        "description": line.get("description") or "",
+        "unit": line.get("unit"),
+        "quantity": str(line.get("quantity") or "0"),
+        "taxable_value": str(line.get("taxable_value") or ZERO),
+        "gst_rate": str(line.get("gst_rate") or "0"),
+        "igst": str(line.get("igst") or ZERO),
+        "cgst": str(line.get("cgst") or ZERO),
+        "sgst": str(line.get("sgst") or ZERO),
+        "cess": str(line.get("cess") or ZERO),
+        # Issue 11 (C2); absent on older events, which were all taxable supplies.
+        "supply_category": line.get("supply_category") or "taxable",
+    }
+
+
+def _export(value: dict[str, Any] | None) -> str | None:
+    if not value:
+        return None
+    shipping_date = value.get("shipping_bill_date")
+    return orjson.dumps(
+        {
+            "shipping_bill_number": value.get("shipping_bill_number"),
+            "shipping_bill_date": None if shipping_date is None else str(shipping_date),
+            "port_code": value.get("port_code"),
+        }
+    ).decode()
+
+
+def _issued(r: dict[str, Any], ce_id: str) -> RowChange | None:
+    if (r.get("country") or "IN") != "IN":
+        return None  # a Kenyan sale: no GST return
+    seller = r["seller"]
+    buyer = r["buyer"]
+    totals = r["totals"]
+    day = _day(r["date"])
+    assert day is not None
+    return RowChange(
+        r["invoice_id"],
+        insert={
+            "document_id": r["invoice_id"],
+            "tenant_id": r["tenant_id"],
+            "seller_gstin": seller["gstin"],
+            "period": period_of(day),
+            "document_date": day,
+            "number": r["number"],
+            "document_type": r.get("document_type") or "invoice",
+            "supply_type": r["supply_type"],
+            "buyer_gstin": buyer.get("gstin"),
+            "buyer_name": buyer["name"],
+            "place_of_supply": r["place_of_supply"],
+            "intra_state": bool(r["intra_state"]),
+            "reverse_charge": bool(r.get("reverse_charge")),
+            "ecommerce_gstin": r.get("ecommerce_gstin"),
+            "export": _export(r.get("export")),
+            "original_invoice_id": r.get("original_invoice_id"),
+            "original_number": r.get("original_number"),
+            "original_invoice_date": _day(r.get("original_invoice_date")),
+            "note_reason": r.get("note_reason"),
+            "taxable": totals["taxable"],
+            "igst": totals.get("igst") or ZERO,
+            "cgst": totals.get("cgst") or ZERO,
+            "sgst": totals.get("sgst") or ZERO,
+            "cess": totals.get("cess") or ZERO,
+            "total": totals["total"],
+            "lines": orjson.dumps([_line(x) for x in r["lines"]]).decode(),
+            "cancelled": False,
+            "irn": None,
+            "issued_at": _ts(r["occurred_at"]),
+            "last_event_id": ce_id,
+        },
+    )
+
+
+def _cancelled(r: dict[str, Any], ce_id: str) -> RowChange:
+    # On a Kenyan sale's id this finds no row and changes nothing.
+    return RowChange(r["invoice_id"], set={"cancelled": True, "last_event_id": ce_id})
+
+
+def _irn_generated(r: dict[str, Any], ce_id: str) -> RowChange:
+    return RowChange(r["invoice_id"], set={"irn": r["irn"], "last_event_id": ce_id})
+
+
+CHANGES: dict[str, Callable[[dict[str, Any], str], RowChange | None]] = {
+    "ledgerflow.invoice.issued": _issued,
+    "ledgerflow.invoice.cancelled": _cancelled,
+    "ledgerflow.invoice.irn_generated": _irn_generated,
+}
+
+
+class GstOutwardSupplies(RowProjection):
+    """Projection writer, driven by the runner, rebuild, replay and redrive like the register."""
+
+    name = NAME
+    topics = TOPICS
+    key = "document_id"
+
+    def change(self, event: ProjectedEvent) -> RowChange | None:
+        build = CHANGES.get(event.ce_type)
+        return None if build is None else build(event.record, event.ce_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Read side (the return's builder)
+
+_SELECT = """
+SELECT s.*, o.total AS original_value
+FROM {table} AS s
+LEFT JOIN {table} AS o ON o.document_id = s.original_invoice_id AND o.tenant_id = s.tenant_id
+WHERE s.tenant_id = %s AND s.seller_gstin = %s AND s.period = %s
+ORDER BY s.document_date, s.number, s.document_id
+"""
+
+
+def _document(row: dict[str, Any]) -> SupplyDocument:
+    export = row["export"]
+    lines = tuple(
+        SupplyLine(
+            line_no=int(x["line_no"]),
+            hsn=x["hsn"],
+            description=x["description"],
+            unit=x["unit"],
+            quantity=Decimal(x["quantity"]),
+            taxable_value=Decimal(x["taxable_value"]),
+            gst_rate=Decimal(x["gst_rate"]),
+            igst=Decimal(x["igst"]),
+            cgst=Decimal(x["cgst"]),
+            sgst=Decimal(x["sgst"]),
+            cess=Decimal(x["cess"]),
+            supply_category=x["supply_category"],
+        )
+        for x in row["lines"]
+    )
+    return SupplyDocument(
+        document_id=str(row["document_id"]),
+        number=row["number"],
+        document_type=row["document_type"],
+        date=row["document_date"],
+        supply_type=row["supply_type"],
+        seller_gstin=row["seller_gstin"],
+        buyer_gstin=row["buyer_gstin"],
+        buyer_name=row["buyer_name"],
+        place_of_supply=row["place_of_supply"],
+        intra_state=row["intra_state"],
+        total=row["total"],
+        lines=lines,
+        reverse_charge=row["reverse_charge"],
+        ecommerce_gstin=row["ecommerce_gstin"],
+        export=(
+            ExportDetails(
+                export.get("shipping_bill_number"),
+                _day(export.get("shipping_bill_date")),
+                export.get("port_code"),
+            )
+            if export
+            else None
+        ),
+        cancelled=row["cancelled"],
+        e_invoiced=row["irn"] is not None,
+        original_number=row["original_number"],
+        original_date=row["original_invoice_date"],
+        original_value=row["original_value"],
+        note_reason=row["note_reason"],
+    )
+
+
+def supplies_for(
+    conn: psycopg.Connection, tenant_id: UUID, gstin: str, period: str, *, table: str = NAME
+) -> list[SupplyDocument]:
+    """Every document (cancelled ones too) of ``tenant_id``'s seller ``gstin`` dated in ``period``
+    (MMYYYY), ordered by date and number. A note's ``original_value`` is its original invoice's value
+    when the original is in this projection (of the same tenant)."""
+    query = _SELECT.format(table=psycopg.sql.Identifier(table).as_string(conn))
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query, (tenant_id, gstin, period)).fetchall()
+    return [_document(row) for row in rows]
