@@ -36,7 +36,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -73,7 +73,7 @@ _INV_TYP = {"B2B": "R", "SEZWP": "SEWP", "SEZWOP": "SEWOP", "DEXP": "DE"}
 EXPORTS = ("EXPWP", "EXPWOP")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SupplyLine:
     line_no: int
     hsn: str
@@ -89,14 +89,14 @@ class SupplyLine:
     supply_category: str = "taxable"  # taxable | nil | exempt | non_gst
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExportDetails:
     shipping_bill_number: str | None = None
     shipping_bill_date: date | None = None
     port_code: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SupplyDocument:
     """One invoice, credit note or debit note as the return needs it. Amounts on notes are positive;
     ``document_type`` says which way they go."""
@@ -249,7 +249,7 @@ def _zeroed(doc: SupplyDocument) -> SupplyDocument:
         )
         for x in doc.lines
     )
-    return SupplyDocument(**{**doc.__dict__, "lines": lines, "total": ZERO})
+    return replace(doc, lines=lines, total=ZERO)
 
 
 def _invoice_entry(doc: SupplyDocument, section: str) -> dict[str, Any]:
