@@ -28,6 +28,7 @@ from uuid import UUID
 import orjson
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 
 from engine.tax.gstr1 import ExportDetails, SupplyDocument, SupplyLine, period_of
 from projections.batch import RowChange, RowProjection
@@ -223,6 +224,12 @@ def supplies_for(
     (MMYYYY), ordered by date and number. A note's ``original_value`` is its original invoice's value
     when the original is in this projection (of the same tenant)."""
     query = _SELECT.format(table=psycopg.sql.Identifier(table).as_string(conn))
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(query, (tenant_id, gstin, period)).fetchall()
-    return [_document(row) for row in rows]
+    documents: list[SupplyDocument] = []
+    # A server-side cursor read in chunks: a month of 100,000 documents is never held twice (as rows
+    # and as documents); jsonb parsed with orjson (stdlib json was a third of the read, bench/gstr1.py).
+    with conn.transaction(), conn.cursor(name="gst_outward_supplies_read", row_factory=dict_row) as cur:
+        set_json_loads(orjson.loads, cur)
+        cur.itersize = 2000
+        cur.execute(query, (tenant_id, gstin, period))
+        documents.extend(_document(row) for row in cur)
+    return documents

@@ -32,7 +32,6 @@ records no advances and no operator-side sales. See docs/gst/gstr1-core.md.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,6 +39,8 @@ from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 Day = date  # the type, for annotations inside SupplyDocument (whose field ``date`` hides it)
 
@@ -73,7 +74,7 @@ _INV_TYP = {"B2B": "R", "SEZWP": "SEWP", "SEZWOP": "SEWOP", "DEXP": "DE"}
 EXPORTS = ("EXPWP", "EXPWOP")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SupplyLine:
     line_no: int
     hsn: str
@@ -96,10 +97,11 @@ class ExportDetails:
     port_code: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SupplyDocument:
     """One invoice, credit note or debit note as the return needs it. Amounts on notes are positive;
-    ``document_type`` says which way they go."""
+    ``document_type`` says which way they go. Not frozen, only for speed (a frozen dataclass sets each
+    field through object.__setattr__; a month of 100,000 documents is built at once): treat as a value."""
 
     document_id: str
     number: str
@@ -650,6 +652,8 @@ def _pack(gstin: str, period: str, units: Sequence[_Unit], limit: int) -> list[d
     files = []
     for chunk in parts:
         body: dict[str, Any] = {}
+        # Per section, group value -> its group (b2b's buyers, b2cl's states, exp's types).
+        index: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         for unit in chunk:
             if unit.group is None:
                 if unit.section in ("b2cs", "b2csa", "cdnur", "cdnura"):
@@ -660,14 +664,10 @@ def _pack(gstin: str, period: str, units: Sequence[_Unit], limit: int) -> list[d
                 continue
             key, value = unit.group
             inner = "nt" if unit.section in ("cdnr", "cdnra") else "inv"
-            groups: list[dict[str, Any]] = body.setdefault(unit.section, [])
-            if not groups or groups[-1][key] != value:
-                found = next((g for g in groups if g[key] == value), None)
-                if found is None:
-                    found = {key: value, inner: []}
-                    groups.append(found)
-            else:
-                found = groups[-1]
+            found = index[unit.section].get(value)
+            if found is None:
+                found = index[unit.section][value] = {key: value, inner: []}
+                body.setdefault(unit.section, []).append(found)
             found[inner].append(unit.entry)
         file = {"gstin": gstin, "fp": period, "version": VERSION, "hash": ""}
         order = (
@@ -752,34 +752,13 @@ def part_hash(part: Mapping[str, Any]) -> str:
 def dumps(value: Any) -> bytes:
     """JSON with Decimals as exact JSON numbers (GSTN's amounts are numbers, not strings), keys in
     their given order, no spaces: the same return always gives the same bytes."""
-    out: list[str] = []
-    _write(value, out)
-    return "".join(out).encode()
+    return orjson.dumps(value, default=_number)
 
 
-def _write(value: Any, out: list[str]) -> None:
-    if isinstance(value, Mapping):
-        out.append("{")
-        for i, (k, v) in enumerate(value.items()):
-            if i:
-                out.append(",")
-            out.append(json.dumps(str(k), ensure_ascii=False))
-            out.append(":")
-            _write(v, out)
-        out.append("}")
-    elif isinstance(value, list | tuple):
-        out.append("[")
-        for i, v in enumerate(value):
-            if i:
-                out.append(",")
-            _write(v, out)
-        out.append("]")
-    elif isinstance(value, Decimal):
-        out.append(format(value, "f"))
-    elif isinstance(value, bool) or value is None or isinstance(value, int | str):
-        out.append(json.dumps(value, ensure_ascii=False))
-    else:
-        raise TypeError(f"not JSON: {type(value).__name__}")
+def _number(value: Any) -> orjson.Fragment:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(format(value, "f"))
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 # --- versions ------------------------------------------------------------------------------------
