@@ -644,3 +644,105 @@ def test_diff_summaries_names_what_changed() -> None:
 @pytest.mark.parametrize(("day", "period"), [(date(2025, 1, 31), "012025"), (date(2024, 12, 1), "122024")])
 def test_period_of(day: date, period: str) -> None:
     assert gstr1.period_of(day) == period
+
+
+# --- a mixed month: the return's totals equal sums computed straight from the documents -------------
+
+
+def _mixed_month(seed: int) -> list[SupplyDocument]:
+    import random
+
+    rng = random.Random(seed)
+    documents = []
+    for i in range(300):
+        day = date(2025, 9, 1 + i % 30)  # rates before and after 2025-09-22 (12 and 28 % until then)
+        rates = ("5", "12", "18", "28") if day < date(2025, 9, 22) else ("5", "18", "40")
+        kind = rng.choice(("b2b", "b2b", "b2c", "b2c", "export", "sez", "credit_note", "debit_note"))
+        intra = kind in ("b2b", "b2c", "credit_note", "debit_note") and rng.random() < 0.5
+        lines = tuple(
+            line(
+                str(rng.randint(1, 400_000 if kind == "b2c" else 50_000)),
+                rng.choice(rates),
+                intra=intra,
+                hsn=rng.choice(("8504", "1006", "998314")),
+                qty=str(rng.randint(1, 9)),
+                category=rng.choice(("taxable", "taxable", "taxable", "nil", "exempt", "non_gst")),
+                no=n,
+            )
+            for n in range(1, rng.randint(1, 4) + 1)
+        )
+        registered = kind in ("b2b", "sez") or (kind in ("credit_note", "debit_note") and rng.random() < 0.5)
+        supply_type = {"export": "EXPWP", "sez": "SEZWP"}.get(kind, "B2B" if registered else "B2C")
+        documents.append(
+            doc(
+                f"{kind[:2].upper()}-{i:04d}",
+                day=day,
+                buyer=BUYER if registered else None,
+                supply_type=supply_type,
+                intra=intra,
+                pos="27" if intra else ("96" if kind == "export" else "29"),
+                lines=lines,
+                document_type=kind if kind in ("credit_note", "debit_note") else "invoice",
+                original_value=D(rng.randint(1, 300_000)),
+                cancelled=rng.random() < 0.05,
+            )
+        )
+    return documents
+
+
+def _signed(documents: list[SupplyDocument], category: str | None, field: str) -> Decimal:
+    """Sum of ``field`` over the lines of live documents (credit notes negative): every line (None),
+    the lines reported as taxable supplies ("taxable": all of an export's lines), or the domestic
+    lines of one nil/exempt/non-GST category."""
+    total = D(0)
+    for d in documents:
+        if d.cancelled:
+            continue
+        sign = -1 if d.document_type == "credit_note" else 1
+        export = d.supply_type in ("EXPWP", "EXPWOP")
+        for x in d.lines:
+            if category == "taxable":
+                counted = export or x.supply_category == "taxable"
+            else:
+                counted = category is None or (not export and x.supply_category == category)
+            if counted:
+                total += sign * getattr(x, field)
+    return total
+
+
+def _sum_items(part: dict[str, Any], field: str) -> Decimal:
+    total = D(0)
+    for name in ("b2b", "b2cl"):
+        total += sum(
+            (i["itm_det"].get(field, D(0)) for g in part.get(name, []) for v in g["inv"] for i in v["itms"]),
+            D(0),
+        )
+    total += sum((i.get(field, D(0)) for g in part.get("exp", []) for v in g["inv"] for i in v["itms"]), D(0))
+    for notes in [n for g in part.get("cdnr", []) for n in g["nt"]] + part.get("cdnur", []):
+        sign = -1 if notes["ntty"] == "C" else 1
+        total += sign * sum((i["itm_det"].get(field, D(0)) for i in notes["itms"]), D(0))
+    total += sum((r.get(field, D(0)) for r in part.get("b2cs", [])), D(0))
+    return total
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_mixed_month_adds_up_across_sections_and_parts(seed: int) -> None:
+    documents = _mixed_month(seed)
+    result = build_gstr1(SELLER, "092025", documents, item_limit=150)
+    assert len(result.parts) > 1
+    pairs = {"txval": "taxable_value", "iamt": "igst", "camt": "cgst", "samt": "sgst"}
+    for field, attr in pairs.items():
+        assert sum((_sum_items(p, field) for p in result.parts), D(0)) == _signed(
+            documents, "taxable", attr
+        ), field
+        hsn = sum((r[field] for p in result.parts if "hsn" in p for t in p["hsn"].values() for r in t), D(0))
+        assert hsn == _signed(documents, None, attr), field
+    nil = next(p["nil"]["inv"] for p in result.parts if "nil" in p)
+    for category, field in (("nil", "nil_amt"), ("exempt", "expt_amt"), ("non_gst", "ngsup_amt")):
+        assert sum((r[field] for r in nil), D(0)) == _signed(documents, category, "taxable_value")
+    issued = next(p["doc_issue"] for p in result.parts if "doc_issue" in p)
+    rows = [r for d in issued["doc_det"] for r in d["docs"]]
+    assert sum(r["totnum"] for r in rows) == len(documents)
+    assert sum(r["cancel"] for r in rows) == sum(1 for d in documents if d.cancelled)
+    numbers = [i["inum"] for p in result.parts for g in p.get("b2b", []) for i in g["inv"]]
+    assert len(numbers) == len(set(numbers))  # no document in two parts
