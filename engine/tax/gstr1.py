@@ -5,8 +5,8 @@ What goes where (field names as the GSTN returns offline tool writes them; india
 * ``b2b``   invoices to a registered buyer (buyer GSTIN), incl. SEZ (inv_typ SEWP/SEWOP) and deemed
   exports (DE); regular ones are ``R``. ``rchrg`` Y when the buyer pays the tax (reverse charge).
 * ``b2cl``  invoices to an unregistered buyer, inter-state, with an invoice value above the threshold in
-  force on the invoice date: Rs 2,50,000 up to 2024-07-31, Rs 1,00,000 from 2024-08-01 (Notification
-  12/2024-CT, which changed GSTR-1 Table 5 from 1 Aug 2024).
+  force on the invoice date: Rs 2,50,000 up to 2024-07-31, Rs 1,00,000 from 2024-08-01 (CGST Rules
+  rule 59(4) as amended by Notification 12/2024-Central Tax of 10 July 2024, in force 1 Aug 2024).
 * ``b2cs``  every other sale to an unregistered buyer, summarised per (supply type, place of supply,
   rate, e-commerce operator); notes against such sales are netted into the same rows.
 * ``exp``   exports, with (WPAY) or without (WOPAY) payment of IGST, with the shipping bill when known.
@@ -15,7 +15,7 @@ What goes where (field names as the GSTN returns offline tool writes them; india
   a small B2C sale adjusts ``b2cs`` instead, as the GSTN form has no other place for it.
 * ``nil``   nil-rated, exempt and non-GST lines, per INTRB2B / INTRAB2B / INTRB2C / INTRAB2C.
 * ``hsn``   per HSN, unit and rate, split into ``hsn_b2b`` and ``hsn_b2c`` (the split GSTN made mandatory
-  in 2025, Advisory of Jan 2025 on Table 12), net of notes.
+  in 2025 (GSTN's Table 12 advisory, phase III), net of notes.
 * ``doc_issue``  numbers issued per series: invoices (doc_num 1), debit notes (4), credit notes (5).
 * Amendments (``b2ba``, ``b2cla``, ``b2csa``, ``cdnra``, ``cdnura``, ``expa``): a change to a document
   of an already filed period, reported in the next open period against the original's number and date.
