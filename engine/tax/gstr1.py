@@ -185,8 +185,12 @@ def _d(day: date) -> str:
     return day.strftime("%d-%m-%Y")
 
 
+ZERO_CENT = Decimal("0.00")
+
+
 def _m(value: Decimal) -> Decimal:
-    return value.quantize(CENT)
+    # Zero amounts are most of a return's tax fields: one shared object (and never "-0.00").
+    return value.quantize(CENT) if value else ZERO_CENT
 
 
 def _s(value: Decimal) -> str:
@@ -194,10 +198,18 @@ def _s(value: Decimal) -> str:
     return str(_m(value))
 
 
+_RATES: dict[Decimal, Decimal] = {}
+
+
 def _rate(value: Decimal) -> Decimal:
     # 18 not 18.00: the offline tool writes the rate as a plain number (0.25, 3, 18).
-    normal = value.normalize()
-    return normal.quantize(Decimal(1)) if normal == normal.to_integral() else normal
+    found = _RATES.get(value)
+    if found is None:
+        normal = value.normalize()
+        found = normal.quantize(Decimal(1)) if normal == normal.to_integral() else normal
+        if len(_RATES) < 64:  # a handful of rates exist; bounded whatever the input
+            _RATES[value] = found
+    return found
 
 
 def _sign(doc: SupplyDocument) -> int:
@@ -210,7 +222,7 @@ def _taxable_lines(doc: SupplyDocument) -> list[SupplyLine]:
     return [x for x in doc.lines if x.supply_category == "taxable"]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Sums:
     txval: Decimal = ZERO
     iamt: Decimal = ZERO
@@ -470,7 +482,7 @@ def doc_issue(docs: Iterable[SupplyDocument]) -> dict[str, Any]:
 # --- the whole return ----------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Unit:
     """One piece of the return that must stay whole in one upload, with its line-item count."""
 
