@@ -501,7 +501,10 @@ def _units(
     live = [d for d in documents if not d.cancelled]
     sections: dict[str, list[SupplyDocument]] = defaultdict(list)
     for doc in live:
-        sections[classify(doc)].append(doc)
+        # A document of nil/exempt/non-GST lines only is reported in ``nil`` (and hsn, doc_issue)
+        # alone: a b2b or note entry without items would be refused by the portal.
+        if _taxable_lines(doc):
+            sections[classify(doc)].append(doc)
 
     units: list[_Unit] = []
     # Summary tables first, each whole in the first part: GSTN replaces a summary table on upload, so

@@ -388,6 +388,8 @@ def test_nil_exempt_and_non_gst_lines_go_to_nil_by_supply_type() -> None:
         ]
     }
     # the taxable line alone is in b2b; an invoice of non-GST lines only is in no supply section
+    exempt_b2b = doc("M-3", lines=(line("90", category="exempt"),))
+    assert "b2b" not in only([exempt_b2b]) and only([exempt_b2b])["nil"]["inv"][0]["expt_amt"] == D("90.00")
     assert [i["itm_det"]["txval"] for i in part["b2b"][0]["inv"][0]["itms"]] == [D("1000.00")]
     assert "b2cs" not in part
 
