@@ -439,10 +439,7 @@ class Run:
                 f"seconds, a month of {n:,} documents",
                 result["seconds"],
                 "s",
-                note=(
-                    f"read {result['read_seconds']:.1f} s; {result['parts']} part(s),"
-                    f" items {result['items']}; {ratio:.0f}x the bare SQL below"
-                ),
+                note=(f"{result['parts']} part(s), items {result['items']}; {ratio:.0f}x the bare SQL below"),
             )
         )
         self.rows.append(

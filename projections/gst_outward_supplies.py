@@ -13,13 +13,13 @@ issue 11 (``reverse_charge``, ``ecommerce_gstin``, ``export``, ``note_reason``,
 ``original_invoice_date``, the lines' ``supply_category``) are read when present and take their
 defaults on older events (issued v1-v4), which therefore read as regular taxable supplies.
 
-``supplies_for`` is the read side for the return: one period's documents of one seller GSTIN of one
-tenant, as :class:`engine.tax.gstr1.SupplyDocument`.
+``supplies_for`` (a list) and ``iter_supplies`` (streamed) are the read side for the return: one
+period's documents of one seller GSTIN of one tenant, as :class:`engine.tax.gstr1.SupplyDocument`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -238,19 +238,30 @@ def _document(row: dict[str, Any], shared: _Shared | None = None) -> SupplyDocum
     )
 
 
-def supplies_for(
+def iter_supplies(
     conn: psycopg.Connection, tenant_id: UUID, gstin: str, period: str, *, table: str = NAME
-) -> list[SupplyDocument]:
+) -> Iterator[SupplyDocument]:
     """Every document (cancelled ones too) of ``tenant_id``'s seller ``gstin`` dated in ``period``
-    (MMYYYY), ordered by date and number. A note's ``original_value`` is its original invoice's value
-    when the original is in this projection (of the same tenant)."""
+    (MMYYYY), ordered by date and number, read from a server-side cursor in chunks: ``build_gstr1``
+    takes this iterator and never holds the whole month. A note's ``original_value`` is its original
+    invoice's value when the original is in this projection (of the same tenant). Keeps a transaction
+    open on ``conn`` until exhausted or closed."""
     query = _SELECT.format(table=psycopg.sql.Identifier(table).as_string(conn))
-    documents: list[SupplyDocument] = []
-    # A server-side cursor read in chunks: a month of 100,000 documents is never held twice (as rows
-    # and as documents); jsonb parsed with orjson (stdlib json was a third of the read, bench/gstr1.py).
-    with conn.transaction(), conn.cursor(name="gst_outward_supplies_read", row_factory=dict_row) as cur:
+    shared = _Shared()
+    with (
+        conn.transaction(),
+        conn.cursor(name="gst_outward_supplies_read", row_factory=dict_row) as cur,
+    ):
+        # jsonb parsed with orjson: stdlib json was a third of the read (bench/gstr1.py).
         set_json_loads(orjson.loads, cur)
         cur.itersize = 2000
         cur.execute(query, (tenant_id, gstin, period))
-        documents.extend(_document(row) for row in cur)
-    return documents
+        for row in cur:
+            yield _document(row, shared)
+
+
+def supplies_for(
+    conn: psycopg.Connection, tenant_id: UUID, gstin: str, period: str, *, table: str = NAME
+) -> list[SupplyDocument]:
+    """``iter_supplies`` as a list (C5)."""
+    return list(iter_supplies(conn, tenant_id, gstin, period, table=table))

@@ -321,7 +321,12 @@ def _original_ref(section: str, original: SupplyDocument) -> dict[str, Any]:
 # --- the summary sections ------------------------------------------------------------------------
 
 
-def _b2cs_key(doc: SupplyDocument, line: SupplyLine) -> tuple[str, str, str, str, Decimal]:
+B2csKey = tuple[str, str, str, str, Decimal]
+_NIL_FIELDS = {"nil": "nil_amt", "exempt": "expt_amt", "non_gst": "ngsup_amt"}
+_NIL_ORDER = ("INTRB2B", "INTRAB2B", "INTRB2C", "INTRAB2C")
+
+
+def _b2cs_key(doc: SupplyDocument, line: SupplyLine) -> B2csKey:
     return (
         "INTRA" if doc.intra_state else "INTER",
         doc.place_of_supply,
@@ -331,15 +336,7 @@ def _b2cs_key(doc: SupplyDocument, line: SupplyLine) -> tuple[str, str, str, str
     )
 
 
-def _b2cs_rows(docs: Iterable[SupplyDocument]) -> dict[tuple[str, str, str, str, Decimal], _Sums]:
-    rows: dict[tuple[str, str, str, str, Decimal], _Sums] = defaultdict(_Sums)
-    for doc in docs:
-        for line in _taxable_lines(doc):
-            rows[_b2cs_key(doc, line)].add(line, _sign(doc))
-    return rows
-
-
-def _b2cs_row(key: tuple[str, str, str, str, Decimal], s: _Sums) -> dict[str, Any]:
+def _b2cs_row(key: B2csKey, s: _Sums) -> dict[str, Any]:
     sply_ty, pos, typ, etin, rate = key
     row: dict[str, Any] = {"sply_ty": sply_ty, "pos": pos, "typ": typ}
     if etin:
@@ -353,24 +350,6 @@ def _b2cs_row(key: tuple[str, str, str, str, Decimal], s: _Sums) -> dict[str, An
     return row
 
 
-def _nil(docs: Iterable[SupplyDocument]) -> list[dict[str, Any]]:
-    amounts: dict[str, dict[str, Decimal]] = {}
-    field_of = {"nil": "nil_amt", "exempt": "expt_amt", "non_gst": "ngsup_amt"}
-    for doc in docs:
-        if doc.supply_type in EXPORTS:
-            continue
-        registered = "B2B" if doc.buyer_gstin else "B2C"
-        sply_ty = ("INTRA" if doc.intra_state else "INTR") + registered
-        for line in doc.lines:
-            name = field_of.get(line.supply_category)
-            if name is None:
-                continue
-            row = amounts.setdefault(sply_ty, dict.fromkeys(field_of.values(), ZERO))
-            row[name] += _sign(doc) * line.taxable_value
-    order = ("INTRB2B", "INTRAB2B", "INTRB2C", "INTRAB2C")
-    return [{"sply_ty": t, **{k: _m(v) for k, v in amounts[t].items()}} for t in order if t in amounts]
-
-
 def _uqc(line: SupplyLine) -> str:
     # Services have no unit of quantity: GSTN takes "NA" for SAC codes (chapter 99).
     if line.hsn.startswith("99"):
@@ -378,43 +357,11 @@ def _uqc(line: SupplyLine) -> str:
     return (line.unit or "OTH").upper()
 
 
-def _hsn(docs: Iterable[SupplyDocument]) -> dict[str, list[dict[str, Any]]]:
-    tables: dict[str, dict[tuple[str, str, Decimal], dict[str, Any]]] = {"hsn_b2b": {}, "hsn_b2c": {}}
-    for doc in docs:
-        registered = bool(doc.buyer_gstin) and doc.supply_type not in EXPORTS
-        table = tables["hsn_b2b" if registered else "hsn_b2c"]
-        sign = _sign(doc)
-        for line in doc.lines:
-            uqc = _uqc(line)
-            key = (line.hsn, uqc, line.gst_rate)
-            row = table.get(key)
-            if row is None:
-                row = table[key] = {"desc": line.description[:30], "qty": ZERO, "sums": _Sums()}
-            if uqc != "NA":
-                row["qty"] += sign * line.quantity
-            row["sums"].add(line, sign)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for name, table in tables.items():
-        rows = []
-        for num, ((hsn, uqc, rate), row) in enumerate(sorted(table.items()), start=1):
-            s: _Sums = row["sums"]
-            rows.append(
-                {
-                    "num": num,
-                    "hsn_sc": hsn,
-                    "desc": row["desc"],
-                    "uqc": uqc,
-                    "qty": _m(row["qty"]),
-                    "rt": _rate(rate),
-                    "txval": _m(s.txval),
-                    "iamt": _m(s.iamt),
-                    "camt": _m(s.camt),
-                    "samt": _m(s.samt),
-                    "csamt": _m(s.csamt),
-                }
-            )
-        out[name] = rows
-    return out
+@dataclass(slots=True)
+class _HsnRow:
+    desc: str
+    qty: Decimal = ZERO
+    sums: _Sums | None = None
 
 
 _SERIAL = re.compile(r"^(.*?)(\d+)$")
@@ -438,15 +385,18 @@ def doc_issue(docs: Iterable[SupplyDocument]) -> dict[str, Any]:
     be reported as either. Cancelled numbers stay in their run and are counted in ``cancel``;
     ``net_issue = totnum - cancel``. A number with no trailing digits, or one whose serial another
     number of its series already has (A10 and A010), is a row of its own."""
+    return _doc_issue([(DOC_NUM.get(d.document_type, 1), d.number, d.cancelled) for d in docs])
+
+
+def _doc_issue(numbers_used: list[tuple[int, str, bool]]) -> dict[str, Any]:
     kinds: dict[int, dict[str, dict[int, tuple[str, bool]]]] = defaultdict(lambda: defaultdict(dict))
     loose: dict[int, list[tuple[str, bool]]] = defaultdict(list)
-    for doc in sorted(docs, key=lambda d: (len(d.number), d.number)):
-        kind = DOC_NUM.get(doc.document_type, 1)
-        prefix, serial = _series(doc.number)
+    for kind, number, cancelled in sorted(numbers_used, key=lambda d: (len(d[1]), d[1])):
+        prefix, serial = _series(number)
         if serial is None or serial in kinds[kind][prefix]:
-            loose[kind].append((doc.number, doc.cancelled))
+            loose[kind].append((number, cancelled))
         else:
-            kinds[kind][prefix][serial] = (doc.number, doc.cancelled)
+            kinds[kind][prefix][serial] = (number, cancelled)
     doc_det = []
     for kind in sorted(set(kinds) | set(loose)):
         runs: list[list[tuple[str, bool]]] = []
@@ -464,15 +414,15 @@ def doc_issue(docs: Iterable[SupplyDocument]) -> dict[str, Any]:
         runs.extend([entry] for entry in sorted(loose[kind]))
         rows = []
         for num, run in enumerate(runs, start=1):
-            cancelled = sum(1 for _, c in run if c)
+            cancelled_count = sum(1 for _, c in run if c)
             rows.append(
                 {
                     "num": num,
                     "from": run[0][0],
                     "to": run[-1][0],
                     "totnum": len(run),
-                    "cancel": cancelled,
-                    "net_issue": len(run) - cancelled,
+                    "cancel": cancelled_count,
+                    "net_issue": len(run) - cancelled_count,
                 }
             )
         doc_det.append({"doc_num": kind, "docs": rows})
@@ -492,65 +442,170 @@ class _Unit:
     items: int
 
 
+@dataclass(slots=True)
+class _SectionTotals:
+    count: int = 0
+    value: Decimal = ZERO
+    sums: _Sums | None = None
+
+
+class _Month:
+    """The return, built in one pass over the period's documents: each document is classified and
+    written as its entry, or added to the summary tables, then no longer needed. A month of 100,000
+    documents can therefore be streamed from the projection (``iter_supplies``) instead of being
+    held whole next to the return built from it."""
+
+    def __init__(self) -> None:
+        self.units: dict[str, list[tuple[tuple[date, str, str], _Unit]]] = defaultdict(list)
+        self.totals: dict[str, _SectionTotals] = {}
+        self.b2cs: dict[B2csKey, _Sums] = defaultdict(_Sums)
+        self.b2cs_documents = 0
+        self.nil: dict[str, dict[str, Decimal]] = {}
+        self.hsn: dict[str, dict[tuple[str, str, Decimal], _HsnRow]] = {"hsn_b2b": {}, "hsn_b2c": {}}
+        self.numbers_used: list[tuple[int, str, bool]] = []
+        self.documents = 0
+        self.cancelled = 0
+        self.e_invoiced = 0
+
+    def add(self, doc: SupplyDocument) -> None:
+        self.documents += 1
+        self.numbers_used.append((DOC_NUM.get(doc.document_type, 1), doc.number, doc.cancelled))
+        if doc.cancelled:
+            self.cancelled += 1
+            return
+        self.e_invoiced += doc.e_invoiced
+        self._nil(doc)
+        self._hsn(doc)
+        lines = _taxable_lines(doc)
+        # A document of nil/exempt/non-GST lines only is reported in ``nil`` (and hsn, doc_issue)
+        # alone: a b2b or note entry without items would be refused by the portal.
+        if not lines:
+            return
+        section = classify(doc)
+        sign = _sign(doc)
+        if section == "b2cs":
+            self.b2cs_documents += 1
+            for line in lines:
+                self.b2cs[_b2cs_key(doc, line)].add(line, sign)
+            return
+        totals = self.totals.get(section)
+        if totals is None:
+            totals = self.totals[section] = _SectionTotals(sums=_Sums())
+        totals.count += 1
+        totals.value += doc.total
+        assert totals.sums is not None
+        for line in lines:
+            totals.sums.add(line)
+        entry = _invoice_entry(doc, section)
+        self.units[section].append(
+            (
+                (doc.date, doc.number, doc.document_id),
+                _Unit(section, _group(section, doc), entry, len(entry["itms"])),
+            )
+        )
+
+    def _nil(self, doc: SupplyDocument) -> None:
+        if doc.supply_type in EXPORTS:
+            return
+        sply_ty = ("INTRA" if doc.intra_state else "INTR") + ("B2B" if doc.buyer_gstin else "B2C")
+        for line in doc.lines:
+            name = _NIL_FIELDS.get(line.supply_category)
+            if name is not None:
+                row = self.nil.setdefault(sply_ty, dict.fromkeys(_NIL_FIELDS.values(), ZERO))
+                row[name] += _sign(doc) * line.taxable_value
+
+    def _hsn(self, doc: SupplyDocument) -> None:
+        registered = bool(doc.buyer_gstin) and doc.supply_type not in EXPORTS
+        table = self.hsn["hsn_b2b" if registered else "hsn_b2c"]
+        sign = _sign(doc)
+        for line in doc.lines:
+            uqc = _uqc(line)
+            key = (line.hsn, uqc, line.gst_rate)
+            row = table.get(key)
+            if row is None:
+                row = table[key] = _HsnRow(line.description[:30], ZERO, _Sums())
+            if uqc != "NA":
+                row.qty += sign * line.quantity
+            assert row.sums is not None
+            row.sums.add(line, sign)
+
+    def hsn_tables(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for name, table in self.hsn.items():
+            rows = []
+            for num, ((hsn, uqc, rate), row) in enumerate(sorted(table.items()), start=1):
+                s = row.sums
+                assert s is not None
+                rows.append(
+                    {
+                        "num": num,
+                        "hsn_sc": hsn,
+                        "desc": row.desc,
+                        "uqc": uqc,
+                        "qty": _m(row.qty),
+                        "rt": _rate(rate),
+                        "txval": _m(s.txval),
+                        "iamt": _m(s.iamt),
+                        "camt": _m(s.camt),
+                        "samt": _m(s.samt),
+                        "csamt": _m(s.csamt),
+                    }
+                )
+            out[name] = rows
+        return out
+
+    def nil_rows(self) -> list[dict[str, Any]]:
+        return [
+            {"sply_ty": t, **{k: _m(v) for k, v in self.nil[t].items()}} for t in _NIL_ORDER if t in self.nil
+        ]
+
+
+def _group(section: str, doc: SupplyDocument) -> tuple[str, str] | None:
+    if section in ("b2b", "cdnr"):
+        return ("ctin", doc.buyer_gstin or "")
+    if section == "b2cl":
+        return ("pos", doc.place_of_supply)
+    if section == "exp":
+        return ("exp_typ", "WPAY" if doc.supply_type == "EXPWP" else "WOPAY")
+    return None
+
+
 def _units(
-    gstin: str,
-    documents: Sequence[SupplyDocument],
+    documents: Iterable[SupplyDocument],
     amendments: Sequence[Amendment],
     filed_b2cs: Mapping[str, Sequence[Mapping[str, Any]]],
 ) -> tuple[list[_Unit], dict[str, Any]]:
-    live = [d for d in documents if not d.cancelled]
-    sections: dict[str, list[SupplyDocument]] = defaultdict(list)
-    for doc in live:
-        # A document of nil/exempt/non-GST lines only is reported in ``nil`` (and hsn, doc_issue)
-        # alone: a b2b or note entry without items would be refused by the portal.
-        if _taxable_lines(doc):
-            sections[classify(doc)].append(doc)
+    month = _Month()
+    for doc in documents:
+        month.add(doc)
 
     units: list[_Unit] = []
     # Summary tables first, each whole in the first part: GSTN replaces a summary table on upload, so
     # it must not be spread over files.
-    b2cs = [_b2cs_row(k, s) for k, s in sorted(_b2cs_rows(sections["b2cs"]).items())]
+    b2cs = [_b2cs_row(k, s) for k, s in sorted(month.b2cs.items())]
     if b2cs:
         units.append(_Unit("b2cs", None, b2cs, len(b2cs)))
-    nil = _nil(live)
+    nil = month.nil_rows()
     if nil:
         units.append(_Unit("nil", None, {"inv": nil}, len(nil)))
-    hsn = _hsn(live)
+    hsn = month.hsn_tables()
     hsn_count = len(hsn["hsn_b2b"]) + len(hsn["hsn_b2c"])
     if hsn_count:
         units.append(_Unit("hsn", None, hsn, hsn_count))
-    issue = doc_issue(documents)
+    issue = _doc_issue(month.numbers_used)
     if issue["doc_det"]:
         units.append(_Unit("doc_issue", None, issue, sum(len(d["docs"]) for d in issue["doc_det"])))
-
-    def ordered(docs: list[SupplyDocument]) -> list[SupplyDocument]:
-        return sorted(docs, key=lambda d: (d.date, d.number))
-
-    for doc in ordered(sections["b2b"]):
-        entry = _invoice_entry(doc, "b2b")
-        units.append(_Unit("b2b", ("ctin", doc.buyer_gstin or ""), entry, len(entry["itms"])))
-    for doc in ordered(sections["b2cl"]):
-        entry = _invoice_entry(doc, "b2cl")
-        units.append(_Unit("b2cl", ("pos", doc.place_of_supply), entry, len(entry["itms"])))
-    for doc in ordered(sections["exp"]):
-        entry = _invoice_entry(doc, "exp")
-        typ = "WPAY" if doc.supply_type == "EXPWP" else "WOPAY"
-        units.append(_Unit("exp", ("exp_typ", typ), entry, len(entry["itms"])))
-    for doc in ordered(sections["cdnr"]):
-        entry = _invoice_entry(doc, "cdnr")
-        units.append(_Unit("cdnr", ("ctin", doc.buyer_gstin or ""), entry, len(entry["itms"])))
-    for doc in ordered(sections["cdnur"]):
-        entry = _invoice_entry(doc, "cdnur")
-        units.append(_Unit("cdnur", None, entry, len(entry["itms"])))
+    # Documents by date and number in each section, whatever order they came in.
+    for section in ("b2b", "b2cl", "exp", "cdnr", "cdnur"):
+        units.extend(unit for _, unit in sorted(month.units.pop(section, []), key=lambda u: u[0]))
 
     amended_counts: dict[str, int] = defaultdict(int)
     b2csa_deltas: dict[tuple[str, tuple[str, str, str, str]], dict[Decimal, _Sums]] = defaultdict(
         lambda: defaultdict(_Sums)
     )
     for change in sorted(amendments, key=lambda a: (a.original_period, a.original.date, a.original.number)):
-        original_section = classify(change.original)
+        section = classify(change.original)
         amended = _zeroed(change.amended) if change.amended.cancelled else change.amended
-        section = original_section
         name = AMENDMENT_SECTIONS[section]
         amended_counts[name] += 1
         if section == "b2cs":
@@ -562,14 +617,7 @@ def _units(
                     )
             continue
         entry = {**_original_ref(section, change.original), **_invoice_entry(amended, section)}
-        group: tuple[str, str] | None = None
-        if section in ("b2b", "cdnr"):
-            group = ("ctin", amended.buyer_gstin or "")
-        elif section == "b2cl":
-            group = ("pos", amended.place_of_supply)
-        elif section == "exp":
-            group = ("exp_typ", "WPAY" if amended.supply_type == "EXPWP" else "WOPAY")
-        units.append(_Unit(name, group, entry, len(entry["itms"])))
+        units.append(_Unit(name, _group(section, amended), entry, len(entry["itms"])))
 
     # B2CSA replaces a filed B2CS row of the original month with its revised values: the filed row
     # (from the filed return's JSON, ``filed_b2cs``) plus what the changed documents moved.
@@ -597,14 +645,11 @@ def _units(
         row["itms"] = itms
         units.append(_Unit("b2csa", None, row, len(itms)))
 
-    summary = _summary(sections, live, documents, b2cs, nil, hsn, issue, amended_counts)
-    return units, summary
+    return units, _summary(month, b2cs, nil, hsn, issue, amended_counts)
 
 
 def _summary(
-    sections: Mapping[str, list[SupplyDocument]],
-    live: Sequence[SupplyDocument],
-    documents: Sequence[SupplyDocument],
+    month: _Month,
     b2cs: list[dict[str, Any]],
     nil: list[dict[str, Any]],
     hsn: dict[str, list[dict[str, Any]]],
@@ -613,16 +658,12 @@ def _summary(
 ) -> dict[str, Any]:
     per_section: dict[str, Any] = {}
     for name in ("b2b", "b2cl", "exp", "cdnr", "cdnur"):
-        docs = sections.get(name, [])
-        s = _Sums()
-        value = ZERO
-        for doc in docs:
-            value += doc.total
-            for line in _taxable_lines(doc):
-                s.add(line)
+        totals = month.totals.get(name) or _SectionTotals(sums=_Sums())
+        s = totals.sums
+        assert s is not None
         per_section[name] = {
-            "count": len(docs),
-            "value": _s(value),
+            "count": totals.count,
+            "value": _s(totals.value),
             "txval": _s(s.txval),
             "iamt": _s(s.iamt),
             "camt": _s(s.camt),
@@ -632,7 +673,7 @@ def _summary(
     b2cs_sums = {
         k: _s(sum((r.get(k, ZERO) for r in b2cs), ZERO)) for k in ("txval", "iamt", "camt", "samt", "csamt")
     }
-    per_section["b2cs"] = {"count": len(b2cs), "documents": len(sections.get("b2cs", [])), **b2cs_sums}
+    per_section["b2cs"] = {"count": len(b2cs), "documents": month.b2cs_documents, **b2cs_sums}
     per_section["nil"] = {
         "count": len(nil),
         **{k: _s(sum((r[k] for r in nil), ZERO)) for k in ("nil_amt", "expt_amt", "ngsup_amt")},
@@ -646,9 +687,9 @@ def _summary(
     for name, count in sorted(amended_counts.items()):
         per_section[name] = {"count": count}
     return {
-        "documents": len(documents),
-        "cancelled": len(documents) - len(live),
-        "e_invoiced": sum(1 for d in live if d.e_invoiced),
+        "documents": month.documents,
+        "cancelled": month.cancelled,
+        "e_invoiced": month.e_invoiced,
         "sections": per_section,
     }
 
@@ -711,16 +752,18 @@ def _pack(gstin: str, period: str, units: Sequence[_Unit], limit: int) -> list[d
 def build_gstr1(
     gstin: str,
     period: str,
-    documents: Sequence[SupplyDocument],
+    documents: Iterable[SupplyDocument],
     *,
     amendments: Sequence[Amendment] = (),
     filed_b2cs: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     item_limit: int = ITEM_LIMIT,
 ) -> Gstr1Return:
     """The return of ``gstin`` for ``period`` (MMYYYY) from the period's documents (cancelled ones
-    included: they count in doc_issue). ``filed_b2cs``: per filed period, its filed ``b2cs`` rows,
-    which a B2CSA row revises (without them the revised row holds only what changed)."""
-    units, summary = _units(gstin, documents, amendments, filed_b2cs or {})
+    included: they count in doc_issue), in any order; read once, so an iterator streamed from the
+    projection (``projections.gst_outward_supplies.iter_supplies``) does. ``filed_b2cs``: per filed
+    period, its filed ``b2cs`` rows, which a B2CSA row revises (without them the revised row holds
+    only what changed)."""
+    units, summary = _units(documents, amendments, filed_b2cs or {})
     parts = _pack(gstin, period, units, item_limit)
     summary["parts"] = [
         {

@@ -20,7 +20,7 @@ from engine.relay import Relay
 from engine.tax.gstr1 import ExportDetails, SupplyDocument, build_gstr1
 from projections.dead_letters import apply_isolating
 from projections.events import ProjectedEvent
-from projections.gst_outward_supplies import GstOutwardSupplies, supplies_for
+from projections.gst_outward_supplies import GstOutwardSupplies, iter_supplies, supplies_for
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
 from tests.conftest import BackgroundLoop, wait_for
@@ -126,6 +126,9 @@ def test_issued_and_cancelled_invoices_become_the_period_return(
         ("OCT-6", "OCT-6", 1, 1, 0),  # OCT-5 was never issued: a gap, not a cancellation
     ]
     assert result.summary["documents"] == 5 and result.summary["cancelled"] == 1
+    with db.connect(settings) as conn:  # streamed from the projection, the same return
+        streamed = build_gstr1(SELLER, "102025", iter_supplies(conn, tenant_id, SELLER, "102025"))
+    assert streamed.content_hash == result.content_hash and streamed.summary == result.summary
 
     # Rebuilt by replay from Kafka, the table holds the same documents.
     before = {p: supplies(settings, tenant_id, SELLER, p) for p in ("102025", "112025")}
