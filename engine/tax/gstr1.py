@@ -364,7 +364,7 @@ class _HsnRow:
     sums: _Sums | None = None
 
 
-_SERIAL = re.compile(r"^(.*?)(\d+)$")
+_SERIAL = re.compile(r"^(.*?)([0-9]+)$")  # ASCII digits only: int() would also read other scripts
 
 
 def _series(number: str) -> tuple[str, int | None]:
