@@ -15,6 +15,7 @@ TOPICS = [
     "ingest.invoice.dlq.v1",
     "projection.invoice_register.dlq.v1",
     "projection.etims_compliance.dlq.v1",
+    "projection.gst_outward_supplies.dlq.v1",
     "router.einvoicing.dlq.v1",
 ]
 

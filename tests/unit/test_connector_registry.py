@@ -106,6 +106,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("projections", "rebuild.sql"),
     ("projections", "dead_letters.sql"),
     ("projections", "etims_compliance.sql"),
+    ("projections", "gst_outward_supplies.sql"),
     ("engine", "connector_state.sql"),
     ("engine", "etims_tax_rates.sql"),
     ("engine", "tax_return_parts.sql"),
