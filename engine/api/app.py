@@ -448,7 +448,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Not projected yet (the projection trails the event store by moments): answer from the
         # event store rather than a false 404, and say so.
         response.headers["X-Ledgerflow-Read-Source"] = "event-store"
-        return invoice_view(svc.get_invoice(tenant_id, parsed))
+        view = invoice_view(svc.get_invoice(tenant_id, parsed))
+        if view.get("document_type") == "invoice" and "etims" not in view:
+            # An Indian invoice's notes (issue 11), as far as the register has them.
+            with db.transaction(svc.pool) as conn:
+                view["notes"] = invoice_register.notes_of(conn, tenant_id, parsed)
+        return view
 
     @app.get("/v1/invoices", tags=["invoices"], summary="List invoices (paginated)")
     def list_invoices(
