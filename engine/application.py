@@ -1180,6 +1180,12 @@ class LedgerService:
                 f"invoice {invoice.number} is signed by KRA eTIMS: issue a credit note instead "
                 f"(POST /v1/invoices/{invoice.id}/credit-notes)"
             )
+        if invoice.country == "IN" and invoice.credits_by_note:
+            # Its credit notes would then credit a cancelled supply (GSTR-1 would report both).
+            raise InvoiceStateConflict(
+                f"invoice {invoice.number} has credit notes that are not cancelled: cancel them first",
+                {"credit_note_ids": sorted(invoice.credits_by_note)},
+            )
         if (
             invoice.country == "IN"
             and invoice.document_type == DocumentType.CREDIT_NOTE

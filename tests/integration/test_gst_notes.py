@@ -135,6 +135,12 @@ def test_credit_and_debit_notes_are_issued_capped_and_a_cancelled_credit_note_gi
     assert third.status_code == 201, third.text
     assert client.post(credit_url, json=note("CN-4", (1, "1")), headers=bearer(api_key)).status_code == 422
 
+    # The invoice cannot be cancelled while credit notes stand against it.
+    blocked = client.post(
+        f"/v1/invoices/{invoice_id}/cancel", json={"reason": "other"}, headers=bearer(api_key)
+    )
+    assert blocked.status_code == 409 and "credit notes" in blocked.json()["error"]["message"], blocked.text
+
     # A note is no invoice: it takes no notes itself; a cancelled invoice takes none either.
     on_note = client.post(
         f"/v1/invoices/{body['id']}/debit-notes", json=note("DN-2", (1, "1")), headers=bearer(api_key)

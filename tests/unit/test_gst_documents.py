@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date
+from dataclasses import replace
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -14,13 +15,13 @@ import pytest
 from pydantic import ValidationError
 
 from connectors.gst_irp.mapping import SellerProfile, irn_for, to_einvoice
-from engine.application import ValidationFailed, build_invoice
+from engine.application import Ledger, ValidationFailed, build_invoice
 from engine.commands import IssueGstNote, IssueInvoice
 from engine.domain.invoice import DocumentType, Invoice
 from engine.domain.tenant import Tenant
 from engine.fields import field_errors
 from engine.india_documents import build_gst_note
-from engine.publishing import to_outbound
+from engine.publishing import outbound_from_stored, to_outbound
 from engine.tax.errors import TaxRuleError
 from schemas import codec, registry
 
@@ -364,3 +365,33 @@ def test_a_debit_note_maps_to_dbn_and_an_export_carries_its_shipping_bill() -> N
     note = _note(original, DocumentType.DEBIT_NOTE, [{"line_no": 1, "quantity": "1"}], "DN-1")
     document = to_einvoice(to_outbound(note.collect_events()[0]).record, SELLER)
     assert document["DocDtls"]["Typ"] == "DBN" and "ExpDtls" not in document
+
+
+# -- the relay's fast path over stored JSON -----------------------------------------------------------
+
+
+def _note_events() -> list[Any]:
+    original = _invoice(
+        supply_type="EXPWP",
+        reverse_charge=True,
+        ecommerce_gstin=SELLER_GSTIN,
+        export={"shipping_bill_number": "7654321", "shipping_bill_date": "2026-01-19", "port_code": "INNSA1"},
+    )
+    credit = _note(
+        original, DocumentType.CREDIT_NOTE, [{"line_no": 1, "quantity": "2.5", "unit_price": "99.999"}]
+    )
+    debit = _note(original, DocumentType.DEBIT_NOTE, [{"line_no": 2, "quantity": "1"}], "DN-1")
+    credit.cancel(reason="other", remark=None, at=datetime.now(UTC), traceparent=None)
+    original.release_credit(credit_note_id=str(credit.id), credit_note_number=credit.number)
+    return [*original.collect_events(), *credit.collect_events(), *debit.collect_events()]
+
+
+@pytest.mark.parametrize("event", _note_events(), ids=lambda e: type(e).__qualname__)
+def test_the_relays_fast_path_publishes_notes_as_the_domain_events_say(event: Any) -> None:
+    ledger = Ledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    stored = ledger.mapper.to_stored_event(event)
+    slow = to_outbound(ledger.mapper.to_domain_event(stored))
+    fast = outbound_from_stored(stored.originator_id, stored.originator_version, stored.topic, stored.state)
+    assert replace(fast, traceparent="-") == replace(slow, traceparent="-")
+    value, schema = registry.encode_event(fast.ce_type, fast.record)
+    assert registry.decode_event(value)["event_id"] == fast.ce_id and schema is registry.current(fast.ce_type)
