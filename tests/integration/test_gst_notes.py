@@ -339,3 +339,34 @@ async def test_a_credit_note_gets_its_own_irn_at_the_irp_sandbox(
             assert await irp.get_irn_by_document("INV", "CN-IRN-1", date(2026, 1, 20)) is None
         assert Decimal(str(payload["ValDtls"]["TotInvVal"])) == Decimal(str(record["totals"]["total"]))
         assert UUID(job.subject) == credit.id
+
+
+def test_the_ingest_path_takes_the_new_invoice_fields_and_refuses_them_when_wrong(
+    service: LedgerService, settings: Settings
+) -> None:
+    from engine.ingest import IngestRejected, apply_ingest_batch
+    from tests.integration.helpers import create_ingest_key, ingest_command
+    from tests.integration.test_ingest_batches import signing_keys
+
+    tenant_id, _ = register_tenant(service)
+    key = create_ingest_key(settings, tenant_id)
+    export = two_lines(
+        "EXP-1", supply_type="EXPWOP", export={"shipping_bill_number": "1234567", "port_code": "INNSA1"}
+    )
+    export["lines"][1]["supply_category"] = "nil"
+    export["lines"][1].pop("gst_rate")
+    wrong = two_lines("EXP-2", export={"shipping_bill_number": "1234567"})  # not an export
+    outcomes = apply_ingest_batch(
+        service,
+        [ingest_command(tenant_id, "ok", export, key), ingest_command(tenant_id, "bad", wrong, key)],
+        signing_keys(service, settings),
+    )
+    assert not isinstance(outcomes[0], IngestRejected), outcomes[0]
+    assert isinstance(outcomes[1], IngestRejected) and outcomes[1].code == "validation_failed"
+    stored = service.get_invoice(UUID(tenant_id), outcomes[0].invoice_id)
+    assert stored.export == {
+        "shipping_bill_number": "1234567",
+        "shipping_bill_date": None,
+        "port_code": "INNSA1",
+    }
+    assert stored.lines[1]["supply_category"] == "nil" and stored.source == "ingest"
