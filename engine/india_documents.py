@@ -22,7 +22,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from engine.commands import IssueGstNote, IssueInvoice
-from engine.domain.invoice import DocumentType, Invoice
+from engine.domain.invoice import CREDIT_PARTS, DocumentType, Invoice
 from engine.domain.tenant import Tenant
 from engine.publishing import seller_address
 from engine.tax.errors import TaxRuleError, Violation
@@ -163,8 +163,28 @@ def build_gst_note(
             )
             continue
         seen.add(wanted.line_no)
+        rest = None
+        if (
+            kind == DocumentType.CREDIT_NOTE
+            and wanted.quantity == original.remaining(wanted.line_no)[0]
+            and wanted.unit_price is None
+            and wanted.discount == 0
+        ):
+            # The rest of the line at the invoice's price: exactly what is left of each amount, so
+            # partial credit notes add up to the invoice line to the paisa (each note rounds its own
+            # tax, and the roundings need not sum to the invoice's).
+            rest = original.remaining_parts(wanted.line_no)
+            if any(value < 0 for value in rest.values()):
+                rest = None
         line = _note_line(
-            path, len(lines) + 1, source_line, wanted, bool(original.intra_state), without_payment, violations
+            path,
+            len(lines) + 1,
+            source_line,
+            wanted,
+            bool(original.intra_state),
+            without_payment,
+            violations,
+            rest,
         )
         if line is None:
             continue
@@ -188,7 +208,12 @@ def build_gst_note(
                     )
                 )
             credited.append(
-                {"line_no": wanted.line_no, "quantity": line["quantity"], "amount": line["total"]}
+                {
+                    "line_no": wanted.line_no,
+                    "quantity": line["quantity"],
+                    "amount": line["total"],
+                    "parts": {name: line[name] for name in CREDIT_PARTS},
+                }
             )
         lines.append(line)
     totals = {
@@ -251,6 +276,7 @@ def _note_line(
     intra_state: bool,
     without_payment: bool,
     violations: list[Violation],
+    rest: Mapping[str, Decimal] | None = None,
 ) -> dict[str, Any] | None:
     """One note line, taxed at its original line's rate and split (engine.tax.india_gst rounds the
     same way: each amount to the paisa, CGST = SGST computed once)."""
@@ -297,7 +323,12 @@ def _note_line(
     cess_rate = Decimal(source.get("cess_rate") or 0)
     taxable = _round(gross - discount)
     cgst = sgst = igst = cess = _ZERO
-    if not without_payment:
+    if rest is not None and rest["taxable_value"] <= _round(gross):
+        taxable, cgst, sgst, igst, cess = (rest[name] for name in CREDIT_PARTS)
+        # What the invoice's discount left on these units, so AssAmt = TotAmt - Discount still holds
+        # on the e-invoice (IRP code 2193).
+        discount = _round(gross) - taxable
+    elif not without_payment:
         if intra_state:
             cgst = sgst = _round(taxable * rate / 2 / _HUNDRED)
         else:

@@ -18,6 +18,9 @@ from eventsourcing.domain import Aggregate, event
 
 from engine.errors import Conflict
 
+# The amounts of an Indian line a credit note takes back, tracked one by one (Invoice.credited_parts).
+CREDIT_PARTS = ("taxable_value", "cgst", "sgst", "igst", "cess")
+
 INVOICE_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgerflow.dev/ns/invoice")
 
 
@@ -275,6 +278,9 @@ class Invoice(Aggregate):
         self.credit_notes: list[str] = []
         # credit note id -> its lines as credited, so cancelling the note can give them back
         self.credits_by_note: dict[str, list[dict[str, Any]]] = {}
+        # line_no -> the taxable value and taxes credited so far (Indian notes' lines carry them as
+        # "parts"), so the note taking the rest of a line takes exactly what is left of each
+        self.credited_parts: dict[int, dict[str, Decimal]] = {}
         # The eTIMS state of a Kenyan sale; None for Indian invoices.
         self.etims: dict[str, Any] | None = (
             {"status": EtimsStatus.PENDING, "environment": environment, "branch_id": branch_id}
@@ -484,6 +490,7 @@ class Invoice(Aggregate):
             )
             taken["quantity"] += Decimal(line["quantity"])
             taken["amount"] += Decimal(line["amount"])
+            self._add_parts(int(line["line_no"]), line.get("parts"), 1)
         self.credit_notes.append(credit_note_id)
         self.credits_by_note[credit_note_id] = [dict(line) for line in lines]
 
@@ -514,7 +521,21 @@ class Invoice(Aggregate):
             taken = self.credited[int(line["line_no"])]
             taken["quantity"] -= Decimal(line["quantity"])
             taken["amount"] -= Decimal(line["amount"])
+            self._add_parts(int(line["line_no"]), line.get("parts"), -1)
         self.credits_by_note.pop(credit_note_id, None)
+
+    def _add_parts(self, line_no: int, parts: Mapping[str, Any] | None, sign: int) -> None:
+        if not parts:
+            return
+        taken = self.credited_parts.setdefault(line_no, {})
+        for name, value in parts.items():
+            taken[name] = taken.get(name, Decimal("0")) + sign * Decimal(value)
+
+    def remaining_parts(self, line_no: int) -> dict[str, Decimal]:
+        """Taxable value and each tax of line ``line_no`` not yet credited (Indian invoices)."""
+        line = next(x for x in self.lines if int(x["line_no"]) == line_no)
+        taken = self.credited_parts.get(line_no, {})
+        return {name: Decimal(line[name]) - taken.get(name, Decimal("0")) for name in CREDIT_PARTS}
 
     def remaining(self, line_no: int) -> tuple[Decimal, Decimal]:
         """(quantity, amount incl. VAT) of line ``line_no`` not yet credited."""

@@ -395,3 +395,43 @@ def test_the_relays_fast_path_publishes_notes_as_the_domain_events_say(event: An
     assert replace(fast, traceparent="-") == replace(slow, traceparent="-")
     value, schema = registry.encode_event(fast.ce_type, fast.record)
     assert registry.decode_event(value)["event_id"] == fast.ce_id and schema is registry.current(fast.ce_type)
+
+
+def _one_line_invoice(quantity: str, unit_price: str, rate: str, discount: str = "0") -> Invoice:
+    line = {"description": "Coil", "hsn": "8504", "quantity": quantity, "unit": "NOS",
+            "unit_price": unit_price, "gst_rate": rate, "discount": discount}  # fmt: skip
+    return _invoice(lines=[line])
+
+
+def test_partial_credit_notes_add_up_to_the_invoice_line_to_the_paisa() -> None:
+    # 2 x 10.20 at 5% intra-state: the invoice charges 0.51 CGST; one unit alone rounds to 0.26
+    # (0.255 half-up), so two one-unit notes computed alone would credit 0.52 and the second would
+    # exceed what remains. The note taking the rest of the line takes exactly what is left.
+    original = _one_line_invoice("2", "10.20", "5")
+    assert original.lines[0]["cgst"] == Decimal("0.51")
+    first = _note(original, DocumentType.CREDIT_NOTE, [{"line_no": 1, "quantity": "1"}], "CN-1")
+    assert first.lines[0]["cgst"] == Decimal("0.26")
+    rest = _note(original, DocumentType.CREDIT_NOTE, [{"line_no": 1, "quantity": "1"}], "CN-2")
+    assert (rest.lines[0]["cgst"], rest.lines[0]["sgst"], rest.lines[0]["total"]) == (
+        Decimal("0.25"),
+        Decimal("0.25"),
+        Decimal("10.70"),
+    )
+    assert original.remaining(1) == (Decimal("0"), Decimal("0.00"))
+    assert original.remaining_parts(1) == dict.fromkeys(
+        ("taxable_value", "cgst", "sgst", "igst", "cess"), Decimal("0")
+    )
+    # A cancelled note gives its parts back too: the rest is then that note's again.
+    original.release_credit(credit_note_id=str(rest.id), credit_note_number=rest.number)
+    assert original.remaining_parts(1)["cgst"] == Decimal("0.25")
+
+
+def test_the_rest_of_a_discounted_line_keeps_the_e_invoice_arithmetic() -> None:
+    original = _one_line_invoice("2", "100", "18", discount="10")
+    _note(original, DocumentType.CREDIT_NOTE, [{"line_no": 1, "quantity": "1", "discount": "5"}], "CN-1")
+    rest = _note(original, DocumentType.CREDIT_NOTE, [{"line_no": 1, "quantity": "1"}], "CN-2")
+    line = rest.lines[0]
+    assert (line["taxable_value"], line["discount"]) == (Decimal("95.00"), Decimal("5.00"))
+    assert original.remaining(1) == (Decimal("0"), Decimal("0.00"))
+    document = to_einvoice(to_outbound(rest.collect_events()[0]).record, SELLER)
+    assert document["ItemList"][0]["AssAmt"] == 95.0 and document["ItemList"][0]["Discount"] == 5.0
