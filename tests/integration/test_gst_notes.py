@@ -213,6 +213,31 @@ def test_concurrent_credit_notes_never_exceed_the_invoice_together(
     }
 
 
+def test_the_same_note_sent_concurrently_is_issued_once(india: tuple[str, Any], settings: Settings) -> None:
+    api_key, client = india
+    invoice_id = client.post("/v1/invoices", json=two_lines(), headers=bearer(api_key)).json()["id"]
+    url = f"/v1/invoices/{invoice_id}/credit-notes"
+    clients = [client_for(settings) for _ in range(5)]
+    start = threading.Barrier(len(clients))
+    answers: list[Any] = [None] * len(clients)
+
+    def send(i: int) -> None:
+        start.wait()
+        answers[i] = clients[i].post(url, json=note("CN-SAME", (1, "2")), headers=bearer(api_key))
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(clients))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert [a.status_code for a in answers] == [201] * 5, [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert sum(a.headers.get("Idempotent-Replayed") != "true" for a in answers) == 1
+    remaining = client.post(url, json=note("CN-REST", (1, "9")), headers=bearer(api_key))
+    assert remaining.status_code == 422, "the duplicate credited the invoice twice"
+    assert client.post(url, json=note("CN-REST", (1, "8")), headers=bearer(api_key)).status_code == 201
+
+
 def test_an_idempotency_key_answers_a_retried_note_with_the_first(india: tuple[str, Any]) -> None:
     api_key, client = india
     invoice_id = client.post("/v1/invoices", json=two_lines(), headers=bearer(api_key)).json()["id"]
