@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
@@ -78,6 +78,12 @@ class LineInput:
     gst_rate: Decimal | None = None
     """Explicit combined rate; overrides the master (and is required when the HSN is not in it)."""
     gst_rate_reason: str | None = None
+    supply_category: str = "taxable"
+    """``taxable``, or ``nil`` / ``exempt`` / ``non_gst``: supplies that carry no GST (no rate, no cess)
+    and that GSTR-1 reports in its ``nil`` table instead."""
+
+
+UNTAXED_CATEGORIES = frozenset({"nil", "exempt", "non_gst"})
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ class LineTax:
     taxable_value: Decimal
     gst_rate: Decimal
     rate_source: str
-    """``"master"`` or ``"override"``."""
+    """``"master"``, ``"override"``, or ``"supply_category"`` (a nil, exempt or non-GST line: rate 0)."""
     master_rate: Decimal | None
     override_reason: str | None
     cgst: Decimal
@@ -102,6 +108,7 @@ class LineTax:
     cess_rate: Decimal
     cess: Decimal
     total: Decimal
+    supply_category: str = "taxable"
 
 
 @dataclass(frozen=True)
@@ -184,7 +191,9 @@ def compute_invoice_tax(
     supply_type = SupplyType(supply_type)
     intra_state = seller is not None and seller == pos and supply_type not in _ZERO_RATED
     computed = [
-        _line(index, line, invoice_date, intra_state, supply_type, violations)
+        (_untaxed_line if line.supply_category in UNTAXED_CATEGORIES else _line)(
+            index, line, invoice_date, intra_state, supply_type, violations
+        )
         for index, line in enumerate(lines[:MAX_LINES])
     ]
     if violations:
@@ -245,6 +254,46 @@ def _state(value: str, path: str, violations: list[Violation]) -> str | None:
     except TaxRuleError as exc:
         violations.extend(exc.violations)
         return None
+
+
+def _untaxed_line(
+    index: int,
+    line: LineInput,
+    invoice_date: date,
+    intra_state: bool,
+    supply_type: SupplyType,
+    violations: list[Violation],
+) -> LineTax | None:
+    """A nil-rated, exempt or non-GST line: checked like any line (HSN, amounts) but taxed at 0, with
+    no cess. Any other rate on it is a contradiction the caller must resolve, not something to pick."""
+    at = f"lines[{index}]"
+    if line.gst_rate is not None and line.gst_rate != _ZERO:
+        violations.append(
+            Violation(
+                f"{at}.gst_rate",
+                "rate_on_untaxed_supply",
+                f"{at}.gst_rate: a {line.supply_category} line carries no GST; send 0 or leave gst_rate out "
+                f"(got {line.gst_rate}%).",
+                {"supply_category": line.supply_category},
+            )
+        )
+        return None
+    # Rate 0 given explicitly: the master's rate (or the lack of one) does not apply to this supply.
+    taxed = _line(index, replace(line, gst_rate=_ZERO), invoice_date, intra_state, supply_type, violations)
+    if taxed is None:
+        return None
+    return replace(
+        taxed,
+        rate_source="supply_category",
+        override_reason=None,
+        cgst=_ZERO,
+        sgst=_ZERO,
+        igst=_ZERO,
+        cess_rate=_ZERO,
+        cess=_ZERO,
+        total=taxed.taxable_value,
+        supply_category=line.supply_category,
+    )
 
 
 def _line(
