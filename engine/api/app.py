@@ -34,6 +34,7 @@ from engine.api.metrics import metrics_router
 from engine.api.reports import build_router as reports_router
 from engine.api.tenant import build_router as tenant_router
 from engine.api.tenant import caller_of
+from engine.api.webhooks import build_router as webhooks_router
 from engine.application import InvoiceNotFound, LedgerService
 from engine.bootstrap import build_service
 from engine.commands import CancelInvoice, IssueCreditNote
@@ -323,6 +324,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenant_router(settings, current_tenant, service))
     app.include_router(etims_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(etims_sales_router(settings, current_tenant, service))
+    app.include_router(webhooks_router(settings, current_tenant, service, holder.key_ring))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:
