@@ -43,7 +43,7 @@ from aiokafka.errors import KafkaError
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from connectors.egress import CheckedTransport, EgressRefusedError
+from connectors.egress import CheckedTransport, EgressRefusedError, Resolver, resolve
 from engine import db, kafka
 from engine.application import LedgerService
 from engine.bootstrap import build_service
@@ -93,8 +93,8 @@ class ReceiverTransport(CheckedTransport):
     production deployment), whose resolved addresses a production deployment checks at connect time
     (``connectors/egress.py``: private, loopback and link-local refused); redirects never followed."""
 
-    def __init__(self, mode: DeploymentMode) -> None:
-        super().__init__(EndpointPolicy(provider="webhooks"), mode, "production")
+    def __init__(self, mode: DeploymentMode, *, resolver: Resolver = resolve) -> None:
+        super().__init__(EndpointPolicy(provider="webhooks"), mode, "production", resolver=resolver)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
