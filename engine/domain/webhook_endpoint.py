@@ -36,8 +36,8 @@ ROTATION_OVERLAP = timedelta(hours=24)
 # Svix disables an endpoint that has failed for 5 days (platform.md "Webhooks"); issue 13 takes it.
 FAILING_DISABLE_AFTER = timedelta(days=5)
 
-_FULL = re.compile(r"^ledgerflow\.[a-z][a-z0-9_]{0,40}\.(\*|[a-z][a-z0-9_]{0,60})$")
-_SHORT = re.compile(r"^[a-z][a-z0-9_]{0,40}\.(\*|[a-z][a-z0-9_]{0,60})$")
+_FULL = re.compile(r"ledgerflow\.[a-z][a-z0-9_]{0,40}\.(\*|[a-z][a-z0-9_]{0,60})")
+_SHORT = re.compile(r"[a-z][a-z0-9_]{0,40}\.(\*|[a-z][a-z0-9_]{0,60})")
 
 
 class WebhookEndpoint(Aggregate):
@@ -125,9 +125,10 @@ def check_event_types(types: Sequence[str]) -> list[str]:
         raise InvalidEndpoint("event_types", f"at most {MAX_EVENT_TYPES} event types")
     clean: list[str] = []
     for given in types:
-        if given == "*" or _FULL.match(given):
+        # fullmatch: ``$`` alone would let a trailing newline through.
+        if given == "*" or _FULL.fullmatch(given):
             full = given
-        elif _SHORT.match(given):
+        elif _SHORT.fullmatch(given):
             full = f"ledgerflow.{given}"
         else:
             raise InvalidEndpoint(
