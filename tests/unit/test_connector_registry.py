@@ -99,6 +99,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("projections", "etims_compliance.sql"),
     ("engine", "connector_state.sql"),
     ("engine", "etims_tax_rates.sql"),
+    ("engine", "webhooks.sql"),
 ]
 
 
