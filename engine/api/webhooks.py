@@ -8,9 +8,10 @@ another tenant's endpoint is a 404, as if it did not exist.
 # No ``from __future__ import annotations``: FastAPI must evaluate the route signatures, whose
 # dependencies are local to build_router.
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -161,9 +162,19 @@ def build_router(
     service: Callable[[], Awaitable[LedgerService]],
     key_ring: Callable[[], KeyRing],
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1/webhooks/endpoints", tags=["webhooks"])
     built: list[WebhookService] = []
     lock = threading.Lock()
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        # FastAPI merges an included router's lifespan into the app's: the endpoints' event store
+        # connections close with the app, as the ledger's do.
+        yield
+        with lock:
+            while built:
+                built.pop().close()
+
+    router = APIRouter(prefix="/v1/webhooks/endpoints", tags=["webhooks"], lifespan=lifespan)
 
     def webhooks_of(svc: LedgerService) -> WebhookService:
         with lock:
