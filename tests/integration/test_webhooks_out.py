@@ -4,6 +4,7 @@ verified with the official ``standardwebhooks`` library, as a receiver would."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -17,6 +18,7 @@ import httpx
 import orjson
 import psycopg
 import pytest
+from aiokafka import AIOKafkaProducer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from connectors.egress import EgressRefusedError
@@ -383,3 +385,71 @@ def test_a_later_event_of_an_invoice_waits_for_an_earlier_one_still_retrying_and
         ("ledgerflow.invoice.issued", first),
         ("ledgerflow.invoice.cancelled", first),
     ]
+
+
+async def _send_garbage(settings: Settings, tenant_id: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        topic = settings.topic("ledger.invoice.v1")
+        source = f"/tenants/{tenant_id}".encode()
+        for value, headers in [
+            (
+                b"\x00not avro",
+                [("ce_id", b"x1"), ("ce_type", b"ledgerflow.invoice.issued"), ("ce_source", source)],
+            ),
+            (b"{}", [("ce_source", b"/tenants/not-a-uuid"), ("ce_id", b"x2"), ("ce_type", b"x")]),
+            (b"", []),
+            (
+                b"\xc3\x01" + b"\xff" * 8,
+                [("ce_id", b"x3"), ("ce_type", b"ledgerflow.invoice.issued"), ("ce_source", source)],
+            ),
+        ]:
+            await producer.send_and_wait(topic, value, key=b"poison", headers=headers)
+    finally:
+        await producer.stop()
+
+
+def test_undecodable_messages_on_a_ledger_topic_are_skipped_and_deliveries_go_on(
+    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop, receiver: Any
+) -> None:
+    tenant_id, key = register_tenant(service)
+    client = client_for(settings)
+    auth = {"Authorization": f"Bearer {key}"}
+    hook = Receiver(receiver.url, "after-poison")
+    create_endpoint(client, auth, hook.url)
+    asyncio.run(_send_garbage(settings, tenant_id))
+    start(background, settings)
+    issue(client, auth, "AFTER-POISON")
+    wait_for(lambda: hook.delivered(), what="the invoice after the poison delivered")
+    assert [r["json"]["data"]["number"] for r in hook.delivered()] == ["AFTER-POISON"]
+    background.check()  # the worker is still running
+
+
+def test_an_endpoint_without_a_success_for_five_days_is_disabled_at_its_next_failure(
+    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop, receiver: Any
+) -> None:
+    _, key = register_tenant(service)
+    client = client_for(settings)
+    auth = {"Authorization": f"Bearer {key}"}
+    hook = Receiver(receiver.url, "failing")
+    hook.behave(status=500)
+    endpoint = create_endpoint(client, auth, hook.url, event_types=["ledgerflow.invoice.*"])
+    # Five days of failures, as the worker would have recorded them (no test waits five days).
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        conn.execute(
+            "UPDATE webhook_endpoints SET failing_since = now() - interval '5 days' WHERE endpoint_id = %s",
+            (endpoint["id"],),
+        )
+    start(background, settings, retry_policy=RetryPolicy((600.0,)))
+    issue(client, auth, "FAILING-1")
+    path = f"/v1/webhooks/endpoints/{endpoint['id']}"
+    wait_for(
+        lambda: client.get(path, headers=auth).json()["status"] == "disabled", what="the endpoint disabled"
+    )
+    assert client.get(path, headers=auth).json()["disabled_reason"] == "failing_for_5_days"
+    wait_for(
+        lambda: any(a["cause"] == "webhook_endpoint_disabled" for a in alerts(settings)),
+        what="a critical alert",
+    )
+    assert len(hook.received()) == 1
