@@ -29,7 +29,7 @@ from engine.security.secrets import load_key_ring
 from engine.webhook_signing import LedgerEvent, body, signature_headers
 
 SLOW_DELAY_S = 2.0
-RATE = "100000"
+RATE = "none"
 # The worker's default per-endpoint concurrency; the bare loop gets the same number of requests in flight.
 IN_FLIGHT = 8
 

@@ -63,8 +63,9 @@ log = logging.getLogger("ledgerflow.webhooks")
 TIMEOUT_SECONDS = 10.0
 # A claimed delivery is the claimer's this long; a worker that died mid-attempt frees it after that.
 LEASE_SECONDS = TIMEOUT_SECONDS + 50.0
-ALERT_CAUSE_DISABLED = "webhook_endpoint_disabled"
-ALERT_CAUSE_DEAD = "webhook_delivery_failed"
+# Dotted causes and "kind:id" subjects, as docs/topics.md describes ledgerflow.alert.raised.
+ALERT_CAUSE_DISABLED = "webhooks.endpoint_disabled"
+ALERT_CAUSE_DEAD = "webhooks.delivery_failed"
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ class DeliverySettings:
     retry_policy: RetryPolicy = field(default_factory=lambda: RetryPolicy(SEED_SCHEDULE))
     breaker: circuit.BreakerSettings = field(default_factory=circuit.BreakerSettings)
     rate_per_s: float = 50.0
-    """Per endpoint: no receiver gets more than this many requests a second from us."""
+    """Per endpoint and worker process: no receiver gets more than this many requests a second from
+    one worker (``float("inf")``: no limit)."""
     concurrency: int = 8
     """Deliveries in flight per endpoint (of different ordering keys)."""
     timeout_s: float = TIMEOUT_SECONDS
@@ -219,11 +221,13 @@ class TokenBucket:
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        self.capacity = max(1.0, rate)
+        self.capacity = max(1.0, min(rate, 1e9))
         self.tokens = self.capacity
         self.at = time.monotonic()
 
     async def take(self) -> None:
+        if self.rate == float("inf"):
+            return
         while True:
             now = time.monotonic()
             self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
@@ -581,8 +585,13 @@ class DeliveryWorker:
                             {
                                 "severity": "warning",
                                 "cause": ALERT_CAUSE_DEAD,
-                                "subject": f"webhook-delivery/{row['delivery_id']}",
-                                "message": f"webhook delivery of {row['ce_type']} failed {attempt} times",
+                                "subject": f"webhook_delivery:{row['delivery_id']}",
+                                "message": (
+                                    f"a webhook delivery of {row['ce_type']} to {endpoint['url']} failed"
+                                    f" {attempt} times and was given up: fix the receiver, then resend it"
+                                    f" (POST /v1/webhooks/endpoints/{endpoint_id}/deliveries/"
+                                    f"{row['delivery_id']}/resend)"
+                                ),
                                 "details": {
                                     "endpoint_id": endpoint_id,
                                     "event_id": row["event_id"],
@@ -603,8 +612,11 @@ class DeliveryWorker:
                 {
                     "severity": "critical",
                     "cause": ALERT_CAUSE_DISABLED,
-                    "subject": f"webhook-endpoint/{endpoint_id}",
-                    "message": f"webhook endpoint disabled: {disable}",
+                    "subject": f"webhook_endpoint:{endpoint_id}",
+                    "message": (
+                        f"webhook endpoint {endpoint['url']} was disabled ({_WHY[disable]}); fix the"
+                        f" receiver, then POST /v1/webhooks/endpoints/{endpoint_id}/resume"
+                    ),
                     "details": {"endpoint_id": endpoint_id, "url": endpoint["url"], "reason": disable},
                 }
             )
@@ -612,10 +624,16 @@ class DeliveryWorker:
             self._ledger.raise_alert(tenant_id, **alert)
 
 
+_WHY = {
+    "gone": "it answered 410 Gone",
+    "failing_for_5_days": "no delivery succeeded for 5 days",
+}
+
+
 def _about_webhooks(row: Mapping[str, Any]) -> bool:
     """An alert about webhooks, delivered by webhook: no alert when it fails too (no feedback loop)."""
     data = row["event"].get("data") or {}
-    return row["ce_type"] == "ledgerflow.alert.raised" and str(data.get("cause", "")).startswith("webhook_")
+    return row["ce_type"] == "ledgerflow.alert.raised" and str(data.get("cause", "")).startswith("webhooks.")
 
 
 def _ms(started: float) -> int:
@@ -636,7 +654,13 @@ def retry_scale_from(environ: Mapping[str, str]) -> float:
 
 def settings_from(environ: Mapping[str, str]) -> DeliverySettings:
     scale = retry_scale_from(environ)
-    rate = float(environ.get("LEDGERFLOW_WEBHOOK_RATE", "50"))
+    raw = environ.get("LEDGERFLOW_WEBHOOK_RATE", "50")
+    try:
+        rate = float("inf") if raw.strip().lower() == "none" else float(raw)
+    except ValueError as exc:
+        raise ValueError(f"LEDGERFLOW_WEBHOOK_RATE={raw!r}: use requests per second, or none") from exc
+    if not rate > 0:
+        raise ValueError(f"LEDGERFLOW_WEBHOOK_RATE={raw!r}: use requests per second > 0, or none")
     return DeliverySettings(retry_policy=RetryPolicy(SEED_SCHEDULE).scaled(scale), rate_per_s=rate)
 
 

@@ -291,7 +291,7 @@ def test_failures_follow_the_schedule_then_die_with_an_alert_and_a_resend_delive
     times = [datetime.fromisoformat(a["attempted_at"]) for a in attempts]
     for before, after, delay in zip(times[:-1], times[1:], schedule, strict=True):
         assert (after - before).total_seconds() >= delay - 0.01
-    wait_for(lambda: any(a["cause"] == "webhook_delivery_failed" for a in alerts(settings)), what="an alert")
+    wait_for(lambda: any(a["cause"] == "webhooks.delivery_failed" for a in alerts(settings)), what="an alert")
 
     hook.behave(status=200)
     resent = client.post(f"{path}/{delivery['id']}/resend", headers=auth)
@@ -320,7 +320,7 @@ def test_410_gone_disables_the_endpoint_with_an_alert_and_resume_delivers_what_w
     )
     assert client.get(path, headers=auth).json()["disabled_reason"] == "gone"
     wait_for(
-        lambda: any(a["cause"] == "webhook_endpoint_disabled" for a in alerts(settings)), what="an alert"
+        lambda: any(a["cause"] == "webhooks.endpoint_disabled" for a in alerts(settings)), what="an alert"
     )
     assert len(hook.received()) == 1
     # The delivery the 410 answered stays queued, without using up its schedule, for a resume.
@@ -449,7 +449,7 @@ def test_an_endpoint_without_a_success_for_five_days_is_disabled_at_its_next_fai
     )
     assert client.get(path, headers=auth).json()["disabled_reason"] == "failing_for_5_days"
     wait_for(
-        lambda: any(a["cause"] == "webhook_endpoint_disabled" for a in alerts(settings)),
+        lambda: any(a["cause"] == "webhooks.endpoint_disabled" for a in alerts(settings)),
         what="a critical alert",
     )
     assert len(hook.received()) == 1

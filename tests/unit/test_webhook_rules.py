@@ -26,6 +26,7 @@ from engine.domain.webhook_endpoint import (
 )
 from engine.webhook_signing import LedgerEvent, body, hex_signature, new_secret, signature_headers
 from engine.webhooks import check_url
+from streams.webhooks import settings_from
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 EVENT_TENANT = UUID("0b5d2f0e-1111-4222-8333-444455556666")
@@ -189,3 +190,40 @@ def test_during_a_rotation_both_secrets_sign_and_each_verifies_alone() -> None:
 def test_new_secrets_are_32_random_bytes_in_standard_webhooks_form() -> None:
     first, second = new_secret(), new_secret()
     assert first.startswith("whsec_") and len(base64.b64decode(first[6:])) == 32 and first != second
+
+
+@pytest.mark.parametrize(
+    ("environ", "rate", "first_delays"),
+    [
+        ({}, 50.0, (0.0, 60.0, 300.0, 900.0, 3600.0)),
+        (
+            {"LEDGERFLOW_WEBHOOK_RATE": "none", "LEDGERFLOW_WEBHOOK_RETRY_SCALE": "0.01"},
+            float("inf"),
+            (0.0, 0.6, 3.0, 9.0, 36.0),
+        ),
+        ({"LEDGERFLOW_WEBHOOK_RATE": "2.5"}, 2.5, (0.0, 60.0, 300.0, 900.0, 3600.0)),
+    ],
+)
+def test_the_worker_settings_from_the_environment(
+    environ: dict[str, str], rate: float, first_delays: tuple[float, ...]
+) -> None:
+    options = settings_from(environ)
+    assert options.rate_per_s == rate
+    assert options.retry_policy.delays == pytest.approx(first_delays)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"LEDGERFLOW_WEBHOOK_RATE": "0"},
+        {"LEDGERFLOW_WEBHOOK_RATE": "fast"},
+        {"LEDGERFLOW_WEBHOOK_RATE": "-1"},
+        {"LEDGERFLOW_WEBHOOK_RETRY_SCALE": "0"},
+        {"LEDGERFLOW_WEBHOOK_RETRY_SCALE": "nan"},
+    ],
+)
+def test_worker_settings_that_make_no_sense_are_refused_with_the_variable_named(
+    environ: dict[str, str],
+) -> None:
+    with pytest.raises(ValueError, match="LEDGERFLOW_WEBHOOK_"):
+        settings_from(environ)
