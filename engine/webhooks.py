@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import httpx
 import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError
@@ -137,6 +138,12 @@ def check_url(url: str, mode: DeploymentMode) -> str:
         parts = parse_url(url)
     except EgressRefused as exc:
         raise InvalidEndpoint("url", exc.message.replace("base_url", "url")) from exc
+    try:
+        # What the worker's client will make of it: a host that is no valid IDNA name (e.g. one with
+        # U+2028 in it) passes urlsplit but could never be requested.
+        httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise InvalidEndpoint("url", f"url is not a valid URL: {exc}") from exc
     if mode == "production":
         if parts.scheme != "https":
             raise InvalidEndpoint("url", "a production deployment delivers webhooks over https only")

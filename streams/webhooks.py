@@ -505,6 +505,9 @@ class DeliveryWorker:
             outcome = Outcome(
                 None, _ms(started), f"{exc.code}: {exc}", refused=exc.code != "redirect_not_followed"
             )
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            # Saved under older rules, perhaps: it can never be requested, so retrying cannot help.
+            outcome = Outcome(None, _ms(started), f"invalid url: {exc}"[:500], refused=True)
         except httpx.TimeoutException:
             outcome = Outcome(None, _ms(started), f"timed out after {self.options.timeout_s:g} s")
         except httpx.HTTPError as exc:

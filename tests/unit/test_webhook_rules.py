@@ -109,6 +109,8 @@ def test_filters_matching_no_known_type_are_found() -> None:
         ("https://erp.example.com/\u2028", "development", True),
         ("https://erp.example.com/a b", "development", False),
         ("https://erp.example.com/\x7f", "development", False),
+        ("https://\u2028x.example.com/", "development", False),
+        ("https://例え.テスト/hooks", "development", True),
     ],
 )
 def test_receiver_urls(url: str, mode: str, allowed: bool) -> None:
