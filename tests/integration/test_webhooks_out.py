@@ -142,6 +142,9 @@ def test_endpoints_are_managed_per_tenant_and_the_secret_is_shown_once(
     for body in [
         {"url": "http://ok.example/\x00", "event_types": ["*"]},
         {"url": "ftp://files.example/", "event_types": ["*"]},
+        {"url": "https://\u2028x.example.com/", "event_types": ["*"]},
+        {"url": "https://erp.example/", "event_types": ["\u0130nvoice.issued"]},
+        {"url": "https://erp.example/", "event_types": "*"},
         {"url": "https://user:pw@erp.example/", "event_types": ["*"]},
         {"url": "https://erp.example/", "event_types": ["ledgerflow.invoice.exploded"]},
         {"url": "https://erp.example/", "event_types": ["not a type"]},
