@@ -400,14 +400,14 @@ class DeliveryWorker:
         return [r["endpoint_id"] for r in rows]
 
     async def _drain(self, endpoint_id: UUID, state: EndpointState) -> None:
-        """Deliver what is due for one endpoint until nothing is; never waits for another endpoint."""
+        """Deliver what is due for one endpoint until nothing is; never waits for another endpoint.
+
+        The breaker is asked before every request, not once per batch: after the failures that open
+        it, the rest of the batch is put back (its attempts unused) until the circuit half-opens."""
         try:
             while True:
-                decision, state.breaker = circuit.admit(state.breaker, self.options.breaker, time.time())
-                if isinstance(decision, circuit.Rejected):
-                    state.not_before = time.monotonic() + max(0.0, decision.retry_at - time.time())
-                    return
-                claimed = await asyncio.to_thread(self._claim, endpoint_id, 1 if decision.probe else None)
+                closed = state.breaker.state is circuit.CircuitState.CLOSED
+                claimed = await asyncio.to_thread(self._claim, endpoint_id, None if closed else 1)
                 if claimed is None:
                     return
                 endpoint, live, rows = claimed
@@ -416,24 +416,45 @@ class DeliveryWorker:
                 if state.bucket is None:
                     state.bucket = TokenBucket(self.options.rate_per_s)
                 gate = asyncio.Semaphore(self.options.concurrency)
+                turned_away: list[float] = []
 
                 async def one(
                     row: dict[str, Any],
-                    probe: bool,
                     gate: asyncio.Semaphore = gate,
                     endpoint: dict[str, Any] = endpoint,
                     live: list[str] = live,
+                    turned_away: list[float] = turned_away,
                 ) -> None:
                     async with gate:
+                        decision, state.breaker = circuit.admit(
+                            state.breaker, self.options.breaker, time.time()
+                        )
+                        if isinstance(decision, circuit.Rejected):
+                            turned_away.append(decision.retry_at)
+                            await asyncio.to_thread(self._put_back, row, decision.retry_at)
+                            return
                         assert state.bucket is not None
                         await state.bucket.take()
-                        await self._attempt(endpoint, live, row, state, probe)
+                        await self._attempt(endpoint, live, row, state, decision.probe)
 
                 # A disabled or paused endpoint ends here: the next claim finds it not active.
-                await asyncio.gather(*(one(r, decision.probe) for r in rows))
+                await asyncio.gather(*(one(r) for r in rows))
+                if turned_away:
+                    state.not_before = time.monotonic() + max(0.0, min(turned_away) - time.time())
+                    return
         except Exception:
             log.exception("webhooks: delivering to endpoint %s failed; it is retried", endpoint_id)
             state.not_before = time.monotonic() + 1.0
+
+    def _put_back(self, row: Mapping[str, Any], retry_at: float) -> None:
+        """A claimed delivery the open circuit turned away: due again when the circuit may half-open,
+        without using an attempt of its schedule."""
+        assert self._pool is not None
+        with db.transaction(self._pool) as conn:
+            conn.execute(
+                "UPDATE webhook_deliveries SET next_attempt_at = to_timestamp(%s) WHERE delivery_id = %s",
+                (retry_at, row["delivery_id"]),
+            )
 
     def _claim(
         self, endpoint_id: UUID, limit: int | None

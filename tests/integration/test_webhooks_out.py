@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import ipaddress
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -26,6 +26,7 @@ from connectors.webhook_receiver import create_app as receiver_app
 from engine.application import LedgerService
 from engine.config import Settings
 from engine.relay import Relay
+from streams.connectors.breaker import BreakerSettings
 from streams.connectors.retry import RetryPolicy
 from streams.webhooks import DeliverySettings, DeliveryWorker, ReceiverTransport
 from tests.conftest import BackgroundLoop, wait_for
@@ -456,3 +457,38 @@ def test_an_endpoint_without_a_success_for_five_days_is_disabled_at_its_next_fai
         what="a critical alert",
     )
     assert len(hook.received()) == 1
+
+
+def test_an_open_circuit_puts_the_rest_back_without_using_their_attempts(
+    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop, receiver: Any
+) -> None:
+    _, key = register_tenant(service)
+    client = client_for(settings)
+    auth = {"Authorization": f"Bearer {key}"}
+    hook = Receiver(receiver.url, "broken")
+    hook.behave(status=502)
+    endpoint = create_endpoint(client, auth, hook.url, event_types=["ledgerflow.invoice.issued"])
+    path = f"/v1/webhooks/endpoints/{endpoint['id']}/deliveries"
+    start(
+        background,
+        settings,
+        concurrency=1,
+        retry_policy=RetryPolicy((600.0,)),
+        breaker=BreakerSettings(failure_threshold=2, open_for=600.0),
+    )
+    for n in range(4):
+        issue(client, auth, f"BROKEN-{n}")
+
+    def settled() -> list[dict[str, Any]] | None:
+        items: list[dict[str, Any]] = client.get(path, headers=auth).json()["items"]
+        waiting = [d for d in items if not d["attempts"]]
+        due_later = all(
+            datetime.fromisoformat(d["next_attempt_at"]) > datetime.now(UTC) + timedelta(seconds=300)
+            for d in items
+        )
+        return items if len(items) == 4 and len(waiting) == 2 and due_later else None
+
+    items = wait_for(settled, what="two failures opening the circuit and the other two put back")
+    assert items is not None
+    assert sorted(len(d["attempts"]) for d in items) == [0, 0, 1, 1]
+    assert len(hook.received()) == 2
