@@ -36,6 +36,7 @@ from engine.api.metrics import metrics_router
 from engine.api.reports import build_router as reports_router
 from engine.api.tenant import build_router as tenant_router
 from engine.api.tenant import caller_of
+from engine.api.webhooks import build_router as webhooks_router
 from engine.application import InvoiceNotFound, LedgerService
 from engine.bootstrap import build_service
 from engine.commands import CancelInvoice, IssueGstNote
@@ -327,6 +328,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(etims_sales_router(settings, current_tenant, service))
     app.include_router(gst_parties_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(gstr1_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(webhooks_router(settings, current_tenant, service, holder.key_ring))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:
