@@ -221,7 +221,19 @@ def main(argv: list[str]) -> int:
         return 1
     _write(
         OUT / "hsn_rates.tsv.gz",
-        ["code", "kind", "outside", "p0", "p1", "p2", "cess0_pct", "cess0", "cess1_pct", "cess1", "description"],
+        [
+            "code",
+            "kind",
+            "outside",
+            "p0",
+            "p1",
+            "p2",
+            "cess0_pct",
+            "cess0",
+            "cess1_pct",
+            "cess1",
+            "description",
+        ],
         rates_rows,
     )
     _write(OUT / "hsn_text.tsv.gz", ["code", "basis0", "basis1", "notes"], text_rows)

@@ -108,7 +108,7 @@ class HsnRate:
     """Start of the rate period the answer belongs to."""
 
 
-# One row of data/hsn_rates.tsv.gz: kind, outside, p0, p1, p2, cess0_pct, cess0, cess1_pct, cess1, description.
+# A row of data/hsn_rates.tsv.gz: kind, outside, p0, p1, p2, cess0_pct, cess0, cess1_pct, cess1, description.
 _Row = tuple[str, ...]
 _KIND, _OUTSIDE, _P0, _CESS0_PCT, _CESS0, _DESCRIPTION = 0, 1, 2, 5, 6, 9
 
@@ -258,8 +258,8 @@ def no_master_rate(path: str, hsn: str, day: date) -> Violation:
             path,
             "unknown_hsn",
             f"{path}: {hsn} is outside GST (alcoholic liquor for human consumption, or petroleum crude, "
-            "petrol, diesel, aviation turbine fuel or natural gas): the master has no GST rate for it. Report "
-            "it as a non-GST supply, or send gst_rate (and gst_rate_reason) for this line.",
+            "petrol, diesel, aviation turbine fuel or natural gas): the master has no GST rate for it. "
+            "Report it as a non-GST supply, or send gst_rate (and gst_rate_reason) for this line.",
             {"hsn": hsn, "date": on, "outside_gst": True},
         )
     if found is not None and len(found.candidates) > 1:
@@ -274,7 +274,8 @@ def no_master_rate(path: str, hsn: str, day: date) -> Violation:
     return Violation(
         path,
         "unknown_hsn",
-        f"{path}: {hsn} is not in the rate master for {on}; send gst_rate (and gst_rate_reason) for this line.",
+        f"{path}: {hsn} is not in the rate master for {on}; send gst_rate (and gst_rate_reason) for this "
+        "line.",
         {"hsn": hsn, "date": on},
     )
 

@@ -76,7 +76,9 @@ FEB_2026 = TOBACCO_CESS_END
         pytest.param("220210", ON_21_SEP, "220210", "28", "12", "2017-07-01", id="aerated-28-cess-12"),
         pytest.param("22021010", ON_22_SEP, "22021010", "40", "0", "2025-09-22", id="aerated-40-no-cess"),
         pytest.param("24022010", ON_21_SEP, "24022010", "28", "5", "2017-07-01", id="cigarettes-before"),
-        pytest.param("24022010", JAN_2026, "24022010", "28", "5", "2017-07-01", id="cigarettes-last-cess-day"),
+        pytest.param(
+            "24022010", JAN_2026, "24022010", "28", "5", "2017-07-01", id="cigarettes-last-cess-day"
+        ),
         pytest.param("24022010", FEB_2026, "24022010", "40", "0", "2026-02-01", id="cigarettes-40-no-cess"),
         pytest.param("24031921", JAN_2026, "24031921", "28", "0", "2017-07-01", id="biri-28"),
         pytest.param("24031921", FEB_2026, "24031921", "18", "0", "2026-02-01", id="biri-18"),
@@ -100,7 +102,7 @@ def test_master_rate_on_the_date(
     if code is None:
         assert entry is None
         return
-    assert entry is not None
+    assert entry is not None and gst is not None and cess is not None
     assert (entry.hsn_prefix, entry.gst_rate, entry.cess_rate) == (code, D(gst), D(cess))
     assert entry.effective_from.isoformat() == since
 
