@@ -47,7 +47,7 @@ def hsn_document(found: HsnRate, day: date) -> dict[str, Any]:
         "rate_required": len(found.candidates) > 1,
         "outside_gst": found.outside_gst,
         "cess_rate": _number(found.cess) if isinstance(found.cess, Decimal) else None,
-        "cess_text": found.cess if isinstance(found.cess, str) else None,
+        "cess_text": found.cess_note or None,
         "effective_from": found.effective_from.isoformat(),
         "basis": found.basis,
         "notes": found.notes,

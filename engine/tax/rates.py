@@ -99,6 +99,9 @@ class HsnRate:
     conditional); ``None`` when no cess applies."""
     cess_rate: Decimal
     """The ad valorem cess an invoice line charges (the percent above, or 0)."""
+    cess_note: str
+    """Every compensation-cess entry naming the code, as written ("5% + Rs.2076 per thousand (...)"); the
+    specific part of a mixed cess is here only. Empty when none applies."""
     basis: str
     """The notification entries behind the rate."""
     notes: str
@@ -205,8 +208,6 @@ def _answer(code: str, day: date, *, exact: bool, with_text: bool) -> HsnRate | 
     if texts is not None:
         basis = texts[0] if period == 0 else texts[1]
         notes = texts[2]
-    if percent and cess_text != f"{percent}%":
-        notes = f"compensation cess: {cess_text}" + (f"; {notes}" if notes else "")
     kind: Literal["goods", "services"] = "services" if row[_KIND] == "services" else "goods"
     return HsnRate(
         code=matched,
@@ -216,6 +217,7 @@ def _answer(code: str, day: date, *, exact: bool, with_text: bool) -> HsnRate | 
         candidates=candidates,
         cess=cess,
         cess_rate=Decimal(percent) if percent else Decimal(0),
+        cess_note=cess_text,
         basis=basis,
         notes=notes,
         outside_gst=row[_OUTSIDE] == "1",
@@ -269,7 +271,12 @@ def no_master_rate(path: str, hsn: str, day: date) -> Violation:
             "rate_required",
             f"{path}: the rate of {hsn} on {on} depends on facts the code does not carry (e.g. sale value, "
             f"packaging, size): it is one of {listed}. Send gst_rate for this line.",
-            {"hsn": hsn, "date": on, "candidates": [str(r) for r in found.candidates], "code": found.code},
+            {
+                "hsn": hsn,
+                "date": on,
+                "candidates": [str(r) for r in found.candidates],
+                "master_code": found.code,
+            },
         )
     return Violation(
         path,
