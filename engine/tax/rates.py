@@ -20,7 +20,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Literal
 
@@ -230,9 +230,16 @@ def master_rate(hsn: str, day: date) -> RateEntry | None:
 
     ``None`` when the code is unknown, outside GST, has several candidate rates, or ``day`` precedes GST.
     """
-    if day < GST_START:
+    if day < GST_START or not isinstance(hsn, str):
         return None
-    found = _answer(hsn, day, exact=False, with_text=False)
+    return _master_in_period(hsn.strip(), _period(day))
+
+
+@lru_cache(maxsize=8192)
+def _master_in_period(hsn: str, period: int) -> RateEntry | None:
+    """master_rate per (code, period): invoices repeat a seller's few codes, and building the answer
+    (Decimal parsing, the period walk) costs several times the old prefix look-up on the write path."""
+    found = _answer(hsn, PERIODS[period], exact=False, with_text=False)
     if found is None or found.rate is None:
         return None
     return RateEntry(
