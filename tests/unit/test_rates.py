@@ -93,6 +93,12 @@ FEB_2026 = TOBACCO_CESS_END
         pytest.param("998314", date(2025, 10, 1), "998314", "18", "0", "2017-07-01", id="it-services"),
         pytest.param("998222", date(2025, 10, 1), "998222", "18", "0", "2017-07-01", id="accounting"),
         pytest.param("9983", ON_21_SEP, "9983", "18", "0", "2017-07-01", id="professional-heading"),
+        pytest.param("999721", ON_21_SEP, "999721", "18", "0", "2017-07-01", id="barber-18-before"),
+        pytest.param("999721", ON_22_SEP, "999721", "5", "0", "2025-09-22", id="barber-5-after"),
+        pytest.param("999616", ON_21_SEP, "999616", "12", "0", "2017-07-01", id="cinema-up-to-100-before"),
+        pytest.param("999616", ON_22_SEP, "999616", "5", "0", "2025-09-22", id="cinema-up-to-100-after"),
+        pytest.param("999694", ON_22_SEP, "999694", "40", "0", "2025-09-22", id="casino-40"),
+        pytest.param("999712", ON_22_SEP, "999712", "18", "0", "2017-07-01", id="dry-cleaning"),
     ],
 )
 def test_master_rate_on_the_date(
