@@ -17,6 +17,7 @@ import gzip
 import re
 import unicodedata
 from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -116,10 +117,15 @@ _Row = tuple[str, ...]
 _KIND, _OUTSIDE, _P0, _CESS0_PCT, _CESS0, _DESCRIPTION = 0, 1, 2, 5, 6, 9
 
 
-def _read(name: str) -> list[list[str]]:
-    raw = resources.files("engine.tax").joinpath(f"data/{name}").read_bytes()
-    lines = gzip.decompress(raw).decode("utf-8").splitlines()
-    return [line.split("\t") for line in lines[1:]]
+def _read(name: str) -> Iterator[list[str]]:
+    """The rows of a packaged table, streamed: the whole decompressed text never sits in memory."""
+    with (
+        resources.files("engine.tax").joinpath(f"data/{name}").open("rb") as raw,
+        gzip.open(raw, "rt", encoding="utf-8", newline="\n") as rows,
+    ):
+        next(rows)  # header
+        for line in rows:
+            yield line.rstrip("\n").split("\t")
 
 
 @cache
@@ -134,7 +140,16 @@ def _rates_table() -> dict[str, _Row]:
 
 @cache
 def _text_table() -> dict[str, tuple[str, str, str]]:
-    return {f[0]: (f[1], f[2], f[3]) for f in _read("hsn_text.tsv.gz")}
+    # Items of one heading mostly share their basis text: keep one copy of each.
+    interned: dict[str, str] = {}
+    return {
+        f[0]: (
+            interned.setdefault(f[1], f[1]),
+            interned.setdefault(f[2], f[2]),
+            interned.setdefault(f[3], f[3]),
+        )
+        for f in _read("hsn_text.tsv.gz")
+    }
 
 
 def _period(day: date) -> int:
