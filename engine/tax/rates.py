@@ -16,7 +16,8 @@ from __future__ import annotations
 import gzip
 import re
 import unicodedata
-from bisect import bisect_right
+from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -314,34 +315,67 @@ def _fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold()
 
 
+_NON_WORD = re.compile(r"[^0-9a-z]+")
+
+
+@dataclass(frozen=True)
+class _SearchIndex:
+    codes: tuple[str, ...]
+    """Every code, in code order (a prefix search of the codes is a range of it)."""
+    words: tuple[str, ...]
+    """Every distinct description word, sorted (the words starting with a prefix are a range of it)."""
+    postings: tuple[array[int], ...]
+    """For each word, the positions in ``codes`` whose description has it (2-byte integers: compact)."""
+    texts: tuple[str, ...]
+    """For each code, its description's words as " w1 w2 ... " (whole-word tests are substring tests)."""
+
+
 @cache
-def _search_index() -> tuple[tuple[str, str], ...]:
-    """(code, folded description) in code order: 2, 4, 6 then 8 digits within each chapter."""
-    return tuple(
-        (code, " " + re.sub(r"[^0-9a-z]+", " ", _fold(row[_DESCRIPTION])))
-        for code, row in sorted(_rates_table().items(), key=lambda item: (item[0][:2], len(item[0]), item[0]))
-    )
+def _search_index() -> _SearchIndex:
+    codes = tuple(sorted(_rates_table()))
+    texts = tuple(f" {_NON_WORD.sub(' ', _fold(_rates_table()[c][_DESCRIPTION])).strip()} " for c in codes)
+    by_word: dict[str, array[int]] = {}
+    for position, text in enumerate(texts):
+        for word in set(text.split()):
+            by_word.setdefault(word, array("H")).append(position)  # 22,126 codes fit in 16 bits
+    words = tuple(sorted(by_word))
+    return _SearchIndex(codes, words, tuple(by_word[w] for w in words), texts)
+
+
+def _starting_with(prefix: str, ordered: tuple[str, ...]) -> range:
+    """The positions of ``ordered`` (sorted) whose item starts with ``prefix``."""
+    return range(bisect_left(ordered, prefix), bisect_left(ordered, prefix + "\U0010ffff"))
 
 
 def hsn_search(q: str, day: date, limit: int = 20) -> list[HsnRate]:
     """Codes whose number starts with ``q`` (digits only), or whose description has a word starting with
-    every word of ``q``; headings before their tariff items. Empty for an empty query."""
-    words = re.sub(r"[^0-9a-z]+", " ", _fold(q)).split()
+    every word of ``q``; whole-word (or plural) matches first, then headings before their tariff items.
+    Empty for an empty query."""
+    words = _NON_WORD.sub(" ", _fold(q)).split()
     if not words or limit <= 0:
         return []
+    index = _search_index()
     if len(words) == 1 and words[0].isdigit() and q.strip().isdigit():
-        codes = [code for code, _ in _search_index() if code.startswith(words[0])]
+        codes = [index.codes[i] for i in _starting_with(words[0], index.codes)]
         codes.sort(key=lambda c: (len(c), c))
     else:
-        needles = [" " + w for w in words]
-        whole = [re.compile(rf" {re.escape(w)}(?:s|es)? ") for w in words]
-        scored = [
-            (-sum(1 for pattern in whole if pattern.search(text + " ")), len(code), code)
-            for code, text in _search_index()
-            if all(n in text for n in needles)
-        ]
-        # Whole-word (or plural) matches first: "shirt" ranks "SHIRTS" above "SHIRTING" fabrics.
-        codes = [code for _, _, code in sorted(scored)]
+        matching: set[int] | None = None
+        for word in words:
+            having: set[int] = set()
+            for w in _starting_with(word, index.words):
+                having.update(index.postings[w])
+            matching = having if matching is None else matching & having
+        whole = [(f" {w} ", f" {w}s ", f" {w}es ") for w in words]
+        # "shirt" ranks "SHIRTS" above "SHIRTING" fabrics.
+        scored = sorted(
+            (
+                -sum(1 for forms in whole if any(f in index.texts[i] for f in forms)),
+                len(index.codes[i]),
+                index.codes[i],
+            )
+            for i in matching or ()
+        )
+        codes = [code for _, _, code in scored]
     results = []
     for code in codes[:limit]:
         found = hsn_lookup(code, day, exact=True)
