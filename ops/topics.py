@@ -10,10 +10,12 @@ TOPICS = [
     "ledger.invoice.v1",
     "ledger.tenant.v1",
     "ledger.alert.v1",
+    "ledger.tax_return.v1",
     "ingest.invoice.v1",
     "ingest.invoice.dlq.v1",
     "projection.invoice_register.dlq.v1",
     "projection.etims_compliance.dlq.v1",
+    "projection.gst_outward_supplies.dlq.v1",
     "router.einvoicing.dlq.v1",
 ]
 
