@@ -29,6 +29,7 @@ from engine.api.etims import refuse_suspended, suspension_cached
 from engine.api.etims_compliance import build_router as etims_compliance_router
 from engine.api.etims_sales import build_router as etims_sales_router
 from engine.api.gst_parties import build_router as gst_parties_router
+from engine.api.gst_tax import build_router as gst_tax_router
 from engine.api.gstr1 import build_router as gstr1_router
 from engine.api.health import consumer_health_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
@@ -329,6 +330,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gst_parties_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(gstr1_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(webhooks_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(gst_tax_router(current_tenant))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:

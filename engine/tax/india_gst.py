@@ -26,7 +26,7 @@ from enum import StrEnum
 
 from engine.tax.errors import TaxRuleError, Violation
 from engine.tax.limits import LIMITS, MAX_INVOICE_AMOUNT, MAX_LINE_AMOUNT, MAX_QUANTITY, MAX_UNIT_PRICE
-from engine.tax.rates import master_rate, valid_rates_on
+from engine.tax.rates import master_cess_rate, master_rate, no_master_rate, valid_rates_on
 from engine.tax.states import normalise_state
 
 MAX_LINES = 1000
@@ -383,15 +383,7 @@ def _line(
     else:
         entry = master_rate(hsn, invoice_date)
         if entry is None and line.gst_rate is None:
-            found.append(
-                Violation(
-                    f"{at}.hsn",
-                    "unknown_hsn",
-                    f"{at}.hsn: {hsn} is not in the rate master for {invoice_date.isoformat()}; "
-                    "send gst_rate (and gst_rate_reason) for this line.",
-                    {"hsn": hsn, "date": invoice_date.isoformat()},
-                )
-            )
+            found.append(no_master_rate(f"{at}.hsn", hsn, invoice_date))
 
     if line.gst_rate is not None:
         valid = valid_rates_on(invoice_date)
@@ -416,8 +408,8 @@ def _line(
         assert entry is not None  # otherwise unknown_hsn was reported above
         rate, source = entry.gst_rate, "master"
     # The override replaces the GST rate only; compensation cess follows the goods, so it still comes from
-    # the master when the HSN is known.
-    cess_rate = entry.cess_rate if entry is not None else _ZERO
+    # the master when the HSN is known (also when the master lists several GST rates for it).
+    cess_rate = entry.cess_rate if entry is not None else master_cess_rate(hsn, invoice_date)
 
     taxable = _round(gross - line.discount)
     cgst = sgst = igst = cess = _ZERO

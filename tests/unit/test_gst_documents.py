@@ -49,7 +49,7 @@ def _body(**changes: Any) -> dict[str, Any]:
             "address": {"line1": "12 Market Road", "city": "Pune", "pincode": "411001"},
         },
         "lines": [
-            {"description": "Coil", "hsn": "8504", "quantity": "10", "unit": "NOS", "unit_price": "100"},
+            {"description": "Laptop", "hsn": "8471", "quantity": "10", "unit": "NOS", "unit_price": "100"},
             {"description": "Bar", "hsn": "7214", "quantity": "4", "unit": "KGS", "unit_price": "50"},
         ],
     }
