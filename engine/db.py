@@ -280,6 +280,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "bookkeeping.sql"),
     ("engine", "connector_state.sql"),
     ("engine", "etims_tax_rates.sql"),
+    ("engine", "payments.sql"),
 ]
 
 # The outer packages' tables (registered by ``register_outer``) run before this engine migration: the order

@@ -22,6 +22,7 @@ import orjson
 
 from engine.domain.alert import Alert
 from engine.domain.invoice import Invoice
+from engine.domain.payment import Payment
 from engine.domain.tenant import Tenant
 from engine.errors import IntegrityFault
 from schemas import registry
@@ -33,6 +34,7 @@ AGGREGATE_TOPICS = {
     "invoice": "ledger.invoice.v1",
     "tenant": "ledger.tenant.v1",
     "alert": "ledger.alert.v1",
+    "payment": "ledger.payment.v1",
 }
 # Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
 # and a consumer can compact or filter them per tenant (issue 10: "key = tenant id").
@@ -439,6 +441,45 @@ def _alert_raised(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _payment_recorded(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "payment_id": str(event.originator_id),
+        "provider": event.provider,
+        "provider_payment_id": event.provider_payment_id,
+        "amount": _money(event.amount),
+        "currency": event.currency,
+        "method": event.method,
+        "customer": {str(k): str(v) for k, v in dict(event.customer).items()},
+        "reference": {str(k): str(v) for k, v in dict(event.reference).items()},
+        "paid_at": _millis(event.paid_at),
+        "provider_event_id": event.provider_event_id,
+    }
+
+
+def _payment_status_changed(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "payment_id": str(event.originator_id),
+        "status": event.status,
+        "provider_event_id": event.provider_event_id,
+        "reported_at": _millis(event.occurred_at),
+        "error_code": event.error_code,
+        "error_description": event.error_description,
+    }
+
+
+def _payment_refunded(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "payment_id": str(event.originator_id),
+        "refund_id": event.refund_id,
+        "amount": _money(event.amount),
+        "provider_event_id": event.provider_event_id,
+        "refunded_at": _millis(event.occurred_at),
+    }
+
+
 RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Invoice.Issued: _invoice_issued,
     Invoice.Cancelled: _invoice_cancelled,
@@ -463,6 +504,9 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Tenant.ProfileUpdated: _tenant_profile_updated,
     Tenant.IntegrationSettingsChanged: _tenant_integration_settings_changed,
     Alert.Raised: _alert_raised,
+    Payment.Recorded: _payment_recorded,
+    Payment.StatusChanged: _payment_status_changed,
+    Payment.Refunded: _payment_refunded,
 }
 
 

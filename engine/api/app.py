@@ -29,6 +29,8 @@ from engine.api.etims import refuse_suspended, suspension_cached
 from engine.api.etims_compliance import build_router as etims_compliance_router
 from engine.api.etims_sales import build_router as etims_sales_router
 from engine.api.health import consumer_health_router
+from engine.api.hooks import PaymentBookHolder, with_payment_fields
+from engine.api.hooks import build_router as hooks_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
 from engine.api.metrics import metrics_router
 from engine.api.reports import build_router as reports_router
@@ -254,12 +256,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     outer_schema.register()
     settings = settings or load_settings()
     holder = ServiceHolder(settings)
+    books = PaymentBookHolder(settings)
 
     metrics_routes, metrics_collector = metrics_router(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        books.close()
         holder.close()
         metrics_collector.close()
 
@@ -323,6 +327,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenant_router(settings, current_tenant, service))
     app.include_router(etims_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(etims_sales_router(settings, current_tenant, service))
+    app.include_router(hooks_router(settings, current_tenant, service, holder.key_ring, books))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:
@@ -394,11 +399,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with db.transaction(svc.pool) as conn:
             found = invoice_register.get(conn, tenant_id, parsed)
         if found is not None:
-            return found
+            return with_payment_fields(svc, tenant_id, found)
         # Not projected yet (the projection trails the event store by moments): answer from the
         # event store rather than a false 404, and say so.
         response.headers["X-Ledgerflow-Read-Source"] = "event-store"
-        return invoice_view(svc.get_invoice(tenant_id, parsed))
+        return with_payment_fields(svc, tenant_id, invoice_view(svc.get_invoice(tenant_id, parsed)))
 
     @app.get("/v1/invoices", tags=["invoices"], summary="List invoices (paginated)")
     def list_invoices(
