@@ -89,6 +89,39 @@ class PaymentFact:
     error_description: str | None = None
 
 
+def apply_fact(payment: Payment | None, fact: PaymentFact) -> Payment:
+    """The payment after ``fact`` (a new one on first sight); pure, so the rules are unit-tested."""
+    if payment is None:
+        payment = Payment(
+            tenant_id=fact.tenant_id,
+            provider=fact.provider,
+            provider_payment_id=fact.provider_payment_id,
+            amount=fact.amount,
+            currency=fact.currency,
+            method=fact.method,
+            customer=dict(fact.customer),
+            reference=dict(fact.reference),
+            paid_at=fact.paid_at,
+            provider_event_id=fact.provider_event_id,
+        )
+    if fact.status is not None:
+        payment.report_status(
+            fact.status,
+            provider_event_id=fact.provider_event_id,
+            occurred_at=fact.occurred_at,
+            error_code=fact.error_code,
+            error_description=fact.error_description,
+        )
+    if fact.refund_id is not None and fact.refund_amount is not None:
+        payment.record_refund(
+            fact.refund_id,
+            fact.refund_amount,
+            provider_event_id=fact.provider_event_id,
+            occurred_at=fact.occurred_at,
+        )
+    return payment
+
+
 class PaymentBook:
     """Command handling for deliveries and payments, beside the ledger's ``LedgerService``."""
 
@@ -143,35 +176,7 @@ class PaymentBook:
         read model. Idempotent and order-tolerant (engine/domain/payment.py)."""
         payment_id = payment_id_for(fact.tenant_id, fact.provider, fact.provider_payment_id)
         for attempt in range(APPLY_ATTEMPTS):
-            payment = self._load(payment_id)
-            if payment is None:
-                payment = Payment(
-                    tenant_id=fact.tenant_id,
-                    provider=fact.provider,
-                    provider_payment_id=fact.provider_payment_id,
-                    amount=fact.amount,
-                    currency=fact.currency,
-                    method=fact.method,
-                    customer=dict(fact.customer),
-                    reference=dict(fact.reference),
-                    paid_at=fact.paid_at,
-                    provider_event_id=fact.provider_event_id,
-                )
-            if fact.status is not None:
-                payment.report_status(
-                    fact.status,
-                    provider_event_id=fact.provider_event_id,
-                    occurred_at=fact.occurred_at,
-                    error_code=fact.error_code,
-                    error_description=fact.error_description,
-                )
-            if fact.refund_id is not None and fact.refund_amount is not None:
-                payment.record_refund(
-                    fact.refund_id,
-                    fact.refund_amount,
-                    provider_event_id=fact.provider_event_id,
-                    occurred_at=fact.occurred_at,
-                )
+            payment = apply_fact(self._load(payment_id), fact)
             if not payment.pending_events:
                 self.project(payment)  # nothing new; the read model may still lag after a crash
                 return payment
