@@ -15,7 +15,7 @@ from connectors.hooks import DeliveryMalformed
 from connectors.razorpay import events as razorpay_events
 from connectors.stripe import events as stripe_events
 from engine.domain.payment import InvalidPaymentFact, Payment, derived_status, later_status
-from engine.payments import PaymentFact, apply_fact, ageing_bucket, payment_status_of
+from engine.payments import PaymentFact, ageing_bucket, apply_fact, payment_status_of
 
 TENANT = UUID("5b2e9d7a-3c41-4e8f-a6b0-1d2c3e4f5a6b")
 AT = datetime(2026, 6, 2, 10, 0, tzinfo=UTC)
