@@ -295,13 +295,14 @@ def payment_view(payment: Payment, invoice_id: UUID | None) -> dict[str, Any]:
 
 
 def get_payment_row(conn: psycopg.Connection, tenant_id: UUID, payment_id: UUID) -> dict[str, Any] | None:
-    row = conn.execute(
-        "SELECT document FROM payment_register WHERE tenant_id = %s AND payment_id = %s",
-        (tenant_id, payment_id),
-    ).fetchone()
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT document FROM payment_register WHERE tenant_id = %s AND payment_id = %s",
+            (tenant_id, payment_id),
+        ).fetchone()
     if row is None:
         return None
-    document: dict[str, Any] = row[0]
+    document: dict[str, Any] = row["document"]
     return document
 
 
@@ -334,15 +335,17 @@ def search_payments(
         where.append("(paid_at, payment_id) > (%s, %s)")
         params.extend(after)
     params.append(limit + 1)
-    rows = conn.execute(
-        "SELECT document, paid_at, payment_id FROM payment_register WHERE "
-        + " AND ".join(where)
-        + " ORDER BY paid_at, payment_id LIMIT %s",
-        params,
-    ).fetchall()
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT document, paid_at, payment_id FROM payment_register WHERE "
+            + " AND ".join(where)
+            + " ORDER BY paid_at, payment_id LIMIT %s",
+            params,
+        ).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    return [r[0] for r in rows], ((rows[-1][1], rows[-1][2]) if more and rows else None)
+    last = (rows[-1]["paid_at"], rows[-1]["payment_id"]) if more and rows else None
+    return [r["document"] for r in rows], last
 
 
 def payment_status_of(total: Decimal, paid: Decimal) -> str:
@@ -358,12 +361,13 @@ def invoice_payment(
     conn: psycopg.Connection, tenant_id: UUID, invoice_id: UUID, total: Decimal
 ) -> dict[str, str]:
     """``payment_status``, ``amount_paid`` and ``outstanding`` of one invoice (decimal strings)."""
-    row = conn.execute(
-        "SELECT coalesce(sum(amount_applied), 0) FROM payment_register"
-        " WHERE tenant_id = %s AND invoice_id = %s",
-        (tenant_id, invoice_id),
-    ).fetchone()
-    paid = Decimal(row[0] if row else 0)
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT coalesce(sum(amount_applied), 0) AS paid FROM payment_register"
+            " WHERE tenant_id = %s AND invoice_id = %s",
+            (tenant_id, invoice_id),
+        ).fetchone()
+    paid = Decimal(row["paid"] if row else 0)
     return {
         "payment_status": payment_status_of(total, paid),
         "amount_paid": _money(paid),

@@ -10,6 +10,7 @@ TOPICS = [
     "ledger.invoice.v1",
     "ledger.tenant.v1",
     "ledger.alert.v1",
+    "ledger.payment.v1",
     "ingest.invoice.v1",
     "ingest.invoice.dlq.v1",
     "projection.invoice_register.dlq.v1",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from connectors import registry as connector_registry
 from connectors.hooks import Delivery, HookContext
+from engine import db
 from engine.application import LedgerService
 from engine.domain.inbound_webhook import InboundWebhook
 from engine.errors import RequestRefused
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "hooks"
 PAGE = 200
+# One processor per schema (deployments, and tests, may share a database).
+LOCK_KEY = "hashtext('ledgerflow.hook_processor.' || current_schema())"
 
 
 @dataclass
@@ -43,11 +46,9 @@ class HookProcessor:
     def run_once(self) -> PassResult:
         """Process every delivery stored after the recorded position; returns what it did."""
         result = PassResult()
-        with self.service.pool.connection() as conn:
-            conn.autocommit = True
-            row = conn.execute(
-                "SELECT pg_try_advisory_lock(hashtext('ledgerflow.hook_processor'))"
-            ).fetchone()
+        # A connection of its own (autocommit, a session lock), not one of the pool's.
+        with db.connect(self.service.settings, autocommit=True) as conn:
+            row = conn.execute(f"SELECT pg_try_advisory_lock({LOCK_KEY})").fetchone()
             if not (row and row[0]):
                 return result  # another processor is at work
             try:
@@ -77,7 +78,7 @@ class HookProcessor:
                             (CONSUMER, position),
                         )
             finally:
-                conn.execute("SELECT pg_advisory_unlock(hashtext('ledgerflow.hook_processor'))")
+                conn.execute(f"SELECT pg_advisory_unlock({LOCK_KEY})")
         return result
 
     def _handle(self, event: InboundWebhook.Received) -> bool:
