@@ -9,7 +9,6 @@ endpoint tells nobody which tenants exist or what they use. An accepted delivery
 inbox (engine/payments.py) before the 200; the hook processor (streams/hooks.py) acts on it later.
 """
 
-
 import base64
 import threading
 from collections.abc import Callable

@@ -479,6 +479,6 @@ def test_payments_are_applied_to_the_invoice_they_name_and_refunds_reduce_what_i
     schema = fastavro.parse_schema(
         stack.client.get(dict(refunded.headers())["ce_dataschema"].decode()).json()
     )
-    record = fastavro.schemaless_reader(io.BytesIO(refunded.value()[10:]), schema)
+    record: Any = fastavro.schemaless_reader(io.BytesIO(refunded.value()[10:]), schema)
     assert (record["refund_id"], record["amount"], record["tenant_id"]) == ("rfnd_i1", "100.00", tenant_id)
     background.check()
