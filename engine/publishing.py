@@ -23,6 +23,7 @@ import orjson
 from engine.domain.alert import Alert
 from engine.domain.invoice import Invoice
 from engine.domain.payment import Payment
+from engine.domain.subscription import Subscription
 from engine.domain.tenant import Tenant
 from engine.errors import IntegrityFault
 from schemas import registry
@@ -35,6 +36,7 @@ AGGREGATE_TOPICS = {
     "tenant": "ledger.tenant.v1",
     "alert": "ledger.alert.v1",
     "payment": "ledger.payment.v1",
+    "subscription": "ledger.subscription.v1",
 }
 # Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
 # and a consumer can compact or filter them per tenant (issue 10: "key = tenant id").
@@ -480,6 +482,40 @@ def _payment_refunded(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _subscription_requested(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "subscription_id": str(event.originator_id),
+        "provider": event.provider,
+        "plan_id": event.plan_id,
+        "customer_id": event.customer_id,
+        "total_count": int(event.total_count),
+    }
+
+
+def _subscription_provider_linked(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "subscription_id": str(event.originator_id),
+        "provider_subscription_id": event.provider_subscription_id,
+        "status": event.status,
+        "short_url": event.short_url,
+        "linked_at": _millis(event.linked_at),
+    }
+
+
+def _subscription_status_changed(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "subscription_id": str(event.originator_id),
+        "status": event.status,
+        "provider_event": event.provider_event,
+        "provider_event_id": event.provider_event_id,
+        "reported_at": _millis(event.reported_at),
+        "paid_count": int(event.paid_count),
+    }
+
+
 RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Invoice.Issued: _invoice_issued,
     Invoice.Cancelled: _invoice_cancelled,
@@ -507,6 +543,9 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Payment.Recorded: _payment_recorded,
     Payment.StatusChanged: _payment_status_changed,
     Payment.Refunded: _payment_refunded,
+    Subscription.Requested: _subscription_requested,
+    Subscription.ProviderLinked: _subscription_provider_linked,
+    Subscription.StatusChanged: _subscription_status_changed,
 }
 
 

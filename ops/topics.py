@@ -11,6 +11,7 @@ TOPICS = [
     "ledger.tenant.v1",
     "ledger.alert.v1",
     "ledger.payment.v1",
+    "ledger.subscription.v1",
     "ingest.invoice.v1",
     "ingest.invoice.dlq.v1",
     "projection.invoice_register.dlq.v1",

@@ -15,7 +15,7 @@ auth with the key id and secret): ``POST /v1/subscriptions``, ``GET /v1/subscrip
   ``subscription.*`` event would and returns the event's payload (to send with the above).
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: FastAPI must evaluate the route signatures.
 
 import argparse
 import hashlib

@@ -15,19 +15,23 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from connectors import registry as connector_registry
+from connectors.errors import ConnectorError, ErrorClass
 from connectors.hooks import DeliveryMalformed, DeliveryRejected, DeliveryStale, InboundHooks
+from connectors.razorpay import subscriptions
 from engine import db, integrations
 from engine.api.errors import ApiError
 from engine.application import LedgerService
 from engine.config import Settings
 from engine.domain.payment import STATUSES
+from engine.fields import SafeStr
 from engine.payments import (
     PaymentBook,
     get_payment_row,
@@ -39,6 +43,17 @@ from engine.payments import (
 )
 from engine.security.secrets import KeyRing
 from engine.tax.india_gst import today_in_india
+
+
+class SubscriptionRequest(BaseModel):
+    """``POST /v1/subscriptions``: a Razorpay plan for a customer (Razorpay's ids)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan_id: Annotated[SafeStr, StringConstraints(min_length=1, max_length=100)]
+    customer: Annotated[SafeStr, StringConstraints(min_length=1, max_length=100)] | None = None
+    total_count: Annotated[int, Field(ge=1, le=1000)] = 12
+
 
 UNVERIFIED = "the delivery's signature does not verify for this tenant and provider"
 
@@ -221,5 +236,69 @@ def build_router(
         day = as_of or today_in_india(datetime.now(UTC))
         with db.transaction(svc.pool) as conn:
             return receivables(conn, tenant_id, day)
+
+    @router.post(
+        "/v1/subscriptions",
+        status_code=201,
+        tags=["subscriptions"],
+        summary="Open a Razorpay subscription (at most once per Idempotency-Key)",
+    )
+    async def open_subscription(
+        body: SubscriptionRequest,
+        tenant_id: Tenant,
+        svc: Service,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> Response:
+        from connectors.catalogue import checked_transport
+
+        def load_settings() -> integrations.IntegrationSettings | None:
+            with db.transaction(svc.pool) as conn:
+                return integrations.load(conn, key_ring(), tenant_id, subscriptions.PROVIDER)
+
+        loaded = await run_in_threadpool(load_settings)
+        if loaded is None or not loaded.enabled:
+            raise ApiError(409, "integration_not_configured", "razorpay is not configured for this tenant")
+        key = idempotency_key or f"auto:{uuid4()}"
+        requested = await run_in_threadpool(
+            lambda: subscriptions.request(
+                svc,
+                tenant_id,
+                plan_id=body.plan_id,
+                customer_id=body.customer,
+                total_count=body.total_count,
+                key=key,
+            )
+        )
+        if (requested.plan_id, requested.customer_id) != (body.plan_id, body.customer):
+            raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used for another request")
+        try:
+            opened = await subscriptions.open_at_provider(
+                svc, requested, loaded, checked_transport(loaded, settings.mode)
+            )
+        except ConnectorError as exc:
+            status = 503 if exc.error_class is ErrorClass.RETRYABLE else 502
+            raise ApiError(
+                status,
+                "provider_error",
+                f"Razorpay did not create the subscription ({exc.code}); retry with the same Idempotency-Key",
+                {"subscription_id": str(requested.id), "provider_code": exc.code},
+            ) from exc
+        return Response(
+            orjson.dumps(subscriptions.view(opened)),
+            201,
+            {"Location": f"/v1/subscriptions/{opened.id}"},
+            media_type="application/json",
+        )
+
+    @router.get("/v1/subscriptions/{subscription_id}", tags=["subscriptions"], summary="A subscription")
+    def get_subscription(subscription_id: str, tenant_id: Tenant, svc: Service) -> dict[str, Any]:
+        try:
+            parsed = UUID(subscription_id)
+        except ValueError as exc:
+            raise ApiError(404, "not_found", "no such subscription") from exc
+        found = subscriptions.load(svc, parsed)
+        if found is None or found.tenant_id != tenant_id:
+            raise ApiError(404, "not_found", "no such subscription")
+        return subscriptions.view(found)
 
     return router

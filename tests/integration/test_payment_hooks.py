@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import fastavro
 import httpx
@@ -19,7 +20,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from connectors.razorpay import sandbox
+from connectors.razorpay import sandbox, subscriptions
 from connectors.razorpay.signature import EVENT_ID_HEADER, SIGNATURE_HEADER, signature
 from connectors.stripe import signature as stripe_signature
 from engine.api.app import create_app
@@ -482,3 +483,81 @@ def test_payments_are_applied_to_the_invoice_they_name_and_refunds_reduce_what_i
     record: Any = fastavro.schemaless_reader(io.BytesIO(refunded.value()[10:]), schema)
     assert (record["refund_id"], record["amount"], record["tenant_id"]) == ("rfnd_i1", "100.00", tenant_id)
     background.check()
+
+
+# -- 4. Razorpay subscriptions ----------------------------------------------------------------------
+
+
+def test_a_subscription_is_created_once_even_when_razorpays_answer_is_lost_and_webhooks_drive_its_status(
+    stack: Stack,
+) -> None:
+    tenant_id, auth = stack.tenant()
+    _, other_auth = stack.tenant(gstin="29AAGCB7383J1Z4")
+    body = {"plan_id": "plan_monthly", "customer": "cust_1", "total_count": 6}
+    key = {"Idempotency-Key": "sub-req-1"}
+    # An earlier attempt recorded the request and Razorpay created it, but the answer was lost
+    # before the link was recorded (a crash, a dropped connection): Razorpay holds a subscription
+    # carrying our id in its notes, and the ledger has none linked.
+    requested = subscriptions.request(
+        stack.service,
+        UUID(tenant_id),
+        plan_id="plan_monthly",
+        customer_id="cust_1",
+        total_count=6,
+        key="sub-req-1",
+    )
+    created = httpx.post(
+        f"{stack.sandbox.url}/v1/subscriptions",
+        json={
+            "plan_id": "plan_monthly",
+            "customer_id": "cust_1",
+            "notes": {subscriptions.NOTE: str(requested.id)},
+        },
+        auth=(ACCOUNT.key_id, ACCOUNT.key_secret),
+    ).raise_for_status()
+    assert stack.operator.stats()["effects"]["subscription_created"] == 1
+
+    retried = stack.client.post("/v1/subscriptions", json=body, headers={**auth, **key})
+    again = stack.client.post("/v1/subscriptions", json=body, headers={**auth, **key})
+    assert retried.status_code == again.status_code == 201, retried.text
+    opened = retried.json()
+    assert opened == again.json()
+    assert opened["id"] == str(requested.id)
+    assert opened["provider_subscription_id"] == created.json()["id"]  # adopted, not created again
+    assert opened["provider_subscription_id"].startswith("sub_") and opened["status"] == "created"
+    assert stack.operator.stats()["effects"]["subscription_created"] == 1  # never twice
+    reused = stack.client.post(
+        "/v1/subscriptions", json={**body, "plan_id": "plan_other"}, headers={**auth, **key}
+    )
+    assert reused.status_code == 422
+    assert_error_shape(reused.json(), "idempotency_key_reused")
+
+    # Razorpay's subscription.* deliveries, shuffled: the latest reported status wins.
+    provider_id = opened["provider_subscription_id"]
+    events = []
+    for offset, name in enumerate(
+        [
+            "subscription.authenticated",
+            "subscription.activated",
+            "subscription.charged",
+            "subscription.charged",
+        ]
+    ):
+        made = stack.operator.http.post(f"/_sandbox/subscriptions/{provider_id}/events", json={"event": name})
+        made.raise_for_status()
+        events.append({**made.json(), "event_id": f"evt_sub_{offset}", "created_at": PAID_AT + offset * 60})
+    result = stack.deliver(tenant_id, events, duplicate_rate=0.5, shuffle=True, seed=3)
+    assert result["undelivered"] == 0
+    stack.processor.run_once()
+    shown = stack.client.get(f"/v1/subscriptions/{opened['id']}", headers=auth).json()
+    assert (shown["status"], shown["paid_count"]) == ("active", 2)
+
+    halted = stack.operator.http.post(
+        f"/_sandbox/subscriptions/{provider_id}/events", json={"event": "subscription.cancelled"}
+    ).json()
+    late = {**events[0], "event_id": "evt_sub_late", "created_at": PAID_AT + 3600}
+    stack.deliver(tenant_id, [{**halted, "event_id": "evt_sub_end", "created_at": PAID_AT + 600}, late])
+    stack.processor.run_once()
+    # Cancelled is an end: a later "authenticated" report cannot revive it.
+    assert stack.client.get(f"/v1/subscriptions/{opened['id']}", headers=auth).json()["status"] == "cancelled"
+    assert stack.client.get(f"/v1/subscriptions/{opened['id']}", headers=other_auth).status_code == 404
