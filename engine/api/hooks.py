@@ -27,6 +27,7 @@ from connectors.errors import ConnectorError, ErrorClass
 from connectors.hooks import DeliveryMalformed, DeliveryRejected, DeliveryStale, InboundHooks
 from connectors.razorpay import subscriptions
 from engine import db, integrations
+from engine.api.contract import ErrorBody
 from engine.api.errors import ApiError
 from engine.application import LedgerService
 from engine.config import Settings
@@ -166,8 +167,12 @@ def build_router(
         tags=["hooks"],
         summary="Receive a provider's signed webhook delivery (Razorpay, Stripe, a bank)",
         responses={
-            401: {"description": "Signature missing, wrong or stale"},
-            413: {"description": "Too large"},
+            200: {"description": "Stored (or a duplicate, acknowledged): {received, duplicate}"},
+            400: {"model": ErrorBody, "description": "Signed, but not a delivery of this provider"},
+            401: {"model": ErrorBody, "description": "Signature missing, wrong or stale; or no such tenant"},
+            404: {"model": ErrorBody, "description": "No webhook receiver for this provider"},
+            413: {"model": ErrorBody, "description": "Larger than a delivery can be"},
+            503: {"model": ErrorBody, "description": "PostgreSQL is unavailable; the provider retries"},
         },
     )
     async def receive(provider: str, tenant_id: str, request: Request, svc: Service) -> Response:
@@ -242,6 +247,14 @@ def build_router(
         status_code=201,
         tags=["subscriptions"],
         summary="Open a Razorpay subscription (at most once per Idempotency-Key)",
+        responses={
+            409: {"model": ErrorBody, "description": "razorpay is not configured for this tenant"},
+            502: {"model": ErrorBody, "description": "Razorpay refused; retry with the same key"},
+            503: {
+                "model": ErrorBody,
+                "description": "Razorpay or PostgreSQL unavailable; retry with the key",
+            },
+        },
     )
     async def open_subscription(
         body: SubscriptionRequest,
