@@ -1,8 +1,8 @@
 """``python -m bench``: run the scenarios against the local stack and print one table.
 
 Stages (``--only`` takes any of them, repeatable): ``raw``, ``relay``, ``projection``, ``replay``,
-``rebuild``, ``api``, ``latency``, ``worker``, ``scaling``, ``irn``, ``etims``. Peak RSS is reported for every
-process a run started.
+``rebuild``, ``api``, ``latency``, ``worker``, ``scaling``, ``irn``, ``etims``, ``gstr1``. Peak RSS is
+reported for every process a run started.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -22,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bench import api as api_stage
 from bench import etims as etims_stage
+from bench import gstr1 as gstr1_stage
 from bench import irn as irn_stage
 from bench import notification_log, raw_kafka, workload
 from bench import rebuild as rebuild_stage
@@ -48,6 +50,7 @@ STAGES = [
     "scaling",
     "irn",
     "etims",
+    "gstr1",
 ]
 MB = 1024 * 1024
 # Per process (issue 15): an API with N workers is N + 1 processes, each measured on its own.
@@ -76,6 +79,8 @@ class Sizes:
     etims_branches: int = 4
     etims_per_branch: int = 250
     etims_congested_per_branch: int = 10
+    # GSTR-1 stage: documents in the month the return is generated over.
+    gstr1_invoices: int = 100_000
 
 
 FULL = Sizes(
@@ -98,6 +103,7 @@ QUICK = Sizes(
     rebuild_events=50_000,
     etims_per_branch=50,
     etims_congested_per_branch=3,
+    gstr1_invoices=5_000,
 )
 
 # A table of seven columns needs more than the 80 columns rich assumes when output is not a terminal.
@@ -411,6 +417,42 @@ class Run:
                 op="<",
                 note=f"largest process; with its fill workers {env.peak_rss.get('rebuild', 0) / MB:.0f} MB",
             )
+        )
+
+    def gstr1(self) -> None:
+        """GSTR-1 over a month of `gstr1_invoices` documents, beside a bare SQL aggregation of them."""
+        n = self.sizes.gstr1_invoices
+        settings = self.env.settings
+        with self.env.connect() as conn:
+            with bar(f"gstr1: load {n:,} documents", n) as advance:
+                gstr1_stage.load(conn, self.tenant.id, n, advance)
+            sql_seconds, sql_sums = gstr1_stage.bare_sql(conn, self.tenant.id)
+        with bar("gstr1: generate the return", None):
+            result = gstr1_stage.generate_in_child(settings.database_url, settings.db_schema, self.tenant.id)
+        if (Decimal(result["txval"]), Decimal(result["tax"])) != (sql_sums["txval"], sql_sums["tax"]):
+            raise RuntimeError(f"the return's totals {result} differ from the bare SQL's {sql_sums}")
+        self.extra["gstr1"] = {**result, "sql_seconds": sql_seconds, "invoices": n}
+        ratio = result["seconds"] / sql_seconds if sql_seconds else float("nan")
+        self.rows.append(
+            Row(
+                "GSTR-1 generation",
+                f"seconds, a month of {n:,} documents",
+                result["seconds"],
+                "s",
+                note=(f"{result['parts']} part(s), items {result['items']}; {ratio:.0f}x the bare SQL below"),
+            )
+        )
+        self.rows.append(
+            Row(
+                "GSTR-1 generation",
+                "bare SQL aggregation, same rows",
+                sql_seconds,
+                "s",
+                note="per section, place and rate over the jsonb lines; same taxable value and tax",
+            )
+        )
+        self.rows.append(
+            Row("peak RSS", "GSTR-1 generation process", result["peak_rss_mb"], "MB", RSS_LIMIT_MB, op="<")
         )
 
     def start_api(self) -> None:
@@ -1025,6 +1067,8 @@ class Run:
             self.measured(self.irn)
         if "etims" in selected:
             self.measured(self.etims)
+        if "gstr1" in selected:
+            self.measured(self.gstr1)
         self.rss()
         order = ["API ingest", "relay catch-up", "projection catch-up", "end-to-end", "raw aiokafka"]
         self.rows.sort(key=lambda r: order.index(r.stage) if r.stage in order else len(order))
@@ -1050,6 +1094,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="`ledgerflow connectors run` processes in the IRN stage (default 1)",
     )
+    parser.add_argument("--gstr1-invoices", type=int, help="documents in the GSTR-1 stage's month")
     parser.add_argument("--partitions", type=int, help="partitions of the run's topics (default: settings)")
     parser.add_argument("--keep", action="store_true", help="keep the schema, topics and logs afterwards")
     args = parser.parse_args(argv)
@@ -1063,6 +1108,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = Sizes(**{**sizes.__dict__, "api_workers": args.api_workers})
     if args.connector_workers:
         sizes = Sizes(**{**sizes.__dict__, "irn_connector_workers": args.connector_workers})
+    if args.gstr1_invoices:
+        sizes = Sizes(**{**sizes.__dict__, "gstr1_invoices": args.gstr1_invoices})
     stages = args.only or STAGES
     env = BenchEnv.create(args.partitions)
     s = env.settings

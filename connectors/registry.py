@@ -8,7 +8,7 @@ router, the connector workers, rate limits (``LEDGERFLOW_<NAME>_RATE``) and the 
 
 from __future__ import annotations
 
-from connectors import etims, gst_irp, gstin_lookup, razorpay, stripe
+from connectors import etims, gst_irp, gstin_lookup, gstn_returns, razorpay, stripe
 from connectors.kit import Connector
 from engine import db, integrations
 from engine.integrations import Provider
@@ -17,6 +17,7 @@ CONNECTORS: tuple[Connector, ...] = (
     gst_irp.CONNECTOR,
     gstin_lookup.CONNECTOR,
     etims.CONNECTOR,
+    gstn_returns.CONNECTOR,
     razorpay.CONNECTOR,
     stripe.CONNECTOR,
 )

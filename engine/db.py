@@ -280,6 +280,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "bookkeeping.sql"),
     ("engine", "connector_state.sql"),
     ("engine", "etims_tax_rates.sql"),
+    ("engine", "tax_return_parts.sql"),
     ("engine", "payments.sql"),
 ]
 

@@ -24,6 +24,7 @@ from engine.domain.alert import Alert
 from engine.domain.invoice import Invoice
 from engine.domain.payment import Payment
 from engine.domain.subscription import Subscription
+from engine.domain.tax_return import TaxReturn
 from engine.domain.tenant import Tenant
 from engine.errors import IntegrityFault
 from schemas import registry
@@ -37,6 +38,7 @@ AGGREGATE_TOPICS = {
     "alert": "ledger.alert.v1",
     "payment": "ledger.payment.v1",
     "subscription": "ledger.subscription.v1",
+    "tax_return": "ledger.tax_return.v1",
 }
 # Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
 # and a consumer can compact or filter them per tenant (issue 10: "key = tenant id").
@@ -73,7 +75,7 @@ def _snake(name: str) -> str:
 
 def ce_type_of(event: Any) -> tuple[str, str]:
     """(aggregate name, CloudEvents type) of a domain event, e.g. ("invoice", "ledgerflow.invoice.issued")."""
-    aggregate = type(event).__qualname__.split(".")[0].lower()
+    aggregate = _snake(type(event).__qualname__.split(".")[0])
     return aggregate, f"ledgerflow.{aggregate}.{_snake(type(event).__name__)}"
 
 
@@ -516,6 +518,42 @@ def _subscription_status_changed(event: Any, base: dict[str, Any]) -> dict[str, 
     }
 
 
+def _tax_return_base(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {**base, "return_id": str(event.originator_id)}
+
+
+def _tax_return_generated(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    diff = event.diff
+    return {
+        **_tax_return_base(event, base),
+        "form": event.form,
+        "gstin": event.gstin,
+        "period": event.period,
+        "version": int(event.version),
+        "content_hash": event.content_hash,
+        "parts": [str(p) for p in event.parts],
+        "summary": _json_text(event.summary),
+        "diff": None if diff is None else _json_text(diff),
+        "previous_id": event.previous_id,
+        "generated_by": event.generated_by,
+        "generated_at": _millis(event.generated_at),
+    }
+
+
+def _tax_return_fields(
+    *fields: str, times: tuple[str, ...] = ()
+) -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
+    def build(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+        record = _tax_return_base(event, base)
+        for name in fields:
+            record[name] = getattr(event, name)
+        for name in times:
+            record[name] = _millis(getattr(event, name))
+        return record
+
+    return build
+
+
 RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Invoice.Issued: _invoice_issued,
     Invoice.Cancelled: _invoice_cancelled,
@@ -546,11 +584,19 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Subscription.Requested: _subscription_requested,
     Subscription.ProviderLinked: _subscription_provider_linked,
     Subscription.StatusChanged: _subscription_status_changed,
+    TaxReturn.Generated: _tax_return_generated,
+    TaxReturn.Submitted: _tax_return_fields("job_id", "submitted_by", times=("submitted_at",)),
+    TaxReturn.Saved: _tax_return_fields("part", "reference_id", "job_id"),
+    TaxReturn.Processed: _tax_return_fields("job_id", "reference_ids"),
+    TaxReturn.RejectedRecords: _tax_return_fields("job_id", "reference_ids", "status_code", "errors"),
+    TaxReturn.Filed: _tax_return_fields("arn", "filed_by", times=("filed_at",)),
+    TaxReturn.Failed: _tax_return_fields("job_id", "error_class", "code", "message", "attempts"),
 }
 
 
 def _ce_type_of_class(event_class: type) -> tuple[str, str]:
-    aggregate = event_class.__qualname__.split(".")[0].lower()
+    # Snake case, so TaxReturn's events are ledgerflow.tax_return.* (one-word aggregates are unchanged).
+    aggregate = _snake(event_class.__qualname__.split(".")[0])
     return aggregate, f"ledgerflow.{aggregate}.{_snake(event_class.__name__)}"
 
 

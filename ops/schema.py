@@ -21,6 +21,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("projections", "rebuild.sql"),
     ("projections", "dead_letters.sql"),
     ("projections", "etims_compliance.sql"),
+    ("projections", "gst_outward_supplies.sql"),
 ]
 
 # Objects over projection tables (the reporting views and their row-level security), installed after

@@ -2,9 +2,10 @@
 
 from projections.etims_compliance import EtimsCompliance
 from projections.events import Projection
+from projections.gst_outward_supplies import GstOutwardSupplies
 from projections.invoice_register import InvoiceRegister
 
-PROJECTIONS: list[Projection] = [InvoiceRegister(), EtimsCompliance()]
+PROJECTIONS: list[Projection] = [InvoiceRegister(), EtimsCompliance(), GstOutwardSupplies()]
 
 
 def find(name: str) -> Projection | None:

@@ -73,6 +73,10 @@ class Taxpayer:
     registered_on: date | None
     cancelled_on: date | None
     state_jurisdiction: str | None
+    business_type: str | None = None
+    """Constitution of business (``ctb``): "Private Limited Company", "Partnership", ..."""
+    address: str | None = None
+    """The principal place of business (``pradr.addr``) on one line, as an invoice prints it."""
 
     @property
     def active(self) -> bool:
@@ -240,6 +244,23 @@ def _date(value: object) -> date | None:
         return None
 
 
+def _text(value: object) -> str | None:
+    return (str(value).strip() or None) if isinstance(value, str | int) else None
+
+
+# The order a postal address is written in, from the common API's address fields: building number,
+# building name, floor, street, locality, city, district, state, PIN code.
+_ADDRESS_PARTS = ("bno", "bnm", "flno", "st", "loc", "city", "dst", "stcd", "pncd")
+
+
+def _address(value: object) -> str | None:
+    addr = value.get("addr") if isinstance(value, dict) else None
+    if not isinstance(addr, dict):
+        return None
+    parts = [_text(addr.get(k)) for k in _ADDRESS_PARTS]
+    return ", ".join(p for p in parts if p) or None
+
+
 def _taxpayer(body: dict[str, Any]) -> Taxpayer:
     try:
         return Taxpayer(
@@ -251,6 +272,8 @@ def _taxpayer(body: dict[str, Any]) -> Taxpayer:
             registered_on=_date(body.get("rgdt")),
             cancelled_on=_date(body.get("cxdt")),
             state_jurisdiction=body.get("stjCd") or None,
+            business_type=_text(body.get("ctb")),
+            address=_address(body.get("pradr")),
         )
     except KeyError as exc:
         raise NeedsAttentionError("invalid_response", f"the taxpayer record lacks {exc}") from exc

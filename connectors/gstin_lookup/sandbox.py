@@ -6,6 +6,12 @@ for a malformed one or another ``action``), and counts each answered search as t
 ``taxpayer_searched`` (GSPs bill per search). Fault injection, counters and the settable clock come
 from :mod:`connectors.sandbox_kit`.
 
+The records cover each status a buyer can be in: active (regular and composition), cancelled,
+suspended (the portal's status while a cancellation is pending, Rule 21A of the CGST Rules), and
+GSTINs nobody holds (404). An operator can add or change one with ``PUT /_sandbox/taxpayers/{gstin}``
+(the record in the search's own field names), e.g. to have a buyer cancelled between two invoices;
+``POST /_sandbox/reset`` restores :data:`TAXPAYERS`.
+
 Run it: ``python -m connectors.gstin_lookup.sandbox --port 9102``.
 """
 
@@ -21,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from connectors.gstin_lookup.client import AUTH_PATH, SEARCH_PATH
-from connectors.sandbox_kit import SandboxKit
+from connectors.sandbox_kit import SANDBOX_PREFIX, SandboxKit
 from engine.tax.errors import TaxRuleError
 from engine.tax.gstin import check_character, validate_gstin
 
@@ -45,7 +51,12 @@ def _record(
         "cxdt": more.get("cxdt", ""),
         "stjCd": gstin[:2],
         "ctb": more.get("ctb", "Private Limited Company"),
+        "pradr": {"addr": more.get("addr", {}), "ntr": "Wholesale Business"},
     }
+
+
+def _addr(bno: str, st: str, loc: str, dst: str, stcd: str, pncd: str) -> dict[str, str]:
+    return {"bno": bno, "bnm": "", "flno": "", "st": st, "loc": loc, "dst": dst, "stcd": stcd, "pncd": pncd}
 
 
 ACTIVE = _gstin("29AAGCB7383J1Z")
@@ -53,15 +64,28 @@ ACTIVE = _gstin("29AAGCB7383J1Z")
 BUYER = _gstin("27AAACR5055K1Z")
 CANCELLED = _gstin("33AAJFK5678L1Z")
 COMPOSITION = _gstin("24AAACC1206D1Z")
+SUSPENDED = _gstin("07AABFF4321M1Z")
 
 TAXPAYERS: dict[str, dict[str, Any]] = {
     r["gstin"]: r
     for r in (
         _record(
-            ACTIVE, "Demo Electricals Private Limited", "Demo Electricals", "Active", "Regular", "01/07/2017"
+            ACTIVE,
+            "Demo Electricals Private Limited",
+            "Demo Electricals",
+            "Active",
+            "Regular",
+            "01/07/2017",
+            addr=_addr("14", "Residency Road", "Shanthala Nagar", "Bengaluru Urban", "Karnataka", "560025"),
         ),
         _record(
-            BUYER, "Reliable Traders Private Limited", "Reliable Traders", "Active", "Regular", "15/09/2018"
+            BUYER,
+            "Reliable Traders Private Limited",
+            "Reliable Traders",
+            "Active",
+            "Regular",
+            "15/09/2018",
+            addr=_addr("221", "Linking Road", "Bandra West", "Mumbai Suburban", "Maharashtra", "400050"),
         ),
         _record(
             CANCELLED,
@@ -74,6 +98,15 @@ TAXPAYERS: dict[str, dict[str, Any]] = {
             ctb="Partnership",
         ),
         _record(COMPOSITION, "Chandra Stores", "Chandra Stores", "Active", "Composition", "20/11/2020"),
+        _record(
+            SUSPENDED,
+            "Falcon Freight LLP",
+            "Falcon Freight",
+            "Suspended",
+            "Regular",
+            "12/08/2019",
+            ctb="Limited Liability Partnership",
+        ),
     )
 }
 
@@ -93,6 +126,11 @@ class SandboxAccount:
 @dataclass
 class _State:
     tokens: dict[str, datetime] = field(default_factory=dict)
+    taxpayers: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(TAXPAYERS))
+
+    def reset(self) -> None:
+        self.tokens.clear()
+        self.taxpayers = dict(TAXPAYERS)
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -105,7 +143,7 @@ def create_app(
     account = account or SandboxAccount()
     kit = SandboxKit(effects=EFFECTS)
     state = _State()
-    kit.on_reset(state.tokens.clear)
+    kit.on_reset(state.reset)
     app = FastAPI(title="Taxpayer search sandbox (gstin-lookup)", docs_url=None, redoc_url=None)
     kit.install(app)
 
@@ -136,10 +174,31 @@ def create_app(
         except TaxRuleError as exc:
             return _error(400, "SEARCH002", exc.violations[0].message)
         kit.record_effect("taxpayer_searched")
-        found = TAXPAYERS.get(gstin)
+        found = state.taxpayers.get(gstin)
         if found is None:
             return _error(404, "SEARCH404", "No records found for the provided GSTIN")
         return JSONResponse(found)
+
+    @app.put(f"{SANDBOX_PREFIX}/taxpayers/{{gstin}}")
+    async def put_taxpayer(gstin: str, request: Request) -> JSONResponse:
+        # Operator only, like the kit's endpoints: set what the search answers for one GSTIN.
+        try:
+            number = validate_gstin(gstin)
+        except TaxRuleError as exc:
+            return _error(400, "SANDBOX001", exc.violations[0].message)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not {"lgnm", "sts"} <= body.keys():
+            return _error(400, "SANDBOX002", "a taxpayer record needs at least lgnm and sts")
+        state.taxpayers[number] = {**_record(number, "", None, "", "Regular", ""), **body, "gstin": number}
+        return JSONResponse(state.taxpayers[number])
+
+    @app.delete(f"{SANDBOX_PREFIX}/taxpayers/{{gstin}}")
+    async def delete_taxpayer(gstin: str) -> JSONResponse:
+        removed = state.taxpayers.pop(gstin.upper(), None)
+        return JSONResponse({"removed": removed is not None})
 
     return app
 

@@ -28,6 +28,8 @@ from engine.api.etims import build_router as etims_router
 from engine.api.etims import refuse_suspended, suspension_cached
 from engine.api.etims_compliance import build_router as etims_compliance_router
 from engine.api.etims_sales import build_router as etims_sales_router
+from engine.api.gst_parties import build_router as gst_parties_router
+from engine.api.gstr1 import build_router as gstr1_router
 from engine.api.health import consumer_health_router
 from engine.api.hooks import PaymentBookHolder, with_payment_fields
 from engine.api.hooks import build_router as hooks_router
@@ -327,6 +329,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenant_router(settings, current_tenant, service))
     app.include_router(etims_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(etims_sales_router(settings, current_tenant, service))
+    app.include_router(gst_parties_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(gstr1_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(hooks_router(settings, current_tenant, service, holder.key_ring, books))
 
     def parse_invoice_id(invoice_id: str) -> UUID:

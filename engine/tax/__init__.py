@@ -4,7 +4,7 @@ Nothing here does I/O except reading the packaged rate master (``data/hsn_rates.
 """
 
 from engine.tax.errors import TaxRuleError, Violation
-from engine.tax.gstin import check_character, gstin_state, validate_gstin
+from engine.tax.gstin import GstinInfo, check_character, classify_gstin, gstin_state, validate_gstin
 from engine.tax.india_gst import (
     InvoiceTax,
     LineInput,
@@ -18,6 +18,7 @@ from engine.tax.states import STATES, State, normalise_state
 
 __all__ = [
     "STATES",
+    "GstinInfo",
     "InvoiceTax",
     "LineInput",
     "LineTax",
@@ -27,6 +28,7 @@ __all__ = [
     "TaxRuleError",
     "Violation",
     "check_character",
+    "classify_gstin",
     "compute_invoice_tax",
     "financial_year",
     "gstin_state",

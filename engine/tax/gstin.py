@@ -15,8 +15,13 @@ resilient-tech/india-compliance ``gst_india/constants``):
 * tax collector (TCS, e-commerce operators): ``SS PPPPPPPPPP E C C``
 * tax deductor (TDS, a TAN in place of the PAN): ``SS TTTTTTTTTT E D C``
 * UN bodies/embassies (UIN): ``SSYY CCC NNNNN UN C`` or ``... ON C``
-* non-resident online service providers (OIDAR): ``99YY CCC NNNNN OS C``
+* non-resident online service providers (OIDAR): ``99YY CCC NNNNN OS C`` (always state code 99,
+  "Centre Jurisdiction": OIDAR suppliers register with the Centre, not a state)
 * non-resident taxable persons: ``SSYY CCC NNNNN NR C``
+
+:func:`classify_gstin` says which of these a valid GSTIN is (contract C4 of the GST returns work):
+GSTR-1 treats them differently (a UIN holder's supplies go to b2b with its UIN; a TDS or TCS
+registration is not a buyer of goods), and the GST network search answers for all of them.
 
 NIC's public sandbox GSTINs (e.g. ``02AMBPG7773M002``) fail these rules on purpose and are rejected here;
 code talking to the sandbox must bypass validation explicitly.
@@ -25,7 +30,8 @@ code talking to the sandbox must bypass validation explicitly.
 from __future__ import annotations
 
 import re
-from typing import NoReturn
+from dataclasses import dataclass
+from typing import Literal, NoReturn
 
 from stdnum.exceptions import ValidationError
 from stdnum.in_ import pan as stdnum_pan
@@ -38,6 +44,28 @@ _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _PAN_BASED = re.compile(r"^[0-9]{2}[A-Z]{5}[0-9]{4}[A-Z][0-9A-Z][ZC][0-9A-Z]$")
 _TAN_BASED = re.compile(r"^[0-9]{2}[A-Z]{4}[0-9A-Z][0-9]{4}[A-Z][0-9A-Z]D[0-9A-Z]$")
 _FOREIGN = re.compile(r"^[0-9]{4}[A-Z]{3}[0-9]{5}(UN|ON|OS|NR)[0-9A-Z]$")
+# The OIDAR pattern of the GST developer portal fixes the state code to 99 (india-compliance
+# gst_india/constants ``OIDAR = ^[9][9][0-9]{2}...OS...``).
+_OIDAR_STATE = "99"
+
+GstinKind = Literal["regular", "tds", "tcs", "uin", "nri", "oidar"]
+_FOREIGN_KINDS: dict[str, GstinKind] = {"UN": "uin", "ON": "uin", "OS": "oidar", "NR": "nri"}
+
+
+@dataclass(frozen=True)
+class GstinInfo:
+    """What the number itself says about a registration (nothing here asks the GST network)."""
+
+    gstin: str
+    """Normalised: upper case, no spaces or hyphens."""
+    kind: GstinKind
+    """regular (incl. composition and SEZ, which the number does not tell apart), tds (a deductor,
+    with a TAN), tcs (an e-commerce operator collecting tax), uin (UN bodies, embassies: UN/ON),
+    nri (non-resident taxable person), oidar (non-resident online service provider)."""
+    state_code: str
+    pan: str | None
+    """Characters 3-12 for PAN-based registrations (regular, TCS); None for a TAN or a foreign id."""
+
 
 # 96 is the place of supply for exports, not a place of registration.
 _NOT_A_REGISTRATION_STATE = frozenset({"96"})
@@ -71,6 +99,12 @@ def validate_gstin(value: str, path: str = "gstin") -> str:
     Raises :class:`TaxRuleError` with code ``invalid_gstin``; the message says what is wrong: the length,
     the state code, the format, the PAN part, the entity code or which check character was expected.
     """
+    return classify_gstin(value, path).gstin
+
+
+def classify_gstin(value: str, path: str = "gstin") -> GstinInfo:
+    """What kind of registration a valid GSTIN is; raises :class:`TaxRuleError` (``invalid_gstin``)
+    exactly as :func:`validate_gstin` does for an invalid one."""
     if not isinstance(value, str):
         _fail(path, value, "must be a string", {})
     number = value.replace(" ", "").replace("-", "").upper()
@@ -86,7 +120,11 @@ def validate_gstin(value: str, path: str = "gstin") -> str:
             f"starts with {state!r}, which is not the code of a state that issues GSTINs",
             {"state_code": state},
         )
+    kind: GstinKind
+    pan: str | None = None
+    foreign = _FOREIGN.match(number)
     if _PAN_BASED.match(number):
+        kind, pan = ("tcs" if number[13] == "C" else "regular"), number[2:12]
         try:
             stdnum_pan.validate(number[2:12])
         except ValidationError:
@@ -97,7 +135,18 @@ def validate_gstin(value: str, path: str = "gstin") -> str:
                 "holder type such as C (company) or P (individual) and the digits must not be 0000",
                 {"pan": number[2:12]},
             )
-    elif not (_TAN_BASED.match(number) or _FOREIGN.match(number)):
+    elif _TAN_BASED.match(number):
+        kind = "tds"
+    elif foreign:
+        kind = _FOREIGN_KINDS[foreign.group(1)]
+        if kind == "oidar" and state != _OIDAR_STATE:
+            _fail(
+                path,
+                value,
+                f"is an OIDAR registration (OS) but starts with {state!r}; OIDAR GSTINs start with 99",
+                {"state_code": state},
+            )
+    else:
         _fail(
             path,
             value,
@@ -105,7 +154,7 @@ def validate_gstin(value: str, path: str = "gstin") -> str:
             "'Z' (or 'C' for TCS, 'D' for TDS with a TAN) and a check character",
             {},
         )
-    if number[12] == "0" and not _FOREIGN.match(number):
+    if number[12] == "0" and not foreign:
         # The entity code counts registrations of the same PAN in a state and starts at 1.
         _fail(path, value, "has entity code '0' in position 13; it starts at 1", {})
     expected = check_character(number[:14])
@@ -116,7 +165,7 @@ def validate_gstin(value: str, path: str = "gstin") -> str:
             f"has check character {number[14]!r} but {expected!r} was expected",
             {"expected_check_character": expected, "actual_check_character": number[14]},
         )
-    return number
+    return GstinInfo(gstin=number, kind=kind, state_code=state, pan=pan)
 
 
 def _fail(path: str, value: object, problem: str, details: dict[str, object]) -> NoReturn:

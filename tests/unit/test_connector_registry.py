@@ -22,7 +22,7 @@ from streams.connectors.spec import topics_for
 def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connection_test() -> None:
     names = [c.name for c in CONNECTORS]
 
-    assert names == ["gst-irp", "gstin-lookup", "etims", "razorpay", "stripe"]
+    assert names == ["gst-irp", "gstin-lookup", "etims", "gstn-returns", "razorpay", "stripe"]
     assert sorted(integrations.PROVIDERS) == sorted(names)
     assert integrations.PROVIDERS["gstin-lookup"].credential_fields == ("client_id", "client_secret")
     assert set(catalogue.ENDPOINT_POLICIES) == set(catalogue.CONNECTION_TESTS) == set(names)
@@ -31,20 +31,28 @@ def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connec
 def test_only_connectors_with_a_handler_get_topics_and_gst_irp_keeps_its_names() -> None:
     specs = runtime.planned_specs(Settings(retry_delays=(0, 60)))  # 0: straight back onto the jobs topic
 
-    assert [s.name for s in specs] == ["gst-irp", "etims"]
+    assert [s.name for s in specs] == ["gst-irp", "gstin-lookup", "etims", "gstn-returns"]
     assert topics_for(specs[0]) == [
         "connector.gst-irp.jobs.v1",
         "connector.gst-irp.retry.1m.v1",
         "connector.gst-irp.dlq.v1",
     ]
+    # gstin-lookup verifies the buyer of each issued invoice (issue 11); the engine's schedule, then
+    # the DLQ: a buyer left unverified is a redrive, not a ledger that waits.
+    assert topics_for(specs[1]) == [
+        "connector.gstin-lookup.jobs.v1",
+        "connector.gstin-lookup.retry.1m.v1",
+        "connector.gstin-lookup.dlq.v1",
+    ]
     # eTIMS runs sale and device jobs (etims-sales wired its routes and handler); the deployment's
     # schedule applies to it too, repeated for ever.
-    assert topics_for(specs[1]) == [
+    assert topics_for(specs[2]) == [
         "connector.etims.jobs.v1",
         "connector.etims.retry.1m.v1",
         "connector.etims.dlq.v1",
     ]
-    assert specs[1].retry_policy.forever and not specs[0].retry_policy.forever
+    assert specs[2].retry_policy.forever and not specs[0].retry_policy.forever
+    assert not specs[1].retry_policy.forever
 
 
 def test_a_rate_limit_comes_from_its_variable_else_the_declaration(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,7 +92,8 @@ def test_connectors_list_shows_each_connector_without_any_credential_value() -> 
     assert "gst-irp: India GST e-invoice portal" in shown.output
     assert "client_secret (secret)" in shown.output and "password (secret)" in shown.output
     assert "connector.gst-irp.jobs.v1" in shown.output and "LEDGERFLOW_GST_IRP_RATE" in shown.output
-    assert "gstin-lookup: GST taxpayer search" in shown.output and "none (called on demand)" in shown.output
+    assert "gstin-lookup: GST taxpayer search" in shown.output
+    assert "connector.gstin-lookup.jobs.v1" in shown.output
 
 
 # The order every deployed schema was fingerprinted with (db.schema_fingerprint hashes them in order):
@@ -97,8 +106,10 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("projections", "rebuild.sql"),
     ("projections", "dead_letters.sql"),
     ("projections", "etims_compliance.sql"),
+    ("projections", "gst_outward_supplies.sql"),
     ("engine", "connector_state.sql"),
     ("engine", "etims_tax_rates.sql"),
+    ("engine", "tax_return_parts.sql"),
     ("engine", "payments.sql"),
 ]
 

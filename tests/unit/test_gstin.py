@@ -7,7 +7,7 @@ from our own function, so a wrong algorithm cannot agree with itself.
 import pytest
 from stdnum import luhn
 
-from engine.tax import TaxRuleError, check_character, gstin_state, validate_gstin
+from engine.tax import TaxRuleError, check_character, classify_gstin, gstin_state, validate_gstin
 
 # Publicly printed GSTINs with their real check characters.
 REAL_GSTINS = [
@@ -124,3 +124,67 @@ def test_gstin_state_is_the_first_two_digits(gstin: str, state: str) -> None:
 def test_check_character_needs_fourteen_alphanumerics(bad: str) -> None:
     with pytest.raises(ValueError, match="14 characters"):
         check_character(bad)
+
+
+# classify_gstin (contract C4). Each number is its pattern's prefix plus the check character that
+# python-stdnum's independent Luhn mod 36 gives (test below), so the table cannot agree with itself.
+KINDS = [
+    pytest.param("27AAACR5055K1Z7", "regular", "27", "AAACR5055K", id="regular"),
+    pytest.param("38AAACR5055K1Z4", "regular", "38", "AAACR5055K", id="regular-ladakh"),
+    pytest.param("27AAACR5055K1CI", "tcs", "27", "AAACR5055K", id="tcs-e-commerce-operator"),
+    # A deductor (a government office) registers with its TAN: 4 letters, 5 digits, a letter.
+    pytest.param("29BLRA12345B1DP", "tds", "29", None, id="tds-with-tan"),
+    pytest.param("0723CHE00027UN5", "uin", "07", None, id="uin-un-body"),
+    pytest.param("0717USA12345ON", "uin", "07", None, id="uin-embassy"),
+    pytest.param("2717GBR12345NRI", "nri", "27", None, id="non-resident-taxable-person"),
+    pytest.param("9917SGP29001OST", "oidar", "99", None, id="oidar-centre-jurisdiction"),
+]
+
+
+def _with_check(first14: str) -> str:
+    return first14 + luhn.calc_check_digit(first14, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@pytest.mark.parametrize(("gstin", "kind", "state", "pan"), KINDS)
+def test_classify_says_what_kind_of_registration_a_gstin_is(
+    gstin: str, kind: str, state: str, pan: str | None
+) -> None:
+    number = gstin if len(gstin) == 15 else _with_check(gstin)
+    info = classify_gstin(number.lower())
+    assert (info.gstin, info.kind, info.state_code, info.pan) == (number, kind, state, pan)
+    assert validate_gstin(number) == number
+
+
+def test_the_classification_table_carries_luhn_check_characters() -> None:
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    for param in KINDS:
+        gstin = str(param.values[0])
+        assert len(gstin) == 14 or luhn.is_valid(gstin, alphabet), gstin
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        # OIDAR suppliers register with the Centre: the portal's pattern starts with 99.
+        pytest.param(_with_check("0717USA12345OS"), "OIDAR GSTINs start with 99", id="oidar-in-a-state"),
+        pytest.param(_with_check("27AAACR5055K0D"), "entity code '0'", id="tds-entity-zero"),
+        pytest.param(_with_check("0723CHE00027XX"), "does not follow a GSTIN format", id="foreign-unknown"),
+        pytest.param(_with_check("9617SGP29001OS"), "starts with '96'", id="foreign-outside-india"),
+        pytest.param("27AAACR5055K1Z7\x00", "15 characters long", id="nul-byte"),
+        pytest.param("２７AAACR5055K1Z7", "only digits and the letters", id="fullwidth-digits"),
+        pytest.param("27AAACR5055K1Z7" * 1000, "15 characters long, not 15000", id="huge"),
+        pytest.param("", "15 characters long, not 0", id="empty"),
+    ],
+)
+def test_classify_refuses_what_validate_refuses(value: str, fragment: str) -> None:
+    for check in (classify_gstin, validate_gstin):
+        with pytest.raises(TaxRuleError) as info:
+            check(value)
+        (violation,) = info.value.violations
+        assert violation.code == "invalid_gstin"
+        assert fragment in violation.message
+
+
+def test_classify_refuses_a_value_that_is_not_text() -> None:
+    with pytest.raises(TaxRuleError, match="must be a string"):
+        classify_gstin(12345)  # type: ignore[arg-type]

@@ -1,0 +1,349 @@
+"""Tax returns on the write side: freezing a generated GSTR-1 as a new version of its TaxReturn,
+submitting it, and recording what the GST network answered (the result port of the ``gstn-returns``
+connector, connectors/gstn_returns/handler.py).
+
+What goes into a return is decided elsewhere (engine/tax/gstr1.py builds it from the
+``gst_outward_supplies`` projection; engine/api/gstr1.py wires the two): this module receives the
+built parts and summary, stores each part's exact JSON text under its SHA-256 in
+``tax_return_parts`` and records the version in the event store. Versions of one (tenant, GSTIN,
+period) have ids derived from their number (engine/domain/tax_return.py), so the latest one is
+found by walking 1, 2, 3... and two generations racing for the same number cannot both be stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import orjson
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError, OperationalError
+
+from engine import db
+from engine.application import LedgerService, ServiceError
+from engine.domain.tax_return import (
+    FORM_GSTR1,
+    ReturnStatus,
+    TaxReturn,
+    period_key,
+    tax_return_id_for,
+)
+from engine.errors import Conflict, NotFound
+
+SUBMIT_JOB = "submit_gstr1"
+# Generations racing for the same version number: how often one re-reads and tries the next.
+GENERATE_ATTEMPTS = 5
+
+
+class TaxReturnNotFound(ServiceError, NotFound):
+    code = "not_found"
+
+
+class PartNotFound(ServiceError, NotFound):
+    code = "part_not_found"
+
+
+class PeriodFiled(ServiceError, Conflict):
+    code = "period_filed"
+
+
+class ReturnSuperseded(ServiceError, Conflict):
+    code = "return_superseded"
+
+
+class GenerationConflict(ServiceError, Conflict):
+    code = "generation_in_progress"
+
+
+class ReturnChangedConcurrently(ServiceError, Conflict):
+    code = "concurrent_update"
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with only JSON types (Decimals and dates as strings), as events store and publish it."""
+    return orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS))
+
+
+def _wire_number(value: Any) -> Any:
+    # The offline tool's amounts and rates are JSON numbers. A Decimal of the builder's (paise, 2
+    # places) becomes the float whose shortest text is the same number; anything else its text.
+    if isinstance(value, Decimal) and value.is_finite():
+        return float(value)
+    return str(value)
+
+
+def part_text(part: Mapping[str, Any]) -> bytes:
+    """The canonical JSON text of one upload part: keys sorted, amounts as JSON numbers."""
+    return orjson.dumps(part, default=_wire_number, option=orjson.OPT_SORT_KEYS)
+
+
+def part_hash(text: bytes) -> str:
+    return hashlib.sha256(text).hexdigest()
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a generation gave: the version now current, and whether it is new."""
+
+    tax_return: TaxReturn
+    created: bool
+
+
+@dataclass(frozen=True)
+class FiledPeriod:
+    period: str
+    return_id: UUID
+    arn: str
+
+
+class TaxReturns:
+    """Command handling for TaxReturn aggregates, over the ledger's event store and pool."""
+
+    def __init__(self, service: LedgerService) -> None:
+        self.service = service
+        self.ledger = service.ledger
+        self.pool = service.pool
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def _load(self, return_id: UUID) -> TaxReturn | None:
+        try:
+            found: object = self.ledger.repository.get(return_id)
+        except AggregateNotFoundError:
+            return None
+        except OperationalError as exc:
+            raise db.DatabaseUnavailable(str(exc)) from exc
+        return found if isinstance(found, TaxReturn) else None
+
+    def get(self, tenant_id: UUID, return_id: UUID) -> TaxReturn:
+        """The return, or TaxReturnNotFound (also for another tenant's: ids must not leak)."""
+        found = self._load(return_id)
+        if found is None or found.tenant_id != tenant_id:
+            raise TaxReturnNotFound(f"no return {return_id}")
+        return found
+
+    def latest(self, tenant_id: UUID, gstin: str, period: str, form: str = FORM_GSTR1) -> TaxReturn | None:
+        """The highest version generated for the period, or None."""
+        latest: TaxReturn | None = None
+        version = 1
+        while (found := self._load(tax_return_id_for(tenant_id, form, gstin, period, version))) is not None:
+            latest, version = found, version + 1
+        return latest
+
+    def is_latest(self, tax_return: TaxReturn) -> bool:
+        successor = tax_return_id_for(
+            tax_return.tenant_id, tax_return.form, tax_return.gstin, tax_return.period, tax_return.version + 1
+        )
+        return self._load(successor) is None
+
+    def part(self, tenant_id: UUID, return_id: UUID, number: int) -> bytes:
+        """The exact JSON text of part ``number`` (1-based) of the return."""
+        tax_return = self.get(tenant_id, return_id)
+        if not 1 <= number <= len(tax_return.parts):
+            raise PartNotFound(
+                f"the return has {len(tax_return.parts)} part(s); there is no part {number}",
+                {"parts": len(tax_return.parts)},
+            )
+        return self.part_by_hash(tenant_id, tax_return.parts[number - 1])
+
+    def part_by_hash(self, tenant_id: UUID, content_hash: str) -> bytes:
+        with db.transaction(self.pool) as conn:
+            row = conn.execute(
+                "SELECT document FROM tax_return_parts WHERE tenant_id = %s AND content_hash = %s",
+                (tenant_id, content_hash),
+            ).fetchone()
+        if row is None:
+            raise PartNotFound(f"no stored part {content_hash}")
+        text = _values(row)[0]
+        return str(text).encode()
+
+    def filed_periods(self, tenant_id: UUID, gstin: str, form: str = FORM_GSTR1) -> list[FiledPeriod]:
+        """Every period of the GSTIN already filed, oldest first."""
+        with db.transaction(self.pool) as conn:
+            rows = conn.execute(
+                "SELECT period, return_id, arn FROM tax_return_filings"
+                " WHERE tenant_id = %s AND form = %s AND gstin = %s",
+                (tenant_id, form, gstin),
+            ).fetchall()
+        found = [FiledPeriod(str(r[0]), UUID(str(r[1])), str(r[2])) for r in (_values(row) for row in rows)]
+        return sorted(found, key=lambda f: period_key(f.period))
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        tenant_id: UUID,
+        gstin: str,
+        period: str,
+        *,
+        parts: Sequence[Mapping[str, Any]],
+        summary: Mapping[str, Any],
+        diff: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]],
+        generated_by: str,
+        form: str = FORM_GSTR1,
+    ) -> Generation:
+        """Freeze the built return as the period's next version, unless it equals the latest one
+        (then that one is the answer: nothing changed). A filed period takes no new version: its
+        later changes belong to the amendment sections of an open period."""
+        texts = [part_text(p) for p in parts]
+        hashes = [part_hash(t) for t in texts]
+        content_hash = part_hash("\n".join(hashes).encode())  # the whole return: its parts in order
+        clean_summary = jsonable(summary)
+        for _ in range(GENERATE_ATTEMPTS):
+            latest = self.latest(tenant_id, gstin, period, form)
+            if latest is not None and latest.status == ReturnStatus.FILED:
+                raise PeriodFiled(
+                    f"{form} for {period} was filed (ARN {latest.arn}): later changes go to the amendment"
+                    " sections of the next open period",
+                    {"return_id": str(latest.id), "arn": latest.arn},
+                )
+            if latest is not None and latest.content_hash == content_hash:
+                return Generation(latest, created=False)
+            self._store_parts(tenant_id, hashes, texts)
+            tax_return = TaxReturn(
+                tenant_id=tenant_id,
+                form=form,
+                gstin=gstin,
+                period=period,
+                version=1 if latest is None else latest.version + 1,
+                content_hash=content_hash,
+                parts=hashes,
+                summary=clean_summary,
+                diff=None if latest is None else jsonable(diff(latest.summary, clean_summary)),
+                previous_id=None if latest is None else str(latest.id),
+                generated_by=generated_by,
+                generated_at=datetime.now(UTC),
+            )
+            try:
+                self._write(tax_return)
+            except IntegrityError:
+                continue  # another generation took this version number: look again
+            return Generation(tax_return, created=True)
+        raise GenerationConflict(f"{form} for {period} is being generated by other requests: retry")
+
+    def submit(self, tenant_id: UUID, return_id: UUID, submitted_by: str) -> tuple[TaxReturn, str]:
+        """Mark the return submitted and return the id of the job that saves it at the network.
+        Submitting a return already on its way gives the same job id (queueing it again is harmless:
+        the connector dedupes on the job id and the return's state)."""
+        tax_return = self.get(tenant_id, return_id)
+        if not self.is_latest(tax_return):
+            raise ReturnSuperseded(
+                f"version {tax_return.version} was superseded by a newer generation of {tax_return.period}",
+                {"version": tax_return.version},
+            )
+        job_id = f"{return_id}:{SUBMIT_JOB}:{tax_return.submissions + 1}"
+        if tax_return.submit(job_id=job_id, submitted_by=submitted_by, submitted_at=datetime.now(UTC)):
+            self._save_or_conflict(tax_return)
+        assert tax_return.submission is not None
+        return tax_return, str(tax_return.submission["job_id"])
+
+    def record_filed(self, tenant_id: UUID, return_id: UUID, *, arn: str, filed_by: str) -> TaxReturn:
+        """Record the ARN on the return, then the period as filed (idempotent, so a failure between
+        the two is mended by filing again: the network answers the same ARN)."""
+        tax_return = self.get(tenant_id, return_id)
+        if tax_return.file(arn=arn, filed_by=filed_by, filed_at=datetime.now(UTC)):
+            self._save_or_conflict(tax_return)
+        assert tax_return.filed_at is not None
+        with db.transaction(self.pool) as conn:
+            conn.execute(
+                "INSERT INTO tax_return_filings (tenant_id, form, gstin, period, return_id, arn, filed_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (
+                    tenant_id,
+                    tax_return.form,
+                    tax_return.gstin,
+                    tax_return.period,
+                    tax_return.id,
+                    tax_return.arn,
+                    tax_return.filed_at,
+                ),
+            )
+        return tax_return
+
+    # -- the gstn-returns connector's result port -------------------------------------------------
+
+    def record_saved(
+        self, tenant_id: UUID, return_id: UUID, *, part: int, reference_id: str, job_id: str
+    ) -> bool:
+        return self._change(
+            tenant_id,
+            return_id,
+            lambda r: r.record_saved(part=part, reference_id=reference_id, job_id=job_id),
+        )
+
+    def record_processed(self, tenant_id: UUID, return_id: UUID, *, job_id: str) -> bool:
+        return self._change(tenant_id, return_id, lambda r: r.record_processed(job_id=job_id))
+
+    def record_rejected_records(
+        self, tenant_id: UUID, return_id: UUID, *, job_id: str, status_code: str, errors: list[dict[str, str]]
+    ) -> bool:
+        return self._change(
+            tenant_id,
+            return_id,
+            lambda r: r.record_rejected_records(job_id=job_id, status_code=status_code, errors=errors),
+        )
+
+    def record_failure(
+        self,
+        tenant_id: UUID,
+        return_id: UUID,
+        *,
+        job_id: str,
+        error_class: str,
+        code: str,
+        message: str,
+        attempts: int,
+    ) -> bool:
+        return self._change(
+            tenant_id,
+            return_id,
+            lambda r: r.record_failure(
+                job_id=job_id, error_class=error_class, code=code, message=message, attempts=attempts
+            ),
+        )
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _change(self, tenant_id: UUID, return_id: UUID, change: Callable[[TaxReturn], bool]) -> bool:
+        # A result losing a race with another writer of the same return (its version moved on) is
+        # decided again against the fresh return.
+        for _ in range(GENERATE_ATTEMPTS):
+            tax_return = self.get(tenant_id, return_id)
+            if not change(tax_return):
+                return False
+            try:
+                self._write(tax_return)
+            except IntegrityError:
+                continue
+            return True
+        raise ReturnChangedConcurrently(f"return {return_id} kept changing under this result: retry")
+
+    def _save_or_conflict(self, tax_return: TaxReturn) -> None:
+        try:
+            self._write(tax_return)
+        except IntegrityError as exc:
+            raise ReturnChangedConcurrently(
+                "the return was changed by another request at the same time: retry",
+                {"return_id": str(tax_return.id)},
+            ) from exc
+
+    def _store_parts(self, tenant_id: UUID, hashes: list[str], texts: list[bytes]) -> None:
+        with db.transaction(self.pool) as conn, conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO tax_return_parts (tenant_id, content_hash, document) VALUES (%s, %s, %s)"
+                " ON CONFLICT DO NOTHING",
+                [(tenant_id, h, t.decode()) for h, t in zip(hashes, texts, strict=True)],
+            )
+
+    def _write(self, tax_return: TaxReturn) -> None:
+        self.service._save(tax_return)
+
+
+def _values(row: Any) -> tuple[Any, ...]:
+    """A row's values in column order, whichever row factory the pool uses."""
+    return tuple(row.values()) if isinstance(row, dict) else tuple(row)
