@@ -24,6 +24,7 @@ from engine.security.egress import EndpointPolicy
 
 if TYPE_CHECKING:
     from connectors.errors import ConnectorError
+    from connectors.hooks import InboundHooks
     from streams.connectors.context import HandlerContext
     from streams.connectors.jobs import Job, JobResult
 
@@ -142,6 +143,8 @@ class Connector:
     migrations: tuple[tuple[str, str], ...] = ()
     """The connector's own tables: (package, file.sql) pairs, idempotent (CREATE ... IF NOT EXISTS),
     run by ``ledgerflow db migrate`` after the engine's. Name tables after the connector."""
+    hooks: InboundHooks | None = None
+    """Deliveries the provider sends to ``POST /v1/hooks/<name>/{tenant_id}`` (connectors/hooks.py)."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

@@ -8,7 +8,7 @@ router, the connector workers, rate limits (``LEDGERFLOW_<NAME>_RATE``) and the 
 
 from __future__ import annotations
 
-from connectors import etims, gst_irp, gstin_lookup, gstn_returns
+from connectors import etims, gst_irp, gstin_lookup, gstn_returns, razorpay, stripe
 from connectors.kit import Connector
 from engine import db, integrations
 from engine.integrations import Provider
@@ -18,6 +18,8 @@ CONNECTORS: tuple[Connector, ...] = (
     gstin_lookup.CONNECTOR,
     etims.CONNECTOR,
     gstn_returns.CONNECTOR,
+    razorpay.CONNECTOR,
+    stripe.CONNECTOR,
 )
 
 BY_NAME: dict[str, Connector] = {c.name: c for c in CONNECTORS}

@@ -6,6 +6,7 @@ from engine import db
 from engine.application import LedgerService, open_ledger
 from engine.config import Settings
 from engine.webhooks import open_store as open_webhook_store
+from engine.payments import open_inbox
 
 
 def build_service(settings: Settings, *, pool_size: int = 10) -> LedgerService:
@@ -20,3 +21,4 @@ def migrate(settings: Settings) -> None:
     db.ensure_schema(owner)
     open_ledger(owner).close()
     open_webhook_store(owner).close()
+    open_inbox(owner).close()  # the inbound webhook inbox's tables (engine/payments.py)

@@ -201,6 +201,7 @@ def save(
     changed = tuple(f for f in spec.credential_fields if f in given and stored.get(f) != given[f])
     for field in changed:
         rotated[field] = now
+    keep_previous_webhook_secret(merged, stored, changed, now)
     sealed = ring.seal(orjson.dumps(merged), associated_data(tenant_id, provider))
     conn.execute(
         "INSERT INTO integrations (tenant_id, provider, enabled, environment, base_url, credentials_sealed,"
@@ -212,6 +213,25 @@ def save(
         (tenant_id, provider, enabled, environment, base_url, sealed, Jsonb(rotated)),
     )
     return SavedIntegration(environment, base_url, changed)
+
+
+# Webhook secrets rotate with overlap: providers keep signing retries of earlier events with the
+# secret they were first sent with (Razorpay retries for 24 hours and signs them with the old secret,
+# reference/platform.md "Webhooks"), so the replaced secret stays valid for a while, kept sealed
+# beside the new one under these names (never shown: the view lists the declared fields only).
+WEBHOOK_SECRET_FIELD = "webhook_secret"
+PREVIOUS_SECRET_SUFFIX = "__previous"
+PREVIOUS_SECRET_REPLACED_AT_SUFFIX = "__replaced_at"
+
+
+def keep_previous_webhook_secret(
+    merged: dict[str, str], stored: Mapping[str, str], changed: Iterable[str], now: str
+) -> None:
+    """Keep the replaced value of a changed webhook secret field, and when it was replaced."""
+    for field in changed:
+        if field.endswith(WEBHOOK_SECRET_FIELD) and stored.get(field):
+            merged[field + PREVIOUS_SECRET_SUFFIX] = stored[field]
+            merged[field + PREVIOUS_SECRET_REPLACED_AT_SUFFIX] = now
 
 
 def set_enabled(

@@ -22,6 +22,8 @@ import orjson
 
 from engine.domain.alert import Alert
 from engine.domain.invoice import Invoice
+from engine.domain.payment import Payment
+from engine.domain.subscription import Subscription
 from engine.domain.tax_return import TaxReturn
 from engine.domain.tenant import Tenant
 from engine.errors import IntegrityFault
@@ -34,6 +36,8 @@ AGGREGATE_TOPICS = {
     "invoice": "ledger.invoice.v1",
     "tenant": "ledger.tenant.v1",
     "alert": "ledger.alert.v1",
+    "payment": "ledger.payment.v1",
+    "subscription": "ledger.subscription.v1",
     "tax_return": "ledger.tax_return.v1",
 }
 # Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
@@ -470,6 +474,79 @@ def _alert_raised(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _payment_recorded(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "payment_id": str(event.originator_id),
+        "provider": event.provider,
+        "provider_payment_id": event.provider_payment_id,
+        "amount": _money(event.amount),
+        "currency": event.currency,
+        "method": event.method,
+        "customer": {str(k): str(v) for k, v in dict(event.customer).items()},
+        "reference": {str(k): str(v) for k, v in dict(event.reference).items()},
+        "paid_at": _millis(event.paid_at),
+        "provider_event_id": event.provider_event_id,
+    }
+
+
+def _payment_status_changed(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "payment_id": str(event.originator_id),
+        "status": event.status,
+        "provider_event_id": event.provider_event_id,
+        "reported_at": _millis(event.occurred_at),
+        "error_code": event.error_code,
+        "error_description": event.error_description,
+    }
+
+
+def _payment_refunded(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "payment_id": str(event.originator_id),
+        "refund_id": event.refund_id,
+        "amount": _money(event.amount),
+        "provider_event_id": event.provider_event_id,
+        "refunded_at": _millis(event.occurred_at),
+    }
+
+
+def _subscription_requested(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "subscription_id": str(event.originator_id),
+        "provider": event.provider,
+        "plan_id": event.plan_id,
+        "customer_id": event.customer_id,
+        "total_count": int(event.total_count),
+    }
+
+
+def _subscription_provider_linked(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "subscription_id": str(event.originator_id),
+        "provider_subscription_id": event.provider_subscription_id,
+        "status": event.status,
+        "short_url": event.short_url,
+        "linked_at": _millis(event.linked_at),
+    }
+
+
+def _subscription_status_changed(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "subscription_id": str(event.originator_id),
+        "status": event.status,
+        "provider_event": event.provider_event,
+        "provider_event_id": event.provider_event_id,
+        "reported_at": _millis(event.reported_at),
+        "paid_count": int(event.paid_count),
+    }
+
+
 def _tax_return_base(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     return {**base, "return_id": str(event.originator_id)}
 
@@ -531,6 +608,12 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Tenant.ProfileUpdated: _tenant_profile_updated,
     Tenant.IntegrationSettingsChanged: _tenant_integration_settings_changed,
     Alert.Raised: _alert_raised,
+    Payment.Recorded: _payment_recorded,
+    Payment.StatusChanged: _payment_status_changed,
+    Payment.Refunded: _payment_refunded,
+    Subscription.Requested: _subscription_requested,
+    Subscription.ProviderLinked: _subscription_provider_linked,
+    Subscription.StatusChanged: _subscription_status_changed,
     TaxReturn.Generated: _tax_return_generated,
     TaxReturn.Submitted: _tax_return_fields("job_id", "submitted_by", times=("submitted_at",)),
     TaxReturn.Saved: _tax_return_fields("part", "reference_id", "job_id"),

@@ -10,6 +10,8 @@ TOPICS = [
     "ledger.invoice.v1",
     "ledger.tenant.v1",
     "ledger.alert.v1",
+    "ledger.payment.v1",
+    "ledger.subscription.v1",
     "ledger.tax_return.v1",
     "ingest.invoice.v1",
     "ingest.invoice.dlq.v1",

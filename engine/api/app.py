@@ -32,6 +32,8 @@ from engine.api.gst_parties import build_router as gst_parties_router
 from engine.api.gst_tax import build_router as gst_tax_router
 from engine.api.gstr1 import build_router as gstr1_router
 from engine.api.health import consumer_health_router
+from engine.api.hooks import PaymentBookHolder, with_payment_fields
+from engine.api.hooks import build_router as hooks_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
 from engine.api.metrics import metrics_router
 from engine.api.reports import build_router as reports_router
@@ -258,12 +260,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     outer_schema.register()
     settings = settings or load_settings()
     holder = ServiceHolder(settings)
+    books = PaymentBookHolder(settings)
 
     metrics_routes, metrics_collector = metrics_router(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        books.close()
         holder.close()
         metrics_collector.close()
 
@@ -331,6 +335,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gstr1_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(webhooks_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(gst_tax_router(current_tenant))
+    app.include_router(hooks_router(settings, current_tenant, service, holder.key_ring, books))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:
@@ -452,7 +457,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with db.transaction(svc.pool) as conn:
             found = invoice_register.get(conn, tenant_id, parsed)
         if found is not None:
-            return found
+            return with_payment_fields(svc, tenant_id, found)
         # Not projected yet (the projection trails the event store by moments): answer from the
         # event store rather than a false 404, and say so.
         response.headers["X-Ledgerflow-Read-Source"] = "event-store"
@@ -461,7 +466,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # An Indian invoice's notes (issue 11), as far as the register has them.
             with db.transaction(svc.pool) as conn:
                 view["notes"] = invoice_register.notes_of(conn, tenant_id, parsed)
-        return view
+        return with_payment_fields(svc, tenant_id, view)
 
     @app.get("/v1/invoices", tags=["invoices"], summary="List invoices (paginated)")
     def list_invoices(
