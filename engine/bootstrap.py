@@ -5,8 +5,8 @@ from __future__ import annotations
 from engine import db
 from engine.application import LedgerService, open_ledger
 from engine.config import Settings
-from engine.webhooks import open_store as open_webhook_store
 from engine.payments import open_inbox
+from engine.webhooks import open_store as open_webhook_store
 
 
 def build_service(settings: Settings, *, pool_size: int = 10) -> LedgerService:
