@@ -20,6 +20,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 import orjson
 
+from engine import payout_records
 from engine.domain.alert import Alert
 from engine.domain.invoice import Invoice
 from engine.domain.tenant import Tenant
@@ -33,6 +34,7 @@ AGGREGATE_TOPICS = {
     "invoice": "ledger.invoice.v1",
     "tenant": "ledger.tenant.v1",
     "alert": "ledger.alert.v1",
+    "payout": payout_records.TOPIC,
 }
 # Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
 # and a consumer can compact or filter them per tenant (issue 10: "key = tenant id").
@@ -463,6 +465,7 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Tenant.ProfileUpdated: _tenant_profile_updated,
     Tenant.IntegrationSettingsChanged: _tenant_integration_settings_changed,
     Alert.Raised: _alert_raised,
+    **payout_records.RECORD_BUILDERS,
 }
 
 
