@@ -8,12 +8,17 @@ router, the connector workers, rate limits (``LEDGERFLOW_<NAME>_RATE``) and the 
 
 from __future__ import annotations
 
-from connectors import etims, gst_irp, gstin_lookup
+from connectors import bank, etims, gst_irp, gstin_lookup
 from connectors.kit import Connector
 from engine import db, integrations
 from engine.integrations import Provider
 
-CONNECTORS: tuple[Connector, ...] = (gst_irp.CONNECTOR, gstin_lookup.CONNECTOR, etims.CONNECTOR)
+CONNECTORS: tuple[Connector, ...] = (
+    gst_irp.CONNECTOR,
+    gstin_lookup.CONNECTOR,
+    etims.CONNECTOR,
+    bank.CONNECTOR,
+)
 
 BY_NAME: dict[str, Connector] = {c.name: c for c in CONNECTORS}
 if len(BY_NAME) != len(CONNECTORS):

@@ -34,7 +34,10 @@ def retry_policy(settings: Settings, connector: Connector | None = None) -> Retr
     # demos can shorten every connector's retries at once.
     delays = settings.retry_delays if settings.retry_delays is not None else delays
     forever = connector is not None and connector.retry_forever
-    return RetryPolicy(delays, forever=forever) if delays is not None else RetryPolicy(forever=forever)
+    per_code = dict(connector.retry_per_code) if connector is not None else {}
+    if delays is not None:
+        return RetryPolicy(delays, per_code, forever=forever)
+    return RetryPolicy(per_code=per_code, forever=forever)
 
 
 def rate_limit(settings: Settings, connector: Connector) -> float | None:

@@ -31,6 +31,7 @@ from engine.api.etims_sales import build_router as etims_sales_router
 from engine.api.health import consumer_health_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
 from engine.api.metrics import metrics_router
+from engine.api.payouts import build_router as payouts_router
 from engine.api.reports import build_router as reports_router
 from engine.api.tenant import build_router as tenant_router
 from engine.api.tenant import caller_of
@@ -323,6 +324,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenant_router(settings, current_tenant, service))
     app.include_router(etims_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(etims_sales_router(settings, current_tenant, service))
+    app.include_router(payouts_router(current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:

@@ -35,7 +35,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
 
-from connectors.errors import ConnectorError, ErrorClass, NeedsAttentionError, PermanentError
+from connectors.errors import ConnectorError, ErrorClass, NeedsAttentionError, NotYet, PermanentError
 from engine import db, kafka, logs
 from engine.config import Settings
 from streams.connectors import attempts, rate_limit, telemetry
@@ -399,7 +399,8 @@ class _ConnectorRunner:
             self.spec.breaker,
             job,
             started,
-            error_class=None if error is None else error.error_class,
+            # A provider that answered "not yet" answered: a success for the breaker.
+            error_class=None if error is None or isinstance(error, NotYet) else error.error_class,
             error_code=None if error is None else error.code,
             latency_ms=elapsed * 1000,
         )
