@@ -130,9 +130,7 @@ class BankClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def initiate(
-        self, *, mode: str, idempotency_key: str, body: dict[str, Any]
-    ) -> PaymentStatus:
+    async def initiate(self, *, mode: str, idempotency_key: str, body: dict[str, Any]) -> PaymentStatus:
         """Ask the bank to pay; the same ``idempotency_key`` always names the same payment."""
         path = INITIATE_PATH.format(mode=mode.lower())
         answer = await self._call("POST", path, json=body, headers={"X-Request-ID": idempotency_key})
@@ -162,7 +160,9 @@ class BankClient:
             if not last.get("has_more"):
                 break
         else:
-            raise NeedsAttentionError("too_many_pages", f"statement has more than {MAX_STATEMENT_PAGES} pages")
+            raise NeedsAttentionError(
+                "too_many_pages", f"statement has more than {MAX_STATEMENT_PAGES} pages"
+            )
         assert first is not None
         try:
             return Statement(

@@ -78,7 +78,9 @@ class BankHandler:
                 await self.context.blocking(
                     lambda: self.book.record_submitted(tenant_id, payout_id, accepted.payment_id)
                 )
-                status = accepted if accepted.status != "processing" else await bank.status(accepted.payment_id)
+                status = (
+                    accepted if accepted.status != "processing" else await bank.status(accepted.payment_id)
+                )
             else:
                 assert payout.provider_payment_id is not None
                 status = await bank.status(payout.provider_payment_id)

@@ -92,7 +92,12 @@ class PayoutBook:
 
     def release(self, tenant_id: UUID, payout_id: UUID, released_by: str) -> Payout:
         """A person fixed the cause of a hold: submit again (a new round)."""
-        return self._change(tenant_id, payout_id, lambda p: p.release(released_by) or True)
+
+        def release(p: Payout) -> bool:
+            p.release(released_by)
+            return True
+
+        return self._change(tenant_id, payout_id, release)
 
     def list(
         self,
@@ -150,12 +155,14 @@ class PayoutBook:
             done = self._change(
                 tenant_id,
                 payout_id,
-                lambda p: p.status == PayoutStatus.PROCESSING
-                and p.complete(
-                    utr=status.utr or status.transaction_id or status.payment_id,
-                    transaction_id=status.transaction_id,
-                    charges=rupees(status.charges_paise),
-                    completed_at=status.completed_at or datetime.now(UTC),
+                lambda p: (
+                    p.status == PayoutStatus.PROCESSING
+                    and p.complete(
+                        utr=status.utr or status.transaction_id or status.payment_id,
+                        transaction_id=status.transaction_id,
+                        charges=rupees(status.charges_paise),
+                        completed_at=status.completed_at or datetime.now(UTC),
+                    )
                 ),
                 report=True,
             )
@@ -180,15 +187,19 @@ class PayoutBook:
         rule = errors.rule_for(code)
         if rule is errors.Rule.NEVER_RETRY:
             changed = self._change(
-                tenant_id, payout_id, lambda p: p.status not in FINAL and p.fail(code=code, message=message),
+                tenant_id,
+                payout_id,
+                lambda p: p.status not in FINAL and p.fail(code=code, message=message),
                 report=True,
             )
         elif rule is errors.Rule.WAIT_FOR_PERSON:
             changed = self._change(
                 tenant_id,
                 payout_id,
-                lambda p: p.status in (PayoutStatus.REQUESTED, PayoutStatus.PROCESSING)
-                and p.hold(code=code, message=message),
+                lambda p: (
+                    p.status in (PayoutStatus.REQUESTED, PayoutStatus.PROCESSING)
+                    and p.hold(code=code, message=message)
+                ),
                 report=True,
             )
             if changed:

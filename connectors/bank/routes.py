@@ -22,7 +22,12 @@ EVENT_TYPES = frozenset({REQUESTED, RELEASED})
 
 def payout_job(ce_id: str, tenant_id: str, payout_id: str) -> Job:
     return Job.for_event(
-        PROVIDER, PAYOUT, ce_id=ce_id, tenant_id=tenant_id, subject=payout_id, payload={"payout_id": payout_id}
+        PROVIDER,
+        PAYOUT,
+        ce_id=ce_id,
+        tenant_id=tenant_id,
+        subject=payout_id,
+        payload={"payout_id": payout_id},
     )
 
 

@@ -156,7 +156,9 @@ def create_app(
             return
         p.settled = True
         if p.fail_with is None:
-            state.lines.append(_Line(kit.clock.now().date(), f"{p.mode}-{p.reference}", p.utr, -(p.amount + p.charges)))
+            state.lines.append(
+                _Line(kit.clock.now().date(), f"{p.mode}-{p.reference}", p.utr, -(p.amount + p.charges))
+            )
         else:
             state.balance += p.amount + p.charges  # the hold is released
         state.callbacks.append(_callback(p))
@@ -209,7 +211,9 @@ def create_app(
             p = state.payments[known]
             if p.body_hash != body_hash:
                 return _error(409, "idempotency_conflict", "X-Request-ID was used for another payment")
-            return JSONResponse({**describe(p), "status": "processing" if not p.settled else describe(p)["status"]}, 202)
+            return JSONResponse(
+                {**describe(p), "status": "processing" if not p.settled else describe(p)["status"]}, 202
+            )
         try:
             body = orjson.loads(raw)
             amount = body["amount"]
@@ -217,7 +221,9 @@ def create_app(
             remitter = body["remitter"]
             reference = str(body["reference_number"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            return _error(400, "invalid_request", "amount, beneficiary, remitter and reference_number are required")
+            return _error(
+                400, "invalid_request", "amount, beneficiary, remitter and reference_number are required"
+            )
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
             return _error(400, "invalid_amount", "amount is a positive integer in paise")
         if remitter.get("account_number") != account.account_number:
@@ -256,7 +262,12 @@ def create_app(
         state.sent_today[today] = state.sent_today.get(today, 0) + amount
         kit.record_effect("payout_initiated")
         return JSONResponse(
-            {"payment_id": payment_id, "status": "processing", "estimated_completion": None, "transaction_id": None},
+            {
+                "payment_id": payment_id,
+                "status": "processing",
+                "estimated_completion": None,
+                "transaction_id": None,
+            },
             202,
         )
 

@@ -7,7 +7,6 @@ its payment-status callbacks with (hex HMAC-SHA256, ``X-Signature``; connectors/
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -38,7 +37,9 @@ class BankCredentials:
     webhook_secret: str
 
     def __repr__(self) -> str:
-        return f"BankCredentials(account_number={self.account_number!r}, ifsc={self.ifsc!r}, secrets=[redacted])"
+        return (
+            f"BankCredentials(account_number={self.account_number!r}, ifsc={self.ifsc!r}, secrets=[redacted])"
+        )
 
 
 def validate_credentials(credentials: Mapping[str, str]) -> BankCredentials:

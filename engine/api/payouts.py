@@ -67,8 +67,8 @@ def build_router(
     service: Callable[[], Awaitable[LedgerService]],
 ) -> APIRouter:
     router = APIRouter(prefix="/v1/payouts", tags=["payouts"])
-    Tenant = Annotated[UUID, Depends(current_tenant)]
-    Service = Annotated[LedgerService, Depends(service)]
+    tenant_dep = Annotated[UUID, Depends(current_tenant)]
+    service_dep = Annotated[LedgerService, Depends(service)]
 
     def refused(exc: Exception) -> ApiError:
         if isinstance(exc, PayoutRuleError):
@@ -89,7 +89,9 @@ def build_router(
         raise exc
 
     @router.post("", status_code=201, summary="Send money out over NEFT, RTGS or IMPS")
-    def create(body: PayoutBody, request: Request, response: Response, tenant_id: Tenant, svc: Service) -> Any:
+    def create(
+        body: PayoutBody, request: Request, response: Response, tenant_id: tenant_dep, svc: service_dep
+    ) -> Any:
         try:
             req = check_payout(
                 amount=body.amount,
@@ -108,8 +110,8 @@ def build_router(
 
     @router.get("", summary="Your payouts, newest first, filtered")
     def list_payouts(
-        tenant_id: Tenant,
-        svc: Service,
+        tenant_id: tenant_dep,
+        svc: service_dep,
         status: Annotated[Literal[STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
         mode: Annotated[Literal["NEFT", "RTGS", "IMPS"] | None, Query()] = None,
         reference: Annotated[str | None, Query(max_length=35, pattern=r"^[A-Za-z0-9._/-]+$")] = None,
@@ -123,14 +125,14 @@ def build_router(
         return {"items": items}
 
     @router.get("/{payout_id}", summary="One payout: status, UTR and charges, or the bank's code")
-    def get(payout_id: str, tenant_id: Tenant, svc: Service) -> Any:
+    def get(payout_id: str, tenant_id: tenant_dep, svc: service_dep) -> Any:
         try:
             return payout_document(PayoutBook(svc).get(tenant_id, _payout_id(payout_id)))
         except PayoutNotFound as exc:
             raise refused(exc) from exc
 
     @router.post("/{payout_id}/retry", summary="Release a payout on hold (insufficient_funds) once funded")
-    def retry(payout_id: str, request: Request, tenant_id: Tenant, svc: Service) -> Any:
+    def retry(payout_id: str, request: Request, tenant_id: tenant_dep, svc: service_dep) -> Any:
         try:
             released = PayoutBook(svc).release(tenant_id, _payout_id(payout_id), caller_of(request))
         except (PayoutNotFound, PayoutStateConflict, PayoutChangedConcurrently) as exc:

@@ -122,8 +122,8 @@ def check_ifsc(value: str) -> str:
 
 
 def check_amount(value: Any) -> Decimal:
-    if isinstance(value, float) or isinstance(value, bool):
-        raise PayoutRuleError("amount", "send the amount as a decimal string, e.g. \"5000.00\"")
+    if isinstance(value, float | bool):
+        raise PayoutRuleError("amount", 'send the amount as a decimal string, e.g. "5000.00"')
     try:
         amount = Decimal(str(value).strip())
     except (InvalidOperation, ValueError) as exc:
@@ -263,7 +263,13 @@ class Payout(Aggregate):
         if self.status == PayoutStatus.COMPLETED:
             return False
         self.check_status(PayoutStatus.PROCESSING, action="complete")
-        self._completed(tenant_id=self.tenant_id, utr=utr, transaction_id=transaction_id, charges=charges, completed_at=completed_at)
+        self._completed(
+            tenant_id=self.tenant_id,
+            utr=utr,
+            transaction_id=transaction_id,
+            charges=charges,
+            completed_at=completed_at,
+        )
         return True
 
     def fail(self, *, code: str, message: str) -> bool:
@@ -322,7 +328,8 @@ class Payout(Aggregate):
         completed_at: datetime
 
     @event(Completed)
-    def _completed(self, tenant_id: UUID, utr: str, transaction_id: str | None, charges: Decimal, completed_at: datetime
+    def _completed(
+        self, tenant_id: UUID, utr: str, transaction_id: str | None, charges: Decimal, completed_at: datetime
     ) -> None:
         self.status = PayoutStatus.COMPLETED
         self.utr = utr

@@ -58,14 +58,22 @@ class Bank:
 
     def tenant(self, *, configure: bool = True) -> tuple[UUID, dict[str, str]]:
         registered = self.service.register_tenant(
-            name="College", legal_name="College Accounts Private Limited", country="IN",
-            gstin="27AAGCB7383J1Z8", state="27",
+            name="College",
+            legal_name="College Accounts Private Limited",
+            country="IN",
+            gstin="27AAGCB7383J1Z8",
+            state="27",
         )
         auth = {"Authorization": f"Bearer {registered.api_key}"}
         if configure:
             answer = self.api.put(
                 "/v1/integrations/bank",
-                json={"enabled": True, "environment": "sandbox", "base_url": self.url, "credentials": ACCOUNT.credentials()},
+                json={
+                    "enabled": True,
+                    "environment": "sandbox",
+                    "base_url": self.url,
+                    "credentials": ACCOUNT.credentials(),
+                },
                 headers=auth,
             )
             assert answer.status_code == 200, answer.text
@@ -86,7 +94,10 @@ class Bank:
 
         async def run() -> Any:
             context = HandlerContext(
-                self.settings, self.service, load_key_ring(self.settings.var_dir), connector="bank",
+                self.settings,
+                self.service,
+                load_key_ring(self.settings.var_dir),
+                connector="bank",
                 request_rate_per_s=None,
             )
             handler = BankHandler(context)
@@ -103,7 +114,9 @@ class Bank:
         return int(self.operator.get("/_sandbox/stats").json()["effects"]["payout_initiated"])
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.settings.database_url, options=f"-c search_path={self.settings.db_schema}") as c:
+        with psycopg.connect(
+            self.settings.database_url, options=f"-c search_path={self.settings.db_schema}"
+        ) as c:
             return c.execute(query, params).fetchall()
 
 
@@ -117,7 +130,9 @@ def test_a_neft_payout_is_submitted_once_and_completes_with_utr_and_charges(bank
     tenant_id, auth = bank.tenant()
     created = bank.post(auth, payout_body())
     assert (created["status"], created["amount"], created["beneficiary"]["account_number"]) == (
-        "requested", "5000.00", "XXXXXX7890",
+        "requested",
+        "5000.00",
+        "XXXXXX7890",
     )
 
     result = bank.attempt(tenant_id, created["id"])
@@ -186,7 +201,9 @@ def test_daily_limit_exceeded_waits_a_day(bank: Bank) -> None:
     outcome = bank.attempt(tenant_id, created["id"])
 
     assert (outcome.code, outcome.error_class, outcome.retry_after) == (
-        "daily_limit_exceeded", ErrorClass.RETRYABLE, 86400.0,
+        "daily_limit_exceeded",
+        ErrorClass.RETRYABLE,
+        86400.0,
     )
     assert bank.get(auth, created["id"])["status"] == "requested"
     assert bank.paid() == 0
@@ -219,14 +236,19 @@ def test_insufficient_funds_waits_for_a_person_with_an_alert_then_the_retry_pays
     assert bank.get(auth, created["id"])["status"] == "on_hold"
     alerts = bank.sql(
         "SELECT count(*) FROM ledger_events WHERE topic LIKE %s AND convert_from(state, 'UTF8') LIKE %s",
-        "%Alert.Raised%", "%bank.insufficient_funds%",
+        "%Alert.Raised%",
+        "%bank.insufficient_funds%",
     )
     assert alerts[0][0] == 1
     # The job does nothing more until a person releases the payout.
     assert bank.attempt(tenant_id, created["id"]).data["status"] == "on_hold"
     bank.operator.post("/_bank/balance", json={"available_balance": 10_000_000})
     released = bank.api.post(f"/v1/payouts/{created['id']}/retry", headers=auth)
-    assert (released.status_code, released.json()["status"], released.json()["round"]) == (200, "requested", 2)
+    assert (released.status_code, released.json()["status"], released.json()["round"]) == (
+        200,
+        "requested",
+        2,
+    )
     assert bank.attempt(tenant_id, created["id"]).data["status"] == "completed"
     assert bank.paid() == 1
 
@@ -239,12 +261,18 @@ def test_a_payment_the_bank_fails_after_accepting_is_paid_in_a_new_round(bank: B
     bounced = bank.attempt(tenant_id, created["id"])
 
     assert (bounced.code, bounced.retry_after) == ("bank_offline", 1800.0)
-    assert (bank.get(auth, created["id"])["status"], bank.get(auth, created["id"])["round"]) == ("requested", 2)
+    assert (bank.get(auth, created["id"])["status"], bank.get(auth, created["id"])["round"]) == (
+        "requested",
+        2,
+    )
     assert bank.attempt(tenant_id, created["id"]).data["status"] == "completed"
     # Two payments were made, one failed by the bank (its money never left): one payout paid.
     assert bank.paid() == 2
-    balance = bank.operator.get("/api/v1/bank/balance", params={"account_number": ACCOUNT.account_number},
-                                headers={"Authorization": f"Bearer {ACCOUNT.api_key}"}).json()
+    balance = bank.operator.get(
+        "/api/v1/bank/balance",
+        params={"account_number": ACCOUNT.account_number},
+        headers={"Authorization": f"Bearer {ACCOUNT.api_key}"},
+    ).json()
     assert balance["available_balance"] == ACCOUNT.opening_paise - 500_000 - 500
 
 
@@ -299,11 +327,19 @@ def test_payouts_are_scoped_to_their_tenant(bank: Bank) -> None:
         ({"amount": "0"}, "amount"),
         ({"amount": "1" * 39}, "amount"),
         ({"currency": "USD"}, "currency"),
-        ({"beneficiary": {"name": "X", "account_number": "1234567890", "ifsc": "HDFC1001234"}}, "beneficiary.ifsc"),
-        ({"beneficiary": {"name": "X", "account_number": "12ab", "ifsc": "HDFC0001234"}}, "beneficiary.account_number"),
+        (
+            {"beneficiary": {"name": "X", "account_number": "1234567890", "ifsc": "HDFC1001234"}},
+            "beneficiary.ifsc",
+        ),
+        (
+            {"beneficiary": {"name": "X", "account_number": "12ab", "ifsc": "HDFC0001234"}},
+            "beneficiary.account_number",
+        ),
     ],
 )
-def test_payouts_breaking_a_rule_are_refused_with_the_field(bank: Bank, changes: dict[str, Any], path: str) -> None:
+def test_payouts_breaking_a_rule_are_refused_with_the_field(
+    bank: Bank, changes: dict[str, Any], path: str
+) -> None:
     _, auth = bank.tenant(configure=False)
     answer = bank.api.post("/v1/payouts", json=payout_body(**changes), headers=auth)
     assert answer.status_code == 422, answer.text
