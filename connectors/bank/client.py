@@ -38,7 +38,6 @@ from connectors.errors import (
     ConnectorError,
     ErrorClass,
     NeedsAttentionError,
-    PermanentError,
     RetryableError,
     retry_after_seconds,
     without_secrets,
@@ -203,6 +202,8 @@ class BankClient:
                 response = await self._http.request(method, path, json=json, params=params, headers=headers)
             except httpx.TimeoutException as exc:
                 raise RetryableError("timeout", f"{method} {path}: {type(exc).__name__}") from exc
+            except httpx.ConnectError as exc:
+                raise RetryableError("connect_error", f"{method} {path}: could not connect") from exc
             except httpx.TransportError as exc:
                 raise RetryableError("transport_error", f"{method} {path}: {type(exc).__name__}") from exc
             return _json(_checked(response))
@@ -211,7 +212,9 @@ class BankClient:
 
 
 def classify(code: str, status: int) -> ErrorClass:
-    """The class of a refusal: the bank's own codes by their rule, else by HTTP status."""
+    """The class of a refusal: the bank's own codes by their rule (errors.py), else by HTTP status.
+    A refusal nobody classified needs a person: repeating an unknown refusal of a payment could pay
+    twice, and giving it up silently could never pay."""
     if code in errors.RULES:
         rule = errors.rule_for(code)
         if rule in (errors.Rule.RETRY_LATER, errors.Rule.RETRY_NEXT_DAY):
@@ -221,9 +224,7 @@ def classify(code: str, status: int) -> ErrorClass:
         return ErrorClass.NEEDS_ATTENTION
     if status in (408, 425, 429) or status >= 500:
         return ErrorClass.RETRYABLE
-    if status in (401, 403):
-        return ErrorClass.NEEDS_ATTENTION
-    return ErrorClass.PERMANENT if status in (400, 404, 422) else ErrorClass.NEEDS_ATTENTION
+    return ErrorClass.NEEDS_ATTENTION
 
 
 def _checked(response: httpx.Response) -> httpx.Response:
@@ -335,16 +336,3 @@ def payout_body(
 
 def rupees(paise: int) -> Decimal:
     return (Decimal(paise) / 100).quantize(Decimal("0.01"))
-
-
-__all__ = [
-    "PROVIDER",
-    "Balance",
-    "BankClient",
-    "PaymentStatus",
-    "PermanentError",
-    "Statement",
-    "StatementLine",
-    "classify",
-    "payout_body",
-]
