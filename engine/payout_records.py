@@ -1,4 +1,5 @@
-"""The Kafka records of the Payout aggregate's events (topic ``ledger.payout.v1``), pure.
+"""The Kafka records of the Payout aggregate's events (topic ``ledger.payout.v1``) and of the
+BankTransaction aggregate's (``ledger.bank_transaction.v1``), pure.
 
 Kept beside engine/publishing.py, which adds them to its ``RECORD_BUILDERS``; each builder reads a
 domain event or the relay's stored view of one (where decimals and times are still their stored text).
@@ -11,9 +12,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from engine.domain.bank_transaction import BankTransaction
 from engine.domain.payout import Payout
 
 TOPIC = "ledger.payout.v1"
+BANK_TRANSACTION_TOPIC = "ledger.bank_transaction.v1"
+TOPICS = {"payout": TOPIC, "banktransaction": BANK_TRANSACTION_TOPIC}
 
 
 def _plain(value: Any) -> Any:
@@ -59,6 +63,29 @@ def _completed(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _optional_date(value: Any) -> str | None:
+    value = _plain(value)
+    return None if value is None else str(value)[:10]
+
+
+def _bank_transaction_recorded(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "transaction_id": str(event.originator_id),
+        "account": event.account,
+        "value_date": _optional_date(event.value_date),
+        "booking_date": _optional_date(event.booking_date),
+        "amount": _money(event.amount),
+        "currency": event.currency,
+        "reference": event.reference,
+        "description": event.description,
+        "position": int(event.position),
+        "dedupe_key": event.dedupe_key,
+        "statement_id": str(_plain(event.statement_id)),
+        "source": event.source,
+    }
+
+
 RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Payout.Requested: _requested,
     Payout.Submitted: lambda e, b: _with(e, b, "provider_payment_id", "round"),
@@ -67,4 +94,5 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Payout.Held: lambda e, b: _with(e, b, "code", "message", "round"),
     Payout.Bounced: lambda e, b: _with(e, b, "code", "message", "round"),
     Payout.Released: lambda e, b: _with(e, b, "released_by", "round"),
+    BankTransaction.Recorded: _bank_transaction_recorded,
 }

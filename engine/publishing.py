@@ -34,7 +34,7 @@ AGGREGATE_TOPICS = {
     "invoice": "ledger.invoice.v1",
     "tenant": "ledger.tenant.v1",
     "alert": "ledger.alert.v1",
-    "payout": payout_records.TOPIC,
+    **payout_records.TOPICS,
 }
 # Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
 # and a consumer can compact or filter them per tenant (issue 10: "key = tenant id").

@@ -10,6 +10,8 @@ TOPICS = [
     "ledger.invoice.v1",
     "ledger.tenant.v1",
     "ledger.alert.v1",
+    "ledger.payout.v1",
+    "ledger.bank_transaction.v1",
     "ingest.invoice.v1",
     "ingest.invoice.dlq.v1",
     "projection.invoice_register.dlq.v1",

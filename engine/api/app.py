@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from connectors import registry as connector_registry
 from engine import db, integrations, logs, telemetry
 from engine.api import contract
+from engine.api.bank import build_router as bank_router
 from engine.api.errors import ApiError, error_body, install
 from engine.api.etims import build_router as etims_router
 from engine.api.etims import refuse_suspended, suspension_cached
@@ -325,6 +326,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(etims_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(etims_sales_router(settings, current_tenant, service))
     app.include_router(payouts_router(current_tenant, service))
+    app.include_router(bank_router(current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:
