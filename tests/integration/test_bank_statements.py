@@ -69,7 +69,8 @@ class Api:
             self.settings.database_url, options=f"-c search_path={self.settings.db_schema}"
         ) as conn:
             row = conn.execute(
-                "SELECT count(*) FROM ledger_events WHERE topic LIKE %s AND convert_from(state, 'UTF8') LIKE %s",
+                "SELECT count(*) FROM ledger_events"
+                " WHERE topic LIKE %s AND convert_from(state, 'UTF8') LIKE %s",
                 (topic_like, text_like),
             ).fetchone()
         assert row is not None

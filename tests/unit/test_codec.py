@@ -302,6 +302,7 @@ def test_codec_decode_with_lookup_and_reader_schema() -> None:
 def test_registry_lookups() -> None:
     assert registry.all_types() == [
         "ledgerflow.alert.raised",
+        "ledgerflow.banktransaction.recorded",
         "ledgerflow.invoice.cancelled",
         "ledgerflow.invoice.credited",
         "ledgerflow.invoice.etims_failed",
