@@ -78,3 +78,13 @@ CREATE TABLE IF NOT EXISTS bank_balances (
     source text NOT NULL,
     PRIMARY KEY (tenant_id, account)
 );
+
+-- The tenant's scheduled statement poll: the newest statements job is the one that keeps polling
+-- (an older one, from an earlier save of the integration, stops when it sees it is superseded).
+CREATE TABLE IF NOT EXISTS bank_statement_polls (
+    tenant_id uuid PRIMARY KEY,
+    job_id text NOT NULL,
+    job_created_at timestamptz NOT NULL,
+    last_polled_at timestamptz,
+    last_result jsonb
+);

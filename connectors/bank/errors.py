@@ -15,6 +15,9 @@ Pure: no I/O; the handler (handler.py) applies the rule, the retry tiers wait.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from datetime import timedelta, timezone
 from enum import StrEnum
 
 BANK_OFFLINE = "bank_offline"
@@ -68,9 +71,31 @@ def retry_after(code: str) -> float | None:
     return None
 
 
+STATEMENT_POLL_DUE = "statement_poll_due"
+"""Ours: a statement poll is done; the next one is due after the poll interval."""
+
+
+def statement_poll_interval(environ: Mapping[str, str] = os.environ) -> float:
+    """Seconds between statement polls: ``LEDGERFLOW_BANK_STATEMENT_POLL_S``, else 6 hours (seed 002:
+    "Sync Schedule: Every 6 hours")."""
+    raw = environ.get("LEDGERFLOW_BANK_STATEMENT_POLL_S", "")
+    try:
+        value = float(raw) if raw.strip() else STATEMENT_POLL_S
+    except ValueError as exc:
+        raise ValueError(f"LEDGERFLOW_BANK_STATEMENT_POLL_S={raw!r}: use seconds, e.g. 21600") from exc
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"LEDGERFLOW_BANK_STATEMENT_POLL_S={raw!r}: use seconds above 0")
+    return value
+
+
+STATEMENT_POLL_S = 21600.0
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
+"""Statement dates are the bank's (Indian) calendar days."""
+
 RETRY_PER_CODE: dict[str, tuple[float, ...]] = {
     BANK_OFFLINE: (BANK_OFFLINE_RETRY_S,),
     DAILY_LIMIT_EXCEEDED: (DAILY_LIMIT_RETRY_S,),
     PAYOUT_PROCESSING: POLL_DELAYS,
+    STATEMENT_POLL_DUE: (statement_poll_interval(),),
 }
 """The connector's retry schedule per code (with ``retry_forever``, the last delay repeats)."""

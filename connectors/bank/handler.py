@@ -16,18 +16,29 @@ One attempt of a payout job:
 
 The bank's callbacks (webhook.py) record the same facts; whichever arrives first records them and
 the other changes nothing (PayoutBook.apply_status).
+
+A ``statements`` job is the tenant's scheduled statement poll (seed 002: every 6 hours;
+``LEDGERFLOW_BANK_STATEMENT_POLL_S``): it reads the last week's statement and the balance from the
+bank API, imports them (statements.py: nothing twice), and raises :class:`NotYet` so that the retry
+tiers bring it back after the interval, durably, without end. Each save of an enabled integration
+routes a new such job; the newest claims the tenant (``bank_statement_polls``) and older ones stop.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from uuid import UUID
+
+import orjson
 
 from connectors.bank import errors
 from connectors.bank.client import BankClient, PaymentStatus, payout_body
 from connectors.bank.payouts import PayoutBook, PayoutNotFound
-from connectors.bank.routes import PAYOUT
+from connectors.bank.routes import PAYOUT, STATEMENTS
 from connectors.bank.settings import validate_credentials
+from connectors.bank.statements import poll_account
 from connectors.errors import ConnectorError, NotYet, PermanentError, RetryableError
+from engine import db
 from engine.domain.payout import FINAL, Payout, PayoutStatus, to_paise
 from streams.connectors.context import HandlerContext
 from streams.connectors.jobs import Job, JobResult
@@ -39,6 +50,8 @@ class BankHandler:
         self.book = PayoutBook(context.service)
 
     async def __call__(self, job: Job, attempt: int) -> JobResult:
+        if job.kind == STATEMENTS:
+            return await self.statements(job, attempt)
         if job.kind != PAYOUT:
             raise PermanentError("unknown_job_kind", f"the bank connector has no job kind {job.kind!r}")
         try:
@@ -114,9 +127,59 @@ class BankHandler:
         except PayoutNotFound as exc:
             raise PermanentError("payout_not_found", str(exc)) from exc
 
+    async def statements(self, job: Job, attempt: int) -> JobResult:
+        tenant_id = UUID(job.tenant_id)
+        if not await self.context.blocking(lambda: self._claim(tenant_id, job, attempt)):
+            return JobResult({"superseded": True})
+        loaded = await self.context.integration(tenant_id)
+        creds = validate_credentials(loaded.credentials)
+        transport = await self.context.transport(loaded)
+        async with BankClient(loaded.base_url, creds.api_key, transport=transport) as bank:
+            result = await poll_account(
+                self.context.service,
+                tenant_id,
+                bank,
+                creds.account_number,
+                today=datetime.now(errors.IST).date(),
+            )
+        summary = result.document()
+        await self.context.blocking(lambda: self._polled(tenant_id, summary))
+        raise NotYet(
+            errors.STATEMENT_POLL_DUE,
+            f"statement polled: {summary['imported']} new line(s); next poll after the interval",
+        )
+
+    def _claim(self, tenant_id: UUID, job: Job, attempt: int) -> bool:
+        """Whether ``job`` is the tenant's newest statements job (claiming the tenant on its first
+        attempt if no newer job did)."""
+        with db.transaction(self.context.service.pool) as conn:
+            if attempt == 1:
+                conn.execute(
+                    """INSERT INTO bank_statement_polls (tenant_id, job_id, job_created_at)
+                       VALUES (%s, %s, %s)
+                       ON CONFLICT (tenant_id) DO UPDATE SET job_id = EXCLUDED.job_id,
+                           job_created_at = EXCLUDED.job_created_at
+                       WHERE bank_statement_polls.job_created_at <= EXCLUDED.job_created_at""",
+                    (tenant_id, job.job_id, job.created_at),
+                )
+            row = conn.execute(
+                "SELECT job_id FROM bank_statement_polls WHERE tenant_id = %s", (tenant_id,)
+            ).fetchone()
+        return row is not None and dict(row)["job_id"] == job.job_id
+
+    def _polled(self, tenant_id: UUID, summary: dict[str, object]) -> None:
+        with db.transaction(self.context.service.pool) as conn:
+            conn.execute(
+                """UPDATE bank_statement_polls SET last_polled_at = %s, last_result = %s::jsonb
+                   WHERE tenant_id = %s""",
+                (datetime.now(UTC), orjson.dumps(summary).decode(), tenant_id),
+            )
+
     def record_failure(self, job: Job, error: ConnectorError, attempts: int) -> None:
         """Dead-lettered (credentials refused, the integration switched off, a bug): the payout waits
         for a person with an alert, and the retry endpoint sends it again once mended."""
+        if job.kind != PAYOUT:
+            return  # a statements poll given up: the DLQ holds it; saving the integration starts anew
         try:
             tenant_id, payout_id = UUID(job.tenant_id), UUID(str(job.payload["payout_id"]))
             self.book.apply_refusal(tenant_id, payout_id, error.code, error.message)
