@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -361,3 +362,15 @@ def test_hostile_payout_bodies_are_a_4xx_in_the_error_shape(bank: Bank, body: di
     answer = bank.api.post("/v1/payouts", json=body, headers=auth)
     assert 400 <= answer.status_code < 500, answer.text
     assert set(answer.json()["error"]) >= {"code", "message", "details", "timestamp", "request_id"}
+
+
+def test_the_same_payout_posted_concurrently_is_one_payout(bank: Bank) -> None:
+    _, auth = bank.tenant(configure=False)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(
+            pool.map(lambda _: bank.api.post("/v1/payouts", json=payout_body(), headers=auth), range(6))
+        )
+
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 200, 200, 201]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert len(bank.api.get("/v1/payouts", headers=auth).json()["items"]) == 1

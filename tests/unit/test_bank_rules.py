@@ -9,12 +9,13 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
 from connectors.bank import errors, webhook
 from connectors.bank.client import classify
+from connectors.bank.routes import routes
 from connectors.bank.statement_formats import StatementError, StatementLine, dedupe_key, parse, with_positions
 from connectors.errors import ErrorClass
 from engine.application import Ledger
@@ -314,3 +315,36 @@ def test_payout_and_bank_transaction_events_publish_alike_on_both_paths(event: A
     assert fast.tenant_id == str(event.tenant_id)
     assert "1234567890" not in str(fast.record) and "123456789012" not in str(fast.record)
     registry.encode_event(fast.ce_type, fast.record)
+
+
+def test_requested_and_released_payouts_and_an_enabled_bank_integration_make_jobs() -> None:
+    tenant = str(uuid4())
+    payout = str(uuid4())
+    [job] = routes("ledgerflow.payout.requested", "ce-1", {"tenant_id": tenant, "payout_id": payout})
+    assert (job.kind, job.subject, job.payload, job.job_id) == (
+        "payout",
+        payout,
+        {"payout_id": payout},
+        "ce-1:payout",
+    )
+    assert routes("ledgerflow.payout.completed", "ce-2", {"tenant_id": tenant, "payout_id": payout}) == ()
+    saved = {"tenant_id": tenant, "provider": "bank", "enabled": True}
+    [poll] = routes("ledgerflow.tenant.integration_settings_changed", "ce-3", saved)
+    assert poll.kind == "statements" and UUID(poll.subject)  # the router keys jobs by a UUID
+    assert routes("ledgerflow.tenant.integration_settings_changed", "ce-4", {**saved, "enabled": False}) == ()
+    assert (
+        routes("ledgerflow.tenant.integration_settings_changed", "ce-5", {**saved, "provider": "etims"}) == ()
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("", 21600.0), ("3600", 3600.0), ("0.5", 0.5), ("0", None), ("six", None), ("inf", None)],
+)
+def test_the_statement_poll_interval_comes_from_the_environment(value: str, seconds: float | None) -> None:
+    environ = {"LEDGERFLOW_BANK_STATEMENT_POLL_S": value}
+    if seconds is None:
+        with pytest.raises(ValueError):
+            errors.statement_poll_interval(environ)
+    else:
+        assert errors.statement_poll_interval(environ) == seconds
