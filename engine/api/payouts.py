@@ -3,7 +3,8 @@
 * ``POST /v1/payouts {amount, currency, mode, beneficiary{name, account_number, ifsc}, purpose,
   reference}``: 201 with the payout (status ``requested``); the bank connector submits it. The
   reference is the tenant's own and names one payout: posting the same payout again answers 200 with
-  the stored one, another payout under a used reference is a 409.
+  the stored one, another payout under a used reference is a 409. Without an enabled ``bank``
+  integration: 409 ``bank_not_configured``.
 * ``GET /v1/payouts/{id}``; ``GET /v1/payouts?status=&mode=&reference=&from=&to=&limit=``.
 * ``POST /v1/payouts/{id}/retry``: release a payout on hold (insufficient_funds) after the account
   was funded; 409 for a payout in any other status.
@@ -22,6 +23,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict
 
+from connectors.bank.client import PROVIDER
 from connectors.bank.payouts import (
     PayoutBook,
     PayoutChangedConcurrently,
@@ -29,6 +31,7 @@ from connectors.bank.payouts import (
     ReferenceReused,
     payout_document,
 )
+from engine import db, integrations
 from engine.api.errors import ApiError
 from engine.api.tenant import caller_of
 from engine.application import LedgerService
@@ -53,6 +56,13 @@ class PayoutBody(BaseModel):
     beneficiary: BeneficiaryBody
     purpose: Annotated[SafeStr, text(min_length=1, max_length=140)]
     reference: Annotated[SafeStr, text(min_length=1, max_length=35)]
+
+
+def _bank_enabled(svc: LedgerService, tenant_id: UUID) -> bool:
+    """A payout nobody would send is refused rather than left waiting: the router queues payout jobs
+    only for tenants whose bank integration is enabled."""
+    with db.transaction(svc.pool) as conn:
+        return integrations.enabled_for(conn, tenant_id, PROVIDER)
 
 
 def _payout_id(value: str) -> UUID:
@@ -101,7 +111,14 @@ def build_router(
                 purpose=body.purpose,
                 reference=body.reference,
             )
-            payout, created = PayoutBook(svc).request(tenant_id, req, caller_of(request))
+            book = PayoutBook(svc)
+            if not _bank_enabled(svc, tenant_id):
+                raise ApiError(
+                    409,
+                    "bank_not_configured",
+                    "payouts need the bank integration: PUT /v1/integrations/bank (docs/bank.md)",
+                )
+            payout, created = book.request(tenant_id, req, caller_of(request))
         except (PayoutRuleError, ReferenceReused) as exc:
             raise refused(exc) from exc
         if not created:

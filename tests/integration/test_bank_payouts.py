@@ -305,6 +305,13 @@ def test_callbacks_and_polls_record_the_completion_once(bank: Bank) -> None:
     assert webhook.handle(book, stranger, orjson.loads(body)) is Applied.UNKNOWN
 
 
+def test_a_payout_without_a_bank_integration_is_refused(bank: Bank) -> None:
+    _, auth = bank.tenant(configure=False)
+    answer = bank.api.post("/v1/payouts", json=payout_body(), headers=auth)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (409, "bank_not_configured")
+    assert bank.api.get("/v1/payouts", headers=auth).json()["items"] == []
+
+
 def test_payouts_are_scoped_to_their_tenant(bank: Bank) -> None:
     _, auth = bank.tenant()
     _, other = bank.tenant()
@@ -365,7 +372,7 @@ def test_hostile_payout_bodies_are_a_4xx_in_the_error_shape(bank: Bank, body: di
 
 
 def test_the_same_payout_posted_concurrently_is_one_payout(bank: Bank) -> None:
-    _, auth = bank.tenant(configure=False)
+    _, auth = bank.tenant()
     with ThreadPoolExecutor(max_workers=6) as pool:
         answers = list(
             pool.map(lambda _: bank.api.post("/v1/payouts", json=payout_body(), headers=auth), range(6))
