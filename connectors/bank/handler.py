@@ -26,14 +26,16 @@ routes a new such job; the newest claims the tenant (``bank_statement_polls``) a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 from uuid import UUID
 
 import orjson
 
 from connectors.bank import errors
 from connectors.bank.client import BankClient, PaymentStatus, payout_body
-from connectors.bank.payouts import PayoutBook, PayoutNotFound
+from connectors.bank.payouts import PayoutBook, PayoutChangedConcurrently, PayoutNotFound
 from connectors.bank.routes import PAYOUT, STATEMENTS
 from connectors.bank.settings import validate_credentials
 from connectors.bank.statements import poll_account
@@ -42,6 +44,8 @@ from engine import db
 from engine.domain.payout import FINAL, Payout, PayoutStatus, to_paise
 from streams.connectors.context import HandlerContext
 from streams.connectors.jobs import Job, JobResult
+
+T = TypeVar("T")
 
 
 class BankHandler:
@@ -88,7 +92,7 @@ class BankHandler:
                     )
                 except ConnectorError as exc:
                     return await self._refused(tenant_id, payout_id, exc)
-                await self.context.blocking(
+                await self._book(
                     lambda: self.book.record_submitted(tenant_id, payout_id, accepted.payment_id)
                 )
                 status = (
@@ -102,16 +106,14 @@ class BankHandler:
     async def _refused(self, tenant_id: UUID, payout_id: UUID, exc: ConnectorError) -> JobResult:
         if exc.code not in errors.RULES:
             raise exc  # an outage (timeout, 5xx) or ours to look at: the kit's retry or DLQ
-        await self.context.blocking(
-            lambda: self.book.apply_refusal(tenant_id, payout_id, exc.code, exc.message)
-        )
+        await self._book(lambda: self.book.apply_refusal(tenant_id, payout_id, exc.code, exc.message))
         if errors.retry_after(exc.code) is not None:
             raise exc  # retryable with its per-code schedule: the same round is initiated again
         payout = await self._get(tenant_id, payout_id)
         return JobResult({"status": payout.status, "code": exc.code})
 
     async def _follow(self, tenant_id: UUID, payout_id: UUID, status: PaymentStatus) -> JobResult:
-        await self.context.blocking(lambda: self.book.apply_status(tenant_id, payout_id, status))
+        await self._book(lambda: self.book.apply_status(tenant_id, payout_id, status))
         payout = await self._get(tenant_id, payout_id)
         if payout.status == PayoutStatus.PROCESSING:
             raise NotYet(errors.PAYOUT_PROCESSING, f"payment {status.payment_id} is still processing")
@@ -121,15 +123,23 @@ class BankHandler:
             raise RetryableError(code, payout.failure_message or code, retry_after=errors.retry_after(code))
         return JobResult({"status": payout.status, "utr": payout.utr})
 
+    async def _book(self, work: Callable[[], T]) -> T:
+        """Run a payout command off the loop; losing every race to a concurrent callback is an
+        outcome to try again shortly, not a bug for a person."""
+        try:
+            return await self.context.blocking(work)
+        except PayoutChangedConcurrently as exc:
+            raise RetryableError("changed_concurrently", str(exc)) from exc
+
     async def _get(self, tenant_id: UUID, payout_id: UUID) -> Payout:
         try:
-            return await self.context.blocking(lambda: self.book.get(tenant_id, payout_id))
+            return await self._book(lambda: self.book.get(tenant_id, payout_id))
         except PayoutNotFound as exc:
             raise PermanentError("payout_not_found", str(exc)) from exc
 
     async def statements(self, job: Job, attempt: int) -> JobResult:
         tenant_id = UUID(job.tenant_id)
-        if not await self.context.blocking(lambda: self._claim(tenant_id, job, attempt)):
+        if not await self._book(lambda: self._claim(tenant_id, job, attempt)):
             return JobResult({"superseded": True})
         loaded = await self.context.integration(tenant_id)
         creds = validate_credentials(loaded.credentials)
@@ -143,7 +153,7 @@ class BankHandler:
                 today=datetime.now(errors.IST).date(),
             )
         summary = result.document()
-        await self.context.blocking(lambda: self._polled(tenant_id, summary))
+        await self._book(lambda: self._polled(tenant_id, summary))
         raise NotYet(
             errors.STATEMENT_POLL_DUE,
             f"statement polled: {summary['imported']} new line(s); next poll after the interval",

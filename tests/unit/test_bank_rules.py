@@ -348,3 +348,37 @@ def test_the_statement_poll_interval_comes_from_the_environment(value: str, seco
             errors.statement_poll_interval(environ)
     else:
         assert errors.statement_poll_interval(environ) == seconds
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"payment_id": "pay_1"},
+        {"payment_id": "pay_1", "status": "refunded"},
+        {"payment_id": "pay_1", "status": "completed", "charges": 5.5},
+        {"payment_id": "pay_1", "status": "completed", "charges": "-5"},
+        {"payment_id": "pay_1", "status": "completed", "charges": True},
+        {"payment_id": "pay_1", "status": "completed", "completed_at": "yesterday"},
+    ],
+)
+def test_a_verified_callback_we_cannot_read_is_refused_before_anything_is_recorded(payload: Any) -> None:
+    with pytest.raises(webhook.InvalidCallback):
+        webhook.status_of(payload)
+
+
+def test_a_callback_reads_as_the_status_a_poll_returns() -> None:
+    status = webhook.status_of(
+        {
+            "event": "payment.completed",
+            "payment_id": "pay_xyz123",
+            "reference_number": "PAY-2024-000123",
+            "status": "completed",
+            "transaction_id": "TXN987654321",
+            "utr_number": "HDFC2024011598765",
+            "completed_at": "2024-01-15T15:45:00Z",
+            "charges": 500,
+        }
+    )
+    assert (status.payment_id, status.utr, status.charges_paise) == ("pay_xyz123", "HDFC2024011598765", 500)
+    assert status.completed_at == datetime(2024, 1, 15, 15, 45, tzinfo=UTC)
