@@ -39,7 +39,7 @@ from connectors.bank.payouts import PayoutBook, PayoutChangedConcurrently, Payou
 from connectors.bank.routes import PAYOUT, STATEMENTS
 from connectors.bank.settings import validate_credentials
 from connectors.bank.statements import poll_account
-from connectors.errors import ConnectorError, NotYet, PermanentError, RetryableError
+from connectors.errors import ConnectorError, NeedsAttentionError, NotYet, PermanentError, RetryableError
 from engine import db
 from engine.domain.payout import FINAL, Payout, PayoutStatus, to_paise
 from streams.connectors.context import HandlerContext
@@ -141,7 +141,13 @@ class BankHandler:
         tenant_id = UUID(job.tenant_id)
         if not await self._book(lambda: self._claim(tenant_id, job, attempt)):
             return JobResult({"superseded": True})
-        loaded = await self.context.integration(tenant_id)
+        try:
+            loaded = await self.context.integration(tenant_id)
+        except NeedsAttentionError as exc:
+            if exc.code == "integration_disabled":
+                # Switched off: the poll ends quietly; enabling the integration again starts a new one.
+                return JobResult({"stopped": exc.code})
+            raise
         creds = validate_credentials(loaded.credentials)
         transport = await self.context.transport(loaded)
         async with BankClient(loaded.base_url, creds.api_key, transport=transport) as bank:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -23,11 +24,13 @@ from fastapi.testclient import TestClient
 from connectors.bank import errors, sandbox, webhook
 from connectors.bank.handler import BankHandler
 from connectors.bank.payouts import Applied, PayoutBook
+from connectors.bank.routes import statements_job
 from connectors.errors import ConnectorError, ErrorClass, NotYet, RetryableError
 from engine.application import LedgerService
 from engine.config import Settings
 from engine.security.secrets import load_key_ring
 from streams.connectors.context import HandlerContext
+from streams.connectors.jobs import Job
 from tests.connectors.contract import LiveServer
 from tests.integration.helpers import client_for
 
@@ -381,3 +384,47 @@ def test_the_same_payout_posted_concurrently_is_one_payout(bank: Bank) -> None:
     assert sorted(a.status_code for a in answers) == [200, 200, 200, 200, 200, 201]
     assert len({a.json()["id"] for a in answers}) == 1
     assert len(bank.api.get("/v1/payouts", headers=auth).json()["items"]) == 1
+
+
+def test_the_statement_poll_job_renews_itself_and_only_the_newest_one_polls(bank: Bank) -> None:
+    tenant_id, auth = bank.tenant()
+    older = statements_job("ce-older", str(tenant_id))
+    newer = replace(
+        statements_job("ce-newer", str(tenant_id)), created_at=older.created_at + timedelta(seconds=1)
+    )
+
+    async def run(job: Job, attempt: int) -> Any:
+        context = HandlerContext(
+            bank.settings,
+            bank.service,
+            load_key_ring(bank.settings.var_dir),
+            connector="bank",
+            request_rate_per_s=None,
+        )
+        handler = BankHandler(context)
+        try:
+            return await handler(job, attempt)
+        except ConnectorError as exc:
+            return exc
+        finally:
+            await handler.close()
+
+    first = asyncio.run(run(older, 1))
+    assert isinstance(first, NotYet) and first.code == errors.STATEMENT_POLL_DUE
+    assert isinstance(asyncio.run(run(newer, 1)), NotYet)
+    # The older job, back from its wait, sees it was superseded and ends.
+    assert asyncio.run(run(older, 2)).data == {"superseded": True}
+    assert isinstance(asyncio.run(run(newer, 2)), NotYet)
+    assert bank.sql("SELECT count(*) FROM bank_statement_polls WHERE last_polled_at IS NOT NULL")[0][0] == 1
+    # Switched off, the poll ends quietly (no dead letter).
+    bank.api.put(
+        "/v1/integrations/bank",
+        json={
+            "enabled": False,
+            "environment": "sandbox",
+            "base_url": bank.url,
+            "credentials": ACCOUNT.credentials(),
+        },
+        headers=auth,
+    )
+    assert asyncio.run(run(newer, 3)).data == {"stopped": "integration_disabled"}
