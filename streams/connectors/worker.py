@@ -85,6 +85,14 @@ def is_poison(exc: BaseException) -> bool:
     return db.is_record_fault(exc)
 
 
+def breaker_class(error: ConnectorError | None) -> ErrorClass | None:
+    """What the circuit breaker records for an attempt's outcome (None: a success). A provider that
+    answered "not yet" (a payout still processing) answered: a success, never a failure."""
+    if error is None or isinstance(error, NotYet):
+        return None
+    return error.error_class
+
+
 def carried_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> list[tuple[str, bytes | None]]:
     """The headers a re-publish keeps from a delivery: the router's own, not the runtime's or the DLQ's."""
     return [(k, v) for k, v in headers or [] if k not in RUNTIME_HEADERS and k not in DLQ_CONTEXT_HEADERS]
@@ -399,8 +407,7 @@ class _ConnectorRunner:
             self.spec.breaker,
             job,
             started,
-            # A provider that answered "not yet" answered: a success for the breaker.
-            error_class=None if error is None or isinstance(error, NotYet) else error.error_class,
+            error_class=breaker_class(error),
             error_code=None if error is None else error.code,
             latency_ms=elapsed * 1000,
         )

@@ -17,7 +17,7 @@ from connectors.bank import errors, webhook
 from connectors.bank.client import classify
 from connectors.bank.routes import routes
 from connectors.bank.statement_formats import StatementError, StatementLine, dedupe_key, parse, with_positions
-from connectors.errors import ErrorClass
+from connectors.errors import ErrorClass, NotYet, RetryableError
 from engine.application import Ledger
 from engine.domain.bank_transaction import BankTransaction
 from engine.domain.payout import (
@@ -33,6 +33,7 @@ from engine.domain.payout import (
 from engine.publishing import outbound_from_stored, to_outbound
 from schemas import registry
 from streams.connectors.retry import Retry, RetryPolicy, next_step
+from streams.connectors.worker import breaker_class
 
 SAMPLES = Path(__file__).parent.parent / "samples" / "bank"
 
@@ -382,3 +383,9 @@ def test_a_callback_reads_as_the_status_a_poll_returns() -> None:
     )
     assert (status.payment_id, status.utr, status.charges_paise) == ("pay_xyz123", "HDFC2024011598765", 500)
     assert status.completed_at == datetime(2024, 1, 15, 15, 45, tzinfo=UTC)
+
+
+def test_a_bank_still_processing_is_no_failure_for_the_circuit_breaker() -> None:
+    assert breaker_class(NotYet(errors.PAYOUT_PROCESSING)) is None
+    assert breaker_class(None) is None
+    assert breaker_class(RetryableError("bank_offline")) is ErrorClass.RETRYABLE
