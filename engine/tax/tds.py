@@ -177,7 +177,12 @@ def act_in_force(day: date) -> str:
 
 def parse_financial_year(text: str) -> int | None:
     """The first calendar year of a financial year written "2025-26" (None when malformed)."""
-    if len(text) != 7 or text[4] != "-" or not (text[:4].isdigit() and text[5:].isdigit()):
+    if (
+        len(text) != 7
+        or not text.isascii()
+        or text[4] != "-"
+        or not (text[:4].isdigit() and text[5:].isdigit())
+    ):
         return None
     start = int(text[:4])
     if (start + 1) % 100 != int(text[5:]) or not 2000 <= start <= 2098:
