@@ -13,6 +13,7 @@ TOPICS = [
     "ledger.payment.v1",
     "ledger.subscription.v1",
     "ledger.tax_return.v1",
+    "ledger.tds.v1",
     "ingest.invoice.v1",
     "ingest.invoice.dlq.v1",
     "projection.invoice_register.dlq.v1",
