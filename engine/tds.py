@@ -20,7 +20,7 @@ from eventsourcing.persistence import IntegrityError, OperationalError
 from psycopg.rows import dict_row
 
 from engine import db
-from engine.application import LedgerService
+from engine.application import LedgerService, ServiceError
 from engine.domain.tds_deduction import TdsDeduction, deduction_id_for
 from engine.errors import Conflict
 from engine.tax.tds import (
@@ -40,7 +40,7 @@ from engine.tax.tds import (
 ZERO = Decimal("0")
 
 
-class ReferenceReused(Conflict):
+class ReferenceReused(ServiceError, Conflict):
     """The reference names a deduction already recorded with different content."""
 
     code = "reference_reused"
