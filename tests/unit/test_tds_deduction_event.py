@@ -65,6 +65,6 @@ def test_a_deduction_is_published_on_ledger_tds_keyed_by_its_id() -> None:
     transcoder = JSONTranscoder()
     for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), DateAsISO()):
         transcoder.register(transcoding)
-    stored = Mapper(transcoder=transcoder).to_stored_event(event)
+    stored = Mapper(transcoder=transcoder).to_stored_event(event)  # type: ignore[arg-type]
     fast = outbound_from_stored(stored.originator_id, stored.originator_version, stored.topic, stored.state)
     assert fast.record == record
