@@ -212,7 +212,15 @@ def build_router(
             "payment_date": day.isoformat(),
         }
 
-    @router.post("/deductions", status_code=201, summary="Record a payment and the tax deducted from it")
+    @router.post(
+        "/deductions",
+        status_code=201,
+        summary="Record a payment and the tax deducted from it",
+        responses={
+            200: {"description": "The same reference and details again: the deduction recorded before"},
+            409: {"description": "The reference names a deduction recorded with other details"},
+        },
+    )
     def record(
         body: DeductionBody,
         request: Request,
@@ -260,7 +268,11 @@ def build_router(
         _year(financial_year)
         return TdsBook(svc).form26q(tenant_id, financial_year, quarter)
 
-    @router.post("/form16/generate", summary="A TDS certificate statement for one vendor and quarter")
+    @router.post(
+        "/form16/generate",
+        summary="A TDS certificate statement for one vendor and quarter",
+        responses={404: {"description": "Nothing recorded for the PAN in that quarter"}},
+    )
     def certificate(
         body: CertificateBody,
         tenant_id: Annotated[UUID, Depends(current_tenant)],
