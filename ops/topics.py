@@ -15,6 +15,7 @@ TOPICS = [
     "ledger.tax_return.v1",
     "ledger.payout.v1",
     "ledger.bank_transaction.v1",
+    "ledger.tds.v1",
     "ingest.invoice.v1",
     "ingest.invoice.dlq.v1",
     "projection.invoice_register.dlq.v1",

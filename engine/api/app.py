@@ -39,6 +39,7 @@ from engine.api.ingest_keys import build_router as ingest_keys_router
 from engine.api.metrics import metrics_router
 from engine.api.payouts import build_router as payouts_router
 from engine.api.reports import build_router as reports_router
+from engine.api.tds import build_router as tds_router
 from engine.api.tenant import build_router as tenant_router
 from engine.api.tenant import caller_of
 from engine.api.webhooks import build_router as webhooks_router
@@ -340,6 +341,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(hooks_router(settings, current_tenant, service, holder.key_ring, books))
     app.include_router(payouts_router(current_tenant, service))
     app.include_router(bank_router(current_tenant, service))
+    app.include_router(tds_router(current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:

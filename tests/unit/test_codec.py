@@ -334,6 +334,7 @@ def test_registry_lookups() -> None:
         "ledgerflow.tax_return.rejected_records",
         "ledgerflow.tax_return.saved",
         "ledgerflow.tax_return.submitted",
+        "ledgerflow.tds_deduction.recorded",
         "ledgerflow.tenant.api_key_added",
         "ledgerflow.tenant.api_key_revoked",
         "ledgerflow.tenant.api_key_rotated",
