@@ -13,14 +13,17 @@ found by walking 1, 2, 3... and two generations racing for the same number canno
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import orjson
+import psycopg
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, OperationalError
 
@@ -34,6 +37,7 @@ from engine.domain.tax_return import (
     tax_return_id_for,
 )
 from engine.errors import Conflict, NotFound
+from engine.tax import gstr1
 
 SUBMIT_JOB = "submit_gstr1"
 # Generations racing for the same version number: how often one re-reads and tries the next.
@@ -69,21 +73,118 @@ def jsonable(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS))
 
 
-def _wire_number(value: Any) -> Any:
-    # The offline tool's amounts and rates are JSON numbers. A Decimal of the builder's (paise, 2
-    # places) becomes the float whose shortest text is the same number; anything else its text.
-    if isinstance(value, Decimal) and value.is_finite():
-        return float(value)
-    return str(value)
-
-
 def part_text(part: Mapping[str, Any]) -> bytes:
-    """The canonical JSON text of one upload part: keys sorted, amounts as JSON numbers."""
-    return orjson.dumps(part, default=_wire_number, option=orjson.OPT_SORT_KEYS)
+    """The exact JSON text of one upload part, as stored and as ``GET .../json`` serves it: the
+    builder's one serialiser (``gstr1.dumps``: keys in the offline tool's order, Decimal amounts as
+    exact JSON numbers), so the part's own ``hash`` field (SHA-256 of the part without it, set by the
+    builder) can be checked against the served file."""
+    return gstr1.dumps(part)
 
 
 def part_hash(text: bytes) -> str:
+    """The stored part's key: SHA-256 of its exact bytes."""
     return hashlib.sha256(text).hexdigest()
+
+
+def content_hash_of(texts: Sequence[bytes]) -> str:
+    """The whole return's hash: SHA-256 of its parts' bytes in order, which is ``Gstr1Return.content_hash``
+    of the builder (engine/tax/gstr1.py ``build_gstr1``) for the same parts."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text)
+    return digest.hexdigest()
+
+
+# -- what a return was built from ------------------------------------------------------------------
+
+
+def document_json(doc: gstr1.SupplyDocument) -> bytes:
+    """A SupplyDocument as JSON (amounts as decimal strings), read back by ``document_from_json``."""
+    return orjson.dumps(doc, default=str)
+
+
+def document_digest(doc: gstr1.SupplyDocument) -> str:
+    """What makes a document's content: everything but ``e_invoiced`` (an IRN obtained after filing
+    changes nothing the taxpayer reported; GSTN takes it from the IRP)."""
+    return hashlib.sha256(document_json(replace(doc, e_invoiced=False))).hexdigest()
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _date(value: Any) -> date | None:
+    return None if value is None else date.fromisoformat(value)
+
+
+def document_from_json(text: bytes | str) -> gstr1.SupplyDocument:
+    raw = orjson.loads(text)
+    export = raw["export"]
+    return gstr1.SupplyDocument(
+        **{
+            **raw,
+            "date": date.fromisoformat(raw["date"]),
+            "total": Decimal(raw["total"]),
+            "lines": tuple(
+                gstr1.SupplyLine(
+                    **{
+                        **x,
+                        **{
+                            k: Decimal(x[k])
+                            for k in ("quantity", "taxable_value", "gst_rate", "igst", "cgst", "sgst", "cess")
+                        },
+                    }
+                )
+                for x in raw["lines"]
+            ),
+            "export": None
+            if export is None
+            else gstr1.ExportDetails(
+                export["shipping_bill_number"], _date(export["shipping_bill_date"]), export["port_code"]
+            ),
+            "original_date": _date(raw["original_date"]),
+            "original_value": _dec(raw["original_value"]),
+        }
+    )
+
+
+class Snapshot:
+    """The documents one generation is built from, written (COPY) while the builder reads them, so
+    that memory stays that of the stream. ``content_hash`` is set once the return is built."""
+
+    def __init__(self, copy: psycopg.Copy, tenant_id: UUID, snapshot_id: UUID) -> None:
+        self._copy = copy
+        self.tenant_id = tenant_id
+        self.snapshot_id = snapshot_id
+        self.content_hash: str | None = None
+
+    def write(self, doc: gstr1.SupplyDocument, kind: str = "document") -> None:
+        self._copy.write_row(
+            (
+                self.tenant_id,
+                self.snapshot_id,
+                doc.document_id,
+                gstr1.period_of(doc.date),
+                kind,
+                document_digest(doc),
+                document_json(doc).decode(),
+            )
+        )
+
+    def tee(self, docs: Iterable[gstr1.SupplyDocument]) -> Iterator[gstr1.SupplyDocument]:
+        for doc in docs:
+            self.write(doc)
+            yield doc
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A document of a filed period as last reported: in its own period's filed return, or in the
+    amendment section of a later filed return."""
+
+    snapshot_id: UUID
+    kind: str
+    digest: str
 
 
 @dataclass(frozen=True)
@@ -173,6 +274,89 @@ class TaxReturns:
         found = [FiledPeriod(str(r[0]), UUID(str(r[1])), str(r[2])) for r in (_values(row) for row in rows)]
         return sorted(found, key=lambda f: period_key(f.period))
 
+    @contextmanager
+    def snapshot(self, tenant_id: UUID, gstin: str, period: str) -> Iterator[Snapshot]:
+        """Record what a generation of ``period`` reads. Kept when the body set ``content_hash`` and
+        no snapshot of that content exists yet (the same content was built from the same documents);
+        otherwise rolled back."""
+        snapshot_id = uuid4()
+        with db.transaction(self.pool) as conn:
+            with (
+                conn.cursor() as cur,
+                cur.copy(
+                    "COPY tax_return_snapshots (tenant_id, snapshot_id, document_id, origin_period, kind,"
+                    " digest, document) FROM STDIN"
+                ) as copy,
+            ):
+                snap = Snapshot(copy, tenant_id, snapshot_id)
+                yield snap
+            kept = None
+            if snap.content_hash is not None:
+                kept = conn.execute(
+                    "INSERT INTO tax_return_snapshot_heads"
+                    " (tenant_id, gstin, period, content_hash, snapshot_id) VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT DO NOTHING RETURNING snapshot_id",
+                    (tenant_id, gstin, period, snap.content_hash, snapshot_id),
+                ).fetchone()
+            if kept is None:
+                raise psycopg.Rollback()
+
+    def filed_snapshots(self, tenant_id: UUID, gstin: str, before: str) -> dict[str, UUID]:
+        """Per period filed before ``before`` (MMYYYY), the snapshot of the version that was filed."""
+        found: dict[str, UUID] = {}
+        for filed in self.filed_periods(tenant_id, gstin):
+            if period_key(filed.period) >= period_key(before):
+                continue
+            content_hash = self.get(tenant_id, filed.return_id).content_hash
+            with db.transaction(self.pool) as conn:
+                row = conn.execute(
+                    "SELECT snapshot_id FROM tax_return_snapshot_heads"
+                    " WHERE tenant_id = %s AND gstin = %s AND period = %s AND content_hash = %s",
+                    (tenant_id, gstin, filed.period, content_hash),
+                ).fetchone()
+            if row is not None:
+                found[filed.period] = UUID(str(_values(row)[0]))
+        return found
+
+    def baselines(
+        self, conn: psycopg.Connection, tenant_id: UUID, snapshots: Mapping[str, UUID], origin: str
+    ) -> dict[str, Baseline]:
+        """The documents of period ``origin`` as last reported in the filed returns ``snapshots``
+        (period -> snapshot): per document, the row of the latest filed period holding it."""
+        order = {sid: period_key(p) for p, sid in snapshots.items()}
+        rows = conn.execute(
+            "SELECT document_id, snapshot_id, kind, digest FROM tax_return_snapshots"
+            " WHERE tenant_id = %s AND origin_period = %s AND snapshot_id = ANY(%s)",
+            (tenant_id, origin, list(snapshots.values())),
+        ).fetchall()
+        found: dict[str, tuple[tuple[int, int], Baseline]] = {}
+        for row in rows:
+            document_id, snapshot_id, kind, digest = _values(row)
+            sid = UUID(str(snapshot_id))
+            rank = order[sid]
+            if document_id not in found or found[document_id][0] < rank:
+                found[document_id] = (rank, Baseline(sid, str(kind), str(digest)))
+        return {k: v for k, (_, v) in found.items()}
+
+    def snapshot_document(
+        self, conn: psycopg.Connection, tenant_id: UUID, document_id: str, baseline: Baseline
+    ) -> gstr1.SupplyDocument:
+        row = conn.execute(
+            "SELECT document FROM tax_return_snapshots"
+            " WHERE tenant_id = %s AND snapshot_id = %s AND kind = %s AND document_id = %s",
+            (tenant_id, baseline.snapshot_id, baseline.kind, document_id),
+        ).fetchone()
+        assert row is not None
+        return document_from_json(str(_values(row)[0]))
+
+    def filed_b2cs(self, tenant_id: UUID, return_id: UUID) -> list[dict[str, Any]]:
+        """The b2cs rows of a filed return, amounts as exact Decimals (the builder's B2CSA base)."""
+        rows: list[dict[str, Any]] = []
+        for content_hash in self.get(tenant_id, return_id).parts:
+            part = json.loads(self.part_by_hash(tenant_id, content_hash), parse_float=Decimal)
+            rows.extend(part.get("b2cs", []))
+        return rows
+
     # -- commands ---------------------------------------------------------------------------------
 
     def generate(
@@ -192,7 +376,7 @@ class TaxReturns:
         later changes belong to the amendment sections of an open period."""
         texts = [part_text(p) for p in parts]
         hashes = [part_hash(t) for t in texts]
-        content_hash = part_hash("\n".join(hashes).encode())  # the whole return: its parts in order
+        content_hash = content_hash_of(texts)
         clean_summary = jsonable(summary)
         for _ in range(GENERATE_ATTEMPTS):
             latest = self.latest(tenant_id, gstin, period, form)

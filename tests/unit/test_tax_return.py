@@ -216,13 +216,16 @@ def test_error_rows_flatten_documents_and_summary_rows_and_ignore_garbage() -> N
     assert error_rows(None) == [] and error_rows([1]) == []
 
 
-def test_a_frozen_part_writes_decimal_amounts_as_json_numbers_and_sorts_keys() -> None:
+def test_a_frozen_part_is_the_builders_serialisation_with_exact_decimal_numbers() -> None:
     from decimal import Decimal
 
-    from engine.tax_returns import part_hash, part_text
+    from engine.tax import gstr1
+    from engine.tax_returns import content_hash_of, part_hash, part_text
 
-    text = part_text({"fp": "012026", "b2cs": [{"txval": Decimal("1234567.89"), "rt": Decimal("18")}]})
-    assert text == b'{"b2cs":[{"rt":18.0,"txval":1234567.89}],"fp":"012026"}'
-    assert part_hash(text) == part_hash(
-        part_text({"b2cs": [{"rt": Decimal("18"), "txval": Decimal("1234567.89")}], "fp": "012026"})
-    )
+    part = {"fp": "012026", "b2cs": [{"txval": Decimal("12345678901234.10"), "rt": Decimal("18")}]}
+    text = part_text(part)
+    # Exact, in the builder's key order: no float rounding of large amounts, no trailing-zero loss.
+    assert text == b'{"fp":"012026","b2cs":[{"txval":12345678901234.10,"rt":18}]}' == gstr1.dumps(part)
+    assert part_hash(text) != part_hash(part_text({**part, "fp": "022026"}))
+    built = gstr1.build_gstr1("27AAGCB7383J1Z8", "012026", [])
+    assert content_hash_of([part_text(p) for p in built.parts]) == built.content_hash
