@@ -26,6 +26,7 @@ import orjson
 import psycopg
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, OperationalError
+from psycopg_pool import ConnectionPool
 
 from engine import db
 from engine.application import LedgerService, ServiceError
@@ -177,6 +178,34 @@ class Snapshot:
             yield doc
 
 
+@contextmanager
+def snapshot(pool: ConnectionPool, tenant_id: UUID, gstin: str, period: str) -> Iterator[Snapshot]:
+    """Record what a generation of ``period`` reads. Kept when the body set ``content_hash`` and
+    no snapshot of that content exists yet (the same content was built from the same documents);
+    otherwise rolled back."""
+    snapshot_id = uuid4()
+    with db.transaction(pool) as conn:
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY tax_return_snapshots (tenant_id, snapshot_id, document_id, origin_period, kind,"
+                " digest, document) FROM STDIN"
+            ) as copy,
+        ):
+            snap = Snapshot(copy, tenant_id, snapshot_id)
+            yield snap
+        kept = None
+        if snap.content_hash is not None:
+            kept = conn.execute(
+                "INSERT INTO tax_return_snapshot_heads"
+                " (tenant_id, gstin, period, content_hash, snapshot_id) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING RETURNING snapshot_id",
+                (tenant_id, gstin, period, snap.content_hash, snapshot_id),
+            ).fetchone()
+        if kept is None:
+            raise psycopg.Rollback()
+
+
 @dataclass(frozen=True)
 class Baseline:
     """A document of a filed period as last reported: in its own period's filed return, or in the
@@ -273,33 +302,6 @@ class TaxReturns:
             ).fetchall()
         found = [FiledPeriod(str(r[0]), UUID(str(r[1])), str(r[2])) for r in (_values(row) for row in rows)]
         return sorted(found, key=lambda f: period_key(f.period))
-
-    @contextmanager
-    def snapshot(self, tenant_id: UUID, gstin: str, period: str) -> Iterator[Snapshot]:
-        """Record what a generation of ``period`` reads. Kept when the body set ``content_hash`` and
-        no snapshot of that content exists yet (the same content was built from the same documents);
-        otherwise rolled back."""
-        snapshot_id = uuid4()
-        with db.transaction(self.pool) as conn:
-            with (
-                conn.cursor() as cur,
-                cur.copy(
-                    "COPY tax_return_snapshots (tenant_id, snapshot_id, document_id, origin_period, kind,"
-                    " digest, document) FROM STDIN"
-                ) as copy,
-            ):
-                snap = Snapshot(copy, tenant_id, snapshot_id)
-                yield snap
-            kept = None
-            if snap.content_hash is not None:
-                kept = conn.execute(
-                    "INSERT INTO tax_return_snapshot_heads"
-                    " (tenant_id, gstin, period, content_hash, snapshot_id) VALUES (%s, %s, %s, %s, %s)"
-                    " ON CONFLICT DO NOTHING RETURNING snapshot_id",
-                    (tenant_id, gstin, period, snap.content_hash, snapshot_id),
-                ).fetchone()
-            if kept is None:
-                raise psycopg.Rollback()
 
     def filed_snapshots(self, tenant_id: UUID, gstin: str, before: str) -> dict[str, UUID]:
         """Per period filed before ``before`` (MMYYYY), the snapshot of the version that was filed."""

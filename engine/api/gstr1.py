@@ -14,7 +14,7 @@ Every return is its tenant's: another tenant's id answers 404 like a missing one
 
 # No ``from __future__ import annotations``: FastAPI must evaluate the route signatures, whose
 # dependencies are local to build_router.
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
 from itertools import chain
 from typing import Annotated, Any
@@ -22,6 +22,7 @@ from uuid import UUID
 
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request, Response
+from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -48,7 +49,7 @@ from engine.security.secrets import KeyRing
 from engine.tax import gstr1
 from engine.tax.errors import TaxRuleError
 from engine.tax.gstin import validate_gstin
-from engine.tax_returns import Baseline, TaxReturns, document_digest
+from engine.tax_returns import Baseline, PeriodFiled, TaxReturns, document_digest, snapshot
 from projections.gst_outward_supplies import iter_supplies
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
@@ -165,22 +166,27 @@ def changes_since_filing(
 
 
 def build_return(
-    svc: LedgerService, returns: TaxReturns, tenant_id: UUID, gstin: str, period: str
+    pool: ConnectionPool,
+    tenant_id: UUID,
+    gstin: str,
+    period: str,
+    changes: tuple[
+        Sequence[gstr1.Amendment], Sequence[gstr1.SupplyDocument], Mapping[str, Sequence[Mapping[str, Any]]]
+    ] = ((), (), {}),
 ) -> gstr1.Gstr1Return:
     """The period's return from the projection, streamed (a month of 100,000 documents is never held
-    at once), with the amendments of filed periods; what it was built from is kept as a snapshot, the
-    "as filed" of a later amendment. The bench (bench/gstr1.py) generates through this function."""
-    with db.transaction(svc.pool) as conn:
-        amendments, late, filed_b2cs = changes_since_filing(conn, returns, tenant_id, gstin, period)
-    with returns.snapshot(tenant_id, gstin, period) as snapshot:
-        with db.transaction(svc.pool) as conn:
+    at once), with ``changes`` (``changes_since_filing``); what it was built from is kept as a
+    snapshot, the "as filed" of later amendments. The bench (bench/gstr1.py) generates through it."""
+    amendments, late, filed_b2cs = changes
+    with snapshot(pool, tenant_id, gstin, period) as snap:
+        with db.transaction(pool) as conn:
             documents = chain(iter_supplies(conn, tenant_id, gstin, period), late)
             built = gstr1.build_gstr1(
-                gstin, period, snapshot.tee(documents), amendments=amendments, filed_b2cs=filed_b2cs
+                gstin, period, snap.tee(documents), amendments=amendments, filed_b2cs=filed_b2cs
             )
         for change in amendments:
-            snapshot.write(change.amended, "amended")
-        snapshot.content_hash = built.content_hash
+            snap.write(change.amended, "amended")
+        snap.content_hash = built.content_hash
     return built
 
 
@@ -217,7 +223,17 @@ def build_router(
             )
         check_period(body.period, datetime.now(UTC).astimezone(IST).date())
         returns = TaxReturns(svc)
-        built = build_return(svc, returns, tenant_id, gstin, body.period)
+        if any(f.period == body.period for f in returns.filed_periods(tenant_id, gstin)):
+            # Before building: a filed period takes no new version (TaxReturns.generate says so too).
+            latest = returns.latest(tenant_id, gstin, body.period)
+            raise PeriodFiled(
+                f"GSTR-1 for {body.period} was filed: later changes go to the amendment sections of the"
+                " next open period",
+                {"return_id": None if latest is None else str(latest.id), "arn": latest and latest.arn},
+            )
+        with db.transaction(svc.pool) as conn:
+            changes = changes_since_filing(conn, returns, tenant_id, gstin, body.period)
+        built = build_return(svc.pool, tenant_id, gstin, body.period, changes)
         generation = returns.generate(
             tenant_id,
             gstin,
