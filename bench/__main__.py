@@ -1,7 +1,8 @@
 """``python -m bench``: run the scenarios against the local stack and print one table.
 
 Stages (``--only`` takes any of them, repeatable): ``raw``, ``relay``, ``projection``, ``replay``,
-``rebuild``, ``api``, ``latency``, ``worker``, ``scaling``, ``irn``, ``etims``, ``gstr1``. Peak RSS is
+``rebuild``, ``api``, ``latency``, ``worker``, ``scaling``, ``irn``, ``etims``, ``gstr1``,
+``webhooks``. Peak RSS is
 reported for every process a run started.
 """
 
@@ -29,6 +30,7 @@ from bench import notification_log, raw_kafka, workload
 from bench import rebuild as rebuild_stage
 from bench import replay as replay_stage
 from bench import scaling as scaling_stage
+from bench import webhooks as webhooks_stage
 from bench import worker as worker_stage
 from bench.env import BenchEnv, free_port, retry
 from bench.report import Row, print_table, write_json
@@ -51,6 +53,7 @@ STAGES = [
     "irn",
     "etims",
     "gstr1",
+    "webhooks",
 ]
 MB = 1024 * 1024
 # Per process (issue 15): an API with N workers is N + 1 processes, each measured on its own.
@@ -81,6 +84,8 @@ class Sizes:
     etims_congested_per_branch: int = 10
     # GSTR-1 stage: documents in the month the return is generated over.
     gstr1_invoices: int = 100_000
+    # Webhook stage: invoices delivered to the fast receiver (the slow one gets the same).
+    webhook_deliveries: int = 1_000
 
 
 FULL = Sizes(
@@ -104,6 +109,7 @@ QUICK = Sizes(
     etims_per_branch=50,
     etims_congested_per_branch=3,
     gstr1_invoices=5_000,
+    webhook_deliveries=200,
 )
 
 # A table of seven columns needs more than the 80 columns rich assumes when output is not a terminal.
@@ -847,6 +853,34 @@ class Run:
             "cpu_ms_per_irn": {name: 1000 * c / n for name, c in cpu.items()},
         }
 
+    # -- outbound webhooks -------------------------------------------------------------------
+
+    def webhooks(self) -> None:
+        """Deliveries/s to a fast receiver with a slow endpoint present, beside a bare httpx loop."""
+        for name in list(self.env.procs):  # the other stages' processes would share the two cores
+            self.env.stop(name)
+        env = BenchEnv.create(self.env.settings.partitions)
+        console.print(f"webhook stage: schema [cyan]{env.settings.db_schema}[/]; logs in {env.workdir}")
+        try:
+            figures = webhooks_stage.measure(env, self.sizes.webhook_deliveries)
+        finally:
+            env.close(keep=self.keep)
+        slow = webhooks_stage.SLOW_DELAY_S
+        note = f"{figures.deliveries} invoices; slow endpoint ({slow:g} s an answer) present"
+        self.rows += [
+            Row(
+                "webhooks",
+                "deliveries/s (fast receiver)",
+                figures.per_s,
+                "/s",
+                raw=figures.bare_per_s,
+                note=note,
+            ),
+            Row("webhooks", "bare httpx POST/s (same body, signed)", figures.bare_per_s, "/s"),
+            Row("webhooks", "slow receiver deliveries meanwhile", figures.slow_delivered, "deliveries"),
+        ]
+        self.extra["webhooks"] = figures.__dict__
+
     # -- eTIMS -------------------------------------------------------------------------------
 
     def etims(self) -> None:
@@ -1069,6 +1103,8 @@ class Run:
             self.measured(self.etims)
         if "gstr1" in selected:
             self.measured(self.gstr1)
+        if "webhooks" in selected:
+            self.measured(self.webhooks)
         self.rss()
         order = ["API ingest", "relay catch-up", "projection catch-up", "end-to-end", "raw aiokafka"]
         self.rows.sort(key=lambda r: order.index(r.stage) if r.stage in order else len(order))

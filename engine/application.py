@@ -7,6 +7,7 @@ sent over HTTP.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,8 +32,9 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from engine import db, integrations, telemetry
+from engine import india_documents as india
 from engine import kenya_invoicing as kenya
-from engine.commands import CancelInvoice, IssueCreditNote, IssueInvoice, IssueKenyanInvoice
+from engine.commands import CancelInvoice, IssueCreditNote, IssueGstNote, IssueInvoice, IssueKenyanInvoice
 from engine.config import Settings
 from engine.domain.alert import Alert, alert_id_for, check_alert
 from engine.domain.invoice import (
@@ -931,6 +933,160 @@ class LedgerService:
             {"number": existing.number, "invoice_id": str(existing.id)},
         )
 
+    # -- credit and debit notes (India, issue 11) ---------------------------------------------
+
+    def parse_credit_note_command(self, tenant_id: UUID, body: Any) -> IssueCreditNote | IssueGstNote:
+        """The ``POST /v1/invoices/{id}/credit-notes`` body as the tenant's country reads it: a
+        Kenyan tenant's as before (IssueCreditNote), everyone else's as IssueGstNote."""
+        tenant = self._tenant_for_invoicing(tenant_id)
+        if tenant.country == "KE":
+            return IssueCreditNote.model_validate(body)
+        return IssueGstNote.model_validate(body)
+
+    def issue_gst_note(
+        self,
+        tenant_id: UUID,
+        original_id: UUID,
+        command: IssueGstNote,
+        *,
+        kind: str,
+        idempotency_key: str | None = None,
+        source: str = "api",
+        traceparent: str | None = None,
+    ) -> IssuedInvoice:
+        """Issue an Indian credit or debit note against invoice ``original_id``.
+
+        A credit note is saved with the original's Credited event in one transaction on the
+        original's next version, as for Kenya: of two concurrent credit notes one wins and the other
+        is checked again against what the winner left. The same note sent again (same number, same
+        body, same original) answers with the one stored; an Idempotency-Key is honoured as for
+        invoices."""
+        if kind not in india.NOTE_KINDS:
+            raise ValueError(kind)
+        tenant = self._tenant_for_invoicing(tenant_id)
+        if tenant.country == "KE":
+            raise ValidationFailed(
+                (Violation("body", "wrong_country", "a Kenyan tenant's credit notes are eTIMS credit notes"),)
+            )
+        day = command.date or today_in_india(datetime.now(UTC))
+        resolved = command.model_copy(update={"date": day})
+        request_hash = hashlib.sha256(f"{kind}/{original_id}/{command.fingerprint()}".encode()).hexdigest()
+        note_id = invoice_id_for(tenant_id, financial_year(day), command.number)
+        if not idempotency_key:
+            return self._issue_gst_note(
+                tenant, original_id, resolved, kind, note_id, None, request_hash, source, traceparent
+            )
+        with self._claim_key(tenant_id, idempotency_key, request_hash, resolved) as earlier:
+            if earlier is not None:
+                return IssuedInvoice(earlier, created=False)
+            return self._issue_gst_note(
+                tenant,
+                original_id,
+                resolved,
+                kind,
+                note_id,
+                idempotency_key,
+                request_hash,
+                source,
+                traceparent,
+            )
+
+    def _issue_gst_note(
+        self,
+        tenant: Tenant,
+        original_id: UUID,
+        command: IssueGstNote,
+        kind: str,
+        note_id: UUID,
+        idempotency_key: str | None,
+        request_hash: str,
+        source: str,
+        traceparent: str | None,
+    ) -> IssuedInvoice:
+        assert command.date is not None
+        earlier = self._find_invoice(tenant.id, note_id)
+        if earlier is not None:
+            return self._credit_note_replay(earlier, original_id, request_hash)
+        for _ in range(CREDIT_NOTE_ATTEMPTS):
+            original = self.get_invoice(tenant.id, original_id)
+            if original.country != "IN" or original.document_type != DocumentType.INVOICE:
+                raise InvoiceStateConflict(
+                    f"{original.number} is not an Indian invoice: notes are issued against invoices",
+                    {"invoice_id": str(original_id), "document_type": original.document_type},
+                )
+            if original.status == InvoiceStatus.CANCELLED:
+                raise InvoiceStateConflict(
+                    f"invoice {original.number} is cancelled: it takes no notes",
+                    {"invoice_id": str(original_id)},
+                )
+            try:
+                built = india.build_gst_note(
+                    tenant,
+                    original,
+                    command,
+                    kind=kind,
+                    day=command.date,
+                    today=today_in_india(datetime.now(UTC)),
+                    max_future_days=self.settings.max_future_days,
+                    idempotency_key=idempotency_key,
+                    request_hash=request_hash,
+                    source=source,
+                    traceparent=traceparent,
+                )
+            except TaxRuleError as exc:
+                if "credit_note_exceeds_original" in india.codes_of(exc.violations):
+                    raise CreditNoteExceedsOriginal(exc.violations) from exc
+                raise ValidationFailed(exc.violations) from exc
+            note = built.note
+            if kind == DocumentType.CREDIT_NOTE:
+                original.record_credit(
+                    credit_note_id=str(note.id), credit_note_number=note.number, lines=built.credited
+                )
+                aggregates: tuple[Invoice, ...] = (note, original)
+            else:
+                aggregates = (note,)
+            try:
+                self._save(*aggregates)
+            except IntegrityError:
+                existing = self._find_invoice(tenant.id, note.id)
+                if existing is None:
+                    continue  # another credit note took the original's version: check again
+                return self._credit_note_replay(existing, original_id, request_hash)
+            return IssuedInvoice(note, created=True)
+        raise TenantChangedConcurrently(
+            "the invoice was credited by other requests at the same time, repeatedly: retry",
+            {"invoice_id": str(original_id)},
+        )
+
+    def _cancel_credit_note(
+        self, tenant_id: UUID, note: Invoice, command: CancelInvoice, traceparent: str | None
+    ) -> Invoice:
+        """Cancel an Indian credit note and give what it took back to its original, in one
+        transaction (the original's next version): a concurrent credit note is then checked against
+        the released amounts, never against a stale remainder."""
+        assert note.original_invoice_id is not None
+        for _ in range(CREDIT_NOTE_ATTEMPTS):
+            original = self.get_invoice(tenant_id, UUID(note.original_invoice_id))
+            note.cancel(
+                reason=command.reason, remark=command.remark, at=datetime.now(UTC), traceparent=traceparent
+            )
+            released = original.release_credit(credit_note_id=str(note.id), credit_note_number=note.number)
+            try:
+                if released:
+                    self._save(note, original)
+                else:
+                    self._save(note)
+                return note
+            except IntegrityError:
+                # Another event took one of the versions: decide again on both, as stored now.
+                note = self.get_invoice(tenant_id, note.id)
+                if note.status == InvoiceStatus.CANCELLED:
+                    raise InvoiceStateConflict(f"invoice {note.number} is already cancelled") from None
+        raise TenantChangedConcurrently(
+            "the credit note's invoice changed at the same time, repeatedly: retry",
+            {"invoice_id": str(note.id)},
+        )
+
     def _find_invoice(self, tenant_id: UUID, invoice_id: UUID) -> Invoice | None:
         try:
             return self.get_invoice(tenant_id, invoice_id)
@@ -962,7 +1118,7 @@ class LedgerService:
 
     @contextmanager
     def _claim_key(
-        self, tenant_id: UUID, key: str, request_hash: str, command: IssueCommand
+        self, tenant_id: UUID, key: str, request_hash: str, command: IssueCommand | IssueGstNote
     ) -> Iterator[Invoice | None]:
         """Claim an Idempotency-Key before issuing; yields the invoice of an earlier claim, if any.
 
@@ -972,6 +1128,8 @@ class LedgerService:
         key issue exactly one invoice; the others answer with it (same body) or as a reuse (another
         body). A failure or crash rolls the claim back, and the next attempt may issue.
         """
+        # An Indian note's date is resolved (default today) before its key is claimed.
+        assert command.date is not None
         year = (
             kenya.kenya_financial_year(command.date)
             if isinstance(command, IssueKenyanInvoice)
@@ -1022,6 +1180,18 @@ class LedgerService:
                 f"invoice {invoice.number} is signed by KRA eTIMS: issue a credit note instead "
                 f"(POST /v1/invoices/{invoice.id}/credit-notes)"
             )
+        if invoice.country == "IN" and invoice.credits_by_note:
+            # Its credit notes would then credit a cancelled supply (GSTR-1 would report both).
+            raise InvoiceStateConflict(
+                f"invoice {invoice.number} has credit notes that are not cancelled: cancel them first",
+                {"credit_note_ids": sorted(invoice.credits_by_note)},
+            )
+        if (
+            invoice.country == "IN"
+            and invoice.document_type == DocumentType.CREDIT_NOTE
+            and invoice.original_invoice_id
+        ):
+            return self._cancel_credit_note(tenant_id, invoice, command, traceparent)
         invoice.cancel(
             reason=command.reason, remark=command.remark, at=datetime.now(UTC), traceparent=traceparent
         )
@@ -1430,6 +1600,7 @@ def build_invoice(
     )
     if supply_type == SupplyType.B2B and not command.buyer.gstin:
         violations.append(Violation("buyer.gstin", "missing_gstin", "a B2B invoice needs the buyer's GSTIN"))
+    extras = india.invoice_extras(command, supply_type.value, violations)
     if tenant.state is None:
         violations.append(
             Violation("tenant", "tenant_without_state", "the tenant has no GST state registered")
@@ -1451,6 +1622,7 @@ def build_invoice(
                         discount=line.discount,
                         gst_rate=line.gst_rate,
                         gst_rate_reason=line.gst_rate_reason,
+                        supply_category=line.supply_category,
                     )
                     for line in command.lines
                 ],
@@ -1463,6 +1635,7 @@ def build_invoice(
     assert buyer_state is not None
     address = command.buyer.address
     return Invoice(
+        **extras,
         tenant_id=tenant.id,
         number=command.number,
         financial_year=financial_year(command.date),
@@ -1506,6 +1679,7 @@ def build_invoice(
                 "cess_rate": line.cess_rate,
                 "cess": line.cess,
                 "total": line.total,
+                "supply_category": line.supply_category,
             }
             for line in tax.lines
         ],

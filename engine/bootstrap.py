@@ -5,6 +5,7 @@ from __future__ import annotations
 from engine import db
 from engine.application import LedgerService, open_ledger
 from engine.config import Settings
+from engine.webhooks import open_store as open_webhook_store
 
 
 def build_service(settings: Settings, *, pool_size: int = 10) -> LedgerService:
@@ -18,3 +19,4 @@ def migrate(settings: Settings) -> None:
     owner = settings.as_owner()
     db.ensure_schema(owner)
     open_ledger(owner).close()
+    open_webhook_store(owner).close()

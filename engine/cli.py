@@ -944,6 +944,30 @@ def connectors_status(settings: Settings, names: tuple[str, ...]) -> None:
     click.echo(render_status(status(settings, list(names) or None)))
 
 
+# -- outbound webhooks (docs/webhooks.md) ------------------------------------------------------
+
+
+@main.group()
+def webhooks() -> None:
+    """Outbound webhooks: the delivery worker."""
+
+
+@webhooks.command("run")
+@click.pass_obj
+def webhooks_run(settings: Settings) -> None:
+    """Deliver ledger events to the tenants' webhook endpoints (streams/webhooks.py). Start several
+    to share the ledger topics' partitions. LEDGERFLOW_WEBHOOK_RETRY_SCALE shortens the retry
+    schedule (demos), LEDGERFLOW_WEBHOOK_RATE sets the per-endpoint rate limit (default 50/s)."""
+    from os import environ
+
+    from streams.webhooks import DeliveryWorker, settings_from
+
+    _logging()
+    _telemetry(settings, "ledgerflow-webhooks")
+    options = settings_from(environ)
+    _run_until_signal(DeliveryWorker(settings, options).run)
+
+
 # -- lag and projections ----------------------------------------------------------------------
 
 

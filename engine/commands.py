@@ -48,6 +48,24 @@ class Party(BaseModel):
     address: Address | None = None
 
 
+SupplyCategory = Literal["taxable", "nil", "exempt", "non_gst"]
+# A GSTIN as typed (spaces and hyphens allowed); engine.tax.gstin decides whether it is one.
+GstinText = Annotated[SafeStr, text(max_length=20)]
+
+
+class ExportDetails(BaseModel):
+    """Shipping bill of an export (IRP ExpDtls; GSTR-1 exp: sbnum, sbdt, sbpcode). Each part may come
+    later than the invoice (the shipping bill is filed after it), so each is optional."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    # GSTR-1's offline tool takes shipping bill numbers as digits; the IRP allows up to 20 characters.
+    shipping_bill_number: Annotated[SafeStr, text(max_length=20, pattern=r"^[0-9]{1,20}$")] | None = None
+    shipping_bill_date: IsoDate | None = None
+    # Customs port codes are six characters, e.g. INBOM4 (GSTR-1 sbpcode).
+    port_code: Annotated[SafeStr, text(max_length=6, pattern=r"^[A-Za-z0-9]{6}$")] | None = None
+
+
 class InvoiceLine(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -59,6 +77,9 @@ class InvoiceLine(BaseModel):
     discount: Money = Decimal("0")
     gst_rate: Rate | None = None
     gst_rate_reason: Annotated[SafeStr, text(max_length=200, strip=False)] | None = None
+    # What GSTR-1 reports the line under: taxable, or the "nil" table's nil-rated, exempt and
+    # non-GST columns (india-gst.md section 2, nil: nil_amt, expt_amt, ngsup_amt). Those carry no tax.
+    supply_category: SupplyCategory = "taxable"
 
 
 SupplyTypeCode = Literal["B2B", "B2C", "SEZWP", "SEZWOP", "EXPWP", "EXPWOP"]
@@ -75,12 +96,28 @@ class IssueInvoice(BaseModel):
     place_of_supply: Annotated[SafeStr, text(max_length=3)] | None = None
     supply_type: SupplyTypeCode | None = None
     lines: Annotated[list[InvoiceLine], Field(min_length=1, max_length=1000)]
+    # Issue 11 (GSTR-1 fields): tax payable by the recipient, the e-commerce operator the supply
+    # went through, the shipping bill of an export.
+    reverse_charge: bool = False
+    ecommerce_gstin: GstinText | None = None
+    export: ExportDetails | None = None
 
     def fingerprint(self) -> str:
-        """A hash of the command's meaning, to tell a retried request from a different one."""
-        return hashlib.sha256(
-            orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-        ).hexdigest()
+        """A hash of the command's meaning, to tell a retried request from a different one.
+
+        The fields added with issue 11 count only when they differ from their defaults, so a
+        command without them hashes as it did before (a retry across an upgrade is still a retry)."""
+        data = self.model_dump(mode="json")
+        for name, default in _ISSUE11_DEFAULTS.items():
+            if data.get(name) == default:
+                data.pop(name)
+        for line in data["lines"]:
+            if line.get("supply_category") == "taxable":
+                line.pop("supply_category")
+        return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+_ISSUE11_DEFAULTS: dict[str, object] = {"reverse_charge": False, "ecommerce_gstin": None, "export": None}
 
 
 CancellationReason = Literal["duplicate", "data_entry_mistake", "order_cancelled", "other"]
@@ -171,6 +208,38 @@ class IssueCreditNote(BaseModel):
     # so only the shape is checked here.
     refund_reason_code: Annotated[SafeStr, text(min_length=1, max_length=5, pattern=r"^[0-9A-Za-z]+$")]
     payment_type: PaymentType | None = None  # default: the original's
+    lines: Annotated[list[CreditNoteLine], Field(min_length=1, max_length=1000)]
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(
+            orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
+
+
+# -- India: credit and debit notes (CGST Act s.34) ----------------------------------------------
+
+# Reasons as GSTR-1's offline tool listed them for notes (the values are ours, snake case).
+NoteReason = Literal[
+    "sales_return",
+    "post_sale_discount",
+    "deficiency_in_services",
+    "correction_in_invoice",
+    "change_in_pos",
+    "finalization_of_provisional_assessment",
+    "others",
+]
+
+
+class IssueGstNote(BaseModel):
+    """``POST /v1/invoices/{id}/credit-notes`` or ``/debit-notes`` of an Indian tenant: a note
+    against an issued invoice, line by line. Amounts are positive; the document type says which way
+    they go. Each line keeps its original line's rate and tax split."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    number: Annotated[SafeStr, text(max_length=16, pattern=r"^[A-Za-z1-9][A-Za-z0-9/-]{0,15}$")]
+    date: IsoDate | None = None  # default: today in India
+    reason: NoteReason
     lines: Annotated[list[CreditNoteLine], Field(min_length=1, max_length=1000)]
 
     def fingerprint(self) -> str:

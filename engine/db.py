@@ -281,6 +281,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "connector_state.sql"),
     ("engine", "etims_tax_rates.sql"),
     ("engine", "tax_return_parts.sql"),
+    ("engine", "webhooks.sql"),
 ]
 
 # The outer packages' tables (registered by ``register_outer``) run before this engine migration: the order

@@ -242,7 +242,26 @@ def invoice_document(event: Any, invoice_id: UUID | str) -> dict[str, Any]:
             }
             for item in getattr(event, "tax_breakdown", None) or ()
         ],
+        # Issued v5 (issue 11): what GSTR-1 needs beyond the tax. Events stored before have none.
+        "reverse_charge": bool(getattr(event, "reverse_charge", False)),
+        "ecommerce_gstin": getattr(event, "ecommerce_gstin", None),
+        "export": _export(getattr(event, "export", None)),
+        "note_reason": getattr(event, "note_reason", None),
+        "original_invoice_date": _optional_date(getattr(event, "original_invoice_date", None)),
     }
+
+
+def _export(export: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not export:
+        return None
+    return {name: export.get(name) for name in EXPORT_FIELDS}
+
+
+EXPORT_FIELDS = ("shipping_bill_number", "shipping_bill_date", "port_code")
+
+
+def _optional_date(value: date | str | None) -> str | None:
+    return None if value is None else _date(value)
 
 
 # Every field of the v4 line and totals, the other country's as null: a record that names each
@@ -257,7 +276,6 @@ KENYAN_LINE_FIELDS = (
     "taxable_amount",
     "tax_rate",
     "tax_amount",
-    "original_line_no",
 )
 GST_LINE_FIELDS = (
     "hsn",
@@ -272,7 +290,9 @@ GST_LINE_FIELDS = (
     "igst",
     "cess_rate",
     "cess",
+    "supply_category",
 )
+# Both countries' notes name the original line (original_line_no: issued v4 for Kenya, v5 for India).
 _NO_KENYAN_LINE: dict[str, None] = dict.fromkeys(KENYAN_LINE_FIELDS)
 _NO_GST_LINE: dict[str, None] = dict.fromkeys(GST_LINE_FIELDS)
 
@@ -298,7 +318,14 @@ def _gst_line(line: Mapping[str, Any]) -> dict[str, Any]:
         "cess_rate": _number(line["cess_rate"]),
         "cess": _money(line["cess"]),
         "total": _money(line["total"]),
+        # Issued v5; Indian lines stored before are taxable. A note's line names the line it adjusts.
+        "supply_category": line.get("supply_category") or "taxable",
+        "original_line_no": _int_or_none(line.get("original_line_no")),
     }
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _kenyan_line(line: Mapping[str, Any]) -> dict[str, Any]:
@@ -318,6 +345,7 @@ def _kenyan_line(line: Mapping[str, Any]) -> dict[str, Any]:
         "tax_rate": _number(line["tax_rate"]),
         "tax_amount": _money(line["tax_amount"]),
         "original_line_no": None if original is None else int(original),
+        "supply_category": "taxable",
     }
 
 
@@ -336,6 +364,7 @@ def _invoice_result(event: Any, base: dict[str, Any], *fields: str) -> dict[str,
 
 
 def _invoice_credited(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    """Credited and CreditReleased: the same shape (the note and its lines, per original line)."""
     return {
         **base,
         "invoice_id": str(event.originator_id),
@@ -488,6 +517,7 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     ),
     Invoice.IrnCancelled: lambda e, b: _invoice_result(e, b, "irn", "cancel_date", "reason_code", "remark"),
     Invoice.Credited: _invoice_credited,
+    Invoice.CreditReleased: _invoice_credited,
     Invoice.EtimsNumbered: lambda e, b: _invoice_result(e, b, *_ETIMS_PLACE, "invc_no", "device_type"),
     Invoice.EtimsSigned: lambda e, b: _invoice_result(e, b, *_ETIMS_PLACE, *ETIMS_SIGNED_FIELDS),
     Invoice.EtimsFailed: lambda e, b: _invoice_result(

@@ -485,6 +485,7 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
         Child("relay", [*cli, "relay"], COLOURS[1]),
         Child("projector", [*cli, "projector"], COLOURS[2]),
         Child("connectors", [*cli, "connectors", "run"], COLOURS[3]),
+        Child("webhooks", [*cli, "webhooks", "run"], COLOURS[4 % len(COLOURS)]),
     ]
     # Every connector's sandbox, so the demo tenant's integrations have somewhere to call.
     sandboxes = [c.sandbox for c in CONNECTORS if c.sandbox is not None]

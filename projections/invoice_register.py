@@ -174,6 +174,10 @@ def _credited(r: dict[str, Any], ce_id: str) -> RowChange:
     return RowChange(r["invoice_id"], set={"last_event_id": ce_id})
 
 
+# A released credit changes nothing the register shows: what remains is the aggregate's business.
+_credit_released = _credited
+
+
 # Per event type, what it does to the invoice's row: ``issued`` inserts it if absent, the others
 # set fields to fixed values. Applying an event twice therefore changes nothing.
 CHANGES: dict[str, Callable[[dict[str, Any], str], RowChange]] = {
@@ -183,6 +187,7 @@ CHANGES: dict[str, Callable[[dict[str, Any], str], RowChange]] = {
     "ledgerflow.invoice.irn_failed": _irn_failed,
     "ledgerflow.invoice.irn_cancelled": _irn_cancelled,
     "ledgerflow.invoice.credited": _credited,
+    "ledgerflow.invoice.credit_released": _credit_released,
     "ledgerflow.invoice.etims_numbered": _etims_numbered,
     "ledgerflow.invoice.etims_signed": _etims_signed,
     "ledgerflow.invoice.etims_failed": _etims_failed,
@@ -256,9 +261,6 @@ def _row_to_invoice(row: dict[str, Any]) -> dict[str, Any]:
 # invoice its own country's fields, so an Indian invoice reads exactly as before v4.
 _KENYAN_TOP = (
     "country",
-    "document_type",
-    "original_invoice_id",
-    "original_number",
     "refund_reason_code",
     "environment",
     "branch_id",
@@ -267,6 +269,8 @@ _KENYAN_TOP = (
 )
 _KENYAN_LINE = KENYAN_LINE_FIELDS
 _GST_LINE = GST_LINE_FIELDS
+# What issued v5 added for Indian invoices and notes (issue 11): not shown on a Kenyan one.
+_GST_TOP = ("reverse_charge", "ecommerce_gstin", "export", "note_reason", "original_invoice_date")
 
 
 def api_document(document: dict[str, Any]) -> dict[str, Any]:
@@ -281,7 +285,7 @@ def api_document(document: dict[str, Any]) -> dict[str, Any]:
         document["lines"] = [{k: v for k, v in x.items() if k not in _KENYAN_LINE} for x in document["lines"]]
         document["totals"] = {k: v for k, v in document["totals"].items() if k != "vat"}
         return document
-    for key in ("place_of_supply", "intra_state"):
+    for key in ("place_of_supply", "intra_state", *_GST_TOP):
         document.pop(key, None)
     document["seller"] = {k: v for k, v in document["seller"].items() if k not in ("gstin", "state")}
     document["buyer"] = {k: v for k, v in document["buyer"].items() if k not in ("gstin", "state", "address")}
@@ -333,7 +337,34 @@ def get(conn: psycopg.Connection, tenant_id: UUID, invoice_id: UUID) -> dict[str
             f"SELECT *, {_INCOMPLETE} FROM invoice_register WHERE tenant_id = %s AND invoice_id = %s",
             (tenant_id, invoice_id),
         ).fetchone()
-    return _row_to_invoice(row) if row else None
+    if not row:
+        return None
+    found = _row_to_invoice(row)
+    if found.get("country", "IN") != "KE" and row["document_type"] == "invoice":
+        found["notes"] = notes_of(conn, tenant_id, invoice_id)
+    return found
+
+
+def notes_of(conn: psycopg.Connection, tenant_id: UUID, invoice_id: UUID) -> list[dict[str, Any]]:
+    """The credit and debit notes issued against an Indian invoice, oldest first (the ``notes`` of
+    GET /v1/invoices/{id}). Scoped to the tenant like every read."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT invoice_id, number, document_type, invoice_date, status, total FROM invoice_register"
+            " WHERE tenant_id = %s AND original_invoice_id = %s ORDER BY invoice_date, number, invoice_id",
+            (tenant_id, invoice_id),
+        ).fetchall()
+    return [
+        {
+            "id": str(r["invoice_id"]),
+            "number": r["number"],
+            "document_type": r["document_type"],
+            "date": r["invoice_date"].isoformat(),
+            "status": r["status"],
+            "total": f"{r['total']:.2f}",
+        }
+        for r in rows
+    ]
 
 
 def encode_cursor(invoice_date: date, number: str, invoice_id: UUID) -> str:

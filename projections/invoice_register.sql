@@ -76,3 +76,14 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Indian credit and debit notes (issue 11): GET /v1/invoices/{id} lists an invoice's notes.
+-- Guarded like the columns above (CREATE INDEX takes its lock before it sees the index exists).
+DO $$
+BEGIN
+    IF to_regclass('invoice_register_original') IS NULL THEN
+        CREATE INDEX IF NOT EXISTS invoice_register_original
+            ON invoice_register (tenant_id, original_invoice_id) WHERE original_invoice_id IS NOT NULL;
+    END IF;
+END
+$$;

@@ -131,20 +131,75 @@ def to_einvoice(
     if problems:
         raise MappingError(problems)
     assert doc_date is not None
+    transaction: dict[str, Any] = {
+        "TaxSch": "GST",
+        "SupTyp": supply_type,
+        "RegRev": "Y" if invoice.get("reverse_charge") else "N",
+    }
+    if invoice.get("ecommerce_gstin"):
+        transaction["EcmGstin"] = str(invoice["ecommerce_gstin"])
     document: dict[str, Any] = {
         "Version": SCHEMA_VERSION,
-        "TranDtls": {"TaxSch": "GST", "SupTyp": supply_type, "RegRev": "N"},
-        "DocDtls": {"Typ": "INV", "No": str(invoice.get("number", "")), "Dt": doc_date.strftime("%d/%m/%Y")},
+        "TranDtls": transaction,
+        "DocDtls": {
+            "Typ": document_type_code(invoice),
+            "No": str(invoice.get("number", "")),
+            "Dt": doc_date.strftime("%d/%m/%Y"),
+        },
         "SellerDtls": _seller(seller, problems),
         "BuyerDtls": buyer,
         "ItemList": items,
         "ValDtls": values,
     }
+    references = _references(invoice, problems)
+    if references:
+        document["RefDtls"] = references
+    shipping = _export_details(invoice) if export else None
+    if shipping:
+        document["ExpDtls"] = shipping
     if problems:
         raise MappingError(problems)
     result = _to_json_numbers(document)
     validate(result)
     return result
+
+
+# DocDtls.Typ per document type of the issued record (india-gst.md section 1: INV, CRN, DBN).
+DOCUMENT_TYPE_CODES = {"invoice": "INV", "credit_note": "CRN", "debit_note": "DBN"}
+
+
+def document_type_code(invoice: Mapping[str, Any]) -> str:
+    """INV, CRN or DBN: also part of the IRN's input, so a note's IRN differs from its invoice's."""
+    return DOCUMENT_TYPE_CODES.get(str(invoice.get("document_type") or "invoice"), "INV")
+
+
+def _references(invoice: Mapping[str, Any], problems: list[Problem]) -> dict[str, Any] | None:
+    """A note's preceding document (RefDtls.PrecDocDtls: the original invoice's number and date)."""
+    if document_type_code(invoice) == "INV":
+        return None
+    number, day = invoice.get("original_number"), invoice.get("original_invoice_date")
+    if not number or not day:
+        problems.append(
+            Problem("original_number", "a credit or debit note needs its invoice's number and date")
+        )
+        return None
+    original_date = _date(day, "original_invoice_date", problems)
+    if original_date is None:
+        return None
+    return {"PrecDocDtls": [{"InvNo": str(number), "InvDt": original_date.strftime("%d/%m/%Y")}]}
+
+
+def _export_details(invoice: Mapping[str, Any]) -> dict[str, Any] | None:
+    """ExpDtls from the record's shipping bill (issued v5), each part only when known."""
+    export = invoice.get("export") or {}
+    details: dict[str, Any] = {}
+    if export.get("shipping_bill_number"):
+        details["ShipBNo"] = str(export["shipping_bill_number"])
+    if export.get("shipping_bill_date"):
+        details["ShipBDt"] = date.fromisoformat(str(export["shipping_bill_date"])).strftime("%d/%m/%Y")
+    if export.get("port_code"):
+        details["Port"] = str(export["port_code"])
+    return details or None
 
 
 def validate(document: Mapping[str, Any]) -> None:

@@ -29,6 +29,7 @@ from engine.api.etims import refuse_suspended, suspension_cached
 from engine.api.etims_compliance import build_router as etims_compliance_router
 from engine.api.etims_sales import build_router as etims_sales_router
 from engine.api.gst_parties import build_router as gst_parties_router
+from engine.api.gst_tax import build_router as gst_tax_router
 from engine.api.gstr1 import build_router as gstr1_router
 from engine.api.health import consumer_health_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
@@ -36,9 +37,10 @@ from engine.api.metrics import metrics_router
 from engine.api.reports import build_router as reports_router
 from engine.api.tenant import build_router as tenant_router
 from engine.api.tenant import caller_of
+from engine.api.webhooks import build_router as webhooks_router
 from engine.application import InvoiceNotFound, LedgerService
 from engine.bootstrap import build_service
-from engine.commands import CancelInvoice, IssueCreditNote
+from engine.commands import CancelInvoice, IssueGstNote
 from engine.config import Settings, load_settings
 from engine.domain.invoice import Invoice
 from engine.errors import InvalidInput
@@ -327,6 +329,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(etims_sales_router(settings, current_tenant, service))
     app.include_router(gst_parties_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(gstr1_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(webhooks_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(gst_tax_router(current_tenant))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:
@@ -368,15 +372,65 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/v1/invoices/{invoice_id}/credit-notes",
         status_code=201,
         tags=["invoices"],
-        summary="Issue a credit note against a Kenyan invoice",
+        summary="Issue a credit note against an invoice (GST, or Kenyan eTIMS for a KE tenant)",
         response_class=Response,
-        responses={201: {"description": "The credit note with its computed VAT"}},
+        responses={201: {"description": "The credit note with its computed tax"}},
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": contract.NOTE_BODY}}}},
     )
     def issue_credit_note(
-        invoice_id: str, command: IssueCreditNote, request: Request, tenant_id: Tenant, svc: Service
+        invoice_id: str,
+        body: Annotated[dict[str, Any], Body()],
+        request: Request,
+        tenant_id: Tenant,
+        svc: Service,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> Response:
-        issued = svc.issue_credit_note(
-            tenant_id, parse_invoice_id(invoice_id), command, traceparent=request.state.traceparent
+        original_id = parse_invoice_id(invoice_id)
+        try:
+            command = svc.parse_credit_note_command(tenant_id, body)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from exc
+        if isinstance(command, IssueGstNote):
+            issued = svc.issue_gst_note(
+                tenant_id,
+                original_id,
+                command,
+                kind="credit_note",
+                idempotency_key=idempotency_key,
+                traceparent=request.state.traceparent,
+            )
+        else:
+            issued = svc.issue_credit_note(
+                tenant_id, original_id, command, traceparent=request.state.traceparent
+            )
+        headers = {"Location": f"/v1/invoices/{issued.invoice.id}"}
+        if not issued.created:
+            headers["Idempotent-Replayed"] = "true"
+        return json_response(invoice_view(issued.invoice), 201, headers)
+
+    @app.post(
+        "/v1/invoices/{invoice_id}/debit-notes",
+        status_code=201,
+        tags=["invoices"],
+        summary="Issue a debit note against an Indian invoice (increases what the buyer owes)",
+        response_class=Response,
+        responses={201: {"description": "The debit note with its computed GST"}},
+    )
+    def issue_debit_note(
+        invoice_id: str,
+        command: IssueGstNote,
+        request: Request,
+        tenant_id: Tenant,
+        svc: Service,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> Response:
+        issued = svc.issue_gst_note(
+            tenant_id,
+            parse_invoice_id(invoice_id),
+            command,
+            kind="debit_note",
+            idempotency_key=idempotency_key,
+            traceparent=request.state.traceparent,
         )
         headers = {"Location": f"/v1/invoices/{issued.invoice.id}"}
         if not issued.created:
@@ -402,7 +456,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Not projected yet (the projection trails the event store by moments): answer from the
         # event store rather than a false 404, and say so.
         response.headers["X-Ledgerflow-Read-Source"] = "event-store"
-        return invoice_view(svc.get_invoice(tenant_id, parsed))
+        view = invoice_view(svc.get_invoice(tenant_id, parsed))
+        if view.get("document_type") == "invoice" and "etims" not in view:
+            # An Indian invoice's notes (issue 11), as far as the register has them.
+            with db.transaction(svc.pool) as conn:
+                view["notes"] = invoice_register.notes_of(conn, tenant_id, parsed)
+        return view
 
     @app.get("/v1/invoices", tags=["invoices"], summary="List invoices (paginated)")
     def list_invoices(

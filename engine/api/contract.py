@@ -28,7 +28,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from engine.commands import IssueInvoice, IssueKenyanInvoice
+from engine.commands import IssueCreditNote, IssueGstNote, IssueInvoice, IssueKenyanInvoice
 
 
 class ErrorDetail(BaseModel):
@@ -81,6 +81,12 @@ ISSUE_BODY: dict[str, Any] = {
     "oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in REQUEST_MODELS],
     "description": "IssueInvoice for Indian tenants, IssueKenyanInvoice for Kenyan (KE) tenants",
 }
+# POST /v1/invoices/{id}/credit-notes: likewise (an Indian note, or a Kenyan eTIMS credit note).
+NOTE_MODELS: list[type[BaseModel]] = [IssueGstNote, IssueCreditNote]
+NOTE_BODY: dict[str, Any] = {
+    "oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in NOTE_MODELS],
+    "description": "IssueGstNote for Indian tenants, IssueCreditNote for Kenyan (KE) tenants",
+}
 
 
 class InvoicePage(BaseModel):
@@ -114,11 +120,16 @@ SUCCESS: dict[tuple[str, str], tuple[str, type[BaseModel]]] = {
     ("get", "/v1/invoices"): ("200", InvoicePage),
     ("get", "/v1/invoices/{invoice_id}"): ("200", InvoiceView),
     ("post", "/v1/invoices/{invoice_id}/cancel"): ("200", InvoiceView),
+    ("post", "/v1/invoices/{invoice_id}/credit-notes"): ("201", InvoiceView),
+    ("post", "/v1/invoices/{invoice_id}/debit-notes"): ("201", InvoiceView),
     ("get", "/v1/reports/{name}"): ("200", ReportPage),
 }
 CONFLICTS = {
     ("post", "/v1/invoices"),
     ("post", "/v1/invoices/{invoice_id}/cancel"),
+    # A note number already used, a cancelled original, a concurrent credit note retried out.
+    ("post", "/v1/invoices/{invoice_id}/credit-notes"),
+    ("post", "/v1/invoices/{invoice_id}/debit-notes"),
     ("delete", "/v1/tenant/api-keys/{key_id}"),  # the tenant's last key
     # A tenant changed by two requests at once: the later one is 409 concurrent_update.
     ("patch", "/v1/tenant"),
@@ -171,7 +182,8 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
         [(m, "serialization") for m in MODELS], ref_template="#/components/schemas/{model}"
     )
     _, request_defs = models_json_schema(
-        [(m, "validation") for m in REQUEST_MODELS], ref_template="#/components/schemas/{model}"
+        [(m, "validation") for m in [*REQUEST_MODELS, *NOTE_MODELS]],
+        ref_template="#/components/schemas/{model}",
     )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for name, definition in request_defs.get("$defs", {}).items():

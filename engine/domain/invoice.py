@@ -18,6 +18,9 @@ from eventsourcing.domain import Aggregate, event
 
 from engine.errors import Conflict
 
+# The amounts of an Indian line a credit note takes back, tracked one by one (Invoice.credited_parts).
+CREDIT_PARTS = ("taxable_value", "cgst", "sgst", "igst", "cess")
+
 INVOICE_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgerflow.dev/ns/invoice")
 
 
@@ -37,6 +40,7 @@ class InvoiceStatus:
 class DocumentType:
     INVOICE = "invoice"
     CREDIT_NOTE = "credit_note"
+    DEBIT_NOTE = "debit_note"  # India (issue 11): increases what the buyer owes
 
 
 class EtimsStatus:
@@ -81,6 +85,12 @@ class Invoice(Aggregate):
         # Kenya: whether the unit prices included VAT (then a credit note's prices do too). Not
         # published: the lines' amounts already say what was charged.
         prices_include_tax: bool = False
+        # Added with GST returns (issued v5, issue 11); Indian invoices stored before have the defaults.
+        reverse_charge: bool = False
+        ecommerce_gstin: str | None = None
+        export: dict[str, Any] | None = None
+        note_reason: str | None = None
+        original_invoice_date: date | None = None
 
     class Credited(Aggregate.Event):
         """A credit note took back part of this invoice: per line, the quantity and the amount
@@ -90,6 +100,15 @@ class Invoice(Aggregate):
         credit_note_id: str
         credit_note_number: str
         lines: list[dict[str, Any]]  # {line_no, quantity, amount}
+        tenant_id: UUID | None = None
+
+    class CreditReleased(Aggregate.Event):
+        """A credit note of this invoice was cancelled: what it had taken back is available again.
+        Stored in the same transaction as the note's cancellation (India, issue 11)."""
+
+        credit_note_id: str
+        credit_note_number: str
+        lines: list[dict[str, Any]]  # {line_no, quantity, amount}, as the note's Credited had them
         tenant_id: UUID | None = None
 
     class EtimsNumbered(Aggregate.Event):
@@ -200,6 +219,11 @@ class Invoice(Aggregate):
         payment_type: str | None = None,
         tax_breakdown: list[dict[str, Any]] | None = None,
         prices_include_tax: bool = False,
+        reverse_charge: bool = False,
+        ecommerce_gstin: str | None = None,
+        export: dict[str, Any] | None = None,
+        note_reason: str | None = None,
+        original_invoice_date: date | None = None,
         *,
         tenant_id: UUID,
         number: str,
@@ -244,9 +268,19 @@ class Invoice(Aggregate):
         self.payment_type = payment_type
         self.tax_breakdown = tax_breakdown or []
         self.prices_include_tax = prices_include_tax
+        self.reverse_charge = reverse_charge
+        self.ecommerce_gstin = ecommerce_gstin
+        self.export = export
+        self.note_reason = note_reason
+        self.original_invoice_date = original_invoice_date
         # line_no -> {"quantity": Decimal, "amount": Decimal} taken back by credit notes so far
         self.credited: dict[int, dict[str, Decimal]] = {}
         self.credit_notes: list[str] = []
+        # credit note id -> its lines as credited, so cancelling the note can give them back
+        self.credits_by_note: dict[str, list[dict[str, Any]]] = {}
+        # line_no -> the taxable value and taxes credited so far (Indian notes' lines carry them as
+        # "parts"), so the note taking the rest of a line takes exactly what is left of each
+        self.credited_parts: dict[int, dict[str, Decimal]] = {}
         # The eTIMS state of a Kenyan sale; None for Indian invoices.
         self.etims: dict[str, Any] | None = (
             {"status": EtimsStatus.PENDING, "environment": environment, "branch_id": branch_id}
@@ -456,7 +490,52 @@ class Invoice(Aggregate):
             )
             taken["quantity"] += Decimal(line["quantity"])
             taken["amount"] += Decimal(line["amount"])
+            self._add_parts(int(line["line_no"]), line.get("parts"), 1)
         self.credit_notes.append(credit_note_id)
+        self.credits_by_note[credit_note_id] = [dict(line) for line in lines]
+
+    def release_credit(self, *, credit_note_id: str, credit_note_number: str) -> bool:
+        """Give back what credit note ``credit_note_id`` took (it was cancelled). False when the note
+        took nothing from this invoice or was released already: a retried cancellation adds nothing."""
+        lines = self.credits_by_note.get(credit_note_id)
+        if lines is None:
+            return False
+        self._credit_released(
+            credit_note_id=credit_note_id,
+            credit_note_number=credit_note_number,
+            lines=lines,
+            tenant_id=self.tenant_id,
+        )
+        return True
+
+    @event(CreditReleased)
+    def _credit_released(
+        self,
+        *,
+        credit_note_id: str,
+        credit_note_number: str,
+        lines: list[dict[str, Any]],
+        tenant_id: UUID,
+    ) -> None:
+        for line in lines:
+            taken = self.credited[int(line["line_no"])]
+            taken["quantity"] -= Decimal(line["quantity"])
+            taken["amount"] -= Decimal(line["amount"])
+            self._add_parts(int(line["line_no"]), line.get("parts"), -1)
+        self.credits_by_note.pop(credit_note_id, None)
+
+    def _add_parts(self, line_no: int, parts: Mapping[str, Any] | None, sign: int) -> None:
+        if not parts:
+            return
+        taken = self.credited_parts.setdefault(line_no, {})
+        for name, value in parts.items():
+            taken[name] = taken.get(name, Decimal("0")) + sign * Decimal(value)
+
+    def remaining_parts(self, line_no: int) -> dict[str, Decimal]:
+        """Taxable value and each tax of line ``line_no`` not yet credited (Indian invoices)."""
+        line = next(x for x in self.lines if int(x["line_no"]) == line_no)
+        taken = self.credited_parts.get(line_no, {})
+        return {name: Decimal(line[name]) - taken.get(name, Decimal("0")) for name in CREDIT_PARTS}
 
     def remaining(self, line_no: int) -> tuple[Decimal, Decimal]:
         """(quantity, amount incl. VAT) of line ``line_no`` not yet credited."""

@@ -1,6 +1,6 @@
 """Pure Indian GST rules: state codes, GSTIN validation, effective-dated rates and invoice tax.
 
-Nothing here does I/O except reading the packaged rate master (``data/hsn_rates.csv``) at import.
+Nothing here does I/O except reading the packaged rate master (``data/hsn_*.tsv.gz``) on first use.
 """
 
 from engine.tax.errors import TaxRuleError, Violation

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
 from engine.tax.errors import TaxRuleError, Violation
 from engine.tax.limits import LIMITS, MAX_INVOICE_AMOUNT, MAX_LINE_AMOUNT, MAX_QUANTITY, MAX_UNIT_PRICE
-from engine.tax.rates import master_rate, valid_rates_on
+from engine.tax.rates import master_cess_rate, master_rate, no_master_rate, valid_rates_on
 from engine.tax.states import normalise_state
 
 MAX_LINES = 1000
@@ -78,6 +78,12 @@ class LineInput:
     gst_rate: Decimal | None = None
     """Explicit combined rate; overrides the master (and is required when the HSN is not in it)."""
     gst_rate_reason: str | None = None
+    supply_category: str = "taxable"
+    """``taxable``, or ``nil`` / ``exempt`` / ``non_gst``: supplies that carry no GST (no rate, no cess)
+    and that GSTR-1 reports in its ``nil`` table instead."""
+
+
+UNTAXED_CATEGORIES = frozenset({"nil", "exempt", "non_gst"})
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ class LineTax:
     taxable_value: Decimal
     gst_rate: Decimal
     rate_source: str
-    """``"master"`` or ``"override"``."""
+    """``"master"``, ``"override"``, or ``"supply_category"`` (a nil, exempt or non-GST line: rate 0)."""
     master_rate: Decimal | None
     override_reason: str | None
     cgst: Decimal
@@ -102,6 +108,7 @@ class LineTax:
     cess_rate: Decimal
     cess: Decimal
     total: Decimal
+    supply_category: str = "taxable"
 
 
 @dataclass(frozen=True)
@@ -184,7 +191,9 @@ def compute_invoice_tax(
     supply_type = SupplyType(supply_type)
     intra_state = seller is not None and seller == pos and supply_type not in _ZERO_RATED
     computed = [
-        _line(index, line, invoice_date, intra_state, supply_type, violations)
+        (_untaxed_line if line.supply_category in UNTAXED_CATEGORIES else _line)(
+            index, line, invoice_date, intra_state, supply_type, violations
+        )
         for index, line in enumerate(lines[:MAX_LINES])
     ]
     if violations:
@@ -245,6 +254,46 @@ def _state(value: str, path: str, violations: list[Violation]) -> str | None:
     except TaxRuleError as exc:
         violations.extend(exc.violations)
         return None
+
+
+def _untaxed_line(
+    index: int,
+    line: LineInput,
+    invoice_date: date,
+    intra_state: bool,
+    supply_type: SupplyType,
+    violations: list[Violation],
+) -> LineTax | None:
+    """A nil-rated, exempt or non-GST line: checked like any line (HSN, amounts) but taxed at 0, with
+    no cess. Any other rate on it is a contradiction the caller must resolve, not something to pick."""
+    at = f"lines[{index}]"
+    if line.gst_rate is not None and line.gst_rate != _ZERO:
+        violations.append(
+            Violation(
+                f"{at}.gst_rate",
+                "rate_on_untaxed_supply",
+                f"{at}.gst_rate: a {line.supply_category} line carries no GST; send 0 or leave gst_rate out "
+                f"(got {line.gst_rate}%).",
+                {"supply_category": line.supply_category},
+            )
+        )
+        return None
+    # Rate 0 given explicitly: the master's rate (or the lack of one) does not apply to this supply.
+    taxed = _line(index, replace(line, gst_rate=_ZERO), invoice_date, intra_state, supply_type, violations)
+    if taxed is None:
+        return None
+    return replace(
+        taxed,
+        rate_source="supply_category",
+        override_reason=None,
+        cgst=_ZERO,
+        sgst=_ZERO,
+        igst=_ZERO,
+        cess_rate=_ZERO,
+        cess=_ZERO,
+        total=taxed.taxable_value,
+        supply_category=line.supply_category,
+    )
 
 
 def _line(
@@ -334,15 +383,7 @@ def _line(
     else:
         entry = master_rate(hsn, invoice_date)
         if entry is None and line.gst_rate is None:
-            found.append(
-                Violation(
-                    f"{at}.hsn",
-                    "unknown_hsn",
-                    f"{at}.hsn: {hsn} is not in the rate master for {invoice_date.isoformat()}; "
-                    "send gst_rate (and gst_rate_reason) for this line.",
-                    {"hsn": hsn, "date": invoice_date.isoformat()},
-                )
-            )
+            found.append(no_master_rate(f"{at}.hsn", hsn, invoice_date))
 
     if line.gst_rate is not None:
         valid = valid_rates_on(invoice_date)
@@ -367,8 +408,8 @@ def _line(
         assert entry is not None  # otherwise unknown_hsn was reported above
         rate, source = entry.gst_rate, "master"
     # The override replaces the GST rate only; compensation cess follows the goods, so it still comes from
-    # the master when the HSN is known.
-    cess_rate = entry.cess_rate if entry is not None else _ZERO
+    # the master when the HSN is known (also when the master lists several GST rates for it).
+    cess_rate = entry.cess_rate if entry is not None else master_cess_rate(hsn, invoice_date)
 
     taxable = _round(gross - line.discount)
     cgst = sgst = igst = cess = _ZERO

@@ -337,9 +337,10 @@ HOSTILE_CHARACTERS = [
 ]  # fmt: skip
 SELLER_GSTIN = "27AAGCB7383J1Z8"
 BUYER_GSTIN = "27AAACR5055K1Z7"
-# In the rate master on every date since July 2017 (8504 18%, 8471 18%, 998314 18%, chewing tobacco
-# 28% + 160% cess until February 2026, cars 28% + 22% cess until September 2025).
-HSNS = ["8504", "8471", "998314", "240399", "870324", "0401"]
+# A single rate in the master on every date since July 2017 (table fans 18%, 8471 18%, 998314 18%, other
+# cigarettes 28% + 36% cess until February 2026, air conditioners 28% until September 2025, live bovine
+# animals nil).
+HSNS = ["84145110", "8471", "998314", "24022090", "8415", "0102"]
 
 # Plausible values: what a real upstream sends, in any script, up to the ceilings.
 plausible_text = st.text(

@@ -65,6 +65,7 @@ A_BASE_URL = "http://127.0.0.1:9/alpha-irp-endpoint"
 A_IDEMPOTENCY_KEY = "alpha-idempotency-key-0001"
 A_IRN = hashlib.sha256(b"alpha tenant irn").hexdigest()
 B_BASE_URL = "http://127.0.0.1:1/bravo-irp"
+A_WEBHOOK_URL = "https://alpha-hooks.example/receiver-7f3a"
 B_BUYER_NAME = "Bravo Yankee Traders LLP"
 # Answers B may get: B's own data (2xx), not found, invalid, or a conflict with B's own state (a
 # third active ingest key, B's own use of an Idempotency-Key). Never 401 (B's key is valid), never
@@ -92,6 +93,7 @@ class TenantA:
     active_key: dict[str, Any]
     revoked_key: dict[str, Any]
     cursors: dict[str, str] = field(default_factory=dict)  # where -> a next cursor from A's page
+    webhook: dict[str, Any] = field(default_factory=dict)  # A's webhook endpoint, secret included
 
     @property
     def invoice_ids(self) -> list[str]:
@@ -117,6 +119,9 @@ class TenantA:
             **{f"A's ingest key id {k}": k for k in self.key_ids},
             "A's ingest key secret": self.active_key["secret"],
             "A's revoked ingest key secret": self.revoked_key["secret"],
+            "A's webhook url": A_WEBHOOK_URL,
+            "A's webhook endpoint id": self.webhook["id"],
+            "A's webhook secret": self.webhook["secret"],
         }
         return found
 
@@ -177,6 +182,10 @@ def two_tenants(
     )
     active, revoked = (client.post("/v1/tenant/ingest-keys", headers=as_a).json() for _ in range(2))
     assert client.delete(f"/v1/tenant/ingest-keys/{revoked['key_id']}", headers=as_a).status_code == 200
+    webhook = client.post(
+        "/v1/webhooks/endpoints", json={"url": A_WEBHOOK_URL, "event_types": ["*"]}, headers=as_a
+    )
+    assert webhook.status_code == 201, webhook.text
 
     # B's own: an invoice, an ingest key and its own gst-irp integration.
     b_invoice = invoice_body("BRAVO-0001", date="2026-01-06")
@@ -214,6 +223,7 @@ def two_tenants(
         with_irn=with_irn,
         active_key=active,
         revoked_key=revoked,
+        webhook=webhook.json(),
     )
     # Cursors from A's own pages: each continues after one of A's rows.
     page = client.get("/v1/invoices", params={"limit": 1}, headers=as_a).json()
@@ -245,6 +255,8 @@ def path_values(name: str, a: TenantA) -> list[str]:
         "provider": sorted(integrations.PROVIDERS),
         "name": list(reporting.REPORTS),
         "fingerprint": ["0123456789abcdef"],
+        "endpoint_id": [a.webhook["id"]],
+        "delivery_id": [a.webhook["id"], a.tenant_id],
     }
     return known.get(name, [a.tenant_id, *a.invoice_ids, *a.key_ids])
 
@@ -367,6 +379,12 @@ def test_tenant_b_gets_nothing_of_tenant_a_from_any_endpoint_and_changes_nothing
     }
     assert keys == {a.active_key["key_id"]: True, a.revoked_key["key_id"]: False}
     assert client.get("/v1/integrations/gst-irp", headers=as_a).json()["base_url"] == A_BASE_URL
+    hook = client.get(f"/v1/webhooks/endpoints/{a.webhook['id']}", headers=as_a).json()
+    assert (hook["url"], hook["status"], hook["updated_at"]) == (
+        A_WEBHOOK_URL,
+        "active",
+        a.webhook["updated_at"],
+    )
     with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
         loaded = integrations.load(conn, load_key_ring(settings.var_dir), UUID(a.tenant_id), "gst-irp")
     assert loaded is not None

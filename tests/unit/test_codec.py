@@ -303,6 +303,7 @@ def test_registry_lookups() -> None:
     assert registry.all_types() == [
         "ledgerflow.alert.raised",
         "ledgerflow.invoice.cancelled",
+        "ledgerflow.invoice.credit_released",
         "ledgerflow.invoice.credited",
         "ledgerflow.invoice.etims_failed",
         "ledgerflow.invoice.etims_numbered",
@@ -327,7 +328,7 @@ def test_registry_lookups() -> None:
         "ledgerflow.tenant.registered",
     ]
     issued = registry.versions("ledgerflow.invoice.issued")
-    assert [sv.version for sv in issued] == [1, 2, 3, 4]
+    assert [sv.version for sv in issued] == [1, 2, 3, 4, 5]
     assert registry.current("ledgerflow.invoice.issued") is issued[-1]
     for sv in issued:
         assert registry.by_fingerprint(sv.fingerprint) is sv

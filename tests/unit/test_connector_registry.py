@@ -110,6 +110,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("engine", "connector_state.sql"),
     ("engine", "etims_tax_rates.sql"),
     ("engine", "tax_return_parts.sql"),
+    ("engine", "webhooks.sql"),
 ]
 
 

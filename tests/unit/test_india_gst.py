@@ -24,7 +24,7 @@ BEFORE_GST_2_0 = date(2025, 9, 21)
 GST_2_0 = date(2025, 9, 22)
 
 
-def line(hsn: str = "8504", quantity: str = "1", unit_price: str = "100", **kwargs: object) -> LineInput:
+def line(hsn: str = "8471", quantity: str = "1", unit_price: str = "100", **kwargs: object) -> LineInput:
     return LineInput(
         description="item",
         hsn=hsn,
@@ -109,11 +109,13 @@ def test_place_of_supply_decides_cgst_sgst_or_igst(
         pytest.param("24022010", BEFORE_GST_2_0, "28", "5", "50.00", "1330.00", id="cigarettes-before"),
         pytest.param("24022010", date(2026, 1, 31), "28", "5", "50.00", "1330.00", id="cigarettes-jan-2026"),
         pytest.param("24022010", date(2026, 2, 1), "40", "0", "0.00", "1400.00", id="cigarettes-feb-2026"),
-        pytest.param("21069020", GST_2_0, "28", "60", "600.00", "1880.00", id="pan-masala-after-gst-2.0"),
         pytest.param("220210", BEFORE_GST_2_0, "28", "12", "120.00", "1400.00", id="aerated-before"),
         pytest.param("220210", GST_2_0, "40", "0", "0.00", "1400.00", id="aerated-after"),
-        pytest.param("2106", BEFORE_GST_2_0, "18", "0", "0.00", "1180.00", id="food-prep-before"),
-        pytest.param("2106", GST_2_0, "5", "0", "0.00", "1050.00", id="food-prep-after"),
+        pytest.param("8415", BEFORE_GST_2_0, "28", "0", "0.00", "1280.00", id="air-conditioner-before"),
+        pytest.param("84151010", GST_2_0, "18", "0", "0.00", "1180.00", id="air-conditioner-after"),
+        pytest.param("84145110", date(2026, 6, 1), "18", "0", "0.00", "1180.00", id="table-fan"),
+        pytest.param("24031921", date(2026, 1, 31), "28", "0", "0.00", "1280.00", id="biri-jan-2026"),
+        pytest.param("24031921", date(2026, 2, 1), "18", "0", "0.00", "1180.00", id="biri-feb-2026"),
         pytest.param("0401", GST_2_0, "0", "0", "0.00", "1000.00", id="milk-nil-rated"),
     ],
 )
@@ -127,6 +129,53 @@ def test_master_rate_in_force_on_the_invoice_date_applies(
     assert tax.cess == D(cess)
 
 
+@pytest.mark.parametrize(
+    ("hsn", "day", "candidates"),
+    [
+        pytest.param("62052000", date(2026, 1, 19), ["5", "18"], id="cotton-shirt-by-sale-value"),
+        pytest.param("62052000", BEFORE_GST_2_0, ["5", "12"], id="cotton-shirt-before-gst-2.0"),
+        pytest.param("8504", date(2026, 1, 19), ["5", "18"], id="transformer-or-ev-charger"),
+        pytest.param("21069020", GST_2_0, ["0", "5", "28"], id="pan-masala-heading-item"),
+        pytest.param("996311", GST_2_0, ["5", "18"], id="hotel-by-tariff"),
+    ],
+)
+def test_several_candidate_rates_without_gst_rate_is_rate_required(
+    hsn: str, day: date, candidates: list[str]
+) -> None:
+    with pytest.raises(TaxRuleError) as info:
+        compute(line(hsn), invoice_date=day)
+    (violation,) = info.value.violations
+    assert (violation.path, violation.code) == ("lines[0].hsn", "rate_required")
+    assert violation.details["candidates"] == candidates
+    assert "gst_rate" in violation.message
+
+
+def test_a_candidate_sent_as_gst_rate_is_used_and_keeps_the_certain_cess() -> None:
+    # 2202 99 90 before GST 2.0: 18% or 28% by the drink, compensation cess 12% on every entry naming it.
+    tax = compute(
+        line("22029990", "1", "1000", gst_rate=D("28"), gst_rate_reason="caffeinated beverage"),
+        invoice_date=BEFORE_GST_2_0,
+        place_of_supply="27",
+    )
+    (taxed,) = tax.lines
+    assert (taxed.gst_rate, taxed.rate_source, taxed.master_rate) == (D("28"), "override", None)
+    assert (taxed.cess_rate, taxed.igst, taxed.cess, taxed.total) == (
+        D("12"),
+        D("280.00"),
+        D("120.00"),
+        D("1400.00"),
+    )
+
+
+@pytest.mark.parametrize("hsn", ["22030000", "27101930", "27090000"], ids=["beer", "diesel", "crude"])
+def test_outside_gst_code_without_gst_rate_says_so(hsn: str) -> None:
+    with pytest.raises(TaxRuleError) as info:
+        compute(line(hsn))
+    (violation,) = info.value.violations
+    assert (violation.code, violation.details["outside_gst"]) == ("unknown_hsn", True)
+    assert "outside GST" in violation.message
+
+
 def test_twelve_percent_is_accepted_the_day_before_gst_2_0() -> None:
     tax = compute(
         line("9999", gst_rate=D("12"), gst_rate_reason="contract rate"), invoice_date=BEFORE_GST_2_0
@@ -136,7 +185,7 @@ def test_twelve_percent_is_accepted_the_day_before_gst_2_0() -> None:
 
 def test_twelve_percent_is_rejected_from_gst_2_0_with_the_valid_rates_listed() -> None:
     with pytest.raises(TaxRuleError) as info:
-        compute(line("8504", gst_rate=D("12")), invoice_date=GST_2_0)
+        compute(line("8471", gst_rate=D("12")), invoice_date=GST_2_0)
     (violation,) = info.value.violations
     assert (violation.path, violation.code) == ("lines[0].gst_rate", "rate_not_valid_on_date")
     assert violation.details == {
@@ -157,7 +206,7 @@ def test_twelve_percent_is_rejected_from_gst_2_0_with_the_valid_rates_listed() -
 def test_explicit_rate_is_an_override_recorded_with_the_master_rate(
     override: str, reason: str | None
 ) -> None:
-    tax = compute(line("8504", "2", "50", gst_rate=D(override), gst_rate_reason=reason))
+    tax = compute(line("8471", "2", "50", gst_rate=D(override), gst_rate_reason=reason))
     (taxed,) = tax.lines
     assert (taxed.rate_source, taxed.gst_rate, taxed.master_rate) == ("override", D(override), D("18"))
     assert taxed.override_reason == reason
@@ -170,7 +219,7 @@ def test_override_keeps_the_master_cess() -> None:
 
 
 def test_master_rate_line_has_no_override_reason_even_if_one_is_sent() -> None:
-    tax = compute(line("8504", gst_rate_reason="ignored"))
+    tax = compute(line("8471", gst_rate_reason="ignored"))
     assert tax.lines[0].override_reason is None
 
 
@@ -189,7 +238,7 @@ def test_master_rate_line_has_no_override_reason_even_if_one_is_sent() -> None:
 def test_invoice_totals_are_sums_of_rounded_lines(
     lines: list[tuple[str, str]], taxable: str, igst: str, naive_igst: str
 ) -> None:
-    tax = compute(*(line("8504", q, p) for q, p in lines), place_of_supply="27")
+    tax = compute(*(line("8471", q, p) for q, p in lines), place_of_supply="27")
     assert tax.taxable == D(taxable)
     assert tax.igst == D(igst)
     assert (tax.taxable * D("0.18")).quantize(D("0.01")) == D(naive_igst)
@@ -199,7 +248,7 @@ def test_invoice_totals_are_sums_of_rounded_lines(
 
 def test_intra_state_halves_are_rounded_separately_and_always_equal() -> None:
     # 1.00 at 5%: each half is 0.025 -> 0.03, so CGST + SGST = 0.06 where IGST would be 0.05.
-    tax = compute(line("2106", "1", "1"), invoice_date=GST_2_0)
+    tax = compute(line("1806", "1", "1"), invoice_date=GST_2_0)  # chocolate, 5% from GST 2.0
     assert (tax.cgst, tax.sgst, tax.igst) == (D("0.03"), D("0.03"), D("0"))
 
 
@@ -272,7 +321,7 @@ def test_line_count_limits(count: int, expected: list[tuple[str, str]]) -> None:
 
 
 def test_a_thousand_lines_are_accepted() -> None:
-    tax = compute(*([line("8504", "1", "0.333")] * 1000))
+    tax = compute(*([line("8471", "1", "0.333")] * 1000))
     assert len(tax.lines) == 1000
     assert tax.lines[-1].line_no == 1000
     assert tax.taxable == D("330.00")

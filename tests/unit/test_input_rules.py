@@ -27,7 +27,7 @@ BODY: dict[str, Any] = {
         "address": {"line1": "12 Market Road", "city": "Pune", "pincode": "411001"},
     },
     "lines": [
-        {"description": "Coil", "hsn": "8504", "quantity": "10", "unit": "NOS", "unit_price": "100.00"}
+        {"description": "Coil", "hsn": "8471", "quantity": "10", "unit": "NOS", "unit_price": "100.00"}
     ],
 }
 
@@ -289,18 +289,19 @@ def tax_codes(*lines: LineInput, on: date = date(2026, 1, 19)) -> list[tuple[str
 
 def test_a_line_whose_gross_exceeds_the_line_ceiling_is_refused_with_the_limits() -> None:
     # Both factors are within their own ceilings; their product is not.
-    assert tax_codes(tax_line("8504", "9999999999", "1000")) == [("lines[0]", "line_amount_too_large")]
+    assert tax_codes(tax_line("8471", "9999999999", "1000")) == [("lines[0]", "line_amount_too_large")]
 
 
 def test_a_line_that_fits_before_tax_but_not_after_is_refused() -> None:
-    # Chewing tobacco before February 2026: 28% GST + 160% cess, so the total is 2.88 x taxable.
-    taxable = MAX_LINE_AMOUNT / 2
+    # "Other cigarettes" (2402 20 90) before February 2026: 28% GST + 36% cess (plus a specific cess per
+    # thousand, not computed), so the total is 1.64 x taxable. The master's highest certain ad valorem cess.
+    taxable = (MAX_LINE_AMOUNT / Decimal("1.5")).quantize(Decimal("0.01"))
     with pytest.raises(TaxRuleError) as info:
         compute_invoice_tax(
             invoice_date=date(2025, 10, 1),
             seller_state="29",
             place_of_supply="29",
-            lines=[tax_line("240399", "1", str(taxable))],
+            lines=[tax_line("24022090", "1", str(taxable))],
         )
     [violation] = info.value.violations
     assert (violation.path, violation.code) == ("lines[0]", "line_amount_too_large")
@@ -314,7 +315,7 @@ def test_a_line_that_fits_before_tax_but_not_after_is_refused() -> None:
 
 def test_an_invoice_whose_total_exceeds_the_invoice_ceiling_is_refused() -> None:
     # 1000 lines, each within the line ceiling with tax: 1000 x 1.18 x 700,000,000,000 > 10^14.
-    lines = [tax_line("8504", "1", "700000000000")] * 1000
+    lines = [tax_line("8471", "1", "700000000000")] * 1000
     [(path, code)] = tax_codes(*lines)
     assert (path, code) == ("lines", "invoice_amount_too_large")
 
@@ -322,7 +323,7 @@ def test_an_invoice_whose_total_exceeds_the_invoice_ceiling_is_refused() -> None
 def test_the_largest_invoice_allowed_fits_every_column_of_the_read_side() -> None:
     # 84 lines at the line ceiling is just under the invoice ceiling; numeric(18, 2) holds < 10^16.
     line_taxable = (MAX_LINE_AMOUNT / D("1.18")).quantize(D("0.01"), rounding=ROUND_DOWN)
-    lines = [tax_line("8504", "1", str(line_taxable))] * 84
+    lines = [tax_line("8471", "1", str(line_taxable))] * 84
     tax = compute_invoice_tax(
         invoice_date=date(2026, 1, 19), seller_state="29", place_of_supply="29", lines=lines
     )

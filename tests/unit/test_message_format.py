@@ -169,6 +169,26 @@ ISSUED_V4_HEX = (
     "0000000000"
 )
 
+# Issued v5 (issue 11: GST return fields) changed the bytes again on purpose; v3 and v4 readers must
+# read it as they read the messages pinned above.
+ISSUED_V5_HEX = (
+    "c301fff551ebb8c8099f4865373163623232362d613466642d353435352d613962392d32333733363339623462343448"
+    "61646566656530652d613032362d346462632d396637652d3064623030623035313132664835663063386134652d3262"
+    "31642d346333652d396137662d316532643363346235613639968985dcfa6618494e562d323032362d3030310e323032"
+    "352d323614323032362d30312d313906494e5206423242021e32374141474342373338334a315a384242656e63682045"
+    "6c656374726963616c732050726976617465204c696d6974656402043237022242656e636820456c656374726963616c"
+    "73021634204d696c6c204c616e65000850756e65020c343131303032003052656c6961626c6520547261646572732050"
+    "7674204c7464021e32374141414352353035354b315a3702043237021c3132204d61726b657420526f6164000850756e"
+    "65020c34313130303100000204323702010402205472616e73666f726d657220636f696c02083835303404313002064e"
+    "4f530c3130302e303008302e3030020e313030302e303002043138020c6d61737465720204313800020a39302e303002"
+    "0a39302e30300208302e30300202300208302e30300e313138302e3030000000000000000e74617861626c6504145374"
+    "65656c20626172730208373231340832352e3502064b47530e3831322e3430350a31322e3530021032303730332e3833"
+    "0204313802106f76657272696465020431320210636f6e7472616374020e313836332e3334020e313836332e33340208"
+    "302e30300202300208302e30301032343433302e3531000000000000000e74617861626c65001032313730332e383302"
+    "0e313935332e3334020e313935332e33340208302e30300208302e30301032353631302e353100020c64656d6f2d3106"
+    "61706904494e0e696e766f696365000000000000000000000000"
+)
+
 PINNED: list[tuple[str, int, dict[str, Any], list[tuple[str, bytes]], str]] = [
     (
         "engine.domain.invoice:Invoice.Issued",
@@ -181,11 +201,11 @@ PINNED: list[tuple[str, int, dict[str, Any], list[tuple[str, bytes]], str]] = [
             ("ce_type", b"ledgerflow.invoice.issued"),
             ("ce_subject", str(INVOICE).encode()),
             ("ce_time", b"2026-01-19T10:15:30.123456Z"),
-            ("ce_dataschema", b"/v1/schemas/ba89f274d30da11e"),
+            ("ce_dataschema", b"/v1/schemas/fff551ebb8c8099f"),
             ("content-type", b"application/avro"),
             ("traceparent", b"00-93cac1e62bce0719031095a45d63bd3a-275166d3c3ac239b-01"),
         ],
-        ISSUED_V4_HEX,
+        ISSUED_V5_HEX,
     ),
     (
         "engine.domain.invoice:Invoice.Cancelled",
@@ -246,14 +266,27 @@ def test_the_relays_event_id_is_the_name_based_uuid_of_the_aggregate_and_version
 def test_a_v3_reader_reads_the_v4_issued_message_as_it_read_the_v3_one() -> None:
     # Issued v4 (issue 10) changed the bytes on purpose; readers still on v3 must see no change.
     v3 = next(sv for sv in registry.versions("ledgerflow.invoice.issued") if sv.version == 3)
-    v4 = registry.current("ledgerflow.invoice.issued")
-    assert v4.version == 4
+    v4 = next(sv for sv in registry.versions("ledgerflow.invoice.issued") if sv.version == 4)
     header = 10  # C3 01 and the 8-byte fingerprint
     as_written = fastavro.schemaless_reader(
         io.BytesIO(bytes.fromhex(ISSUED_V3_HEX)[header:]), v3.parsed, None
     )
     as_read_now = fastavro.schemaless_reader(
         io.BytesIO(bytes.fromhex(ISSUED_V4_HEX)[header:]), v4.parsed, v3.parsed
+    )
+    assert as_read_now == as_written
+
+
+@pytest.mark.parametrize(("old", "pinned"), [(3, ISSUED_V3_HEX), (4, ISSUED_V4_HEX)])
+def test_v3_and_v4_readers_read_the_v5_issued_message_as_they_read_their_own(old: int, pinned: str) -> None:
+    # Issued v5 (issue 11) added the GST return fields with defaults: older readers see no change.
+    reader = next(sv for sv in registry.versions("ledgerflow.invoice.issued") if sv.version == old)
+    v5 = registry.current("ledgerflow.invoice.issued")
+    assert v5.version == 5
+    header = 10
+    as_written = fastavro.schemaless_reader(io.BytesIO(bytes.fromhex(pinned)[header:]), reader.parsed, None)
+    as_read_now = fastavro.schemaless_reader(
+        io.BytesIO(bytes.fromhex(ISSUED_V5_HEX)[header:]), v5.parsed, reader.parsed
     )
     assert as_read_now == as_written
 

@@ -27,7 +27,7 @@ BODY: dict[str, Any] = {
         "address": {"line1": "12 Market Road", "city": "Pune", "pincode": "411001"},
     },
     "lines": [
-        {"description": "Coil", "hsn": "8504", "quantity": "10", "unit": "NOS", "unit_price": "100"},
+        {"description": "Coil", "hsn": "8471", "quantity": "10", "unit": "NOS", "unit_price": "100"},
         {
             "description": "Bars",
             "hsn": "7214",

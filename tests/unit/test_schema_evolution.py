@@ -122,7 +122,7 @@ def _seller(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_invoice_issued_v2_added_the_command_fields_and_v3_the_seller_trade_name_and_address() -> None:
-    v1, v2, v3, _ = registry.versions("ledgerflow.invoice.issued")
+    v1, v2, v3, *_ = registry.versions("ledgerflow.invoice.issued")
     assert _fields(v2.schema) - _fields(v1.schema) == {"idempotency_key", "source"}
     assert _fields(v3.schema) == _fields(v2.schema)
     assert _fields(_seller(v3.schema)) - _fields(_seller(v2.schema)) == {"trade_name", "address"}
