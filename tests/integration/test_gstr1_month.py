@@ -1,6 +1,7 @@
 """Issue 11's end-to-end GSTR-1: two months of ~150 mixed documents each, issued through the API, one
 month before the rate change of 2025-09-22 and one after (Notification 9/2025-CT(Rate): 12 % and 28 %
-gone, 40 % added), with cancellations; the generated return's section totals must equal sums the test
+gone, 40 % added), with credit and debit notes (POST /v1/invoices/{id}/credit-notes, /debit-notes) and
+cancellations of invoices and notes; the generated return's section totals must equal sums the test
 computes itself from what it issued (its own tax arithmetic, never the builder). The first month is
 submitted through a faulty GST network and completes by retries; the second carries a B2B invoice to
 a GSTIN the network does not know, which comes back on the return as a rejected record with its error.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
@@ -44,6 +45,7 @@ MONTHS = {
 }
 PER_MONTH = 150
 CANCEL_EVERY = 13
+NOTE_EVERY = 9
 KINDS = ("b2b_intra", "b2b_inter", "b2c_intra", "b2c_inter", "b2cl")
 
 
@@ -63,6 +65,9 @@ class Planned:
     lines: list[tuple[Decimal, Decimal, Decimal]]  # quantity, unit price, rate
     cancelled: bool = False
     sums: dict[str, Decimal] = field(default_factory=dict)
+    doc_type: str = "invoice"  # or credit_note / debit_note, against ``original``
+    original: Planned | None = None
+    id: str = ""
 
     @property
     def intra(self) -> bool:
@@ -83,6 +88,13 @@ class Planned:
         self.sums = s
 
     def body(self) -> dict[str, Any]:
+        if self.original is not None:  # a note: line 1 of the original, at its rate (C2)
+            [(quantity, price, _)] = self.lines
+            line: dict[str, Any] = {"line_no": 1, "quantity": str(quantity)}
+            if self.doc_type == "debit_note":
+                line["unit_price"] = str(price)
+            reason = "sales_return" if self.doc_type == "credit_note" else "others"
+            return {"number": self.number, "date": self.day.isoformat(), "reason": reason, "lines": [line]}
         buyer: dict[str, Any] = {"name": f"Buyer {self.number}", "state": self.pos}
         if self.kind.startswith("b2b"):
             buyer["gstin"] = LOCAL_BUYER if self.kind == "b2b_intra" else OTHER_BUYER
@@ -124,21 +136,55 @@ def plan(period: str, rng: random.Random) -> list[Planned]:
         doc.cancelled = n % CANCEL_EVERY == 7
         doc.work_out()
         docs.append(doc)
+        if not doc.cancelled and n % NOTE_EVERY in (3, 4):
+            # A credit note taking back one unit of line 1, or a debit note charging more for it.
+            _, price, rate = doc.lines[0]
+            credit = n % NOTE_EVERY == 3
+            note = Planned(
+                f"{'CN' if credit else 'DN'}{period}-{n:04d}",
+                doc.kind,
+                doc.day,
+                doc.pos,
+                [(Decimal(1), price if credit else Decimal("7.35"), rate)],
+                doc_type="credit_note" if credit else "debit_note",
+                original=doc,
+            )
+            note.cancelled = credit and n % 4 == 0  # some credit notes cancelled in turn
+            note.work_out()
+            docs.append(note)
     return docs
 
 
 SECTION = {"b2b_intra": "b2b", "b2b_inter": "b2b", "b2c_intra": "b2cs", "b2c_inter": "b2cs", "b2cl": "b2cl"}
+# Where a note goes (india-gst.md section 2): on a registered buyer's invoice cdnr, on a B2CL invoice
+# cdnur, on a small B2C sale into the b2cs rows themselves (netted).
+NOTE_SECTION = {"b2b": "cdnr", "b2cl": "cdnur", "b2cs": "b2cs"}
+
+
+def section_of(doc: Planned) -> str:
+    section = SECTION[doc.kind]
+    return section if doc.original is None else NOTE_SECTION[section]
+
+
+def sign(doc: Planned) -> int:
+    return -1 if doc.doc_type == "credit_note" else 1
 
 
 def expected(docs: list[Planned]) -> dict[str, dict[str, Decimal]]:
+    """Per section: count and amounts as the form reports them (documents and notes positive, b2cs
+    rows net of the notes on them); ``hsn_b2b`` / ``hsn_b2c``: the taxable value net of all notes."""
     sums: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for doc in docs:
         if doc.cancelled:
             continue
-        section = sums[SECTION[doc.kind]]
+        name = section_of(doc)
+        section = sums[name]
         section["count"] += 1
+        netted = sign(doc) if name == "b2cs" else 1
         for k, v in doc.sums.items():
-            section[k] += v
+            section[k] += netted * v
+        hsn = "hsn_b2b" if doc.kind.startswith("b2b") else "hsn_b2c"
+        sums[hsn]["txval"] += sign(doc) * doc.sums["txval"]
     return sums
 
 
@@ -154,6 +200,21 @@ def from_json(part: dict[str, Any]) -> dict[str, dict[str, Decimal]]:
                     for k, v in item["itm_det"].items():
                         if k in ("txval", "iamt", "camt", "samt"):
                             sums[section][k] += v
+    for group in part.get("cdnr", []):
+        for note in group["nt"]:
+            sums["cdnr"]["count"] += 1
+            sums["cdnr"]["val"] += note["val"]
+            for item in note["itms"]:
+                for k, v in item["itm_det"].items():
+                    if k in ("txval", "iamt", "camt", "samt"):
+                        sums["cdnr"][k] += v
+    for note in part.get("cdnur", []):
+        sums["cdnur"]["count"] += 1
+        sums["cdnur"]["val"] += note["val"]
+        for item in note["itms"]:
+            for k, v in item["itm_det"].items():
+                if k in ("txval", "iamt", "camt", "samt"):
+                    sums["cdnur"][k] += v
     for row in part.get("b2cs", []):
         for k in ("txval", "iamt", "camt", "samt"):
             sums["b2cs"][k] += row.get(k, 0)
@@ -202,9 +263,14 @@ def test_two_months_of_mixed_documents_give_the_sums_computed_here_and_submit_th
             body = doc.body()
             if doc is refused:
                 body["buyer"]["gstin"] = UNKNOWN_CTIN
-            answer = call(api, key, "POST", "/v1/invoices", json=body)
+            if doc.original is None:
+                answer = call(api, key, "POST", "/v1/invoices", json=body)
+            else:
+                kind = "credit-notes" if doc.doc_type == "credit_note" else "debit-notes"
+                answer = call(api, key, "POST", f"/v1/invoices/{doc.original.id}/{kind}", json=body)
             assert answer.status_code == 201, answer.text
             issued = answer.json()
+            doc.id = issued["id"]
             # The engine's own tax equals the arithmetic here, line for line summed.
             totals = issued["totals"]
             assert Decimal(totals["taxable"]) == doc.sums["txval"], doc.number
@@ -237,7 +303,8 @@ def test_two_months_of_mixed_documents_give_the_sums_computed_here_and_submit_th
         want = expected(docs)
         got = from_json(part)
         sections = summary["summary"]["sections"]
-        for section in ("b2b", "b2cl"):
+        assert want["cdnr"]["count"] and want["cdnur"]["count"]  # the mix has notes of both kinds
+        for section in ("b2b", "b2cl", "cdnr", "cdnur"):
             for k in ("count", "val", "txval", "iamt", "camt", "samt"):
                 assert got[section][k] == want[section][k], (period, section, k)
             for k in ("txval", "iamt", "camt", "samt"):
@@ -248,19 +315,23 @@ def test_two_months_of_mixed_documents_give_the_sums_computed_here_and_submit_th
         # b2cs is rate-wise per place of supply: the rows are the test's own grouping.
         rows: dict[tuple[str, str, Decimal], Decimal] = defaultdict(Decimal)
         for doc in docs:
-            if SECTION[doc.kind] == "b2cs" and not doc.cancelled:
+            if section_of(doc) == "b2cs" and not doc.cancelled:
                 for quantity, price, rate in doc.lines:
-                    rows[("INTRA" if doc.intra else "INTER", doc.pos, rate)] += money(quantity * price)
+                    rows[("INTRA" if doc.intra else "INTER", doc.pos, rate)] += sign(doc) * money(
+                        quantity * price
+                    )
         assert {(r["sply_ty"], r["pos"], Decimal(r["rt"])): r["txval"] for r in part["b2cs"]} == dict(rows)
         # Each month has the rates of its own dates: 12 % and 28 % in August, 40 % in October.
         assert {Decimal(r["rt"]) for r in part["b2cs"]} == {Decimal(r) for r in MONTHS[period][1]}
-        # HSN summary: B2B rows carry the b2b value, B2C rows the b2cl + b2cs value.
-        hsn_b2b = sum((r["txval"] for r in part["hsn"]["hsn_b2b"]), Decimal(0))
-        hsn_b2c = sum((r["txval"] for r in part["hsn"]["hsn_b2c"]), Decimal(0))
-        assert hsn_b2b == want["b2b"]["txval"]
-        assert hsn_b2c == want["b2cl"]["txval"] + want["b2cs"]["txval"]
-        # doc_issue: every number issued, the cancelled ones counted as such.
+        # HSN summary, split B2B / B2C, net of the notes.
+        for table in ("hsn_b2b", "hsn_b2c"):
+            assert sum((r["txval"] for r in part["hsn"][table]), Decimal(0)) == want[table]["txval"], table
+        # doc_issue: every number issued (invoices, credit notes, debit notes), cancelled ones as such.
         cancelled = sum(d.cancelled for d in docs)
+        kinds = {r["doc_num"]: sum(x["totnum"] for x in r["docs"]) for r in part["doc_issue"]["doc_det"]}
+        assert kinds == dict(
+            Counter({"invoice": 1, "credit_note": 5, "debit_note": 4}[d.doc_type] for d in docs)
+        )
         assert sections["doc_issue"] == {
             "totnum": len(docs),
             "cancel": cancelled,
