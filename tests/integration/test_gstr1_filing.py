@@ -224,9 +224,21 @@ def test_a_return_is_generated_regenerated_after_a_late_invoice_submitted_throug
         cancelled = call(api, key, "POST", f"/v1/invoices/{issued[number]}/cancel", json={"reason": "other"})
         assert cancelled.status_code == 200, cancelled.text
     issue(service, tenant_id, ["A-JAN-LATE"], date="2026-01-30")  # missed in January's return
+    note = {
+        "number": "CN-1",
+        "date": "2026-01-31",
+        "reason": "sales_return",
+        "lines": [{"line_no": 1, "quantity": "2"}],
+    }
+    late_note = call(api, key, "POST", f"/v1/invoices/{issued['A-2']}/credit-notes", json=note)
+    assert late_note.status_code == 201, late_note.text
     issue(service, tenant_id, ["F-1"], date="2026-02-03")
     processes.wait_for(
-        lambda: cancelled_in(service, tenant_id, PERIOD) == 2 and supplies(service, tenant_id, "022026") == 1,
+        lambda: (
+            cancelled_in(service, tenant_id, PERIOD) == 2
+            and supplies(service, tenant_id, PERIOD) == 9
+            and supplies(service, tenant_id, "022026") == 1
+        ),
         what="the cancellations and February's invoice projected",
         watch=engine,
     )
@@ -254,6 +266,15 @@ def test_a_return_is_generated_regenerated_after_a_late_invoice_submitted_throug
     # The late January invoice is reported in February's b2b with its own date, beside February's own.
     reported = sorted((i["inum"], i["idt"]) for g in feb["b2b"] for i in g["inv"])
     assert reported == [("A-JAN-LATE", "30-01-2026"), ("F-1", "03-02-2026")]
+    # So is a credit note dated in January but issued after filing: February's cdnr, January's date.
+    [(ctin, [credit])] = [(g["ctin"], g["nt"]) for g in feb["cdnr"]]
+    assert (ctin, credit["ntty"], credit["nt_num"], credit["nt_dt"]) == (
+        "27AAACR5055K1Z7",
+        "C",
+        "CN-1",
+        "31-01-2026",
+    )
+    assert [i["itm_det"]["txval"] for i in credit["itms"]] == [Decimal("200.00")]
     summary = february.json()["summary"]["sections"]
     assert (summary["b2ba"]["count"], summary["b2csa"]["count"]) == (1, 1)
     # The filed version is untouched: the same bytes, its hashes as documented.
@@ -272,7 +293,7 @@ def test_a_return_is_generated_regenerated_after_a_late_invoice_submitted_throug
     march = call(api, key, "POST", f"{BASE}/generate", json={"gstin": SELLER, "period": "032026"})
     assert march.status_code == 201, march.text
     march_json = call(api, key, "GET", f"{BASE}/{march.json()['id']}/json").json()
-    assert not {"b2b", "b2ba", "b2csa"} & set(march_json), march_json
+    assert not {"b2b", "b2ba", "b2csa", "cdnr"} & set(march_json), march_json
     processes.assert_alive(*engine)
 
 
