@@ -229,3 +229,47 @@ def test_a_frozen_part_is_the_builders_serialisation_with_exact_decimal_numbers(
     assert part_hash(text) != part_hash(part_text({**part, "fp": "022026"}))
     built = gstr1.build_gstr1("27AAGCB7383J1Z8", "012026", [])
     assert content_hash_of([part_text(p) for p in built.parts]) == built.content_hash
+
+
+def test_a_snapshot_document_reads_back_equal_and_its_digest_ignores_only_the_irn() -> None:
+    from dataclasses import replace
+    from datetime import date
+    from decimal import Decimal
+
+    from engine.tax import gstr1
+    from engine.tax_returns import document_digest, document_from_json, document_json
+
+    line = gstr1.SupplyLine(
+        line_no=1,
+        hsn="85044010",
+        description="Transformer coil \u0000 \u202e",
+        unit="NOS",
+        quantity=Decimal("10.000"),
+        taxable_value=Decimal("99999999999999.99"),
+        gst_rate=Decimal("0.25"),
+        igst=Decimal("250000000000.00"),
+        supply_category="taxable",
+    )
+    doc = gstr1.SupplyDocument(
+        document_id="d-1",
+        number="CN/2026/001",
+        document_type="credit_note",
+        date=date(2026, 1, 31),
+        supply_type="EXPWP",
+        seller_gstin="29AAGCB7383J1Z4",
+        buyer_gstin=None,
+        place_of_supply="96",
+        intra_state=False,
+        total=Decimal("100249999999999.99"),
+        lines=(line,),
+        export=gstr1.ExportDetails("1234567", date(2026, 2, 1), "INBOM4"),
+        original_number="INV-1",
+        original_date=date(2026, 1, 2),
+        original_value=Decimal("1.10"),
+        note_reason="sales_return",
+    )
+    back = document_from_json(document_json(doc))
+    assert back == doc and str(back.lines[0].quantity) == "10.000"  # exact, scale kept
+    assert document_digest(replace(doc, e_invoiced=True)) == document_digest(doc)
+    for change in ({"cancelled": True}, {"total": Decimal("100249999999999.98")}, {"place_of_supply": "27"}):
+        assert document_digest(replace(doc, **change)) != document_digest(doc), change
