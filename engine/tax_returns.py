@@ -10,9 +10,11 @@ version in the event store. Hashes: a part's own ``hash`` field is the SHA-256 o
 (the builder's ``gstr1.part_hash``); the version's ``content_hash`` is the SHA-256 of its parts' bytes
 in order, equal to the builder's ``Gstr1Return.content_hash``. What a version was built from is kept
 as a snapshot (``snapshot``, table ``tax_return_snapshots``): for a filed period, "as filed", which
-later amendments are computed against (engine/api/gstr1.py ``changes_since_filing``). Versions of one (tenant, GSTIN,
-period) have ids derived from their number (engine/domain/tax_return.py), so the latest one is
-found by walking 1, 2, 3... and two generations racing for the same number cannot both be stored.
+later amendments are computed against (engine/api/gstr1.py ``changes_since_filing``).
+
+Versions of one (tenant, GSTIN, period) have ids derived from their number
+(engine/domain/tax_return.py), so the latest one is found by walking 1, 2, 3... and two generations
+racing for the same number cannot both be stored.
 """
 
 from __future__ import annotations
