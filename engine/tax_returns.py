@@ -358,13 +358,37 @@ class TaxReturns:
         assert row is not None
         return document_from_json(str(_values(row)[0]))
 
-    def filed_b2cs(self, tenant_id: UUID, return_id: UUID) -> list[dict[str, Any]]:
-        """The b2cs rows of a filed return, amounts as exact Decimals (the builder's B2CSA base)."""
-        rows: list[dict[str, Any]] = []
-        for content_hash in self.get(tenant_id, return_id).parts:
-            part = json.loads(self.part_by_hash(tenant_id, content_hash), parse_float=Decimal)
-            rows.extend(part.get("b2cs", []))
-        return rows
+    def b2cs_as_filed(self, tenant_id: UUID, gstin: str, origin: str, before: str) -> list[dict[str, Any]]:
+        """The b2cs rows of ``origin`` as last filed, amounts as exact Decimals (the builder's B2CSA
+        base): the filed return's rows, each replaced by the latest filed B2CSA revision of it (a
+        B2CSA row carries the revised values, not a difference) in the returns filed after it and
+        before ``before``."""
+        rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+        def key(row: Mapping[str, Any], rate: Any) -> tuple[Any, ...]:
+            return (
+                row.get("sply_ty"),
+                row.get("pos"),
+                row.get("typ"),
+                row.get("etin", ""),
+                Decimal(str(rate)),
+            )
+
+        for filed in self.filed_periods(tenant_id, gstin):  # oldest first
+            if not period_key(origin) <= period_key(filed.period) < period_key(before):
+                continue
+            for content_hash in self.get(tenant_id, filed.return_id).parts:
+                part = json.loads(self.part_by_hash(tenant_id, content_hash), parse_float=Decimal)
+                if filed.period == origin:
+                    for row in part.get("b2cs", []):
+                        rows[key(row, row["rt"])] = row
+                for row in part.get("b2csa", []):
+                    if row.get("omon") != origin:
+                        continue
+                    head = {k: row[k] for k in ("sply_ty", "pos", "typ", "etin") if k in row}
+                    for item in row["itms"]:
+                        rows[key(row, item["rt"])] = {**head, **item}
+        return list(rows.values())
 
     # -- commands ---------------------------------------------------------------------------------
 

@@ -147,7 +147,6 @@ def changes_since_filing(
     amendments: list[gstr1.Amendment] = []
     late: list[gstr1.SupplyDocument] = []
     filed_b2cs: dict[str, list[dict[str, Any]]] = {}
-    filed = {f.period: f for f in returns.filed_periods(tenant_id, gstin)}
     for origin in sorted(snapshots, key=period_key):
         baselines = returns.baselines(conn, tenant_id, snapshots, origin)
         changed: list[tuple[gstr1.SupplyDocument, Baseline]] = []
@@ -161,7 +160,7 @@ def changes_since_filing(
             original = returns.snapshot_document(conn, tenant_id, doc.document_id, baseline)
             amendments.append(gstr1.Amendment(original_period=origin, original=original, amended=doc))
         if changed:
-            filed_b2cs[origin] = returns.filed_b2cs(tenant_id, filed[origin].return_id)
+            filed_b2cs[origin] = returns.b2cs_as_filed(tenant_id, gstin, origin, period)
     return amendments, late, filed_b2cs
 
 

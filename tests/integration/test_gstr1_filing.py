@@ -148,10 +148,10 @@ def test_a_return_is_generated_regenerated_after_a_late_invoice_submitted_throug
     engine = start_engine(processes)
     issued = issue(service, tenant_id, [f"A-{n}" for n in range(5)])
     issued |= issue(
-        service, tenant_id, ["C-1"], buyer={"name": "Walk-in", "state": "29"}, place_of_supply="29"
+        service, tenant_id, ["C-1", "C-2"], buyer={"name": "Walk-in", "state": "29"}, place_of_supply="29"
     )
     processes.wait_for(
-        lambda: supplies(service, tenant_id) == 6, what="6 documents in the projection", watch=engine
+        lambda: supplies(service, tenant_id) == 7, what="7 documents in the projection", watch=engine
     )
 
     first = call(api, key, "POST", f"{BASE}/generate", json={"gstin": SELLER, "period": PERIOD})
@@ -165,7 +165,7 @@ def test_a_return_is_generated_regenerated_after_a_late_invoice_submitted_throug
     # A late invoice: the next generation is version 2 and says what changed; unchanged, it stays 2.
     issue(service, tenant_id, ["A-LATE"])
     processes.wait_for(
-        lambda: supplies(service, tenant_id) == 7, what="the late invoice projected", watch=engine
+        lambda: supplies(service, tenant_id) == 8, what="the late invoice projected", watch=engine
     )
     second = call(api, key, "POST", f"{BASE}/generate", json={"gstin": SELLER, "period": PERIOD})
     assert second.status_code == 201, second.text
@@ -236,7 +236,7 @@ def test_a_return_is_generated_regenerated_after_a_late_invoice_submitted_throug
     processes.wait_for(
         lambda: (
             cancelled_in(service, tenant_id, PERIOD) == 2
-            and supplies(service, tenant_id, PERIOD) == 9
+            and supplies(service, tenant_id, PERIOD) == 10
             and supplies(service, tenant_id, "022026") == 1
         ),
         what="the cancellations and February's invoice projected",
@@ -258,11 +258,14 @@ def test_a_return_is_generated_regenerated_after_a_late_invoice_submitted_throug
         "A-1",
     )
     assert amended["val"] == 0 and all(i["itm_det"]["txval"] == 0 for i in amended["itms"])
-    # b2csa: January's filed b2cs row revised without the cancelled C-1 (it was the only B2C sale).
+    # b2csa: January's filed b2cs row (C-1 and C-2, 1,000.00 each) revised without the cancelled C-1.
     [filed_row] = jan["b2cs"]
     [revised] = feb["b2csa"]
     assert (revised["omon"], revised["pos"], revised["sply_ty"]) == (PERIOD, "29", "INTRA")
-    assert filed_row["txval"] > 0 and [i["txval"] for i in revised["itms"]] == [0]
+    assert filed_row["txval"] == Decimal("2000.00")
+    assert [(i["txval"], i["camt"], i["samt"]) for i in revised["itms"]] == [
+        (Decimal("1000.00"), Decimal("90.00"), Decimal("90.00"))
+    ]
     # The late January invoice is reported in February's b2b with its own date, beside February's own.
     reported = sorted((i["inum"], i["idt"]) for g in feb["b2b"] for i in g["inv"])
     assert reported == [("A-JAN-LATE", "30-01-2026"), ("F-1", "03-02-2026")]
@@ -290,10 +293,21 @@ def test_a_return_is_generated_regenerated_after_a_late_invoice_submitted_throug
     wait_status(processes, engine, fast, api, key, february.json()["id"], "ready_to_file")
     feb_filed = call(api, key, "POST", f"{BASE}/{february.json()['id']}/file", json={"otp": ACCOUNT.otp})
     assert feb_filed.status_code == 200, feb_filed.text
+    # C-2 cancelled now: March revises January's row again, from February's filed revision.
+    cancelled = call(api, key, "POST", f"/v1/invoices/{issued['C-2']}/cancel", json={"reason": "other"})
+    assert cancelled.status_code == 200, cancelled.text
+    processes.wait_for(
+        lambda: cancelled_in(service, tenant_id, PERIOD) == 3, what="C-2 cancelled", watch=engine
+    )
     march = call(api, key, "POST", f"{BASE}/generate", json={"gstin": SELLER, "period": "032026"})
     assert march.status_code == 201, march.text
-    march_json = call(api, key, "GET", f"{BASE}/{march.json()['id']}/json").json()
-    assert not {"b2b", "b2ba", "b2csa", "cdnr"} & set(march_json), march_json
+    march_json = json.loads(
+        call(api, key, "GET", f"{BASE}/{march.json()['id']}/json").content, parse_float=Decimal
+    )
+    assert not {"b2b", "b2ba", "cdnr"} & set(march_json), march_json
+    [again_revised] = march_json["b2csa"]
+    assert again_revised["omon"] == PERIOD
+    assert [(i["txval"], i["camt"]) for i in again_revised["itms"]] == [(Decimal("0.00"), Decimal("0.00"))]
     processes.assert_alive(*engine)
 
 
