@@ -4,9 +4,10 @@ The stage bulk-loads a month of documents of one seller into the ``gst_outward_s
 table (COPY, as the projection's rows would be after the projector; going through the write side,
 the relay and the projector for 100,000 invoices is what the other stages measure), then
 
-1. generates the return as ``POST /v1/gst/gstr1/generate`` does (its ``build_return``: ``iter_supplies``
-   streamed into ``build_gstr1`` while the snapshot of what was read is written), in a fresh Python
-   process of its own, which reports its wall time and peak RSS;
+1. generates the return as ``POST /v1/gst/gstr1/generate`` does (``build_return`` of
+   projections/gstr1_build.py: ``iter_supplies`` streamed into ``build_gstr1`` while the snapshot of
+   what was read is written), in a fresh Python process of its own, which reports its wall time and
+   peak RSS;
 2. runs a bare SQL aggregation of the same rows (per section and rate, over the jsonb lines) in the
    same run, as the floor the generation is compared with;
 3. checks that both give the same taxable value and tax, so the two timings cover the same work.
@@ -33,8 +34,8 @@ import orjson
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from engine.api.gstr1 import build_return
 from engine.tax.gstr1 import dumps
+from projections.gstr1_build import build_return
 
 SELLER = "27AAGCB7383J1Z8"
 PERIOD = "012026"

@@ -9,7 +9,7 @@ built parts and summary, stores each part's exact JSON text (``gstr1.dumps``, th
 version in the event store. Hashes: a part's own ``hash`` field is the SHA-256 of the part without it
 (the builder's ``gstr1.part_hash``); the version's ``content_hash`` is the SHA-256 of its parts' bytes
 in order, equal to the builder's ``Gstr1Return.content_hash``. What a version was built from is kept
-as a snapshot (``snapshot``, table ``tax_return_snapshots``): for a filed period, "as filed", which
+as a snapshot (engine/tax_return_snapshots.py): for a filed period, "as filed", which
 later amendments are computed against (engine/api/gstr1.py ``changes_since_filing``).
 
 Versions of one (tenant, GSTIN, period) have ids derived from their number
@@ -21,19 +21,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import orjson
 import psycopg
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, OperationalError
-from psycopg_pool import ConnectionPool
 
 from engine import db
 from engine.application import LedgerService, ServiceError
@@ -46,6 +44,7 @@ from engine.domain.tax_return import (
 )
 from engine.errors import Conflict, NotFound
 from engine.tax import gstr1
+from engine.tax_return_snapshots import Baseline, document_from_json
 
 SUBMIT_JOB = "submit_gstr1"
 # Generations racing for the same version number: how often one re-reads and tries the next.
@@ -101,126 +100,6 @@ def content_hash_of(texts: Sequence[bytes]) -> str:
     for text in texts:
         digest.update(text)
     return digest.hexdigest()
-
-
-# -- what a return was built from ------------------------------------------------------------------
-
-
-def document_json(doc: gstr1.SupplyDocument) -> bytes:
-    """A SupplyDocument as JSON (amounts as decimal strings), read back by ``document_from_json``."""
-    return orjson.dumps(doc, default=str)
-
-
-def document_digest(doc: gstr1.SupplyDocument) -> str:
-    """What makes a document's content: everything but ``e_invoiced`` (an IRN obtained after filing
-    changes nothing the taxpayer reported; GSTN takes it from the IRP)."""
-    return hashlib.sha256(document_json(replace(doc, e_invoiced=False))).hexdigest()
-
-
-def _dec(value: Any) -> Decimal | None:
-    return None if value is None else Decimal(value)
-
-
-def _date(value: Any) -> date | None:
-    return None if value is None else date.fromisoformat(value)
-
-
-def document_from_json(text: bytes | str) -> gstr1.SupplyDocument:
-    raw = orjson.loads(text)
-    export = raw["export"]
-    return gstr1.SupplyDocument(
-        **{
-            **raw,
-            "date": date.fromisoformat(raw["date"]),
-            "total": Decimal(raw["total"]),
-            "lines": tuple(
-                gstr1.SupplyLine(
-                    **{
-                        **x,
-                        **{
-                            k: Decimal(x[k])
-                            for k in ("quantity", "taxable_value", "gst_rate", "igst", "cgst", "sgst", "cess")
-                        },
-                    }
-                )
-                for x in raw["lines"]
-            ),
-            "export": None
-            if export is None
-            else gstr1.ExportDetails(
-                export["shipping_bill_number"], _date(export["shipping_bill_date"]), export["port_code"]
-            ),
-            "original_date": _date(raw["original_date"]),
-            "original_value": _dec(raw["original_value"]),
-        }
-    )
-
-
-class Snapshot:
-    """The documents one generation is built from, written (COPY) while the builder reads them, so
-    that memory stays that of the stream. ``content_hash`` is set once the return is built."""
-
-    def __init__(self, copy: psycopg.Copy, tenant_id: UUID, snapshot_id: UUID) -> None:
-        self._copy = copy
-        self.tenant_id = tenant_id
-        self.snapshot_id = snapshot_id
-        self.content_hash: str | None = None
-
-    def write(self, doc: gstr1.SupplyDocument, kind: str = "document") -> None:
-        self._copy.write_row(
-            (
-                self.tenant_id,
-                self.snapshot_id,
-                doc.document_id,
-                gstr1.period_of(doc.date),
-                kind,
-                document_digest(doc),
-                document_json(doc).decode(),
-            )
-        )
-
-    def tee(self, docs: Iterable[gstr1.SupplyDocument]) -> Iterator[gstr1.SupplyDocument]:
-        for doc in docs:
-            self.write(doc)
-            yield doc
-
-
-@contextmanager
-def snapshot(pool: ConnectionPool, tenant_id: UUID, gstin: str, period: str) -> Iterator[Snapshot]:
-    """Record what a generation of ``period`` reads. Kept when the body set ``content_hash`` and
-    no snapshot of that content exists yet (the same content was built from the same documents);
-    otherwise rolled back."""
-    snapshot_id = uuid4()
-    with db.transaction(pool) as conn:
-        with (
-            conn.cursor() as cur,
-            cur.copy(
-                "COPY tax_return_snapshots (tenant_id, snapshot_id, document_id, origin_period, kind,"
-                " digest, document) FROM STDIN"
-            ) as copy,
-        ):
-            snap = Snapshot(copy, tenant_id, snapshot_id)
-            yield snap
-        kept = None
-        if snap.content_hash is not None:
-            kept = conn.execute(
-                "INSERT INTO tax_return_snapshot_heads"
-                " (tenant_id, gstin, period, content_hash, snapshot_id) VALUES (%s, %s, %s, %s, %s)"
-                " ON CONFLICT DO NOTHING RETURNING snapshot_id",
-                (tenant_id, gstin, period, snap.content_hash, snapshot_id),
-            ).fetchone()
-        if kept is None:
-            raise psycopg.Rollback()
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """A document of a filed period as last reported: in its own period's filed return, or in the
-    amendment section of a later filed return."""
-
-    snapshot_id: UUID
-    kind: str
-    digest: str
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,13 @@ Every return is its tenant's: another tenant's id answers 404 like a missing one
 
 # No ``from __future__ import annotations``: FastAPI must evaluate the route signatures, whose
 # dependencies are local to build_router.
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime, timedelta, timezone
-from itertools import chain
 from typing import Annotated, Any
 from uuid import UUID
 
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request, Response
-from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -49,8 +47,10 @@ from engine.security.secrets import KeyRing
 from engine.tax import gstr1
 from engine.tax.errors import TaxRuleError
 from engine.tax.gstin import validate_gstin
-from engine.tax_returns import Baseline, PeriodFiled, TaxReturns, document_digest, snapshot
+from engine.tax_return_snapshots import Baseline, document_digest
+from engine.tax_returns import PeriodFiled, TaxReturns
 from projections.gst_outward_supplies import iter_supplies
+from projections.gstr1_build import build_return
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 # GST began on 1 July 2017 (CGST Act, 2017): no GSTR-1 period before it.
@@ -162,31 +162,6 @@ def changes_since_filing(
         if changed:
             filed_b2cs[origin] = returns.b2cs_as_filed(tenant_id, gstin, origin, period)
     return amendments, late, filed_b2cs
-
-
-def build_return(
-    pool: ConnectionPool,
-    tenant_id: UUID,
-    gstin: str,
-    period: str,
-    changes: tuple[
-        Sequence[gstr1.Amendment], Sequence[gstr1.SupplyDocument], Mapping[str, Sequence[Mapping[str, Any]]]
-    ] = ((), (), {}),
-) -> gstr1.Gstr1Return:
-    """The period's return from the projection, streamed (a month of 100,000 documents is never held
-    at once), with ``changes`` (``changes_since_filing``); what it was built from is kept as a
-    snapshot, the "as filed" of later amendments. The bench (bench/gstr1.py) generates through it."""
-    amendments, late, filed_b2cs = changes
-    with snapshot(pool, tenant_id, gstin, period) as snap:
-        with db.transaction(pool) as conn:
-            documents = chain(iter_supplies(conn, tenant_id, gstin, period), late)
-            built = gstr1.build_gstr1(
-                gstin, period, snap.tee(documents), amendments=amendments, filed_b2cs=filed_b2cs
-            )
-        for change in amendments:
-            snap.write(change.amended, "amended")
-        snap.content_hash = built.content_hash
-    return built
 
 
 def build_router(
@@ -398,4 +373,4 @@ def _filing_error(exc: ConnectorError) -> ApiError:
     return ApiError(409, "integration_needs_attention", exc.message, {"code": exc.code})
 
 
-__all__ = ["FORM_GSTR1", "build_return", "build_router", "changes_since_filing", "check_period", "view"]
+__all__ = ["FORM_GSTR1", "build_router", "changes_since_filing", "check_period", "view"]

@@ -237,7 +237,7 @@ def test_a_snapshot_document_reads_back_equal_and_its_digest_ignores_only_the_ir
     from decimal import Decimal
 
     from engine.tax import gstr1
-    from engine.tax_returns import document_digest, document_from_json, document_json
+    from engine.tax_return_snapshots import document_digest, document_from_json, document_json
 
     line = gstr1.SupplyLine(
         line_no=1,
