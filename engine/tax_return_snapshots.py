@@ -86,6 +86,9 @@ class Snapshot:
         self.content_hash: str | None = None
 
     def write(self, doc: gstr1.SupplyDocument, kind: str = "document") -> None:
+        text = document_json(doc)
+        # Without an IRN the stored text is what the digest hashes: one serialisation, not two.
+        digest = document_digest(doc) if doc.e_invoiced else hashlib.sha256(text).hexdigest()
         self._copy.write_row(
             (
                 self.tenant_id,
@@ -93,8 +96,8 @@ class Snapshot:
                 doc.document_id,
                 gstr1.period_of(doc.date),
                 kind,
-                document_digest(doc),
-                document_json(doc).decode(),
+                digest,
+                text.decode(),
             )
         )
 
