@@ -69,8 +69,8 @@ def normalise_reference(text: str) -> str:
 
 def tokens(*texts: str | None) -> frozenset[str]:
     """The references a line's text can carry: its words (letters, digits and the separators
-    invoice numbers use), each also without its separators, so ``UTR/SBIN0001`` yields
-    ``UTR/SBIN0001``, ``UTR``, ``SBIN0001`` and ``UTRSBIN0001``."""
+    invoice numbers use), each also split at ``/`` and ``_`` (banks prefix a UTR as ``UTR/...``), so
+    ``UTR/SBIN0001`` yields ``UTR/SBIN0001`` and ``SBIN0001`` (``UTR`` is too short to count)."""
     found: set[str] = set()
     for text in texts:
         if not text:
