@@ -9,11 +9,19 @@ from the topics: a decision stored only in the table would vanish with a rebuild
 from __future__ import annotations
 
 from datetime import datetime
-from uuid import UUID
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
 TARGET_TYPES = ("payment", "payout", "invoice")
+_MATCH_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgerflow.dev/ns/reconciliation-match")
+
+
+def match_id_for(tenant_id: UUID, key: str) -> UUID:
+    """The match's id: from the tenant and the caller's Idempotency-Key (or a fresh random key), so a
+    retried request names the match it made before instead of making a second."""
+    return uuid5(_MATCH_NAMESPACE, f"{tenant_id}/{key}")
 
 
 class ReconciliationMatch(Aggregate):
@@ -26,6 +34,7 @@ class ReconciliationMatch(Aggregate):
         target_id: str
         made_by: str
         made_at: datetime
+        key: str
 
     @event(Made)
     def __init__(
@@ -37,6 +46,7 @@ class ReconciliationMatch(Aggregate):
         target_id: str,
         made_by: str,
         made_at: datetime,
+        key: str,
     ) -> None:
         self.tenant_id = tenant_id
         self.bank_line_id = bank_line_id
@@ -45,6 +55,10 @@ class ReconciliationMatch(Aggregate):
         self.made_by = made_by
         self.made_at = made_at
         self.undone = False
+
+    @staticmethod
+    def create_id(*, tenant_id: UUID, key: str, **_: Any) -> UUID:
+        return match_id_for(tenant_id, key)
 
     @event("Undone")
     def undo(self, *, tenant_id: UUID, undone_by: str, undone_at: datetime) -> None:
