@@ -22,7 +22,7 @@ from engine.domain.reconciliation_match import ReconciliationMatch, match_id_for
 def find(svc: LedgerService, tenant_id: UUID, match_id: UUID) -> ReconciliationMatch | None:
     """The tenant's match, or None (another tenant's match is None too: tenants are strangers)."""
     try:
-        found = svc.ledger.repository.get(match_id)
+        found: object = svc.ledger.repository.get(match_id)
     except AggregateNotFoundError:
         return None
     if not isinstance(found, ReconciliationMatch) or found.tenant_id != tenant_id:

@@ -60,7 +60,12 @@ class ReconciliationMatch(Aggregate):
     def create_id(*, tenant_id: UUID, key: str, **_: Any) -> UUID:
         return match_id_for(tenant_id, key)
 
-    @event("Undone")
+    class Undone(Aggregate.Event):
+        tenant_id: UUID
+        undone_by: str
+        undone_at: datetime
+
+    @event(Undone)
     def undo(self, *, tenant_id: UUID, undone_by: str, undone_at: datetime) -> None:
         """Take the match back: the line is then left to the accountant (never matched automatically).
         ``tenant_id`` is repeated on the event: every published record carries its tenant."""
