@@ -29,7 +29,7 @@ from uuid import UUID
 import orjson
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from engine.reconciliation_rules import (
@@ -276,7 +276,7 @@ class Reconciliation:
         batch = _Batch()
         for event in events:
             _read(batch, event)
-        with conn.cursor() as cur:
+        with conn.cursor(row_factory=tuple_row) as cur:
             # Consecutive statements of one kind go together; the order between kinds is kept.
             run: list[dict[str, Any]] = []
             current: str | None = None
@@ -297,7 +297,7 @@ class Reconciliation:
         t = self._t
         in_play = {x for x in lines if x.startswith("line:")}
         undone = [x.removeprefix("manual-of:") for x in lines if x.startswith("manual-of:")]
-        with conn.cursor() as cur:
+        with conn.cursor(row_factory=tuple_row) as cur:
             if undone:
                 cur.execute(
                     f"SELECT 'line:' || line_id FROM {t} WHERE tenant_id = %s AND kind = 'manual'"
@@ -491,7 +491,7 @@ def _where(tenant_id: UUID, f: Filter) -> tuple[str, list[Any]]:
 def summary(conn: psycopg.Connection, tenant_id: UUID, f: Filter) -> dict[str, Any]:
     """Per status: how many lines and the sum of their (signed) amounts, over the whole filter."""
     where, params = _where(tenant_id, f)
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=tuple_row) as cur:
         cur.execute(
             f"SELECT status, count(*), coalesce(sum(amount), 0) FROM reconciliation WHERE {where}"
             " GROUP BY status",
@@ -606,18 +606,20 @@ def _manual_of(
 
 
 def line_exists(conn: psycopg.Connection, tenant_id: UUID, line_id: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM reconciliation WHERE tenant_id = %s AND row_id = %s AND kind = 'line'",
-        (tenant_id, f"line:{line_id}"),
-    ).fetchone()
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(
+            "SELECT 1 FROM reconciliation WHERE tenant_id = %s AND row_id = %s AND kind = 'line'",
+            (tenant_id, f"line:{line_id}"),
+        ).fetchone()
     return row is not None
 
 
 def target_exists(conn: psycopg.Connection, tenant_id: UUID, target_type: str, target_id: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM reconciliation WHERE tenant_id = %s AND row_id = %s AND kind = %s",
-        (tenant_id, f"{target_type}:{target_id}", target_type),
-    ).fetchone()
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(
+            "SELECT 1 FROM reconciliation WHERE tenant_id = %s AND row_id = %s AND kind = %s",
+            (tenant_id, f"{target_type}:{target_id}", target_type),
+        ).fetchone()
     return row is not None
 
 
