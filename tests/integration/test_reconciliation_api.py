@@ -61,7 +61,7 @@ def test_lines_matches_and_manual_matches_through_the_api(
     background.start(ProjectionRunner(settings, Reconciliation(), max_records=50).run)
     client = client_for(settings)
 
-    def view(headers: dict[str, str] = auth, **params: Any) -> dict[str, Any]:
+    def view(headers: dict[str, str] = auth, params: dict[str, Any] | None = None) -> dict[str, Any]:
         background.check()
         response = client.get("/v1/reconciliation", params=params, headers=headers)
         assert response.status_code == 200, response.text
@@ -78,11 +78,11 @@ def test_lines_matches_and_manual_matches_through_the_api(
     assert first["targets"] == [{"type": "invoice", "id": str(named.id)}]
     assert (first["method"], first["amount"], first["difference"]) == ("reference", "1180.00", "0.00")
     assert line(stray)["status"] == "unmatched"
-    summary = view(account=ACCOUNT, **{"from": "2026-05-01", "to": "2026-05-31"})["summary"]
+    summary = view(params={"account": ACCOUNT, "from": "2026-05-01", "to": "2026-05-31"})["summary"]
     assert summary["lines"] == 3
     assert summary["by_status"]["matched"] == {"count": 1, "amount": "1180.00"}
     assert summary["by_status"]["unmatched"] == {"count": 2, "amount": "1174.10"}
-    assert view(**{"from": "2026-05-07", "to": "2026-05-07"})["summary"]["lines"] == 1
+    assert view(params={"from": "2026-05-07", "to": "2026-05-07"})["summary"]["lines"] == 1
 
     # The other tenant sees its own line matched to its own INV-7, and nothing of ours.
     wait_for(lambda: view(other_auth)["items"][0]["status"] == "matched", what="the other tenant's match")
@@ -90,9 +90,9 @@ def test_lines_matches_and_manual_matches_through_the_api(
     assert [x["id"] for x in view(other_auth)["items"]] == [their_line]
 
     # Pages: two lines a page, the cursor carries on.
-    page = view(limit=2)
+    page = view(params={"limit": 2})
     assert len(page["items"]) == 2 and page["next"]
-    assert [x["id"] for x in view(limit=2, cursor=page["next"])["items"]] == [formula]
+    assert [x["id"] for x in view(params={"limit": 2, "cursor": page["next"]})["items"]] == [formula]
 
     # A manual match of the cash deposit to INV-8, retried with the same key: one match.
     body = {"bank_line_id": stray, "target_type": "invoice", "target_id": str(spare.id)}
