@@ -20,7 +20,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 import orjson
 
-from engine import reconciliation_records
+from engine import payout_records, reconciliation_records
 from engine.domain.alert import Alert
 from engine.domain.invoice import Invoice
 from engine.domain.payment import Payment
@@ -40,6 +40,7 @@ AGGREGATE_TOPICS = {
     "payment": "ledger.payment.v1",
     "subscription": "ledger.subscription.v1",
     "tax_return": "ledger.tax_return.v1",
+    **payout_records.TOPICS,
     **reconciliation_records.TOPICS,
 }
 # Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
@@ -623,6 +624,7 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     TaxReturn.RejectedRecords: _tax_return_fields("job_id", "reference_ids", "status_code", "errors"),
     TaxReturn.Filed: _tax_return_fields("arn", "filed_by", times=("filed_at",)),
     TaxReturn.Failed: _tax_return_fields("job_id", "error_class", "code", "message", "attempts"),
+    **payout_records.RECORD_BUILDERS,
     **reconciliation_records.RECORD_BUILDERS,
 }
 

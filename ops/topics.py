@@ -13,6 +13,8 @@ TOPICS = [
     "ledger.payment.v1",
     "ledger.subscription.v1",
     "ledger.tax_return.v1",
+    "ledger.payout.v1",
+    "ledger.bank_transaction.v1",
     "ledger.reconciliation_match.v1",
     "ingest.invoice.v1",
     "ingest.invoice.dlq.v1",

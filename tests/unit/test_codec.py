@@ -302,6 +302,7 @@ def test_codec_decode_with_lookup_and_reader_schema() -> None:
 def test_registry_lookups() -> None:
     assert registry.all_types() == [
         "ledgerflow.alert.raised",
+        "ledgerflow.bank_transaction.recorded",
         "ledgerflow.invoice.cancelled",
         "ledgerflow.invoice.credit_released",
         "ledgerflow.invoice.credited",
@@ -316,6 +317,13 @@ def test_registry_lookups() -> None:
         "ledgerflow.payment.recorded",
         "ledgerflow.payment.refunded",
         "ledgerflow.payment.status_changed",
+        "ledgerflow.payout.bounced",
+        "ledgerflow.payout.completed",
+        "ledgerflow.payout.failed",
+        "ledgerflow.payout.held",
+        "ledgerflow.payout.released",
+        "ledgerflow.payout.requested",
+        "ledgerflow.payout.submitted",
         "ledgerflow.reconciliation_match.made",
         "ledgerflow.reconciliation_match.undone",
         "ledgerflow.subscription.provider_linked",
