@@ -15,25 +15,35 @@ from uuid import UUID
 
 import pytest
 
-from engine import db
+from connectors.bank.statement_formats import Statement, StatementLine
+from connectors.bank.statements import import_statements
 from engine.application import LedgerService
 from engine.commands import IssueInvoice
 from engine.config import Settings
 from engine.relay import Relay
-from projections.dead_letters import apply_isolating
+from projections.rebuild import rebuild
 from projections.reconciliation import Reconciliation
 from projections.runner import ProjectionRunner
 from tests.conftest import BackgroundLoop, wait_for
 from tests.integration.helpers import client_for, invoice_body, register_tenant
-from tests.integration.test_reconciliation import ACCOUNT, bank_line
+from tests.integration.test_reconciliation import ACCOUNT
 
 pytestmark = pytest.mark.integration
 
 
-def add_lines(settings: Settings, *events: Any) -> list[str]:
-    with db.connect(settings) as conn, conn.transaction():
-        assert apply_isolating(conn, Reconciliation(), list(events), dead_letters_of="reconciliation") == []
-    return [e.record["transaction_id"] for e in events]
+def import_lines(service: LedgerService, tenant: str, *lines: tuple[date, str, str]) -> None:
+    """Bank lines recorded the way a statement upload records them (BankTransaction events)."""
+    parsed = tuple(
+        StatementLine(day, day, Decimal(amount), "INR", None, description)
+        for day, amount, description in lines
+    )
+    opening = Decimal("100000.00")
+    statement = Statement(
+        "mt940", ACCOUNT, f"S-{uuid.uuid4().hex[:8]}", "INR", date(2026, 5, 1), date(2026, 5, 31), opening,
+        opening + sum((x.amount for x in parsed), Decimal("0")), parsed,
+    )  # fmt: skip
+    [result] = import_statements(service, UUID(tenant), [statement])
+    assert result.imported == len(lines)
 
 
 def test_lines_matches_and_manual_matches_through_the_api(
@@ -48,15 +58,14 @@ def test_lines_matches_and_manual_matches_through_the_api(
     spare = issue(UUID(tenant), IssueInvoice.model_validate(invoice_body("INV-8", date="2026-05-04"))).invoice
     theirs = issue(UUID(other), IssueInvoice.model_validate(invoice_body("INV-7", date="2026-05-04"))).invoice
 
-    paid, stray, formula = add_lines(
-        settings,
-        bank_line(UUID(tenant), date(2026, 5, 6), Decimal("1180.00"), "NEFT CR INV-7 RELIABLE"),
-        bank_line(UUID(tenant), date(2026, 5, 7), Decimal("1180.00"), "CASH DEPOSIT"),
-        bank_line(UUID(tenant), date(2026, 5, 8), Decimal("-5.90"), '=HYPERLINK("http://x.example","y")'),
+    import_lines(
+        service,
+        tenant,
+        (date(2026, 5, 6), "1180.00", "NEFT CR INV-7 RELIABLE"),
+        (date(2026, 5, 7), "1180.00", "CASH DEPOSIT"),
+        (date(2026, 5, 8), "-5.90", '=HYPERLINK("http://x.example","y")'),
     )
-    (their_line,) = add_lines(
-        settings, bank_line(UUID(other), date(2026, 5, 6), Decimal("1180.00"), "NEFT CR INV-7")
-    )
+    import_lines(service, other, (date(2026, 5, 6), "1180.00", "NEFT CR INV-7"))
     background.start(Relay(settings).run)
     background.start(ProjectionRunner(settings, Reconciliation(), max_records=50).run)
     client = client_for(settings)
@@ -70,6 +79,11 @@ def test_lines_matches_and_manual_matches_through_the_api(
 
     def line(line_id: str) -> dict[str, Any]:
         return next(x for x in view()["items"] if x["id"] == line_id)
+
+    wait_for(lambda: len(view()["items"]) == 3, what="the three bank lines in the read model")
+    paid, stray, formula = (x["id"] for x in view()["items"])
+    wait_for(lambda: len(view(other_auth)["items"]) == 1, what="the other tenant's line")
+    their_line = view(other_auth)["items"][0]["id"]
 
     # INV-7 is named by the first line; INV-8 is the only invoice of 1,180.00 left, but the cash
     # deposit names no counterparty while the invoice has one: no guess.
@@ -127,6 +141,18 @@ def test_lines_matches_and_manual_matches_through_the_api(
     assert [r["id"] for r in rows] == [paid, stray, formula]
     assert rows[2]["description"].startswith("'=HYPERLINK")
     assert rows[2]["amount"] == "-5.90" and rows[0]["targets"] == f"invoice:{named.id}"
+
+    # Matched by hand again, then the projection is rebuilt from Kafka: the decision survives, as
+    # events do; the undone match stays undone.
+    remade = client.post("/v1/reconciliation/matches", json=body, headers={**auth, "Idempotency-Key": "m-2"})
+    assert remade.status_code == 201
+    wait_for(lambda: line(stray)["method"] == "manual", what="the second manual match in the read model")
+    before = view()
+    report = rebuild(settings, "reconciliation", batch=4, workers=1)
+    assert report.undecodable == 0
+    after = view()
+    assert after == before
+    assert [m["id"] for m in line(stray)["manual_matches"]] == [remade.json()["id"]]
 
 
 @pytest.mark.parametrize(
