@@ -47,6 +47,10 @@ CSV_COLUMNS = (
 )
 
 
+# The one error shape (engine/api/contract.py declares it as ErrorBody).
+_ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+
+
 class MatchRequest(BaseModel):
     """``POST /v1/reconciliation/matches``: this bank line settles this payment, payout or invoice."""
 
@@ -164,7 +168,15 @@ def build_router(
             headers={"Content-Disposition": 'attachment; filename="reconciliation.csv"'},
         )
 
-    @router.post("/reconciliation/matches", status_code=201, summary="Match a bank line by hand")
+    @router.post(
+        "/reconciliation/matches",
+        status_code=201,
+        summary="Match a bank line by hand",
+        responses={
+            200: {"description": "The same Idempotency-Key again: the match it made before"},
+            404: {"description": "No such bank line or target (for this tenant)", "content": _ERROR_BODY},
+        },
+    )
     async def post_match(
         body: MatchRequest,
         request: Request,
