@@ -900,6 +900,8 @@ class Run:
             with bar(f"reconciliation: {n:,} bank lines", n) as advance:
                 seconds, events, expected = reconciliation_stage.catch_up(conn, self.tenant.id, n, advance)
             found = reconciliation_stage.counts(conn, self.tenant.id)
+            # Fresh statistics for the bare join's plan (autovacuum would take its time to notice).
+            conn.execute("ANALYZE reconciliation")
             sql_seconds, candidates = reconciliation_stage.bare_sql(conn, self.tenant.id)
         if found.get("matched", 0) != expected or sum(found.values()) != n:
             raise RuntimeError(

@@ -94,6 +94,9 @@ WHERE row_id = %(row_id)s AND tenant_id = %(tenant_id)s
 """
 
 
+_ORDER = (_LINE, _TARGET, _MANUAL, _TARGET_CHANGE, _UNDO)
+
+
 def _day(value: Any) -> date:
     if isinstance(value, datetime):
         return value.astimezone(UTC).date()
@@ -276,16 +279,16 @@ class Reconciliation:
         batch = _Batch()
         for event in events:
             _read(batch, event)
+        # One executemany per kind of statement, inserts first: a row's events are in order within
+        # the batch (Kafka keeps an aggregate's order), so each row's insert already came before its
+        # changes, and changes of one kind keep their order among themselves.
+        by_statement: dict[str, list[dict[str, Any]]] = {s: [] for s in _ORDER}
+        for statement, params in batch.statements:
+            by_statement[statement].append(params)
         with conn.cursor(row_factory=tuple_row) as cur:
-            # Consecutive statements of one kind go together; the order between kinds is kept.
-            run: list[dict[str, Any]] = []
-            current: str | None = None
-            for statement, params in [*batch.statements, ("", {})]:
-                if statement != current and run and current:
-                    cur.executemany(current.format(t=self._t), run)
-                    run = []
-                current = statement
-                run.append(params)
+            for statement, rows in by_statement.items():
+                if rows:
+                    cur.executemany(statement.format(t=self._t), rows)
         for tenant in sorted(set(batch.lines) | set(batch.targets)):
             self._judge(conn, tenant, batch.lines[tenant], batch.targets[tenant], batch.withdrawn[tenant])
 
