@@ -153,6 +153,9 @@ def test_lines_matches_and_manual_matches_through_the_api(
     after = view()
     assert after == before
     assert [m["id"] for m in line(stray)["manual_matches"]] == [remade.json()["id"]]
+    # From the event store instead (topics compacted or truncated): the same.
+    rebuild(settings, "reconciliation", from_event_store=True, batch=4, workers=1)
+    assert view() == before
 
 
 @pytest.mark.parametrize(
