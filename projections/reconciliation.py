@@ -179,8 +179,9 @@ def _read(batch: _Batch, event: ProjectedEvent) -> None:
                 batch, r, ce, "payment", r["payment_id"], r["paid_at"], r["amount"], r["currency"],
                 r["provider_payment_id"], customer.get("name"), eligible=False,
             )  # fmt: skip
-        elif what == "status_changed" and r["status"] == "captured":
-            # A payment's status only moves forward (docs/payments.md): once captured, money moved.
+        elif (what == "status_changed" and r["status"] == "captured") or what == "refunded":
+            # A payment's status only moves forward (docs/payments.md): once captured, money moved;
+            # a refund implies a capture, even when its delivery came first.
             _target_change(batch, r, row_id, ce, eligible=True)
     elif kind == "payout":
         row_id = f"payout:{r['payout_id']}"

@@ -104,7 +104,11 @@ def payment(
             },
         )
     ]
-    if captured:
+    if captured and provider_id.endswith("0"):
+        # A refund implies the capture, even when the capture's delivery never came.
+        refund = {**base, "refund_id": "rfnd_" + provider_id, "amount": "1.00", "provider_event_id": "evt_r"}
+        found.append(event("ledger.payment.v1", "ledgerflow.payment.refunded", refund))
+    elif captured:
         found.append(
             event("ledger.payment.v1", "ledgerflow.payment.status_changed", {**base, "status": "captured"})
         )
