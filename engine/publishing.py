@@ -20,7 +20,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 import orjson
 
-from engine import payout_records
+from engine import payout_records, reconciliation_records
 from engine.domain.alert import Alert
 from engine.domain.invoice import Invoice
 from engine.domain.payment import Payment
@@ -43,6 +43,7 @@ AGGREGATE_TOPICS = {
     "tax_return": "ledger.tax_return.v1",
     **payout_records.TOPICS,
     "tds_deduction": "ledger.tds.v1",
+    **reconciliation_records.TOPICS,
 }
 # Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
 # and a consumer can compact or filter them per tenant (issue 10: "key = tenant id").
@@ -651,6 +652,7 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     TaxReturn.Failed: _tax_return_fields("job_id", "error_class", "code", "message", "attempts"),
     **payout_records.RECORD_BUILDERS,
     TdsDeduction.Recorded: _tds_deduction_recorded,
+    **reconciliation_records.RECORD_BUILDERS,
 }
 
 

@@ -38,6 +38,7 @@ from engine.api.hooks import build_router as hooks_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
 from engine.api.metrics import metrics_router
 from engine.api.payouts import build_router as payouts_router
+from engine.api.reconciliation import build_router as reconciliation_router
 from engine.api.reports import build_router as reports_router
 from engine.api.tds import build_router as tds_router
 from engine.api.tenant import build_router as tenant_router
@@ -342,6 +343,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(payouts_router(current_tenant, service))
     app.include_router(bank_router(current_tenant, service))
     app.include_router(tds_router(current_tenant, service))
+    app.include_router(reconciliation_router(current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:

@@ -324,6 +324,8 @@ def test_registry_lookups() -> None:
         "ledgerflow.payout.released",
         "ledgerflow.payout.requested",
         "ledgerflow.payout.submitted",
+        "ledgerflow.reconciliation_match.made",
+        "ledgerflow.reconciliation_match.undone",
         "ledgerflow.subscription.provider_linked",
         "ledgerflow.subscription.requested",
         "ledgerflow.subscription.status_changed",

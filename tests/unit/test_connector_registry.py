@@ -107,6 +107,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("projections", "dead_letters.sql"),
     ("projections", "etims_compliance.sql"),
     ("projections", "gst_outward_supplies.sql"),
+    ("projections", "reconciliation.sql"),
     ("engine", "connector_state.sql"),
     ("engine", "etims_tax_rates.sql"),
     ("engine", "tax_return_parts.sql"),
