@@ -35,6 +35,8 @@ from engine.api.health import consumer_health_router
 from engine.api.hooks import PaymentBookHolder, with_payment_fields
 from engine.api.hooks import build_router as hooks_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
+from engine.api.integration_health import build_router as integration_health_router
+from engine.api.integration_health import with_health
 from engine.api.metrics import metrics_router
 from engine.api.reports import build_router as reports_router
 from engine.api.tenant import build_router as tenant_router
@@ -336,6 +338,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(gst_tax_router(current_tenant))
     app.include_router(hooks_router(settings, current_tenant, service, holder.key_ring, books))
+    app.include_router(integration_health_router(settings, current_tenant, service, holder.key_ring))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:
@@ -523,7 +526,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/integrations", tags=["integrations"], summary="The tenant's provider settings")
     def list_integrations(tenant_id: Tenant, svc: Service) -> dict[str, Any]:
         with db.transaction(svc.pool) as conn:
-            items = integrations.list_views(conn, tenant_id)
+            items = with_health(conn, tenant_id, integrations.list_views(conn, tenant_id))
         return {"items": items, "providers": sorted(integrations.PROVIDERS)}
 
     @app.get("/v1/integrations/{provider}", tags=["integrations"], summary="One provider's settings")
