@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from connectors import registry as connector_registry
 from engine import db, integrations, logs, telemetry
 from engine.api import contract
+from engine.api.alerts import build_router as alerts_router
 from engine.api.errors import ApiError, error_body, install
 from engine.api.etims import build_router as etims_router
 from engine.api.etims import refuse_suspended, suspension_cached
@@ -339,6 +340,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gst_tax_router(current_tenant))
     app.include_router(hooks_router(settings, current_tenant, service, holder.key_ring, books))
     app.include_router(integration_health_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(alerts_router(current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:
