@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from connectors.errors import RetryableError
+from connectors.errors import NeedsAttentionError, RetryableError
 from connectors.sendgrid.errors import classify
 
 PROVIDER = "sendgrid"
@@ -23,12 +23,17 @@ TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 class SendGridClient:
     def __init__(
-        self, base_url: str, api_key: str, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout = TIMEOUT,
     ) -> None:
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {api_key}"},
-            timeout=TIMEOUT,
+            timeout=timeout,
             transport=transport,
             follow_redirects=False,
         )
@@ -56,13 +61,24 @@ class SendGridClient:
         body = _json(response)
         return [str(s) for s in body.get("scopes", [])] if isinstance(body, dict) else []
 
+    def __repr__(self) -> str:
+        return f"SendGridClient({str(self._http.base_url)!r})"  # never the key
+
     async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            return await self._http.request(method, path, **kwargs)
+            response = await self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
             raise RetryableError("timeout", f"SendGrid did not answer {method} {path} in time") from exc
+        except httpx.ConnectError as exc:
+            raise RetryableError("connect_error", f"{method} {path}: could not connect") from exc
         except httpx.TransportError as exc:
-            raise RetryableError("unreachable", f"SendGrid unreachable: {type(exc).__name__}") from exc
+            raise RetryableError("transport_error", f"{method} {path}: {type(exc).__name__}") from exc
+        if response.is_redirect or 300 <= response.status_code < 400:
+            raise NeedsAttentionError(
+                "redirect_not_followed",
+                f"{method} {path}: HTTP {response.status_code} redirect, not followed",
+            )
+        return response
 
 
 def _json(response: httpx.Response) -> Any:
