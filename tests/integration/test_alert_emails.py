@@ -209,3 +209,46 @@ def test_alerts_need_a_key_and_a_foreign_cursor_shows_nothing(
     bad = client.get("/v1/alerts", params={"cursor": "1 OR 1=1"}, headers={"Authorization": f"Bearer {key}"})
     assert bad.status_code == 422
     assert_error_shape(bad.json(), "validation_failed")
+
+
+def test_alerts_page_newest_first_and_a_redelivered_alert_is_kept_once(
+    service: LedgerService, settings: Settings
+) -> None:
+    from uuid import uuid4
+
+    from engine import alert_policy, db
+
+    tenant, key = register_tenant(service)
+    other, other_key = register_tenant(service)
+    client = client_for(settings)
+
+    def alert(tenant_id: str, minute: int) -> dict[str, Any]:
+        return {
+            "alert_id": str(uuid4()),
+            "tenant_id": tenant_id,
+            "severity": "warning",
+            "cause": f"test.{minute}",
+            "subject": "s",
+            "message": "m",
+            "details": {},
+            "raised_at": f"2026-12-02T10:{minute:02d}:00+00:00",
+        }
+
+    mine = [alert(tenant, m) for m in (1, 2, 3)]
+    theirs = alert(other, 4)
+    with db.connect(settings) as conn, conn.transaction():
+        assert all(alert_policy.record_alert(conn, a) for a in [*mine, theirs])
+        assert alert_policy.record_alert(conn, mine[0]) is False  # delivered again
+
+    auth = {"Authorization": f"Bearer {key}"}
+    first = client.get("/v1/alerts", params={"limit": 2}, headers=auth).json()
+    assert [a["cause"] for a in first["items"]] == ["test.3", "test.2"] and first["next_cursor"]
+    rest = client.get("/v1/alerts", params={"limit": 2, "cursor": first["next_cursor"]}, headers=auth).json()
+    assert [a["cause"] for a in rest["items"]] == ["test.1"] and rest["next_cursor"] is None
+    # Another tenant's alert id as a cursor shows nothing of either tenant.
+    foreign = client.get("/v1/alerts", params={"cursor": theirs["alert_id"]}, headers=auth).json()
+    assert foreign["items"] == []
+    assert [
+        a["cause"]
+        for a in client.get("/v1/alerts", headers={"Authorization": f"Bearer {other_key}"}).json()["items"]
+    ] == ["test.4"]

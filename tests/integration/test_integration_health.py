@@ -302,3 +302,21 @@ def test_hostile_log_queries_get_a_clear_4xx(
     answer = client_for(settings).get(path, params=params, headers={"Authorization": f"Bearer {key}"})
     assert answer.status_code == status, answer.text
     assert_error_shape(answer.json(), code)
+
+
+def test_two_deletes_at_once_remove_it_once_and_never_answer_500(
+    service: LedgerService, settings: Settings
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, key = register_tenant(service)
+    client = client_for(settings)
+    auth = configure(client, key)
+    with ThreadPoolExecutor(2) as pool:
+        statuses = sorted(
+            pool.map(
+                lambda _: client.delete(f"/v1/integrations/{PROVIDER}", headers=auth).status_code, range(2)
+            )
+        )
+    assert statuses[0] == 204 and statuses[1] in (204, 409), statuses
+    assert client.get(f"/v1/integrations/{PROVIDER}", headers=auth).json()["enabled"] is False
