@@ -9,7 +9,6 @@ import pytest
 from connectors.errors import ErrorClass
 from connectors.sendgrid.errors import classify
 from connectors.sendgrid.mapping import alert_mail
-from engine.integration_health import Health, status_of
 
 
 @pytest.mark.parametrize(
@@ -69,36 +68,3 @@ def test_the_mail_has_one_personalization_per_recipient_and_a_single_line_subjec
     assert mail["subject"].startswith("[Ledgerflow critical] connector.dead_lettered")
     assert mail["custom_args"] == {"alert_id": ALERT["alert_id"], "tenant_id": ALERT["tenant_id"]}
     assert "job_id: j-1" in mail["content"][0]["value"]
-
-
-def health(**changes: Any) -> Health:
-    base: dict[str, Any] = {
-        "attempts": 10,
-        "success_rate": 1.0,
-        "p95_latency_ms": 20.0,
-        "circuit": "closed",
-        "circuit_opened_at": None,
-        "dlq_depth": 0,
-        "last_error": None,
-        "last_success_at": None,
-    }
-    return Health(**{**base, **changes})
-
-
-@pytest.mark.parametrize(
-    ("enabled", "changes", "status"),
-    [
-        (True, {}, "active"),
-        (True, {"success_rate": None, "attempts": 0}, "active"),
-        (False, {"circuit": "open"}, "disabled"),
-        (True, {"circuit": "open"}, "circuit_open"),
-        (True, {"circuit": "half_open"}, "circuit_open"),
-        (True, {"dlq_depth": 1}, "degraded"),
-        (True, {"success_rate": 0.89}, "degraded"),
-        (True, {"success_rate": 0.9}, "active"),
-    ],
-)
-def test_status_follows_switch_circuit_dead_letters_and_success_rate(
-    enabled: bool, changes: dict[str, Any], status: str
-) -> None:
-    assert status_of(enabled, health(**changes)) == status
