@@ -9,6 +9,7 @@ router, the connector workers, rate limits (``LEDGERFLOW_<NAME>_RATE``) and the 
 from __future__ import annotations
 
 from connectors import bank, etims, gst_irp, gstin_lookup, gstn_returns, razorpay, stripe
+from connectors import etims, gst_irp, gstin_lookup, gstn_returns, razorpay, sendgrid, stripe
 from connectors.kit import Connector
 from engine import db, integrations
 from engine.integrations import Provider
@@ -21,6 +22,7 @@ CONNECTORS: tuple[Connector, ...] = (
     razorpay.CONNECTOR,
     stripe.CONNECTOR,
     bank.CONNECTOR,
+    sendgrid.CONNECTOR,
 )
 
 BY_NAME: dict[str, Connector] = {c.name: c for c in CONNECTORS}

@@ -547,6 +547,27 @@ class LedgerService:
         assert found is not None
         return found
 
+    def remove_integration(self, ring: KeyRing, tenant_id: UUID, provider: str, *, changed_by: str) -> bool:
+        """Disable a provider and forget its credentials and run-time secrets (DELETE
+        /v1/integrations/{provider}), recorded as IntegrationSettingsChanged naming every credential
+        field as changed; False when the tenant never configured it. The destination row stays, so
+        the audit trail and health keep their subject; using it again needs every credential."""
+        tenant = self.get_tenant(tenant_id)
+        with db.transaction(self.pool) as conn:
+            forgotten = integrations.forget(conn, ring, tenant_id, provider)
+            if forgotten is None:
+                return False
+            tenant.change_integration_settings(
+                provider=provider,
+                enabled=False,
+                environment=forgotten["environment"],
+                base_url=forgotten["base_url"],
+                credentials_changed=list(forgotten["fields"]),
+                changed_by=changed_by,
+            )
+            self._save_tenant(tenant)
+        return True
+
     def set_einvoicing(self, tenant_id: UUID, enabled: bool, changed_by: str) -> None:
         """Turn the gst-irp integration on or off, keeping its destination and credentials."""
         tenant = self.get_tenant(tenant_id)

@@ -284,6 +284,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "webhooks.sql"),
     ("engine", "payments.sql"),
     ("engine", "tds.sql"),
+    ("engine", "integration_health.sql"),
 ]
 
 # The outer packages' tables (registered by ``register_outer``) run before this engine migration: the order

@@ -24,6 +24,7 @@ from connectors import registry as connector_registry
 from engine import db, integrations, logs, telemetry
 from engine.api import contract
 from engine.api.bank import build_router as bank_router
+from engine.api.alerts import build_router as alerts_router
 from engine.api.errors import ApiError, error_body, install
 from engine.api.etims import build_router as etims_router
 from engine.api.etims import refuse_suspended, suspension_cached
@@ -36,6 +37,8 @@ from engine.api.health import consumer_health_router
 from engine.api.hooks import PaymentBookHolder, with_payment_fields
 from engine.api.hooks import build_router as hooks_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
+from engine.api.integration_health import build_router as integration_health_router
+from engine.api.integration_health import with_health
 from engine.api.metrics import metrics_router
 from engine.api.payouts import build_router as payouts_router
 from engine.api.reconciliation import build_router as reconciliation_router
@@ -344,6 +347,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(bank_router(current_tenant, service))
     app.include_router(tds_router(current_tenant, service))
     app.include_router(reconciliation_router(current_tenant, service))
+    app.include_router(integration_health_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(alerts_router(current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:
@@ -531,7 +536,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/integrations", tags=["integrations"], summary="The tenant's provider settings")
     def list_integrations(tenant_id: Tenant, svc: Service) -> dict[str, Any]:
         with db.transaction(svc.pool) as conn:
-            items = integrations.list_views(conn, tenant_id)
+            items = with_health(conn, tenant_id, integrations.list_views(conn, tenant_id))
         return {"items": items, "providers": sorted(integrations.PROVIDERS)}
 
     @app.get("/v1/integrations/{provider}", tags=["integrations"], summary="One provider's settings")

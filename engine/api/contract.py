@@ -140,6 +140,8 @@ CONFLICTS = {
     ("post", "/v1/etims/devices"),
     ("post", "/v1/etims/codes/sync"),
     ("post", "/v1/etims/items"),
+    # 409 sync_not_supported / integration_disabled (engine/api/integration_health.py).
+    ("post", "/v1/integrations/{provider}/sync"),
 }
 OPERATORS = {"/metrics", "/healthz/consumers"}  # behind the operators' token when one is set
 # Behind the operator token (LEDGERFLOW_OPERATOR_TOKEN), off without it.
