@@ -1458,7 +1458,9 @@ class LedgerService:
     ) -> InvoiceDraft:
         return drafts.discard_draft(self, tenant_id, draft_id, reason, traceparent)
 
-    def issue_draft_invoice(self, tenant_id: UUID, draft_id: UUID, traceparent: str | None) -> drafts.IssuedDraft:
+    def issue_draft_invoice(
+        self, tenant_id: UUID, draft_id: UUID, traceparent: str | None
+    ) -> drafts.IssuedDraft:
         """Give the draft the next number of the tenant's series and issue it (an ordinary invoice)."""
         return drafts.issue_draft(self, tenant_id, draft_id, traceparent)
 

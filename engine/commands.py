@@ -275,4 +275,6 @@ class DraftInvoice(BaseModel):
 
     def as_invoice(self, number: str, day: date_type) -> IssueInvoice:
         """The IssueInvoice this draft becomes with ``number``, dated ``day``."""
-        return IssueInvoice.model_validate({**self.model_dump(mode="json"), "number": number, "date": day.isoformat()})
+        return IssueInvoice.model_validate(
+            {**self.model_dump(mode="json"), "number": number, "date": day.isoformat()}
+        )

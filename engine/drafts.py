@@ -214,7 +214,8 @@ def issue_draft(svc: LedgerService, tenant_id: UUID, draft_id: UUID, traceparent
                 _check_open(draft, "issued")
                 continue
             conn.execute(
-                "UPDATE invoice_series_counters SET last_number = %s WHERE tenant_id = %s AND financial_year = %s",
+                "UPDATE invoice_series_counters SET last_number = %s"
+                " WHERE tenant_id = %s AND financial_year = %s",
                 (sequence, tenant_id, year),
             )
             _index(svc, draft, conn)
@@ -285,7 +286,8 @@ def _index(svc: LedgerService, draft: InvoiceDraft, conn: psycopg.Connection[Any
         "INSERT INTO invoice_drafts (draft_id, tenant_id, status, source, external_ref, invoice_date,"
         " buyer_name, total, issued_invoice_id, number, version)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (draft_id) DO UPDATE SET status = excluded.status, invoice_date = excluded.invoice_date,"
+        " ON CONFLICT (draft_id) DO UPDATE SET status = excluded.status,"
+        " invoice_date = excluded.invoice_date,"
         " buyer_name = excluded.buyer_name, total = excluded.total,"
         " issued_invoice_id = excluded.issued_invoice_id, number = excluded.number,"
         " version = excluded.version, updated_at = now()"
@@ -316,17 +318,17 @@ def list_drafts(
     ).fetchall()
     return [
         {
-            "id": str(r["draft_id"]),  # type: ignore[call-overload]
-            "status": r["status"],  # type: ignore[call-overload]
-            "source": r["source"],  # type: ignore[call-overload]
-            "external_ref": r["external_ref"],  # type: ignore[call-overload]
-            "date": r["invoice_date"].isoformat(),  # type: ignore[call-overload]
-            "buyer_name": r["buyer_name"],  # type: ignore[call-overload]
-            "total": f"{r['total']:.2f}",  # type: ignore[call-overload]
-            "invoice_id": str(r["issued_invoice_id"]) if r["issued_invoice_id"] else None,  # type: ignore[call-overload]
-            "number": r["number"],  # type: ignore[call-overload]
-            "created_at": r["created_at"].isoformat(),  # type: ignore[call-overload]
-            "updated_at": r["updated_at"].isoformat(),  # type: ignore[call-overload]
+            "id": str(r["draft_id"]),
+            "status": r["status"],
+            "source": r["source"],
+            "external_ref": r["external_ref"],
+            "date": r["invoice_date"].isoformat(),
+            "buyer_name": r["buyer_name"],
+            "total": f"{r['total']:.2f}",
+            "invoice_id": str(r["issued_invoice_id"]) if r["issued_invoice_id"] else None,
+            "number": r["number"],
+            "created_at": r["created_at"].isoformat(),
+            "updated_at": r["updated_at"].isoformat(),
         }
         for r in rows
     ]
@@ -336,10 +338,12 @@ def list_drafts(
 
 
 def series_of(conn: psycopg.Connection[Any], tenant_id: UUID) -> Series:
-    row = conn.execute("SELECT prefix, digits FROM invoice_series WHERE tenant_id = %s", (tenant_id,)).fetchone()
+    row = conn.execute(
+        "SELECT prefix, digits FROM invoice_series WHERE tenant_id = %s", (tenant_id,)
+    ).fetchone()
     if row is None:
         return Series()
-    return Series(prefix=str(row["prefix"]), digits=int(row["digits"]))  # type: ignore[call-overload]
+    return Series(prefix=str(row["prefix"]), digits=int(row["digits"]))
 
 
 def series_view(conn: psycopg.Connection[Any], tenant_id: UUID, series: Series) -> dict[str, Any]:
@@ -348,7 +352,7 @@ def series_view(conn: psycopg.Connection[Any], tenant_id: UUID, series: Series) 
         "SELECT last_number FROM invoice_series_counters WHERE tenant_id = %s AND financial_year = %s",
         (tenant_id, year),
     ).fetchone()
-    last = int(row["last_number"]) if row else 0  # type: ignore[call-overload]
+    last = int(row["last_number"]) if row else 0
     following = series.number(year, last + 1) if last + 1 <= series.capacity(year) else None
     return {
         "prefix": series.prefix,

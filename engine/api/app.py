@@ -21,8 +21,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors import registry as connector_registry
-from engine import db, integrations, logs, telemetry
+from engine import db, drafts, integrations, logs, telemetry
 from engine.api import contract
+from engine.api.drafts import build_router as drafts_router
+from engine.api.drafts import draft_view
 from engine.api.errors import ApiError, error_body, install
 from engine.api.etims import build_router as etims_router
 from engine.api.etims import refuse_suspended, suspension_cached
@@ -336,6 +338,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(gst_tax_router(current_tenant))
     app.include_router(hooks_router(settings, current_tenant, service, holder.key_ring, books))
+    app.include_router(drafts_router(current_tenant, service, invoice_view))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:
@@ -461,6 +464,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Not projected yet (the projection trails the event store by moments): answer from the
         # event store rather than a false 404, and say so.
         response.headers["X-Ledgerflow-Read-Source"] = "event-store"
+        draft = drafts.find_draft(svc, tenant_id, parsed)  # a draft lives only there (issue 13)
+        if draft is not None:
+            return draft_view(draft)
         view = invoice_view(svc.get_invoice(tenant_id, parsed))
         if view.get("document_type") == "invoice" and "etims" not in view:
             # An Indian invoice's notes (issue 11), as far as the register has them.
@@ -474,10 +480,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         svc: Service,
         date_from: Annotated[date | None, Query(alias="from")] = None,
         date_to: Annotated[date | None, Query(alias="to")] = None,
-        status: Literal["issued", "cancelled"] | None = None,
+        status: Literal["issued", "cancelled", "draft"] | None = None,
         cursor: Annotated[str | None, Query(max_length=400)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> dict[str, Any]:
+        if status == "draft":  # drafts are listed from their own table (GET /v1/invoices/drafts)
+            with db.transaction(svc.pool) as conn:
+                return {"items": drafts.list_drafts(conn, tenant_id, "draft", limit), "next": None}
         try:
             with db.transaction(svc.pool) as conn:
                 page = invoice_register.search(

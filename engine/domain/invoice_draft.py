@@ -14,6 +14,8 @@ totals; issuing recomputes everything on the issue date.
 
 from __future__ import annotations
 
+from datetime import date
+from decimal import Decimal
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
@@ -57,6 +59,21 @@ class DraftStatus:
 
 class InvoiceDraft(Aggregate):
     """An invoice without a number yet, owned by one tenant."""
+
+    # Set from ``document`` (DOCUMENT_FIELDS) by _replace.
+    financial_year: str
+    invoice_date: date
+    currency: str
+    supply_type: str
+    seller: dict[str, Any]
+    buyer: dict[str, Any]
+    place_of_supply: str
+    intra_state: bool
+    lines: list[dict[str, Any]]
+    totals: dict[str, Decimal]
+    reverse_charge: bool
+    ecommerce_gstin: str | None
+    export: dict[str, Any] | None
 
     class Drafted(Aggregate.Created):
         tenant_id: UUID
@@ -116,6 +133,8 @@ class InvoiceDraft(Aggregate):
         self.document_type = "invoice"
         self.issued_invoice: dict[str, str] | None = None
         self.discard_reason: str | None = None
+        # What a retry of the creating request must match (an Idempotency-Key's body).
+        self.created_request_hash = request_hash
         self._replace(request_hash, command, document)
 
     def _replace(self, request_hash: str, command: dict[str, Any], document: dict[str, Any]) -> None:
