@@ -75,7 +75,9 @@ def test_the_financial_year_rolls_over_on_the_first_of_april(day: date, year: st
         ("INV/", 11, "invalid_digits"),
     ],
 )
-def test_a_series_is_checked_against_the_irps_number_rules(prefix: str, digits: int, code: str | None) -> None:
+def test_a_series_is_checked_against_the_irps_number_rules(
+    prefix: str, digits: int, code: str | None
+) -> None:
     found = check_series(Series(prefix, digits))
     assert [v.code for v in found] == ([] if code is None else [code])
 
@@ -140,7 +142,11 @@ def test_discarding_twice_changes_nothing_and_a_discarded_draft_is_never_issued(
     draft = _draft()
     assert draft.discard(reason="order cancelled", traceparent=None) is True
     assert draft.discard(reason="again", traceparent=None) is False
-    assert (draft.status, draft.discard_reason, draft.version) == (DraftStatus.DISCARDED, "order cancelled", 2)
+    assert (draft.status, draft.discard_reason, draft.version) == (
+        DraftStatus.DISCARDED,
+        "order cancelled",
+        2,
+    )
     with pytest.raises(DraftNotOpen):
         draft.issue(invoice_id=uuid4(), number="X1", financial_year="2026-27", traceparent=None)
 
