@@ -79,7 +79,8 @@ def test_a_draft_has_taxes_but_no_number_and_is_issued_with_the_next_number_of_t
     draft = created.json()
     assert (draft["status"], draft["number"]) == ("draft", None)
     assert draft["totals"] == {
-        "taxable": "1000.00", "cgst": "90.00", "sgst": "90.00", "igst": "0.00", "cess": "0.00", "total": "1180.00"
+        "taxable": "1000.00", "cgst": "90.00", "sgst": "90.00",
+        "igst": "0.00", "cess": "0.00", "total": "1180.00",
     }  # fmt: skip
     assert draft["date"] == today_in_india(datetime.now(UTC)).isoformat()
 
@@ -232,7 +233,8 @@ def test_a_draft_is_created_once_per_external_reference_even_concurrently(
     listed = client.get("/v1/invoices/drafts", headers=bearer(api_key)).json()["items"]
     assert [(d["id"], d["external_ref"]) for d in listed] == [(str(results[0].id), "order-1042")]
 
-    # Over HTTP the reference is the Idempotency-Key: the same body answers the same draft, another is refused.
+    # Over HTTP the reference is the Idempotency-Key: the same body answers the same draft,
+    # another body is refused.
     key = {**bearer(api_key), "Idempotency-Key": "k-1"}
     first = client.post("/v1/invoices/drafts", json=draft_body(), headers=key)
     replay = client.post("/v1/invoices/drafts", json=draft_body(), headers=key)
