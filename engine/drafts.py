@@ -300,6 +300,16 @@ def _index(svc: LedgerService, draft: InvoiceDraft, conn: psycopg.Connection[Any
         own.execute(statement, params)
 
 
+def draft_ids(conn: psycopg.Connection[Any], tenant_id: UUID, status: str, limit: int) -> list[UUID]:
+    """The ids of the tenant's drafts in ``status``, oldest first (``GET /v1/invoices?status=draft``)."""
+    rows = conn.execute(
+        "SELECT draft_id FROM invoice_drafts WHERE tenant_id = %s AND status = %s"
+        " ORDER BY created_at, draft_id LIMIT %s",
+        (tenant_id, status, limit),
+    ).fetchall()
+    return [UUID(str(r["draft_id"])) for r in rows]
+
+
 def list_drafts(
     conn: psycopg.Connection[Any], tenant_id: UUID, status: str | None, limit: int
 ) -> list[dict[str, Any]]:

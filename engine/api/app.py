@@ -484,9 +484,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cursor: Annotated[str | None, Query(max_length=400)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> dict[str, Any]:
-        if status == "draft":  # drafts are listed from their own table (GET /v1/invoices/drafts)
+        if status == "draft":  # drafts have their own look-up (engine/drafts.py), one page
             with db.transaction(svc.pool) as conn:
-                return {"items": drafts.list_drafts(conn, tenant_id, "draft", limit), "next": None}
+                ids = drafts.draft_ids(conn, tenant_id, "draft", limit)
+            return {"items": [draft_view(svc.get_draft_invoice(tenant_id, i)) for i in ids], "next": None}
         try:
             with db.transaction(svc.pool) as conn:
                 page = invoice_register.search(

@@ -55,6 +55,9 @@ def draft_view(draft: InvoiceDraft) -> dict[str, Any]:
         "issued_number": issued.get("number"),
         "discard_reason": draft.discard_reason,
         "version": draft.version,
+        # What an invoice view always has; a draft has neither.
+        "cancellation": None,
+        "einvoice": None,
     }
 
 

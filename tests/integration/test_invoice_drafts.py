@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from schemathesis.generation.modes import GenerationMode
 
 from connectors.registry import CONNECTORS
 from engine.application import InvoiceStateConflict, LedgerService
@@ -24,6 +25,7 @@ from projections.gst_outward_supplies import CHANGES as OUTWARD_CHANGES
 from schemas import registry
 from tests.conftest import BackgroundLoop
 from tests.integration.helpers import INVOICE_BODY, client_for, register_tenant
+from tests.integration.test_api_fuzz import api, api_schema, failures_of, tenant_key  # noqa: F401 (fixtures)
 from tests.integration.test_backbone import read_topic
 
 pytestmark = pytest.mark.integration
@@ -382,3 +384,29 @@ def test_the_service_refuses_to_issue_a_discarded_draft(
     service.discard_draft_invoice(UUID(tenant_id), draft.id, None, None)
     with pytest.raises(InvoiceStateConflict):
         service.issue_draft_invoice(UUID(tenant_id), draft.id, None)
+
+
+def test_the_draft_and_series_operations_answer_generated_requests_as_documented(
+    api_schema: Any,  # noqa: F811 (the fixture of test_api_fuzz)
+    tenant_key: str,  # noqa: F811
+) -> None:
+    """schemathesis against the draft routes only (test_api_fuzz covers them all, slowly)."""
+    headers = {"Authorization": f"Bearer {tenant_key}"}
+    ours = ("/v1/invoices/drafts", "/v1/invoice-series", "/v1/invoices/{invoice_id}")
+    operations = [
+        op
+        for op in (result.ok() for result in api_schema.get_all_operations())
+        if op.path.startswith(ours)
+        and (op.method, op.path) != ("get", "/v1/invoices/{invoice_id}")
+        and not op.path.endswith(("/cancel", "/credit-notes", "/debit-notes"))
+    ]
+    assert len(operations) == 8, [op.label for op in operations]
+    statuses: dict[int, int] = {}
+    found = [
+        failure
+        for operation in operations
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+        for failure in failures_of(operation, mode, headers, statuses)
+    ]
+    assert not [s for s in statuses if s >= 500], statuses
+    assert not found, "\n\n".join(found[:10])
