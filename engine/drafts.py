@@ -207,11 +207,16 @@ def issue_draft(svc: LedgerService, tenant_id: UUID, draft_id: UUID, traceparent
             try:
                 svc._save(invoice, draft)
             except IntegrityError:
-                # The number is stored already (a crash before the counter moved, or a number
-                # given by hand): step over it. The draft cannot have changed (we hold the lock
-                # for issues; a PATCH or DELETE in between is seen when it is loaded again).
+                # Either the number is stored already (a crash before the counter moved, or a
+                # number given by hand: step over it, it is used), or the draft changed under us
+                # (a PATCH or DELETE between our read and our write: take it as it is now and try
+                # the same number again, so no number is lost).
+                taken = svc._find_invoice(tenant_id, invoice.id) is not None
                 draft = get_draft(svc, tenant_id, draft_id)
                 _check_open(draft, "issued")
+                command = DraftInvoice.model_validate(draft.command)
+                if not taken:
+                    sequence -= 1
                 continue
             conn.execute(
                 "UPDATE invoice_series_counters SET last_number = %s"

@@ -410,3 +410,13 @@ def test_the_draft_and_series_operations_answer_generated_requests_as_documented
     ]
     assert not [s for s in statuses if s >= 500], statuses
     assert not found, "\n\n".join(found[:10])
+
+
+def test_a_kenyan_tenant_has_no_gst_drafts(service: LedgerService, settings: Settings) -> None:
+    registered = service.register_tenant(
+        name="Duka", legal_name="Duka Limited", country="KE", gstin=None, state=None, kra_pin="P051234567X"
+    )
+    client = client_for(settings)
+    answer = client.post("/v1/invoices/drafts", json=draft_body(), headers=bearer(registered.api_key))
+    assert answer.status_code == 422, answer.text
+    assert [f["code"] for f in answer.json()["error"]["details"]["fields"]] == ["wrong_country"]
