@@ -16,20 +16,26 @@ import pytest
 from schemathesis.generation.modes import GenerationMode
 
 from connectors.registry import CONNECTORS
+from engine import db
 from engine.application import InvoiceStateConflict, LedgerService
 from engine.commands import DraftInvoice
 from engine.config import Settings
 from engine.relay import Relay
 from engine.tax.india_gst import financial_year, today_in_india
 from projections.gst_outward_supplies import CHANGES as OUTWARD_CHANGES
+from projections.gst_outward_supplies import GstOutwardSupplies, supplies_for
+from projections.invoice_register import InvoiceRegister
+from projections.runner import ProjectionRunner
 from schemas import registry
-from tests.conftest import BackgroundLoop
+from tests.conftest import BackgroundLoop, wait_for
 from tests.integration.helpers import INVOICE_BODY, client_for, register_tenant
 from tests.integration.test_api_fuzz import api, api_schema, failures_of, tenant_key  # noqa: F401 (fixtures)
 from tests.integration.test_backbone import read_topic
 
 pytestmark = pytest.mark.integration
 
+# The seller GSTIN register_tenant gives every test tenant.
+SELLER_GSTIN = "27AAGCB7383J1Z8"
 YEAR = financial_year(today_in_india(datetime.now(UTC)))
 
 
@@ -332,7 +338,7 @@ def test_unknown_and_malformed_draft_ids_are_404(india: tuple[str, str, Any]) ->
 def test_drafts_never_reach_the_irp_etims_or_gstr1_and_their_issue_is_an_ordinary_invoice(
     india: tuple[str, str, Any], settings: Settings, topics: list[str], background: BackgroundLoop
 ) -> None:
-    _, api_key, client = india
+    tenant_id, api_key, client = india
     b2b = client.post("/v1/invoices/drafts", json=draft_body(), headers=bearer(api_key)).json()
     other = client.post("/v1/invoices/drafts", json=draft_body(), headers=bearer(api_key)).json()
     client.patch(f"/v1/invoices/{other['id']}", json=draft_body(), headers=bearer(api_key))
@@ -368,6 +374,24 @@ def test_drafts_never_reach_the_irp_etims_or_gstr1_and_their_issue_is_an_ordinar
     # The issued invoice is a normal B2B invoice: the IRP and GSTIN look-up connectors take it.
     assert any(job.startswith("gst-irp:") for job in routed["ledgerflow.invoice.issued"]), routed
     assert invoice["supply_type"] == "B2B"
+
+    # The read side: GSTR-1's outward supplies and the invoice register hold the invoice, no draft.
+    background.start(ProjectionRunner(settings, GstOutwardSupplies()).run)
+    background.start(ProjectionRunner(settings, InvoiceRegister()).run)
+    period = today_in_india(datetime.now(UTC)).strftime("%m%Y")
+
+    def supplies() -> list[Any]:
+        background.check()
+        with db.connect(settings) as conn:
+            return supplies_for(conn, UUID(tenant_id), SELLER_GSTIN, period)
+
+    found = wait_for(supplies, what="the issued invoice among the period's outward supplies")
+    assert [d.number for d in found] == [invoice["number"]]
+    listed = wait_for(
+        lambda: client.get("/v1/invoices", headers=bearer(api_key)).json()["items"],
+        what="the issued invoice in the invoice register",
+    )
+    assert [i["id"] for i in listed] == [invoice["id"]]
 
 
 def test_the_service_refuses_to_issue_a_discarded_draft(
