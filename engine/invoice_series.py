@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from engine.errors import Conflict
 from engine.tax.errors import Violation
 
 FY_PLACEHOLDER = "{fy}"
@@ -88,5 +89,6 @@ def check_series(series: Series) -> list[Violation]:
     return found
 
 
-class SeriesExhausted(Exception):
-    """The sequence outgrew the 16 characters the IRP allows for this prefix."""
+class SeriesExhausted(Conflict):
+    """The sequence outgrew the 16 characters the IRP allows for this prefix (engine/drafts.py answers
+    409 invalid_state with what to change)."""
