@@ -285,6 +285,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "payments.sql"),
     ("engine", "tds.sql"),
     ("engine", "integration_health.sql"),
+    ("engine", "invoice_drafts.sql"),
 ]
 
 # The outer packages' tables (registered by ``register_outer``) run before this engine migration: the order

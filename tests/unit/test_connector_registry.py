@@ -117,6 +117,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("engine", "payments.sql"),
     ("engine", "tds.sql"),
     ("engine", "integration_health.sql"),
+    ("engine", "invoice_drafts.sql"),
 ]
 
 
