@@ -23,8 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from connectors import registry as connector_registry
 from engine import db, drafts, integrations, logs, telemetry
 from engine.api import contract
-from engine.api.bank import build_router as bank_router
 from engine.api.alerts import build_router as alerts_router
+from engine.api.bank import build_router as bank_router
 from engine.api.drafts import build_router as drafts_router
 from engine.api.drafts import draft_view
 from engine.api.errors import ApiError, error_body, install
