@@ -25,6 +25,7 @@ from engine.security.egress import EndpointPolicy
 if TYPE_CHECKING:
     from connectors.errors import ConnectorError
     from connectors.hooks import InboundHooks
+    from connectors.oauth import OAuthSpec
     from streams.connectors.context import HandlerContext
     from streams.connectors.jobs import Job, JobResult
 
@@ -145,6 +146,8 @@ class Connector:
     run by ``ledgerflow db migrate`` after the engine's. Name tables after the connector."""
     hooks: InboundHooks | None = None
     """Deliveries the provider sends to ``POST /v1/hooks/<name>/{tenant_id}`` (connectors/hooks.py)."""
+    oauth: OAuthSpec | None = None
+    """The provider's OAuth 2.0 authorisation-code flow (connectors/oauth.py, engine/api/oauth.py)."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
