@@ -8,6 +8,7 @@ Several may run at once; each claims due connections with ``FOR UPDATE SKIP LOCK
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from connectors import registry as connector_registry
@@ -42,10 +43,8 @@ async def run(keeper: TokenKeeper, stop: asyncio.Event, interval: float = INTERV
                 log.info("oauth refresh pass: %s", outcome)
         except Exception:  # one bad pass (database restarting) must not end the schedule
             log.exception("oauth refresh pass failed; trying again in %.0f s", interval)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)
-        except TimeoutError:
-            pass
 
 
 def main() -> None:

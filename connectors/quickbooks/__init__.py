@@ -10,10 +10,38 @@ and the API subset with faults on demand. docs/quickbooks.md is the accountant's
 
 from __future__ import annotations
 
-from connectors.kit import Connector, SandboxLaunch
+from typing import TYPE_CHECKING
+
+from connectors.kit import Connector, ConnectorHandler, SandboxLaunch
 from connectors.quickbooks import routes
-from connectors.quickbooks.handler import create_handler
 from connectors.quickbooks.settings import ENDPOINTS, OAUTH, PROVIDER, SETTINGS, test_connection
+
+if TYPE_CHECKING:
+    from streams.connectors.context import HandlerContext
+
+SANDBOX_PORT = 9140
+DEMO_TAX_CODES = "0=NON,5=12,12=13,18=14,28=15"
+
+
+def _handler(context: HandlerContext) -> ConnectorHandler:
+    # Imported when a worker runs: the handler needs the runtime, which needs the registry.
+    from connectors.quickbooks.handler import create_handler
+
+    return create_handler(context)
+
+
+def _demo_credentials(gstin: str) -> dict[str, str]:
+    from connectors.quickbooks.sandbox import SandboxAccount  # FastAPI: only where a sandbox runs
+
+    account = SandboxAccount()
+    return {
+        "client_id": account.client_id,
+        "client_secret": account.client_secret,
+        "income_account_id": "79",
+        "deposit_account_id": "4",
+        "tax_codes": DEMO_TAX_CODES,
+    }
+
 
 CONNECTOR = Connector(
     name=PROVIDER,
@@ -22,7 +50,7 @@ CONNECTOR = Connector(
     connection_test=test_connection,
     routes=routes.routes,
     route_event_types=routes.EVENT_TYPES,
-    handler=create_handler,
+    handler=_handler,
     # Intuit throttles at 500 requests per minute per company (HTTP 429); a job makes several calls.
     rate_limit_per_s=8.0,
     rate_limit_counts="request",

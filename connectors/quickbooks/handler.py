@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from connectors.catalogue import checked_transport
+from connectors.egress import CheckedTransport
 from connectors.errors import ConnectorError, NeedsAttentionError, PermanentError, RetryableError
 from connectors.oauth import TokenKeeper, connection
 from connectors.quickbooks import mapping, routes
 from connectors.quickbooks.client import QuickBooksClient
-from connectors.quickbooks.settings import OAUTH, PROVIDER, tax_code_map
+from connectors.quickbooks.settings import ENDPOINTS, OAUTH, PROVIDER, tax_code_map
 from engine import db
 from engine.application import InvoiceNotFound
 from engine.integrations import IntegrationSettings
@@ -32,7 +32,7 @@ class QuickBooksHandler:
             context.ring,
             context.service,
             {PROVIDER: OAUTH},
-            lambda loaded: checked_transport(loaded, context.settings.mode),
+            lambda loaded: CheckedTransport(ENDPOINTS, context.settings.mode, loaded.environment),
         )
 
     async def __call__(self, job: Job, attempt: int) -> JobResult:
