@@ -55,7 +55,10 @@ CONNECTOR = Connector(
     rate_limit_per_s=8.0,
     rate_limit_counts="request",
     sandbox=SandboxLaunch(
-        module="connectors.quickbooks.sandbox", port=9140, label="QuickBooks Online sandbox"
+        module="connectors.quickbooks.sandbox",
+        port=SANDBOX_PORT,
+        label="quickbooks-sandbox",
+        demo_credentials=_demo_credentials,
     ),
     migrations=(("connectors", "oauth.sql"),),
     oauth=OAUTH,

@@ -13,7 +13,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 DOC_NUMBER_MAX = 21
@@ -59,9 +59,19 @@ def doc_number(number: str) -> str:
 
 
 def amount(value: Any) -> Decimal:
-    number = Decimal(str(value))
-    if not number.is_finite() or len(number.as_tuple().digits) > MAX_SIGNIFICANT_DIGITS:
-        raise MappingError("amount_out_of_range", f"amount {str(value)[:30]} exceeds 15 significant digits")
+    """An exact decimal QuickBooks can hold: at most 15 significant digits, below 10^13, and no finer
+    than 6 decimal places (its unit prices); anything else is refused rather than rounded."""
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise MappingError("amount_out_of_range", f"amount {str(value)[:30]!r} is not a number") from exc
+    if (
+        not number.is_finite()
+        or len(number.as_tuple().digits) > MAX_SIGNIFICANT_DIGITS
+        or (number != 0 and number.adjusted() >= 13)
+        or int(number.as_tuple().exponent) < -6
+    ):
+        raise MappingError("amount_out_of_range", f"amount {str(value)[:30]} cannot be sent exactly")
     return number
 
 
