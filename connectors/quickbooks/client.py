@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from types import TracebackType
 from typing import Any
+from uuid import NAMESPACE_URL, uuid5
 
 import httpx
 import orjson
@@ -24,6 +25,7 @@ from connectors.quickbooks.settings import PROVIDER
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 MINOR_VERSION = "75"
+_REQUEST_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgerflow.dev/ns/quickbooks-requestid")
 
 TokenSource = Callable[[bool], Awaitable[str]]
 """``force`` -> an access token; ``force=True`` after a 401 asks for a refreshed one."""
@@ -87,7 +89,7 @@ class QuickBooksClient:
     async def _write(
         self, entity: str, body: dict[str, Any], request_id: str, *, operation: str | None = None
     ) -> dict[str, Any]:
-        params = {"requestid": request_id[:50]}
+        params = {"requestid": request_token(request_id)}
         if operation:
             params["operation"] = operation
         answer = await self._call("POST", entity.lower(), params=params, content=encode(body))
@@ -128,6 +130,13 @@ class QuickBooksClient:
                 f"{method} {path}: HTTP {response.status_code} redirect, not followed",
             )
         return response
+
+
+def request_token(key: str) -> str:
+    """The ``requestid`` sent for an idempotency key: a UUID derived from the whole key. Keys are long
+    (job id + step); cutting them to fit would make two steps of one job share an id, and the second
+    would get the first one's answer."""
+    return str(uuid5(_REQUEST_NAMESPACE, key))
 
 
 def encode(body: dict[str, Any]) -> bytes:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from fastapi import FastAPI, Request
@@ -149,7 +149,8 @@ def create_app(account: SandboxAccount | None = None) -> FastAPI:
         expected = base64.b64encode(f"{account.client_id}:{account.client_secret}".encode()).decode()
         if request.headers.get("authorization") != f"Basic {expected}":
             return _oauth_error(401, "invalid_client")
-        form = await request.form()
+        # application/x-www-form-urlencoded (RFC 6749 section 4.1.3), parsed without a form library.
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         grant = form.get("grant_type")
         now = kit.clock.now()
         if grant == "authorization_code":

@@ -13,8 +13,6 @@ for another provider is one and the same ``invalid_state``, so the callback tell
 state ever existed.
 """
 
-from __future__ import annotations
-
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from uuid import UUID

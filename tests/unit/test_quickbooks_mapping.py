@@ -10,7 +10,7 @@ import pytest
 
 from connectors.errors import ErrorClass
 from connectors.quickbooks import errors, mapping, routes
-from connectors.quickbooks.client import encode
+from connectors.quickbooks.client import encode, request_token
 from connectors.quickbooks.settings import tax_code_map
 
 ISSUED: dict[str, Any] = {
@@ -197,3 +197,13 @@ def test_which_events_become_jobs(ce_type: str, record: dict[str, Any], kinds: l
 
     assert [j.kind for j in jobs] == kinds
     assert all(j.job_id == f"ce-1:{j.kind}" and j.connector == "quickbooks" for j in jobs)
+
+
+def test_request_ids_of_two_steps_of_one_job_differ_and_repeat_for_the_same_step() -> None:
+    job = "ce-c9e7d79d-de4f-4f97-a81f-1108a1083a35:push_invoice"
+
+    customer, item = request_token(f"{job}:customer"), request_token(f"{job}:item:HSN 8504")
+
+    assert customer != item
+    assert customer == request_token(f"{job}:customer")
+    assert len(customer) == 36
