@@ -304,13 +304,23 @@ def store_tokens(
     refresh, and only the latest keeps working)."""
     at = now or datetime.now(UTC)
     connector_secrets.put(
-        conn, ring, tenant_id, provider, ACCESS_SCOPE, tokens.access_token.encode(),
+        conn,
+        ring,
+        tenant_id,
+        provider,
+        ACCESS_SCOPE,
+        tokens.access_token.encode(),
         expires_at=tokens.access_expires_at,
-    )  # fmt: skip
+    )
     connector_secrets.put(
-        conn, ring, tenant_id, provider, REFRESH_SCOPE, tokens.refresh_token.encode(),
+        conn,
+        ring,
+        tenant_id,
+        provider,
+        REFRESH_SCOPE,
+        tokens.refresh_token.encode(),
         expires_at=tokens.refresh_expires_at,
-    )  # fmt: skip
+    )
     conn.execute(
         """INSERT INTO oauth_connections (tenant_id, provider, status, account_id, access_expires_at,
                refresh_expires_at, refresh_due_at, last_refreshed_at, last_error, connected_at, updated_at)

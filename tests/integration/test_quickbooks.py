@@ -151,8 +151,8 @@ def test_a_state_works_once_and_only_for_the_tenant_that_asked(
 ) -> None:
     url, _ = intuit
     client = client_for(settings)
-    a_id, a_key = tenant(service, "Alpha")
-    b_id, b_key = tenant(service, "Beta")
+    _a_id, a_key = tenant(service, "Alpha")
+    _b_id, b_key = tenant(service, "Beta")
     configure(client, a_key, url)
     configure(client, b_key, url)
     back = consent(client, a_key)
@@ -255,7 +255,7 @@ def test_a_refused_refresh_needs_a_person_and_raises_a_critical_alert(
     url, operator = intuit
     client = client_for(settings)
     tenant_id, key = tenant(service, "Alpha")
-    other_id, other_key = tenant(service, "Beta")
+    _other_id, other_key = tenant(service, "Beta")
     connect(client, key, url)
     operator.http.post("/_sandbox/quickbooks/revoke").raise_for_status()
     connect(client, other_key, url)  # connected after the revocation: still good
