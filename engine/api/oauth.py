@@ -26,6 +26,7 @@ from connectors.catalogue import checked_transport
 from connectors.errors import ConnectorError, NeedsAttentionError
 from connectors.oauth import OAuthSpec
 from engine import db, integrations
+from engine.api.contract import ErrorBody
 from engine.api.errors import ApiError
 from engine.application import LedgerService
 from engine.config import Settings
@@ -63,7 +64,11 @@ def build_router(
             raise ApiError(409, "integration_disabled", f"{provider} is disabled for this tenant")
         return loaded
 
-    @router.get("/authorize", summary="Start connecting: the provider's authorisation URL")
+    @router.get(
+        "/authorize",
+        summary="Start connecting: the provider's authorisation URL",
+        responses={409: {"model": ErrorBody, "description": "The provider is not configured, or disabled"}},
+    )
     async def authorize(provider: str, tenant_id: Tenant, svc: Service) -> dict[str, Any]:
         spec = spec_of(provider)
 
@@ -83,7 +88,15 @@ def build_router(
 
         return await run_in_threadpool(begin)
 
-    @router.get("/callback", summary="Where the provider sends the user back (no API key)")
+    @router.get(
+        "/callback",
+        summary="Where the provider sends the user back (no API key)",
+        responses={
+            400: {"model": ErrorBody, "description": "State, code or account refused, or consent declined"},
+            409: {"model": ErrorBody, "description": "The provider is no longer configured or is disabled"},
+            503: {"model": ErrorBody, "description": "The provider's token endpoint did not answer"},
+        },
+    )
     async def callback(
         provider: str,
         svc: Service,
