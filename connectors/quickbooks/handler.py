@@ -13,7 +13,7 @@ from uuid import UUID
 
 from connectors.egress import CheckedTransport
 from connectors.errors import ConnectorError, NeedsAttentionError, PermanentError, RetryableError
-from connectors.oauth import TokenKeeper, connection
+from connectors.oauth import CONNECTED, DISCONNECTED, TokenKeeper, connection
 from connectors.quickbooks import mapping, routes
 from connectors.quickbooks.client import QuickBooksClient
 from connectors.quickbooks.settings import ENDPOINTS, OAUTH, PROVIDER, tax_code_map
@@ -39,6 +39,11 @@ class QuickBooksHandler:
         tenant_id = UUID(job.tenant_id)
         loaded = await self.context.integration(tenant_id)
         realm = await self._realm(tenant_id)
+        if realm is None:
+            # Never connected (or disconnected on purpose): the tenant does not sync, as with a
+            # disabled integration. A connection that needs re-authorisation raises instead, so its
+            # jobs wait in the DLQ for a redrive (docs/runbooks/quickbooks-needs-reauth.md).
+            return JobResult({"action": "skipped_not_connected"})
 
         async def token(force: bool) -> str:
             if force:
@@ -58,15 +63,18 @@ class QuickBooksHandler:
             raise NeedsAttentionError(exc.code, str(exc)) from exc
         raise PermanentError("unknown_job_kind", f"quickbooks has no job kind {job.kind[:40]!r}")
 
-    async def _realm(self, tenant_id: UUID) -> str:
+    async def _realm(self, tenant_id: UUID) -> str | None:
         def read() -> Any:
             with db.connect(self.context.settings) as conn:
                 return connection(conn, tenant_id, PROVIDER)
 
         row = await self.context.blocking(read)
-        if row is None or row["status"] != "connected" or not row["account_id"]:
-            status = "not connected" if row is None else str(row["status"])
-            raise NeedsAttentionError("not_connected", f"quickbooks is {status} for this tenant")
+        if row is None or row["status"] == DISCONNECTED:
+            return None
+        if row["status"] != CONNECTED or not row["account_id"]:
+            raise NeedsAttentionError(
+                "not_connected", f"quickbooks is {row['status']} for this tenant: connect it again"
+            )
         return str(row["account_id"])
 
     async def _one(

@@ -277,8 +277,26 @@ def test_a_refused_refresh_needs_a_person_and_raises_a_critical_alert(
     with pytest.raises(NeedsAttentionError) as refused:
         asyncio.run(keeper(settings, service).access_token(tenant_id, "quickbooks"))
     assert refused.value.code == "not_connected"
+    handler = create_handler(
+        HandlerContext(
+            settings,
+            service,
+            load_key_ring(settings.var_dir),
+            connector="quickbooks",
+            request_rate_per_s=None,
+        )
+    )
+    job = {"tenant_id": str(tenant_id), "invoice_id": str(uuid4())}
+    [void] = routes.routes(routes.CANCELLED, "ce-reauth", job)
+    waiting = asyncio.run(_error_of(handler, void))  # kept for a redrive, not skipped
+    assert (type(waiting), waiting.code) == (NeedsAttentionError, "not_connected")
     # Connecting again is the cure (docs/runbooks/quickbooks-needs-reauth.md).
     assert client.get(CALLBACK, params=consent(client, key)).json()["status"] == "connected"
+
+
+def context_for(settings: Settings, service: LedgerService) -> HandlerContext:
+    ring = load_key_ring(settings.var_dir)
+    return HandlerContext(settings, service, ring, connector="quickbooks", request_rate_per_s=None)
 
 
 def run_until_done(handler: Any, job: Job, limit: int = 40) -> tuple[JobResult, int]:
@@ -387,9 +405,9 @@ def test_a_tenant_without_the_connection_gets_nothing_pushed(
         )
     )
 
-    error = asyncio.run(_error_of(handler, push))
+    skipped = asyncio.run(handler(push, 1))
 
-    assert (type(error), error.code) == (NeedsAttentionError, "not_connected")
+    assert skipped.data == {"action": "skipped_not_connected"}
     assert operator.stats()["effects"].get("invoice_created", 0) == 0
     # Another tenant's invoice id in a cancellation job for the connected tenant is not found, not voided.
     [void] = routes.routes(
