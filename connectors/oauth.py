@@ -50,7 +50,7 @@ from engine import db, integrations
 from engine.config import Settings
 from engine.integrations import IntegrationSettings
 from engine.security import connector_secrets
-from engine.security.secrets import KeyRing
+from engine.security.secrets import KeyRing, SecretError
 
 STATE_TTL = timedelta(minutes=10)
 """How long a user has to consent; RFC 6749 section 10.12 asks that the state be unguessable and
@@ -282,7 +282,12 @@ def consume(
         ).fetchone()
     if row is None or row["provider"] != provider or row["expires_at"] <= (now or datetime.now(UTC)):
         return None
-    verifier = ring.open(row["verifier_sealed"], _state_aad(hashed)).decode()
+    try:
+        verifier = ring.open(row["verifier_sealed"], _state_aad(hashed)).decode()
+    except SecretError:
+        # Sealed with a key retired since (states live 10 minutes and are not re-encrypted by
+        # `ledgerflow keys rotate`): the flow starts again, like for an expired state.
+        return None
     return PendingAuthorisation(row["tenant_id"], provider, verifier)
 
 

@@ -208,6 +208,12 @@ def test_hostile_callbacks_are_clear_4xx_and_connect_nothing(
         assert (answer.status_code, error_code(answer)) == (status, code), params
         assert set(answer.json()["error"]) >= {"code", "message", "request_id"}
 
+    sealed_with_a_retired_key = fresh()
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        conn.execute("UPDATE oauth_states SET verifier_sealed = 'retired:AAAA'")
+    answer = client.get(CALLBACK, params=sealed_with_a_retired_key)
+    assert (answer.status_code, error_code(answer)) == (400, "invalid_state")
+
     assert client.get("/v1/integrations/quickbooks/oauth", headers=auth(key)).status_code == 404
     assert operator.stats()["effects"].get("code_exchanged", 0) == 0
     unknown = client.get("/v1/integrations/stripe/oauth/authorize", headers=auth(key))
