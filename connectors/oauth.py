@@ -59,7 +59,6 @@ REFRESH_MARGIN = timedelta(minutes=10)
 """Access tokens are refreshed this long before they expire (Intuit's last one hour)."""
 CLAIM_LEASE = timedelta(minutes=2)
 """A refresher that claimed a connection and died leaves it due again after this long."""
-DEFAULT_REDIRECT_BASE = "http://127.0.0.1:8000"
 
 ACCESS_SCOPE = "oauth:access"
 REFRESH_SCOPE = "oauth:refresh"
@@ -112,7 +111,10 @@ def well_formed_account(account: str) -> bool:
 
 def redirect_uri(provider: str, base: str | None = None) -> str:
     """The callback URL registered with the provider: deployment configuration, never a request's."""
-    root = (base or os.environ.get("LEDGERFLOW_OAUTH_REDIRECT_BASE") or DEFAULT_REDIRECT_BASE).rstrip("/")
+    # Unset: the local API (`ledgerflow run`, LEDGERFLOW_API_PORT), which is what a developer's
+    # Intuit app registers for its sandbox companies.
+    local = f"http://127.0.0.1:{os.environ.get('LEDGERFLOW_API_PORT', '8080')}"
+    root = (base or os.environ.get("LEDGERFLOW_OAUTH_REDIRECT_BASE") or local).rstrip("/")
     return f"{root}/v1/integrations/{provider}/oauth/callback"
 
 
