@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
+
 from connectors.egress import CheckedTransport
 from connectors.errors import ConnectorError, NeedsAttentionError, PermanentError, RetryableError
 from connectors.oauth import CONNECTED, DISCONNECTED, TokenKeeper, connection
@@ -19,6 +21,7 @@ from connectors.quickbooks.client import QuickBooksClient
 from connectors.quickbooks.settings import ENDPOINTS, OAUTH, PROVIDER, tax_code_map
 from engine import db
 from engine.application import InvoiceNotFound
+from engine.domain.payment import Payment
 from engine.integrations import IntegrationSettings
 from streams.connectors.context import HandlerContext
 from streams.connectors.jobs import Job, JobResult
@@ -148,8 +151,11 @@ class QuickBooksHandler:
     async def _push_payment(
         self, client: QuickBooksClient, loaded: IntegrationSettings, job: Job
     ) -> JobResult:
-        record = dict(job.payload["payment"])
-        number = mapping.doc_number(str(record["reference"]["invoice_number"]))
+        tenant_id = UUID(job.tenant_id)
+        record = await self.context.blocking(lambda: self._payment_record(tenant_id, job))
+        if record is None:
+            return JobResult({"action": "no_invoice_reference"})
+        number = mapping.doc_number(str(record["invoice_number"]))
         invoice = await self._one(client, "Invoice", "DocNumber", number)
         if invoice is None:
             # The invoice's own job has not run yet (another partition): wait for it.
@@ -160,6 +166,34 @@ class QuickBooksHandler:
         body = mapping.payment_body(record, invoice, loaded.credentials["deposit_account_id"])
         created = await client.create("Payment", body, f"{job.job_id}:payment")
         return JobResult({"quickbooks_payment_id": created["Id"], "action": "created"})
+
+    def _payment_record(self, tenant_id: UUID, job: Job) -> dict[str, Any] | None:
+        """The captured payment as mapping.py wants it, read from the ledger (the status event that
+        made the job carries no amount), with the number of the invoice it pays; None when it names
+        no invoice."""
+        service = self.context.service
+        try:
+            payment: object = service.ledger.repository.get(UUID(str(job.payload["payment_id"])))
+        except (AggregateNotFoundError, ValueError) as exc:
+            raise PermanentError("payment_not_found", "the payment is not in the ledger") from exc
+        if not isinstance(payment, Payment) or payment.tenant_id != tenant_id:
+            raise PermanentError("payment_not_found", "the payment is not in the ledger")
+        reference = dict(payment.reference)
+        number = reference.get("invoice_number")
+        if not number and reference.get("invoice_id"):
+            try:
+                number = service.get_invoice(tenant_id, UUID(reference["invoice_id"])).number
+            except (InvoiceNotFound, ValueError):
+                number = None
+        if not number:
+            return None
+        return {
+            "payment_id": str(payment.id),
+            "provider_payment_id": payment.provider_payment_id,
+            "amount": payment.amount,
+            "paid_at": int(payment.paid_at.timestamp() * 1000),
+            "invoice_number": number,
+        }
 
     def record_failure(self, job: Job, error: ConnectorError, attempts: int) -> None:
         # The DLQ record (with its error headers) is the failure's record; a document that never

@@ -1,8 +1,10 @@
 """Which ledger events become ``quickbooks`` jobs (pure).
 
-Every issued invoice is pushed and every cancelled one voided; every recorded payment that names the
-invoice it pays (``reference.invoice_number``) is pushed linked to it. The router keeps only tenants
-whose integration is enabled; the handler then requires the OAuth connection to be ``connected``.
+Every issued invoice is pushed and every cancelled one voided; every payment is pushed when the
+gateway reports it captured (money taken: a created, authorised or failed payment is not income), linked
+to the invoice it names (``reference.invoice_number`` or ``invoice_id``; the handler reads the
+payment). The router keeps only tenants whose integration is enabled; the handler then skips tenants
+that never connected and holds back those whose connection needs re-authorisation.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from streams.connectors.jobs import Job
 
 ISSUED = "ledgerflow.invoice.issued"
 CANCELLED = "ledgerflow.invoice.cancelled"
-PAYMENT_RECORDED = "ledgerflow.payment.recorded"
-EVENT_TYPES = frozenset({ISSUED, CANCELLED, PAYMENT_RECORDED})
+PAYMENT_STATUS_CHANGED = "ledgerflow.payment.status_changed"
+EVENT_TYPES = frozenset({ISSUED, CANCELLED, PAYMENT_STATUS_CHANGED})
 PUSH_INVOICE = "push_invoice"
 VOID_INVOICE = "void_invoice"
 PUSH_PAYMENT = "push_payment"
@@ -46,7 +48,7 @@ def routes(ce_type: str, ce_id: str, record: Mapping[str, Any]) -> Sequence[Job]
                 payload={"invoice_id": str(record["invoice_id"])},
             )
         ]
-    if ce_type == PAYMENT_RECORDED and (record.get("reference") or {}).get("invoice_number"):
+    if ce_type == PAYMENT_STATUS_CHANGED and record.get("status") == "captured":
         return [
             Job.for_event(
                 PROVIDER,
@@ -54,7 +56,7 @@ def routes(ce_type: str, ce_id: str, record: Mapping[str, Any]) -> Sequence[Job]
                 ce_id=ce_id,
                 tenant_id=tenant,
                 subject=str(record["payment_id"]),
-                payload={"payment": dict(record)},
+                payload={"payment_id": str(record["payment_id"])},
             )
         ]
     return []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 from uuid import UUID, uuid4
@@ -26,6 +27,7 @@ from connectors.quickbooks.settings import OAUTH
 from engine.application import LedgerService
 from engine.commands import CancelInvoice, IssueInvoice
 from engine.config import Settings
+from engine.payments import PaymentBook, PaymentFact, open_inbox
 from engine.publishing import invoice_document
 from engine.security.secrets import load_key_ring
 from streams.connectors.context import HandlerContext
@@ -329,15 +331,26 @@ def test_an_invoice_and_its_payment_reach_quickbooks_once_under_faults_and_a_can
     issued = service.issue_invoice(tenant_id, IssueInvoice.model_validate(invoice_body("QB-1"))).invoice
     record = {"event_id": "e", "tenant_id": str(tenant_id), **invoice_document(issued, issued.id)}
     [push] = routes.routes(routes.ISSUED, f"ce-{uuid4()}", record)
-    payment = {
-        "tenant_id": str(tenant_id),
-        "payment_id": str(uuid4()),
-        "provider_payment_id": "pay_29QQoUBi66xm2f",
-        "amount": "1180.00",
-        "paid_at": 1780387100000,
-        "reference": {"invoice_number": "QB-1"},
-    }
-    [pay] = routes.routes(routes.PAYMENT_RECORDED, f"ce-{uuid4()}", payment)
+    book = PaymentBook(service, open_inbox(settings))
+    try:
+        captured = book.apply(
+            PaymentFact(
+                tenant_id=tenant_id,
+                provider="razorpay",
+                provider_payment_id="pay_29QQoUBi66xm2f",
+                provider_event_id="evt_1",
+                occurred_at=datetime.now(UTC),
+                amount=Decimal("1180.00"),
+                currency="INR",
+                paid_at=datetime(2026, 6, 2, 10, 0, tzinfo=UTC),
+                status="captured",
+                reference={"invoice_id": str(issued.id)},  # no number: the handler looks it up
+            )
+        )
+    finally:
+        book.close()
+    status = {"tenant_id": str(tenant_id), "payment_id": str(captured.id), "status": "captured"}
+    [pay] = routes.routes(routes.PAYMENT_STATUS_CHANGED, f"ce-{uuid4()}", status)
     context = HandlerContext(
         settings, service, load_key_ring(settings.var_dir), connector="quickbooks", request_rate_per_s=None
     )

@@ -184,11 +184,13 @@ def test_faults_are_classified(
         (routes.ISSUED, {**ISSUED, "document_type": "credit_note"}, []),
         (routes.CANCELLED, {"tenant_id": "t", "invoice_id": "i"}, [routes.VOID_INVOICE]),
         (
-            routes.PAYMENT_RECORDED,
-            {"tenant_id": "t", "payment_id": "p", "reference": {"invoice_number": "INV-1"}},
+            routes.PAYMENT_STATUS_CHANGED,
+            {"tenant_id": "t", "payment_id": "p", "status": "captured"},
             [routes.PUSH_PAYMENT],
         ),
-        (routes.PAYMENT_RECORDED, {"tenant_id": "t", "payment_id": "p", "reference": {}}, []),
+        (routes.PAYMENT_STATUS_CHANGED, {"tenant_id": "t", "payment_id": "p", "status": "failed"}, []),
+        (routes.PAYMENT_STATUS_CHANGED, {"tenant_id": "t", "payment_id": "p", "status": "authorized"}, []),
+        ("ledgerflow.payment.recorded", {"tenant_id": "t", "payment_id": "p", "reference": {}}, []),
         ("ledgerflow.invoice.irn_generated", ISSUED, []),
     ],
 )
