@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 from uuid import UUID, uuid4
@@ -34,6 +36,7 @@ from streams.connectors.context import HandlerContext
 from streams.connectors.jobs import Job, JobResult
 from tests.connectors.contract import LiveServer, Operator
 from tests.integration.helpers import client_for, invoice_body
+from tests.integration.processes import Processes
 
 pytestmark = pytest.mark.integration
 
@@ -441,3 +444,62 @@ async def _error_of(handler: Any, job: Job) -> ConnectorError:
     except ConnectorError as exc:
         return exc
     raise AssertionError(f"job {job.kind} succeeded")
+
+
+@pytest.mark.slow
+def test_an_invoice_its_captured_payment_and_its_cancellation_reach_quickbooks_through_the_running_engine(
+    service: LedgerService,
+    settings: Settings,
+    topics: list[str],
+    intuit: tuple[str, Operator],
+    tmp_path: Path,
+) -> None:
+    url, operator = intuit
+    fast = replace(settings, retry_delays=(0, 1, 1, 2), breaker_open_seconds=3)
+    client = client_for(fast)
+    tenant_id, key = tenant(service)
+    connect(client, key, url)
+    operator.faults(error_rate=1.0, paths=["/v3/"], max_faults=2)  # a short outage first
+    issued = service.issue_invoice(tenant_id, IssueInvoice.model_validate(invoice_body("QB-E2E"))).invoice
+    book = PaymentBook(service, open_inbox(fast))
+    try:
+        book.apply(
+            PaymentFact(
+                tenant_id=tenant_id,
+                provider="razorpay",
+                provider_payment_id="pay_e2e",
+                provider_event_id="evt_e2e",
+                occurred_at=datetime.now(UTC),
+                amount=Decimal("1180.00"),
+                currency="INR",
+                paid_at=datetime.now(UTC),
+                status="captured",
+                reference={"invoice_number": "QB-E2E"},
+            )
+        )
+    finally:
+        book.close()
+
+    def effect(name: str) -> int:
+        count: int = operator.stats()["effects"].get(name, 0)
+        return count
+
+    processes = Processes(fast, tmp_path)
+    try:
+        engine = [processes.start("relay"), processes.start("worker")]
+        engine.append(processes.start("connectors", "run", name="connectors"))
+        processes.wait_for(
+            lambda: effect("payment_created"), what="the payment in QuickBooks", watch=engine, timeout=180
+        )
+        service.cancel_invoice(tenant_id, issued.id, CancelInvoice(reason="data_entry_mistake"))
+        processes.wait_for(
+            lambda: effect("invoice_voided"),
+            what="the invoice voided in QuickBooks",
+            watch=engine,
+            timeout=120,
+        )
+    finally:
+        processes.close()
+
+    assert [effect(n) for n in ("invoice_created", "payment_created", "invoice_voided")] == [1, 1, 1]
+    assert operator.stats()["faults_injected"] == {"error": 2}
