@@ -469,19 +469,49 @@ class TokenKeeper:
             raise NeedsAttentionError("not_connected", f"{provider} is {status}: connect it again (OAuth)")
         if token is not None:
             return token.decode()
-        return (await self.refresh(tenant_id, provider)).access_token
+        return await self.refresh(tenant_id, provider)
 
-    async def refresh(self, tenant_id: UUID, provider: str) -> TokenSet:
-        """Spend the refresh token for new tokens. A refused grant marks the connection needs_reauth and
-        raises a critical alert; a retryable failure leaves it due again (the claim's lease)."""
+    async def refresh(self, tenant_id: UUID, provider: str) -> str:
+        """Spend the refresh token for new tokens; returns the new access token. A refused grant marks
+        the connection needs_reauth and raises a critical alert; a retryable failure leaves it due
+        again (the claim's lease).
+
+        One refresh per connection at a time, across processes (a PostgreSQL advisory lock held by its
+        own connection, released if the process dies): a handler that met a 401 and the scheduled
+        refresher must not both spend the same refresh token, since the provider rotates it and the
+        second spend would be refused as ``invalid_grant``. Whoever waited finds the tokens the other
+        just stored and uses them."""
+        asked_at = datetime.now(UTC)
+        key = f"oauth-refresh/{self.settings.db_schema}/{tenant_id}/{provider}"
+        try:
+            lock = await psycopg.AsyncConnection.connect(self.settings.database_url, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise RetryableError("database_unavailable", str(exc)) from exc
+        async with lock:
+            await lock.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+            try:
+                return await self._refresh_locked(tenant_id, provider, asked_at)
+            finally:
+                await lock.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+    async def _refresh_locked(self, tenant_id: UUID, provider: str, asked_at: datetime) -> str:
         spec = self.specs[provider]
 
-        def read(conn: psycopg.Connection) -> tuple[IntegrationSettings | None, bytes | None]:
+        def read(
+            conn: psycopg.Connection,
+        ) -> tuple[IntegrationSettings | None, bytes | None, dict[str, Any] | None, bytes | None]:
             loaded = integrations.load(conn, self.ring, tenant_id, provider)
             token = connector_secrets.get(conn, self.ring, tenant_id, provider, REFRESH_SCOPE)
-            return loaded, token
+            access = connector_secrets.get(conn, self.ring, tenant_id, provider, ACCESS_SCOPE)
+            return loaded, token, connection(conn, tenant_id, provider), access
 
-        loaded, refresh_token = await self._db(read)
+        loaded, refresh_token, row, access = await self._db(read)
+        if row is not None and row["status"] != CONNECTED:
+            # Already refused (and alerted) or disconnected: nothing to spend.
+            raise NeedsAttentionError("not_connected", f"{provider} is {row['status']}: connect it again")
+        last = row["last_refreshed_at"] if row is not None else None
+        if access is not None and last is not None and last >= asked_at:
+            return access.decode()  # refreshed by whoever held the lock before us
         if loaded is None or refresh_token is None:
             error: ConnectorError = NeedsAttentionError("invalid_grant", "no usable refresh token is stored")
             await self._needs_reauth(tenant_id, provider, error)
@@ -508,7 +538,7 @@ class TokenKeeper:
             )
             raise
         await self._db(lambda conn: store_tokens(conn, self.ring, tenant_id, provider, tokens))
-        return tokens
+        return tokens.access_token
 
     async def _needs_reauth(self, tenant_id: UUID, provider: str, error: ConnectorError) -> None:
         reason = f"{error.code}: the provider refused the refresh; a person must connect {provider} again"

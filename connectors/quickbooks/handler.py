@@ -50,7 +50,7 @@ class QuickBooksHandler:
 
         async def token(force: bool) -> str:
             if force:
-                return (await self.keeper.refresh(tenant_id, PROVIDER)).access_token
+                return await self.keeper.refresh(tenant_id, PROVIDER)
             return await self.keeper.access_token(tenant_id, PROVIDER)
 
         transport = await self.context.transport(loaded)

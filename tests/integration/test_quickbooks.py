@@ -503,3 +503,23 @@ def test_an_invoice_its_captured_payment_and_its_cancellation_reach_quickbooks_t
 
     assert [effect(n) for n in ("invoice_created", "payment_created", "invoice_voided")] == [1, 1, 1]
     assert operator.stats()["faults_injected"] == {"error": 2}
+
+
+def test_concurrent_refreshes_of_one_connection_spend_its_refresh_token_once(
+    service: LedgerService, settings: Settings, intuit: tuple[str, Operator]
+) -> None:
+    url, operator = intuit
+    client = client_for(settings)
+    tenant_id, key = tenant(service)
+    connect(client, key, url)
+    keepers = [keeper(settings, service) for _ in range(3)]  # three processes noticing the same expiry
+
+    async def together() -> list[str]:
+        return list(await asyncio.gather(*(k.refresh(tenant_id, "quickbooks") for k in keepers)))
+
+    tokens = asyncio.run(together())
+
+    assert len(set(tokens)) == 1
+    assert operator.stats()["effects"]["token_refreshed"] == 1
+    assert client.get("/v1/integrations/quickbooks/oauth", headers=auth(key)).json()["status"] == "connected"
+    assert alerts(settings) == []
