@@ -58,7 +58,9 @@ def build_router(
             loaded = integrations.load(conn, key_ring(), tenant_id, provider)
         if loaded is None:
             raise ApiError(
-                409, "not_configured", f"configure {provider} first: PUT /v1/integrations/{provider}"
+                409,
+                "integration_not_configured",
+                f"configure {provider} first: PUT /v1/integrations/{provider}",
             )
         if not loaded.enabled:
             raise ApiError(409, "integration_disabled", f"{provider} is disabled for this tenant")
