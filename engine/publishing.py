@@ -23,6 +23,7 @@ import orjson
 from engine.domain.alert import Alert
 from engine.domain.invoice import Invoice
 from engine.domain.payment import Payment
+from engine.domain.product import Product
 from engine.domain.subscription import Subscription
 from engine.domain.tax_return import TaxReturn
 from engine.domain.tenant import Tenant
@@ -39,6 +40,7 @@ AGGREGATE_TOPICS = {
     "payment": "ledger.payment.v1",
     "subscription": "ledger.subscription.v1",
     "tax_return": "ledger.tax_return.v1",
+    "product": "ledger.product.v1",
 }
 # Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
 # and a consumer can compact or filter them per tenant (issue 10: "key = tenant id").
@@ -583,6 +585,25 @@ def _tax_return_fields(
     return build
 
 
+def _product_state(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    """Created and Revised: the same shape, the item's whole state."""
+    mrp = event.mrp
+    return {
+        **base,
+        "product_id": str(event.originator_id),
+        "sku": event.sku,
+        "name": event.name,
+        "description": event.description,
+        "hsn": event.hsn,
+        "gst_rate": _number(event.gst_rate),
+        "price": _money(event.price),
+        "mrp": None if mrp is None else _money(mrp),
+        "stock": _number(event.stock),
+        "unit": event.unit,
+        "status": event.status,
+    }
+
+
 RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Invoice.Issued: _invoice_issued,
     Invoice.Cancelled: _invoice_cancelled,
@@ -621,6 +642,8 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     TaxReturn.RejectedRecords: _tax_return_fields("job_id", "reference_ids", "status_code", "errors"),
     TaxReturn.Filed: _tax_return_fields("arn", "filed_by", times=("filed_at",)),
     TaxReturn.Failed: _tax_return_fields("job_id", "error_class", "code", "message", "attempts"),
+    Product.Created: _product_state,
+    Product.Revised: _product_state,
 }
 
 

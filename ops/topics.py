@@ -19,6 +19,7 @@ TOPICS = [
     "projection.etims_compliance.dlq.v1",
     "projection.gst_outward_supplies.dlq.v1",
     "router.einvoicing.dlq.v1",
+    "ledger.product.v1",
 ]
 
 

@@ -316,6 +316,8 @@ def test_registry_lookups() -> None:
         "ledgerflow.payment.recorded",
         "ledgerflow.payment.refunded",
         "ledgerflow.payment.status_changed",
+        "ledgerflow.product.created",
+        "ledgerflow.product.revised",
         "ledgerflow.subscription.provider_linked",
         "ledgerflow.subscription.requested",
         "ledgerflow.subscription.status_changed",
