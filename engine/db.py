@@ -283,6 +283,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "tax_return_parts.sql"),
     ("engine", "webhooks.sql"),
     ("engine", "payments.sql"),
+    ("engine", "catalogue.sql"),
 ]
 
 # The outer packages' tables (registered by ``register_outer``) run before this engine migration: the order

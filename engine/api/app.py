@@ -36,6 +36,7 @@ from engine.api.hooks import PaymentBookHolder, with_payment_fields
 from engine.api.hooks import build_router as hooks_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
 from engine.api.metrics import metrics_router
+from engine.api.products import build_router as products_router
 from engine.api.reports import build_router as reports_router
 from engine.api.tenant import build_router as tenant_router
 from engine.api.tenant import caller_of
@@ -336,6 +337,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(gst_tax_router(current_tenant))
     app.include_router(hooks_router(settings, current_tenant, service, holder.key_ring, books))
+    app.include_router(products_router(current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:
