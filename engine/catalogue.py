@@ -142,7 +142,7 @@ def update_product(
     product = load_product(service, tenant_id, product_id)
     if "hsn" in changes or "gst_rate" in changes:
         hsn = changes.get("hsn", product.hsn)
-        given = changes["gst_rate"] if "gst_rate" in changes else product.gst_rate
+        given = changes.get("gst_rate", product.gst_rate)
         changes = {**changes, "gst_rate": checked_rate(hsn, given, day)}
     try:
         changed = product.revise(**changes)

@@ -40,6 +40,7 @@ from engine.api.products import build_router as products_router
 from engine.api.reports import build_router as reports_router
 from engine.api.tenant import build_router as tenant_router
 from engine.api.tenant import caller_of
+from engine.api.veekaart import build_router as veekaart_router
 from engine.api.webhooks import build_router as webhooks_router
 from engine.application import InvoiceNotFound, LedgerService
 from engine.bootstrap import build_service
@@ -338,6 +339,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gst_tax_router(current_tenant))
     app.include_router(hooks_router(settings, current_tenant, service, holder.key_ring, books))
     app.include_router(products_router(current_tenant, service))
+    app.include_router(veekaart_router(settings, current_tenant, service, holder.key_ring))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:

@@ -79,8 +79,15 @@ class Product(Aggregate):
 
     def _apply(self, **state: Any) -> None:
         check_state(state)
-        for name in FIELDS:
-            setattr(self, name, state[name])
+        self.name: str = state["name"]
+        self.description: str | None = state["description"]
+        self.hsn: str = state["hsn"]
+        self.gst_rate: Decimal = state["gst_rate"]
+        self.price: Decimal = state["price"]
+        self.mrp: Decimal | None = state["mrp"]
+        self.stock: Decimal = state["stock"]
+        self.unit: str = state["unit"]
+        self.status: str = state["status"]
 
     def state(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FIELDS}

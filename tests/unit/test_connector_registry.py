@@ -22,7 +22,7 @@ from streams.connectors.spec import topics_for
 def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connection_test() -> None:
     names = [c.name for c in CONNECTORS]
 
-    assert names == ["gst-irp", "gstin-lookup", "etims", "gstn-returns", "razorpay", "stripe"]
+    assert names == ["gst-irp", "gstin-lookup", "etims", "gstn-returns", "razorpay", "stripe", "veekaart"]
     assert sorted(integrations.PROVIDERS) == sorted(names)
     assert integrations.PROVIDERS["gstin-lookup"].credential_fields == ("client_id", "client_secret")
     assert set(catalogue.ENDPOINT_POLICIES) == set(catalogue.CONNECTION_TESTS) == set(names)

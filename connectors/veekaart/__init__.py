@@ -1,0 +1,27 @@
+"""VeeKaart, provider name ``veekaart``: the tenant's e-commerce shop (seed "EzBillify <-> VeeKaart").
+
+Out: ``sync`` pushes the catalogue (``/v1/products``) to the shop's partner API through ``client``,
+with the seed's field mappings (``mapping``), full or incremental, manually or on the tenant's
+auto-sync schedule, each run recorded. In: the shop's order webhooks reach
+``POST /v1/hooks/veekaart/{tenant_id}`` (``signature`` verifies, ``webhooks`` turns an order into a
+customer and a draft invoice). ``api`` holds the sync, schedule and key-regeneration endpoints;
+``sandbox`` (``python -m connectors.veekaart.sandbox``; not imported here) plays the shop.
+"""
+
+from __future__ import annotations
+
+from connectors.kit import Connector
+from connectors.veekaart.endpoints import ENDPOINTS
+from connectors.veekaart.settings import PROVIDER, SETTINGS, test_connection
+from connectors.veekaart.webhooks import HOOKS
+
+CONNECTOR = Connector(
+    name=PROVIDER,
+    settings=SETTINGS,
+    endpoints=ENDPOINTS,
+    connection_test=test_connection,
+    hooks=HOOKS,
+    migrations=(("connectors.veekaart", "veekaart.sql"),),
+)
+
+__all__ = ["CONNECTOR", "PROVIDER"]
