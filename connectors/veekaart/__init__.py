@@ -11,8 +11,9 @@ customer and a draft invoice). ``api`` holds the sync, schedule and key-regenera
 from __future__ import annotations
 
 from connectors.kit import Connector
+from connectors.veekaart.client import test_connection
 from connectors.veekaart.endpoints import ENDPOINTS
-from connectors.veekaart.settings import PROVIDER, SETTINGS, test_connection
+from connectors.veekaart.settings import PROVIDER, SETTINGS
 from connectors.veekaart.webhooks import HOOKS
 
 CONNECTOR = Connector(

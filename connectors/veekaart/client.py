@@ -9,9 +9,10 @@ times per batch (the seed: "implement backoff"; Retry-After says how long, RFC 9
 Errors::
 
     ConnectorError (connectors/errors.py)
-    ├── RetryableError       unreachable, 5xx, still throttled after MAX_THROTTLED waits
-    ├── NeedsAttentionError  401/403: the API key
-    └── PermanentError       400: the shop refused the whole batch
+    ├── RetryableError       timeout, connect_error, http_5xx, http_429 (still throttled after
+    │                        MAX_THROTTLED waits, or asked to wait longer than MAX_RETRY_AFTER_S)
+    ├── NeedsAttentionError  http_401/403 (the API key), redirect_not_followed, invalid_response
+    └── PermanentError       http_400: the shop refused the whole batch
 """
 
 from __future__ import annotations
@@ -23,9 +24,17 @@ from typing import Any, Literal
 
 import httpx
 
-from connectors.errors import NeedsAttentionError, PermanentError, RetryableError
-from connectors.veekaart.settings import TIMEOUT
+from connectors.errors import (
+    ConnectorError,
+    ErrorClass,
+    NeedsAttentionError,
+    RetryableError,
+    retry_after_seconds,
+)
+from connectors.veekaart.settings import API_KEY
+from engine.integrations import IntegrationSettings
 
+TIMEOUT = httpx.Timeout(10.0, read=30.0)
 Feed = Literal["products", "inventory", "pricing"]
 BATCH = 100
 MAX_THROTTLED = 5
@@ -41,12 +50,13 @@ class PushResult:
     throttled: int = 0
 
 
-def retry_after_seconds(value: str | None) -> float:
-    """Delay-seconds of a Retry-After header (an HTTP date is not used by the shop); 1 s if absent."""
-    try:
-        return max(0.0, float(value)) if value is not None else 1.0
-    except ValueError:
-        return 1.0
+def classify(status: int) -> ErrorClass:
+    """The shop's statuses: 429 and 5xx pass; 401/403 are the key; any other 4xx is our request."""
+    if status == 429 or status >= 500:
+        return ErrorClass.RETRYABLE
+    if status in (401, 403):
+        return ErrorClass.NEEDS_ATTENTION
+    return ErrorClass.PERMANENT
 
 
 class VeeKaartClient:
@@ -55,16 +65,21 @@ class VeeKaartClient:
         base_url: str,
         api_key: str,
         transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        timeout: httpx.Timeout = TIMEOUT,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"Bearer {api_key}"},
             transport=transport,
-            timeout=TIMEOUT,
+            timeout=timeout,
             follow_redirects=False,
         )
         self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"VeeKaartClient(base_url={str(self._http.base_url)!r})"
 
     async def __aenter__(self) -> VeeKaartClient:
         return self
@@ -75,36 +90,83 @@ class VeeKaartClient:
     async def close(self) -> None:
         await self._http.aclose()
 
+    async def store(self) -> dict[str, Any]:
+        """The store's profile: no effect, proves reachability and the key."""
+        return _json(_checked(await self._send("GET", "/api/v1/store")))
+
     async def push(self, feed: Feed, items: Sequence[dict[str, Any]]) -> PushResult:
-        """Push one batch; every item ends up accepted or rejected with the shop's reason."""
+        """Push one batch; every item ends up accepted or rejected with the shop's reason. A 429 is
+        waited out (Retry-After) and the batch sent again, up to ``MAX_THROTTLED`` times."""
         result = PushResult()
-        for _ in range(MAX_THROTTLED + 1):
+        path = f"/api/v1/{feed}/bulk"
+        for _ in range(MAX_THROTTLED):
             try:
-                response = await self._http.post(f"/api/v1/{feed}/bulk", json={"items": list(items)})
-            except httpx.HTTPError as exc:
-                raise RetryableError("unreachable", f"VeeKaart did not answer: {type(exc).__name__}") from exc
-            if response.status_code != 429:
+                response = _checked(await self._send("POST", path, {"items": list(items)}))
                 break
-            result.throttled += 1
-            wait = retry_after_seconds(response.headers.get("retry-after"))
-            if wait > MAX_RETRY_AFTER_S:
-                raise RetryableError("rate_limited", f"VeeKaart asks to wait {wait:.0f} s")
-            await self._sleep(wait)
+            except RetryableError as exc:
+                if exc.code != "http_429":
+                    raise
+                wait = exc.retry_after if exc.retry_after is not None else 1.0
+                if wait > MAX_RETRY_AFTER_S:
+                    raise
+                result.throttled += 1
+                await self._sleep(wait)
         else:
-            raise RetryableError("rate_limited", f"VeeKaart still throttles after {MAX_THROTTLED} waits")
-        if response.status_code in (401, 403):
-            raise NeedsAttentionError("unauthorized", "VeeKaart refused the API key")
-        if response.status_code == 400:
-            raise PermanentError("invalid_batch", f"VeeKaart refused the batch: {response.text[:300]}")
-        if response.status_code >= 400:
-            raise RetryableError(f"http_{response.status_code}", "VeeKaart failed the push")
+            response = _checked(await self._send("POST", path, {"items": list(items)}))
+        body = _json(response)
         try:
-            body = response.json()
             result.accepted = [str(s) for s in body.get("accepted", [])]
             result.rejected = [
                 {"sku": str(r.get("sku")), "field": str(r.get("field")), "message": str(r.get("message"))}
                 for r in body.get("rejected", [])
             ]
-        except (ValueError, AttributeError, TypeError) as exc:
-            raise RetryableError("bad_answer", "VeeKaart's answer is not the expected JSON") from exc
+        except (AttributeError, TypeError) as exc:
+            raise NeedsAttentionError(
+                "invalid_response", "the answer's items are not the shop's shape"
+            ) from exc
         return result
+
+    async def _send(self, method: str, path: str, payload: dict[str, Any] | None = None) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, json=payload)
+        except httpx.TimeoutException as exc:
+            raise RetryableError("timeout", f"{method} {path}: {type(exc).__name__}") from exc
+        except httpx.ConnectError as exc:
+            raise RetryableError("connect_error", f"{method} {path}: could not connect") from exc
+        except httpx.TransportError as exc:
+            raise RetryableError("transport_error", f"{method} {path}: {type(exc).__name__}") from exc
+        if response.is_redirect or 300 <= response.status_code < 400:
+            raise NeedsAttentionError(
+                "redirect_not_followed",
+                f"{method} {path}: HTTP {response.status_code} redirect, not followed",
+            )
+        return response
+
+
+def _checked(response: httpx.Response) -> httpx.Response:
+    status = response.status_code
+    if response.is_success:
+        return response
+    raise ConnectorError.of(
+        classify(status),
+        f"http_{status}",
+        f"HTTP {status}",
+        retry_after=retry_after_seconds(response.headers.get("retry-after")),
+        details={"provider": "veekaart"},
+    )
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise NeedsAttentionError("invalid_response", "the answer is not a JSON object")
+    return body
+
+
+async def test_connection(settings: IntegrationSettings, transport: httpx.AsyncBaseTransport) -> None:
+    """Reading the store's profile proves reachability, TLS and the API key, and changes nothing."""
+    async with VeeKaartClient(settings.base_url, settings.credentials[API_KEY], transport) as client:
+        await client.store()
