@@ -68,7 +68,7 @@ def parse_order(body: bytes | str) -> Order:
     try:
         data: Any = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise OrderRejected("the body is not JSON", [_field("", "invalid_json", "not JSON")]) from exc
+        raise OrderRejected("the body is not JSON", [_field("body", "invalid_json", "not JSON")]) from exc
     try:
         order = Order.model_validate(data)
     except ValidationError as exc:
