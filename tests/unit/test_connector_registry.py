@@ -112,6 +112,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("engine", "tax_return_parts.sql"),
     ("engine", "webhooks.sql"),
     ("engine", "payments.sql"),
+    ("engine", "catalogue.sql"),
 ]
 
 
