@@ -22,7 +22,7 @@ from uuid import UUID, uuid4
 import psycopg
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from engine import db
@@ -193,10 +193,14 @@ def list_products(
 
 def catalogue_rows(conn: psycopg.Connection, tenant_id: UUID) -> list[tuple[UUID, int, dict[str, Any]]]:
     """Every item of the tenant: (product id, version, document), for the shop sync."""
-    rows = conn.execute(
-        "SELECT product_id, version, document FROM product_catalogue WHERE tenant_id = %s ORDER BY sku",
-        (tenant_id,),
-    ).fetchall()
+    rows = (
+        conn.cursor(row_factory=tuple_row)
+        .execute(
+            "SELECT product_id, version, document FROM product_catalogue WHERE tenant_id = %s ORDER BY sku",
+            (tenant_id,),
+        )
+        .fetchall()
+    )
     return [(r[0], int(r[1]), r[2]) for r in rows]
 
 
@@ -237,19 +241,27 @@ def find_or_create_customer(
     source: str,
 ) -> Customer:
     key = identity_key(gstin, phone, email)
-    inserted = conn.execute(
-        """
+    inserted = (
+        conn.cursor(row_factory=tuple_row)
+        .execute(
+            """
         INSERT INTO customers (customer_id, tenant_id, identity_key, name, gstin, phone, email, state, source)
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT (tenant_id, identity_key) DO NOTHING
         RETURNING customer_id
         """,
-        (uuid4(), tenant_id, key, name, gstin, phone, email, state, source),
-    ).fetchone()
-    row = conn.execute(
-        "SELECT customer_id, name, gstin, phone, email, state FROM customers"
-        " WHERE tenant_id = %s AND identity_key = %s",
-        (tenant_id, key),
-    ).fetchone()
+            (uuid4(), tenant_id, key, name, gstin, phone, email, state, source),
+        )
+        .fetchone()
+    )
+    row = (
+        conn.cursor(row_factory=tuple_row)
+        .execute(
+            "SELECT customer_id, name, gstin, phone, email, state FROM customers"
+            " WHERE tenant_id = %s AND identity_key = %s",
+            (tenant_id, key),
+        )
+        .fetchone()
+    )
     assert row is not None
     return Customer(row[0], row[1], row[2], row[3], row[4], row[5], created=inserted is not None)

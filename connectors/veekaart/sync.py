@@ -14,7 +14,7 @@ from typing import Any, Literal
 from uuid import UUID, uuid4
 
 import httpx
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from connectors.errors import ConnectorError, ErrorClass
@@ -74,9 +74,9 @@ async def run_sync(
         )
         rows = catalogue.catalogue_rows(conn, tenant_id)
         synced = dict(
-            conn.execute(
-                "SELECT product_id, version FROM veekaart_synced WHERE tenant_id = %s", (tenant_id,)
-            ).fetchall()
+            conn.cursor(row_factory=tuple_row)
+            .execute("SELECT product_id, version FROM veekaart_synced WHERE tenant_id = %s", (tenant_id,))
+            .fetchall()
         )
     pending = rows if kind == "full" else [r for r in rows if synced.get(r[0], 0) < r[1]]
     tally = RunTally(considered=len(pending))
@@ -216,10 +216,14 @@ def set_schedule(conn: Any, tenant_id: UUID, *, enabled: bool, interval_minutes:
 
 
 def get_schedule(conn: Any, tenant_id: UUID) -> dict[str, Any] | None:
-    row = conn.execute(
-        "SELECT enabled, interval_minutes, next_run_at FROM veekaart_sync_schedule WHERE tenant_id = %s",
-        (tenant_id,),
-    ).fetchone()
+    row = (
+        conn.cursor(row_factory=tuple_row)
+        .execute(
+            "SELECT enabled, interval_minutes, next_run_at FROM veekaart_sync_schedule WHERE tenant_id = %s",
+            (tenant_id,),
+        )
+        .fetchone()
+    )
     if row is None:
         return None
     return {"enabled": row[0], "interval_minutes": row[1], "next_run_at": row[2].isoformat()}
@@ -228,8 +232,10 @@ def get_schedule(conn: Any, tenant_id: UUID) -> dict[str, Any] | None:
 def claim_due(conn: Any, now: datetime, limit: int = 20) -> list[UUID]:
     """Tenants whose auto-sync is due, their next run moved on in the same statement (a crash after
     the claim skips one run; the next comes an interval later, and it is incremental anyway)."""
-    rows = conn.execute(
-        """
+    rows = (
+        conn.cursor(row_factory=tuple_row)
+        .execute(
+            """
         UPDATE veekaart_sync_schedule s
            SET next_run_at = %s + make_interval(mins => s.interval_minutes), updated_at = now()
          WHERE s.tenant_id IN (
@@ -238,8 +244,10 @@ def claim_due(conn: Any, now: datetime, limit: int = 20) -> list[UUID]:
                 ORDER BY next_run_at LIMIT %s FOR UPDATE SKIP LOCKED)
         RETURNING s.tenant_id
         """,
-        (now, now, limit),
-    ).fetchall()
+            (now, now, limit),
+        )
+        .fetchall()
+    )
     return [r[0] for r in rows]
 
 
