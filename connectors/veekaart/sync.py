@@ -73,7 +73,7 @@ async def run_sync(
             (run_id, tenant_id, kind, trigger),
         )
         rows = catalogue.catalogue_rows(conn, tenant_id)
-        synced = dict(
+        synced: dict[UUID, int] = dict(
             conn.cursor(row_factory=tuple_row)
             .execute("SELECT product_id, version FROM veekaart_synced WHERE tenant_id = %s", (tenant_id,))
             .fetchall()
