@@ -488,6 +488,7 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
         Child("webhooks", [*cli, "webhooks", "run"], COLOURS[4 % len(COLOURS)]),
         # Acts on stored inbound webhook deliveries (streams/hooks.py).
         Child("hooks", [sys.executable, "-m", "ops.hook_processor"], COLOURS[5 % len(COLOURS)]),
+        Child("veekaart-sync", [sys.executable, "-m", "ops.veekaart_scheduler"], COLOURS[6 % len(COLOURS)]),
     ]
     # Every connector's sandbox, so the demo tenant's integrations have somewhere to call.
     sandboxes = [c.sandbox for c in CONNECTORS if c.sandbox is not None]
