@@ -4,8 +4,10 @@ The stage bulk-loads a month of documents of one seller into the ``gst_outward_s
 table (COPY, as the projection's rows would be after the projector; going through the write side,
 the relay and the projector for 100,000 invoices is what the other stages measure), then
 
-1. generates the return as ``POST /v1/gst/gstr1/generate`` would: ``iter_supplies`` streamed into
-   ``build_gstr1``, in a fresh Python process of its own, which reports its wall time and peak RSS;
+1. generates the return as ``POST /v1/gst/gstr1/generate`` does (``build_return`` of
+   projections/gstr1_build.py: ``iter_supplies`` streamed into ``build_gstr1`` while the snapshot of
+   what was read is written), in a fresh Python process of its own, which reports its wall time and
+   peak RSS;
 2. runs a bare SQL aggregation of the same rows (per section and rate, over the jsonb lines) in the
    same run, as the floor the generation is compared with;
 3. checks that both give the same taxable value and tax, so the two timings cover the same work.
@@ -30,9 +32,10 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg_pool import ConnectionPool
 
-from engine.tax.gstr1 import build_gstr1, dumps
-from projections.gst_outward_supplies import iter_supplies
+from engine.tax.gstr1 import dumps
+from projections.gstr1_build import build_return
 
 SELLER = "27AAGCB7383J1Z8"
 PERIOD = "012026"
@@ -222,8 +225,12 @@ def bare_sql(conn: psycopg.Connection, tenant_id: uuid.UUID) -> tuple[float, dic
 def generate(database_url: str, schema: str, tenant_id: uuid.UUID) -> dict[str, Any]:
     """Read the period and build its return, as the generate endpoint does; in this process."""
     started = time.perf_counter()
-    with psycopg.connect(database_url, options=f"-c search_path={schema}") as conn:
-        result = build_gstr1(SELLER, PERIOD, iter_supplies(conn, tenant_id, SELLER, PERIOD))
+    # The endpoint's own path (engine/api/gstr1.py build_return): the projection streamed into the
+    # builder while the snapshot of what it read is written; a pool of two, as it holds two connections.
+    with ConnectionPool(
+        database_url, min_size=1, max_size=2, kwargs={"options": f"-c search_path={schema}"}
+    ) as pool:
+        result = build_return(pool, tenant_id, SELLER, PERIOD)
     size = sum(len(dumps(p)) for p in result.parts)
     seconds = time.perf_counter() - started
     sections = result.summary["sections"]

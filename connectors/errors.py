@@ -9,6 +9,8 @@ Connect error handling": keep "destination down" apart from "bad data")::
     Exception
      └── ConnectorError            error_class, code, message, retry_after, details
           ├── RetryableError       RETRYABLE: try again later (timeouts, 429, 5xx, connection refused)
+          │    └── NotYet          the provider answered fine, the work is not finished: look again
+          │                        later (a payout still processing); no failure for the breaker
           ├── PermanentError       PERMANENT: the input itself is wrong; retrying cannot help (dead-letter)
           └── NeedsAttentionError  NEEDS_ATTENTION: a person must look (credentials, an unverified
                                    duplicate, an active e-way bill blocking a cancellation)
@@ -74,6 +76,12 @@ class ConnectorError(Exception):
 
 class RetryableError(ConnectorError):
     default_class = ErrorClass.RETRYABLE
+
+
+class NotYet(RetryableError):
+    """The provider answered, and what the job waits for has not happened yet (a bank payout still
+    processing): the job is looked at again on its retry schedule. The call succeeded, so the
+    circuit breaker counts it as a success, never as the provider failing."""
 
 
 class PermanentError(ConnectorError):

@@ -139,6 +139,9 @@ class Connector:
     retry_forever: bool = False
     """Retryable failures never reach the DLQ: after the schedule its last delay repeats (a capped
     backoff without end, for providers whose work must not be given up while they are away)."""
+    retry_per_code: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    """A schedule per provider error code that replaces ``retry_delays`` for that code (e.g. the
+    bank's ``bank_offline``: every 30 minutes), streams/connectors/retry.py ``RetryPolicy.per_code``."""
     sandbox: SandboxLaunch | None = None
     migrations: tuple[tuple[str, str], ...] = ()
     """The connector's own tables: (package, file.sql) pairs, idempotent (CREATE ... IF NOT EXISTS),

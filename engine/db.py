@@ -283,6 +283,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "tax_return_parts.sql"),
     ("engine", "webhooks.sql"),
     ("engine", "payments.sql"),
+    ("engine", "tds.sql"),
     ("engine", "catalogue.sql"),
 ]
 

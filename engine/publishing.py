@@ -20,12 +20,14 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 import orjson
 
+from engine import payout_records
 from engine.domain.alert import Alert
 from engine.domain.invoice import Invoice
 from engine.domain.payment import Payment
 from engine.domain.product import Product
 from engine.domain.subscription import Subscription
 from engine.domain.tax_return import TaxReturn
+from engine.domain.tds_deduction import TdsDeduction
 from engine.domain.tenant import Tenant
 from engine.errors import IntegrityFault
 from schemas import registry
@@ -40,6 +42,8 @@ AGGREGATE_TOPICS = {
     "payment": "ledger.payment.v1",
     "subscription": "ledger.subscription.v1",
     "tax_return": "ledger.tax_return.v1",
+    **payout_records.TOPICS,
+    "tds_deduction": "ledger.tds.v1",
     "product": "ledger.product.v1",
 }
 # Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
@@ -585,6 +589,30 @@ def _tax_return_fields(
     return build
 
 
+def _tds_deduction_recorded(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "deduction_id": str(event.originator_id),
+        "reference": event.reference,
+        "vendor_pan": event.vendor_pan,
+        "vendor_name": event.vendor_name,
+        "pan_status": event.pan_status,
+        "payment_nature": event.payment_nature,
+        "payment_date": _date(event.payment_date),
+        "financial_year": event.financial_year,
+        "quarter": int(event.quarter),
+        "amount": _money(event.amount),
+        "act": event.act,
+        "section": event.section,
+        "section_code": event.section_code,
+        "tds_rate": _number(event.tds_rate),
+        "tds_amount": _money(event.tds_amount),
+        "computed_tds": _money(event.computed_tds),
+        "higher_rate": bool(event.higher_rate),
+        "recorded_by": event.recorded_by,
+    }
+
+
 def _product_state(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     """Created and Revised: the same shape, the item's whole state."""
     mrp = event.mrp
@@ -642,6 +670,8 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     TaxReturn.RejectedRecords: _tax_return_fields("job_id", "reference_ids", "status_code", "errors"),
     TaxReturn.Filed: _tax_return_fields("arn", "filed_by", times=("filed_at",)),
     TaxReturn.Failed: _tax_return_fields("job_id", "error_class", "code", "message", "attempts"),
+    **payout_records.RECORD_BUILDERS,
+    TdsDeduction.Recorded: _tds_deduction_recorded,
     Product.Created: _product_state,
     Product.Revised: _product_state,
 }

@@ -4,15 +4,23 @@ connector, connectors/gstn_returns/handler.py).
 
 What goes into a return is decided elsewhere (engine/tax/gstr1.py builds it from the
 ``gst_outward_supplies`` projection; engine/api/gstr1.py wires the two): this module receives the
-built parts and summary, stores each part's exact JSON text under its SHA-256 in
-``tax_return_parts`` and records the version in the event store. Versions of one (tenant, GSTIN,
-period) have ids derived from their number (engine/domain/tax_return.py), so the latest one is
-found by walking 1, 2, 3... and two generations racing for the same number cannot both be stored.
+built parts and summary, stores each part's exact JSON text (``gstr1.dumps``, the one serialiser:
+``GET .../json`` serves these bytes) under its SHA-256 in ``tax_return_parts`` and records the
+version in the event store. Hashes: a part's own ``hash`` field is the SHA-256 of the part without it
+(the builder's ``gstr1.part_hash``); the version's ``content_hash`` is the SHA-256 of its parts' bytes
+in order, equal to the builder's ``Gstr1Return.content_hash``. What a version was built from is kept
+as a snapshot (engine/tax_return_snapshots.py): for a filed period, "as filed", which
+later amendments are computed against (engine/api/gstr1.py ``changes_since_filing``).
+
+Versions of one (tenant, GSTIN, period) have ids derived from their number
+(engine/domain/tax_return.py), so the latest one is found by walking 1, 2, 3... and two generations
+racing for the same number cannot both be stored.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +29,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+import psycopg
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, OperationalError
 
@@ -34,6 +43,8 @@ from engine.domain.tax_return import (
     tax_return_id_for,
 )
 from engine.errors import Conflict, NotFound
+from engine.tax import gstr1
+from engine.tax_return_snapshots import Baseline, document_from_json
 
 SUBMIT_JOB = "submit_gstr1"
 # Generations racing for the same version number: how often one re-reads and tries the next.
@@ -69,21 +80,26 @@ def jsonable(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS))
 
 
-def _wire_number(value: Any) -> Any:
-    # The offline tool's amounts and rates are JSON numbers. A Decimal of the builder's (paise, 2
-    # places) becomes the float whose shortest text is the same number; anything else its text.
-    if isinstance(value, Decimal) and value.is_finite():
-        return float(value)
-    return str(value)
-
-
 def part_text(part: Mapping[str, Any]) -> bytes:
-    """The canonical JSON text of one upload part: keys sorted, amounts as JSON numbers."""
-    return orjson.dumps(part, default=_wire_number, option=orjson.OPT_SORT_KEYS)
+    """The exact JSON text of one upload part, as stored and as ``GET .../json`` serves it: the
+    builder's one serialiser (``gstr1.dumps``: keys in the offline tool's order, Decimal amounts as
+    exact JSON numbers), so the part's own ``hash`` field (SHA-256 of the part without it, set by the
+    builder) can be checked against the served file."""
+    return gstr1.dumps(part)
 
 
 def part_hash(text: bytes) -> str:
+    """The stored part's key: SHA-256 of its exact bytes."""
     return hashlib.sha256(text).hexdigest()
+
+
+def content_hash_of(texts: Sequence[bytes]) -> str:
+    """The whole return's hash: SHA-256 of its parts' bytes in order, which is ``Gstr1Return.content_hash``
+    of the builder (engine/tax/gstr1.py ``build_gstr1``) for the same parts."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -173,6 +189,86 @@ class TaxReturns:
         found = [FiledPeriod(str(r[0]), UUID(str(r[1])), str(r[2])) for r in (_values(row) for row in rows)]
         return sorted(found, key=lambda f: period_key(f.period))
 
+    def filed_snapshots(self, tenant_id: UUID, gstin: str, before: str) -> dict[str, UUID]:
+        """Per period filed before ``before`` (MMYYYY), the snapshot of the version that was filed."""
+        found: dict[str, UUID] = {}
+        for filed in self.filed_periods(tenant_id, gstin):
+            if period_key(filed.period) >= period_key(before):
+                continue
+            content_hash = self.get(tenant_id, filed.return_id).content_hash
+            with db.transaction(self.pool) as conn:
+                row = conn.execute(
+                    "SELECT snapshot_id FROM tax_return_snapshot_heads"
+                    " WHERE tenant_id = %s AND gstin = %s AND period = %s AND content_hash = %s",
+                    (tenant_id, gstin, filed.period, content_hash),
+                ).fetchone()
+            if row is not None:
+                found[filed.period] = UUID(str(_values(row)[0]))
+        return found
+
+    def baselines(
+        self, conn: psycopg.Connection, tenant_id: UUID, snapshots: Mapping[str, UUID], origin: str
+    ) -> dict[str, Baseline]:
+        """The documents of period ``origin`` as last reported in the filed returns ``snapshots``
+        (period -> snapshot): per document, the row of the latest filed period holding it."""
+        order = {sid: period_key(p) for p, sid in snapshots.items()}
+        rows = conn.execute(
+            "SELECT document_id, snapshot_id, kind, digest FROM tax_return_snapshots"
+            " WHERE tenant_id = %s AND origin_period = %s AND snapshot_id = ANY(%s)",
+            (tenant_id, origin, list(snapshots.values())),
+        ).fetchall()
+        found: dict[str, tuple[tuple[int, int], Baseline]] = {}
+        for row in rows:
+            document_id, snapshot_id, kind, digest = _values(row)
+            sid = UUID(str(snapshot_id))
+            rank = order[sid]
+            if document_id not in found or found[document_id][0] < rank:
+                found[document_id] = (rank, Baseline(sid, str(kind), str(digest)))
+        return {k: v for k, (_, v) in found.items()}
+
+    def snapshot_document(
+        self, conn: psycopg.Connection, tenant_id: UUID, document_id: str, baseline: Baseline
+    ) -> gstr1.SupplyDocument:
+        row = conn.execute(
+            "SELECT document FROM tax_return_snapshots"
+            " WHERE tenant_id = %s AND snapshot_id = %s AND kind = %s AND document_id = %s",
+            (tenant_id, baseline.snapshot_id, baseline.kind, document_id),
+        ).fetchone()
+        assert row is not None
+        return document_from_json(str(_values(row)[0]))
+
+    def b2cs_as_filed(self, tenant_id: UUID, gstin: str, origin: str, before: str) -> list[dict[str, Any]]:
+        """The b2cs rows of ``origin`` as last filed, amounts as exact Decimals (the builder's B2CSA
+        base): the filed return's rows, each replaced by the latest filed B2CSA revision of it (a
+        B2CSA row carries the revised values, not a difference) in the returns filed after it and
+        before ``before``."""
+        rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+        def key(row: Mapping[str, Any], rate: Any) -> tuple[Any, ...]:
+            return (
+                row.get("sply_ty"),
+                row.get("pos"),
+                row.get("typ"),
+                row.get("etin", ""),
+                Decimal(str(rate)),
+            )
+
+        for filed in self.filed_periods(tenant_id, gstin):  # oldest first
+            if not period_key(origin) <= period_key(filed.period) < period_key(before):
+                continue
+            for content_hash in self.get(tenant_id, filed.return_id).parts:
+                part = json.loads(self.part_by_hash(tenant_id, content_hash), parse_float=Decimal)
+                if filed.period == origin:
+                    for row in part.get("b2cs", []):
+                        rows[key(row, row["rt"])] = row
+                for row in part.get("b2csa", []):
+                    if row.get("omon") != origin:
+                        continue
+                    head = {k: row[k] for k in ("sply_ty", "pos", "typ", "etin") if k in row}
+                    for item in row["itms"]:
+                        rows[key(row, item["rt"])] = {**head, **item}
+        return list(rows.values())
+
     # -- commands ---------------------------------------------------------------------------------
 
     def generate(
@@ -192,7 +288,7 @@ class TaxReturns:
         later changes belong to the amendment sections of an open period."""
         texts = [part_text(p) for p in parts]
         hashes = [part_hash(t) for t in texts]
-        content_hash = part_hash("\n".join(hashes).encode())  # the whole return: its parts in order
+        content_hash = content_hash_of(texts)
         clean_summary = jsonable(summary)
         for _ in range(GENERATE_ATTEMPTS):
             latest = self.latest(tenant_id, gstin, period, form)

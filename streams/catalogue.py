@@ -34,7 +34,16 @@ def retry_policy(settings: Settings, connector: Connector | None = None) -> Retr
     # demos can shorten every connector's retries at once.
     delays = settings.retry_delays if settings.retry_delays is not None else delays
     forever = connector is not None and connector.retry_forever
-    return RetryPolicy(delays, forever=forever) if delays is not None else RetryPolicy(forever=forever)
+    # Floats throughout: the tiers of the two schedules are compared and stored together (ops/lag.py
+    # sends them to PostgreSQL as one float8[], which refuses a list mixing ints and floats).
+    per_code = {
+        code: tuple(float(d) for d in schedule)
+        for code, schedule in (connector.retry_per_code.items() if connector is not None else ())
+    }
+    delays = tuple(float(d) for d in delays) if delays is not None else None
+    if delays is not None:
+        return RetryPolicy(delays, per_code, forever=forever)
+    return RetryPolicy(per_code=per_code, forever=forever)
 
 
 def rate_limit(settings: Settings, connector: Connector) -> float | None:

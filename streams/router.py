@@ -41,6 +41,7 @@ log = logging.getLogger("ledgerflow.router")
 
 INVOICE_TOPIC = "ledger.invoice.v1"
 TENANT_TOPIC = "ledger.tenant.v1"
+PAYOUT_TOPIC = "ledger.payout.v1"
 ROUTER_AGENT = "route-einvoicing"
 ROUTER_DLQ_TOPIC = "router.einvoicing.dlq.v1"
 # Tries at a record that fails with an error of ours (not an outage) before it is dead-lettered.
@@ -224,6 +225,9 @@ def source_topics(connectors: Sequence[Connector]) -> list[str]:
     wanted = [INVOICE_TOPIC]
     if any(t.startswith("ledgerflow.tenant.") for c in connectors for t in c.route_event_types):
         wanted.append(TENANT_TOPIC)
+    # The bank connector submits payouts when they are requested or released (connectors/bank).
+    if any(t.startswith("ledgerflow.payout.") for c in connectors for t in c.route_event_types):
+        wanted.append(PAYOUT_TOPIC)
     return wanted
 
 

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from connectors import registry as connector_registry
 from engine import db, integrations, logs, telemetry
 from engine.api import contract
+from engine.api.bank import build_router as bank_router
 from engine.api.errors import ApiError, error_body, install
 from engine.api.etims import build_router as etims_router
 from engine.api.etims import refuse_suspended, suspension_cached
@@ -36,8 +37,10 @@ from engine.api.hooks import PaymentBookHolder, with_payment_fields
 from engine.api.hooks import build_router as hooks_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
 from engine.api.metrics import metrics_router
+from engine.api.payouts import build_router as payouts_router
 from engine.api.products import build_router as products_router
 from engine.api.reports import build_router as reports_router
+from engine.api.tds import build_router as tds_router
 from engine.api.tenant import build_router as tenant_router
 from engine.api.tenant import caller_of
 from engine.api.veekaart import build_router as veekaart_router
@@ -338,6 +341,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(gst_tax_router(current_tenant))
     app.include_router(hooks_router(settings, current_tenant, service, holder.key_ring, books))
+    app.include_router(payouts_router(current_tenant, service))
+    app.include_router(bank_router(current_tenant, service))
+    app.include_router(tds_router(current_tenant, service))
     app.include_router(products_router(current_tenant, service))
     app.include_router(veekaart_router(settings, current_tenant, service, holder.key_ring))
 

@@ -14,13 +14,12 @@ Every return is its tenant's: another tenant's id answers 404 like a missing one
 
 # No ``from __future__ import annotations``: FastAPI must evaluate the route signatures, whose
 # dependencies are local to build_router.
-import importlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime, timedelta, timezone
-from types import ModuleType
 from typing import Annotated, Any
 from uuid import UUID
 
+import psycopg
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -45,9 +44,13 @@ from engine.domain.tax_return import (
     period_key,
 )
 from engine.security.secrets import KeyRing
+from engine.tax import gstr1
 from engine.tax.errors import TaxRuleError
 from engine.tax.gstin import validate_gstin
-from engine.tax_returns import TaxReturns
+from engine.tax_return_snapshots import Baseline, document_digest
+from engine.tax_returns import PeriodFiled, TaxReturns
+from projections.gst_outward_supplies import iter_supplies
+from projections.gstr1_build import build_return
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 # GST began on 1 July 2017 (CGST Act, 2017): no GSTR-1 period before it.
@@ -61,10 +64,6 @@ STATUS_TEXT = {
     ReturnStatus.FILED: "filed",
     ReturnStatus.FAILED: "submission failed: see failure, fix the cause and submit again",
 }
-# The builder and the projection are gstr1-core's (contracts C5, C6); imported by name at the call
-# so this router does not fix their module layout beyond the names the contract gives.
-BUILDER_MODULE = "engine.tax.gstr1"
-SUPPLIES_MODULE = "projections.gst_outward_supplies"
 
 
 # Documented on each command (engine/api/contract.py adds the other error statuses to every route).
@@ -133,11 +132,36 @@ def view(tax_return: TaxReturn, base: str) -> dict[str, Any]:
     }
 
 
-def _module(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise ApiError(503, "gstr1_unavailable", f"this deployment has no {name}") from exc
+def changes_since_filing(
+    conn: psycopg.Connection, returns: TaxReturns, tenant_id: UUID, gstin: str, period: str
+) -> tuple[list[gstr1.Amendment], list[gstr1.SupplyDocument], dict[str, list[dict[str, Any]]]]:
+    """What changed in the periods filed before ``period`` since they were reported.
+
+    Per filed period, its documents now (the projection) against the same documents as last
+    reported (the snapshot of the filed version, or of a later filed return's amendment): a changed
+    one is an Amendment (``original`` as reported, ``amended`` as now; a cancellation amends to zero),
+    a document the filed return never saw (issued late, dated in the filed month) is reported in
+    ``period`` as a document of its own date. Also the filed b2cs rows of each period with changes,
+    which B2CSA rows revise (engine/tax/gstr1.py ``build_gstr1``)."""
+    snapshots = returns.filed_snapshots(tenant_id, gstin, period)
+    amendments: list[gstr1.Amendment] = []
+    late: list[gstr1.SupplyDocument] = []
+    filed_b2cs: dict[str, list[dict[str, Any]]] = {}
+    for origin in sorted(snapshots, key=period_key):
+        baselines = returns.baselines(conn, tenant_id, snapshots, origin)
+        changed: list[tuple[gstr1.SupplyDocument, Baseline]] = []
+        for doc in iter_supplies(conn, tenant_id, gstin, origin):
+            baseline = baselines.get(doc.document_id)
+            if baseline is None:
+                late.append(doc)
+            elif document_digest(doc) != baseline.digest:
+                changed.append((doc, baseline))
+        for doc, baseline in changed:
+            original = returns.snapshot_document(conn, tenant_id, doc.document_id, baseline)
+            amendments.append(gstr1.Amendment(original_period=origin, original=original, amended=doc))
+        if changed:
+            filed_b2cs[origin] = returns.b2cs_as_filed(tenant_id, gstin, origin, period)
+    return amendments, late, filed_b2cs
 
 
 def build_router(
@@ -148,36 +172,6 @@ def build_router(
 ) -> APIRouter:
     base = "/v1/gst/gstr1"
     router = APIRouter(prefix=base, tags=["gst"])
-
-    def amendments(
-        builder: ModuleType,
-        supplies: ModuleType,
-        returns: TaxReturns,
-        conn: Any,
-        tenant_id: UUID,
-        gstin: str,
-        period: str,
-    ) -> Sequence[Any]:
-        """What changed in filed periods before ``period``, for the builder's amendment sections
-        (contract C7: the filing side hands over the filed periods). Each carries the filed period,
-        the ARN, its documents as they are now and the frozen JSON that was filed."""
-        filed = [
-            f for f in returns.filed_periods(tenant_id, gstin) if period_key(f.period) < period_key(period)
-        ]
-        if not filed or not hasattr(builder, "Amendment"):
-            return ()
-        found = []
-        for f in filed:
-            filed_return = returns.get(tenant_id, f.return_id)
-            found.append(
-                builder.Amendment(
-                    period=f.period,
-                    arn=f.arn,
-                    documents=supplies.supplies_for(conn, tenant_id, gstin, f.period),
-                    filed_parts=[returns.part_by_hash(tenant_id, h) for h in filed_return.parts],
-                )
-            )
-        return found
 
     @router.post(
         "/generate",
@@ -202,19 +196,25 @@ def build_router(
                 422, "gstin_not_yours", "a return can be generated only for the tenant's own GSTIN"
             )
         check_period(body.period, datetime.now(UTC).astimezone(IST).date())
-        builder, supplies = _module(BUILDER_MODULE), _module(SUPPLIES_MODULE)
         returns = TaxReturns(svc)
+        if any(f.period == body.period for f in returns.filed_periods(tenant_id, gstin)):
+            # Before building: a filed period takes no new version (TaxReturns.generate says so too).
+            latest = returns.latest(tenant_id, gstin, body.period)
+            raise PeriodFiled(
+                f"GSTR-1 for {body.period} was filed: later changes go to the amendment sections of the"
+                " next open period",
+                {"return_id": None if latest is None else str(latest.id), "arn": latest and latest.arn},
+            )
         with db.transaction(svc.pool) as conn:
-            documents = supplies.supplies_for(conn, tenant_id, gstin, body.period)
-            amended = amendments(builder, supplies, returns, conn, tenant_id, gstin, body.period)
-        built = builder.build_gstr1(gstin, body.period, documents, amendments=amended)
+            changes = changes_since_filing(conn, returns, tenant_id, gstin, body.period)
+        built = build_return(svc.pool, tenant_id, gstin, body.period, changes)
         generation = returns.generate(
             tenant_id,
             gstin,
             body.period,
             parts=built.parts,
             summary=built.summary,
-            diff=builder.diff_summaries,
+            diff=gstr1.diff_summaries,
             generated_by=caller_of(request),
         )
         if not generation.created:
@@ -373,4 +373,4 @@ def _filing_error(exc: ConnectorError) -> ApiError:
     return ApiError(409, "integration_needs_attention", exc.message, {"code": exc.code})
 
 
-__all__ = ["FORM_GSTR1", "build_router", "check_period", "view"]
+__all__ = ["FORM_GSTR1", "build_router", "changes_since_filing", "check_period", "view"]

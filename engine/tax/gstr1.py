@@ -26,7 +26,7 @@ reconciles both) and counted in the summary.
 
 Not built: advances received (``at``) and adjusted (``atadj``), tax paid on advances (``txpd``),
 supplies through e-commerce operators under section 52/9(5) (``supeco``, Table 14/15): the engine
-records no advances and no operator-side sales. See docs/gst/gstr1-core.md.
+records no advances and no operator-side sales. See docs/gst.md, "GSTR-1 sections".
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
 
-from connectors.errors import ConnectorError, ErrorClass, NeedsAttentionError, PermanentError
+from connectors.errors import ConnectorError, ErrorClass, NeedsAttentionError, NotYet, PermanentError
 from engine import db, kafka, logs
 from engine.config import Settings
 from streams.connectors import attempts, rate_limit, telemetry
@@ -83,6 +83,14 @@ def is_poison(exc: BaseException) -> bool:
     if isinstance(exc, (KafkaError, OSError, TimeoutError)):
         return False
     return db.is_record_fault(exc)
+
+
+def breaker_class(error: ConnectorError | None) -> ErrorClass | None:
+    """What the circuit breaker records for an attempt's outcome (None: a success). A provider that
+    answered "not yet" (a payout still processing) answered: a success, never a failure."""
+    if error is None or isinstance(error, NotYet):
+        return None
+    return error.error_class
 
 
 def carried_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> list[tuple[str, bytes | None]]:
@@ -399,7 +407,7 @@ class _ConnectorRunner:
             self.spec.breaker,
             job,
             started,
-            error_class=None if error is None else error.error_class,
+            error_class=breaker_class(error),
             error_code=None if error is None else error.code,
             latency_ms=elapsed * 1000,
         )

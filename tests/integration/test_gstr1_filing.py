@@ -4,14 +4,17 @@ GST returns sandbox over HTTP.
 Invoices are issued through the service; ``POST /v1/gst/gstr1/generate`` freezes a version from the
 outward-supplies projection, ``submit`` queues a ``gstn-returns`` job that a connector worker (a real
 ``ledgerflow connectors run`` process) runs against the sandbox through its faults, and ``file`` files
-with the OTP. Until gstr1-core's builder and projection are merged into this checkout, a stand-in
-for them is installed (tests/integration/gstr1_standin.py) and the relay and projector are not needed.
+with the OTP. The return is built by engine/tax/gstr1.py from the ``gst_outward_supplies`` projection,
+which the relay and the projector (real processes) keep.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -27,9 +30,10 @@ from engine.application import LedgerService
 from engine.commands import IssueInvoice
 from engine.config import Settings
 from engine.security.secrets import load_key_ring
+from engine.tax import gstr1
+from projections.gst_outward_supplies import supplies_for
 from streams.connectors.ops import render_status, status
 from tests.connectors.contract import LiveServer, Operator
-from tests.integration import gstr1_standin
 from tests.integration.helpers import client_for, invoice_body
 from tests.integration.processes import LedgerflowProcess, Processes
 
@@ -38,7 +42,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ACCOUNT = SandboxAccount()
 SELLER = ACCOUNT.gstin  # Karnataka (29)
 PERIOD = "012026"
-STANDIN = gstr1_standin.install()
 BASE = "/v1/gst/gstr1"
 
 
@@ -61,10 +64,11 @@ def processes(fast: Settings, tmp_path: Path) -> Iterator[Processes]:
 
 
 def start_engine(processes: Processes) -> list[LedgerflowProcess]:
-    started = [processes.start("connectors", "run", name="connectors")]
-    if not STANDIN:  # the real projection is fed by the relay and the projector
-        started += [processes.start("relay"), processes.start("projector")]
-    return started
+    return [
+        processes.start("connectors", "run", name="connectors"),
+        processes.start("relay"),
+        processes.start("projector"),
+    ]
 
 
 def tenant(
@@ -89,19 +93,23 @@ def tenant(
     return registered.tenant_id, registered.api_key
 
 
-def issue(service: LedgerService, tenant_id: UUID, numbers: list[str], **changes: Any) -> None:
+def issue(service: LedgerService, tenant_id: UUID, numbers: list[str], **changes: Any) -> dict[str, str]:
+    issued = {}
     for number in numbers:
         body = invoice_body(number, **changes)
-        issued = service.issue_invoice(tenant_id, IssueInvoice.model_validate(body)).invoice
-        if STANDIN:
-            gstr1_standin.record(issued)
+        invoice = service.issue_invoice(tenant_id, IssueInvoice.model_validate(body)).invoice
+        issued[number] = str(invoice.id)
+    return issued
 
 
-def supplies(service: LedgerService, tenant_id: UUID) -> int:
-    from projections.gst_outward_supplies import supplies_for
-
+def cancelled_in(service: LedgerService, tenant_id: UUID, period: str) -> int:
     with db.transaction(service.pool) as conn:
-        return len(supplies_for(conn, tenant_id, SELLER, PERIOD))
+        return sum(d.cancelled for d in supplies_for(conn, tenant_id, SELLER, period))
+
+
+def supplies(service: LedgerService, tenant_id: UUID, period: str = PERIOD) -> int:
+    with db.transaction(service.pool) as conn:
+        return len(supplies_for(conn, tenant_id, SELLER, period))
 
 
 def call(api: TestClient, key: str, method: str, path: str, **kwargs: Any) -> Any:
@@ -138,10 +146,12 @@ def test_a_return_is_generated_regenerated_after_a_late_invoice_submitted_throug
     other_id, other_key = tenant(service, fast, url, gstin="27AAACR5055K1Z7")
     api = client_for(fast)
     engine = start_engine(processes)
-    issue(service, tenant_id, [f"A-{n}" for n in range(5)])
-    issue(service, tenant_id, ["C-1"], buyer={"name": "Walk-in", "state": "29"}, place_of_supply="29")
+    issued = issue(service, tenant_id, [f"A-{n}" for n in range(5)])
+    issued |= issue(
+        service, tenant_id, ["C-1", "C-2"], buyer={"name": "Walk-in", "state": "29"}, place_of_supply="29"
+    )
     processes.wait_for(
-        lambda: supplies(service, tenant_id) == 6, what="6 documents in the projection", watch=engine
+        lambda: supplies(service, tenant_id) == 7, what="7 documents in the projection", watch=engine
     )
 
     first = call(api, key, "POST", f"{BASE}/generate", json={"gstin": SELLER, "period": PERIOD})
@@ -155,7 +165,7 @@ def test_a_return_is_generated_regenerated_after_a_late_invoice_submitted_throug
     # A late invoice: the next generation is version 2 and says what changed; unchanged, it stays 2.
     issue(service, tenant_id, ["A-LATE"])
     processes.wait_for(
-        lambda: supplies(service, tenant_id) == 7, what="the late invoice projected", watch=engine
+        lambda: supplies(service, tenant_id) == 8, what="the late invoice projected", watch=engine
     )
     second = call(api, key, "POST", f"{BASE}/generate", json={"gstin": SELLER, "period": PERIOD})
     assert second.status_code == 201, second.text
@@ -208,11 +218,96 @@ def test_a_return_is_generated_regenerated_after_a_late_invoice_submitted_throug
     closed = call(api, key, "POST", f"{BASE}/generate", json={"gstin": SELLER, "period": PERIOD})
     assert (closed.status_code, closed.json()["error"]["code"]) == (409, "period_filed")
 
-    # The next period's generation is handed the filed period for its amendment sections (C7).
+    # After filing, January's changes go to February's amendment sections; the filed version stays.
+    frozen = call(api, key, "GET", f"{BASE}/{v2['id']}/json", params={"part": 1}).content
+    for number in ("A-1", "C-1"):  # a B2B and a B2C sale of January cancelled after filing
+        cancelled = call(api, key, "POST", f"/v1/invoices/{issued[number]}/cancel", json={"reason": "other"})
+        assert cancelled.status_code == 200, cancelled.text
+    issue(service, tenant_id, ["A-JAN-LATE"], date="2026-01-30")  # missed in January's return
+    note = {
+        "number": "CN-1",
+        "date": "2026-01-31",
+        "reason": "sales_return",
+        "lines": [{"line_no": 1, "quantity": "2"}],
+    }
+    late_note = call(api, key, "POST", f"/v1/invoices/{issued['A-2']}/credit-notes", json=note)
+    assert late_note.status_code == 201, late_note.text
+    issue(service, tenant_id, ["F-1"], date="2026-02-03")
+    processes.wait_for(
+        lambda: (
+            cancelled_in(service, tenant_id, PERIOD) == 2
+            and supplies(service, tenant_id, PERIOD) == 10
+            and supplies(service, tenant_id, "022026") == 1
+        ),
+        what="the cancellations and February's invoice projected",
+        watch=engine,
+    )
     february = call(api, key, "POST", f"{BASE}/generate", json={"gstin": SELLER, "period": "022026"})
     assert february.status_code == 201, february.text
-    if STANDIN:  # the stand-in reports what it was handed; gstr1-core's builder puts it in b2ba, cdnra, ...
-        assert february.json()["summary"]["amended_periods"] == [PERIOD]
+    feb = json.loads(
+        call(api, key, "GET", f"{BASE}/{february.json()['id']}/json").content, parse_float=Decimal
+    )
+    jan = json.loads(frozen, parse_float=Decimal)
+    # b2ba: A-1 amended to zero against its filed number and date, under its buyer.
+    [buyer] = feb["b2ba"]
+    [amended] = buyer["inv"]
+    assert (buyer["ctin"], amended["oinum"], amended["oidt"], amended["inum"]) == (
+        "27AAACR5055K1Z7",
+        "A-1",
+        "19-01-2026",
+        "A-1",
+    )
+    assert amended["val"] == 0 and all(i["itm_det"]["txval"] == 0 for i in amended["itms"])
+    # b2csa: January's filed b2cs row (C-1 and C-2, 1,000.00 each) revised without the cancelled C-1.
+    [filed_row] = jan["b2cs"]
+    [revised] = feb["b2csa"]
+    assert (revised["omon"], revised["pos"], revised["sply_ty"]) == (PERIOD, "29", "INTRA")
+    assert filed_row["txval"] == Decimal("2000.00")
+    assert [(i["txval"], i["camt"], i["samt"]) for i in revised["itms"]] == [
+        (Decimal("1000.00"), Decimal("90.00"), Decimal("90.00"))
+    ]
+    # The late January invoice is reported in February's b2b with its own date, beside February's own.
+    reported = sorted((i["inum"], i["idt"]) for g in feb["b2b"] for i in g["inv"])
+    assert reported == [("A-JAN-LATE", "30-01-2026"), ("F-1", "03-02-2026")]
+    # So is a credit note dated in January but issued after filing: February's cdnr, January's date.
+    [(ctin, [credit])] = [(g["ctin"], g["nt"]) for g in feb["cdnr"]]
+    assert (ctin, credit["ntty"], credit["nt_num"], credit["nt_dt"]) == (
+        "27AAACR5055K1Z7",
+        "C",
+        "CN-1",
+        "31-01-2026",
+    )
+    assert [i["itm_det"]["txval"] for i in credit["itms"]] == [Decimal("200.00")]
+    summary = february.json()["summary"]["sections"]
+    assert (summary["b2ba"]["count"], summary["b2csa"]["count"]) == (1, 1)
+    # The filed version is untouched: the same bytes, its hashes as documented.
+    after = call(api, key, "GET", f"{BASE}/{v2['id']}/json", params={"part": 1})
+    assert after.content == frozen and call(api, key, "GET", f"{BASE}/{v2['id']}").json()["status"] == "filed"
+    assert jan["hash"] == gstr1.part_hash(jan)
+    assert hashlib.sha256(frozen).hexdigest() == filed.json()["content_hash"]  # one part: the return's hash
+    again = call(api, key, "POST", f"{BASE}/generate", json={"gstin": SELLER, "period": "022026"})
+    assert (again.status_code, again.json()["id"]) == (200, february.json()["id"])
+
+    # Once February (with its amendments) is filed, March reports none of them again.
+    assert call(api, key, "POST", f"{BASE}/{february.json()['id']}/submit").status_code == 202
+    wait_status(processes, engine, fast, api, key, february.json()["id"], "ready_to_file")
+    feb_filed = call(api, key, "POST", f"{BASE}/{february.json()['id']}/file", json={"otp": ACCOUNT.otp})
+    assert feb_filed.status_code == 200, feb_filed.text
+    # C-2 cancelled now: March revises January's row again, from February's filed revision.
+    cancelled = call(api, key, "POST", f"/v1/invoices/{issued['C-2']}/cancel", json={"reason": "other"})
+    assert cancelled.status_code == 200, cancelled.text
+    processes.wait_for(
+        lambda: cancelled_in(service, tenant_id, PERIOD) == 3, what="C-2 cancelled", watch=engine
+    )
+    march = call(api, key, "POST", f"{BASE}/generate", json={"gstin": SELLER, "period": "032026"})
+    assert march.status_code == 201, march.text
+    march_json = json.loads(
+        call(api, key, "GET", f"{BASE}/{march.json()['id']}/json").content, parse_float=Decimal
+    )
+    assert not {"b2b", "b2ba", "cdnr"} & set(march_json), march_json
+    [again_revised] = march_json["b2csa"]
+    assert again_revised["omon"] == PERIOD
+    assert [(i["txval"], i["camt"]) for i in again_revised["itms"]] == [(Decimal("0.00"), Decimal("0.00"))]
     processes.assert_alive(*engine)
 
 

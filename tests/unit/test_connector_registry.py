@@ -22,7 +22,16 @@ from streams.connectors.spec import topics_for
 def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connection_test() -> None:
     names = [c.name for c in CONNECTORS]
 
-    assert names == ["gst-irp", "gstin-lookup", "etims", "gstn-returns", "razorpay", "stripe", "veekaart"]
+    assert names == [
+        "gst-irp",
+        "gstin-lookup",
+        "etims",
+        "gstn-returns",
+        "razorpay",
+        "stripe",
+        "bank",
+        "veekaart",
+    ]
     assert sorted(integrations.PROVIDERS) == sorted(names)
     assert integrations.PROVIDERS["gstin-lookup"].credential_fields == ("client_id", "client_secret")
     assert set(catalogue.ENDPOINT_POLICIES) == set(catalogue.CONNECTION_TESTS) == set(names)
@@ -31,7 +40,7 @@ def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connec
 def test_only_connectors_with_a_handler_get_topics_and_gst_irp_keeps_its_names() -> None:
     specs = runtime.planned_specs(Settings(retry_delays=(0, 60)))  # 0: straight back onto the jobs topic
 
-    assert [s.name for s in specs] == ["gst-irp", "gstin-lookup", "etims", "gstn-returns"]
+    assert [s.name for s in specs] == ["gst-irp", "gstin-lookup", "etims", "gstn-returns", "bank"]
     assert topics_for(specs[0]) == [
         "connector.gst-irp.jobs.v1",
         "connector.gst-irp.retry.1m.v1",
@@ -112,6 +121,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("engine", "tax_return_parts.sql"),
     ("engine", "webhooks.sql"),
     ("engine", "payments.sql"),
+    ("engine", "tds.sql"),
     ("engine", "catalogue.sql"),
 ]
 

@@ -216,13 +216,63 @@ def test_error_rows_flatten_documents_and_summary_rows_and_ignore_garbage() -> N
     assert error_rows(None) == [] and error_rows([1]) == []
 
 
-def test_a_frozen_part_writes_decimal_amounts_as_json_numbers_and_sorts_keys() -> None:
+def test_a_frozen_part_is_the_builders_serialisation_with_exact_decimal_numbers() -> None:
     from decimal import Decimal
 
-    from engine.tax_returns import part_hash, part_text
+    from engine.tax import gstr1
+    from engine.tax_returns import content_hash_of, part_hash, part_text
 
-    text = part_text({"fp": "012026", "b2cs": [{"txval": Decimal("1234567.89"), "rt": Decimal("18")}]})
-    assert text == b'{"b2cs":[{"rt":18.0,"txval":1234567.89}],"fp":"012026"}'
-    assert part_hash(text) == part_hash(
-        part_text({"b2cs": [{"rt": Decimal("18"), "txval": Decimal("1234567.89")}], "fp": "012026"})
+    part = {"fp": "012026", "b2cs": [{"txval": Decimal("12345678901234.10"), "rt": Decimal("18")}]}
+    text = part_text(part)
+    # Exact, in the builder's key order: no float rounding of large amounts, no trailing-zero loss.
+    assert text == b'{"fp":"012026","b2cs":[{"txval":12345678901234.10,"rt":18}]}' == gstr1.dumps(part)
+    assert part_hash(text) != part_hash(part_text({**part, "fp": "022026"}))
+    built = gstr1.build_gstr1("27AAGCB7383J1Z8", "012026", [])
+    assert content_hash_of([part_text(p) for p in built.parts]) == built.content_hash
+
+
+def test_a_snapshot_document_reads_back_equal_and_its_digest_ignores_only_the_irn() -> None:
+    import hashlib
+    from dataclasses import replace
+    from datetime import date
+    from decimal import Decimal
+
+    from engine.tax import gstr1
+    from engine.tax_return_snapshots import document_digest, document_from_json, document_json
+
+    line = gstr1.SupplyLine(
+        line_no=1,
+        hsn="85044010",
+        description="Transformer coil \u0000 \u202e",
+        unit="NOS",
+        quantity=Decimal("10.000"),
+        taxable_value=Decimal("99999999999999.99"),
+        gst_rate=Decimal("0.25"),
+        igst=Decimal("250000000000.00"),
+        supply_category="taxable",
     )
+    doc = gstr1.SupplyDocument(
+        document_id="d-1",
+        number="CN/2026/001",
+        document_type="credit_note",
+        date=date(2026, 1, 31),
+        supply_type="EXPWP",
+        seller_gstin="29AAGCB7383J1Z4",
+        buyer_gstin=None,
+        place_of_supply="96",
+        intra_state=False,
+        total=Decimal("100249999999999.99"),
+        lines=(line,),
+        export=gstr1.ExportDetails("1234567", date(2026, 2, 1), "INBOM4"),
+        original_number="INV-1",
+        original_date=date(2026, 1, 2),
+        original_value=Decimal("1.10"),
+        note_reason="sales_return",
+    )
+    back = document_from_json(document_json(doc))
+    assert back == doc and str(back.lines[0].quantity) == "10.000"  # exact, scale kept
+    assert document_digest(replace(doc, e_invoiced=True)) == document_digest(doc)
+    # Snapshot.write hashes the stored text itself for a document without an IRN: the same digest.
+    assert document_digest(doc) == hashlib.sha256(document_json(doc)).hexdigest()
+    for change in ({"cancelled": True}, {"total": Decimal("100249999999999.98")}, {"place_of_supply": "27"}):
+        assert document_digest(replace(doc, **change)) != document_digest(doc), change
