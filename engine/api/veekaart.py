@@ -28,6 +28,7 @@ BASE = "/v1/integrations/veekaart"
 NOT_CONFIGURED: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "veekaart is not configured for this tenant"}
 }
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "No such sync run"}}
 
 
 class SyncRequest(BaseModel):
@@ -81,7 +82,7 @@ def build_router(
         with db.transaction(svc.pool) as conn:
             return {"items": sync.list_runs(conn, tenant_id, limit)}
 
-    @router.get(f"{BASE}/sync-runs/{{run_id}}", summary="One sync run")
+    @router.get(f"{BASE}/sync-runs/{{run_id}}", summary="One sync run", responses=NOT_FOUND)
     def one_run(run_id: str, tenant_id: Tenant, svc: Service) -> dict[str, Any]:
         try:
             parsed = UUID(run_id)
@@ -93,7 +94,11 @@ def build_router(
             raise ApiError(404, "not_found", "no such sync run")
         return found
 
-    @router.put(f"{BASE}/schedule", summary="Set the auto-sync (incremental, every interval_minutes)")
+    @router.put(
+        f"{BASE}/schedule",
+        summary="Set the auto-sync (incremental, every interval_minutes)",
+        responses=NOT_CONFIGURED,
+    )
     def set_schedule(body: Schedule, tenant_id: Tenant, svc: Service) -> dict[str, Any]:
         with db.transaction(svc.pool) as conn:
             if integrations.get_view(conn, tenant_id, PROVIDER) is None:
