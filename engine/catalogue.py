@@ -128,6 +128,9 @@ def create_product(service: LedgerService, tenant_id: UUID, state: dict[str, Any
     try:
         service._save(product)
     except IntegrityError as exc:
+        # The SKU exists: make sure its catalogue row does too (a process that stopped between the
+        # event and the row would otherwise leave an item nobody can list and nobody can create).
+        write_row(service, load_product(service, tenant_id, product.id))
         raise SkuTaken(
             f"SKU {state['sku']!r} already exists",
             {"product_id": str(product_id_for(tenant_id, state["sku"]))},

@@ -8,10 +8,15 @@ from typing import Any
 
 import pytest
 
+from engine import db
 from engine.application import LedgerService
 from engine.config import Settings
+from engine.relay import Relay
+from schemas import registry
+from tests.conftest import BackgroundLoop
 from tests.integration.helpers import client_for, register_tenant
 from tests.integration.test_api_contract import assert_error_shape
+from tests.integration.test_backbone import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +119,44 @@ def test_another_tenants_product_is_not_found(service: LedgerService, settings: 
     assert client.get("/v1/products", headers=other).json()["items"] == []
     # The same SKU is free for another tenant.
     assert client.post("/v1/products", json=shirt(), headers=other).status_code == 201
+
+
+def test_product_changes_are_published_on_the_product_topic(
+    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop
+) -> None:
+    _, key = register_tenant(service)
+    client = client_for(settings)
+    auth = {"Authorization": f"Bearer {key}"}
+    product = client.post("/v1/products", json=shirt(), headers=auth).json()
+    client.patch(f"/v1/products/{product['id']}", json={"stock": "39"}, headers=auth)
+    background.start(Relay(settings).run)
+
+    messages = read_topic(settings, settings.topic("ledger.product.v1"), expected=2)
+
+    headers = [dict(m.headers()) for m in messages]
+    assert [h["ce_type"].decode() for h in headers] == [
+        "ledgerflow.product.created",
+        "ledgerflow.product.revised",
+    ]
+    assert {m.key().decode() for m in messages} == {product["id"]}
+    records = [registry.decode_event(m.value()) for m in messages]
+    assert [(r["sku"], r["stock"], r["price"]) for r in records] == [
+        ("TSHIRT-M-BLU", "40", "499.00"),
+        ("TSHIRT-M-BLU", "39", "499.00"),
+    ]
+
+
+def test_a_catalogue_row_lost_after_its_event_is_restored_by_the_next_create(
+    service: LedgerService, settings: Settings
+) -> None:
+    _, key = register_tenant(service)
+    client = client_for(settings)
+    auth = {"Authorization": f"Bearer {key}"}
+    product = client.post("/v1/products", json=shirt(), headers=auth).json()
+    with db.transaction(service.pool) as conn:
+        conn.execute("DELETE FROM product_catalogue WHERE product_id = %s", (product["id"],))
+
+    again = client.post("/v1/products", json=shirt(), headers=auth)
+
+    assert again.status_code == 409
+    assert [p["id"] for p in client.get("/v1/products", headers=auth).json()["items"]] == [product["id"]]
