@@ -14,6 +14,7 @@ from typing import Any, Literal
 from uuid import UUID, uuid4
 
 import httpx
+import psycopg
 from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
@@ -36,6 +37,19 @@ FEEDS: tuple[tuple[Feed, Any], ...] = (
 
 class NotConfigured(Exception):
     """The tenant has no enabled veekaart integration."""
+
+
+class SyncInProgress(Exception):
+    """Another sync of the tenant is running (its id is ``run_id``)."""
+
+    def __init__(self, run_id: UUID | None) -> None:
+        super().__init__("another sync of this tenant is running")
+        self.run_id = run_id
+
+
+# A run still "running" after this long belongs to a process that stopped: it is marked failed so
+# that it does not block the tenant's syncs for ever (a full push takes minutes, per the seed).
+ABANDONED_AFTER = timedelta(minutes=30)
 
 
 @dataclass
@@ -68,10 +82,53 @@ async def run_sync(
     run_id = uuid4()
     with db.transaction(service.pool) as conn:
         conn.execute(
-            "INSERT INTO veekaart_sync_runs (run_id, tenant_id, kind, trigger, status)"
-            " VALUES (%s, %s, %s, %s, 'running')",
-            (run_id, tenant_id, kind, trigger),
+            "UPDATE veekaart_sync_runs SET status = 'failed', finished_at = now(), failures = %s"
+            " WHERE tenant_id = %s AND status = 'running' AND started_at < now() - %s",
+            (
+                Jsonb([_failure("", "abandoned", "the process running it stopped")]),
+                tenant_id,
+                ABANDONED_AFTER,
+            ),
         )
+    try:
+        with db.transaction(service.pool) as conn:
+            conn.execute(
+                "INSERT INTO veekaart_sync_runs (run_id, tenant_id, kind, trigger, status)"
+                " VALUES (%s, %s, %s, %s, 'running')",
+                (run_id, tenant_id, kind, trigger),
+            )
+    except psycopg.errors.UniqueViolation as exc:
+        with db.transaction(service.pool) as conn:
+            running = (
+                conn.cursor(row_factory=tuple_row)
+                .execute(
+                    "SELECT run_id FROM veekaart_sync_runs WHERE tenant_id = %s AND status = 'running'",
+                    (tenant_id,),
+                )
+                .fetchone()
+            )
+        raise SyncInProgress(running[0] if running else None) from exc
+    tally = RunTally()
+    try:
+        await _push_pending(service, loaded, tenant_id, kind, tally, transport, transport_for)
+    except BaseException as exc:
+        # Whatever stopped the run (a bug, a cancelled request), it must not stay "running".
+        tally.failures.append(_failure("", "run_aborted", type(exc).__name__))
+        _finish(service, tenant_id, run_id, tally)
+        raise
+    return _finish(service, tenant_id, run_id, tally)
+
+
+async def _push_pending(
+    service: LedgerService,
+    loaded: integrations.IntegrationSettings,
+    tenant_id: UUID,
+    kind: Kind,
+    tally: RunTally,
+    transport: httpx.AsyncBaseTransport | None,
+    transport_for: Any,
+) -> None:
+    with db.transaction(service.pool) as conn:
         rows = catalogue.catalogue_rows(conn, tenant_id)
         synced: dict[UUID, int] = dict(
             conn.cursor(row_factory=tuple_row)
@@ -79,7 +136,7 @@ async def run_sync(
             .fetchall()
         )
     pending = rows if kind == "full" else [r for r in rows if synced.get(r[0], 0) < r[1]]
-    tally = RunTally(considered=len(pending))
+    tally.considered = len(pending)
     chosen = transport if transport is not None else (transport_for(loaded) if transport_for else None)
     async with VeeKaartClient(loaded.base_url, loaded.credentials[API_KEY], chosen) as client:
         for start in range(0, len(pending), BATCH):
@@ -97,6 +154,9 @@ async def run_sync(
                             " synced_at = now() WHERE veekaart_synced.version < EXCLUDED.version",
                             (tenant_id, product_id, version),
                         )
+
+
+def _finish(service: LedgerService, tenant_id: UUID, run_id: UUID, tally: RunTally) -> dict[str, Any]:
     failed = len(tally.failures)
     status = "succeeded" if failed == 0 else ("failed" if tally.pushed == 0 else "partial")
     with db.transaction(service.pool) as conn:
@@ -270,6 +330,6 @@ async def run_due(
                     transport_for=transport_for,
                 )
             )
-        except NotConfigured:
+        except (NotConfigured, SyncInProgress):
             continue
     return runs

@@ -16,6 +16,9 @@ CREATE TABLE IF NOT EXISTS veekaart_sync_runs (
     failures     jsonb NOT NULL DEFAULT '[]'::jsonb
 );
 CREATE INDEX IF NOT EXISTS veekaart_sync_runs_tenant ON veekaart_sync_runs (tenant_id, started_at DESC);
+-- One running sync per tenant (the seed: never run several synchronisations at once).
+CREATE UNIQUE INDEX IF NOT EXISTS veekaart_sync_runs_one_running
+    ON veekaart_sync_runs (tenant_id) WHERE status = 'running';
 
 -- veekaart_synced: the catalogue version of each item the shop has (all three feeds accepted it):
 -- an incremental run pushes only items whose catalogue version is newer.

@@ -28,6 +28,9 @@ BASE = "/v1/integrations/veekaart"
 NOT_CONFIGURED: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "veekaart is not configured for this tenant"}
 }
+RUN_REFUSED: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "Not configured, or another sync of the tenant is running"}
+}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "No such sync run"}}
 
 
@@ -60,7 +63,7 @@ def build_router(
     Service = Annotated[LedgerService, Depends(service)]  # noqa: N806
 
     @router.post(
-        f"{BASE}/sync-runs", status_code=201, summary="Push the catalogue now", responses=NOT_CONFIGURED
+        f"{BASE}/sync-runs", status_code=201, summary="Push the catalogue now", responses=RUN_REFUSED
     )
     async def run(body: SyncRequest, tenant_id: Tenant, svc: Service) -> dict[str, Any]:
         try:
@@ -74,6 +77,13 @@ def build_router(
             )
         except sync.NotConfigured as exc:
             raise _not_configured() from exc
+        except sync.SyncInProgress as exc:
+            raise ApiError(
+                409,
+                "sync_in_progress",
+                "another sync of this shop is running; see its record, then try again",
+                {"run_id": str(exc.run_id) if exc.run_id else None},
+            ) from exc
 
     @router.get(f"{BASE}/sync-runs", summary="Sync history, newest first")
     def runs(

@@ -358,3 +358,28 @@ def test_without_the_integration_there_is_nothing_to_sync_or_regenerate(stack: S
         answer = stack.client.post(f"/v1/integrations/veekaart/{path}", json={}, headers=auth)
         assert answer.status_code == 409, (path, answer.text)
         assert_error_shape(answer.json(), "integration_not_configured")
+
+
+def test_one_sync_at_a_time_and_a_run_abandoned_by_a_stopped_process_does_not_block(stack: Stack) -> None:
+    tenant_id, auth = stack.tenant()
+    stack.product(auth, "R-1")
+    with db.transaction(stack.service.pool) as conn:
+        conn.execute(
+            "INSERT INTO veekaart_sync_runs (run_id, tenant_id, kind, trigger, status)"
+            " VALUES (gen_random_uuid(), %s, 'full', 'manual', 'running') RETURNING run_id",
+            (tenant_id,),
+        )
+    busy = stack.client.post("/v1/integrations/veekaart/sync-runs", json={"kind": "full"}, headers=auth)
+    assert busy.status_code == 409
+    assert_error_shape(busy.json(), "sync_in_progress")
+    running_id = busy.json()["error"]["details"]["run_id"]
+
+    with db.transaction(stack.service.pool) as conn:
+        conn.execute(
+            "UPDATE veekaart_sync_runs SET started_at = now() - interval '31 minutes' WHERE run_id = %s",
+            (running_id,),
+        )
+    run = stack.sync(auth, "full")
+    assert run["status"] == "succeeded"
+    abandoned = stack.client.get(f"/v1/integrations/veekaart/sync-runs/{running_id}", headers=auth).json()
+    assert abandoned["status"] == "failed" and abandoned["failures"][0]["code"] == "abandoned"
