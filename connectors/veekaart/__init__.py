@@ -10,11 +10,26 @@ customer and a draft invoice). ``api`` holds the sync, schedule and key-regenera
 
 from __future__ import annotations
 
-from connectors.kit import Connector
+from connectors.kit import Connector, SandboxLaunch
 from connectors.veekaart.client import test_connection
 from connectors.veekaart.endpoints import ENDPOINTS
 from connectors.veekaart.settings import PROVIDER, SETTINGS
 from connectors.veekaart.webhooks import HOOKS
+
+SANDBOX_PORT = 9108
+
+
+def demo_credentials(demo_gstin: str = "") -> dict[str, str]:
+    """What ``ledgerflow run`` configures the demo tenant's shop with; the sandbox accepts the API key,
+    and its order sender is told the partner key or secret per request."""
+    from connectors.veekaart.sandbox import SandboxAccount
+
+    return {
+        "api_key": SandboxAccount().api_key,
+        "partner_api_key": "demo-partner-key",
+        "webhook_secret": "demo-secret",
+    }
+
 
 CONNECTOR = Connector(
     name=PROVIDER,
@@ -23,6 +38,12 @@ CONNECTOR = Connector(
     connection_test=test_connection,
     hooks=HOOKS,
     migrations=(("connectors.veekaart", "veekaart.sql"),),
+    sandbox=SandboxLaunch(
+        module="connectors.veekaart.sandbox",
+        port=SANDBOX_PORT,
+        label="veekaart-sandbox",
+        demo_credentials=demo_credentials,
+    ),
 )
 
-__all__ = ["CONNECTOR", "PROVIDER"]
+__all__ = ["CONNECTOR", "PROVIDER", "SANDBOX_PORT", "demo_credentials"]
