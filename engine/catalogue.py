@@ -207,6 +207,19 @@ def catalogue_rows(conn: psycopg.Connection, tenant_id: UUID) -> list[tuple[UUID
     return [(r[0], int(r[1]), r[2]) for r in rows]
 
 
+def rates_by_sku(conn: psycopg.Connection, tenant_id: UUID, skus: list[str]) -> dict[str, Decimal]:
+    """The catalogue's GST rate of each of ``skus`` the tenant has."""
+    rows = (
+        conn.cursor(row_factory=tuple_row)
+        .execute(
+            "SELECT sku, document->>'gst_rate' FROM product_catalogue WHERE tenant_id = %s AND sku = ANY(%s)",
+            (tenant_id, skus),
+        )
+        .fetchall()
+    )
+    return {r[0]: Decimal(r[1]) for r in rows}
+
+
 @dataclass(frozen=True)
 class Customer:
     customer_id: UUID

@@ -8,6 +8,7 @@ field-error form. The unit prices of the items are before GST (the shop applies 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -100,8 +101,12 @@ def buyer_state(order: Order) -> str:
     return customer.state_code
 
 
-def draft_fields(order: Order) -> dict[str, Any]:
-    """The draft invoice's fields (``DraftInvoice``: IssueInvoice's without ``number``)."""
+def draft_fields(order: Order, catalogue_rates: Mapping[str, Decimal] | None = None) -> dict[str, Any]:
+    """The draft invoice's fields (``DraftInvoice``: IssueInvoice's without ``number``). An item the
+    shop sent without ``tax_rate`` takes the rate of its SKU in the catalogue (``catalogue_rates``):
+    the rate Ledgerflow pushed to the shop, and the one the master allowed for its HSN. Many HSN
+    codes have several possible rates since the 2025 revision, so the code alone cannot give it."""
+    rates = catalogue_rates or {}
     return {
         "date": order.order_date,
         "buyer": {"name": order.customer.name, "gstin": order.customer.gstin, "state": buyer_state(order)},
@@ -113,7 +118,7 @@ def draft_fields(order: Order) -> dict[str, Any]:
                 "unit": item.unit,
                 "unit_price": item.price,
                 "discount": item.discount,
-                "gst_rate": item.tax_rate,
+                "gst_rate": item.tax_rate if item.tax_rate is not None else rates.get(item.sku),
             }
             for item in order.items
         ],

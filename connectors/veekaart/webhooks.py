@@ -45,6 +45,7 @@ def handle(delivery: Delivery, context: HookContext) -> None:
             state=customer.state_code or (customer.gstin[:2] if customer.gstin else None),
             source=PROVIDER,
         )
+        rates = catalogue.rates_by_sku(conn, delivery.tenant_id, [item.sku for item in order.items])
     # The draft-invoice contract (issue 13, "drafts"); looked up by name so that this connector
     # loads on a build without it and says so instead of failing to import.
     draft_command: Any = getattr(commands, "DraftInvoice", None)
@@ -53,7 +54,7 @@ def handle(delivery: Delivery, context: HookContext) -> None:
         raise DraftsUnavailable("draft invoices are not available in this build")
     create(
         delivery.tenant_id,
-        draft_command.model_validate(draft_fields(order)),
+        draft_command.model_validate(draft_fields(order, rates)),
         source=PROVIDER,
         external_ref=order.order_id,
         traceparent=None,

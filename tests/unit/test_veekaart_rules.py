@@ -122,6 +122,10 @@ def test_an_order_becomes_a_draft_invoice_for_the_buyers_state() -> None:
     fields = draft_fields(parse_order(orjson.dumps(order())))
     assert fields["buyer"] == {"name": "Asha Rao", "gstin": None, "state": "29"}
     assert fields["lines"][0]["unit_price"] == Decimal("499.00") and fields["lines"][0]["quantity"] == 2
+    assert fields["lines"][0]["gst_rate"] is None
+    # Without the shop's tax_rate, the catalogue's rate of the SKU (6109 has two possible rates).
+    from_catalogue = draft_fields(parse_order(orjson.dumps(order())), {"TSHIRT-M": Decimal("5")})
+    assert from_catalogue["lines"][0]["gst_rate"] == Decimal("5")
     with_gstin = order(customer={"name": "Acme", "gstin": "27AAGCB7383J1Z8"})
     assert draft_fields(parse_order(orjson.dumps(with_gstin)))["buyer"]["state"] == "27"
 
