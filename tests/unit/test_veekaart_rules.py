@@ -107,6 +107,9 @@ def order(**changes: Any) -> dict[str, Any]:
             order(items=[{"sku": "X", "name": "X", "hsn_sac_code": "6109", "quantity": 0, "price": "1"}]),
             {"items[0].quantity"},
         ),
+        (order(total_amount="1e999999"), {"total_amount"}),
+        (order(order_id="VK\u202e1001"), {"order_id"}),  # a right-to-left override in the id
+        (order(order_id="x" * 65), {"order_id"}),
         ("[1, 2]", {"body"}),
         ("{not json", {"body"}),
     ],
