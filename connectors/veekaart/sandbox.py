@@ -27,7 +27,8 @@ from connectors.sandbox_kit import SandboxKit
 from connectors.veekaart.client import BATCH
 from connectors.veekaart.signature import SIGNATURE_HEADER, signature
 
-# GST rates in force (india-gst.md; the 2025 revision added 40 and kept 0.25 and 3 for stones/metals).
+# The rates the sandbox shop accepts: the GST slabs and the special rates for stones and metals (the
+# rate master's rates); anything else is refused per item, as a shop would.
 SHOP_TAX_RATES = {Decimal(r) for r in ("0", "0.25", "1.5", "3", "5", "12", "18", "28", "40")}
 
 

@@ -153,8 +153,9 @@ def check_state(state: dict[str, Any]) -> None:
     if state["price"] < 0 or state["stock"] < 0:
         raise ProductRuleBroken("price and stock cannot be negative")
     mrp = state["mrp"]
-    # Legal Metrology (Packaged Commodities) Rules 2011, rule 18: a retail sale above the printed MRP
-    # is not allowed; the seed's discount percentage is (mrp - price) / mrp, never negative.
+    # Legal Metrology (Packaged Commodities) Rules 2011: the declared retail sale price (MRP) is the most
+    # a packaged item may be sold for; the seed's discount percentage (mrp - price) / mrp is never negative.
+    # The catalogue's price is before GST, so this is the weakest form of that rule, not a full check.
     if mrp is not None and mrp < state["price"]:
         raise ProductRuleBroken("the price cannot exceed the MRP")
 
