@@ -2,7 +2,7 @@
 
 Stages (``--only`` takes any of them, repeatable): ``raw``, ``relay``, ``projection``, ``replay``,
 ``rebuild``, ``api``, ``latency``, ``worker``, ``scaling``, ``irn``, ``etims``, ``gstr1``,
-``webhooks``. Peak RSS is
+``webhooks``, ``reconciliation``, ``webhook_intake``. Peak RSS is
 reported for every process a run started.
 """
 
@@ -28,8 +28,10 @@ from bench import gstr1 as gstr1_stage
 from bench import irn as irn_stage
 from bench import notification_log, raw_kafka, workload
 from bench import rebuild as rebuild_stage
+from bench import reconciliation as reconciliation_stage
 from bench import replay as replay_stage
 from bench import scaling as scaling_stage
+from bench import webhook_intake as webhook_intake_stage
 from bench import webhooks as webhooks_stage
 from bench import worker as worker_stage
 from bench.env import BenchEnv, free_port, retry
@@ -54,6 +56,8 @@ STAGES = [
     "etims",
     "gstr1",
     "webhooks",
+    "reconciliation",
+    "webhook_intake",
 ]
 MB = 1024 * 1024
 # Per process (issue 15): an API with N workers is N + 1 processes, each measured on its own.
@@ -86,6 +90,10 @@ class Sizes:
     gstr1_invoices: int = 100_000
     # Webhook stage: invoices delivered to the fast receiver (the slow one gets the same).
     webhook_deliveries: int = 1_000
+    # Reconciliation stage: bank lines in the month.
+    reconciliation_lines: int = 100_000
+    # Webhook intake stage: signed Razorpay deliveries posted to the receiver.
+    intake_deliveries: int = 5_000
 
 
 FULL = Sizes(
@@ -110,6 +118,8 @@ QUICK = Sizes(
     etims_congested_per_branch=3,
     gstr1_invoices=5_000,
     webhook_deliveries=200,
+    reconciliation_lines=5_000,
+    intake_deliveries=500,
 )
 
 # A table of seven columns needs more than the 80 columns rich assumes when output is not a terminal.
@@ -881,6 +891,76 @@ class Run:
         ]
         self.extra["webhooks"] = figures.__dict__
 
+    # -- reconciliation and webhook intake (issue 12) -------------------------------------------
+
+    def reconciliation(self) -> None:
+        """Bank lines judged per second over a month, beside a bare SQL join of the same rows."""
+        n = self.sizes.reconciliation_lines
+        with self.env.connect() as conn:
+            with bar(f"reconciliation: {n:,} bank lines", n) as advance:
+                seconds, events, expected = reconciliation_stage.catch_up(conn, self.tenant.id, n, advance)
+            found = reconciliation_stage.counts(conn, self.tenant.id)
+            # Fresh statistics for the bare join's plan (autovacuum would take its time to notice).
+            conn.execute("ANALYZE reconciliation")
+            sql_seconds, candidates = reconciliation_stage.bare_sql(conn, self.tenant.id)
+        if found.get("matched", 0) != expected or sum(found.values()) != n:
+            raise RuntimeError(
+                f"reconciliation found {found}, the month was built for {expected} of {n} matched"
+            )
+        per_s = n / seconds if seconds else float("nan")
+        sql_per_s = n / sql_seconds if sql_seconds else float("nan")
+        self.extra["reconciliation"] = {
+            "lines": n,
+            "events": events,
+            "seconds": seconds,
+            "statuses": found,
+            "sql_seconds": sql_seconds,
+            "sql_candidates": candidates,
+        }
+        self.rows += [
+            Row(
+                "reconciliation",
+                f"bank lines matched/s, a month of {n:,}",
+                per_s,
+                "/s",
+                raw=sql_per_s,
+                note=f"{events:,} events in {seconds:.1f} s; {found.get('matched', 0):,} matched as built",
+            ),
+            Row(
+                "reconciliation",
+                "bare SQL join, lines/s (same rows)",
+                sql_per_s,
+                "/s",
+                note=f"{sql_seconds:.2f} s, {candidates:,} lines with a candidate",
+            ),
+        ]
+
+    def webhook_intake(self) -> None:
+        """Verified Razorpay deliveries/s through the inbound receiver, and p99 to the 200."""
+        self.start_api()
+        n = self.sizes.intake_deliveries
+
+        def stored() -> int:
+            # The inbox table exists once the API has opened the inbox (at its first delivery).
+            found = self.env.scalar("SELECT to_regclass('inbox_events') IS NOT NULL")
+            return int(self.env.scalar("SELECT count(*) FROM inbox_events")) if found else 0
+
+        with bar(f"webhook intake: {n:,} deliveries", None):
+            figures = webhook_intake_stage.measure(self.api_url, self.api_key, self.tenant.id, n, stored)
+        self.extra["webhook_intake"] = figures.__dict__
+        in_flight = webhook_intake_stage.IN_FLIGHT
+        note = f"{n:,} signed deliveries, {in_flight} in flight, {self.sizes.api_workers} API workers"
+        self.rows += [
+            Row("webhook intake", "verified deliveries/s (Razorpay)", figures.per_s, "/s", note=note),
+            Row(
+                "webhook intake",
+                "p99 delivery to its 200",
+                figures.p99_ms,
+                "ms",
+                note=f"p50 {figures.p50_ms:.1f} ms",
+            ),
+        ]
+
     # -- eTIMS -------------------------------------------------------------------------------
 
     def etims(self) -> None:
@@ -1105,6 +1185,10 @@ class Run:
             self.measured(self.gstr1)
         if "webhooks" in selected:
             self.measured(self.webhooks)
+        if "reconciliation" in selected:
+            self.measured(self.reconciliation)
+        if "webhook_intake" in selected:
+            self.measured(self.webhook_intake)
         self.rss()
         order = ["API ingest", "relay catch-up", "projection catch-up", "end-to-end", "raw aiokafka"]
         self.rows.sort(key=lambda r: order.index(r.stage) if r.stage in order else len(order))
@@ -1131,6 +1215,8 @@ def main(argv: list[str] | None = None) -> int:
         help="`ledgerflow connectors run` processes in the IRN stage (default 1)",
     )
     parser.add_argument("--gstr1-invoices", type=int, help="documents in the GSTR-1 stage's month")
+    parser.add_argument("--reconciliation-lines", type=int, help="bank lines in the reconciliation month")
+    parser.add_argument("--intake-deliveries", type=int, help="deliveries in the webhook intake stage")
     parser.add_argument("--partitions", type=int, help="partitions of the run's topics (default: settings)")
     parser.add_argument("--keep", action="store_true", help="keep the schema, topics and logs afterwards")
     args = parser.parse_args(argv)
@@ -1146,6 +1232,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes = Sizes(**{**sizes.__dict__, "irn_connector_workers": args.connector_workers})
     if args.gstr1_invoices:
         sizes = Sizes(**{**sizes.__dict__, "gstr1_invoices": args.gstr1_invoices})
+    if args.reconciliation_lines:
+        sizes = Sizes(**{**sizes.__dict__, "reconciliation_lines": args.reconciliation_lines})
+    if args.intake_deliveries:
+        sizes = Sizes(**{**sizes.__dict__, "intake_deliveries": args.intake_deliveries})
     stages = args.only or STAGES
     env = BenchEnv.create(args.partitions)
     s = env.settings

@@ -15,10 +15,13 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
+import psycopg
 
+from engine.config import Settings
 from engine.integrations import IntegrationSettings
 from engine.security.egress import EndpointPolicy
 
@@ -111,6 +114,19 @@ class SandboxLaunch:
         return [python, "-m", self.module, "--port", str(self.port), *self.extra_args(demo_gstin)]
 
 
+@dataclass(frozen=True)
+class IntegrationSync:
+    """A sync the connector runs now and then (e.g. eTIMS code lists) and on demand through
+    ``POST /v1/integrations/<name>/sync`` (engine/api/integration_health.py)."""
+
+    start: Callable[[Settings, IntegrationSettings], Awaitable[str]]
+    """Queue a sync for the tenant's integration; returns the job id (``ConnectorError`` if it cannot)."""
+    last_synced: Callable[[psycopg.Connection, IntegrationSettings], datetime | None]
+    """When the tenant's data was last synced (None: never)."""
+    every: Callable[[], timedelta | None] = lambda: None
+    """How often the scheduled sync runs (None: on demand only), for ``next_sync_at``."""
+
+
 def no_routes(ce_type: str, ce_id: str, record: Mapping[str, Any]) -> Sequence[Job]:
     """For a connector called on demand only (e.g. a taxpayer search): no event makes a job."""
     return ()
@@ -148,6 +164,8 @@ class Connector:
     run by ``ledgerflow db migrate`` after the engine's. Name tables after the connector."""
     hooks: InboundHooks | None = None
     """Deliveries the provider sends to ``POST /v1/hooks/<name>/{tenant_id}`` (connectors/hooks.py)."""
+    sync: IntegrationSync | None = None
+    """A sync the tenant may start (``POST /v1/integrations/<name>/sync``); None: the connector has none."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

@@ -8,7 +8,7 @@ router, the connector workers, rate limits (``LEDGERFLOW_<NAME>_RATE``) and the 
 
 from __future__ import annotations
 
-from connectors import bank, etims, gst_irp, gstin_lookup, gstn_returns, razorpay, stripe, veekaart
+from connectors import bank, etims, gst_irp, gstin_lookup, gstn_returns, razorpay, sendgrid, stripe, veekaart
 from connectors.kit import Connector
 from engine import db, integrations
 from engine.integrations import Provider
@@ -21,6 +21,7 @@ CONNECTORS: tuple[Connector, ...] = (
     razorpay.CONNECTOR,
     stripe.CONNECTOR,
     bank.CONNECTOR,
+    sendgrid.CONNECTOR,
     veekaart.CONNECTOR,
 )
 

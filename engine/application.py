@@ -31,10 +31,17 @@ from eventsourcing.persistence import (
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from engine import db, integrations, telemetry
+from engine import db, drafts, integrations, telemetry
 from engine import india_documents as india
 from engine import kenya_invoicing as kenya
-from engine.commands import CancelInvoice, IssueCreditNote, IssueGstNote, IssueInvoice, IssueKenyanInvoice
+from engine.commands import (
+    CancelInvoice,
+    DraftInvoice,
+    IssueCreditNote,
+    IssueGstNote,
+    IssueInvoice,
+    IssueKenyanInvoice,
+)
 from engine.config import Settings
 from engine.domain.alert import Alert, alert_id_for, check_alert
 from engine.domain.invoice import (
@@ -46,6 +53,7 @@ from engine.domain.invoice import (
     NotAKenyanSale,
     invoice_id_for,
 )
+from engine.domain.invoice_draft import InvoiceDraft
 from engine.domain.tenant import (
     EINVOICING_PROVIDER,
     LastApiKey,
@@ -546,6 +554,27 @@ class LedgerService:
             found = integrations.get_view(conn, tenant_id, provider)
         assert found is not None
         return found
+
+    def remove_integration(self, ring: KeyRing, tenant_id: UUID, provider: str, *, changed_by: str) -> bool:
+        """Disable a provider and forget its credentials and run-time secrets (DELETE
+        /v1/integrations/{provider}), recorded as IntegrationSettingsChanged naming every credential
+        field as changed; False when the tenant never configured it. The destination row stays, so
+        the audit trail and health keep their subject; using it again needs every credential."""
+        tenant = self.get_tenant(tenant_id)
+        with db.transaction(self.pool) as conn:
+            forgotten = integrations.forget(conn, ring, tenant_id, provider)
+            if forgotten is None:
+                return False
+            tenant.change_integration_settings(
+                provider=provider,
+                enabled=False,
+                environment=forgotten["environment"],
+                base_url=forgotten["base_url"],
+                credentials_changed=list(forgotten["fields"]),
+                changed_by=changed_by,
+            )
+            self._save_tenant(tenant)
+        return True
 
     def set_einvoicing(self, tenant_id: UUID, enabled: bool, changed_by: str) -> None:
         """Turn the gst-irp integration on or off, keeping its destination and credentials."""
@@ -1409,6 +1438,55 @@ class LedgerService:
         if not isinstance(invoice, Invoice) or invoice.tenant_id != tenant_id:
             raise InvoiceNotFound(f"no invoice {invoice_id}")
         return invoice
+
+    # -- drafts and the number series (issue 13): the logic is in engine/drafts.py ----------------
+
+    def create_draft_invoice(
+        self,
+        tenant_id: UUID,
+        command: DraftInvoice,
+        *,
+        source: str,
+        external_ref: str | None,
+        traceparent: str | None,
+    ) -> InvoiceDraft:
+        """A draft GST invoice (no number, taxes computed); the same (source, external_ref) gives the
+        same draft back, also when created concurrently."""
+        return self.create_draft(
+            tenant_id, command, source=source, external_ref=external_ref, traceparent=traceparent
+        ).draft
+
+    def create_draft(
+        self,
+        tenant_id: UUID,
+        command: DraftInvoice,
+        *,
+        source: str,
+        external_ref: str | None,
+        traceparent: str | None,
+    ) -> drafts.DraftOutcome:
+        return drafts.create_draft(
+            self, tenant_id, command, source=source, external_ref=external_ref, traceparent=traceparent
+        )
+
+    def update_draft_invoice(
+        self, tenant_id: UUID, draft_id: UUID, command: DraftInvoice, traceparent: str | None
+    ) -> InvoiceDraft:
+        return drafts.update_draft(self, tenant_id, draft_id, command, traceparent)
+
+    def discard_draft_invoice(
+        self, tenant_id: UUID, draft_id: UUID, reason: str | None, traceparent: str | None
+    ) -> InvoiceDraft:
+        return drafts.discard_draft(self, tenant_id, draft_id, reason, traceparent)
+
+    def issue_draft_invoice(
+        self, tenant_id: UUID, draft_id: UUID, traceparent: str | None
+    ) -> drafts.IssuedDraft:
+        """Give the draft the next number of the tenant's series and issue it (an ordinary invoice)."""
+        return drafts.issue_draft(self, tenant_id, draft_id, traceparent)
+
+    def get_draft_invoice(self, tenant_id: UUID, draft_id: UUID) -> InvoiceDraft:
+        return drafts.get_draft(self, tenant_id, draft_id)
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ Validation here is about shape (types, lengths, digits); tax rules are checked b
 from __future__ import annotations
 
 import hashlib
+from datetime import date as date_type
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -246,3 +247,34 @@ class IssueGstNote(BaseModel):
         return hashlib.sha256(
             orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
         ).hexdigest()
+
+
+# -- Drafts (issue 13) -----------------------------------------------------------------------------
+
+
+class DraftInvoice(BaseModel):
+    """A draft GST invoice (``POST /v1/invoices/drafts``): IssueInvoice's fields without the number,
+    which the tenant's series gives when the draft is issued; ``date`` defaults to today in India."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    date: IsoDate | None = None
+    buyer: Party
+    place_of_supply: Annotated[SafeStr, text(max_length=3)] | None = None
+    supply_type: SupplyTypeCode | None = None
+    lines: Annotated[list[InvoiceLine], Field(min_length=1, max_length=1000)]
+    reverse_charge: bool = False
+    ecommerce_gstin: GstinText | None = None
+    export: ExportDetails | None = None
+
+    def fingerprint(self) -> str:
+        """A hash of the draft's meaning, to tell a retried request from a different one."""
+        return hashlib.sha256(
+            orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
+
+    def as_invoice(self, number: str, day: date_type) -> IssueInvoice:
+        """The IssueInvoice this draft becomes with ``number``, dated ``day``."""
+        return IssueInvoice.model_validate(
+            {**self.model_dump(mode="json"), "number": number, "date": day.isoformat()}
+        )

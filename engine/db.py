@@ -284,6 +284,8 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "webhooks.sql"),
     ("engine", "payments.sql"),
     ("engine", "tds.sql"),
+    ("engine", "integration_health.sql"),
+    ("engine", "invoice_drafts.sql"),
     ("engine", "catalogue.sql"),
 ]
 

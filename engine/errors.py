@@ -16,7 +16,7 @@ keep working) and derive from one family here::
     │   │     DuplicateInvoiceNumber, InvoiceStateConflict, TenantChangedConcurrently,
     │   │     IdempotencyKeyInProgress, ApiKeyConflict, IntegrationNotConfigured,
     │   │     TooManyActiveKeys, RotationError, InvoiceError (+ subclasses),
-    │   │     TenantError (+ subclasses)
+    │   │     TenantError (+ subclasses), DraftError (+ subclasses), SeriesExhausted
     │   └── ServiceError          the service layer's errors (carry ``code``/``details``);
     │                             each concrete one also sits in one of the three above
     ├── Unavailable               an outage of something we depend on; retry later  -> 503

@@ -247,6 +247,28 @@ def set_enabled(
         ).fetchone()
 
 
+def forget(conn: psycopg.Connection, ring: KeyRing, tenant_id: UUID, provider: str) -> dict[str, Any] | None:
+    """Switch a provider off and drop its credentials (sealed as an empty set) and the secrets the
+    connector obtained at run time; None when the tenant has not configured it."""
+    spec = check_provider(provider)
+    current = _row(conn, tenant_id, provider, lock=True)
+    if current is None:
+        return None
+    conn.execute(
+        "UPDATE integrations SET enabled = false, credentials_sealed = %s, credential_rotated_at = '{}',"
+        " updated_at = now() WHERE tenant_id = %s AND provider = %s",
+        (ring.seal(orjson.dumps({}), associated_data(tenant_id, provider)), tenant_id, provider),
+    )
+    conn.execute(
+        "DELETE FROM connector_secrets WHERE tenant_id = %s AND provider = %s", (tenant_id, provider)
+    )
+    return {
+        "environment": current["environment"],
+        "base_url": current["base_url"],
+        "fields": [f for f in spec.credential_fields if f in (current["credential_rotated_at"] or {})],
+    }
+
+
 def check_credentials_given_again(
     spec: Provider, given: dict[str, str], current: dict[str, Any], base_url: str, environment: str
 ) -> None:

@@ -20,9 +20,10 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 import orjson
 
-from engine import payout_records
+from engine import payout_records, reconciliation_records
 from engine.domain.alert import Alert
 from engine.domain.invoice import Invoice
+from engine.domain.invoice_draft import InvoiceDraft
 from engine.domain.payment import Payment
 from engine.domain.product import Product
 from engine.domain.subscription import Subscription
@@ -44,6 +45,9 @@ AGGREGATE_TOPICS = {
     "tax_return": "ledger.tax_return.v1",
     **payout_records.TOPICS,
     "tds_deduction": "ledger.tds.v1",
+    **reconciliation_records.TOPICS,
+    # Drafts ride on the invoice topic (issue 13): their own ce_types, keyed by the draft id.
+    "invoice_draft": "ledger.invoice.v1",
     "product": "ledger.product.v1",
 }
 # Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
@@ -632,6 +636,31 @@ def _product_state(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _aggregate_id(event: Any) -> str:
+    return event.originator_id if type(event) is StoredEventView else str(UUID(str(event.originator_id)))
+
+
+def _draft_content(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    """What a draft's drafted/draft_updated shows (issue 13): who it is for and its computed totals."""
+    document = event.document
+    buyer = document["buyer"]
+    return {
+        **base,
+        "draft_id": _aggregate_id(event),
+        "date": _date(document["invoice_date"]),
+        "buyer_name": buyer["name"],
+        "buyer_gstin": buyer.get("gstin"),
+        "supply_type": document["supply_type"],
+        "place_of_supply": document["place_of_supply"],
+        "currency": document["currency"],
+        "line_count": len(document["lines"]),
+        "totals": {name: _money(document["totals"].get(name)) or "0.00" for name in _DRAFT_TOTALS},
+    }
+
+
+_DRAFT_TOTALS = ("taxable", "cgst", "sgst", "igst", "cess", "total")
+
+
 RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Invoice.Issued: _invoice_issued,
     Invoice.Cancelled: _invoice_cancelled,
@@ -672,6 +701,21 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     TaxReturn.Failed: _tax_return_fields("job_id", "error_class", "code", "message", "attempts"),
     **payout_records.RECORD_BUILDERS,
     TdsDeduction.Recorded: _tds_deduction_recorded,
+    **reconciliation_records.RECORD_BUILDERS,
+    InvoiceDraft.Drafted: lambda e, b: {
+        **_draft_content(e, b),
+        "source": e.source,
+        "external_ref": e.external_ref,
+    },
+    InvoiceDraft.DraftUpdated: _draft_content,
+    InvoiceDraft.DraftDiscarded: lambda e, b: {**b, "draft_id": _aggregate_id(e), "reason": e.reason},
+    InvoiceDraft.DraftIssued: lambda e, b: {
+        **b,
+        "draft_id": _aggregate_id(e),
+        "invoice_id": e.invoice_id,
+        "number": e.number,
+        "financial_year": e.financial_year,
+    },
     Product.Created: _product_state,
     Product.Revised: _product_state,
 }

@@ -22,6 +22,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("projections", "dead_letters.sql"),
     ("projections", "etims_compliance.sql"),
     ("projections", "gst_outward_supplies.sql"),
+    ("projections", "reconciliation.sql"),
 ]
 
 # Objects over projection tables (the reporting views and their row-level security), installed after

@@ -16,11 +16,13 @@ TOPICS = [
     "ledger.payout.v1",
     "ledger.bank_transaction.v1",
     "ledger.tds.v1",
+    "ledger.reconciliation_match.v1",
     "ingest.invoice.v1",
     "ingest.invoice.dlq.v1",
     "projection.invoice_register.dlq.v1",
     "projection.etims_compliance.dlq.v1",
     "projection.gst_outward_supplies.dlq.v1",
+    "projection.reconciliation.dlq.v1",
     "router.einvoicing.dlq.v1",
     "ledger.product.v1",
 ]

@@ -4,8 +4,9 @@ from projections.etims_compliance import EtimsCompliance
 from projections.events import Projection
 from projections.gst_outward_supplies import GstOutwardSupplies
 from projections.invoice_register import InvoiceRegister
+from projections.reconciliation import Reconciliation
 
-PROJECTIONS: list[Projection] = [InvoiceRegister(), EtimsCompliance(), GstOutwardSupplies()]
+PROJECTIONS: list[Projection] = [InvoiceRegister(), EtimsCompliance(), GstOutwardSupplies(), Reconciliation()]
 
 
 def find(name: str) -> Projection | None:

@@ -16,7 +16,7 @@ from engine.config import Settings
 from engine.security.secrets import KeyRing
 from streams.connectors.breaker import BreakerSettings
 from streams.connectors.context import HandlerContext
-from streams.connectors.jobs import Job, JobResult
+from streams.connectors.jobs import AlertSink, Job, JobResult
 from streams.connectors.retry import RetryPolicy
 from streams.connectors.spec import ConnectorSpec
 
@@ -52,7 +52,10 @@ def rate_limit(settings: Settings, connector: Connector) -> float | None:
 
 
 def spec_for(
-    settings: Settings, connector: Connector, handler: ConnectorHandler | None = None
+    settings: Settings,
+    connector: Connector,
+    handler: ConnectorHandler | None = None,
+    alerts: AlertSink | None = None,
 ) -> ConnectorSpec:
     rate = rate_limit(settings, connector)
     return ConnectorSpec(
@@ -64,6 +67,7 @@ def spec_for(
         rate_limit_per_s=rate if connector.rate_limit_counts == "job" else None,
         breaker=BreakerSettings(open_for=settings.breaker_open_seconds),
         on_failure=handler,
+        alerts=alerts,
     )
 
 
@@ -113,5 +117,5 @@ def connector_specs(
         assert connector.handler is not None
         handler = connector.handler(context_for(settings, service, ring, connector))
         handlers[connector.name] = handler
-        specs.append(spec_for(settings, connector, handler))
+        specs.append(spec_for(settings, connector, handler, alerts=service.raise_alert))
     return specs, Handlers(handlers)

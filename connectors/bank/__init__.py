@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from connectors.bank.client import PROVIDER
 from connectors.bank.endpoints import ENDPOINTS
 from connectors.bank.errors import RETRY_PER_CODE
+from connectors.bank.hooks import HOOKS
 from connectors.bank.routes import EVENT_TYPES, routes
 from connectors.bank.settings import SETTINGS, test_connection
 from connectors.kit import Connector, ConnectorHandler, SandboxLaunch
@@ -51,6 +52,8 @@ CONNECTOR = Connector(
     routes=routes,
     route_event_types=EVENT_TYPES,
     handler=_handler,
+    # Payment-status callbacks at POST /v1/hooks/bank/{tenant_id} (connectors/bank/hooks.py).
+    hooks=HOOKS,
     migrations=(("connectors.bank", "bank.sql"),),
     sandbox=SandboxLaunch(
         module="connectors.bank.sandbox",

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from connectors.etims import sync
 from connectors.etims.client import PROVIDER, DeviceInfo, EtimsClient
 from connectors.etims.endpoints import ENDPOINTS
 from connectors.etims.errors import DeviceAlreadyInstalled, DuplicateSale, SaleLookupUnavailable, classify
 from connectors.etims.mapping import SaleReceipt, build_item_code, receipt_qr_url, sale_payload
 from connectors.etims.routes import EVENT_TYPES, routes
 from connectors.etims.settings import SETTINGS, test_connection
-from connectors.kit import Connector, ConnectorHandler, SandboxLaunch
+from connectors.kit import Connector, ConnectorHandler, IntegrationSync, SandboxLaunch
 
 if TYPE_CHECKING:
     from streams.connectors.context import HandlerContext
@@ -78,6 +79,7 @@ CONNECTOR = Connector(
         label="etims-sandbox",
         demo_credentials=demo_credentials,
     ),
+    sync=IntegrationSync(start=sync.start, last_synced=sync.last_synced, every=sync.every),
 )
 
 __all__ = [

@@ -12,19 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+
+from pydantic import ValidationError
 
 from connectors.hooks import Delivery, DeliveryMalformed, HookContext, InboundHooks
 from connectors.veekaart import signature
 from connectors.veekaart.orders import OrderRejected, draft_fields, parse_order
 from connectors.veekaart.settings import PARTNER_API_KEY, PROVIDER
-from engine import catalogue, commands, db
-from engine.errors import RequestRefused
-
-
-class DraftsUnavailable(RequestRefused):
-    """This build has no draft invoices (``LedgerService.create_draft_invoice``): the order is kept
-    in the inbox, not drafted."""
+from engine import catalogue, db
+from engine.commands import DraftInvoice
+from engine.fields import field_errors
 
 
 def handle(delivery: Delivery, context: HookContext) -> None:
@@ -46,15 +43,14 @@ def handle(delivery: Delivery, context: HookContext) -> None:
             source=PROVIDER,
         )
         rates = catalogue.rates_by_sku(conn, delivery.tenant_id, [item.sku for item in order.items])
-    # The draft-invoice contract (issue 13, "drafts"); looked up by name so that this connector
-    # loads on a build without it and says so instead of failing to import.
-    draft_command: Any = getattr(commands, "DraftInvoice", None)
-    create: Any = getattr(service, "create_draft_invoice", None)
-    if draft_command is None or create is None:
-        raise DraftsUnavailable("draft invoices are not available in this build")
-    create(
+    try:
+        command = DraftInvoice.model_validate(draft_fields(order, rates))
+    except ValidationError as exc:
+        raise DeliveryMalformed(str(exc).splitlines()[0], fields=field_errors(exc.errors())) from exc
+    # Idempotent on (source, external_ref): handling the delivery again finds the same draft.
+    service.create_draft_invoice(
         delivery.tenant_id,
-        draft_command.model_validate(draft_fields(order, rates)),
+        command,
         source=PROVIDER,
         external_ref=order.order_id,
         traceparent=None,

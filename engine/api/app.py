@@ -21,9 +21,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors import registry as connector_registry
-from engine import db, integrations, logs, telemetry
+from engine import db, drafts, integrations, logs, telemetry
 from engine.api import contract
+from engine.api.alerts import build_router as alerts_router
 from engine.api.bank import build_router as bank_router
+from engine.api.drafts import build_router as drafts_router
+from engine.api.drafts import draft_view
 from engine.api.errors import ApiError, error_body, install
 from engine.api.etims import build_router as etims_router
 from engine.api.etims import refuse_suspended, suspension_cached
@@ -36,9 +39,12 @@ from engine.api.health import consumer_health_router
 from engine.api.hooks import PaymentBookHolder, with_payment_fields
 from engine.api.hooks import build_router as hooks_router
 from engine.api.ingest_keys import build_router as ingest_keys_router
+from engine.api.integration_health import build_router as integration_health_router
+from engine.api.integration_health import with_health
 from engine.api.metrics import metrics_router
 from engine.api.payouts import build_router as payouts_router
 from engine.api.products import build_router as products_router
+from engine.api.reconciliation import build_router as reconciliation_router
 from engine.api.reports import build_router as reports_router
 from engine.api.tds import build_router as tds_router
 from engine.api.tenant import build_router as tenant_router
@@ -344,6 +350,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(payouts_router(current_tenant, service))
     app.include_router(bank_router(current_tenant, service))
     app.include_router(tds_router(current_tenant, service))
+    app.include_router(reconciliation_router(current_tenant, service))
+    app.include_router(integration_health_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(alerts_router(current_tenant, service))
+    app.include_router(drafts_router(current_tenant, service, invoice_view))
     app.include_router(products_router(current_tenant, service))
     app.include_router(veekaart_router(settings, current_tenant, service, holder.key_ring))
 
@@ -471,6 +481,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Not projected yet (the projection trails the event store by moments): answer from the
         # event store rather than a false 404, and say so.
         response.headers["X-Ledgerflow-Read-Source"] = "event-store"
+        draft = drafts.find_draft(svc, tenant_id, parsed)  # a draft lives only there (issue 13)
+        if draft is not None:
+            return draft_view(draft)
         view = invoice_view(svc.get_invoice(tenant_id, parsed))
         if view.get("document_type") == "invoice" and "etims" not in view:
             # An Indian invoice's notes (issue 11), as far as the register has them.
@@ -484,10 +497,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         svc: Service,
         date_from: Annotated[date | None, Query(alias="from")] = None,
         date_to: Annotated[date | None, Query(alias="to")] = None,
-        status: Literal["issued", "cancelled"] | None = None,
+        status: Literal["issued", "cancelled", "draft"] | None = None,
         cursor: Annotated[str | None, Query(max_length=400)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> dict[str, Any]:
+        if status == "draft":  # drafts have their own look-up (engine/drafts.py), one page
+            with db.transaction(svc.pool) as conn:
+                ids = drafts.draft_ids(conn, tenant_id, "draft", limit)
+            return {"items": [draft_view(svc.get_draft_invoice(tenant_id, i)) for i in ids], "next": None}
         try:
             with db.transaction(svc.pool) as conn:
                 page = invoice_register.search(
@@ -533,7 +550,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/integrations", tags=["integrations"], summary="The tenant's provider settings")
     def list_integrations(tenant_id: Tenant, svc: Service) -> dict[str, Any]:
         with db.transaction(svc.pool) as conn:
-            items = integrations.list_views(conn, tenant_id)
+            items = with_health(conn, tenant_id, integrations.list_views(conn, tenant_id))
         return {"items": items, "providers": sorted(integrations.PROVIDERS)}
 
     @app.get("/v1/integrations/{provider}", tags=["integrations"], summary="One provider's settings")

@@ -53,7 +53,7 @@ class InvoiceView(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: UUID
-    number: str
+    number: str | None = Field(description="null on a draft: the series numbers it when it is issued")
     financial_year: str
     date: date
     currency: str
@@ -64,7 +64,7 @@ class InvoiceView(BaseModel):
     intra_state: bool | None = Field(default=None, description="GST only; absent on Kenyan invoices")
     lines: list[dict[str, Any]]
     totals: dict[str, str | None]
-    status: Literal["issued", "cancelled"]
+    status: Literal["issued", "cancelled", "draft", "discarded"]
     cancellation: dict[str, Any] | None
     einvoice: dict[str, Any] | None = Field(description="The IRN and signed documents, or why there is none")
     etims: dict[str, Any] | None = Field(
@@ -140,6 +140,12 @@ CONFLICTS = {
     ("post", "/v1/etims/devices"),
     ("post", "/v1/etims/codes/sync"),
     ("post", "/v1/etims/items"),
+    # 409 sync_not_supported / integration_disabled (engine/api/integration_health.py).
+    ("post", "/v1/integrations/{provider}/sync"),
+    # Drafts (issue 13): only a draft changes, and an issue may find the series busy or exhausted.
+    ("patch", "/v1/invoices/{invoice_id}"),
+    ("delete", "/v1/invoices/{invoice_id}"),
+    ("post", "/v1/invoices/{invoice_id}/issue"),
 }
 OPERATORS = {"/metrics", "/healthz/consumers"}  # behind the operators' token when one is set
 # Behind the operator token (LEDGERFLOW_OPERATOR_TOKEN), off without it.

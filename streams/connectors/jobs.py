@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from uuid import UUID
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -103,6 +104,22 @@ class FailureSink(Protocol):
     """
 
     def record_failure(self, job: Job, error: ConnectorError, attempts: int) -> None: ...
+
+
+class AlertSink(Protocol):
+    """Where the runtime raises alerts (``LedgerService.raise_alert``): a job dead-lettered, a
+    circuit opened. Identical alerts within a window collapse into one (engine/domain/alert.py)."""
+
+    def __call__(
+        self,
+        tenant_id: UUID,
+        *,
+        severity: str,
+        cause: str,
+        subject: str,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from engine import kafka_admin
 from engine.config import Settings
 from streams.connectors.breaker import BreakerSettings
-from streams.connectors.jobs import FailureSink, JobHandler, jobs_topic
+from streams.connectors.jobs import AlertSink, FailureSink, JobHandler, jobs_topic
 from streams.connectors.retry import RetryPolicy, label
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -27,6 +27,8 @@ class ConnectorSpec:
     rate_limit_per_s: float | None = None
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     on_failure: FailureSink | None = None
+    alerts: AlertSink | None = None
+    """Told of dead letters and circuits opening (streams/connectors/health.py); None: no alerts."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

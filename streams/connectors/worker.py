@@ -38,7 +38,8 @@ from psycopg_pool import AsyncConnectionPool
 from connectors.errors import ConnectorError, ErrorClass, NeedsAttentionError, NotYet, PermanentError
 from engine import db, kafka, logs
 from engine.config import Settings
-from streams.connectors import attempts, rate_limit, telemetry
+from streams.connectors import attempts, health, rate_limit, telemetry
+from streams.connectors.breaker import CircuitState
 from streams.connectors.jobs import (
     ATTEMPT,
     FIRST_FAILURE_AT,
@@ -402,7 +403,7 @@ class _ConnectorRunner:
                 span.set_status(Status(StatusCode.ERROR, error.message[:200]))
             telemetry.attempts.add(1, {"connector": self.spec.name, "outcome": outcome})
             telemetry.latency.record(elapsed, {"connector": self.spec.name, "outcome": outcome})
-        await attempts.finish_attempt(
+        circuit = await attempts.finish_attempt(
             self.pool,
             self.spec.breaker,
             job,
@@ -411,6 +412,11 @@ class _ConnectorRunner:
             error_code=None if error is None else error.code,
             latency_ms=elapsed * 1000,
         )
+        # The failure that opened the circuit reached the threshold exactly, or was a failed probe
+        # (breaker.record_failure); later failures of calls already in flight do not alert again.
+        opened_now = started.probe or circuit.consecutive_failures == self.spec.breaker.failure_threshold
+        if error is not None and circuit.state is CircuitState.OPEN and opened_now:
+            await health.circuit_opened(self.spec.alerts, self.spec.name, job, error.code)
         return error, span
 
     async def _wait(self, message: Any, delivery: Delivery, retry_at: float) -> None:
@@ -445,9 +451,19 @@ class _ConnectorRunner:
                 ("error-details", details),
             ],
         )
-        await self.producer.send_and_wait(
+        stored = await self.producer.send_and_wait(
             self.dlq_topic, value=message.value, key=message.key, headers=headers
         )
+        if job is not None:
+            await health.record_dead_letter(
+                self.pool,
+                self.spec.alerts,
+                self.spec.name,
+                job,
+                error,
+                partition=stored.partition,
+                offset=stored.offset,
+            )
         telemetry.dead_lettered.add(1, {"connector": self.spec.name, "error_class": error.error_class.value})
         log.warning(
             "%s: job %s dead-lettered after %d attempt(s): %s",

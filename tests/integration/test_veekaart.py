@@ -229,7 +229,8 @@ def customers(stack: Stack, tenant_id: str) -> list[Any]:
 
 
 def test_an_order_delivered_many_times_at_once_is_stored_and_handled_once(stack: Stack) -> None:
-    tenant_id, _ = stack.tenant()
+    tenant_id, auth = stack.tenant()
+    stack.product(auth, "A-1")
     sent = stack.shop.http.post(
         "/_sandbox/orders",
         json={
@@ -259,9 +260,8 @@ def test_an_order_delivered_many_times_at_once_is_stored_and_handled_once(stack:
         result = HookProcessor(stack.service, book).run_once()
     finally:
         book.close()
-    # One stored delivery for seven sends. Until draft invoices are in this build the handler stops
-    # after the customer (DraftsUnavailable: kept in the inbox, skipped).
-    assert result.handled + result.skipped == 1
+    # One stored delivery for seven sends, handled once.
+    assert (result.handled, result.skipped) == (1, 0)
     assert customers(stack, tenant_id) == [
         {"identity_key": "phone:9845012345", "name": "Asha Rao", "source": "veekaart"}
     ]
@@ -383,3 +383,36 @@ def test_one_sync_at_a_time_and_a_run_abandoned_by_a_stopped_process_does_not_bl
     assert run["status"] == "succeeded"
     abandoned = stack.client.get(f"/v1/integrations/veekaart/sync-runs/{running_id}", headers=auth).json()
     assert abandoned["status"] == "failed" and abandoned["failures"][0]["code"] == "abandoned"
+
+
+def test_an_order_becomes_one_draft_invoice_for_its_customer_even_when_handled_again(stack: Stack) -> None:
+    tenant_id, auth = stack.tenant()
+    stack.product(auth, "A-1")  # the order's item carries no tax_rate: the catalogue's 5% applies
+    stack.shop.http.post(
+        "/_sandbox/orders",
+        json={
+            "url": stack.hook_url(tenant_id),
+            "order": order("VK-77"),
+            "secret": SECRET,
+            "copies": 4,
+            "concurrent": True,
+        },
+        timeout=60,
+    ).raise_for_status()
+    book = PaymentBook(stack.service, open_inbox(stack.settings))
+    try:
+        processor = HookProcessor(stack.service, book)
+        assert processor.run_once().handled == 1
+        # A crash after the draft but before the inbox position moved: the delivery is handled again.
+        with db.transaction(stack.service.pool) as conn:
+            conn.execute("DELETE FROM inbound_webhook_position")
+        assert processor.run_once().handled == 1
+    finally:
+        book.close()
+    drafts = stack.client.get("/v1/invoices/drafts", headers=auth).json()
+    items = drafts["items"]
+    assert [(d["source"], d["external_ref"], d["buyer_name"], d["status"]) for d in items] == [
+        ("veekaart", "VK-77", "Asha Rao", "draft")
+    ]
+    draft = stack.client.get(f"/v1/invoices/drafts/{items[0]['id']}", headers=auth).json()
+    assert draft["number"] is None and draft["status"] == "draft"

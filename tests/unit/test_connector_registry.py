@@ -30,6 +30,7 @@ def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connec
         "razorpay",
         "stripe",
         "bank",
+        "sendgrid",
         "veekaart",
     ]
     assert sorted(integrations.PROVIDERS) == sorted(names)
@@ -40,7 +41,7 @@ def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connec
 def test_only_connectors_with_a_handler_get_topics_and_gst_irp_keeps_its_names() -> None:
     specs = runtime.planned_specs(Settings(retry_delays=(0, 60)))  # 0: straight back onto the jobs topic
 
-    assert [s.name for s in specs] == ["gst-irp", "gstin-lookup", "etims", "gstn-returns", "bank"]
+    assert [s.name for s in specs] == ["gst-irp", "gstin-lookup", "etims", "gstn-returns", "bank", "sendgrid"]
     assert topics_for(specs[0]) == [
         "connector.gst-irp.jobs.v1",
         "connector.gst-irp.retry.1m.v1",
@@ -116,12 +117,15 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("projections", "dead_letters.sql"),
     ("projections", "etims_compliance.sql"),
     ("projections", "gst_outward_supplies.sql"),
+    ("projections", "reconciliation.sql"),
     ("engine", "connector_state.sql"),
     ("engine", "etims_tax_rates.sql"),
     ("engine", "tax_return_parts.sql"),
     ("engine", "webhooks.sql"),
     ("engine", "payments.sql"),
     ("engine", "tds.sql"),
+    ("engine", "integration_health.sql"),
+    ("engine", "invoice_drafts.sql"),
     ("engine", "catalogue.sql"),
 ]
 
