@@ -28,6 +28,7 @@ from engine.security.egress import EndpointPolicy
 if TYPE_CHECKING:
     from connectors.errors import ConnectorError
     from connectors.hooks import InboundHooks
+    from connectors.oauth import OAuthSpec
     from streams.connectors.context import HandlerContext
     from streams.connectors.jobs import Job, JobResult
 
@@ -166,6 +167,8 @@ class Connector:
     """Deliveries the provider sends to ``POST /v1/hooks/<name>/{tenant_id}`` (connectors/hooks.py)."""
     sync: IntegrationSync | None = None
     """A sync the tenant may start (``POST /v1/integrations/<name>/sync``); None: the connector has none."""
+    oauth: OAuthSpec | None = None
+    """The provider's OAuth 2.0 authorisation-code flow (connectors/oauth.py, engine/api/oauth.py)."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

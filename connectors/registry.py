@@ -8,7 +8,18 @@ router, the connector workers, rate limits (``LEDGERFLOW_<NAME>_RATE``) and the 
 
 from __future__ import annotations
 
-from connectors import bank, etims, gst_irp, gstin_lookup, gstn_returns, razorpay, sendgrid, stripe, veekaart
+from connectors import (
+    bank,
+    etims,
+    gst_irp,
+    gstin_lookup,
+    gstn_returns,
+    quickbooks,
+    razorpay,
+    sendgrid,
+    stripe,
+    veekaart,
+)
 from connectors.kit import Connector
 from engine import db, integrations
 from engine.integrations import Provider
@@ -22,6 +33,7 @@ CONNECTORS: tuple[Connector, ...] = (
     stripe.CONNECTOR,
     bank.CONNECTOR,
     sendgrid.CONNECTOR,
+    quickbooks.CONNECTOR,
     veekaart.CONNECTOR,
 )
 

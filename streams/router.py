@@ -42,6 +42,7 @@ log = logging.getLogger("ledgerflow.router")
 INVOICE_TOPIC = "ledger.invoice.v1"
 TENANT_TOPIC = "ledger.tenant.v1"
 PAYOUT_TOPIC = "ledger.payout.v1"
+PAYMENT_TOPIC = "ledger.payment.v1"
 ROUTER_AGENT = "route-einvoicing"
 ROUTER_DLQ_TOPIC = "router.einvoicing.dlq.v1"
 # Tries at a record that fails with an error of ours (not an outage) before it is dead-lettered.
@@ -228,6 +229,9 @@ def source_topics(connectors: Sequence[Connector]) -> list[str]:
     # The bank connector submits payouts when they are requested or released (connectors/bank).
     if any(t.startswith("ledgerflow.payout.") for c in connectors for t in c.route_event_types):
         wanted.append(PAYOUT_TOPIC)
+    # Payments too when a connector routes them (QuickBooks pushes captured payments).
+    if any(t.startswith("ledgerflow.payment.") for c in connectors for t in c.route_event_types):
+        wanted.append(PAYMENT_TOPIC)
     return wanted
 
 

@@ -42,6 +42,7 @@ from engine.api.ingest_keys import build_router as ingest_keys_router
 from engine.api.integration_health import build_router as integration_health_router
 from engine.api.integration_health import with_health
 from engine.api.metrics import metrics_router
+from engine.api.oauth import build_router as oauth_router
 from engine.api.payouts import build_router as payouts_router
 from engine.api.products import build_router as products_router
 from engine.api.reconciliation import build_router as reconciliation_router
@@ -354,6 +355,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(integration_health_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(alerts_router(current_tenant, service))
     app.include_router(drafts_router(current_tenant, service, invoice_view))
+    app.include_router(oauth_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(products_router(current_tenant, service))
     app.include_router(veekaart_router(settings, current_tenant, service, holder.key_ring))
 

@@ -347,6 +347,8 @@ def test_tenant_b_gets_nothing_of_tenant_a_from_any_endpoint_and_changes_nothing
         operators_only = response.status_code == 403 and code in ALLOWED_REFUSALS
         # The webhook receiver is authenticated by the provider's signature, not by B's API key.
         unsigned = response.status_code == 401 and code == "invalid_signature"
+        # The OAuth callback is authenticated by its single-use state, not by B's API key.
+        unsigned = unsigned or (response.status_code == 400 and code == "invalid_state")
         if response.status_code not in ALLOWED and not conflict and not operators_only and not unsigned:
             refused.append(f"{where}: {response.text[:300]}")
         # B's own input echoed back ("no invoice <id>") tells B nothing it did not send.

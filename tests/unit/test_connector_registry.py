@@ -31,6 +31,7 @@ def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connec
         "stripe",
         "bank",
         "sendgrid",
+        "quickbooks",
         "veekaart",
     ]
     assert sorted(integrations.PROVIDERS) == sorted(names)
@@ -41,7 +42,15 @@ def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connec
 def test_only_connectors_with_a_handler_get_topics_and_gst_irp_keeps_its_names() -> None:
     specs = runtime.planned_specs(Settings(retry_delays=(0, 60)))  # 0: straight back onto the jobs topic
 
-    assert [s.name for s in specs] == ["gst-irp", "gstin-lookup", "etims", "gstn-returns", "bank", "sendgrid"]
+    assert [s.name for s in specs] == [
+        "gst-irp",
+        "gstin-lookup",
+        "etims",
+        "gstn-returns",
+        "bank",
+        "sendgrid",
+        "quickbooks",
+    ]
     assert topics_for(specs[0]) == [
         "connector.gst-irp.jobs.v1",
         "connector.gst-irp.retry.1m.v1",

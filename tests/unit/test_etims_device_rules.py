@@ -152,4 +152,9 @@ def test_the_router_reads_the_tenant_topic_only_when_a_connector_routes_tenant_e
 
     assert source_topics([gst_irp.CONNECTOR]) == ["ledger.invoice.v1"]
     # etims initialises devices when its integration is saved (tenant integration_settings_changed).
-    assert source_topics(list(CONNECTORS)) == ["ledger.invoice.v1", "ledger.tenant.v1", "ledger.payout.v1"]
+    assert source_topics(list(CONNECTORS)) == [
+        "ledger.invoice.v1",
+        "ledger.tenant.v1",
+        "ledger.payout.v1",
+        "ledger.payment.v1",
+    ]
