@@ -59,7 +59,12 @@ class DeliveryStale(DeliveryRejected):
 
 
 class DeliveryMalformed(DeliveryRejected, InvalidInput):
-    """Correctly signed, but without what we need (an event id, a JSON body of the expected shape)."""
+    """Correctly signed, but without what we need (an event id, a JSON body of the expected shape).
+    ``fields`` lists the fields at fault (path, code, message) when the provider's contract names them."""
+
+    def __init__(self, message: str, fields: Sequence[Mapping[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.fields = [dict(f) for f in fields]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from connectors import (
     razorpay,
     sendgrid,
     stripe,
+    veekaart,
 )
 from connectors.kit import Connector
 from engine import db, integrations
@@ -33,6 +34,7 @@ CONNECTORS: tuple[Connector, ...] = (
     bank.CONNECTOR,
     sendgrid.CONNECTOR,
     quickbooks.CONNECTOR,
+    veekaart.CONNECTOR,
 )
 
 BY_NAME: dict[str, Connector] = {c.name: c for c in CONNECTORS}

@@ -286,6 +286,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "tds.sql"),
     ("engine", "integration_health.sql"),
     ("engine", "invoice_drafts.sql"),
+    ("engine", "catalogue.sql"),
 ]
 
 # The outer packages' tables (registered by ``register_outer``) run before this engine migration: the order

@@ -25,6 +25,7 @@ from engine.domain.alert import Alert
 from engine.domain.invoice import Invoice
 from engine.domain.invoice_draft import InvoiceDraft
 from engine.domain.payment import Payment
+from engine.domain.product import Product
 from engine.domain.subscription import Subscription
 from engine.domain.tax_return import TaxReturn
 from engine.domain.tds_deduction import TdsDeduction
@@ -47,6 +48,7 @@ AGGREGATE_TOPICS = {
     **reconciliation_records.TOPICS,
     # Drafts ride on the invoice topic (issue 13): their own ce_types, keyed by the draft id.
     "invoice_draft": "ledger.invoice.v1",
+    "product": "ledger.product.v1",
 }
 # Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
 # and a consumer can compact or filter them per tenant (issue 10: "key = tenant id").
@@ -615,6 +617,25 @@ def _tds_deduction_recorded(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _product_state(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    """Created and Revised: the same shape, the item's whole state."""
+    mrp = event.mrp
+    return {
+        **base,
+        "product_id": str(event.originator_id),
+        "sku": event.sku,
+        "name": event.name,
+        "description": event.description,
+        "hsn": event.hsn,
+        "gst_rate": _number(event.gst_rate),
+        "price": _money(event.price),
+        "mrp": None if mrp is None else _money(mrp),
+        "stock": _number(event.stock),
+        "unit": event.unit,
+        "status": event.status,
+    }
+
+
 def _aggregate_id(event: Any) -> str:
     return event.originator_id if type(event) is StoredEventView else str(UUID(str(event.originator_id)))
 
@@ -695,6 +716,8 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
         "number": e.number,
         "financial_year": e.financial_year,
     },
+    Product.Created: _product_state,
+    Product.Revised: _product_state,
 }
 
 

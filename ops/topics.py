@@ -24,6 +24,7 @@ TOPICS = [
     "projection.gst_outward_supplies.dlq.v1",
     "projection.reconciliation.dlq.v1",
     "router.einvoicing.dlq.v1",
+    "ledger.product.v1",
 ]
 
 

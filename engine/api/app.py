@@ -44,11 +44,13 @@ from engine.api.integration_health import with_health
 from engine.api.metrics import metrics_router
 from engine.api.oauth import build_router as oauth_router
 from engine.api.payouts import build_router as payouts_router
+from engine.api.products import build_router as products_router
 from engine.api.reconciliation import build_router as reconciliation_router
 from engine.api.reports import build_router as reports_router
 from engine.api.tds import build_router as tds_router
 from engine.api.tenant import build_router as tenant_router
 from engine.api.tenant import caller_of
+from engine.api.veekaart import build_router as veekaart_router
 from engine.api.webhooks import build_router as webhooks_router
 from engine.application import InvoiceNotFound, LedgerService
 from engine.bootstrap import build_service
@@ -354,6 +356,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts_router(current_tenant, service))
     app.include_router(drafts_router(current_tenant, service, invoice_view))
     app.include_router(oauth_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(products_router(current_tenant, service))
+    app.include_router(veekaart_router(settings, current_tenant, service, holder.key_ring))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:

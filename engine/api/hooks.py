@@ -151,7 +151,9 @@ def build_router(
         except DeliveryStale as exc:
             raise _unverified("stale_delivery", str(exc)) from exc
         except DeliveryMalformed as exc:
-            raise ApiError(400, "malformed_delivery", str(exc)) from exc
+            raise ApiError(
+                400, "malformed_delivery", str(exc), {"fields": exc.fields} if exc.fields else None
+            ) from exc
         except DeliveryRejected as exc:
             raise _unverified() from exc
         try:

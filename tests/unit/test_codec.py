@@ -328,6 +328,8 @@ def test_registry_lookups() -> None:
         "ledgerflow.payout.released",
         "ledgerflow.payout.requested",
         "ledgerflow.payout.submitted",
+        "ledgerflow.product.created",
+        "ledgerflow.product.revised",
         "ledgerflow.reconciliation_match.made",
         "ledgerflow.reconciliation_match.undone",
         "ledgerflow.subscription.provider_linked",

@@ -32,6 +32,7 @@ def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connec
         "bank",
         "sendgrid",
         "quickbooks",
+        "veekaart",
     ]
     assert sorted(integrations.PROVIDERS) == sorted(names)
     assert integrations.PROVIDERS["gstin-lookup"].credential_fields == ("client_id", "client_secret")
@@ -134,6 +135,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("engine", "tds.sql"),
     ("engine", "integration_health.sql"),
     ("engine", "invoice_drafts.sql"),
+    ("engine", "catalogue.sql"),
 ]
 
 
