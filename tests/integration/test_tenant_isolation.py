@@ -70,13 +70,16 @@ B_BUYER_NAME = "Bravo Yankee Traders LLP"
 # Answers B may get: B's own data (2xx), not found, invalid, or a conflict with B's own state (a
 # third active ingest key, B's own use of an Idempotency-Key). Never 401 (B's key is valid), never
 # a 5xx. The operators' endpoints (onboarding) refuse any tenant key with 403.
-ALLOWED = {200, 201, 404, 422}
+ALLOWED = {200, 201, 202, 204, 404, 422}
 # etims_not_configured: B's own state (B never saved an etims integration), nothing of A's.
 ALLOWED_CONFLICTS = {
     "too_many_ingest_keys",
     "idempotency_key_in_progress",
     "etims_not_configured",
     "integration_not_configured",  # B never configured razorpay (POST /v1/subscriptions)
+    # POST /v1/integrations/{provider}/sync on B's own integrations: no sync declared, or B switched it off.
+    "sync_not_supported",
+    "integration_disabled",
 }
 ALLOWED_REFUSALS = {"onboarding_disabled", "forbidden"}
 
