@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test files run in parallel workers: each test has its own schema and topic prefix (tests/conftest.py),
+# and most of a test's time is spent waiting on Kafka, PostgreSQL and the processes it starts.
+# TEST_WORKERS=1 runs one file at a time.
+TEST_WORKERS ?= 3
 
 .PHONY: install run test test-cluster lint bench stack-up stack-down clean
 
@@ -20,7 +24,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ledgerflow stack up
 	$(BIN)/ledgerflow topics ensure
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 # Not part of `make test`: starts a three-broker cluster of its own and kills one broker (~2-3 min).
 test-cluster: $(STAMP)
