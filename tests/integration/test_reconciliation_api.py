@@ -195,7 +195,7 @@ def test_lines_matches_and_manual_matches_through_the_api(
             404,
         ),
         ("DELETE", "/v1/reconciliation/matches/%E2%80%AE%00", {}, None, 404),
-        ("DELETE", f"/v1/reconciliation/matches/{uuid.uuid4()}", {}, None, 404),
+        ("DELETE", "/v1/reconciliation/matches/5b1f0d7e-6c2a-4e39-9a51-0c3f2d8e7a14", {}, None, 404),
     ],
 )
 def test_hostile_requests_get_a_4xx_in_the_error_shape(

@@ -33,7 +33,8 @@ def test_a_verifier_is_43_to_128_unreserved_characters_and_never_repeats() -> No
 @pytest.mark.parametrize(
     ("state", "ok"),
     [
-        (oauth.new_state(), True),
+        # A fresh state, drawn once at import; the id names it so every test worker collects the same test.
+        pytest.param(oauth.new_state(), True, id="fresh-state"),
         ("", False),
         ("short", False),
         ("a" * 201, False),
