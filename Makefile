@@ -24,7 +24,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ledgerflow stack up
 	$(BIN)/ledgerflow topics ensure
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25 \
+	  -m 'not cluster and not serial' $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m serial $(PYTEST_ARGS)
 
 # Not part of `make test`: starts a three-broker cluster of its own and kills one broker (~2-3 min).
 test-cluster: $(STAMP)

@@ -1154,7 +1154,9 @@ def _spawn_postgres(target: _PgTarget, paths: _PgPaths, deadline: float) -> int:
     bin_dir = _pg_bin()
     _init_cluster(bin_dir, paths)
     _say("postgres: starting…")
-    options = f"-p {target.port} -k {paths.sockets} -c listen_addresses={target.host}"
+    # Every engine process keeps a pool, and `make test` runs test files in parallel, each starting its
+    # own relay, projector, API and workers: the default 100 connections run out.
+    options = f"-p {target.port} -k {paths.sockets} -c listen_addresses={target.host} -c max_connections=500"
     # pg_ctl daemonises the postmaster (own session) and -w waits until it accepts connections.
     pg_ctl = [str(bin_dir / "pg_ctl"), "start", "-D", str(paths.data), "-l", str(paths.log), "-o", options]
     while True:

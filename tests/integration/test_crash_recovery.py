@@ -573,6 +573,8 @@ class EngineUnderLoad:
         return topic
 
 
+# It restarts the PostgreSQL and Kafka every test uses: `make test` runs it alone (marker `serial`).
+@pytest.mark.serial
 def test_restarting_postgres_and_kafka_under_load_loses_nothing(
     settings: Settings, service: LedgerService, processes: Processes
 ) -> None:

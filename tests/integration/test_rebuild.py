@@ -245,7 +245,10 @@ def test_rebuild_command_reports_and_refuses_clearly(settings: Settings, topics:
 
     unknown = runner.invoke(main, ["projections", "rebuild", "nope"], env=env)
     assert unknown.exit_code == 1
-    assert "no projection named 'nope' (known: invoice_register, etims_compliance)" in unknown.output
+    assert (
+        "no projection named 'nope' (known: invoice_register, etims_compliance, gst_outward_supplies"
+        in unknown.output
+    )
 
     # A second rebuild of the same projection while one runs is refused, not interleaved.
     key = f"ledgerflow.rebuild.{settings.db_schema}.invoice_register"
