@@ -98,9 +98,18 @@ def service(settings: Settings) -> Iterator[Any]:
 
 @pytest.fixture
 def topics(settings: Settings) -> list[str]:
+    from engine import kafka
     from ops.topics import ensure_all
 
     names, _ = ensure_all(settings)
+
+    # The broker applies a new topic to its metadata a moment after creating it (KRaft), and under
+    # `make test`'s parallel load that moment was long enough for a test's first reader to miss it.
+    def visible() -> bool:
+        found = asyncio.run(kafka.topic_partitions(settings, set(names)))
+        return all(found.get(name) for name in names)
+
+    wait_for(visible, timeout=60, what="the test's topics in the broker's metadata")
     return names
 
 
