@@ -170,4 +170,31 @@ async def _ensure_topics(
             failures.append(f"{topic}: error {code} {message or ''}".strip())
     if failures:
         raise TopicsNotCreated("could not create topics: " + "; ".join(failures))
+    await _until_described(bootstrap, created, partitions, security)
     return sorted(created, key=missing.index)
+
+
+async def _until_described(
+    bootstrap: str,
+    names: list[str],
+    partitions: int,
+    security: Mapping[str, Any] | None,
+    timeout_s: float = 30.0,
+) -> None:
+    """Wait until a fresh metadata request lists every topic in ``names`` with all its partitions led.
+
+    KRaft acknowledges CreateTopics before every broker's metadata cache holds the topic, so a reader
+    started right after (a rebuild, a partition listing) could be told it does not exist; CI met that
+    under parallel load. Gives up quietly after ``timeout_s``: the topics exist, only slow to show."""
+    wanted = set(names)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while wanted:
+        async with admin_client(bootstrap, security=security) as admin:
+            described = [t for t in await admin.describe_topics() if t["topic"] in wanted]
+        for t in described:
+            led = [p for p in t["partitions"] if p.get("leader", -1) >= 0]
+            if t.get("error_code", 0) == 0 and len(led) >= partitions:
+                wanted.discard(t["topic"])
+        if not wanted or asyncio.get_running_loop().time() > deadline:
+            return
+        await asyncio.sleep(0.2)

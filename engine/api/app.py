@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors import registry as connector_registry
 from engine import db, drafts, integrations, logs, telemetry
-from engine.api import contract
+from engine.api import contract, principal
 from engine.api.alerts import build_router as alerts_router
 from engine.api.bank import build_router as bank_router
 from engine.api.drafts import build_router as drafts_router
@@ -333,6 +333,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(refuse_suspended, svc, tenant_id)
         logs.bind_tenant(str(tenant_id))
         request.state.server_span.set_attribute("ledgerflow.tenant_id", str(tenant_id))
+        request.state.principal = principal.from_api_key(tenant_id, credentials.credentials)
         return tenant_id
 
     Tenant = Annotated[UUID, Depends(current_tenant)]
