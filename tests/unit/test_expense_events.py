@@ -51,7 +51,7 @@ def _both_paths(event: Any) -> dict[str, Any]:
     transcoder = JSONTranscoder()
     for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), DateAsISO()):
         transcoder.register(transcoding)
-    stored = Mapper(transcoder=transcoder).to_stored_event(event)  # type: ignore[arg-type]
+    stored = Mapper(transcoder=transcoder).to_stored_event(event)
     fast = outbound_from_stored(stored.originator_id, stored.originator_version, stored.topic, stored.state)
     assert fast.record == message.record, type(event).__qualname__
     value, _ = registry.encode_event(message.ce_type, message.record)
