@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import secrets as stdlib_secrets
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,12 +18,14 @@ import pytest
 from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook
 
+from engine import db
 from engine.application import LedgerService
 from engine.config import Settings
 from engine.relay import Relay
 from schemas import registry
 from tests.conftest import BackgroundLoop
 from tests.integration.helpers import client_for, register_tenant
+from tests.integration.processes import settings_env
 from tests.integration.test_api_contract import assert_error_shape
 from tests.integration.test_backbone import read_topic
 
@@ -547,3 +551,36 @@ def test_hostile_paths_and_bodies_never_answer_500(api: Api) -> None:
     assert huge.status_code == 413
     big = Decimal("9" * 15) + Decimal("0.99")
     assert submit(client, auth, amount=str(big), receipt_url="https://r/1").status_code in (201, 422)
+
+
+def test_the_read_tables_are_rebuilt_from_the_event_store(
+    api: Api, service: LedgerService, settings: Settings
+) -> None:
+    client, auth = api
+    allocate(client, auth, "supplies", "100000")
+    approved = submit(client, auth, amount="90000", receipt_url="https://r/1").json()["id"]
+    client.post(f"/v1/expenses/{approved}/approve", json={"comments": "ok"}, headers=auth)
+    client.post(
+        f"/v1/expenses/{approved}/pay",
+        json={"payment_reference": "UTR1", "paid_on": "2026-06-20"},
+        headers=auth,
+    )
+    pending = submit(client, auth, amount="70000", receipt_url="https://r/2").json()["id"]
+    client.post(f"/v1/approvals/expenses/{pending}/request", json={}, headers=auth)
+    before = client.get("/v1/expenses", headers=auth).json(), summary(client, auth)
+    with db.transaction(service.pool) as conn:
+        conn.execute("UPDATE expense_register SET status = 'rejected', amount = 1")
+        conn.execute("DELETE FROM budget_register")
+    assert client.get("/v1/expenses", headers=auth).json() != before[0]
+
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "expenses", "rebuild"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "2 expenses and 1 budgets projected" in rebuilt.stdout
+    assert (client.get("/v1/expenses", headers=auth).json(), summary(client, auth)) == before
