@@ -21,6 +21,7 @@ from standardwebhooks.webhooks import Webhook
 from engine import db
 from engine.application import LedgerService
 from engine.config import Settings
+from engine.domain.alert import Alert
 from engine.relay import Relay
 from schemas import registry
 from tests.conftest import BackgroundLoop
@@ -180,6 +181,18 @@ def test_an_expense_from_submission_through_principal_approval_to_payment(
     assert [u["utilized_amount"] for u in utilised] == ["50000.00", "100000.01"]
 
 
+def test_concurrent_submissions_with_one_idempotency_key_record_one_expense(api: Api) -> None:
+    client, auth = api
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: submit(client, auth, "same-key", amount="750.00"), range(4)))
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 201], [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert len(client.get("/v1/expenses", headers=auth).json()["data"]) == 1
+    # A refusal takes no number: the next expense is number 2.
+    assert submit(client, auth, category="travel").status_code == 422
+    assert submit(client, auth).json()["expense_number"] == "EXP-2026-000002"
+
+
 def test_listing_filters_and_pages_with_a_cursor(api: Api) -> None:
     client, auth = api
     ids = [submit(client, auth, amount=f"{100 + i}.00").json()["id"] for i in range(5)]
@@ -230,13 +243,25 @@ def test_insufficient_budget_on_auto_approval_and_on_approval_and_alerts_when_th
     revised = allocate(client, auth, "supplies", "150000")
     assert revised.status_code == 200 and revised.json()["allocated_amount"] == "150000.00"
     assert client.post(f"/v1/expenses/{pending}/approve", json={}, headers=auth).status_code == 200
-    # 145,000 of 150,000 = 96.67 %: critical.
+    # 145,000 of 150,000 = 96.67 %: critical; another approval at that level raises nothing new.
     assert summary(client, auth)["supplies"]["alert_level"] == "critical"
+    assert submit(client, auth, amount="1000").json()["status"] == "approved"
+    assert summary(client, auth)["supplies"]["utilized_amount"] == "146000.00"
 
+    raised = list(
+        service.ledger.recorder.select_notifications(
+            start=None, limit=100, topics=[f"{Alert.Raised.__module__}:{Alert.Raised.__qualname__}"]
+        )
+    )
+    assert len(raised) == 2, "one alert per rise of the level, none while it stays"
     background.start(Relay(settings).run)
     alerts = read_topic(settings, settings.topic("ledger.alert.v1"), expected=2)
-    causes = sorted(registry.decode_event(m.value())["cause"] for m in alerts)
-    assert causes == ["budget.critical", "budget.warning"]
+    records = sorted((registry.decode_event(m.value()) for m in alerts), key=lambda r: r["cause"])
+    assert [(r["cause"], r["severity"]) for r in records] == [
+        ("budget.critical", "critical"),
+        ("budget.warning", "warning"),
+    ]
+    assert records[1]["details"]["utilization_percentage"] == "85.00"
 
 
 def test_concurrent_approvals_never_spend_more_than_the_budget(api: Api) -> None:
