@@ -21,13 +21,14 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+import psycopg
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, OperationalError
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from engine import db
-from engine.application import LedgerService, ServiceError
+from engine.application import CLAIM_WAIT_SECONDS, IdempotencyKeyInProgress, LedgerService, ServiceError
 from engine.domain.budget import Budget, budget_id_for
 from engine.domain.expense import AUTO_APPROVER, Expense, ExpenseStatus, approval_id_for, expense_id_for
 from engine.domain.expense_rules import (
@@ -421,9 +422,19 @@ class ExpenseBook:
         # first is handled): the later ones find its expense, and no racer takes an expense number.
         digest = hashlib.sha256(f"expense/{tenant_id}/{idempotency_key}".encode()).digest()
         with db.transaction(self.service.pool) as conn:
-            conn.execute(
-                "SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest[:8], "big", signed=True),)
-            )
+            # A request that hangs must not hold the others for ever: they give up after the wait the
+            # invoices' Idempotency-Key claims use (engine/application.py).
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{CLAIM_WAIT_SECONDS}s",))
+            try:
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest[:8], "big", signed=True),)
+                )
+            except psycopg.errors.LockNotAvailable as exc:
+                raise IdempotencyKeyInProgress(
+                    f"a request with Idempotency-Key {idempotency_key!r} is still being processed;"
+                    " retry shortly",
+                    {"idempotency_key": idempotency_key},
+                ) from exc
             return self._submit(tenant_id, given, actor, idempotency_key)
 
     def _submit(
