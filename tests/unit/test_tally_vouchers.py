@@ -202,7 +202,10 @@ def test_the_ledger_export_asks_for_the_list_of_accounts_of_the_company() -> Non
     assert desc.findtext("STATICVARIABLES/ACCOUNTTYPE") == "Ledgers"
 
 
-COUNTS = "<CREATED>{c}</CREATED><ALTERED>{a}</ALTERED><DELETED>0</DELETED><LASTVCHID>{v}</LASTVCHID><ERRORS>{e}</ERRORS>"
+COUNTS = (
+    "<CREATED>{c}</CREATED><ALTERED>{a}</ALTERED><DELETED>0</DELETED>"
+    "<LASTVCHID>{v}</LASTVCHID><ERRORS>{e}</ERRORS>"
+)
 
 
 @pytest.mark.parametrize(
@@ -273,14 +276,14 @@ def test_an_answer_that_is_not_an_import_result_is_unreadable(answer: bytes) -> 
 
 def test_ledgers_are_read_from_the_list_of_accounts() -> None:
     answer = (
-        "<ENVELOPE><BODY><IMPORTDATA><REQUESTDATA>"
-        '<TALLYMESSAGE><LEDGER NAME="ICICI Bank"><PARENT>Bank Accounts</PARENT>'
-        "<OPENINGBALANCE>-1000.50</OPENINGBALANCE><CLOSINGBALANCE>-2180.50</CLOSINGBALANCE></LEDGER></TALLYMESSAGE>"
-        "<TALLYMESSAGE><LEDGER><NAME.LIST><NAME>Tech Supplies Ltd</NAME></NAME.LIST><PARENT>Sundry Creditors</PARENT>"
-        "</LEDGER></TALLYMESSAGE>"
-        '<TALLYMESSAGE><LEDGER NAME="Bad&#x1b;Name"><PARENT>Suspense A/c</PARENT></LEDGER></TALLYMESSAGE>'
-        "</REQUESTDATA></IMPORTDATA></BODY></ENVELOPE>"
-    ).encode()
+        b"<ENVELOPE><BODY><IMPORTDATA><REQUESTDATA>"
+        b'<TALLYMESSAGE><LEDGER NAME="ICICI Bank"><PARENT>Bank Accounts</PARENT>'
+        b"<OPENINGBALANCE>-1000.50</OPENINGBALANCE><CLOSINGBALANCE>-2180.50</CLOSINGBALANCE></LEDGER></TALLYMESSAGE>"
+        b"<TALLYMESSAGE><LEDGER><NAME.LIST><NAME>Tech Supplies Ltd</NAME></NAME.LIST>"
+        b"<PARENT>Sundry Creditors</PARENT></LEDGER></TALLYMESSAGE>"
+        b'<TALLYMESSAGE><LEDGER NAME="Bad&#x1b;Name"><PARENT>Suspense A/c</PARENT></LEDGER></TALLYMESSAGE>'
+        b"</REQUESTDATA></IMPORTDATA></BODY></ENVELOPE>"
+    )
     ledgers = parse_ledgers(answer)
     assert [(le.name, le.parent, le.opening_balance, le.closing_balance) for le in ledgers] == [
         ("ICICI Bank", "Bank Accounts", Decimal("-1000.50"), Decimal("-2180.50")),
