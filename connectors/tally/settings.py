@@ -34,5 +34,7 @@ SETTINGS = SettingsSchema(
 
 async def test_connection(settings: IntegrationSettings, transport: httpx.AsyncBaseTransport) -> None:
     # Reading the List of Accounts proves Tally answers and has the company loaded, and posts nothing.
-    async with TallyClient(settings.base_url, settings.credentials["company"], transport=transport) as client:
+    async with TallyClient(
+        settings.base_url, str(settings.credentials.get("company") or ""), transport=transport
+    ) as client:
         await client.ledgers()
