@@ -33,9 +33,15 @@ GROUP_TYPES = {
 }
 
 
+def _rows(conn: psycopg.Connection, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    # Named columns whatever row factory the connection was opened with (the API's pool uses dicts).
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(sql, params).fetchall()
+
+
 def ledger_map(conn: psycopg.Connection, tenant_id: UUID) -> LedgerMap:
-    row = conn.execute("SELECT ledgers FROM tally_ledger_maps WHERE tenant_id = %s", (tenant_id,)).fetchone()
-    return LedgerMap(dict(row[0]) if row else {})
+    rows = _rows(conn, "SELECT ledgers FROM tally_ledger_maps WHERE tenant_id = %s", (tenant_id,))
+    return LedgerMap(dict(rows[0]["ledgers"]) if rows else {})
 
 
 def map_view(conn: psycopg.Connection, tenant_id: UUID) -> dict[str, Any]:
@@ -44,7 +50,9 @@ def map_view(conn: psycopg.Connection, tenant_id: UUID) -> dict[str, Any]:
             "SELECT ledgers, updated_by, updated_at FROM tally_ledger_maps WHERE tenant_id = %s", (tenant_id,)
         ).fetchone()
     ledgers: dict[str, str] = dict(row["ledgers"]) if row else {}
-    known = {r[0] for r in conn.execute("SELECT name FROM tally_ledgers WHERE tenant_id = %s", (tenant_id,))}
+    known = {
+        r["name"] for r in _rows(conn, "SELECT name FROM tally_ledgers WHERE tenant_id = %s", (tenant_id,))
+    }
     synced = last_synced(conn, tenant_id)
     return {
         "ledgers": ledgers,
@@ -82,10 +90,8 @@ def replace_ledgers(
 
 
 def last_synced(conn: psycopg.Connection, tenant_id: UUID) -> datetime | None:
-    row = conn.execute(
-        "SELECT synced_at FROM tally_ledger_syncs WHERE tenant_id = %s", (tenant_id,)
-    ).fetchone()
-    return row[0] if row else None
+    rows = _rows(conn, "SELECT synced_at FROM tally_ledger_syncs WHERE tenant_id = %s", (tenant_id,))
+    return rows[0]["synced_at"] if rows else None
 
 
 def _money(value: Decimal | None) -> str | None:
