@@ -138,6 +138,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("engine", "integration_health.sql"),
     ("engine", "invoice_drafts.sql"),
     ("engine", "catalogue.sql"),
+    ("engine", "expenses.sql"),
 ]
 
 
