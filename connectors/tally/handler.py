@@ -21,6 +21,7 @@ from connectors.tally.vouchers import Voucher, VoucherRefused
 from engine import db
 from engine.application import InvoiceNotFound
 from engine.domain.payment import Payment
+from engine.expenses import ExpenseBook, ExpenseNotFound
 from streams.connectors.context import HandlerContext
 from streams.connectors.jobs import Job, JobResult
 
@@ -63,6 +64,11 @@ class TallyHandler:
                 return build(str(tenant_id), record, ledger_map)
             if job.kind == routes.POST_RECEIPT:
                 return mapping.receipt_voucher(str(tenant_id), self._payment(tenant_id, job), ledger_map)
+            if job.kind in (routes.POST_PURCHASE, routes.POST_PAYMENT):
+                expense = self._expense(tenant_id, job)
+                if job.kind == routes.POST_PURCHASE:
+                    return mapping.purchase_voucher(str(tenant_id), expense, ledger_map)
+                return mapping.payment_voucher(str(tenant_id), expense, ledger_map)
         except mapping.LedgerNotMapped as exc:
             raise NeedsAttentionError("ledger_not_mapped", str(exc)) from exc
         except VoucherRefused as exc:
@@ -99,6 +105,30 @@ class TallyHandler:
             "paid_at": payment.paid_at,
             "invoice_number": number,
             "party_name": party,
+        }
+
+    def _expense(self, tenant_id: UUID, job: Job) -> dict[str, Any]:
+        """The expense as mapping wants it, read from the event store (its events carry no amounts)."""
+        try:
+            expense = ExpenseBook(self.context.service).load_expense(
+                tenant_id, UUID(str(job.payload["expense_id"]))
+            )
+        except (ExpenseNotFound, ValueError) as exc:
+            raise PermanentError("expense_not_found", "the expense is not in the ledger") from exc
+        paid_on = getattr(expense, "paid_on", None)
+        if job.kind == routes.POST_PAYMENT and paid_on is None:
+            raise PermanentError("expense_not_paid", "the expense has no payment recorded")
+        return {
+            "expense_id": str(expense.id),
+            "expense_number": expense.expense_number,
+            "amount": expense.amount,
+            "category": expense.category,
+            "expense_date": expense.expense_date,
+            "vendor_name": expense.vendor_name,
+            "description": expense.description,
+            "paid_on": paid_on,
+            "payment_reference": getattr(expense, "payment_reference", None),
+            "tds_deducted": getattr(expense, "tds_deducted", None),
         }
 
     def record_failure(self, job: Job, error: ConnectorError, attempts: int) -> None:

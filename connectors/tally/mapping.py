@@ -5,7 +5,11 @@
 * credit note issued -> Credit Note: the Sales voucher's mirror (sales and output taxes debited back,
   the party credited);
 * payment captured (``ledger.payment.v1``) -> Receipt: debit the bank, credit the party (the buyer of
-  the invoice the payment names, else the debtors ledger).
+  the invoice the payment names, else the debtors ledger);
+* expense approved (``ledger.expense.v1``) -> Purchase: the vendor's bill booked, debit the category's
+  expense ledger, credit the vendor's ledger;
+* expense paid -> Payment: debit the vendor's ledger with the expense amount, credit the bank with what
+  was paid and TDS payable with the tax deducted at source.
 
 Ledger names come from the tenant's ledger map (``PUT /v1/tally/ledger-map``): roles such as ``bank``
 or ``sales`` name a ledger of the tenant's Tally company, and ``party:<buyer name>`` names the ledger of
@@ -33,8 +37,14 @@ ROLES: dict[str, str] = {
     "output_igst": "output IGST",
     "output_cess": "output compensation cess",
     "debtors": "the party ledger of every customer without a party:<name> entry",
+    "expenses": "the expense ledger of every expense category without an expense:<category> entry",
+    "creditors": "the party ledger of every vendor without a vendor:<name> entry",
+    "tds_payable": "the TDS payable ledger credited with tax deducted from a vendor payment",
 }
 PARTY_PREFIX = "party:"
+VENDOR_PREFIX = "vendor:"
+EXPENSE_PREFIX = "expense:"
+NAMED_PREFIXES = (PARTY_PREFIX, VENDOR_PREFIX, EXPENSE_PREFIX)
 _ROLE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 TAX_ROLES = (
     ("cgst", "output_cgst"),
@@ -55,10 +65,12 @@ class LedgerNotMapped(ValueError):
 
 
 def check_role(role: str) -> str:
-    """A key of the ledger map: one of :data:`ROLES`, or ``party:<customer name>``."""
-    if role.startswith(PARTY_PREFIX):
-        check_name(role[len(PARTY_PREFIX) :], "party")
-        return role
+    """A key of the ledger map: one of :data:`ROLES`, or ``party:<customer>``, ``vendor:<vendor>``,
+    ``expense:<category>``."""
+    for prefix in NAMED_PREFIXES:
+        if role.startswith(prefix):
+            check_name(role[len(prefix) :], prefix[:-1])
+            return role
     if role in ROLES or _ROLE.match(role):
         return role
     raise VoucherRefused("bad_role", f"{role[:40]!r} is not a ledger role (see GET /v1/tally/ledger-map)")
@@ -79,6 +91,18 @@ class LedgerMap:
         if name and (own := self.ledgers.get(PARTY_PREFIX + name)):
             return own
         return self.ledger("debtors")
+
+    def vendor(self, name: str | None) -> str:
+        """The vendor's own ledger if mapped, else the ``creditors`` role's."""
+        if name and (own := self.ledgers.get(VENDOR_PREFIX + name)):
+            return own
+        return self.ledger("creditors")
+
+    def expense(self, category: str | None) -> str:
+        """The category's expense ledger if mapped, else the ``expenses`` role's."""
+        if category and (own := self.ledgers.get(EXPENSE_PREFIX + category)):
+            return own
+        return self.ledger("expenses")
 
 
 def _money(value: Any) -> Decimal:
@@ -171,4 +195,53 @@ def receipt_voucher(tenant_id: str, payment: Mapping[str, Any], ledgers: LedgerM
             f"Payment {payment.get('provider_payment_id') or ''}"
             + (f" for invoice {invoice}" if invoice else "")
         ),
+    )
+
+
+def purchase_voucher(tenant_id: str, expense: Mapping[str, Any], ledgers: LedgerMap) -> Voucher:
+    """An approved expense as a Purchase voucher: the vendor's bill booked against the category.
+
+    ``expense``: ``expense_id``, ``expense_number``, ``amount``, ``category``, ``expense_date``,
+    ``vendor_name``, ``description``.
+    """
+    vendor = ledgers.vendor(expense.get("vendor_name"))
+    amount = _money(expense["amount"])
+    return Voucher(
+        voucher_type="Purchase",
+        remote_id=remote_id(tenant_id, f"expense:{expense['expense_id']}"),
+        day=_day(expense["expense_date"]),
+        legs=(
+            Leg(ledgers.expense(expense.get("category")), "debit", amount),
+            Leg(vendor, "credit", amount),
+        ),
+        number=str(expense["expense_number"]),
+        reference=str(expense["expense_number"]),
+        party_ledger=vendor,
+        narration=f"{expense['expense_number']}: {expense.get('description') or ''}".strip(),
+    )
+
+
+def payment_voucher(tenant_id: str, expense: Mapping[str, Any], ledgers: LedgerMap) -> Voucher:
+    """A paid expense as a Payment voucher: the vendor's ledger is debited with the whole amount; the
+    bank is credited with what left it and TDS payable with the tax deducted (Income-tax Act: the
+    payer deducts and owes it to the government, docs/tds.md).
+
+    ``expense``: as for :func:`purchase_voucher`, plus ``paid_on``, ``payment_reference`` and
+    ``tds_deducted`` (None or 0: no deduction).
+    """
+    vendor = ledgers.vendor(expense.get("vendor_name"))
+    amount = _money(expense["amount"])
+    tds = _money(expense.get("tds_deducted"))
+    legs = [Leg(vendor, "debit", amount), Leg(ledgers.ledger("bank"), "credit", amount - tds)]
+    if tds > 0:
+        legs.append(Leg(ledgers.ledger("tds_payable"), "credit", tds))
+    reference = str(expense.get("payment_reference") or expense["expense_number"])
+    return Voucher(
+        voucher_type="Payment",
+        remote_id=remote_id(tenant_id, f"expense_payment:{expense['expense_id']}"),
+        day=_day(expense["paid_on"]),
+        legs=tuple(legs),
+        reference=reference,
+        party_ledger=vendor,
+        narration=f"Payment of {expense['expense_number']} ({reference})",
     )

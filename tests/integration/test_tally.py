@@ -278,6 +278,93 @@ def test_vouchers_tally_refuses_or_we_cannot_map_stop_with_the_reason(
     assert vouchers(url) == []
 
 
+def expense_paid_through_the_api(client: TestClient, tds: str | None) -> str:
+    """An expense of 4,000.00 (supplies, auto-approved within its budget) paid by NEFT: its id."""
+    budget = {"category": "supplies", "financial_year": "2026-27", "allocated_amount": "100000.00"}
+    assert client.post("/v1/budgets", json=budget).status_code == 201
+    body = {
+        "amount": "4000.00",
+        "category": "supplies",
+        "date": "2026-06-15",
+        "description": "Printer paper & toner",
+        "vendor_name": "Office Mart",
+    }
+    submitted = client.post("/v1/expenses", json=body)
+    assert submitted.status_code == 201 and submitted.json()["status"] == "approved", submitted.text
+    expense_id = str(submitted.json()["id"])
+    paid = {"payment_reference": "UTR0012345678", "paid_on": "2026-06-20"}
+    answer = client.post(f"/v1/expenses/{expense_id}/pay", json={**paid, "tds_deducted": tds})
+    assert answer.status_code == 200, answer.text
+    return expense_id
+
+
+EXPENSE_LEDGERS = {
+    **DEMO_LEDGER_MAP,
+    "expense:supplies": "Office Supplies",
+    "creditors": "Sundry Vendors",
+    "vendor:Office Mart": "Office Mart",
+    "tds_payable": "TDS Payable",
+}
+
+
+def add_expense_ledgers(operator: Operator) -> None:
+    ledgers = [
+        {"name": "Office Mart", "parent": "Sundry Creditors"},
+        {"name": "TDS Payable", "parent": "Duties & Taxes"},
+    ]
+    answer = operator.http.put(f"/_sandbox/tally/companies/{DEMO_COMPANY}/ledgers", json={"ledgers": ledgers})
+    assert answer.status_code == 200, answer.text
+
+
+def test_an_approved_and_paid_expense_become_one_purchase_and_one_payment_voucher(
+    settings: Settings, service: LedgerService, tally: tuple[str, Operator]
+) -> None:
+    url, operator = tally
+    tenant_id, key = tenant(service)
+    _, stranger_key = tenant(service, "Stranger")
+    client = api(settings, key)
+    add_expense_ledgers(operator)
+    connect(client, url, EXPENSE_LEDGERS)
+    expense_id = expense_paid_through_the_api(client, "400.00")
+    strangers = expense_paid_through_the_api(api(settings, stranger_key), None)
+    record = {"tenant_id": str(tenant_id), "expense_id": expense_id}
+    [purchase] = routes.routes(routes.EXPENSE_APPROVED, f"ce-{uuid4()}", record)
+    [payment] = routes.routes(routes.EXPENSE_PAID, f"ce-{uuid4()}", record)
+    [forged] = routes.routes(
+        routes.EXPENSE_PAID, "ce-x", {"tenant_id": str(tenant_id), "expense_id": strangers}
+    )
+    handler = create_handler(context_for(settings, service))
+    operator.faults(error_rate=0.3, after_effect_failure_rate=0.3, seed=7)
+
+    results = [run_until_done(handler, job)[0] for job in (purchase, payment, purchase, payment)]
+    refused = asyncio.run(_error_of(handler, forged))
+
+    assert [r.data["voucher_type"] for r in results] == ["Purchase", "Payment", "Purchase", "Payment"]
+    assert [r.data["action"] for r in results[2:]] == ["altered", "altered"]
+    assert refused.code == "expense_not_found"
+    bill, paid = vouchers(url)
+    assert (bill["voucher_type"], bill["date"], bill["party_ledger"]) == (
+        "Purchase",
+        "2026-06-15",
+        "Office Mart",
+    )
+    assert bill["legs"] == [
+        {"ledger": "Office Supplies", "amount": "-4000.00", "is_deemed_positive": True},
+        {"ledger": "Office Mart", "amount": "4000.00", "is_deemed_positive": False},
+    ]
+    assert (paid["voucher_type"], paid["date"], paid["reference"]) == (
+        "Payment",
+        "2026-06-20",
+        "UTR0012345678",
+    )
+    assert paid["legs"] == [
+        {"ledger": "Office Mart", "amount": "-4000.00", "is_deemed_positive": True},
+        {"ledger": "ICICI Bank", "amount": "3600.00", "is_deemed_positive": False},
+        {"ledger": "TDS Payable", "amount": "400.00", "is_deemed_positive": False},
+    ]
+    assert "Printer paper & toner" in bill["narration"]
+
+
 @pytest.mark.slow
 def test_a_payment_becomes_one_receipt_and_a_refused_voucher_is_dead_lettered_through_the_running_engine(
     service: LedgerService,

@@ -432,3 +432,99 @@ def test_which_events_become_vouchers(ce_type: str, record: dict[str, Any], kind
     jobs = routes.routes(ce_type, "ce-1", {"tenant_id": "t1", **record})
     assert [j.kind for j in jobs] == kinds
     assert all(j.job_id == f"ce-1:{j.kind}" and j.connector == "tally" for j in jobs)
+
+
+EXPENSE_LEDGERS = mapping.LedgerMap(
+    {
+        "bank": "ICICI Bank",
+        "expenses": "General Expenses",
+        "expense:supplies": "Office Supplies",
+        "creditors": "Sundry Vendors",
+        "vendor:Tech Supplies Ltd": "Tech Supplies Ltd",
+        "tds_payable": "TDS Payable",
+    }
+)
+
+
+def expense(**change: Any) -> dict[str, Any]:
+    return {
+        "expense_id": "e1",
+        "expense_number": "EXP-2026-000123",
+        "amount": Decimal("50000.00"),
+        "category": "supplies",
+        "expense_date": date(2026, 6, 1),
+        "vendor_name": "Tech Supplies Ltd",
+        "description": "Lab consumables",
+        "paid_on": date(2026, 6, 15),
+        "payment_reference": "NEFT-991",
+        "tds_deducted": None,
+        **change,
+    }
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (expense(), [("Office Supplies", "debit", "50000.00"), ("Tech Supplies Ltd", "credit", "50000.00")]),
+        (
+            expense(category="travel", vendor_name="New Vendor"),
+            [("General Expenses", "debit", "50000.00"), ("Sundry Vendors", "credit", "50000.00")],
+        ),
+    ],
+    ids=["mapped-category-and-vendor", "defaults"],
+)
+def test_an_approved_expense_is_a_purchase_voucher_booking_the_vendors_bill(
+    record: dict[str, Any], expected: list[tuple[str, str, str]]
+) -> None:
+    purchase = mapping.purchase_voucher("t1", record, EXPENSE_LEDGERS)
+    assert (purchase.voucher_type, purchase.day, purchase.number) == (
+        "Purchase",
+        date(2026, 6, 1),
+        "EXP-2026-000123",
+    )
+    assert legs(purchase) == expected and purchase.party_ledger == expected[1][0]
+    build_import(COMPANY, [purchase])
+
+
+@pytest.mark.parametrize(
+    ("tds", "expected"),
+    [
+        (None, [("Tech Supplies Ltd", "debit", "50000.00"), ("ICICI Bank", "credit", "50000.00")]),
+        (
+            Decimal("5000.00"),
+            [
+                ("Tech Supplies Ltd", "debit", "50000.00"),
+                ("ICICI Bank", "credit", "45000.00"),
+                ("TDS Payable", "credit", "5000.00"),
+            ],
+        ),
+    ],
+    ids=["no-tds", "tds-deducted"],
+)
+def test_a_paid_expense_is_a_payment_voucher_with_tds_credited_to_its_ledger(
+    tds: Decimal | None, expected: list[tuple[str, str, str]]
+) -> None:
+    payment = mapping.payment_voucher("t1", expense(tds_deducted=tds), EXPENSE_LEDGERS)
+    assert (payment.voucher_type, payment.day, payment.reference) == (
+        "Payment",
+        date(2026, 6, 15),
+        "NEFT-991",
+    )
+    assert legs(payment) == expected
+    assert payment.remote_id != mapping.purchase_voucher("t1", expense(), EXPENSE_LEDGERS).remote_id
+    build_import(COMPANY, [payment])
+
+
+def test_tds_as_large_as_the_payment_is_refused() -> None:
+    payment = mapping.payment_voucher("t1", expense(tds_deducted=Decimal("50000.00")), EXPENSE_LEDGERS)
+    with pytest.raises(VoucherRefused) as refused:
+        build_import(COMPANY, [payment])
+    assert refused.value.code == "bad_amount"
+
+
+@pytest.mark.parametrize(
+    ("ce_type", "kind"), [(routes.EXPENSE_APPROVED, "post_purchase"), (routes.EXPENSE_PAID, "post_payment")]
+)
+def test_expense_events_become_vouchers_keyed_by_the_expense(ce_type: str, kind: str) -> None:
+    [job] = routes.routes(ce_type, "ce-9", {"tenant_id": "t1", "expense_id": "e1"})
+    assert (job.kind, job.subject, dict(job.payload)) == (kind, "e1", {"expense_id": "e1"})
