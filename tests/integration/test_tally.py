@@ -366,7 +366,7 @@ def test_an_approved_and_paid_expense_become_one_purchase_and_one_payment_vouche
 
 
 @pytest.mark.slow
-def test_a_payment_becomes_one_receipt_and_a_refused_voucher_is_dead_lettered_through_the_running_engine(
+def test_payments_sales_and_expenses_reach_tally_once_and_a_refused_voucher_is_dead_lettered_by_the_engine(
     service: LedgerService,
     settings: Settings,
     topics: list[str],
@@ -377,7 +377,8 @@ def test_a_payment_becomes_one_receipt_and_a_refused_voucher_is_dead_lettered_th
     fast = replace(settings, retry_delays=(0, 1, 1, 2), breaker_open_seconds=3)
     tenant_id, key = tenant(service)
     client = api(fast, key)
-    connect(client, url)
+    add_expense_ledgers(operator)
+    connect(client, url, EXPENSE_LEDGERS)
     issued = service.issue_invoice(tenant_id, IssueInvoice.model_validate(invoice_body("TLY-E2E"))).invoice
     operator.faults(error_rate=1.0, paths=["/"], max_faults=2)  # Tally away for two requests first
     payment_id = capture(fast, service, tenant_id, {"invoice_id": str(issued.id)})
@@ -396,8 +397,15 @@ def test_a_payment_becomes_one_receipt_and_a_refused_voucher_is_dead_lettered_th
             watch=engine,
             timeout=120,
         )
+        expense_paid_through_the_api(client, None)
+        processes.wait_for(
+            lambda: {"Purchase", "Payment"} <= {v["voucher_type"] for v in vouchers(url)},
+            what="the expense's purchase and payment vouchers in Tally",
+            watch=engine,
+            timeout=120,
+        )
         # The bank ledger renamed in the map to one Tally lacks: the next receipt is refused by Tally.
-        client.put("/v1/tally/ledger-map", json={"ledgers": {**DEMO_LEDGER_MAP, "bank": "Old Bank"}})
+        client.put("/v1/tally/ledger-map", json={"ledgers": {**EXPENSE_LEDGERS, "bank": "Old Bank"}})
         capture(fast, service, tenant_id, {"invoice_id": str(issued.id)})
         letters = processes.wait_for(
             lambda: dlq_list(fast, "tally"),
@@ -417,4 +425,5 @@ def test_a_payment_becomes_one_receipt_and_a_refused_voucher_is_dead_lettered_th
         "tally_rejected",
     )
     assert letter.error_message == "Ledger 'Old Bank' does not exist!" and letter.tenant_id == str(tenant_id)
-    assert len(receipts()) == 1 and operator.stats()["effects"]["voucher_created"] == 2
+    assert len(receipts()) == 1 and operator.stats()["effects"]["voucher_created"] == 4
+    assert sorted(v["voucher_type"] for v in vouchers(url)) == ["Payment", "Purchase", "Receipt", "Sales"]
