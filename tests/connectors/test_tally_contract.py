@@ -79,6 +79,17 @@ class TestTallyXml(SandboxFixtures):
         ]
         assert sandbox.stats()["effects"] == {"voucher_created": 1, "voucher_altered": 1}
 
+    async def test_concurrent_imports_of_one_voucher_leave_one_voucher(
+        self, sandbox: Operator, server: LiveServer
+    ) -> None:
+        import asyncio
+
+        async with TallyClient(server.url, DEMO_COMPANY) as a, TallyClient(server.url, DEMO_COMPANY) as b:
+            results = await asyncio.gather(*(c.import_vouchers([receipt(7)]) for c in (a, b, a, b)))
+
+        assert sorted(r.count("CREATED") for r in results) == [0, 0, 0, 1]
+        assert len(vouchers(server)) == 1
+
     async def test_an_unknown_ledger_is_refused_with_tallys_line_error(
         self, sandbox: Operator, server: LiveServer
     ) -> None:

@@ -170,6 +170,28 @@ def test_the_ledger_map_and_the_synced_ledgers_are_the_tenants_own(
     assert alpha.get("/v1/tally/ledgers").json() == after
 
 
+def test_the_connection_test_reads_the_company_and_says_when_tally_does_not_have_it(
+    settings: Settings, service: LedgerService, tally: tuple[str, Operator]
+) -> None:
+    url, operator = tally
+    _, key = tenant(service)
+    client = api(settings, key)
+    body = {
+        "enabled": True,
+        "environment": "sandbox",
+        "base_url": url,
+        "credentials": {"company": "Elsewhere"},
+    }
+    assert client.put("/v1/integrations/tally", json=body).status_code == 200
+    wrong = client.post("/v1/integrations/tally/test").json()
+    connect(client, url)
+    right = client.post("/v1/integrations/tally/test").json()
+
+    assert wrong["ok"] is False and wrong["error"]["code"] == "credentials_refused", wrong
+    assert right["ok"] is True, right
+    assert operator.stats()["effects"].get("voucher_created", 0) == 0
+
+
 @pytest.mark.parametrize(
     "body",
     [
