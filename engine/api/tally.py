@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from connectors.catalogue import checked_transport
@@ -25,7 +25,7 @@ from connectors.errors import ConnectorError, ErrorClass
 from connectors.tally import ledgers
 from connectors.tally.client import PROVIDER, TallyClient
 from connectors.tally.mapping import ROLES, check_role
-from connectors.tally.vouchers import VoucherRefused, check_name
+from connectors.tally.vouchers import MAX_NAME, VoucherRefused, check_name
 from engine import db, integrations
 from engine.api.contract import ErrorBody
 from engine.api.errors import ApiError
@@ -42,17 +42,22 @@ SYNC_REFUSED: dict[int | str, dict[str, Any]] = {
 }
 
 
+# A role is a word, or a prefix ("party:", "vendor:", "expense:") and a name; a ledger name has at most
+# MAX_NAME characters (connectors/tally/vouchers.py). What each may hold is checked in _checked_map.
+Role = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME + 10)]
+LedgerName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
+
+
 class LedgerMapBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ledgers: dict[str, str] = Field(
-        description='role -> Tally ledger name, e.g. {"bank": "ICICI Bank", "party:Acme": "Acme Ltd"}'
+    ledgers: dict[Role, LedgerName] = Field(
+        max_length=MAX_ROLES,
+        description='role -> Tally ledger name, e.g. {"bank": "ICICI Bank", "party:Acme": "Acme Ltd"}',
     )
 
 
 def _checked_map(body: LedgerMapBody) -> dict[str, str]:
-    if len(body.ledgers) > MAX_ROLES:
-        raise ApiError(422, "invalid_ledger_map", f"at most {MAX_ROLES} roles", {"roles": len(body.ledgers)})
     checked: dict[str, str] = {}
     for role, name in body.ledgers.items():
         try:
