@@ -18,6 +18,7 @@ from connectors import (
     razorpay,
     sendgrid,
     stripe,
+    tally,
     veekaart,
 )
 from connectors.kit import Connector
@@ -35,6 +36,7 @@ CONNECTORS: tuple[Connector, ...] = (
     sendgrid.CONNECTOR,
     quickbooks.CONNECTOR,
     veekaart.CONNECTOR,
+    tally.CONNECTOR,
 )
 
 BY_NAME: dict[str, Connector] = {c.name: c for c in CONNECTORS}

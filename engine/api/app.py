@@ -48,6 +48,7 @@ from engine.api.payouts import build_router as payouts_router
 from engine.api.products import build_router as products_router
 from engine.api.reconciliation import build_router as reconciliation_router
 from engine.api.reports import build_router as reports_router
+from engine.api.tally import build_router as tally_router
 from engine.api.tds import build_router as tds_router
 from engine.api.tenant import build_router as tenant_router
 from engine.api.tenant import caller_of
@@ -360,6 +361,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(products_router(current_tenant, service))
     app.include_router(veekaart_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(tally_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(expenses_router(current_tenant, service, holder.key_ring))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
