@@ -303,6 +303,7 @@ def test_registry_lookups() -> None:
     assert registry.all_types() == [
         "ledgerflow.alert.raised",
         "ledgerflow.bank_transaction.recorded",
+        "ledgerflow.fee_collection.recorded",
         "ledgerflow.invoice.cancelled",
         "ledgerflow.invoice.credit_released",
         "ledgerflow.invoice.credited",
