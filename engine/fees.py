@@ -74,8 +74,12 @@ def money(value: Decimal) -> str:
 
 def collection_view(c: FeeCollection | dict[str, Any]) -> dict[str, Any]:
     """The seed's fields (money as a decimal string), plus our id, currency and the transfer's reference."""
-    get = c.get if isinstance(c, dict) else lambda k: getattr(c, k)
-    cid = c["collection_id"] if isinstance(c, dict) else c.id
+    row: dict[str, Any] = c if isinstance(c, dict) else {**vars(c), "collection_id": c.id}
+
+    def get(key: str) -> Any:
+        return row[key]
+
+    cid = row["collection_id"]
     return {
         "id": str(cid),
         "receipt_number": get("receipt_number"),
