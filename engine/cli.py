@@ -15,6 +15,7 @@ import click
 import orjson
 
 from engine.config import Settings, load_settings
+from engine.expense_cli import expenses_group
 
 if TYPE_CHECKING:
     from engine.application import LedgerService
@@ -1587,6 +1588,9 @@ def etims_report(
                 f" of {r.sales} sale(s); last {r.last_at.isoformat()}: {r.last_message}"
             )
 
+
+# ``ledgerflow expenses timer|rebuild`` (engine/expense_cli.py).
+main.add_command(expenses_group)
 
 if __name__ == "__main__":
     main()

@@ -287,6 +287,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "integration_health.sql"),
     ("engine", "invoice_drafts.sql"),
     ("engine", "catalogue.sql"),
+    ("engine", "expenses.sql"),
     ("engine", "fees.sql"),
 ]
 

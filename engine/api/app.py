@@ -32,6 +32,7 @@ from engine.api.etims import build_router as etims_router
 from engine.api.etims import refuse_suspended, suspension_cached
 from engine.api.etims_compliance import build_router as etims_compliance_router
 from engine.api.etims_sales import build_router as etims_sales_router
+from engine.api.expenses import build_router as expenses_router
 from engine.api.fees import build_router as fees_router
 from engine.api.gst_parties import build_router as gst_parties_router
 from engine.api.gst_tax import build_router as gst_tax_router
@@ -360,6 +361,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(products_router(current_tenant, service))
     app.include_router(veekaart_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(expenses_router(current_tenant, service, holder.key_ring))
     app.include_router(fees_router(current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
