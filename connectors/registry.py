@@ -18,6 +18,7 @@ from connectors import (
     razorpay,
     sendgrid,
     stripe,
+    super_accountant,
     veekaart,
 )
 from connectors.kit import Connector
@@ -35,6 +36,7 @@ CONNECTORS: tuple[Connector, ...] = (
     sendgrid.CONNECTOR,
     quickbooks.CONNECTOR,
     veekaart.CONNECTOR,
+    super_accountant.CONNECTOR,
 )
 
 BY_NAME: dict[str, Connector] = {c.name: c for c in CONNECTORS}

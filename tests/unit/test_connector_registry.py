@@ -33,6 +33,7 @@ def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connec
         "sendgrid",
         "quickbooks",
         "veekaart",
+        "super-accountant",
     ]
     assert sorted(integrations.PROVIDERS) == sorted(names)
     assert integrations.PROVIDERS["gstin-lookup"].credential_fields == ("client_id", "client_secret")
@@ -50,6 +51,7 @@ def test_only_connectors_with_a_handler_get_topics_and_gst_irp_keeps_its_names()
         "bank",
         "sendgrid",
         "quickbooks",
+        "super-accountant",
     ]
     assert topics_for(specs[0]) == [
         "connector.gst-irp.jobs.v1",
