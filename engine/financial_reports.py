@@ -28,7 +28,7 @@ from psycopg.rows import tuple_row
 
 ZERO = Decimal("0")
 SPENT = ("approved", "paid")
-_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_PERIOD = re.compile(r"(\d{4})-(0[1-9]|1[0-2])", re.ASCII)
 
 
 def money(value: Decimal) -> str:

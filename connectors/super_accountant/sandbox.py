@@ -30,6 +30,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 from fastapi import FastAPI, Request
@@ -170,7 +171,9 @@ def create_app(account: SandboxAccount | None = None) -> FastAPI:
 
     @app.post(TOKEN_PATH)
     async def token(request: Request) -> JSONResponse:
-        form = await request.form()
+        # application/x-www-form-urlencoded (RFC 6749 section 4.4.2), parsed from the raw body.
+        fields = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        form = {k: v[0] for k, v in fields.items()}
         if form.get("grant_type") != "client_credentials":
             return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
         good_id = hmac.compare_digest(str(form.get("client_id", "")), account.client_id)
