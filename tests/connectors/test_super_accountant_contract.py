@@ -148,7 +148,12 @@ class TestAccountantApi(SandboxFixtures):
         ],
     )
     async def test_amounts_must_be_whole_paise(
-        self, sandbox: Operator, server: LiveServer, change: dict[str, Any], error: type, code: str
+        self,
+        sandbox: Operator,
+        server: LiveServer,
+        change: dict[str, Any],
+        error: type[PermanentError],
+        code: str,
     ) -> None:
         batch = a_batch(size=1)
         batch["expenses"][0].update(change)
