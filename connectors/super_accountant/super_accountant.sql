@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS super_accountant_reports (
     error         jsonb,
     requested_by  text NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now(),
+    published_at  timestamptz,
     finished_at   timestamptz
 );
 CREATE INDEX IF NOT EXISTS super_accountant_reports_by_tenant ON super_accountant_reports (tenant_id, period, created_at);

@@ -16,6 +16,7 @@ Asia/Kolkata, the seed's "daily, 2:00 AM"), run once per local day.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -36,8 +37,13 @@ from connectors.super_accountant.mapping import (
     chunks,
     expense_payload,
 )
+from connectors.super_accountant.settings import COLLEGE_ID
+from engine import db, integrations
 from engine.config import Settings
+from engine.security.secrets import KeyRing
 from streams.connectors.jobs import Job
+
+log = logging.getLogger("ledgerflow.connectors.super_accountant")
 
 EXPENSE_BATCH = "expenses.batch"
 REPORT_SUBMIT = "report.submit"
@@ -172,19 +178,66 @@ async def queue(settings: Settings, jobs: Sequence[Job]) -> None:
         await producer.stop()
 
 
-def mark_published(conn: psycopg.Connection[Any], batch_ids: Sequence[UUID]) -> None:
-    conn.execute(
-        "UPDATE super_accountant_batches SET published_at = now() WHERE batch_id = ANY(%s)",
-        (list(batch_ids),),
-    )
+def mark_published(conn: psycopg.Connection[Any], jobs: Sequence[Job]) -> None:
+    """Kafka acknowledged these jobs: their batches or reports need no second queueing."""
+    for kind, table, key in ((EXPENSE_BATCH, "super_accountant_batches", "batch_id"),
+                             (REPORT_SUBMIT, "super_accountant_reports", "report_id")):  # fmt: skip
+        ids = [UUID(j.subject) for j in jobs if j.kind == kind]
+        if ids:
+            conn.execute(
+                f"UPDATE {table} SET published_at = now() WHERE {key} = ANY(%s) AND published_at IS NULL",
+                (ids,),
+            )
 
 
-def unpublished(conn: psycopg.Connection[Any], now: datetime) -> list[tuple[UUID, UUID]]:
-    """(tenant, batch) of queued batches Kafka never acknowledged, older than UNPUBLISHED_AFTER."""
-    rows = conn.execute(
-        "SELECT tenant_id, batch_id FROM super_accountant_batches"
-        " WHERE status = 'queued' AND published_at IS NULL AND created_at < %s"
-        " ORDER BY created_at LIMIT 1000",
-        (now - UNPUBLISHED_AFTER,),
-    ).fetchall()
-    return [(r["tenant_id"], r["batch_id"]) if isinstance(r, dict) else (r[0], r[1]) for r in rows]
+def unpublished(conn: psycopg.Connection[Any], now: datetime) -> list[Job]:
+    """The jobs of batches and reports Kafka never acknowledged, older than UNPUBLISHED_AFTER."""
+    before = now - UNPUBLISHED_AFTER
+    with conn.cursor(row_factory=dict_row) as cur:
+        batches = cur.execute(
+            "SELECT tenant_id, batch_id FROM super_accountant_batches"
+            " WHERE status = 'queued' AND published_at IS NULL AND created_at < %s"
+            " ORDER BY created_at LIMIT 1000",
+            (before,),
+        ).fetchall()
+        reports = cur.execute(
+            "SELECT tenant_id, report_id FROM super_accountant_reports"
+            " WHERE status = 'queued' AND published_at IS NULL AND created_at < %s"
+            " ORDER BY created_at LIMIT 1000",
+            (before,),
+        ).fetchall()
+    return [batch_job(r["tenant_id"], r["batch_id"]) for r in batches] + [
+        report_job(r["tenant_id"], r["report_id"]) for r in reports
+    ]
+
+
+async def run_due(settings: Settings, ring: KeyRing, now: datetime) -> list[PlannedRun]:
+    """Plan the runs due at ``now`` (each tenant once a local day, claimed with SKIP LOCKED so two
+    schedulers never plan one tenant twice), queue their batches, and queue again what a crash left
+    unqueued. A tenant whose integration is missing or disabled is skipped for the day."""
+    runs: list[PlannedRun] = []
+    jobs: list[Job] = []
+    with db.connect(settings) as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT * FROM super_accountant_schedules WHERE enabled FOR UPDATE SKIP LOCKED"
+        ).fetchall()
+        for row in rows:
+            day = due_on(now, row["run_at"], row["timezone"], row["last_run_on"])
+            if day is None:
+                continue
+            conn.execute(
+                "UPDATE super_accountant_schedules SET last_run_on = %s WHERE tenant_id = %s",
+                (day, row["tenant_id"]),
+            )
+            loaded = integrations.load(conn, ring, row["tenant_id"], PROVIDER)
+            if loaded is None or not loaded.enabled:
+                log.warning("accountant sync of %s skipped: no enabled integration", row["tenant_id"])
+                continue
+            run = plan(conn, row["tenant_id"], loaded.credentials.get(COLLEGE_ID, ""), "schedule")
+            runs.append(run)
+            jobs += [batch_job(row["tenant_id"], b["batch_id"]) for b in run.batches]
+        jobs += unpublished(conn, now)
+    await queue(settings, jobs)
+    with db.connect(settings) as conn, conn.transaction():
+        mark_published(conn, jobs)
+    return runs

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from connectors import registry as connector_registry
 from engine import db, drafts, integrations, logs, telemetry
 from engine.api import contract, principal
+from engine.api.accountant import build_router as accountant_router
 from engine.api.alerts import build_router as alerts_router
 from engine.api.bank import build_router as bank_router
 from engine.api.drafts import build_router as drafts_router
@@ -363,6 +364,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(veekaart_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(expenses_router(current_tenant, service, holder.key_ring))
     app.include_router(fees_router(current_tenant, service))
+    app.include_router(accountant_router(settings, current_tenant, service, holder.key_ring))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:
