@@ -16,8 +16,9 @@ daily expense batch and the monthly financial report, with the seed's auth, pais
   ``duplicate_submission`` (details: ``submission_id``).
 
 Errors use the seed's shape. ``GET /_sandbox/batches``, ``/_sandbox/reports`` and
-``/_sandbox/expenses`` show what was received; faults (outage, 5xx, 429, latency, a lost answer after
-the effect) come from :mod:`connectors.sandbox_kit`.
+``/_sandbox/expenses`` show what was received, ``POST /_sandbox/refusals {"count", "status", "code"}``
+refuses the next batch or report requests with a 4xx of the operator's choosing; faults (outage,
+5xx, 429, latency, a lost answer after the effect) come from :mod:`connectors.sandbox_kit`.
 
 Run it: ``python -m connectors.super_accountant.sandbox --port 9131``.
 """
@@ -35,6 +36,7 @@ from urllib.parse import parse_qs
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.sandbox_kit import SANDBOX_PREFIX, SandboxKit
 from connectors.super_accountant.client import EXPENSE_SYNC_PATH, REPORT_SUBMIT_PATH, TOKEN_PATH, signature
@@ -67,12 +69,25 @@ class _State:
     expenses: dict[str, str] = field(default_factory=dict)
     """expense number -> the batch that brought it."""
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refusals: list[tuple[int, str]] = field(default_factory=list)
+    """Answers the next batch or report requests get instead of being judged (operator's choice)."""
 
     def reset(self) -> None:
+        self.refusals.clear()
         self.tokens.clear()
         self.batches.clear()
         self.expenses.clear()
         self.reports.clear()
+
+
+class Refusals(BaseModel):
+    """``POST /_sandbox/refusals``: the next ``count`` batch or report requests are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(default=1, ge=0, le=100)
+    status: int = Field(default=422, ge=400, le=499)
+    code: str = Field(default="invalid_payload", pattern=r"^[a-z][a-z0-9_]{0,63}$")
 
 
 def _error(status: int, code: str, message: str, **details: Any) -> JSONResponse:
@@ -167,6 +182,9 @@ def create_app(account: SandboxAccount | None = None) -> FastAPI:
         given = request.headers.get("x-signature", "")
         if not hmac.compare_digest(given, signature(account.signing_secret, raw)):
             return raw, _error(401, "invalid_signature", "X-Signature does not match the body")
+        if state.refusals:
+            status, code = state.refusals.pop(0)
+            return raw, _error(status, code, "refused on the operator's demand")
         return raw, None
 
     @app.post(TOKEN_PATH)
@@ -254,6 +272,11 @@ def create_app(account: SandboxAccount | None = None) -> FastAPI:
             },
             status_code=201,
         )
+
+    @app.post(f"{SANDBOX_PREFIX}/refusals")
+    async def refuse(change: Refusals) -> dict[str, Any]:
+        state.refusals[:] = [(change.status, change.code)] * change.count
+        return {"pending": len(state.refusals)}
 
     @app.get(f"{SANDBOX_PREFIX}/batches")
     async def batches() -> dict[str, Any]:
