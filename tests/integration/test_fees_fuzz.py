@@ -1,5 +1,6 @@
-"""The fee and consolidating-accountant operations' OpenAPI contract under generated requests (the whole API's run is
-tests/integration/test_api_fuzz.py; this one covers only these operations, quick to run alone)."""
+"""The fee and consolidating-accountant operations' OpenAPI contract under generated requests (the
+whole API's run is tests/integration/test_api_fuzz.py; this one covers only these operations, quick
+to run alone)."""
 
 from __future__ import annotations
 
