@@ -15,7 +15,7 @@ import binascii
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
 import psycopg
@@ -23,12 +23,15 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, OperationalError
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from engine import db
 from engine.application import LedgerService, ServiceError
+from engine.commands import Money
 from engine.domain.fee_collection import FeeCollection, collection_id_for
 from engine.errors import Conflict, InvalidInput
 from engine.fee_reconciliation_rules import Collection, FeeReconciliation, reconcile_fees
+from engine.fields import IsoDate, SafeStr, text
 from engine.reconciliation_rules import BankLine
 
 ZERO = Decimal("0")
@@ -66,6 +69,51 @@ class CollectionInput:
     fee_type: str
     academic_year: str
     semester: int | None
+
+
+PaymentMode = Literal["upi", "card", "netbanking", "neft", "rtgs", "imps", "cash", "cheque", "demand_draft"]
+
+
+class CollectionBody(BaseModel):
+    """The seed's fee collection, plus the transfer's own reference for the reconciliation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    receipt_number: Annotated[
+        SafeStr, text(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9][A-Za-z0-9/_.-]*$")
+    ]
+    student_id: Annotated[SafeStr, text(min_length=1, max_length=40)] | StrictInt
+    student_name: Annotated[SafeStr, text(min_length=1, max_length=200)]
+    amount: Money = Field(description="Rupees, a decimal string with at most two places; more than zero.")
+    payment_mode: PaymentMode
+    payment_date: IsoDate
+    payment_reference: Annotated[SafeStr, text(min_length=1, max_length=60)] | None = Field(
+        default=None, description="UPI/IMPS reference, UTR or cheque number: what the bank statement shows."
+    )
+    fee_type: Annotated[SafeStr, text(min_length=1, max_length=40)]
+    academic_year: Annotated[SafeStr, text(min_length=7, max_length=7, pattern=r"^[0-9]{4}-[0-9]{2}$")]
+    semester: Annotated[StrictInt, Field(ge=1, le=12)] | None = None
+
+    @field_validator("amount")
+    @classmethod
+    def _positive(cls, value: Decimal) -> Decimal:
+        if value <= 0:
+            raise ValueError("a fee collected is more than zero")
+        return value
+
+    def as_input(self) -> CollectionInput:
+        return CollectionInput(
+            receipt_number=self.receipt_number,
+            student_id=str(self.student_id),
+            student_name=self.student_name,
+            amount=self.amount,
+            payment_mode=self.payment_mode,
+            payment_date=self.payment_date,
+            payment_reference=self.payment_reference,
+            fee_type=self.fee_type,
+            academic_year=self.academic_year,
+            semester=self.semester,
+        )
 
 
 def money(value: Decimal) -> str:

@@ -16,52 +16,21 @@ collections, deposits or reconciliations are never read.
 # dependencies are local to build_router.
 from collections.abc import Awaitable, Callable
 from datetime import date
-from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
 from engine.api.errors import ApiError
 from engine.api.principal import principal_of
 from engine.application import LedgerService
-from engine.commands import Money
-from engine.fees import MAX_TOLERANCE_DAYS, CollectionInput, FeeBook, check_period
+from engine.fees import MAX_TOLERANCE_DAYS, CollectionBody, FeeBook, check_period
 from engine.fields import IsoDate, SafeStr, text
 
-PaymentMode = Literal["upi", "card", "netbanking", "neft", "rtgs", "imps", "cash", "cheque", "demand_draft"]
 MAX_LIMIT = 1000
 _ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
-
-
-class CollectionBody(BaseModel):
-    """The seed's fee collection, plus the transfer's own reference for the reconciliation."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    receipt_number: Annotated[
-        SafeStr, text(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9][A-Za-z0-9/_.-]*$")
-    ]
-    student_id: Annotated[SafeStr, text(min_length=1, max_length=40)] | StrictInt
-    student_name: Annotated[SafeStr, text(min_length=1, max_length=200)]
-    amount: Money = Field(description="Rupees, a decimal string with at most two places; more than zero.")
-    payment_mode: PaymentMode
-    payment_date: IsoDate
-    payment_reference: Annotated[SafeStr, text(min_length=1, max_length=60)] | None = Field(
-        default=None, description="UPI/IMPS reference, UTR or cheque number: what the bank statement shows."
-    )
-    fee_type: Annotated[SafeStr, text(min_length=1, max_length=40)]
-    academic_year: Annotated[SafeStr, text(min_length=7, max_length=7, pattern=r"^[0-9]{4}-[0-9]{2}$")]
-    semester: Annotated[StrictInt, Field(ge=1, le=12)] | None = None
-
-    @field_validator("amount")
-    @classmethod
-    def _positive(cls, value: Decimal) -> Decimal:
-        if value <= 0:
-            raise ValueError("a fee collected is more than zero")
-        return value
 
 
 class ReconcileBody(BaseModel):
@@ -101,18 +70,7 @@ def build_router(
     async def record(
         body: CollectionBody, request: Request, response: Response, tenant_id: tenant_dep, svc: service_dep
     ) -> dict[str, Any]:
-        given = CollectionInput(
-            receipt_number=body.receipt_number,
-            student_id=str(body.student_id),
-            student_name=body.student_name,
-            amount=body.amount,
-            payment_mode=body.payment_mode,
-            payment_date=body.payment_date,
-            payment_reference=body.payment_reference,
-            fee_type=body.fee_type,
-            academic_year=body.academic_year,
-            semester=body.semester,
-        )
+        given = body.as_input()
         actor = principal_of(request).actor
         view, created = await run_in_threadpool(FeeBook(svc).record, tenant_id, given, actor)
         if not created:
