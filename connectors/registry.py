@@ -11,6 +11,7 @@ from __future__ import annotations
 from connectors import (
     bank,
     etims,
+    fee_portal,
     gst_irp,
     gstin_lookup,
     gstn_returns,
@@ -37,6 +38,7 @@ CONNECTORS: tuple[Connector, ...] = (
     quickbooks.CONNECTOR,
     veekaart.CONNECTOR,
     super_accountant.CONNECTOR,
+    fee_portal.CONNECTOR,
 )
 
 BY_NAME: dict[str, Connector] = {c.name: c for c in CONNECTORS}

@@ -34,6 +34,7 @@ def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connec
         "quickbooks",
         "veekaart",
         "super-accountant",
+        "fee-portal",
     ]
     assert sorted(integrations.PROVIDERS) == sorted(names)
     assert integrations.PROVIDERS["gstin-lookup"].credential_fields == ("client_id", "client_secret")
