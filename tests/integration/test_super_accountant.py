@@ -50,18 +50,17 @@ def accountant() -> Iterator[tuple[str, Operator]]:
         yield server.url, Operator(server.url)
 
 
+def configure(http: TestClient, auth: Auth, url: str) -> None:
+    body = {"enabled": True, "environment": "sandbox", "base_url": url, "credentials": ACCOUNT.credentials()}
+    saved = http.put(f"{BASE}", json=body, headers=auth)
+    assert saved.status_code == 200, saved.text
+
+
 def college(service: LedgerService, http: TestClient, url: str | None) -> Auth:
     _, key = register_tenant(service)
     auth = {"Authorization": f"Bearer {key}"}
     if url is not None:
-        body = {
-            "enabled": True,
-            "environment": "sandbox",
-            "base_url": url,
-            "credentials": ACCOUNT.credentials(),
-        }
-        saved = http.put(f"{BASE}", json=body, headers=auth)
-        assert saved.status_code == 200, saved.text
+        configure(http, auth, url)
     return auth
 
 
@@ -282,3 +281,39 @@ def test_the_daily_run_plans_once_a_local_day_and_only_for_enabled_colleges(
     assert [b["trigger"] for b in batches(http, auth)] == ["schedule"]
     assert batches(http, off) == []
     assert Decimal(batches(http, auth)[0]["total_amount"]) == Decimal("100")
+
+
+def test_a_thousand_and_one_expenses_are_two_batches_and_each_expense_is_in_one(
+    settings: Settings, service: LedgerService, accountant: tuple[str, Operator]
+) -> None:
+    from engine.expenses import Actor, ExpenseBook, SubmitInput
+
+    url, _ = accountant
+    http = client_for(settings)
+    tenant, key = register_tenant(service)
+    tenant_id, auth = UUID(tenant), {"Authorization": f"Bearer {key}"}
+    configure(http, auth, url)
+    book = ExpenseBook(service)
+    actor = Actor(actor="api_key:test", role="admin")
+    for n in range(1001):
+        given = SubmitInput(
+            amount=Decimal("1.01") + n,
+            category="supplies",
+            expense_date=datetime(2024, 1, 15, tzinfo=UTC).date(),
+            description=f"item {n}",
+            vendor_name="Office Mart",
+            vendor_pan=None,
+            gl_code=None,
+            receipt_url=None,
+        )
+        book.submit(tenant_id, given, actor, None)
+
+    runs = [http.post(f"{BASE}/sync-runs", headers=auth) for _ in range(2)]
+
+    first, second = (r.json() for r in runs)
+    assert [b["expense_count"] for b in first["batches"]] == [1000, 1]
+    assert second["batches"] == []  # everything is in a batch already
+    total = sum(Decimal("1.01") + n for n in range(1001))
+    assert sum(Decimal(b["total_amount"]) for b in first["batches"]) == total
+    listed = batches(http, auth)
+    assert sorted(b["seq"] for b in listed) == [1, 2] and {b["status"] for b in listed} == {"queued"}
