@@ -24,12 +24,15 @@ from connectors.super_accountant.sandbox import SandboxAccount, create_app
 from connectors.super_accountant.sync import run_due
 from engine.application import LedgerService
 from engine.config import Settings
+from engine.relay import Relay
 from engine.security.secrets import load_key_ring
+from projections.invoice_register import InvoiceRegister
+from projections.runner import ProjectionRunner
 from streams.catalogue import connector_specs
 from streams.connectors import ConnectorWorker
 from tests.conftest import BackgroundLoop, wait_for
 from tests.connectors.contract import LiveServer, Operator
-from tests.integration.helpers import client_for, register_tenant
+from tests.integration.helpers import client_for, invoice_body, register_tenant
 from tests.integration.test_backbone import read_topic
 
 pytestmark = pytest.mark.integration
@@ -157,11 +160,33 @@ def test_expenses_reach_the_accountant_once_through_a_lost_answer_an_outage_and_
 
 
 def test_the_monthly_pl_is_built_from_the_read_models_and_submitted_once(
-    fast: Settings, service: LedgerService, background: BackgroundLoop, accountant: tuple[str, Operator]
+    fast: Settings,
+    service: LedgerService,
+    background: BackgroundLoop,
+    accountant: tuple[str, Operator],
+    topics: list[str],
 ) -> None:
     url, operator = accountant
     http = client_for(fast)
     auth = college(service, http, url)
+    sold = http.post("/v1/invoices", json=invoice_body("INV-PL-1", date="2024-01-20"), headers=auth)
+    void = http.post("/v1/invoices", json=invoice_body("INV-PL-2", date="2024-01-21"), headers=auth)
+    assert sold.status_code == 201 and void.status_code == 201, sold.text + void.text
+    cancelled = http.post(
+        f"/v1/invoices/{void.json()['id']}/cancel", json={"reason": "order_cancelled"}, headers=auth
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    taxable = Decimal(sold.json()["totals"]["taxable"])
+    background.start(Relay(fast).run)
+    background.start(ProjectionRunner(fast, InvoiceRegister()).run)
+    wait_for(
+        lambda: (
+            [i["status"] for i in http.get("/v1/invoices", headers=auth).json()["items"]]
+            in (["issued", "cancelled"], ["cancelled", "issued"])
+        ),
+        timeout=120,
+        what="both invoices, one cancelled, in the invoice register",
+    )
     fees = (
         ("FEE-1", "50000", "2024-01-10"),
         ("FEE-2", "1250.50", "2024-01-31"),
@@ -190,17 +215,20 @@ def test_the_monthly_pl_is_built_from_the_read_models_and_submitted_once(
         assert queued.status_code == 202, queued.text
         report = queued.json()
         assert report["status"] == "queued"
+        income = (
+            Decimal("51250.50") + taxable
+        )  # the GST on the invoice is not income; the cancelled one is none
         assert report["report"]["income"] == {
             "fees_collected": "51250.50",
-            "invoices_issued": "0.00",
-            "total": "51250.50",
+            "invoices_issued": f"{taxable:.2f}",
+            "total": f"{income:.2f}",
         }
         assert report["report"]["expenditure"]["by_category"] == {
             "supplies": "1200.50",
             "utilities": "300.00",
         }
         assert report["report"]["expenditure"]["by_gl_code"] == {"5200": "1200.50", "5300": "300.00"}
-        assert report["report"]["net_income"] == "49750.00"
+        assert report["report"]["net_income"] == f"{income - Decimal('1500.50'):.2f}"
         done = wait_for(
             lambda: (
                 (r := http.get(f"/v1/financial-reports/{report['id']}", headers=auth).json())["status"]
@@ -211,9 +239,10 @@ def test_the_monthly_pl_is_built_from_the_read_models_and_submitted_once(
         )
         assert done["submission_id"] and done["duplicate"] is True
         [kept] = httpx.get(f"{url}/_sandbox/reports", timeout=5).json()["reports"]
-        assert (
-            kept["report"]["data"]["revenue"] == 5125050 and kept["report"]["data"]["net_income"] == 4975000
-        )
+        net = income - Decimal("1500.50")
+        assert kept["report"]["data"]["revenue"] == int(income * 100)
+        assert kept["report"]["data"]["net_income"] == int(net * 100)
+        assert kept["report"]["data"]["revenue_by_source"]["invoices_issued"] == int(taxable * 100)
         assert kept["report"]["data"]["expenses"] == {"supplies": 120050, "utilities": 30000}
         assert kept["report"]["period"] == "2024-01" and kept["report"]["college_id"] == ACCOUNT.college_id
         assert operator.stats()["effects"]["report_received"] == 1
