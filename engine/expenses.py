@@ -21,13 +21,14 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+import psycopg
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, OperationalError
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from engine import db
-from engine.application import LedgerService, ServiceError
+from engine.application import CLAIM_WAIT_SECONDS, IdempotencyKeyInProgress, LedgerService, ServiceError
 from engine.domain.budget import Budget, budget_id_for
 from engine.domain.expense import AUTO_APPROVER, Expense, ExpenseStatus, approval_id_for, expense_id_for
 from engine.domain.expense_rules import (
@@ -415,6 +416,30 @@ class ExpenseBook:
     ) -> tuple[dict[str, Any], bool]:
         """Record an expense; (its view, True when new). The same Idempotency-Key with the same body is
         the expense recorded before (False); with another body, :class:`ExpenseKeyReused`."""
+        if idempotency_key is None:
+            return self._submit(tenant_id, given, actor, None)
+        # Requests with one key wait for each other (a transaction-scoped advisory lock held while the
+        # first is handled): the later ones find its expense, and no racer takes an expense number.
+        digest = hashlib.sha256(f"expense/{tenant_id}/{idempotency_key}".encode()).digest()
+        with db.transaction(self.service.pool) as conn:
+            # A request that hangs must not hold the others for ever: they give up after the wait the
+            # invoices' Idempotency-Key claims use (engine/application.py).
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{CLAIM_WAIT_SECONDS}s",))
+            try:
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest[:8], "big", signed=True),)
+                )
+            except psycopg.errors.LockNotAvailable as exc:
+                raise IdempotencyKeyInProgress(
+                    f"a request with Idempotency-Key {idempotency_key!r} is still being processed;"
+                    " retry shortly",
+                    {"idempotency_key": idempotency_key},
+                ) from exc
+            return self._submit(tenant_id, given, actor, idempotency_key)
+
+    def _submit(
+        self, tenant_id: UUID, given: SubmitInput, actor: Actor, idempotency_key: str | None
+    ) -> tuple[dict[str, Any], bool]:
         fingerprint = given.fingerprint()
         expense_id = expense_id_for(tenant_id, idempotency_key)
         if idempotency_key is not None:
@@ -445,7 +470,7 @@ class ExpenseBook:
                 f"receipt_url: a receipt is required for {given.category} expenses above {money(threshold)}",
             )
         year = financial_year_of(given.expense_date)
-        number = self._next_number(tenant_id, given.expense_date.year)
+        number: str | None = None
         for _ in range(SAVE_ATTEMPTS):
             budget = self.load_budget(tenant_id, given.category, year)
             route = route_expense(
@@ -457,6 +482,8 @@ class ExpenseBook:
             if route == Route.INSUFFICIENT_BUDGET:
                 assert budget is not None
                 raise self._insufficient(given.category, budget.position, given.amount)
+            # Taken only for an expense that will be recorded: a refusal leaves no gap in the numbers.
+            number = number or self._next_number(tenant_id, given.expense_date.year)
             expense = Expense(
                 expense_id=expense_id,
                 tenant_id=tenant_id,
@@ -475,6 +502,7 @@ class ExpenseBook:
                 request_hash=fingerprint,
             )
             touched: list[Any] = [expense]
+            level_before = None
             if route == Route.APPROVED:
                 expense.approve(
                     approved_by=AUTO_APPROVER,
@@ -486,7 +514,7 @@ class ExpenseBook:
                     channel="auto",
                 )
                 if budget is not None:
-                    self._utilise(config, budget, expense)
+                    level_before = self._utilise(config, budget, expense)
                     touched.append(budget)
             try:
                 self.service._save(*touched)
@@ -496,7 +524,7 @@ class ExpenseBook:
                     if earlier is not None:
                         return earlier, False
                 continue  # the budget moved under us: check again
-            self._after_save(config, expense, budget if len(touched) > 1 else None)
+            self._after_save(expense, budget if level_before else None, level_before)
             return self.get(tenant_id, expense.id), True
         raise ExpenseDecided("the budget kept changing while this expense was checked: retry")
 
@@ -537,7 +565,9 @@ class ExpenseBook:
             {"category": category, "available": money(available), "required": money(amount)},
         )
 
-    def _utilise(self, config: ExpenseConfig, budget: Budget, expense: Expense) -> None:
+    def _utilise(self, config: ExpenseConfig, budget: Budget, expense: Expense) -> str:
+        """The expense's use of the budget (an event on it); the alert level before."""
+        before = str(budget.alert_level)
         utilized = budget.utilized_amount + expense.amount
         percentage = utilization_percentage(budget.allocated_amount, utilized)
         budget.utilise(
@@ -547,17 +577,15 @@ class ExpenseBook:
             utilization_percentage=percentage,
             alert_level=config.level(percentage),
         )
+        return before
 
-    def _after_save(self, config: ExpenseConfig, expense: Expense, budget: Budget | None) -> None:
+    def _after_save(self, expense: Expense, budget: Budget | None, level_before: str | None) -> None:
+        """The read tables, and an alert when the approval raised the budget's alert level."""
         self.project(expense)
-        if budget is None:
+        if budget is None or level_before is None:
             return
         self.project_budget(budget)
-        last = budget.pending_events[-1] if budget.pending_events else None
-        before = getattr(last, "previous_alert_level", None)
-        if before is None:
-            before = "normal"
-        if level_rose(before, budget.alert_level):
+        if level_rose(level_before, budget.alert_level):
             percentage = utilization_percentage(budget.allocated_amount, budget.utilized_amount)
             self.service.raise_alert(
                 expense.tenant_id,
@@ -602,7 +630,12 @@ class ExpenseBook:
         try:
             self.service._save(expense)
         except IntegrityError:
-            return self.request_approval(tenant_id, expense_id, actor, justification)
+            # Requested (or decided) concurrently: answer from what was stored.
+            stored = self.load_expense(tenant_id, expense_id)
+            if stored.approval is None:
+                raise ExpenseDecided("the expense changed while its approval was requested: retry") from None
+            self.project(stored)
+            return self.approval_view(stored), False
         self.project(expense)
         return self.approval_view(expense), True
 
@@ -648,14 +681,15 @@ class ExpenseBook:
                 channel=channel,
             )
             touched: list[Any] = [expense]
+            level_before = None
             if budget is not None:
-                self._utilise(config, budget, expense)
+                level_before = self._utilise(config, budget, expense)
                 touched.append(budget)
             try:
                 self.service._save(*touched)
             except IntegrityError:
                 continue
-            self._after_save(config, expense, budget)
+            self._after_save(expense, budget, level_before)
             return self.get(tenant_id, expense_id)
         raise ExpenseDecided("the expense or its budget kept changing: retry")
 
