@@ -11,6 +11,7 @@ from __future__ import annotations
 from connectors import (
     bank,
     etims,
+    fee_portal,
     gst_irp,
     gstin_lookup,
     gstn_returns,
@@ -18,6 +19,7 @@ from connectors import (
     razorpay,
     sendgrid,
     stripe,
+    super_accountant,
     tally,
     veekaart,
 )
@@ -37,6 +39,8 @@ CONNECTORS: tuple[Connector, ...] = (
     quickbooks.CONNECTOR,
     veekaart.CONNECTOR,
     tally.CONNECTOR,
+    super_accountant.CONNECTOR,
+    fee_portal.CONNECTOR,
 )
 
 BY_NAME: dict[str, Connector] = {c.name: c for c in CONNECTORS}

@@ -288,6 +288,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "invoice_drafts.sql"),
     ("engine", "catalogue.sql"),
     ("engine", "expenses.sql"),
+    ("engine", "fees.sql"),
 ]
 
 # The outer packages' tables (registered by ``register_outer``) run before this engine migration: the order

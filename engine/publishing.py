@@ -20,7 +20,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 import orjson
 
-from engine import expense_records, payout_records, reconciliation_records
+from engine import expense_records, fee_records, payout_records, reconciliation_records
 from engine.domain.alert import Alert
 from engine.domain.invoice import Invoice
 from engine.domain.invoice_draft import InvoiceDraft
@@ -50,6 +50,7 @@ AGGREGATE_TOPICS = {
     "invoice_draft": "ledger.invoice.v1",
     "product": "ledger.product.v1",
     **expense_records.TOPICS,
+    **fee_records.TOPICS,
 }
 # Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
 # and a consumer can compact or filter them per tenant (issue 10: "key = tenant id").
@@ -720,6 +721,7 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Product.Created: _product_state,
     Product.Revised: _product_state,
     **expense_records.RECORD_BUILDERS,
+    **fee_records.RECORD_BUILDERS,
 }
 
 

@@ -27,6 +27,7 @@ TOPICS = [
     "ledger.product.v1",
     "ledger.expense.v1",
     "ledger.budget.v1",
+    "ledger.fee_collection.v1",
 ]
 
 

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from connectors import registry as connector_registry
 from engine import db, drafts, integrations, logs, telemetry
 from engine.api import contract, principal
+from engine.api.accountant import build_router as accountant_router
 from engine.api.alerts import build_router as alerts_router
 from engine.api.bank import build_router as bank_router
 from engine.api.drafts import build_router as drafts_router
@@ -33,6 +34,7 @@ from engine.api.etims import refuse_suspended, suspension_cached
 from engine.api.etims_compliance import build_router as etims_compliance_router
 from engine.api.etims_sales import build_router as etims_sales_router
 from engine.api.expenses import build_router as expenses_router
+from engine.api.fees import build_router as fees_router
 from engine.api.gst_parties import build_router as gst_parties_router
 from engine.api.gst_tax import build_router as gst_tax_router
 from engine.api.gstr1 import build_router as gstr1_router
@@ -363,6 +365,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(veekaart_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(tally_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(expenses_router(current_tenant, service, holder.key_ring))
+    app.include_router(fees_router(current_tenant, service))
+    app.include_router(accountant_router(settings, current_tenant, service, holder.key_ring))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:

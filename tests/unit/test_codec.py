@@ -312,6 +312,7 @@ def test_registry_lookups() -> None:
         "ledgerflow.expense.paid",
         "ledgerflow.expense.rejected",
         "ledgerflow.expense.submitted",
+        "ledgerflow.fee_collection.recorded",
         "ledgerflow.invoice.cancelled",
         "ledgerflow.invoice.credit_released",
         "ledgerflow.invoice.credited",

@@ -34,6 +34,8 @@ def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connec
         "quickbooks",
         "veekaart",
         "tally",
+        "super-accountant",
+        "fee-portal",
     ]
     assert sorted(integrations.PROVIDERS) == sorted(names)
     assert integrations.PROVIDERS["gstin-lookup"].credential_fields == ("client_id", "client_secret")
@@ -52,6 +54,7 @@ def test_only_connectors_with_a_handler_get_topics_and_gst_irp_keeps_its_names()
         "sendgrid",
         "quickbooks",
         "tally",
+        "super-accountant",
     ]
     assert topics_for(specs[0]) == [
         "connector.gst-irp.jobs.v1",
@@ -139,6 +142,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("engine", "invoice_drafts.sql"),
     ("engine", "catalogue.sql"),
     ("engine", "expenses.sql"),
+    ("engine", "fees.sql"),
 ]
 
 
