@@ -169,7 +169,7 @@ def tenant_operations() -> list[tuple[str, str]]:
         (method, route.path)
         for route in _routes(list(app.routes))
         if _uses(route.dependant, "current_tenant")
-        for method in route.methods
+        for method in route.methods or ()
     }
     return sorted(found, key=lambda o: (o[1], o[0]))
 
