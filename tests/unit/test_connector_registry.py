@@ -136,6 +136,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("engine", "integration_health.sql"),
     ("engine", "invoice_drafts.sql"),
     ("engine", "catalogue.sql"),
+    ("engine", "users.sql"),
 ]
 
 
