@@ -10,7 +10,7 @@ tenant key: a college must not be able to open another college's books to itself
 # dependencies are local to build_router.
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -26,6 +26,32 @@ from engine.tenant_profile import Email
 from engine.users import Grant, UserDirectory
 
 Role = Literal["accountant", "principal", "auditor", "admin", "consolidator"]
+
+
+def _error(description: str) -> dict[str, Any]:
+    # The one error shape (ErrorBody, declared by engine/api/contract.py, which adds the statuses
+    # every route shares); these are the ones particular to a route.
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ERROR_BODY}}}}
+
+
+ERROR_BODY = "#/components/schemas/ErrorBody"
+USER_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: _error("duplicate_email, or the tenant was changed by another request at once: retry")
+}
+KEY_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: _error("user_disabled: enable the user before issuing it a key")
+}
+# The operator's routes are behind LEDGERFLOW_OPERATOR_TOKEN, like onboarding (engine/api/tenant.py).
+OPERATOR_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _error("No or a wrong operator token"),
+    403: _error("Operator routes are off (no LEDGERFLOW_OPERATOR_TOKEN), or a tenant API key was sent"),
+    503: _error("PostgreSQL is unreachable for now; retry after Retry-After seconds"),
+}
+GRANT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **OPERATOR_ERRORS,
+    404: _error("No such user or tenant"),
+    409: _error("not_a_consolidator or user_disabled, or the tenant was changed by another request at once"),
+}
 
 
 class NewUser(BaseModel):
@@ -108,7 +134,13 @@ def build_router(
     Service = Annotated[LedgerService, Depends(service)]  # noqa: N806 - a type alias
     Operator = Annotated[str, Depends(operator_check(settings))]  # noqa: N806 - a type alias
 
-    @router.post("/v1/users", status_code=201, tags=["users"], summary="Add a user with a role")
+    @router.post(
+        "/v1/users",
+        status_code=201,
+        tags=["users"],
+        summary="Add a user with a role",
+        responses=USER_CONFLICT,
+    )
     async def add_user(body: NewUser, request: Request, tenant_id: Tenant, svc: Service) -> UserView:
         actor = principal_of(request).actor
         added = await run_in_threadpool(
@@ -133,6 +165,7 @@ def build_router(
     @router.patch(
         "/v1/users/{user_id}",
         tags=["users"],
+        responses=USER_CONFLICT,
         summary="Change a user's role or disable it (recorded with who, old and new; effective within"
         " the authentication cache window)",
     )
@@ -154,6 +187,7 @@ def build_router(
         "/v1/users/{user_id}/api-keys",
         status_code=201,
         tags=["users"],
+        responses=KEY_CONFLICT,
         summary="Issue an API key bound to the user (shown only in this answer), acting with the user's role",
     )
     async def add_user_key(
@@ -175,6 +209,7 @@ def build_router(
         "/v1/operator/grants",
         status_code=201,
         tags=["operator"],
+        responses=GRANT_ERRORS,
         summary="Let a consolidator user read another tenant with ?college_id= (operator token only)",
     )
     async def grant(body: NewGrant, operator: Operator, svc: Service) -> GrantView:
@@ -184,7 +219,10 @@ def build_router(
         return _grant(given)
 
     @router.get(
-        "/v1/operator/grants", tags=["operator"], summary="Consolidator read grants (operator token only)"
+        "/v1/operator/grants",
+        tags=["operator"],
+        summary="Consolidator read grants (operator token only)",
+        responses=OPERATOR_ERRORS,
     )
     async def list_grants(
         operator: Operator, svc: Service, user_id: Annotated[UUID | None, Query()] = None
@@ -196,6 +234,7 @@ def build_router(
         "/v1/operator/grants/{user_id}/{tenant_id}",
         status_code=204,
         tags=["operator"],
+        responses=OPERATOR_ERRORS,
         summary="Withdraw a consolidator's read grant at once (operator token only)",
     )
     async def withdraw(user_id: UUID, tenant_id: UUID, operator: Operator, svc: Service) -> Response:
