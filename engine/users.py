@@ -161,9 +161,11 @@ class UserDirectory:
                 )
                 tenant.change_user(user_id=str(user_id), changes=changes, changed_by=changed_by)
                 self.service._save_tenant(tenant)
-            # This process forgets at once; the others within Settings.auth_cache_seconds.
-            self.service._auth_cache.clear()
-            return _view(_find(conn, tenant_id, user_id))
+            changed = _view(_find(conn, tenant_id, user_id))
+        # After the commit (a request in between would cache the old role again): this process
+        # forgets at once, the others within Settings.auth_cache_seconds.
+        self.service._auth_cache.clear()
+        return changed
 
     def issue_key(self, tenant_id: UUID, user_id: UUID, *, name: str, changed_by: str) -> IssuedApiKey:
         """A new API key bound to the user: it acts with the user's role, read at authentication."""
