@@ -422,6 +422,13 @@ def test_a_consolidator_reads_only_the_colleges_the_operator_granted_and_only_on
     assert two.status_code == 422
     assert number(a_key, college_a) == "A-0001"
 
+    # The grant serves the consolidator role only: another role cannot use it, the role back can.
+    demoted = client.patch(f"/v1/users/{consolidator}", json={"role": "auditor"}, headers=bearer(home_key))
+    assert demoted.status_code == 200, demoted.text
+    assert number(c_key, college_a, college_id=college_a) == 403
+    client.patch(f"/v1/users/{consolidator}", json={"role": "consolidator"}, headers=bearer(home_key))
+    assert number(c_key, college_a, college_id=college_a) == "A-0001"
+
     # Withdrawing a grant stops its use at once (grants are never cached).
     withdrawn = client.delete(f"/v1/operator/grants/{consolidator}/{college_a}", headers=operator)
     assert withdrawn.status_code == 204
