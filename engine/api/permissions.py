@@ -3,7 +3,8 @@
 ``current_tenant`` (engine/api/app.py) resolves the matched route's template here on every tenant
 request and answers 403 ``forbidden`` naming the roles that may. The roles are the seed's
 (``../shared/seeds/002``: accountant, principal, auditor, admin) plus issue 14's consolidating
-accountant (``consolidator``), see engine/users.py. How a rule is found, first match wins:
+accountant (``consolidator``), see engine/users.py. Templates match by shape: a parameter's name
+does not matter (``{id}`` and ``{expense_id}`` are the same). How a rule is found, first match wins:
 
 1. an explicit rule for (method, template) in ``RULES``;
 2. an admin-only area (``ADMIN_AREAS``: user and key management, integrations and their secrets,
@@ -18,6 +19,7 @@ tests/unit/test_permissions.py.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Literal
 
@@ -88,6 +90,19 @@ CONSOLIDATOR_READS: frozenset[str] = frozenset(
 )
 
 
+_PARAMETER = re.compile(r"\{[^}]*\}")
+
+
+def _shape(path: str) -> str:
+    """A template with its parameters unnamed: ``/v1/expenses/{id}/approve`` and
+    ``/v1/expenses/{expense_id}/approve`` are one route, whatever its author called the id."""
+    return _PARAMETER.sub("{}", path)
+
+
+_RULES_BY_SHAPE: dict[tuple[str, str], Roles] = {(m, _shape(p)): roles for (m, p), roles in RULES.items()}
+_CONSOLIDATOR_SHAPES = frozenset(_shape(p) for p in CONSOLIDATOR_READS)
+
+
 def _admin_area(path: str) -> bool:
     return any(path == area or path.startswith(area + "/") for area in ADMIN_AREAS)
 
@@ -98,7 +113,7 @@ def resolve(method: str, path: str) -> tuple[Roles, Source]:
     method = method.upper()
     if method == "HEAD":
         method = "GET"
-    explicit = RULES.get((method, path))
+    explicit = _RULES_BY_SHAPE.get((method, _shape(path)))
     if explicit is not None:
         return explicit, "rule"
     if _admin_area(path):
@@ -118,7 +133,7 @@ def permits(role: str, method: str, path: str) -> bool:
 
 def readable_across_tenants(method: str, path: str) -> bool:
     """Whether a consolidator may select another (granted) college on this route."""
-    return method.upper() in READ_METHODS and path in CONSOLIDATOR_READS
+    return method.upper() in READ_METHODS and _shape(path) in _CONSOLIDATOR_SHAPES
 
 
 def refusal_message(role: str, method: str, path: str) -> str:

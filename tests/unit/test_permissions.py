@@ -139,6 +139,12 @@ def test_a_key_without_a_user_acts_as_admin_and_a_users_key_as_the_user() -> Non
     assert mine.home_tenant_id is None
 
 
+def test_a_rule_holds_whatever_the_route_calls_its_parameters() -> None:
+    assert permissions.allowed_roles("POST", "/v1/expenses/{id}/approve") == {"principal", "admin"}
+    assert permissions.readable_across_tenants("GET", "/v1/invoices/{id}")
+    assert not permissions.readable_across_tenants("GET", "/v1/invoices/{id}/other")
+
+
 def test_the_refusal_names_the_roles_that_may() -> None:
     message = permissions.refusal_message("accountant", "POST", "/v1/expenses/{expense_id}/approve")
     assert "admin, principal" in message and "accountant" in message
