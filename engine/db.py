@@ -289,6 +289,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "catalogue.sql"),
     ("engine", "expenses.sql"),
     ("engine", "fees.sql"),
+    ("engine", "users.sql"),
 ]
 
 # The outer packages' tables (registered by ``register_outer``) run before this engine migration: the order

@@ -461,6 +461,27 @@ def _tenant_profile_updated(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _tenant_user_changed(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "user_id": event.user_id,
+        "changes": [
+            {"field": field, "old": _json_text(change["old"]), "new": _json_text(change["new"])}
+            for field, change in sorted(event.changes.items())
+        ],
+        "changed_by": event.changed_by,
+    }
+
+
+def _tenant_read_grant(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "user_id": event.user_id,
+        "home_tenant_id": event.home_tenant_id,
+        "changed_by": event.changed_by,
+    }
+
+
 def _tenant_integration_settings_changed(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     return {
         **base,
@@ -687,6 +708,10 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Tenant.ApiKeyRevoked: lambda e, b: {**b, "key_id": e.key_id, "changed_by": e.changed_by},
     Tenant.ProfileUpdated: _tenant_profile_updated,
     Tenant.IntegrationSettingsChanged: _tenant_integration_settings_changed,
+    Tenant.UserAdded: lambda e, b: {**b, "user_id": e.user_id, "role": e.role, "changed_by": e.changed_by},
+    Tenant.UserChanged: _tenant_user_changed,
+    Tenant.ReadGrantGiven: _tenant_read_grant,
+    Tenant.ReadGrantWithdrawn: _tenant_read_grant,
     Alert.Raised: _alert_raised,
     Payment.Recorded: _payment_recorded,
     Payment.StatusChanged: _payment_status_changed,

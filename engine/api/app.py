@@ -54,6 +54,7 @@ from engine.api.tally import build_router as tally_router
 from engine.api.tds import build_router as tds_router
 from engine.api.tenant import build_router as tenant_router
 from engine.api.tenant import caller_of
+from engine.api.users import build_router as users_router
 from engine.api.veekaart import build_router as veekaart_router
 from engine.api.webhooks import build_router as webhooks_router
 from engine.application import InvoiceNotFound, LedgerService
@@ -320,16 +321,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "send your API key as 'Authorization: Bearer <api key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        tenant_id = svc.cached_authentication(credentials.credentials)
-        if tenant_id is None:
-            tenant_id = await run_in_threadpool(svc.authenticate, credentials.credentials)
-        if tenant_id is None:
+        identity = svc.cached_identity(credentials.credentials)
+        if identity is None:
+            identity = await run_in_threadpool(svc.identify, credentials.credentials)
+        if identity is None:
             raise ApiError(
                 401,
                 "unauthorized",
-                "the API key is unknown, revoked or expired",
+                "the API key is unknown, revoked or expired, or its user is disabled",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        tenant_id = identity.tenant_id
         # A suspended eTIMS company (engine/api/etims.py); a cache miss reads PostgreSQL off the loop.
         if suspension_cached(tenant_id):
             refuse_suspended(svc, tenant_id)
@@ -337,8 +339,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(refuse_suspended, svc, tenant_id)
         logs.bind_tenant(str(tenant_id))
         request.state.server_span.set_attribute("ledgerflow.tenant_id", str(tenant_id))
-        request.state.principal = principal.from_api_key(tenant_id, credentials.credentials)
-        return tenant_id
+        # The permission policy (engine/api/permissions.py) and a consolidator's college_id.
+        admitted = await principal.admit(request, svc, identity)
+        request.state.principal = admitted
+        return admitted.tenant_id
 
     Tenant = Annotated[UUID, Depends(current_tenant)]
     Service = Annotated[LedgerService, Depends(service)]
@@ -367,6 +371,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(expenses_router(current_tenant, service, holder.key_ring))
     app.include_router(fees_router(current_tenant, service))
     app.include_router(accountant_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(users_router(settings, current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:

@@ -143,6 +143,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("engine", "catalogue.sql"),
     ("engine", "expenses.sql"),
     ("engine", "fees.sql"),
+    ("engine", "users.sql"),
 ]
 
 
