@@ -24,6 +24,8 @@ from connectors import registry as connector_registry
 from engine import db, drafts, integrations, logs, telemetry
 from engine.api import contract, principal
 from engine.api.alerts import build_router as alerts_router
+from engine.api.audit_logs import RecordAttribution
+from engine.api.audit_logs import build_router as audit_logs_router
 from engine.api.bank import build_router as bank_router
 from engine.api.drafts import build_router as drafts_router
 from engine.api.drafts import draft_view
@@ -293,6 +295,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = holder
     install(app)
 
+    app.add_middleware(RecordAttribution)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
 
     bearer = HTTPBearer(auto_error=False)
@@ -359,6 +362,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(products_router(current_tenant, service))
     app.include_router(veekaart_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(audit_logs_router(settings, current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:

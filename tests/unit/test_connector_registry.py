@@ -127,6 +127,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("projections", "etims_compliance.sql"),
     ("projections", "gst_outward_supplies.sql"),
     ("projections", "reconciliation.sql"),
+    ("projections", "audit_trail.sql"),
     ("engine", "connector_state.sql"),
     ("engine", "etims_tax_rates.sql"),
     ("engine", "tax_return_parts.sql"),
@@ -136,6 +137,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("engine", "integration_health.sql"),
     ("engine", "invoice_drafts.sql"),
     ("engine", "catalogue.sql"),
+    ("engine", "audit.sql"),
 ]
 
 
