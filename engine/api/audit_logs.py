@@ -46,7 +46,7 @@ MAX_SAFE_INTEGER = 2**53 - 1
 def _attribution_of(scope: Scope) -> attribution.Attribution:
     state = scope.get("state") or {}
     found = state.get("principal")
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    agent = next((v for k, v in scope.get("headers", []) if k.lower() == b"user-agent"), None)
     client = scope.get("client")
     route = f"{scope.get('method', '')} {scope.get('path', '')}"
     # A request without a tenant principal: an operator's call (ops token) or a provider's webhook.
@@ -56,10 +56,21 @@ def _attribution_of(scope: Scope) -> attribution.Attribution:
         role=who.role if who else None,
         user_id=who.user_id if who else None,
         client_ip=client[0] if client else None,
-        user_agent=headers.get("user-agent"),
+        user_agent=_header_text(agent),
         request_id=state.get("request_id"),
         route=attribution.clean(route, 300),
     )
+
+
+def _header_text(value: bytes | None) -> str | None:
+    """A header as text: UTF-8 when it is (browsers send non-ASCII product names so), else Latin-1
+    as HTTP/1.1 defines it (RFC 9110, section 5.5): kept as sent, never refused."""
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 class RecordAttribution:
@@ -167,7 +178,7 @@ def _moment(value: str | None, name: str) -> datetime | None:
     except ValueError as exc:
         raise ApiError(
             422,
-            "validation_error",
+            "validation_failed",
             f"{name}: not an ISO 8601 date or date-time",
             {"fields": [{"path": name, "code": "invalid_datetime"}]},
         ) from exc
@@ -243,7 +254,7 @@ def build_router(
         since: Annotated[str | None, Query(alias="from", max_length=40)] = None,
         until: Annotated[str | None, Query(alias="to", max_length=40)] = None,
         cursor: Annotated[str | None, Query(max_length=400)] = None,
-        limit: Annotated[StrictInt, Query(ge=1, le=200)] = 50,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> dict[str, Any]:
         filters = audit_trail.Filters(entity_type, entity_id, _moment(since, "from"), _moment(until, "to"))
         try:
@@ -251,7 +262,7 @@ def build_router(
                 rows, next_cursor = audit_trail.search(conn, tenant_id, filters, cursor, limit)
         except audit_trail.BadCursor as exc:
             raise ApiError(
-                422, "validation_error", str(exc), {"fields": [{"path": "cursor", "code": "invalid_cursor"}]}
+                422, "validation_failed", str(exc), {"fields": [{"path": "cursor", "code": "invalid_cursor"}]}
             ) from exc
         return {"items": [entry_view(r) for r in rows], "next_cursor": next_cursor}
 
