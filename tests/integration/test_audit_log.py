@@ -176,7 +176,7 @@ def test_an_entry_is_recorded_with_the_keys_actor_ip_agent_and_request_id_and_ch
     settings: Settings, api: tuple[TestClient, dict[str, str], dict[str, str]]
 ) -> None:
     client, auth, other = api
-    body = {
+    body: dict[str, Any] = {
         "action": "approved",
         "entity_type": "expense",
         "entity_id": 12345,
