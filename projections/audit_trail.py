@@ -7,7 +7,7 @@ type, entity type and id), and the old and new values of the fields the event ch
 Old values come from the entity's last known state as this projection saw it: each row keeps
 ``state_after``, the entity's fields after the event, and an event's previous state is that of the
 same entity's row at the highest earlier offset of the same partition (an aggregate's events share
-a partition: the key is its id). So a replayed, duplicated or rebuilt event finds the same previous
+a partition: the key is its id), else its latest row from elsewhere (a rebuild from the event store). So a replayed, duplicated or rebuilt event finds the same previous
 state and writes the same row; the insert is idempotent on the event id.
 
 Manual entries (``POST /v1/audit-logs``) are not here: they are the engine's own store
@@ -47,9 +47,11 @@ FROM unnest(%s::text[], %s::text[], %s::integer[], %s::bigint[]) WITH ORDINALITY
      AS k(entity_id, topic, part, before, i)
 CROSS JOIN LATERAL (
     SELECT a.state_after FROM {t} AS a
-    WHERE a.entity_id = k.entity_id AND a.topic = k.topic AND a.kafka_partition = k.part
-      AND a.kafka_offset < k.before
-    ORDER BY a.kafka_offset DESC LIMIT 1
+    WHERE a.entity_id = k.entity_id AND a.topic = k.topic
+      AND (a.kafka_partition <> k.part OR a.kafka_offset < k.before)
+    -- Rows of another partition: written by a rebuild from the event store (partition -1, offsets
+    -- are notification ids) or before the topic was repartitioned; their latest is the state then.
+    ORDER BY a.kafka_partition = k.part DESC, a.kafka_offset DESC LIMIT 1
 ) AS t
 """
 _INSERT = """

@@ -26,6 +26,7 @@ from engine.payments import open_inbox
 from engine.relay import Relay
 from engine.webhooks import open_store as open_webhook_store
 from projections.audit_trail import AuditTrail
+from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
 from tests.conftest import BackgroundLoop, wait_for
 from tests.integration.helpers import client_for, invoice_body, register_tenant
@@ -347,6 +348,13 @@ def test_the_projection_shows_each_event_with_who_and_what_changed_and_topics_ca
     assert "reason" in second["changes"] and second["changes"]["reason"]["old"] is None
     assert "number" not in second["changes"]  # unchanged fields are not repeated
     assert client.get("/v1/audit-logs", params={"entity_id": invoice_id}, headers=other).json()["items"] == []
+
+    # Rebuilt from the topics, and from the event store: the same rows, the same changes.
+    before = trail()
+    assert rebuild(settings, "audit_trail", workers=1).rows >= 2
+    assert trail() == before
+    assert rebuild(settings, "audit_trail", from_event_store=True).rows >= 2
+    assert trail() == before
 
     # The relay's messages for these events: no IP, no user agent, anywhere in headers or value.
     consumer = Consumer(
