@@ -7,8 +7,9 @@ type, entity type and id), and the old and new values of the fields the event ch
 Old values come from the entity's last known state as this projection saw it: each row keeps
 ``state_after``, the entity's fields after the event, and an event's previous state is that of the
 same entity's row at the highest earlier offset of the same partition (an aggregate's events share
-a partition: the key is its id), else its latest row from elsewhere (a rebuild from the event store). So a replayed, duplicated or rebuilt event finds the same previous
-state and writes the same row; the insert is idempotent on the event id.
+a partition: the key is its id), else its latest row from elsewhere (a rebuild from the event
+store). So a replayed, duplicated or rebuilt event finds the same previous state and writes the same
+row; the insert is idempotent on the event id.
 
 Manual entries (``POST /v1/audit-logs``) are not here: they are the engine's own store
 (engine/audit_log.py); ``search`` reads both.
