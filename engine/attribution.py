@@ -55,8 +55,9 @@ _source: ContextVar[Callable[[], Attribution] | None] = ContextVar("ledgerflow_a
 _process_name: str | None = None
 
 
-def set_process_name(name: str) -> None:
-    """Name this process's actor (``process:<name>``) for the events it stores outside any request."""
+def set_process_name(name: str | None) -> None:
+    """Name this process's actor (``process:<name>``) for the events it stores outside any request
+    (None: derived from the command line)."""
     global _process_name
     _process_name = name
 
