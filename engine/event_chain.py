@@ -4,15 +4,15 @@ Each stored event gets ``chain_hash`` = SHA-256 of the previous event's ``chain_
 event's own stored bytes (``link`` below gives the exact encoding). A ``BEFORE INSERT`` trigger on
 the table computes it in the transaction that stores the event, so nothing in Python can forget it
 and a projection rebuild (which never writes the event store) can never recompute it. The table's
-last link is also kept in ``event_chain_heads`` (one row per table), which serialises the trigger
-and lets ``verify`` notice events deleted from the end of the table.
+last link is also kept in ``event_chain_heads`` (one row per table, written once per transaction at
+commit), which lets ``verify`` notice events deleted from the end of the table.
 
 "Previous" is the previous notification id. The eventsourcing PostgreSQL recorder takes ``LOCK TABLE
 ... IN EXCLUSIVE MODE`` before inserting (``PostgresApplicationRecorder._lock_table``, eventsourcing
 9.5), so notification ids are handed out and committed in one order and the trigger sees them in
 that order. Should a writer ever insert without that lock (eventsourcing's optional database
-functions do), an id lower than the head's is refused by the trigger rather than chained out of
-order, which ``verify`` would then report as tampering.
+functions do), the trigger takes it, and refuses an id lower than one already stored rather than
+fork the chain.
 
 What the chain proves and what it does not: docs/audit-log.md.
 """
@@ -30,7 +30,7 @@ from psycopg import sql
 GENESIS = bytes(32)
 HEADS_TABLE = "event_chain_heads"
 TRIGGER = "ledgerflow_event_chain"
-FUNCTION = "ledgerflow_chain_event"
+HEAD_TRIGGER = "ledgerflow_event_chain_head"
 # The columns every eventsourcing stored-events table has (PostgresApplicationRecorder).
 EVENT_COLUMNS = ("originator_id", "originator_version", "topic", "state", "notification_id")
 
@@ -58,36 +58,57 @@ def link(
     return hashlib.sha256(b"".join(parts)).digest()
 
 
+# One function pair per table, with the table's name written in: static SQL whose plan PostgreSQL
+# caches, where a shared function would need EXECUTE (planned again on every row).
 _FUNCTION_SQL = """
-CREATE OR REPLACE FUNCTION {schema}.{function}() RETURNS trigger LANGUAGE plpgsql AS $chain$
+CREATE OR REPLACE FUNCTION {schema}.{link_function}() RETURNS trigger LANGUAGE plpgsql
+-- Every look-up below is one probe of the notification_id index. The plan is cached once, often
+-- while the table is new and its statistics say it is empty, and a plan chosen then (a sequential
+-- scan) made each insert read the whole table: measured 0.5-3.5 ms per event in a batch of 2,000.
+SET enable_seqscan = off
+AS $chain$
 DECLARE
-    head_id bigint;
-    head_hash bytea;
+    previous bytea;
     topic_bytes bytea := convert_to(NEW.topic, 'UTF8');
 BEGIN
-    -- The row lock serialises writers of one table (the recorder's table lock already does).
-    SELECT notification_id, chain_hash INTO head_id, head_hash
-        FROM {schema}.{heads} WHERE events_table = TG_TABLE_NAME FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no chain head for %.%', TG_TABLE_SCHEMA, TG_TABLE_NAME;
+    -- Writers one at a time. The eventsourcing recorder already holds this lock (then taking it is
+    -- a look-up in the transaction's own lock table); a writer that does not gets it here.
+    LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;
+    -- An id handed out before a later one was stored and committed: chaining it now would fork
+    -- the chain; refused (the recorder's lock, taken before ids are handed out, rules this out).
+    IF EXISTS (SELECT 1 FROM {schema}.{table} WHERE notification_id > NEW.notification_id) THEN
+        RAISE EXCEPTION 'event % of %.% would be chained out of order', NEW.notification_id,
+            TG_TABLE_SCHEMA, TG_TABLE_NAME;
     END IF;
-    IF NEW.notification_id <= head_id THEN
-        RAISE EXCEPTION 'event % of %.% would be chained out of order (head is %)',
-            NEW.notification_id, TG_TABLE_SCHEMA, TG_TABLE_NAME, head_id;
-    END IF;
+    -- The previous event by the unique notification_id index (rows stored earlier in this
+    -- transaction, even in the same statement, are visible here).
+    SELECT chain_hash INTO previous FROM {schema}.{table}
+        WHERE notification_id < NEW.notification_id ORDER BY notification_id DESC LIMIT 1;
     NEW.chain_hash := sha256(
-        head_hash
+        coalesce(previous, '\\x{genesis}'::bytea)
         || int8send(NEW.notification_id)
         || uuid_send(NEW.originator_id)
         || int8send(NEW.originator_version)
         || int4send(coalesce(octet_length(topic_bytes), -1)) || coalesce(topic_bytes, '\\x'::bytea)
         || int4send(coalesce(octet_length(NEW.state), -1)) || coalesce(NEW.state, '\\x'::bytea)
     );
-    UPDATE {schema}.{heads} SET notification_id = NEW.notification_id, chain_hash = NEW.chain_hash
-        WHERE events_table = TG_TABLE_NAME;
     RETURN NEW;
 END
-$chain$
+$chain$;
+CREATE OR REPLACE FUNCTION {schema}.{head_function}() RETURNS trigger LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $head$
+BEGIN
+    -- Deferred to commit, and only the transaction's last event writes the head: one UPDATE per
+    -- transaction, not per event (many updates of one row in one transaction grow a chain of row
+    -- versions that every later read walks: measured at 0.3 ms per event in a 5,000-event batch).
+    IF NEW.notification_id = (SELECT max(notification_id) FROM {schema}.{table}) THEN
+        UPDATE {schema}.{heads} SET notification_id = NEW.notification_id, chain_hash = NEW.chain_hash
+            WHERE events_table = {table_name};
+    END IF;
+    RETURN NULL;
+END
+$head$;
 """
 
 
@@ -110,9 +131,13 @@ def install(cur: psycopg.Cursor, schema: str, table: str) -> None:
     names = {
         "schema": sql.Identifier(schema),
         "table": sql.Identifier(table),
+        "table_name": sql.Literal(table),
         "heads": sql.Identifier(HEADS_TABLE),
-        "function": sql.Identifier(FUNCTION),
+        "link_function": sql.Identifier(f"ledgerflow_chain_{table}"),
+        "head_function": sql.Identifier(f"ledgerflow_chain_head_{table}"),
         "trigger": sql.Identifier(TRIGGER),
+        "head_trigger": sql.Identifier(HEAD_TRIGGER),
+        "genesis": sql.SQL(GENESIS.hex()),
     }
     cur.execute(sql.SQL("LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE").format(**names))
     cur.execute(
@@ -138,7 +163,13 @@ def install(cur: psycopg.Cursor, schema: str, table: str) -> None:
     cur.execute(
         sql.SQL(
             "CREATE TRIGGER {trigger} BEFORE INSERT ON {schema}.{table}"
-            " FOR EACH ROW EXECUTE FUNCTION {schema}.{function}()"
+            " FOR EACH ROW EXECUTE FUNCTION {schema}.{link_function}()"
+        ).format(**names)
+    )
+    cur.execute(
+        sql.SQL(
+            "CREATE CONSTRAINT TRIGGER {head_trigger} AFTER INSERT ON {schema}.{table}"
+            " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {schema}.{head_function}()"
         ).format(**names)
     )
 

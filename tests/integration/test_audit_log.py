@@ -7,6 +7,7 @@ which carry no IP or user agent."""
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import UUID
 
@@ -77,13 +78,13 @@ def test_verify_passes_untouched_and_names_the_event_altered_inserted_or_deleted
 
         # Inserted out of chain: with the trigger off, a row with a made-up hash.
         forged = uuid.uuid4()
-        conn.execute("ALTER TABLE ledger_events DISABLE TRIGGER ledgerflow_event_chain")
+        conn.execute("ALTER TABLE ledger_events DISABLE TRIGGER USER")
         conn.execute(
             "INSERT INTO ledger_events (originator_id, originator_version, topic, state, chain_hash)"
             " VALUES (%s, 1, 'engine.domain.invoice:Invoice.Issued', '\\x7b7d', %s)",
             (forged, bytes(32)),
         )
-        conn.execute("ALTER TABLE ledger_events ENABLE TRIGGER ledgerflow_event_chain")
+        conn.execute("ALTER TABLE ledger_events ENABLE TRIGGER USER")
         inserted = verify(settings)
         assert inserted.exit_code == 1
         assert f"(aggregate {forged}, version 1)" in inserted.output
@@ -108,6 +109,26 @@ def test_verify_passes_untouched_and_names_the_event_altered_inserted_or_deleted
     anchored = verify(settings, "--anchor", head)
     assert anchored.exit_code == 1
     assert "anchored event" in anchored.output
+
+
+def test_concurrent_writers_keep_one_chain_and_an_id_below_the_last_is_refused(
+    settings: Settings, service: LedgerService
+) -> None:
+    tenant, _ = register_tenant(service)
+
+    def issue(n: int) -> None:
+        service.issue_invoice(UUID(tenant), IssueInvoice.model_validate(invoice_body(f"C-{n}")))
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(issue, range(30)))
+    intact = verify(settings, "--table", "ledger_events")
+    assert intact.exit_code == 0, intact.output
+    assert "ledger_events: 31 events, chain intact" in intact.output
+    with connect(settings) as conn, pytest.raises(psycopg.errors.RaiseException, match="out of order"):
+        conn.execute(
+            "INSERT INTO ledger_events (originator_id, originator_version, topic, state, notification_id)"
+            " VALUES (gen_random_uuid(), 1, 't', '\\x', 2)"
+        )
 
 
 def rewrite_chain(conn: psycopg.Connection, schema: str, table: str) -> None:
@@ -153,6 +174,7 @@ def test_every_event_store_is_chained_and_rows_stored_before_the_chain_are_chain
         assert all(event_chain.is_installed(conn.cursor(), settings.db_schema, t) for t in stores)
         # A table from before the chain: drop the trigger and column, install again.
         conn.execute("DROP TRIGGER ledgerflow_event_chain ON ledger_events")
+        conn.execute("DROP TRIGGER ledgerflow_event_chain_head ON ledger_events")
         conn.execute("ALTER TABLE ledger_events DROP COLUMN chain_hash")
         conn.execute("DELETE FROM event_chain_heads WHERE events_table = 'ledger_events'")
         unchained = verify(settings, "--table", "ledger_events")
