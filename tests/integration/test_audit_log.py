@@ -328,6 +328,13 @@ def test_pages_follow_the_cursor_and_filters_by_time(
     bad = client.get("/v1/audit-logs", params={"cursor": "not-a-cursor"}, headers=auth)
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "validation_failed"
     assert client.get("/v1/audit-logs", params={"from": "yesterday"}, headers=auth).status_code == 422
+    for hostile in ({"entity_id": "a\x01b"}, {"entity_type": "x" * 500}, {"limit": 100_000}):
+        refused = client.get("/v1/audit-logs", params=hostile, headers=auth)
+        assert refused.status_code == 422, (hostile, refused.text)
+    odd = client.get(
+        "/v1/audit-logs", params={"entity_type": "\u0928\u092e\u0938\u094d\u0924\u0947"}, headers=auth
+    )
+    assert odd.status_code == 200 and odd.json()["items"] == []
 
 
 def test_the_projection_shows_each_event_with_who_and_what_changed_and_topics_carry_no_ip_or_agent(
