@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from confluent_kafka import Consumer
 from fastapi.testclient import TestClient
 
-from engine import event_chain
+from engine import attribution, event_chain
 from engine.application import LedgerService
 from engine.audit_log import open_audit_log
 from engine.cli import main
@@ -124,6 +124,12 @@ def test_concurrent_writers_keep_one_chain_and_an_id_below_the_last_is_refused(
     intact = verify(settings, "--table", "ledger_events")
     assert intact.exit_code == 0, intact.output
     assert "ledger_events: 31 events, chain intact" in intact.output
+    with connect(settings) as conn:
+        # Stored outside any request: the process is the actor, one row per event.
+        actors = conn.execute(
+            "SELECT actor, client_ip FROM event_actors WHERE events_table = 'ledger_events'"
+        )
+        assert {row for row in actors} == {(attribution.process_attribution().actor, None)}
     with connect(settings) as conn, pytest.raises(psycopg.errors.RaiseException, match="out of order"):
         conn.execute(
             "INSERT INTO ledger_events (originator_id, originator_version, topic, state, notification_id)"
