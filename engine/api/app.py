@@ -55,6 +55,7 @@ from engine.api.tenant import caller_of
 from engine.api.veekaart import build_router as veekaart_router
 from engine.api.webhooks import build_router as webhooks_router
 from engine.application import InvoiceNotFound, LedgerService
+from engine.audit_log import AuditLogBook
 from engine.bootstrap import build_service
 from engine.commands import CancelInvoice, IssueGstNote
 from engine.config import Settings, load_settings
@@ -284,6 +285,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         books.close()
         holder.close()
         metrics_collector.close()
+        audit_log.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -296,6 +298,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install(app)
 
     app.add_middleware(RecordAttribution)
+    audit_log = AuditLogBook(settings)  # opened on first use, closed with the app
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
 
     bearer = HTTPBearer(auto_error=False)
@@ -362,7 +365,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(products_router(current_tenant, service))
     app.include_router(veekaart_router(settings, current_tenant, service, holder.key_ring))
-    app.include_router(audit_logs_router(settings, current_tenant, service))
+    app.include_router(audit_logs_router(audit_log, current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:

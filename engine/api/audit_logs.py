@@ -32,7 +32,6 @@ from engine.api.errors import ApiError
 from engine.api.principal import Principal, principal_of
 from engine.application import LedgerService
 from engine.audit_log import AuditLogBook
-from engine.config import Settings
 from engine.fields import SafeStr, text
 from projections import audit_trail
 
@@ -206,12 +205,11 @@ def entry_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_router(
-    settings: Settings,
+    book: AuditLogBook,
     current_tenant: Callable[..., Awaitable[UUID]],
     service: Callable[[], Awaitable[LedgerService]],
 ) -> APIRouter:
     router = APIRouter(prefix="/v1/audit-logs", tags=["audit"])
-    book = AuditLogBook(settings)
 
     @router.post("", status_code=201, summary="Write an entry to the tenant's audit log")
     def record(
