@@ -13,6 +13,7 @@ The events of every other aggregate reach the audit log through the ``audit_trai
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -58,7 +59,7 @@ def index_row(stored: StoredEvent, who: attribution.Attribution) -> tuple[Any, .
         state["action"],
         state["entity_type"],
         state["entity_id"],
-        Jsonb(state["details"]) if state.get("details") is not None else None,
+        Jsonb(json.loads(state["details"])) if state.get("details") is not None else None,
         state["actor"],
         state.get("role"),
         state.get("user_id"),
@@ -137,7 +138,7 @@ class AuditLogBook:
             action=action,
             entity_type=entity_type,
             entity_id=entity_id,
-            details=details,
+            details=json.dumps(details, ensure_ascii=False) if details is not None else None,
             actor=who.actor,
             role=who.role,
             user_id=str(who.user_id) if who.user_id is not None else None,

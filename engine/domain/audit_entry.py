@@ -9,7 +9,6 @@ the audit store beside it (engine/attribution.py).
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -23,7 +22,9 @@ class AuditEntry(Aggregate):
         action: str
         entity_type: str
         entity_id: str
-        details: dict[str, Any] | None
+        # The client's JSON object as JSON text: as a dict, keys such as "_type_" would be read back
+        # by eventsourcing's transcoder as its own type tags (and fail, or change the value).
+        details: str | None
         actor: str
         role: str | None
         user_id: str | None
@@ -36,7 +37,7 @@ class AuditEntry(Aggregate):
         action: str,
         entity_type: str,
         entity_id: str,
-        details: dict[str, Any] | None,
+        details: str | None,
         actor: str,
         role: str | None,
         user_id: str | None,
