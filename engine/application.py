@@ -31,7 +31,7 @@ from eventsourcing.persistence import (
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from engine import db, drafts, integrations, telemetry
+from engine import attribution, db, drafts, integrations, telemetry
 from engine import india_documents as india
 from engine import kenya_invoicing as kenya
 from engine.commands import (
@@ -130,6 +130,8 @@ def event_store_env(settings: Settings) -> dict[str, str]:
         # (the API answers 503, background processes retry) and the pool replaces it.
         "POSTGRES_PRE_PING": "n",
         "CREATE_TABLE": "y",
+        # Chains every stored event and records who stored it (engine/attribution.py, docs/audit-log.md).
+        "APPLICATION_RECORDER_TOPIC": attribution.RECORDER_TOPIC,
     }
 
 

@@ -1591,6 +1591,70 @@ def etims_report(
 
 # ``ledgerflow expenses timer|rebuild`` (engine/expense_cli.py).
 main.add_command(expenses_group)
+# -- audit ------------------------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail: the hash chain over the event store (docs/audit-log.md)."""
+
+
+@audit.command("verify")
+@click.option("--table", "tables", multiple=True, help="Only these event store tables (default: all).")
+@click.option(
+    "--anchor",
+    "anchors",
+    multiple=True,
+    help="TABLE:EVENT:HASH printed by an earlier run and kept outside the database: the chain must still"
+    " pass through it.",
+)
+@click.pass_obj
+def audit_verify(settings: Settings, tables: tuple[str, ...], anchors: tuple[str, ...]) -> None:
+    """Recompute the hash chain of every event store table from the stored events.
+
+    Exits 0 when every chain is intact, printing each table's head (keep it elsewhere: an anchor);
+    exits 1 naming the first broken event (notification id, aggregate, version) otherwise.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from engine import db, event_chain
+
+    try:
+        anchored = {t: (n, h) for t, n, h in (event_chain.parse_anchor(a) for a in anchors)}
+    except ValueError as exc:
+        raise click.UsageError(f"--anchor: {exc}") from exc
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with (
+            db.connect(settings) as conn,
+            Progress(*columns, console=console, disable=not console.is_terminal) as bar,
+        ):
+
+            def on_table(table: str, events: int) -> Callable[[int], None]:
+                task = bar.add_task(table, total=events)
+                return lambda done: bar.advance(task, done)
+
+            verdicts = event_chain.verify_schema(
+                conn, settings.db_schema, tables=list(tables) or None, anchors=anchored, on_table=on_table
+            )
+    except db.DatabaseUnavailable as exc:
+        raise click.ClickException(f"PostgreSQL unavailable: {exc}") from exc
+    broken = [v.broken for v in verdicts if v.broken is not None]
+    for verdict in verdicts:
+        if verdict.broken is None:
+            click.echo(
+                f"{verdict.table}: {verdict.events:,} events, chain intact;"
+                f" head {verdict.table}:{verdict.head_id}:{verdict.head_hash.hex()}"
+            )
+    for found in broken:
+        click.echo(f"BROKEN {found.describe()}", err=True)
+    if broken or not verdicts:
+        if not verdicts:
+            click.echo("no event store tables found", err=True)
+        sys.exit(1)
+
 
 if __name__ == "__main__":
     main()

@@ -290,6 +290,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "expenses.sql"),
     ("engine", "fees.sql"),
     ("engine", "users.sql"),
+    ("engine", "audit.sql"),
 ]
 
 # The outer packages' tables (registered by ``register_outer``) run before this engine migration: the order

@@ -25,6 +25,8 @@ from engine import db, drafts, integrations, logs, telemetry
 from engine.api import contract, principal
 from engine.api.accountant import build_router as accountant_router
 from engine.api.alerts import build_router as alerts_router
+from engine.api.audit_logs import RecordAttribution
+from engine.api.audit_logs import build_router as audit_logs_router
 from engine.api.bank import build_router as bank_router
 from engine.api.drafts import build_router as drafts_router
 from engine.api.drafts import draft_view
@@ -58,6 +60,7 @@ from engine.api.users import build_router as users_router
 from engine.api.veekaart import build_router as veekaart_router
 from engine.api.webhooks import build_router as webhooks_router
 from engine.application import InvoiceNotFound, LedgerService
+from engine.audit_log import AuditLogBook
 from engine.bootstrap import build_service
 from engine.commands import CancelInvoice, IssueGstNote
 from engine.config import Settings, load_settings
@@ -287,6 +290,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         books.close()
         holder.close()
         metrics_collector.close()
+        audit_log.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -298,6 +302,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = holder
     install(app)
 
+    app.add_middleware(RecordAttribution)
+    audit_log = AuditLogBook(settings)  # opened on first use, closed with the app
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
 
     bearer = HTTPBearer(auto_error=False)
@@ -372,6 +378,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(fees_router(current_tenant, service))
     app.include_router(accountant_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(users_router(settings, current_tenant, service))
+    app.include_router(audit_logs_router(audit_log, current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:

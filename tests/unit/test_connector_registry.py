@@ -132,6 +132,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("projections", "etims_compliance.sql"),
     ("projections", "gst_outward_supplies.sql"),
     ("projections", "reconciliation.sql"),
+    ("projections", "audit_trail.sql"),
     ("engine", "connector_state.sql"),
     ("engine", "etims_tax_rates.sql"),
     ("engine", "tax_return_parts.sql"),
@@ -144,6 +145,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("engine", "expenses.sql"),
     ("engine", "fees.sql"),
     ("engine", "users.sql"),
+    ("engine", "audit.sql"),
 ]
 
 
