@@ -57,6 +57,7 @@ RULES: dict[tuple[str, str], Roles] = {
     ("POST", "/v1/tds/calculate"): EVERY_ROLE,
     # Audit log (issue 14): read by auditors and administrators; the auditor's one mutation.
     ("GET", "/v1/audit-logs"): frozenset({AUDITOR, ADMIN}),
+    ("GET", "/v1/audit-logs/{entry_id}"): frozenset({AUDITOR, ADMIN}),
     ("POST", "/v1/audit-logs"): _AUDIT_WRITERS,
     # Expenses and approvals (seed 1.2, 1.3): accountants submit and pay, the principal approves.
     ("POST", "/v1/expenses"): _SUBMITTERS,
