@@ -189,6 +189,13 @@ def _expense_id(text_value: str) -> UUID:
         raise ApiError(404, "not_found", f"no expense {text_value[:60]!r}") from exc
 
 
+def _uuid_or_none(text_value: str) -> UUID | None:
+    try:
+        return UUID(text_value)
+    except ValueError:
+        return None
+
+
 @contextmanager
 def _decisions() -> Iterator[None]:
     """The aggregate's status refusals as the API's 409."""
@@ -471,7 +478,10 @@ def build_router(
     ) -> dict[str, Any]:
         if parse_financial_year(financial_year) is None:
             raise _field_error("financial_year", "invalid_financial_year", "financial_year: not like 2025-26")
-        if college_id is not None and college_id != str(tenant_id):
+        # current_tenant already admitted college_id (engine/api/principal.py: a UUID, the caller's
+        # own tenant or one granted to a consolidator) and made it tenant_id; compared as a UUID, so
+        # any spelling of the same id (upper case) names the same college.
+        if college_id is not None and _uuid_or_none(college_id) != tenant_id:
             raise ApiError(403, "forbidden", "college_id names another college than the caller's")
         return ExpenseBook(svc).summary(tenant_id, financial_year)
 

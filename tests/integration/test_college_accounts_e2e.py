@@ -195,3 +195,122 @@ def test_users_take_an_expense_from_budget_to_payment_and_the_auditor_sees_who_d
     assert tampered.exit_code == 1, tampered.output
     assert f"event {nid} (aggregate {expense_id}" in tampered.output
     assert verify(settings).exit_code == 0
+
+
+def test_a_granted_consolidator_reads_a_colleges_books_on_every_consolidator_route_and_writes_nothing(
+    settings: Settings, service: LedgerService, topics: list[str]
+) -> None:
+    settings = replace(settings, operator_token=OPERATOR_TOKEN)
+    college, college_key = register_tenant(service)
+    home, home_key = register_tenant(service)
+    client = client_for(settings)
+    consolidator_id, consolidator = add_user(client, home_key, "consolidator")
+    own = bearer(college_key)
+
+    # College A's books: a budget and an expense, a fee collection, a submitted P&L.
+    assert (
+        client.post(
+            "/v1/budgets",
+            json={"category": "supplies", "financial_year": "2026-27", "allocated_amount": "10000"},
+            headers=own,
+        ).status_code
+        == 201
+    )
+    spent = client.post(
+        "/v1/expenses",
+        json={
+            "amount": "4000.00",
+            "category": "supplies",
+            "date": "2026-06-15",
+            "description": "Printer paper",
+            "vendor_name": "Office Mart",
+        },
+        headers=own,
+    )
+    assert spent.status_code == 201 and spent.json()["status"] == "approved", spent.text
+    fee = client.post(
+        "/v1/fee-collections",
+        json={
+            "receipt_number": "RCPT-1",
+            "student_id": 5678,
+            "student_name": "Jane Student",
+            "amount": "50000",
+            "payment_mode": "upi",
+            "payment_date": "2026-06-10",
+            "fee_type": "tuition",
+            "academic_year": "2026-27",
+            "semester": 1,
+        },
+        headers=own,
+    )
+    assert fee.status_code == 201, fee.text
+    account = SandboxAccount()
+    with LiveServer(accountant_sandbox(account)) as sandbox:
+        configured = client.put(
+            "/v1/integrations/super-accountant",
+            json={
+                "enabled": True,
+                "environment": "sandbox",
+                "base_url": sandbox.url,
+                "credentials": account.credentials(),
+            },
+            headers=own,
+        )
+        assert configured.status_code == 200, configured.text
+        queued = client.post("/v1/financial-reports/submit", json={"period": "2026-06"}, headers=own)
+        assert queued.status_code == 202, queued.text
+    report_id = queued.json()["id"]
+
+    reads = {
+        "budgets": ("/v1/budgets/summary", {"financial_year": "2026-27"}),
+        "export": ("/v1/expenses/export", {"from_date": "2026-06-01", "to_date": "2026-06-30"}),
+        "fees": ("/v1/fee-collections", {"from_date": "2026-06-01", "to_date": "2026-06-30"}),
+        "report": (f"/v1/financial-reports/{report_id}", {}),
+    }
+
+    def read(name: str, college_id: str) -> Any:
+        path, params = reads[name]
+        return client.get(path, params={**params, "college_id": college_id}, headers=bearer(consolidator))
+
+    # Before the grant: refused on every route, the same answer whatever the reason.
+    for name in reads:
+        answer = read(name, college)
+        assert answer.status_code == 403 and error(answer)["code"] == "forbidden", (name, answer.text)
+    operator = bearer(OPERATOR_TOKEN)
+    granted = client.post(
+        "/v1/operator/grants", json={"user_id": consolidator_id, "tenant_id": college}, headers=operator
+    )
+    assert granted.status_code == 201, granted.text
+
+    # Granted: the college's own figures, whichever way its tenant id is spelt (a UUID is a UUID).
+    for spelling in (college, college.upper()):
+        answers = {name: read(name, spelling) for name in reads}
+        for name, answer in answers.items():
+            assert answer.status_code == 200, (name, spelling, answer.text)
+        [budget] = answers["budgets"].json()["budgets"]
+        assert (budget["category"], budget["utilized_amount"]) == ("supplies", "4000.00")
+        assert answers["export"].json()["summary"]["total_expenses"] == "4000.00"
+        assert [c["receipt_number"] for c in answers["fees"].json()["data"]] == ["RCPT-1"]
+        assert answers["report"].json()["id"] == report_id
+    # Without college_id it reads its own (empty) college: nothing of A's.
+    assert client.get(
+        "/v1/expenses/export",
+        params={"from_date": "2026-06-01", "to_date": "2026-06-30"},
+        headers=bearer(consolidator),
+    ).json()["summary"]["expense_count"] == 0
+
+    # It writes nothing in the college, with or without college_id.
+    for path, body in (
+        ("/v1/expenses", {"amount": "1", "category": "supplies", "date": "2026-06-15",
+                          "description": "x", "vendor_name": "y"}),
+        ("/v1/budgets", {"category": "supplies", "financial_year": "2026-27", "allocated_amount": "1"}),
+        ("/v1/financial-reports/submit", {"period": "2026-06"}),
+        (f"/v1/expenses/{spent.json()['id']}/approve", {}),
+        ("/v1/fee-collections", {}),
+    ):
+        for params in ({"college_id": college}, {}):
+            answer = client.post(path, params=params, json=body, headers=bearer(consolidator))
+            assert answer.status_code == 403, (path, params, answer.text)
+    assert client.get("/v1/expenses", headers=own).json()["data"][0]["id"] == spent.json()["id"]
+    assert len(client.get("/v1/expenses", headers=own).json()["data"]) == 1
+    assert home != college
