@@ -16,11 +16,13 @@ import httpx
 import psycopg
 import pytest
 from click.testing import CliRunner
-from fastapi.testclient import TestClient
 
 from connectors import super_accountant
 from connectors.super_accountant.sandbox import SandboxAccount
 from connectors.super_accountant.sandbox import create_app as accountant_sandbox
+from connectors.tally import routes as tally_routes
+from connectors.tally.handler import create_handler as create_tally_handler
+from connectors.tally.sandbox import create_app as tally_sandbox
 from engine.application import LedgerService
 from engine.cli import main
 from engine.config import Settings
@@ -32,11 +34,17 @@ from schemas import registry
 from streams.catalogue import connector_specs
 from streams.connectors import ConnectorWorker
 from tests.conftest import BackgroundLoop, wait_for
-from tests.connectors.contract import LiveServer
+from tests.connectors.contract import LiveServer, Operator
 from tests.integration.helpers import client_for, register_tenant
 from tests.integration.processes import settings_env
 from tests.integration.test_backbone import read_topic
 from tests.integration.test_expenses import decision, signed
+from tests.integration.test_tally import EXPENSE_LEDGERS, add_expense_ledgers, run_until_done
+from tests.integration.test_tally import api as tally_api
+from tests.integration.test_tally import connect as tally_connect
+from tests.integration.test_tally import context_for as tally_context
+from tests.integration.test_tally import tenant as tally_tenant
+from tests.integration.test_tally import vouchers as tally_vouchers
 from tests.integration.test_users_and_roles import add_user, bearer, error
 
 pytestmark = pytest.mark.integration
@@ -45,7 +53,10 @@ OPERATOR_TOKEN = "op-" + uuid.uuid4().hex
 AGENT = "CollegeDesk/2.1 (\u0915\u0949\u0932\u0947\u091c) e2e"
 # Devanagari with a combining sign, an emoji joined by ZWJ, a non-BMP CJK ideograph, an NBSP and a
 # quote: all printable, all allowed in a description, all must come back byte for byte.
-ODD = "Lab \u0915\u0902\u092a\u094d\u092f\u0942\u091f\u0930 \U0001f469\u200d\U0001f52c \U00020000\u00a0\"q\" \u00e9\u0301"
+ODD = (
+    "Lab \u0915\u0902\u092a\u094d\u092f\u0942\u091f\u0930 \U0001f469\u200d\U0001f52c"
+    ' \U00020000\u00a0"q" \u00e9\u0301'
+)
 
 
 def as_user(key: str) -> dict[str, str]:
@@ -137,7 +148,9 @@ def test_users_take_an_expense_from_budget_to_payment_and_the_auditor_sees_who_d
     by_type = {dict(m.headers())["ce_type"].decode(): m for m in messages if m.key().decode() == expense_id}
     approval = registry.decode_event(by_type["ledgerflow.expense.approved"].value())
     assert approval["approved_by"] == f"user:{principal_id}", approval
-    assert dict(by_type["ledgerflow.expense.approved"].headers())["ce_source"] == f"/tenants/{college}".encode()
+    assert (
+        dict(by_type["ledgerflow.expense.approved"].headers())["ce_source"] == f"/tenants/{college}".encode()
+    )
     [alert] = read_topic(settings, settings.topic("ledger.alert.v1"), expected=1)
     raised = registry.decode_event(alert.value())
     assert (raised["cause"], raised["severity"]) == ("budget.warning", "warning")
@@ -189,7 +202,9 @@ def test_users_take_an_expense_from_budget_to_payment_and_the_auditor_sees_who_d
             (UUID(expense_id),),
         ).fetchone()  # type: ignore[misc]
         # The paid amount's event changed by hand, as the schema's owner could with plain SQL.
-        conn.execute("UPDATE ledger_events SET state = state || '\\x20'::bytea WHERE notification_id = %s", (nid,))
+        conn.execute(
+            "UPDATE ledger_events SET state = state || '\\x20'::bytea WHERE notification_id = %s", (nid,)
+        )
         tampered = verify(settings)
         conn.execute("UPDATE ledger_events SET state = %s WHERE notification_id = %s", (state, nid))
     assert tampered.exit_code == 1, tampered.output
@@ -293,16 +308,27 @@ def test_a_granted_consolidator_reads_a_colleges_books_on_every_consolidator_rou
         assert [c["receipt_number"] for c in answers["fees"].json()["data"]] == ["RCPT-1"]
         assert answers["report"].json()["id"] == report_id
     # Without college_id it reads its own (empty) college: nothing of A's.
-    assert client.get(
-        "/v1/expenses/export",
-        params={"from_date": "2026-06-01", "to_date": "2026-06-30"},
-        headers=bearer(consolidator),
-    ).json()["summary"]["expense_count"] == 0
+    assert (
+        client.get(
+            "/v1/expenses/export",
+            params={"from_date": "2026-06-01", "to_date": "2026-06-30"},
+            headers=bearer(consolidator),
+        ).json()["summary"]["expense_count"]
+        == 0
+    )
 
     # It writes nothing in the college, with or without college_id.
     for path, body in (
-        ("/v1/expenses", {"amount": "1", "category": "supplies", "date": "2026-06-15",
-                          "description": "x", "vendor_name": "y"}),
+        (
+            "/v1/expenses",
+            {
+                "amount": "1",
+                "category": "supplies",
+                "date": "2026-06-15",
+                "description": "x",
+                "vendor_name": "y",
+            },
+        ),
         ("/v1/budgets", {"category": "supplies", "financial_year": "2026-27", "allocated_amount": "1"}),
         ("/v1/financial-reports/submit", {"period": "2026-06"}),
         (f"/v1/expenses/{spent.json()['id']}/approve", {}),
@@ -314,3 +340,204 @@ def test_a_granted_consolidator_reads_a_colleges_books_on_every_consolidator_rou
     assert client.get("/v1/expenses", headers=own).json()["data"][0]["id"] == spent.json()["id"]
     assert len(client.get("/v1/expenses", headers=own).json()["data"]) == 1
     assert home != college
+
+
+def test_a_callback_signed_with_one_colleges_secret_never_decides_anothers_expense(
+    settings: Settings, service: LedgerService
+) -> None:
+    _, a_key = register_tenant(service)
+    _, b_key = register_tenant(service)
+    client = client_for(settings)
+    a, b = bearer(a_key), bearer(b_key)
+    body = {
+        "amount": "75000",
+        "category": "supplies",
+        "date": "2026-06-15",
+        "description": "Projector",
+        "vendor_name": "Office Mart",
+        "receipt_url": "https://receipts.example/p.pdf",
+    }
+    a_expense = client.post("/v1/expenses", json=body, headers=a).json()["id"]
+    b_expense = client.post("/v1/expenses", json=body, headers=b).json()["id"]
+    a_secret = client.post("/v1/config/expenses/callback-secret", headers=a).json()["secret"]
+    b_secret = client.post("/v1/config/expenses/callback-secret", headers=b).json()["secret"]
+    url = "/v1/webhooks/expense-approval"
+
+    # A's secret over a body naming B's expense; the same with A's tenant key as well; a body naming
+    # both (B's first); A's signature next to a made-up one: all refused, B's expense untouched.
+    raw, headers = signed(a_secret, decision(b_expense))
+    attempts = [
+        client.post(url, content=raw, headers=headers),
+        client.post(url, content=raw, headers={**headers, **a}),
+        client.post(
+            url,
+            content=raw,
+            headers={**headers, "webhook-signature": headers["webhook-signature"] + " v1,AAAA"},
+        ),
+    ]
+    both = b'{"expense_id": "' + b_expense.encode() + b'", ' + raw[1:]
+    both_headers = signed(a_secret, {})[1]
+    both_headers["webhook-signature"] = signed(
+        a_secret, decision(a_expense), msg_id=both_headers["webhook-id"]
+    )[1]["webhook-signature"]
+    attempts.append(client.post(url, content=both, headers=both_headers))
+    # A tenant key alone, without a signature, decides nothing either (the callback is signed only).
+    attempts.append(client.post(url, json=decision(b_expense), headers=a))
+    for answer in attempts:
+        assert answer.status_code == 401, answer.text
+        assert error(answer)["code"] == "invalid_signature"
+    assert client.get(f"/v1/expenses/{b_expense}", headers=b).json()["status"] == "pending_approval"
+
+    # Each college's own delivery decides its own expense; one delivery id in both colleges is two
+    # deliveries (ids are the sender's, kept per college), not a replay.
+    raw_a, headers_a = signed(a_secret, decision(a_expense), msg_id="msg_shared")
+    raw_b, headers_b = signed(
+        b_secret,
+        decision(b_expense, approver_name="\u0921\u0949. \u0936\u0930\u094d\u092e\u093e"),
+        msg_id="msg_shared",
+    )
+    assert client.post(url, content=raw_a, headers=headers_a).status_code == 200
+    decided = client.post(url, content=raw_b, headers=headers_b)
+    assert decided.status_code == 200 and decided.json()["duplicate"] is False, decided.text
+    view = client.get(f"/v1/expenses/{b_expense}", headers=b).json()
+    assert (view["status"], view["approved_by_name"]) == (
+        "approved",
+        "\u0921\u0949. \u0936\u0930\u094d\u092e\u093e",
+    )
+    # A reading B's expense by its id: not found, as if it did not exist.
+    assert client.get(f"/v1/expenses/{b_expense}", headers=a).status_code == 404
+
+
+def test_odd_unicode_in_an_expense_reaches_every_read_model_and_stops_no_consumer(
+    settings: Settings, service: LedgerService, topics: list[str], background: BackgroundLoop
+) -> None:
+    settings = replace(settings, retry_delays=(0, 1, 1, 1, 1, 1, 1, 1), breaker_open_seconds=1)
+    college, key = register_tenant(service)
+    client = client_for(settings)
+    own = bearer(key)
+    vendor = "\u0936\u094d\u0930\u0940 \u0917\u0923\u0947\u0936 Traders \U0001f69a \u00e9\u0301"
+    assert (
+        client.post(
+            "/v1/budgets",
+            json={"category": "supplies", "financial_year": "2026-27", "allocated_amount": "100000"},
+            headers=own,
+        ).status_code
+        == 201
+    )
+
+    # NUL and bidi overrides are refused at the door, clearly; printable odd Unicode is kept.
+    base = {"amount": "4000.00", "category": "supplies", "date": "2026-06-15", "vendor_name": "Office Mart"}
+    for hostile in ("paper\x00", "paper\u202egnp.exe", "a\x1b[31m"):
+        refused = client.post("/v1/expenses", json={**base, "description": hostile}, headers=own)
+        assert refused.status_code == 422 and error(refused)["code"] == "validation_failed", refused.text
+    first = client.post("/v1/expenses", json={**base, "description": ODD}, headers=own)
+    assert first.status_code == 201, first.text
+    second = client.post(
+        "/v1/expenses", json={**base, "description": "Chalk", "vendor_name": vendor}, headers=own
+    )
+    assert second.status_code == 201, second.text
+    first_id, second_id = first.json()["id"], second.json()["id"]
+
+    # The expense register (API reads and the export).
+    assert client.get(f"/v1/expenses/{first_id}", headers=own).json()["description"] == ODD
+    exported = client.get(
+        "/v1/expenses/export", params={"from_date": "2026-06-01", "to_date": "2026-06-30"}, headers=own
+    ).json()
+    assert {row["vendor_name"] for row in exported["data"]} == {"Office Mart", vendor}
+
+    # The audit trail, built by its projection consumer from the relay's messages.
+    background.start(Relay(settings).run)
+    background.start(ProjectionRunner(settings, AuditTrail(), max_records=50).run)
+
+    def described() -> Any:
+        background.check()  # a stopped consumer fails the test here
+        items = client.get(
+            "/v1/audit-logs", params={"entity_type": "expense", "entity_id": first_id}, headers=own
+        ).json()["items"]
+        return items and items[0]["changes"]["description"]["new"]
+
+    assert wait_for(described, what="the odd description in the audit trail") == ODD
+
+    # The accountant's batch, sent by the connector worker (a Kafka consumer) to its sandbox over HTTP.
+    account = SandboxAccount()
+    with LiveServer(accountant_sandbox(account)) as sandbox:
+        configured = client.put(
+            "/v1/integrations/super-accountant",
+            json={
+                "enabled": True,
+                "environment": "sandbox",
+                "base_url": sandbox.url,
+                "credentials": account.credentials(),
+            },
+            headers=own,
+        )
+        assert configured.status_code == 200, configured.text
+        specs, handlers = connector_specs(
+            settings, service, load_key_ring(settings.var_dir), [super_accountant.CONNECTOR]
+        )
+        background.start(ConnectorWorker(settings, specs).run)
+        try:
+            run = client.post("/v1/integrations/super-accountant/sync-runs", headers=own)
+            assert run.status_code == 202, run.text
+
+            def sent() -> Any:
+                background.check()
+                batches = client.get("/v1/integrations/super-accountant/batches", headers=own).json()[
+                    "batches"
+                ]
+                return batches and batches[0]["status"] in ("sent", "failed") and batches[0]
+
+            batch = wait_for(sent, what="the batch sent to the accountant")
+            assert batch["status"] == "sent", batch
+            kept = httpx.get(f"{sandbox.url}/_sandbox/batches", timeout=5).json()["batches"]
+            vendors = {e["vendor_name"] for b in kept for e in b["expenses"]}
+            assert vendors == {"Office Mart", vendor}, kept
+        finally:
+            asyncio.run_coroutine_threadsafe(handlers.close(), background.loop).result(timeout=10)
+
+    # A later, plain expense still flows through the same audit trail consumer.
+    later = client.post("/v1/expenses", json={**base, "description": "After"}, headers=own).json()["id"]
+
+    def after() -> Any:
+        background.check()
+        return client.get(
+            "/v1/audit-logs", params={"entity_type": "expense", "entity_id": later}, headers=own
+        ).json()["items"]
+
+    wait_for(after, what="a later expense in the audit trail")
+    assert college and second_id
+
+
+def test_odd_unicode_in_an_expense_reaches_the_tally_narration_and_its_vendor_ledger(
+    settings: Settings, service: LedgerService
+) -> None:
+    tenant_id, key = tally_tenant(service)
+    client = tally_api(settings, key)
+    with LiveServer(tally_sandbox()) as server:
+        operator = Operator(server.url)
+        add_expense_ledgers(operator)
+        vendor = "\u0936\u094d\u0930\u0940 \u0917\u0923\u0947\u0936 \U0001f69a"
+        tally_connect(client, server.url, {**EXPENSE_LEDGERS, f"vendor:{vendor}": "Office Mart"})
+        assert (
+            client.post(
+                "/v1/budgets",
+                json={"category": "supplies", "financial_year": "2026-27", "allocated_amount": "9000"},
+            ).status_code
+            == 201
+        )
+        body = {
+            "amount": "4000.00",
+            "category": "supplies",
+            "date": "2026-06-15",
+            "description": ODD,
+            "vendor_name": vendor,
+        }
+        submitted = client.post("/v1/expenses", json=body)
+        assert submitted.status_code == 201 and submitted.json()["status"] == "approved", submitted.text
+        record = {"tenant_id": str(tenant_id), "expense_id": submitted.json()["id"]}
+        [purchase] = tally_routes.routes(tally_routes.EXPENSE_APPROVED, f"ce-{uuid.uuid4()}", record)
+        result, _ = run_until_done(create_tally_handler(tally_context(settings, service)), purchase)
+        assert result.data["voucher_type"] == "Purchase"
+        [bill] = tally_vouchers(server.url)
+    assert bill["narration"] == f"{submitted.json()['expense_number']}: {ODD}"
+    assert bill["party_ledger"] == "Office Mart"
