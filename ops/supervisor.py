@@ -222,8 +222,8 @@ def restart_recorder(settings: Settings) -> RestartRecorder:
 def demo_tenant(settings: Settings) -> dict[str, str]:
     """The demo tenant's id and key, created on first start and kept in var/ (local use only)."""
     path = Path(settings.var_dir) / "demo-tenant.json"
-    if path.exists():
-        return dict(json.loads(path.read_text()))
+    if (kept := _kept(path, settings)) is not None:
+        return kept
     from engine.bootstrap import build_service
 
     service = build_service(settings, pool_size=2)
@@ -273,6 +273,20 @@ def _connect_demo_sandboxes(settings: Settings, service: Any, tenant_id: UUID, *
         )
 
 
+def _kept(path: Path, settings: Settings) -> dict[str, str] | None:
+    """The demo tenant kept in var/, if this database has it. var/ outlives a schema: after a new
+    LEDGERFLOW_DB_SCHEMA or a dropped one, the kept id and key name a tenant that does not exist here,
+    and the printed curl would answer 401; then the demo tenant is created again."""
+    if not path.exists():
+        return None
+    kept = dict(json.loads(path.read_text()))
+    with db.connect(settings, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM ledger_events WHERE originator_id = %s LIMIT 1", (UUID(kept["tenant_id"]),)
+        ).fetchone()
+    return kept if found is not None else None
+
+
 def _keep(path: Path, tenant_id: UUID, api_key: str) -> dict[str, str]:
     data = {"tenant_id": str(tenant_id), "api_key": api_key}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -288,8 +302,8 @@ def demo_kenyan_tenant(settings: Settings) -> dict[str, str] | None:
     if settings.mode != "development" or "etims" not in BY_NAME:
         return None
     path = Path(settings.var_dir) / "demo-tenant-ke.json"
-    if path.exists():
-        return dict(json.loads(path.read_text()))
+    if (kept := _kept(path, settings)) is not None:
+        return kept
     from engine.bootstrap import build_service
 
     service = build_service(settings, pool_size=2)

@@ -7,8 +7,12 @@ reaching every read model without stopping a consumer."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
+import re
 import uuid
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -17,7 +21,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from connectors import super_accountant
+from connectors import super_accountant, tally
 from connectors.super_accountant.sandbox import SandboxAccount
 from connectors.super_accountant.sandbox import create_app as accountant_sandbox
 from connectors.tally import routes as tally_routes
@@ -36,7 +40,7 @@ from streams.connectors import ConnectorWorker
 from tests.conftest import BackgroundLoop, wait_for
 from tests.connectors.contract import LiveServer, Operator
 from tests.integration.helpers import client_for, register_tenant
-from tests.integration.processes import settings_env
+from tests.integration.processes import Processes, free_port, settings_env
 from tests.integration.test_backbone import read_topic
 from tests.integration.test_expenses import decision, signed
 from tests.integration.test_tally import EXPENSE_LEDGERS, add_expense_ledgers, run_until_done
@@ -541,3 +545,127 @@ def test_odd_unicode_in_an_expense_reaches_the_tally_narration_and_its_vendor_le
         [bill] = tally_vouchers(server.url)
     assert bill["narration"] == f"{submitted.json()['expense_number']}: {ODD}"
     assert bill["party_ledger"] == "Office Mart"
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The direct children of ``pid``: their pids and command lines, from /proc."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        # /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ")".
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found[int(entry.name)] = cmdline.strip()
+    return found
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/_sandbox/stats", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.mark.slow
+def test_ledgerflow_run_on_a_fresh_schema_starts_the_college_children_and_its_quick_start_works(
+    settings: Settings, topics: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its own var/ (the demo tenant is kept there) holding a demo tenant of another schema, as after
+    # a new LEDGERFLOW_DB_SCHEMA: `ledgerflow run` must not print a tenant this database lacks.
+    var = tmp_path / "var"
+    var.mkdir()
+    stale = str(uuid.uuid4())
+    (var / "demo-tenant.json").write_text(json.dumps({"tenant_id": stale, "api_key": "lf_gone_x"}))
+    settings = replace(settings, var_dir=var)
+    port = free_port()
+    monkeypatch.setenv("LEDGERFLOW_API_PORT", str(port))
+    group = Processes(settings, tmp_path)
+    try:
+        run = group.start("run", "--no-stack", "--workers", "1")
+        banner = re.compile(r"Demo tenant (\S+)\nAPI key: (\S+)")
+
+        def announced() -> re.Match[str] | None:
+            group.assert_alive(run)
+            return banner.search(run.log_path.read_text(errors="replace"))
+
+        found = group.wait_for(announced, timeout=120, interval=0.2, what="the demo tenant", watch=[run])
+        assert found is not None
+        tenant_id, key = found.group(1), found.group(2)
+        assert tenant_id != stale
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=bearer(key))
+
+        def ready() -> bool:
+            group.assert_alive(run)
+            try:
+                return http.get("/readyz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        group.wait_for(ready, timeout=120, interval=0.2, what="the API ready", watch=[run])
+        wanted = {
+            "expense-timer": "engine.cli expenses timer",
+            "accountant-sync": "ops.accountant_scheduler",
+            "tally sandbox": "connectors.tally.sandbox --port",
+            "accountant sandbox": "connectors.super_accountant.sandbox --port",
+        }
+
+        def children() -> dict[int, str]:
+            group.assert_alive(run)
+            now = _children(run.pid)
+            return now if all(any(c in line for line in now.values()) for c in wanted.values()) else {}
+
+        first = group.wait_for(children, timeout=60, interval=0.2, what="the college children", watch=[run])
+        for url in (
+            f"http://127.0.0.1:{tally.SANDBOX_PORT}",
+            f"http://127.0.0.1:{super_accountant.SANDBOX_PORT}",
+        ):
+            group.wait_for(
+                functools.partial(_answers, url),
+                timeout=60,
+                interval=0.2,
+                what=f"the sandbox at {url}",
+                watch=[run],
+            )
+
+        # docs/college-accounts.md's quick start, with the printed key.
+        budget = http.post(
+            "/v1/budgets",
+            json={"category": "supplies", "financial_year": "2026-27", "allocated_amount": "500000"},
+        )
+        assert budget.status_code == 201, budget.text
+        spent = http.post(
+            "/v1/expenses",
+            json={
+                "amount": "4000.00",
+                "category": "supplies",
+                "date": "2026-06-15",
+                "description": "Printer paper",
+                "vendor_name": "Office Mart",
+            },
+            headers={"Idempotency-Key": "BILL-2026-0142"},
+        )
+        assert spent.status_code == 201 and spent.json()["status"] == "approved", spent.text
+        # Through the running relay and projector into the audit trail.
+        group.wait_for(
+            lambda: http.get(
+                "/v1/audit-logs", params={"entity_type": "expense", "entity_id": spent.json()["id"]}
+            ).json()["items"],
+            timeout=60,
+            interval=0.2,
+            what="the expense in the audit trail",
+            watch=[run],
+        )
+        summary = http.get("/v1/budgets/summary", params={"financial_year": "2026-27"}).json()
+        assert summary["college_id"] == tenant_id
+        assert summary["budgets"][0]["utilized_amount"] == "4000.00"
+        # Every child that was up is still the same process: none exited and was restarted.
+        assert {p: c for p, c in _children(run.pid).items() if p in first} == first
+        http.close()
+        assert run.stop() == 0, run.log_tail()
+    finally:
+        group.close()
