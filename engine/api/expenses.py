@@ -375,12 +375,16 @@ def build_router(
                 400, "malformed_delivery", "the body is not a decision with an expense_id"
             ) from exc
         found = book._load(expense_id)
+        # Nothing is known before the signature verifies: an unknown expense (or one of a college
+        # without a secret) answers as a forged delivery does. A 404 here told any unauthenticated
+        # caller whether an expense exists, and ids sent with an Idempotency-Key are derived from the
+        # tenant id and the caller's key (engine/domain/expense.py), so a college's bills could be probed.
         if not isinstance(found, Expense):
-            raise ApiError(404, "not_found", f"no expense {expense_id}")
+            raise ApiError(401, "invalid_signature", "the signature does not verify or is expired")
         tenant_id = found.tenant_id
         sealed = book.callback_secret(tenant_id)
         if sealed is None:
-            raise ApiError(401, "invalid_signature", "the signature does not verify")
+            raise ApiError(401, "invalid_signature", "the signature does not verify or is expired")
         secret = key_ring().open(sealed, _callback_associated_data(tenant_id)).decode()
         try:
             # Standard Webhooks: HMAC-SHA256 over "id.timestamp.body" (the raw bytes), compared in
@@ -428,8 +432,10 @@ def build_router(
         tags=["approvals"],
         summary="The principal portal's signed decision (Standard Webhooks signature)",
         responses={
-            401: {"description": "Signature missing, wrong, expired, or the delivery id reused"},
-            404: {"description": "No such expense"},
+            401: {
+                "description": "Signature missing, wrong, expired, the delivery id reused, or no such"
+                " expense (not told apart: nothing is said before the signature verifies)"
+            },
             409: {"description": "The expense is already decided"},
         },
     )

@@ -385,6 +385,9 @@ def test_a_callback_signed_with_one_colleges_secret_never_decides_anothers_expen
         a_secret, decision(a_expense), msg_id=both_headers["webhook-id"]
     )[1]["webhook-signature"]
     attempts.append(client.post(url, content=both, headers=both_headers))
+    # An expense id that exists nowhere answers as a forgery: nothing is told before verification.
+    raw_none, headers_none = signed(a_secret, decision(str(uuid.uuid4())))
+    attempts.append(client.post(url, content=raw_none, headers=headers_none))
     # A tenant key alone, without a signature, decides nothing either (the callback is signed only).
     attempts.append(client.post(url, json=decision(b_expense), headers=a))
     for answer in attempts:

@@ -428,7 +428,9 @@ def test_the_signed_callback_decides_once_and_refuses_forgeries(
     )
     assert client.post(url, content=raw, headers={"content-type": "application/json"}).status_code == 401
     raw_unknown, h_unknown = signed(secret, decision("00000000-0000-4000-8000-000000000000"))
-    assert client.post(url, content=raw_unknown, headers=h_unknown).status_code == 404
+    unknown = client.post(url, content=raw_unknown, headers=h_unknown)
+    assert unknown.status_code == 401  # as forged: no existence oracle before the signature verifies
+    assert_error_shape(unknown.json(), "invalid_signature")
     raw_bad, h_bad = signed(secret, {"expense_id": "nope"})
     assert client.post(url, content=raw_bad, headers=h_bad).status_code == 400
     raw_invalid, h_invalid = signed(secret, decision(expense_id, status="maybe"))
