@@ -65,8 +65,14 @@ RULES: dict[tuple[str, str], Roles] = {
     ("POST", "/v1/approvals/expenses/{expense_id}/request"): _SUBMITTERS,
     ("POST", "/v1/expenses/{expense_id}/approve"): _APPROVERS,
     ("POST", "/v1/expenses/{expense_id}/reject"): _APPROVERS,
-    # The principal portal's approval callback, when sent with a tenant key rather than a signature.
-    ("POST", "/v1/webhooks/expense-approval"): _APPROVERS,
+    # (POST /v1/webhooks/expense-approval is not here: it takes no key, only the college's signature.)
+    # The expense configuration is the administrator's (docs/college-accounts.md; the handlers check it
+    # too): an accountant who set the threshold or held the callback's secret could approve its own
+    # expenses without the principal.
+    ("PUT", "/v1/config/expenses"): ADMIN_ONLY,
+    ("PUT", "/v1/config/gl-codes"): ADMIN_ONLY,
+    ("PUT", "/v1/config/expense-categories"): ADMIN_ONLY,
+    ("POST", "/v1/config/expenses/callback-secret"): ADMIN_ONLY,
     ("GET", "/v1/expenses/export"): frozenset({ACCOUNTANT, AUDITOR, PRINCIPAL, ADMIN, CONSOLIDATOR}),
     ("POST", "/v1/budgets"): _SUBMITTERS,
     ("POST", "/v1/financial-reports/submit"): _SUBMITTERS,

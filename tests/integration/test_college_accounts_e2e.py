@@ -115,7 +115,16 @@ def test_users_take_an_expense_from_budget_to_payment_and_the_auditor_sees_who_d
     )
     assert requested.status_code == 201, requested.text
 
-    # The accountant may not approve; the principal may not pay; the principal approves.
+    # The accountant may not approve, nor reach around the principal: no raising the threshold, no
+    # callback secret to sign its own approval with.
+    for method, path, body in (
+        ("PUT", "/v1/config/expenses", {"approval_threshold": "100000000"}),
+        ("POST", "/v1/config/expenses/callback-secret", None),
+    ):
+        around = client.request(method, path, json=body, headers=as_user(accountant))
+        assert around.status_code == 403 and error(around)["code"] == "forbidden", around.text
+        assert "admin" in error(around)["message"]
+    # The principal may not pay; the principal approves.
     refused = client.post(f"/v1/expenses/{expense_id}/approve", json={}, headers=as_user(accountant))
     assert refused.status_code == 403 and error(refused)["code"] == "forbidden"
     approved = client.post(
