@@ -15,6 +15,7 @@ call what is the roles' business (engine/api/principal.py). Every route is the c
 
 # No ``from __future__ import annotations``: FastAPI must evaluate the route signatures, whose
 # dependencies are local to build_router.
+import dataclasses
 import hashlib
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from standardwebhooks.webhooks import Webhook
 
-from engine import db
+from engine import attribution, db
 from engine.api.errors import ApiError
 from engine.api.principal import ADMIN, Principal, principal_of
 from engine.application import LedgerService
@@ -419,7 +420,10 @@ def build_router(
                 if row is None or row["body_hash"] != body_hash:  # type: ignore[call-overload]
                     raise ApiError(401, "replayed_delivery", "this webhook-id was used for another delivery")
                 return {"received": True, "duplicate": True, "expense": book.get(tenant_id, expense_id)}
-            with _decisions():
+            # The audit store records who stored the decision: the request carries no key, so it
+            # would say "unauthenticated"; the verified signature makes it the portal's approver.
+            verified = dataclasses.replace(attribution.current(), actor=actor.actor, role=actor.role)
+            with attribution.attributed(lambda: verified), _decisions():
                 if decision.status == "approved":
                     view = book.approve(tenant_id, expense_id, actor, decision.comments, "callback")
                 else:

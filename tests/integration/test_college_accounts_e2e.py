@@ -420,6 +420,14 @@ def test_a_callback_signed_with_one_colleges_secret_never_decides_anothers_expen
         "approved",
         "\u0921\u0949. \u0936\u0930\u094d\u092e\u093e",
     )
+    # The audit store names the verified portal approver, with the delivery's IP and agent.
+    with connect(settings) as conn:
+        who = conn.execute(
+            "SELECT actor, role, client_ip FROM event_actors WHERE originator_id = %s"
+            " ORDER BY originator_version DESC LIMIT 1",
+            (UUID(b_expense),),
+        ).fetchone()
+    assert who == ("callback:50", "principal", "testclient")
     # A reading B's expense by its id: not found, as if it did not exist.
     assert client.get(f"/v1/expenses/{b_expense}", headers=a).status_code == 404
 
