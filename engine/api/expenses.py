@@ -47,6 +47,7 @@ from engine.expenses import (
 from engine.fields import IsoDate, SafeStr, text
 from engine.security.secrets import KeyRing
 from engine.tax.tds import check_pan
+from engine.users import UserDirectory, UserNotFound
 from engine.webhook_signing import new_secret
 
 # A decision is a few hundred bytes; anything far larger is not one.
@@ -177,6 +178,20 @@ def actor_of(principal: Principal) -> Actor:
         role=principal.role,
         user_id=str(principal.user_id) if principal.user_id else None,
     )
+
+
+def decider_of(svc: LedgerService, principal: Principal) -> Actor:
+    """Who approves or rejects, with the user's name when the key is a user's: the name is what the
+    export and the consolidating accountant's batch show as ``approved_by_name`` (seed 002), as the
+    portal's callback gives it."""
+    actor = actor_of(principal)
+    if principal.user_id is None:
+        return actor
+    try:
+        name = UserDirectory(svc).get(principal.tenant_id, principal.user_id).get("name")
+    except UserNotFound:  # removed meanwhile: the decision still names the user by id
+        return actor
+    return dataclasses.replace(actor, name=str(name) if name else None)
 
 
 def _field_error(path: str, code: str, message: str, status: int = 422) -> ApiError:
@@ -310,7 +325,11 @@ def build_router(
     ) -> dict[str, Any]:
         with _decisions():
             return ExpenseBook(svc).approve(
-                tenant_id, _expense_id(expense_id), actor_of(principal_of(request)), body.comments, "api"
+                tenant_id,
+                _expense_id(expense_id),
+                decider_of(svc, principal_of(request)),
+                body.comments,
+                "api",
             )
 
     @router.post("/v1/expenses/{expense_id}/reject", summary="Reject a pending expense (the caller rejects)")
@@ -319,7 +338,7 @@ def build_router(
     ) -> dict[str, Any]:
         with _decisions():
             return ExpenseBook(svc).reject(
-                tenant_id, _expense_id(expense_id), actor_of(principal_of(request)), body.reason, "api"
+                tenant_id, _expense_id(expense_id), decider_of(svc, principal_of(request)), body.reason, "api"
             )
 
     @router.post("/v1/expenses/{expense_id}/pay", summary="Record the payment of an approved expense")

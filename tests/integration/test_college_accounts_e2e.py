@@ -135,6 +135,7 @@ def test_users_take_an_expense_from_budget_to_payment_and_the_auditor_sees_who_d
         f"user:{principal_id}",
         "principal",
     )
+    assert approved.json()["approved_by_name"] == "The principal"  # the user's name, as the export shows it
     not_payer = client.post(
         f"/v1/expenses/{expense_id}/pay",
         json={"payment_reference": "UTR1", "paid_on": "2026-06-20"},
