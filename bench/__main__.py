@@ -271,6 +271,7 @@ class Run:
         with bar(f"relay catch-up {events:,} events", events) as advance:
             proc = self.env.start("relay", "relay")
             ready = proc.wait_log(r"relay \S+ starting after notification")
+            cpu_at_ready = proc.cpu_seconds()
             while True:
                 position = self.poll.relay_position()
                 advance.update(events - (target - position))
@@ -279,6 +280,9 @@ class Run:
                 proc.check()
                 time.sleep(0.02)
             done = time.monotonic()
+            # The relay's CPU (its encoder processes included) per event: steadier than the rate on
+            # a shared machine.
+            cpu_us = (proc.cpu_seconds() - cpu_at_ready) / max(events, 1) * 1e6
         rate = events / (done - ready)
         # The PostgreSQL side alone, beside it (issue 15): the same pages, nothing encoded or sent.
         read, read_rate = notification_log.read_rate(self.env.settings)
@@ -287,6 +291,7 @@ class Run:
             "seconds_from_ready": done - ready,
             "seconds_from_spawn": done - proc.started,
             "notification_log_read_per_s": read_rate,
+            "cpu_us_per_event": cpu_us,
         }
         self.rows.append(
             Row(
@@ -296,7 +301,7 @@ class Run:
                 "ev/s",
                 5_000,
                 raw=self.raw_produce,
-                note="store -> Kafka",
+                note=f"store -> Kafka; relay CPU {cpu_us:.0f} µs/event (with its encoders)",
             )
         )
         self.rows.append(
@@ -1122,12 +1127,14 @@ class Run:
         for name in list(self.env.procs):
             self.env.stop(name)
         for name in ("api", "relay", "projector", "worker", "connectors"):
-            if name == "api" and self.env.peak_each.get(name):
-                # uvicorn's parent and each worker process on its own (the resource tracker too).
+            if name in ("api", "relay") and self.env.peak_each.get(name):
+                # uvicorn's parent and each worker process on its own (the resource tracker too);
+                # the relay and each of its encoder processes.
+                main_label = "uvicorn parent" if name == "api" else "relay process"
                 for role, peak in sorted(self.env.peak_each[name].items()):
-                    label = "uvicorn parent" if role == "main" else role
+                    label = main_label if role == "main" else role
                     self.rows.append(
-                        Row("peak RSS", f"ledgerflow api: {label}", peak / MB, "MB", RSS_LIMIT_MB, op="<")
+                        Row("peak RSS", f"ledgerflow {name}: {label}", peak / MB, "MB", RSS_LIMIT_MB, op="<")
                     )
             elif name in self.env.peak_rss:
                 mb = self.env.peak_rss[name] / MB
