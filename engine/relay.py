@@ -140,11 +140,23 @@ class _PageSender:
         self.feeders: list[asyncio.Future[None]] = []
         self.count = 0
 
-    async def add(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+    async def add(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        key_hash: int | None = None,
+    ) -> None:
+        """Append one message; ``key_hash``, when given, is ``murmur2(key) & 0x7FFFFFFF`` (taken by
+        an encoder process), from which the partition is picked as ``kafka.partition_for`` does."""
         partitions = self.partitions.get(topic)
         if partitions is None:
             partitions = self.partitions[topic] = sorted(await self.producer.partitions_for(topic))
-        tp = (topic, kafka.partition_for(key, partitions))
+        if key_hash is None:
+            tp = (topic, kafka.partition_for(key, partitions))
+        else:
+            tp = (topic, partitions[key_hash % len(partitions)])
         batch = self.batches.get(tp)
         if batch is None:
             batch = self.batches[tp] = self.producer.create_batch()
@@ -310,8 +322,8 @@ class Relay:
         try:
             async with contextlib.aclosing(pool.encode(rows)) as chunks:
                 async for _, messages, failed in chunks:
-                    for topic, key, value, headers in messages:
-                        await page.add(topic_of(topic), key, value, headers)
+                    for topic, key, value, headers, key_hash in messages:
+                        await page.add(topic_of(topic), key, value, headers, key_hash)
                     if failed is not None:
                         row = rows[failed]
                         try:

@@ -29,8 +29,10 @@ from collections.abc import AsyncGenerator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-# (logical topic, key, Avro value, CloudEvents headers): what the relay appends for one event.
-EncodedMessage = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
+# (logical topic, key, Avro value, CloudEvents headers, the key's positive murmur2 hash): what the
+# relay appends for one event; the hash (the partitioner's, engine.kafka.partition_for) is taken here
+# too, one more share of the per-event work off the relay process.
+EncodedMessage = tuple[str, bytes, bytes, list[tuple[str, bytes]], int]
 # (notification id, originator id, originator version, stored topic, state): the relay's row.
 StoredEvent = tuple[int, Any, int, str, bytes]
 
@@ -43,6 +45,7 @@ class EncoderLost(RuntimeError):
 def encode_chunk(rows: Sequence[StoredEvent]) -> tuple[list[EncodedMessage], int | None]:
     """The messages of ``rows`` in order, up to the first one that cannot be encoded, and that one's
     index (``None`` when all could be)."""
+    from engine.kafka import murmur2
     from engine.publishing import encode_stored
 
     messages: list[EncodedMessage] = []
@@ -52,7 +55,8 @@ def encode_chunk(rows: Sequence[StoredEvent]) -> tuple[list[EncodedMessage], int
             encoded = encode_stored(originator_id, version, topic, state)
         except Exception:
             return messages, index
-        append((encoded.outbound.topic, encoded.key, encoded.value, encoded.headers))
+        key = encoded.key
+        append((encoded.outbound.topic, key, encoded.value, encoded.headers, murmur2(key) & 0x7FFFFFFF))
     return messages, None
 
 
@@ -60,7 +64,9 @@ def _serve(conn: Connection) -> None:
     """An encoder's loop: a pickled chunk in, its pickled result out, until the pipe closes."""
     import gc
 
-    import engine.publishing  # noqa: F401 - the engine's import, before the relay counts on us
+    # The engine's imports, done before the relay counts on this encoder.
+    import engine.kafka
+    import engine.publishing  # noqa: F401
 
     conn.send_bytes(b"ready")
     # As the relay process itself (engine/cli.py): a chunk allocates thousands of containers.
