@@ -44,7 +44,7 @@ from engine.application import open_ledger
 from engine.config import Settings
 from engine.errors import IntegrityFault
 from engine.publishing import OutboundEvent, encode_stored
-from engine.relay_encoders import EncoderPool
+from engine.relay_encoders import EncoderLost, EncoderPool
 
 log = logging.getLogger("ledgerflow.relay")
 
@@ -76,8 +76,9 @@ class RelayStats:
     published: int = 0
     batches: int = 0
     position: int = 0
-    # Pages whose events the encoder processes encoded.
+    # Pages whose events the encoder processes encoded; times they were started again.
     pooled_pages: int = 0
+    encoder_restarts: int = 0
 
 
 # One stored event as the relay reads it: (notification id, originator id, originator version,
@@ -409,6 +410,16 @@ class Relay:
                     await _discard(next_read)
                     next_read = None
                     await _wait(stop, 1.0)
+                    continue
+                except EncoderLost as exc:
+                    # An encoder killed under us (OOM killer, an operator): new encoders, and the
+                    # page again from the stored position (what was sent of it is sent again).
+                    log.warning("%s; starting new encoders, will retry the same page", exc)
+                    await _discard(next_read)
+                    next_read = None
+                    self._close_pool()
+                    self._pool = await asyncio.to_thread(EncoderPool, self.encoders, self.encoder_chunk)
+                    self.stats.encoder_restarts += 1
                     continue
                 if await self._retrying(lambda: self.save_position(last), stop) is None:  # noqa: B023
                     return
