@@ -414,10 +414,12 @@ class Relay:
                 except EncoderLost as exc:
                     # An encoder killed under us (OOM killer, an operator): new encoders, and the
                     # page again from the stored position (what was sent of it is sent again).
-                    log.warning("%s; starting new encoders, will retry the same page", exc)
                     await _discard(next_read)
                     next_read = None
                     self._close_pool()
+                    if stop.is_set():  # a SIGTERM to the process group reached the encoders too
+                        return
+                    log.warning("%s; starting new encoders, will retry the same page", exc)
                     self._pool = await asyncio.to_thread(EncoderPool, self.encoders, self.encoder_chunk)
                     self.stats.encoder_restarts += 1
                     continue
