@@ -127,8 +127,15 @@ class ProjectionRunner:
         self.dlq_topic = settings.topic(dead_letters.dlq_topic(self.projection.name))
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._conn: psycopg.Connection | None = None
+        # One kept connection per projection, replaced after a failure: the projections' shares of
+        # a batch are written side by side (PostgreSQL works on one while Python builds the next).
+        self._conns: dict[str, psycopg.Connection] = {}
         self._letters_unpublished: set[str] = set()
+
+    @property
+    def _conn(self) -> psycopg.Connection | None:
+        """The first projection's connection (tests end its backend to simulate an outage)."""
+        return self._conns.get(self.projection.name)
 
     def _stored(self) -> dict[str, Offsets]:
         found: dict[str, Offsets] = {p.name: {} for p in self.projections}
@@ -164,10 +171,9 @@ class ProjectionRunner:
         """One transaction: the projection's share of the batch (poison events isolated and
         dead-lettered), the undecodable records' letters and the positions. Returns how many
         letters it recorded."""
-        # One connection for the runner's life, replaced after a failure.
-        if self._conn is None or self._conn.closed:
-            self._conn = db.connect(self.settings)
-        conn = self._conn
+        conn = self._conns.get(projection.name)
+        if conn is None or conn.closed:
+            conn = self._conns[projection.name] = db.connect(self.settings)
         try:
             with conn.transaction():
                 failed = apply_isolating(conn, projection, work.events, dead_letters_of=projection.name)
@@ -181,7 +187,7 @@ class ProjectionRunner:
             # Whatever failed, start the retry on a fresh connection (a terminated backend leaves
             # a closed one; anything else leaves nothing worth keeping).
             conn.close()
-            self._conn = None
+            self._conns.pop(projection.name, None)
             raise
         return len(failed) + len(work.undecodable)
 
@@ -250,8 +256,8 @@ class ProjectionRunner:
         finally:
             await self._consumer.stop()
             await self._producer.stop()
-            if self._conn is not None:
-                self._conn.close()
+            for conn in self._conns.values():
+                conn.close()
 
     def _collect(
         self, batches: dict[TopicPartition, list[Any]]
@@ -313,22 +319,27 @@ class ProjectionRunner:
         pending = [p for p in self.projections if p.name in work and work[p.name].offsets]
         delay = 0.5
         while pending:
+            outcomes = await asyncio.gather(
+                *(asyncio.to_thread(self._apply_one, p, work[p.name]) for p in pending),
+                return_exceptions=True,
+            )
             failed: list[Projection] = []
-            for p in pending:
+            for p, outcome in zip(pending, outcomes, strict=True):
                 share = work[p.name]
-                try:
-                    letters = await asyncio.to_thread(self._apply_one, p, share)
-                except Exception as exc:
+                if isinstance(outcome, BaseException):
+                    if not isinstance(outcome, Exception):
+                        raise outcome  # cancelled: the batch was not stored, it is read again
                     # Poison never gets here (apply_isolating sets it aside): this is an outage, or a
                     # fault of the deployment (a missing table). Either way nothing is skipped: wait.
-                    if is_poison(exc):
-                        log.error("projecting %s failed (%r); retrying in %.1fs", p.name, exc, delay)
+                    if is_poison(outcome):
+                        log.error("projecting %s failed (%r); retrying in %.1fs", p.name, outcome, delay)
                     else:
                         log.warning(
-                            "PostgreSQL unavailable while projecting (%s); retrying in %.1fs", exc, delay
+                            "PostgreSQL unavailable while projecting (%s); retrying in %.1fs", outcome, delay
                         )
                     failed.append(p)
                     continue
+                letters = outcome
                 self.applied[p.name].update(share.offsets)
                 self.stats.applied += len(share.events) - (letters - len(share.undecodable))
                 self.stats.dead_lettered += letters
@@ -355,10 +366,10 @@ class ProjectionRunner:
                     if key[0] == topic:
                         moved[key] = min(self.applied[q.name].get(key, -1) for q in readers)
         self.stats.positions.update(moved)
+        ahead = {TopicPartition(t, p): o + 1 for (t, p), o in moved.items() if o >= 0}
         try:
-            await self._consumer.commit(
-                {TopicPartition(t, p): o + 1 for (t, p), o in moved.items() if o >= 0}
-            )
+            if ahead:  # empty when a rebalance has just moved the positions back (aiokafka refuses {})
+                await self._consumer.commit(ahead)
             if len(self.projections) > 1:
                 # Each projection's own group shows that projection's progress (it has no members:
                 # the shared group does the reading).
