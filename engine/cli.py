@@ -853,7 +853,8 @@ def projector(settings: Settings, names: tuple[str, ...]) -> None:
         )
 
     async def run_all(stop: asyncio.Event) -> None:
-        await asyncio.gather(*(ProjectionRunner(settings, p).run(stop) for p in chosen))
+        # One runner for all of them: each record fetched and decoded once (projections/runner.py).
+        await ProjectionRunner(settings, chosen).run(stop)
 
     _run_until_signal(run_all)
 
