@@ -18,8 +18,8 @@ from schemas import registry
 LINES_PER_INVOICE = 5
 SELLER_GSTIN = "27AAGCB7383J1Z8"
 
-# The rate master lists two rates for 8504 and 9987 on the invoice date (it depends on facts it does
-# not carry), so those lines name theirs, as a caller must.
+# The rate table leaves 8504 and 9987 at 5% or 18% by facts a code does not carry (engine/tax), so
+# those lines state theirs, as a seller's API call must.
 _LINES = [
     ("Transformer coil", "8504", "10", "NOS", "100.00", "18"),
     ("Steel bars", "7214", "25.5", "KGS", "812.40", None),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from connectors import (
     bank,
     etims,
+    fee_portal,
     gst_irp,
     gstin_lookup,
     gstn_returns,
@@ -18,6 +19,8 @@ from connectors import (
     razorpay,
     sendgrid,
     stripe,
+    super_accountant,
+    tally,
     veekaart,
 )
 from connectors.kit import Connector
@@ -35,6 +38,9 @@ CONNECTORS: tuple[Connector, ...] = (
     sendgrid.CONNECTOR,
     quickbooks.CONNECTOR,
     veekaart.CONNECTOR,
+    tally.CONNECTOR,
+    super_accountant.CONNECTOR,
+    fee_portal.CONNECTOR,
 )
 
 BY_NAME: dict[str, Connector] = {c.name: c for c in CONNECTORS}

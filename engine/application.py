@@ -31,7 +31,7 @@ from eventsourcing.persistence import (
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from engine import db, drafts, integrations, telemetry
+from engine import attribution, db, drafts, integrations, telemetry
 from engine import india_documents as india
 from engine import kenya_invoicing as kenya
 from engine.commands import (
@@ -130,6 +130,8 @@ def event_store_env(settings: Settings) -> dict[str, str]:
         # (the API answers 503, background processes retry) and the pool replaces it.
         "POSTGRES_PRE_PING": "n",
         "CREATE_TABLE": "y",
+        # Chains every stored event and records who stored it (engine/attribution.py, docs/audit-log.md).
+        "APPLICATION_RECORDER_TOPIC": attribution.RECORDER_TOPIC,
     }
 
 
@@ -297,7 +299,7 @@ class LedgerService:
         self.settings = settings
         self.ledger = ledger
         self.pool = pool
-        self._auth_cache: dict[str, tuple[UUID, float]] = {}
+        self._auth_cache: dict[str, tuple[api_keys.KeyIdentity, float]] = {}
         self._tenant_cache: dict[UUID, tuple[Tenant, float]] = {}
         self._ring: KeyRing | None = None
 
@@ -471,7 +473,8 @@ class LedgerService:
                 # Another tenant's key answers exactly like a missing one: key ids must not leak.
                 raise ApiKeyNotFound(f"no API key {key_id}")
             name = str(found["name"])
-            api_keys.store(conn, tenant_id, issued.key_id, secret_hash, name)
+            # A user's key is replaced by a key of the same user: never by one acting as admin.
+            api_keys.store(conn, tenant_id, issued.key_id, secret_hash, name, found.get("user_id"))
             api_keys.expire(conn, key_id, valid_until)
             tenant.rotate_api_key(
                 key_id=issued.key_id,
@@ -598,27 +601,38 @@ class LedgerService:
 
     def cached_authentication(self, api_key: str) -> UUID | None:
         """The key's tenant if a successful look-up of it is still remembered; never blocks."""
+        found = self.cached_identity(api_key)
+        return found.tenant_id if found is not None else None
+
+    def authenticate(self, api_key: str) -> UUID | None:
+        """The key's tenant (see ``identify``)."""
+        found = self.identify(api_key)
+        return found.tenant_id if found is not None else None
+
+    def cached_identity(self, api_key: str) -> api_keys.KeyIdentity | None:
+        """Who the key acts as if a successful look-up of it is still remembered; never blocks."""
         cached = self._auth_cache.get(api_key)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
         return None
 
-    def authenticate(self, api_key: str) -> UUID | None:
-        """The key's tenant. Successful look-ups are remembered for ``AUTH_CACHE_SECONDS``, so a
-        revoked or expired key may work for at most that long after it stops being valid."""
+    def identify(self, api_key: str) -> api_keys.KeyIdentity | None:
+        """Who the key acts as: its tenant, user and role. Successful look-ups are remembered for
+        ``Settings.auth_cache_seconds``, so a revoked or expired key, a user's role change or a
+        disabled user takes effect at most that long after it was made."""
         now = time.monotonic()
         cached = self._auth_cache.get(api_key)
         if cached is not None and cached[1] > now:
             return cached[0]
         with db.transaction(self.pool) as conn:
-            tenant_id = api_keys.authenticate(conn, api_key, datetime.now(UTC))
-        if tenant_id is not None:
+            found = api_keys.identify(conn, api_key, datetime.now(UTC))
+        if found is not None:
             if len(self._auth_cache) > 10_000:
                 self._auth_cache.clear()
-            self._auth_cache[api_key] = (tenant_id, now + AUTH_CACHE_SECONDS)
+            self._auth_cache[api_key] = (found, now + self.settings.auth_cache_seconds)
         else:
             self._auth_cache.pop(api_key, None)
-        return tenant_id
+        return found
 
     def _tenant_for_invoicing(self, tenant_id: UUID) -> Tenant:
         """The tenant as invoices need it (seller GSTIN, state, legal name), cached briefly: loading

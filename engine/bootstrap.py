@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine import db
 from engine.application import LedgerService, open_ledger
+from engine.audit_log import open_audit_log
 from engine.config import Settings
 from engine.payments import open_inbox
 from engine.webhooks import open_store as open_webhook_store
@@ -22,3 +23,4 @@ def migrate(settings: Settings) -> None:
     open_ledger(owner).close()
     open_webhook_store(owner).close()
     open_inbox(owner).close()  # the inbound webhook inbox's tables (engine/payments.py)
+    open_audit_log(owner).close()  # the audit log's entries (engine/audit_log.py)

@@ -130,6 +130,10 @@ class Settings:
         default_factory=lambda: float(_env("LEDGERFLOW_INGEST_KEY_CACHE_S", "30"))
     )
 
+    # How long an API process trusts a key it accepted, with its user's role: a revoked key, a role
+    # change or a disabled user takes effect within this many seconds (docs/users-and-roles.md).
+    auth_cache_seconds: float = field(default_factory=lambda: float(_env("LEDGERFLOW_AUTH_CACHE_S", "5")))
+
     # Observability (docs/observability.md). Where traces and OpenTelemetry metrics go: "none"
     # (the default, also in tests), "console" (one JSON line per span on stdout) or "otlp" (OTLP/HTTP
     # to OTEL_EXPORTER_OTLP_ENDPOINT, default http://localhost:4318).

@@ -287,6 +287,10 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("engine", "integration_health.sql"),
     ("engine", "invoice_drafts.sql"),
     ("engine", "catalogue.sql"),
+    ("engine", "expenses.sql"),
+    ("engine", "fees.sql"),
+    ("engine", "users.sql"),
+    ("engine", "audit.sql"),
 ]
 
 # The outer packages' tables (registered by ``register_outer``) run before this engine migration: the order

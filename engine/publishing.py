@@ -20,7 +20,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 import orjson
 
-from engine import payout_records, reconciliation_records
+from engine import expense_records, fee_records, payout_records, reconciliation_records
 from engine.domain.alert import Alert
 from engine.domain.invoice import Invoice
 from engine.domain.invoice_draft import InvoiceDraft
@@ -49,6 +49,8 @@ AGGREGATE_TOPICS = {
     # Drafts ride on the invoice topic (issue 13): their own ce_types, keyed by the draft id.
     "invoice_draft": "ledger.invoice.v1",
     "product": "ledger.product.v1",
+    **expense_records.TOPICS,
+    **fee_records.TOPICS,
 }
 # Topics keyed by tenant id rather than aggregate id: a tenant's alerts stay in order in one partition,
 # and a consumer can compact or filter them per tenant (issue 10: "key = tenant id").
@@ -459,6 +461,27 @@ def _tenant_profile_updated(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _tenant_user_changed(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "user_id": event.user_id,
+        "changes": [
+            {"field": field, "old": _json_text(change["old"]), "new": _json_text(change["new"])}
+            for field, change in sorted(event.changes.items())
+        ],
+        "changed_by": event.changed_by,
+    }
+
+
+def _tenant_read_grant(event: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "user_id": event.user_id,
+        "home_tenant_id": event.home_tenant_id,
+        "changed_by": event.changed_by,
+    }
+
+
 def _tenant_integration_settings_changed(event: Any, base: dict[str, Any]) -> dict[str, Any]:
     return {
         **base,
@@ -685,6 +708,10 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     Tenant.ApiKeyRevoked: lambda e, b: {**b, "key_id": e.key_id, "changed_by": e.changed_by},
     Tenant.ProfileUpdated: _tenant_profile_updated,
     Tenant.IntegrationSettingsChanged: _tenant_integration_settings_changed,
+    Tenant.UserAdded: lambda e, b: {**b, "user_id": e.user_id, "role": e.role, "changed_by": e.changed_by},
+    Tenant.UserChanged: _tenant_user_changed,
+    Tenant.ReadGrantGiven: _tenant_read_grant,
+    Tenant.ReadGrantWithdrawn: _tenant_read_grant,
     Alert.Raised: _alert_raised,
     Payment.Recorded: _payment_recorded,
     Payment.StatusChanged: _payment_status_changed,
@@ -718,6 +745,8 @@ RECORD_BUILDERS: dict[type, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     },
     Product.Created: _product_state,
     Product.Revised: _product_state,
+    **expense_records.RECORD_BUILDERS,
+    **fee_records.RECORD_BUILDERS,
 }
 
 

@@ -23,6 +23,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("projections", "etims_compliance.sql"),
     ("projections", "gst_outward_supplies.sql"),
     ("projections", "reconciliation.sql"),
+    ("projections", "audit_trail.sql"),
 ]
 
 # Objects over projection tables (the reporting views and their row-level security), installed after

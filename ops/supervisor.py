@@ -493,6 +493,12 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
         # Refreshes OAuth tokens before they expire (connectors/oauth.py).
         Child("oauth", [sys.executable, "-m", "ops.oauth_refresher"], COLOURS[7 % len(COLOURS)]),
         Child("veekaart-sync", [sys.executable, "-m", "ops.veekaart_scheduler"], COLOURS[8 % len(COLOURS)]),
+        # Escalates expense approvals whose SLA lapsed (engine/expense_cli.py).
+        Child("expense-timer", [*cli, "expenses", "timer"], COLOURS[9 % len(COLOURS)]),
+        # The colleges' daily expense batches to the consolidating accountant (ops/accountant_scheduler.py).
+        Child(
+            "accountant-sync", [sys.executable, "-m", "ops.accountant_scheduler"], COLOURS[10 % len(COLOURS)]
+        ),
     ]
     # Every connector's sandbox, so the demo tenant's integrations have somewhere to call.
     sandboxes = [c.sandbox for c in CONNECTORS if c.sandbox is not None]

@@ -25,6 +25,9 @@ TOPICS = [
     "projection.reconciliation.dlq.v1",
     "router.einvoicing.dlq.v1",
     "ledger.product.v1",
+    "ledger.expense.v1",
+    "ledger.budget.v1",
+    "ledger.fee_collection.v1",
 ]
 
 

@@ -43,6 +43,7 @@ INVOICE_TOPIC = "ledger.invoice.v1"
 TENANT_TOPIC = "ledger.tenant.v1"
 PAYOUT_TOPIC = "ledger.payout.v1"
 PAYMENT_TOPIC = "ledger.payment.v1"
+EXPENSE_TOPIC = "ledger.expense.v1"
 ROUTER_AGENT = "route-einvoicing"
 ROUTER_DLQ_TOPIC = "router.einvoicing.dlq.v1"
 # Tries at a record that fails with an error of ours (not an outage) before it is dead-lettered.
@@ -232,6 +233,9 @@ def source_topics(connectors: Sequence[Connector]) -> list[str]:
     # Payments too when a connector routes them (QuickBooks pushes captured payments).
     if any(t.startswith("ledgerflow.payment.") for c in connectors for t in c.route_event_types):
         wanted.append(PAYMENT_TOPIC)
+    # Expenses when a connector routes them (Tally posts approved and paid expenses).
+    if any(t.startswith("ledgerflow.expense.") for c in connectors for t in c.route_event_types):
+        wanted.append(EXPENSE_TOPIC)
     return wanted
 
 

@@ -23,7 +23,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from connectors import registry as connector_registry
 from engine import db, drafts, integrations, logs, telemetry
 from engine.api import contract, principal
+from engine.api.accountant import build_router as accountant_router
 from engine.api.alerts import build_router as alerts_router
+from engine.api.audit_logs import RecordAttribution
+from engine.api.audit_logs import build_router as audit_logs_router
 from engine.api.bank import build_router as bank_router
 from engine.api.drafts import build_router as drafts_router
 from engine.api.drafts import draft_view
@@ -32,6 +35,8 @@ from engine.api.etims import build_router as etims_router
 from engine.api.etims import refuse_suspended, suspension_cached
 from engine.api.etims_compliance import build_router as etims_compliance_router
 from engine.api.etims_sales import build_router as etims_sales_router
+from engine.api.expenses import build_router as expenses_router
+from engine.api.fees import build_router as fees_router
 from engine.api.gst_parties import build_router as gst_parties_router
 from engine.api.gst_tax import build_router as gst_tax_router
 from engine.api.gstr1 import build_router as gstr1_router
@@ -47,12 +52,15 @@ from engine.api.payouts import build_router as payouts_router
 from engine.api.products import build_router as products_router
 from engine.api.reconciliation import build_router as reconciliation_router
 from engine.api.reports import build_router as reports_router
+from engine.api.tally import build_router as tally_router
 from engine.api.tds import build_router as tds_router
 from engine.api.tenant import build_router as tenant_router
 from engine.api.tenant import caller_of
+from engine.api.users import build_router as users_router
 from engine.api.veekaart import build_router as veekaart_router
 from engine.api.webhooks import build_router as webhooks_router
 from engine.application import InvoiceNotFound, LedgerService
+from engine.audit_log import AuditLogBook
 from engine.bootstrap import build_service
 from engine.commands import CancelInvoice, IssueGstNote
 from engine.config import Settings, load_settings
@@ -282,6 +290,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         books.close()
         holder.close()
         metrics_collector.close()
+        audit_log.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -293,6 +302,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = holder
     install(app)
 
+    app.add_middleware(RecordAttribution)
+    audit_log = AuditLogBook(settings)  # opened on first use, closed with the app
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
 
     bearer = HTTPBearer(auto_error=False)
@@ -316,16 +327,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "send your API key as 'Authorization: Bearer <api key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        tenant_id = svc.cached_authentication(credentials.credentials)
-        if tenant_id is None:
-            tenant_id = await run_in_threadpool(svc.authenticate, credentials.credentials)
-        if tenant_id is None:
+        identity = svc.cached_identity(credentials.credentials)
+        if identity is None:
+            identity = await run_in_threadpool(svc.identify, credentials.credentials)
+        if identity is None:
             raise ApiError(
                 401,
                 "unauthorized",
-                "the API key is unknown, revoked or expired",
+                "the API key is unknown, revoked or expired, or its user is disabled",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        tenant_id = identity.tenant_id
         # A suspended eTIMS company (engine/api/etims.py); a cache miss reads PostgreSQL off the loop.
         if suspension_cached(tenant_id):
             refuse_suspended(svc, tenant_id)
@@ -333,8 +345,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(refuse_suspended, svc, tenant_id)
         logs.bind_tenant(str(tenant_id))
         request.state.server_span.set_attribute("ledgerflow.tenant_id", str(tenant_id))
-        request.state.principal = principal.from_api_key(tenant_id, credentials.credentials)
-        return tenant_id
+        # The permission policy (engine/api/permissions.py) and a consolidator's college_id.
+        admitted = await principal.admit(request, svc, identity)
+        request.state.principal = admitted
+        return admitted.tenant_id
 
     Tenant = Annotated[UUID, Depends(current_tenant)]
     Service = Annotated[LedgerService, Depends(service)]
@@ -359,6 +373,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth_router(settings, current_tenant, service, holder.key_ring))
     app.include_router(products_router(current_tenant, service))
     app.include_router(veekaart_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(tally_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(expenses_router(current_tenant, service, holder.key_ring))
+    app.include_router(fees_router(current_tenant, service))
+    app.include_router(accountant_router(settings, current_tenant, service, holder.key_ring))
+    app.include_router(users_router(settings, current_tenant, service))
+    app.include_router(audit_logs_router(audit_log, current_tenant, service))
 
     def parse_invoice_id(invoice_id: str) -> UUID:
         try:

@@ -47,6 +47,9 @@ class ApiKeyView(BaseModel):
         description="When a request with it was last accepted (recorded at most once a minute)."
     )
     expires_at: datetime | None = Field(description="Set while the key is in a rotation grace period.")
+    user_id: UUID | None = Field(
+        default=None, description="The user the key acts for (with the user's role); null: acts as admin."
+    )
 
 
 class ApiKeyList(BaseModel):
@@ -71,9 +74,11 @@ class OnboardedTenant(BaseModel):
 
 
 def caller_of(request: Request) -> str:
-    """Who a tenant request acts as, for the audit trail: its API key's public id (never the key).
-
-    Only called after ``current_tenant`` accepted the key, so the header holds a well-formed one."""
+    """Who a tenant request acts as, for the audit trail: ``user:<uuid>`` for a user's key, else its
+    API key's public id (never the key). Only called after ``current_tenant`` accepted the key."""
+    found = getattr(request.state, "principal", None)
+    if found is not None:
+        return str(found.actor)
     presented = request.headers.get("authorization", "").partition(" ")[2]
     parsed = api_keys.parse(presented)
     return f"api_key:{parsed[0]}" if parsed else "api_key:unknown"

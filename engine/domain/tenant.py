@@ -78,6 +78,32 @@ class Tenant(Aggregate):
         credentials_changed: list[str]  # field names only, never a value
         changed_by: str
 
+    # Users and roles (engine/users.py): the rows in ``tenant_users`` are what authentication reads;
+    # these events are the audit trail of who created a user and who changed a role or disabled one.
+    # No name or email on them: a user's personal data stays out of the public ledger.tenant.v1.
+    class UserAdded(Aggregate.Event):
+        user_id: str
+        role: str
+        changed_by: str
+
+    class UserChanged(Aggregate.Event):
+        user_id: str
+        # field ("role", "disabled") -> {"old": ..., "new": ...}, only the fields whose value changed
+        changes: dict[str, Any]
+        changed_by: str
+
+    # The operator let a consolidator user of another tenant read this one (engine/api/permissions.py):
+    # recorded on the tenant being read, so its own history says who may see its books.
+    class ReadGrantGiven(Aggregate.Event):
+        user_id: str
+        home_tenant_id: str
+        changed_by: str
+
+    class ReadGrantWithdrawn(Aggregate.Event):
+        user_id: str
+        home_tenant_id: str
+        changed_by: str
+
     @event(Registered)
     def __init__(
         self,
@@ -219,6 +245,26 @@ class Tenant(Aggregate):
         # reads that switch, so the flag can never disagree with what actually happens.
         if provider == EINVOICING_PROVIDER:
             self.einvoicing_enabled = enabled
+
+    # -- users and read grants ----------------------------------------------------------------------
+    # Rules about users (known roles, unique emails) are checked by engine/users.py against the rows,
+    # which are the source of truth for authentication; the aggregate records what happened.
+
+    @event(UserAdded)
+    def add_user(self, *, user_id: str, role: str, changed_by: str) -> None:
+        """Record a new user of the tenant with its role."""
+
+    @event(UserChanged)
+    def change_user(self, *, user_id: str, changes: dict[str, Any], changed_by: str) -> None:
+        """Record a user's role change or (re-)enabling, with the old and new values."""
+
+    @event(ReadGrantGiven)
+    def give_read_grant(self, *, user_id: str, home_tenant_id: str, changed_by: str) -> None:
+        """Record that a consolidator of ``home_tenant_id`` may now read this tenant."""
+
+    @event(ReadGrantWithdrawn)
+    def withdraw_read_grant(self, *, user_id: str, home_tenant_id: str, changed_by: str) -> None:
+        """Record that a consolidator of ``home_tenant_id`` may no longer read this tenant."""
 
     @property
     def tenant_id(self) -> UUID:

@@ -47,15 +47,20 @@ def parse(api_key: str) -> tuple[str, str] | None:
 
 
 def store(
-    conn: psycopg.Connection, tenant_id: UUID, key_id: str, secret_hash: bytes, name: str = "default"
+    conn: psycopg.Connection,
+    tenant_id: UUID,
+    key_id: str,
+    secret_hash: bytes,
+    name: str = "default",
+    user_id: UUID | None = None,
 ) -> None:
     conn.execute(
-        "INSERT INTO api_keys (key_id, tenant_id, secret_hash, name) VALUES (%s, %s, %s, %s)",
-        (key_id, tenant_id, secret_hash, name),
+        "INSERT INTO api_keys (key_id, tenant_id, secret_hash, name, user_id) VALUES (%s, %s, %s, %s, %s)",
+        (key_id, tenant_id, secret_hash, name, user_id),
     )
 
 
-_VIEW_COLUMNS = "key_id, name, created_at, expires_at, revoked_at, last_used_at"
+_VIEW_COLUMNS = "key_id, name, created_at, expires_at, revoked_at, last_used_at, user_id"
 
 
 def views(conn: psycopg.Connection, tenant_id: UUID, now: datetime) -> list[dict[str, Any]]:
@@ -111,36 +116,61 @@ def expire_others(conn: psycopg.Connection, tenant_id: UUID, keep_key_id: str, a
     )
 
 
+@dataclass(frozen=True, slots=True)
+class KeyIdentity:
+    """Who an accepted key acts as: its tenant, and its user and role when it was issued to a user.
+
+    ``role`` is read from the user's row at authentication (engine/users.sql), so a role change or a
+    disabled user takes effect when the authentication cache forgets the key."""
+
+    tenant_id: UUID
+    key_id: str
+    user_id: UUID | None = None
+    role: str | None = None  # None: a key without a user, which acts as the tenant's admin
+
+
 def authenticate(conn: psycopg.Connection, api_key: str, now: datetime) -> UUID | None:
     """The tenant a key belongs to, or None for an unknown, wrong or expired key."""
+    found = identify(conn, api_key, now)
+    return found.tenant_id if found is not None else None
+
+
+def identify(conn: psycopg.Connection, api_key: str, now: datetime) -> KeyIdentity | None:
+    """Who a key acts as, or None for an unknown, wrong or expired key, or one whose user is
+    disabled or gone. One primary-key read joined to the key's user."""
     parsed = parse(api_key)
     if parsed is None:
         return None
     key_id, secret = parsed
     row = conn.execute(
-        "SELECT tenant_id, secret_hash, expires_at, last_used_at FROM api_keys WHERE key_id = %s", (key_id,)
+        "SELECT k.tenant_id, k.secret_hash, k.expires_at, k.last_used_at, k.user_id, u.role, u.disabled"
+        " FROM api_keys k LEFT JOIN tenant_users u ON u.user_id = k.user_id AND u.tenant_id = k.tenant_id"
+        " WHERE k.key_id = %s",
+        (key_id,),
     ).fetchone()
     if row is None:
         return None
-    tenant_id, secret_hash, expires_at, last_used_at = _as_tuple(row)
+    values = tuple(row.values()) if isinstance(row, dict) else tuple(row)
+    tenant_id, secret_hash, expires_at, last_used_at, user_id, role, disabled = values
     if not hmac.compare_digest(bytes(secret_hash), _hash(secret)):
         return None
     if expires_at is not None and expires_at <= now:
         return None
+    if user_id is not None and (role is None or disabled):
+        return None
     if last_used_at is None or last_used_at < now - USE_RECORD_INTERVAL:
         conn.execute("UPDATE api_keys SET last_used_at = %s WHERE key_id = %s", (now, key_id))
-    return UUID(str(tenant_id))
+    return KeyIdentity(
+        tenant_id=UUID(str(tenant_id)),
+        key_id=key_id,
+        user_id=UUID(str(user_id)) if user_id is not None else None,
+        role=str(role) if role is not None else None,
+    )
 
 
 # last_used_at is written at most this often per key: a write per request would double the API's
 # database writes for a figure people read in days.
 USE_RECORD_INTERVAL = timedelta(minutes=1)
-
-
-def _as_tuple(row: Any) -> tuple[Any, bytes, datetime | None, datetime | None]:
-    if isinstance(row, dict):
-        return row["tenant_id"], row["secret_hash"], row["expires_at"], row["last_used_at"]
-    return row[0], row[1], row[2], row[3]
 
 
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)

@@ -81,7 +81,15 @@ ALLOWED_CONFLICTS = {
     "sync_not_supported",
     "integration_disabled",
 }
+# 403 forbidden: the operators' endpoints, and A's data asked for with ``college_id`` (only a
+# consolidator the operator granted A may read it: docs/users-and-roles.md).
 ALLOWED_REFUSALS = {"onboarding_disabled", "forbidden"}
+# A's user, whose id, name, email and key must not reach B either.
+A_USER = {
+    "name": "Alpha Accountant Kumari",
+    "email": "alpha.accounts@alpha-college.example",
+    "role": "accountant",
+}
 
 
 def error_code(response: httpx.Response) -> str:
@@ -102,6 +110,7 @@ class TenantA:
     revoked_key: dict[str, Any]
     cursors: dict[str, str] = field(default_factory=dict)  # where -> a next cursor from A's page
     webhook: dict[str, Any] = field(default_factory=dict)  # A's webhook endpoint, secret included
+    user: dict[str, Any] = field(default_factory=dict)  # A's user, and its API key as "api_key"
 
     @property
     def invoice_ids(self) -> list[str]:
@@ -130,6 +139,10 @@ class TenantA:
             "A's webhook url": A_WEBHOOK_URL,
             "A's webhook endpoint id": self.webhook["id"],
             "A's webhook secret": self.webhook["secret"],
+            "A's user id": self.user["user_id"],
+            "A's user name": A_USER["name"],
+            "A's user email": A_USER["email"],
+            "A's user API key": self.user["api_key"],
         }
         return found
 
@@ -194,6 +207,12 @@ def two_tenants(
         "/v1/webhooks/endpoints", json={"url": A_WEBHOOK_URL, "event_types": ["*"]}, headers=as_a
     )
     assert webhook.status_code == 201, webhook.text
+    user = client.post("/v1/users", json=A_USER, headers=as_a)
+    assert user.status_code == 201, user.text
+    user_key = client.post(
+        f"/v1/users/{user.json()['user_id']}/api-keys", json={"name": "alpha"}, headers=as_a
+    )
+    assert user_key.status_code == 201, user_key.text
 
     # B's own: an invoice, an ingest key and its own gst-irp integration.
     b_invoice = invoice_body("BRAVO-0001", date="2026-01-06")
@@ -232,6 +251,7 @@ def two_tenants(
         active_key=active,
         revoked_key=revoked,
         webhook=webhook.json(),
+        user={**user.json(), "api_key": user_key.json()["api_key"]},
     )
     # Cursors from A's own pages: each continues after one of A's rows.
     page = client.get("/v1/invoices", params={"limit": 1}, headers=as_a).json()
@@ -253,6 +273,7 @@ class Attempt:
     params: dict[str, str]
     headers: dict[str, str]
     body: Any | None
+    tenant_key: bool = False  # the operation authenticates with a tenant's API key (current_tenant)
 
 
 def path_values(name: str, a: TenantA) -> list[str]:
@@ -265,6 +286,7 @@ def path_values(name: str, a: TenantA) -> list[str]:
         "fingerprint": ["0123456789abcdef"],
         "endpoint_id": [a.webhook["id"]],
         "delivery_id": [a.webhook["id"], a.tenant_id],
+        "user_id": [a.user["user_id"]],
     }
     return known.get(name, [a.tenant_id, *a.invoice_ids, *a.key_ids])
 
@@ -299,17 +321,23 @@ def attempts_for(openapi: dict[str, Any], a: TenantA) -> list[Attempt]:
                 for name, value in zip(in_path, values, strict=True):
                     url = url.replace("{" + name + "}", quote(value, safe=""))
                 has_body = "requestBody" in operation
-                variants: list[dict[str, str]] = [{}, {"tenant_id": a.tenant_id}]
+                # college_id: the seed's way to name a college (tenant), open only to consolidators.
+                variants: list[dict[str, str]] = [{}, {"tenant_id": a.tenant_id}, {"college_id": a.tenant_id}]
                 if "cursor" in in_query:
                     variants += [{"cursor": c} for c in a.cursors.values()]
                 # A query parameter this test does not know yet gets A's ids too.
-                for name in sorted(in_query - {"cursor", "format", "limit", "from", "to", "status", "group"}):
+                for name in sorted(
+                    in_query - {"cursor", "format", "limit", "from", "to", "status", "group", "college_id"}
+                ):
                     variants += [{name: v} for v in (a.tenant_id, *a.invoice_ids, *a.key_ids)]
                 for variant, output in itertools.product(variants, formats):
                     params = {**variant, **({"format": output} if output else {})}
                     body = request_body(method, path, serial) if has_body else None
+                    tenant_key = any("HTTPBearer" in s for s in operation.get("security", []))
                     found.append(
-                        Attempt(f"{method.upper()} {path}", method.upper(), url, params, headers, body)
+                        Attempt(
+                            f"{method.upper()} {path}", method.upper(), url, params, headers, body, tenant_key
+                        )
                     )
     return found
 
@@ -332,6 +360,8 @@ def test_tenant_b_gets_nothing_of_tenant_a_from_any_endpoint_and_changes_nothing
     attempts = attempts_for(document, a)
     operations = {f"{m.upper()} {p}" for p, ops in document["paths"].items() for m in ops}
     assert {t.operation for t in attempts} == operations and len(operations) >= 18
+    # Most operations take a tenant's key (the rest: operator, health, signed receivers).
+    assert len({t.operation for t in attempts if t.tenant_key}) >= len(operations) * 3 // 4
     leaks: list[str] = []
     refused: list[str] = []
     answers: Counter[str] = Counter()
@@ -354,6 +384,17 @@ def test_tenant_b_gets_nothing_of_tenant_a_from_any_endpoint_and_changes_nothing
         unsigned = unsigned or (response.status_code == 400 and code == "invalid_state")
         if response.status_code not in ALLOWED and not conflict and not operators_only and not unsigned:
             refused.append(f"{where}: {response.text[:300]}")
+        # B is no consolidator granted A: naming A as the college is refused before anything runs.
+        if (
+            attempt.tenant_key
+            and "college_id" in attempt.params
+            and (response.status_code, code)
+            != (
+                403,
+                "forbidden",
+            )
+        ):
+            refused.append(f"{where}: answered B's college_id=A with {response.text[:300]}")
         # B's own input echoed back ("no invoice <id>") tells B nothing it did not send.
         sent = json.dumps([attempt.path, attempt.params, attempt.headers, attempt.body])
         unsent = {name: value for name, value in markers.items() if value not in sent}
@@ -401,6 +442,14 @@ def test_tenant_b_gets_nothing_of_tenant_a_from_any_endpoint_and_changes_nothing
         loaded = integrations.load(conn, load_key_ring(settings.var_dir), UUID(a.tenant_id), "gst-irp")
     assert loaded is not None
     assert loaded.base_url == A_BASE_URL and loaded.credentials == A_ACCOUNT.credentials()
+    users = client.get("/v1/users", headers=as_a).json()["items"]
+    assert [(u["user_id"], u["role"], u["status"]) for u in users] == [
+        (a.user["user_id"], "accountant", "active")
+    ]
+    assert (
+        client.get("/v1/invoices", headers={"Authorization": f"Bearer {a.user['api_key']}"}).status_code
+        == 200
+    )
 
     # B's reports hold B's rows (so "no A rows" above is not an empty report), as JSON and CSV.
     for output in ("json", "csv"):

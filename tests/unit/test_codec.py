@@ -303,6 +303,16 @@ def test_registry_lookups() -> None:
     assert registry.all_types() == [
         "ledgerflow.alert.raised",
         "ledgerflow.bank_transaction.recorded",
+        "ledgerflow.budget.allocated",
+        "ledgerflow.budget.revised",
+        "ledgerflow.budget.utilised",
+        "ledgerflow.expense.approval_requested",
+        "ledgerflow.expense.approved",
+        "ledgerflow.expense.escalated",
+        "ledgerflow.expense.paid",
+        "ledgerflow.expense.rejected",
+        "ledgerflow.expense.submitted",
+        "ledgerflow.fee_collection.recorded",
         "ledgerflow.invoice.cancelled",
         "ledgerflow.invoice.credit_released",
         "ledgerflow.invoice.credited",
@@ -348,7 +358,11 @@ def test_registry_lookups() -> None:
         "ledgerflow.tenant.api_key_rotated",
         "ledgerflow.tenant.integration_settings_changed",
         "ledgerflow.tenant.profile_updated",
+        "ledgerflow.tenant.read_grant_given",
+        "ledgerflow.tenant.read_grant_withdrawn",
         "ledgerflow.tenant.registered",
+        "ledgerflow.tenant.user_added",
+        "ledgerflow.tenant.user_changed",
     ]
     issued = registry.versions("ledgerflow.invoice.issued")
     assert [sv.version for sv in issued] == [1, 2, 3, 4, 5]

@@ -33,6 +33,9 @@ def test_every_registered_connector_is_a_provider_with_its_url_policy_and_connec
         "sendgrid",
         "quickbooks",
         "veekaart",
+        "tally",
+        "super-accountant",
+        "fee-portal",
     ]
     assert sorted(integrations.PROVIDERS) == sorted(names)
     assert integrations.PROVIDERS["gstin-lookup"].credential_fields == ("client_id", "client_secret")
@@ -50,6 +53,8 @@ def test_only_connectors_with_a_handler_get_topics_and_gst_irp_keeps_its_names()
         "bank",
         "sendgrid",
         "quickbooks",
+        "tally",
+        "super-accountant",
     ]
     assert topics_for(specs[0]) == [
         "connector.gst-irp.jobs.v1",
@@ -127,6 +132,7 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("projections", "etims_compliance.sql"),
     ("projections", "gst_outward_supplies.sql"),
     ("projections", "reconciliation.sql"),
+    ("projections", "audit_trail.sql"),
     ("engine", "connector_state.sql"),
     ("engine", "etims_tax_rates.sql"),
     ("engine", "tax_return_parts.sql"),
@@ -136,6 +142,10 @@ ENGINE_AND_OUTER_MIGRATIONS = [
     ("engine", "integration_health.sql"),
     ("engine", "invoice_drafts.sql"),
     ("engine", "catalogue.sql"),
+    ("engine", "expenses.sql"),
+    ("engine", "fees.sql"),
+    ("engine", "users.sql"),
+    ("engine", "audit.sql"),
 ]
 
 

@@ -157,4 +157,5 @@ def test_the_router_reads_the_tenant_topic_only_when_a_connector_routes_tenant_e
         "ledger.tenant.v1",
         "ledger.payout.v1",
         "ledger.payment.v1",
+        "ledger.expense.v1",
     ]

@@ -79,6 +79,13 @@ def all_kinds_of_events() -> list[Any]:
         credentials_changed=["password"],
         changed_by="api_key:k2",
     )
+    user = "0f6b1e52-8c3d-4a79-9e21-7d4c5b6a8f10"
+    tenant.add_user(user_id=user, role="accountant", changed_by="api_key:k2")
+    changes = {"role": {"old": "accountant", "new": "auditor"}, "disabled": {"old": False, "new": True}}
+    tenant.change_user(user_id=user, changes=changes, changed_by=f"user:{user}")
+    home = "7c1d3e5f-9a2b-4c6d-8e0f-1a3b5c7d9e2f"
+    tenant.give_read_grant(user_id=user, home_tenant_id=home, changed_by="operator:api")
+    tenant.withdraw_read_grant(user_id=user, home_tenant_id=home, changed_by="operator:api")
     invoice = build_invoice(
         tenant,
         IssueInvoice.model_validate(BODY),

@@ -146,3 +146,23 @@ def test_a_rotation_stored_before_named_keys_still_loads() -> None:
     loaded = ledger.repository.get(tenant.id)
     assert loaded.api_key_id == "k2"
     assert loaded.api_keys == {"k2": "default"}
+
+
+def test_user_and_read_grant_events_name_who_and_what_and_load_back() -> None:
+    ledger = in_memory_ledger()
+    tenant = new_tenant(saved=False)
+    tenant.add_user(user_id="u1", role="accountant", changed_by="api_key:k1")
+    tenant.change_user(
+        user_id="u1", changes={"role": {"old": "accountant", "new": "principal"}}, changed_by="user:u0"
+    )
+    tenant.give_read_grant(user_id="c1", home_tenant_id="h1", changed_by="operator:api")
+    tenant.withdraw_read_grant(user_id="c1", home_tenant_id="h1", changed_by="operator:api")
+    ledger.save(tenant)
+    recorded = [(type(e).__name__, getattr(e, "changed_by", None)) for e in ledger.events.get(tenant.id)]
+    assert recorded[-4:] == [
+        ("UserAdded", "api_key:k1"),
+        ("UserChanged", "user:u0"),
+        ("ReadGrantGiven", "operator:api"),
+        ("ReadGrantWithdrawn", "operator:api"),
+    ]
+    assert ledger.repository.get(tenant.id).profile == tenant.profile

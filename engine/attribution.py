@@ -1,0 +1,148 @@
+"""Who stored an event: recorded for every stored event in the audit store (table ``event_actors``),
+in the transaction that stores the event, keyed by (events table, aggregate id, version).
+
+The HTTP API binds each request's attribution (engine/api/audit_logs.py: the principal's actor, role
+and user, the client's IP and user agent, the request id) with ``attributed``; whatever stores events
+without one (the ingest agent, connector workers, timers) is recorded as its process.
+
+Why a side insert in the recorder rather than a trigger reading ``set_config``: eventsourcing stores
+events on its own pooled connection, inside its own transaction, so a setting made by the caller on
+another connection would never reach it; the recorder's ``_insert_events`` hook runs on that very
+connection and transaction (``PostgresApplicationRecorder.insert_events``, eventsourcing 9.5), before
+the events' INSERT, pipelined with it. If the events are refused (a version conflict), the actor rows
+roll back with them.
+
+IP and user agent stay here and in the audit log's API: they are never part of an event's state, so
+they never reach a public topic.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg import Cursor, sql
+
+from engine import event_chain
+from engine.publishing import event_id
+
+ACTORS_TABLE = "event_actors"
+# A user agent is the client's free text: kept, but bounded.
+MAX_USER_AGENT = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    actor: str
+    role: str | None = None
+    user_id: UUID | None = None
+    client_ip: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+    route: str | None = None
+
+
+_source: ContextVar[Callable[[], Attribution] | None] = ContextVar("ledgerflow_attribution", default=None)
+_process_name: str | None = None
+
+
+def set_process_name(name: str | None) -> None:
+    """Name this process's actor (``process:<name>``) for the events it stores outside any request
+    (None: derived from the command line)."""
+    global _process_name
+    _process_name = name
+
+
+def process_attribution() -> Attribution:
+    name = _process_name
+    if name is None:
+        args = [
+            os.path.basename(sys.argv[0] or "python"),
+            *[a for a in sys.argv[1:2] if not a.startswith("-")],
+        ]
+        name = " ".join(args)
+    return Attribution(actor=f"process:{name}", route=f"pid {os.getpid()}")
+
+
+def current() -> Attribution:
+    """The attribution bound to this context (a request), else the process's."""
+    source = _source.get()
+    found = source() if source is not None else None
+    return found if found is not None else process_attribution()
+
+
+@contextmanager
+def attributed(source: Callable[[], Attribution]) -> Iterator[None]:
+    """Bind ``source`` (called when events are stored, so it sees what the request learnt meanwhile,
+    such as its principal) for this context and the threads that copy it."""
+    token = _source.set(source)
+    try:
+        yield
+    finally:
+        _source.reset(token)
+
+
+def clean(value: str | None, limit: int) -> str | None:
+    """Text a client sent, as stored: NUL (which PostgreSQL text refuses) dropped, at most ``limit``."""
+    if value is None:
+        return None
+    return value.replace("\x00", "")[:limit]
+
+
+class AttributedRecorder(PostgresApplicationRecorder):
+    """The eventsourcing PostgreSQL recorder of every Ledgerflow event store (``event_store_env``):
+    creates the chain (engine/event_chain.py) with the table, and records who stored each event."""
+
+    def _create_table(self, curs: Cursor[Any]) -> None:
+        super()._create_table(curs)
+        create_audit_tables(curs, self.datastore.schema)
+        event_chain.install(curs, self.datastore.schema, self.events_table_name)
+
+    def _insert_events(self, curs: Cursor[Any], stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        if not stored_events:
+            return
+        who = current()
+        statement = sql.SQL(
+            "INSERT INTO {}.{} (events_table, originator_id, originator_version, event_id, actor, role,"
+            " user_id, client_ip, user_agent, request_id, route)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING"
+        ).format(sql.Identifier(self.datastore.schema), sql.Identifier(ACTORS_TABLE))
+        curs.executemany(
+            statement,
+            [
+                (
+                    self.events_table_name,
+                    e.originator_id,
+                    e.originator_version,
+                    event_id(UUID(str(e.originator_id)), e.originator_version),
+                    who.actor,
+                    who.role,
+                    who.user_id,
+                    who.client_ip,
+                    clean(who.user_agent, MAX_USER_AGENT),
+                    who.request_id,
+                    who.route,
+                )
+                for e in stored_events
+            ],
+        )
+
+
+def create_audit_tables(curs: Cursor[Any], schema: str) -> None:
+    """The audit store's tables (engine/audit.sql, also a migration) in ``schema``."""
+    curs.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+    curs.execute(resources.files("engine").joinpath("audit.sql").read_text())
+
+
+RECORDER_TOPIC = f"{__name__}:{AttributedRecorder.__name__}"

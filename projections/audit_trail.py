@@ -1,0 +1,270 @@
+"""The ``audit_trail`` projection: every domain event as an audit log entry (issue 14, "Audit log").
+
+One row per event of every ``ledger.*`` topic (``engine.publishing.AGGREGATE_TOPICS``): who (the
+engine's audit store, ``event_actors``, written with the event: engine/attribution.py), what (event
+type, entity type and id), and the old and new values of the fields the event changed.
+
+Old values come from the entity's last known state as this projection saw it: each row keeps
+``state_after``, the entity's fields after the event, and an event's previous state is that of the
+same entity's row at the highest earlier offset of the same partition (an aggregate's events share
+a partition: the key is its id), else its latest row from elsewhere (a rebuild from the event
+store). So a replayed, duplicated or rebuilt event finds the same previous state and writes the same
+row; the insert is idempotent on the event id.
+
+Manual entries (``POST /v1/audit-logs``) are not here: they are the engine's own store
+(engine/audit_log.py); ``search`` reads both.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import orjson
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from engine.attribution import ACTORS_TABLE
+from engine.audit_log import INDEX_TABLE
+from engine.publishing import AGGREGATE_TOPICS
+from projections.events import ProjectedEvent, header_map
+
+NAME = "audit_trail"
+TOPICS = sorted(set(AGGREGATE_TOPICS.values()))
+# Fields every event carries that describe the message, not the entity.
+ENVELOPE = frozenset({"event_id", "tenant_id", "occurred_at"})
+
+_PREVIOUS = """
+SELECT k.i, t.state_after
+FROM unnest(%s::text[], %s::text[], %s::integer[], %s::bigint[]) WITH ORDINALITY
+     AS k(entity_id, topic, part, before, i)
+CROSS JOIN LATERAL (
+    SELECT a.state_after FROM {t} AS a
+    WHERE a.entity_id = k.entity_id AND a.topic = k.topic
+      AND (a.kafka_partition <> k.part OR a.kafka_offset < k.before)
+    -- Rows of another partition: written by a rebuild from the event store (partition -1, offsets
+    -- are notification ids) or before the topic was repartitioned; their latest is the state then.
+    ORDER BY a.kafka_partition = k.part DESC, a.kafka_offset DESC LIMIT 1
+) AS t
+"""
+_INSERT = """
+INSERT INTO {t} (event_id, tenant_id, occurred_at, topic, kafka_partition, kafka_offset, event_type,
+                 action, entity_type, entity_id, changes, state_after, actor, role, user_id,
+                 client_ip, user_agent, request_id)
+SELECT r.event_id, r.tenant_id, r.occurred_at, r.topic, r.kafka_partition, r.kafka_offset,
+       r.event_type, r.action, r.entity_type, r.entity_id, r.changes, r.state_after,
+       a.actor, a.role, a.user_id, a.client_ip, a.user_agent, a.request_id
+FROM (VALUES (%s::uuid, %s::uuid, %s::timestamptz, %s, %s::integer, %s::bigint, %s, %s, %s, %s,
+              %s::jsonb, %s::jsonb)) AS r(event_id, tenant_id, occurred_at, topic, kafka_partition,
+              kafka_offset, event_type, action, entity_type, entity_id, changes, state_after)
+LEFT JOIN {actors} AS a ON a.event_id = r.event_id AND a.events_table = 'ledger_events'
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+
+def jsonable(value: Any) -> Any:
+    """An Avro-decoded value as JSON: exact decimals and dates as strings, bytes as base64."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (Decimal, UUID)):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value
+
+
+def changes_of(previous: dict[str, Any], fields: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The fields whose value differs from the entity's previous state, with both values."""
+    return {k: {"old": previous.get(k), "new": v} for k, v in fields.items() if previous.get(k) != v}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    tenant_id: UUID
+    entity_type: str
+    entity_id: str
+    event_type: str
+    action: str
+
+
+def identify(event: ProjectedEvent) -> Identity | None:
+    """Tenant, entity and action of an event from its record and CloudEvents headers (None: not ours)."""
+    headers = header_map(event.headers)
+    parts = event.ce_type.split(".")
+    if len(parts) < 3:
+        return None
+    tenant = event.record.get("tenant_id") or headers.get("ce_source", b"").decode().rpartition("/")[2]
+    subject = headers.get("ce_subject", b"").decode() or (event.key or b"").decode()
+    if not tenant or not subject:
+        return None
+    return Identity(UUID(str(tenant)), parts[1], subject, event.ce_type, ".".join(parts[2:]))
+
+
+class AuditTrail:
+    """Projection writer, driven by ``projections.runner`` and ``projections.rebuild`` (``on_table``)."""
+
+    name = NAME
+    topics = TOPICS
+
+    def __init__(self, table: str = NAME) -> None:
+        self.table = table
+
+    def on_table(self, table: str) -> AuditTrail:
+        return AuditTrail(table)
+
+    def apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None:
+        known = [(e, who) for e in events if (who := identify(e)) is not None and e.ce_id]
+        if not known:
+            return
+        table = sql.Identifier(self.table)
+        # The state before each entity's first event of the batch; later ones follow in memory.
+        first: dict[tuple[str, str, int], int] = {}
+        for event, who in known:
+            first.setdefault((who.entity_id, event.topic, event.partition), event.offset)
+        keys = list(first)
+        states: dict[tuple[str, str, int], dict[str, Any]] = {}
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(_PREVIOUS).format(t=table),
+                ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], list(first.values())),
+            )
+            for index, state in cur.fetchall():
+                states[keys[index - 1]] = state
+        rows = []
+        for event, who in known:
+            key = (who.entity_id, event.topic, event.partition)
+            previous = states.get(key, {})
+            fields = {k: jsonable(v) for k, v in event.record.items() if k not in ENVELOPE}
+            after = {**previous, **fields}
+            states[key] = after
+            occurred = event.record.get("occurred_at")
+            if not isinstance(occurred, datetime):
+                occurred = datetime.now(UTC)
+            rows.append(
+                (
+                    event.ce_id,
+                    who.tenant_id,
+                    occurred,
+                    event.topic,
+                    event.partition,
+                    event.offset,
+                    who.event_type,
+                    who.action,
+                    who.entity_type,
+                    who.entity_id,
+                    Jsonb(changes_of(previous, fields)),
+                    Jsonb(after),
+                )
+            )
+        with conn.cursor() as cur:
+            cur.executemany(sql.SQL(_INSERT).format(t=table, actors=sql.Identifier(ACTORS_TABLE)), rows)
+
+
+# -- the API's query over this projection and the manual entries ---------------------------------
+
+_COLUMNS = (
+    "id, source, occurred_at, action, event_type, entity_type, entity_id, changes, details,"
+    " actor, role, user_id, client_ip, user_agent, request_id"
+)
+_SEARCH = """
+SELECT {columns} FROM (
+    SELECT event_id::text AS id, 'event' AS source, occurred_at, action, event_type, entity_type,
+           entity_id, changes, NULL::jsonb AS details, actor, role, user_id, client_ip, user_agent,
+           request_id
+    FROM {trail} WHERE {trail_filter}
+    UNION ALL
+    SELECT entry_id::text, 'entry', occurred_at, action, NULL, entity_type, entity_id, NULL::jsonb,
+           details, actor, role, user_id, client_ip, user_agent, request_id
+    FROM {entries} WHERE {entries_filter}
+) AS entries
+ORDER BY occurred_at, id
+LIMIT %(limit)s
+"""
+
+
+@dataclass(frozen=True)
+class Filters:
+    entity_type: str | None = None
+    entity_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def encode_cursor(occurred_at: datetime, entry_id: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([occurred_at.isoformat(), entry_id])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        at, entry_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(at), str(entry_id)
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise BadCursor("cursor is not one this API returned") from exc
+
+
+def search(
+    conn: psycopg.Connection, tenant_id: UUID, filters: Filters, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the tenant's audit log, oldest first, and the cursor of the next page (or None)."""
+    conditions = [sql.SQL("tenant_id = %(tenant)s")]
+    params: dict[str, Any] = {"tenant": tenant_id, "limit": limit + 1}
+    if filters.entity_type is not None:
+        conditions.append(sql.SQL("entity_type = %(entity_type)s"))
+        params["entity_type"] = filters.entity_type
+    if filters.entity_id is not None:
+        conditions.append(sql.SQL("entity_id = %(entity_id)s"))
+        params["entity_id"] = filters.entity_id
+    if filters.since is not None:
+        conditions.append(sql.SQL("occurred_at >= %(since)s"))
+        params["since"] = filters.since
+    if filters.until is not None:
+        conditions.append(sql.SQL("occurred_at < %(until)s"))
+        params["until"] = filters.until
+    trail_conditions = list(conditions)
+    entries_conditions = list(conditions)
+    if cursor is not None:
+        params["after_at"], params["after_id"] = decode_cursor(cursor)
+        trail_conditions.append(sql.SQL("(occurred_at, event_id::text) > (%(after_at)s, %(after_id)s)"))
+        entries_conditions.append(sql.SQL("(occurred_at, entry_id::text) > (%(after_at)s, %(after_id)s)"))
+    query = sql.SQL(_SEARCH).format(
+        columns=sql.SQL(_COLUMNS),
+        trail=sql.Identifier(NAME),
+        entries=sql.Identifier(INDEX_TABLE),
+        trail_filter=sql.SQL(" AND ").join(trail_conditions),
+        entries_filter=sql.SQL(" AND ").join(entries_conditions),
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query, params).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1]["occurred_at"], rows[-1]["id"]) if more and rows else None
+    return rows, next_cursor
+
+
+def find(conn: psycopg.Connection, tenant_id: UUID, entry_id: UUID) -> dict[str, Any] | None:
+    """One entry or event of the tenant's audit log (None also when it is another tenant's)."""
+    query = sql.SQL(_SEARCH).format(
+        columns=sql.SQL(_COLUMNS),
+        trail=sql.Identifier(NAME),
+        entries=sql.Identifier(INDEX_TABLE),
+        trail_filter=sql.SQL("tenant_id = %(tenant)s AND event_id = %(id)s"),
+        entries_filter=sql.SQL("tenant_id = %(tenant)s AND entry_id = %(id)s"),
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, {"tenant": tenant_id, "id": entry_id, "limit": 1}).fetchone()

@@ -1,0 +1,145 @@
+"""Pure parts of the audit log: the chain's link encoding, the projection's changes, the attribution
+context, anchors. The chain computed by PostgreSQL's trigger is checked against ``link`` on the real
+database in tests/integration/test_audit_log.py."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from engine import attribution, event_chain
+from projections.audit_trail import BadCursor, changes_of, decode_cursor, encode_cursor, jsonable
+
+A = UUID("11111111-1111-1111-1111-111111111111")
+B = UUID("22222222-2222-2222-2222-222222222222")
+BASE: dict[str, Any] = {
+    "previous": bytes(32),
+    "notification_id": 7,
+    "originator_id": A,
+    "originator_version": 1,
+    "topic": "engine.domain.invoice:Invoice.Issued",
+    "state": b'{"a":1}',
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"previous": b"\x01" + bytes(31)},
+        {"notification_id": 8},
+        {"originator_id": B},
+        {"originator_version": 2},
+        {"topic": "engine.domain.invoice:Invoice.Cancelled"},
+        {"topic": None},
+        {"topic": ""},
+        {"state": b'{"a":2}'},
+        {"state": None},
+        {"state": b""},
+        # Bytes moved from the end of the topic to the start of the state: length prefixes tell.
+        {"topic": BASE["topic"] + '{"a":', "state": b"1}"},
+    ],
+)
+def test_a_link_changes_when_any_stored_field_changes(change: dict[str, Any]) -> None:
+    assert event_chain.link(**{**BASE, **change}) != event_chain.link(**BASE)
+
+
+def test_a_link_is_sha256_sized_and_deterministic() -> None:
+    assert len(event_chain.link(**BASE)) == 32
+    assert event_chain.link(**BASE) == event_chain.link(**dict(BASE))
+
+
+def test_null_and_empty_are_different_links() -> None:
+    assert event_chain.link(**{**BASE, "topic": None}) != event_chain.link(**{**BASE, "topic": ""})
+    assert event_chain.link(**{**BASE, "state": None}) != event_chain.link(**{**BASE, "state": b""})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ledger_events:12:" + "ab" * 32, ("ledger_events", 12, bytes.fromhex("ab" * 32))),
+    ],
+)
+def test_an_anchor_is_table_event_and_hash(text: str, expected: tuple[str, int, bytes]) -> None:
+    assert event_chain.parse_anchor(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["ledger_events:12", "ledger_events:x:" + "ab" * 32, "t:1:abcd", ":1:" + "ab" * 32]
+)
+def test_a_malformed_anchor_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        event_chain.parse_anchor(text)
+
+
+@pytest.mark.parametrize(
+    ("previous", "fields", "expected"),
+    [
+        ({}, {"status": "issued"}, {"status": {"old": None, "new": "issued"}}),
+        ({"status": "issued"}, {"status": "issued"}, {}),
+        (
+            {"status": "issued", "n": "1"},
+            {"status": "cancelled"},
+            {"status": {"old": "issued", "new": "cancelled"}},
+        ),
+        ({"total": "10.00"}, {"total": "10.0"}, {"total": {"old": "10.00", "new": "10.0"}}),
+        ({"lines": [1]}, {"lines": [1, 2]}, {"lines": {"old": [1], "new": [1, 2]}}),
+        ({"reason": "x"}, {"reason": None}, {"reason": {"old": "x", "new": None}}),
+    ],
+)
+def test_changes_are_the_fields_that_differ_from_the_last_known_state(
+    previous: dict[str, Any], fields: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    assert changes_of(previous, fields) == expected
+
+
+def test_avro_values_become_exact_json() -> None:
+    value = {
+        "amount": Decimal("12345678901234567890.01"),
+        "at": datetime(2026, 4, 1, 5, 30, tzinfo=UTC),
+        "day": date(2026, 4, 1),
+        "raw": b"\x00\xff",
+        "ids": (A,),
+    }
+    assert jsonable(value) == {
+        "amount": "12345678901234567890.01",
+        "at": "2026-04-01T05:30:00+00:00",
+        "day": "2026-04-01",
+        "raw": "AP8=",
+        "ids": [str(A)],
+    }
+
+
+def test_a_cursor_round_trips_and_a_forged_one_is_refused() -> None:
+    at = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    assert decode_cursor(encode_cursor(at, "abc")) == (at, "abc")
+    for forged in ("%%%", "bm90IGpzb24", encode_cursor(at, "x")[:-3]):
+        with pytest.raises(BadCursor):
+            decode_cursor(forged)
+
+
+def test_events_stored_outside_a_request_are_the_process_s() -> None:
+    attribution.set_process_name("relay")
+    try:
+        assert attribution.current().actor == "process:relay"
+        who = attribution.Attribution(actor="user:u1", client_ip="10.0.0.9")
+        with attribution.attributed(lambda: who):
+            assert attribution.current() == who
+            seen: list[attribution.Attribution] = []
+            # A thread of its own does not inherit the request (the ingest agent's writer, say).
+            worker = threading.Thread(target=lambda: seen.append(attribution.current()))
+            worker.start()
+            worker.join()
+            assert seen[0].actor == "process:relay"
+        assert attribution.current().actor == "process:relay"
+    finally:
+        attribution.set_process_name(None)
+
+
+def test_a_client_text_loses_nul_and_is_bounded() -> None:
+    assert attribution.clean("a\x00b" + "c" * 600, 512) == "ab" + "c" * 510
+    assert attribution.clean(None, 10) is None
