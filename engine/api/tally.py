@@ -6,6 +6,7 @@
   the caller's principal, never a body field.
 - ``GET /v1/tally/ledgers``: the seed's ledger list, as last read from Tally (cached, no Tally call).
 - ``POST /v1/tally/ledgers/sync``: read the "List of Accounts" from Tally now and replace the cache.
+- ``/v1/tally/vouchers``: vouchers posted through the API (engine/api/tally_vouchers.py).
 
 Every read and write is the caller's tenant's.
 """
@@ -30,6 +31,7 @@ from engine import db, integrations
 from engine.api.contract import ErrorBody
 from engine.api.errors import ApiError
 from engine.api.principal import principal_of
+from engine.api.tally_vouchers import build_router as vouchers_router
 from engine.application import LedgerService
 from engine.config import Settings
 from engine.security.secrets import KeyRing
@@ -130,4 +132,5 @@ def build_router(
 
         return await run_in_threadpool(store)
 
+    router.include_router(vouchers_router(settings, current_tenant, service, key_ring))
     return router
