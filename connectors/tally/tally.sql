@@ -48,3 +48,14 @@ CREATE TABLE IF NOT EXISTS tally_vouchers (
 CREATE UNIQUE INDEX IF NOT EXISTS tally_vouchers_idempotency_key
     ON tally_vouchers (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tally_vouchers_by_status ON tally_vouchers (tenant_id, status, created_at);
+
+-- The daily ledger sync's schedule per tenant (connectors/tally/sync.py): a row only once the tenant
+-- changed it or a sync ran; without one, the defaults (enabled, 03:00 Asia/Kolkata) apply.
+CREATE TABLE IF NOT EXISTS tally_schedules (
+    tenant_id   uuid PRIMARY KEY,
+    enabled     boolean NOT NULL DEFAULT true,
+    run_at      time NOT NULL DEFAULT '03:00',
+    timezone    text NOT NULL DEFAULT 'Asia/Kolkata',
+    last_run_on date,
+    last_error  text
+);

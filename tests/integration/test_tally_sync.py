@@ -1,0 +1,165 @@
+"""The daily Tally ledger sync (connectors/tally/sync.py) on the real stack against the Tally sandbox:
+balances read from Tally (Tally's sign: a debit balance is negative), once a local day per tenant at
+its own time, never twice under two schedulers, off when a tenant turns it off, an unreachable Tally
+recorded; vouchers stored but never queued are queued again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
+from typing import Any
+from uuid import UUID
+
+import pytest
+from fastapi.testclient import TestClient
+
+from connectors.tally import journal, posting
+from connectors.tally.client import TallyClient
+from connectors.tally.sandbox import DEMO_COMPANY, DEMO_LEDGER_MAP, create_app
+from connectors.tally.sync import run_due
+from engine import db
+from engine.application import LedgerService
+from engine.config import Settings
+from engine.security.secrets import load_key_ring
+from streams.connectors.jobs import Job, jobs_topic
+from tests.connectors.contract import LiveServer, Operator
+from tests.integration.helpers import client_for
+from tests.integration.test_backbone import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sandbox() -> Iterator[tuple[str, Operator]]:
+    with LiveServer(create_app()) as server:
+        yield server.url, Operator(server.url)
+
+
+def college(
+    service: LedgerService, settings: Settings, name: str, url: str | None
+) -> tuple[UUID, TestClient]:
+    registered = service.register_tenant(
+        name=name, legal_name=f"{name} Trust", country="IN", gstin="27AAGCB7383J1Z8", state="27"
+    )
+    client = client_for(settings)
+    client.headers["Authorization"] = f"Bearer {registered.api_key}"
+    if url is not None:
+        body = {
+            "enabled": True,
+            "environment": "sandbox",
+            "base_url": url,
+            "credentials": {"company": DEMO_COMPANY},
+        }
+        assert client.put("/v1/integrations/tally", json=body).status_code == 200
+        assert client.put("/v1/tally/ledger-map", json={"ledgers": DEMO_LEDGER_MAP}).status_code == 200
+    return registered.tenant_id, client
+
+
+def post_in_tally(url: str, tenant_id: UUID, amount: str) -> None:
+    """A voucher Tally holds (imported over its XML interface): the bank debited, the vendor credited."""
+    entries = [
+        {"ledger": "ICICI Bank", "amount": amount},
+        {"ledger": "Tech Supplies Ltd", "amount": f"-{amount}"},
+    ]
+    request = journal.parse("payment", f"PAY-{amount}", date(2026, 6, 1), entries)
+
+    async def post() -> None:
+        async with TallyClient(url, DEMO_COMPANY) as client:
+            await client.import_vouchers([journal.voucher_of(str(tenant_id), request)])
+
+    asyncio.run(post())
+
+
+def due(settings: Settings, at: datetime) -> dict[UUID, Any]:
+    return asyncio.run(run_due(settings, load_key_ring(settings.var_dir), at))
+
+
+def balances(client: TestClient) -> dict[str, tuple[str, str]]:
+    ledgers = client.get("/v1/tally/ledgers").json()["ledgers"]
+    return {le["name"]: (le["opening_balance"], le["current_balance"]) for le in ledgers}
+
+
+def test_ledgers_and_balances_are_synced_once_a_local_day_per_tenant(
+    settings: Settings, service: LedgerService, sandbox: tuple[str, Operator]
+) -> None:
+    url, operator = sandbox
+    alpha_id, alpha = college(service, settings, "Alpha", url)
+    beta_id, beta = college(service, settings, "Beta", url)
+    gamma_id, _ = college(service, settings, "Gamma", None)  # no Tally at all
+    operator.http.put(
+        f"/_sandbox/tally/companies/{DEMO_COMPANY}/ledgers",
+        json={"ledgers": [{"name": "Cash", "parent": "Cash-in-Hand", "opening_balance": "-1500.50"}]},
+    )
+    post_in_tally(url, alpha_id, "50000.00")
+    assert alpha.get("/v1/tally/schedule").json() == {
+        "enabled": True,
+        "run_at": "03:00",
+        "timezone": "Asia/Kolkata",
+        "last_run_on": None,
+        "last_error": None,
+    }
+    off = beta.put("/v1/tally/schedule", json={"enabled": False})
+    assert off.status_code == 200 and off.json()["enabled"] is False
+    hostile = [
+        {"run_at": "25:00"},
+        {"timezone": "../../etc/passwd"},
+        {"enabled": "yes"},
+        {"run_at": "3:00\u0000"},
+    ]
+    assert [alpha.put("/v1/tally/schedule", json=h).status_code for h in hostile] == [422] * len(hostile)
+
+    # 02:59 in Kolkata on 3 June: not yet. 03:01: Alpha only (Beta turned it off, Gamma has no Tally).
+    assert due(settings, datetime(2026, 6, 2, 21, 29, tzinfo=UTC)) == {}
+    first = due(settings, datetime(2026, 6, 2, 21, 31, tzinfo=UTC))
+    assert list(first) == [alpha_id] and first[alpha_id] == 10
+    got = balances(alpha)
+    # Tally's sign: the bank's debit balance is negative, the vendor's credit balance positive.
+    assert got["ICICI Bank"] == ("0.00", "-50000.00")
+    assert got["Tech Supplies Ltd"] == ("0.00", "50000.00")
+    assert got["Cash"] == ("-1500.50", "-1500.50")
+    assert beta.get("/v1/tally/ledgers").json()["ledgers"] == []
+    assert gamma_id not in first and beta_id not in first
+    assert alpha.get("/v1/tally/schedule").json()["last_run_on"] == "2026-06-03"
+
+    # Later the same local day: nothing. The next day, two schedulers at once: one sync.
+    post_in_tally(url, alpha_id, "25.25")
+    assert due(settings, datetime(2026, 6, 3, 6, 0, tzinfo=UTC)) == {}
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: due(settings, datetime(2026, 6, 3, 22, 0, tzinfo=UTC)), range(2)))
+    assert sorted(len(r) for r in runs) == [0, 1]
+    assert balances(alpha)["ICICI Bank"] == ("0.00", "-50025.25")
+
+    # Tally not answering: that day's sync fails, the error is kept, the next day tries again.
+    operator.faults(error_rate=1.0, paths=["/"])
+    failed = due(settings, datetime(2026, 6, 4, 22, 0, tzinfo=UTC))
+    assert failed[alpha_id] == "http_500: Tally answered HTTP 500"
+    assert alpha.get("/v1/tally/schedule").json()["last_error"] == "http_500: Tally answered HTTP 500"
+    operator.faults(error_rate=0.0)
+    assert due(settings, datetime(2026, 6, 5, 22, 0, tzinfo=UTC)) == {alpha_id: 10}
+    assert alpha.get("/v1/tally/schedule").json()["last_error"] is None
+
+
+def test_a_voucher_stored_but_never_queued_is_queued_by_the_next_pass(
+    settings: Settings, service: LedgerService, topics: list[str], sandbox: tuple[str, Operator]
+) -> None:
+    url, _ = sandbox
+    tenant_id, client = college(service, settings, "Delta", url)
+    entries = [{"ledger": "Cash", "amount": "10"}, {"ledger": "ICICI Bank", "amount": "-10"}]
+    request = journal.parse("contra", "CON-1", date(2026, 6, 1), entries)
+    with db.connect(settings) as conn, conn.transaction():
+        row, created = posting.store(conn, tenant_id, request, None, "test")
+        # As if the API stopped between storing and queueing, three minutes ago.
+        conn.execute(
+            "UPDATE tally_vouchers SET created_at = now() - interval '3 minutes' WHERE voucher_id = %s",
+            (row["voucher_id"],),
+        )
+    assert created
+    due(settings, datetime.now(UTC))
+    [message] = read_topic(settings, settings.topic(jobs_topic("tally")), 1)
+    job = Job.decode(message.value())
+    assert (job.kind, job.tenant_id, job.subject) == ("post_voucher", str(tenant_id), str(row["voucher_id"]))
+    with db.connect(settings) as conn:
+        assert posting.unpublished(conn, datetime.now(UTC)) == []
+    assert client.get(f"/v1/tally/vouchers/{row['voucher_id']}").json()["status"] == "queued"
