@@ -45,9 +45,9 @@ async def loop() -> None:
             # PostgreSQL or Kafka away: the due run stays due (or its batches unpublished) for the next pass.
             log.exception("accountant sync pass failed; trying again in %.0f s", POLL_SECONDS)
         try:
-            # The colleges' daily Tally ledger sync, and vouchers stored but never queued (docs/tally.md).
+            # The colleges' daily Tally sync (ledgers, budgets) and vouchers never queued (docs/tally.md).
             for tenant_id, synced in (await tally_sync.run_due(settings, ring, datetime.now(UTC))).items():
-                log.info("tally ledger sync of %s: %s", tenant_id, synced)
+                log.info("tally daily sync of %s: %s", tenant_id, synced)
         except Exception:
             log.exception("tally ledger sync pass failed; trying again in %.0f s", POLL_SECONDS)
         await asyncio.sleep(POLL_SECONDS)

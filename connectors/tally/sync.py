@@ -1,5 +1,6 @@
-"""The daily Tally ledger sync, per tenant (seed 002, 2.5: ``GET /v1/tally/ledgers`` shows each ledger's
-opening and current balance, which only Tally knows).
+"""The daily Tally sync, per tenant (seed 002, 2.5): the ledgers read (``GET /v1/tally/ledgers`` shows
+each ledger's opening and current balance, which only Tally knows), then our budgets pushed as Tally
+Budget masters (the seed's "Daily: budget utilization updates"; budgets.py).
 
 Every tenant whose ``tally`` integration is enabled is synced once a local day, at its schedule's time
 of day (``tally_schedules``, ``GET|PUT /v1/tally/schedule``; default 03:00 Asia/Kolkata, after the
@@ -25,9 +26,11 @@ import psycopg
 from psycopg.rows import dict_row
 
 from connectors.catalogue import checked_transport
-from connectors.errors import ConnectorError
-from connectors.tally import ledgers, posting
+from connectors.errors import ConnectorError, NeedsAttentionError, PermanentError
+from connectors.tally import budgets, ledgers, posting
 from connectors.tally.client import PROVIDER, TallyClient
+from connectors.tally.mapping import LedgerNotMapped
+from connectors.tally.vouchers import VoucherRefused
 from engine import db, integrations
 from engine.config import Settings
 from engine.security.secrets import KeyRing
@@ -118,13 +121,43 @@ async def sync_ledgers(settings: Settings, ring: KeyRing, tenant_id: UUID) -> in
     return len(found)
 
 
+async def push_budgets(settings: Settings, ring: KeyRing, tenant_id: UUID) -> int:
+    """Send the tenant's budgets (``budget_register``) to Tally as Budget masters, one per financial
+    year (budgets.py); how many masters. Re-sending replaces them: the push is idempotent. Raises
+    ``ConnectorError`` (a category the ledger map cannot place: ``ledger_not_mapped``)."""
+    with db.connect(settings) as conn:
+        loaded = integrations.load(conn, ring, tenant_id, PROVIDER)
+        ledger_map = ledgers.ledger_map(conn, tenant_id)
+        with conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                "SELECT category, financial_year, allocated_amount FROM budget_register"
+                " WHERE tenant_id = %s ORDER BY financial_year, category",
+                (tenant_id,),
+            ).fetchall()
+    if loaded is None or not loaded.enabled or not rows:
+        return 0
+    try:
+        masters = budgets.masters(rows, ledger_map)
+    except LedgerNotMapped as exc:
+        raise NeedsAttentionError("ledger_not_mapped", str(exc)) from exc
+    except VoucherRefused as exc:
+        raise PermanentError(exc.code, exc.message) from exc
+    company = str(loaded.credentials.get("company") or "")
+    async with TallyClient(
+        loaded.base_url, company, transport=checked_transport(loaded, settings.mode)
+    ) as client:
+        await client.import_budgets(masters)
+    return len(masters)
+
+
 def _record(settings: Settings, tenant_id: UUID, error: str | None) -> None:
     with db.connect(settings) as conn, conn.transaction():
         conn.execute("UPDATE tally_schedules SET last_error = %s WHERE tenant_id = %s", (error, tenant_id))
 
 
-async def run_due(settings: Settings, ring: KeyRing, now: datetime) -> dict[UUID, int | str]:
-    """Sync every tenant due at ``now`` (ledgers read, or the error), and queue stranded vouchers."""
+async def run_due(settings: Settings, ring: KeyRing, now: datetime) -> dict[UUID, dict[str, Any]]:
+    """Sync every tenant due at ``now`` (``{"ledgers": n, "budgets": m}`` or ``{"error": ...}``), and
+    queue stranded vouchers."""
     with db.connect(settings) as conn, conn.transaction():
         due = claim_due(conn, now)
         stranded = posting.unpublished(conn, now)
@@ -132,14 +165,15 @@ async def run_due(settings: Settings, ring: KeyRing, now: datetime) -> dict[UUID
         await posting.queue(settings, stranded)
         with db.connect(settings) as conn, conn.transaction():
             posting.mark_published(conn, [UUID(job.subject) for job in stranded])
-    results: dict[UUID, int | str] = {}
+    results: dict[UUID, dict[str, Any]] = {}
     for tenant_id in due:
         try:
-            results[tenant_id] = await sync_ledgers(settings, ring, tenant_id)
+            read = await sync_ledgers(settings, ring, tenant_id)
+            results[tenant_id] = {"ledgers": read, "budgets": await push_budgets(settings, ring, tenant_id)}
             _record(settings, tenant_id, None)
         except ConnectorError as exc:
             message = f"{exc.code}: {exc.message}"[:500]
-            log.warning("tally ledger sync of %s failed: %s", tenant_id, message)
+            log.warning("tally daily sync of %s failed: %s", tenant_id, message)
             _record(settings, tenant_id, message)
-            results[tenant_id] = message
+            results[tenant_id] = {"error": message}
     return results

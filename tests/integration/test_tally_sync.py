@@ -1,7 +1,8 @@
 """The daily Tally ledger sync (connectors/tally/sync.py) on the real stack against the Tally sandbox:
 balances read from Tally (Tally's sign: a debit balance is negative), once a local day per tenant at
 its own time, never twice under two schedulers, off when a tenant turns it off, an unreachable Tally
-recorded; vouchers stored but never queued are queued again."""
+recorded; budgets pushed as one Tally Budget master a year, replaced (not doubled) each day; vouchers
+stored but never queued are queued again."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -72,6 +74,12 @@ def post_in_tally(url: str, tenant_id: UUID, amount: str) -> None:
     asyncio.run(post())
 
 
+def budgets_in(url: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{url}/_sandbox/tally/companies/{DEMO_COMPANY}/budgets", timeout=5)
+    items: list[dict[str, Any]] = answer.json()["items"]
+    return items
+
+
 def due(settings: Settings, at: datetime) -> dict[UUID, Any]:
     return asyncio.run(run_due(settings, load_key_ring(settings.var_dir), at))
 
@@ -90,8 +98,18 @@ def test_ledgers_and_balances_are_synced_once_a_local_day_per_tenant(
     gamma_id, _ = college(service, settings, "Gamma", None)  # no Tally at all
     operator.http.put(
         f"/_sandbox/tally/companies/{DEMO_COMPANY}/ledgers",
-        json={"ledgers": [{"name": "Cash", "parent": "Cash-in-Hand", "opening_balance": "-1500.50"}]},
+        json={
+            "ledgers": [
+                {"name": "Cash", "parent": "Cash-in-Hand", "opening_balance": "-1500.50"},
+                {"name": "Electricity", "parent": "Indirect Expenses"},
+            ]
+        },
     )
+    budget_map = {**DEMO_LEDGER_MAP, "expenses": "Office Supplies", "expense:utilities": "Electricity"}
+    assert alpha.put("/v1/tally/ledger-map", json={"ledgers": budget_map}).status_code == 200
+    for category, amount in (("supplies", "100000.00"), ("utilities", "50000.50"), ("maintenance", "0.50")):
+        body = {"category": category, "financial_year": "2026-27", "allocated_amount": amount}
+        assert alpha.post("/v1/budgets", json=body).status_code in (200, 201)
     post_in_tally(url, alpha_id, "50000.00")
     assert alpha.get("/v1/tally/schedule").json() == {
         "enabled": True,
@@ -113,7 +131,7 @@ def test_ledgers_and_balances_are_synced_once_a_local_day_per_tenant(
     # 02:59 in Kolkata on 3 June: not yet. 03:01: Alpha only (Beta turned it off, Gamma has no Tally).
     assert due(settings, datetime(2026, 6, 2, 21, 29, tzinfo=UTC)) == {}
     first = due(settings, datetime(2026, 6, 2, 21, 31, tzinfo=UTC))
-    assert list(first) == [alpha_id] and first[alpha_id] == 10
+    assert first == {alpha_id: {"ledgers": 11, "budgets": 1}}
     got = balances(alpha)
     # Tally's sign: the bank's debit balance is negative, the vendor's credit balance positive.
     assert got["ICICI Bank"] == ("0.00", "-50000.00")
@@ -122,6 +140,20 @@ def test_ledgers_and_balances_are_synced_once_a_local_day_per_tenant(
     assert beta.get("/v1/tally/ledgers").json()["ledgers"] == []
     assert gamma_id not in first and beta_id not in first
     assert alpha.get("/v1/tally/schedule").json()["last_run_on"] == "2026-06-03"
+    # The budgets as one Tally Budget master for the year, per expense ledger (supplies and maintenance
+    # both fall to the default expenses ledger), an expense budget signed as a debit.
+    assert budgets_in(url) == [
+        {
+            "name": "Ledgerflow FY 2026-27",
+            "parent": "Primary",
+            "from": "20260401",
+            "to": "20270331",
+            "lines": [
+                {"ledger": "Electricity", "type": "On Nett Transactions", "amount": "-50000.50"},
+                {"ledger": "Office Supplies", "type": "On Nett Transactions", "amount": "-100000.50"},
+            ],
+        }
+    ]
 
     # Later the same local day: nothing. The next day, two schedulers at once: one sync.
     post_in_tally(url, alpha_id, "25.25")
@@ -130,14 +162,18 @@ def test_ledgers_and_balances_are_synced_once_a_local_day_per_tenant(
         runs = list(pool.map(lambda _: due(settings, datetime(2026, 6, 3, 22, 0, tzinfo=UTC)), range(2)))
     assert sorted(len(r) for r in runs) == [0, 1]
     assert balances(alpha)["ICICI Bank"] == ("0.00", "-50025.25")
+    # The budgets sent again the next day replace the master: still one.
+    assert len(budgets_in(url)) == 1
+    effects = operator.stats()["effects"]
+    assert (effects["budget_created"], effects["budget_altered"]) == (1, 1)
 
     # Tally not answering: that day's sync fails, the error is kept, the next day tries again.
     operator.faults(error_rate=1.0, paths=["/"])
     failed = due(settings, datetime(2026, 6, 4, 22, 0, tzinfo=UTC))
-    assert failed[alpha_id] == "http_500: Tally answered HTTP 500"
+    assert failed == {alpha_id: {"error": "http_500: Tally answered HTTP 500"}}
     assert alpha.get("/v1/tally/schedule").json()["last_error"] == "http_500: Tally answered HTTP 500"
     operator.faults(error_rate=0.0)
-    assert due(settings, datetime(2026, 6, 5, 22, 0, tzinfo=UTC)) == {alpha_id: 10}
+    assert due(settings, datetime(2026, 6, 5, 22, 0, tzinfo=UTC)) == {alpha_id: {"ledgers": 11, "budgets": 1}}
     assert alpha.get("/v1/tally/schedule").json()["last_error"] is None
 
 
