@@ -1,6 +1,8 @@
 """The daily Tally sync, per tenant (seed 002, 2.5): the ledgers read (``GET /v1/tally/ledgers`` shows
 each ledger's opening and current balance, which only Tally knows), then our budgets pushed as Tally
-Budget masters (the seed's "Daily: budget utilization updates"; budgets.py).
+Budget masters (the seed's "Daily: budget utilization updates"; budgets.py). The first sync of a month
+also stores the reconciliation of the month before (the seed's "Monthly: financial reports";
+reconcile.py).
 
 Every tenant whose ``tally`` integration is enabled is synced once a local day, at its schedule's time
 of day (``tally_schedules``, ``GET|PUT /v1/tally/schedule``; default 03:00 Asia/Kolkata, after the
@@ -27,7 +29,7 @@ from psycopg.rows import dict_row
 
 from connectors.catalogue import checked_transport
 from connectors.errors import ConnectorError, NeedsAttentionError, PermanentError
-from connectors.tally import budgets, ledgers, posting
+from connectors.tally import budgets, ledgers, posting, reconcile
 from connectors.tally.client import PROVIDER, TallyClient
 from connectors.tally.mapping import LedgerNotMapped
 from connectors.tally.vouchers import VoucherRefused
@@ -75,8 +77,8 @@ def put_schedule(
     )
 
 
-def claim_due(conn: psycopg.Connection[Any], now: datetime) -> list[UUID]:
-    """The tenants whose sync is due at ``now``, each marked done for its local day (claimed)."""
+def claim_due(conn: psycopg.Connection[Any], now: datetime) -> list[tuple[UUID, date]]:
+    """The tenants whose sync is due at ``now`` and their local day, each marked done (claimed)."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             "SELECT i.tenant_id, s.enabled, s.run_at, s.timezone, s.last_run_on FROM integrations i"
@@ -84,7 +86,7 @@ def claim_due(conn: psycopg.Connection[Any], now: datetime) -> list[UUID]:
             " WHERE i.provider = %s AND i.enabled",
             (PROVIDER,),
         ).fetchall()
-    claimed: list[UUID] = []
+    claimed: list[tuple[UUID, date]] = []
     for row in rows:
         if row["enabled"] is False:
             continue
@@ -100,7 +102,7 @@ def claim_due(conn: psycopg.Connection[Any], now: datetime) -> list[UUID]:
             (row["tenant_id"], day),
         ).fetchone()
         if won is not None:
-            claimed.append(row["tenant_id"])
+            claimed.append((row["tenant_id"], day))
     return claimed
 
 
@@ -166,9 +168,14 @@ async def run_due(settings: Settings, ring: KeyRing, now: datetime) -> dict[UUID
         with db.connect(settings) as conn, conn.transaction():
             posting.mark_published(conn, [UUID(job.subject) for job in stranded])
     results: dict[UUID, dict[str, Any]] = {}
-    for tenant_id in due:
+    for tenant_id, day in due:
         try:
             read = await sync_ledgers(settings, ring, tenant_id)
+            with db.connect(settings) as conn, conn.transaction():
+                # The first sync of a month reconciles the month before (reconcile.py).
+                reconcile.store(
+                    conn, tenant_id, reconcile.previous_month(day), ledgers.ledger_map(conn, tenant_id)
+                )
             results[tenant_id] = {"ledgers": read, "budgets": await push_budgets(settings, ring, tenant_id)}
             _record(settings, tenant_id, None)
         except ConnectorError as exc:

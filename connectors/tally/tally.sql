@@ -59,3 +59,15 @@ CREATE TABLE IF NOT EXISTS tally_schedules (
     last_run_on date,
     last_error  text
 );
+
+-- Monthly reconciliations (connectors/tally/reconcile.py): per tenant and month, each expense ledger's
+-- movement in Tally against the approved and paid expenses we hold for it, as of one ledger sync.
+CREATE TABLE IF NOT EXISTS tally_reconciliations (
+    tenant_id    uuid NOT NULL,
+    period       text NOT NULL,
+    as_of        timestamptz NOT NULL,
+    lines        jsonb NOT NULL,
+    differences  integer NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, period)
+);

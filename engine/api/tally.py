@@ -8,6 +8,7 @@
 - ``POST /v1/tally/ledgers/sync``: read the "List of Accounts" from Tally now and replace the cache.
 - ``GET|PUT /v1/tally/schedule`` ``{enabled, run_at: "HH:MM", timezone}``: the daily ledger sync
   (connectors/tally/sync.py; default on, 03:00 Asia/Kolkata), its last day and last error.
+- ``GET /v1/tally/reconciliations``: monthly reconciliations (connectors/tally/reconcile.py), newest first.
 - ``/v1/tally/vouchers``: vouchers posted through the API (engine/api/tally_vouchers.py).
 
 Every read and write is the caller's tenant's.
@@ -19,13 +20,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from connectors.catalogue import checked_transport
 from connectors.errors import ConnectorError, ErrorClass
-from connectors.tally import ledgers
+from connectors.tally import ledgers, reconcile
 from connectors.tally import sync as tally_sync
 from connectors.tally.client import PROVIDER, TallyClient
 from connectors.tally.mapping import ROLES, check_role
@@ -157,6 +158,16 @@ def build_router(
         with db.transaction(svc.pool) as conn:
             tally_sync.put_schedule(conn, tenant_id, body.enabled, run_at, body.timezone)
             return tally_sync.schedule_view(conn, tenant_id)
+
+    @router.get(
+        f"{BASE}/reconciliations",
+        summary="Monthly: Tally's expense ledgers against our approved expenses, and the differences",
+    )
+    def get_reconciliations(
+        tenant_id: Tenant, svc: Service, limit: Annotated[int, Query(ge=1, le=120)] = 24
+    ) -> dict[str, Any]:
+        with db.transaction(svc.pool) as conn:
+            return {"reconciliations": reconcile.listed(conn, tenant_id, limit)}
 
     router.include_router(vouchers_router(settings, current_tenant, service, key_ring))
     return router

@@ -1,8 +1,9 @@
-"""The daily Tally ledger sync (connectors/tally/sync.py) on the real stack against the Tally sandbox:
+"""The daily Tally sync (connectors/tally/sync.py) on the real stack against the Tally sandbox:
 balances read from Tally (Tally's sign: a debit balance is negative), once a local day per tenant at
 its own time, never twice under two schedulers, off when a tenant turns it off, an unreachable Tally
-recorded; budgets pushed as one Tally Budget master a year, replaced (not doubled) each day; vouchers
-stored but never queued are queued again."""
+recorded; the month before reconciled against our expenses on a month's first sync; budgets pushed as
+one Tally Budget master a year, replaced (not doubled) each day; vouchers stored but never queued are
+queued again."""
 
 from __future__ import annotations
 
@@ -66,12 +67,12 @@ def post_in_tally(url: str, tenant_id: UUID, amount: str) -> None:
         {"ledger": "Tech Supplies Ltd", "amount": f"-{amount}"},
     ]
     request = journal.parse("payment", f"PAY-{amount}", date(2026, 6, 1), entries)
+    asyncio.run(post_request(url, tenant_id, request))
 
-    async def post() -> None:
-        async with TallyClient(url, DEMO_COMPANY) as client:
-            await client.import_vouchers([journal.voucher_of(str(tenant_id), request)])
 
-    asyncio.run(post())
+async def post_request(url: str, tenant_id: UUID, request: journal.Request) -> None:
+    async with TallyClient(url, DEMO_COMPANY) as client:
+        await client.import_vouchers([journal.voucher_of(str(tenant_id), request)])
 
 
 def budgets_in(url: str) -> list[dict[str, Any]]:
@@ -111,6 +112,23 @@ def test_ledgers_and_balances_are_synced_once_a_local_day_per_tenant(
         body = {"category": category, "financial_year": "2026-27", "allocated_amount": amount}
         assert alpha.post("/v1/budgets", json=body).status_code in (200, 201)
     post_in_tally(url, alpha_id, "50000.00")
+    # Our books: two approved expenses; Tally's: only the supplies one reached it.
+    for amount, category in (("1200.50", "supplies"), ("300.00", "utilities")):
+        body = {
+            "amount": amount,
+            "category": category,
+            "date": "2026-06-01",
+            "description": "lab",
+            "vendor_name": "Office Mart",
+            "receipt_url": "https://receipts.example/1.pdf",
+        }
+        spent = alpha.post("/v1/expenses", json=body)
+        assert spent.status_code == 201 and spent.json()["status"] == "approved", spent.text
+    in_tally = [
+        {"ledger": "Office Supplies", "amount": "1200.50"},
+        {"ledger": "Tech Supplies Ltd", "amount": "-1200.50"},
+    ]
+    asyncio.run(post_request(url, alpha_id, journal.parse("purchase", "EXP-1", date(2026, 6, 1), in_tally)))
     assert alpha.get("/v1/tally/schedule").json() == {
         "enabled": True,
         "run_at": "03:00",
@@ -135,11 +153,31 @@ def test_ledgers_and_balances_are_synced_once_a_local_day_per_tenant(
     got = balances(alpha)
     # Tally's sign: the bank's debit balance is negative, the vendor's credit balance positive.
     assert got["ICICI Bank"] == ("0.00", "-50000.00")
-    assert got["Tech Supplies Ltd"] == ("0.00", "50000.00")
+    assert got["Tech Supplies Ltd"] == ("0.00", "51200.50")  # the payment's and the purchase's credits
     assert got["Cash"] == ("-1500.50", "-1500.50")
     assert beta.get("/v1/tally/ledgers").json()["ledgers"] == []
     assert gamma_id not in first and beta_id not in first
     assert alpha.get("/v1/tally/schedule").json()["last_run_on"] == "2026-06-03"
+    # The first sync of June reconciles May: the utilities expense never reached Tally.
+    [month] = alpha.get("/v1/tally/reconciliations").json()["reconciliations"]
+    assert (month["period"], month["differences"]) == ("2026-05", 1)
+    assert month["lines"] == [
+        {
+            "ledger": "Electricity",
+            "categories": ["utilities"],
+            "ours": "300.00",
+            "tally": "0.00",
+            "difference": "300.00",
+        },
+        {
+            "ledger": "Office Supplies",
+            "categories": ["supplies"],
+            "ours": "1200.50",
+            "tally": "1200.50",
+            "difference": "0.00",
+        },
+    ]
+    assert beta.get("/v1/tally/reconciliations").json() == {"reconciliations": []}
     # The budgets as one Tally Budget master for the year, per expense ledger (supplies and maintenance
     # both fall to the default expenses ledger), an expense budget signed as a debit.
     assert budgets_in(url) == [
@@ -175,6 +213,7 @@ def test_ledgers_and_balances_are_synced_once_a_local_day_per_tenant(
     operator.faults(error_rate=0.0)
     assert due(settings, datetime(2026, 6, 5, 22, 0, tzinfo=UTC)) == {alpha_id: {"ledgers": 11, "budgets": 1}}
     assert alpha.get("/v1/tally/schedule").json()["last_error"] is None
+    assert len(alpha.get("/v1/tally/reconciliations").json()["reconciliations"]) == 1  # one a month
 
 
 def test_a_voucher_stored_but_never_queued_is_queued_by_the_next_pass(

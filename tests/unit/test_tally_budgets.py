@@ -1,4 +1,5 @@
-"""Budgets as Tally Budget masters (connectors/tally/budgets.py): pure, table-driven."""
+"""Budgets as Tally Budget masters (connectors/tally/budgets.py) and the monthly reconciliation's lines
+(reconcile.py): pure, table-driven."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from decimal import Decimal
 import pytest
 from lxml import etree
 
-from connectors.tally import budgets
+from connectors.tally import budgets, reconcile
 from connectors.tally.mapping import LedgerMap, LedgerNotMapped
 from connectors.tally.vouchers import VoucherRefused
 
@@ -68,3 +69,42 @@ def test_a_category_without_a_ledger_or_an_absurd_amount_stops_the_push() -> Non
         budgets.masters([{**row, "allocated_amount": Decimal("1e20")}], MAP)
     with pytest.raises(VoucherRefused):
         budgets.masters([{**row, "financial_year": "2024-26"}], MAP)
+
+
+@pytest.mark.parametrize(
+    ("day", "period"),
+    [(date(2026, 6, 3), "2026-05"), (date(2026, 1, 1), "2025-12"), (date(2026, 12, 31), "2026-11")],
+)
+def test_a_months_first_sync_reconciles_the_month_before(day: date, period: str) -> None:
+    assert reconcile.previous_month(day) == period
+
+
+def test_reconciliation_lines_compare_tallys_spend_with_ours_per_ledger() -> None:
+    spent = [
+        {"category": "utilities", "amount": Decimal("300")},
+        {"category": "supplies", "amount": Decimal("100.25")},
+        {"category": "salaries", "amount": Decimal("0.75")},
+        {"category": "utilities", "amount": Decimal("0.01")},
+    ]
+    balances = {
+        "Electricity": (Decimal("-10.00"), Decimal("-310.01")),  # Tally: a debit balance is negative
+        "General Expenses": (None, Decimal("-50.00")),
+    }
+    assert reconcile.lines(spent, balances, MAP) == [
+        {
+            "ledger": "Electricity",
+            "categories": ["utilities"],
+            "ours": "300.01",
+            "tally": "300.01",
+            "difference": "0.00",
+        },
+        {
+            "ledger": "General Expenses",
+            "categories": ["salaries", "supplies"],
+            "ours": "101.00",
+            "tally": "50.00",
+            "difference": "51.00",
+        },
+    ]
+    [unmapped] = reconcile.lines(spent[:1], {}, LedgerMap({}))
+    assert (unmapped["ledger"], unmapped["tally"], unmapped["difference"]) == ("(not mapped)", None, "300.00")
