@@ -40,6 +40,7 @@ from connectors import registry as connector_registry
 from engine.config import Settings
 from engine.kafka_clients import aiokafka_kwargs
 from ops import schema as outer_schema
+from projections.catalogue import PROJECTIONS
 from streams.connectors.jobs import jobs_topic as jobs_topic_of
 
 STAGES = [
@@ -175,9 +176,15 @@ class Poller:
         return int(self.scalar("SELECT coalesce(max(notification_id), 0) FROM ledger_events") or 0)
 
     def projected(self, topic: str) -> int:
+        """Records of ``topic`` applied by every projection that reads it (the least advanced one): the
+        projector has caught up when all of them have, not when their positions add up to the topic."""
+        readers = [p.name for p in PROJECTIONS if topic.endswith(tuple(p.topics))]
         return int(
             self.scalar(
-                'SELECT coalesce(sum("offset" + 1), 0) FROM projection_tracking WHERE topic = %s', (topic,)
+                "SELECT CASE WHEN count(*) = %s THEN min(applied) ELSE 0 END FROM ("
+                ' SELECT projection, sum("offset" + 1) AS applied FROM projection_tracking'
+                " WHERE topic = %s AND projection = ANY(%s) GROUP BY projection) AS per_projection",
+                (len(readers), topic, readers),
             )
             or 0
         )
@@ -212,6 +219,7 @@ def topic_size(env: BenchEnv, logical: str) -> int:
 class Run:
     def __init__(self, env: BenchEnv, sizes: Sizes, stages: list[str]) -> None:
         self.env = env
+        self.projectors = 1
         self.sizes = sizes
         self.stages = stages
         self.rows: list[Row] = []
@@ -271,6 +279,7 @@ class Run:
         with bar(f"relay catch-up {events:,} events", events) as advance:
             proc = self.env.start("relay", "relay")
             ready = proc.wait_log(r"relay \S+ starting after notification")
+            cpu_at_ready = proc.cpu_seconds()
             while True:
                 position = self.poll.relay_position()
                 advance.update(events - (target - position))
@@ -279,6 +288,9 @@ class Run:
                 proc.check()
                 time.sleep(0.02)
             done = time.monotonic()
+            # The relay's CPU (its encoder processes included) per event: steadier than the rate on
+            # a shared machine.
+            cpu_us = (proc.cpu_seconds() - cpu_at_ready) / max(events, 1) * 1e6
         rate = events / (done - ready)
         # The PostgreSQL side alone, beside it (issue 15): the same pages, nothing encoded or sent.
         read, read_rate = notification_log.read_rate(self.env.settings)
@@ -287,6 +299,7 @@ class Run:
             "seconds_from_ready": done - ready,
             "seconds_from_spawn": done - proc.started,
             "notification_log_read_per_s": read_rate,
+            "cpu_us_per_event": cpu_us,
         }
         self.rows.append(
             Row(
@@ -296,7 +309,7 @@ class Run:
                 "ev/s",
                 5_000,
                 raw=self.raw_produce,
-                note="store -> Kafka",
+                note=f"store -> Kafka; relay CPU {cpu_us:.0f} µs/event (with its encoders)",
             )
         )
         self.rows.append(
@@ -317,8 +330,8 @@ class Run:
         already = self.poll.projected(topic)
         events = total - already
         with bar(f"projection catch-up {events:,} events", events) as advance:
-            proc = self.env.start("projector", "projector")
-            ready = proc.wait_log(r"invoice_register assigned")
+            proc = self.start_projectors()
+            ready = proc.wait_log(r"\binvoice_register\b.*assigned")
             while True:
                 projected = self.poll.projected(topic)
                 advance.update(projected - already)
@@ -342,7 +355,8 @@ class Run:
                 # Issue 15: a quarter of raw consume in the same run (without `raw`: the old floor).
                 0.25 * self.raw_consume if self.raw_consume else 10_000,
                 raw=self.raw_consume,
-                note="Kafka -> invoice_register; target: 25% of raw consume (same run)",
+                note=(f"{self.projectors} projector processes; " if self.projectors > 1 else "")
+                + "Kafka -> every projection of the invoice topic; target: 25% of raw consume (same run)",
             )
         )
 
@@ -479,10 +493,18 @@ class Run:
         proc.wait_log(r"Application startup complete")
         self.api_url = f"http://127.0.0.1:{port}"
 
+    def start_projectors(self) -> Any:
+        """``ledgerflow projector`` (``--projectors N``: N processes sharing the partitions in the
+        projector's consumer group, one per core); the first one's process is returned."""
+        first = self.env.start("projector", "projector")
+        for i in range(2, self.projectors + 1):
+            self.env.start(f"projector-{i}", "projector")
+        return first
+
     def start_pipeline(self) -> None:
         self.env.start("relay", "relay")
-        proc = self.env.start("projector", "projector")
-        proc.wait_log(r"invoice_register assigned")
+        proc = self.start_projectors()
+        proc.wait_log(r"\binvoice_register\b.*assigned")
         self.start_api()
 
     def wait_relayed(self, timeout: float = 300) -> None:
@@ -1121,13 +1143,16 @@ class Run:
     def rss(self) -> None:
         for name in list(self.env.procs):
             self.env.stop(name)
-        for name in ("api", "relay", "projector", "worker", "connectors"):
-            if name == "api" and self.env.peak_each.get(name):
-                # uvicorn's parent and each worker process on its own (the resource tracker too).
+        more = sorted(n for n in self.env.peak_rss if n.startswith("projector-"))
+        for name in ("api", "relay", "projector", *more, "worker", "connectors"):
+            if name in ("api", "relay") and self.env.peak_each.get(name):
+                # uvicorn's parent and each worker process on its own (the resource tracker too);
+                # the relay and each of its encoder processes.
+                main_label = "uvicorn parent" if name == "api" else "relay process"
                 for role, peak in sorted(self.env.peak_each[name].items()):
-                    label = "uvicorn parent" if role == "main" else role
+                    label = main_label if role == "main" else role
                     self.rows.append(
-                        Row("peak RSS", f"ledgerflow api: {label}", peak / MB, "MB", RSS_LIMIT_MB, op="<")
+                        Row("peak RSS", f"ledgerflow {name}: {label}", peak / MB, "MB", RSS_LIMIT_MB, op="<")
                     )
             elif name in self.env.peak_rss:
                 mb = self.env.peak_rss[name] / MB
@@ -1207,6 +1232,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"run only these ({', '.join(STAGES)})",
     )
     parser.add_argument("--backlog", type=int, help="events in the relay/projection backlog")
+    parser.add_argument(
+        "--projectors", type=int, default=1, help="`ledgerflow projector` processes (default 1)"
+    )
     parser.add_argument("--api-concurrency", type=int, help="requests in flight in the API ingest stage")
     parser.add_argument("--api-workers", type=int, help="API worker processes (default 2)")
     parser.add_argument(
@@ -1246,6 +1274,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     run = Run(env, sizes, stages)
     run.keep = args.keep
+    run.projectors = max(1, args.projectors)
     started = time.monotonic()
     failed: BaseException | None = None
     try:

@@ -145,6 +145,9 @@ class Proc:
                     command = " ".join(child.cmdline())
                     if "resource_tracker" in command:
                         role = "resource tracker"
+                    elif "engine.relay_encoders" in command:
+                        number = self.worker_numbers.setdefault(child.pid, len(self.worker_numbers) + 1)
+                        role = f"encoder {number}"
                     elif "spawn_main" in command:
                         number = self.worker_numbers.setdefault(child.pid, len(self.worker_numbers) + 1)
                         role = f"worker {number}"

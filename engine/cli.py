@@ -821,8 +821,16 @@ def api(settings: Settings, host: str | None, port: int | None, workers: int) ->
 
 
 @main.command()
+@click.option(
+    "--encoders",
+    type=click.IntRange(min=0),
+    default=2,
+    envvar="LEDGERFLOW_RELAY_ENCODERS",
+    show_default=True,
+    help="Encoder processes for large pages (0: encode in the relay process; docs/performance.md).",
+)
 @click.pass_obj
-def relay(settings: Settings) -> None:
+def relay(settings: Settings, encoders: int) -> None:
     """Publish stored events to Kafka (tails the event store's notification log)."""
     from engine import db
     from engine.relay import Relay, UnencodableEvent
@@ -831,7 +839,7 @@ def relay(settings: Settings) -> None:
     _telemetry(settings, "ledgerflow-relay")
     db.ensure_schema(settings)
     try:
-        _run_until_signal(Relay(settings).run)
+        _run_until_signal(Relay(settings, encoders=encoders).run)
     except UnencodableEvent as exc:  # already logged at CRITICAL; a short last word, no traceback
         raise click.ClickException(str(exc)) from exc
 
@@ -853,7 +861,8 @@ def projector(settings: Settings, names: tuple[str, ...]) -> None:
         )
 
     async def run_all(stop: asyncio.Event) -> None:
-        await asyncio.gather(*(ProjectionRunner(settings, p).run(stop) for p in chosen))
+        # One runner for all of them: each record fetched and decoded once (projections/runner.py).
+        await ProjectionRunner(settings, chosen).run(stop)
 
     _run_until_signal(run_all)
 

@@ -44,6 +44,7 @@ from engine.application import open_ledger
 from engine.config import Settings
 from engine.errors import IntegrityFault
 from engine.publishing import OutboundEvent, encode_stored
+from engine.relay_encoders import EncoderLost, EncoderPool
 
 log = logging.getLogger("ledgerflow.relay")
 
@@ -75,6 +76,9 @@ class RelayStats:
     published: int = 0
     batches: int = 0
     position: int = 0
+    # Pages whose events the encoder processes encoded; times they were started again.
+    pooled_pages: int = 0
+    encoder_restarts: int = 0
 
 
 # One stored event as the relay reads it: (notification id, originator id, originator version,
@@ -137,11 +141,23 @@ class _PageSender:
         self.feeders: list[asyncio.Future[None]] = []
         self.count = 0
 
-    async def add(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+    async def add(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        key_hash: int | None = None,
+    ) -> None:
+        """Append one message; ``key_hash``, when given, is ``murmur2(key) & 0x7FFFFFFF`` (taken by
+        an encoder process), from which the partition is picked as ``kafka.partition_for`` does."""
         partitions = self.partitions.get(topic)
         if partitions is None:
             partitions = self.partitions[topic] = sorted(await self.producer.partitions_for(topic))
-        tp = (topic, kafka.partition_for(key, partitions))
+        if key_hash is None:
+            tp = (topic, kafka.partition_for(key, partitions))
+        else:
+            tp = (topic, partitions[key_hash % len(partitions)])
         batch = self.batches.get(tp)
         if batch is None:
             batch = self.batches[tp] = self.producer.create_batch()
@@ -191,9 +207,24 @@ class Relay:
     """Publishes stored events to their ``ledger.<aggregate>.v1`` topics, at least once, in order."""
 
     def __init__(
-        self, settings: Settings, *, batch_size: int = 5000, idle_wait: float = 0.05, name: str = RELAY_NAME
+        self,
+        settings: Settings,
+        *,
+        batch_size: int = 5000,
+        idle_wait: float = 0.05,
+        name: str = RELAY_NAME,
+        encoders: int = 0,
+        encoder_chunk: int = 500,
+        encoder_min_page: int = 200,
     ) -> None:
         self.settings = settings
+        # Encoder processes (engine/relay_encoders.py); 0 encodes in this process. A page shorter
+        # than ``encoder_min_page`` is encoded in process all the same: the round trip would cost
+        # more than it saves, and the tail of a live log comes a few events at a time.
+        self.encoders = encoders
+        self.encoder_chunk = encoder_chunk
+        self.encoder_min_page = encoder_min_page
+        self._pool: EncoderPool | None = None
         # Events per page: a page is read in one query and its position stored once delivered.
         self.batch_size = batch_size
         self.idle_wait = idle_wait
@@ -241,6 +272,9 @@ class Relay:
         # once the page is acknowledged. The message carries the span's own context, so the
         # consumers' spans are its children.
         tracing = telemetry.tracing_enabled()
+        if self._pool is not None and not tracing and len(rows) >= self.encoder_min_page:
+            await self._publish_pooled(producer, self._pool, rows)
+            return
         spans: list[Span] = []
         page = _PageSender(producer)
         topic_of = self.settings.topic
@@ -278,10 +312,52 @@ class Relay:
                 span.end()
         published.add(len(rows), {"relay": self.name})
 
+    async def _publish_pooled(
+        self, producer: AIOKafkaProducer, pool: EncoderPool, rows: Sequence[StoredRow]
+    ) -> None:
+        """``publish`` with the page encoded by the encoder processes (no spans: tracing encodes in
+        process). An event an encoder could not encode is encoded here again, to stop with the
+        same error, after the events before it are delivered."""
+        page = _PageSender(producer)
+        topic_of = self.settings.topic
+        try:
+            async with contextlib.aclosing(pool.encode(rows)) as chunks:
+                async for _, messages, failed in chunks:
+                    for topic, key, value, headers, key_hash in messages:
+                        await page.add(topic_of(topic), key, value, headers, key_hash)
+                    if failed is not None:
+                        row = rows[failed]
+                        try:
+                            encode_stored(row[1], row[2], row[3], row[4])
+                        except Exception as exc:
+                            await page.delivered()
+                            published.add(page.count, {"relay": self.name})
+                            stored = Notification(
+                                id=row[0],
+                                originator_id=row[1],
+                                originator_version=row[2],
+                                topic=row[3],
+                                state=row[4],
+                            )
+                            raise UnencodableEvent(stored, exc) from exc
+                        # Encoded here but not there: the encoders run other code than this process.
+                        raise RuntimeError(f"notification {row[0]} failed in an encoder process only")
+            await page.delivered()
+        except BaseException:
+            page.abandon()
+            raise
+        self.stats.pooled_pages += 1
+        published.add(len(rows), {"relay": self.name})
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
+        if self.encoders > 0 and self._pool is None:
+            # Started before the producer and the first read: a spawned encoder imports the engine
+            # (about a second), which then overlaps the relay's own start-up.
+            self._pool = await asyncio.to_thread(EncoderPool, self.encoders, self.encoder_chunk)
         producer = await self._start_producer(stop)
         if producer is None:
+            self._close_pool()
             return
         next_read: asyncio.Future[Any] | None = None
         try:
@@ -335,6 +411,18 @@ class Relay:
                     next_read = None
                     await _wait(stop, 1.0)
                     continue
+                except EncoderLost as exc:
+                    # An encoder killed under us (OOM killer, an operator): new encoders, and the
+                    # page again from the stored position (what was sent of it is sent again).
+                    await _discard(next_read)
+                    next_read = None
+                    self._close_pool()
+                    if stop.is_set():  # a SIGTERM to the process group reached the encoders too
+                        return
+                    log.warning("%s; starting new encoders, will retry the same page", exc)
+                    self._pool = await asyncio.to_thread(EncoderPool, self.encoders, self.encoder_chunk)
+                    self.stats.encoder_restarts += 1
+                    continue
                 if await self._retrying(lambda: self.save_position(last), stop) is None:  # noqa: B023
                     return
                 self.stats.position = last
@@ -344,6 +432,13 @@ class Relay:
             await _discard(next_read)
             await producer.stop()
             self._close_connections()
+            self._close_pool()
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                self._pool.close()
+            self._pool = None
 
     def _close_connections(self) -> None:
         with contextlib.suppress(Exception):

@@ -41,11 +41,34 @@ class Projection(Protocol):
     def on_table(self, table: str) -> Projection: ...
 
 
+def event_types(projection: Projection) -> frozenset[str] | None:
+    """The CloudEvents types ``projection`` acts on, when it declares them (an ``event_types``
+    attribute), else None: every type. The runner does not decode a record that no projection reading
+    its topic declares, and hands each projection only the types it declares. A projection that
+    declares nothing sees every event, as before (issue 15: decoding was most of the projector's
+    CPU, and records of types nobody projects were decoded all the same)."""
+    declared = getattr(projection, "event_types", None)
+    return None if declared is None else frozenset(declared)
+
+
 DECODE_ERRORS = (codec.CodecError, registry.UnknownEventType, ValueError, KeyError, TypeError)
 
 
 def header_map(headers: Any) -> dict[str, bytes]:
     return {k: (v or b"") for k, v in (headers or [])}
+
+
+def ce_type_of(message: Any) -> str:
+    """The ``ce_type`` header of a Kafka record, without decoding its body ("" when absent). The last
+    one counts when it repeats, as in ``decode_message``."""
+    found = b""
+    for k, v in message.headers or ():
+        if k == "ce_type":
+            found = v or b""
+    try:
+        return found.decode()
+    except UnicodeDecodeError:
+        return ""  # decoded in full, so that decode_message refuses it as it always has
 
 
 def decode_message(message: Any) -> ProjectedEvent:

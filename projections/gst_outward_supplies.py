@@ -146,6 +146,7 @@ class GstOutwardSupplies(RowProjection):
 
     name = NAME
     topics = TOPICS
+    event_types = frozenset(CHANGES)  # the runner leaves other types undecoded
     key = "document_id"
 
     def change(self, event: ProjectedEvent) -> RowChange | None:

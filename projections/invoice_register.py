@@ -201,6 +201,7 @@ class InvoiceRegister(RowProjection):
 
     name = NAME
     topics = TOPICS
+    event_types = frozenset(CHANGES)  # the runner leaves other types undecoded
     key = "invoice_id"
 
     def change(self, event: ProjectedEvent) -> RowChange | None:

@@ -613,6 +613,7 @@ class _KafkaFiller(_Filler):
     ) -> int:
         conn = self.connection()
         with conn.transaction():
+            _fill_without_flush_wait(conn)
             failed = apply_isolating(conn, self.shadow, events, dead_letters_of=self.projection.name)
             dead_letters.record(conn, self.projection.name, undecodable)
             report.dead_lettered += len(failed)
@@ -750,6 +751,7 @@ class _EventStoreFiller(_Filler):
 
             def store(events: list[ProjectedEvent] = events, last: int = last) -> None:
                 with conn.transaction():
+                    _fill_without_flush_wait(conn)
                     self._store(conn, events, last, report)
 
             await asyncio.to_thread(store)
@@ -835,6 +837,14 @@ def _collect(
                 )
             offsets[tp] = message.offset
     return events, offsets, bad
+
+
+def _fill_without_flush_wait(conn: psycopg.Connection) -> None:
+    """A fill batch's commit does not wait for its WAL to reach disk (PostgreSQL's asynchronous
+    commit, docs "Asynchronous Commit": a crash may lose the last few commits, never part of one).
+    The batch and the shadow's position commit together, so a lost batch is simply filled again when
+    the rebuild resumes; the swap keeps the connection's default."""
+    conn.execute("SET LOCAL synchronous_commit = off")
 
 
 def _record(conn: psycopg.Connection, name: str, offsets: dict[TopicPartition, int]) -> None:

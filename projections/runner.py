@@ -7,12 +7,20 @@ machine, while a projection that takes a whole ``getmany`` batch and writes it w
 Positions live in PostgreSQL (``projection_tracking``), not in Kafka: on every partition
 assignment the consumer seeks to the stored offset + 1. Offsets are also committed to Kafka after
 each batch, only so that ``ledgerflow lag`` and other Kafka tools can see the group's progress.
+
+One runner can drive several projections (``ledgerflow projector`` runs them all in one): one
+consumer reads the union of their topics, each record is decoded once and handed to every
+projection that reads its topic and wants its type, and each projection keeps its own positions,
+transactions, dead letters and Kafka group offsets (issue 15: with a runner per projection, each of
+the four projections of the invoice topic fetched and decoded every record again, and decoding is
+most of a projector's CPU).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +32,15 @@ from engine import db, kafka
 from engine.config import Settings
 from projections import dead_letters, tracking
 from projections.dead_letters import Failure, apply_isolating, is_poison
-from projections.events import DECODE_ERRORS, ProjectedEvent, Projection, decode_message
+from projections.events import (
+    DECODE_ERRORS,
+    ProjectedEvent,
+    Projection,
+    ce_type_of,
+    decode_message,
+    event_types,
+)
+from projections.visibility import commit_group_offsets
 
 __all__ = ["DECODE_ERRORS", "ProjectedEvent", "Projection", "ProjectionRunner", "decode_message"]
 
@@ -37,7 +53,11 @@ class ProjectorStats:
     skipped: int = 0
     dead_lettered: int = 0
     batches: int = 0
+    # The consumer's view: per partition, the last offset every projection reading it has applied.
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    decoded: int = 0
+    not_decoded: int = 0
+    """Records no projection of their topic acts on (by their ce_type header), passed undecoded."""
 
 
 class _SeekToStoredPositions(ConsumerRebalanceListener):
@@ -45,96 +65,172 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):
         self.runner = runner
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        return None
+        self.runner.forget(list(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self.runner.seek_to_stored(list(assigned))
+
+
+Offsets = dict[tuple[str, int], int]
+
+
+@dataclass
+class _Work:
+    """One projection's share of a batch: its events, undecodable records and last offsets."""
+
+    events: list[ProjectedEvent] = field(default_factory=list)
+    undecodable: list[Failure] = field(default_factory=list)
+    offsets: Offsets = field(default_factory=dict)
+
+
+def shared_group(settings: Settings) -> str:
+    """The consumer group of a runner that drives several projections (``ledgerflow projector``).
+    Partitions are shared out in it between projector processes; each projection's own group
+    (``ledgerflow.projection.<name>``) still gets its offsets, for ``ledgerflow lag`` and health."""
+    return f"{settings.topic_prefix}ledgerflow.projector"
 
 
 class ProjectionRunner:
     # 2,500 events a batch, not 5,000: two batches are in memory at once (one written, one decoded),
     # and with 5,000 the projector peaked at 284-301 MB RSS in the bench, against 227 MB now,
     # under issue 15's 300 MB per process. A batch's fixed costs are a few round trips.
-    def __init__(self, settings: Settings, projection: Projection, *, max_records: int = 2500) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        projection: Projection | Sequence[Projection],
+        *,
+        max_records: int = 2500,
+    ) -> None:
         self.settings = settings
-        self.projection = projection
+        self.projections: list[Projection] = (
+            list(projection) if isinstance(projection, (list, tuple)) else [projection]  # type: ignore[list-item]
+        )
+        if not self.projections or len({p.name for p in self.projections}) != len(self.projections):
+            raise ValueError("a runner needs projections of distinct names")
+        self.projection = self.projections[0]
         self.max_records = max_records
         self.stats = ProjectorStats()
-        self.group_id = f"{settings.topic_prefix}ledgerflow.projection.{projection.name}"
-        self.topics = [settings.topic(t) for t in projection.topics]
-        self.dlq_topic = settings.topic(dead_letters.dlq_topic(projection.name))
+        self.groups = {
+            p.name: f"{settings.topic_prefix}ledgerflow.projection.{p.name}" for p in self.projections
+        }
+        self.group_id = (
+            self.groups[self.projection.name] if len(self.projections) == 1 else shared_group(settings)
+        )
+        self.topics = list(dict.fromkeys(settings.topic(t) for p in self.projections for t in p.topics))
+        # Per full topic name: the projections reading it, and the types any of them wants (None: all).
+        self._readers: dict[str, list[Projection]] = {
+            t: [p for p in self.projections if t in {settings.topic(x) for x in p.topics}]
+            for t in self.topics
+        }
+        self._wants = {p.name: event_types(p) for p in self.projections}
+        # Per projection: the last offset applied per partition (-1: none yet).
+        self.applied: dict[str, Offsets] = {p.name: {} for p in self.projections}
+        # Partitions whose stored positions are loaded (the rebalance listener seeks them). aiokafka
+        # may hand out records fetched from the group's committed offset before the listener is done;
+        # with one group for several projections that offset can be ahead of one of them (a
+        # projection added or rebuilt), so such records are dropped and read again after the seek.
+        self._loaded: set[tuple[str, int]] = set()
+        self.dlq_topic = settings.topic(dead_letters.dlq_topic(self.projection.name))
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._conn: psycopg.Connection | None = None
-        self._letters_unpublished = False
+        # One kept connection per projection, replaced after a failure: the projections' shares of
+        # a batch are written side by side (PostgreSQL works on one while Python builds the next).
+        self._conns: dict[str, psycopg.Connection] = {}
+        self._letters_unpublished: set[str] = set()
 
-    def _stored(self) -> dict[tuple[str, int], int]:
+    @property
+    def _conn(self) -> psycopg.Connection | None:
+        """The first projection's connection (tests end its backend to simulate an outage)."""
+        return self._conns.get(self.projection.name)
+
+    def _stored(self) -> dict[str, Offsets]:
+        found: dict[str, Offsets] = {p.name: {} for p in self.projections}
         with db.connect(self.settings) as conn:
-            found: dict[tuple[str, int], int] = {}
-            for topic in self.topics:
-                for partition, offset in tracking.positions(conn, self.projection.name, topic).items():
-                    found[(topic, partition)] = offset
-            return found
+            for p in self.projections:
+                for topic in {self.settings.topic(t) for t in p.topics}:
+                    for partition, offset in tracking.positions(conn, p.name, topic).items():
+                        found[p.name][(topic, partition)] = offset
+        return found
 
     async def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
         assert self._consumer is not None
         stored = await asyncio.to_thread(self._stored)
         for tp in assigned:
-            last = stored.get((tp.topic, tp.partition))
-            if last is None:
+            key = (tp.topic, tp.partition)
+            lasts = []
+            for p in self._readers.get(tp.topic, []):
+                last = stored[p.name].get(key, -1)
+                self.applied[p.name][key] = last
+                lasts.append(last)
+            # The least advanced projection decides where reading starts; the others skip what
+            # they have applied already.
+            lowest = min(lasts, default=-1)
+            if lowest < 0:
                 await self._consumer.seek_to_beginning(tp)
             else:
-                self._consumer.seek(tp, last + 1)
-            self.stats.positions[(tp.topic, tp.partition)] = -1 if last is None else last
-        log.info("%s assigned %s", self.projection.name, sorted((tp.topic, tp.partition) for tp in assigned))
+                self._consumer.seek(tp, lowest + 1)
+            self.stats.positions[key] = lowest
+            self._loaded.add(key)
+        names = ", ".join(p.name for p in self.projections)
+        log.info("%s assigned %s", names, sorted((tp.topic, tp.partition) for tp in assigned))
 
-    def _apply(
-        self, events: list[ProjectedEvent], undecodable: list[Failure], offsets: dict[tuple[str, int], int]
-    ) -> int:
-        """One transaction: the batch (poison events isolated and dead-lettered), the undecodable
-        records' letters and the positions. Returns how many letters it recorded."""
-        # One connection for the runner's life, replaced after a failure.
-        if self._conn is None or self._conn.closed:
-            self._conn = db.connect(self.settings)
-        conn = self._conn
+    def forget(self, revoked: list[TopicPartition]) -> None:
+        self._loaded.difference_update((tp.topic, tp.partition) for tp in revoked)
+
+    def _apply_one(self, projection: Projection, work: _Work) -> int:
+        """One transaction: the projection's share of the batch (poison events isolated and
+        dead-lettered), the undecodable records' letters and the positions. Returns how many
+        letters it recorded."""
+        conn = self._conns.get(projection.name)
+        if conn is None or conn.closed:
+            conn = self._conns[projection.name] = db.connect(self.settings)
         try:
             with conn.transaction():
-                failed = apply_isolating(conn, self.projection, events, dead_letters_of=self.projection.name)
-                dead_letters.record(conn, self.projection.name, undecodable)
+                failed = apply_isolating(conn, projection, work.events, dead_letters_of=projection.name)
+                dead_letters.record(conn, projection.name, work.undecodable)
                 by_topic: dict[str, dict[int, int]] = {}
-                for (topic, partition), offset in offsets.items():
+                for (topic, partition), offset in work.offsets.items():
                     by_topic.setdefault(topic, {})[partition] = offset
                 for topic, per_partition in by_topic.items():
-                    tracking.record(conn, self.projection.name, topic, per_partition)
+                    tracking.record(conn, projection.name, topic, per_partition)
         except Exception:
             # Whatever failed, start the retry on a fresh connection (a terminated backend leaves
             # a closed one; anything else leaves nothing worth keeping).
             conn.close()
-            self._conn = None
+            self._conns.pop(projection.name, None)
             raise
-        return len(failed) + len(undecodable)
+        return len(failed) + len(work.undecodable)
 
-    async def publish_dead_letters(self) -> None:
+    def _apply(
+        self, events: list[ProjectedEvent], undecodable: list[Failure], offsets: dict[tuple[str, int], int]
+    ) -> int:
+        """The single-projection form of ``_apply_one`` (kept for callers and tests)."""
+        return self._apply_one(self.projection, _Work(events, undecodable, offsets))
+
+    async def publish_dead_letters(self, name: str | None = None) -> None:
         """Copy letters not yet on ``projection.<name>.dlq.v1`` there (the table is the record; a
         failure here is retried after the next batch that dead-letters something, or at start).
         The rows stay locked (SKIP LOCKED) until Kafka has them: two projector processes of one
         projection do not both copy the same letter."""
+        for p in self.projections if name is None else [q for q in self.projections if q.name == name]:
+            await self._publish_dead_letters(p.name)
+
+    async def _publish_dead_letters(self, name: str) -> None:
         assert self._producer is not None
         try:
             conn = await asyncio.to_thread(db.connect, self.settings)
             try:
-                while letters := await asyncio.to_thread(
-                    dead_letters.claim_unpublished, conn, self.projection.name
-                ):
+                while letters := await asyncio.to_thread(dead_letters.claim_unpublished, conn, name):
                     await dead_letters.publish(self._producer, self.settings, letters)
                     await asyncio.to_thread(dead_letters.mark_published, conn, [d.id for d in letters])
                     await asyncio.to_thread(conn.commit)
             finally:
                 await asyncio.to_thread(conn.close)  # an uncommitted claim is released
-            self._letters_unpublished = False
+            self._letters_unpublished.discard(name)
         except (KafkaError, db.DatabaseUnavailable, psycopg.Error) as exc:
-            self._letters_unpublished = True
-            log.warning("could not copy dead letters to %s yet (%s); will retry", self.dlq_topic, exc)
+            self._letters_unpublished.add(name)
+            topic = self.settings.topic(dead_letters.dlq_topic(name))
+            log.warning("could not copy dead letters to %s yet (%s); will retry", topic, exc)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -159,40 +255,69 @@ class ProjectionRunner:
                 batches = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 if not batches:
                     continue
-                events, undecodable, offsets = self._collect(batches)
+                work = self._share(batches)
+                del batches  # the raw records of a batch are not kept past decoding
                 if writing is not None:
                     await writing
-                if offsets:
-                    writing = asyncio.ensure_future(self._store(events, undecodable, offsets, stop))
+                if any(w.offsets for w in work.values()):
+                    writing = asyncio.ensure_future(self._store_all(work, stop))
             if writing is not None:
                 await writing
         finally:
             await self._consumer.stop()
             await self._producer.stop()
-            if self._conn is not None:
-                self._conn.close()
+            for conn in self._conns.values():
+                conn.close()
 
     def _collect(
         self, batches: dict[TopicPartition, list[Any]]
     ) -> tuple[list[ProjectedEvent], list[Failure], dict[tuple[str, int], int]]:
-        events: list[ProjectedEvent] = []
-        undecodable: list[Failure] = []
-        offsets: dict[tuple[str, int], int] = {}
+        """The single-projection form of ``_share`` (kept for callers and tests)."""
+        work = self._share(batches)[self.projection.name]
+        return work.events, work.undecodable, work.offsets
+
+    def _share(self, batches: dict[TopicPartition, list[Any]]) -> dict[str, _Work]:
+        """Decode each record once and give every projection that has not applied it yet its share."""
+        work = {p.name: _Work() for p in self.projections}
         for tp, messages in batches.items():
-            applied_up_to = self.stats.positions.get((tp.topic, tp.partition), -1)
+            key = (tp.topic, tp.partition)
+            if key not in self._loaded:
+                self.stats.skipped += len(messages)
+                continue
+            readers = [
+                (p.name, self._wants[p.name], self.applied[p.name].get(key, -1))
+                for p in self._readers[tp.topic]
+            ]
+            lowest = min((up_to for _, _, up_to in readers), default=-1)
             for message in messages:
-                if message.offset <= applied_up_to:
+                offset = message.offset
+                if offset <= lowest:
                     self.stats.skipped += 1
                     continue
+                due = [(name, wants) for name, wants, up_to in readers if offset > up_to]
+                for name, _ in due:
+                    work[name].offsets[key] = offset
+                ce_type = ce_type_of(message)
+                # Only the type from the header decides whether to decode at all. A record without
+                # one is always decoded, so an undecodable record is still refused as it was.
+                if ce_type and all(wants is not None and ce_type not in wants for _, wants in due):
+                    self.stats.not_decoded += 1
+                    continue
                 try:
-                    events.append(decode_message(message))
+                    event = decode_message(message)
                 except DECODE_ERRORS as exc:
-                    log.error(
-                        "undecodable event at %s[%d]@%d: %s", tp.topic, tp.partition, message.offset, exc
-                    )
-                    undecodable.append(Failure.undecodable(message, exc))
-                offsets[(tp.topic, tp.partition)] = message.offset
-        return events, undecodable, offsets
+                    log.error("undecodable event at %s[%d]@%d: %s", tp.topic, tp.partition, offset, exc)
+                    failure = Failure.undecodable(message, exc)
+                    for name, wants in due:
+                        # A letter for each projection that would have acted on the record.
+                        if not ce_type or wants is None or ce_type in wants:
+                            work[name].undecodable.append(failure)
+                    continue
+                self.stats.decoded += 1
+                for name, wants in due:
+                    if wants is None or event.ce_type in wants:
+                        work[name].events.append(event)
+        return work
 
     async def _store(
         self,
@@ -201,32 +326,71 @@ class ProjectionRunner:
         offsets: dict[tuple[str, int], int],
         stop: asyncio.Event,
     ) -> None:
+        """The single-projection form of ``_store_all`` (kept for callers and tests)."""
+        await self._store_all({self.projection.name: _Work(events, undecodable, offsets)}, stop)
+
+    async def _store_all(self, work: dict[str, _Work], stop: asyncio.Event) -> None:
+        """Each projection's share in its own transaction. A projection that cannot write (an outage,
+        a missing table) is retried until it can; the ones that committed are not applied twice."""
+        pending = [p for p in self.projections if p.name in work and work[p.name].offsets]
         delay = 0.5
-        while True:
-            try:
-                letters = await asyncio.to_thread(self._apply, events, undecodable, offsets)
-                break
-            except Exception as exc:
-                # Poison never gets here (apply_isolating sets it aside): this is an outage, or a
-                # fault of the deployment (a missing table). Either way nothing is skipped: wait.
+        while pending:
+            outcomes = await asyncio.gather(
+                *(asyncio.to_thread(self._apply_one, p, work[p.name]) for p in pending),
+                return_exceptions=True,
+            )
+            failed: list[Projection] = []
+            for p, outcome in zip(pending, outcomes, strict=True):
+                share = work[p.name]
+                if isinstance(outcome, BaseException):
+                    if not isinstance(outcome, Exception):
+                        raise outcome  # cancelled: the batch was not stored, it is read again
+                    # Poison never gets here (apply_isolating sets it aside): this is an outage, or a
+                    # fault of the deployment (a missing table). Either way nothing is skipped: wait.
+                    if is_poison(outcome):
+                        log.error("projecting %s failed (%r); retrying in %.1fs", p.name, outcome, delay)
+                    else:
+                        log.warning(
+                            "PostgreSQL unavailable while projecting (%s); retrying in %.1fs", outcome, delay
+                        )
+                    failed.append(p)
+                    continue
+                letters = outcome
+                self.applied[p.name].update(share.offsets)
+                self.stats.applied += len(share.events) - (letters - len(share.undecodable))
+                self.stats.dead_lettered += letters
+                if letters:
+                    self._letters_unpublished.add(p.name)
+            pending = failed
+            if pending:
                 if stop.is_set():
                     return
-                if is_poison(exc):
-                    log.error(
-                        "projecting %s failed (%r); retrying in %.1fs", self.projection.name, exc, delay
-                    )
-                else:
-                    log.warning("PostgreSQL unavailable while projecting (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
-        self.stats.positions.update(offsets)
-        self.stats.applied += len(events) - (letters - len(undecodable))
-        self.stats.dead_lettered += letters
         self.stats.batches += 1
-        if letters or self._letters_unpublished:
-            await self.publish_dead_letters()
+        for name in list(self._letters_unpublished):
+            await self.publish_dead_letters(name)
+        await self._commit_to_kafka(work)
+
+    async def _commit_to_kafka(self, work: dict[str, _Work]) -> None:
+        """Offsets for ``ledgerflow lag`` and other Kafka tools; only visibility is at stake."""
         assert self._consumer is not None
+        moved: Offsets = {}
+        for topic, readers in self._readers.items():
+            for p in readers:
+                for key, _ in work.get(p.name, _Work()).offsets.items():
+                    if key[0] == topic:
+                        moved[key] = min(self.applied[q.name].get(key, -1) for q in readers)
+        self.stats.positions.update(moved)
+        ahead = {TopicPartition(t, p): o + 1 for (t, p), o in moved.items() if o >= 0}
         try:
-            await self._consumer.commit({TopicPartition(t, p): o + 1 for (t, p), o in offsets.items()})
+            if ahead:  # empty when a rebalance has just moved the positions back (aiokafka refuses {})
+                await self._consumer.commit(ahead)
+            if len(self.projections) > 1:
+                # Each projection's own group shows that projection's progress (it has no members:
+                # the shared group does the reading).
+                for name, share in work.items():
+                    if share.offsets:
+                        await commit_group_offsets(self._consumer, self.groups[name], share.offsets)
         except KafkaError as exc:  # only visibility is lost; positions are safe in PostgreSQL
             log.info("could not commit offsets to Kafka (%s); positions are safe in PostgreSQL", exc)

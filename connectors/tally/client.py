@@ -15,6 +15,7 @@ from types import TracebackType
 import httpx
 
 from connectors.errors import NeedsAttentionError, PermanentError, RetryableError
+from connectors.tally.budgets import BudgetMaster, build_budget_import
 from connectors.tally.errors import classify_http, classify_import
 from connectors.tally.vouchers import (
     ImportResult,
@@ -72,6 +73,21 @@ class TallyClient:
         answer = await self._post(body)
         try:
             result = parse_import_response(answer)
+        except ResponseUnreadable as exc:
+            raise NeedsAttentionError("unreadable_answer", str(exc)) from exc
+        error = classify_import(result)
+        if error is not None:
+            raise error
+        return result
+
+    async def import_budgets(self, budgets: Sequence[BudgetMaster]) -> ImportResult:
+        """Create or replace Budget masters (budgets.py); Tally's counts, or a ``ConnectorError``."""
+        try:
+            body = build_budget_import(self.company, budgets)
+        except VoucherRefused as exc:
+            raise PermanentError(exc.code, exc.message) from exc
+        try:
+            result = parse_import_response(await self._post(body))
         except ResponseUnreadable as exc:
             raise NeedsAttentionError("unreadable_answer", str(exc)) from exc
         error = classify_import(result)

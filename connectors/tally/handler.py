@@ -15,7 +15,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 
 from connectors.errors import ConnectorError, NeedsAttentionError, PermanentError
-from connectors.tally import ledgers, mapping, routes
+from connectors.tally import journal, ledgers, mapping, posting, routes
 from connectors.tally.client import TallyClient
 from connectors.tally.vouchers import Voucher, VoucherRefused
 from engine import db
@@ -31,6 +31,8 @@ class TallyHandler:
         self.context = context
 
     async def __call__(self, job: Job, attempt: int) -> JobResult:
+        if job.kind == routes.POST_VOUCHER:
+            return await self._post_voucher(job)
         tenant_id = UUID(job.tenant_id)
         loaded = await self.context.integration(tenant_id)
         ledger_map = await self.context.blocking(lambda: self._ledger_map(tenant_id))
@@ -47,6 +49,45 @@ class TallyHandler:
                 "tally_voucher_id": result.last_voucher_id,
             }
         )
+
+    async def _post_voucher(self, job: Job) -> JobResult:
+        """A voucher of POST /v1/tally/vouchers, read from its row (the job's tenant's only)."""
+        try:
+            tenant_id, voucher_id = UUID(job.tenant_id), UUID(job.subject)
+        except ValueError as exc:
+            raise PermanentError("malformed_job", "the job's tenant or subject is not a UUID") from exc
+
+        def row() -> dict[str, Any] | None:
+            with db.connect(self.context.settings) as conn:
+                return posting.get(conn, tenant_id, voucher_id)
+
+        found = await self.context.blocking(row)
+        if found is None:
+            raise PermanentError("malformed_job", "no such voucher for the job's tenant")
+        if found["status"] == "posted":
+            return JobResult({**dict(found["tally_answer"] or {}), "already_done": True})
+        try:
+            voucher = journal.voucher_of(str(tenant_id), journal.from_document(found["document"]))
+        except VoucherRefused as exc:
+            raise PermanentError(exc.code, exc.message) from exc
+        loaded = await self.context.integration(tenant_id)
+        transport = await self.context.transport(loaded)
+        company = str(loaded.credentials.get("company") or "")
+        async with TallyClient(loaded.base_url, company, transport=transport) as client:
+            result = await client.import_vouchers([voucher])
+        answer = {
+            "voucher_type": voucher.voucher_type,
+            "remote_id": voucher.remote_id,
+            "action": "created" if result.count("CREATED") else "altered",
+            "tally_voucher_id": result.last_voucher_id,
+        }
+
+        def posted() -> None:
+            with db.connect(self.context.settings) as conn, conn.transaction():
+                posting.mark_posted(conn, voucher_id, answer)
+
+        await self.context.blocking(posted)
+        return JobResult(answer)
 
     def _ledger_map(self, tenant_id: UUID) -> mapping.LedgerMap:
         with db.connect(self.context.settings) as conn:
@@ -132,8 +173,23 @@ class TallyHandler:
         }
 
     def record_failure(self, job: Job, error: ConnectorError, attempts: int) -> None:
-        # The DLQ record carries the job and Tally's LINEERROR in its error headers; nothing else to keep.
-        return None
+        # The DLQ record carries the job and Tally's LINEERROR in its error headers. A voucher of
+        # POST /v1/tally/vouchers also shows it: GET /v1/tally/vouchers/{id} answers failed, with it.
+        if job.kind != routes.POST_VOUCHER:
+            return
+        try:
+            voucher_id = UUID(job.subject)
+        except ValueError:
+            return
+        error_document = {
+            "error_class": str(error.error_class),
+            "code": error.code,
+            "message": error.message,
+            "line_errors": list(error.details.get("line_errors") or []),
+            "attempts": attempts,
+        }
+        with db.connect(self.context.settings) as conn, conn.transaction():
+            posting.mark_failed(conn, voucher_id, error_document)
 
     async def close(self) -> None:
         return None

@@ -94,6 +94,13 @@ def last_synced(conn: psycopg.Connection, tenant_id: UUID) -> datetime | None:
     return rows[0]["synced_at"] if rows else None
 
 
+def known_names(conn: psycopg.Connection, tenant_id: UUID) -> set[str]:
+    """The names of the ledgers last read from Tally."""
+    return {
+        r["name"] for r in _rows(conn, "SELECT name FROM tally_ledgers WHERE tenant_id = %s", (tenant_id,))
+    }
+
+
 def _money(value: Decimal | None) -> str | None:
     return None if value is None else str(value.quantize(Decimal("0.01")))
 

@@ -61,13 +61,14 @@ DEMO_LEDGER_MAP = {
 VOUCHER_TYPES = frozenset(
     {"Sales", "Receipt", "Payment", "Journal", "Purchase", "Credit Note", "Debit Note", "Contra"}
 )
-EFFECTS = ("voucher_created", "voucher_altered")
+EFFECTS = ("voucher_created", "voucher_altered", "budget_created", "budget_altered")
 
 
 @dataclass
 class Company:
     ledgers: dict[str, dict[str, Any]] = field(default_factory=dict)
     vouchers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
     next_id: int = 1
 
 
@@ -201,8 +202,43 @@ def create_app() -> FastAPI:
     kit.on_reset(state.reset)
     kit.install(app)
 
+    def do_budgets(root: Any, company: Company) -> Response:
+        # Budget masters (connectors/tally/budgets.py): every line's ledger must exist; a name the
+        # company holds is replaced (ALTERED).
+        counts: dict[str, int] = {}
+        errors: list[str] = []
+        for budget in root.iterfind("BODY/IMPORTDATA/REQUESTDATA/TALLYMESSAGE/BUDGET"):
+            name = budget.get("NAME") or _text(budget, "NAME")
+            lines = []
+            for line in budget.findall("BUDGETDETAILS.LIST"):
+                ledger, amount = _text(line, "NAME"), _amount(_text(line, "AMOUNT"))
+                if ledger not in company.ledgers:
+                    errors.append(f"Ledger '{ledger}' does not exist!")
+                    break
+                if amount is None:
+                    errors.append(f"Invalid amount for ledger '{ledger}'")
+                    break
+                lines.append({"ledger": ledger, "type": _text(line, "BUDGETTYPE"), "amount": str(amount)})
+            else:
+                effect = "budget_altered" if name in company.budgets else "budget_created"
+                company.budgets[name] = {
+                    "name": name,
+                    "parent": _text(budget, "PARENT"),
+                    "from": _text(budget, "STARTINGFROM"),
+                    "to": _text(budget, "ENDINGAT"),
+                    "lines": lines,
+                }
+                counter = "ALTERED" if effect == "budget_altered" else "CREATED"
+                counts[counter] = counts.get(counter, 0) + 1
+                kit.record_effect(effect)
+                continue
+            counts["ERRORS"] = counts.get("ERRORS", 0) + 1
+        return _answer(counts, errors)
+
     def do_import(root: Any, company: Company) -> Response:
         report = _text(root, "BODY/IMPORTDATA/REQUESTDESC/REPORTNAME")
+        if report == "All Masters":
+            return do_budgets(root, company)
         if report != "Vouchers":
             return _error(f"Unknown report '{report[:40]}' for import")
         counts: dict[str, int] = {}
@@ -309,6 +345,11 @@ def create_app() -> FastAPI:
             for v in sorted(company.vouchers.values(), key=lambda v: v["id"])
         ]
         return {"items": items}
+
+    @app.get("/_sandbox/tally/companies/{name}/budgets")
+    def budgets(name: str) -> dict[str, Any]:
+        company = state.companies.get(name) or Company()
+        return {"items": [company.budgets[key] for key in sorted(company.budgets)]}
 
     @app.post("/_sandbox/tally/load")
     def set_load(load: Load) -> Load:

@@ -31,8 +31,16 @@ from lxml import etree
 
 from engine.fields import forbidden_character
 
-VoucherType = Literal["Sales", "Receipt", "Payment", "Journal", "Purchase", "Credit Note"]
-VOUCHER_TYPES: tuple[str, ...] = ("Sales", "Receipt", "Payment", "Journal", "Purchase", "Credit Note")
+VoucherType = Literal["Sales", "Receipt", "Payment", "Journal", "Purchase", "Credit Note", "Contra"]
+VOUCHER_TYPES: tuple[str, ...] = (
+    "Sales",
+    "Receipt",
+    "Payment",
+    "Journal",
+    "Purchase",
+    "Credit Note",
+    "Contra",
+)
 Side = Literal["debit", "credit"]
 
 # Our own bound, the same as an invoice's (engine/tax/limits.py): far above any real voucher, and a

@@ -6,6 +6,10 @@
   the caller's principal, never a body field.
 - ``GET /v1/tally/ledgers``: the seed's ledger list, as last read from Tally (cached, no Tally call).
 - ``POST /v1/tally/ledgers/sync``: read the "List of Accounts" from Tally now and replace the cache.
+- ``GET|PUT /v1/tally/schedule`` ``{enabled, run_at: "HH:MM", timezone}``: the daily ledger sync
+  (connectors/tally/sync.py; default on, 03:00 Asia/Kolkata), its last day and last error.
+- ``GET /v1/tally/reconciliations``: monthly reconciliations (connectors/tally/reconcile.py), newest first.
+- ``/v1/tally/vouchers``: vouchers posted through the API (engine/api/tally_vouchers.py).
 
 Every read and write is the caller's tenant's.
 """
@@ -16,20 +20,23 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from connectors.catalogue import checked_transport
 from connectors.errors import ConnectorError, ErrorClass
-from connectors.tally import ledgers
+from connectors.tally import ledgers, reconcile
+from connectors.tally import sync as tally_sync
 from connectors.tally.client import PROVIDER, TallyClient
 from connectors.tally.mapping import ROLES, check_role
 from connectors.tally.vouchers import MAX_NAME, VoucherRefused, check_name
 from engine import db, integrations
+from engine.api.accountant import Schedule
 from engine.api.contract import ErrorBody
 from engine.api.errors import ApiError
 from engine.api.principal import principal_of
+from engine.api.tally_vouchers import build_router as vouchers_router
 from engine.application import LedgerService
 from engine.config import Settings
 from engine.security.secrets import KeyRing
@@ -55,6 +62,12 @@ class LedgerMapBody(BaseModel):
         max_length=MAX_ROLES,
         description='role -> Tally ledger name, e.g. {"bank": "ICICI Bank", "party:Acme": "Acme Ltd"}',
     )
+
+
+class SyncSchedule(Schedule):
+    """The accountant's schedule body (checked the same way), with the ledger sync's default time."""
+
+    run_at: str = Field(default="03:00", description="Local time of day, HH:MM")
 
 
 def _checked_map(body: LedgerMapBody) -> dict[str, str]:
@@ -130,4 +143,31 @@ def build_router(
 
         return await run_in_threadpool(store)
 
+    @router.get(f"{BASE}/schedule", summary="When the ledgers are synced from Tally each day")
+    def get_schedule(tenant_id: Tenant, svc: Service) -> dict[str, Any]:
+        with db.transaction(svc.pool) as conn:
+            return tally_sync.schedule_view(conn, tenant_id)
+
+    @router.put(
+        f"{BASE}/schedule",
+        summary="Set the daily ledger sync's time and zone, or turn it off",
+        responses={422: {"model": ErrorBody, "description": "run_at is not HH:MM or timezone unknown"}},
+    )
+    def put_schedule(body: SyncSchedule, tenant_id: Tenant, svc: Service) -> dict[str, Any]:
+        run_at = datetime.strptime(body.run_at, "%H:%M").time()
+        with db.transaction(svc.pool) as conn:
+            tally_sync.put_schedule(conn, tenant_id, body.enabled, run_at, body.timezone)
+            return tally_sync.schedule_view(conn, tenant_id)
+
+    @router.get(
+        f"{BASE}/reconciliations",
+        summary="Monthly: Tally's expense ledgers against our approved expenses, and the differences",
+    )
+    def get_reconciliations(
+        tenant_id: Tenant, svc: Service, limit: Annotated[int, Query(ge=1, le=120)] = 24
+    ) -> dict[str, Any]:
+        with db.transaction(svc.pool) as conn:
+            return {"reconciliations": reconcile.listed(conn, tenant_id, limit)}
+
+    router.include_router(vouchers_router(settings, current_tenant, service, key_ring))
     return router

@@ -77,7 +77,12 @@ class TestTallyXml(SandboxFixtures):
             {"ledger": "ICICI Bank", "amount": "-1180.00", "is_deemed_positive": True},
             {"ledger": "Sundry Customers", "amount": "1180.00", "is_deemed_positive": False},
         ]
-        assert sandbox.stats()["effects"] == {"voucher_created": 1, "voucher_altered": 1}
+        assert sandbox.stats()["effects"] == {
+            "voucher_created": 1,
+            "voucher_altered": 1,
+            "budget_created": 0,
+            "budget_altered": 0,
+        }
 
     async def test_concurrent_imports_of_one_voucher_leave_one_voucher(
         self, sandbox: Operator, server: LiveServer

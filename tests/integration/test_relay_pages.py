@@ -23,8 +23,11 @@ from tests.integration.test_relay_unencodable import relay_position
 pytestmark = pytest.mark.integration
 
 
+# In process, and by two encoder processes in chunks of 3 (engine/relay_encoders.py): the chunks of a
+# page come back from both in turn and must be appended in page order.
+@pytest.mark.parametrize("encoders", [0, 2], ids=["in-process", "encoder-processes"])
 def test_pages_of_batches_publish_each_event_once_in_aggregate_order_where_the_partitioner_puts_it(
-    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop
+    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop, encoders: int
 ) -> None:
     tenant_id, _ = register_tenant(service)
     invoices = [
@@ -45,8 +48,13 @@ def test_pages_of_batches_publish_each_event_once_in_aggregate_order_where_the_p
     last = stored[-1].id
 
     # Pages of 7: several pages, batches of every size, the last one partly filled.
-    background.start(Relay(settings, batch_size=7, idle_wait=0.02).run)
+    relay = Relay(
+        settings, batch_size=7, idle_wait=0.02, encoders=encoders, encoder_chunk=3, encoder_min_page=1
+    )
+    background.start(relay.run)
     wait_for(lambda: relay_position(settings) == last, timeout=120, what=f"the relay reaching {last}")
+    # The encoders did the work when there are any (every page is at least encoder_min_page long).
+    assert (relay.stats.pooled_pages > 0) == bool(encoders), relay.stats
 
     published = read_topic(settings, "ledger.invoice.v1")
     expected = {}

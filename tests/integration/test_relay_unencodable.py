@@ -46,12 +46,16 @@ def relay_position(settings: Settings) -> int | None:
     return None if row is None else int(row[0])
 
 
+# Also with the page encoded by encoder processes (engine/relay_encoders.py), in chunks of 2 so the
+# broken event sits in the second chunk, after a chunk that is published.
+@pytest.mark.parametrize("encoders", [0, 1], ids=["in-process", "encoder-process"])
 def test_an_event_the_relay_cannot_encode_stops_it_with_an_alert_naming_the_event(
     service: LedgerService,
     settings: Settings,
     topics: list[str],
     background: BackgroundLoop,
     caplog: pytest.LogCaptureFixture,
+    encoders: int,
 ) -> None:
     tenant_id, _ = register_tenant(service)
 
@@ -65,7 +69,7 @@ def test_an_event_the_relay_cannot_encode_stops_it_with_an_alert_naming_the_even
 
     caplog.set_level(logging.CRITICAL, logger="ledgerflow.relay")
     for attempt in (1, 2):  # a restart stops at the same event again
-        relay = Relay(settings)
+        relay = Relay(settings, encoders=encoders, encoder_chunk=2, encoder_min_page=1)
         background.start(relay.run)
         task = background.tasks[-1][1]
         wait_for(task.done, timeout=60, what=f"the relay stopping (start {attempt})")

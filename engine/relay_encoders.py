@@ -1,0 +1,198 @@
+"""Encoder processes for the relay: a page's stored events turned into Kafka messages on other cores.
+
+Encoding (JSON decode, the Avro record, the precompiled writer, the CloudEvents headers) is about
+85 µs of Python per 5-line invoice and holds the GIL, so one relay process tops out near 10,000
+events/s whatever Kafka and PostgreSQL could take (docs/performance.md, "What limits each stage").
+Here each encoder is a spawned process running :func:`engine.publishing.encode_stored`, the very
+function the relay calls in process, on chunks of a page; the relay process reads pages, appends
+the returned messages to its record batches in notification order and waits for the acknowledgements.
+The bytes are the same by construction (same function); the order is kept because the chunks'
+results are taken in page order, whichever encoder finishes first.
+
+A chunk goes to an encoder over its own pipe, one chunk in flight per encoder: a second one would
+have the two ends block on each other's full pipe buffers. An encoder exits when its pipe closes,
+so a relay killed with SIGKILL leaves no encoder behind even where its process group is not killed
+with it. An event an encoder cannot encode is reported by its index only; the relay encodes that one
+event itself, so the error it stops with (``UnencodableEvent``) is exactly the in-process one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncGenerator, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+# (logical topic, key, Avro value, CloudEvents headers, the key's positive murmur2 hash): what the
+# relay appends for one event; the hash (the partitioner's, engine.kafka.partition_for) is taken here
+# too, one more share of the per-event work off the relay process.
+EncodedMessage = tuple[str, bytes, bytes, list[tuple[str, bytes]], int]
+# (notification id, originator id, originator version, stored topic, state): the relay's row.
+StoredEvent = tuple[int, Any, int, str, bytes]
+
+
+class EncoderLost(RuntimeError):
+    """An encoder process died (OOM killer, a signal); the relay stops and is restarted, the page is
+    published again from its stored position."""
+
+
+def encode_chunk(rows: Sequence[StoredEvent]) -> tuple[list[EncodedMessage], int | None]:
+    """The messages of ``rows`` in order, up to the first one that cannot be encoded, and that one's
+    index (``None`` when all could be)."""
+    from engine.kafka import murmur2
+    from engine.publishing import encode_stored
+
+    messages: list[EncodedMessage] = []
+    append = messages.append
+    for index, (_, originator_id, version, topic, state) in enumerate(rows):
+        try:
+            encoded = encode_stored(originator_id, version, topic, state)
+        except Exception:
+            return messages, index
+        key = encoded.key
+        append((encoded.outbound.topic, key, encoded.value, encoded.headers, murmur2(key) & 0x7FFFFFFF))
+    return messages, None
+
+
+def _serve(conn: Connection) -> None:
+    """An encoder's loop: a pickled chunk in, its pickled result out, until the pipe closes."""
+    import gc
+
+    # The engine's imports, done before the relay counts on this encoder.
+    import engine.kafka
+    import engine.publishing  # noqa: F401
+
+    conn.send_bytes(b"ready")
+    # As the relay process itself (engine/cli.py): a chunk allocates thousands of containers.
+    gc.set_threshold(50_000, 20, 100)
+    parent = os.getppid()
+    while True:
+        try:
+            # Wake now and then to notice a parent gone without closing the pipe (a forked holder).
+            if not conn.poll(5.0):
+                if os.getppid() != parent:
+                    return
+                continue
+            payload = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        # Headers shared between messages (the per-type ones) are pickled once per chunk (memo).
+        conn.send_bytes(pickle.dumps(encode_chunk(pickle.loads(payload)), pickle.HIGHEST_PROTOCOL))
+
+
+class _Encoder:
+    def __init__(self) -> None:
+        # A plain child interpreter (`python -m engine.relay_encoders FD`) on one end of a socket
+        # pair: multiprocessing's spawn would re-run the parent's __main__ in it.
+        ours, theirs = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "engine.relay_encoders", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.lock = threading.Lock()
+
+    def wait_ready(self) -> None:
+        try:
+            self.conn.recv_bytes()
+        except (EOFError, OSError) as exc:
+            raise EncoderLost(f"relay encoder process {self.process.pid} did not start: {exc}") from exc
+
+    def call(self, payload: bytes) -> bytes:
+        """Send a pickled chunk, return the pickled result. Both are (un)pickled by the caller in the
+        event loop's thread: done in the worker threads, the page's objects are allocated in their
+        malloc arenas, which glibc keeps per thread (the relay process peaked at 273-289 MB in two
+        50,000-event bench runs that way, 234-238 MB in two runs this way)."""
+        with self.lock:
+            try:
+                self.conn.send_bytes(payload)
+                return self.conn.recv_bytes()
+            except (EOFError, OSError) as exc:
+                raise EncoderLost(f"relay encoder process {self.process.pid} is gone: {exc}") from exc
+
+    def close(self) -> None:
+        # The closed socket ends the encoder's loop.
+        self.conn.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+class EncoderPool:
+    """``workers`` encoder processes; :meth:`encode` yields a page's messages chunk by chunk, in order."""
+
+    def __init__(self, workers: int, chunk_size: int = 500) -> None:
+        if workers < 1:
+            raise ValueError("an encoder pool needs at least one encoder")
+        self.chunk_size = chunk_size
+        # Fresh interpreters: nothing of the relay's threads, sockets or event loop is copied.
+        self._encoders = [_Encoder() for _ in range(workers)]
+        for encoder in self._encoders:
+            encoder.wait_ready()
+
+    @property
+    def pids(self) -> list[int]:
+        return [e.process.pid for e in self._encoders]
+
+    async def encode(
+        self, rows: Sequence[StoredEvent]
+    ) -> AsyncGenerator[tuple[int, list[EncodedMessage], int | None], None]:
+        """For each chunk of ``rows`` in order: (index of its first row in ``rows``, its messages,
+        the index in ``rows`` of an event that could not be encoded, or ``None``). Every encoder
+        works on its next chunk while earlier ones are consumed; an abandoned iteration lets the
+        chunks in flight finish and drops them."""
+        starts = range(0, len(rows), self.chunk_size)
+        chunks = [rows[s : s + self.chunk_size] for s in starts]
+        loop = asyncio.get_running_loop()
+        results: list[asyncio.Future[bytes]] = [loop.create_future() for _ in chunks]
+
+        async def work(encoder: _Encoder, mine: range) -> None:
+            for i in mine:
+                if results[i].done():  # cancelled: the page was abandoned
+                    return
+                try:
+                    payload = pickle.dumps(chunks[i], pickle.HIGHEST_PROTOCOL)
+                    outcome = await asyncio.to_thread(encoder.call, payload)
+                except BaseException as exc:
+                    if not results[i].done():
+                        results[i].set_exception(exc)
+                    return
+                if not results[i].done():
+                    results[i].set_result(outcome)
+
+        count = len(self._encoders)
+        tasks = [
+            asyncio.ensure_future(work(encoder, range(n, len(chunks), count)))
+            for n, encoder in enumerate(self._encoders)
+        ]
+        try:
+            for start, result in zip(starts, results, strict=True):
+                messages, failed = pickle.loads(await result)
+                yield start, messages, None if failed is None else start + failed
+                if failed is not None:
+                    return
+        finally:
+            for future in results:
+                if not future.done():
+                    future.cancel()
+            # Let each encoder's call in flight complete (its thread holds the pipe) before the
+            # next page uses the encoder; nothing is consumed from them.
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def close(self) -> None:
+        for encoder in self._encoders:
+            encoder.close()
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])))

@@ -1,0 +1,56 @@
+"""Offsets committed to a consumer group the committing consumer is not a member of.
+
+A runner that drives several projections reads with one shared group, but ``ledgerflow lag``, the
+consumer health check and the metrics look at each projection's own group
+(``ledgerflow.projection.<name>``). Kafka accepts an OffsetCommit for a group without members when
+it carries generation -1 and no member id (the "simple consumer" commit of the Kafka protocol's
+OffsetCommit API, the form a standalone consumer uses); a group that does have members (an older
+per-projection runner still running) refuses it, which only costs visibility: positions are kept
+in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka.client import ConnectionGroup, CoordinationType
+from aiokafka.errors import KafkaError, for_code
+from aiokafka.protocol.commit import OffsetCommitRequest
+
+log = logging.getLogger("ledgerflow.projections")
+
+_coordinators: dict[str, int] = {}
+
+
+async def commit_group_offsets(consumer: Any, group: str, offsets: dict[tuple[str, int], int]) -> bool:
+    """Commit ``offsets`` (last applied offset per (topic, partition)) as ``group``'s next offsets,
+    through ``consumer``'s connections. Returns False (and logs) if Kafka refused it."""
+    if not offsets:
+        return True
+    client = consumer._client  # aiokafka's AIOKafkaClient: its connections and metadata
+    by_topic: dict[str, list[tuple[int, int, str]]] = {}
+    for (topic, partition), offset in sorted(offsets.items()):
+        by_topic.setdefault(topic, []).append((partition, offset + 1, ""))
+    request = OffsetCommitRequest(
+        group,
+        OffsetCommitRequest.DEFAULT_GENERATION_ID,
+        "",
+        OffsetCommitRequest.DEFAULT_RETENTION_TIME,
+        list(by_topic.items()),
+    )
+    try:
+        node = _coordinators.get(group)
+        if node is None:
+            node = _coordinators[group] = await client.coordinator_lookup(CoordinationType.GROUP, group)
+        response = await client.send(node, request, group=ConnectionGroup.COORDINATION)
+    except KafkaError as exc:
+        _coordinators.pop(group, None)
+        log.info("could not commit %s's offsets (%s); positions are safe in PostgreSQL", group, exc)
+        return False
+    errors = {for_code(code).__name__ for _, parts in response.topics for _, code in parts if code}
+    if errors:
+        _coordinators.pop(group, None)  # a moved coordinator answers NotCoordinator: ask again next time
+        log.info("Kafka refused %s's offsets (%s); positions are safe in PostgreSQL", group, sorted(errors))
+        return False
+    return True

@@ -1,0 +1,98 @@
+"""The relay's encoder processes (engine/relay_encoders.py) never outlive it: killed with SIGKILL
+alone (not its process group, as a supervisor or an OOM kill may do), it leaves no encoder behind.
+And an encoder killed under the relay costs a retry, not the relay: it starts new encoders and
+publishes the page again."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import psutil
+import pytest
+
+from engine.application import LedgerService
+from engine.commands import IssueInvoice
+from engine.config import Settings
+from engine.relay import Relay
+from tests.conftest import BackgroundLoop, wait_for
+from tests.integration.helpers import invoice_body, register_tenant
+from tests.integration.processes import Processes
+from tests.integration.test_projection_poison import read_topic
+from tests.integration.test_relay_unencodable import relay_position
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def processes(settings: Settings, topics: list[str], tmp_path: Path) -> Iterator[Processes]:
+    group = Processes(settings, tmp_path)
+    yield group
+    group.close()
+
+
+def encoders_of(pid: int) -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "engine.relay_encoders" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_encoder_processes_exit_when_the_relay_is_killed_alone(processes: Processes) -> None:
+    relay = processes.start("relay")  # `ledgerflow relay`: two encoder processes by default
+    encoders = processes.wait_for(
+        lambda: found if len(found := encoders_of(relay.pid)) == 2 else None,
+        timeout=60,
+        what="the relay's two encoder processes",
+        watch=[relay],
+    )
+    os.kill(relay.pid, signal.SIGKILL)  # the relay only: its encoders are not signalled
+    relay.popen.wait(timeout=30)
+    processes.wait_for(
+        lambda: all(gone(e) for e in encoders),
+        timeout=30,
+        what="the encoders exiting after their relay died",
+        explain=lambda: str([(e.pid, e.status()) for e in encoders if not gone(e)]),
+    )
+
+
+def test_an_encoder_killed_under_the_relay_is_replaced_and_its_page_published_again(
+    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop
+) -> None:
+    tenant_id, _ = register_tenant(service)
+
+    def issue(number: str) -> str:
+        body = IssueInvoice.model_validate(invoice_body(number))
+        return str(service.issue_invoice(UUID(tenant_id), body).invoice.id)
+
+    before = [issue(f"ENC-{i}") for i in range(3)]
+    relay = Relay(settings, idle_wait=0.02, encoders=1, encoder_chunk=2, encoder_min_page=1)
+    background.start(relay.run)
+    first = wait_for(lambda: relay._pool and relay_position(settings), timeout=60, what="a first page")
+    assert relay._pool is not None and relay.stats.pooled_pages > 0
+    killed = relay._pool.pids[0]
+    os.kill(killed, signal.SIGKILL)
+
+    after = [issue(f"ENC-AFTER-{i}") for i in range(3)]
+    last = int(service.ledger.recorder.max_notification_id() or 0)
+    assert last > first
+    wait_for(lambda: relay_position(settings) == last, timeout=60, what=f"the relay reaching {last}")
+    assert relay.stats.encoder_restarts == 1
+    assert relay._pool is not None and relay._pool.pids[0] != killed
+    # Every invoice's event on the topic (at least once: a page retried may repeat what was sent).
+    keys = {m.key().decode() for m in read_topic(settings, "ledger.invoice.v1")}
+    assert keys == set(before + after)
