@@ -176,20 +176,22 @@ class AuditTrail:
 
 _COLUMNS = (
     "id, source, occurred_at, action, event_type, entity_type, entity_id, changes, details,"
-    " actor, role, user_id, client_ip, user_agent, request_id"
+    " actor, role, user_id, client_ip, user_agent, request_id, seq"
 )
 _SEARCH = """
 SELECT {columns} FROM (
     SELECT event_id::text AS id, 'event' AS source, occurred_at, action, event_type, entity_type,
            entity_id, changes, NULL::jsonb AS details, actor, role, user_id, client_ip, user_agent,
-           request_id
+           request_id, kafka_offset AS seq
     FROM {trail} WHERE {trail_filter}
     UNION ALL
     SELECT entry_id::text, 'entry', occurred_at, action, NULL, entity_type, entity_id, NULL::jsonb,
-           details, actor, role, user_id, client_ip, user_agent, request_id
+           details, actor, role, user_id, client_ip, user_agent, request_id, 0::bigint
     FROM {entries} WHERE {entries_filter}
 ) AS entries
-ORDER BY occurred_at, id
+-- Events saved together share their timestamp (an auto-approval is stored with its submission); one
+-- entity's events sit in one partition, so the offset keeps them in the order they happened.
+ORDER BY occurred_at, seq, id
 LIMIT %(limit)s
 """
 
@@ -206,14 +208,17 @@ class BadCursor(ValueError):
     pass
 
 
-def encode_cursor(occurred_at: datetime, entry_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([occurred_at.isoformat(), entry_id])).decode().rstrip("=")
+def encode_cursor(occurred_at: datetime, entry_id: str, seq: int = 0) -> str:
+    position = [occurred_at.isoformat(), seq, entry_id]
+    return base64.urlsafe_b64encode(orjson.dumps(position)).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str) -> tuple[datetime, int, str]:
     try:
-        at, entry_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(at), str(entry_id)
+        at, seq, entry_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
+            raise TypeError("seq")
+        return datetime.fromisoformat(at), seq, str(entry_id)
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
         raise BadCursor("cursor is not one this API returned") from exc
 
@@ -239,9 +244,10 @@ def search(
     trail_conditions = list(conditions)
     entries_conditions = list(conditions)
     if cursor is not None:
-        params["after_at"], params["after_id"] = decode_cursor(cursor)
-        trail_conditions.append(sql.SQL("(occurred_at, event_id::text) > (%(after_at)s, %(after_id)s)"))
-        entries_conditions.append(sql.SQL("(occurred_at, entry_id::text) > (%(after_at)s, %(after_id)s)"))
+        params["after_at"], params["after_seq"], params["after_id"] = decode_cursor(cursor)
+        after = "(%(after_at)s, %(after_seq)s, %(after_id)s)"
+        trail_conditions.append(sql.SQL("(occurred_at, kafka_offset, event_id::text) > " + after))
+        entries_conditions.append(sql.SQL("(occurred_at, 0::bigint, entry_id::text) > " + after))
     query = sql.SQL(_SEARCH).format(
         columns=sql.SQL(_COLUMNS),
         trail=sql.Identifier(NAME),
@@ -253,7 +259,8 @@ def search(
         rows = cur.execute(query, params).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1]["occurred_at"], rows[-1]["id"]) if more and rows else None
+    last = rows[-1] if more and rows else None
+    next_cursor = encode_cursor(last["occurred_at"], last["id"], last["seq"]) if last else None
     return rows, next_cursor
 
 

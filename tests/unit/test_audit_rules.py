@@ -116,7 +116,8 @@ def test_avro_values_become_exact_json() -> None:
 
 def test_a_cursor_round_trips_and_a_forged_one_is_refused() -> None:
     at = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
-    assert decode_cursor(encode_cursor(at, "abc")) == (at, "abc")
+    assert decode_cursor(encode_cursor(at, "abc")) == (at, 0, "abc")
+    assert decode_cursor(encode_cursor(at, "abc", 41)) == (at, 41, "abc")
     for forged in ("%%%", "bm90IGpzb24", encode_cursor(at, "x")[:-3]):
         with pytest.raises(BadCursor):
             decode_cursor(forged)
