@@ -155,6 +155,9 @@ def _allocated(event: Any, base: dict[str, Any]) -> dict[str, Any]:
         financial_year=event.financial_year,
         allocated_amount=_money(event.allocated_amount),
         allocated_by=event.allocated_by,
+        # Allocations stored before these fields existed started from nothing (schema v2 defaults).
+        utilized_amount=_money(getattr(event, "utilized_amount", "0.00")),
+        alert_level=str(getattr(event, "alert_level", "normal")),
     )
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -473,60 +475,89 @@ class ExpenseBook:
         number: str | None = None
         for _ in range(SAVE_ATTEMPTS):
             budget = self.load_budget(tenant_id, given.category, year)
-            route = route_expense(
-                given.amount,
-                threshold=config.approval_threshold,
-                category_requires_approval=bool(category.get("requires_approval")),
-                budget=budget.position if budget else None,
-            )
-            if route == Route.INSUFFICIENT_BUDGET:
-                assert budget is not None
-                raise self._insufficient(given.category, budget.position, given.amount)
-            # Taken only for an expense that will be recorded: a refusal leaves no gap in the numbers.
-            number = number or self._next_number(tenant_id, given.expense_date.year)
-            expense = Expense(
-                expense_id=expense_id,
-                tenant_id=tenant_id,
-                expense_number=number,
-                amount=given.amount,
-                category=given.category,
-                gl_code=gl_code,
-                expense_date=given.expense_date,
-                financial_year=year,
-                description=given.description,
-                vendor_name=given.vendor_name,
-                vendor_pan=given.vendor_pan,
-                receipt_url=given.receipt_url,
-                requires_approval=route == Route.PENDING_APPROVAL,
-                submitted_by=actor.actor,
-                request_hash=fingerprint,
-            )
-            touched: list[Any] = [expense]
-            level_before = None
-            if route == Route.APPROVED:
-                expense.approve(
-                    approved_by=AUTO_APPROVER,
-                    approver_role="system",
-                    approver_user_id=None,
-                    approver_name=None,
-                    approved_at=datetime.now(UTC),
-                    comments=f"at or below the approval threshold {money(config.approval_threshold)}",
-                    channel="auto",
+            with self._unbudgeted_lock(tenant_id, given.category, year, budget):
+                submitted = self._submit_once(
+                    tenant_id, given, actor, idempotency_key, config, category, gl_code, year, budget, number
                 )
-                if budget is not None:
-                    level_before = self._utilise(config, budget, expense)
-                    touched.append(budget)
-            try:
-                self.service._save(*touched)
-            except IntegrityError:
-                if idempotency_key is not None:
-                    earlier = self._earlier(tenant_id, expense_id, fingerprint, idempotency_key)
-                    if earlier is not None:
-                        return earlier, False
-                continue  # the budget moved under us: check again
-            self._after_save(expense, budget if level_before else None, level_before)
-            return self.get(tenant_id, expense.id), True
+            if isinstance(submitted, str):
+                number = submitted  # the budget moved under us: check again, keeping the number taken
+                continue
+            return submitted
         raise ExpenseDecided("the budget kept changing while this expense was checked: retry")
+
+    def _submit_once(
+        self,
+        tenant_id: UUID,
+        given: SubmitInput,
+        actor: Actor,
+        idempotency_key: str | None,
+        config: ExpenseConfig,
+        category: dict[str, Any],
+        gl_code: str,
+        year: str,
+        budget: Budget | None,
+        number: str | None,
+    ) -> tuple[dict[str, Any], bool] | str:
+        """One attempt: the expense's view and whether new, or the number taken when a concurrent
+        change of the budget means the attempt must be made again."""
+        fingerprint = given.fingerprint()
+        expense_id = expense_id_for(tenant_id, idempotency_key)
+        if budget is None:
+            # Under the category's lock: a budget allocated meanwhile is the one to check against.
+            budget = self.load_budget(tenant_id, given.category, year)
+        route = route_expense(
+            given.amount,
+            threshold=config.approval_threshold,
+            category_requires_approval=bool(category.get("requires_approval")),
+            budget=budget.position if budget else None,
+        )
+        if route == Route.INSUFFICIENT_BUDGET:
+            assert budget is not None
+            raise self._insufficient(given.category, budget.position, given.amount)
+        # Taken only for an expense that will be recorded: a refusal leaves no gap in the numbers.
+        number = number or self._next_number(tenant_id, given.expense_date.year)
+        expense = Expense(
+            expense_id=expense_id,
+            tenant_id=tenant_id,
+            expense_number=number,
+            amount=given.amount,
+            category=given.category,
+            gl_code=gl_code,
+            expense_date=given.expense_date,
+            financial_year=year,
+            description=given.description,
+            vendor_name=given.vendor_name,
+            vendor_pan=given.vendor_pan,
+            receipt_url=given.receipt_url,
+            requires_approval=route == Route.PENDING_APPROVAL,
+            submitted_by=actor.actor,
+            request_hash=fingerprint,
+        )
+        touched: list[Any] = [expense]
+        level_before = None
+        if route == Route.APPROVED:
+            expense.approve(
+                approved_by=AUTO_APPROVER,
+                approver_role="system",
+                approver_user_id=None,
+                approver_name=None,
+                approved_at=datetime.now(UTC),
+                comments=f"at or below the approval threshold {money(config.approval_threshold)}",
+                channel="auto",
+            )
+            if budget is not None:
+                level_before = self._utilise(config, budget, expense)
+                touched.append(budget)
+        try:
+            self.service._save(*touched)
+        except IntegrityError:
+            if idempotency_key is not None:
+                earlier = self._earlier(tenant_id, expense_id, fingerprint, idempotency_key)
+                if earlier is not None:
+                    return earlier, False
+            return number
+        self._after_save(expense, budget if level_before else None, level_before)
+        return self.get(tenant_id, expense.id), True
 
     def _earlier(
         self, tenant_id: UUID, expense_id: UUID, fingerprint: str, key: str
@@ -585,10 +616,25 @@ class ExpenseBook:
         if budget is None or level_before is None:
             return
         self.project_budget(budget)
+        self._alert_if_rose(budget, level_before, expense_id=expense.id)
+
+    def _alert_if_rose(self, budget: Budget, level_before: str, expense_id: UUID | None) -> None:
+        """An alert when the budget's level rose: by an approval, or at allocation over the year's
+        earlier approvals (from normal, the level of a budget with nothing used)."""
         if level_rose(level_before, budget.alert_level):
             percentage = utilization_percentage(budget.allocated_amount, budget.utilized_amount)
+            details: dict[str, Any] = {
+                "category": budget.category,
+                "financial_year": budget.financial_year,
+                "allocated_amount": money(budget.allocated_amount),
+                "utilized_amount": money(budget.utilized_amount),
+                "utilization_percentage": str(percentage),
+                "alert_level": budget.alert_level,
+            }
+            if expense_id is not None:
+                details["expense_id"] = str(expense_id)
             self.service.raise_alert(
-                expense.tenant_id,
+                budget.tenant_id,
                 severity="critical" if budget.alert_level == "critical" else "warning",
                 cause=f"budget.{budget.alert_level}",
                 subject=f"budget/{budget.category}/{budget.financial_year}",
@@ -596,15 +642,7 @@ class ExpenseBook:
                     f"The {budget.category} budget for {budget.financial_year} is {percentage}% used"
                     f" ({money(budget.utilized_amount)} of {money(budget.allocated_amount)})"
                 ),
-                details={
-                    "category": budget.category,
-                    "financial_year": budget.financial_year,
-                    "allocated_amount": money(budget.allocated_amount),
-                    "utilized_amount": money(budget.utilized_amount),
-                    "utilization_percentage": str(percentage),
-                    "alert_level": budget.alert_level,
-                    "expense_id": str(expense.id),
-                },
+                details=details,
             )
 
     # -- approvals --------------------------------------------------------------------------------
@@ -669,29 +707,46 @@ class ExpenseBook:
             expense = self.load_expense(tenant_id, expense_id)
             expense.check_status(ExpenseStatus.PENDING_APPROVAL, action="approve")
             budget = self.load_budget(tenant_id, expense.category, expense.financial_year)
-            if budget is not None and not budget_allows(budget.position, expense.amount):
-                raise self._insufficient(expense.category, budget.position, expense.amount)
-            expense.approve(
-                approved_by=actor.actor,
-                approver_role=actor.role,
-                approver_user_id=actor.user_id,
-                approver_name=actor.name,
-                approved_at=datetime.now(UTC),
-                comments=comments,
-                channel=channel,
-            )
-            touched: list[Any] = [expense]
-            level_before = None
-            if budget is not None:
-                level_before = self._utilise(config, budget, expense)
-                touched.append(budget)
-            try:
-                self.service._save(*touched)
-            except IntegrityError:
-                continue
-            self._after_save(expense, budget, level_before)
-            return self.get(tenant_id, expense_id)
+            with self._unbudgeted_lock(tenant_id, expense.category, expense.financial_year, budget):
+                if self._approve_once(config, expense, budget, actor, comments, channel):
+                    return self.get(tenant_id, expense_id)
         raise ExpenseDecided("the expense or its budget kept changing: retry")
+
+    def _approve_once(
+        self,
+        config: ExpenseConfig,
+        expense: Expense,
+        budget: Budget | None,
+        actor: Actor,
+        comments: str | None,
+        channel: str,
+    ) -> bool:
+        """One attempt; False when the expense or its budget changed concurrently (try again)."""
+        if budget is None:
+            # Under the category's lock: a budget allocated meanwhile is the one to use.
+            budget = self.load_budget(expense.tenant_id, expense.category, expense.financial_year)
+        if budget is not None and not budget_allows(budget.position, expense.amount):
+            raise self._insufficient(expense.category, budget.position, expense.amount)
+        expense.approve(
+            approved_by=actor.actor,
+            approver_role=actor.role,
+            approver_user_id=actor.user_id,
+            approver_name=actor.name,
+            approved_at=datetime.now(UTC),
+            comments=comments,
+            channel=channel,
+        )
+        touched: list[Any] = [expense]
+        level_before = None
+        if budget is not None:
+            level_before = self._utilise(config, budget, expense)
+            touched.append(budget)
+        try:
+            self.service._save(*touched)
+        except IntegrityError:
+            return False
+        self._after_save(expense, budget, level_before)
+        return True
 
     def reject(
         self, tenant_id: UUID, expense_id: UUID, actor: Actor, reason: str, channel: str
@@ -979,27 +1034,74 @@ class ExpenseBook:
                 "unknown_category",
                 f"category: {category!r} is not one of this college's expense categories",
             )
-        for _ in range(SAVE_ATTEMPTS):
-            budget = self.load_budget(tenant_id, category, financial_year)
-            created = budget is None
-            if budget is None:
-                budget = Budget(
-                    tenant_id=tenant_id,
-                    category=category,
-                    financial_year=financial_year,
-                    allocated_amount=amount,
-                    allocated_by=actor.actor,
-                )
-            elif not budget.revise(allocated_amount=amount, revised_by=actor.actor):
+        # The approvals' lock: an approval made while the category had no budget is either in the
+        # register before the sum below, or finds this budget and is utilised on it; never both, never
+        # neither.
+        with self._budget_lock(tenant_id, category, financial_year):
+            for _ in range(SAVE_ATTEMPTS):
+                budget = self.load_budget(tenant_id, category, financial_year)
+                created = budget is None
+                if budget is None:
+                    carried = self._approved_total(tenant_id, category, financial_year)
+                    budget = Budget(
+                        tenant_id=tenant_id,
+                        category=category,
+                        financial_year=financial_year,
+                        allocated_amount=amount,
+                        allocated_by=actor.actor,
+                        utilized_amount=carried,
+                        alert_level=config.level(utilization_percentage(amount, carried)),
+                    )
+                elif not budget.revise(allocated_amount=amount, revised_by=actor.actor):
+                    self.project_budget(budget)
+                    return self.budget_view(config, budget), False
+                try:
+                    self.service._save(budget)
+                except IntegrityError:
+                    continue
                 self.project_budget(budget)
-                return self.budget_view(config, budget), False
-            try:
-                self.service._save(budget)
-            except IntegrityError:
-                continue
-            self.project_budget(budget)
-            return self.budget_view(config, budget), created
+                if created:
+                    self._alert_if_rose(budget, "normal", expense_id=None)
+                return self.budget_view(config, budget), created
         raise ExpenseDecided("the budget kept changing: retry")
+
+    def _approved_total(self, tenant_id: UUID, category: str, financial_year: str) -> Decimal:
+        """The approved and paid expenses of a category and year (read under the category's lock,
+        after which every approval made without a budget has been projected)."""
+        with db.transaction(self.service.pool) as conn:
+            row = conn.execute(
+                "SELECT coalesce(sum(amount), 0) AS total FROM expense_register WHERE tenant_id = %s"
+                " AND category = %s AND financial_year = %s AND status IN ('approved', 'paid')",
+                (tenant_id, category, financial_year),
+            ).fetchone()
+        assert row is not None
+        return Decimal(row["total"]).quantize(Decimal("0.01"))  # type: ignore[call-overload]
+
+    def _unbudgeted_lock(
+        self, tenant_id: UUID, category: str, financial_year: str, budget: Budget | None
+    ) -> AbstractContextManager[None]:
+        """The category's lock when it had no budget: the approval then races a first allocation.
+        Once a budget exists, its version (optimistic concurrency) orders approvals and revisions."""
+        if budget is not None:
+            return nullcontext()
+        return self._budget_lock(tenant_id, category, financial_year)
+
+    @contextmanager
+    def _budget_lock(self, tenant_id: UUID, category: str, financial_year: str) -> Iterator[None]:
+        """A transaction-scoped advisory lock per (tenant, category, financial year), held while the
+        caller saves and projects; the wait is bounded like the Idempotency-Key claims'."""
+        digest = hashlib.sha256(f"budget/{tenant_id}/{category}/{financial_year}".encode()).digest()
+        with db.transaction(self.service.pool) as conn:
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{CLAIM_WAIT_SECONDS}s",))
+            try:
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest[:8], "big", signed=True),)
+                )
+            except psycopg.errors.LockNotAvailable as exc:
+                raise ExpenseDecided(
+                    f"the {category} budget for {financial_year} is being changed: retry"
+                ) from exc
+            yield
 
     @staticmethod
     def budget_view(config: ExpenseConfig, budget: Budget | dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,10 @@ budget. Every approval that uses the budget is a ``Utilised`` event on it, saved
 transaction as the expense's ``Approved``: two concurrent approvals cannot both spend the last rupees,
 because the second save meets the budget's new version (optimistic concurrency) and is checked again.
 The ``Utilised`` record is the seed's real-time "budget utilisation" sync (section 4.1).
+
+Expenses approved while the category had no budget for the year are carried into ``Allocated``
+(``utilized_amount``), summed under the same per-(tenant, category, year) lock approvals take
+(engine/expenses.py), so each approval is counted once: by the allocation or by its own ``Utilised``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ class Budget(Aggregate):
         financial_year: str
         allocated_amount: Decimal
         allocated_by: str
+        # Approved and paid expenses of the category and year recorded before the budget existed: the
+        # budget starts from them (issue 14: utilised = the year's approvals). Events stored before this
+        # field existed carry none and replay as 0.00, the state they produced then.
+        utilized_amount: Decimal = Decimal("0.00")
+        alert_level: str = "normal"
 
     @event(Allocated)
     def __init__(
@@ -45,14 +54,16 @@ class Budget(Aggregate):
         financial_year: str,
         allocated_amount: Decimal,
         allocated_by: str,
+        utilized_amount: Decimal = Decimal("0.00"),
+        alert_level: str = "normal",
     ) -> None:
         self.tenant_id = tenant_id
         self.category = category
         self.financial_year = financial_year
         self.allocated_amount = allocated_amount
         self.allocated_by = allocated_by
-        self.utilized_amount = Decimal("0.00")
-        self.alert_level = "normal"
+        self.utilized_amount = utilized_amount
+        self.alert_level = alert_level
         self.expense_ids: set[str] = set()
 
     @staticmethod

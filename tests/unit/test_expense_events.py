@@ -165,6 +165,8 @@ def test_a_budget_allocation_revision_and_utilisation_are_published_on_ledger_bu
         financial_year="2026-27",
         allocated_amount=Decimal("500000"),
         allocated_by="api_key:k1",
+        utilized_amount=Decimal("0.00"),
+        alert_level="normal",
     )
     assert budget.id == budget_id_for(tenant_id, "supplies", "2026-27")
     assert budget.revise(allocated_amount=Decimal("400000.00"), revised_by="api_key:k1")
@@ -198,3 +200,29 @@ def test_a_budget_allocation_revision_and_utilisation_are_published_on_ledger_bu
         "normal",
         "supplies",
     )
+
+
+def test_an_allocation_carries_the_years_earlier_approvals_and_an_old_one_replays_from_nothing() -> None:
+    tenant_id = uuid4()
+    budget = Budget(
+        tenant_id=tenant_id,
+        category="supplies",
+        financial_year="2026-27",
+        allocated_amount=Decimal("100000"),
+        allocated_by="api_key:k1",
+        utilized_amount=Decimal("85000.00"),
+        alert_level="warning",
+    )
+    assert (budget.utilized_amount, budget.alert_level) == (Decimal("85000.00"), "warning")
+    [allocated] = budget.collect_events()
+    record = _both_paths(allocated)
+    assert (record["utilized_amount"], record["alert_level"]) == ("85000.00", "warning")
+    # An Allocated stored before the field existed has no utilized_amount: it replays as 0.00.
+    old = object.__new__(Budget.Allocated)
+    old.__dict__.update(
+        {k: v for k, v in allocated.__dict__.items() if k not in ("utilized_amount", "alert_level")}
+    )
+    replayed = old.mutate(None)
+    assert replayed is not None
+    assert (replayed.utilized_amount, replayed.alert_level) == (Decimal("0.00"), "normal")
+    assert _both_paths(old)["utilized_amount"] == "0.00"
