@@ -22,6 +22,7 @@ from engine import db
 from engine.application import LedgerService
 from engine.config import Settings
 from engine.domain.alert import Alert
+from engine.expenses import ExpenseBook
 from engine.relay import Relay
 from schemas import registry
 from tests.conftest import BackgroundLoop
@@ -611,3 +612,101 @@ def test_the_read_tables_are_rebuilt_from_the_event_store(
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "2 expenses and 1 budgets projected" in rebuilt.stdout
     assert (client.get("/v1/expenses", headers=auth).json(), summary(client, auth)) == before
+
+
+def test_a_budget_allocated_after_approvals_in_its_category_and_year_starts_from_them(
+    api: Api, service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop
+) -> None:
+    client, auth = api
+    # No supplies budget for 2026-27 yet: approved at once, by the principal, then paid, all counted.
+    auto = submit(client, auth, amount="30000", receipt_url="https://r/1").json()
+    assert auto["status"] == "approved"
+    approved = submit(client, auth, amount="55000", receipt_url="https://r/2").json()["id"]
+    assert client.post(f"/v1/expenses/{approved}/approve", json={}, headers=auth).status_code == 200
+    paid = client.post(
+        f"/v1/expenses/{approved}/pay",
+        json={"payment_reference": "UTR9", "paid_on": "2026-07-01"},
+        headers=auth,
+    )
+    assert paid.status_code == 200, paid.text
+    # Not counted: a rejection, a pending one, another year (2025-26 ends on 31 March), another category.
+    rejected = submit(client, auth, amount="60000", receipt_url="https://r/3").json()["id"]
+    assert (
+        client.post(f"/v1/expenses/{rejected}/reject", json={"reason": "no"}, headers=auth).status_code == 200
+    )
+    pending = submit(client, auth, amount="16000.00", receipt_url="https://r/4", category="salaries").json()
+    assert pending["status"] == "pending_approval"
+    assert submit(client, auth, amount="4000", date="2026-03-31").json()["financial_year"] == "2025-26"
+    assert submit(client, auth, amount="4000", category="utilities").json()["status"] == "approved"
+    assert (
+        submit(client, auth, amount="70000", receipt_url="https://r/5").json()["status"] == "pending_approval"
+    )
+
+    allocated = allocate(client, auth, "supplies", "100000")
+    assert allocated.status_code == 201, allocated.text
+    expected = {
+        "allocated_amount": "100000.00",
+        "utilized_amount": "85000.00",
+        "remaining_amount": "15000.00",
+        "utilization_percentage": "85.00",
+        "alert_level": "warning",
+    }
+    assert {k: allocated.json()[k] for k in expected} == expected
+    assert {k: summary(client, auth)["supplies"][k] for k in expected} == expected
+
+    # The remainder is what later approvals may use, on both paths.
+    over = submit(client, auth, amount="15000.01", receipt_url="https://r/6")
+    assert over.status_code == 422
+    assert_error_shape(over.json(), "insufficient_budget")
+    assert over.json()["error"]["details"]["available"] == "15000.00"
+    waiting = submit(client, auth, amount="50000.01", receipt_url="https://r/7").json()["id"]
+    refused = client.post(f"/v1/expenses/{waiting}/approve", json={}, headers=auth)
+    assert refused.status_code == 422
+    assert_error_shape(refused.json(), "insufficient_budget")
+    assert submit(client, auth, amount="15000", receipt_url="https://r/8").json()["status"] == "approved"
+    assert summary(client, auth)["supplies"]["utilized_amount"] == "100000.00"
+
+    # A replay gives the same state: the carried amount is on the allocation event.
+    with db.transaction(service.pool) as conn:
+        conn.execute("DELETE FROM budget_register")
+    ExpenseBook(service).rebuild()
+    assert summary(client, auth)["supplies"]["utilized_amount"] == "100000.00"
+
+    background.start(Relay(settings).run)
+    budget_messages = read_topic(settings, settings.topic("ledger.budget.v1"), expected=2)
+    records = {dict(m.headers())["ce_type"]: registry.decode_event(m.value()) for m in budget_messages}
+    record = records[b"ledgerflow.budget.allocated"]
+    assert (record["utilized_amount"], record["alert_level"]) == ("85000.00", "warning")
+    # The allocation started at warning: one alert for it (no expense), one for the rise to critical.
+    alerts = read_topic(settings, settings.topic("ledger.alert.v1"), expected=2)
+    raised = sorted((registry.decode_event(m.value()) for m in alerts), key=lambda r: r["cause"])
+    assert [(r["cause"], r["details"].get("expense_id") is None) for r in raised] == [
+        ("budget.critical", False),
+        ("budget.warning", True),
+    ]
+    assert raised[1]["details"]["utilized_amount"] == "85000.00"
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_an_approval_racing_the_first_allocation_is_counted_exactly_once(api: Api, round_: int) -> None:
+    client, auth = api
+    pending = [
+        submit(client, auth, amount=f"{50001 + i}.00", receipt_url=f"https://r/{i}").json()["id"]
+        for i in range(4)
+    ]
+
+    def act(step: int) -> Any:
+        if step < len(pending):
+            return client.post(f"/v1/expenses/{pending[step]}/approve", json={}, headers=auth)
+        if step == len(pending):
+            return allocate(client, auth, "supplies", "1000000")
+        # Auto-approvals race it too.
+        return submit(client, auth, amount="1000.00")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(act, range(len(pending) + 4)))
+    assert all(a.status_code in (200, 201) for a in answers), [a.text for a in answers]
+    listed = client.get("/v1/expenses?category=supplies&status=approved", headers=auth).json()["data"]
+    assert len(listed) == len(pending) + 3
+    total = sum((Decimal(e["amount"]) for e in listed), Decimal("0"))
+    assert summary(client, auth)["supplies"]["utilized_amount"] == f"{total:.2f}"
