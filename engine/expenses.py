@@ -1068,6 +1068,18 @@ class ExpenseBook:
     def _approved_total(self, tenant_id: UUID, category: str, financial_year: str) -> Decimal:
         """The approved and paid expenses of a category and year (read under the category's lock,
         after which every approval made without a budget has been projected)."""
+        # A decision stored but not projected (a crash between the two writes) would be missed: the
+        # undecided rows are refreshed from the event store first, as ``get`` does for a missing row.
+        with db.transaction(self.service.pool) as conn:
+            undecided = conn.execute(
+                "SELECT expense_id FROM expense_register WHERE tenant_id = %s AND category = %s"
+                " AND financial_year = %s AND status IN ('submitted', 'pending_approval')",
+                (tenant_id, category, financial_year),
+            ).fetchall()
+        for undecided_row in undecided:
+            found = self._load(undecided_row["expense_id"])  # type: ignore[call-overload]
+            if isinstance(found, Expense) and found.tenant_id == tenant_id:
+                self.project(found)
         with db.transaction(self.service.pool) as conn:
             row = conn.execute(
                 "SELECT coalesce(sum(amount), 0) AS total FROM expense_register WHERE tenant_id = %s"

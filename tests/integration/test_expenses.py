@@ -710,3 +710,20 @@ def test_an_approval_racing_the_first_allocation_is_counted_exactly_once(api: Ap
     assert len(listed) == len(pending) + 3
     total = sum((Decimal(e["amount"]) for e in listed), Decimal("0"))
     assert summary(client, auth)["supplies"]["utilized_amount"] == f"{total:.2f}"
+
+
+def test_an_approval_stored_but_not_yet_in_the_register_is_still_carried_into_the_first_budget(
+    api: Api, service: LedgerService
+) -> None:
+    client, auth = api
+    approved = submit(client, auth, amount="60000", receipt_url="https://r/1").json()["id"]
+    assert client.post(f"/v1/expenses/{approved}/approve", json={}, headers=auth).status_code == 200
+    # As after a crash between the event store's save and the read table's update.
+    with db.transaction(service.pool) as conn:
+        conn.execute(
+            "UPDATE expense_register SET status = 'pending_approval', version = version - 1"
+            " WHERE expense_id = %s",
+            (approved,),
+        )
+    assert allocate(client, auth, "supplies", "100000").json()["utilized_amount"] == "60000.00"
+    assert client.get(f"/v1/expenses/{approved}", headers=auth).json()["status"] == "approved"
