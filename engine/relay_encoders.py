@@ -29,6 +29,8 @@ from collections.abc import AsyncGenerator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+from engine.errors import Unavailable
+
 # (logical topic, key, Avro value, CloudEvents headers, the key's positive murmur2 hash): what the
 # relay appends for one event; the hash (the partitioner's, engine.kafka.partition_for) is taken here
 # too, one more share of the per-event work off the relay process.
@@ -37,7 +39,7 @@ EncodedMessage = tuple[str, bytes, bytes, list[tuple[str, bytes]], int]
 StoredEvent = tuple[int, Any, int, str, bytes]
 
 
-class EncoderLost(RuntimeError):
+class EncoderLost(Unavailable):
     """An encoder process died (OOM killer, a signal); the relay stops and is restarted, the page is
     published again from its stored position."""
 
