@@ -14,6 +14,7 @@ from uuid import UUID
 import psutil
 import pytest
 
+from engine import telemetry
 from engine.application import LedgerService
 from engine.commands import IssueInvoice
 from engine.config import Settings
@@ -71,8 +72,16 @@ def test_encoder_processes_exit_when_the_relay_is_killed_alone(processes: Proces
 
 
 def test_an_encoder_killed_under_the_relay_is_replaced_and_its_page_published_again(
-    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop
+    service: LedgerService,
+    settings: Settings,
+    topics: list[str],
+    background: BackgroundLoop,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The relay encodes in process while spans are recorded. OpenTelemetry installs its SDK provider
+    # once per process, so a tracing test run earlier in this pytest-xdist worker leaves it on for
+    # good: this in-process relay is told what a fresh, untraced `ledgerflow relay` would see.
+    monkeypatch.setattr(telemetry, "tracing_enabled", lambda: False)
     tenant_id, _ = register_tenant(service)
 
     def issue(number: str) -> str:
