@@ -151,7 +151,10 @@ def test_a_return_is_generated_regenerated_after_a_late_invoice_submitted_throug
         service, tenant_id, ["C-1", "C-2"], buyer={"name": "Walk-in", "state": "29"}, place_of_supply="29"
     )
     processes.wait_for(
-        lambda: supplies(service, tenant_id) == 7, what="7 documents in the projection", watch=engine
+        lambda: supplies(service, tenant_id) == 7,
+        what="7 documents in the projection",
+        watch=engine,
+        timeout=90,  # the shared projector joining its group under CI load took over 30 s
     )
 
     first = call(api, key, "POST", f"{BASE}/generate", json={"gstin": SELLER, "period": PERIOD})
@@ -331,7 +334,10 @@ def test_a_document_the_network_refuses_is_reported_on_the_return_with_its_error
     }
     issue(service, tenant_id, ["BAD-1"], buyer=unknown)
     processes.wait_for(
-        lambda: supplies(service, tenant_id) == 2, what="2 documents in the projection", watch=engine
+        lambda: supplies(service, tenant_id) == 2,
+        what="2 documents in the projection",
+        watch=engine,
+        timeout=90,  # the shared projector joining its group under CI load took over 30 s
     )
 
     v1 = call(api, key, "POST", f"{BASE}/generate", json={"gstin": SELLER, "period": PERIOD}).json()
