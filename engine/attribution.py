@@ -111,6 +111,13 @@ class AttributedRecorder(PostgresApplicationRecorder):
         super()._insert_events(curs, stored_events, **kwargs)
         if not stored_events:
             return
+        # The events table's lock first, then the actor rows: the order in which table creation
+        # (``_create_table``: events table, then the audit tables) takes them. Actors first made a
+        # writer hold event_actors while it waited for the events table, and a process creating the
+        # tables at start-up hold the events table while it waited for event_actors: a deadlock (CI,
+        # eight concurrent credit notes from freshly started API processes). Taking it again in
+        # ``_insert_stored_events`` is a look-up in the transaction's own locks.
+        self._lock_table(curs)
         who = current()
         statement = sql.SQL(
             "INSERT INTO {}.{} (events_table, originator_id, originator_version, event_id, actor, role,"
