@@ -138,6 +138,40 @@ def test_concurrent_writers_keep_one_chain_and_an_id_below_the_last_is_refused(
         )
 
 
+def test_a_writer_waiting_for_the_events_table_holds_nothing_on_event_actors(
+    settings: Settings, service: LedgerService
+) -> None:
+    """Table creation (each process's start-up) locks the events table, then event_actors. A writer
+    that took event_actors first and then waited for the events table deadlocked with it (CI: a
+    concurrent credit note answered 503). Here a transaction holds the events table as creation does;
+    the blocked writer must hold no lock on event_actors meanwhile, and finish once it is released."""
+    tenant, _ = register_tenant(service)
+    with connect(settings) as creator, ThreadPoolExecutor(max_workers=1) as pool:
+        creator.execute("BEGIN")
+        creator.execute("LOCK TABLE ledger_events IN SHARE MODE")
+        saving = pool.submit(
+            service.issue_invoice, UUID(tenant), IssueInvoice.model_validate(invoice_body("LOCK-1"))
+        )
+
+        def writer_waits() -> bool:
+            row = creator.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'ledger_events'::regclass"
+            ).fetchone()
+            return bool(row and row[0])
+
+        try:
+            wait_for(writer_waits, timeout=30, what="the writer to wait for the events table")
+            held = creator.execute(
+                "SELECT mode FROM pg_locks WHERE granted AND pid <> pg_backend_pid()"
+                " AND relation = 'event_actors'::regclass"
+            ).fetchall()
+        finally:
+            # Released whatever happens, or the pool would wait for the writer forever.
+            creator.execute("COMMIT")
+        assert held == [], f"the writer waiting for the events table holds {held} on event_actors"
+        assert saving.result(timeout=30).invoice.number == "LOCK-1"
+
+
 def rewrite_chain(conn: psycopg.Connection, schema: str, table: str) -> None:
     previous, last = event_chain.GENESIS, 0
     rows = conn.execute(
