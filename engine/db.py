@@ -139,6 +139,20 @@ def transaction(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
         raise DatabaseUnavailable(str(exc)) from exc
 
 
+@contextmanager
+def event_store_tables_lock(settings: Settings) -> Iterator[psycopg.Connection]:
+    """A connection holding the session advisory lock under which a process creates the eventsourcing
+    tables of an event store (``engine.application.open_event_store``): eventsourcing issues CREATE OR
+    REPLACE FUNCTION when an application is built, and two processes doing it at once fail with "tuple
+    concurrently updated". Released on the way out."""
+    with connect(settings, autocommit=True) as lock:
+        lock.execute("SELECT pg_advisory_lock(hashtext('ledgerflow.event_store_tables'))")
+        try:
+            yield lock
+        finally:
+            lock.execute("SELECT pg_advisory_unlock(hashtext('ledgerflow.event_store_tables'))")
+
+
 def ensure_schema(settings: Settings) -> None:
     """Create the configured schema and every bookkeeping and projection table (idempotent).
 
