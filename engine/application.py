@@ -15,7 +15,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 from uuid import UUID
 
@@ -135,24 +135,29 @@ def event_store_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def open_ledger(settings: Settings) -> Ledger:
-    # eventsourcing creates its tables, types and functions when the application is built; two
-    # processes starting together raced there ("tuple concurrently updated" from CREATE OR REPLACE
-    # FUNCTION, seen when two stream workers started at once). One at a time, as ensure_schema does.
+StoreT = TypeVar("StoreT", bound="Application[UUID]")
+
+
+def open_event_store(settings: Settings, store: type[StoreT], **env: str) -> StoreT:
+    """The eventsourcing application ``store`` on this deployment's database: ``event_store_env`` with
+    ``env`` on top. eventsourcing creates its tables, types and functions when the application is
+    built; two processes starting together raced there ("tuple concurrently updated" from CREATE OR
+    REPLACE FUNCTION, seen when two stream workers started at once). One at a time, as ensure_schema
+    does (``db.event_store_tables_lock``). Every event store of the engine is opened here."""
     try:
-        with db.connect(settings, autocommit=True) as lock:
-            lock.execute("SELECT pg_advisory_lock(hashtext('ledgerflow.event_store_tables'))")
-            try:
-                env = event_store_env(settings)
-                if not db.may_change_schema(lock, settings.db_schema):
-                    # The runtime role of a two-role deployment: `ledgerflow db migrate` created the
-                    # tables as the owner, and CREATE ... IF NOT EXISTS would be refused anyway.
-                    env["CREATE_TABLE"] = "n"
-                return Ledger(env=env)
-            finally:
-                lock.execute("SELECT pg_advisory_unlock(hashtext('ledgerflow.event_store_tables'))")
+        with db.event_store_tables_lock(settings) as lock:
+            store_env = event_store_env(settings) | env
+            if not db.may_change_schema(lock, settings.db_schema):
+                # The runtime role of a two-role deployment: `ledgerflow db migrate` created the
+                # tables as the owner, and CREATE ... IF NOT EXISTS would be refused anyway.
+                store_env["CREATE_TABLE"] = "n"
+            return store(env=store_env)
     except (PersistenceError, OSError) as exc:
         raise db.DatabaseUnavailable(str(exc)) from exc
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    return open_event_store(settings, Ledger)
 
 
 def in_memory_ledger() -> Ledger:

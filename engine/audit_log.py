@@ -84,23 +84,15 @@ class AuditLogRecorder(attribution.AttributedRecorder):
 
 def open_audit_log(settings: Settings) -> AuditLog:
     """The audit log store, created as the ledger's is (one process at a time creates its tables)."""
-    from engine.application import event_store_env
+    from engine.application import open_event_store
 
-    try:
-        with db.connect(settings, autocommit=True) as lock:
-            lock.execute("SELECT pg_advisory_lock(hashtext('ledgerflow.event_store_tables'))")
-            try:
-                env = event_store_env(settings)
-                env["APPLICATION_RECORDER_TOPIC"] = f"{__name__}:{AuditLogRecorder.__name__}"
-                env["POSTGRES_POOL_SIZE"] = "2"
-                env["POSTGRES_MAX_OVERFLOW"] = "4"
-                if not db.may_change_schema(lock, settings.db_schema):
-                    env["CREATE_TABLE"] = "n"
-                return AuditLog(env=env)
-            finally:
-                lock.execute("SELECT pg_advisory_unlock(hashtext('ledgerflow.event_store_tables'))")
-    except (PersistenceError, OSError) as exc:
-        raise db.DatabaseUnavailable(str(exc)) from exc
+    return open_event_store(
+        settings,
+        AuditLog,
+        APPLICATION_RECORDER_TOPIC=f"{__name__}:{AuditLogRecorder.__name__}",
+        POSTGRES_POOL_SIZE="2",
+        POSTGRES_MAX_OVERFLOW="4",
+    )
 
 
 class AuditLogBook:

@@ -139,6 +139,41 @@ def transaction(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
         raise DatabaseUnavailable(str(exc)) from exc
 
 
+@contextmanager
+def locked_transaction(
+    pool: ConnectionPool, name: str, *, wait_seconds: int, busy: Exception
+) -> Iterator[psycopg.Connection]:
+    """A pooled connection inside a transaction that first takes the transaction-scoped advisory lock
+    ``name`` (the first 8 bytes of its SHA-256, so any text names one). Callers with one name wait for
+    each other until the first commits or rolls back, but at most ``wait_seconds`` (the transaction's
+    ``lock_timeout``): a holder that hangs must not hold the others for ever. After that wait,
+    ``busy`` is raised."""
+    digest = hashlib.sha256(name.encode()).digest()
+    with transaction(pool) as conn:
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{wait_seconds}s",))
+        try:
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest[:8], "big", signed=True),)
+            )
+        except psycopg.errors.LockNotAvailable as exc:
+            raise busy from exc
+        yield conn
+
+
+@contextmanager
+def event_store_tables_lock(settings: Settings) -> Iterator[psycopg.Connection]:
+    """A connection holding the session advisory lock under which a process creates the eventsourcing
+    tables of an event store (``engine.application.open_event_store``): eventsourcing issues CREATE OR
+    REPLACE FUNCTION when an application is built, and two processes doing it at once fail with "tuple
+    concurrently updated". Released on the way out."""
+    with connect(settings, autocommit=True) as lock:
+        lock.execute("SELECT pg_advisory_lock(hashtext('ledgerflow.event_store_tables'))")
+        try:
+            yield lock
+        finally:
+            lock.execute("SELECT pg_advisory_unlock(hashtext('ledgerflow.event_store_tables'))")
+
+
 def ensure_schema(settings: Settings) -> None:
     """Create the configured schema and every bookkeeping and projection table (idempotent).
 

@@ -23,7 +23,6 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-import psycopg
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, OperationalError
 from psycopg.rows import dict_row
@@ -422,21 +421,14 @@ class ExpenseBook:
             return self._submit(tenant_id, given, actor, None)
         # Requests with one key wait for each other (a transaction-scoped advisory lock held while the
         # first is handled): the later ones find its expense, and no racer takes an expense number.
-        digest = hashlib.sha256(f"expense/{tenant_id}/{idempotency_key}".encode()).digest()
-        with db.transaction(self.service.pool) as conn:
-            # A request that hangs must not hold the others for ever: they give up after the wait the
-            # invoices' Idempotency-Key claims use (engine/application.py).
-            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{CLAIM_WAIT_SECONDS}s",))
-            try:
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest[:8], "big", signed=True),)
-                )
-            except psycopg.errors.LockNotAvailable as exc:
-                raise IdempotencyKeyInProgress(
-                    f"a request with Idempotency-Key {idempotency_key!r} is still being processed;"
-                    " retry shortly",
-                    {"idempotency_key": idempotency_key},
-                ) from exc
+        # A request that hangs must not hold the others for ever: they give up after the wait the
+        # invoices' Idempotency-Key claims use (engine/application.py).
+        busy = IdempotencyKeyInProgress(
+            f"a request with Idempotency-Key {idempotency_key!r} is still being processed; retry shortly",
+            {"idempotency_key": idempotency_key},
+        )
+        name = f"expense/{tenant_id}/{idempotency_key}"
+        with db.locked_transaction(self.service.pool, name, wait_seconds=CLAIM_WAIT_SECONDS, busy=busy):
             return self._submit(tenant_id, given, actor, idempotency_key)
 
     def _submit(
@@ -1102,17 +1094,9 @@ class ExpenseBook:
     def _budget_lock(self, tenant_id: UUID, category: str, financial_year: str) -> Iterator[None]:
         """A transaction-scoped advisory lock per (tenant, category, financial year), held while the
         caller saves and projects; the wait is bounded like the Idempotency-Key claims'."""
-        digest = hashlib.sha256(f"budget/{tenant_id}/{category}/{financial_year}".encode()).digest()
-        with db.transaction(self.service.pool) as conn:
-            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{CLAIM_WAIT_SECONDS}s",))
-            try:
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest[:8], "big", signed=True),)
-                )
-            except psycopg.errors.LockNotAvailable as exc:
-                raise ExpenseDecided(
-                    f"the {category} budget for {financial_year} is being changed: retry"
-                ) from exc
+        busy = ExpenseDecided(f"the {category} budget for {financial_year} is being changed: retry")
+        name = f"budget/{tenant_id}/{category}/{financial_year}"
+        with db.locked_transaction(self.service.pool, name, wait_seconds=CLAIM_WAIT_SECONDS, busy=busy):
             yield
 
     @staticmethod

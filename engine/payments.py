@@ -26,7 +26,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from engine import db
-from engine.application import LedgerService, event_store_env
+from engine.application import LedgerService, open_event_store
 from engine.config import Settings
 from engine.domain.inbound_webhook import InboundWebhook, delivery_id_for
 from engine.domain.invoice import Invoice, invoice_id_for
@@ -49,20 +49,7 @@ class Inbox(Application[UUID]):
 
 def open_inbox(settings: Settings) -> Inbox:
     """The inbox store, created as the ledger's is (one process at a time creates its tables)."""
-    try:
-        with db.connect(settings, autocommit=True) as lock:
-            lock.execute("SELECT pg_advisory_lock(hashtext('ledgerflow.event_store_tables'))")
-            try:
-                env = event_store_env(settings)
-                env["POSTGRES_POOL_SIZE"] = "2"
-                env["POSTGRES_MAX_OVERFLOW"] = "4"
-                if not db.may_change_schema(lock, settings.db_schema):
-                    env["CREATE_TABLE"] = "n"
-                return Inbox(env=env)
-            finally:
-                lock.execute("SELECT pg_advisory_unlock(hashtext('ledgerflow.event_store_tables'))")
-    except (PersistenceError, OSError) as exc:
-        raise db.DatabaseUnavailable(str(exc)) from exc
+    return open_event_store(settings, Inbox, POSTGRES_POOL_SIZE="2", POSTGRES_MAX_OVERFLOW="4")
 
 
 @dataclass(frozen=True)

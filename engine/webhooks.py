@@ -33,7 +33,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from engine import db
-from engine.application import event_store_env
+from engine.application import open_event_store
 from engine.config import Settings
 from engine.domain.webhook_endpoint import (
     ROTATION_OVERLAP,
@@ -62,19 +62,7 @@ class WebhookEndpoints(Application[UUID]):
 
 
 def open_store(settings: Settings) -> WebhookEndpoints:
-    # The same one-at-a-time creation of event store tables as engine.application.open_ledger.
-    try:
-        with db.connect(settings, autocommit=True) as lock:
-            lock.execute("SELECT pg_advisory_lock(hashtext('ledgerflow.event_store_tables'))")
-            try:
-                env = event_store_env(settings)
-                if not db.may_change_schema(lock, settings.db_schema):
-                    env["CREATE_TABLE"] = "n"
-                return WebhookEndpoints(env=env)
-            finally:
-                lock.execute("SELECT pg_advisory_unlock(hashtext('ledgerflow.event_store_tables'))")
-    except (PersistenceError, OSError) as exc:
-        raise db.DatabaseUnavailable(str(exc)) from exc
+    return open_event_store(settings, WebhookEndpoints)
 
 
 class EndpointNotFound(NotFound):

@@ -301,12 +301,9 @@ class Expense(Aggregate):
         channel: str,
     ) -> None:
         self.status = ExpenseStatus.APPROVED
-        self.decided_by = approved_by
-        self.decided_role = approver_role
-        self.decided_user_id = approver_user_id
-        self.decided_name = approver_name
-        self.decided_at = approved_at
-        self.decision_channel = channel
+        self._record_decision(
+            approved_by, approver_role, approver_user_id, approver_name, approved_at, channel
+        )
         self.comments = comments
 
     class Rejected(Aggregate.Event):
@@ -334,13 +331,28 @@ class Expense(Aggregate):
         channel: str,
     ) -> None:
         self.status = ExpenseStatus.REJECTED
-        self.decided_by = rejected_by
-        self.decided_role = rejector_role
-        self.decided_user_id = rejector_user_id
-        self.decided_name = rejector_name
-        self.decided_at = rejected_at
-        self.decision_channel = channel
+        self._record_decision(
+            rejected_by, rejector_role, rejector_user_id, rejector_name, rejected_at, channel
+        )
         self.rejection_reason = reason
+
+    def _record_decision(
+        self,
+        decided_by: str,
+        role: str,
+        user_id: str | None,
+        name: str | None,
+        decided_at: datetime,
+        channel: str,
+    ) -> None:
+        """Who decided, when and how: an approval and a rejection record the same fields (a plain method,
+        not an event: each decision's own event calls it)."""
+        self.decided_by = decided_by
+        self.decided_role = role
+        self.decided_user_id = user_id
+        self.decided_name = name
+        self.decided_at = decided_at
+        self.decision_channel = channel
 
     class Escalated(Aggregate.Event):
         tenant_id: UUID
