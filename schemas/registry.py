@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas import codec
+from schemas.compiled_reader import CompiledReader, compile_reader
 
 __all__ = [
     "AVRO_DIR",
@@ -163,10 +164,35 @@ def decode_event(data: bytes, ce_type: str | None = None) -> dict[str, Any]:
     type is rejected, so a mislabelled message cannot be processed as the wrong event.
     """
     fp, _ = codec.split(data)
-    writer = by_fingerprint(fp)
-    if writer is None:
+    found = _decoder(fp)
+    if found is None:
         raise codec.CodecError(f"unknown schema fingerprint {fp.hex()}")
-    if ce_type is not None and writer.ce_type != ce_type:
-        raise codec.CodecError(f"schema {fp.hex()} belongs to {writer.ce_type}, not {ce_type}")
+    writer_type, read = found
+    if ce_type is not None and writer_type != ce_type:
+        raise codec.CodecError(f"schema {fp.hex()} belongs to {writer_type}, not {ce_type}")
+    return read(data)
+
+
+@functools.cache
+def _decoder(fp: bytes) -> tuple[str, Callable[[bytes], dict[str, Any]]] | None:
+    """The type of a writer version and the function decoding its messages to the current version:
+    the compiled reader when there is one (the same record or CodecError as codec.decode, which it
+    falls back to; 3-4x faster, docs/performance.md "Compiled reader"), else codec.decode."""
+    writer = _catalogue().by_fp.get(fp)
+    if writer is None:
+        return None
     reader = current(writer.ce_type)
-    return codec.decode(data, _writer_parsed, None if reader is writer else reader.parsed)
+    compiled = _compiled_reader(writer.fingerprint, reader.fingerprint)
+    if compiled is not None:
+        return writer.ce_type, compiled
+    reader_parsed = None if reader is writer else reader.parsed
+    return writer.ce_type, functools.partial(
+        codec.decode, writer_schema_lookup=_writer_parsed, reader_schema=reader_parsed
+    )
+
+
+@functools.cache
+def _compiled_reader(writer_fp: bytes, reader_fp: bytes) -> CompiledReader | None:
+    """The compiled reader of a (writer, reader) version pair, generated once (a few ms)."""
+    writer, reader = _catalogue().by_fp[writer_fp], _catalogue().by_fp[reader_fp]
+    return compile_reader(writer.schema, None if reader is writer else reader.schema)

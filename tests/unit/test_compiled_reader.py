@@ -1,0 +1,301 @@
+"""The compiled Avro readers return fastavro's record (same keys, order, values and types) for every
+shipped schema version resolved to its type's current version, and fastavro's CodecError for every
+malformed body, because anything outside their well-formed case is handed to codec.decode."""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas import codec, registry
+from schemas.compiled_reader import compile_reader
+from schemas.registry import SchemaVersion
+
+ALL_VERSIONS = [sv for ce_type in registry.all_types() for sv in registry.versions(ce_type)]
+
+
+def _id(sv: SchemaVersion) -> str:
+    return f"{sv.ce_type}.v{sv.version}"
+
+
+def _current(sv: SchemaVersion) -> SchemaVersion:
+    return registry.current(sv.ce_type)
+
+
+def typed(value: Any) -> Any:
+    """The value with every leaf's type and every dict's key order made part of what compares equal
+    (``1 == True`` and ``{"a": 1, "b": 2} == {"b": 2, "a": 1}`` would hide a difference)."""
+    if isinstance(value, dict):
+        return ("dict", [(k, typed(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return ("list", [typed(v) for v in value])
+    if isinstance(value, datetime):
+        return ("datetime", value.isoformat(), str(value.tzinfo))
+    return (type(value).__name__, value)
+
+
+def outcome(read: Any, data: bytes) -> Any:
+    """The record read (typed), or the error's type and message."""
+    try:
+        return typed(read(data))
+    except codec.CodecError as exc:
+        # fastavro's messages name its reader object by address; that part differs between calls.
+        return re.sub(r" at 0x[0-9a-f]+", "", f"CodecError: {exc}")
+
+
+def fastavro_reader(writer: SchemaVersion, reader: SchemaVersion) -> Any:
+    """Today's path: fastavro through codec.decode, resolving to ``reader`` when it differs."""
+    resolved = None if reader is writer else reader.parsed
+    return lambda data: codec.decode(data, lambda _fp: writer.parsed, resolved)
+
+
+def compiled(writer: SchemaVersion, reader: SchemaVersion) -> Any:
+    read = compile_reader(writer.schema, None if reader is writer else reader.schema)
+    assert read is not None, f"{_id(writer)} -> v{reader.version} has no compiled reader"
+    return read
+
+
+def sample_message(sv: SchemaVersion) -> bytes:
+    return sv.write(json.loads(sv.sample_path.read_text(encoding="utf-8")))
+
+
+# -- every shipped version, its sample, and random records ----------------------------------------
+
+
+@pytest.mark.parametrize("sv", ALL_VERSIONS, ids=_id)
+def test_every_version_decodes_through_a_compiled_reader(sv: SchemaVersion) -> None:
+    # A pair the generator cannot handle would silently stay on fastavro: correct, but slow.
+    found = registry._decoder(sv.fingerprint)
+    assert found is not None
+    assert found[0] == sv.ce_type
+    assert hasattr(found[1], "source"), f"{_id(sv)} is decoded by fastavro, not a compiled reader"
+
+
+@pytest.mark.parametrize("sv", ALL_VERSIONS, ids=_id)
+def test_the_compiled_reader_reads_each_sample_as_fastavro_does(sv: SchemaVersion) -> None:
+    data = sample_message(sv)
+    for reader in {id(sv): sv, id(_current(sv)): _current(sv)}.values():
+        expected = outcome(fastavro_reader(sv, reader), data)
+        assert not isinstance(expected, str)
+        assert outcome(compiled(sv, reader), data) == expected
+    assert typed(registry.decode_event(data, sv.ce_type)) == outcome(fastavro_reader(sv, _current(sv)), data)
+
+
+def records(schema: Any) -> st.SearchStrategy[Any]:
+    """Records of the raw JSON ``schema``, edge values included."""
+    if isinstance(schema, list):
+        return st.one_of(*(records(branch) for branch in schema))
+    kind = schema if isinstance(schema, str) else schema["type"]
+    if isinstance(kind, (dict, list)):
+        return records(kind)
+    if kind == "null":
+        return st.none()
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "int":
+        return st.integers(-(2**31), 2**31 - 1)
+    if kind == "long":
+        if isinstance(schema, dict) and schema.get("logicalType") == "timestamp-millis":
+            # Inside datetime's years 1..9999, where fastavro's conversion succeeds.
+            return st.integers(-62_135_596_800_000, 253_402_300_799_999)
+        return st.integers(-(2**63), 2**63 - 1)
+    if kind == "string":
+        # Multi-byte lengths (>= 64 bytes) and any code point but surrogates.
+        long = st.builds(operator.mul, st.characters(exclude_categories=["Cs"]), st.integers(60, 300))
+        return st.one_of(st.text(max_size=12), long)
+    if kind == "array":
+        return st.lists(records(schema["items"]), max_size=3)
+    if kind == "map":
+        return st.dictionaries(st.text(max_size=8), records(schema["values"]), max_size=3)
+    if kind == "record":
+        return st.fixed_dictionaries({f["name"]: records(f["type"]) for f in schema["fields"]})
+    raise AssertionError(f"no strategy for {kind}")
+
+
+@pytest.mark.parametrize("sv", ALL_VERSIONS, ids=_id)
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(data=st.data())
+def test_the_compiled_reader_reads_any_record_as_fastavro_does(
+    sv: SchemaVersion, data: st.DataObject
+) -> None:
+    message = sv.write(data.draw(records(sv.schema)))
+    reader = _current(sv)
+    assert outcome(compiled(sv, reader), message) == outcome(fastavro_reader(sv, reader), message)
+
+
+# -- malformed bodies: fastavro's CodecError, raised where fastavro raises ---------------------------
+
+INVOICE = registry.versions("ledgerflow.invoice.issued")[3]  # v4 read as v5: resolution on top
+TENANT = registry.current("ledgerflow.tenant.registered")
+
+
+@pytest.mark.parametrize("sv", [INVOICE, TENANT], ids=_id)
+def test_every_truncation_and_a_trailing_byte_raise_fastavros_codec_error(sv: SchemaVersion) -> None:
+    data = sample_message(sv)
+    read, slow = compiled(sv, _current(sv)), fastavro_reader(sv, _current(sv))
+    for cut in range(codec.HEADER_SIZE, len(data)):
+        expected = outcome(slow, data[:cut])
+        assert isinstance(expected, str), f"fastavro read a body cut at {cut}"
+        assert outcome(read, data[:cut]) == expected
+    for extra in (b"\x00", b"\x02abc"):
+        expected = outcome(slow, data + extra)
+        assert isinstance(expected, str) and "trailing" in expected
+        assert outcome(read, data + extra) == expected
+
+
+@pytest.mark.parametrize("sv", [INVOICE, TENANT], ids=_id)
+def test_every_corrupted_byte_gets_fastavros_record_or_error(sv: SchemaVersion) -> None:
+    # Each body byte replaced by values that hit the reader's branches: a null-union index, a
+    # one-byte count, a negative (odd) varint, a continuation byte, an invalid UTF-8 start byte.
+    data = sample_message(sv)
+    read, slow = compiled(sv, _current(sv)), fastavro_reader(sv, _current(sv))
+    for position in range(codec.HEADER_SIZE, len(data)):
+        for byte in (0x00, 0x02, 0x05, 0x80, 0xFF):
+            bad = data[:position] + bytes([byte]) + data[position + 1 :]
+            assert outcome(read, bad) == outcome(slow, bad), f"byte {position} -> {byte:#x}"
+
+
+INVOICE_READ = compiled(INVOICE, _current(INVOICE))
+INVOICE_SLOW = fastavro_reader(INVOICE, _current(INVOICE))
+INVOICE_DATA = sample_message(INVOICE)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 2000))
+def test_random_bytes_spliced_into_a_body_get_fastavros_record_or_error(junk: bytes, at: int) -> None:
+    data = INVOICE_DATA
+    at = codec.HEADER_SIZE + at % (len(data) - codec.HEADER_SIZE)
+    for bad in (data[:at] + junk, data[:at] + junk + data[at:], data[:at] + junk + data[at + len(junk) :]):
+        assert outcome(INVOICE_READ, bad) == outcome(INVOICE_SLOW, bad)
+
+
+def test_decode_event_refuses_a_corrupted_message_with_a_codec_error() -> None:
+    data = sample_message(TENANT)
+    with pytest.raises(codec.CodecError):
+        registry.decode_event(data[:-3], TENANT.ce_type)
+    with pytest.raises(codec.CodecError):
+        registry.decode_event(data + b"\x00", TENANT.ce_type)
+
+
+# -- constructs the shipped schemas do not use yet -----------------------------------------------
+
+
+def _record(*fields: tuple[Any, ...], name: str = "R", **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "record", "name": name, "namespace": "t", "fields": []}
+    for field_name, field_type, *default in fields:
+        field: dict[str, Any] = {"name": field_name, "type": field_type}
+        if default:
+            field["default"] = default[0]
+        out["fields"].append(field)
+    out.update(extra)
+    return out
+
+
+POINT = _record(("x", "int"), ("y", "int"), name="Point")
+RICH = _record(
+    ("f", "float"),
+    ("g", "double"),
+    ("b", "bytes"),
+    ("e", {"type": "enum", "name": "Colour", "symbols": ["RED", "GREEN", "BLUE"]}),
+    ("h", {"type": "fixed", "name": "Hash", "size": 4}),
+    ("d", {"type": "int", "logicalType": "date"}),
+    ("m", {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}),
+    ("u", ["null", "string", "long", "boolean"]),
+    ("p", POINT),
+    ("q", ["null", "t.Point"]),
+    ("tags", {"type": "map", "values": {"type": "array", "items": "t.Colour"}}),
+)
+RICH_RECORD = {
+    "f": 1.5,
+    "g": -2.25e300,
+    "b": b"\x00\xff",
+    "e": "BLUE",
+    "h": b"abcd",
+    "d": date(2026, 1, 19),
+    "m": Decimal("-1234.56"),
+    "u": 7,
+    "p": {"x": 1, "y": -1},
+    "q": {"x": 2**31 - 1, "y": -(2**31)},
+    "tags": {"a": ["RED"], "": []},
+}
+# (writer, reader, record): the reader adds fields with every kind of default and drops one.
+RESOLUTION = (
+    _record(("a", "string"), ("gone", ["null", {"type": "array", "items": "long"}]), ("c", "long")),
+    _record(
+        ("c", "long"),
+        ("a", ["null", "string"]),
+        ("n", ["null", "string"], None),
+        ("l", {"type": "array", "items": "string"}, ["x"]),
+        ("o", {"type": "map", "values": "int"}, {"k": 1}),
+        ("s", "string", "IN"),
+        ("t", "boolean", False),
+    ),
+    {"a": "é", "gone": [1, -(2**63)], "c": 2**40},
+)
+
+
+def _message(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    return codec.encode(codec.parse(schema), record, fp=b"\x00" * 8)
+
+
+@pytest.mark.parametrize(
+    ("writer", "reader", "record"),
+    [(RICH, None, RICH_RECORD), (RICH, RICH, RICH_RECORD), RESOLUTION],
+    ids=["every-type", "every-type-same-reader", "resolution"],
+)
+def test_other_avro_types_and_resolutions_read_as_fastavro_does(
+    writer: dict[str, Any], reader: dict[str, Any] | None, record: dict[str, Any]
+) -> None:
+    read = compile_reader(writer, reader)
+    assert read is not None
+    data = _message(writer, record)
+    parsed_reader = None if reader is None else codec.parse(reader)
+    slow = lambda d: codec.decode(d, lambda _fp: codec.parse(writer), parsed_reader)  # noqa: E731
+    assert outcome(read, data) == outcome(slow, data)
+    for cut in range(codec.HEADER_SIZE, len(data)):
+        assert outcome(read, data[:cut]) == outcome(slow, data[:cut])
+    if reader is not None and "l" in {f["name"] for f in reader["fields"]}:
+        # A default that is a list or map is a fresh object per record.
+        first, second = read(data), read(data)
+        first["l"].append("y")
+        assert second["l"] == ["x"]
+
+
+UNSUPPORTED = {
+    "a promotion int -> long": (_record(("a", "int")), _record(("a", "long"))),
+    "a renamed record": (_record(("a", "int")), _record(("a", "int"), name="S")),
+    "a field alias": (
+        _record(("a", "int")),
+        {**_record(), "fields": [{"name": "b", "type": "int", "aliases": ["a"]}]},
+    ),
+    "a reader field without a default": (_record(("a", "int")), _record(("a", "int"), ("b", "int"))),
+    "a recursive type": (_record(("next", ["null", "t.R"])), None),
+}
+
+
+@pytest.mark.parametrize(("writer", "reader"), UNSUPPORTED.values(), ids=UNSUPPORTED.keys())
+def test_what_the_generator_does_not_handle_is_left_to_fastavro(
+    writer: dict[str, Any], reader: dict[str, Any] | None
+) -> None:
+    assert compile_reader(writer, reader) is None
+
+
+def test_a_sized_array_block_is_read_by_fastavro_through_the_fallback() -> None:
+    # Avro lets a writer give a block as a negative count followed by its size in bytes; our writers
+    # never do, so the compiled reader leaves such a body to fastavro, which reads it.
+    schema = _record(("a", {"type": "array", "items": "int"}))
+    body = b"\x03" + b"\x04" + b"\x02\x04" + b"\x00"  # count -2, 2 bytes: items 1 and 2, end
+    data = b"\xc3\x01" + b"\x00" * 8 + body
+    read = compile_reader(schema)
+    assert read is not None
+    assert read(data) == {"a": [1, 2]} == codec.decode(data, lambda _fp: codec.parse(schema))
