@@ -126,8 +126,13 @@ def compile_plan(plan: Rec, schema: Mapping[str, Any], fp: bytes) -> Callable[..
     except codec._Unsupported:
         return None
     source = "\n".join(
-        [f"def write({_ARGS}):", "    parts = [prefix]", "    w = parts.append", *compiler.lines]
-        + ["    return b''.join(parts)"]
+        [
+            f"def write({_ARGS}):",
+            "    parts = [prefix]",
+            "    w = parts.append",
+            *compiler.lines,
+            "    return b''.join(parts)",
+        ]
     )
     scope: dict[str, Any] = {
         **_SCOPE,
