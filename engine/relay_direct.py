@@ -52,7 +52,7 @@ class Rec:
     """A record field computed field by field: ``pre`` statements (may name locals), then one
     expression (or nested ``Rec``/``Arr``) per schema field, by name."""
 
-    fields: Mapping[str, str | Rec | Arr]
+    fields: Mapping[str, str | Rec | Arr | Switch]
     pre: tuple[str, ...] = ()
 
 
@@ -63,15 +63,35 @@ class Arr:
 
     items: str
     var: str
-    item: Rec | str = field(default="")
+    item: Rec | Switch | str = field(default="")
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A record written as ``then`` where ``condition`` holds, else as ``otherwise`` (one
+    country's line or the other's: each with the other country's fields as constant nulls)."""
+
+    condition: str
+    then: Rec
+    otherwise: Rec
 
 
 class _PlanCompiler(codec._Compiler):
     """The compiled writer's code generator, with plan nodes as sources."""
 
     def value(self, schema: Any, source: Any, depth: int) -> None:
+        if source == "None" and isinstance(schema, list) and "null" in schema:
+            # A null known when the writer is generated: its union index, as a constant.
+            self.emit(depth, f"w({self.constant(codec._zigzag(schema.index('null')))})")
+            return None
         if isinstance(source, str):
             return super().value(schema, source, depth)
+        if isinstance(source, Switch):
+            self.emit(depth, f"if {source.condition}:")
+            self.value(schema, source.then, depth + 1)
+            self.emit(depth, "else:")
+            self.value(schema, source.otherwise, depth + 1)
+            return None
         kind = schema if isinstance(schema, str) else schema.get("type")
         if isinstance(source, Rec):
             if kind != "record":
@@ -125,12 +145,13 @@ def compile_plan(plan: Rec, schema: Mapping[str, Any], fp: bytes) -> Callable[..
         compiler.value(dict(schema), plan, 1)
     except codec._Unsupported:
         return None
+    lines = _merge_constant_writes(compiler)
     source = "\n".join(
         [
             f"def write({_ARGS}):",
             "    parts = [prefix]",
             "    w = parts.append",
-            *compiler.lines,
+            *lines,
             "    return b''.join(parts)",
         ]
     )
@@ -148,46 +169,82 @@ def compile_plan(plan: Rec, schema: Mapping[str, Any], fp: bytes) -> Callable[..
     return writer
 
 
+def _merge_constant_writes(compiler: codec._Compiler) -> list[str]:
+    """Consecutive writes of constant bytes at one indentation (runs of known nulls) as one write."""
+    merged: list[str] = []
+    run: tuple[str, bytes] | None = None  # (indentation, bytes) of the pending run
+
+    def flush() -> None:
+        if run is not None:
+            merged.append(f"{run[0]}w({compiler.constant(run[1])})")
+
+    for line in compiler.lines:
+        body = line.lstrip(" ")
+        name = body[2:-1] if body.startswith("w(_c") and body.endswith(")") else None
+        constant = compiler.constants.get(name) if name else None
+        if isinstance(constant, bytes):
+            indent = line[: len(line) - len(body)]
+            if run is not None and run[0] == indent:
+                run = (indent, run[1] + constant)
+            else:
+                flush()
+                run = (indent, constant)
+            continue
+        flush()
+        run = None
+        merged.append(line)
+    flush()
+    return merged
+
+
 # -- plans: engine/publishing.py's record builders, field by field ----------------------------------
 
 _ENVELOPE = {"event_id": "ce_id", "tenant_id": "tenant_id", "occurred_at": "occurred_at"}
 
 
-def _line(gst: str, kenyan: str) -> str:
-    """A line field: the GST line's expression, or the Kenyan line's (``_gst_line``/``_kenyan_line``)."""
-    return f"({kenyan} if kenyan else {gst})"
-
-
-_LINE = Rec(
+_LINE_COMMON = {
+    "line_no": "int(line['line_no'])",
+    "description": "line['description']",
+    "quantity": "_number(line['quantity'])",
+    "unit_price": "_price(line['unit_price'])",
+    "discount": "_money(line['discount'])",
+    "total": "_money(line['total'])",
+    "original_line_no": "_int_or_none(line.get('original_line_no'))",
+}
+# _gst_line and _kenyan_line: each with the other country's fields null.
+_GST_LINE = Rec(
     {
-        "line_no": "int(line['line_no'])",
-        "description": "line['description']",
-        "quantity": "_number(line['quantity'])",
-        "unit_price": "_price(line['unit_price'])",
-        "discount": "_money(line['discount'])",
-        "total": "_money(line['total'])",
-        "original_line_no": "_int_or_none(line.get('original_line_no'))",
-        "hsn": _line("line['hsn']", "None"),
-        "unit": _line("line['unit']", "None"),
-        "taxable_value": _line("_money(line['taxable_value'])", "None"),
-        "gst_rate": _line("_number(line['gst_rate'])", "None"),
-        "rate_source": _line("line['rate_source']", "None"),
-        "master_rate": _line("_number(line.get('master_rate'))", "None"),
-        "override_reason": _line("line.get('override_reason')", "None"),
-        "cgst": _line("_money(line['cgst'])", "None"),
-        "sgst": _line("_money(line['sgst'])", "None"),
-        "igst": _line("_money(line['igst'])", "None"),
-        "cess_rate": _line("_number(line['cess_rate'])", "None"),
-        "cess": _line("_money(line['cess'])", "None"),
-        "supply_category": _line("(line.get('supply_category') or 'taxable')", "'taxable'"),
-        "item_code": _line("None", "line['item_code']"),
-        "tax_type": _line("None", "line['tax_type']"),
-        "supply_amount": _line("None", "_money(line['supply_amount'])"),
-        "taxable_amount": _line("None", "_money(line['taxable_amount'])"),
-        "tax_rate": _line("None", "_number(line['tax_rate'])"),
-        "tax_amount": _line("None", "_money(line['tax_amount'])"),
+        **_LINE_COMMON,
+        "hsn": "line['hsn']",
+        "unit": "line['unit']",
+        "taxable_value": "_money(line['taxable_value'])",
+        "gst_rate": "_number(line['gst_rate'])",
+        "rate_source": "line['rate_source']",
+        "master_rate": "_number(line.get('master_rate'))",
+        "override_reason": "line.get('override_reason')",
+        "cgst": "_money(line['cgst'])",
+        "sgst": "_money(line['sgst'])",
+        "igst": "_money(line['igst'])",
+        "cess_rate": "_number(line['cess_rate'])",
+        "cess": "_money(line['cess'])",
+        "supply_category": "(line.get('supply_category') or 'taxable')",
+        **dict.fromkeys(publishing.KENYAN_LINE_FIELDS, "None"),
     }
 )
+_KENYAN_LINE = Rec(
+    {
+        **_LINE_COMMON,
+        **dict.fromkeys(publishing.GST_LINE_FIELDS, "None"),
+        "supply_category": "'taxable'",
+        "item_code": "line['item_code']",
+        "tax_type": "line['tax_type']",
+        "supply_amount": "_money(line['supply_amount'])",
+        "taxable_amount": "_money(line['taxable_amount'])",
+        "tax_rate": "_number(line['tax_rate'])",
+        "tax_amount": "_money(line['tax_amount'])",
+    }
+)
+_LINE = Switch("kenyan", _KENYAN_LINE, _GST_LINE)
 
 # Totals: the builder's dict is every field of _NO_TOTALS plus the stored ones; exactly the
 # schema's fields when the stored names are among them and the two together cover them.
