@@ -85,6 +85,10 @@ class _PlanCompiler(codec._Compiler):
             self.emit(depth, f"w({self.constant(codec._zigzag(schema.index('null')))})")
             return None
         if isinstance(source, str):
+            for helper, shortcut in _SHORTCUTS.items():
+                if source.startswith(f"{helper}(") and source.endswith(")"):
+                    source = self.shortcut(helper, shortcut, source[len(helper) + 1 : -1], depth)
+                    break
             return super().value(schema, source, depth)
         if isinstance(source, Switch):
             self.emit(depth, f"if {source.condition}:")
@@ -117,6 +121,25 @@ class _PlanCompiler(codec._Compiler):
             self.emit(depth, "w(b'\\x00')")
             return None
         raise codec._Unsupported(f"plan node {source!r}")
+
+    def shortcut(self, helper: str, condition: str, argument: str, depth: int) -> str:
+        """``helper(argument)`` into a fresh local: the helper's first early return inline (the
+        common case: an amount already in wire form), the call otherwise."""
+        raw, data, result = self.fresh("m"), self.fresh("d"), self.fresh("r")
+        self.emit(depth, f"{raw} = {argument}")
+        self.emit(depth, f"{data} = {raw}['_data_'] if type({raw}) is dict and '_type_' in {raw} else {raw}")
+        self.emit(depth, f"if type({data}) is str and {condition.format(d=data)}: {result} = {data}")
+        self.emit(depth, f"else: {result} = {helper}({raw})")
+        return result
+
+
+# The early returns of engine/publishing.py's _money and _number, for a string ``d`` (what either
+# unwraps a stored {"_type_", "_data_"} value to): _money returns a 2-place amount as it is, _number
+# an integer's digits as they are (_is_plain_decimal, then no point to strip zeros after).
+_SHORTCUTS = {
+    "_money": "0 < {d}.find('.') == len({d}) - 3 and 'E' not in {d}",
+    "_number": "{d}.isdigit()",
+}
 
 
 # Names a plan's expressions may use: the record builders' own helpers.
