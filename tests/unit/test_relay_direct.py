@@ -149,7 +149,7 @@ def mutate(rnd: random.Random, value: dict[str, Any], wild: bool) -> None:
             value[name] = rnd.choice(WRONG)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.randoms(use_true_random=False), st.sampled_from(ISSUED), st.booleans())
 def test_random_invoices_get_the_general_paths_bytes_or_the_general_path(
     rnd: random.Random, stored: Any, wild: bool
