@@ -44,6 +44,7 @@ from engine.application import open_ledger
 from engine.config import Settings
 from engine.errors import IntegrityFault
 from engine.publishing import OutboundEvent, encode_stored
+from engine.relay_direct import encode_direct
 from engine.relay_encoders import EncoderLost, EncoderPool
 
 log = logging.getLogger("ledgerflow.relay")
@@ -280,6 +281,12 @@ class Relay:
         topic_of = self.settings.topic
         try:
             for row in rows:
+                # Without tracing nothing needs the OutboundEvent: the direct path, when it takes
+                # the event (the same bytes, engine/relay_direct.py).
+                direct = None if tracing else encode_direct(row[1], row[2], row[3], row[4])
+                if direct is not None:
+                    await page.add(topic_of(direct[0]), direct[1], direct[2], direct[3])
+                    continue
                 try:
                     # Straight from the stored JSON (no cipher or compressor is configured on the store).
                     message = encode_stored(row[1], row[2], row[3], row[4])

@@ -49,10 +49,16 @@ def encode_chunk(rows: Sequence[StoredEvent]) -> tuple[list[EncodedMessage], int
     index (``None`` when all could be)."""
     from engine.kafka import murmur2
     from engine.publishing import encode_stored
+    from engine.relay_direct import encode_direct
 
     messages: list[EncodedMessage] = []
     append = messages.append
     for index, (_, originator_id, version, topic, state) in enumerate(rows):
+        # The direct path first (the same bytes, engine/relay_direct.py), the general one otherwise.
+        direct = encode_direct(originator_id, version, topic, state)
+        if direct is not None:
+            append((*direct, murmur2(direct[1]) & 0x7FFFFFFF))
+            continue
         try:
             encoded = encode_stored(originator_id, version, topic, state)
         except Exception:
@@ -68,7 +74,8 @@ def _serve(conn: Connection) -> None:
 
     # The engine's imports, done before the relay counts on this encoder.
     import engine.kafka
-    import engine.publishing  # noqa: F401
+    import engine.publishing
+    import engine.relay_direct  # noqa: F401
 
     conn.send_bytes(b"ready")
     # As the relay process itself (engine/cli.py): a chunk allocates thousands of containers.

@@ -1,0 +1,433 @@
+"""The relay's direct path: a stored event's JSON straight to its Avro message, no record dict between.
+
+The general path (``engine.publishing.encode_stored``) parses the stored JSON into a
+``StoredEventView``, builds the Avro record as nested dicts (``RECORD_BUILDERS``) and hands it to the
+precompiled writer of its schema (``schemas/codec.py``), which reads the dicts back field by field.
+Profiled in the encoder processes, building those dicts was 35% of the relay's CPU per event and
+decoding the JSON 14% (docs/performance.md, "Encoder processes"). Here a writer is generated once
+per (event type, schema) from a *plan*: for each field of the schema, the Python expression the
+record builder uses to compute it, evaluated over the orjson-parsed stored dict and written at once
+with the same Avro primitives as the compiled writer (``codec._Compiler``).
+
+Exactness, by construction: a plan's expressions call the builders' own helpers (``_money``,
+``_number``, ``_price``, ``_date``, ``seller_address``, ...) on the same stored values, and read a
+key with ``[...]`` where the builder reads an attribute (it would fail) and with ``.get`` where it uses
+``getattr(..., None)``. Anything else gives ``None`` and the caller takes the general path: a plan
+whose fields are not exactly the schema's (a schema changed without its plan: the whole type goes
+the general way), a value not of exactly the schema's type (the compiled writer would have handed
+the record to fastavro, which may coerce it), any exception (the general path then raises the real
+error, e.g. the relay's ``UnencodableEvent``). ``tests/unit/test_relay_direct.py`` compares both paths
+byte for byte on every event type and on random invoices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from engine import publishing
+from engine.domain.invoice import Invoice
+from engine.publishing import (
+    AGGREGATE_TOPICS,
+    TENANT_KEYED_AGGREGATES,
+    _ce_types,
+    _unwrap_top,
+    event_id_text,
+    headers_for,
+    new_traceparent,
+)
+from schemas import codec, registry
+
+# (logical topic, key, Avro value, CloudEvents headers): one event's message.
+DirectMessage = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
+
+
+@dataclass(frozen=True)
+class Rec:
+    """A record field computed field by field: ``pre`` statements (may name locals), then one
+    expression (or nested ``Rec``/``Arr``) per schema field, by name."""
+
+    fields: Mapping[str, str | Rec | Arr | Switch]
+    pre: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Arr:
+    """An array field: ``items`` (an expression giving a list) with each item, named ``var``, written
+    as ``item``."""
+
+    items: str
+    var: str
+    item: Rec | Switch | str = field(default="")
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A record written as ``then`` where ``condition`` holds, else as ``otherwise`` (one
+    country's line or the other's: each with the other country's fields as constant nulls)."""
+
+    condition: str
+    then: Rec
+    otherwise: Rec
+
+
+class _PlanCompiler(codec._Compiler):
+    """The compiled writer's code generator, with plan nodes as sources."""
+
+    def value(self, schema: Any, source: Any, depth: int) -> None:
+        if source == "None" and isinstance(schema, list) and "null" in schema:
+            # A null known when the writer is generated: its union index, as a constant.
+            self.emit(depth, f"w({self.constant(codec._zigzag(schema.index('null')))})")
+            return None
+        if isinstance(source, str):
+            for helper, shortcut in _SHORTCUTS.items():
+                if source.startswith(f"{helper}(") and source.endswith(")"):
+                    source = self.shortcut(helper, shortcut, source[len(helper) + 1 : -1], depth)
+                    break
+            return super().value(schema, source, depth)
+        if isinstance(source, Switch):
+            self.emit(depth, f"if {source.condition}:")
+            self.value(schema, source.then, depth + 1)
+            self.emit(depth, "else:")
+            self.value(schema, source.otherwise, depth + 1)
+            return None
+        kind = schema if isinstance(schema, str) else schema.get("type")
+        if isinstance(source, Rec):
+            if kind != "record":
+                raise codec._Unsupported(f"plan record for a {kind!r}")
+            names = [f["name"] for f in schema["fields"]]
+            if sorted(names) != sorted(source.fields):
+                raise codec._Unsupported(f"plan fields differ from {schema.get('name')}'s")
+            for line in source.pre:
+                self.emit(depth, line)
+            for f in schema["fields"]:
+                self.value(f["type"], source.fields[f["name"]], depth)
+            return None
+        if isinstance(source, Arr):
+            if kind != "array":
+                raise codec._Unsupported(f"plan array for a {kind!r}")
+            items = self.fresh("a")
+            self.emit(depth, f"{items} = {source.items}")
+            self.emit(depth, f"if type({items}) is not list: raise _Mismatch")
+            self.emit(depth, f"if {items}:")
+            self.emit(depth + 1, f"w(_zigzag(len({items})))")
+            self.emit(depth + 1, f"for {source.var} in {items}:")
+            self.value(schema["items"], source.item or source.var, depth + 2)
+            self.emit(depth, "w(b'\\x00')")
+            return None
+        raise codec._Unsupported(f"plan node {source!r}")
+
+    def shortcut(self, helper: str, condition: str, argument: str, depth: int) -> str:
+        """``helper(argument)`` into a fresh local: the helper's first early return inline (the
+        common case: an amount already in wire form), the call otherwise."""
+        raw, data, result = self.fresh("m"), self.fresh("d"), self.fresh("r")
+        self.emit(depth, f"{raw} = {argument}")
+        self.emit(depth, f"{data} = {raw}['_data_'] if type({raw}) is dict and '_type_' in {raw} else {raw}")
+        self.emit(depth, f"if type({data}) is str and {condition.format(d=data)}: {result} = {data}")
+        self.emit(depth, f"else: {result} = {helper}({raw})")
+        return result
+
+
+# The early returns of engine/publishing.py's _money and _number, for a string ``d`` (what either
+# unwraps a stored {"_type_", "_data_"} value to): _money returns a 2-place amount as it is, _number
+# an integer's digits as they are (_is_plain_decimal, then no point to strip zeros after).
+_SHORTCUTS = {
+    "_money": "0 < {d}.find('.') == len({d}) - 3 and 'E' not in {d}",
+    "_number": "{d}.isdigit()",
+}
+
+
+# Names a plan's expressions may use: the record builders' own helpers.
+_SCOPE: dict[str, Any] = {
+    "_u": lambda v: _unwrap_top(v) if type(v) is dict else v,
+    "_money": publishing._money,
+    "_number": publishing._number,
+    "_price": publishing._price,
+    "_date": publishing._date,
+    "_optional_date": publishing._optional_date,
+    "_int_or_none": publishing._int_or_none,
+    "_export": publishing._export,
+    "seller_address": publishing.seller_address,
+}
+
+# Writer inputs besides the stored dict ``s``: the envelope every record starts with (``base`` in
+# engine/publishing.py) and the aggregate id's canonical text.
+_ARGS = "s, aggregate_id, ce_id, tenant_id, occurred_at"
+
+
+def compile_plan(plan: Rec, schema: Mapping[str, Any], fp: bytes) -> Callable[..., bytes] | None:
+    """The writer of ``plan`` for ``schema`` (raises on anything unexpected), or ``None`` when the
+    plan does not fit the schema."""
+    compiler = _PlanCompiler()
+    try:
+        compiler.value(dict(schema), plan, 1)
+    except codec._Unsupported:
+        return None
+    lines = _merge_constant_writes(compiler)
+    source = "\n".join(
+        [
+            f"def write({_ARGS}):",
+            "    parts = [prefix]",
+            "    w = parts.append",
+            *lines,
+            "    return b''.join(parts)",
+        ]
+    )
+    scope: dict[str, Any] = {
+        **_SCOPE,
+        "_zigzag": codec._zigzag,
+        "_LENGTHS": codec._LENGTHS,
+        "_Mismatch": codec._Mismatch,
+        "prefix": codec.MAGIC + fp,
+        **compiler.constants,
+    }
+    exec(compile(source, f"<direct avro writer {schema.get('name')}>", "exec"), scope)
+    writer: Callable[..., bytes] = scope["write"]
+    writer.source = source  # type: ignore[attr-defined]  # for a reader debugging a mismatch
+    return writer
+
+
+def _merge_constant_writes(compiler: codec._Compiler) -> list[str]:
+    """Consecutive writes of constant bytes at one indentation (runs of known nulls) as one write."""
+    merged: list[str] = []
+    run: tuple[str, bytes] | None = None  # (indentation, bytes) of the pending run
+
+    def flush() -> None:
+        if run is not None:
+            merged.append(f"{run[0]}w({compiler.constant(run[1])})")
+
+    for line in compiler.lines:
+        body = line.lstrip(" ")
+        name = body[2:-1] if body.startswith("w(_c") and body.endswith(")") else None
+        constant = compiler.constants.get(name) if name else None
+        if isinstance(constant, bytes):
+            indent = line[: len(line) - len(body)]
+            if run is not None and run[0] == indent:
+                run = (indent, run[1] + constant)
+            else:
+                flush()
+                run = (indent, constant)
+            continue
+        flush()
+        run = None
+        merged.append(line)
+    flush()
+    return merged
+
+
+# -- plans: engine/publishing.py's record builders, field by field ----------------------------------
+
+_ENVELOPE = {"event_id": "ce_id", "tenant_id": "tenant_id", "occurred_at": "occurred_at"}
+
+
+_LINE_COMMON = {
+    "line_no": "int(line['line_no'])",
+    "description": "line['description']",
+    "quantity": "_number(line['quantity'])",
+    "unit_price": "_price(line['unit_price'])",
+    "discount": "_money(line['discount'])",
+    "total": "_money(line['total'])",
+    "original_line_no": "_int_or_none(line.get('original_line_no'))",
+}
+# _gst_line and _kenyan_line: each with the other country's fields null.
+_GST_LINE = Rec(
+    {
+        **_LINE_COMMON,
+        "hsn": "line['hsn']",
+        "unit": "line['unit']",
+        "taxable_value": "_money(line['taxable_value'])",
+        "gst_rate": "_number(line['gst_rate'])",
+        "rate_source": "line['rate_source']",
+        "master_rate": "_number(line.get('master_rate'))",
+        "override_reason": "line.get('override_reason')",
+        "cgst": "_money(line['cgst'])",
+        "sgst": "_money(line['sgst'])",
+        "igst": "_money(line['igst'])",
+        "cess_rate": "_number(line['cess_rate'])",
+        "cess": "_money(line['cess'])",
+        "supply_category": "(line.get('supply_category') or 'taxable')",
+        **dict.fromkeys(publishing.KENYAN_LINE_FIELDS, "None"),
+    }
+)
+_KENYAN_LINE = Rec(
+    {
+        **_LINE_COMMON,
+        **dict.fromkeys(publishing.GST_LINE_FIELDS, "None"),
+        "supply_category": "'taxable'",
+        "item_code": "line['item_code']",
+        "tax_type": "line['tax_type']",
+        "supply_amount": "_money(line['supply_amount'])",
+        "taxable_amount": "_money(line['taxable_amount'])",
+        "tax_rate": "_number(line['tax_rate'])",
+        "tax_amount": "_money(line['tax_amount'])",
+    }
+)
+_LINE = Switch("kenyan", _KENYAN_LINE, _GST_LINE)
+
+# Totals: the builder's dict is every field of _NO_TOTALS plus the stored ones; exactly the
+# schema's fields when the stored names are among them and the two together cover them.
+_TOTALS_PRE = (
+    "t = _u(s['totals'])",
+    "if type(t) is not dict or _TOTALS_NAMES.union(t) != _TOTALS_FIELDS: raise _Mismatch",
+)
+
+
+def _totals(fields: list[str]) -> Rec:
+    return Rec({name: f"_money(t.get({name!r}))" for name in fields}, _TOTALS_PRE)
+
+
+def _invoice_issued_plan(schema: Mapping[str, Any]) -> Rec:
+    """``_invoice_issued``: the envelope, the invoice id, then ``invoice_document``."""
+    totals = next(f["type"] for f in schema["fields"] if f["name"] == "totals")
+    _SCOPE["_TOTALS_NAMES"] = frozenset(publishing._NO_TOTALS)
+    _SCOPE["_TOTALS_FIELDS"] = frozenset(f["name"] for f in totals["fields"])
+    return Rec(
+        {
+            **_ENVELOPE,
+            "invoice_id": "aggregate_id",
+            "number": "s['number']",
+            "financial_year": "s['financial_year']",
+            "date": "_date(_u(s['invoice_date']))",
+            "currency": "s['currency']",
+            "supply_type": "s['supply_type']",
+            "seller": Rec(
+                {
+                    "gstin": "seller.get('gstin')",
+                    "legal_name": "seller['legal_name']",
+                    "state": "seller.get('state')",
+                    "trade_name": "seller.get('trade_name')",
+                    "address": "seller_address(seller.get('address'))",
+                    "kra_pin": "seller.get('kra_pin')",
+                },
+                ("seller = _u(s['seller'])",),
+            ),
+            "buyer": Rec(
+                {
+                    "name": "buyer['name']",
+                    "gstin": "buyer.get('gstin')",
+                    "state": "buyer.get('state')",
+                    "address": "buyer.get('address')",
+                    "kra_pin": "buyer.get('kra_pin')",
+                    "phone": "buyer.get('phone')",
+                },
+                ("buyer = dict(_u(s['buyer']))",),
+            ),
+            "place_of_supply": "s['place_of_supply']",
+            "intra_state": "(None if (x := _u(s['intra_state'])) is None else bool(x))",
+            "lines": Arr("_u(s['lines'])", "line", _LINE),
+            "totals": _totals([f["name"] for f in totals["fields"]]),
+            "idempotency_key": "s['idempotency_key']",
+            "source": "s['source']",
+            "country": "country",
+            "document_type": "(_u(s.get('document_type')) or 'invoice')",
+            "original_invoice_id": "_u(s.get('original_invoice_id'))",
+            "original_number": "_u(s.get('original_number'))",
+            "refund_reason_code": "_u(s.get('refund_reason_code'))",
+            "environment": "_u(s.get('environment'))",
+            "branch_id": "_u(s.get('branch_id'))",
+            "payment_type": "_u(s.get('payment_type'))",
+            "tax_breakdown": Arr(
+                "(_u(s.get('tax_breakdown')) or [])",
+                "item",
+                Rec(
+                    {
+                        "tax_type": "item['tax_type']",
+                        "rate": "_number(item['rate'])",
+                        "taxable": "_money(item['taxable'])",
+                        "tax": "_money(item['tax'])",
+                    }
+                ),
+            ),
+            "reverse_charge": "bool(_u(s.get('reverse_charge', False)))",
+            "ecommerce_gstin": "_u(s.get('ecommerce_gstin'))",
+            "export": "_export(_u(s.get('export')))",
+            "note_reason": "_u(s.get('note_reason'))",
+            "original_invoice_date": "_optional_date(_u(s.get('original_invoice_date')))",
+        },
+        # Issued events stored before v4 have no country: Indian invoices (invoice_document).
+        ("country = _u(s.get('country')) or 'IN'", "kenyan = country == 'KE'"),
+    )
+
+
+# Stored event class -> its plan for a schema. The builder each plan copies is named beside it;
+# test_relay_direct.py fails if a builder changes without its plan.
+PLANS: dict[type, Callable[[Mapping[str, Any]], Rec]] = {
+    Invoice.Issued: _invoice_issued_plan,
+}
+
+
+class _Facts:
+    """What ``headers_for`` reads of an ``OutboundEvent``, without building one."""
+
+    __slots__ = ("ce_id", "ce_type", "subject", "tenant_id", "time", "traceparent")
+
+    def __init__(
+        self, ce_type: str, ce_id: str, tenant_id: str, subject: str, time: datetime, traceparent: str
+    ) -> None:
+        self.ce_type = ce_type
+        self.ce_id = ce_id
+        self.tenant_id = tenant_id
+        self.subject = subject
+        self.time = time
+        self.traceparent = traceparent
+
+
+@dataclass(frozen=True)
+class _Type:
+    """One stored event type's direct path for the current schema of its CloudEvents type."""
+
+    ce_type: str
+    topic: str
+    tenant_keyed: bool
+    schema: registry.SchemaVersion
+    write: Callable[..., bytes]
+
+
+# Stored topic -> its direct path, or None (no plan, or the plan does not fit the schema).
+_types: dict[str, _Type | None] = {}
+
+
+def _type_for(stored_topic: str) -> _Type | None:
+    event_class = publishing.STORED_TOPICS.get(stored_topic)
+    plan = PLANS.get(event_class) if event_class is not None else None
+    if event_class is None or plan is None:
+        return None
+    aggregate, ce_type = _ce_types[event_class]
+    sv = registry.current(ce_type)
+    write = compile_plan(plan(sv.schema), sv.schema, sv.fingerprint)
+    if write is None:
+        return None
+    return _Type(ce_type, AGGREGATE_TOPICS[aggregate], aggregate in TENANT_KEYED_AGGREGATES, sv, write)
+
+
+def encode_direct(
+    originator_id: object, originator_version: int, stored_topic: str, state: bytes
+) -> DirectMessage | None:
+    """The message ``encode_stored`` makes for this stored event, byte for byte, or ``None`` when
+    the direct path does not take it (then ``encode_stored`` must be asked)."""
+    try:
+        kind = _types[stored_topic]
+    except KeyError:
+        kind = _types[stored_topic] = _type_for(stored_topic)
+    if kind is None:
+        return None
+    try:
+        s = orjson.loads(state)
+        # As StoredEventView and to_outbound compute them.
+        aggregate_id = str(originator_id if type(originator_id) is UUID else UUID(str(originator_id)))
+        tenant_id = str(_SCOPE["_u"](s.get("tenant_id")) or aggregate_id)
+        ce_id = event_id_text(aggregate_id, originator_version)
+        time = datetime.fromisoformat(_SCOPE["_u"](s["timestamp"]))
+        occurred_at = publishing._millis(time)
+        traceparent = _SCOPE["_u"](s.get("traceparent")) or new_traceparent()
+        value = kind.write(s, aggregate_id, ce_id, tenant_id, occurred_at)
+    except Exception:
+        return None
+    key = tenant_id if kind.tenant_keyed else aggregate_id
+    facts = _Facts(kind.ce_type, ce_id, tenant_id, aggregate_id, time, traceparent)
+    return kind.topic, key.encode(), value, headers_for(facts, kind.schema.fingerprint_hex)  # type: ignore[arg-type]
