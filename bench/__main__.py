@@ -490,7 +490,10 @@ class Run:
             return
         port = free_port()
         proc = self.env.start("api", "api", "--port", str(port), "--workers", str(self.sizes.api_workers))
-        proc.wait_log(r"Application startup complete")
+        # Every worker, not just the first: on a loaded machine the second one may still be
+        # importing when the first answers, and its start-up would fall inside the measurement.
+        workers = self.sizes.api_workers
+        proc.wait_log(rf"(?s)(?:Application startup complete.*?){{{workers}}}", timeout=120)
         self.api_url = f"http://127.0.0.1:{port}"
 
     def start_projectors(self) -> Any:

@@ -803,6 +803,8 @@ def api(settings: Settings, host: str | None, port: int | None, workers: int) ->
     """Serve the HTTP API."""
     import uvicorn
 
+    from engine.api.http_parser import ErrorShapeHttpToolsProtocol
+
     _logging()
     uvicorn.run(
         "engine.api.main:app",
@@ -813,10 +815,10 @@ def api(settings: Settings, host: str | None, port: int | None, workers: int) ->
         # Logging and telemetry are set up by engine/api/main.py in each worker process.
         log_config=None,
         access_log=False,
-        # h11 even where httptools is installed (uvicorn's "auto" would take it): httptools saved
-        # ~20% of a worker's CPU per POST, but answers a header with a bare LF with uvicorn's plain
-        # 400 instead of our error shape (tests/integration/test_hostile_input.py; docs/performance.md).
-        http="h11",
+        # httptools (C) instead of h11 saved ~20% of a worker's CPU per POST; this subclass answers
+        # what it cannot parse (e.g. a header ended by a bare LF) in our error shape, not uvicorn's
+        # plain-text 400 (tests/integration/test_hostile_input.py; docs/performance.md).
+        http=ErrorShapeHttpToolsProtocol,
     )
 
 
