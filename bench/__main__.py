@@ -1144,10 +1144,12 @@ class Run:
             self.env.stop(name)
         more = sorted(n for n in self.env.peak_rss if n.startswith("projector-"))
         for name in ("api", "relay", "projector", *more, "worker", "connectors"):
-            if name in ("api", "relay") and self.env.peak_each.get(name):
+            if name in ("api", "relay", "projector") and self.env.peak_each.get(name):
                 # uvicorn's parent and each worker process on its own (the resource tracker too);
-                # the relay and each of its encoder processes.
-                main_label = "uvicorn parent" if name == "api" else "relay process"
+                # the relay and each of its encoder processes; the projector pool and each process.
+                main_label = {"api": "uvicorn parent", "relay": "relay process"}.get(
+                    name, "projector process"
+                )
                 for role, peak in sorted(self.env.peak_each[name].items()):
                     label = main_label if role == "main" else role
                     self.rows.append(
