@@ -497,12 +497,11 @@ class Run:
         self.api_url = f"http://127.0.0.1:{port}"
 
     def start_projectors(self) -> Any:
-        """``ledgerflow projector`` (``--projectors N``: N processes sharing the partitions in the
-        projector's consumer group, one per core); the first one's process is returned."""
-        first = self.env.start("projector", "projector")
-        for i in range(2, self.projectors + 1):
-            self.env.start(f"projector-{i}", "projector")
-        return first
+        """``ledgerflow projector`` (``--projectors N``: N processes sharing the partitions)."""
+        # One `ledgerflow projector`: its own pool of processes (ops/projector_pool.py), one per
+        # core by default, N with --projectors N.
+        extra = ["--processes", str(self.projectors)] if self.projectors > 1 else []
+        return self.env.start("projector", "projector", *extra)
 
     def start_pipeline(self) -> None:
         self.env.start("relay", "relay")
@@ -1148,10 +1147,12 @@ class Run:
             self.env.stop(name)
         more = sorted(n for n in self.env.peak_rss if n.startswith("projector-"))
         for name in ("api", "relay", "projector", *more, "worker", "connectors"):
-            if name in ("api", "relay") and self.env.peak_each.get(name):
+            if name in ("api", "relay", "projector") and self.env.peak_each.get(name):
                 # uvicorn's parent and each worker process on its own (the resource tracker too);
-                # the relay and each of its encoder processes.
-                main_label = "uvicorn parent" if name == "api" else "relay process"
+                # the relay and each of its encoder processes; the projector pool and each process.
+                main_label = {"api": "uvicorn parent", "relay": "relay process"}.get(
+                    name, "projector process"
+                )
                 for role, peak in sorted(self.env.peak_each[name].items()):
                     label = main_label if role == "main" else role
                     self.rows.append(
@@ -1236,7 +1237,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--backlog", type=int, help="events in the relay/projection backlog")
     parser.add_argument(
-        "--projectors", type=int, default=1, help="`ledgerflow projector` processes (default 1)"
+        "--projectors",
+        type=int,
+        default=1,
+        help="projector processes (default: `ledgerflow projector`'s, one per core)",
     )
     parser.add_argument("--api-concurrency", type=int, help="requests in flight in the API ingest stage")
     parser.add_argument("--api-workers", type=int, help="API worker processes (default 2)")

@@ -148,6 +148,8 @@ class Proc:
                     elif "engine.relay_encoders" in command:
                         number = self.worker_numbers.setdefault(child.pid, len(self.worker_numbers) + 1)
                         role = f"encoder {number}"
+                    elif " --share " in command:  # a process of a projector pool (ops/projector_pool.py)
+                        role = "share " + command.split(" --share ", 1)[1].split()[0]
                     elif "spawn_main" in command:
                         number = self.worker_numbers.setdefault(child.pid, len(self.worker_numbers) + 1)
                         role = f"worker {number}"

@@ -848,13 +848,30 @@ def relay(settings: Settings, encoders: int) -> None:
 
 @main.command()
 @click.option("--projection", "names", multiple=True, help="Projection(s) to run (default: all).")
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="LEDGERFLOW_PROJECTOR_PROCESSES",
+    help="Processes sharing the partitions (default: one per core, at most 4; ops/projector_pool.py).",
+)
+@click.option(
+    "--share", default=None, hidden=True, help="I/N: one process of a pool (ops/projector_pool.py)."
+)
 @click.pass_obj
-def projector(settings: Settings, names: tuple[str, ...]) -> None:
+def projector(settings: Settings, names: tuple[str, ...], processes: int | None, share: str | None) -> None:
     """Keep projections (read models) up to date from the ledger topics."""
+    from ops import projector_pool
     from projections.catalogue import PROJECTIONS
     from projections.runner import ProjectionRunner
 
     _logging()
+    processes = processes or projector_pool.default_processes(settings)
+    if processes > 1 and share is None:
+        unknown = set(names) - {p.name for p in PROJECTIONS}
+        if unknown:
+            raise click.ClickException(f"no projection named {', '.join(sorted(unknown))}")
+        sys.exit(projector_pool.run_pool(settings, names, processes))
     _telemetry(settings, "ledgerflow-projector")
     chosen = [p for p in PROJECTIONS if not names or p.name in names]
     if not chosen:
@@ -864,7 +881,7 @@ def projector(settings: Settings, names: tuple[str, ...]) -> None:
 
     async def run_all(stop: asyncio.Event) -> None:
         # One runner for all of them: each record fetched and decoded once (projections/runner.py).
-        await ProjectionRunner(settings, chosen).run(stop)
+        await ProjectionRunner(settings, chosen, share=projector_pool.parse_share(share)).run(stop)
 
     _run_until_signal(run_all)
 

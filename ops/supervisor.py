@@ -479,7 +479,7 @@ def ensure_runtime_login(settings: Settings) -> None:
 
 def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
     from engine.bootstrap import migrate
-    from ops import stack
+    from ops import projector_pool, stack
     from ops.topics import ensure_all
 
     if start_stack:
@@ -497,7 +497,7 @@ def run_engine(settings: Settings, *, workers: int, start_stack: bool) -> int:
     children = [
         Child("api", [*cli, "api"], COLOURS[0]),
         Child("relay", [*cli, "relay"], COLOURS[1]),
-        Child("projector", [*cli, "projector"], COLOURS[2]),
+        *projector_pool.children((), projector_pool.default_processes(settings)),
         Child("connectors", [*cli, "connectors", "run"], COLOURS[3]),
         Child("webhooks", [*cli, "webhooks", "run"], COLOURS[4 % len(COLOURS)]),
         # Acts on stored inbound webhook deliveries (streams/hooks.py).

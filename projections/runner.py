@@ -66,6 +66,9 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         self.runner.forget(list(revoked))
+        # The batch being written commits before the partitions go to another process of the
+        # group, which then reads the positions it stored (else both would apply it).
+        await self.runner.finish_writing()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self.runner.seek_to_stored(list(assigned))
@@ -100,8 +103,14 @@ class ProjectionRunner:
         projection: Projection | Sequence[Projection],
         *,
         max_records: int = 2500,
+        share: tuple[int, int] | None = None,
     ) -> None:
         self.settings = settings
+        # (i, n): read only the partitions p with p % n == i, assigned directly rather than through
+        # the consumer group (``ledgerflow projector --processes n``, ops/projector_pool.py).
+        if share is not None and not 0 <= share[0] < share[1]:
+            raise ValueError(f"share {share[0]} of {share[1]} does not exist")
+        self.share = share
         self.projections: list[Projection] = (
             list(projection) if isinstance(projection, (list, tuple)) else [projection]  # type: ignore[list-item]
         )
@@ -137,6 +146,9 @@ class ProjectionRunner:
         # a batch are written side by side (PostgreSQL works on one while Python builds the next).
         self._conns: dict[str, psycopg.Connection] = {}
         self._letters_unpublished: set[str] = set()
+        # Set once the batch being written is in PostgreSQL (or given up at a stop).
+        self._written: asyncio.Event | None = None
+        self._rebalances = 0
 
     @property
     def _conn(self) -> psycopg.Connection | None:
@@ -174,8 +186,26 @@ class ProjectionRunner:
         names = ", ".join(p.name for p in self.projections)
         log.info("%s assigned %s", names, sorted((tp.topic, tp.partition) for tp in assigned))
 
+    async def _my_partitions(self) -> list[TopicPartition]:
+        """This share's partitions of the projections' topics (the rebuild's fill workers share
+        partitions out the same way, projections/rebuild.py)."""
+        assert self.share is not None
+        index, count = self.share
+        found = await kafka.topic_partitions(self.settings, set(self.topics))
+        missing = sorted(set(self.topics) - set(found))
+        if missing:
+            raise RuntimeError(f"topics missing: {missing} (run `ledgerflow topics ensure`)")
+        return [tp for topic in self.topics for tp in found[topic] if tp.partition % count == index]
+
     def forget(self, revoked: list[TopicPartition]) -> None:
         self._loaded.difference_update((tp.topic, tp.partition) for tp in revoked)
+        self._rebalances += 1
+
+    async def finish_writing(self) -> None:
+        """Wait for the PostgreSQL part of the batch being written; not its Kafka offset commit,
+        which itself waits for the rebalance this is called from."""
+        if self._written is not None:
+            await self._written.wait()
 
     def _apply_one(self, projection: Projection, work: _Work) -> int:
         """One transaction: the projection's share of the batch (poison events isolated and
@@ -241,10 +271,20 @@ class ProjectionRunner:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
+            # A member finishes the batch it is writing before it gives its partitions up (the
+            # listener): the group waits that long for it, not just one session timeout (aiokafka's
+            # default), or a slow batch gets the member expelled and the group never settles.
+            rebalance_timeout_ms=60_000,
         )
         self._producer = await kafka.start_producer(self.settings, "reliable")
-        self._consumer.subscribe(self.topics, listener=_SeekToStoredPositions(self))
-        await self._consumer.start()
+        if self.share is None:
+            self._consumer.subscribe(self.topics, listener=_SeekToStoredPositions(self))
+            await self._consumer.start()
+        else:
+            await self._consumer.start()
+            mine = await self._my_partitions()
+            self._consumer.assign(mine)
+            await self.seek_to_stored(mine)
         await self.publish_dead_letters()  # letters a crash left unpublished
         # One batch is written to PostgreSQL (in a thread) while the next is fetched and decoded:
         # decoding is CPU work here, writing mostly waits on the database. Batches still commit in
@@ -255,12 +295,21 @@ class ProjectionRunner:
                 batches = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 if not batches:
                     continue
+                rebalances = self._rebalances
                 work = self._share(batches)
                 del batches  # the raw records of a batch are not kept past decoding
                 if writing is not None:
                     await writing
+                if self._rebalances != rebalances:
+                    # The partitions were handed out again while this batch waited: it may hold
+                    # records of a partition another process now owns. aiokafka revokes every
+                    # partition on a rebalance and the listener seeks each assigned one to its
+                    # stored position, so dropping the batch loses nothing: it is read again.
+                    self.stats.skipped += sum(len(w.events) for w in work.values())
+                    continue
                 if any(w.offsets for w in work.values()):
-                    writing = asyncio.ensure_future(self._store_all(work, stop))
+                    self._written = asyncio.Event()
+                    writing = asyncio.ensure_future(self._store_all(work, stop, self._written))
             if writing is not None:
                 await writing
         finally:
@@ -329,9 +378,24 @@ class ProjectionRunner:
         """The single-projection form of ``_store_all`` (kept for callers and tests)."""
         await self._store_all({self.projection.name: _Work(events, undecodable, offsets)}, stop)
 
-    async def _store_all(self, work: dict[str, _Work], stop: asyncio.Event) -> None:
+    async def _store_all(
+        self, work: dict[str, _Work], stop: asyncio.Event, written: asyncio.Event | None = None
+    ) -> None:
         """Each projection's share in its own transaction. A projection that cannot write (an outage,
         a missing table) is retried until it can; the ones that committed are not applied twice."""
+        try:
+            if not await self._write_all(work, stop):
+                return
+        finally:
+            if written is not None:
+                written.set()
+        self.stats.batches += 1
+        for name in list(self._letters_unpublished):
+            await self.publish_dead_letters(name)
+        await self._commit_to_kafka(work)
+
+    async def _write_all(self, work: dict[str, _Work], stop: asyncio.Event) -> bool:
+        """The PostgreSQL part of ``_store_all``; False if stopped before every share was written."""
         pending = [p for p in self.projections if p.name in work and work[p.name].offsets]
         delay = 0.5
         while pending:
@@ -364,13 +428,10 @@ class ProjectionRunner:
             pending = failed
             if pending:
                 if stop.is_set():
-                    return
+                    return False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
-        self.stats.batches += 1
-        for name in list(self._letters_unpublished):
-            await self.publish_dead_letters(name)
-        await self._commit_to_kafka(work)
+        return True
 
     async def _commit_to_kafka(self, work: dict[str, _Work]) -> None:
         """Offsets for ``ledgerflow lag`` and other Kafka tools; only visibility is at stake."""
@@ -384,7 +445,11 @@ class ProjectionRunner:
         self.stats.positions.update(moved)
         ahead = {TopicPartition(t, p): o + 1 for (t, p), o in moved.items() if o >= 0}
         try:
-            if ahead:  # empty when a rebalance has just moved the positions back (aiokafka refuses {})
+            if self.share is not None:
+                # Not a member of its group (partitions assigned directly): the memberless form.
+                visible = {key: o for key, o in moved.items() if o >= 0}
+                await commit_group_offsets(self._consumer, self.group_id, visible)
+            elif ahead:  # empty when a rebalance has just moved the positions back (aiokafka refuses {})
                 await self._consumer.commit(ahead)
             if len(self.projections) > 1:
                 # Each projection's own group shows that projection's progress (it has no members:

@@ -58,6 +58,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "LEDGERFLOW_KAFKA_PASSWORD": settings.kafka_password,
         "LEDGERFLOW_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
         "PYTHONUNBUFFERED": "1",
+        # One projector process, as these tests were written for (and CI's time budget); the pool
+        # of `--processes N` has its own test (test_projector_processes.py), which asks for it.
+        "LEDGERFLOW_PROJECTOR_PROCESSES": "1",
     }
 
 
