@@ -44,6 +44,19 @@ def wait_for(condition: Callable[[], T], *, timeout: float = 30.0, interval: flo
     raise AssertionError(f"within {timeout:.0f}s, {what} never happened (last seen: {last!r})")
 
 
+@pytest.fixture(autouse=True)
+def no_tracing_left_behind() -> Iterator[None]:
+    """Fail the test that leaves a global tracer provider installed.
+
+    With one installed, every later test of the same worker takes the traced paths of the relay
+    and the consumers instead of the ones it means to test (a CI run failed so, far from the cause).
+    """
+    yield
+    from engine import telemetry
+
+    assert not telemetry.tracing_enabled(), "this test left an SDK tracer provider installed globally"
+
+
 @pytest.fixture
 def settings() -> Iterator[Settings]:
     """Fresh schema + topic prefix for one test; the schema is dropped afterwards."""

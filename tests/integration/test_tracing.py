@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from opentelemetry.util._once import Once
 
 from connectors.gst_irp.handler import CONNECTOR
 from connectors.gst_irp.sandbox import create_app
@@ -58,39 +59,30 @@ ACCOUNT = IRP_ACCOUNT
 CLIENT_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
-class _Switchable(SimpleSpanProcessor):
-    """Hands finished spans to the exporter only while a test of this module runs.
-
-    OpenTelemetry's tracer provider is set once per process; later tests in the same pytest run
-    keep it, and their spans should not pile up in memory.
-    """
-
-    active = False
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if self.active:
-            super().on_end(span)
-
-
 _exporter = InMemorySpanExporter()
-_processor = _Switchable(_exporter)
-_installed: list[TracerProvider] = []
+_provider = TracerProvider()
+_provider.add_span_processor(SimpleSpanProcessor(_exporter))
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    if not _installed:
-        provider = trace.get_tracer_provider()
-        if not isinstance(provider, TracerProvider):
-            provider = TracerProvider()
-            trace.set_tracer_provider(provider)
-        provider.add_span_processor(_processor)
-        _installed.append(provider)
+    """An SDK tracer provider for this test only.
+
+    OpenTelemetry lets a process set its global tracer provider once. Left in place, it would turn
+    tracing on for every later test of the same pytest worker, and the relay and the consumers take
+    their traced paths (not their encoder pools or direct paths) when tracing is on: a CI run
+    failed that way. So the global is put back as it was (its private attributes: no public API
+    resets it, see opentelemetry-test-utils' reset_trace_globals).
+    """
+    assert trace._TRACER_PROVIDER is None, "another test left a global tracer provider installed"
+    trace.set_tracer_provider(_provider)
     _exporter.clear()
-    _processor.active = True
-    yield _exporter
-    _processor.active = False
-    _exporter.clear()
+    try:
+        yield _exporter
+    finally:
+        _exporter.clear()
+        trace._TRACER_PROVIDER = None
+        trace._TRACER_PROVIDER_SET_ONCE = Once()
 
 
 def irp_tenant(
