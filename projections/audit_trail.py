@@ -124,6 +124,19 @@ def _json_text(value: Any) -> str:
     return _json_bytes(value).decode()
 
 
+def _first_documents(fields: dict[str, Any]) -> tuple[str, bytes] | None:
+    """``changes`` and ``state_after`` of an entity's first event, from its Avro values in one orjson
+    pass each: what ``changes_of({}, jsonable(fields))`` and ``jsonable(fields)`` give (every field
+    set is new), without the round trip through Python objects. None when orjson refuses a value."""
+    try:
+        changes = orjson.dumps(
+            {k: {"old": None, "new": v} for k, v in fields.items() if v is not None}, default=_beyond_json
+        )
+        return changes.decode(), orjson.dumps(fields, default=_beyond_json)
+    except orjson.JSONEncodeError:
+        return None
+
+
 def changes_of(previous: dict[str, Any], fields: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The fields whose value differs from the entity's previous state, with both values."""
     return {k: {"old": previous.get(k), "new": v} for k, v in fields.items() if previous.get(k) != v}
@@ -184,12 +197,25 @@ class AuditTrail:
         columns: tuple[list[Any], ...] = tuple([] for _ in range(12))
         (ids, tenants, occurred_ats, topics, partitions, offsets, types, actions, entity_types,
          entity_ids, changes, states_after) = columns  # fmt: skip
+        # An entity's first event: its documents straight from the Avro values; its state is made
+        # jsonable only if a later event of the batch needs it (most entities have one event here).
+        unconverted: dict[tuple[str, str, int], dict[str, Any]] = {}
         for event, who in known:
             key = (who.entity_id, event.topic, event.partition)
-            previous = states.get(key, {})
-            fields = jsonable({k: v for k, v in event.record.items() if k not in ENVELOPE})
-            after = {**previous, **fields}
-            states[key] = after
+            raw = {k: v for k, v in event.record.items() if k not in ENVELOPE}
+            if key in unconverted:
+                states[key] = jsonable(unconverted.pop(key))
+            previous = states.get(key)
+            documents = _first_documents(raw) if previous is None else None
+            if documents is not None:
+                unconverted[key] = raw
+                change_text, after_bytes = documents
+            else:
+                previous = previous or {}
+                fields = jsonable(raw)
+                after = {**previous, **fields}
+                states[key] = after
+                change_text, after_bytes = _json_text(changes_of(previous, fields)), _json_bytes(after)
             occurred = event.record.get("occurred_at")
             if not isinstance(occurred, datetime):
                 occurred = datetime.now(UTC)
@@ -203,8 +229,8 @@ class AuditTrail:
             actions.append(who.action)
             entity_types.append(who.entity_type)
             entity_ids.append(who.entity_id)
-            changes.append(_json_text(changes_of(previous, fields)))
-            states_after.append(_json_bytes(after))
+            changes.append(change_text)
+            states_after.append(after_bytes)
         with conn.cursor() as cur:
             cur.execute(sql.SQL(_INSERT).format(t=table, actors=sql.Identifier(ACTORS_TABLE)), columns)
 
