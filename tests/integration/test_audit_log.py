@@ -467,3 +467,46 @@ def test_the_projection_shows_each_event_with_who_and_what_changed_and_topics_ca
     for msg in messages:
         raw = (msg.value() or b"") + b"".join(k.encode() + (v or b"") for k, v in msg.headers() or [])
         assert b"testclient" not in raw and b"AuditTest" not in raw and "नमस्ते".encode() not in raw
+
+
+def test_a_trail_made_before_state_after_became_bytes_is_converted_and_remembers_each_entity(
+    settings: Settings,
+) -> None:
+    from datetime import UTC, datetime
+
+    from engine import db
+    from projections.events import ProjectedEvent
+
+    db.ensure_schema(settings)
+    tenant, entity = uuid.uuid4(), str(uuid.uuid4())
+    with connect(settings) as conn:
+        # The table as earlier versions made it (state_after jsonb), with one row of an entity.
+        conn.execute("ALTER TABLE audit_trail ALTER COLUMN state_after TYPE jsonb USING '{}'::jsonb")
+        conn.execute(
+            "INSERT INTO audit_trail (event_id, tenant_id, occurred_at, topic, kafka_partition,"
+            " kafka_offset, event_type, action, entity_type, entity_id, changes, state_after)"
+            " VALUES (%s, %s, now(), 'ledger.invoice.v1', 0, 7, 'ledgerflow.invoice.issued', 'issued',"
+            " 'invoice', %s, '{}', %s)",
+            (uuid.uuid4(), tenant, entity, json.dumps({"status": "issued", "number": "INV-\u0928 1"})),
+        )
+        conn.execute("DELETE FROM schema_migrations")  # this code's migrations have not run here yet
+    db.ensure_schema(settings)
+
+    cancelled = ProjectedEvent(
+        "ledger.invoice.v1",
+        0,
+        8,
+        "ledgerflow.invoice.cancelled",
+        str(uuid.uuid4()),
+        {"tenant_id": tenant, "occurred_at": datetime.now(UTC), "status": "cancelled"},
+        key=entity.encode(),
+        headers=(("ce_subject", entity.encode()),),
+    )
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        AuditTrail().apply(conn, [cancelled])
+        conn.commit()
+        changes, state = conn.execute(
+            "SELECT changes, state_after FROM audit_trail WHERE event_id = %s", (cancelled.ce_id,)
+        ).fetchone()  # type: ignore[misc]
+    assert changes == {"status": {"old": "issued", "new": "cancelled"}}
+    assert json.loads(bytes(state)) == {"status": "cancelled", "number": "INV-\u0928 1"}

@@ -10,10 +10,18 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import orjson
 import pytest
 
 from engine import attribution, event_chain
-from projections.audit_trail import BadCursor, changes_of, decode_cursor, encode_cursor, jsonable
+from projections.audit_trail import (
+    BadCursor,
+    _first_documents,
+    changes_of,
+    decode_cursor,
+    encode_cursor,
+    jsonable,
+)
 
 A = UUID("11111111-1111-1111-1111-111111111111")
 B = UUID("22222222-2222-2222-2222-222222222222")
@@ -112,6 +120,41 @@ def test_avro_values_become_exact_json() -> None:
         "raw": "AP8=",
         "ids": [str(A)],
     }
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"number": "INV-1", "status": "issued", "note": None},
+        {
+            "total": Decimal("-0.00"),
+            "due": date(2026, 12, 31),
+            "at": datetime(2026, 4, 1, 5, 30, 0, 123456, tzinfo=UTC),
+            "naive": datetime(2026, 4, 1, 5, 30),
+            "raw": b"\x00\xff",
+            "lines": [
+                {"qty": Decimal("1E+3"), "hsn": "8504", "id": A},
+                {"qty": Decimal("0.5"), "x": (1, None)},
+            ],
+            "text": "\u0928\u092e\u0938\u094d\u0924\u0947 \u0000 \U0001f600",
+            "flag": False,
+            "empty": {},
+        },
+        {},
+    ],
+)
+def test_a_first_events_documents_are_what_the_general_path_writes(fields: dict[str, Any]) -> None:
+    documents = _first_documents(fields)
+    assert documents is not None
+    change_text, after = documents
+    assert orjson.loads(change_text) == changes_of({}, jsonable(fields))
+    assert orjson.loads(after) == jsonable(fields)
+
+
+def test_a_value_orjson_refuses_takes_the_general_path() -> None:
+    fields = {"huge": 2**70}
+    assert _first_documents(fields) is None
+    assert jsonable(fields) == {"huge": 2**70}
 
 
 def test_a_cursor_round_trips_and_a_forged_one_is_refused() -> None:
