@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -33,7 +34,10 @@ BENCH_DATABASE = "ledgerflow_bench"
 OUTAGE = re.compile(
     r"Unable connect|NodeNotReady|PostgreSQL (unavailable|connection lost)|Kafka not reachable"
 )
-LEDGERFLOW = str(PROJECT_ROOT / ".venv" / "bin" / "ledgerflow")
+# The project's own virtualenv; a git worktree has none, so there the interpreter's (the processes
+# still import the worktree's code: ``process_env`` passes PYTHONPATH on).
+_LOCAL = PROJECT_ROOT / ".venv" / "bin" / "ledgerflow"
+LEDGERFLOW = str(_LOCAL if _LOCAL.exists() else Path(sys.executable).parent / "ledgerflow")
 
 
 def _with_database(url: str, database: str) -> str:
@@ -142,6 +146,10 @@ class Proc:
             found["main"] = int(parent.memory_info().rss)
             for child in parent.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
+                    if child.status() == psutil.STATUS_ZOMBIE:
+                        # An exited child not yet reaped (a uvicorn worker restarted at start-up):
+                        # no command line, 0 MB; it became a row "python3 0.0 MB" of its own.
+                        continue
                     command = " ".join(child.cmdline())
                     if "resource_tracker" in command:
                         role = "resource tracker"
@@ -280,7 +288,17 @@ class BenchEnv:
             start_new_session=True,
         )
         log.close()
-        proc = Proc(name, popen, log_path, time.monotonic(), self.peak_rss.get(name, 0), log_start)
+        # By keyword: positionally, log_start landed in peak_single_rss once that field was added
+        # before it, and a restarted process's wait_log then matched its predecessor's lines (the
+        # webhook_intake stage took the old API's start-up for the new one's: connection refused).
+        proc = Proc(
+            name,
+            popen,
+            log_path,
+            time.monotonic(),
+            peak_rss=self.peak_rss.get(name, 0),
+            log_start=log_start,
+        )
         self.procs[name] = proc
         return proc
 
