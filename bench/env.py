@@ -146,11 +146,11 @@ class Proc:
             found["main"] = int(parent.memory_info().rss)
             for child in parent.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    if child.status() == psutil.STATUS_ZOMBIE:
-                        # An exited child not yet reaped (a uvicorn worker restarted at start-up):
-                        # no command line, 0 MB; it became a row "python3 0.0 MB" of its own.
-                        continue
                     command = " ".join(child.cmdline())
+                    if not command or child.status() == psutil.STATUS_ZOMBIE:
+                        # A child exiting (its memory already released: no command line, 0 MB) or
+                        # exited and not yet reaped: it became a row "python3 0.0 MB" of its own.
+                        continue
                     if "resource_tracker" in command:
                         role = "resource tracker"
                     elif "engine.relay_encoders" in command:
