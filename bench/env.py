@@ -352,9 +352,10 @@ class BenchEnv:
 
     def _drop_schema(self) -> None:
         with psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.settings.db_schema))
-            )
+            # The reporting views' schema too (engine/db.py creates it beside the run's schema); it was
+            # left behind empty after every run.
+            for name in (self.settings.db_schema, self.settings.reporting_schema):
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
     async def _delete_topics(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient
