@@ -346,3 +346,10 @@ def test_each_kind_of_row_is_inserted_with_the_column_defaults_a_plain_insert_gi
     # updated_at is the transaction's start, as now() in the plain INSERT's DEFAULT.
     assert all(row[5] for row in found.values())
     assert found["payment"][6] is None and found["manual"][6] is None
+
+
+@pytest.mark.parametrize("values", [[], ["INV-1"], ["NULL", "null", 'a"b', "c\\d", " x,{}", ""]])
+def test_the_refs_literal_reads_back_as_the_list(settings: Settings, values: list[str]) -> None:
+    with db.connect(settings) as conn:
+        found = conn.execute("SELECT %s::text[]", (read_model._text_array(values),)).fetchone()
+    assert found is not None and found[0] == values
