@@ -38,10 +38,8 @@ their types. Columns an insert leaves out are NULL, not their DEFAULT.
 from __future__ import annotations
 
 import copy
-import gc
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -294,26 +292,6 @@ def _column_types(conn: psycopg.Connection, table: str) -> dict[str, str]:
     return found
 
 
-@contextmanager
-def no_cycle_collection() -> Iterator[None]:
-    """The cyclic garbage collector paused while a batch is built and written.
-
-    A batch's rows live until it is written (two or three containers per event), and every 700 of
-    them started a collection that walked them, promoted them, and in time made the collector walk
-    the whole heap again: 13-30 us of CPU per event on the 50,000-event bench topic (perf-rows,
-    measured with gc.callbacks). The rows hold no cycles, so reference counting frees them when
-    the batch is done; garbage with cycles made meanwhile waits for the next collection. Left as
-    found: a caller that paused the collector itself keeps it paused."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 class RowProjection(ABC):
     """A projection whose events each change at most one row of ``table``, keyed by ``key``.
 
@@ -335,9 +313,8 @@ class RowProjection(ABC):
         raise for an event it cannot read: that event alone is then dead-lettered."""
 
     def apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None:
-        with no_cycle_collection():
-            changes = [c for c in map(self.change, events) if c is not None]
-            write(conn, self.table, self.key, changes)
+        changes = [c for c in map(self.change, events) if c is not None]
+        write(conn, self.table, self.key, changes)
 
     def on_table(self, table: str) -> Self:
         twin = copy.copy(self)

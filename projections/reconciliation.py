@@ -42,7 +42,7 @@ from engine.reconciliation_rules import (
     reconcile,
     tokens,
 )
-from projections.batch import RowChange, no_cycle_collection, write
+from projections.batch import RowChange, write
 from projections.events import ProjectedEvent
 
 NAME = "reconciliation"
@@ -282,10 +282,6 @@ class Reconciliation:
         return Reconciliation(table)
 
     def apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None:
-        with no_cycle_collection():  # see projections.batch: the batch's rows hold no cycles
-            self._apply(conn, events)
-
-    def _apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None:
         batch = _Batch()
         for event in events:
             _read(batch, event)

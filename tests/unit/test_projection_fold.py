@@ -5,13 +5,12 @@ statements themselves on PostgreSQL."""
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.batch import FinalEffect, RowChange, fold, no_cycle_collection
+from projections.batch import FinalEffect, RowChange, fold
 
 Rows = dict[str, dict[str, Any]]
 
@@ -77,23 +76,3 @@ def test_a_change_set_before_its_rows_insert_applies_only_to_a_row_that_already_
     batch = [RowChange("inv-1", set={"status": "cancelled"}), RowChange("inv-1", insert={"status": "issued"})]
     assert as_written({}, fold(batch)) == {"inv-1": {"status": "issued"}}
     assert as_written({"inv-1": {"status": "issued"}}, fold(batch)) == {"inv-1": {"status": "cancelled"}}
-
-
-def test_the_collector_is_paused_inside_a_batch_and_left_as_found() -> None:
-    assert gc.isenabled()
-    with no_cycle_collection():
-        assert not gc.isenabled()
-    assert gc.isenabled()
-    try:
-        with no_cycle_collection():
-            raise RuntimeError("a poison batch")
-    except RuntimeError:
-        pass
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        with no_cycle_collection():
-            pass
-        assert not gc.isenabled()  # paused by the caller: stays paused
-    finally:
-        gc.enable()
