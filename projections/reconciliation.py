@@ -289,8 +289,8 @@ class Reconciliation:
         # the batch (Kafka keeps an aggregate's order), so each row's insert already came before its
         # changes, and changes of one kind keep their order among themselves.
         if batch.inserts:
-            # updated_at's DEFAULT: the transaction's start, as now() gives the other statements
-            # (as text, like issued_at in projections/invoice_register.py).
+            # updated_at's DEFAULT: the transaction's start, as now() gives the other statements.
+            # Formatted once, as psycopg would: its datetime dumper cost ~1.3 us per row (perf-rows).
             found = conn.execute("SELECT now()").fetchone()
             assert found is not None
             now = {"updated_at": str(found[0])}
