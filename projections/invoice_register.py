@@ -212,8 +212,8 @@ class InvoiceRegister(RowProjection):
 
 def _document(record: dict[str, Any]) -> dict[str, Any]:
     """The invoice as the API shows it (the event record minus envelope fields)."""
-    # A copy less three keys keeps the others' order, as a filtering comprehension would, in C: a
-    # third of the cost of the comprehension over the ~35 fields of an issued record (perf-rows).
+    # A copy less three keys keeps the others' order, as a filtering comprehension would, in C:
+    # 1.5-2.5 against 3.7-5.6 us for the 31 fields of an issued record (perf-rows).
     document = dict(record)
     for envelope in ("event_id", "occurred_at", "idempotency_key"):
         document.pop(envelope, None)
