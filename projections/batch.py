@@ -98,10 +98,18 @@ def fold(changes: Iterable[RowChange]) -> list[FinalEffect]:
 def write(conn: psycopg.Connection, table: str, key: str, changes: Iterable[RowChange]) -> None:
     """Apply ``changes`` to ``table`` (primary or unique key column ``key``) with set-based statements,
     inside the caller's transaction."""
+    changes = changes if isinstance(changes, list) else list(changes)
+    if _only_first_inserts(changes):
+        # Nothing to fold: each change is its row's only one and inserts it (a batch of issued
+        # invoices), so no FinalEffect and no copy of each row (with the values-as-they-are rows
+        # below and the register's cheaper document copy: python CPU 39-40 -> 34-35 us per
+        # invoice on the bench topic, perf-rows in docs/performance.md).
+        _insert(conn, table, key, [c.insert for c in changes if c.insert is not None], returning=False)
+        return
     effects = fold(changes)
     if not effects:
         return
-    inserts = [e for e in effects if e.insert is not None]
+    inserts = [e.insert for e in effects if e.insert is not None]
     updates = [e for e in effects if e.before or (e.insert is not None and e.after)]
     inserted: list[Any] = []
     if inserts:
@@ -113,18 +121,28 @@ def write(conn: psycopg.Connection, table: str, key: str, changes: Iterable[RowC
         _update(conn, table, key, _column_types(conn, table), updates, inserted)
 
 
+def _only_first_inserts(changes: Sequence[RowChange]) -> bool:
+    """Whether every change only inserts, each a different row: then ``fold`` would return them as
+    they are."""
+    for change in changes:
+        if change.insert is None or change.set:
+            return False
+    return len({c.key for c in changes}) == len(changes)
+
+
 def _insert(
     conn: psycopg.Connection,
     table: str,
     key: str,
-    effects: Sequence[FinalEffect],
+    rows: Sequence[Mapping[str, Any]],
     *,
     returning: bool,
 ) -> list[Any]:
     """COPY the rows into a staging table, then move them over with one INSERT ... ON CONFLICT DO
     NOTHING. COPY because psycopg formats its rows in C: about 5 us of CPU per 5-line invoice row
     against 7.5 us for binary arrays and 15 us for executemany (docs/performance.md)."""
-    columns = _columns_of(effects[0].insert or {}, effects)
+    shapes = list(map(tuple, rows))
+    columns = _columns_of(shapes)
     staging = _staging(conn, table)
     with conn.cursor() as cur:
         with cur.copy(
@@ -132,9 +150,11 @@ def _insert(
                 staging, sql.SQL(", ").join(map(sql.Identifier, columns))
             )
         ) as copy:
-            for effect in effects:
-                values = effect.insert or {}
-                copy.write_row([values.get(c) for c in columns])
+            write_row = copy.write_row
+            for values, shape in zip(rows, shapes, strict=True):
+                # A row naming every column in COPY's order (the usual case: one dict literal
+                # builds them all) is sent as it is, without a lookup per column.
+                write_row(list(values.values()) if shape == columns else [values.get(c) for c in columns])
         # The DELETE empties the staging table for the next write of the same transaction (a
         # bisection retries halves); ON COMMIT DELETE ROWS empties it at commit anyway.
         statement = sql.SQL(
@@ -172,7 +192,7 @@ def _update(
     inserted: list[Any],
 ) -> None:
     changed = [e.update for e in effects]
-    columns = _columns_of(changed[0], changed)
+    columns = _columns_of(map(tuple, changed))
     assignments: list[sql.Composable] = []
     aliases: list[sql.Composable] = [sql.Identifier("key")]
     arrays: list[sql.Composable] = [_array(types, key)]
@@ -229,17 +249,14 @@ def _execute(
         raise
 
 
-def _columns_of(first: Mapping[str, Any], rows: Sequence[Any]) -> list[str]:
-    """Every column named in ``rows``' dicts, in the order first seen (usually all are in the first)."""
-    columns = list(first)
-    seen = set(columns)
-    for row in rows:
-        values = row.insert if isinstance(row, FinalEffect) else row
-        for column in values or ():
-            if column not in seen:
-                seen.add(column)
-                columns.append(column)
-    return columns
+def _columns_of(shapes: Iterable[Iterable[str]]) -> tuple[str, ...]:
+    """Every column named in ``shapes`` (the rows' keys), in the order first seen (usually all are
+    in the first)."""
+    distinct = dict.fromkeys(shapes)  # in the usual batch, one shape
+    first = next(iter(distinct), ())
+    if len(distinct) == 1:
+        return tuple(first)
+    return tuple(dict.fromkeys(column for shape in distinct for column in shape))
 
 
 def _array(types: Mapping[str, str], column: str) -> sql.Composable:

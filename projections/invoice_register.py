@@ -212,7 +212,12 @@ class InvoiceRegister(RowProjection):
 
 def _document(record: dict[str, Any]) -> dict[str, Any]:
     """The invoice as the API shows it (the event record minus envelope fields)."""
-    return {k: v for k, v in record.items() if k not in {"event_id", "occurred_at", "idempotency_key"}}
+    # A copy less three keys keeps the others' order, as a filtering comprehension would, in C:
+    # 1.5-2.5 against 3.7-5.6 us for the 31 fields of an issued record (perf-rows).
+    document = dict(record)
+    for envelope in ("event_id", "occurred_at", "idempotency_key"):
+        document.pop(envelope, None)
+    return document
 
 
 # ---------------------------------------------------------------------------------------------

@@ -193,3 +193,19 @@ def test_a_projection_that_applies_event_by_event_still_isolates_its_poison(conn
     assert [f.offset for f in failed] == [99]
     logged = conn.execute("SELECT count(*) FROM number_log").fetchone()
     assert logged is not None and logged[0] == 20
+
+
+def test_a_batch_of_inserts_only_keeps_the_first_insert_of_an_invoice_delivered_twice(
+    conn: psycopg.Connection,
+) -> None:
+    """Inserts of different rows skip the fold (projections.batch.write); a repeated key must not."""
+    events = [
+        of_kind("issued", INVOICES[0], 1),
+        of_kind("issued", INVOICES[1], 2),
+        of_kind("issued", INVOICES[0], 3),
+    ]
+    with conn.transaction(force_rollback=True):
+        InvoiceRegister().apply(conn, events)
+        apply_one_by_one(conn, events)
+        assert rows(conn, "invoice_register") == rows(conn, "one_by_one")
+        assert rows(conn, "invoice_register")[INVOICES[0]]["total"] == 1001.00

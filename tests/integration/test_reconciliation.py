@@ -295,3 +295,61 @@ def test_a_poison_event_is_set_aside_alone(settings: Settings) -> None:
         )
     assert len(failures) == 2
     assert counts(settings, tenant) == {"unmatched": 1}
+
+
+def test_each_kind_of_row_is_inserted_with_the_column_defaults_a_plain_insert_gives(
+    settings: Settings,
+) -> None:
+    """The rows go in through projections.batch, which writes NULL for a column left out: the
+    projection names the defaulted columns itself (charges, refs, eligible, updated_at)."""
+    db.ensure_schema(settings)
+    tenant = uuid.uuid4()
+    line = bank_line(tenant, MAY, Decimal("-250.50"), "NEFT INV-77 ACME", reference="UTR123456")
+    invoice_id, issued = invoice(tenant, "INV-77", MAY, Decimal("250.50"), "Acme")
+    made = event(
+        "ledger.reconciliation_match.v1",
+        "ledgerflow.reconciliation_match.made",
+        {
+            "tenant_id": str(tenant),
+            "match_id": str(uuid.uuid4()),
+            "bank_line_id": line.record["transaction_id"],
+            "target_type": "invoice",
+            "target_id": invoice_id,
+            "made_by": "accountant@example.com",
+        },
+    )
+    with db.connect(settings) as conn, conn.transaction():
+        Reconciliation().apply(
+            conn, [line, issued, *payment(tenant, "pay_1", MAY, Decimal("9"), captured=False)]
+        )
+        Reconciliation().apply(conn, [made])
+        started = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        found = {
+            kind: rest
+            for kind, *rest in conn.execute(
+                "SELECT kind, charges, refs, eligible, magnitude, amount, updated_at = now(), status"
+                " FROM reconciliation WHERE tenant_id = %s",
+                (tenant,),
+            ).fetchall()
+        }
+    assert started is not None
+    assert found["line"][:5] == [
+        Decimal("0"),
+        ["ACME", "INV-77", "NEFT", "UTR123456"],
+        True,
+        Decimal("250.5"),
+        Decimal("-250.5"),
+    ]
+    assert found["invoice"][:5] == [Decimal("0"), ["INV-77"], True, Decimal("250.5"), Decimal("250.5")]
+    assert found["payment"][:5] == [Decimal("0"), ["PAY_1"], False, Decimal("9"), Decimal("9")]
+    assert found["manual"][:5] == [Decimal("0"), [], False, None, None]
+    # updated_at is the transaction's start, as now() in the plain INSERT's DEFAULT.
+    assert all(row[5] for row in found.values())
+    assert found["payment"][6] is None and found["manual"][6] is None
+
+
+@pytest.mark.parametrize("values", [[], ["INV-1"], ["NULL", "null", 'a"b', "c\\d", " x,{}", ""]])
+def test_the_refs_literal_reads_back_as_the_list(settings: Settings, values: list[str]) -> None:
+    with db.connect(settings) as conn:
+        found = conn.execute("SELECT %s::text[]", (read_model._text_array(values),)).fetchone()
+    assert found is not None and found[0] == values

@@ -17,10 +17,12 @@ import pytest
 
 from connectors.bank.statement_formats import Statement, StatementLine
 from connectors.bank.statements import import_statements
+from engine import db
 from engine.application import LedgerService
 from engine.commands import IssueInvoice
 from engine.config import Settings
 from engine.relay import Relay
+from projections import reconciliation as read_model
 from projections.rebuild import rebuild
 from projections.reconciliation import Reconciliation
 from projections.runner import ProjectionRunner
@@ -108,7 +110,14 @@ def test_lines_matches_and_manual_matches_through_the_api(
     assert len(page["items"]) == 2 and page["next"]
     assert [x["id"] for x in view(params={"limit": 2, "cursor": page["next"]})["items"]] == [formula]
 
-    # A manual match of the cash deposit to INV-8, retried with the same key: one match.
+    # A manual match of the cash deposit to INV-8, retried with the same key: one match. The API
+    # refuses a target its read model lacks, and nothing above waited for INV-8, whose issued event
+    # may come in a later poll than INV-7's (this failed once under load, 404 "no such invoice").
+    def projected(invoice_id: str) -> bool:
+        with db.connect(settings) as conn:
+            return read_model.target_exists(conn, UUID(tenant), "invoice", invoice_id)
+
+    wait_for(lambda: projected(str(spare.id)), what="INV-8 in the read model")
     body = {"bank_line_id": stray, "target_type": "invoice", "target_id": str(spare.id)}
     made = client.post("/v1/reconciliation/matches", json=body, headers={**auth, "Idempotency-Key": "m-1"})
     assert made.status_code == 201, made.text
