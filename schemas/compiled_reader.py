@@ -261,11 +261,12 @@ class _Generator:
             # _LENGTH maps a one-byte length (even, below 128: up to 63 bytes) to itself and any
             # other byte to -1, which sends a longer or negative length through _count. One table
             # look-up and one statement in the common case instead of a test, arithmetic and three
-            # statements: the 5-line invoice has ~110 strings (docs/performance.md, perf-decode).
+            # statements, and two additions instead of three (each makes a new int past 256): the
+            # 5-line invoice has ~110 strings (docs/performance.md, perf-decode).
             n = self.fresh("n")
             convert = ".decode()" if kind == "string" else ""
             self.emit(depth, f"if ({n} := _LENGTH[d[p]]) < 0: {n}, p = _count(d, p); p -= 1")
-            self.emit(depth, f"{target} = d[p + 1:(p := p + 1 + {n})]{convert}")
+            self.emit(depth, f"{target} = d[(q := p + 1):(p := q + {n})]{convert}")
         elif kind == "fixed":
             size = int(writer["size"])
             self.emit(depth, f"{target} = d[p:p + {size}]; p += {size}")
