@@ -58,6 +58,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FLOAT = Struct("<f").unpack_from
 _DOUBLE = Struct("<d").unpack_from
 _NO_MATCH = object()
+# A string or bytes length of one byte: zig-zag even bytes below 128 are 0..63; -1 for the rest.
+_LENGTH = tuple(b >> 1 if b < 128 and not b & 1 else -1 for b in range(256))
 # Deepest nesting of generated blocks: CPython refuses more than 20 statically nested blocks.
 _MAX_DEPTH = 16
 
@@ -256,12 +258,15 @@ class _Generator:
         elif kind in ("string", "bytes"):
             # A length running past the end leaves p beyond it: the next byte read raises, or the
             # final ``p != end`` check does, so a truncated body never comes back as a record.
-            q = self.fresh("q")
+            # _LENGTH maps a one-byte length (even, below 128: up to 63 bytes) to itself and any
+            # other byte to -1, which sends a longer or negative length through _count. One table
+            # look-up and one statement in the common case instead of a test, arithmetic and three
+            # statements, and two additions instead of three (each makes a new int past 256): the
+            # 5-line invoice has ~110 strings (docs/performance.md, perf-decode).
+            n = self.fresh("n")
             convert = ".decode()" if kind == "string" else ""
-            self.emit(depth, f"{q} = d[p]")
-            self.emit(depth, f"if {q} < 128 and not {q} & 1: {q} = p + 1 + ({q} >> 1); p += 1")
-            self.emit(depth, f"else: {q}, p = _count(d, p); {q} += p")
-            self.emit(depth, f"{target} = d[p:{q}]{convert}; p = {q}")
+            self.emit(depth, f"if ({n} := _LENGTH[d[p]]) < 0: {n}, p = _count(d, p); p -= 1")
+            self.emit(depth, f"{target} = d[(q := p + 1):(p := q + {n})]{convert}")
         elif kind == "fixed":
             size = int(writer["size"])
             self.emit(depth, f"{target} = d[p:p + {size}]; p += {size}")
@@ -348,6 +353,19 @@ class _Generator:
             for i, branch in enumerate(writer):
                 j = self.first_match(branch, candidates)
                 resolved[i] = _NO_MATCH if j is None else candidates[j]
+        null_first = len(writer) == 2 and _kind(self.deref(writer[0], self.writer_named)) == "null"
+        if null_first and _NO_MATCH not in resolved:
+            # ["null", X], most of the invoice's optional fields: index 0 (None) is one test and
+            # one statement, without a variable for the index; anything but 0 or 2 goes to
+            # fastavro as before.
+            self.emit(depth, "if d[p]:")
+            self.emit(depth + 1, "if d[p] != 2: raise _Fallback")
+            self.emit(depth + 1, "p += 1")
+            self.read(writer[1], resolved[1], target, depth + 1, skip)
+            self.emit(depth, "else:")
+            self.emit(depth + 1, "p += 1")
+            self.read(writer[0], resolved[0], target, depth + 1, skip)
+            return
         b = self.fresh("b")
         self.emit(depth, f"{b} = d[p]; p += 1")
         for i, branch in enumerate(writer):
@@ -411,6 +429,7 @@ def compile_reader(
     )
     scope: dict[str, Any] = {
         "_BOOLEAN": {0: False, 1: True},
+        "_LENGTH": _LENGTH,
         "_EPOCH": _EPOCH,
         "_FLOAT": _FLOAT,
         "_DOUBLE": _DOUBLE,

@@ -163,7 +163,10 @@ def decode_event(data: bytes, ce_type: str | None = None) -> dict[str, Any]:
     With ``ce_type`` (e.g. from the ``ce_type`` header) a message whose schema belongs to a different
     type is rejected, so a mislabelled message cannot be processed as the wrong event.
     """
-    fp, _ = codec.split(data)
+    if type(data) is bytes and len(data) >= codec.HEADER_SIZE and data.startswith(codec.MAGIC):
+        fp = data[len(codec.MAGIC) : codec.HEADER_SIZE]  # what codec.split returns, without its views
+    else:
+        fp, _ = codec.split(data)  # raises the CodecError of a short or foreign message
     found = _decoder(fp)
     if found is None:
         raise codec.CodecError(f"unknown schema fingerprint {fp.hex()}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+import sys
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -299,3 +300,64 @@ def test_a_sized_array_block_is_read_by_fastavro_through_the_fallback() -> None:
     read = compile_reader(schema)
     assert read is not None
     assert read(data) == {"a": [1, 2]} == codec.decode(data, lambda _fp: codec.parse(schema))
+
+
+# -- the one-byte fast paths: string lengths and ["null", X] unions (perf-decode) -----------------
+
+NULLABLE = _record(
+    ("s", "string"),
+    ("b", "bytes"),
+    ("n", ["null", "string"]),
+    ("p", ["null", POINT]),
+    ("r", ["string", "null"]),
+    ("after", "int"),
+    name="N",
+)
+
+
+def falls_back(read: Any, data: bytes) -> bool:
+    """Whether ``read`` hands ``data`` to codec.decode: observed with a profile hook, as the
+    fallback gives fastavro's record too, so the record alone cannot tell."""
+    calls: list[object] = []
+
+    def hook(frame: Any, event: str, _arg: Any) -> None:
+        if event == "call" and frame.f_code is codec.decode.__code__:
+            calls.append(frame)
+
+    sys.setprofile(hook)
+    try:
+        read(data)
+    finally:
+        sys.setprofile(None)
+    return bool(calls)
+
+
+@pytest.mark.parametrize("size", [0, 1, 62, 63, 64, 65, 127, 128, 8191, 8192])
+@pytest.mark.parametrize("text", ["a", "é", "₹"])
+def test_strings_either_side_of_a_one_byte_length_read_as_fastavro_does(size: int, text: str) -> None:
+    # 63 bytes is the longest length of one varint byte; the compiled reader reads longer ones, and
+    # multi-byte characters, through its slower branch.
+    read = compile_reader(NULLABLE)
+    assert read is not None
+    slow = lambda d: codec.decode(d, lambda _fp: codec.parse(NULLABLE))  # noqa: E731
+    value = (text * size)[:size] if text == "a" else text * (size // len(text.encode()) or 1)
+    for n, p, r in ((value, None, value), (None, {"x": size, "y": -size}, None)):
+        record = {"s": value, "b": value.encode(), "n": n, "p": p, "r": r, "after": -size}
+        data = _message(NULLABLE, record)
+        assert not isinstance(outcome(slow, data), str)
+        assert outcome(read, data) == outcome(slow, data)
+        assert not falls_back(read, data)
+
+
+@pytest.mark.parametrize("index", [1, 3, 4, 6, 0x7F, 0x80, 0xFF])
+def test_a_bad_index_of_a_null_first_union_gets_fastavros_record_or_error(index: int) -> None:
+    read = compile_reader(NULLABLE)
+    assert read is not None
+    slow = lambda d: codec.decode(d, lambda _fp: codec.parse(NULLABLE))  # noqa: E731
+    record = {"s": "x", "b": b"", "n": "y", "p": {"x": 1, "y": 2}, "r": "z", "after": 5}
+    data = _message(NULLABLE, record)
+    # The body: s (2 bytes), b (1), then n's union index, n's string, then p's union index.
+    body = codec.HEADER_SIZE
+    for at in (body + 3, body + 5):
+        bad = data[:at] + bytes([index]) + data[at + 1 :]
+        assert outcome(read, bad) == outcome(slow, bad), f"byte {at} -> {index:#x}"
