@@ -510,3 +510,42 @@ def test_a_trail_made_before_state_after_became_bytes_is_converted_and_remembers
         ).fetchone()  # type: ignore[misc]
     assert changes == {"status": {"old": "issued", "new": "cancelled"}}
     assert json.loads(bytes(state)) == {"status": "cancelled", "number": "INV-\u0928 1"}
+
+
+def test_a_batch_written_in_several_statements_keeps_each_entitys_changes_in_order(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from engine import db
+    from projections import audit_trail
+    from projections.events import ProjectedEvent
+
+    monkeypatch.setattr(audit_trail, "ROWS_PER_STATEMENT", 2)
+    db.ensure_schema(settings)
+    tenant, entity = uuid.uuid4(), str(uuid.uuid4())
+    statuses = ["issued", "sent", "paid", "paid", "refunded"]
+    events = [
+        ProjectedEvent(
+            "ledger.invoice.v1",
+            0,
+            offset,
+            "ledgerflow.invoice.changed",
+            str(uuid.uuid4()),
+            {"tenant_id": tenant, "occurred_at": datetime.now(UTC), "status": status, "n": offset},
+            key=entity.encode(),
+            headers=(("ce_subject", entity.encode()),),
+        )
+        for offset, status in enumerate(statuses)
+    ]
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        AuditTrail().apply(conn, events)
+        conn.commit()
+        rows = conn.execute("SELECT changes FROM audit_trail ORDER BY kafka_offset").fetchall()
+    assert [r[0] for r in rows] == [
+        {"status": {"old": None, "new": "issued"}, "n": {"old": None, "new": 0}},
+        {"status": {"old": "issued", "new": "sent"}, "n": {"old": 0, "new": 1}},
+        {"status": {"old": "sent", "new": "paid"}, "n": {"old": 1, "new": 2}},
+        {"n": {"old": 2, "new": 3}},
+        {"status": {"old": "paid", "new": "refunded"}, "n": {"old": 3, "new": 4}},
+    ]
