@@ -123,11 +123,6 @@ def _json_bytes(value: Any) -> bytes:
         return json.dumps(value).encode()
 
 
-def _json_text(value: Any) -> str:
-    """JSON text of a jsonable value, for a ``::jsonb`` cast in the statement."""
-    return _json_bytes(value).decode()
-
-
 def _first_documents(fields: dict[str, Any]) -> tuple[str, bytes] | None:
     """``changes`` and ``state_after`` of an entity's first event, from its Avro values in one orjson
     pass each: what ``changes_of({}, jsonable(fields))`` and ``jsonable(fields)`` give (every field
@@ -219,7 +214,8 @@ class AuditTrail:
                 fields = jsonable(raw)
                 after = {**previous, **fields}
                 states[key] = after
-                change_text, after_bytes = _json_text(changes_of(previous, fields)), _json_bytes(after)
+                change_text = _json_bytes(changes_of(previous, fields)).decode()
+                after_bytes = _json_bytes(after)
             occurred = event.record.get("occurred_at")
             if not isinstance(occurred, datetime):
                 occurred = datetime.now(UTC)

@@ -56,13 +56,6 @@ TOPICS = [
 # Invoices a customer pays; a credit note is money the seller owes, not a receivable.
 PAYABLE_DOCUMENTS = ("invoice", "debit_note")
 
-# Every row kind's insert names all the columns it sets, those left to their DEFAULT in a plain
-# INSERT included (``projections.batch`` inserts NULL for a column left out): the batch's inserts
-# go in one set-based statement (``projections.batch.write``) instead of one statement per event,
-# on the bench topic's invoices python CPU 58-62 -> 42-48 us and PostgreSQL 30-33 -> 15-17 us each
-# (perf-rows in docs/performance.md).
-_DEFAULTS = {"charges": 0, "refs": "{}", "eligible": False}
-
 
 def _text_array(values: Sequence[str]) -> str:
     """``values`` as a text[] literal, for COPY: psycopg's list dumper doubled the cost of writing a
@@ -290,12 +283,11 @@ class Reconciliation:
         # the batch (Kafka keeps an aggregate's order), so each row's insert already came before its
         # changes, and changes of one kind keep their order among themselves.
         if batch.inserts:
-            # updated_at's DEFAULT: the transaction's start, as now() gives the other statements.
-            # Formatted once, as psycopg would: its datetime dumper cost ~1.3 us per row (perf-rows).
-            found = conn.execute("SELECT now()").fetchone()
-            assert found is not None
-            now = {"updated_at": str(found[0])}
-            changes = [RowChange(v["row_id"], insert={**_DEFAULTS, **v, **now}) for v in batch.inserts]
+            # The columns a row kind leaves out (charges, refs, eligible, updated_at) take the table's
+            # DEFAULTs (projections.batch names only the columns given). One set-based statement per
+            # row kind instead of one per event: python CPU 58-62 -> 42-48 us and PostgreSQL
+            # 30-33 -> 15-17 us per invoice on the bench topic (perf-rows in docs/performance.md).
+            changes = [RowChange(v["row_id"], insert=v) for v in batch.inserts]
             write(conn, self.table, "row_id", changes)
         by_statement: dict[str, list[dict[str, Any]]] = {s: [] for s in _ORDER}
         for statement, params in batch.statements:

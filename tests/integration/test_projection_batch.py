@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from engine import db
 from engine.config import Settings
 from projections import dead_letters
+from projections.batch import RowChange, write
 from projections.dead_letters import apply_isolating
 from projections.events import ProjectedEvent
 from projections.invoice_register import InvoiceRegister
@@ -209,3 +210,41 @@ def test_a_batch_of_inserts_only_keeps_the_first_insert_of_an_invoice_delivered_
         apply_one_by_one(conn, events)
         assert rows(conn, "invoice_register") == rows(conn, "one_by_one")
         assert rows(conn, "invoice_register")[INVOICES[0]]["total"] == 1001.00
+
+
+def test_a_column_an_insert_leaves_out_takes_the_tables_default(conn: psycopg.Connection) -> None:
+    """As in a plain INSERT naming only its columns: a NOT NULL column with a DEFAULT may be left
+    out, in a batch whose other rows name it, and the update of a row inserted in the same batch
+    still applies."""
+    conn.execute(
+        "CREATE TABLE ledger_marks (id text PRIMARY KEY, label text NOT NULL,"
+        " weight numeric NOT NULL DEFAULT 7, tags text[] NOT NULL DEFAULT '{x}',"
+        " noted_at timestamptz NOT NULL DEFAULT now())"
+    )
+    with conn.transaction(force_rollback=True):
+        started = conn.execute("SELECT now()").fetchone()
+        write(
+            conn,
+            "ledger_marks",
+            "id",
+            [
+                RowChange("a", insert={"id": "a", "label": "plain"}),
+                RowChange("b", insert={"id": "b", "label": "named", "weight": 2, "tags": ["y"]}),
+                RowChange("c", insert={"id": "c", "label": "then set"}),
+                RowChange("c", set={"weight": 9}),
+            ],
+        )
+        found = conn.execute(
+            "SELECT id, label, weight, tags, noted_at FROM ledger_marks ORDER BY id"
+        ).fetchall()
+    assert started is not None
+    assert found == [
+        ("a", "plain", 7, ["x"], started[0]),
+        ("b", "named", 2, ["y"], started[0]),
+        ("c", "then set", 9, ["x"], started[0]),
+    ]
+    # Inserts only, each row once: the path that skips the fold.
+    with conn.transaction(force_rollback=True):
+        write(conn, "ledger_marks", "id", [RowChange("d", insert={"id": "d", "label": "alone"})])
+        alone = conn.execute("SELECT weight, tags FROM ledger_marks WHERE id = 'd'").fetchone()
+    assert alone == (7, ["x"])
