@@ -34,7 +34,6 @@ import orjson
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from engine.tax.gstr1 import dumps
 from projections.gstr1_build import build_return
 
 SELLER = "27AAGCB7383J1Z8"
@@ -231,7 +230,7 @@ def generate(database_url: str, schema: str, tenant_id: uuid.UUID) -> dict[str, 
         database_url, min_size=1, max_size=2, kwargs={"options": f"-c search_path={schema}"}
     ) as pool:
         result = build_return(pool, tenant_id, SELLER, PERIOD)
-    size = sum(len(dumps(p)) for p in result.parts)
+    size = sum(len(text) for text in result.texts())
     seconds = time.perf_counter() - started
     sections = result.summary["sections"]
     txval = sum(Decimal(sections[s]["txval"]) for s in ("b2b", "b2cl", "exp", "b2cs"))
@@ -241,7 +240,7 @@ def generate(database_url: str, schema: str, tenant_id: uuid.UUID) -> dict[str, 
     return {
         "seconds": seconds,
         "documents": result.summary["documents"],
-        "parts": len(result.parts),
+        "parts": len(result.part_hashes),
         "items": [p["items"] for p in result.summary["parts"]],
         "json_bytes": size,
         "content_hash": result.content_hash,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -277,7 +277,7 @@ class TaxReturns:
         gstin: str,
         period: str,
         *,
-        parts: Sequence[Mapping[str, Any]],
+        parts: Sequence[Mapping[str, Any]] | gstr1.Gstr1Return,
         summary: Mapping[str, Any],
         diff: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]],
         generated_by: str,
@@ -285,10 +285,16 @@ class TaxReturns:
     ) -> Generation:
         """Freeze the built return as the period's next version, unless it equals the latest one
         (then that one is the answer: nothing changed). A filed period takes no new version: its
-        later changes belong to the amendment sections of an open period."""
-        texts = [part_text(p) for p in parts]
-        hashes = [part_hash(t) for t in texts]
-        content_hash = content_hash_of(texts)
+        later changes belong to the amendment sections of an open period. ``parts``: the parts, or
+        the builder's return, whose texts are read one part at a time from where the builder wrote
+        them (a large month's JSON is never held whole)."""
+        texts: Callable[[], Iterable[bytes]]
+        if isinstance(parts, gstr1.Gstr1Return):
+            hashes, content_hash, texts = parts.part_hashes, parts.content_hash, parts.texts
+        else:
+            held = [part_text(p) for p in parts]
+            hashes, content_hash = [part_hash(t) for t in held], content_hash_of(held)
+            texts = held.__iter__
         clean_summary = jsonable(summary)
         for _ in range(GENERATE_ATTEMPTS):
             latest = self.latest(tenant_id, gstin, period, form)
@@ -300,7 +306,7 @@ class TaxReturns:
                 )
             if latest is not None and latest.content_hash == content_hash:
                 return Generation(latest, created=False)
-            self._store_parts(tenant_id, hashes, texts)
+            self._store_parts(tenant_id, hashes, texts())
             tax_return = TaxReturn(
                 tenant_id=tenant_id,
                 form=form,
@@ -428,13 +434,15 @@ class TaxReturns:
                 {"return_id": str(tax_return.id)},
             ) from exc
 
-    def _store_parts(self, tenant_id: UUID, hashes: list[str], texts: list[bytes]) -> None:
+    def _store_parts(self, tenant_id: UUID, hashes: Sequence[str], texts: Iterable[bytes]) -> None:
+        # One part at a time (a part is up to 19,000 items, a few MB of JSON), in one transaction.
         with db.transaction(self.pool) as conn, conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO tax_return_parts (tenant_id, content_hash, document) VALUES (%s, %s, %s)"
-                " ON CONFLICT DO NOTHING",
-                [(tenant_id, h, t.decode()) for h, t in zip(hashes, texts, strict=True)],
-            )
+            for content_hash, text in zip(hashes, texts, strict=True):
+                cur.execute(
+                    "INSERT INTO tax_return_parts (tenant_id, content_hash, document) VALUES (%s, %s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    (tenant_id, content_hash, text.decode()),
+                )
 
     def _write(self, tax_return: TaxReturn) -> None:
         self.service._save(tax_return)

@@ -167,10 +167,18 @@ ORDER BY s.document_date, s.number, s.document_id
 """
 
 
+_SHARED_LIMIT = 4096
+"""Distinct values ``_Shared`` keeps per kind. Unbounded, it held every distinct amount of the month
+(235,866 of 345,390 in the bench's 100,000 documents: 45-50 MB until the stream ended; docs/
+performance.md bench-gstr1); the builder no longer keeps documents (gstr1-memory), so sharing only
+saves building a Decimal again, and the values that repeat (0.00, rates, quantities, HSN codes,
+units) come early in a month."""
+
+
 class _Shared:
-    """One object per distinct value while reading a period: most amounts of a line repeat across the
-    month (0.00 taxes, rates, small quantities), as do HSN codes, units and descriptions. A Decimal is
-    104 bytes; sharing them (both are immutable) halved the memory of a 100,000-document month."""
+    """One object per distinct value while reading a period, up to ``_SHARED_LIMIT`` of each kind:
+    most amounts of a line repeat across the month (0.00 taxes, rates, small quantities), as do HSN
+    codes, units and descriptions. Both are immutable, so sharing changes no value."""
 
     def __init__(self) -> None:
         self.numbers: dict[str, Decimal] = {}
@@ -179,11 +187,20 @@ class _Shared:
     def number(self, text: str) -> Decimal:
         found = self.numbers.get(text)
         if found is None:
-            found = self.numbers[text] = Decimal(text)
+            found = Decimal(text)
+            if len(self.numbers) < _SHARED_LIMIT:
+                self.numbers[text] = found
         return found
 
     def text(self, value: str | None) -> str | None:
-        return None if value is None else self.texts.setdefault(value, value)
+        if value is None:
+            return None
+        found = self.texts.get(value)
+        if found is None:
+            found = value
+            if len(self.texts) < _SHARED_LIMIT:
+                self.texts[value] = value
+        return found
 
 
 def _document(row: dict[str, Any], shared: _Shared | None = None) -> SupplyDocument:

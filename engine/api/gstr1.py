@@ -212,7 +212,7 @@ def build_router(
             tenant_id,
             gstin,
             body.period,
-            parts=built.parts,
+            parts=built,
             summary=built.summary,
             diff=gstr1.diff_summaries,
             generated_by=caller_of(request),

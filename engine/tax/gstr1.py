@@ -1,4 +1,6 @@
-"""GSTR-1 (the monthly statement of outward supplies) built from a period's documents. Pure: no I/O.
+"""GSTR-1 (the monthly statement of outward supplies) built from a period's documents. No I/O but
+temporary files: each document's entry and each finished part are written to one as they are made
+(see ``_Spill`` and ``Gstr1Return``), so a month's memory does not grow with its size.
 
 What goes where (field names as the GSTN returns offline tool writes them; india-gst.md section 2):
 
@@ -32,12 +34,15 @@ records no advances and no operator-side sales. See docs/gst.md, "GSTR-1 section
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -138,11 +143,36 @@ class Amendment:
     amended: SupplyDocument
 
 
+# Spilled data stays in memory up to this size, then goes to disk: a small return (most tests, most
+# traders) never touches the disk.
+SPOOL_BYTES = 1 << 20
+
+
 @dataclass
 class Gstr1Return:
-    parts: list[dict[str, Any]]
+    """The built return. Its parts' exact JSON texts (``dumps``) are kept in a temporary file as
+    they were finished, not as objects: the bench's month of 200,000 documents is 35 MB of JSON, and
+    its entries were about 1 KB of Python objects per document when held as dicts (tracemalloc;
+    docs/performance.md, bench-gstr1 and gstr1-memory)."""
+
     summary: dict[str, Any]
     content_hash: str
+    part_hashes: list[str]
+    """SHA-256 of each part's text (``tax_return_parts``' key), in order."""
+    _file: Any = field(repr=False)
+    _spans: list[tuple[int, int]] = field(repr=False)
+
+    def texts(self) -> Iterator[bytes]:
+        """Each part's exact JSON text, in order, one at a time."""
+        for offset, length in self._spans:
+            self._file.seek(offset)
+            yield self._file.read(length)
+
+    @property
+    def parts(self) -> list[dict[str, Any]]:
+        """The parts as objects (amounts as Decimals; a whole-number rate as an int), for tests and
+        small returns: ``dumps`` of each gives its text back byte for byte."""
+        return [json.loads(t, parse_float=Decimal) for t in self.texts()]
 
 
 # --- classification ------------------------------------------------------------------------------
@@ -394,41 +424,75 @@ def doc_issue(docs: Iterable[SupplyDocument]) -> dict[str, Any]:
     be reported as either. Cancelled numbers stay in their run and are counted in ``cancel``;
     ``net_issue = totnum - cancel``. A number with no trailing digits, or one whose serial another
     number of its series already has (A10 and A010), is a row of its own."""
-    return _doc_issue([(DOC_NUM.get(d.document_type, 1), d.number, d.cancelled) for d in docs])
+    used: dict[int, _Numbers] = {}
+    for d in docs:
+        _numbers_of(used, DOC_NUM.get(d.document_type, 1)).add(d.number, d.cancelled)
+    return _doc_issue(used)
 
 
-def _doc_issue(numbers_used: list[tuple[int, str, bool]]) -> dict[str, Any]:
-    kinds: dict[int, dict[str, dict[int, tuple[str, bool]]]] = defaultdict(lambda: defaultdict(dict))
-    loose: dict[int, list[tuple[str, bool]]] = defaultdict(list)
-    for kind, number, cancelled in sorted(numbers_used, key=lambda d: (len(d[1]), d[1])):
-        prefix, serial = _series(number)
-        if serial is None or serial in kinds[kind][prefix]:
-            loose[kind].append((number, cancelled))
-        else:
-            kinds[kind][prefix][serial] = (number, cancelled)
+class _Numbers:
+    """The numbers of one kind of document used in a month, in the order they came, and which of
+    them were cancelled: a list and a bytearray, not a (kind, number, cancelled) tuple per document
+    (72 bytes each: 7 MB of a 100,000-document month, tracemalloc)."""
+
+    __slots__ = ("cancelled", "numbers")
+
+    def __init__(self) -> None:
+        self.numbers: list[str] = []
+        self.cancelled = bytearray()
+
+    def add(self, number: str, cancelled: bool) -> None:
+        self.numbers.append(number)
+        self.cancelled.append(cancelled)
+
+
+def _numbers_of(used: dict[int, _Numbers], kind: int) -> _Numbers:
+    found = used.get(kind)
+    if found is None:
+        found = used[kind] = _Numbers()
+    return found
+
+
+def _doc_issue(used: Mapping[int, _Numbers]) -> dict[str, Any]:
     doc_det = []
-    for kind in sorted(set(kinds) | set(loose)):
-        runs: list[list[tuple[str, bool]]] = []
-        for _, numbers in sorted(kinds[kind].items()):
-            run: list[tuple[str, bool]] = []
+    for kind in sorted(used):
+        numbers, cancelled = used[kind].numbers, used[kind].cancelled
+        # Shortest first, then by text, equal numbers in the order they came (the first takes its
+        # serial, a later one is loose): two stable sorts of positions, so that no (length, number)
+        # key is made per document.
+        order = sorted(range(len(numbers)), key=numbers.__getitem__)
+        order.sort(key=lambda i: len(numbers[i]))
+        series: dict[str, dict[int, int]] = defaultdict(dict)
+        loose: list[int] = []
+        for i in order:
+            prefix, serial = _series(numbers[i])
+            if serial is None or serial in series[prefix]:
+                loose.append(i)
+            else:
+                series[prefix][serial] = i
+        del order
+        runs: list[list[int]] = []
+        for _, taken in sorted(series.items()):
+            run: list[int] = []
             previous: int | None = None
-            for serial in sorted(numbers):
+            for serial in sorted(taken):
                 if previous is not None and serial != previous + 1:
                     runs.append(run)
                     run = []
-                run.append(numbers[serial])
+                run.append(taken[serial])
                 previous = serial
             if run:
                 runs.append(run)
-        runs.extend([entry] for entry in sorted(loose[kind]))
+        loose.sort(key=lambda i: (numbers[i], cancelled[i]))
+        runs.extend([i] for i in loose)
         rows = []
         for num, run in enumerate(runs, start=1):
-            cancelled_count = sum(1 for _, c in run if c)
+            cancelled_count = sum(cancelled[i] for i in run)
             rows.append(
                 {
                     "num": num,
-                    "from": run[0][0],
-                    "to": run[-1][0],
+                    "from": numbers[run[0]],
+                    "to": numbers[run[-1]],
                     "totnum": len(run),
                     "cancel": cancelled_count,
                     "net_issue": len(run) - cancelled_count,
@@ -447,11 +511,63 @@ class _Unit:
 
     section: str
     group: tuple[str, str] | None  # (key name, value): b2b's ctin, b2cl's pos, exp's exp_typ
-    entry: Any
+    entry: Any  # a dict, a list of rows, or a document's entry as JSON (orjson.Fragment)
     items: int
-    # A document's place in its section: (date, number, document_id). A slot rather than a
-    # (key, unit) pair per document: 48 bytes less each.
-    order: tuple[date, str, str] | None = None
+
+
+class _Spill:
+    """One section's document entries, as JSON, in a temporary file in the order they came: one line
+    per document, ``header TAB entry``, the header a JSON array of the document's place in its section
+    (date ordinal, number, document_id), its group and its item count. The entry is never parsed
+    again (JSON numbers would come back as floats); it goes into its part as an ``orjson.Fragment``.
+
+    A section is reported by (date, number, document_id). When the documents came in that order (the
+    projection's stream: ``iter_supplies`` orders so, in the C collation the stack's database uses),
+    the file is read back as it is and nothing per document stays in memory; otherwise only the
+    headers are read to sort, and the entries are read at their offsets."""
+
+    def __init__(self, section: str) -> None:
+        self.section = section
+        # Outlives this call: read back when the parts are packed, closed by build_gstr1.
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+        self.last: tuple[int, str, str] | None = None
+        self.ordered = True
+
+    def add(
+        self, order: tuple[int, str, str], group: tuple[str, str] | None, entry: bytes, items: int
+    ) -> None:
+        if self.last is not None and order < self.last:
+            self.ordered = False
+        self.last = order
+        key, value = group if group is not None else (None, None)
+        self.file.write(orjson.dumps([*order, key, value, items]) + b"\t" + entry)
+        self.file.write(b"\n")  # orjson escapes control characters in strings: no raw newline inside
+
+    def units(self) -> Iterator[_Unit]:
+        self.file.seek(0)
+        if self.ordered:
+            for line in self.file:
+                yield self._unit(line)
+            return
+        places: list[tuple[tuple[int, str, str], int]] = []
+        offset = 0
+        for line in self.file:
+            header = orjson.loads(line[: line.index(b"\t")])
+            places.append(((header[0], header[1], header[2]), offset))
+            offset += len(line)
+        places.sort(key=lambda p: p[0])  # stable, as the sort of the units held in memory was
+        for _, at in places:
+            self.file.seek(at)
+            yield self._unit(self.file.readline())
+
+    def _unit(self, line: bytes) -> _Unit:
+        tab = line.index(b"\t")
+        _day, _number, _id, key, value, items = orjson.loads(line[:tab])
+        group = None if key is None else (key, value)
+        return _Unit(self.section, group, orjson.Fragment(line[tab + 1 : -1]), items)
+
+    def close(self) -> None:
+        self.file.close()
 
 
 @dataclass(slots=True)
@@ -468,25 +584,23 @@ class _Month:
     held whole next to the return built from it."""
 
     def __init__(self) -> None:
-        self.units: dict[str, list[_Unit]] = defaultdict(list)
-        # One object per distinct day and per distinct group (b2b's buyer, b2cl's state) for the
-        # units kept until the month is read: most repeat (about 13 MB fewer objects with the above
-        # at 100,000 documents, measured with tracemalloc on the bench's month).
-        self.days: dict[date, date] = {}
-        self.groups: dict[tuple[str, str], tuple[str, str]] = {}
+        # Each document's entry is written out as soon as it is made (``_Spill``): held as dicts
+        # until the month was read, they were most of a 100,000-document month's peak (about
+        # 100 MB, tracemalloc; docs/performance.md bench-gstr1).
+        self.spills: dict[str, _Spill] = {}
         self.totals: dict[str, _SectionTotals] = {}
         self.b2cs: dict[B2csKey, _Sums] = defaultdict(_Sums)
         self.b2cs_documents = 0
         self.nil: dict[str, dict[str, Decimal]] = {}
         self.hsn: dict[str, dict[tuple[str, str, Decimal], _HsnRow]] = {"hsn_b2b": {}, "hsn_b2c": {}}
-        self.numbers_used: list[tuple[int, str, bool]] = []
+        self.numbers_used: dict[int, _Numbers] = {}
         self.documents = 0
         self.cancelled = 0
         self.e_invoiced = 0
 
     def add(self, doc: SupplyDocument) -> None:
         self.documents += 1
-        self.numbers_used.append((DOC_NUM.get(doc.document_type, 1), doc.number, doc.cancelled))
+        _numbers_of(self.numbers_used, DOC_NUM.get(doc.document_type, 1)).add(doc.number, doc.cancelled)
         if doc.cancelled:
             self.cancelled += 1
             return
@@ -514,12 +628,14 @@ class _Month:
         for line in lines:
             totals.sums.add(line)
         entry = _invoice_entry(doc, section)
-        group = _group(section, doc)
-        if group is not None:
-            group = self.groups.setdefault(group, group)
-        day = self.days.setdefault(doc.date, doc.date)
-        self.units[section].append(
-            _Unit(section, group, entry, len(entry["itms"]), (day, doc.number, doc.document_id))
+        spill = self.spills.get(section)
+        if spill is None:
+            spill = self.spills[section] = _Spill(section)
+        spill.add(
+            (doc.date.toordinal(), doc.number, doc.document_id),
+            _group(section, doc),
+            dumps(entry),
+            len(entry["itms"]),
         )
 
     def _nil(self, doc: SupplyDocument) -> None:
@@ -578,11 +694,6 @@ class _Month:
         ]
 
 
-def _order(unit: _Unit) -> tuple[date, str, str]:
-    assert unit.order is not None  # set on every document's unit
-    return unit.order
-
-
 def _group(section: str, doc: SupplyDocument) -> tuple[str, str] | None:
     if section in ("b2b", "cdnr"):
         return ("ctin", doc.buyer_gstin or "")
@@ -594,11 +705,13 @@ def _group(section: str, doc: SupplyDocument) -> tuple[str, str] | None:
 
 
 def _units(
+    month: _Month,
     documents: Iterable[SupplyDocument],
     amendments: Sequence[Amendment],
     filed_b2cs: Mapping[str, Sequence[Mapping[str, Any]]],
-) -> tuple[list[_Unit], dict[str, Any]]:
-    month = _Month()
+) -> tuple[Iterator[_Unit], dict[str, Any]]:
+    """The return's units in upload order (the documents' units are read back from their spills
+    while the parts are packed), and its summary."""
     for doc in documents:
         month.add(doc)
 
@@ -618,9 +731,9 @@ def _units(
     issue = _doc_issue(month.numbers_used)
     if issue["doc_det"]:
         units.append(_Unit("doc_issue", None, issue, sum(len(d["docs"]) for d in issue["doc_det"])))
-    # Documents by date and number in each section, whatever order they came in.
-    for section in ("b2b", "b2cl", "exp", "cdnr", "cdnur"):
-        units.extend(sorted(month.units.pop(section, []), key=_order))
+    # Documents by date and number in each section, whatever order they came in (_Spill.units).
+    spilled = [month.spills[s].units() for s in ("b2b", "b2cl", "exp", "cdnr", "cdnur") if s in month.spills]
+    amended: list[_Unit] = []
 
     amended_counts: dict[str, int] = defaultdict(int)
     b2csa_deltas: dict[tuple[str, tuple[str, str, str, str]], dict[Decimal, _Sums]] = defaultdict(
@@ -628,19 +741,19 @@ def _units(
     )
     for change in sorted(amendments, key=lambda a: (a.original_period, a.original.date, a.original.number)):
         section = classify(change.original)
-        amended = _zeroed(change.amended) if change.amended.cancelled else change.amended
+        amended_doc = _zeroed(change.amended) if change.amended.cancelled else change.amended
         name = AMENDMENT_SECTIONS[section]
         amended_counts[name] += 1
         if section == "b2cs":
-            for doc, sign in ((change.original, -1), (amended, 1)):
+            for doc, sign in ((change.original, -1), (amended_doc, 1)):
                 for line in _taxable_lines(doc):
                     sply_ty, pos, typ, etin, rate = _b2cs_key(doc, line)
                     b2csa_deltas[(change.original_period, (sply_ty, pos, typ, etin))][rate].add(
                         line, sign * _sign(doc)
                     )
             continue
-        entry = {**_original_ref(section, change.original), **_invoice_entry(amended, section)}
-        units.append(_Unit(name, _group(section, amended), entry, len(entry["itms"])))
+        entry = {**_original_ref(section, change.original), **_invoice_entry(amended_doc, section)}
+        amended.append(_Unit(name, _group(section, amended_doc), entry, len(entry["itms"])))
 
     # B2CSA replaces a filed B2CS row of the original month with its revised values: the filed row
     # (from the filed return's JSON, ``filed_b2cs``) plus what the changed documents moved.
@@ -666,9 +779,9 @@ def _units(
         if etin:
             row["etin"] = etin
         row["itms"] = itms
-        units.append(_Unit("b2csa", None, row, len(itms)))
+        amended.append(_Unit("b2csa", None, row, len(itms)))
 
-    return units, _summary(month, b2cs, nil, hsn, issue, amended_counts)
+    return chain(units, *spilled, amended), _summary(month, b2cs, nil, hsn, issue, amended_counts)
 
 
 def _summary(
@@ -717,59 +830,66 @@ def _summary(
     }
 
 
-def _pack(gstin: str, period: str, units: Sequence[_Unit], limit: int) -> list[dict[str, Any]]:
+_PART_ORDER = (
+    "b2b",
+    "b2ba",
+    "b2cl",
+    "b2cla",
+    "b2cs",
+    "b2csa",
+    "cdnr",
+    "cdnra",
+    "cdnur",
+    "cdnura",
+    "exp",
+    "expa",
+    "nil",
+    "hsn",
+    "doc_issue",
+)
+
+
+def _pack(
+    gstin: str, period: str, units: Iterable[_Unit], limit: int
+) -> Iterator[tuple[dict[str, Any], int]]:
     """Units into as few uploads as the item limit allows, in order; a unit is never split (one
-    document's items, or one summary table, stay in one file)."""
-    parts: list[list[_Unit]] = [[]]
+    document's items, or one summary table, stay in one file). Each file with its item count, as
+    soon as it is full: only one file's units are held at a time."""
+    chunk: list[_Unit] = []
     used = 0
     for unit in units:
-        if parts[-1] and used + unit.items > limit:
-            parts.append([])
+        if chunk and used + unit.items > limit:
+            yield _file(gstin, period, chunk), used
+            chunk = []
             used = 0
-        parts[-1].append(unit)
+        chunk.append(unit)
         used += unit.items
-    files = []
-    for chunk in parts:
-        body: dict[str, Any] = {}
-        # Per section, group value -> its group (b2b's buyers, b2cl's states, exp's types).
-        index: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-        for unit in chunk:
-            if unit.group is None:
-                if unit.section in ("b2cs", "b2csa", "cdnur", "cdnura"):
-                    rows = unit.entry if isinstance(unit.entry, list) else [unit.entry]
-                    body.setdefault(unit.section, []).extend(rows)
-                else:
-                    body[unit.section] = unit.entry
-                continue
-            key, value = unit.group
-            inner = "nt" if unit.section in ("cdnr", "cdnra") else "inv"
-            found = index[unit.section].get(value)
-            if found is None:
-                found = index[unit.section][value] = {key: value, inner: []}
-                body.setdefault(unit.section, []).append(found)
-            found[inner].append(unit.entry)
-        file = {"gstin": gstin, "fp": period, "version": VERSION, "hash": ""}
-        order = (
-            "b2b",
-            "b2ba",
-            "b2cl",
-            "b2cla",
-            "b2cs",
-            "b2csa",
-            "cdnr",
-            "cdnra",
-            "cdnur",
-            "cdnura",
-            "exp",
-            "expa",
-            "nil",
-            "hsn",
-            "doc_issue",
-        )
-        file |= {name: body[name] for name in order if name in body}
-        file["hash"] = part_hash(file)
-        files.append(file)
-    return files
+    yield _file(gstin, period, chunk), used  # a month without documents is one file with no sections
+
+
+def _file(gstin: str, period: str, chunk: Sequence[_Unit]) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    # Per section, group value -> its group (b2b's buyers, b2cl's states, exp's types).
+    index: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for unit in chunk:
+        if unit.group is None:
+            if unit.section in ("b2cs", "b2csa", "cdnur", "cdnura"):
+                rows = unit.entry if isinstance(unit.entry, list) else [unit.entry]
+                body.setdefault(unit.section, []).extend(rows)
+            else:
+                body[unit.section] = unit.entry
+            continue
+        key, value = unit.group
+        inner = "nt" if unit.section in ("cdnr", "cdnra") else "inv"
+        found = index[unit.section].get(value)
+        if found is None:
+            found = index[unit.section][value] = {key: value, inner: []}
+            body.setdefault(unit.section, []).append(found)
+        found[inner].append(unit.entry)
+    file = {"gstin": gstin, "fp": period, "version": VERSION, "hash": ""}
+    file |= {name: body[name] for name in _PART_ORDER if name in body}
+    file["hash"] = part_hash(file)
+    return file
 
 
 def build_gstr1(
@@ -785,43 +905,39 @@ def build_gstr1(
     included: they count in doc_issue), in any order; read once, so an iterator streamed from the
     projection (``projections.gst_outward_supplies.iter_supplies``) does. ``filed_b2cs``: per filed
     period, its filed ``b2cs`` rows, which a B2CSA row revises (without them the revised row holds
-    only what changed)."""
-    units, summary = _units(documents, amendments, filed_b2cs or {})
-    parts = _pack(gstin, period, units, item_limit)
-    summary["parts"] = [
-        {
-            "part": n,
-            "items": _count_items(p),
-            "sections": [k for k in p if k not in ("gstin", "fp", "version", "hash")],
-        }
-        for n, p in enumerate(parts, start=1)
-    ]
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(dumps(part))
-    return Gstr1Return(parts=parts, summary=summary, content_hash=digest.hexdigest())
+    only what changed). Each part is written out as its JSON text as soon as it is full."""
+    month = _Month()
+    # Outlives this call: the returned Gstr1Return reads its parts from it (closed when collected).
+    out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+    try:
+        units, summary = _units(month, documents, amendments, filed_b2cs or {})
+        digest = hashlib.sha256()
+        parts_summary: list[dict[str, Any]] = []
+        hashes: list[str] = []
+        spans: list[tuple[int, int]] = []
+        offset = 0
+        for n, (part, items) in enumerate(_pack(gstin, period, units, item_limit), start=1):
+            parts_summary.append(
+                {"part": n, "items": items, "sections": [k for k in part if k not in _PART_HEAD]}
+            )
+            text = dumps(part)
+            del part
+            digest.update(text)
+            hashes.append(hashlib.sha256(text).hexdigest())
+            out.write(text)
+            spans.append((offset, len(text)))
+            offset += len(text)
+    except BaseException:
+        out.close()
+        raise
+    finally:
+        for spill in month.spills.values():
+            spill.close()
+    summary["parts"] = parts_summary
+    return Gstr1Return(summary, digest.hexdigest(), hashes, out, spans)
 
 
-def _count_items(part: Mapping[str, Any]) -> int:
-    count = 0
-    for name, value in part.items():
-        if name in ("b2b", "b2ba", "b2cl", "b2cla", "exp", "expa"):
-            count += sum(len(i["itms"]) for g in value for i in g["inv"])
-        elif name in ("cdnr", "cdnra"):
-            count += sum(len(i["itms"]) for g in value for i in g["nt"])
-        elif name in ("cdnur", "cdnura"):
-            count += sum(len(i["itms"]) for i in value)
-        elif name == "b2csa":
-            count += sum(len(r["itms"]) for r in value)
-        elif name == "b2cs":
-            count += len(value)
-        elif name == "nil":
-            count += len(value["inv"])
-        elif name == "hsn":
-            count += len(value["hsn_b2b"]) + len(value["hsn_b2c"])
-        elif name == "doc_issue":
-            count += sum(len(d["docs"]) for d in value["doc_det"])
-    return count
+_PART_HEAD = ("gstin", "fp", "version", "hash")
 
 
 def part_hash(part: Mapping[str, Any]) -> str:
