@@ -27,6 +27,18 @@ cdef extern from "Python.h":
     double PyFloat_Unpack4(const char *p, int le) except? -1.0
     double PyFloat_Unpack8(const char *p, int le) except? -1.0
 
+cdef extern from *:
+    """
+    /* A record's dict sized for its fields up front, as CPython's own dict display ({...}) does:
+       growing 8 -> 16 -> 32 -> 64 slots rehashes every key each time. 3.13 made the call internal. */
+    #if PY_VERSION_HEX < 0x030D0000
+    #define nr_dict_presized(n) _PyDict_NewPresized(n)
+    #else
+    #define nr_dict_presized(n) PyDict_New()
+    #endif
+    """
+    object nr_dict_presized(Py_ssize_t n)
+
 import_datetime()
 
 # Op codes; the layouts (words after the op code) are documented in schemas/native_reader.py.
@@ -196,7 +208,7 @@ cdef class Program:
         if op == OP_RECORD:
             fields = self.code[at + 1]
             defaults = self.code[at + 2]
-            out = PyDict_New()
+            out = nr_dict_presized(fields + defaults)
             at += 3
             for i in range(fields):
                 key = self.code[at]
