@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+import subprocess
 import sys
 from datetime import date, datetime
 from decimal import Decimal
@@ -92,6 +93,25 @@ def test_every_version_decodes_through_the_native_reader(sv: SchemaVersion) -> N
     assert found[0] == sv.ce_type
     assert hasattr(found[1], "program"), f"{_id(sv)} is not decoded by the native reader"
     assert registry._compiled_reader(sv.fingerprint, _current(sv).fingerprint) is not None
+
+
+def test_without_the_extension_the_registry_keeps_the_python_reader() -> None:
+    # A machine where the extension was not built: a fresh interpreter in which importing it fails
+    # (None in sys.modules makes the import raise ImportError), as it does when the .so is missing.
+    script = """
+import sys
+sys.modules["schemas._native_reader"] = None
+from schemas import native_reader, registry
+assert not native_reader.available()
+sv = registry.current("ledgerflow.invoice.issued")
+read = registry._decoder(sv.fingerprint)[1]
+assert hasattr(read, "source") and not hasattr(read, "program"), read
+print(sorted(registry.decode_event(sv.write(__import__("json").loads(sv.sample_path.read_text())))))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    sample = json.loads(registry.current("ledgerflow.invoice.issued").sample_path.read_text(encoding="utf-8"))
+    assert done.stdout.strip() == str(sorted(sample))
 
 
 @each_reader
