@@ -23,6 +23,8 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
 cdef extern from "Python.h":
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void *PyUnicode_DATA(object o)
     # Public since Python 3.11; what struct's "<f" and "<d" use, so NaNs and infinities come out the same.
     double PyFloat_Unpack4(const char *p, int le) except? -1.0
     double PyFloat_Unpack8(const char *p, int le) except? -1.0
@@ -119,11 +121,26 @@ cdef inline int64_t read_count(Cursor *c) except -1:
 
 cdef inline object read_string(Cursor *c):
     cdef int64_t n = read_count(c)
+    cdef const unsigned char *start
+    cdef unsigned char high = 0
+    cdef Py_ssize_t i
+    cdef object text
     if n > c.end - c.p:
         raise _Fallback
+    start = c.d + c.p
     c.p += n
-    # Strict UTF-8, as bytes.decode() (surrogates and overlong forms are errors: fastavro's case).
-    return PyUnicode_DecodeUTF8(<const char *>(c.d + c.p - n), n, NULL)
+    if 1 < n <= 64:
+        # ASCII (all of the bench invoice's ~110 strings): the str made and filled directly, the
+        # same compact ASCII object the decoder makes, without its per-string set-up.
+        for i in range(n):
+            high |= start[i]
+        if high < 0x80:
+            text = PyUnicode_New(n, 127)
+            memcpy(PyUnicode_DATA(text), start, n)
+            return text
+    # Strict UTF-8, as bytes.decode() (surrogates and overlong forms are errors: fastavro's case);
+    # empty and one-character strings come back as CPython's shared singletons, as there.
+    return PyUnicode_DecodeUTF8(<const char *>start, n, NULL)
 
 
 cdef class Program:
