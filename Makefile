@@ -10,7 +10,8 @@ TEST_WORKERS ?= 3
 
 .PHONY: install run test test-cluster lint bench stack-up stack-down clean
 
-$(STAMP): pyproject.toml
+# The native Avro reader is compiled at install: a change to it (or to setup.py) reinstalls.
+$(STAMP): pyproject.toml setup.py schemas/_native_reader.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -51,4 +52,4 @@ stack-down: $(STAMP)
 	$(BIN)/ledgerflow stack down
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info schemas/_native_reader.c schemas/_native_reader.*.so

@@ -64,6 +64,11 @@ _LENGTH = tuple(b >> 1 if b < 128 and not b & 1 else -1 for b in range(256))
 _MAX_DEPTH = 16
 
 
+def _immutable(default: Any) -> bool:
+    """A reader default that can be shared by every record (others are deep-copied per record)."""
+    return default is None or isinstance(default, (str, int, float, bool))
+
+
 class _Unsupported(Exception):
     """A schema construct or resolution the generator leaves to fastavro."""
 
@@ -213,9 +218,11 @@ class _Generator:
         self.emit(depth, f"if {target} < 128 and not {target} & 1: p += 1; {target} >>= 1")
         self.emit(depth, f"else: {target}, p = _count(d, p)")
 
-    def read(self, writer: Any, reader: Any, target: str, depth: int, skip: bool = False) -> None:
+    def read(self, writer: Any, reader: Any, target: str, depth: int, skip: bool = False) -> Any:
         """Emit code reading ``writer`` resolved to ``reader`` (``None``: the writer's own shape) into
-        the variable ``target``. ``skip``: the value is dropped (no logical-type conversion)."""
+        the variable ``target``. ``skip``: the value is dropped (no logical-type conversion).
+        The resolution decided here is shared with schemas/native_reader.py, whose builder overrides
+        the emitting methods (plain, record, array, map, union) and returns what they return."""
         writer = self.deref(writer, self.writer_named)
         if reader is not None:
             reader = self.deref(reader, self.reader_named)
@@ -242,6 +249,14 @@ class _Generator:
             return self.record(writer, None, target, depth)
         if kind == "union":
             return self.union(writer, None, target, depth, skip)
+        if kind == "array":
+            return self.array(writer, target, depth, skip)
+        if kind == "map":
+            return self.map(writer, target, depth, skip)
+        return self.plain(writer, kind, target, depth, skip)
+
+    def plain(self, writer: Any, kind: str, target: str, depth: int, skip: bool) -> Any:
+        """A type without children (primitives, fixed, enum), with its logical type unless skipped."""
         logical = writer.get("logicalType") if isinstance(writer, dict) else None
         if kind == "null":
             self.emit(depth, f"{target} = None")
@@ -274,10 +289,6 @@ class _Generator:
             symbols = self.constant(dict(enumerate(writer["symbols"])))
             self.varint(target, "_long", depth)
             self.emit(depth, f"{target} = {symbols}[{target}]")
-        elif kind == "array":
-            self.array(writer, target, depth, skip)
-        elif kind == "map":
-            self.map(writer, target, depth, skip)
         else:
             raise _Unsupported(f"type {kind}")
         if logical is not None and not skip:
@@ -291,7 +302,7 @@ class _Generator:
                 self.emit(depth, f"{target} = {function}({target}, {schema}, None)")
         return None
 
-    def array(self, writer: Any, target: str, depth: int, skip: bool, reader: Any = None) -> None:
+    def array(self, writer: Any, target: str, depth: int, skip: bool, reader: Any = None) -> Any:
         n, item = self.fresh("n"), self.fresh("i")
         self.emit(depth, f"{target} = []")
         self.count(n, depth)
@@ -301,7 +312,7 @@ class _Generator:
         self.emit(depth + 2, f"{target}.append({item})")
         self.count(n, depth + 1)
 
-    def map(self, writer: Any, target: str, depth: int, skip: bool, reader: Any = None) -> None:
+    def map(self, writer: Any, target: str, depth: int, skip: bool, reader: Any = None) -> Any:
         n, key, item = self.fresh("n"), self.fresh("k"), self.fresh("i")
         self.emit(depth, f"{target} = {{}}")
         self.count(n, depth)
@@ -312,47 +323,61 @@ class _Generator:
         self.emit(depth + 2, f"{target}[{key}] = {item}")
         self.count(n, depth + 1)
 
-    def record(self, writer: Any, reader: Any, target: str, depth: int) -> None:
-        if reader is not None:
-            if reader["name"] != writer["name"] or reader.get("aliases"):
-                raise _Unsupported("renamed or aliased record")
-            reader_fields = {f["name"]: f for f in reader["fields"]}
-            if any(f.get("aliases") for f in reader["fields"]):
-                raise _Unsupported("field aliases")
-        entries: list[str] = []
+    def fields(self, writer: Any, reader: Any) -> tuple[list[tuple[str, Any, Any]], list[tuple[str, Any]]]:
+        """A record's resolution: per writer field, its name, type and the reader's type (``None``:
+        read as written; ``_NO_MATCH``: the reader drops it), then the fields only the reader has,
+        with their defaults (fastavro: the parsed schema's value), in fastavro's output order."""
+        if reader is None:
+            return [(f["name"], f["type"], None) for f in writer["fields"]], []
+        if reader["name"] != writer["name"] or reader.get("aliases"):
+            raise _Unsupported("renamed or aliased record")
+        reader_fields = {f["name"]: f for f in reader["fields"]}
+        if any(f.get("aliases") for f in reader["fields"]):
+            raise _Unsupported("field aliases")
+        read: list[tuple[str, Any, Any]] = []
         for field in writer["fields"]:
+            found = reader_fields.pop(field["name"], None)
+            read.append((field["name"], field["type"], _NO_MATCH if found is None else found["type"]))
+        defaults: list[tuple[str, Any]] = []
+        for name, field in reader_fields.items():
+            if "default" not in field:
+                raise _Unsupported(f"no default for {name}")  # fastavro raises for every record
+            defaults.append((name, field["default"]))
+        return read, defaults
+
+    def record(self, writer: Any, reader: Any, target: str, depth: int) -> Any:
+        read, defaults = self.fields(writer, reader)
+        entries: list[str] = []
+        for name, writer_type, reader_type in read:
             value = self.fresh("v")
-            if reader is None:
-                self.read(field["type"], None, value, depth)
-                entries.append(f"{field['name']!r}: {value}")
-            elif field["name"] in reader_fields:
-                self.read(field["type"], reader_fields.pop(field["name"])["type"], value, depth)
-                entries.append(f"{field['name']!r}: {value}")
+            if reader_type is _NO_MATCH:
+                self.read(writer_type, None, value, depth, skip=True)
             else:
-                self.read(field["type"], None, value, depth, skip=True)
-        if reader is not None:
-            # Fields only the reader has get their default (fastavro: the parsed schema's value).
-            for name, field in reader_fields.items():
-                if "default" not in field:
-                    raise _Unsupported(f"no default for {name}")  # fastavro raises for every record
-                default = field["default"]
-                if default is None or isinstance(default, (str, int, float, bool)):
-                    entries.append(f"{name!r}: {self.constant(default)}")
-                else:
-                    entries.append(f"{name!r}: _deepcopy({self.constant(default)})")
+                self.read(writer_type, reader_type, value, depth)
+                entries.append(f"{name!r}: {value}")
+        for name, default in defaults:
+            if _immutable(default):
+                entries.append(f"{name!r}: {self.constant(default)}")
+            else:
+                entries.append(f"{name!r}: _deepcopy({self.constant(default)})")
         self.emit(depth, f"{target} = {{{', '.join(entries)}}}")
 
-    def union(self, writer: list[Any], reader: Any, target: str, depth: int, skip: bool) -> None:
+    def branches(self, writer: list[Any], reader: Any) -> list[Any]:
+        """Per writer branch, the reader branch it is read as (``None``: as written; ``_NO_MATCH``:
+        none, which fails in fastavro for every record using it, so the readers fall back)."""
         if len(writer) > 63:
             raise _Unsupported("union index beyond one byte")
-        # Each writer branch is read as the first reader branch it matches (fastavro's read_union); a
-        # branch matching none fails in fastavro for every record that uses it, so it falls back.
+        # Each writer branch is read as the first reader branch it matches (fastavro's read_union).
         resolved: list[Any] = [None] * len(writer)
         if reader is not None:
             candidates = reader if isinstance(reader, list) else [reader]
             for i, branch in enumerate(writer):
                 j = self.first_match(branch, candidates)
                 resolved[i] = _NO_MATCH if j is None else candidates[j]
+        return resolved
+
+    def union(self, writer: list[Any], reader: Any, target: str, depth: int, skip: bool) -> Any:
+        resolved = self.branches(writer, reader)
         null_first = len(writer) == 2 and _kind(self.deref(writer[0], self.writer_named)) == "null"
         if null_first and _NO_MATCH not in resolved:
             # ["null", X], most of the invoice's optional fields: index 0 (None) is one test and

@@ -18,6 +18,8 @@ from typing import Any
 
 from schemas import codec
 from schemas.compiled_reader import CompiledReader, compile_reader
+from schemas.native_reader import available as native_available
+from schemas.native_reader import compile_native
 
 __all__ = [
     "AVRO_DIR",
@@ -179,8 +181,8 @@ def decode_event(data: bytes, ce_type: str | None = None) -> dict[str, Any]:
 @functools.cache
 def _decoder(fp: bytes) -> tuple[str, Callable[[bytes], dict[str, Any]]] | None:
     """The type of a writer version and the function decoding its messages to the current version:
-    the compiled reader when there is one (the same record or CodecError as codec.decode, which it
-    falls back to; 3-4x faster, docs/performance.md "Compiled reader"), else codec.decode."""
+    the native or compiled reader when there is one (the same record or CodecError as codec.decode,
+    which they fall back to; docs/performance.md "Compiled reader", "native-reader"), else codec.decode."""
     writer = _catalogue().by_fp.get(fp)
     if writer is None:
         return None
@@ -196,6 +198,12 @@ def _decoder(fp: bytes) -> tuple[str, Callable[[bytes], dict[str, Any]]] | None:
 
 @functools.cache
 def _compiled_reader(writer_fp: bytes, reader_fp: bytes) -> CompiledReader | None:
-    """The compiled reader of a (writer, reader) version pair, generated once (a few ms)."""
+    """The reader of a (writer, reader) version pair, built once (a few ms): the native one
+    (schemas/native_reader.py) when the extension is built, else the compiled Python one."""
     writer, reader = _catalogue().by_fp[writer_fp], _catalogue().by_fp[reader_fp]
-    return compile_reader(writer.schema, None if reader is writer else reader.schema)
+    resolved = None if reader is writer else reader.schema
+    if native_available():
+        native = compile_native(writer.schema, resolved)
+        if native is not None:
+            return native
+    return compile_reader(writer.schema, resolved)
