@@ -248,3 +248,21 @@ def test_a_column_an_insert_leaves_out_takes_the_tables_default(conn: psycopg.Co
         write(conn, "ledger_marks", "id", [RowChange("d", insert={"id": "d", "label": "alone"})])
         alone = conn.execute("SELECT weight, tags FROM ledger_marks WHERE id = 'd'").fetchone()
     assert alone == (7, ["x"])
+
+
+def test_a_batch_of_new_rows_meeting_one_already_stored_inserts_the_others_and_keeps_the_stored_one(
+    conn: psycopg.Connection,
+) -> None:
+    """Inserts of different rows go straight into the table by COPY; a row stored by an earlier
+    batch (a redelivered event) makes the batch take the ON CONFLICT path instead, whole."""
+    conn.execute("CREATE TABLE ledger_marks (id text PRIMARY KEY, label text NOT NULL)")
+    with conn.transaction(force_rollback=True):
+        write(conn, "ledger_marks", "id", [RowChange("b", insert={"id": "b", "label": "first"})])
+        write(
+            conn,
+            "ledger_marks",
+            "id",
+            [RowChange(k, insert={"id": k, "label": f"second {k}"}) for k in ("a", "b", "c")],
+        )
+        found = conn.execute("SELECT id, label FROM ledger_marks ORDER BY id").fetchall()
+    assert found == [("a", "second a"), ("b", "first"), ("c", "second c")]
