@@ -22,6 +22,7 @@ byte for byte on every event type and on random invoices.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -405,6 +406,10 @@ def _type_for(stored_topic: str) -> _Type | None:
     return _Type(ce_type, AGGREGATE_TOPICS[aggregate], aggregate in TENANT_KEYED_AGGREGATES, sv, write)
 
 
+# str(UUID(x)) is x exactly for these: lowercase hex digits in groups of 8-4-4-4-12.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def encode_direct(
     originator_id: object, originator_version: int, stored_topic: str, state: bytes
 ) -> DirectMessage | None:
@@ -418,8 +423,13 @@ def encode_direct(
         return None
     try:
         s = orjson.loads(state)
-        # As StoredEventView and to_outbound compute them.
-        aggregate_id = str(originator_id if type(originator_id) is UUID else UUID(str(originator_id)))
+        # As StoredEventView and to_outbound compute them. The relay reads the id as PostgreSQL's text,
+        # already the canonical form str(UUID(...)) gives (timeit: 0.7 µs to check it, 4.5 µs for
+        # the round trip, same load).
+        if type(originator_id) is str and _CANONICAL_UUID.fullmatch(originator_id):
+            aggregate_id = originator_id
+        else:
+            aggregate_id = str(originator_id if type(originator_id) is UUID else UUID(str(originator_id)))
         tenant_id = str(_SCOPE["_u"](s.get("tenant_id")) or aggregate_id)
         ce_id = event_id_text(aggregate_id, originator_version)
         time = datetime.fromisoformat(_SCOPE["_u"](s["timestamp"]))

@@ -5,16 +5,18 @@ publishes the page again."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 from uuid import UUID
 
 import psutil
 import pytest
 
-from engine import telemetry
+from engine import db, telemetry
 from engine.application import LedgerService
 from engine.commands import IssueInvoice
 from engine.config import Settings
@@ -103,5 +105,54 @@ def test_an_encoder_killed_under_the_relay_is_replaced_and_its_page_published_ag
     assert relay.stats.encoder_restarts == 1
     assert relay._pool is not None and relay._pool.pids[0] != killed
     # Every invoice's event on the topic (at least once: a page retried may repeat what was sent).
+    keys = {m.key().decode() for m in read_topic(settings, "ledger.invoice.v1")}
+    assert keys == set(before + after)
+
+
+def test_an_encoder_whose_database_connection_is_dropped_reads_its_chunk_again(
+    service: LedgerService,
+    settings: Settings,
+    topics: list[str],
+    background: BackgroundLoop,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each encoder reads its chunks of a page from PostgreSQL itself (LogRange). A dropped session
+    # (here pg_terminate_backend of the encoders' own sessions; a restart in production) is an
+    # outage: the relay waits and publishes the page again, the encoder reconnects, nothing is lost.
+    monkeypatch.setattr(telemetry, "tracing_enabled", lambda: False)  # as in the test above
+    tenant_id, _ = register_tenant(service)
+
+    def issue(number: str) -> str:
+        body = IssueInvoice.model_validate(invoice_body(number))
+        return str(service.issue_invoice(UUID(tenant_id), body).invoice.id)
+
+    before = [issue(f"DROP-{i}") for i in range(4)]
+    relay = Relay(settings, batch_size=7, idle_wait=0.02, encoders=2, encoder_chunk=2, encoder_min_page=1)
+    background.start(relay.run)
+    last = int(service.ledger.recorder.max_notification_id() or 0)
+    wait_for(lambda: relay_position(settings) == last, timeout=60, what=f"the relay reaching {last}")
+    assert relay._pool is not None and relay.stats.pooled_pages > 0
+    port = urlparse(settings.database_url).port or 5432
+    ours = [
+        c.laddr.port
+        for pid in relay._pool.pids
+        for c in psutil.Process(pid).net_connections("tcp")
+        if c.raddr and c.raddr.port == port
+    ]
+    assert len(ours) == 2, "each encoder keeps its own session"
+    with db.connect(settings, autocommit=True) as conn:
+        dropped = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE client_port = ANY(%s)", (ours,)
+        ).fetchall()
+    assert dropped == [(True,), (True,)]
+
+    with caplog.at_level(logging.WARNING, logger="ledgerflow.relay"):
+        after = [issue(f"DROP-AFTER-{i}") for i in range(4)]
+        last = int(service.ledger.recorder.max_notification_id() or 0)
+        wait_for(lambda: relay_position(settings) == last, timeout=60, what=f"the relay reaching {last}")
+    retried = [r for r in caplog.records if "PostgreSQL unavailable" in r.getMessage()]
+    assert any("will retry the same page" in r.getMessage() for r in retried), caplog.text
+    assert relay.stats.encoder_restarts == 0, "the same encoders, reconnected"
     keys = {m.key().decode() for m in read_topic(settings, "ledger.invoice.v1")}
     assert keys == set(before + after)

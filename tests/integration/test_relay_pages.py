@@ -12,7 +12,7 @@ from engine.application import LedgerService, open_ledger
 from engine.commands import CancelInvoice, IssueInvoice
 from engine.config import Settings
 from engine.kafka import partition_for
-from engine.publishing import outbound_from_stored
+from engine.publishing import headers_for, outbound_from_stored
 from engine.relay import Relay
 from schemas import registry
 from tests.conftest import BackgroundLoop, wait_for
@@ -55,14 +55,20 @@ def test_pages_of_batches_publish_each_event_once_in_aggregate_order_where_the_p
     wait_for(lambda: relay_position(settings) == last, timeout=120, what=f"the relay reaching {last}")
     # The encoders did the work when there are any (every page is at least encoder_min_page long).
     assert (relay.stats.pooled_pages > 0) == bool(encoders), relay.stats
+    # ... and built the record batches once the relay had listed the topic's partitions.
+    assert (relay.stats.built_batches > 0) == bool(encoders), relay.stats
 
     published = read_topic(settings, "ledger.invoice.v1")
     expected = {}
     for n in stored:
         outbound = outbound_from_stored(n.originator_id, n.originator_version, n.topic, n.state)
         if outbound.topic == "ledger.invoice.v1":
-            value, _ = registry.encode_event(outbound.ce_type, outbound.record)
-            expected[outbound.ce_id] = (n.originator_version, outbound.key.encode(), value)
+            value, schema = registry.encode_event(outbound.ce_type, outbound.record)
+            headers = headers_for(outbound, schema.fingerprint_hex)
+            # An event stored without a trace context gets a fresh random one at each encoding.
+            if not outbound.stored_trace:
+                headers = headers[:-1]
+            expected[outbound.ce_id] = (n.originator_version, outbound.key.encode(), value, headers)
     ids = [dict(m.headers())["ce_id"].decode() for m in published]
     assert sorted(ids) == sorted(expected), "each stored invoice event exactly once"
     assert len(ids) == len(invoices) + len(invoices[::3])
@@ -70,8 +76,10 @@ def test_pages_of_batches_publish_each_event_once_in_aggregate_order_where_the_p
     partitions = sorted({m.partition() for m in published} | set(range(settings.partitions)))
     versions: dict[bytes, list[int]] = {}
     for message, ce_id in zip(published, ids, strict=True):
-        version, key, value = expected[ce_id]
+        version, key, value, headers = expected[ce_id]
         assert (message.key(), message.value()) == (key, value)
+        got = [(name, bytes(data)) for name, data in message.headers()]
+        assert got[: len(headers)] == headers and len(got) == 9 and got[-1][0] == "traceparent"
         assert message.partition() == partition_for(key, partitions)
         versions.setdefault(key, []).append(version)  # read_topic reads each partition in offset order
     assert all(seen == sorted(seen) for seen in versions.values()), versions
