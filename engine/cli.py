@@ -1112,7 +1112,10 @@ def projections_status(settings: Settings, names: tuple[str, ...]) -> None:
 )
 @click.option("--restart", is_flag=True, help="Discard an interrupted rebuild instead of resuming it.")
 @click.option(
-    "--batch", type=click.IntRange(1, 100_000), default=5000, show_default=True, help="Events per write."
+    "--batch",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="Events per write (default: 2,500; a fill worker holds about two batches in memory).",
 )
 @click.option(
     "--workers",
@@ -1127,7 +1130,7 @@ def projections_rebuild(
     name: str,
     from_event_store: bool,
     restart: bool,
-    batch: int,
+    batch: int | None,
     workers: int | None,
     as_json: bool,
 ) -> None:
@@ -1148,7 +1151,7 @@ def projections_rebuild(
         TimeRemainingColumn,
     )
 
-    from projections.rebuild import DEFAULT_WORKERS, RebuildError, rebuild
+    from projections.rebuild import DEFAULT_BATCH, DEFAULT_WORKERS, RebuildError, rebuild
 
     _logging("WARNING")
     console = Console(stderr=True)
@@ -1187,7 +1190,7 @@ def projections_rebuild(
                 name,
                 from_event_store=from_event_store,
                 restart=restart,
-                batch=batch,
+                batch=batch or DEFAULT_BATCH,
                 progress=progress,
                 workers=workers or DEFAULT_WORKERS,
             )
