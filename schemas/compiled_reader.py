@@ -199,6 +199,11 @@ class _Generator:
             out[key] = value
         return out
 
+    def resolving(self, writer: Any, reader: Any) -> Any:
+        """The reader schema to resolve to: ``None`` when there is none or it has the writer's
+        shape (nothing to resolve)."""
+        return None if reader is None or self.same(writer, reader) else reader
+
     def same(self, writer: Any, reader: Any) -> bool:
         return bool(
             json.dumps(self.shape(writer, self.writer_named), sort_keys=True)
@@ -414,6 +419,19 @@ class _Generator:
         return None
 
 
+def parse_pair(
+    writer_schema: Mapping[str, Any], reader_schema: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """Both schemas parsed, when both are records (what the readers handle; ``None`` otherwise)."""
+    writer = codec.parse(writer_schema)
+    reader = None if reader_schema is None else codec.parse(reader_schema)
+    if not isinstance(writer, dict) or writer.get("type") != "record":
+        return None
+    if reader is not None and (not isinstance(reader, dict) or reader.get("type") != "record"):
+        return None
+    return writer, reader
+
+
 def compile_reader(
     writer_schema: Mapping[str, Any], reader_schema: Mapping[str, Any] | None = None
 ) -> CompiledReader | None:
@@ -421,16 +439,13 @@ def compile_reader(
     checked the header and fingerprint) and resolved to ``reader_schema``: the same record, or the same
     :class:`~schemas.codec.CodecError`, as :func:`schemas.codec.decode`, faster. ``None`` when the
     generator does not handle these schemas. Both schemas are the raw JSON form."""
-    writer = codec.parse(writer_schema)
-    reader = None if reader_schema is None else codec.parse(reader_schema)
-    if not isinstance(writer, dict) or writer.get("type") != "record":
+    pair = parse_pair(writer_schema, reader_schema)
+    if pair is None:
         return None
-    if reader is not None and (not isinstance(reader, dict) or reader.get("type") != "record"):
-        return None
+    writer, reader = pair
     generator = _Generator(writer, reader)
     try:
-        if reader is not None and generator.same(writer, reader):
-            reader = None  # same shape: nothing to resolve
+        reader = generator.resolving(writer, reader)
         generator.read(writer, reader, "record", 2)
     except _Unsupported:
         return None

@@ -33,7 +33,15 @@ from typing import Any
 from fastavro._logical_readers import LOGICAL_READERS
 
 from schemas import codec
-from schemas.compiled_reader import _EPOCH, _NO_MATCH, CompiledReader, _Generator, _immutable, _Unsupported
+from schemas.compiled_reader import (
+    _EPOCH,
+    _NO_MATCH,
+    CompiledReader,
+    _Generator,
+    _immutable,
+    _Unsupported,
+    parse_pair,
+)
 
 try:
     from schemas import _native_reader
@@ -138,16 +146,13 @@ def compile_native(
     schemas. Raises ImportError when the extension is not built."""
     if _native_reader is None:
         raise ImportError("schemas._native_reader is not built (pip install -e . builds it)")
-    writer = codec.parse(writer_schema)
-    reader = None if reader_schema is None else codec.parse(reader_schema)
-    if not isinstance(writer, dict) or writer.get("type") != "record":
+    pair = parse_pair(writer_schema, reader_schema)
+    if pair is None:
         return None
-    if reader is not None and (not isinstance(reader, dict) or reader.get("type") != "record"):
-        return None
+    writer, reader = pair
     builder = _Builder(writer, reader)
     try:
-        if reader is not None and builder.same(writer, reader):
-            reader = None  # same shape: nothing to resolve
+        reader = builder.resolving(writer, reader)
         root = builder.read(writer, reader, "record", 0)
     except _Unsupported:
         return None
