@@ -134,6 +134,9 @@ def _copy_straight_in(conn: psycopg.Connection, table: str, rows: Sequence[Mappi
     where the block is a savepoint: alone it would commit the rows without their tracking row."""
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
         return False
+    refused_here = (conn.info.backend_pid, table)
+    if refused_here in _COPY_REFUSED:
+        return False
     try:
         with conn.transaction(), conn.cursor() as cur:
             for columns, same in _by_shape(rows).items():
@@ -146,7 +149,19 @@ def _copy_straight_in(conn: psycopg.Connection, table: str, rows: Sequence[Mappi
                         write_row(list(values.values()))
     except psycopg.errors.UniqueViolation:
         return False
+    except psycopg.errors.FeatureNotSupported:
+        # "COPY FROM not supported with row-level security": the runtime role's tables
+        # (engine/security). INSERT is allowed there, so the staging path serves this session and
+        # table from now on.
+        if len(_COPY_REFUSED) > 256:  # bounded: old backends are never asked again
+            _COPY_REFUSED.clear()
+        _COPY_REFUSED.add(refused_here)
+        return False
     return True
+
+
+# (backend pid, table) where PostgreSQL refuses COPY FROM (row-level security).
+_COPY_REFUSED: set[tuple[int, str]] = set()
 
 
 def _by_shape(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, ...], list[Mapping[str, Any]]]:

@@ -266,3 +266,26 @@ def test_a_batch_of_new_rows_meeting_one_already_stored_inserts_the_others_and_k
         )
         found = conn.execute("SELECT id, label FROM ledger_marks ORDER BY id").fetchall()
     assert found == [("a", "second a"), ("b", "first"), ("c", "second c")]
+
+
+def test_new_rows_reach_a_table_under_row_level_security_where_copy_is_refused(
+    conn: psycopg.Connection,
+) -> None:
+    """The runtime role's tables have row-level security, where PostgreSQL refuses COPY FROM: the
+    batch goes through the staging table's INSERT instead, for this batch and the next."""
+    conn.execute("CREATE TABLE ledger_marks (id text PRIMARY KEY, label text NOT NULL)")
+    with conn.transaction(force_rollback=True):
+        conn.execute("CREATE ROLE ledger_marks_writer NOLOGIN")
+        conn.execute(
+            "GRANT USAGE ON SCHEMA "
+            + conn.execute("SELECT current_schema()").fetchone()[0]
+            + " TO ledger_marks_writer"
+        )  # type: ignore[index]
+        conn.execute("GRANT SELECT, INSERT, UPDATE ON ledger_marks TO ledger_marks_writer")
+        conn.execute("ALTER TABLE ledger_marks ENABLE ROW LEVEL SECURITY")
+        conn.execute("CREATE POLICY every_row ON ledger_marks USING (true) WITH CHECK (true)")
+        conn.execute("SET LOCAL ROLE ledger_marks_writer")
+        for batch in (("a", "b"), ("c",)):
+            write(conn, "ledger_marks", "id", [RowChange(k, insert={"id": k, "label": k}) for k in batch])
+        found = conn.execute("SELECT id FROM ledger_marks ORDER BY id").fetchall()
+    assert found == [("a",), ("b",), ("c",)]
