@@ -150,9 +150,10 @@ def _copy_straight_in(conn: psycopg.Connection, table: str, rows: Sequence[Mappi
     except psycopg.errors.UniqueViolation:
         return False
     except psycopg.errors.FeatureNotSupported:
-        # "COPY FROM not supported with row-level security": the runtime role's tables
-        # (engine/security). INSERT is allowed there, so the staging path serves this session and
-        # table from now on.
+        # "COPY FROM not supported with row-level security": the register has RLS for the
+        # reporting roles (projections/reporting.sql), and a role that is not its owner, such as
+        # the runtime role, is subject to it. INSERT is allowed there, so the staging path
+        # serves this session and table from now on.
         if len(_COPY_REFUSED) > 256:  # bounded: old backends are never asked again
             _COPY_REFUSED.clear()
         _COPY_REFUSED.add(refused_here)
