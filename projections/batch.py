@@ -140,13 +140,7 @@ def _copy_straight_in(conn: psycopg.Connection, table: str, rows: Sequence[Mappi
     try:
         with conn.transaction(), conn.cursor() as cur:
             for columns, same in _by_shape(rows).items():
-                names = sql.SQL(", ").join(map(sql.Identifier, columns))
-                with cur.copy(
-                    sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table), names)
-                ) as copy:
-                    write_row = copy.write_row
-                    for values in same:
-                        write_row(list(values.values()))
+                _copy(cur, sql.Identifier(table), columns, same)
     except psycopg.errors.UniqueViolation:
         return False
     except psycopg.errors.FeatureNotSupported:
@@ -163,6 +157,22 @@ def _copy_straight_in(conn: psycopg.Connection, table: str, rows: Sequence[Mappi
 
 # (backend pid, table) where PostgreSQL refuses COPY FROM (row-level security).
 _COPY_REFUSED: set[tuple[int, str]] = set()
+
+
+def _copy(
+    cur: psycopg.Cursor[Any],
+    target: sql.Composable,
+    columns: tuple[str, ...],
+    rows: Sequence[Mapping[str, Any]],
+) -> sql.Composable:
+    """COPY ``rows`` (each naming exactly ``columns``, in that order) into ``target``; the column
+    list, for the statement that follows."""
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, names)) as copy:
+        write_row = copy.write_row
+        for values in rows:
+            write_row(list(values.values()))
+    return names
 
 
 def _by_shape(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, ...], list[Mapping[str, Any]]]:
@@ -198,11 +208,7 @@ def _insert(
     inserted: list[Any] = []
     with conn.cursor() as cur:
         for columns, same in _by_shape(rows).items():
-            names = sql.SQL(", ").join(map(sql.Identifier, columns))
-            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(staging, names)) as copy:
-                write_row = copy.write_row
-                for values in same:
-                    write_row(list(values.values()))
+            names = _copy(cur, staging, columns, same)
             # The DELETE empties the staging table for the next write of the same transaction (a
             # bisection retries halves); ON COMMIT DELETE ROWS empties it at commit anyway.
             statement = sql.SQL(
