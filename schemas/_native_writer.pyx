@@ -68,6 +68,8 @@ cdef enum:
     V_PRICE = 47
     V_APPLY = 48
     V_CALL = 49
+    V_OR = 50
+    V_EQ = 51
 
 OPS = {
     "null": W_NULL, "boolean": W_BOOLEAN, "int": W_INT, "long": W_LONG, "string": W_STRING,
@@ -76,6 +78,7 @@ OPS = {
     "switch": S_SWITCH, "each": S_ARRAY,
     "slot": V_SLOT, "const": V_CONST, "item": V_ITEM, "get": V_GET, "unwrap": V_UNWRAP,
     "money": V_MONEY, "number": V_NUMBER, "price": V_PRICE, "apply": V_APPLY, "call": V_CALL,
+    "or": V_OR, "eq": V_EQ,
 }
 
 
@@ -376,8 +379,9 @@ cdef class Program:
         if op == V_SLOT:
             return env[self.code[at + 1]]
         if op == V_ITEM or op == V_GET:
-            # [op, container value node, constant key]: d[key] (a missing key raises, so the Python
-            # writer raises), d.get(key); on a dict only.
+            # item: [op, container value node, constant key], d[key] (a missing key raises, so the
+            # Python writer raises); get: the same and a default value node or -1, d.get(key[,
+            # default]). On a dict only.
             v = self.eval(env, self.code[at + 1])
             if not PyDict_CheckExact(v):
                 raise _Fallback
@@ -386,6 +390,8 @@ cdef class Program:
                 return <object>found
             if op == V_ITEM:
                 raise _Fallback
+            if self.code[at + 3] >= 0:
+                return self.eval(env, self.code[at + 3])
             return None
         if op == V_MONEY or op == V_NUMBER or op == V_PRICE:
             # [op, value node, constant helper]: the helper's early return done here, for an ASCII
@@ -401,23 +407,56 @@ cdef class Program:
             if PyUnicode_CheckExact(data) and PyUnicode_IS_ASCII(data):
                 n = PyUnicode_GET_LENGTH(data)
                 if op == V_MONEY:
-                    # _money: 0 < value.find(".") == len(value) - 3 and "E" not in value
+                    # _money: 0 < value.find(".") == len(value) - 3 and "E" not in value: as it is;
+                    # _is_canonical_decimal and no point or one decimal: padded to two.
                     point = find_char(data, 46, 0)
                     if 0 < point and point == n - 3 and find_char(data, 69, 0) < 0:
                         return data
+                    if canonical_decimal(data, n, point):
+                        if point < 0:
+                            return data + ".00"
+                        if point == n - 2:
+                            return data + "0"
                 elif op == V_NUMBER:
-                    # _number: _is_plain_decimal and no point: digits only
-                    if ascii_digits(data, 0, n):
+                    # _number: _is_plain_decimal, then trailing zeros and the point stripped when
+                    # there is a point.
+                    point = plain_decimal(data, n)
+                    if point == -1:
                         return data
+                    if point >= 0:
+                        while n > 0 and (<const unsigned char *>PyUnicode_DATA(data))[n - 1] == 48:
+                            n -= 1
+                        while n > 0 and (<const unsigned char *>PyUnicode_DATA(data))[n - 1] == 46:
+                            n -= 1
+                        return data[:n]
                 elif price_as_is(data, n):
                     return data
             return self.constant(self.code[at + 2])(v)
         if op == V_UNWRAP:
-            # [op, value node, constant _unwrap_top]: relay_direct's _u
+            # [op, value node, constant _unwrap_top]: relay_direct's _u, publishing._unwrap_top's
+            # common cases here (no "_type_": the dict; a str kind but "uuid_hex": its "_data_"),
+            # the helper itself otherwise.
             v = self.eval(env, self.code[at + 1])
-            if PyDict_CheckExact(v):
-                return self.constant(self.code[at + 2])(v)
-            return v
+            if not PyDict_CheckExact(v):
+                return v
+            found = PyDict_GetItem(v, "_type_")
+            if found == NULL or <object>found is None:
+                return v
+            if PyUnicode_CheckExact(<object>found) and <object>found != "uuid_hex":
+                found = PyDict_GetItem(v, "_data_")
+                if found == NULL:
+                    raise _Fallback
+                return <object>found
+            return self.constant(self.code[at + 2])(v)
+        if op == V_OR:
+            # [op, left, right]: ``left or right``
+            v = self.eval(env, self.code[at + 1])
+            if v:
+                return v
+            return self.eval(env, self.code[at + 2])
+        if op == V_EQ:
+            # [op, left, right]: ``left == right``
+            return self.eval(env, self.code[at + 1]) == self.eval(env, self.code[at + 2])
         if op == V_APPLY:
             # [op, value node, constant callable]: a helper of one argument
             return self.constant(self.code[at + 2])(self.eval(env, self.code[at + 1]))
@@ -427,6 +466,38 @@ cdef class Program:
             # [op, constant function of the slots]: an expression left to Python
             return self.constant(self.code[at + 1])(env)
         raise _Fallback
+
+
+cdef inline Py_ssize_t plain_decimal(object v, Py_ssize_t n):
+    """publishing._is_plain_decimal for an ASCII str (leading minus signs stripped, digits, at
+    most one point, digits): -2 when it is not, -1 when it is without a point, else the point."""
+    cdef const unsigned char *p = <const unsigned char *>PyUnicode_DATA(v)
+    cdef Py_ssize_t start = 0
+    cdef Py_ssize_t point
+    while start < n and p[start] == 45:
+        start += 1
+    point = find_char(v, 46, start)
+    if point < 0:
+        return -1 if ascii_digits(v, start, n) else -2
+    if not ascii_digits(v, start, point):
+        return -2
+    if point + 1 < n and not ascii_digits(v, point + 1, n):
+        return -2
+    return point
+
+
+cdef inline bint canonical_decimal(object v, Py_ssize_t n, Py_ssize_t point):
+    """publishing._is_canonical_decimal for an ASCII str whose first point is at ``point`` (-1:
+    none): one optional leading minus, digits, no leading zero unless the whole part is "0", at
+    most one point, digits after it."""
+    cdef const unsigned char *p = <const unsigned char *>PyUnicode_DATA(v)
+    cdef Py_ssize_t start = 1 if n > 0 and p[0] == 45 else 0
+    cdef Py_ssize_t end = point if point >= 0 else n
+    if not ascii_digits(v, start, end):
+        return False
+    if end - start > 1 and p[start] == 48:
+        return False
+    return point < 0 or point + 1 == n or ascii_digits(v, point + 1, n)
 
 
 cdef inline bint price_as_is(object v, Py_ssize_t n):

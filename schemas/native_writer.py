@@ -27,7 +27,9 @@ Program layout, one list of ints (a node is its op code, then its words; childre
 
     values of a direct path plan:
     slot:    [op, slot]                 const: [op, constant]
-    item, get:  [op, container value node, constant: key]  (d[key], d.get(key))
+    item:    [op, container value node, constant: key]  (d[key])
+    get:     [op, container value node, constant: key, default value node or -1]  (d.get(key[, default]))
+    or, eq:  [op, left value node, right value node]  (left or right, left == right)
     unwrap:  [op, value node, constant: _unwrap_top]
     money, number, price, apply:  [op, value node, constant: helper]
     call:    [op, constant: function of the slots]
@@ -117,10 +119,14 @@ class Builder:
         )
 
 
-def compile_native_writer(schema: Mapping[str, Any], fp: bytes) -> Callable[[Mapping[str, Any]], bytes]:
+def compile_native_writer(
+    schema: Mapping[str, Any], fp: bytes, slow: Callable[[Mapping[str, Any]], bytes] | None = None
+) -> Callable[[Mapping[str, Any]], bytes]:
     """As :func:`schemas.codec.compile_writer` (same arguments, same bytes and errors), writing in
-    C. Raises ImportError when the extension is not built."""
-    slow = codec.compile_writer(schema, fp)
+    C; a record outside the exact case goes to ``slow``, by default the compiled writer (which
+    hands it to fastavro). Raises ImportError when the extension is not built."""
+    if slow is None:
+        slow = codec.compile_writer(schema, fp)
     builder = Builder()
     try:
         root = builder.write(dict(schema))
