@@ -298,7 +298,8 @@ class _NativePlan(native_writer.Builder):
         if isinstance(tree, ast.Assign) and len(tree.targets) == 1 and isinstance(tree.targets[0], ast.Name):
             value = self.value(tree.value)
             return self.node("set", self.slot(tree.targets[0].id), value)
-        return self.node("exec", self.constant(self.python("def f(env):\n" + textwrap.indent(self.unparse(tree), "    "))))
+        function = self.python("def f(env):\n" + textwrap.indent(self.unparse(tree), "    "))
+        return self.node("exec", self.constant(function))
 
     def expression(self, source: str) -> int:
         return self.value(ast.parse(source, mode="eval").body)

@@ -112,7 +112,10 @@ class Builder:
         null = kinds.index("null") if "null" in kinds else -1
         return self.node("union", null, others[0], self.write(branches[others[0]]))
 
-    def program(self, root: int, *, statement: bool, arguments: int, slots: int, prefix: bytes, slow: Any) -> Any:
+    def program(
+        self, root: int, *, statement: bool, arguments: int, slots: int, prefix: bytes, slow: Any
+    ) -> Any:
+        """The built program: ``root`` a statement (plans) or a write of the first argument."""
         assert _native_writer is not None
         return _native_writer.Program(
             self.code, tuple(self.values), root, statement, arguments, slots, prefix, slow

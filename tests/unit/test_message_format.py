@@ -293,7 +293,9 @@ def test_v3_and_v4_readers_read_the_v5_issued_message_as_they_read_their_own(old
 
 
 @pytest.mark.parametrize("kind", ["compiled", "native"])
-def test_the_issued_record_the_relay_builds_takes_the_compiled_writer_not_the_fastavro_fallback(kind: str) -> None:
+def test_the_issued_record_the_relay_builds_takes_the_compiled_writer_not_the_fastavro_fallback(
+    kind: str,
+) -> None:
     # The compiled writer gives fastavro's bytes either way, but falls back to fastavro (five times
     # slower) for a record that does not name every field: the relay's speed depends on this. The
     # native writer (the registry's) must write it itself too, not hand it to the compiled one.

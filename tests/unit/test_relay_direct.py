@@ -18,12 +18,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine import relay_direct
 from engine.application import Ledger
 from engine.domain.invoice import Invoice
 from engine.publishing import STORED_TOPICS, EncodedEvent, encode_stored
-from engine import relay_direct
 from engine.relay_direct import PLANS, _type_for, compile_native_plan, compile_plan, encode_direct
-from schemas._native_writer import Program  # an ImportError fails this module when it is not built
+
+# An ImportError fails this module (not a skip) when the native writer is not built.
+from schemas import _native_writer
 from tests.unit.test_kenya_invoice_events import all_kenyan_events
 from tests.unit.test_publishing import all_kinds_of_events
 
@@ -99,7 +101,7 @@ def test_the_relay_writes_planned_types_with_the_native_writer() -> None:
         topic = next(topic for topic, cls in STORED_TOPICS.items() if cls is event_class)
         kind = _type_for(topic)
         assert kind is not None
-        assert isinstance(kind.write, Program), event_class.__qualname__
+        assert isinstance(kind.write, _native_writer.Program), event_class.__qualname__
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -133,7 +135,8 @@ ODD_TEXTS = [
 ODD_AMOUNTS = ["0", "-0", "0.00", "12.5", "1E+3", "1e-7", "00.50", "١٢.٣٤", "-0.005", "0.1", "18",
                "99999999999999999999999999999.999", "-123456789012345678901234567890"]  # fmt: skip
 BAD_AMOUNTS = [" 1", "NaN", "1.2.3", "", "Infinity", "1_000"]
-WRONG = [0, -1, 2**63 - 1, -(2**63), 2**63, 2**64 - 1, 2**31, True, False, 1.5, [], [1], {}, {"_type_": "decimal_str", "_data_": "1"}]
+WRONG = [0, -1, 2**63 - 1, -(2**63), 2**63, 2**64 - 1, 2**31, True, False, 1.5, [], [1], {},
+         {"_type_": "decimal_str", "_data_": "1"}]  # fmt: skip
 
 
 def odd_text(rnd: random.Random) -> str:
@@ -256,7 +259,8 @@ def with_amount(value: Any, amount: str, wrapped: bool) -> Any:
 
 def write_both(state: dict[str, Any], slow: Any = None) -> tuple[Any, Any]:
     """The native and the Python writer's outcome (bytes, or the exception's type) for ``state``."""
-    native = compile_native_plan(ISSUED_PLAN, NATIVE.schema.schema, NATIVE.schema.fingerprint, slow or PYTHON_WRITER)
+    schema = NATIVE.schema
+    native = compile_native_plan(ISSUED_PLAN, schema.schema, schema.fingerprint, slow or PYTHON_WRITER)
     assert native is not None
     outcomes = []
     for write in (native, PYTHON_WRITER):
