@@ -1,8 +1,8 @@
 # One image for every Ledgerflow process (api, relay, stream workers, projector); docker-compose.yml
 # picks the role with the command. The broker and the database are separate images.
 #
-# Two stages: the native Avro reader (schemas/_native_reader.pyx, built by setup.py) needs a C compiler,
-# which the running image does not: the first stage builds the wheel, the second installs it.
+# Two stages: the native Avro reader and writer (schemas/_native_*.pyx, built by setup.py) need a C
+# compiler, which the running image does not: the first stage builds the wheel, the second installs it.
 FROM python:3.11-slim AS build
 
 ENV PIP_NO_CACHE_DIR=1 \

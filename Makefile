@@ -10,8 +10,9 @@ TEST_WORKERS ?= 3
 
 .PHONY: install run test test-cluster lint bench stack-up stack-down clean
 
-# The native Avro reader is compiled at install: a change to it (or to setup.py) reinstalls.
-$(STAMP): pyproject.toml setup.py schemas/_native_reader.pyx
+# The native Avro reader and writer are compiled at install: a change to them (or to setup.py)
+# reinstalls.
+$(STAMP): pyproject.toml setup.py schemas/_native_reader.pyx schemas/_native_writer.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

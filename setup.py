@@ -1,12 +1,16 @@
-"""The one C extension, schemas/_native_reader.pyx (the native Avro reader); everything else is in
-pyproject.toml. `pip install -e .` (make install) builds it in place."""
+"""The C extensions, schemas/_native_reader.pyx and schemas/_native_writer.pyx (the native Avro
+reader and writer); everything else is in pyproject.toml. `pip install -e .` (make install) builds
+them in place."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 setup(
     ext_modules=cythonize(
-        [Extension("schemas._native_reader", ["schemas/_native_reader.pyx"])],
+        [
+            Extension("schemas._native_reader", ["schemas/_native_reader.pyx"]),
+            Extension("schemas._native_writer", ["schemas/_native_writer.pyx"]),
+        ],
         compiler_directives={"language_level": "3"},
     )
 )

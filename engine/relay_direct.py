@@ -22,7 +22,10 @@ byte for byte on every event type and on random invoices.
 
 from __future__ import annotations
 
+import ast
+import builtins
 import re
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,7 +45,7 @@ from engine.publishing import (
     headers_for,
     new_traceparent,
 )
-from schemas import codec, registry
+from schemas import codec, native_writer, registry
 
 # (logical topic, key, Avro value, CloudEvents headers): one event's message.
 DirectMessage = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
@@ -219,6 +222,170 @@ def _merge_constant_writes(compiler: codec._Compiler) -> list[str]:
         merged.append(line)
     flush()
     return merged
+
+
+# -- the native writer of a plan -------------------------------------------------------------------
+#
+# The generated writer above still spends its time in the interpreter: one ``append`` per Avro
+# item (~280 for a 5-line invoice), one ``.encode()`` per string, a type check per value
+# (docs/performance.md, "relay-cpu": its own code ~55% of the direct path). The same plan as a
+# program of schemas._native_writer (schemas/native_writer.py) does that walk in C: key lookups,
+# the helpers' early returns (an amount already in wire form), type checks, varints and UTF-8. An
+# expression it has no node for is compiled to a Python function of the slots and called from C;
+# a helper is called as such. Anything outside the exact case makes the whole call go to the
+# generated writer, which then writes the event or raises (and the general path takes it).
+
+_ARG_NAMES = tuple(name.strip() for name in _ARGS.split(","))
+# Helpers whose early return the program takes in C (their conditions in _native_writer.pyx).
+_SHORTCUT_OPS = {"_money": "money", "_number": "number", "_price": "price"}
+
+
+class _NativePlan(native_writer.Builder):
+    """A plan as a native writer program: plan nodes as statements, expressions as value nodes."""
+
+    def __init__(self, scope: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.slots: dict[str, int] = {name: i for i, name in enumerate(_ARG_NAMES)}
+        self.scope = scope
+
+    def slot(self, name: str) -> int:
+        return self.slots.setdefault(name, len(self.slots))
+
+    def statement(self, schema: Any, source: Any) -> int:
+        """The node writing plan node ``source`` as ``schema`` (as _PlanCompiler.value)."""
+        if source == "None" and isinstance(schema, list) and "null" in schema:
+            return self.node("bytes", self.constant(codec._zigzag(schema.index("null"))))
+        if isinstance(source, str):
+            return self.node("field", self.expression(source), self.write(schema))
+        if isinstance(source, Switch):
+            condition = self.expression(source.condition)
+            then = self.statement(schema, source.then)
+            return self.node("switch", condition, then, self.statement(schema, source.otherwise))
+        kind = schema if isinstance(schema, str) else None if isinstance(schema, list) else schema.get("type")
+        if isinstance(source, Rec):
+            if kind != "record":
+                raise codec._Unsupported(f"plan record for a {kind!r}")
+            if sorted(f["name"] for f in schema["fields"]) != sorted(source.fields):
+                raise codec._Unsupported(f"plan fields differ from {schema.get('name')}'s")
+            children = [self.pre(line) for line in source.pre]
+            children += [self.statement(f["type"], source.fields[f["name"]]) for f in schema["fields"]]
+            return self.sequence(children)
+        if isinstance(source, Arr):
+            if kind != "array":
+                raise codec._Unsupported(f"plan array for a {kind!r}")
+            items = self.expression(source.items)
+            slot = self.slot(source.var)
+            return self.node("each", items, slot, self.statement(schema["items"], source.item or source.var))
+        raise codec._Unsupported(f"plan node {source!r}")
+
+    def sequence(self, children: list[int]) -> int:
+        """Children in order; consecutive constant bytes (runs of known nulls) as one write."""
+        merged: list[int] = []
+        for child in children:
+            if self.is_bytes(child) and merged and self.is_bytes(merged[-1]):
+                joined = self.values[self.code[merged[-1] + 1]] + self.values[self.code[child + 1]]
+                merged[-1] = self.node("bytes", self.constant(joined))
+            else:
+                merged.append(child)
+        return self.node("seq", len(merged), *merged)
+
+    def is_bytes(self, at: int) -> bool:
+        return self.code[at] == self.ops["bytes"]
+
+    def pre(self, line: str) -> int:
+        """A plan's statement: ``name = expression`` into a slot, anything else as Python."""
+        tree = ast.parse(line).body[0]
+        if isinstance(tree, ast.Assign) and len(tree.targets) == 1 and isinstance(tree.targets[0], ast.Name):
+            value = self.value(tree.value)
+            return self.node("set", self.slot(tree.targets[0].id), value)
+        function = self.python("def f(env):\n" + textwrap.indent(self.unparse(tree), "    "))
+        return self.node("exec", self.constant(function))
+
+    def expression(self, source: str) -> int:
+        return self.value(ast.parse(source, mode="eval").body)
+
+    def value(self, tree: ast.expr) -> int:
+        if isinstance(tree, ast.Name) and tree.id in self.slots:
+            return self.node("slot", self.slots[tree.id])
+        if isinstance(tree, ast.Constant):
+            return self.node("const", self.constant(tree.value))
+        if isinstance(tree, ast.Subscript) and self.is_key(tree.slice):
+            return self.node("item", self.value(tree.value), self.constant(tree.slice.value))  # type: ignore[attr-defined]
+        if isinstance(tree, ast.BoolOp) and isinstance(tree.op, ast.Or) and len(tree.values) == 2:
+            return self.node("or", *(self.value(side) for side in tree.values))
+        if isinstance(tree, ast.Compare) and len(tree.ops) == 1 and isinstance(tree.ops[0], ast.Eq):
+            return self.node("eq", self.value(tree.left), self.value(tree.comparators[0]))
+        if (
+            isinstance(tree, ast.Call)
+            and isinstance(tree.func, ast.Attribute)
+            and tree.func.attr == "get"
+            and len(tree.args) in (1, 2)
+            and not tree.keywords
+            and self.is_key(tree.args[0])
+            # A constant default: evaluated only when the key is missing, with the same result.
+            and all(isinstance(a, ast.Constant) for a in tree.args[1:])
+        ):
+            default = self.value(tree.args[1]) if len(tree.args) == 2 else -1
+            container = self.value(tree.func.value)
+            return self.node("get", container, self.constant(tree.args[0].value), default)  # type: ignore[attr-defined]
+        if isinstance(tree, ast.Call) and len(tree.args) == 1 and not tree.keywords:
+            func, (argument,) = tree.func, tree.args
+            name = func.id if isinstance(func, ast.Name) and func.id not in self.slots else None
+            if name == "_u":
+                return self.node("unwrap", self.value(argument), self.constant(publishing._unwrap_top))
+            if name in _SHORTCUT_OPS:
+                return self.node(_SHORTCUT_OPS[name], self.value(argument), self.constant(self.scope[name]))
+            helper = self.scope.get(name) if name else None
+            if helper is None and name in ("int", "bool", "dict"):
+                helper = getattr(builtins, name)
+            if helper is not None:
+                return self.node("apply", self.value(argument), self.constant(helper))
+        return self.node("call", self.constant(self.python(f"f = lambda env: ({self.unparse(tree)})\n")))
+
+    @staticmethod
+    def is_key(tree: ast.expr) -> bool:
+        return isinstance(tree, ast.Constant) and type(tree.value) is str
+
+    def unparse(self, tree: ast.AST) -> str:
+        """Python source of ``tree`` with each slot's name read and assigned as ``env[slot]``."""
+        slots = self.slots
+
+        class Slots(ast.NodeTransformer):
+            def visit_Name(self, node: ast.Name) -> ast.AST:
+                if node.id not in slots:
+                    return node
+                index = ast.Subscript(ast.Name("env", ast.Load()), ast.Constant(slots[node.id]), node.ctx)
+                return ast.copy_location(index, node)
+
+        return ast.unparse(ast.fix_missing_locations(Slots().visit(tree)))
+
+    def python(self, source: str) -> Callable[[list[Any]], Any]:
+        scope = dict(self.scope)
+        exec(compile(source, "<direct avro writer, native plan>", "exec"), scope)
+        function: Callable[[list[Any]], Any] = scope["f"]
+        return function
+
+
+def compile_native_plan(
+    plan: Rec, schema: Mapping[str, Any], fp: bytes, slow: Callable[..., bytes]
+) -> Callable[..., bytes] | None:
+    """``plan``'s writer for ``schema`` as a native program (same arguments and bytes as
+    :func:`compile_plan`'s, which it hands anything outside its exact case: ``slow``); ``None``
+    when the plan does not fit. Raises ImportError when the extension is not built."""
+    builder = _NativePlan({**_SCOPE, "_Mismatch": codec._Mismatch})
+    try:
+        root = builder.statement(dict(schema), plan)
+    except codec._Unsupported:
+        return None
+    write: Callable[..., bytes] = builder.program(
+        root,
+        statement=True,
+        arguments=len(_ARG_NAMES),
+        slots=len(builder.slots),
+        prefix=codec.MAGIC + fp,
+        slow=slow,
+    )
+    return write
 
 
 # -- plans: engine/publishing.py's record builders, field by field ----------------------------------
@@ -400,9 +567,12 @@ def _type_for(stored_topic: str) -> _Type | None:
         return None
     aggregate, ce_type = _ce_types[event_class]
     sv = registry.current(ce_type)
-    write = compile_plan(plan(sv.schema), sv.schema, sv.fingerprint)
+    planned = plan(sv.schema)
+    write = compile_plan(planned, sv.schema, sv.fingerprint)
     if write is None:
         return None
+    if native_writer.available():
+        write = compile_native_plan(planned, sv.schema, sv.fingerprint, write) or write
     return _Type(ce_type, AGGREGATE_TOPICS[aggregate], aggregate in TENANT_KEYED_AGGREGATES, sv, write)
 
 

@@ -20,6 +20,8 @@ from schemas import codec
 from schemas.compiled_reader import CompiledReader, compile_reader
 from schemas.native_reader import available as native_available
 from schemas.native_reader import compile_native
+from schemas.native_writer import available as native_writer_available
+from schemas.native_writer import compile_native_writer
 
 __all__ = [
     "AVRO_DIR",
@@ -53,7 +55,8 @@ class SchemaVersion:
     fingerprint: bytes  # 8 bytes, message (little-endian) order
     fingerprint_hex: str
     path: Path
-    # The precompiled writer (codec.compile_writer): a record -> its single-object message.
+    # The precompiled writer: a record -> its single-object message (schemas/native_writer.py when
+    # the extension is built, else codec.compile_writer; the same bytes and errors).
     write: Callable[[Mapping[str, Any]], bytes] = field(repr=False, compare=False)
 
     @property
@@ -89,7 +92,7 @@ def _load_file(path: Path, aggregate: str, event: str, version: int) -> SchemaVe
         fingerprint=fp,
         fingerprint_hex=fp.hex(),
         path=path,
-        write=codec.compile_writer(raw, fp),
+        write=compile_native_writer(raw, fp) if native_writer_available() else codec.compile_writer(raw, fp),
     )
 
 

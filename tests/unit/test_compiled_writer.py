@@ -1,5 +1,6 @@
-"""The precompiled Avro writers write exactly fastavro's bytes, and leave every record outside their
-exact case (defaults, coercions, errors) to fastavro, so nothing a consumer decodes changes."""
+"""The precompiled Avro writers, the compiled Python one and the native one (schemas/native_writer.py),
+write exactly fastavro's bytes, and leave every record outside their exact case (defaults, coercions,
+errors) to fastavro, so nothing a consumer decodes changes."""
 
 from __future__ import annotations
 
@@ -12,11 +13,29 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import codec, registry
+# An ImportError fails this module (not a skip) when the native writer is not built.
+from schemas import _native_writer, codec, registry
+from schemas.native_writer import compile_native_writer
 from schemas.registry import SchemaVersion
 
 ALL_VERSIONS = [sv for ce_type in registry.all_types() for sv in registry.versions(ce_type)]
 CURRENT = [registry.current(ce_type) for ce_type in registry.all_types()]
+
+# Each test runs against both writers, built once per (kind, schema version).
+KINDS = ["compiled", "native"]
+_writers: dict[tuple[str, bytes], Any] = {}
+
+
+def writer(kind: str, sv: SchemaVersion) -> Any:
+    key = (kind, sv.fingerprint)
+    if key not in _writers:
+        build = codec.compile_writer if kind == "compiled" else compile_native_writer
+        _writers[key] = build(sv.schema, sv.fingerprint)
+    return _writers[key]
+
+
+def refuse(record: Any) -> bytes:
+    raise AssertionError(f"the native writer handed on a record it should write itself: {record!r}")
 
 
 def _id(sv: SchemaVersion) -> str:
@@ -45,13 +64,28 @@ def outcome(write: Any, record: Any) -> bytes | str:
 def test_every_shipped_schema_gets_a_compiled_writer(sv: SchemaVersion) -> None:
     # A schema the compiler cannot handle silently falls back to fastavro: correct, but the relay's
     # speed depends on this staying true for the shipped schemas.
-    assert hasattr(sv.write, "source"), f"{_id(sv)} is written by fastavro, not a compiled writer"
+    compiled = writer("compiled", sv)
+    assert hasattr(compiled, "source"), f"{_id(sv)} is written by fastavro, not a compiled writer"
+    assert isinstance(writer("native", sv), _native_writer.Program), f"{_id(sv)} has no native writer"
 
 
 @pytest.mark.parametrize("sv", ALL_VERSIONS, ids=_id)
-def test_the_compiled_writer_writes_each_sample_as_fastavro_does(sv: SchemaVersion) -> None:
+def test_the_registry_writes_with_the_native_writer(sv: SchemaVersion) -> None:
+    assert isinstance(sv.write, _native_writer.Program)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("sv", ALL_VERSIONS, ids=_id)
+def test_the_compiled_writer_writes_each_sample_as_fastavro_does(kind: str, sv: SchemaVersion) -> None:
     record = sample(sv)
-    assert sv.write(record) == fastavro_bytes(sv, record)
+    assert writer(kind, sv)(record) == fastavro_bytes(sv, record)
+
+
+@pytest.mark.parametrize("sv", ALL_VERSIONS, ids=_id)
+def test_the_native_writer_writes_each_sample_itself(sv: SchemaVersion) -> None:
+    # Not by handing it to the compiled writer: the samples are the exact case.
+    record = sample(sv)
+    assert compile_native_writer(sv.schema, sv.fingerprint, refuse)(record) == fastavro_bytes(sv, record)
 
 
 # -- random records of each current schema ---------------------------------------------------------
@@ -86,16 +120,17 @@ def records(schema: Any) -> st.SearchStrategy[Any]:
     raise AssertionError(f"no strategy for {kind}")
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("sv", CURRENT, ids=_id)
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 @given(data=st.data())
 def test_the_compiled_writer_writes_any_record_as_fastavro_does(
-    sv: SchemaVersion, data: st.DataObject
+    kind: str, sv: SchemaVersion, data: st.DataObject
 ) -> None:
     record = data.draw(records(sv.schema))
-    assert sv.write(record) == fastavro_bytes(sv, record)
+    assert writer(kind, sv)(record) == fastavro_bytes(sv, record)
 
 
 # -- records outside the compiled case: fastavro's answer, bytes or error ---------------------------
@@ -124,11 +159,71 @@ OUTSIDE = {
 }
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("record", OUTSIDE.values(), ids=OUTSIDE.keys())
-def test_a_record_outside_the_compiled_case_gets_fastavros_bytes_or_error(record: Any) -> None:
-    assert outcome(CANCELLED.write, record) == outcome(lambda r: fastavro_bytes(CANCELLED, r), record)
+def test_a_record_outside_the_compiled_case_gets_fastavros_bytes_or_error(kind: str, record: Any) -> None:
+    write = writer(kind, CANCELLED)
+    assert outcome(write, record) == outcome(lambda r: fastavro_bytes(CANCELLED, r), record)
 
 
-def test_a_record_of_another_shape_is_refused_with_a_codec_error() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_record_of_another_shape_is_refused_with_a_codec_error(kind: str) -> None:
     with pytest.raises(codec.CodecError):
-        CANCELLED.write(cancelled(note="x"))
+        writer(kind, CANCELLED)(cancelled(note="x"))
+
+
+# -- hostile values, one type at a time: the native writer's C checks against fastavro ------------
+
+HOSTILE_SCHEMA = {
+    "type": "record",
+    "name": "Hostile",
+    "namespace": "ledgerflow.test",
+    "fields": [
+        {"name": "i", "type": "int"},
+        {"name": "l", "type": "long"},
+        {"name": "b", "type": "boolean"},
+        {"name": "s", "type": "string"},
+        {"name": "o", "type": ["null", "string"]},
+        {"name": "a", "type": {"type": "array", "items": "long"}},
+        {"name": "m", "type": {"type": "map", "values": ["string", "null"]}},
+        {"name": "r", "type": {"type": "record", "name": "In", "fields": [{"name": "x", "type": "string"}]}},
+    ],
+}
+PLAIN = {"i": 1, "l": 2, "b": True, "s": "x", "o": None, "a": [], "m": {}, "r": {"x": ""}}
+HOSTILE: dict[str, tuple[str, Any]] = {
+    "NUL and controls": ("s", "\x00\x01\x1f\x7f\x00"),
+    "emoji": ("s", "🧾👩‍👩‍👧"),
+    "Devanagari": ("o", "कर बीजक ०१२३४५६७८९"),
+    "a string past 1 KB": ("s", "ज" * 2000),
+    "an ASCII string of 64 KB": ("o", "a" * 65536),
+    "a lone surrogate": ("s", "a\udc80"),
+    "a str subclass": ("s", type("Text", (str,), {})("x")),
+    "bytes for a string": ("o", b"x"),
+    "the smallest long": ("l", -(2**63)),
+    "the largest long": ("l", 2**63 - 1),
+    "a long past 64 bits": ("l", 2**63),
+    "a long below 64 bits": ("l", -(2**63) - 1),
+    "the smallest int": ("i", -(2**31)),
+    "an int past 32 bits": ("i", 2**31),
+    "a bool for an int": ("i", True),
+    "a float for a long": ("l", 1.0),
+    "1 for a boolean": ("b", 1),
+    "None for a string": ("s", None),
+    "a tuple for an array": ("a", (1, 2)),
+    "huge and negative longs in an array": ("a", [2**63 - 1, -(2**63), 0, -1, 64, -65]),
+    "a number key in a map": ("m", {1: "x"}),
+    "odd keys and values in a map": ("m", {"\x00": None, "🧾": "ज" * 1500, "": ""}),
+    "a record with an extra field": ("r", {"x": "", "y": 1}),
+    "a record missing its field": ("r", {"y": ""}),
+    "a list for a record": ("r", ["x"]),
+}
+
+
+@pytest.mark.parametrize(("name", "value"), HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_values_get_fastavros_bytes_or_error(name: str, value: Any) -> None:
+    fp = codec.fingerprint(HOSTILE_SCHEMA)
+    parsed = codec.parse(HOSTILE_SCHEMA)
+    record = {**PLAIN, name: value}
+    native = compile_native_writer(HOSTILE_SCHEMA, fp)
+    assert isinstance(native, _native_writer.Program)
+    assert outcome(native, record) == outcome(lambda r: codec.encode(parsed, r, fp=fp), record)

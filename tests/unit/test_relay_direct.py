@@ -1,11 +1,15 @@
 """The relay's direct path (stored JSON straight to Avro) writes exactly the general path's messages:
 same key, value and headers for every event it takes, and it takes nothing the general path would
-refuse (engine/relay_direct.py)."""
+refuse (engine/relay_direct.py). Each test runs with the native writer of the plans (the relay's)
+and with the generated Python one it hands odd events to."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import uuid4
 
@@ -14,10 +18,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine import relay_direct
 from engine.application import Ledger
 from engine.domain.invoice import Invoice
 from engine.publishing import STORED_TOPICS, EncodedEvent, encode_stored
-from engine.relay_direct import PLANS, _type_for, encode_direct
+from engine.relay_direct import PLANS, _type_for, compile_native_plan, compile_plan, encode_direct
+
+# An ImportError fails this module (not a skip) when the native writer is not built.
+from schemas import _native_writer
 from tests.unit.test_kenya_invoice_events import all_kenyan_events
 from tests.unit.test_publishing import all_kinds_of_events
 
@@ -27,6 +35,30 @@ ISSUED_TOPIC = next(topic for topic, cls in STORED_TOPICS.items() if cls is Invo
 ISSUED = [s for s in STORED if s.topic == ISSUED_TOPIC]
 
 
+# The relay's direct path for issued invoices (native), and the same with the Python writer.
+NATIVE = _type_for(ISSUED_TOPIC)
+assert NATIVE is not None
+ISSUED_PLAN = PLANS[Invoice.Issued](NATIVE.schema.schema)
+PYTHON_WRITER = compile_plan(ISSUED_PLAN, NATIVE.schema.schema, NATIVE.schema.fingerprint)
+WRITERS = {"native": NATIVE, "python": dataclasses.replace(NATIVE, write=PYTHON_WRITER)}
+KINDS = list(WRITERS)
+
+
+@contextmanager
+def writing_with(kind: str) -> Iterator[None]:
+    """encode_direct with the issued invoices' native or Python writer."""
+    previous = relay_direct._types.get(ISSUED_TOPIC)
+    relay_direct._types[ISSUED_TOPIC] = WRITERS[kind]
+    try:
+        yield
+    finally:
+        relay_direct._types[ISSUED_TOPIC] = previous
+
+
+def refuse(*args: Any) -> bytes:
+    raise AssertionError("the native writer handed on an event it should write itself")
+
+
 def general(originator_id: Any, version: int, topic: str, state: bytes) -> EncodedEvent | None:
     try:
         return encode_stored(originator_id, version, topic, state)
@@ -34,9 +66,10 @@ def general(originator_id: Any, version: int, topic: str, state: bytes) -> Encod
         return None
 
 
-def assert_same(originator_id: Any, version: int, topic: str, state: bytes) -> bool:
+def assert_same(originator_id: Any, version: int, topic: str, state: bytes, kind: str = "native") -> bool:
     """Both paths agree on this stored event; True when the direct path took it."""
-    direct = encode_direct(originator_id, version, topic, state)
+    with writing_with(kind):
+        direct = encode_direct(originator_id, version, topic, state)
     expected = general(originator_id, version, topic, state)
     if expected is None:
         assert direct is None, "the direct path wrote an event the general path refuses"
@@ -63,9 +96,18 @@ def test_every_plan_fits_the_current_schema_of_its_type() -> None:
         assert _type_for(topic) is not None, event_class.__qualname__
 
 
+def test_the_relay_writes_planned_types_with_the_native_writer() -> None:
+    for event_class in PLANS:
+        topic = next(topic for topic, cls in STORED_TOPICS.items() if cls is event_class)
+        kind = _type_for(topic)
+        assert kind is not None
+        assert isinstance(kind.write, _native_writer.Program), event_class.__qualname__
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("stored", STORED, ids=lambda s: s.topic.rsplit(":", 1)[-1])
-def test_each_sample_event_gets_the_general_paths_bytes(stored: Any) -> None:
-    took = assert_same(stored.originator_id, stored.originator_version, stored.topic, stored.state)
+def test_each_sample_event_gets_the_general_paths_bytes(stored: Any, kind: str) -> None:
+    took = assert_same(stored.originator_id, stored.originator_version, stored.topic, stored.state, kind)
     # The planned types take the direct path (Indian and Kenyan invoices and credit notes).
     assert took == (STORED_TOPICS[stored.topic] in PLANS)
 
@@ -88,11 +130,13 @@ ODD_TEXTS = [
     "ñ" * 1024,
     "ab",
     "\ufeff",
+    "कर बीजक ०१२३४५६७८९",
 ]
 ODD_AMOUNTS = ["0", "-0", "0.00", "12.5", "1E+3", "1e-7", "00.50", "١٢.٣٤", "-0.005", "0.1", "18",
                "99999999999999999999999999999.999", "-123456789012345678901234567890"]  # fmt: skip
 BAD_AMOUNTS = [" 1", "NaN", "1.2.3", "", "Infinity", "1_000"]
-WRONG = [0, -1, 2**63 - 1, True, False, 1.5, [], [1], {}, {"_type_": "decimal_str", "_data_": "1"}]
+WRONG = [0, -1, 2**63 - 1, -(2**63), 2**63, 2**64 - 1, 2**31, True, False, 1.5, [], [1], {},
+         {"_type_": "decimal_str", "_data_": "1"}]  # fmt: skip
 
 
 def odd_text(rnd: random.Random) -> str:
@@ -149,10 +193,11 @@ def mutate(rnd: random.Random, value: dict[str, Any], wild: bool) -> None:
             value[name] = rnd.choice(WRONG)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @settings(max_examples=150, deadline=None)
 @given(st.randoms(use_true_random=False), st.sampled_from(ISSUED), st.booleans())
 def test_random_invoices_get_the_general_paths_bytes_or_the_general_path(
-    rnd: random.Random, stored: Any, wild: bool
+    kind: str, rnd: random.Random, stored: Any, wild: bool
 ) -> None:
     state = orjson.loads(stored.state)
     mutate(rnd, state, wild)
@@ -163,10 +208,11 @@ def test_random_invoices_get_the_general_paths_bytes_or_the_general_path(
     aggregate = rnd.choice(
         [stored.originator_id, other, str(other), str(other).upper(), f"{{{other}}}", other.hex, "not-a-uuid"]
     )
-    assert_same(aggregate, version, stored.topic, orjson.dumps(state))
+    assert_same(aggregate, version, stored.topic, orjson.dumps(state), kind)
 
 
-def test_the_direct_path_takes_well_formed_odd_invoices() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_direct_path_takes_well_formed_odd_invoices(kind: str) -> None:
     # Odd but valid: the direct path must write them itself (not merely hand them on).
     state = orjson.loads(next(s for s in ISSUED if b'"IN"' in s.state).state)
     odd = copy.deepcopy(state)
@@ -180,4 +226,72 @@ def test_the_direct_path_takes_well_formed_odd_invoices() -> None:
         odd.pop(name, None)
     odd["export"] = {"shipping_bill_number": "", "port_code": "INNSA1"}
     for variant in (state, odd):
-        assert assert_same(uuid4(), 7, ISSUED_TOPIC, orjson.dumps(variant))
+        assert assert_same(uuid4(), 7, ISSUED_TOPIC, orjson.dumps(variant), kind)
+
+
+# -- the native writer's own shortcuts: what it computes in C, against the Python writer ------------
+
+# Amounts around the helpers' early returns (_money, _number, _price in engine/publishing.py), each
+# written into every amount field of an invoice: the native writer must write exactly the Python
+# writer's bytes, itself where its C takes the case, through the helper otherwise.
+AMOUNTS = ["0", "-0", "0.00", "0.0", "0.", "18", "12.5", "12.50", "12.505", "007", "07.5", "-12.5",
+           "--1.00", "-", "", ".", ".50", "1.", "1..0", "1.0.0", "100.000", "25.5000", "1E+3", "1e2",
+           "1.5E", "١٢.٣٤", "१२.५०", "12.5\x00", " 1", "NaN", "-Infinity", "1_000",
+           "99999999999999999999999999999.99", "-123456789012345678901234567890"]  # fmt: skip
+AMOUNT_FIELDS = {"quantity", "unit_price", "discount", "total", "taxable_value", "gst_rate", "master_rate",
+                 "cgst", "sgst", "igst", "cess_rate", "cess", "supply_amount", "taxable_amount", "tax_rate",
+                 "tax_amount", "rate", "taxable", "tax"}  # fmt: skip
+
+
+def with_amount(value: Any, amount: str, wrapped: bool) -> Any:
+    """``value`` with each amount field (any depth) set to ``amount``, bare or as stored."""
+    if isinstance(value, list):
+        return [with_amount(item, amount, wrapped) for item in value]
+    if not isinstance(value, dict) or "_type_" in value:
+        return value
+    return {
+        name: ({"_type_": "decimal_str", "_data_": amount} if wrapped else amount)
+        if name in AMOUNT_FIELDS
+        else with_amount(item, amount, wrapped)
+        for name, item in value.items()
+    }
+
+
+def write_both(state: dict[str, Any], slow: Any = None) -> tuple[Any, Any]:
+    """The native and the Python writer's outcome (bytes, or the exception's type) for ``state``."""
+    schema = NATIVE.schema
+    native = compile_native_plan(ISSUED_PLAN, schema.schema, schema.fingerprint, slow or PYTHON_WRITER)
+    assert native is not None
+    outcomes = []
+    for write in (native, PYTHON_WRITER):
+        try:
+            outcomes.append(write(state, "agg", "ce", "tenant", 1))
+        except Exception as exc:
+            outcomes.append(type(exc))
+    return outcomes[0], outcomes[1]
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["stored", "bare"])
+@pytest.mark.parametrize("amount", AMOUNTS)
+def test_the_native_writer_writes_odd_amounts_as_the_python_writer(amount: str, wrapped: bool) -> None:
+    for stored in ISSUED:
+        state = with_amount(orjson.loads(stored.state), amount, wrapped)
+        native, python = write_both(state)
+        assert native == python
+
+
+@pytest.mark.parametrize("stored", ISSUED, ids=lambda s: str(s.originator_version))
+def test_the_native_writer_writes_the_samples_itself(stored: Any) -> None:
+    state = orjson.loads(stored.state)
+    native, python = write_both(state, refuse)
+    assert isinstance(native, bytes)
+    assert native == python
+
+
+@pytest.mark.parametrize("amount", ["0", "18", "12.5", "0.00", "1180.00", "25.5000", "--1.00", "-0"])
+def test_amounts_in_wire_form_or_a_pad_away_are_written_in_c(amount: str) -> None:
+    # The bench's amounts ("0" and "18" for rates and zero taxes, "25.5" quantities): the native
+    # writer writes them without asking the Python writer (refuse fails otherwise).
+    state = with_amount(orjson.loads(ISSUED[0].state), amount, True)
+    native, python = write_both(state, refuse)
+    assert native == python
