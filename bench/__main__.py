@@ -1270,6 +1270,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="`ledgerflow connectors run` processes in the IRN stage (default 1)",
     )
+    parser.add_argument(
+        "--worker-messages", type=int, help="ingest commands in the worker and scaling stages (default 2,000)"
+    )
     parser.add_argument("--gstr1-invoices", type=int, help="documents in the GSTR-1 stage's month")
     parser.add_argument("--reconciliation-lines", type=int, help="bank lines in the reconciliation month")
     parser.add_argument("--intake-deliveries", type=int, help="deliveries in the webhook intake stage")
@@ -1286,6 +1289,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = Sizes(**{**sizes.__dict__, "api_workers": args.api_workers})
     if args.connector_workers:
         sizes = Sizes(**{**sizes.__dict__, "irn_connector_workers": args.connector_workers})
+    if args.worker_messages:
+        sizes = Sizes(**{**sizes.__dict__, "worker_messages": args.worker_messages})
     if args.gstr1_invoices:
         sizes = Sizes(**{**sizes.__dict__, "gstr1_invoices": args.gstr1_invoices})
     if args.reconciliation_lines:
