@@ -639,6 +639,14 @@ class Run:
             )
 
     def worker(self) -> None:
+        # The earlier stages' relay and projectors (and the idle API) are stopped, as the scaling
+        # stage does: left running, the relay published each ingested invoice again during the
+        # timed window, the projector shares projected it and the worker's own router routed it
+        # back in the same process, so on 2 cores the stage measured that whole pipeline and
+        # the worker's CPU per command doubled (docs/performance.md, "ingest1000").
+        for name in ("relay", "projector", "api"):
+            if name in self.env.procs:
+                self.env.stop(name)
         proc = self.env.start("worker", "worker")
         tenant_id = self.tenant.id
         warm = worker_stage.new_prefix()
