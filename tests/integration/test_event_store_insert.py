@@ -27,7 +27,9 @@ STATES = [
 TOPICS = ["engine.domain.invoice:Invoice.Issued", 'odd "topic", with {braces} and \\ backslash']
 
 
-def test_a_batch_of_stored_events_round_trips_byte_for_byte(settings: Settings, service: LedgerService) -> None:
+def test_a_batch_of_stored_events_round_trips_byte_for_byte(
+    settings: Settings, service: LedgerService
+) -> None:
     recorder = service.ledger.recorder
     originator = uuid.uuid4()
     events = [
