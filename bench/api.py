@@ -7,6 +7,7 @@ import itertools
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -271,11 +272,18 @@ def ingest_wrk(
     }
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
-    # Warm-up, as the Python client does: each worker builds its service (pool, event store) and
-    # loads the tax tables on its first invoice, which is not the steady state being measured.
-    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}) as warm:
-        for i in range(8):
-            warm.post("/v1/invoices", json=invoice_body(f"{prefix}W{i}")).raise_for_status()
+
+    # Warm-up: each worker builds its service (pool, event store) and FastAPI's route state on its
+    # first invoice, which is not the steady state being measured. Sixteen connections at once, so
+    # that every worker accepts some (one kept-alive connection, as this was until 2026-12-03,
+    # warmed one worker and left the other's first requests inside the measured 20 s).
+    def warm(i: int) -> None:
+        with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}) as one:
+            for j in range(2):
+                one.post("/v1/invoices", json=invoice_body(f"{prefix}W{i}-{j}")).raise_for_status()
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(warm, range(16)))
     out = subprocess.run(
         [wrk, "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", handle.name, base_url],
         capture_output=True,

@@ -42,12 +42,14 @@ TOPICS = sorted(set(AGGREGATE_TOPICS.values()))
 # Fields every event carries that describe the message, not the entity.
 ENVELOPE = frozenset({"event_id", "tenant_id", "occurred_at"})
 
+# An entity's first event keeps an empty state_after: its state is its changes' new values (below).
 _PREVIOUS = """
-SELECT k.i, t.state_after
+SELECT k.i, t.state_after, t.changes
 FROM unnest(%s::text[], %s::text[], %s::integer[], %s::bigint[]) WITH ORDINALITY
      AS k(entity_id, topic, part, before, i)
 CROSS JOIN LATERAL (
-    SELECT a.state_after FROM {t} AS a
+    SELECT a.state_after, CASE WHEN a.state_after = ''::bytea THEN a.changes::text END AS changes
+    FROM {t} AS a
     WHERE a.entity_id = k.entity_id AND a.topic = k.topic
       AND (a.kafka_partition <> k.part OR a.kafka_offset < k.before)
     -- Rows of another partition: written by a rebuild from the event store (partition -1, offsets
@@ -123,15 +125,30 @@ def _json_bytes(value: Any) -> bytes:
         return json.dumps(value).encode()
 
 
-def _first_documents(fields: dict[str, Any]) -> tuple[str, bytes] | None:
-    """``changes`` and ``state_after`` of an entity's first event, from its Avro values in one orjson
-    pass each: what ``changes_of({}, jsonable(fields))`` and ``jsonable(fields)`` give (every field
-    set is new), without the round trip through Python objects. None when orjson refuses a value."""
+# ``state_after`` of an entity's first event: nothing. Every field it sets is in its changes as new,
+# and a field it leaves null reads as null from either (``previous.get``), so the state is the
+# changes' new values (``_state_of``). A 5-line invoice's state is ~3.8 KB of JSON, stored beside
+# changes of the same size: writing it twice was a third of PostgreSQL's work on this table
+# (docs/performance.md, "Audit trail: one document per issued invoice").
+FIRST_STATE = b""
+
+
+def _state_of(state_after: bytes, changes: str | None) -> dict[str, Any]:
+    """An entity's state after a row, from the row's ``state_after`` or, for its first event, its changes."""
+    if state_after == FIRST_STATE and changes is not None:
+        return {k: change["new"] for k, change in orjson.loads(changes).items()}
+    parsed: dict[str, Any] = orjson.loads(state_after)
+    return parsed
+
+
+def _first_changes(fields: dict[str, Any]) -> str | None:
+    """``changes`` of an entity's first event, from its Avro values in one orjson pass: what
+    ``changes_of({}, jsonable(fields))`` gives (every field set is new), without the round trip
+    through Python objects. None when orjson refuses a value."""
     try:
-        changes = orjson.dumps(
+        return orjson.dumps(
             {k: {"old": None, "new": v} for k, v in fields.items() if v is not None}, default=_beyond_json
-        )
-        return changes.decode(), orjson.dumps(fields, default=_beyond_json)
+        ).decode()
     except orjson.JSONEncodeError:
         return None
 
@@ -191,8 +208,8 @@ class AuditTrail:
                 sql.SQL(_PREVIOUS).format(t=table),
                 ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], list(first.values())),
             )
-            for index, state in cur.fetchall():
-                states[keys[index - 1]] = orjson.loads(state)
+            for index, state_after, first_changes in cur.fetchall():
+                states[keys[index - 1]] = _state_of(state_after, first_changes)
         columns: tuple[list[Any], ...] = tuple([] for _ in range(12))
         (ids, tenants, occurred_ats, topics, partitions, offsets, types, actions, entity_types,
          entity_ids, changes, states_after) = columns  # fmt: skip
@@ -203,12 +220,14 @@ class AuditTrail:
             key = (who.entity_id, event.topic, event.partition)
             raw = {k: v for k, v in event.record.items() if k not in ENVELOPE}
             if key in unconverted:
-                states[key] = jsonable(unconverted.pop(key))
+                # The state a later batch would read back from the changes (_state_of): the same
+                # without the fields left null, so the next row is the same either way.
+                states[key] = {k: v for k, v in jsonable(unconverted.pop(key)).items() if v is not None}
             previous = states.get(key)
-            documents = _first_documents(raw) if previous is None else None
-            if documents is not None:
+            first_changes = _first_changes(raw) if previous is None else None
+            if first_changes is not None:
                 unconverted[key] = raw
-                change_text, after_bytes = documents
+                change_text, after_bytes = first_changes, FIRST_STATE
             else:
                 previous = previous or {}
                 fields = jsonable(raw)

@@ -139,6 +139,12 @@ def _rates_table() -> dict[str, _Row]:
     return table
 
 
+def load_rate_table() -> None:
+    """Read the HSN master's rates into memory now rather than on the first invoice that needs them
+    (about half a second of CPU): a server calls it while starting, before it takes requests."""
+    _rates_table()
+
+
 @cache
 def _text_table() -> dict[str, tuple[str, str, str]]:
     # Items of one heading mostly share their basis text: keep one copy of each.

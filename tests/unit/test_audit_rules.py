@@ -15,8 +15,10 @@ import pytest
 
 from engine import attribution, event_chain
 from projections.audit_trail import (
+    FIRST_STATE,
     BadCursor,
-    _first_documents,
+    _first_changes,
+    _state_of,
     changes_of,
     decode_cursor,
     encode_cursor,
@@ -143,17 +145,28 @@ def test_avro_values_become_exact_json() -> None:
         {},
     ],
 )
-def test_a_first_events_documents_are_what_the_general_path_writes(fields: dict[str, Any]) -> None:
-    documents = _first_documents(fields)
-    assert documents is not None
-    change_text, after = documents
+def test_a_first_events_changes_are_what_the_general_path_writes_and_hold_its_state(
+    fields: dict[str, Any],
+) -> None:
+    change_text = _first_changes(fields)
+    assert change_text is not None
     assert orjson.loads(change_text) == changes_of({}, jsonable(fields))
-    assert orjson.loads(after) == jsonable(fields)
+    # Its state_after is left empty: the state read back from the changes is the entity's state,
+    # less the fields it left null, which compare the same (previous.get gives None for both).
+    state = _state_of(FIRST_STATE, change_text)
+    assert state == {k: v for k, v in jsonable(fields).items() if v is not None}
+    later = {**jsonable(fields), "note": "changed", "flag": True}
+    assert changes_of(state, later) == changes_of(jsonable(fields), later)
+
+
+def test_a_stored_state_is_read_as_written() -> None:
+    written = {"number": "INV-1", "total": "10.00", "cancelled": None}
+    assert _state_of(orjson.dumps(written), None) == written
 
 
 def test_a_value_orjson_refuses_takes_the_general_path() -> None:
     fields = {"huge": 2**70}
-    assert _first_documents(fields) is None
+    assert _first_changes(fields) is None
     assert jsonable(fields) == {"huge": 2**70}
 
 
