@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -638,6 +639,14 @@ class Run:
             )
 
     def worker(self) -> None:
+        # The earlier stages' relay and projectors (and the idle API) are stopped, as the scaling
+        # stage does: left running, the relay published each ingested invoice again during the
+        # timed window, the projector shares projected it and the worker's own router routed it
+        # back in the same process, so on 2 cores the stage measured that whole pipeline and
+        # the worker's CPU per command doubled (docs/performance.md, "ingest1000").
+        for name in ("relay", "projector", "api"):
+            if name in self.env.procs:
+                self.env.stop(name)
         proc = self.env.start("worker", "worker")
         tenant_id = self.tenant.id
         warm = worker_stage.new_prefix()
@@ -649,12 +658,26 @@ class Run:
         n = self.sizes.worker_messages
         prefix = worker_stage.new_prefix()
         with bar(f"faust ingest worker {n:,} commands", n) as advance:
+            cpu_before = proc.cpu_seconds()
+            own_before = time.process_time()
             started = time.monotonic()
             asyncio.run(worker_stage.publish(self.env, tenant_id, prefix, n))
+            published = time.monotonic()
+            own_published = time.process_time()
             done = worker_stage.wait_applied(self.env, prefix, n, timeout=600, progress=advance)
+            cpu_ms = (proc.cpu_seconds() - cpu_before) * 1000 / n
         proc.check()
         rate = n / (done - started)
-        self.extra["worker"] = {"messages": n, "seconds": done - started, "router_catch_up_s": router_s}
+        self.extra["worker"] = {
+            "messages": n,
+            "seconds": done - started,
+            "router_catch_up_s": router_s,
+            # Where the timed window goes: the bench publishing in it, and the worker's CPU.
+            "publish_s": published - started,
+            "publisher_cpu_s": own_published - own_before,
+            "worker_cpu_ms_per_command": cpu_ms,
+            "load_average": os.getloadavg()[0],
+        }
         self.rows.append(
             Row(
                 "ingest worker",
@@ -662,7 +685,7 @@ class Run:
                 rate,
                 "inv/s",
                 1_000,
-                note="Kafka -> event store",
+                note=f"Kafka -> event store; worker {cpu_ms:.2f} ms CPU/command",
             )
         )
 
@@ -1255,6 +1278,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="`ledgerflow connectors run` processes in the IRN stage (default 1)",
     )
+    parser.add_argument(
+        "--worker-messages", type=int, help="ingest commands in the worker and scaling stages (default 2,000)"
+    )
     parser.add_argument("--gstr1-invoices", type=int, help="documents in the GSTR-1 stage's month")
     parser.add_argument("--reconciliation-lines", type=int, help="bank lines in the reconciliation month")
     parser.add_argument("--intake-deliveries", type=int, help="deliveries in the webhook intake stage")
@@ -1271,6 +1297,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = Sizes(**{**sizes.__dict__, "api_workers": args.api_workers})
     if args.connector_workers:
         sizes = Sizes(**{**sizes.__dict__, "irn_connector_workers": args.connector_workers})
+    if args.worker_messages:
+        sizes = Sizes(**{**sizes.__dict__, "worker_messages": args.worker_messages})
     if args.gstr1_invoices:
         sizes = Sizes(**{**sizes.__dict__, "gstr1_invoices": args.gstr1_invoices})
     if args.reconciliation_lines:

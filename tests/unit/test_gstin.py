@@ -188,3 +188,18 @@ def test_classify_refuses_what_validate_refuses(value: str, fragment: str) -> No
 def test_classify_refuses_a_value_that_is_not_text() -> None:
     with pytest.raises(TaxRuleError, match="must be a string"):
         classify_gstin(12345)  # type: ignore[arg-type]
+
+
+def test_a_refusal_names_the_field_of_each_call_however_often_the_number_was_seen() -> None:
+    # Valid numbers are cached (engine/tax/gstin.py, _classify_valid); a refusal must still name the
+    # field of the call that made it, not the one of an earlier call with the same number.
+    refused = "27AAACR5055K1Z8"  # the real check character is 7
+    for path in ("seller.gstin", "buyer.gstin", "seller.gstin"):
+        with pytest.raises(TaxRuleError) as caught:
+            validate_gstin(refused, path=path)
+        assert [v.path for v in caught.value.violations] == [path]
+    first = classify_gstin(" 27-aaacr5055k1z7 ", "seller.gstin")
+    again = classify_gstin("27AAACR5055K1Z7", "buyer.gstin")
+    assert first == again
+    assert first.gstin == "27AAACR5055K1Z7"
+    assert (first.kind, first.state_code, first.pan) == ("regular", "27", "AAACR5055K")
