@@ -524,24 +524,29 @@ class _KafkaFiller(_Filler):
         # As in the live runner: one batch is written (in a thread) while the next is fetched and
         # decoded; batches commit in order, each with its own positions.
         writing: asyncio.Future[int] | None = None
-        while await self._any_behind(consumer, targets):
-            if stop_after is not None and report.events_applied + done >= stop_after:
-                break
-            fetched = await consumer.getmany(timeout_ms=500, max_records=self.batch)
-            events, offsets, bad = _collect(fetched)
-            report.undecodable += len(bad)
+        with _CollectingBetweenBatches() as collector:
+            while await self._any_behind(consumer, targets):
+                if stop_after is not None and report.events_applied + done >= stop_after:
+                    break
+                fetched = await consumer.getmany(timeout_ms=500, max_records=self.batch)
+                events, offsets, bad = _collect(fetched)
+                report.undecodable += len(bad)
+                if writing is not None:
+                    written = await writing
+                    done += written
+                    collector.written(written)
+                    if progress:
+                        progress(done, expected)
+                if offsets:
+                    writing = asyncio.ensure_future(
+                        asyncio.to_thread(self._store, events, bad, offsets, report)
+                    )
+                else:
+                    writing = None
             if writing is not None:
                 done += await writing
                 if progress:
                     progress(done, expected)
-            if offsets:
-                writing = asyncio.ensure_future(asyncio.to_thread(self._store, events, bad, offsets, report))
-            else:
-                writing = None
-        if writing is not None:
-            done += await writing
-            if progress:
-                progress(done, expected)
         report.events_applied += done
         return not await self._any_behind(consumer, targets)
 
@@ -812,6 +817,9 @@ def _fill_share(
     projection = find_projection(name)
     shadow = projection.on_table(shadow_name(projection))
     filler = _KafkaFiller(settings, projection, shadow, batch, partitions=frozenset(share))
+    # What is alive now (the modules, the catalogue, ...) lives as long as the worker: kept out of
+    # every collection (gc.freeze, Python docs "gc"), a collection walks only what the fill made.
+    gc.freeze()
     report = RebuildReport(name, KAFKA, resumed=True)
 
     async def run() -> bool:
@@ -822,6 +830,43 @@ def _fill_share(
 
     complete = asyncio.run(run())
     return _ShareOutcome(report.events_applied, report.undecodable, report.dead_lettered, complete)
+
+
+# Events written between two explicit collections of a fill (about 10 batches).
+COLLECT_EVERY = 25_000
+
+
+class _CollectingBetweenBatches:
+    """Within the block, no automatic garbage collection: one full collection every
+    ``COLLECT_EVERY`` events written instead.
+
+    Why: a batch's decoded events (~190 objects each, ~15 of them dicts and lists) are alive while
+    it is decoded and written, so the automatic collections, triggered by allocation counts, walk
+    them again and again as they age through the generations, and find nothing: the events are
+    freed by reference counting once written. Measured (docs/performance.md, rebuild60): decode
+    and the register's apply 36-41 against 39-50 us of Python per event; a 1,000,000-event
+    rebuild's processes ~68-70 against ~72-74. The explicit collection still frees whatever
+    reference cycles the fill leaves, so memory stays bounded (peak RSS unchanged)."""
+
+    def __init__(self, every: int = COLLECT_EVERY) -> None:
+        self.every = every
+        self._since = 0
+        self._was_enabled = False
+
+    def __enter__(self) -> _CollectingBetweenBatches:
+        self._was_enabled = gc.isenabled()
+        gc.disable()
+        return self
+
+    def written(self, events: int) -> None:
+        self._since += events
+        if self._since >= self.every:
+            self._since = 0
+            gc.collect()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._was_enabled:
+            gc.enable()
 
 
 def _collect(
