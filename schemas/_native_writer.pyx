@@ -501,17 +501,13 @@ cdef inline bint canonical_decimal(object v, Py_ssize_t n, Py_ssize_t point):
 
 
 cdef inline bint price_as_is(object v, Py_ssize_t n):
-    """_price's early return, for an ASCII str: _is_plain_decimal (leading minus signs stripped,
-    digits, at most one point, digits), exactly two decimals, no leading zero unless the whole
-    part is "0"."""
+    """_price's early return, for an ASCII str: _is_plain_decimal (plain_decimal), exactly two
+    decimals, no leading zero unless the whole part is "0"."""
     cdef const unsigned char *p = <const unsigned char *>PyUnicode_DATA(v)
+    cdef Py_ssize_t point = plain_decimal(v, n)
     cdef Py_ssize_t start = 0
-    cdef Py_ssize_t point
-    while start < n and p[start] == 45:
+    if point < 0 or n - point - 1 != 2:
+        return False
+    while p[start] == 45:  # the leading minus signs plain_decimal skipped
         start += 1
-    point = find_char(v, 46, start)
-    if point < 0 or not ascii_digits(v, start, point):
-        return False
-    if n - point - 1 != 2 or not ascii_digits(v, point + 1, n):
-        return False
     return point - start == 1 or p[start] != 48

@@ -234,8 +234,8 @@ def test_the_direct_path_takes_well_formed_odd_invoices(kind: str) -> None:
 # Amounts around the helpers' early returns (_money, _number, _price in engine/publishing.py), each
 # written into every amount field of an invoice: the native writer must write exactly the Python
 # writer's bytes, itself where its C takes the case, through the helper otherwise.
-AMOUNTS = ["0", "-0", "0.00", "0.0", "0.", "18", "12.5", "12.50", "12.505", "007", "07.5", "-12.5",
-           "--1.00", "-", "", ".", ".50", "1.", "1..0", "1.0.0", "100.000", "25.5000", "1E+3", "1e2",
+AMOUNTS = ["0", "-0", "0.00", "0.0", "0.", "18", "12.5", "12.50", "12.505", "007", "07.5", "07.50", "-01.25",
+           "-12.5", "--1.00", "-", "", ".", ".50", "1.", "1..0", "1.0.0", "100.000", "25.5000", "1E+3", "1e2",
            "1.5E", "١٢.٣٤", "१२.५०", "12.5\x00", " 1", "NaN", "-Infinity", "1_000",
            "99999999999999999999999999999.99", "-123456789012345678901234567890"]  # fmt: skip
 AMOUNT_FIELDS = {"quantity", "unit_price", "discount", "total", "taxable_value", "gst_rate", "master_rate",
