@@ -469,7 +469,7 @@ def test_the_projection_shows_each_event_with_who_and_what_changed_and_topics_ca
         assert b"testclient" not in raw and b"AuditTest" not in raw and "नमस्ते".encode() not in raw
 
 
-def test_a_trail_made_before_state_after_became_bytes_is_converted_and_remembers_each_entity(
+def test_a_trail_made_before_its_documents_became_text_is_converted_and_remembers_each_entity(
     settings: Settings,
 ) -> None:
     from datetime import UTC, datetime
@@ -480,8 +480,11 @@ def test_a_trail_made_before_state_after_became_bytes_is_converted_and_remembers
     db.ensure_schema(settings)
     tenant, entity = uuid.uuid4(), str(uuid.uuid4())
     with connect(settings) as conn:
-        # The table as earlier versions made it (state_after jsonb), with one row of an entity.
-        conn.execute("ALTER TABLE audit_trail ALTER COLUMN state_after TYPE jsonb USING '{}'::jsonb")
+        # The table as earlier versions made it (changes and state_after jsonb), with one row of an entity.
+        conn.execute(
+            "ALTER TABLE audit_trail ALTER COLUMN state_after TYPE jsonb USING '{}'::jsonb,"
+            " ALTER COLUMN changes TYPE jsonb USING changes::jsonb"
+        )
         conn.execute(
             "INSERT INTO audit_trail (event_id, tenant_id, occurred_at, topic, kafka_partition,"
             " kafka_offset, event_type, action, entity_type, entity_id, changes, state_after)"
@@ -508,8 +511,91 @@ def test_a_trail_made_before_state_after_became_bytes_is_converted_and_remembers
         changes, state = conn.execute(
             "SELECT changes, state_after FROM audit_trail WHERE event_id = %s", (cancelled.ce_id,)
         ).fetchone()  # type: ignore[misc]
-    assert changes == {"status": {"old": "issued", "new": "cancelled"}}
+    assert json.loads(changes) == {"status": {"old": "issued", "new": "cancelled"}}
     assert json.loads(bytes(state)) == {"status": "cancelled", "number": "INV-\u0928 1"}
+
+
+def test_a_trail_with_jsonb_changes_is_converted_and_answers_the_api_as_before(settings: Settings) -> None:
+    """The table as the previous version made it: changes jsonb, an entity's first row with an
+    empty state_after (its state in its changes). After the migration the API shows the same
+    documents, key order included, and the entity's next event is compared with that state."""
+    from datetime import UTC, datetime
+
+    from engine import db
+    from projections import audit_trail
+    from projections.events import ProjectedEvent
+
+    db.ensure_schema(settings)
+    tenant, entity, first_id = uuid.uuid4(), str(uuid.uuid4()), uuid.uuid4()
+    # Keys in an order jsonb does not keep (it sorts them, shorter first): the API's answer is jsonb's.
+    first = {"number": {"old": None, "new": "INV-\u0928 2"}, "total": {"old": None, "new": "10.00"}}
+    with connect(settings) as conn:
+        conn.execute("ALTER TABLE audit_trail ALTER COLUMN changes TYPE jsonb USING changes::jsonb")
+        conn.execute(
+            "INSERT INTO audit_trail (event_id, tenant_id, occurred_at, topic, kafka_partition,"
+            " kafka_offset, event_type, action, entity_type, entity_id, changes, state_after)"
+            " VALUES (%s, %s, now(), 'ledger.invoice.v1', 0, 3, 'ledgerflow.invoice.issued', 'issued',"
+            " 'invoice', %s, %s, ''::bytea)",
+            (first_id, tenant, entity, json.dumps(first)),
+        )
+        before = audit_trail.find(conn, tenant, first_id)
+        conn.execute("DELETE FROM schema_migrations")  # this code's migrations have not run here yet
+    db.ensure_schema(settings)
+
+    paid = ProjectedEvent(
+        "ledger.invoice.v1",
+        0,
+        4,
+        "ledgerflow.invoice.changed",
+        str(uuid.uuid4()),
+        {"tenant_id": tenant, "occurred_at": datetime.now(UTC), "total": "12.50", "number": "INV-\u0928 2"},
+        key=entity.encode(),
+        headers=(("ce_subject", entity.encode()),),
+    )
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        kind = conn.execute(
+            "SELECT atttypid::regtype::text FROM pg_attribute"
+            " WHERE attrelid = 'audit_trail'::regclass AND attname = 'changes'"
+        ).fetchone()
+        assert kind == ("text",)
+        AuditTrail().apply(conn, [paid])
+        conn.commit()
+        after = audit_trail.find(conn, tenant, first_id)
+        rows, _ = audit_trail.search(conn, tenant, audit_trail.Filters(entity_id=entity), None, 10)
+    assert before is not None and after is not None
+    assert json.dumps(after["changes"]) == json.dumps(before["changes"])
+    assert list(after["changes"]) == ["total", "number"]  # jsonb's order: shorter keys first
+    assert [r["changes"] for r in rows] == [before["changes"], {"total": {"old": "10.00", "new": "12.50"}}]
+
+
+def test_a_nul_in_an_event_is_refused_when_applied_as_before_not_when_the_api_reads_it(
+    settings: Settings,
+) -> None:
+    """jsonb cannot hold \\u0000: the row is refused when written, as when changes was jsonb, and
+    nothing of the batch is stored (the API could not show it)."""
+    from datetime import UTC, datetime
+
+    from engine import db
+    from projections.events import ProjectedEvent
+
+    db.ensure_schema(settings)
+    tenant, entity = uuid.uuid4(), str(uuid.uuid4())
+    event = ProjectedEvent(
+        "ledger.invoice.v1",
+        0,
+        1,
+        "ledgerflow.invoice.issued",
+        str(uuid.uuid4()),
+        {"tenant_id": tenant, "occurred_at": datetime.now(UTC), "number": "INV\x001"},
+        key=entity.encode(),
+        headers=(("ce_subject", entity.encode()),),
+    )
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+        with pytest.raises(psycopg.errors.UntranslatableCharacter):
+            AuditTrail().apply(conn, [event])
+        conn.rollback()
+        stored = conn.execute("SELECT count(*) FROM audit_trail WHERE entity_id = %s", (entity,)).fetchone()
+    assert stored == (0,)
 
 
 def test_a_batch_written_in_several_statements_keeps_each_entitys_changes_in_order(
@@ -541,7 +627,7 @@ def test_a_batch_written_in_several_statements_keeps_each_entitys_changes_in_ord
     with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
         AuditTrail().apply(conn, events)
         conn.commit()
-        rows = conn.execute("SELECT changes FROM audit_trail ORDER BY kafka_offset").fetchall()
+        rows = conn.execute("SELECT changes::jsonb FROM audit_trail ORDER BY kafka_offset").fetchall()
     assert [r[0] for r in rows] == [
         {"status": {"old": None, "new": "issued"}, "n": {"old": None, "new": 0}},
         {"status": {"old": "issued", "new": "sent"}, "n": {"old": 0, "new": 1}},
@@ -591,7 +677,8 @@ def test_an_entitys_first_event_is_stored_once_and_later_batches_see_its_state(s
         conn.commit()
         rows = {
             entity: conn.execute(
-                "SELECT changes, state_after FROM audit_trail WHERE entity_id = %s ORDER BY kafka_offset",
+                "SELECT changes::jsonb, state_after FROM audit_trail WHERE entity_id = %s"
+                " ORDER BY kafka_offset",
                 (entity,),
             ).fetchall()
             for entity in (apart, together)
