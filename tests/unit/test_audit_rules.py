@@ -200,3 +200,38 @@ def test_events_stored_outside_a_request_are_the_process_s() -> None:
 def test_a_client_text_loses_nul_and_is_bounded() -> None:
     assert attribution.clean("a\x00b" + "c" * 600, 512) == "ab" + "c" * 510
     assert attribution.clean(None, 10) is None
+
+
+def _event(
+    headers: tuple[tuple[str, bytes | None], ...], record: dict[str, Any], key: bytes | None = None
+) -> Any:
+    from projections.events import ProjectedEvent
+
+    return ProjectedEvent(
+        "ledger.invoice.v1",
+        0,
+        1,
+        "ledgerflow.invoice.line.added",
+        "e1",
+        record,
+        key=key,
+        headers=headers,  # type: ignore[arg-type]
+    )
+
+
+def test_identify_reads_the_last_of_a_repeated_header_and_falls_back_to_the_key_and_source() -> None:
+    from projections.audit_trail import Identity, identify
+
+    subject = (("ce_subject", b"old"), ("ce_source", b"/t/x"), ("ce_subject", b"inv-1"))
+    assert identify(_event(subject, {"tenant_id": A})) == Identity(
+        A, "invoice", "inv-1", "ledgerflow.invoice.line.added", "line.added"
+    )
+    # A null header counts as empty; the entity is then the key, and the tenant the source's tail.
+    found = identify(
+        _event((("ce_subject", None), ("ce_source", f"/tenants/{B}".encode())), {}, key=b"inv-2")
+    )
+    assert found is not None and (found.tenant_id, found.entity_id) == (B, "inv-2")
+    # The tenant as text (not the decoder's UUID) is the same tenant.
+    assert identify(_event(subject, {"tenant_id": str(A)})) == identify(_event(subject, {"tenant_id": A}))
+    assert identify(_event((), {"tenant_id": A})) is None  # no subject, no key
+    assert identify(_event((("ce_subject", b"s"),), {})) is None  # no tenant in the record or a source
