@@ -598,6 +598,37 @@ def test_a_nul_in_an_event_is_refused_when_applied_as_before_not_when_the_api_re
     assert stored == (0,)
 
 
+def test_a_page_parses_only_its_own_rows_changes(settings: Settings) -> None:
+    """changes is text, made jsonb for the page: a row beyond the page is not parsed (a cast below
+    the page's sort parsed the tenant's whole trail for every page: 329 against 24 ms of backend
+    CPU a page of 100 at 50,000 rows). A document jsonb refuses, planted after the first page, shows
+    it (the projection never writes one)."""
+    from datetime import UTC, datetime, timedelta
+
+    from engine import db
+    from projections import audit_trail
+
+    db.ensure_schema(settings)
+    tenant, entity = uuid.uuid4(), str(uuid.uuid4())
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    with connect(settings) as conn:
+        issued = '{"status": {"old": null, "new": "issued"}}'
+        # A page of one reads two rows (the second tells whether there is a next page).
+        for offset, document in enumerate([issued, issued, "{not json"]):
+            conn.execute(
+                "INSERT INTO audit_trail (event_id, tenant_id, occurred_at, topic, kafka_partition,"
+                " kafka_offset, event_type, action, entity_type, entity_id, changes, state_after)"
+                " VALUES (%s, %s, %s, 'ledger.invoice.v1', 0, %s, 'ledgerflow.invoice.issued', 'issued',"
+                " 'invoice', %s, %s, ''::bytea)",
+                (uuid.uuid4(), tenant, start + timedelta(minutes=offset), offset, entity, document),
+            )
+        rows, cursor = audit_trail.search(conn, tenant, audit_trail.Filters(), None, 1)
+        assert [r["changes"] for r in rows] == [{"status": {"old": None, "new": "issued"}}]
+        assert cursor is not None
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):  # the planted row, on its page
+            audit_trail.search(conn, tenant, audit_trail.Filters(), cursor, 1)
+
+
 def test_a_batch_written_in_several_statements_keeps_each_entitys_changes_in_order(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
