@@ -538,7 +538,8 @@ def test_a_trail_with_jsonb_changes_is_converted_and_answers_the_api_as_before(s
             " 'invoice', %s, %s, ''::bytea)",
             (first_id, tenant, entity, json.dumps(first)),
         )
-        before = audit_trail.find(conn, tenant, first_id)
+        # What the API answered then: the jsonb column as read (psycopg keeps jsonb's key order).
+        before = conn.execute("SELECT changes FROM audit_trail WHERE event_id = %s", (first_id,)).fetchone()
         conn.execute("DELETE FROM schema_migrations")  # this code's migrations have not run here yet
     db.ensure_schema(settings)
 
@@ -563,9 +564,9 @@ def test_a_trail_with_jsonb_changes_is_converted_and_answers_the_api_as_before(s
         after = audit_trail.find(conn, tenant, first_id)
         rows, _ = audit_trail.search(conn, tenant, audit_trail.Filters(entity_id=entity), None, 10)
     assert before is not None and after is not None
-    assert json.dumps(after["changes"]) == json.dumps(before["changes"])
+    assert json.dumps(after["changes"]) == json.dumps(before[0])
     assert list(after["changes"]) == ["total", "number"]  # jsonb's order: shorter keys first
-    assert [r["changes"] for r in rows] == [before["changes"], {"total": {"old": "10.00", "new": "12.50"}}]
+    assert [r["changes"] for r in rows] == [before[0], {"total": {"old": "10.00", "new": "12.50"}}]
 
 
 def test_a_nul_in_an_event_is_refused_when_applied_as_before_not_when_the_api_reads_it(
