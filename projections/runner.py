@@ -411,7 +411,9 @@ class ProjectionRunner:
         for name in list(self._letters_unpublished):
             await self.publish_dead_letters(name)
         if commit_behind:
-            self._committing = asyncio.ensure_future(self._commit_after(self._committing, work))
+            # Only the offsets: the batch's decoded events are not kept while commits queue.
+            offsets = {name: _Work(offsets=share.offsets) for name, share in work.items()}
+            self._committing = asyncio.ensure_future(self._commit_after(self._committing, offsets))
         else:
             await self._commit_to_kafka(work)
 
