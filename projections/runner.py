@@ -40,7 +40,7 @@ from projections.events import (
     decode_message,
     event_types,
 )
-from projections.visibility import commit_group_offsets
+from projections.visibility import commit_group_offsets, find_coordinators
 
 __all__ = ["DECODE_ERRORS", "ProjectedEvent", "Projection", "ProjectionRunner", "decode_message"]
 
@@ -148,6 +148,9 @@ class ProjectionRunner:
         self._letters_unpublished: set[str] = set()
         # Set once the batch being written is in PostgreSQL (or given up at a stop).
         self._written: asyncio.Event | None = None
+        # The Kafka commit of the last batch written, sent behind the writes (only visibility
+        # waits for it); each commit waits for the one before, so offsets only move forward.
+        self._committing: asyncio.Future[None] | None = None
         self._rebalances = 0
 
     @property
@@ -280,8 +283,10 @@ class ProjectionRunner:
         if self.share is None:
             self._consumer.subscribe(self.topics, listener=_SeekToStoredPositions(self))
             await self._consumer.start()
+            await find_coordinators(self._consumer, self._memberless_groups())
         else:
             await self._consumer.start()
+            await find_coordinators(self._consumer, self._memberless_groups())
             mine = await self._my_partitions()
             self._consumer.assign(mine)
             await self.seek_to_stored(mine)
@@ -309,10 +314,14 @@ class ProjectionRunner:
                     continue
                 if any(w.offsets for w in work.values()):
                     self._written = asyncio.Event()
-                    writing = asyncio.ensure_future(self._store_all(work, stop, self._written))
+                    writing = asyncio.ensure_future(
+                        self._store_all(work, stop, self._written, commit_behind=True)
+                    )
             if writing is not None:
                 await writing
         finally:
+            if self._committing is not None:
+                await asyncio.gather(self._committing, return_exceptions=True)
             await self._consumer.stop()
             await self._producer.stop()
             for conn in self._conns.values():
@@ -379,10 +388,19 @@ class ProjectionRunner:
         await self._store_all({self.projection.name: _Work(events, undecodable, offsets)}, stop)
 
     async def _store_all(
-        self, work: dict[str, _Work], stop: asyncio.Event, written: asyncio.Event | None = None
+        self,
+        work: dict[str, _Work],
+        stop: asyncio.Event,
+        written: asyncio.Event | None = None,
+        *,
+        commit_behind: bool = False,
     ) -> None:
         """Each projection's share in its own transaction. A projection that cannot write (an outage,
-        a missing table) is retried until it can; the ones that committed are not applied twice."""
+        a missing table) is retried until it can; the ones that committed are not applied twice.
+
+        ``commit_behind``: return once PostgreSQL has the batch and send its Kafka offsets after
+        the previous batch's, while the next batch is written (the run loop). Six groups' commits
+        took ~35 ms a batch of 2,500, a tenth of its writing time."""
         try:
             if not await self._write_all(work, stop):
                 return
@@ -392,7 +410,25 @@ class ProjectionRunner:
         self.stats.batches += 1
         for name in list(self._letters_unpublished):
             await self.publish_dead_letters(name)
-        await self._commit_to_kafka(work)
+        if commit_behind:
+            # Only the offsets: the batch's decoded events are not kept while commits queue.
+            offsets = {name: _Work(offsets=share.offsets) for name, share in work.items()}
+            self._committing = asyncio.ensure_future(self._commit_after(self._committing, offsets))
+        else:
+            await self._commit_to_kafka(work)
+
+    async def _commit_after(self, previous: asyncio.Future[None] | None, work: dict[str, _Work]) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
+            await self._commit_to_kafka(work)
+        except Exception as exc:  # nobody awaits this task: say so rather than lose it
+            log.warning("could not commit offsets to Kafka (%r); positions are safe in PostgreSQL", exc)
+
+    def _memberless_groups(self) -> list[str]:
+        """The groups whose offsets ``_commit_to_kafka`` sends with ``commit_group_offsets``."""
+        groups = [self.group_id] if self.share is not None else []
+        return groups + (list(self.groups.values()) if len(self.projections) > 1 else [])
 
     async def _write_all(self, work: dict[str, _Work], stop: asyncio.Event) -> bool:
         """The PostgreSQL part of ``_store_all``; False if stopped before every share was written."""
@@ -453,9 +489,13 @@ class ProjectionRunner:
                 await self._consumer.commit(ahead)
             if len(self.projections) > 1:
                 # Each projection's own group shows that projection's progress (it has no members:
-                # the shared group does the reading).
-                for name, share in work.items():
-                    if share.offsets:
-                        await commit_group_offsets(self._consumer, self.groups[name], share.offsets)
+                # the shared group does the reading). Sent together: each is a round trip.
+                await asyncio.gather(
+                    *(
+                        commit_group_offsets(self._consumer, self.groups[name], share.offsets)
+                        for name, share in work.items()
+                        if share.offsets
+                    )
+                )
         except KafkaError as exc:  # only visibility is lost; positions are safe in PostgreSQL
             log.info("could not commit offsets to Kafka (%s); positions are safe in PostgreSQL", exc)
