@@ -253,3 +253,24 @@ def test_issue_11_fields_are_read_and_a_poison_event_is_set_aside(settings: Sett
     part = build_gstr1(SELLER, "102025", docs).parts[0]
     assert part["exp"][0]["exp_typ"] == "WOPAY" and part["exp"][0]["inv"][0]["sbnum"] == "7654321"
     assert part["cdnur"][0]["typ"] == "EXPWOP" and part["cdnur"][0]["ntty"] == "C"
+
+
+def test_lines_and_export_are_sent_in_jsonb_key_order(settings: Settings) -> None:
+    """The row's jsonb values are sent with their keys in the order jsonb keeps them, so that
+    jsonb_in's key sort finds them sorted (the projection's dearest server-side step, gst-register
+    in docs/performance.md): what PostgreSQL stores and gives back reads exactly as sent."""
+    db.ensure_schema(settings)
+    tenant_id, invoice_id = uuid.uuid4(), uuid.uuid4()
+    record = _issued_record(tenant_id, invoice_id)
+    change = GstOutwardSupplies().change(_event(record, 0))
+    assert change is not None and change.insert is not None
+    sent = {column: change.insert[column] for column in ("lines", "export")}
+    with db.connect(settings) as conn, conn.transaction():
+        GstOutwardSupplies().apply(conn, [_event(record, 0)])
+        stored = conn.execute(
+            "SELECT lines::text, export::text FROM gst_outward_supplies WHERE document_id = %s",
+            (invoice_id,),
+        ).fetchone()
+    assert stored is not None
+    # jsonb's text output puts a space after each ':' and ',', and none inside these values.
+    assert [s.replace(": ", ":").replace(", ", ",") for s in stored] == [sent["lines"], sent["export"]]
