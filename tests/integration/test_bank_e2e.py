@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,13 +107,22 @@ def test_a_payout_is_paid_once_through_lost_answers_and_the_statement_poll_impor
         processes.wait_for(
             lambda: status() == "completed", what="the payout completed", watch=engine, timeout=90
         )
+        # The poll that saving the integration started may have run before the bank booked the
+        # debit (it then imported nothing and waits its interval, 6 h). Saving it again starts a
+        # poll that supersedes it; wait for one that ran after the payout completed.
+        completed_at = datetime.now(UTC)
+        configure(True)
         processes.wait_for(
-            lambda: scalar(
-                fast,
-                "SELECT last_polled_at FROM bank_statement_polls WHERE tenant_id = %s",
-                registered.tenant_id,
+            lambda: (
+                scalar(
+                    fast,
+                    "SELECT last_polled_at > %s FROM bank_statement_polls WHERE tenant_id = %s",
+                    completed_at,
+                    registered.tenant_id,
+                )
+                is True
             ),
-            what="the scheduled statement poll",
+            what="a statement poll after the payout completed",
             watch=engine,
             timeout=60,
         )
