@@ -861,6 +861,8 @@ def relay(settings: Settings, encoders: int) -> None:
 @click.pass_obj
 def projector(settings: Settings, names: tuple[str, ...], processes: int | None, share: str | None) -> None:
     """Keep projections (read models) up to date from the ledger topics."""
+    import gc
+
     from ops import projector_pool
     from projections.catalogue import PROJECTIONS
     from projections.runner import ProjectionRunner
@@ -879,9 +881,18 @@ def projector(settings: Settings, names: tuple[str, ...], processes: int | None,
             f"no projection named {', '.join(names)}; known: {[p.name for p in PROJECTIONS]}"
         )
 
+    # One runner for all of them: each record fetched and decoded once (projections/runner.py).
+    runner = ProjectionRunner(settings, chosen, share=projector_pool.parse_share(share))
+    runner.prepare()
+    # What is alive now (modules, the schema catalogue, readers) lives as long as the process:
+    # frozen out of every collection (Python docs, "gc.freeze"), the runner's explicit collections
+    # (projections/collection.py) walk only what its batches made: a full collection of the whole
+    # heap was 4-5 % of the projector's CPU under perf.
+    gc.collect()
+    gc.freeze()
+
     async def run_all(stop: asyncio.Event) -> None:
-        # One runner for all of them: each record fetched and decoded once (projections/runner.py).
-        await ProjectionRunner(settings, chosen, share=projector_pool.parse_share(share)).run(stop)
+        await runner.run(stop)
 
     _run_until_signal(run_all)
 

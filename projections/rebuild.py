@@ -51,6 +51,7 @@ from psycopg import sql
 from engine import db, kafka
 from engine.config import Settings
 from projections import catalogue, dead_letters, tracking
+from projections.collection import CollectingBetweenBatches
 from projections.dead_letters import Failure, apply_isolating
 from projections.events import DECODE_ERRORS, ProjectedEvent, Projection, decode_message
 from schemas import registry
@@ -524,7 +525,7 @@ class _KafkaFiller(_Filler):
         # As in the live runner: one batch is written (in a thread) while the next is fetched and
         # decoded; batches commit in order, each with its own positions.
         writing: asyncio.Future[int] | None = None
-        with _CollectingBetweenBatches() as collector:
+        with CollectingBetweenBatches() as collector:
             while await self._any_behind(consumer, targets):
                 if stop_after is not None and report.events_applied + done >= stop_after:
                     break
@@ -830,43 +831,6 @@ def _fill_share(
 
     complete = asyncio.run(run())
     return _ShareOutcome(report.events_applied, report.undecodable, report.dead_lettered, complete)
-
-
-# Events written between two explicit collections of a fill (about 10 batches).
-COLLECT_EVERY = 25_000
-
-
-class _CollectingBetweenBatches:
-    """Within the block, no automatic garbage collection: one full collection every
-    ``COLLECT_EVERY`` events written instead.
-
-    Why: a batch's decoded events (~190 objects each, ~15 of them dicts and lists) are alive while
-    it is decoded and written, so the automatic collections, triggered by allocation counts, walk
-    them again and again as they age through the generations, and find nothing: the events are
-    freed by reference counting once written. Measured (docs/performance.md, rebuild60): decode
-    and the register's apply 36-41 against 39-50 us of Python per event; a 1,000,000-event
-    rebuild's processes ~68-70 against ~72-74. The explicit collection still frees whatever
-    reference cycles the fill leaves, so memory stays bounded (peak RSS unchanged)."""
-
-    def __init__(self, every: int = COLLECT_EVERY) -> None:
-        self.every = every
-        self._since = 0
-        self._was_enabled = False
-
-    def __enter__(self) -> _CollectingBetweenBatches:
-        self._was_enabled = gc.isenabled()
-        gc.disable()
-        return self
-
-    def written(self, events: int) -> None:
-        self._since += events
-        if self._since >= self.every:
-            self._since = 0
-            gc.collect()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._was_enabled:
-            gc.enable()
 
 
 def _collect(

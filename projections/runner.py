@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from engine import db, kafka
 from engine.config import Settings
 from projections import dead_letters, tracking
+from projections.collection import CollectingBetweenBatches
 from projections.dead_letters import Failure, apply_isolating, is_poison
 from projections.events import (
     DECODE_ERRORS,
@@ -41,6 +42,7 @@ from projections.events import (
     event_types,
 )
 from projections.visibility import commit_group_offsets, find_coordinators
+from schemas import registry
 
 __all__ = ["DECODE_ERRORS", "ProjectedEvent", "Projection", "ProjectionRunner", "decode_message"]
 
@@ -152,6 +154,12 @@ class ProjectionRunner:
         # waits for it); each commit waits for the one before, so offsets only move forward.
         self._committing: asyncio.Future[None] | None = None
         self._rebalances = 0
+
+    def prepare(self) -> None:
+        """Start-up work done before reading, not on the first batch: the schema catalogue and the
+        readers of the types the projections act on (all types when one of them takes every type)."""
+        wanted = list(self._wants.values())
+        registry.prepare_readers(None if None in wanted else {t for w in wanted if w for t in w})
 
     @property
     def _conn(self) -> psycopg.Connection | None:
@@ -268,6 +276,7 @@ class ProjectionRunner:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         await asyncio.to_thread(db.ensure_schema, self.settings)
+        self.prepare()
         self._consumer = kafka.consumer(
             self.settings,
             group_id=self.group_id,
@@ -291,34 +300,9 @@ class ProjectionRunner:
             self._consumer.assign(mine)
             await self.seek_to_stored(mine)
         await self.publish_dead_letters()  # letters a crash left unpublished
-        # One batch is written to PostgreSQL (in a thread) while the next is fetched and decoded:
-        # decoding is CPU work here, writing mostly waits on the database. Batches still commit in
-        # order, each with its own offsets.
-        writing: asyncio.Future[None] | None = None
         try:
-            while not stop.is_set():
-                batches = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
-                if not batches:
-                    continue
-                rebalances = self._rebalances
-                work = self._share(batches)
-                del batches  # the raw records of a batch are not kept past decoding
-                if writing is not None:
-                    await writing
-                if self._rebalances != rebalances:
-                    # The partitions were handed out again while this batch waited: it may hold
-                    # records of a partition another process now owns. aiokafka revokes every
-                    # partition on a rebalance and the listener seeks each assigned one to its
-                    # stored position, so dropping the batch loses nothing: it is read again.
-                    self.stats.skipped += sum(len(w.events) for w in work.values())
-                    continue
-                if any(w.offsets for w in work.values()):
-                    self._written = asyncio.Event()
-                    writing = asyncio.ensure_future(
-                        self._store_all(work, stop, self._written, commit_behind=True)
-                    )
-            if writing is not None:
-                await writing
+            with CollectingBetweenBatches() as collector:
+                await self._loop(stop, collector)
         finally:
             if self._committing is not None:
                 await asyncio.gather(self._committing, return_exceptions=True)
@@ -326,6 +310,40 @@ class ProjectionRunner:
             await self._producer.stop()
             for conn in self._conns.values():
                 conn.close()
+
+    async def _loop(self, stop: asyncio.Event, collector: CollectingBetweenBatches) -> None:
+        # One batch is written to PostgreSQL (in a thread) while the next is fetched and decoded:
+        # decoding is CPU work here, writing mostly waits on the database. Batches still commit in
+        # order, each with its own offsets.
+        assert self._consumer is not None
+        writing: asyncio.Future[None] | None = None
+        while not stop.is_set():
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            if not batches:
+                collector.idle()
+                continue
+            rebalances = self._rebalances
+            records = sum(map(len, batches.values()))
+            work = self._share(batches)
+            del batches  # the raw records of a batch are not kept past decoding
+            if writing is not None:
+                await writing
+            # Between batches, with only this one's events alive (projections/collection.py).
+            collector.written(records)
+            if self._rebalances != rebalances:
+                # The partitions were handed out again while this batch waited: it may hold
+                # records of a partition another process now owns. aiokafka revokes every
+                # partition on a rebalance and the listener seeks each assigned one to its
+                # stored position, so dropping the batch loses nothing: it is read again.
+                self.stats.skipped += sum(len(w.events) for w in work.values())
+                continue
+            if any(w.offsets for w in work.values()):
+                self._written = asyncio.Event()
+                writing = asyncio.ensure_future(
+                    self._store_all(work, stop, self._written, commit_behind=True)
+                )
+        if writing is not None:
+            await writing
 
     def _collect(
         self, batches: dict[TopicPartition, list[Any]]

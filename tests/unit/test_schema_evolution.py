@@ -267,3 +267,16 @@ def test_guard_detects_breaking_changes() -> None:
     assert _compatible(nested.schema, changed, "t", nested_named, nested_named) == [
         "t.buyer.country: added without a default"
     ]
+
+
+def test_prepare_readers_builds_every_version_of_the_types_asked_for_and_no_other() -> None:
+    # A projector builds its readers at start (projections/runner.py, prepare), not on its first
+    # batch. Asked for one type, it builds each of that type's versions, nothing of the others.
+    registry._decoder.cache_clear()
+    registry.prepare_readers(["ledgerflow.invoice.cancelled", "ledgerflow.invoice.issued"])
+    built = {registry._decoder(sv.fingerprint) for sv in registry.versions("ledgerflow.invoice.issued")}
+    info = registry._decoder.cache_info()
+    issued = len(registry.versions("ledgerflow.invoice.issued"))
+    cancelled = len(registry.versions("ledgerflow.invoice.cancelled"))
+    assert len(built) == issued and issued > 1
+    assert (info.currsize, info.hits) == (issued + cancelled, issued)
