@@ -80,6 +80,16 @@ Offsets = dict[tuple[str, int], int]
 
 
 @dataclass
+class _Start:
+    """Where reading a partition starts, and each projection's last applied offset in it."""
+
+    partition: TopicPartition
+    lasts: dict[str, int]
+    lowest: int
+    offset: int = -1
+
+
+@dataclass
 class _Work:
     """One projection's share of a batch: its events, undecodable records and last offsets."""
 
@@ -176,26 +186,44 @@ class ProjectionRunner:
         return found
 
     async def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
+        self._seek(await self._starts(assigned))
+
+    async def _starts(self, assigned: list[TopicPartition]) -> list[_Start]:
+        """Where reading each partition starts: after the least advanced projection's stored
+        offset (the others skip what they have applied already), or at the partition's beginning.
+
+        The beginnings are asked for in one request, before the partitions are assigned where the
+        runner assigns them itself (share mode): once a partition has a position the consumer
+        fetches it, and a broker answers one connection's requests in order, so a request sent
+        after that waited behind a fetch long poll (``fetch_max_wait_ms``, 500 ms). aiokafka gives
+        assigned partitions of a group the group's committed offsets, normally the end of the
+        topic, where the fetch waits out the long poll: one of the bench's two register processes
+        started reading up to 0.5 s after the other (seek_to_beginning per partition, 2026-12-03)."""
         assert self._consumer is not None
         stored = await asyncio.to_thread(self._stored)
+        starts = []
         for tp in assigned:
             key = (tp.topic, tp.partition)
-            lasts = []
-            for p in self._readers.get(tp.topic, []):
-                last = stored[p.name].get(key, -1)
-                self.applied[p.name][key] = last
-                lasts.append(last)
-            # The least advanced projection decides where reading starts; the others skip what
-            # they have applied already.
-            lowest = min(lasts, default=-1)
-            if lowest < 0:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, lowest + 1)
-            self.stats.positions[key] = lowest
+            lasts = {p.name: stored[p.name].get(key, -1) for p in self._readers.get(tp.topic, [])}
+            starts.append(_Start(tp, lasts, min(lasts.values(), default=-1)))
+        unread = [s.partition for s in starts if s.lowest < 0]
+        beginnings = await self._consumer.beginning_offsets(unread) if unread else {}
+        for start in starts:
+            start.offset = start.lowest + 1 if start.lowest >= 0 else beginnings[start.partition]
+        return starts
+
+    def _seek(self, starts: list[_Start]) -> None:
+        assert self._consumer is not None
+        for start in starts:
+            tp = start.partition
+            key = (tp.topic, tp.partition)
+            for name, last in start.lasts.items():
+                self.applied[name][key] = last
+            self._consumer.seek(tp, start.offset)
+            self.stats.positions[key] = start.lowest
             self._loaded.add(key)
         names = ", ".join(p.name for p in self.projections)
-        log.info("%s assigned %s", names, sorted((tp.topic, tp.partition) for tp in assigned))
+        log.info("%s assigned %s", names, sorted((s.partition.topic, s.partition.partition) for s in starts))
 
     async def _my_partitions(self) -> list[TopicPartition]:
         """This share's partitions of the projections' topics (the rebuild's fill workers share
@@ -297,8 +325,9 @@ class ProjectionRunner:
             await self._consumer.start()
             await find_coordinators(self._consumer, self._memberless_groups())
             mine = await self._my_partitions()
+            starts = await self._starts(mine)
             self._consumer.assign(mine)
-            await self.seek_to_stored(mine)
+            self._seek(starts)  # at once: no fetch has been sent yet
         await self.publish_dead_letters()  # letters a crash left unpublished
         try:
             with CollectingBetweenBatches() as collector:
