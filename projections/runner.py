@@ -325,6 +325,11 @@ class ProjectionRunner:
             await self._consumer.start()
             await find_coordinators(self._consumer, self._memberless_groups())
             mine = await self._my_partitions()
+            # The client learns the topics' leaders now, all in one metadata request: unassigned,
+            # they are unknown to it, and beginning_offsets would find them one topic per retry
+            # (a metadata update and a 100 ms back-off each: 1.4 s for the five projections'
+            # topics). assign() would send the same request, but after it a fetch could start.
+            await self._consumer._client.set_topics(self.topics)
             starts = await self._starts(mine)
             self._consumer.assign(mine)
             self._seek(starts)  # at once: no fetch has been sent yet
