@@ -5,11 +5,11 @@ Why: a batch's decoded events (~190 objects each, ~15 of them dicts and lists) a
 is decoded and written, so the automatic collections, triggered by allocation counts, walk them
 again and again as they age through the generations, and find nothing: the events are freed by
 reference counting once written. Measured on the rebuild (docs/performance.md, rebuild60): decode
-and the register's apply 36-41 against 39-50 us of Python per event; on the live projector
-(docs/performance.md, "The projector's collector"), the collector's own functions were a quarter of
-its Python CPU under ``perf``. The explicit collection still frees whatever reference cycles the
-process leaves (asyncio and aiokafka make some even while idle, hence the time bound), so memory
-stays bounded.
+and the register's apply 36-41 against 39-50 us of Python per event. On the live projector
+(docs/performance.md, "Projector: the collector, and a late start") the collector's functions
+were a quarter of its Python CPU under ``perf``. The explicit collection still frees whatever
+reference cycles the process leaves (asyncio and aiokafka make some even while idle, hence the
+time bound), so memory stays bounded.
 """
 
 from __future__ import annotations
