@@ -58,13 +58,20 @@ def header_map(headers: Any) -> dict[str, bytes]:
     return {k: (v or b"") for k, v in (headers or [])}
 
 
+def last_header(headers: Any, name: str) -> bytes:
+    """The value of header ``name`` (b"" when absent or null); the last one counts when it repeats,
+    as in ``header_map``, without building the map of every header."""
+    found = b""
+    for k, v in headers or ():
+        if k == name:
+            found = v or b""
+    return found
+
+
 def ce_type_of(message: Any) -> str:
     """The ``ce_type`` header of a Kafka record, without decoding its body ("" when absent). The last
     one counts when it repeats, as in ``decode_message``."""
-    found = b""
-    for k, v in message.headers or ():
-        if k == "ce_type":
-            found = v or b""
+    found = last_header(message.headers, "ce_type")
     try:
         return found.decode()
     except UnicodeDecodeError:

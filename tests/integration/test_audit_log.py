@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -28,6 +29,7 @@ from engine.payments import open_inbox
 from engine.relay import Relay
 from engine.webhooks import open_store as open_webhook_store
 from projections.audit_trail import AuditTrail
+from projections.events import ProjectedEvent
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
 from tests.conftest import BackgroundLoop, wait_for
@@ -39,9 +41,24 @@ pytestmark = pytest.mark.integration
 AGENT = "Mozilla/5.0 (X11; Linux x86_64) AuditTest/1.0 \u0928\u092e\u0938\u094d\u0924\u0947"
 
 
-def connect(settings: Settings) -> psycopg.Connection:
+def connect(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection:
     return psycopg.connect(
-        settings.database_url, autocommit=True, options=f"-c search_path={settings.db_schema}"
+        settings.database_url, autocommit=autocommit, options=f"-c search_path={settings.db_schema}"
+    )
+
+
+def entity_event(tenant: UUID, entity: str, offset: int, ce_type: str, **fields: Any) -> ProjectedEvent:
+    """An event of invoice ``entity`` at ``offset`` of the invoice topic, as the audit trail reads
+    it (the entity from the record's key and ``ce_subject``), with ``fields`` after the envelope."""
+    return ProjectedEvent(
+        "ledger.invoice.v1",
+        0,
+        offset,
+        ce_type,
+        str(uuid.uuid4()),
+        {"tenant_id": tenant, "occurred_at": datetime.now(UTC), **fields},
+        key=entity.encode(),
+        headers=(("ce_subject", entity.encode()),),
     )
 
 
@@ -472,10 +489,7 @@ def test_the_projection_shows_each_event_with_who_and_what_changed_and_topics_ca
 def test_a_trail_made_before_its_documents_became_text_is_converted_and_remembers_each_entity(
     settings: Settings,
 ) -> None:
-    from datetime import UTC, datetime
-
     from engine import db
-    from projections.events import ProjectedEvent
 
     db.ensure_schema(settings)
     tenant, entity = uuid.uuid4(), str(uuid.uuid4())
@@ -495,17 +509,8 @@ def test_a_trail_made_before_its_documents_became_text_is_converted_and_remember
         conn.execute("DELETE FROM schema_migrations")  # this code's migrations have not run here yet
     db.ensure_schema(settings)
 
-    cancelled = ProjectedEvent(
-        "ledger.invoice.v1",
-        0,
-        8,
-        "ledgerflow.invoice.cancelled",
-        str(uuid.uuid4()),
-        {"tenant_id": tenant, "occurred_at": datetime.now(UTC), "status": "cancelled"},
-        key=entity.encode(),
-        headers=(("ce_subject", entity.encode()),),
-    )
-    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+    cancelled = entity_event(tenant, entity, 8, "ledgerflow.invoice.cancelled", status="cancelled")
+    with connect(settings, autocommit=False) as conn:
         AuditTrail().apply(conn, [cancelled])
         conn.commit()
         changes, state = conn.execute(
@@ -519,11 +524,8 @@ def test_a_trail_with_jsonb_changes_is_converted_and_answers_the_api_as_before(s
     """The table as the previous version made it: changes jsonb, an entity's first row with an
     empty state_after (its state in its changes). After the migration the API shows the same
     documents, key order included, and the entity's next event is compared with that state."""
-    from datetime import UTC, datetime
-
     from engine import db
     from projections import audit_trail
-    from projections.events import ProjectedEvent
 
     db.ensure_schema(settings)
     tenant, entity, first_id = uuid.uuid4(), str(uuid.uuid4()), uuid.uuid4()
@@ -543,17 +545,8 @@ def test_a_trail_with_jsonb_changes_is_converted_and_answers_the_api_as_before(s
         conn.execute("DELETE FROM schema_migrations")  # this code's migrations have not run here yet
     db.ensure_schema(settings)
 
-    paid = ProjectedEvent(
-        "ledger.invoice.v1",
-        0,
-        4,
-        "ledgerflow.invoice.changed",
-        str(uuid.uuid4()),
-        {"tenant_id": tenant, "occurred_at": datetime.now(UTC), "total": "12.50", "number": "INV-\u0928 2"},
-        key=entity.encode(),
-        headers=(("ce_subject", entity.encode()),),
-    )
-    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+    paid = entity_event(tenant, entity, 4, "ledgerflow.invoice.changed", total="12.50", number="INV-\u0928 2")
+    with connect(settings, autocommit=False) as conn:
         kind = conn.execute(
             "SELECT atttypid::regtype::text FROM pg_attribute"
             " WHERE attrelid = 'audit_trail'::regclass AND attname = 'changes'"
@@ -574,24 +567,12 @@ def test_a_nul_in_an_event_is_refused_when_applied_as_before_not_when_the_api_re
 ) -> None:
     """jsonb cannot hold \\u0000: the row is refused when written, as when changes was jsonb, and
     nothing of the batch is stored (the API could not show it)."""
-    from datetime import UTC, datetime
-
     from engine import db
-    from projections.events import ProjectedEvent
 
     db.ensure_schema(settings)
     tenant, entity = uuid.uuid4(), str(uuid.uuid4())
-    event = ProjectedEvent(
-        "ledger.invoice.v1",
-        0,
-        1,
-        "ledgerflow.invoice.issued",
-        str(uuid.uuid4()),
-        {"tenant_id": tenant, "occurred_at": datetime.now(UTC), "number": "INV\x001"},
-        key=entity.encode(),
-        headers=(("ce_subject", entity.encode()),),
-    )
-    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+    event = entity_event(tenant, entity, 1, "ledgerflow.invoice.issued", number="INV\x001")
+    with connect(settings, autocommit=False) as conn:
         with pytest.raises(psycopg.errors.UntranslatableCharacter):
             AuditTrail().apply(conn, [event])
         conn.rollback()
@@ -604,7 +585,7 @@ def test_a_page_parses_only_its_own_rows_changes(settings: Settings) -> None:
     the page's sort parsed the tenant's whole trail for every page: 329 against 24 ms of backend
     CPU a page of 100 at 50,000 rows). A document jsonb refuses, planted after the first page, shows
     it (the projection never writes one)."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     from engine import db
     from projections import audit_trail
@@ -633,30 +614,18 @@ def test_a_page_parses_only_its_own_rows_changes(settings: Settings) -> None:
 def test_a_batch_written_in_several_statements_keeps_each_entitys_changes_in_order(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from datetime import UTC, datetime
-
     from engine import db
     from projections import audit_trail
-    from projections.events import ProjectedEvent
 
     monkeypatch.setattr(audit_trail, "ROWS_PER_STATEMENT", 2)
     db.ensure_schema(settings)
     tenant, entity = uuid.uuid4(), str(uuid.uuid4())
     statuses = ["issued", "sent", "paid", "paid", "refunded"]
     events = [
-        ProjectedEvent(
-            "ledger.invoice.v1",
-            0,
-            offset,
-            "ledgerflow.invoice.changed",
-            str(uuid.uuid4()),
-            {"tenant_id": tenant, "occurred_at": datetime.now(UTC), "status": status, "n": offset},
-            key=entity.encode(),
-            headers=(("ce_subject", entity.encode()),),
-        )
+        entity_event(tenant, entity, offset, "ledgerflow.invoice.changed", status=status, n=offset)
         for offset, status in enumerate(statuses)
     ]
-    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+    with connect(settings, autocommit=False) as conn:
         AuditTrail().apply(conn, events)
         conn.commit()
         rows = conn.execute("SELECT changes::jsonb FROM audit_trail ORDER BY kafka_offset").fetchall()
@@ -672,10 +641,7 @@ def test_a_batch_written_in_several_statements_keeps_each_entitys_changes_in_ord
 def test_an_entitys_first_event_is_stored_once_and_later_batches_see_its_state(settings: Settings) -> None:
     """The first event's state is kept only in its changes (half the table's bytes on an issued
     invoice); events applied in later batches, or in the same one, get the same rows either way."""
-    from datetime import UTC, datetime
-
     from engine import db
-    from projections.events import ProjectedEvent
 
     db.ensure_schema(settings)
     tenant = uuid.uuid4()
@@ -687,21 +653,12 @@ def test_an_entitys_first_event_is_stored_once_and_later_batches_see_its_state(s
             {"status": "paid", "note": None, "total": "12.50"},
         ]
         return [
-            ProjectedEvent(
-                "ledger.invoice.v1",
-                0,
-                offset,
-                "ledgerflow.invoice.changed",
-                str(uuid.uuid4()),
-                {"tenant_id": tenant, "occurred_at": datetime.now(UTC), **values},
-                key=entity.encode(),
-                headers=(("ce_subject", entity.encode()),),
-            )
+            entity_event(tenant, entity, offset, "ledgerflow.invoice.changed", **values)
             for offset, values in enumerate(fields)
         ]
 
     apart, together = str(uuid.uuid4()), str(uuid.uuid4())
-    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
+    with connect(settings, autocommit=False) as conn:
         for event in history(apart):
             AuditTrail().apply(conn, [event])
             conn.commit()
