@@ -51,6 +51,7 @@ from psycopg import sql
 from engine import db, kafka
 from engine.config import Settings
 from projections import catalogue, dead_letters, tracking
+from projections.batch import at_decode_of
 from projections.collection import CollectingBetweenBatches
 from projections.dead_letters import Failure, apply_isolating
 from projections.events import DECODE_ERRORS, ProjectedEvent, Projection, decode_message
@@ -530,7 +531,7 @@ class _KafkaFiller(_Filler):
                 if stop_after is not None and report.events_applied + done >= stop_after:
                     break
                 fetched = await consumer.getmany(timeout_ms=500, max_records=self.batch)
-                events, offsets, bad = _collect(fetched)
+                events, offsets, bad = _collect(fetched, at_decode_of(self.shadow))
                 report.undecodable += len(bad)
                 if writing is not None:
                     written = await writing
@@ -835,21 +836,26 @@ def _fill_share(
 
 def _collect(
     fetched: dict[TopicPartition, list[Any]],
+    at_decode: Callable[[ProjectedEvent], ProjectedEvent] | None = None,
 ) -> tuple[list[ProjectedEvent], dict[TopicPartition, int], list[Failure]]:
     """Decoded events, the last offset per partition, and the records that could not be decoded
-    (dead letters; the live projector has usually recorded them already, recording is idempotent)."""
+    (dead letters; the live projector has usually recorded them already, recording is idempotent).
+    ``at_decode``: what a row projection works out from each event as it is decoded, as in the
+    live runner (``batch.at_decode_of``)."""
     events: list[ProjectedEvent] = []
     offsets: dict[TopicPartition, int] = {}
     bad: list[Failure] = []
     for tp, messages in fetched.items():
         for message in messages:
             try:
-                events.append(decode_message(message))
+                event = decode_message(message)
             except DECODE_ERRORS as exc:
                 bad.append(Failure.undecodable(message, exc))
                 log.warning(
                     "skipping undecodable record %s[%d]@%d: %s", tp.topic, tp.partition, message.offset, exc
                 )
+            else:
+                events.append(event if at_decode is None else at_decode(event))
             offsets[tp] = message.offset
     return events, offsets, bad
 

@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from engine import db, kafka
 from engine.config import Settings
 from projections import dead_letters, tracking
+from projections.batch import at_decode_of
 from projections.collection import CollectingBetweenBatches
 from projections.dead_letters import Failure, apply_isolating, is_poison
 from projections.events import (
@@ -144,6 +145,8 @@ class ProjectionRunner:
             for t in self.topics
         }
         self._wants = {p.name: event_types(p) for p in self.projections}
+        # Per row projection: its change worked out as each record is decoded (batch.at_decode_of).
+        self._at_decode = {p.name: hook for p in self.projections if (hook := at_decode_of(p)) is not None}
         # Per projection: the last offset applied per partition (-1: none yet).
         self.applied: dict[str, Offsets] = {p.name: {} for p in self.projections}
         # Partitions whose stored positions are loaded (the rebalance listener seeks them). aiokafka
@@ -389,6 +392,7 @@ class ProjectionRunner:
     def _share(self, batches: dict[TopicPartition, list[Any]]) -> dict[str, _Work]:
         """Decode each record once and give every projection that has not applied it yet its share."""
         work = {p.name: _Work() for p in self.projections}
+        at_decode = self._at_decode
         for tp, messages in batches.items():
             key = (tp.topic, tp.partition)
             if key not in self._loaded:
@@ -426,7 +430,8 @@ class ProjectionRunner:
                 self.stats.decoded += 1
                 for name, wants in due:
                     if wants is None or event.ce_type in wants:
-                        work[name].events.append(event)
+                        hook = at_decode.get(name)
+                        work[name].events.append(event if hook is None else hook(event))
         return work
 
     async def _store(

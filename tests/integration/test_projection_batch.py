@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from engine import db
 from engine.config import Settings
 from projections import dead_letters
-from projections.batch import RowChange, write
+from projections.batch import ChangedEvent, RowChange, at_decode_of, write
 from projections.dead_letters import apply_isolating
 from projections.events import ProjectedEvent
+from projections.gst_outward_supplies import GstOutwardSupplies
 from projections.invoice_register import InvoiceRegister
 
 pytestmark = pytest.mark.integration
@@ -161,6 +162,66 @@ def test_one_poison_event_in_a_batch_is_dead_lettered_alone_and_its_invoices_lat
     assert len(register) == 501 and poisoned_id not in register
     assert register[INVOICES[0]]["status"] == "cancelled" and register[INVOICES[0]]["irn"] == f"{902:064x}"
     assert [d.offset for d in dead_letters.select(conn, "invoice_register")] == [900]
+
+
+def test_rows_worked_out_as_records_are_decoded_leave_the_register_as_the_events_themselves(
+    conn: psycopg.Connection,
+) -> None:
+    # What the runner does: each event's change is worked out as it is decoded, its record dropped.
+    register = InvoiceRegister()
+    events = [of_kind(kind, INVOICES[n % 3], n) for n, kind in enumerate(KINDS * 4)]
+    changed = [register.at_decode(e) for e in events]
+    assert all(type(c) is ChangedEvent and not c.record for c in changed)
+    with conn.transaction(force_rollback=True):
+        register.apply(conn, changed)
+        apply_one_by_one(conn, events)
+        assert rows(conn, "invoice_register") == rows(conn, "one_by_one")
+        assert {r["status"] for r in rows(conn, "invoice_register").values()} >= {"cancelled"}
+
+
+def test_an_event_whose_change_fails_at_decode_is_dead_lettered_alone_when_its_batch_is_applied(
+    conn: psycopg.Connection,
+) -> None:
+    register = InvoiceRegister()
+    good = [event(ISSUED, issued(str(uuid.uuid4())), n) for n in range(40)]
+    unreadable = {k: v for k, v in issued(str(uuid.uuid4())).items() if k != "totals"}
+    batch = [
+        *good[:20],
+        event(ISSUED, unreadable, 800),  # change() raises KeyError as it is decoded
+        event(ISSUED, issued(str(uuid.uuid4()), buyer="Reliable\x00Traders"), 900),  # PostgreSQL refuses it
+        *good[20:],
+    ]
+    with conn.transaction():
+        failed = apply_isolating(
+            conn, register, [register.at_decode(e) for e in batch], dead_letters_of="invoice_register"
+        )
+    assert [(f.offset, f.error_class) for f in failed] == [(800, "KeyError"), (900, "DataError")]
+    assert "totals" in failed[0].error_message
+    assert len(rows(conn, "invoice_register")) == 40
+    letters = dead_letters.select(conn, "invoice_register")
+    assert [d.offset for d in letters] == [800, 900]
+
+
+def test_only_the_projection_that_worked_out_a_change_may_apply_it(conn: psycopg.Connection) -> None:
+    changed = InvoiceRegister().at_decode(of_kind("issued", INVOICES[0], 1))
+    with pytest.raises(ValueError, match="prepared by invoice_register"):
+        GstOutwardSupplies().apply(conn, [changed])
+    with pytest.raises(KeyError):
+        changed.record["invoice_id"]  # the record is not kept
+
+
+class OwnApply(InvoiceRegister):
+    """A row projection with its own ``apply``, which may read records: it is handed them."""
+
+    def apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None:
+        super().apply(conn, events)
+
+
+def test_only_projections_applying_through_row_changes_take_their_changes_at_decode() -> None:
+    assert at_decode_of(InvoiceRegister()) is not None
+    assert at_decode_of(GstOutwardSupplies()) is not None
+    assert at_decode_of(OwnApply()) is None
+    assert at_decode_of(NumberLog()) is None
 
 
 class NumberLog:
