@@ -14,6 +14,7 @@ from engine.config import Settings
 from engine.kafka_clients import aiokafka_kwargs
 
 RAW_TOPIC = "bench.raw.v1"
+WARM_UP_TOPIC = "bench.warmup.v1"
 
 
 async def produce(
@@ -23,10 +24,11 @@ async def produce(
     *,
     batch: int = 2000,
     progress: Callable[[int], None] | None = None,
+    logical_topic: str = RAW_TOPIC,
 ) -> float:
     """Send ``count`` messages like the relay does (idempotent, acks=all, await each send, gather
     each batch's acknowledgements); messages/s."""
-    topic = settings.topic(RAW_TOPIC)
+    topic = settings.topic(logical_topic)
     producer = AIOKafkaProducer(
         **aiokafka_kwargs(settings),
         enable_idempotence=True,
@@ -62,10 +64,11 @@ async def consume(
     *,
     max_records: int = 5000,
     progress: Callable[[int], None] | None = None,
+    logical_topic: str = RAW_TOPIC,
 ) -> float:
     """Read ``count`` messages from the beginning with ``getmany`` (same fetch sizes as the
     projection runner); messages/s, timed from the consumer's start (no group: all partitions at once)."""
-    topic = settings.topic(RAW_TOPIC)
+    topic = settings.topic(logical_topic)
     consumer = AIOKafkaConsumer(
         topic,
         group_id=None,
