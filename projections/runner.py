@@ -107,15 +107,22 @@ def shared_group(settings: Settings) -> str:
 
 
 class ProjectionRunner:
-    # 2,500 events a batch, not 5,000: two batches are in memory at once (one written, one decoded),
-    # and with 5,000 the projector peaked at 284-301 MB RSS in the bench, against 227 MB now,
-    # under issue 15's 300 MB per process. A batch's fixed costs are a few round trips.
+    # Events a batch, bounded by memory: two batches are in memory at once (one written, one
+    # decoded), under issue 15's 300 MB per process. With 5,000 the register's projector peaked at
+    # 284-301 MB RSS in the bench. A row projection's records are freed as they are decoded
+    # (batch.at_decode_of), a projection with its own apply keeps them until the batch is written:
+    # the five projections of the invoice topic in one process peaked at 282-295 MB with 2,500 and
+    # 231-235 MB with 1,500, at the same rate (docs/performance.md, "Projector: rows built as
+    # records are decoded"). 250-1,000 were slower (per-batch round trips and commits).
+    BATCH_ROWS_ONLY = 2500
+    BATCH_RECORDS_KEPT = 1500
+
     def __init__(
         self,
         settings: Settings,
         projection: Projection | Sequence[Projection],
         *,
-        max_records: int = 2500,
+        max_records: int | None = None,
         share: tuple[int, int] | None = None,
     ) -> None:
         self.settings = settings
@@ -130,7 +137,6 @@ class ProjectionRunner:
         if not self.projections or len({p.name for p in self.projections}) != len(self.projections):
             raise ValueError("a runner needs projections of distinct names")
         self.projection = self.projections[0]
-        self.max_records = max_records
         self.stats = ProjectorStats()
         self.groups = {
             p.name: f"{settings.topic_prefix}ledgerflow.projection.{p.name}" for p in self.projections
@@ -147,6 +153,10 @@ class ProjectionRunner:
         self._wants = {p.name: event_types(p) for p in self.projections}
         # Per row projection: its change worked out as each record is decoded (batch.at_decode_of).
         self._at_decode = {p.name: hook for p in self.projections if (hook := at_decode_of(p)) is not None}
+        if max_records is None:
+            keeps = len(self._at_decode) < len(self.projections)
+            max_records = self.BATCH_RECORDS_KEPT if keeps else self.BATCH_ROWS_ONLY
+        self.max_records = max_records
         # Per projection: the last offset applied per partition (-1: none yet).
         self.applied: dict[str, Offsets] = {p.name: {} for p in self.projections}
         # Partitions whose stored positions are loaded (the rebalance listener seeks them). aiokafka
