@@ -46,7 +46,7 @@ from engine import db, kafka, telemetry
 from engine.application import open_ledger
 from engine.config import Settings
 from engine.errors import IntegrityFault
-from engine.publishing import OutboundEvent, encode_stored
+from engine.publishing import AGGREGATE_TOPICS, OutboundEvent, encode_stored
 from engine.relay_direct import encode_direct
 from engine.relay_encoders import LOG_COLUMNS, BatchSpec, EncoderLost, EncoderPool, LogRange
 
@@ -57,6 +57,9 @@ published = telemetry.meter.create_counter(
 )
 
 RELAY_NAME = "ledger"
+
+# Every logical topic an event can be published to.
+_LOGICAL_TOPICS = frozenset(AGGREGATE_TOPICS.values())
 
 
 class UnencodableEvent(IntegrityFault):
@@ -85,6 +88,9 @@ class RelayStats:
     encoder_restarts: int = 0
     # Record batches the encoder processes built (engine/relay_encoders.py, batch_chunk).
     built_batches: int = 0
+    # Messages the encoders handed back one by one (a topic whose partitions the relay had not
+    # listed yet), appended to record batches in this process.
+    appended_here: int = 0
 
 
 # One stored event as the relay reads it: (notification id, originator id's canonical text,
@@ -461,6 +467,7 @@ class Relay:
                     for topic, key, value, headers, key_hash in loose:
                         await page.add(topic_of(topic), key, value, headers, key_hash)
                         self._topics_seen.add(topic)
+                    self.stats.appended_here += len(loose)
                     if failed is not None:
                         (row,) = await asyncio.to_thread(self._log.between, ids[failed] - 1, ids[failed])
                         try:
@@ -495,6 +502,8 @@ class Relay:
         if producer is None:
             self._close_pool()
             return
+        if self.encoders > 0:
+            await self._list_topics(producer)
         next_read: asyncio.Future[Any] | None = None
         try:
             position = await self._retrying(self.load_position, stop)
@@ -597,6 +606,22 @@ class Relay:
 
     def _read_after(self, after: int, stop: asyncio.Event) -> asyncio.Future[Any]:
         return asyncio.ensure_future(self._retrying(lambda: self._read(after), stop))
+
+    async def _list_topics(self, producer: AIOKafkaProducer) -> None:
+        """Count the topics that already exist as seen, so that the encoders build their batches
+        from the first page on. Otherwise the first page after a start came back message by
+        message, to be appended here: in the bench's 50,000-event catch-up that was a tenth of the
+        backlog and about a fifth of this process's CPU. A topic that does not exist yet is left
+        to its first page, as before (listing it here would create it); so is everything when
+        Kafka does not answer."""
+        try:
+            existing = (await producer.client.fetch_all_metadata()).topics()
+            for logical in _LOGICAL_TOPICS:
+                if self.settings.topic(logical) in existing:
+                    await producer.partitions_for(self.settings.topic(logical))
+                    self._topics_seen.add(logical)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("could not list Kafka's topics (%s); the first page is batched here", exc)
 
     async def _start_producer(self, stop: asyncio.Event) -> AIOKafkaProducer | None:
         delay = 0.5
