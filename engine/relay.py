@@ -42,7 +42,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from psycopg import sql
 
-from engine import db, kafka, telemetry
+from engine import db, kafka, relay_direct, telemetry
 from engine.application import open_ledger
 from engine.config import Settings
 from engine.errors import IntegrityFault
@@ -496,8 +496,12 @@ class Relay:
         stop = stop or asyncio.Event()
         if self.encoders > 0 and self._pool is None:
             # Started before the producer and the first read: a spawned encoder imports the engine
-            # (about a second), which then overlaps the relay's own start-up.
-            self._pool = await asyncio.to_thread(EncoderPool, self.encoders, self.encoder_chunk)
+            # (about a second), which then overlaps the relay's own start-up, and the writers this
+            # process needs for short pages are compiled meanwhile (relay_direct.prepare).
+            self._pool, _ = await asyncio.gather(
+                asyncio.to_thread(EncoderPool, self.encoders, self.encoder_chunk),
+                asyncio.to_thread(relay_direct.prepare),
+            )
         producer = await self._start_producer(stop)
         if producer is None:
             self._close_pool()
