@@ -163,7 +163,7 @@ _CASTAGNOLI = 0x82F63B78  # CRC-32C's polynomial, bit-reflected (the v2 record b
 
 @functools.cache
 def _zero_bytes_tables() -> list[tuple[list[int], ...]]:
-    """For k = 0..63: the CRC-32C register (no initial value, no final xor: the part of a CRC that
+    """For k = 0..31: the CRC-32C register (no initial value, no final xor: the part of a CRC that
     is linear in the message) carried over 2**k zero bytes, as a linear map given by four byte
     tables (the image of each byte of the register)."""
     images = []  # of each register bit over one zero byte
@@ -173,7 +173,7 @@ def _zero_bytes_tables() -> list[tuple[list[int], ...]]:
             register = (register >> 1) ^ (_CASTAGNOLI if register & 1 else 0)
         images.append(register)
     levels = []
-    for _ in range(64):
+    for _ in range(32):
         tables = []
         for byte in range(4):
             table = [0] * 256
@@ -223,8 +223,9 @@ class BuiltBatch:
     _STATE = struct.Struct(">qhi")  # producer id, producer epoch, base sequence
     _CRC = struct.Struct(">I")
 
-    def __init__(self, data: bytes, count: int) -> None:
-        self._buffer = bytearray(data)
+    def __init__(self, data: bytes | bytearray, count: int) -> None:
+        # An encoder's batch arrives as a bytearray of its own (EncodedBatch): written into in place.
+        self._buffer = data if type(data) is bytearray else bytearray(data)
         self._count = count
 
     def append(self, **_: Any) -> None:
@@ -308,7 +309,7 @@ class _PageSender:
         if self.count % self.YIELD_EVERY == 0:
             await asyncio.sleep(0)
 
-    def add_built(self, topic: str, partition: int, data: bytes, count: int) -> None:
+    def add_built(self, topic: str, partition: int, data: bytearray, count: int) -> None:
         """Queue a batch an encoder built, after what this page already holds for its partition."""
         tp = (topic, partition)
         pending = self.batches.pop(tp, None)
@@ -556,9 +557,10 @@ class Relay:
             # Started before the producer and the first read: a spawned encoder imports the engine
             # (about a second), which then overlaps the relay's own start-up, and the writers this
             # process needs for short pages are compiled meanwhile (relay_direct.prepare).
-            self._pool, _ = await asyncio.gather(
+            self._pool, *_ = await asyncio.gather(
                 asyncio.to_thread(EncoderPool, self.encoders, self.encoder_chunk),
                 asyncio.to_thread(relay_direct.prepare),
+                asyncio.to_thread(_zero_bytes_tables),
             )
         producer = await self._start_producer(stop)
         if producer is None:
