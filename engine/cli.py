@@ -835,8 +835,9 @@ def api(settings: Settings, host: str | None, port: int | None, workers: int) ->
 def relay(settings: Settings, encoders: int) -> None:
     """Publish stored events to Kafka (tails the event store's notification log)."""
     from engine import db
-    from engine.relay import Relay, UnencodableEvent
+    from engine.relay import Relay, UnencodableEvent, keep_freed_memory
 
+    keep_freed_memory()
     _logging()
     _telemetry(settings, "ledgerflow-relay")
     db.ensure_schema(settings)

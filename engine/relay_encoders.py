@@ -56,8 +56,10 @@ from engine.errors import Unavailable
 EncodedMessage = tuple[str, bytes, bytes, list[tuple[str, bytes]], int]
 # (notification id, originator id, originator version, stored topic, state): the relay's row.
 StoredEvent = tuple[int, Any, int, str, bytes]
-# (logical topic, partition, a built record batch, its records): one batch of a chunk.
-EncodedBatch = tuple[str, int, bytes, int]
+# (logical topic, partition, a built record batch, its records): one batch of a chunk. The builder's
+# own bytearray, unpickled as one: the relay writes the producer state into it (BuiltBatch) without
+# copying it first.
+EncodedBatch = tuple[str, int, bytearray, int]
 # What the relay and the encoders select of a stored event (the relay's StoredRow): the originator
 # id as text, which is what encoding uses of it (engine/relay.py, NotificationLog.page).
 LOG_COLUMNS = "notification_id, originator_id::text, originator_version, topic, state"
@@ -150,13 +152,13 @@ def batch_chunk(
         if batch is None:
             batch = open_[tp] = new()
         if batch[0].append(batch[1], None, key, value, headers) is None:
-            built.append((*tp, bytes(batch[0].build()), batch[1]))
+            built.append((*tp, batch[0].build(), batch[1]))
             batch = open_[tp] = new()
             # A batch's first message always fits (the builder grows), as with send().
             batch[0].append(0, None, key, value, headers)
         batch[1] += 1
     for tp, (builder, count) in open_.items():
-        built.append((*tp, bytes(builder.build()), count))
+        built.append((*tp, builder.build(), count))
     return built, loose, failed
 
 

@@ -84,3 +84,28 @@ def test_pages_of_batches_publish_each_event_once_in_aggregate_order_where_the_p
         versions.setdefault(key, []).append(version)  # read_topic reads each partition in offset order
     assert all(seen == sorted(seen) for seen in versions.values()), versions
     assert sum(len(seen) == 2 for seen in versions.values()) == len(invoices[::3])
+
+
+def test_a_relay_started_over_existing_topics_has_its_encoders_batch_the_first_page(
+    service: LedgerService, settings: Settings, topics: list[str], background: BackgroundLoop
+) -> None:
+    # The whole log in one page: the first page after the start. Its topics exist (the fixture
+    # creates them), so the encoders build every record batch; before, a relay knew no topic's
+    # partitions until its first page came back message by message, to be batched here.
+    tenant_id, _ = register_tenant(service)
+    for i in range(6):
+        service.issue_invoice(UUID(tenant_id), IssueInvoice.model_validate(invoice_body(f"FIRST-{i}")))
+    ledger = open_ledger(settings)
+    try:
+        stored = ledger.recorder.select_notifications(start=1, limit=10_000)
+    finally:
+        ledger.close()
+    last = stored[-1].id
+
+    relay = Relay(settings, batch_size=1000, idle_wait=0.02, encoders=2, encoder_chunk=3, encoder_min_page=1)
+    background.start(relay.run)
+    wait_for(lambda: relay_position(settings) == last, timeout=120, what=f"the relay reaching {last}")
+    assert relay.stats.pooled_pages == 1 and relay.stats.built_batches > 0, relay.stats
+    assert relay.stats.appended_here == 0, relay.stats
+    published = read_topic(settings, "ledger.invoice.v1")
+    assert len(published) == len(stored) - 1  # every invoice; the tenant's event has its own topic

@@ -6,12 +6,14 @@ bytes aiokafka's own builder gives when the state is set before building."""
 from __future__ import annotations
 
 import random
+import struct
 from collections import Counter
 from typing import Any
 from uuid import uuid4
 
 import orjson
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from aiokafka.record.util import calc_crc32c
 
 from engine.relay import BuiltBatch
 from engine.relay_encoders import BatchSpec, EncodedMessage, batch_chunk, encode_chunk
@@ -104,3 +106,25 @@ def test_a_chunk_stops_at_the_event_it_cannot_encode_with_the_ones_before_it_bui
     built, loose, failed = batch_chunk(rows, BatchSpec(1 << 20, 0, {t: [0, 1, 2] for t in topics}))
     assert failed == 25 and loose == []
     assert sum(count for *_, count in built) == 25
+
+
+def test_the_checksum_of_a_built_batch_with_its_state_written_is_the_full_one() -> None:
+    # BuiltBatch corrects the encoder's CRC-32C for the changed bytes only; it must equal the CRC
+    # taken again over the whole batch, whatever the batch's length (lengths around powers of two,
+    # up to past the 256 KiB the relay's batches hold) and whatever state replaces whatever was there.
+    rnd = random.Random(11)
+    lengths = [57, 58, 59, 64, 100, 1000, 4095, 4096, 4097, 65_536, 262_144 + 17, 1 << 20, 3_000_001]
+    for length in lengths:
+        data = bytearray(rnd.randbytes(length))
+        data[17:21] = calc_crc32c(memoryview(data)[21:]).to_bytes(4, "big")
+        built = BuiltBatch(bytes(data), 1)
+        for state in [
+            (rnd.getrandbits(63), rnd.getrandbits(15), rnd.getrandbits(31)),
+            (-1, -1, -1),
+            (0, 0, 0),
+        ]:
+            built._set_producer_state(*state)
+            written = built._build()
+            assert written[43:57] == struct.pack(">qhi", *state)
+            assert int.from_bytes(written[17:21], "big") == calc_crc32c(memoryview(written)[21:]), length
+            assert written[:17] == data[:17] and written[57:] == data[57:]
