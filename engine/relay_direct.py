@@ -619,6 +619,9 @@ def encode_direct(
         time = datetime.fromisoformat(_SCOPE["_u"](s["timestamp"]))
         occurred_at = publishing._millis(time)
         traceparent = _SCOPE["_u"](s.get("traceparent")) or new_traceparent()
+        if type(traceparent) is not str:
+            # Not one the relay wrote (a number, a list): the general path says what becomes of it.
+            return None
         value = kind.write(s, aggregate_id, ce_id, tenant_id, occurred_at)
     except Exception:
         return None
