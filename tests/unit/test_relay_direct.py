@@ -231,7 +231,9 @@ def test_the_direct_path_takes_well_formed_odd_invoices(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("traceparent", [12345, 1.5, ["00-abc"], {"t": 1}, True])
-def test_a_stored_trace_context_that_is_not_text_is_left_to_the_general_path(kind: str, traceparent: Any) -> None:
+def test_a_stored_trace_context_that_is_not_text_is_left_to_the_general_path(
+    kind: str, traceparent: Any
+) -> None:
     # Found by the random test above: the direct path raised AttributeError building the headers,
     # after its guarded part, instead of handing the event on.
     state = orjson.loads(next(s for s in ISSUED if b'"IN"' in s.state).state)
