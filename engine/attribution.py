@@ -25,12 +25,14 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
-from psycopg import Cursor, sql
+from eventsourcing.utils import retry
+from psycopg import Connection, Cursor, sql
+from psycopg.pq import TransactionStatus
 
 from engine import event_chain
 from engine.publishing import event_id
@@ -103,11 +105,84 @@ class AttributedRecorder(PostgresApplicationRecorder):
     creates the chain (engine/event_chain.py) with the table, and records who stored each event."""
 
     _binary_insert: str | None = None
+    # The statements of a write as bytes, made once: composing them from sql.SQL objects on every
+    # write was a visible share of an API request's CPU (docs/performance.md, "api-lean").
+    _lock_statements: list[bytes] | None = None
+    _notify_statement: bytes | None = None
+    _actors_insert: bytes | None = None
 
     def _create_table(self, curs: Cursor[Any]) -> None:
         super()._create_table(curs)
         create_audit_tables(curs, self.datastore.schema)
         event_chain.install(curs, self.datastore.schema, self.events_table_name)
+
+    def _statements(self, conn: Connection[Any]) -> None:
+        # eventsourcing builds its lock statements with sql.SQL(...).format: Composed.
+        self._lock_statements = [cast(sql.Composed, s).as_bytes(conn) for s in self.lock_table_statements]
+        self._notify_statement = sql.SQL("NOTIFY {}").format(sql.Identifier(self.channel_name)).as_bytes(conn)
+        self._actors_insert = (
+            sql.SQL(
+                "INSERT INTO {}.{} (events_table, originator_id, originator_version, event_id, actor, role,"
+                " user_id, client_ip, user_agent, request_id, route)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING"
+            )
+            .format(sql.Identifier(self.datastore.schema), sql.Identifier(ACTORS_TABLE))
+            .as_bytes(conn)
+        )
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """eventsourcing 9.5's ``PostgresApplicationRecorder.insert_events`` (same statements, same
+        table lock, same errors), sent as one pipeline: BEGIN, the hooks' statements, the table
+        lock, NOTIFY, the INSERT and COMMIT, then one Sync. eventsourcing's version, through
+        psycopg's ``transaction()`` inside a pipeline, waited for the server four times per write
+        (BEGIN, the INSERT, an inner pipeline's exit, COMMIT), three of them while holding the
+        events table's lock, so every other writer's wait included this process's round trips
+        and its threads' turns for the GIL (docs/performance.md, "api-lean"). A refused INSERT
+        (a version conflict) aborts the rest of the pipeline, COMMIT included; the transaction is
+        rolled back and the IntegrityError raised as before."""
+        if self.datastore.enable_db_functions or not stored_events:
+            return super().insert_events(stored_events, **kwargs)
+        with self.datastore.get_connection() as conn:
+            if self._lock_statements is None:
+                self._statements(conn)
+            failed: Exception | None = None
+            notification_ids: Sequence[int] | None = None
+            try:
+                with conn.pipeline() as pipeline, conn.cursor() as curs, conn.cursor() as inserted:
+                    curs.execute(b"BEGIN")
+                    self._insert_events(curs, stored_events, **kwargs)
+                    self._insert_stored_events(inserted, stored_events, **kwargs)
+                    curs.execute(b"COMMIT")
+                    try:
+                        pipeline.sync()
+                        notification_ids = self._fetch_ids_after_insert_events(
+                            inserted, stored_events, **kwargs
+                        )
+                    except Exception as exc:
+                        # Raised after the pipeline is left, as eventsourcing does (psycopg warns
+                        # about an exception raised inside one).
+                        failed = exc
+            finally:
+                # A refused statement leaves the transaction aborted, an exception before the
+                # Sync leaves it open: either way, nothing of it may reach the pool.
+                if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                    conn.rollback()
+            if failed is not None:
+                raise failed
+        return notification_ids
+
+    def _lock_table(self, curs: Cursor[Any]) -> None:
+        if self._lock_statements is None:
+            self._statements(curs.connection)
+        for statement in self._lock_statements or ():
+            curs.execute(statement, prepare=True)
+
+    def _notify_channel(self, curs: Cursor[Any]) -> None:
+        if self._notify_statement is None:
+            self._statements(curs.connection)
+        curs.execute(self._notify_statement or b"")
 
     def _insert_stored_events(
         self, curs: Cursor[Any], stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -119,8 +194,9 @@ class AttributedRecorder(PostgresApplicationRecorder):
         # then escapes it with a regular expression twice (as a composite field, then as an array
         # element): ~0.2 ms of CPU per event, the largest single cost of storing a batch of
         # ingested invoices (docs/performance.md, "ingest1000"). The rows stored are the same;
-        # only the parameter's wire format changes.
-        self._lock_table(curs)
+        # only the parameter's wire format changes. The table lock is not taken again here:
+        # ``_insert_events`` took it just before, in the same transaction, and a second
+        # ``LOCK TABLE`` only costs two more statements.
         self._notify_channel(curs)
         if self._binary_insert is None:
             text = self.insert_events_statement.as_string(curs)
@@ -141,18 +217,11 @@ class AttributedRecorder(PostgresApplicationRecorder):
         # (``_create_table``: events table, then the audit tables) takes them. Actors first made a
         # writer hold event_actors while it waited for the events table, and a process creating the
         # tables at start-up hold the events table while it waited for event_actors: a deadlock (CI,
-        # eight concurrent credit notes from freshly started API processes). Taking it again in
-        # ``_insert_stored_events`` is a look-up in the transaction's own locks.
+        # eight concurrent credit notes from freshly started API processes).
         self._lock_table(curs)
         who = current()
-        statement = sql.SQL(
-            "INSERT INTO {}.{} (events_table, originator_id, originator_version, event_id, actor, role,"
-            " user_id, client_ip, user_agent, request_id, route)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT DO NOTHING"
-        ).format(sql.Identifier(self.datastore.schema), sql.Identifier(ACTORS_TABLE))
         curs.executemany(
-            statement,
+            self._actors_insert or b"",
             [
                 (
                     self.events_table_name,

@@ -1,11 +1,13 @@
 """The HTTP API (FastAPI), versioned under ``/v1``. Entry points only translate HTTP into commands."""
 
 import asyncio
+import contextvars
 import logging
 import re
 import threading
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import date
 from typing import Annotated, Any, Literal
@@ -120,6 +122,15 @@ def request_id_from(header: str | None) -> str:
     if header is not None and REQUEST_ID.fullmatch(header):
         return header
     return f"req_{uuid.uuid4().hex[:20]}"
+
+
+# The threads of a worker that run POST /v1/invoices, in place of anyio's pool (up to 40, one idle
+# thread woken per request: the wake-up was ~10 % of a worker's GIL samples under wrk). Four keep
+# each other busy, so a thread finishing a request takes the next queued one without sleeping:
+# -13 % CPU per invoice against anyio's pool, 8 threads no clear gain (docs/performance.md,
+# "api-lean"). More would only wait: saves are serialised by the events table's lock and the
+# event store keeps 4 pooled connections (POSTGRES_POOL_SIZE).
+INGEST_THREADS = 4
 
 
 class PayloadTooLarge(InvalidInput):
@@ -296,6 +307,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         holder.close()
         metrics_collector.close()
         audit_log.close()
+        ingest_threads.shutdown(wait=False)
 
     app = FastAPI(
         lifespan=lifespan,
@@ -312,6 +324,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
 
     bearer = HTTPBearer(auto_error=False)
+    ingest_threads = ThreadPoolExecutor(INGEST_THREADS, thread_name_prefix="ingest")
 
     # Both dependencies are async with a worker thread only for what may block (building the
     # service, a key not in the 5 s cache): FastAPI runs a plain `def` dependency in a thread of
@@ -402,24 +415,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # by LedgerService.parse_issue_command, the one validation the ingest topic uses too.
         openapi_extra={"requestBody": {"content": {"application/json": {"schema": contract.ISSUE_BODY}}}},
     )
-    def issue_invoice(
+    async def issue_invoice(
         body: Annotated[dict[str, Any], Body()],
         request: Request,
         tenant_id: Tenant,
         svc: Service,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> Response:
-        try:
-            command = svc.parse_issue_command(tenant_id, body)
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors()) from exc
-        issued = svc.issue_invoice(
-            tenant_id, command, idempotency_key=idempotency_key, traceparent=request.state.traceparent
-        )
-        headers = {"Location": f"/v1/invoices/{issued.invoice.id}"}
-        if not issued.created:
-            headers["Idempotent-Replayed"] = "true"
-        return json_response(invoice_view(issued.invoice), 201, headers)
+        def issue() -> Response:
+            try:
+                command = svc.parse_issue_command(tenant_id, body)
+            except ValidationError as exc:
+                raise RequestValidationError(exc.errors()) from exc
+            issued = svc.issue_invoice(
+                tenant_id, command, idempotency_key=idempotency_key, traceparent=request.state.traceparent
+            )
+            headers = {"Location": f"/v1/invoices/{issued.invoice.id}"}
+            if not issued.created:
+                headers["Idempotent-Replayed"] = "true"
+            return json_response(invoice_view(issued.invoice), 201, headers)
+
+        # In a thread of the ingest pool (INGEST_THREADS), with the request's context (log context,
+        # attribution, trace) copied as FastAPI does for a plain `def` endpoint in anyio's pool.
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(ingest_threads, context.run, issue)
 
     # The ingest hot path is matched first: Starlette tries routes in order, and the included
     # routers before it cost ~9 % of a worker's CPU per invoice (docs/performance.md, "API ingest").
