@@ -10,9 +10,9 @@ TEST_WORKERS ?= 3
 
 .PHONY: install run test test-cluster lint bench stack-up stack-down clean
 
-# The native Avro reader and writer are compiled at install: a change to them (or to setup.py)
+# The native Avro reader and writer (and the Kafka key hash) are compiled at install: a change to them (or to setup.py)
 # reinstalls.
-$(STAMP): pyproject.toml setup.py schemas/_native_reader.pyx schemas/_native_writer.pyx
+$(STAMP): pyproject.toml setup.py schemas/_native_reader.pyx schemas/_native_writer.pyx engine/_native_kafka.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -53,4 +53,4 @@ stack-down: $(STAMP)
 	$(BIN)/ledgerflow stack down
 
 clean:
-	rm -rf $(VENV) build *.egg-info schemas/_native_reader.c schemas/_native_reader.*.so
+	rm -rf $(VENV) build *.egg-info schemas/_native_*.c schemas/_native_*.so engine/_native_*.c engine/_native_*.so

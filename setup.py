@@ -1,6 +1,6 @@
 """The C extensions, schemas/_native_reader.pyx and schemas/_native_writer.pyx (the native Avro
-reader and writer); everything else is in pyproject.toml. `pip install -e .` (make install) builds
-them in place."""
+reader and writer) and engine/_native_kafka.pyx (Kafka's key hash); everything else is in
+pyproject.toml. `pip install -e .` (make install) builds them in place."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -10,6 +10,7 @@ setup(
         [
             Extension("schemas._native_reader", ["schemas/_native_reader.pyx"]),
             Extension("schemas._native_writer", ["schemas/_native_writer.pyx"]),
+            Extension("engine._native_kafka", ["engine/_native_kafka.pyx"]),
         ],
         compiler_directives={"language_level": "3"},
     )
