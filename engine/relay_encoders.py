@@ -227,8 +227,12 @@ def _serve(conn: Connection) -> None:
 
     import engine.kafka
     import engine.publishing
-    import engine.relay_direct  # noqa: F401
+    import engine.relay_direct
 
+    # The direct path's writers too (~80 ms for Invoice.Issued): compiled on the first chunk, they
+    # were a first chunk of ~92 ms against ~12 ms for the next ones, in each encoder at once, after
+    # the relay had said it was starting (docs/performance.md, "relay-murmur2").
+    engine.relay_direct.prepare()
     log = _LogReader()
     conn.send_bytes(b"ready")
     # As the relay process itself (engine/cli.py): a chunk allocates thousands of containers.
