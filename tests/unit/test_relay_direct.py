@@ -36,6 +36,7 @@ from engine.publishing import (
 )
 from engine.relay_direct import (
     PLANS,
+    _parsed_key,
     _type_for,
     compile_native_plan,
     compile_plan,
@@ -396,3 +397,12 @@ def test_the_direct_path_builds_envelopes_with_the_c_build() -> None:
     # `pip install -e .` builds engine/_native_kafka.pyx; without it encode_direct spends ~2 µs more
     # per event in the Python envelope (docs/performance.md, "relay-glue").
     assert relay_direct.envelope is _native_kafka.envelope
+
+
+@given(key=st.text(max_size=80))
+def test_a_native_program_reads_keys_by_the_objects_orjson_makes_of_them(key: str) -> None:
+    parsed = _parsed_key(key)
+    assert parsed == key
+    if len(key.encode("utf-8", "surrogatepass")) <= 64 and key.isascii():
+        # orjson's key cache: the same object in every loaded dict, so a lookup skips comparing text.
+        assert parsed is next(iter(orjson.loads(orjson.dumps({key: 1}))))
