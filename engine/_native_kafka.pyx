@@ -1,7 +1,8 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True
 """Kafka's murmur2 key hash in C, for the relay's encoders (engine/kafka.py's ``murmur2`` uses it when
 built). The Python version took ~2 µs of an encoder's ~31 µs per event (docs/performance.md,
-"relay-murmur2"); this one is a few tens of nanoseconds."""
+"relay-murmur2"); this one is a few tens of nanoseconds. Also the relay direct path's envelope
+(engine/relay_direct.py's ``envelope``; docs/performance.md, "relay-glue")."""
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport uint32_t
