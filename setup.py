@@ -1,6 +1,7 @@
 """The C extensions, schemas/_native_reader.pyx and schemas/_native_writer.pyx (the native Avro
-reader and writer) and engine/_native_kafka.pyx (Kafka's key hash); everything else is in
-pyproject.toml. `pip install -e .` (make install) builds them in place."""
+reader and writer) and engine/_native_kafka.pyx (Kafka's key hash, the relay direct path's
+envelope); everything else is in pyproject.toml. `pip install -e .` (make install) builds them in
+place."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup

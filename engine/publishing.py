@@ -65,11 +65,11 @@ def event_id(aggregate_id: UUID, version: int) -> UUID:
 _NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
 
 
-def event_id_text(aggregate_id: str, version: int) -> str:
+def event_id_text(aggregate_id: str, version: int, namespace: bytes = _NAMESPACE_BYTES) -> str:
     """``str(event_id(UUID(aggregate_id), version))`` for an aggregate id in its canonical text form,
     without building two UUID objects (RFC 4122 name-based version 5: SHA-1 of namespace and name,
     then the version and variant bits), the relay's hot path."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{aggregate_id}:{version}".encode()).digest()[:16])
+    digest = bytearray(hashlib.sha1(namespace + f"{aggregate_id}:{version}".encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     h = digest.hex()
@@ -888,22 +888,36 @@ def headers_for(
 
     ``traceparent`` replaces the event's own, e.g. by the relay's publish span continuing it.
     """
-    constant = _type_headers.get((event.ce_type, fingerprint_hex))
-    if constant is None:
-        constant = _type_headers[(event.ce_type, fingerprint_hex)] = (
-            ("ce_type", event.ce_type.encode()),
-            ("ce_dataschema", f"/v1/schemas/{fingerprint_hex}".encode()),
-        )
+    return envelope_headers(
+        type_headers(event.ce_type, fingerprint_hex),
+        event.ce_id,
+        event.tenant_id,
+        event.subject,
+        event.time,
+        traceparent or event.traceparent,
+    )
+
+
+def envelope_headers(
+    constant: tuple[tuple[str, bytes], tuple[str, bytes]],
+    ce_id: str,
+    tenant_id: str,
+    subject: str,
+    time: datetime,
+    traceparent: str,
+) -> list[tuple[str, bytes]]:
+    """``headers_for``'s list, from the type's ``constant`` headers (``type_headers``) and the event's
+    values."""
     return [
         _SPECVERSION,
-        ("ce_id", event.ce_id.encode()),
-        ("ce_source", f"/tenants/{event.tenant_id}".encode()),
+        ("ce_id", ce_id.encode()),
+        ("ce_source", f"/tenants/{tenant_id}".encode()),
         constant[0],
-        ("ce_subject", event.subject.encode()),
-        ("ce_time", event.time.astimezone(UTC).isoformat().replace("+00:00", "Z").encode()),
+        ("ce_subject", subject.encode()),
+        ("ce_time", time.astimezone(UTC).isoformat().replace("+00:00", "Z").encode()),
         constant[1],
         _CONTENT_TYPE,
-        ("traceparent", (traceparent or event.traceparent).encode()),
+        ("traceparent", traceparent.encode()),
     ]
 
 
@@ -911,3 +925,14 @@ def headers_for(
 _SPECVERSION = ("ce_specversion", b"1.0")
 _CONTENT_TYPE = ("content-type", b"application/avro")
 _type_headers: dict[tuple[str, str], tuple[tuple[str, bytes], tuple[str, bytes]]] = {}
+
+
+def type_headers(ce_type: str, fingerprint_hex: str) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
+    """The ``ce_type`` and ``ce_dataschema`` headers of an event type and schema, built once."""
+    constant = _type_headers.get((ce_type, fingerprint_hex))
+    if constant is None:
+        constant = _type_headers[(ce_type, fingerprint_hex)] = (
+            ("ce_type", ce_type.encode()),
+            ("ce_dataschema", f"/v1/schemas/{fingerprint_hex}".encode()),
+        )
+    return constant
