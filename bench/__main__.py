@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import psycopg
-from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -35,13 +33,10 @@ from bench import scaling as scaling_stage
 from bench import webhook_intake as webhook_intake_stage
 from bench import webhooks as webhooks_stage
 from bench import worker as worker_stage
-from bench.env import BenchEnv, free_port, retry
+from bench.env import BenchEnv, Poller, free_port, retry, topic_size
 from bench.report import Row, print_table, write_json
 from connectors import registry as connector_registry
-from engine.config import Settings
-from engine.kafka_clients import aiokafka_kwargs
 from ops import schema as outer_schema
-from projections.catalogue import PROJECTIONS
 from streams.connectors.jobs import jobs_topic as jobs_topic_of
 
 STAGES = [
@@ -150,72 +145,11 @@ def bar(description: str, total: int | None) -> Iterator[Any]:
         yield advance
 
 
-class Poller:
-    """One autocommit connection for frequent small queries, reconnecting after a restart."""
-
-    def __init__(self, env: BenchEnv) -> None:
-        self.env = env
-        self.conn: psycopg.Connection | None = None
-
-    def scalar(self, query: str, params: tuple[Any, ...] = ()) -> Any:
-        def run() -> Any:
-            if self.conn is None or self.conn.closed:
-                self.conn = self.env.connect()
-            try:
-                row = self.conn.execute(query, params).fetchone()
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                self.conn = None
-                raise
-            return row[0] if row else None
-
-        return retry(run)
-
-    def relay_position(self) -> int:
-        return int(self.scalar("SELECT coalesce(max(notification_id), 0) FROM relay_position") or 0)
-
-    def max_notification(self) -> int:
-        return int(self.scalar("SELECT coalesce(max(notification_id), 0) FROM ledger_events") or 0)
-
-    def projected(self, topic: str, only: str | None = None) -> int:
-        """Records of ``topic`` applied by every projection that reads it (the least advanced one): the
-        projector has caught up when all of them have, not when their positions add up to the topic.
-        ``only``: by that projection alone."""
-        readers = [only] if only else [p.name for p in PROJECTIONS if topic.endswith(tuple(p.topics))]
-        return int(
-            self.scalar(
-                "SELECT CASE WHEN count(*) = %s THEN min(applied) ELSE 0 END FROM ("
-                ' SELECT projection, sum("offset" + 1) AS applied FROM projection_tracking'
-                " WHERE topic = %s AND projection = ANY(%s) GROUP BY projection) AS per_projection",
-                (len(readers), topic, readers),
-            )
-            or 0
-        )
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-
-
-async def _end_offsets(settings: Settings, topic: str) -> int:
-    consumer = AIOKafkaConsumer(topic, **aiokafka_kwargs(settings), group_id=None)
-    await consumer.start()
-    try:
-        partitions = consumer.assignment()
-        ends = await consumer.end_offsets(list(partitions))
-        return int(sum(ends.values()))
-    finally:
-        await consumer.stop()
-
-
 def cpu_note(measured: dict[str, Any]) -> str:
     cpu = measured["cpu_ms_per_irn"]
     return ", ".join(
         f"{name} {ms:.1f} ms" for name, ms in cpu.items() if name in ("connectors", "irp-sandbox")
     )
-
-
-def topic_size(env: BenchEnv, logical: str) -> int:
-    return asyncio.run(_end_offsets(env.settings, env.settings.topic(logical)))
 
 
 class Run:

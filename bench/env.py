@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,10 +22,12 @@ from urllib.parse import urlparse, urlunparse
 
 import psutil
 import psycopg
+from aiokafka import AIOKafkaConsumer
 from psycopg import sql
 
 from engine.config import PROJECT_ROOT, Settings, load_settings
 from engine.kafka_clients import aiokafka_kwargs
+from projections.catalogue import PROJECTIONS
 
 T = TypeVar("T")
 
@@ -59,6 +61,18 @@ def ensure_database(base_url: str) -> str:
         return target
     except psycopg.Error:
         return _with_database(base_url, "ledgerflow_test")
+
+
+def kept_settings(schema: str) -> Settings:
+    """The settings of the bench run whose schema is ``schema`` (``bench_<hex>``): its database,
+    schema and topic prefix (``bench<hex>.``)."""
+    base = load_settings()
+    return replace(
+        base,
+        database_url=ensure_database(base.database_url),
+        db_schema=schema,
+        topic_prefix=f"bench{schema.removeprefix('bench_')}.",
+    )
 
 
 def free_port() -> int:
@@ -201,17 +215,19 @@ class BenchEnv:
 
     @classmethod
     def create(cls, partitions: int | None = None) -> BenchEnv:
-        base = load_settings()
-        suffix = uuid.uuid4().hex[:10]
-        settings = replace(
-            base,
-            database_url=ensure_database(base.database_url),
-            db_schema=f"bench_{suffix}",
-            topic_prefix=f"bench{suffix}.",
-            partitions=partitions or base.partitions,
-        )
-        workdir = Path(tempfile.mkdtemp(prefix=f"ledgerflow-bench-{suffix}-"))
-        env = cls(settings, workdir)
+        """A fresh run: a new schema ``bench_<hex>`` and topic prefix ``bench<hex>.``."""
+        settings = kept_settings(f"bench_{uuid.uuid4().hex[:10]}")
+        return cls._sampled(replace(settings, partitions=partitions or settings.partitions))
+
+    @classmethod
+    def kept(cls, schema: str) -> BenchEnv:
+        """The schema and topics of a run kept with ``--keep`` (close it with ``keep=True``)."""
+        return cls._sampled(kept_settings(schema))
+
+    @classmethod
+    def _sampled(cls, settings: Settings) -> BenchEnv:
+        suffix = settings.db_schema.removeprefix("bench_")
+        env = cls(settings, Path(tempfile.mkdtemp(prefix=f"ledgerflow-bench-{suffix}-")))
         env._sampler = threading.Thread(target=env._sample, daemon=True, name="rss-sampler")
         env._sampler.start()
         return env
@@ -368,3 +384,67 @@ class BenchEnv:
                 await admin.delete_topics(ours)
         finally:
             await admin.close()
+
+
+class Poller:
+    """One autocommit connection for frequent small queries, reconnecting after a restart."""
+
+    def __init__(self, env: BenchEnv) -> None:
+        self.env = env
+        self.conn: psycopg.Connection | None = None
+
+    def scalar(self, query: str, params: tuple[Any, ...] = ()) -> Any:
+        def run() -> Any:
+            if self.conn is None or self.conn.closed:
+                self.conn = self.env.connect()
+            try:
+                row = self.conn.execute(query, params).fetchone()
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                self.conn = None
+                raise
+            return row[0] if row else None
+
+        return retry(run)
+
+    def relay_position(self) -> int:
+        return int(self.scalar("SELECT coalesce(max(notification_id), 0) FROM relay_position") or 0)
+
+    def max_notification(self) -> int:
+        return int(self.scalar("SELECT coalesce(max(notification_id), 0) FROM ledger_events") or 0)
+
+    def projected(self, topic: str, only: str | Sequence[str] | None = None) -> int:
+        """Records of ``topic`` applied by every projection that reads it (the least advanced one): the
+        projector has caught up when all of them have, not when their positions add up to the topic.
+        ``only``: by that projection (or those) alone."""
+        if only:
+            readers = [only] if isinstance(only, str) else list(only)
+        else:
+            readers = [p.name for p in PROJECTIONS if topic.endswith(tuple(p.topics))]
+        return int(
+            self.scalar(
+                "SELECT CASE WHEN count(*) = %s THEN min(applied) ELSE 0 END FROM ("
+                ' SELECT projection, sum("offset" + 1) AS applied FROM projection_tracking'
+                " WHERE topic = %s AND projection = ANY(%s) GROUP BY projection) AS per_projection",
+                (len(readers), topic, readers),
+            )
+            or 0
+        )
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+async def _end_offsets(settings: Settings, topic: str) -> int:
+    consumer = AIOKafkaConsumer(topic, **aiokafka_kwargs(settings), group_id=None)
+    await consumer.start()
+    try:
+        partitions = consumer.assignment()
+        ends = await consumer.end_offsets(list(partitions))
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()
+
+
+def topic_size(env: BenchEnv, logical: str) -> int:
+    return asyncio.run(_end_offsets(env.settings, env.settings.topic(logical)))

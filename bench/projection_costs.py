@@ -16,15 +16,15 @@ import argparse
 import asyncio
 import gc
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import psutil
 import psycopg
 from aiokafka import AIOKafkaConsumer
 from psycopg import sql
 
-from bench.env import ensure_database
-from engine.config import Settings, load_settings
+from bench.env import kept_settings
+from engine.config import Settings
 from projections.catalogue import PROJECTIONS
 from projections.events import ProjectedEvent, decode_message, event_types
 
@@ -99,13 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.schema.startswith("bench_"):
         parser.error("only a bench schema: the measured tables are emptied first")
-    base = load_settings()
-    settings = replace(
-        base,
-        database_url=ensure_database(base.database_url),
-        db_schema=args.schema,
-        topic_prefix=f"bench{args.schema.removeprefix('bench_')}.",
-    )
+    settings = kept_settings(args.schema)
     # The collector's thresholds of `ledgerflow projector` (engine/cli.py): with the default ones a
     # collection walks the 50,000 decoded events now and then, 13-30 µs per event added to whichever
     # projection happens to run (measured on the perf-rows branch).

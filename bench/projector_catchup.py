@@ -17,22 +17,13 @@ accepts bench schemas only.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import subprocess
-import sys
-import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import psutil
-import psycopg
-from aiokafka import AIOKafkaConsumer
 from psycopg import sql
 
-from bench.env import ensure_database
-from engine.config import Settings, load_settings
-from engine.kafka_clients import aiokafka_kwargs
+from bench.env import BenchEnv, Poller, topic_size
 from projections.catalogue import PROJECTIONS
 
 TOPIC = "ledger.invoice.v1"
@@ -52,110 +43,50 @@ class CatchUp:
         return self.events / self.seconds
 
 
-async def _topic_end(settings: Settings) -> int:
-    """Records in the kept topic (the sum of its partitions' end offsets)."""
-    consumer = AIOKafkaConsumer(settings.topic(TOPIC), **aiokafka_kwargs(settings), group_id=None)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(list(consumer.assignment()))
-        return int(sum(ends.values()))
-    finally:
-        await consumer.stop()
-
-
 def _postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL server process so far (the cluster is assumed otherwise idle)."""
     total = 0.0
     for process in psutil.process_iter(["name"]):
         try:
             if "postgres" in (process.info["name"] or ""):
-                times = process.cpu_times()
-                total += times.user + times.system
+                total += sum(process.cpu_times()[:2])
         except psutil.Error:
             continue
     return total
 
 
-def _tree_cpu(root: psutil.Process, seen: dict[int, float], rss: dict[int, float]) -> float:
-    """CPU seconds of ``root`` and its children so far; a child that has exited keeps its last figure."""
-    try:
-        for process in [root, *root.children(recursive=True)]:
-            times = process.cpu_times()
-            seen[process.pid] = times.user + times.system
-            rss[process.pid] = max(rss.get(process.pid, 0.0), process.memory_info().rss / 1e6)
-    except psutil.Error:
-        pass
-    return sum(seen.values())
-
-
-def catch_up(settings: Settings, names: list[str], processes: int, timeout: float = 600.0) -> CatchUp:
+def catch_up(env: BenchEnv, names: list[str], processes: int, timeout: float = 600.0) -> CatchUp:
     """Empty ``names``' tables and positions, run `ledgerflow projector` over the kept topic until every
     one of them has applied all of it, and stop it."""
     tables = {p.name: p.table for p in PROJECTIONS}
-    topic = settings.topic(TOPIC)
-    with psycopg.connect(
-        settings.database_url, autocommit=True, options=f"-c search_path={settings.db_schema}"
-    ) as conn:
+    topic = env.settings.topic(TOPIC)
+    with env.connect() as conn:
         for name in names:
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(tables[name])))
             conn.execute("DELETE FROM projection_tracking WHERE projection = %s", (name,))
             conn.execute("DELETE FROM projection_dead_letters WHERE projection = %s", (name,))
         # Nothing of the truncation left for the measured window to write out.
         conn.execute("CHECKPOINT")
-    total = asyncio.run(_topic_end(settings))
-    env = dict(
-        os.environ,
-        LEDGERFLOW_DATABASE_URL=settings.database_url,
-        LEDGERFLOW_DB_SCHEMA=settings.db_schema,
-        LEDGERFLOW_TOPIC_PREFIX=settings.topic_prefix,
-    )
-    command = [sys.executable, "-m", "engine.cli", "projector", "--processes", str(processes)]
-    for name in names:
-        command += ["--projection", name]
-    applied = (
-        "SELECT CASE WHEN count(*) = %s THEN min(applied) ELSE 0 END FROM ("
-        ' SELECT projection, sum("offset" + 1) AS applied FROM projection_tracking'
-        " WHERE topic = %s AND projection = ANY(%s) GROUP BY projection) AS per_projection"
-    )
-    cpu: dict[int, float] = {}
-    rss: dict[int, float] = {}
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        root = psutil.Process(proc.pid)
-        ready: float | None = None
-        cpu_at_ready = postgres_at_ready = 0.0
-        deadline = time.monotonic() + timeout
-        try:
-            with psycopg.connect(
-                settings.database_url, autocommit=True, options=f"-c search_path={settings.db_schema}"
-            ) as conn:
-                while True:
-                    spent = _tree_cpu(root, cpu, rss)
-                    if ready is None:
-                        log.seek(0)
-                        if "assigned" in log.read():
-                            ready, cpu_at_ready, postgres_at_ready = time.monotonic(), spent, _postgres_cpu()
-                    row = conn.execute(applied, (len(names), topic, names)).fetchone()
-                    if ready is not None and row is not None and (row[0] or 0) >= total:
-                        done = time.monotonic()
-                        break
-                    if proc.poll() is not None:
-                        log.seek(0)
-                        raise SystemExit(
-                            f"the projector stopped (exit {proc.returncode}):\n{log.read()[-3000:]}"
-                        )
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"the projector did not catch up within {timeout:g} s")
-                    time.sleep(0.02)
-            postgres = _postgres_cpu() - postgres_at_ready
-            projector = _tree_cpu(root, cpu, rss) - cpu_at_ready
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-    return CatchUp(names, total, done - ready, projector, postgres, sorted(rss.values()))
+    total = topic_size(env, TOPIC)
+    poll = Poller(env)
+    options = [arg for name in names for arg in ("--projection", name)]
+    proc = env.start("projector", "projector", "--processes", str(processes), *options)
+    try:
+        ready = proc.wait_log("assigned")
+        cpu_at_ready, postgres_at_ready = proc.cpu_seconds(), _postgres_cpu()
+        deadline = ready + timeout
+        while poll.projected(topic, names) < total:
+            proc.check()
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the projector did not catch up within {timeout:g} s")
+            time.sleep(0.02)
+        done = time.monotonic()
+        projector, postgres = proc.cpu_seconds() - cpu_at_ready, _postgres_cpu() - postgres_at_ready
+    finally:
+        env.stop("projector")
+        poll.close()
+    peaks = sorted(rss / 1e6 for rss in env.peak_each.pop("projector", {}).values())
+    return CatchUp(names, total, done - ready, projector, postgres, peaks)
 
 
 def main() -> None:
@@ -177,32 +108,30 @@ def main() -> None:
     args = parser.parse_args()
     if not args.schema.startswith("bench_"):
         parser.error("only a bench schema: the measured tables are emptied first")
-    base = load_settings()
-    settings = replace(
-        base,
-        database_url=ensure_database(base.database_url),
-        db_schema=args.schema,
-        topic_prefix=f"bench{args.schema.removeprefix('bench_')}.",
-    )
     of_topic = [p.name for p in PROJECTIONS if TOPIC in p.topics]
     unknown = set(args.projections) - set(of_topic)
     if unknown:
         parser.error(f"not a projection of {TOPIC}: {', '.join(sorted(unknown))}")
+    env = BenchEnv.kept(args.schema)
     chosen = args.projections or of_topic
     runs = [[name] for name in chosen] if args.each else []
     runs += [chosen] if args.projections else [["invoice_register"], of_topic]
     head = ("projections", "events/s", "projector CPU", "µs/ev", "PostgreSQL CPU", "µs/ev")
     print("{:42} {:>9} {:>14} {:>6} {:>15} {:>6}".format(*head))
-    for names in runs:
-        c = catch_up(settings, names, args.processes)
-        label = ", ".join(names) if len(names) < len(of_topic) else f"all {len(names)} of the topic"
-        projector_us = 1e6 * c.projector_cpu_s / c.events
-        postgres_us = 1e6 * c.postgres_cpu_s / c.events
-        rss = ", ".join(f"{m:.0f}" for m in c.peak_rss_mb)
-        print(
-            f"{label[:42]:42} {c.rate:9,.0f} {c.projector_cpu_s:12.2f} s {projector_us:6.0f}"
-            f" {c.postgres_cpu_s:13.2f} s {postgres_us:6.0f}   peak RSS {rss} MB"
-        )
+    try:
+        for names in runs:
+            c = catch_up(env, names, args.processes)
+            label = ", ".join(names) if len(names) < len(of_topic) else f"all {len(names)} of the topic"
+            projector_us = 1e6 * c.projector_cpu_s / c.events
+            postgres_us = 1e6 * c.postgres_cpu_s / c.events
+            rss = ", ".join(f"{m:.0f}" for m in c.peak_rss_mb)
+            print(
+                f"{label[:42]:42} {c.rate:9,.0f} {c.projector_cpu_s:12.2f} s {projector_us:6.0f}"
+                f" {c.postgres_cpu_s:13.2f} s {postgres_us:6.0f}   peak RSS {rss} MB"
+            )
+    finally:
+        # keep=True: the kept run's schema and topics stay (only the processes stop).
+        env.close(keep=True)
 
 
 if __name__ == "__main__":

@@ -562,7 +562,6 @@ def envelope_python(
     return ce_id, publishing._millis(time), headers
 
 
-envelope: Callable[[bytes, str, int, datetime, str, str, TypeHeaders], Envelope]
 try:
     # The envelope's Python glue was ~2.7 µs of ~23 per event in encode_direct (timeit, bench
     # invoice: event id 0.9, _millis 0.3, the _Facts it needed 0.1, headers_for 1.2); in C ~0.5.
