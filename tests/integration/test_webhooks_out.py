@@ -256,7 +256,15 @@ def test_every_delivery_verifies_with_standardwebhooks_also_during_a_rotation_an
     # The stranger's invoice reached neither endpoint; the attempts are listed with their outcome.
     numbers = [r["json"].get("data", {}).get("number") for r in ce_hook.received() + legacy_hook.received()]
     assert "STRANGER-1" not in numbers
-    deliveries = client.get(f"/v1/webhooks/endpoints/{ce['id']}/deliveries", headers=auth).json()["items"]
+
+    # The receiver has its 200 before the dispatcher records it (pending -> delivered | dead): wait
+    # for both outcomes to be recorded.
+    def settled() -> list[dict[str, Any]] | None:
+        url = f"/v1/webhooks/endpoints/{ce['id']}/deliveries"
+        items: list[dict[str, Any]] = client.get(url, headers=auth).json()["items"]
+        return items if len(items) == 2 and all(d["status"] != "pending" for d in items) else None
+
+    deliveries = wait_for(settled, what="both deliveries recorded with their outcome")
     assert [d["status"] for d in deliveries] == ["delivered", "delivered"]
     assert (
         deliveries[0]["attempts"][0]["status_code"] == 200 and deliveries[0]["attempts"][0]["latency_ms"] >= 0
