@@ -10,9 +10,10 @@ TEST_WORKERS ?= 3
 
 .PHONY: install run test test-cluster lint bench stack-up stack-down clean
 
-# The native Avro reader and writer (and the Kafka key hash) are compiled at install: a change to them (or to setup.py)
-# reinstalls.
-$(STAMP): pyproject.toml setup.py schemas/_native_reader.pyx schemas/_native_writer.pyx engine/_native_kafka.pyx
+# The native Avro reader and writer (and the Kafka key hash, the binary COPY encoder) are compiled at install: a change
+# to them (or to setup.py) reinstalls.
+$(STAMP): pyproject.toml setup.py schemas/_native_reader.pyx schemas/_native_writer.pyx engine/_native_kafka.pyx \
+		engine/_pg_copy.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -53,4 +54,4 @@ stack-down: $(STAMP)
 	$(BIN)/ledgerflow stack down
 
 clean:
-	rm -rf $(VENV) build *.egg-info schemas/_native_*.c schemas/_native_*.so engine/_native_*.c engine/_native_*.so
+	rm -rf $(VENV) build *.egg-info schemas/_native_*.c schemas/_native_*.so engine/_native_*.c engine/_native_*.so engine/_pg_copy.c engine/_pg_copy*.so
