@@ -151,7 +151,8 @@ class ProjectionRunner:
             for t in self.topics
         }
         self._wants = {p.name: event_types(p) for p in self.projections}
-        # Per row projection: its change worked out as each record is decoded (batch.at_decode_of).
+        # Per projection offering it (events.PreparesAtDecode): what its apply needs, taken as each
+        # record is decoded, so that the record is freed then (batch.at_decode_of).
         self._at_decode = {p.name: hook for p in self.projections if (hook := at_decode_of(p)) is not None}
         if max_records is None:
             keeps = len(self._at_decode) < len(self.projections)
