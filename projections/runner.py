@@ -114,7 +114,7 @@ class ProjectionRunner:
     # without keeps the records until the batch is written: the five, while the audit trail and
     # reconciliation kept them, peaked at 282-295 MB with 2,500 and 231-235 MB with 1,500, at the same
     # rate (docs/performance.md, "Projector: rows built as records are decoded"); all freeing them,
-    # 231-243 MB with 2,500 and 205-213 MB with 1,500 ("decode-hooks"). 250-1,000 were slower
+    # 231-245 MB with 2,500 and 205-213 MB with 1,500 ("decode-hooks"). 250-1,000 were slower
     # (per-batch round trips and commits).
     BATCH_ROWS_ONLY = 2500
     BATCH_RECORDS_KEPT = 1500
