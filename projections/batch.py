@@ -39,16 +39,15 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Self, cast
 
 import psycopg
 from psycopg import sql
 
 from engine import pg_copy
-from projections.events import ProjectedEvent
+from projections.events import AtDecode, PreparedEvent, ProjectedEvent, at_decode_hook, prepare, prepared
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,27 +406,31 @@ def _column_types(conn: psycopg.Connection, table: str) -> dict[str, str]:
     return found
 
 
-# The record of a ``ChangedEvent``: read-only and empty, so that code expecting the record fails
-# loudly (KeyError, TypeError) instead of seeing a stale or partial one.
-_NOT_KEPT = cast(dict[str, Any], MappingProxyType({}))
-
-
 @dataclass(frozen=True)
-class ChangedEvent(ProjectedEvent):
+class ChangedEvent(PreparedEvent):
     """An event as ``RowProjection.at_decode`` leaves it: its row change, and no record."""
 
-    change: RowChange | Exception | None = field(default=None, repr=False)
-    """What ``change`` returned, or the exception it raised."""
-    changed_by: str = ""
-    """The projection that worked it out (only its ``apply`` may take the event)."""
+    @property
+    def change(self) -> RowChange | Exception | None:
+        """What ``change`` returned, or the exception it raised."""
+        return cast(RowChange | Exception | None, self.prepared)
+
+    @property
+    def changed_by(self) -> str:
+        """The projection that worked it out (only its ``apply`` may take the event)."""
+        return self.prepared_by
 
 
-def at_decode_of(projection: Any) -> Callable[[ProjectedEvent], ProjectedEvent] | None:
-    """``projection.at_decode`` when its ``apply`` is ``RowProjection``'s (the only one that reads
-    a ``ChangedEvent``), else None: hand it the decoded event as it is."""
-    if isinstance(projection, RowProjection) and type(projection).apply is RowProjection.apply:
-        return projection.at_decode
-    return None
+def at_decode_of(projection: Any) -> AtDecode | None:
+    """What the runner and the rebuild call on each event as it is decoded for ``projection``
+    (``events.PreparesAtDecode``), or None: hand it the decoded event as it is.
+
+    A row projection's ``at_decode`` only when its ``apply`` is ``RowProjection``'s (the only one
+    that reads a ``ChangedEvent``): a subclass with its own ``apply`` may read records. Any other
+    projection's ``at_decode`` if it has one: its ``apply`` takes what that returns."""
+    if isinstance(projection, RowProjection):
+        return projection.at_decode if type(projection).apply is RowProjection.apply else None
+    return at_decode_hook(projection)
 
 
 class RowProjection(ABC):
@@ -463,34 +466,10 @@ class RowProjection(ABC):
         another projection keeps it: decoding a batch of 2,500 records and building their rows
         afterwards cost 23 us an event with the frees, building each row as its record is decoded
         12.5 (docs/performance.md, "Projector: rows built as records are decoded")."""
-        try:
-            change: RowChange | Exception | None = self.change(event)
-        except Exception as exc:
-            # Raised again by ``apply``, inside the batch's poison isolation, which then sets this
-            # event alone aside: as when ``change`` itself raised there.
-            change = exc
-        return ChangedEvent(
-            event.topic,
-            event.partition,
-            event.offset,
-            event.ce_type,
-            event.ce_id,
-            _NOT_KEPT,
-            event.key,
-            event.value,
-            event.headers,
-            change,
-            self.name,
-        )
+        return cast(ChangedEvent, prepare(event, self.name, self.change, ChangedEvent))
 
     def _change_of(self, event: ProjectedEvent) -> RowChange | None:
-        if type(event) is not ChangedEvent:
-            return self.change(event)
-        if event.changed_by != self.name:
-            raise ValueError(f"{self.name} was given an event prepared by {event.changed_by}")
-        if isinstance(event.change, Exception):
-            raise event.change
-        return event.change
+        return prepared(event, self.name, self.change)
 
     def on_table(self, table: str) -> Self:
         twin = copy.copy(self)

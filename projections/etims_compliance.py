@@ -35,7 +35,7 @@ import psycopg
 import psycopg.sql
 from psycopg.rows import tuple_row
 
-from projections.events import ProjectedEvent
+from projections.events import ProjectedEvent, prepare, prepared
 
 NAME = "etims_compliance"
 TOPICS = ["ledger.invoice.v1"]
@@ -187,6 +187,13 @@ STATEMENTS: dict[str, tuple[str, Callable[[dict[str, Any], str], Params | None]]
 }
 
 
+def parameters(event: ProjectedEvent) -> Params | None:
+    """The parameters of ``event``'s statement (None: an event of no concern). Raises for an event
+    it cannot read (set aside as a dead letter)."""
+    known = STATEMENTS.get(event.ce_type)
+    return None if known is None else known[1](event.record, event.ce_id)
+
+
 class EtimsCompliance:
     """Projection writer, driven by ``projections.runner`` (live table) and ``projections.rebuild``
     (a shadow table, swapped in when complete)."""
@@ -206,6 +213,11 @@ class EtimsCompliance:
     def on_table(self, table: str) -> EtimsCompliance:
         return EtimsCompliance(table)
 
+    def at_decode(self, event: ProjectedEvent) -> ProjectedEvent:
+        """``event`` with its statement's parameters and without its record
+        (``events.PreparesAtDecode``): the record is freed as it is decoded."""
+        return prepare(event, self.name, parameters)
+
     def apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None:
         # Consecutive events of one type go in one executemany; order across types is kept, so a
         # sale's later events are applied after its earlier ones.
@@ -215,8 +227,9 @@ class EtimsCompliance:
             known = self._statements.get(event.ce_type)
             if known is None:
                 continue
-            statement, params = known
-            values = params(event.record, event.ce_id)
+            statement = known[0]
+            # Full events (a replay, a redrive) now; the runner's were taken as they were decoded.
+            values = prepared(event, self.name, parameters)
             if values is None:
                 continue
             if statement is not run_statement and run:

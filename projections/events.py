@@ -3,9 +3,10 @@ a read model implements. Shared by the live runner, rebuild, replay and the dead
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, Protocol, TypeVar, cast
 
 import psycopg
 
@@ -39,6 +40,89 @@ class Projection(Protocol):
     def apply(self, conn: psycopg.Connection, events: Sequence[ProjectedEvent]) -> None: ...
 
     def on_table(self, table: str) -> Projection: ...
+
+
+# The record of a ``PreparedEvent``: read-only and empty, so that code expecting the record fails
+# loudly (KeyError, TypeError) instead of seeing a stale or partial one.
+NOT_KEPT = cast(dict[str, Any], MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class PreparedEvent(ProjectedEvent):
+    """An event as a projection's ``at_decode`` leaves it: what its ``apply`` needs, and no record
+    (``record`` is ``NOT_KEPT``). Key, value and headers are kept by reference, for a dead letter."""
+
+    prepared: Any = field(default=None, repr=False)
+    """What the projection took from the record, or the exception taking it raised."""
+    prepared_by: str = ""
+    """The projection that took it (only its ``apply`` may take the event)."""
+
+
+class PreparesAtDecode(Protocol):
+    """A projection that takes what its ``apply`` needs from each record as the record is decoded
+    (``at_decode``), so that the record itself (about 190 objects for a 5-line invoice) is freed at
+    once, instead of living until the batch is written. Decoding cost about three times as much
+    when a batch's records were kept (cache misses, memory): docs/performance.md, "Projector: rows
+    built as records are decoded", and "Projection catch-up: the floor, and each read model's share".
+
+    The runner and the rebuild hand ``apply`` what ``at_decode`` returned (``at_decode_of``); the
+    replay and the dead-letter redrive hand it full events. So ``apply`` takes both, usually through
+    ``prepared``. ``at_decode`` must not raise: an event it cannot read keeps the exception (see
+    ``prepare``), which ``apply`` raises again, inside the batch's poison isolation
+    (``dead_letters.apply_isolating``), so that event alone is set aside with the same error."""
+
+    name: str
+
+    def at_decode(self, event: ProjectedEvent) -> ProjectedEvent: ...
+
+
+AtDecode = Callable[[ProjectedEvent], ProjectedEvent]
+T = TypeVar("T")
+
+
+def prepare(
+    event: ProjectedEvent,
+    by: str,
+    extract: Callable[[ProjectedEvent], Any],
+    kind: type[PreparedEvent] = PreparedEvent,
+) -> PreparedEvent:
+    """``event`` without its record (a ``kind``), with what ``extract`` took from it or the
+    exception it raised."""
+    try:
+        taken = extract(event)
+    except Exception as exc:
+        # Raised again by ``prepared`` in ``apply``, inside the batch's poison isolation, which then
+        # sets this event alone aside: as when ``apply`` itself raised on the full event.
+        taken = exc
+    # The event's fields copied as they are (a dataclass without slots keeps them in ``__dict__``),
+    # not passed through the frozen dataclass's ``__init__``, which sets each of them with
+    # ``object.__setattr__``: 0.8 against 1.5 us (timeit), paid once per record and projection of
+    # its topic (five on the invoice topic).
+    fields = dict(event.__dict__)
+    fields["record"] = NOT_KEPT
+    fields["prepared"] = taken
+    fields["prepared_by"] = by
+    light = object.__new__(kind)
+    object.__setattr__(light, "__dict__", fields)
+    return light
+
+
+def prepared(event: ProjectedEvent, by: str, extract: Callable[[ProjectedEvent], T]) -> T:
+    """What projection ``by`` works from in ``apply``: what its ``at_decode`` took (raised again if
+    taking it raised), or, for a full event (a replay, a redrive, a test), ``extract(event)`` now."""
+    if not isinstance(event, PreparedEvent):
+        return extract(event)
+    if event.prepared_by != by:
+        raise ValueError(f"{by} was given an event prepared by {event.prepared_by}")
+    if isinstance(event.prepared, Exception):
+        raise event.prepared
+    return cast(T, event.prepared)
+
+
+def at_decode_hook(projection: object) -> AtDecode | None:
+    """``projection.at_decode`` when it offers one (``PreparesAtDecode``), else None."""
+    hook = getattr(projection, "at_decode", None)
+    return hook if callable(hook) else None
 
 
 def event_types(projection: Projection) -> frozenset[str] | None:

@@ -109,11 +109,13 @@ def shared_group(settings: Settings) -> str:
 class ProjectionRunner:
     # Events a batch, bounded by memory: two batches are in memory at once (one written, one
     # decoded), under issue 15's 300 MB per process. With 5,000 the register's projector peaked at
-    # 284-301 MB RSS in the bench. A row projection's records are freed as they are decoded
-    # (batch.at_decode_of), a projection with its own apply keeps them until the batch is written:
-    # the five projections of the invoice topic in one process peaked at 282-295 MB with 2,500 and
-    # 231-235 MB with 1,500, at the same rate (docs/performance.md, "Projector: rows built as
-    # records are decoded"). 250-1,000 were slower (per-batch round trips and commits).
+    # 284-301 MB RSS in the bench. A projection with ``at_decode`` (events.PreparesAtDecode: all
+    # five of the invoice topic) lets each record be freed as it is decoded (batch.at_decode_of); one
+    # without keeps the records until the batch is written: the five, while the audit trail and
+    # reconciliation kept them, peaked at 282-295 MB with 2,500 and 231-235 MB with 1,500, at the same
+    # rate (docs/performance.md, "Projector: rows built as records are decoded"); all freeing them,
+    # 231-245 MB with 2,500 and 205-213 MB with 1,500 ("decode-hooks"). 250-1,000 were slower
+    # (per-batch round trips and commits).
     BATCH_ROWS_ONLY = 2500
     BATCH_RECORDS_KEPT = 1500
 
@@ -151,7 +153,8 @@ class ProjectionRunner:
             for t in self.topics
         }
         self._wants = {p.name: event_types(p) for p in self.projections}
-        # Per row projection: its change worked out as each record is decoded (batch.at_decode_of).
+        # Per projection offering it (events.PreparesAtDecode): what its apply needs, taken as each
+        # record is decoded, so that the record is freed then (batch.at_decode_of).
         self._at_decode = {p.name: hook for p in self.projections if (hook := at_decode_of(p)) is not None}
         if max_records is None:
             keeps = len(self._at_decode) < len(self.projections)
