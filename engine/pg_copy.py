@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-_encode: Callable[[Sequence[dict[str, Any]], bytes, bool, bool], bytes | None] | None
+_encode: Callable[[Sequence[dict[str, Any]], bytes, bool, bool], bytearray | None] | None
 try:
     from engine._pg_copy import encode as _encode
 except ImportError:  # not built (`make install` builds it): every batch goes in text format
@@ -56,7 +56,7 @@ def available() -> bool:
 
 def encode(
     rows: Sequence[dict[str, Any]], kinds: bytes, *, header: bool = True, trailer: bool = True
-) -> bytes | None:
+) -> bytearray | None:
     """``rows`` (dicts whose values, in order, are the columns of ``kinds``) in binary COPY format,
     or None: COPY these in text format. A stream sent in parts has the ``header`` in its first part
     and the ``trailer`` in its last."""
