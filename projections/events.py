@@ -181,14 +181,26 @@ def decode_message(message: Any) -> ProjectedEvent:
             ce_id = v or b""
     event_type = ce_type.decode()
     record = registry.decode_event(message.value, event_type or None)
-    return ProjectedEvent(
-        message.topic,
-        message.partition,
-        message.offset,
-        event_type,
-        ce_id.decode(),
-        record,
-        message.key,
-        message.value or b"",
-        raw if kept else tuple((k, v or b"") for k, v in raw),
+    # The fields set at once, not through the frozen dataclass's __init__, which sets each with
+    # object.__setattr__: 0.44 against 0.94 us (timeit), once per record (as ``prepare`` does).
+    event = _new_object(ProjectedEvent)
+    _set_attribute(
+        event,
+        "__dict__",
+        {
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "ce_type": event_type,
+            "ce_id": ce_id.decode(),
+            "record": record,
+            "key": message.key,
+            "value": message.value or b"",
+            "headers": raw if kept else tuple((k, v or b"") for k, v in raw),
+        },
     )
+    return event
+
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__

@@ -4,13 +4,14 @@ tuple of (name, bytes) pairs whatever the record held (perf-decode reads them in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from projections.events import DECODE_ERRORS, decode_message
+from projections.events import DECODE_ERRORS, ProjectedEvent, decode_message
 from schemas import codec, registry
 
 ISSUED = registry.current("ledgerflow.invoice.issued")
@@ -74,3 +75,16 @@ def test_undecodable_records_raise_a_decode_error(headers: Any, value: bytes | N
     with pytest.raises(error) as raised:
         decode_message(record(headers, value))
     assert isinstance(raised.value, DECODE_ERRORS)
+
+
+def test_the_event_is_the_dataclass_its_constructor_makes() -> None:
+    # decode_message sets the fields at once rather than through __init__: the same event, frozen.
+    event = decode_message(record((("ce_id", b"e-1"), ("ce_type", TYPE))))
+    made = ProjectedEvent(
+        "t", 3, 41, ISSUED.ce_type, "e-1", event.record, b"k", VALUE, (("ce_id", b"e-1"), ("ce_type", TYPE))
+    )
+    assert type(event) is ProjectedEvent
+    assert event == made and repr(event) == repr(made)
+    assert vars(event) == {f.name: getattr(made, f.name) for f in dataclasses.fields(ProjectedEvent)}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.offset = 42  # type: ignore[misc]
