@@ -291,23 +291,37 @@ class DailyReport:
         return {k: sum(getattr(b, k) for b in self.branches) for k in keys}
 
 
-_COUNTS = """
-SELECT environment, branch_id, count(*),
-       count(*) FILTER (WHERE status = 'signed'), count(*) FILTER (WHERE status = 'pending'),
-       count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'voided'),
-       count(*) FILTER (WHERE document_type = 'credit_note')
-FROM etims_compliance
-WHERE tenant_id = %(tenant)s AND sale_date = %(day)s {extra}
-GROUP BY environment, branch_id ORDER BY environment, branch_id
-"""
-
-_REASONS = """
-SELECT s.environment, s.branch_id, f.value->>'code' AS code, count(*), count(DISTINCT s.invoice_id),
-       (array_agg(f.value->>'message' ORDER BY (f.value->>'at')::timestamptz DESC, f.key DESC))[1],
-       max((f.value->>'at')::timestamptz)
-FROM etims_compliance AS s, jsonb_each(s.failures) AS f
-WHERE s.tenant_id = %(tenant)s AND s.sale_date = %(day)s {extra}
-GROUP BY s.environment, s.branch_id, code ORDER BY s.environment, s.branch_id, code
+# One statement, so one snapshot: the counts and the failure reasons of a report are of the same
+# moment. As two statements (READ COMMITTED takes a snapshot per statement) a report read while the
+# projector wrote could count a sale as failed and still lack its refusal (CI saw it on 2026-12-04).
+_REPORT = """
+WITH day_sales AS (
+    SELECT * FROM etims_compliance AS s
+    WHERE s.tenant_id = %(tenant)s AND s.sale_date = %(day)s {extra}
+), reasons AS (
+    SELECT s.environment, s.branch_id, f.value->>'code' AS code, count(*) AS refusals,
+           count(DISTINCT s.invoice_id) AS sales,
+           (array_agg(f.value->>'message' ORDER BY (f.value->>'at')::timestamptz DESC, f.key DESC))[1]
+               AS message,
+           max((f.value->>'at')::timestamptz) AS at
+    FROM day_sales AS s, jsonb_each(s.failures) AS f
+    GROUP BY s.environment, s.branch_id, code
+)
+SELECT c.*, r.codes, r.refusals, r.sales, r.messages, r.ats
+FROM (
+    SELECT environment, branch_id, count(*),
+           count(*) FILTER (WHERE status = 'signed'), count(*) FILTER (WHERE status = 'pending'),
+           count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'voided'),
+           count(*) FILTER (WHERE document_type = 'credit_note')
+    FROM day_sales GROUP BY environment, branch_id
+) AS c (environment, branch_id, submitted, signed, pending, failed, voided, credit_notes)
+LEFT JOIN LATERAL (
+    SELECT array_agg(code ORDER BY code) AS codes, array_agg(refusals ORDER BY code) AS refusals,
+           array_agg(sales ORDER BY code) AS sales, array_agg(message ORDER BY code) AS messages,
+           array_agg(at ORDER BY code) AS ats
+    FROM reasons WHERE reasons.environment = c.environment AND reasons.branch_id = c.branch_id
+) AS r ON true
+ORDER BY c.environment, c.branch_id
 """
 
 _INCOMPLETE = """
@@ -333,12 +347,7 @@ def daily(
     if environment is not None:
         extra += " AND {p}environment = %(environment)s"
         params["environment"] = environment
-    reasons: dict[tuple[str, str], list[FailureReason]] = {}
     cur = conn.cursor(row_factory=tuple_row)  # whatever the connection's own row factory
-    for env, branch, code, refusals, sales, message, at in cur.execute(
-        _REASONS.format(extra=extra.format(p="s.")), params
-    ).fetchall():
-        reasons.setdefault((env, branch), []).append(FailureReason(code, refusals, sales, message, at))
     branches = [
         BranchDay(
             env,
@@ -349,11 +358,28 @@ def daily(
             failed,
             voided,
             credit_notes,
-            reasons.get((env, branch), []),
+            [
+                FailureReason(*reason)
+                for reason in zip(
+                    codes or [], refusals or [], sales or [], messages or [], ats or [], strict=True
+                )
+            ],
         )
-        for env, branch, submitted, signed, pending, failed, voided, credit_notes in cur.execute(
-            _COUNTS.format(extra=extra.format(p="")), params
-        ).fetchall()
+        for (
+            env,
+            branch,
+            submitted,
+            signed,
+            pending,
+            failed,
+            voided,
+            credit_notes,
+            codes,
+            refusals,
+            sales,
+            messages,
+            ats,
+        ) in cur.execute(_REPORT.format(extra=extra.format(p="s.")), params).fetchall()
     ]
     row = cur.execute(_INCOMPLETE, (NAME, str(tenant_id))).fetchone()
     return DailyReport(tenant_id, day, branches, bool(row and row[0]))
