@@ -31,8 +31,7 @@ from cpython.datetime cimport (
 from cpython.dict cimport PyDict_Next
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
+from libc.stdint cimport int16_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcpy
 
 from datetime import UTC
@@ -93,34 +92,24 @@ cdef class _Buffer:
         PyByteArray_Resize(self.array, self.length)
         return self.array
 
-    cdef inline int put16(self, int value) except -1:
-        self.reserve(2)
-        cdef uint16_t v = <uint16_t>value
-        self.data[self.length] = <char>(v >> 8)
-        self.data[self.length + 1] = <char>(v & 0xFF)
-        self.length += 2
-        return 0
-
-    cdef inline int put32(self, int64_t value) except -1:
-        self.reserve(4)
-        cdef uint32_t v = <uint32_t>value
-        cdef char* p = self.data + self.length
-        p[0] = <char>(v >> 24)
-        p[1] = <char>((v >> 16) & 0xFF)
-        p[2] = <char>((v >> 8) & 0xFF)
-        p[3] = <char>(v & 0xFF)
-        self.length += 4
-        return 0
-
-    cdef inline int put64(self, int64_t value) except -1:
-        self.reserve(8)
-        cdef uint64_t v = <uint64_t>value
+    cdef inline int put_big_endian(self, uint64_t value, int width) except -1:
+        """The low ``width`` bytes of ``value``, most significant first (network order)."""
+        self.reserve(width)
         cdef char* p = self.data + self.length
         cdef int i
-        for i in range(8):
-            p[i] = <char>((v >> (56 - 8 * i)) & 0xFF)
-        self.length += 8
+        for i in range(width):
+            p[i] = <char>((value >> (8 * (width - 1 - i))) & 0xFF)
+        self.length += width
         return 0
+
+    cdef inline int put16(self, int value) except -1:
+        return self.put_big_endian(<uint16_t>value, 2)
+
+    cdef inline int put32(self, int64_t value) except -1:
+        return self.put_big_endian(<uint32_t>value, 4)
+
+    cdef inline int put64(self, int64_t value) except -1:
+        return self.put_big_endian(<uint64_t>value, 8)
 
     cdef inline int put(self, const char* source, Py_ssize_t size) except -1:
         self.reserve(size)
@@ -209,7 +198,6 @@ cdef bint _date(_Buffer out, object value) except -1:
         s = PyUnicode_AsUTF8AndSize(value, &size)
         if size != 10 or s[4] != 45 or s[7] != 45:
             return False
-        year = month = day = 0
         for i in range(10):
             if i == 4 or i == 7:
                 continue
@@ -289,39 +277,36 @@ cdef bint _numeric(_Buffer out, object value) except -1:
     cdef Py_ssize_t int_groups = (int_digits + 3) // 4
     cdef Py_ssize_t frac_groups = (dscale + 3) // 4
     cdef Py_ssize_t groups = int_groups + frac_groups
-    cdef int16_t* digits = <int16_t*>malloc((groups + 1) * sizeof(int16_t))
-    if digits == NULL:
-        raise MemoryError()
+    # At most MAX_DIGITS (1,000) digits: at most 251 groups of four, the integer and the fraction
+    # part each padded to whole groups.
+    cdef int16_t digits[252]
     cdef Py_ssize_t g, k, position, first, last
     cdef int d, c
-    try:
-        for g in range(groups):
-            d = 0
-            for k in range(4):
-                position = g * 4 + k  # in the padded run
-                if g < int_groups:
-                    position -= lead
-                    c = _digit(s[int_start + position]) if position >= 0 else 0
-                else:
-                    position -= int_groups * 4
-                    c = _digit(s[frac_start + position]) if position < dscale else 0
-                d = d * 10 + c
-            digits[g] = <int16_t>d
-        first = 0
-        while first < groups and digits[first] == 0:
-            first += 1
-        last = groups
-        while last > first and digits[last - 1] == 0:
-            last -= 1
-        out.put32(8 + 2 * (last - first))
-        out.put16(<int>(last - first))
-        out.put16(<int>(int_groups - 1 - first) if last > first else 0)
-        out.put16(0x4000 if negative and last > first else 0)
-        out.put16(<int>dscale)
-        for g in range(first, last):
-            out.put16(digits[g])
-    finally:
-        free(digits)
+    for g in range(groups):
+        d = 0
+        for k in range(4):
+            position = g * 4 + k  # in the padded run
+            if g < int_groups:
+                position -= lead
+                c = _digit(s[int_start + position]) if position >= 0 else 0
+            else:
+                position -= int_groups * 4
+                c = _digit(s[frac_start + position]) if position < dscale else 0
+            d = d * 10 + c
+        digits[g] = <int16_t>d
+    first = 0
+    while first < groups and digits[first] == 0:
+        first += 1
+    last = groups
+    while last > first and digits[last - 1] == 0:
+        last -= 1
+    out.put32(8 + 2 * (last - first))
+    out.put16(<int>(last - first))
+    out.put16(<int>(int_groups - 1 - first) if last > first else 0)
+    out.put16(0x4000 if negative and last > first else 0)
+    out.put16(<int>dscale)
+    for g in range(first, last):
+        out.put16(digits[g])
     return True
 
 
