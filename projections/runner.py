@@ -36,6 +36,7 @@ from projections.collection import CollectingBetweenBatches
 from projections.dead_letters import Failure, apply_isolating, is_poison
 from projections.events import (
     DECODE_ERRORS,
+    AtDecode,
     ProjectedEvent,
     Projection,
     ce_type_of,
@@ -118,6 +119,8 @@ class ProjectionRunner:
     # (per-batch round trips and commits).
     BATCH_ROWS_ONLY = 2500
     BATCH_RECORDS_KEPT = 1500
+    # Types are read from headers, which a producer chooses: the routes kept are bounded.
+    ROUTES_KEPT = 1024
 
     def __init__(
         self,
@@ -180,6 +183,8 @@ class ProjectionRunner:
         # waits for it); each commit waits for the one before, so offsets only move forward.
         self._committing: asyncio.Future[None] | None = None
         self._rebalances = 0
+        # Per (topic, type): the projections a record goes to when all of them are due (``_share``).
+        self._routes: dict[tuple[str, str], list[tuple[str, AtDecode | None]]] = {}
 
     def prepare(self) -> None:
         """Start-up work done before reading, not on the first batch: the schema catalogue and the
@@ -405,47 +410,73 @@ class ProjectionRunner:
     def _share(self, batches: dict[TopicPartition, list[Any]]) -> dict[str, _Work]:
         """Decode each record once and give every projection that has not applied it yet its share."""
         work = {p.name: _Work() for p in self.projections}
-        at_decode = self._at_decode
+        routes = self._routes
         for tp, messages in batches.items():
-            key = (tp.topic, tp.partition)
+            topic = tp.topic
+            key = (topic, tp.partition)
             if key not in self._loaded:
                 self.stats.skipped += len(messages)
                 continue
             readers = [
-                (p.name, self._wants[p.name], self.applied[p.name].get(key, -1))
-                for p in self._readers[tp.topic]
+                (p.name, self._wants[p.name], self.applied[p.name].get(key, -1)) for p in self._readers[topic]
             ]
             lowest = min((up_to for _, _, up_to in readers), default=-1)
+            highest = max((up_to for _, _, up_to in readers), default=-1)
+            # Past every reader's position (all of a batch but the first after a projection was
+            # added or rebuilt), every reader is due: one list, whose routes per type are kept, and
+            # the offsets set once for the partition. Working both out per record was about a
+            # twentieth of the register's projector CPU (py-spy, docs/performance.md "Projector:
+            # one route per type").
+            everyone = [(name, wants) for name, wants, _ in readers]
+            last = -1
             for message in messages:
                 offset = message.offset
                 if offset <= lowest:
                     self.stats.skipped += 1
                     continue
-                due = [(name, wants) for name, wants, up_to in readers if offset > up_to]
-                for name, _ in due:
-                    work[name].offsets[key] = offset
+                if offset > highest:
+                    due = everyone
+                    last = offset
+                else:
+                    due = [(name, wants) for name, wants, up_to in readers if offset > up_to]
+                    for name, _ in due:
+                        work[name].offsets[key] = offset
                 ce_type = ce_type_of(message)
                 # Only the type from the header decides whether to decode at all. A record without
-                # one is always decoded, so an undecodable record is still refused as it was.
-                if ce_type and all(wants is not None and ce_type not in wants for _, wants in due):
-                    self.stats.not_decoded += 1
-                    continue
+                # one is always decoded (and routed by the type it decodes to), so an undecodable
+                # record is still refused as it was.
+                route: list[tuple[str, AtDecode | None]] | None = None
+                if ce_type:
+                    route = routes.get((topic, ce_type)) if due is everyone else None
+                    if route is None:
+                        route = self._route(ce_type, due)
+                        if due is everyone and len(routes) < self.ROUTES_KEPT:
+                            routes[(topic, ce_type)] = route
+                    if not route:
+                        self.stats.not_decoded += 1
+                        continue
                 try:
                     event = decode_message(message)
                 except DECODE_ERRORS as exc:
-                    log.error("undecodable event at %s[%d]@%d: %s", tp.topic, tp.partition, offset, exc)
+                    log.error("undecodable event at %s[%d]@%d: %s", topic, tp.partition, offset, exc)
                     failure = Failure.undecodable(message, exc)
-                    for name, wants in due:
-                        # A letter for each projection that would have acted on the record.
-                        if not ce_type or wants is None or ce_type in wants:
-                            work[name].undecodable.append(failure)
+                    # A letter for each projection that would have acted on the record.
+                    for name, _ in due if route is None else route:
+                        work[name].undecodable.append(failure)
                     continue
                 self.stats.decoded += 1
-                for name, wants in due:
-                    if wants is None or event.ce_type in wants:
-                        hook = at_decode.get(name)
-                        work[name].events.append(event if hook is None else hook(event))
+                for name, hook in self._route(event.ce_type, due) if route is None else route:
+                    work[name].events.append(event if hook is None else hook(event))
+            if last >= 0:
+                for name, _ in everyone:
+                    work[name].offsets[key] = last
         return work
+
+    def _route(
+        self, ce_type: str, due: list[tuple[str, frozenset[str] | None]]
+    ) -> list[tuple[str, AtDecode | None]]:
+        """The projections of ``due`` that act on ``ce_type``, each with its ``at_decode`` hook (or None)."""
+        return [(name, self._at_decode.get(name)) for name, wants in due if wants is None or ce_type in wants]
 
     async def _store(
         self,
