@@ -89,6 +89,26 @@ class PreparesAtDecode(Protocol):
 
 
 AtDecode = Callable[[ProjectedEvent], ProjectedEvent]
+
+
+class PreparesFromMessage(PreparesAtDecode, Protocol):
+    """A projection that can also take what its ``at_decode`` would straight from a Kafka record's
+    bytes (``at_message``), without the decoded record: the invoice register reads an issued
+    invoice's document as JSON text written from the message and decodes no arrays (its lines),
+    which are most of the record's objects (docs/performance.md, "Projector: the register's
+    document straight from the message").
+
+    ``at_message(message, ce_type)`` returns the event ``at_decode(decode_message(message))``
+    would, equal field for field, or None for any record it does not take that way (then the
+    runner decodes it as usual: an undecodable record or a failing change keeps the usual path's
+    error). The runner asks only when this projection is the one projection due to act on the
+    record (others would need the decoded record anyway), and ``ce_type`` is the record's
+    ``ce_type`` header."""
+
+    def at_message(self, message: Any, ce_type: str) -> ProjectedEvent | None: ...
+
+
+AtMessage = Callable[[Any, str], ProjectedEvent | None]
 T = TypeVar("T")
 
 
@@ -174,10 +194,19 @@ def ce_type_of(message: Any) -> str:
 
 def decode_message(message: Any) -> ProjectedEvent:
     """A Kafka record of the engine's topics as a projection sees it. Raises one of DECODE_ERRORS."""
-    # One pass over the headers finds ce_type and ce_id (the last one counts, as in header_map) and
-    # whether they can be kept as they came: aiokafka gives a tuple of (str, bytes) tuples, and a
-    # null value (None) is the only thing the copy made before changed. Building the map, the copy
-    # and the two look-ups was about a tenth of this function's CPU (docs/performance.md, perf-decode).
+    ce_type, ce_id, headers = read_headers(message)
+    event_type = ce_type.decode()
+    record = registry.decode_event(message.value, event_type or None)
+    return message_event(message, ProjectedEvent, event_type, ce_id.decode(), headers, record)
+
+
+def read_headers(message: Any) -> tuple[bytes, bytes, tuple[tuple[str, bytes], ...]]:
+    """The raw ``ce_type`` and ``ce_id`` of a Kafka record (b"" when absent or null; the last one
+    counts, as in header_map) and its headers as an event keeps them (null values as b"")."""
+    # One pass over the headers finds both and whether they can be kept as they came: aiokafka
+    # gives a tuple of (str, bytes) tuples, and a null value (None) is the only thing the copy made
+    # before changed. Building the map, the copy and the two look-ups was about a tenth of
+    # decode_message's CPU (docs/performance.md, perf-decode).
     raw = message.headers or ()
     kept = type(raw) is tuple
     ce_type = ce_id = b""
@@ -189,21 +218,32 @@ def decode_message(message: Any) -> ProjectedEvent:
             ce_type = v or b""
         elif k == "ce_id":
             ce_id = v or b""
-    event_type = ce_type.decode()
-    record = registry.decode_event(message.value, event_type or None)
-    # The fields set at once, not through the frozen dataclass's __init__ (frozen_with): 0.44
-    # against 0.94 us (timeit), once per record.
-    return frozen_with(
-        ProjectedEvent,
-        {
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "ce_type": event_type,
-            "ce_id": ce_id.decode(),
-            "record": record,
-            "key": message.key,
-            "value": message.value or b"",
-            "headers": raw if kept else tuple((k, v or b"") for k, v in raw),
-        },
-    )
+    return ce_type, ce_id, raw if kept else tuple((k, v or b"") for k, v in raw)
+
+
+def message_event(
+    message: Any,
+    kind: type[E],
+    ce_type: str,
+    ce_id: str,
+    headers: tuple[tuple[str, bytes], ...],
+    record: dict[str, Any],
+    added: dict[str, Any] | None = None,
+) -> E:
+    """An event of ``kind`` for ``message``: where it came from, its record, the record as it
+    travelled, and the fields ``kind`` adds (``added``). Set at once (frozen_with): 0.44 against
+    0.94 us through the frozen dataclass's __init__ (timeit), once per record."""
+    fields = {
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "ce_type": ce_type,
+        "ce_id": ce_id,
+        "record": record,
+        "key": message.key,
+        "value": message.value or b"",
+        "headers": headers,
+    }
+    if added:
+        fields.update(added)
+    return frozen_with(kind, fields)

@@ -37,6 +37,7 @@ from projections.dead_letters import Failure, apply_isolating, is_poison
 from projections.events import (
     DECODE_ERRORS,
     AtDecode,
+    AtMessage,
     ProjectedEvent,
     Projection,
     ce_type_of,
@@ -79,6 +80,8 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):
 
 
 Offsets = dict[tuple[str, int], int]
+# A projection a record goes to, with its events.PreparesAtDecode and PreparesFromMessage hooks.
+Route = tuple[str, AtDecode | None, AtMessage | None]
 
 
 @dataclass
@@ -159,6 +162,13 @@ class ProjectionRunner:
         # Per projection offering it (events.PreparesAtDecode): what its apply needs, taken as each
         # record is decoded, so that the record is freed then (batch.at_decode_of).
         self._at_decode = {p.name: hook for p in self.projections if (hook := at_decode_of(p)) is not None}
+        # And of those, the ones that can take it straight from the record's bytes when they are
+        # its only reader (events.PreparesFromMessage: the register's issued invoices).
+        self._at_message: dict[str, AtMessage] = {
+            p.name: hook
+            for p in self.projections
+            if p.name in self._at_decode and callable(hook := getattr(p, "at_message", None))
+        }
         if max_records is None:
             keeps = len(self._at_decode) < len(self.projections)
             max_records = self.BATCH_RECORDS_KEPT if keeps else self.BATCH_ROWS_ONLY
@@ -184,7 +194,7 @@ class ProjectionRunner:
         self._committing: asyncio.Future[None] | None = None
         self._rebalances = 0
         # Per (topic, type): the projections a record goes to when all of them are due (``_share``).
-        self._routes: dict[tuple[str, str], list[tuple[str, AtDecode | None]]] = {}
+        self._routes: dict[tuple[str, str], list[Route]] = {}
 
     def prepare(self) -> None:
         """Start-up work done before reading, not on the first batch: the schema catalogue and the
@@ -445,7 +455,7 @@ class ProjectionRunner:
                 # Only the type from the header decides whether to decode at all. A record without
                 # one is always decoded (and routed by the type it decodes to), so an undecodable
                 # record is still refused as it was.
-                route: list[tuple[str, AtDecode | None]] | None = None
+                route: list[Route] | None = None
                 if ce_type:
                     route = routes.get((topic, ce_type)) if due is everyone else None
                     if route is None:
@@ -455,28 +465,37 @@ class ProjectionRunner:
                     if not route:
                         self.stats.not_decoded += 1
                         continue
+                    if len(route) == 1 and (straight := route[0][2]) is not None:
+                        taken = straight(message, ce_type)
+                        if taken is not None:
+                            self.stats.decoded += 1
+                            work[route[0][0]].events.append(taken)
+                            continue
                 try:
                     event = decode_message(message)
                 except DECODE_ERRORS as exc:
                     log.error("undecodable event at %s[%d]@%d: %s", topic, tp.partition, offset, exc)
                     failure = Failure.undecodable(message, exc)
                     # A letter for each projection that would have acted on the record.
-                    for name, _ in due if route is None else route:
+                    for name, *_ in due if route is None else route:
                         work[name].undecodable.append(failure)
                     continue
                 self.stats.decoded += 1
-                for name, hook in self._route(event.ce_type, due) if route is None else route:
+                for name, hook, _ in self._route(event.ce_type, due) if route is None else route:
                     work[name].events.append(event if hook is None else hook(event))
             if last >= 0:
                 for name, _ in everyone:
                     work[name].offsets[key] = last
         return work
 
-    def _route(
-        self, ce_type: str, due: list[tuple[str, frozenset[str] | None]]
-    ) -> list[tuple[str, AtDecode | None]]:
-        """The projections of ``due`` that act on ``ce_type``, each with its ``at_decode`` hook (or None)."""
-        return [(name, self._at_decode.get(name)) for name, wants in due if wants is None or ce_type in wants]
+    def _route(self, ce_type: str, due: list[tuple[str, frozenset[str] | None]]) -> list[Route]:
+        """The projections of ``due`` that act on ``ce_type``, each with its ``at_decode`` and
+        ``at_message`` hooks (or None)."""
+        return [
+            (name, self._at_decode.get(name), self._at_message.get(name))
+            for name, wants in due
+            if wants is None or ce_type in wants
+        ]
 
     async def _store(
         self,

@@ -15,10 +15,10 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.datetime cimport import_datetime, timedelta_new
 from cpython.dict cimport PyDict_New, PyDict_SetItem
 from cpython.list cimport PyList_Append, PyList_New
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
-from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
@@ -143,6 +143,143 @@ cdef inline object read_string(Cursor *c):
     return PyUnicode_DecodeUTF8(<const char *>start, n, NULL)
 
 
+# ---------------------------------------------------------------------------------------------
+# The record and its JSON text in one pass (``Program.split``): a read model that stores a record
+# as a JSON document (the invoice register's ``document``) gets the text written straight from the
+# message, and builds Python objects only for what it reads itself, leaving out arrays (a 5-line
+# invoice's lines are most of its ~190 objects). The text is exactly orjson's of the record the
+# reader would return (keys in the same order, orjson's escapes); anything this JSON writer does
+# not cover raises _Fallback, and ``split`` returns None: the caller decodes as usual.
+
+cdef struct Text:
+    char *data
+    Py_ssize_t size
+    Py_ssize_t room
+
+
+cdef int text_room(Text *t, Py_ssize_t more) except -1:
+    cdef Py_ssize_t room
+    cdef char *grown
+    if t.size + more <= t.room:
+        return 0
+    room = max(t.room * 2, t.size + more, 1024)
+    grown = <char *>PyMem_Realloc(t.data, room)
+    if grown == NULL:
+        raise MemoryError()
+    t.data = grown
+    t.room = room
+    return 0
+
+
+cdef inline int text_put(Text *t, const char *s, Py_ssize_t n) except -1:
+    if t.size + n > t.room:
+        text_room(t, n)
+    memcpy(t.data + t.size, s, n)
+    t.size += n
+    return 0
+
+
+cdef inline int text_char(Text *t, char ch) except -1:
+    if t.size >= t.room:
+        text_room(t, 1)
+    t.data[t.size] = ch
+    t.size += 1
+    return 0
+
+
+cdef const char *HEX = b"0123456789abcdef"
+
+
+# Bytes a JSON string cannot hold as they are (orjson's set): control characters, the quote and the
+# backslash. 1 marks them, in a table rather than three comparisons a byte.
+cdef unsigned char ESCAPED[256]
+for _byte in range(256):
+    ESCAPED[_byte] = 1 if _byte < 0x20 or _byte == 0x22 or _byte == 0x5C else 0
+
+
+cdef int text_string(Text *t, const unsigned char *s, Py_ssize_t n) except -1:
+    """``s`` (valid UTF-8) as a JSON string, escaped as orjson escapes: the quote, the backslash and
+    control characters (\\b \\t \\n \\f \\r, the others as \\u00xx); everything else as it is."""
+    cdef Py_ssize_t i = 0, run
+    cdef unsigned char ch
+    if t.size + n + 2 > t.room:
+        text_room(t, n + 2)
+    t.data[t.size] = b'"'
+    t.size += 1
+    while True:
+        run = i
+        while i < n and not ESCAPED[s[i]]:
+            i += 1
+        text_put(t, <const char *>(s + run), i - run)
+        if i >= n:
+            break
+        ch = s[i]
+        i += 1
+        if ch == b'"' or ch == b'\\':
+            text_char(t, b'\\')
+            text_char(t, <char>ch)
+        elif ch == 0x08:
+            text_put(t, b"\\b", 2)
+        elif ch == 0x09:
+            text_put(t, b"\\t", 2)
+        elif ch == 0x0A:
+            text_put(t, b"\\n", 2)
+        elif ch == 0x0C:
+            text_put(t, b"\\f", 2)
+        elif ch == 0x0D:
+            text_put(t, b"\\r", 2)
+        else:
+            text_put(t, b"\\u00", 4)
+            text_char(t, HEX[ch >> 4])
+            text_char(t, HEX[ch & 15])
+    return text_char(t, b'"')
+
+
+cdef int text_long(Text *t, int64_t v) except -1:
+    cdef char digits[24]
+    cdef int i = 24
+    cdef uint64_t u = <uint64_t>v if v >= 0 else <uint64_t>0 - <uint64_t>v
+    while True:
+        i -= 1
+        digits[i] = <char>(48 + u % 10)
+        u //= 10
+        if u == 0:
+            break
+    if v < 0:
+        i -= 1
+        digits[i] = b'-'
+    return text_put(t, digits + i, 24 - i)
+
+
+cdef int text_str(Text *t, object value) except -1:
+    """A str constant (a field name, an enum symbol) as a JSON string."""
+    cdef Py_ssize_t n
+    cdef const char *s = PyUnicode_AsUTF8AndSize(value, &n)
+    return text_string(t, <const unsigned char *>s, n)
+
+
+cdef inline int string_span(Cursor *c, const unsigned char **start, Py_ssize_t *n) except -1:
+    """Where the string at the cursor's bytes are, moving past them; its UTF-8 checked as
+    ``read_string`` checks it (strictly), without keeping a str."""
+    cdef int64_t size = read_count(c)
+    cdef Py_ssize_t i
+    cdef unsigned char high = 0
+    if size > c.end - c.p:
+        raise _Fallback
+    start[0] = c.d + c.p
+    n[0] = size
+    c.p += size
+    for i in range(size):
+        high |= start[0][i]
+    if high >= 0x80:
+        PyUnicode_DecodeUTF8(<const char *>start[0], size, NULL)  # raises on invalid UTF-8
+    return 0
+
+
+# What ``Program.both`` returns for a value it wrote as text only (an array, a map).
+cdef object NOT_BUILT = object()
+
+
 cdef class Program:
     cdef Py_ssize_t *code
     cdef Py_ssize_t size
@@ -152,9 +289,14 @@ cdef class Program:
     cdef object epoch
     cdef object deepcopy
     cdef Py_ssize_t header
+    cdef object dumps
+    cdef tuple keys  # per constant: a str's JSON text and a colon, as bytes (None for others)
+    cdef Py_ssize_t text_hint  # the room a text was last given: the next one starts there
     cdef public object program  # the words and constants, for a reader debugging a mismatch
 
-    def __cinit__(self, code, tuple constants, Py_ssize_t root, slow, epoch, deepcopy, Py_ssize_t header):
+    def __cinit__(
+        self, code, tuple constants, Py_ssize_t root, slow, epoch, deepcopy, Py_ssize_t header, dumps=None
+    ):
         cdef Py_ssize_t i
         self.size = len(code)
         self.code = <Py_ssize_t *>PyMem_Malloc(max(self.size, 1) * sizeof(Py_ssize_t))
@@ -168,6 +310,11 @@ cdef class Program:
         self.epoch = epoch
         self.deepcopy = deepcopy
         self.header = header
+        self.dumps = dumps  # orjson.dumps, for a default value in ``split``'s text
+        self.keys = tuple(
+            dumps(value) + b":" if dumps is not None and type(value) is str else None for value in constants
+        )
+        self.text_hint = 1024
         self.program = (tuple(code), constants, root)
 
     def __dealloc__(self):
@@ -305,3 +452,234 @@ cdef class Program:
             value = self.node(c, self.code[at + 1])
             return self.constant(self.code[at + 2])(value, self.constant(self.code[at + 3]), None)
         raise _Fallback  # an op code this interpreter does not know: the builder and it disagree
+
+    def split(self, data, omit):
+        """The record and the JSON text of it without its top-level fields named in ``omit`` (a
+        frozenset), or None where this writer does not cover the message: anything ``__call__``
+        would hand fastavro, and floats, bytes, maps, timestamps and logical types inside the text
+        (orjson writes them its own way). The record leaves out arrays (their elements are only in
+        the text); the text is orjson's of the full record without those fields."""
+        cdef Cursor c
+        cdef Text t
+        t.data = NULL
+        t.size = 0
+        t.room = 0
+        try:
+            text_room(&t, self.text_hint)
+            if type(data) is not bytes or self.code[self.root] != OP_RECORD:
+                return None
+            c.d = <const unsigned char *>PyBytes_AS_STRING(data)
+            c.p = self.header
+            c.end = PyBytes_GET_SIZE(data)
+            record = self.both_record(&c, self.root, &t, omit)
+            if c.p != c.end:
+                return None
+            self.text_hint = t.size + t.size // 8
+            return record, PyUnicode_DecodeUTF8(t.data, t.size, NULL)
+        except Exception:
+            return None
+        finally:
+            PyMem_Free(t.data)
+
+    cdef object both_record(self, Cursor *c, Py_ssize_t at, Text *t, object omit):
+        """A record as a dict (arrays left out) and as JSON text (fields in ``omit`` left out)."""
+        cdef Py_ssize_t fields = self.code[at + 1]
+        cdef Py_ssize_t defaults = self.code[at + 2]
+        cdef Py_ssize_t i, key, child
+        cdef bint first = True
+        cdef object out = nr_dict_presized(fields + defaults)
+        cdef object name, value
+        text_char(t, b'{')
+        at += 3
+        for i in range(fields):
+            key = self.code[at]
+            child = self.code[at + 1]
+            at += 2
+            if key < 0:
+                self.node(c, child)  # a field the reader drops: read past
+                continue
+            name = self.constant(key)
+            if omit is not None and name in omit:
+                PyDict_SetItem(out, name, self.node(c, child))
+                continue
+            if not first:
+                text_char(t, b',')
+            first = False
+            self.text_key(t, key)
+            value = self.both(c, child, t)
+            if value is not NOT_BUILT:
+                PyDict_SetItem(out, name, value)
+        for i in range(defaults):
+            name = self.constant(self.code[at])
+            value = self.constant(self.code[at + 1])
+            if self.code[at + 2]:
+                value = self.deepcopy(value)
+            at += 3
+            PyDict_SetItem(out, name, value)
+            if omit is None or name not in omit:
+                if not first:
+                    text_char(t, b',')
+                first = False
+                text_str(t, name)
+                text_char(t, b':')
+                self.text_default(t, value)
+        text_char(t, b'}')
+        return out
+
+    cdef inline int text_key(self, Text *t, Py_ssize_t key) except -1:
+        """Field name ``key`` (a constant's index) and its colon."""
+        cdef object written = <object>PyTuple_GET_ITEM(self.keys, key)
+        if written is None:
+            raise _Fallback
+        return text_put(t, PyBytes_AS_STRING(written), PyBytes_GET_SIZE(written))
+
+    cdef int text_default(self, Text *t, object value) except -1:
+        if self.dumps is None:
+            raise _Fallback
+        cdef bytes written = self.dumps(value)
+        return text_put(t, PyBytes_AS_STRING(written), PyBytes_GET_SIZE(written))
+
+    cdef object both(self, Cursor *c, Py_ssize_t at, Text *t):
+        """The value at the cursor as a Python object (NOT_BUILT for an array or a map, written as
+        text only) and as JSON text."""
+        cdef Py_ssize_t op = self.code[at]
+        cdef Py_ssize_t start, child
+        cdef int64_t n
+        cdef unsigned char b
+        cdef object value
+        if op == OP_UNION:
+            if c.p >= c.end:
+                raise _Fallback
+            b = c.d[c.p]
+            c.p += 1
+            if b & 1 or (b >> 1) >= self.code[at + 1]:
+                raise _Fallback
+            child = self.code[at + 2 + (b >> 1)]
+            if child < 0:
+                raise _Fallback
+            return self.both(c, child, t)
+        if op == OP_STRING:
+            start = c.p
+            value = read_string(c)
+            n = c.p
+            c.p = start
+            read_count(c)
+            text_string(t, c.d + c.p, n - c.p)
+            c.p = n
+            return value
+        if op == OP_RECORD:
+            return self.both_record(c, at, t, None)
+        if op == OP_NULL:
+            text_put(t, b"null", 4)
+            return None
+        if op == OP_LONG or op == OP_INT:
+            value = self.node(c, at)
+            text_long(t, <int64_t>value)
+            return value
+        if op == OP_BOOLEAN:
+            value = self.node(c, at)
+            if value:
+                text_put(t, b"true", 4)
+            else:
+                text_put(t, b"false", 5)
+            return value
+        if op == OP_ENUM:
+            value = self.node(c, at)
+            text_str(t, value)
+            return value
+        self.text(c, at, t)  # an array (a map, a float... raise _Fallback there)
+        return NOT_BUILT
+
+    cdef int text(self, Cursor *c, Py_ssize_t at, Text *t) except -1:
+        """The value at the cursor as JSON text only."""
+        cdef Py_ssize_t op = self.code[at]
+        cdef Py_ssize_t i, key, child, fields, defaults
+        cdef const unsigned char *s
+        cdef Py_ssize_t size
+        cdef int64_t v, n
+        cdef unsigned char b
+        cdef bint first = True
+        cdef tuple symbols
+        cdef object name, value
+        if op == OP_UNION:
+            if c.p >= c.end:
+                raise _Fallback
+            b = c.d[c.p]
+            c.p += 1
+            if b & 1 or (b >> 1) >= self.code[at + 1]:
+                raise _Fallback
+            child = self.code[at + 2 + (b >> 1)]
+            if child < 0:
+                raise _Fallback
+            return self.text(c, child, t)
+        if op == OP_STRING:
+            string_span(c, &s, &size)
+            return text_string(t, s, size)
+        if op == OP_NULL:
+            return text_put(t, b"null", 4)
+        if op == OP_LONG or op == OP_INT:
+            if c.p < c.end and c.d[c.p] < 128:
+                v = c.d[c.p]
+                c.p += 1
+                v = (v >> 1) ^ -(v & 1)
+            else:
+                read_long(c, &v)
+                if op == OP_INT and not (-2147483648 <= v <= 2147483647):
+                    raise _Fallback
+            return text_long(t, v)
+        if op == OP_BOOLEAN:
+            if c.p >= c.end or c.d[c.p] > 1:
+                raise _Fallback
+            c.p += 1
+            if c.d[c.p - 1]:
+                return text_put(t, b"true", 4)
+            return text_put(t, b"false", 5)
+        if op == OP_RECORD:
+            fields = self.code[at + 1]
+            defaults = self.code[at + 2]
+            text_char(t, b'{')
+            at += 3
+            for i in range(fields):
+                key = self.code[at]
+                child = self.code[at + 1]
+                at += 2
+                if key < 0:
+                    self.node(c, child)
+                    continue
+                if not first:
+                    text_char(t, b',')
+                first = False
+                self.text_key(t, key)
+                self.text(c, child, t)
+            for i in range(defaults):
+                name = self.constant(self.code[at])
+                value = self.constant(self.code[at + 1])
+                at += 3
+                if not first:
+                    text_char(t, b',')
+                first = False
+                text_str(t, name)
+                text_char(t, b':')
+                self.text_default(t, value)
+            return text_char(t, b'}')
+        if op == OP_ARRAY:
+            child = self.code[at + 1]
+            text_char(t, b'[')
+            n = read_count(c)
+            while n:
+                for i in range(n):
+                    if not first:
+                        text_char(t, b',')
+                    first = False
+                    self.text(c, child, t)
+                n = read_count(c)
+            return text_char(t, b']')
+        if op == OP_ENUM:
+            read_long(c, &v)
+            symbols = self.constant(self.code[at + 1])
+            if v < 0 or v >= PyTuple_GET_SIZE(symbols):
+                raise _Fallback
+            return text_str(t, symbols[v])
+        # A map (duplicate keys: the dict keeps one, the text would have both), floats and doubles
+        # (orjson's own shortest form), bytes (orjson refuses them), timestamps, logical types.
+        raise _Fallback

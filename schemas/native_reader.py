@@ -30,6 +30,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from fastavro._logical_readers import LOGICAL_READERS
 
 from schemas import codec
@@ -161,6 +162,13 @@ def compile_native(
         return codec.decode(data, lambda _fp: writer, reader)
 
     program: CompiledReader = _native_reader.Program(
-        builder.code, tuple(builder.values), root, slow, _EPOCH, copy.deepcopy, codec.HEADER_SIZE
+        builder.code,
+        tuple(builder.values),
+        root,
+        slow,
+        _EPOCH,
+        copy.deepcopy,
+        codec.HEADER_SIZE,
+        orjson.dumps,
     )
     return program

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from schemas import codec
 from schemas.compiled_reader import CompiledReader, compile_reader
@@ -180,6 +180,22 @@ def decode_event(data: bytes, ce_type: str | None = None) -> dict[str, Any]:
     if ce_type is not None and writer_type != ce_type:
         raise codec.CodecError(f"schema {fp.hex()} belongs to {writer_type}, not {ce_type}")
     return read(data)
+
+
+def split_event(data: bytes, ce_type: str, omit: frozenset[str]) -> tuple[dict[str, Any], str] | None:
+    """A message of ``ce_type`` as its record without arrays and the JSON text of the full record
+    (``orjson.dumps`` of what ``decode_event`` returns, less the top-level fields in ``omit``), read
+    in one pass by the native reader (``Program.split``). None for anything else: no native reader,
+    a message of another type or version the native reader does not cover, a body ``decode_event``
+    would hand fastavro, or a value the text cannot hold as orjson writes it. The caller then
+    decodes the message as usual, and gets that path's record or error."""
+    if type(data) is not bytes or len(data) < codec.HEADER_SIZE or not data.startswith(codec.MAGIC):
+        return None
+    found = _decoder(data[len(codec.MAGIC) : codec.HEADER_SIZE])
+    if found is None or found[0] != ce_type:
+        return None
+    split = getattr(found[1], "split", None)
+    return None if split is None else cast(tuple[dict[str, Any], str] | None, split(data, omit))
 
 
 def prepare_readers(ce_types: Iterable[str] | None = None) -> None:
