@@ -47,7 +47,15 @@ import psycopg
 from psycopg import sql
 
 from engine import pg_copy
-from projections.events import AtDecode, PreparedEvent, ProjectedEvent, at_decode_hook, prepare, prepared
+from projections.events import (
+    AtDecode,
+    AtMessage,
+    PreparedEvent,
+    ProjectedEvent,
+    at_decode_hook,
+    prepare,
+    prepared,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +439,13 @@ def at_decode_of(projection: Any) -> AtDecode | None:
     if isinstance(projection, RowProjection):
         return projection.at_decode if type(projection).apply is RowProjection.apply else None
     return at_decode_hook(projection)
+
+
+def at_message_of(projection: Any) -> AtMessage | None:
+    """``projection.at_message`` (events.PreparesFromMessage) where ``at_decode_of`` gives a hook
+    (its ``apply`` takes what the hooks return), else None."""
+    hook = getattr(projection, "at_message", None)
+    return hook if callable(hook) and at_decode_of(projection) is not None else None
 
 
 class RowProjection(ABC):

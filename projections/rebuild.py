@@ -51,10 +51,17 @@ from psycopg import sql
 from engine import db, kafka
 from engine.config import Settings
 from projections import catalogue, dead_letters, tracking
-from projections.batch import at_decode_of
+from projections.batch import at_decode_of, at_message_of
 from projections.collection import CollectingBetweenBatches
 from projections.dead_letters import Failure, apply_isolating
-from projections.events import DECODE_ERRORS, ProjectedEvent, Projection, decode_message
+from projections.events import (
+    DECODE_ERRORS,
+    AtMessage,
+    ProjectedEvent,
+    Projection,
+    ce_type_of,
+    decode_message,
+)
 from schemas import registry
 
 log = logging.getLogger("ledgerflow.projections.rebuild")
@@ -531,7 +538,9 @@ class _KafkaFiller(_Filler):
                 if stop_after is not None and report.events_applied + done >= stop_after:
                     break
                 fetched = await consumer.getmany(timeout_ms=500, max_records=self.batch)
-                events, offsets, bad = _collect(fetched, at_decode_of(self.shadow))
+                events, offsets, bad = _collect(
+                    fetched, at_decode_of(self.shadow), at_message_of(self.shadow)
+                )
                 report.undecodable += len(bad)
                 if writing is not None:
                     written = await writing
@@ -837,16 +846,24 @@ def _fill_share(
 def _collect(
     fetched: dict[TopicPartition, list[Any]],
     at_decode: Callable[[ProjectedEvent], ProjectedEvent] | None = None,
+    at_message: AtMessage | None = None,
 ) -> tuple[list[ProjectedEvent], dict[TopicPartition, int], list[Failure]]:
     """Decoded events, the last offset per partition, and the records that could not be decoded
     (dead letters; the live projector has usually recorded them already, recording is idempotent).
     ``at_decode``: what a row projection works out from each event as it is decoded, as in the
-    live runner (``batch.at_decode_of``)."""
+    live runner (``batch.at_decode_of``), and ``at_message`` what it takes straight from a record
+    (``batch.at_message_of``; None for a record it leaves to decoding)."""
     events: list[ProjectedEvent] = []
     offsets: dict[TopicPartition, int] = {}
     bad: list[Failure] = []
     for tp, messages in fetched.items():
         for message in messages:
+            offsets[tp] = message.offset
+            if at_message is not None and (ce_type := ce_type_of(message)):
+                taken = at_message(message, ce_type)
+                if taken is not None:
+                    events.append(taken)
+                    continue
             try:
                 event = decode_message(message)
             except DECODE_ERRORS as exc:
@@ -856,7 +873,6 @@ def _collect(
                 )
             else:
                 events.append(event if at_decode is None else at_decode(event))
-            offsets[tp] = message.offset
     return events, offsets, bad
 
 

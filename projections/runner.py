@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 from engine import db, kafka
 from engine.config import Settings
 from projections import dead_letters, tracking
-from projections.batch import at_decode_of
+from projections.batch import at_decode_of, at_message_of
 from projections.collection import CollectingBetweenBatches
 from projections.dead_letters import Failure, apply_isolating, is_poison
 from projections.events import (
@@ -164,10 +164,8 @@ class ProjectionRunner:
         self._at_decode = {p.name: hook for p in self.projections if (hook := at_decode_of(p)) is not None}
         # And of those, the ones that can take it straight from the record's bytes when they are
         # its only reader (events.PreparesFromMessage: the register's issued invoices).
-        self._at_message: dict[str, AtMessage] = {
-            p.name: hook
-            for p in self.projections
-            if p.name in self._at_decode and callable(hook := getattr(p, "at_message", None))
+        self._at_message = {
+            p.name: taker for p in self.projections if (taker := at_message_of(p)) is not None
         }
         if max_records is None:
             keeps = len(self._at_decode) < len(self.projections)
