@@ -433,8 +433,8 @@ class ProjectionRunner:
             # Past every reader's position (all of a batch but the first after a projection was
             # added or rebuilt), every reader is due: one list, whose routes per type are kept, and
             # the offsets set once for the partition. Working both out per record was about a
-            # twentieth of the register's projector CPU (py-spy, docs/performance.md "Projector:
-            # one route per type").
+            # twentieth of the register's projector CPU (py-spy, docs/performance.md "Projector: the
+            # register's document straight from the message").
             everyone = [(name, wants) for name, wants, _ in readers]
             last = -1
             for message in messages:
