@@ -474,7 +474,8 @@ cdef class Program:
             record = self.both_record(&c, self.root, &t, omit)
             if c.p != c.end:
                 return None
-            self.text_hint = t.size + t.size // 8
+            # Capped: one huge message must not make every later text start that large.
+            self.text_hint = min(t.size + t.size // 8, 65536)
             return record, PyUnicode_DecodeUTF8(t.data, t.size, NULL)
         except Exception:
             return None

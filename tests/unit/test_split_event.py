@@ -178,3 +178,11 @@ def test_the_register_leaves_other_types_undecodable_ids_and_subclasses_to_the_u
             return None
 
     assert Shown().at_message(message(data, good), ISSUED) is None
+
+
+def test_a_huge_invoice_and_the_small_ones_after_it_are_written_whole() -> None:
+    # The text's buffer grows past its starting size, and the next text starts smaller again.
+    record = json.loads(json.dumps(SAMPLE))
+    record["lines"][0]["description"] = 'a"\\\x01é\U0001f600' * 60_000
+    assert check(CURRENT.write(record), ISSUED)
+    assert check(sample_message(CURRENT), ISSUED)
