@@ -339,26 +339,31 @@ cdef class Program:
     cdef inline object constant(self, Py_ssize_t i):
         return <object>PyTuple_GET_ITEM(self.constants, i)
 
+    cdef inline Py_ssize_t branch(self, Cursor *c, Py_ssize_t at) except -1:
+        """The child of union node ``at`` that the byte at the cursor picks. One byte: unions have
+        at most 63 branches (the builder refuses more), so any index that is not an even byte below
+        2 * branches is bad, as in the compiled reader."""
+        cdef unsigned char b
+        cdef Py_ssize_t child
+        if c.p >= c.end:
+            raise _Fallback
+        b = c.d[c.p]
+        c.p += 1
+        if b & 1 or (b >> 1) >= self.code[at + 1]:
+            raise _Fallback
+        child = self.code[at + 2 + (b >> 1)]
+        if child < 0:
+            raise _Fallback  # a branch the reader has no match for
+        return child
+
     cdef object node(self, Cursor *c, Py_ssize_t at):
         cdef Py_ssize_t op = self.code[at]
         cdef int64_t v, n, days, rest
         cdef Py_ssize_t i, fields, defaults, key, child
-        cdef unsigned char b
         cdef object value, out, item
         cdef tuple symbols
         if op == OP_UNION:
-            # One byte: unions have at most 63 branches (the builder refuses more), so any index
-            # that is not an even byte below 2 * branches is bad, as in the compiled reader.
-            if c.p >= c.end:
-                raise _Fallback
-            b = c.d[c.p]
-            c.p += 1
-            if b & 1 or (b >> 1) >= self.code[at + 1]:
-                raise _Fallback
-            child = self.code[at + 2 + (b >> 1)]
-            if child < 0:
-                raise _Fallback  # a branch the reader has no match for
-            return self.node(c, child)
+            return self.node(c, self.branch(c, at))
         if op == OP_NULL:
             return None
         if op == OP_STRING:
@@ -544,21 +549,11 @@ cdef class Program:
         """The value at the cursor as a Python object (NOT_BUILT for an array or a map, written as
         text only) and as JSON text."""
         cdef Py_ssize_t op = self.code[at]
-        cdef Py_ssize_t start, child
+        cdef Py_ssize_t start
         cdef int64_t n
-        cdef unsigned char b
         cdef object value
         if op == OP_UNION:
-            if c.p >= c.end:
-                raise _Fallback
-            b = c.d[c.p]
-            c.p += 1
-            if b & 1 or (b >> 1) >= self.code[at + 1]:
-                raise _Fallback
-            child = self.code[at + 2 + (b >> 1)]
-            if child < 0:
-                raise _Fallback
-            return self.both(c, child, t)
+            return self.both(c, self.branch(c, at), t)
         if op == OP_STRING:
             start = c.p
             value = read_string(c)
@@ -598,21 +593,11 @@ cdef class Program:
         cdef const unsigned char *s
         cdef Py_ssize_t size
         cdef int64_t v, n
-        cdef unsigned char b
         cdef bint first = True
         cdef tuple symbols
         cdef object name, value
         if op == OP_UNION:
-            if c.p >= c.end:
-                raise _Fallback
-            b = c.d[c.p]
-            c.p += 1
-            if b & 1 or (b >> 1) >= self.code[at + 1]:
-                raise _Fallback
-            child = self.code[at + 2 + (b >> 1)]
-            if child < 0:
-                raise _Fallback
-            return self.text(c, child, t)
+            return self.text(c, self.branch(c, at), t)
         if op == OP_STRING:
             string_span(c, &s, &size)
             return text_string(t, s, size)
