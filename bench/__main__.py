@@ -25,7 +25,7 @@ from bench import api as api_stage
 from bench import etims as etims_stage
 from bench import gstr1 as gstr1_stage
 from bench import irn as irn_stage
-from bench import notification_log, raw_kafka, workload
+from bench import notification_log, raw_kafka, read_model_writes, workload
 from bench import rebuild as rebuild_stage
 from bench import reconciliation as reconciliation_stage
 from bench import replay as replay_stage
@@ -37,6 +37,8 @@ from bench.env import BenchEnv, Poller, free_port, retry, topic_size
 from bench.report import Row, print_table, write_json
 from connectors import registry as connector_registry
 from ops import schema as outer_schema
+from ops.projector_pool import default_processes
+from projections.catalogue import PROJECTIONS
 from streams.connectors.jobs import jobs_topic as jobs_topic_of
 
 STAGES = [
@@ -284,37 +286,83 @@ class Run:
         with bar(f"projection catch-up {events:,} events", events) as advance:
             proc = self.start_projectors()
             ready = proc.wait_log(r"\binvoice_register\b.*assigned")
+            cpu_at_ready, postgres_at_ready = proc.cpu_seconds(), read_model_writes.postgres_cpu()
             done = self._caught_up(proc, topic, total, already, advance)
+            projector_us = (proc.cpu_seconds() - cpu_at_ready) / max(events, 1) * 1e6
+            postgres_us = (read_model_writes.postgres_cpu() - postgres_at_ready) / max(events, 1) * 1e6
         rate = events / (done - ready)
+        # Issue 15: a quarter of raw consume in the same run (without `raw`: the old floor).
+        target = 0.25 * self.raw_consume if self.raw_consume else 10_000
+        self.env.stop("projector")
+        every = [p.table for p in PROJECTIONS if "ledger.invoice.v1" in p.topics]
+        bare = self.bare_writes(every, events, "every projection")
         self.extra["projection"] = {
             "events": events,
             "seconds_from_ready": done - ready,
             "seconds_from_spawn": done - proc.started,
+            "projector_cpu_us_per_event": projector_us,
+            "postgres_cpu_us_per_event": postgres_us,
+            "postgres_alone": bare.__dict__ | {"rate": bare.rate},
         }
-        alone = self.register_alone(topic, total)
         self.rows.append(
             Row(
                 "projection catch-up",
                 f"events/s over {events:,}",
                 rate,
                 "ev/s",
-                # Issue 15: a quarter of raw consume in the same run (without `raw`: the old floor).
-                0.25 * self.raw_consume if self.raw_consume else 10_000,
+                target,
                 raw=self.raw_consume,
                 note=(f"{self.projectors} projector processes; " if self.projectors > 1 else "")
-                + "Kafka -> every projection of the invoice topic; target: 25% of raw consume (same run)",
+                + "Kafka -> every projection of the invoice topic; target: 25% of raw consume (same"
+                f" run); CPU µs/event: projector {projector_us:.0f}, PostgreSQL {postgres_us:.0f}",
             )
         )
+        self.bare_rows("every projection", rate, bare)
+        alone = self.register_alone(topic, total)
         self.rows.append(
             Row(
                 "projection catch-up",
                 f"invoice_register alone, events/s over {alone['events']:,}",
                 alone["rate"],
                 "ev/s",
-                0.25 * self.raw_consume if self.raw_consume else 10_000,
+                target,
                 raw=self.raw_consume,
                 note="Kafka -> invoice_register: the stage as issue 15 measured it when filed, before "
-                "four more projections of the invoice topic existed",
+                f"four more projections of the invoice topic existed; CPU µs/event: projector"
+                f" {alone['projector_us']:.0f}, PostgreSQL {alone['postgres_us']:.0f}",
+            )
+        )
+        bare = self.bare_writes(["invoice_register"], total, "invoice_register")
+        self.extra["projection_register_alone"]["postgres_alone"] = bare.__dict__ | {"rate": bare.rate}
+        self.bare_rows("invoice_register alone", alone["rate"], bare)
+
+    def bare_writes(self, tables: list[str], events: int, label: str) -> read_model_writes.BareWrites:
+        """PostgreSQL alone storing the rows the stage just wrote again, as many writers as the
+        projector had processes: the stage's ceiling with these read models, in the same run."""
+        writers = self.projectors if self.projectors > 1 else default_processes(self.env.settings)
+        with bar(f"{label}: PostgreSQL alone, the same rows", events) as advance:
+            return read_model_writes.store_again(self.env.connect, tables, events, writers, advance)
+
+    def bare_rows(self, label: str, rate: float, bare: read_model_writes.BareWrites) -> None:
+        self.rows.append(
+            Row(
+                "projection catch-up",
+                f"{label}: PostgreSQL alone storing the same rows, events/s",
+                bare.rate,
+                "ev/s",
+                raw=self.raw_consume,
+                note=f"{bare.rows:,} rows, {bare.writers} writers, binary COPY of 2,500 a transaction;"
+                f" PostgreSQL {bare.postgres_us_per_event:.0f} µs/event; no Kafka, no Python per row:"
+                " the stage's ceiling with these read models",
+            )
+        )
+        self.rows.append(
+            Row(
+                "projection catch-up",
+                f"{label} / PostgreSQL alone",
+                rate / bare.rate,
+                "",
+                note="the share of the database's own rate the projector keeps",
             )
         )
 
@@ -344,10 +392,23 @@ class Run:
                 "projector-register", "projector", "--projection", "invoice_register", *extra
             )
             ready = proc.wait_log(r"\binvoice_register\b.*assigned")
+            cpu_at_ready, postgres_at_ready = proc.cpu_seconds(), read_model_writes.postgres_cpu()
             done = self._caught_up(proc, topic, total, 0, advance, "invoice_register")
+            projector_us = (proc.cpu_seconds() - cpu_at_ready) / max(total, 1) * 1e6
+            postgres_us = (read_model_writes.postgres_cpu() - postgres_at_ready) / max(total, 1) * 1e6
         self.env.stop("projector-register")
-        self.extra["projection_register_alone"] = {"events": total, "seconds_from_ready": done - ready}
-        return {"events": total, "rate": total / (done - ready)}
+        self.extra["projection_register_alone"] = {
+            "events": total,
+            "seconds_from_ready": done - ready,
+            "projector_cpu_us_per_event": projector_us,
+            "postgres_cpu_us_per_event": postgres_us,
+        }
+        return {
+            "events": total,
+            "rate": total / (done - ready),
+            "projector_us": projector_us,
+            "postgres_us": postgres_us,
+        }
 
     def replay(self) -> None:
         """`ledgerflow replay --into-topic` beside a plain aiokafka consume+produce of the same records."""

@@ -7,6 +7,7 @@ projections measured apart can be set beside those of all of them together.
     make bench BENCH_ARGS="--only relay --keep"          # prints the schema, e.g. bench_1a2b3c4d5e
     python -m bench.projector_catchup bench_1a2b3c4d5e   # the register alone, then every projection
     python -m bench.projector_catchup bench_1a2b3c4d5e audit_trail --each
+    python -m bench.projector_catchup bench_1a2b3c4d5e --bare   # and PostgreSQL alone, same rows
 
 Timed from the projector's first "assigned" line (start-up excluded, as the bench's projection
 stage) to the last position stored. PostgreSQL's CPU is every server process's (the cluster is
@@ -20,10 +21,10 @@ import argparse
 import time
 from dataclasses import dataclass
 
-import psutil
 from psycopg import sql
 
 from bench.env import BenchEnv, Poller, topic_size
+from bench.read_model_writes import postgres_cpu, store_again
 from projections.catalogue import PROJECTIONS
 
 TOPIC = "ledger.invoice.v1"
@@ -41,18 +42,6 @@ class CatchUp:
     @property
     def rate(self) -> float:
         return self.events / self.seconds
-
-
-def _postgres_cpu() -> float:
-    """CPU seconds of every PostgreSQL server process so far (the cluster is assumed otherwise idle)."""
-    total = 0.0
-    for process in psutil.process_iter(["name"]):
-        try:
-            if "postgres" in (process.info["name"] or ""):
-                total += sum(process.cpu_times()[:2])
-        except psutil.Error:
-            continue
-    return total
 
 
 def catch_up(env: BenchEnv, names: list[str], processes: int, timeout: float = 600.0) -> CatchUp:
@@ -73,7 +62,7 @@ def catch_up(env: BenchEnv, names: list[str], processes: int, timeout: float = 6
     proc = env.start("projector", "projector", "--processes", str(processes), *options)
     try:
         ready = proc.wait_log("assigned")
-        cpu_at_ready, postgres_at_ready = proc.cpu_seconds(), _postgres_cpu()
+        cpu_at_ready, postgres_at_ready = proc.cpu_seconds(), postgres_cpu()
         deadline = ready + timeout
         while poll.projected(topic, names) < total:
             proc.check()
@@ -81,7 +70,7 @@ def catch_up(env: BenchEnv, names: list[str], processes: int, timeout: float = 6
                 raise SystemExit(f"the projector did not catch up within {timeout:g} s")
             time.sleep(0.02)
         done = time.monotonic()
-        projector, postgres = proc.cpu_seconds() - cpu_at_ready, _postgres_cpu() - postgres_at_ready
+        projector, postgres = proc.cpu_seconds() - cpu_at_ready, postgres_cpu() - postgres_at_ready
     finally:
         env.stop("projector")
         poll.close()
@@ -101,6 +90,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--each", action="store_true", help="each projection named (or of the topic) alone too"
+    )
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="after each run, PostgreSQL alone storing the same rows again (bench.read_model_writes)",
     )
     parser.add_argument(
         "--processes", type=int, default=2, help="projector processes (default 2, as the bench)"
@@ -129,6 +123,14 @@ def main() -> None:
                 f"{label[:42]:42} {c.rate:9,.0f} {c.projector_cpu_s:12.2f} s {projector_us:6.0f}"
                 f" {c.postgres_cpu_s:13.2f} s {postgres_us:6.0f}   peak RSS {rss} MB"
             )
+            if args.bare:
+                tables = [p.table for p in PROJECTIONS if p.name in names]
+                b = store_again(env.connect, tables, c.events, args.processes)
+                label = f"  PostgreSQL alone, {b.writers} writers"
+                print(
+                    f"{label:42} {b.rate:9,.0f} {'':>14} {'':>6}"
+                    f" {b.postgres_cpu_s:13.2f} s {b.postgres_us_per_event:6.0f}   {b.rows:,} rows"
+                )
     finally:
         # keep=True: the kept run's schema and topics stay (only the processes stop).
         env.close(keep=True)
