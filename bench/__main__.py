@@ -289,7 +289,7 @@ class Run:
             cpu_at_ready, postgres_at_ready = proc.cpu_seconds(), read_model_writes.postgres_cpu()
             done = self._caught_up(proc, topic, total, already, advance)
             projector_us = (proc.cpu_seconds() - cpu_at_ready) / max(events, 1) * 1e6
-            postgres_us = (read_model_writes.postgres_cpu() - postgres_at_ready) / max(events, 1) * 1e6
+            postgres_us = read_model_writes.cpu_since(postgres_at_ready) / max(events, 1) * 1e6
         rate = events / (done - ready)
         # Issue 15: a quarter of raw consume in the same run (without `raw`: the old floor).
         target = 0.25 * self.raw_consume if self.raw_consume else 10_000
@@ -395,7 +395,7 @@ class Run:
             cpu_at_ready, postgres_at_ready = proc.cpu_seconds(), read_model_writes.postgres_cpu()
             done = self._caught_up(proc, topic, total, 0, advance, "invoice_register")
             projector_us = (proc.cpu_seconds() - cpu_at_ready) / max(total, 1) * 1e6
-            postgres_us = (read_model_writes.postgres_cpu() - postgres_at_ready) / max(total, 1) * 1e6
+            postgres_us = read_model_writes.cpu_since(postgres_at_ready) / max(total, 1) * 1e6
         self.env.stop("projector-register")
         self.extra["projection_register_alone"] = {
             "events": total,

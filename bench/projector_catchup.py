@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from bench.env import BenchEnv, Poller, topic_size
-from bench.read_model_writes import postgres_cpu, store_again
+from bench.read_model_writes import cpu_since, postgres_cpu, store_again
 from projections.catalogue import PROJECTIONS
 
 TOPIC = "ledger.invoice.v1"
@@ -70,7 +70,7 @@ def catch_up(env: BenchEnv, names: list[str], processes: int, timeout: float = 6
                 raise SystemExit(f"the projector did not catch up within {timeout:g} s")
             time.sleep(0.02)
         done = time.monotonic()
-        projector, postgres = proc.cpu_seconds() - cpu_at_ready, postgres_cpu() - postgres_at_ready
+        projector, postgres = proc.cpu_seconds() - cpu_at_ready, cpu_since(postgres_at_ready)
     finally:
         env.stop("projector")
         poll.close()

@@ -33,16 +33,24 @@ _TRAILER = struct.pack("!h", -1)
 _POSITIONS = "bench_bare_write_positions"
 
 
-def postgres_cpu() -> float:
-    """CPU seconds of every PostgreSQL server process so far (the cluster is assumed otherwise idle)."""
-    total = 0.0
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL server process, by pid (the cluster is assumed
+    otherwise idle); ``cpu_since`` takes the difference."""
+    found: dict[int, float] = {}
     for process in psutil.process_iter(["name"]):
         try:
             if "postgres" in (process.info["name"] or ""):
-                total += sum(process.cpu_times()[:2])
+                found[process.pid] = sum(process.cpu_times()[:2])
         except psutil.Error:
             continue
-    return total
+    return found
+
+
+def cpu_since(before: dict[int, float]) -> float:
+    """PostgreSQL's CPU seconds since ``before`` (``postgres_cpu()``), by process: a server process
+    that ended meanwhile (a stopped projector's connections) would otherwise take its whole
+    lifetime's CPU off the difference, and one started meanwhile counts from zero."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in postgres_cpu().items())
 
 
 @dataclass(frozen=True)
@@ -222,9 +230,9 @@ def _timed_writes(
         thread.start()
     try:
         ready.wait()
-        cpu, started = postgres_cpu(), time.perf_counter()
+        before, started = postgres_cpu(), time.perf_counter()
         finished.wait()
-        seconds, cpu = time.perf_counter() - started, postgres_cpu() - cpu
+        seconds, cpu = time.perf_counter() - started, cpu_since(before)
     except threading.BrokenBarrierError:
         seconds = cpu = 0.0
     for thread in threads:
