@@ -35,15 +35,17 @@ from libc.stdint cimport int16_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcpy
 
 from datetime import UTC
+from uuid import UUID
 
 import_datetime()
 
 cdef object _UTC = UTC
+cdef object _UUID = UUID
 
 # Column kinds, one byte each (engine/pg_copy.py maps PostgreSQL types to them).
 DEF K_TEXT = 116       # 't': text, varchar, json: the UTF-8 bytes
 DEF K_JSONB = 106      # 'j': jsonb: version 1, then the text
-DEF K_UUID = 117       # 'u': uuid from its 36-character (or 32-digit) hex text
+DEF K_UUID = 117       # 'u': uuid from its 36-character (or 32-digit) hex text, or a uuid.UUID
 DEF K_DATE = 100       # 'd': date from 'YYYY-MM-DD' or a datetime.date
 DEF K_NUMERIC = 110    # 'n': numeric from a plain decimal string ('-12.30') or an int
 DEF K_TIMESTAMPTZ = 84 # 'T': timestamptz from an aware datetime
@@ -51,6 +53,7 @@ DEF K_BOOL = 98        # 'b'
 DEF K_INT2 = 104       # 'h'
 DEF K_INT4 = 105       # 'i'
 DEF K_INT8 = 108       # 'l'
+DEF K_BYTEA = 66       # 'B': bytea from bytes, as they are
 
 # 2000-01-01, PostgreSQL's epoch for dates and timestamps, as days since 0001-01-01 (proleptic).
 DEF PG_EPOCH_DAYS = 730119
@@ -160,6 +163,13 @@ cdef bint _text(_Buffer out, object value, bint jsonb) except -1:
 
 
 cdef bint _uuid(_Buffer out, object value) except -1:
+    cdef bytes packed
+    if type(value) is _UUID:
+        # A uuid.UUID (a tenant id the decoder made from the Avro logical type): its 16 bytes.
+        packed = value.bytes
+        out.put32(16)
+        out.put(PyBytes_AS_STRING(packed), 16)
+        return True
     if type(value) is not str:
         return False
     cdef Py_ssize_t size
@@ -362,6 +372,13 @@ cdef bint _field(_Buffer out, object value, int kind) except -1:
         return _integer(out, value, 4)
     if kind == K_INT8:
         return _integer(out, value, 8)
+    if kind == K_BYTEA:
+        # byteasend/bytearecv: the bytes themselves (the text form is their hex or escape text).
+        if type(value) is not bytes:
+            return False
+        out.put32(<uint32_t>len(<bytes>value))
+        out.put(PyBytes_AS_STRING(value), len(<bytes>value))
+        return True
     return False
 
 

@@ -34,6 +34,7 @@ _KINDS = {
     "smallint": b"h",
     "integer": b"i",
     "bigint": b"l",
+    "bytea": b"B",
 }
 _MODIFIER = re.compile(r"\(\d+(?:,\d+)?\)")
 

@@ -114,7 +114,7 @@ def write(conn: psycopg.Connection, table: str, key: str, changes: Iterable[RowC
         # below and the register's cheaper document copy: python CPU 39-40 -> 34-35 us per
         # invoice on the bench topic, perf-rows in docs/performance.md).
         rows = [c.insert for c in changes if c.insert is not None]
-        if not _copy_straight_in(conn, table, rows):
+        if not copy_straight_in(conn, table, rows):
             _insert(conn, table, key, rows, returning=False)
         return
     effects = fold(changes)
@@ -132,7 +132,7 @@ def write(conn: psycopg.Connection, table: str, key: str, changes: Iterable[RowC
         _update(conn, table, key, _column_types(conn, table), updates, inserted)
 
 
-def _copy_straight_in(conn: psycopg.Connection, table: str, rows: Sequence[Mapping[str, Any]]) -> bool:
+def copy_straight_in(conn: psycopg.Connection, table: str, rows: Sequence[Mapping[str, Any]]) -> bool:
     """COPY new rows straight into ``table``, skipping the staging table: False, with nothing
     written, if one of them is there already (a redelivered event), for the staging path's ON
     CONFLICT to skip it.

@@ -20,7 +20,7 @@ from psycopg import sql
 from engine import db
 from engine.attribution import ACTORS_TABLE
 from engine.config import Settings
-from projections.audit_trail import _INSERT
+from projections.audit_trail import _ACTORS, _INSERT
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,12 @@ def index_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def test_each_event_reads_only_its_own_actor_row_before_any_statistics(settings: Settings) -> None:
+@pytest.mark.parametrize("statement", ["insert", "actors"])
+def test_each_event_reads_only_its_own_actor_row_before_any_statistics(
+    settings: Settings, statement: str
+) -> None:
+    """Both ways the projection reads who did it: joined in its INSERT, or looked up before its
+    rows are COPYed straight in."""
     db.ensure_schema(settings)
     with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as conn:
         # No ANALYZE, and none behind the test's back: the planner sees a table without statistics.
@@ -64,10 +69,11 @@ def test_each_event_reads_only_its_own_actor_row_before_any_statistics(settings:
             [b""] * BATCH,
             [False] * BATCH,  # escaped: the document has no \u escape (projections/audit_trail.py)
         )
-        statement = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + sql.SQL(_INSERT).format(
+        query = _INSERT if statement == "insert" else _ACTORS
+        explain = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + sql.SQL(query).format(
             t=sql.Identifier("audit_trail"), actors=sql.Identifier(ACTORS_TABLE)
         )
-        ((plans,),) = conn.execute(statement, columns).fetchall()
+        ((plans,),) = conn.execute(explain, columns if statement == "insert" else (ids,)).fetchall()
         conn.rollback()
         written = conn.execute("SELECT count(*) FROM audit_trail").fetchone()
     on_actors = [n for n in index_nodes(plans[0]["Plan"]) if n["Index Name"].startswith("event_actors")]

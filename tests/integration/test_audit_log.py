@@ -687,3 +687,51 @@ def test_an_entitys_first_event_is_stored_once_and_later_batches_see_its_state(s
     assert second[0] == {"status": {"old": "issued", "new": "paid"}, "note": {"old": None, "new": "by UPI"}}
     assert third[0] == {"note": {"old": "by UPI", "new": None}, "total": {"old": "10.00", "new": "12.50"}}
     assert json.loads(bytes(third[1]))["number"] == "INV-\u0928 1 \U0001f600"
+
+
+def test_a_batch_applied_again_adds_nothing_and_each_row_keeps_who_did_it(settings: Settings) -> None:
+    """Rows go straight in with COPY when none is there yet; a redelivered batch (all or some of its
+    events stored already) takes the INSERT's ON CONFLICT instead: every event once, with its actor
+    from the audit store either way."""
+    from engine import db
+
+    db.ensure_schema(settings)
+    tenant = uuid.uuid4()
+    entities = [str(uuid.uuid4()) for _ in range(4)]
+    events = [
+        entity_event(
+            tenant, entity, offset, "ledgerflow.invoice.issued", number=f"INV-{offset}", total="1.50"
+        )
+        for offset, entity in enumerate(entities)
+    ]
+    user = uuid.uuid4()
+    with connect(settings) as conn:
+        for index, event in enumerate(events[:3]):  # the last event has no actor row
+            conn.execute(
+                "INSERT INTO event_actors (events_table, originator_id, originator_version, event_id, actor,"
+                " role, user_id, client_ip, user_agent, request_id)"
+                " VALUES ('ledger_events', %s, 1, %s, %s, 'accountant', %s, '203.0.113.7', %s, %s)",
+                (uuid.uuid4(), event.ce_id, f"key:{index}", user, AGENT, f"req-{index}"),
+            )
+
+    def trail() -> list[tuple[Any, ...]]:
+        with connect(settings) as conn:
+            return conn.execute(
+                "SELECT event_id::text, entity_id, changes::jsonb, actor, role, user_id, client_ip,"
+                " user_agent, request_id FROM audit_trail WHERE tenant_id = %s ORDER BY kafka_offset",
+                (tenant,),
+            ).fetchall()
+
+    with connect(settings, autocommit=False) as conn:
+        AuditTrail().apply(conn, events[:2])
+        conn.commit()
+        AuditTrail().apply(conn, events[:2])  # redelivered whole
+        conn.commit()
+        AuditTrail().apply(conn, events)  # two stored already, two new
+        conn.commit()
+    rows = trail()
+    assert [r[0] for r in rows] == [e.ce_id for e in events]
+    assert [r[3:] for r in rows] == [
+        (f"key:{i}", "accountant", user, "203.0.113.7", AGENT, f"req-{i}") for i in range(3)
+    ] + [(None,) * 6]
+    assert rows[1][2] == {"number": {"old": None, "new": "INV-1"}, "total": {"old": None, "new": "1.50"}}

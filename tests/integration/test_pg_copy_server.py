@@ -174,3 +174,30 @@ def test_a_nul_keeps_psycopgs_refusal(conn: psycopg.Connection) -> None:
     rows = [row(0, note="a\x00b")]
     with pytest.raises(psycopg.DataError, match="NUL"), conn.transaction():
         batch.write(conn, "copy_binary", "id", [RowChange(rows[0]["id"], insert=rows[0])])
+
+
+@hypothesis_settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.tuples(st.uuids(), st.one_of(st.none(), st.binary(max_size=300))), min_size=1, max_size=8))
+def test_bytea_and_uuid_objects_store_what_the_text_format_stores(
+    conn: psycopg.Connection, drawn: list[tuple[uuid.UUID, bytes | None]]
+) -> None:
+    """The audit trail's rows: a tenant id as a uuid.UUID and its state as bytes (b"" for an
+    entity's first event)."""
+    columns = ("id", "tenant", "state")
+    rows = [
+        {"id": str(uuid.UUID(int=n + 1)), "tenant": tenant, "state": state}
+        for n, (tenant, state) in enumerate(drawn)
+    ]
+    rows.append({"id": str(uuid.UUID(int=0)), "tenant": uuid.UUID(int=0), "state": b""})
+    with conn.transaction(force_rollback=True):
+        for name in ("bytes_binary", "bytes_text"):
+            conn.execute(f"CREATE TEMPORARY TABLE {name} (id uuid PRIMARY KEY, tenant uuid, state bytea)")
+        types = batch._column_types(conn, "bytes_binary")
+        assert pg_copy.encode(rows, batch._binary_kinds(conn, columns, types) or b"") is not None
+        with conn.cursor() as cur:
+            batch._copy(cur, sql.Identifier("bytes_binary"), columns, rows, types)
+            batch._copy(cur, sql.Identifier("bytes_text"), columns, rows)
+        assert stored(conn, "bytes_binary") == stored(conn, "bytes_text")
+        assert len(stored(conn, "bytes_binary")) == len(rows)

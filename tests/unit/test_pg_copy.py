@@ -101,6 +101,20 @@ def test_uuid_strings(text: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "value", [uuid.UUID(int=0), uuid.UUID(int=1), uuid.uuid4(), uuid.UUID(int=2**128 - 1)]
+)
+def test_uuid_objects_as_their_text(value: uuid.UUID) -> None:
+    assert field(b"u", value) == oracle(value) == field(b"u", str(value))
+
+
+@pytest.mark.parametrize(
+    "value", [b"", b"\x00", b"\xff\x00\\x41", b'{"a": "\xc3\xa9"}', bytes(range(256)) * 40]
+)
+def test_bytea_is_its_bytes(value: bytes) -> None:
+    assert field(b"B", value) == oracle(value) == value
+
+
+@pytest.mark.parametrize(
     "text", ["2026-01-19", "2024-02-29", "0001-01-01", "9999-12-31", "1999-12-31", "2000-01-01"]
 )
 def test_date_strings_and_dates(text: str) -> None:
@@ -137,7 +151,7 @@ def test_booleans_and_integers() -> None:
 
 
 def test_null_is_length_minus_one() -> None:
-    for kind in b"tjudnTbhil":
+    for kind in b"tjudnTbhilB":
         assert pg_copy.encode([{"c": None}], bytes([kind]), header=False, trailer=False) == (
             b"\x00\x01\xff\xff\xff\xff"
         )
@@ -167,7 +181,10 @@ def test_null_is_length_minus_one() -> None:
         (b"u", "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}"),
         (b"u", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g"),
         (b"u", "a0eebc99-9c0b4ef8-bb6d-6bb9bd380a11-"),
-        (b"u", uuid.UUID(int=1)),
+        (b"u", 1),
+        (b"B", bytearray(b"x")),  # only bytes itself
+        (b"B", memoryview(b"x")),
+        (b"B", "text"),
         (b"d", "2023-02-29"),
         (b"d", "2023-2-01"),
         (b"d", "0000-01-01"),
@@ -215,7 +232,7 @@ def test_kinds_of_format_type_names() -> None:
     names = ["uuid", "numeric(18,2)", "character varying(64)", "json", "jsonb", "date"]
     assert pg_copy.kinds_of(names) == b"unttjd"
     assert pg_copy.kinds_of(["timestamp with time zone", "timestamp(3) with time zone"]) == b"TT"
-    assert pg_copy.kinds_of(["boolean", "smallint", "integer", "bigint", "text"]) == b"bhilt"
+    assert pg_copy.kinds_of(["boolean", "smallint", "integer", "bigint", "text", "bytea"]) == b"bhiltB"
     # A type it does not write sends the whole table's rows in text format.
-    for other in ("bytea", "text[]", "timestamp without time zone", "double precision", "inet"):
+    for other in ("text[]", "timestamp without time zone", "double precision", "inet"):
         assert pg_copy.kinds_of(["text", other]) is None
