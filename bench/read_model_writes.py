@@ -33,24 +33,25 @@ _TRAILER = struct.pack("!h", -1)
 _POSITIONS = "bench_bare_write_positions"
 
 
-def postgres_cpu() -> dict[int, float]:
-    """CPU seconds so far of each PostgreSQL server process, by pid (the cluster is assumed
-    otherwise idle); ``cpu_since`` takes the difference."""
-    found: dict[int, float] = {}
-    for process in psutil.process_iter(["name"]):
+def postgres_cpu() -> dict[tuple[int, float], float]:
+    """CPU seconds so far of each PostgreSQL server process, by (pid, start time): a pid can be
+    another process's by the next sample on a busy machine (the cluster is assumed otherwise idle);
+    ``cpu_since`` takes the difference."""
+    found: dict[tuple[int, float], float] = {}
+    for process in psutil.process_iter(["name", "create_time"]):
         try:
             if "postgres" in (process.info["name"] or ""):
-                found[process.pid] = sum(process.cpu_times()[:2])
+                found[process.pid, process.info["create_time"]] = sum(process.cpu_times()[:2])
         except psutil.Error:
             continue
     return found
 
 
-def cpu_since(before: dict[int, float]) -> float:
+def cpu_since(before: dict[tuple[int, float], float]) -> float:
     """PostgreSQL's CPU seconds since ``before`` (``postgres_cpu()``), by process: a server process
     that ended meanwhile (a stopped projector's connections) would otherwise take its whole
     lifetime's CPU off the difference, and one started meanwhile counts from zero."""
-    return sum(cpu - before.get(pid, 0.0) for pid, cpu in postgres_cpu().items())
+    return sum(cpu - before.get(key, 0.0) for key, cpu in postgres_cpu().items())
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,8 @@ def store_again(
             )
             for table in tables:
                 conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
+            # Nothing of the stage's own writes left for the timed ones to flush.
+            conn.execute("CHECKPOINT")
         try:
             seconds, cpu = _timed_writes(connect, written, columns, chunks, writers, progress)
         finally:
@@ -177,8 +180,14 @@ def _timed_writes(
     connection is open before the first CPU sample and after the last, so that its server process's
     CPU is counted whole."""
     batches = max(len(c) for c in chunks.values())
+    # connected: every writer's server process exists before the first CPU sample; ready: no writer
+    # starts before that sample (taking it reads every process's counters, which takes a while);
+    # finished, then released: no writer's connection closes before the last sample (a server
+    # process gone by then is not counted: in some runs the register's figure was half).
+    connected = threading.Barrier(writers + 1)
     ready = threading.Barrier(writers + 1)
     finished = threading.Barrier(writers + 1)
+    released = threading.Barrier(writers + 1)
     errors: list[BaseException] = []
     lock = threading.Lock()
 
@@ -193,6 +202,7 @@ def _timed_writes(
                     (writer,),
                 )
                 conn.commit()
+                connected.wait()
                 ready.wait()
                 try:
                     for batch in range(writer, batches, writers):
@@ -218,21 +228,25 @@ def _timed_writes(
                                     progress(count)
                 finally:
                     finished.wait()
+                    released.wait()
         except threading.BrokenBarrierError:
             pass
         except BaseException as error:  # reported by the caller
             errors.append(error)
-            ready.abort()
-            finished.abort()
+            for barrier in (connected, ready, finished, released):
+                barrier.abort()
 
     threads = [threading.Thread(target=write, args=(w,), daemon=True) for w in range(writers)]
     for thread in threads:
         thread.start()
     try:
+        connected.wait()
+        before = postgres_cpu()
+        started = time.perf_counter()
         ready.wait()
-        before, started = postgres_cpu(), time.perf_counter()
         finished.wait()
         seconds, cpu = time.perf_counter() - started, cpu_since(before)
+        released.wait()
     except threading.BrokenBarrierError:
         seconds = cpu = 0.0
     for thread in threads:
