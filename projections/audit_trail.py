@@ -35,7 +35,7 @@ from psycopg.rows import dict_row
 from engine.attribution import ACTORS_TABLE
 from engine.audit_log import INDEX_TABLE
 from engine.publishing import AGGREGATE_TOPICS
-from projections.batch import copy_straight_in
+from projections.batch import copies_straight_in, copy_straight_in
 from projections.events import ProjectedEvent, last_header, prepare, prepared
 
 NAME = "audit_trail"
@@ -354,7 +354,7 @@ class AuditTrail:
 
     def _insert(self, conn: psycopg.Connection, columns: tuple[list[Any], ...]) -> None:
         """One statement for the rows gathered in ``columns``, which it empties."""
-        if not any(columns[12]) and self._copy_in(conn, columns):
+        if not any(columns[12]) and copies_straight_in(conn, self.table) and self._copy_in(conn, columns):
             for column in columns:
                 column.clear()
             return

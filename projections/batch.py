@@ -141,11 +141,9 @@ def copy_straight_in(conn: psycopg.Connection, table: str, rows: Sequence[Mappin
     register's PostgreSQL time: 57-60 -> 43-47 us per 5-line invoice on the bench topic
     (bench.projection_costs, three alternating runs each). Only inside the caller's transaction,
     where the block is a savepoint: alone it would commit the rows without their tracking row."""
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+    if not copies_straight_in(conn, table):
         return False
     refused_here = (conn.info.backend_pid, table)
-    if refused_here in _COPY_REFUSED:
-        return False
     types = _column_types(conn, table)
     try:
         with conn.transaction(), conn.cursor() as cur:
@@ -167,6 +165,12 @@ def copy_straight_in(conn: psycopg.Connection, table: str, rows: Sequence[Mappin
 
 # (backend pid, table) where PostgreSQL refuses COPY FROM (row-level security).
 _COPY_REFUSED: set[tuple[int, str]] = set()
+
+
+def copies_straight_in(conn: psycopg.Connection, table: str) -> bool:
+    """Whether ``copy_straight_in`` would try (a caller can skip the work of preparing its rows)."""
+    in_transaction = conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    return in_transaction and (conn.info.backend_pid, table) not in _COPY_REFUSED
 
 
 def _copy(
