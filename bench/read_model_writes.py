@@ -121,10 +121,12 @@ def store_again(
     """Copy ``tables``' rows out, empty the tables and time PostgreSQL storing the same rows again.
 
     ``connect`` gives an autocommit connection on the run's schema; ``events`` is how many events
-    the rows came from (the rate is per event, as the stage's). The tables hold the same rows after.
+    the rows came from (the rate is per event, as the stage's). The tables hold the same rows after
+    (checked); if a write fails they are left part-filled, and the run stops with its error.
     """
     with tempfile.TemporaryDirectory(prefix="ledgerflow-bench-rows-") as scratch:
-        # Chunks on disk, not in memory: five read models of 50,000 invoices are ~0.5 GB uncompressed.
+        # Chunks on disk: five read models of 50,000 invoices are ~0.5 GB uncompressed, so only
+        # one table's stream is in memory at a time (twice, while it is cut).
         chunks: dict[str, list[tuple[Path, int]]] = {}
         columns: dict[str, sql.Composable] = {}
         with connect() as conn:
@@ -249,6 +251,10 @@ def _timed_writes(
         released.wait()
     except threading.BrokenBarrierError:
         seconds = cpu = 0.0
+    except BaseException:
+        for barrier in (connected, ready, finished, released):
+            barrier.abort()  # no writer left waiting with its connection open
+        raise
     for thread in threads:
         thread.join()
     if errors:

@@ -689,49 +689,69 @@ def test_an_entitys_first_event_is_stored_once_and_later_batches_see_its_state(s
     assert json.loads(bytes(third[1]))["number"] == "INV-\u0928 1 \U0001f600"
 
 
-def test_a_batch_applied_again_adds_nothing_and_each_row_keeps_who_did_it(settings: Settings) -> None:
+def test_a_batch_applied_again_adds_nothing_and_each_row_keeps_who_did_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Rows go straight in with COPY when none is there yet; a redelivered batch (all or some of its
     events stored already) takes the INSERT's ON CONFLICT instead: every event once, with its actor
-    from the audit store either way."""
+    from the audit store (or none) either way."""
     from engine import db
+    from projections import audit_trail
 
     db.ensure_schema(settings)
     tenant = uuid.uuid4()
-    entities = [str(uuid.uuid4()) for _ in range(4)]
     events = [
         entity_event(
-            tenant, entity, offset, "ledgerflow.invoice.issued", number=f"INV-{offset}", total="1.50"
+            tenant,
+            str(uuid.uuid4()),
+            offset,
+            "ledgerflow.invoice.issued",
+            number=f"INV-{offset}",
+            total="1.50",
         )
-        for offset, entity in enumerate(entities)
+        for offset in range(5)
     ]
     user = uuid.uuid4()
     with connect(settings) as conn:
-        for index, event in enumerate(events[:3]):  # the last event has no actor row
+        for index, event in enumerate(events[:3]):  # events 3 and 4 have no actor row
             conn.execute(
                 "INSERT INTO event_actors (events_table, originator_id, originator_version, event_id, actor,"
                 " role, user_id, client_ip, user_agent, request_id)"
                 " VALUES ('ledger_events', %s, 1, %s, %s, 'accountant', %s, '203.0.113.7', %s, %s)",
                 (uuid.uuid4(), event.ce_id, f"key:{index}", user, AGENT, f"req-{index}"),
             )
+    straight: list[bool] = []  # what each COPY straight in answered
+    original = audit_trail.copy_straight_in
+
+    def copy_straight_in(*args: Any) -> bool:
+        straight.append(original(*args))
+        return straight[-1]
+
+    monkeypatch.setattr(audit_trail, "copy_straight_in", copy_straight_in)
 
     def trail() -> list[tuple[Any, ...]]:
         with connect(settings) as conn:
             return conn.execute(
-                "SELECT event_id::text, entity_id, changes::jsonb, actor, role, user_id, client_ip,"
-                " user_agent, request_id FROM audit_trail WHERE tenant_id = %s ORDER BY kafka_offset",
+                "SELECT event_id::text, changes::jsonb, actor, role, user_id, client_ip, user_agent,"
+                " request_id FROM audit_trail WHERE tenant_id = %s ORDER BY kafka_offset",
                 (tenant,),
             ).fetchall()
 
     with connect(settings, autocommit=False) as conn:
-        AuditTrail().apply(conn, events[:2])
+        AuditTrail().apply(conn, [events[0], events[3]])  # new: straight in, one with no actor
         conn.commit()
-        AuditTrail().apply(conn, events[:2])  # redelivered whole
+        first = trail()
+        AuditTrail().apply(conn, [events[0], events[3]])  # redelivered whole
         conn.commit()
-        AuditTrail().apply(conn, events)  # two stored already, two new
+        AuditTrail().apply(conn, events)  # two stored already, three new
         conn.commit()
+    assert straight == [True, False, False]
+    nobody = (None,) * 6
+    assert [r[2:] for r in first] == [("key:0", "accountant", user, "203.0.113.7", AGENT, "req-0"), nobody]
     rows = trail()
     assert [r[0] for r in rows] == [e.ce_id for e in events]
-    assert [r[3:] for r in rows] == [
+    assert [r[2:] for r in rows] == [
         (f"key:{i}", "accountant", user, "203.0.113.7", AGENT, f"req-{i}") for i in range(3)
-    ] + [(None,) * 6]
-    assert rows[1][2] == {"number": {"old": None, "new": "INV-1"}, "total": {"old": None, "new": "1.50"}}
+    ] + [nobody, nobody]
+    assert rows[0] == first[0] and rows[3] == first[1]  # the redeliveries changed neither
+    assert rows[1][1] == {"number": {"old": None, "new": "INV-1"}, "total": {"old": None, "new": "1.50"}}
