@@ -755,3 +755,37 @@ def test_a_batch_applied_again_adds_nothing_and_each_row_keeps_who_did_it(
     ] + [nobody, nobody]
     assert rows[0] == first[0] and rows[3] == first[1]  # the redeliveries changed neither
     assert rows[1][1] == {"number": {"old": None, "new": "INV-1"}, "total": {"old": None, "new": "1.50"}}
+
+
+def test_the_same_new_batch_applied_by_two_connections_at_once_is_stored_once(settings: Settings) -> None:
+    """Two projector processes briefly owning the same partition (a rebalance) apply the same new
+    events concurrently: the second COPY waits on the first's unique index entries, fails when it
+    commits, and its batch takes the INSERT's ON CONFLICT: each event once, no error."""
+    import threading
+
+    from engine import db
+
+    db.ensure_schema(settings)
+    tenant = uuid.uuid4()
+    events = [
+        entity_event(
+            tenant, str(uuid.uuid4()), offset, "ledgerflow.invoice.issued", number=f"INV-\u0928{offset}"
+        )
+        for offset in range(50)
+    ]
+    start = threading.Barrier(2)
+
+    def apply() -> None:
+        with connect(settings, autocommit=False) as conn:
+            start.wait()
+            AuditTrail().apply(conn, events)
+            conn.commit()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for done in [pool.submit(apply) for _ in range(2)]:
+            done.result(timeout=60)
+    with connect(settings) as conn:
+        stored = conn.execute(
+            "SELECT count(*), count(DISTINCT event_id) FROM audit_trail WHERE tenant_id = %s", (tenant,)
+        ).fetchone()
+    assert stored == (50, 50)
