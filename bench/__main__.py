@@ -33,7 +33,7 @@ from bench import scaling as scaling_stage
 from bench import webhook_intake as webhook_intake_stage
 from bench import webhooks as webhooks_stage
 from bench import worker as worker_stage
-from bench.env import BenchEnv, Poller, free_port, retry, topic_size
+from bench.env import BenchEnv, CpuPerEvent, Poller, free_port, retry, topic_size
 from bench.report import Row, print_table, write_json
 from connectors import registry as connector_registry
 from ops import schema as outer_schema
@@ -286,10 +286,9 @@ class Run:
         with bar(f"projection catch-up {events:,} events", events) as advance:
             proc = self.start_projectors()
             ready = proc.wait_log(r"\binvoice_register\b.*assigned")
-            cpu_at_ready, postgres_at_ready = proc.cpu_seconds(), read_model_writes.postgres_cpu()
+            cpu = CpuPerEvent(proc)
             done = self._caught_up(proc, topic, total, already, advance)
-            projector_us = (proc.cpu_seconds() - cpu_at_ready) / max(events, 1) * 1e6
-            postgres_us = read_model_writes.cpu_since(postgres_at_ready) / max(events, 1) * 1e6
+            projector_us, postgres_us = cpu.since(events)
         rate = events / (done - ready)
         # Issue 15: a quarter of raw consume in the same run (without `raw`: the old floor).
         target = 0.25 * self.raw_consume if self.raw_consume else 10_000
@@ -302,7 +301,7 @@ class Run:
             "seconds_from_spawn": done - proc.started,
             "projector_cpu_us_per_event": projector_us,
             "postgres_cpu_us_per_event": postgres_us,
-            "postgres_alone": bare.__dict__ | {"rate": bare.rate},
+            "postgres_alone": bare.summary(),
         }
         self.rows.append(
             Row(
@@ -333,7 +332,7 @@ class Run:
             )
         )
         bare = self.bare_writes(["invoice_register"], total, "invoice_register")
-        self.extra["projection_register_alone"]["postgres_alone"] = bare.__dict__ | {"rate": bare.rate}
+        self.extra["projection_register_alone"]["postgres_alone"] = bare.summary()
         self.bare_rows("invoice_register alone", alone["rate"], bare)
 
     def bare_writes(self, tables: list[str], events: int, label: str) -> read_model_writes.BareWrites:
@@ -392,10 +391,9 @@ class Run:
                 "projector-register", "projector", "--projection", "invoice_register", *extra
             )
             ready = proc.wait_log(r"\binvoice_register\b.*assigned")
-            cpu_at_ready, postgres_at_ready = proc.cpu_seconds(), read_model_writes.postgres_cpu()
+            cpu = CpuPerEvent(proc)
             done = self._caught_up(proc, topic, total, 0, advance, "invoice_register")
-            projector_us = (proc.cpu_seconds() - cpu_at_ready) / max(total, 1) * 1e6
-            postgres_us = read_model_writes.cpu_since(postgres_at_ready) / max(total, 1) * 1e6
+            projector_us, postgres_us = cpu.since(total)
         self.env.stop("projector-register")
         self.extra["projection_register_alone"] = {
             "events": total,

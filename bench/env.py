@@ -42,6 +42,27 @@ _LOCAL = PROJECT_ROOT / ".venv" / "bin" / "ledgerflow"
 LEDGERFLOW = str(_LOCAL if _LOCAL.exists() else Path(sys.executable).parent / "ledgerflow")
 
 
+def postgres_cpu() -> dict[tuple[int, float], float]:
+    """CPU seconds so far of each PostgreSQL server process, by (pid, start time): a pid can be
+    another process's by the next sample on a busy machine (the cluster is assumed otherwise idle);
+    ``cpu_since`` takes the difference."""
+    found: dict[tuple[int, float], float] = {}
+    for process in psutil.process_iter(["name", "create_time"]):
+        try:
+            if "postgres" in (process.info["name"] or ""):
+                found[process.pid, process.info["create_time"]] = sum(process.cpu_times()[:2])
+        except psutil.Error:
+            continue
+    return found
+
+
+def cpu_since(before: dict[tuple[int, float], float]) -> float:
+    """PostgreSQL's CPU seconds since ``before`` (``postgres_cpu()``), by process: a server process
+    that ended meanwhile (a stopped projector's connections) would otherwise take its whole
+    lifetime's CPU off the difference, and one started meanwhile counts from zero."""
+    return sum(cpu - before.get(key, 0.0) for key, cpu in postgres_cpu().items())
+
+
 def _with_database(url: str, database: str) -> str:
     parsed = urlparse(url)
     return urlunparse(parsed._replace(path=f"/{database}"))
@@ -200,6 +221,20 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(timeout=10)
+
+
+class CpuPerEvent:
+    """CPU per event of a stage from now on: the process's (with its children) and PostgreSQL's."""
+
+    def __init__(self, proc: Proc) -> None:
+        self.proc = proc
+        self.process_at_start, self.postgres_at_start = proc.cpu_seconds(), postgres_cpu()
+
+    def since(self, events: int) -> tuple[float, float]:
+        """(process, PostgreSQL) µs of CPU per event since this was made."""
+        per_event = 1e6 / max(events, 1)
+        process = self.proc.cpu_seconds() - self.process_at_start
+        return process * per_event, cpu_since(self.postgres_at_start) * per_event
 
 
 @dataclass

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from bench.env import BenchEnv, Poller, topic_size
-from bench.read_model_writes import cpu_since, postgres_cpu, store_again
+from bench.env import BenchEnv, Poller, cpu_since, postgres_cpu, topic_size
+from bench.read_model_writes import store_again
 from projections.catalogue import PROJECTIONS
 
 TOPIC = "ledger.invoice.v1"

@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import psycopg
 from psycopg import sql
+
+from bench.env import cpu_since, postgres_cpu
 
 ROWS_PER_TRANSACTION = 2_500  # projections/runner.py, BATCH_ROWS_ONLY
 # PostgreSQL's binary COPY framing ("COPY", File Formats): an 11-byte signature, a 32-bit flags
@@ -31,27 +32,6 @@ ROWS_PER_TRANSACTION = 2_500  # projections/runner.py, BATCH_ROWS_ONLY
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _TRAILER = struct.pack("!h", -1)
 _POSITIONS = "bench_bare_write_positions"
-
-
-def postgres_cpu() -> dict[tuple[int, float], float]:
-    """CPU seconds so far of each PostgreSQL server process, by (pid, start time): a pid can be
-    another process's by the next sample on a busy machine (the cluster is assumed otherwise idle);
-    ``cpu_since`` takes the difference."""
-    found: dict[tuple[int, float], float] = {}
-    for process in psutil.process_iter(["name", "create_time"]):
-        try:
-            if "postgres" in (process.info["name"] or ""):
-                found[process.pid, process.info["create_time"]] = sum(process.cpu_times()[:2])
-        except psutil.Error:
-            continue
-    return found
-
-
-def cpu_since(before: dict[tuple[int, float], float]) -> float:
-    """PostgreSQL's CPU seconds since ``before`` (``postgres_cpu()``), by process: a server process
-    that ended meanwhile (a stopped projector's connections) would otherwise take its whole
-    lifetime's CPU off the difference, and one started meanwhile counts from zero."""
-    return sum(cpu - before.get(key, 0.0) for key, cpu in postgres_cpu().items())
 
 
 @dataclass(frozen=True)
@@ -71,6 +51,10 @@ class BareWrites:
     @property
     def postgres_us_per_event(self) -> float:
         return 1e6 * self.postgres_cpu_s / self.events
+
+    def summary(self) -> dict[str, object]:
+        """The figures for the bench's results file."""
+        return {**self.__dict__, "rate": self.rate}
 
 
 def split_copy(data: bytes, rows: int) -> Iterator[tuple[bytes, int]]:
