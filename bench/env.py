@@ -230,11 +230,15 @@ class CpuPerEvent:
         self.proc = proc
         self.process_at_start, self.postgres_at_start = proc.cpu_seconds(), postgres_cpu()
 
+    def seconds(self) -> tuple[float, float]:
+        """(process, PostgreSQL) seconds of CPU since this was made."""
+        return self.proc.cpu_seconds() - self.process_at_start, cpu_since(self.postgres_at_start)
+
     def since(self, events: int) -> tuple[float, float]:
         """(process, PostgreSQL) µs of CPU per event since this was made."""
         per_event = 1e6 / max(events, 1)
-        process = self.proc.cpu_seconds() - self.process_at_start
-        return process * per_event, cpu_since(self.postgres_at_start) * per_event
+        process, postgres = self.seconds()
+        return process * per_event, postgres * per_event
 
 
 @dataclass

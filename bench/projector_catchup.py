@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from bench.env import BenchEnv, Poller, cpu_since, postgres_cpu, topic_size
+from bench.env import BenchEnv, CpuPerEvent, Poller, topic_size
 from bench.read_model_writes import store_again
 from projections.catalogue import PROJECTIONS
 
@@ -62,7 +62,7 @@ def catch_up(env: BenchEnv, names: list[str], processes: int, timeout: float = 6
     proc = env.start("projector", "projector", "--processes", str(processes), *options)
     try:
         ready = proc.wait_log("assigned")
-        cpu_at_ready, postgres_at_ready = proc.cpu_seconds(), postgres_cpu()
+        cpu = CpuPerEvent(proc)
         deadline = ready + timeout
         while poll.projected(topic, names) < total:
             proc.check()
@@ -70,7 +70,7 @@ def catch_up(env: BenchEnv, names: list[str], processes: int, timeout: float = 6
                 raise SystemExit(f"the projector did not catch up within {timeout:g} s")
             time.sleep(0.02)
         done = time.monotonic()
-        projector, postgres = proc.cpu_seconds() - cpu_at_ready, cpu_since(postgres_at_ready)
+        projector, postgres = cpu.seconds()
     finally:
         env.stop("projector")
         poll.close()
